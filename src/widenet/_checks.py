@@ -1,0 +1,63 @@
+"""Input validation shared across widenet: each check raises a WidenetError naming the argument."""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import torch
+
+from widenet.errors import WidenetError
+
+
+def positive_int(value: object, name: str) -> int:
+    """Return ``value`` as an int, or raise if it is not an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise WidenetError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def nonnegative_int(value: object, name: str) -> int:
+    """Return ``value`` as an int, or raise if it is not an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+        raise WidenetError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def finite_real(value: object, name: str, *, minimum: float | None = None,
+                strict: bool = False) -> float:
+    """Return ``value`` as a float, or raise if it is not a finite real number.
+
+    With ``minimum``, also require ``value >= minimum`` (``> minimum`` when ``strict``).
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise WidenetError(f"{name} must be a finite real number, got {value!r}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        relation = ">" if strict else ">="
+        raise WidenetError(f"{name} must be {relation} {minimum}, got {value!r}")
+    return float(value)
+
+
+def data_matrix(x: object, name: str, *, features: int | None = None) -> torch.Tensor:
+    """Check that ``x`` is a finite, non-empty (n, d) floating-point tensor and return it.
+
+    With ``features``, also require d == features.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise WidenetError(f"{name} must be a torch.Tensor of shape (n, d), got {type(x).__name__}")
+    if x.ndim != 2:
+        raise WidenetError(f"{name} must have shape (n, d), got shape {tuple(x.shape)}; "
+                           "reshape single points with x.unsqueeze(0)")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise WidenetError(f"{name} is empty (shape {tuple(x.shape)}); pass at least one point "
+                           "with at least one feature")
+    if features is not None and x.shape[1] != features:
+        raise WidenetError(f"{name} has {x.shape[1]} features but the model expects {features}")
+    if not (x.is_floating_point()):
+        raise WidenetError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; "
+                           "convert it with x.double() or x.float()")
+    if not bool(torch.isfinite(x).all()):
+        raise WidenetError(f"{name} contains NaN or inf values; clean or drop those points first")
+    return x

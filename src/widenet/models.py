@@ -1,0 +1,105 @@
+"""The MLP: a finite-width torch module that also carries what its infinite-width limit needs."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from widenet._checks import finite_real, positive_int
+from widenet.activations import Activation, get_activation
+from widenet.errors import WidenetError
+from widenet.layers import Dense
+from widenet.parametrizations import Parametrization, get_parametrization
+
+
+class MLP(nn.Module):
+    """f(x) = z_{L+1}, z_l = Dense_l(h_{l-1}), h_l = phi(z_l), h_0 = x (THEORY.md section 1).
+
+    Args:
+        in_features: input dimension d.
+        hidden: widths n_1..n_L of the hidden layers (see :mod:`widenet.widths`); may be empty.
+        out_features: number of outputs k.
+        activation: a name (``"relu"``, ``"abs"``, ``"tanh"``, ...), an
+            :class:`~widenet.activations.Activation`, or any elementwise callable.
+        weight_std: sigma_w. ``None`` means the edge-of-chaos value for the activation at the
+            given ``bias_std`` (sigma_w^2 = 1 / (a^2 + b^2) for phi = a s + b |s|).
+        bias_std: sigma_b. With 0 the net has no bias parameters at all (the bias-free MLP of the
+            edge-of-chaos papers, positively homogeneous for the ``ab`` family).
+        parametrization: ``"ntk"`` (default) or ``"standard"``; see
+            :mod:`widenet.parametrizations`.
+        seed, generator: make the initialization reproducible (give at most one); without
+            either it draws from torch's global generator. Draws happen in float64 on the CPU,
+            so a seed gives the same network in every dtype and on every device.
+        device, dtype: where the parameters live.
+
+    The attributes ``activation``, ``weight_std``, ``bias_std``, ``parametrization`` and
+    ``depth`` are what :func:`widenet.infinite_kernels` reads; widths do not enter the limit.
+    """
+
+    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int,
+                 activation: str | Activation | Callable[[torch.Tensor], torch.Tensor] = "relu",
+                 weight_std: float | None = None, bias_std: float = 0.0,
+                 parametrization: str | Parametrization = "ntk", *, seed: int | None = None,
+                 generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        super().__init__()
+        self.in_features = positive_int(in_features, "in_features")
+        self.out_features = positive_int(out_features, "out_features")
+        if isinstance(hidden, int | str) or not isinstance(hidden, Sequence):
+            raise WidenetError(f"hidden must be a list of widths such as [512, 512], "
+                               f"got {hidden!r}")
+        self.hidden = tuple(positive_int(w, f"hidden[{i}]") for i, w in enumerate(hidden))
+        self.activation = get_activation(activation)
+        self.bias_std = finite_real(bias_std, "bias_std", minimum=0.0)
+        self.weight_std = (self.activation.edge_of_chaos(self.bias_std) if weight_std is None
+                           else finite_real(weight_std, "weight_std", minimum=0.0, strict=True))
+        self.parametrization = get_parametrization(parametrization)
+        sizes = (self.in_features, *self.hidden, self.out_features)
+        self.layers = nn.ModuleList()
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            scaling = self.parametrization.dense(fan_in, self.weight_std, self.bias_std)
+            self.layers.append(Dense(fan_in, fan_out, bias=self.bias_std > 0,
+                                     weight_multiplier=scaling.weight_multiplier,
+                                     bias_multiplier=scaling.bias_multiplier,
+                                     device=device, dtype=dtype))
+        self.reset_parameters(seed=seed, generator=generator)
+
+    @property
+    def depth(self) -> int:
+        """L, the number of hidden layers (the net has L + 1 dense layers)."""
+        return len(self.hidden)
+
+    def reset_parameters(self, *, seed: int | None = None,
+                         generator: torch.Generator | None = None) -> None:
+        """Draw every parameter afresh from its parametrization's initial distribution."""
+        if seed is not None and generator is not None:
+            raise WidenetError("give either seed or generator, not both")
+        if seed is not None:
+            generator = torch.Generator().manual_seed(int(seed))
+        for layer in self.layers:
+            scaling = self.parametrization.dense(layer.in_features, self.weight_std,
+                                                 self.bias_std)
+            _draw_normal_(layer.weight, scaling.weight_init_std, generator)
+            if layer.bias is not None:
+                _draw_normal_(layer.bias, scaling.bias_init_std, generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for layer in self.layers[:-1]:
+            h = self.activation(layer(h))
+        return self.layers[-1](h)
+
+    def extra_repr(self) -> str:
+        return (f"activation={self.activation.name}, weight_std={self.weight_std:.6g}, "
+                f"bias_std={self.bias_std:.6g}, parametrization={self.parametrization.name}")
+
+
+@torch.no_grad()
+def _draw_normal_(parameter: torch.Tensor, std: float, generator: torch.Generator | None) -> None:
+    """Fill ``parameter`` with N(0, std^2) draws made in float64 on the CPU, so that a seed
+    gives the same network (up to rounding) in every dtype and on every device."""
+    draw = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
+    parameter.copy_(draw.mul_(std))

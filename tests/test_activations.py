@@ -1,0 +1,213 @@
+"""Activations: closed-form and quadrature duals against Monte Carlo, identities, edge of chaos."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import widenet.activations as A
+from widenet import WidenetError
+
+# (q1, q2, rho): unequal variances, both signs, and the degenerate ends rho = +-1.
+COVARIANCES = [(1.0, 1.0, 0.0), (0.5, 2.0, 0.6), (2.0, 0.3, -0.8), (1.5, 1.5, 1.0),
+               (0.7, 1.3, -1.0), (3.0, 0.2, 0.95)]
+AB_FAMILY = [A.relu, A.abs, A.identity, A.leaky_relu(0.2), A.ab(0.3, -0.7), A.ab(-1.2, 0.4)]
+SAMPLES = 400_000
+Z = 5.0  # tolerance in standard errors: a false alarm has probability ~6e-7 per comparison
+
+
+def gaussian_pairs(q1: float, q2: float, rho: float, seed: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    z1, z2 = torch.randn(2, SAMPLES, generator=g, dtype=torch.float64)
+    u = math.sqrt(q1) * z1
+    v = math.sqrt(q2) * (rho * z1 + math.sqrt(max(1.0 - rho * rho, 0.0)) * z2)
+    return u, v
+
+
+def assert_matches_monte_carlo(exact: torch.Tensor, samples: torch.Tensor) -> None:
+    """|exact - sample mean| <= Z standard errors (plus round-off for zero-variance samples)."""
+    mean, se = samples.mean(), samples.std() / math.sqrt(samples.numel())
+    assert abs(float(exact) - float(mean)) <= Z * float(se) + 1e-12, (float(exact), float(mean))
+
+
+def cov(q1: float, q2: float, rho: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    t = torch.tensor
+    return (t(q1, dtype=torch.float64), t(q2, dtype=torch.float64),
+            t(rho * math.sqrt(q1 * q2), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("act", [*AB_FAMILY, A.erf, A.tanh, A.gelu, A.softplus, A.sin],
+                         ids=lambda a: a.name)
+@pytest.mark.parametrize(("q1", "q2", "rho"), COVARIANCES)
+def test_duals_match_monte_carlo(act: A.Activation, q1: float, q2: float, rho: float) -> None:
+    u, v = gaussian_pairs(q1, q2, rho, seed=hash((act.name, q1, q2, rho)) % 2**31)
+    product, derivative_product = act.duals(*cov(q1, q2, rho))
+    assert_matches_monte_carlo(product, act(u) * act(v))
+    assert_matches_monte_carlo(derivative_product, act.derivative(u) * act.derivative(v))
+
+
+@pytest.mark.parametrize(("q1", "q2", "rho"), COVARIANCES)
+def test_relu_dual_is_the_arc_cosine_kernel(q1: float, q2: float, rho: float) -> None:
+    """Cho & Saul: E[relu(u) relu(v)] = sqrt(q1 q2) (sin t + (pi - t) cos t) / (2 pi), t = acos rho,
+    and E[relu'(u) relu'(v)] = (pi - t) / (2 pi)."""
+    t = math.acos(rho)
+    product, derivative_product = A.relu.duals(*cov(q1, q2, rho))
+    expected = math.sqrt(q1 * q2) * (math.sin(t) + (math.pi - t) * math.cos(t)) / (2 * math.pi)
+    assert float(product) == pytest.approx(expected, rel=1e-13, abs=1e-15)
+    assert float(derivative_product) == pytest.approx((math.pi - t) / (2 * math.pi), rel=1e-13)
+
+
+@pytest.mark.parametrize(("q1", "q2", "rho"), COVARIANCES)
+def test_sin_quadrature_matches_closed_form(q1: float, q2: float, rho: float) -> None:
+    """E[sin u sin v] = exp(-(q1 + q2) / 2) sinh(c), E[cos u cos v] = exp(-(q1 + q2) / 2) cosh(c)."""
+    c = rho * math.sqrt(q1 * q2)
+    product, derivative_product = A.sin.duals(*cov(q1, q2, rho))
+    damping = math.exp(-(q1 + q2) / 2)
+    assert float(product) == pytest.approx(damping * math.sinh(c), abs=1e-12)
+    assert float(derivative_product) == pytest.approx(damping * math.cosh(c), abs=1e-12)
+
+
+@pytest.mark.parametrize(("q1", "q2", "rho"), COVARIANCES)
+def test_erf_quadrature_matches_closed_form(q1: float, q2: float, rho: float) -> None:
+    quadrature = A.Quadrature(torch.erf, derivative=A.erf.derivative)
+    for numeric, exact in zip(quadrature.duals(*cov(q1, q2, rho)), A.erf.duals(*cov(q1, q2, rho)),
+                              strict=True):
+        assert float(numeric) == pytest.approx(float(exact), abs=1e-7)
+
+
+def test_quadrature_of_a_kink_is_close_to_the_closed_form() -> None:
+    kinked = A.Quadrature(torch.relu)
+    for q1, q2, rho in COVARIANCES:
+        for numeric, exact in zip(kinked.duals(*cov(q1, q2, rho)), A.relu.duals(*cov(q1, q2, rho)),
+                                  strict=True):
+            assert float(numeric) == pytest.approx(float(exact), abs=2e-2)
+
+
+def test_autograd_derivative_of_a_user_function() -> None:
+    s = torch.linspace(-4, 4, 101, dtype=torch.float64)
+    user = A.get_activation(lambda t: torch.tanh(t) + 0.1 * t**2)
+    assert torch.allclose(user.derivative(s), 1 - torch.tanh(s) ** 2 + 0.2 * s, atol=1e-14)
+    assert user.name == "<lambda>"
+
+
+@pytest.mark.parametrize("act", [A.gelu, A.softplus, A.tanh, A.sin], ids=lambda a: a.name)
+def test_given_derivatives_match_autograd(act: A.Quadrature) -> None:
+    s = torch.linspace(-5, 5, 201, dtype=torch.float64)
+    automatic = A.Quadrature(act.function).derivative(s)
+    assert torch.allclose(act.derivative(s), automatic, atol=1e-12)
+
+
+def assert_same_activation(left: A.Activation, right: A.Activation, scale: float = 1.0) -> None:
+    """left = scale * right as functions, so their duals differ by scale^2."""
+    s = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    assert torch.allclose(left(s), scale * right(s), atol=1e-15)
+    for q1, q2, rho in COVARIANCES:
+        for l_dual, r_dual in zip(left.duals(*cov(q1, q2, rho)), right.duals(*cov(q1, q2, rho)),
+                                  strict=True):
+            assert float(l_dual) == pytest.approx(scale**2 * float(r_dual), rel=1e-13, abs=1e-15)
+
+
+def test_family_identities() -> None:
+    assert_same_activation(A.ab(0.5, 0.5), A.relu)
+    assert_same_activation(A.ab(0.0, 1.0), A.abs)
+    assert_same_activation(A.ab(0.7, 0.7), A.relu, scale=1.4)
+    assert_same_activation(A.ab(-0.3, -0.3), A.relu, scale=-0.6)
+    assert_same_activation(A.leaky_relu(0.0), A.relu)
+    assert_same_activation(A.leaky_relu(1.0), A.identity)
+
+
+def test_ab_with_equal_coefficients_is_a_scaled_relu_pointwise() -> None:
+    s = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    assert torch.equal(A.ab(0.5, 0.5)(s), torch.relu(s))
+
+
+@pytest.mark.parametrize(("act", "delta", "kappa"),
+                         [(A.relu, 0.5, math.sqrt(2)), (A.abs, 1.0, 1.0), (A.identity, 0.0, 1.0)])
+def test_delta_and_kappa(act: A.AbsLinear, delta: float, kappa: float) -> None:
+    assert act.delta == pytest.approx(delta)
+    assert act.kappa == pytest.approx(kappa)
+
+
+@pytest.mark.parametrize("act", AB_FAMILY, ids=lambda a: a.name)
+def test_edge_of_chaos_of_the_family(act: A.AbsLinear) -> None:
+    """chi_1 = 1, and the normalized correlation map has varrho(1) = 1, varrho'(1) = 1,
+    varrho(-1) = 2 Delta - 1 and varrho(rho) = (1 - Delta) rho + Delta J(rho)."""
+    weight_var = act.edge_of_chaos() ** 2
+    assert weight_var * float(act.derivative_second_moment(1.0)) == pytest.approx(1.0)
+
+    def varrho(rho: float) -> float:
+        return weight_var * float(act.dual(*cov(1.0, 1.0, rho)))
+
+    assert varrho(1.0) == pytest.approx(1.0, rel=1e-14)
+    assert varrho(-1.0) == pytest.approx(2 * act.delta - 1, abs=1e-14)
+    for rho in (-0.9, -0.2, 0.3, 0.99):
+        j = float(A.arc_cosine_j(torch.tensor(rho, dtype=torch.float64)))
+        assert varrho(rho) == pytest.approx((1 - act.delta) * rho + act.delta * j, abs=1e-14)
+    h = 1e-8  # varrho'(1 - h) = 1 - (2 Delta / pi) acos(1 - h) = 1 - O(sqrt(h))
+    assert (varrho(1.0) - varrho(1.0 - h)) / h == pytest.approx(1.0, abs=1e-3)
+    # Price's theorem: varrho'(rho) = sigma_w^2 E[phi'(u) phi'(v)], which is 1 at rho = 1.
+    assert weight_var * float(act.derivative_dual(*cov(1.0, 1.0, 1.0))) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("act", [A.tanh, A.erf, A.gelu, A.sin], ids=lambda a: a.name)
+@pytest.mark.parametrize("bias_std", [0.0, 0.1, 0.5])
+def test_edge_of_chaos_of_general_activations(act: A.Activation, bias_std: float) -> None:
+    """At the returned sigma_w there is a fixed point q* of the variance map with chi_1 = 1."""
+    weight_std = act.edge_of_chaos(bias_std)
+    if bias_std == 0.0:
+        assert weight_std == pytest.approx(1.0 / abs(float(act.derivative(torch.tensor(0.0)))))
+        return
+    q_star = act._fixed_point_variance(bias_std**2)
+    variance_map = weight_std**2 * float(act.second_moment(q_star)) + bias_std**2
+    assert variance_map == pytest.approx(q_star, rel=1e-9)
+    assert weight_std**2 * float(act.derivative_second_moment(q_star)) == pytest.approx(1.0)
+
+
+def test_tanh_edge_of_chaos_without_bias_is_one() -> None:
+    assert A.tanh.edge_of_chaos(0.0) == pytest.approx(1.0)
+
+
+def test_no_edge_of_chaos_is_an_error() -> None:
+    with pytest.raises(WidenetError, match="no edge-of-chaos"):
+        A.softplus.edge_of_chaos(0.1)
+
+
+@pytest.mark.parametrize("act", [*AB_FAMILY, A.erf, A.tanh], ids=lambda a: a.name)
+def test_duals_are_finite_at_zero_variance(act: A.Activation) -> None:
+    zero = torch.zeros((), dtype=torch.float64)
+    for value in (*act.duals(zero, zero, zero), *act.duals(zero, torch.tensor(2.0), zero)):
+        assert torch.isfinite(value)
+
+
+def test_duals_broadcast_over_kernel_shapes() -> None:
+    q1, q2 = torch.rand(4, 1, dtype=torch.float64) + 0.5, torch.rand(1, 3, dtype=torch.float64) + 0.5
+    c = 0.3 * torch.sqrt(q1 * q2)
+    for act in (A.relu, A.erf, A.tanh):
+        product, derivative_product = act.duals(q1, q2, c)
+        assert product.shape == derivative_product.shape == (4, 3)
+        assert float(product[2, 1]) == pytest.approx(float(act.dual(q1[2, 0], q2[0, 1], c[2, 1])))
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("swish", "unknown activation"), ("relu:2", "unknown activation"),
+    ("leaky_relu:x", "bad leaky_relu slope"), (3.0, "a name or a callable")])
+def test_bad_activation_specs(spec: object, message: str) -> None:
+    with pytest.raises(WidenetError, match=message):
+        A.get_activation(spec)
+
+
+def test_bad_family_members() -> None:
+    with pytest.raises(WidenetError, match="zero function"):
+        A.ab(0, 0)
+    with pytest.raises(WidenetError, match="finite"):
+        A.ab(float("nan"), 1)
+    with pytest.raises(WidenetError, match="at most"):
+        A.Quadrature(torch.tanh, degree=500)
+
+
+def test_names_resolve() -> None:
+    assert A.get_activation("abs") is A.abs
+    assert A.get_activation("leaky_relu:0.1").a == pytest.approx(0.55)
+    assert A.get_activation(A.relu) is A.relu
