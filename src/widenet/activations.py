@@ -245,11 +245,11 @@ class Erf(Activation):
     def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
               ) -> tuple[torch.Tensor, torch.Tensor]:
         q1, q2, c = _as_tensors(q1, q2, c)
-        scale1, scale2 = torch.sqrt(1.0 + 2.0 * q1), torch.sqrt(1.0 + 2.0 * q2)
-        ratio = (2.0 * c / scale1 / scale2).clamp_(-1.0, 1.0)
+        ratio = (2.0 * c / torch.sqrt(1.0 + 2.0 * q1) / torch.sqrt(1.0 + 2.0 * q2)).clamp_(-1, 1)
         product = _TWO_OVER_PI * torch.asin(ratio)
-        # det(I + 2 Sigma) = (1 + 2 q1)(1 + 2 q2)(1 - ratio^2), and ratio^2 < 1 strictly.
-        det = (scale1 * scale2) ** 2 * ((1.0 - ratio) * (1.0 + ratio))
+        # det(I + 2 Sigma) = 1 + 2 (q1 + q2) + 4 q1 q2 (1 - rho^2): no cancellation for huge q.
+        scale, rho = correlation(q1, q2, c)
+        det = 1.0 + 2.0 * (q1 + q2) + 4.0 * scale**2 * ((1.0 - rho) * (1.0 + rho))
         derivative_product = (2.0 * _TWO_OVER_PI) * torch.rsqrt(det)
         return product, derivative_product
 

@@ -95,8 +95,10 @@ def infinite_kernels(net: MLP, x1: torch.Tensor, x2: torch.Tensor | None = None,
                             block, symmetric)
     for matrix in matrices:
         if not bool(torch.isfinite(matrix).all()):
+            remedy = "rescale the inputs" if dtype == torch.float64 else \
+                "pass dtype=torch.float64 or rescale the inputs"
             raise WidenetError(f"the kernel overflowed in {dtype}: the inputs' norms are too "
-                               "large for it; pass dtype=torch.float64 or rescale the inputs")
+                               f"large for it; {remedy}")
     return recursion.assemble(matrices)
 
 
