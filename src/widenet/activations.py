@@ -59,14 +59,19 @@ def correlation(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor
 
 
 def arc_cosine_j(rho: torch.Tensor, arcsin_rho: torch.Tensor | None = None) -> torch.Tensor:
-    """J(rho) = (2/pi) (sqrt(1 - rho^2) + rho arcsin rho), so that E[|u||v|] = sqrt(q1 q2) J(rho).
-
-    sqrt(1 - rho^2) is evaluated as sqrt((1 - rho)(1 + rho)) for accuracy near |rho| = 1.
-    """
+    """J(rho) = (2/pi) (sqrt(1 - rho^2) + rho arcsin rho), so that E[|u||v|] = sqrt(q1 q2) J(rho)."""
     if arcsin_rho is None:
         arcsin_rho = torch.asin(rho)
-    root = torch.sqrt(((1.0 - rho) * (1.0 + rho)).clamp_min_(0.0))
-    return root.addcmul_(rho, arcsin_rho).mul_(_TWO_OVER_PI)
+    return _pi_over_two_j(rho, arcsin_rho).mul_(_TWO_OVER_PI)
+
+
+def _pi_over_two_j(rho: torch.Tensor, arcsin_rho: torch.Tensor) -> torch.Tensor:
+    """(pi/2) J(rho) = sqrt(1 - rho^2) + rho arcsin rho, for |rho| <= 1.
+
+    sqrt(1 - rho^2) is evaluated as sqrt((1 - rho)(1 + rho)), accurate near |rho| = 1 and never
+    negative there.
+    """
+    return (1.0 - rho).mul_(1.0 + rho).sqrt_().addcmul_(rho, arcsin_rho)
 
 
 class Activation:
@@ -194,7 +199,9 @@ class AbsLinear(Activation):
         scale, rho = correlation(q1, q2, c)
         arcsin_rho = torch.asin(rho)
         a2, b2 = self.a**2, self.b**2
-        product = arc_cosine_j(rho, arcsin_rho).mul_(scale).mul_(b2).add_(c, alpha=a2)
+        product = _pi_over_two_j(rho, arcsin_rho).mul_(scale).mul_(b2 * _TWO_OVER_PI)
+        if a2 != 0.0:
+            product.add_(c, alpha=a2)
         derivative_product = arcsin_rho.mul_(b2 * _TWO_OVER_PI).add_(a2)
         return product, derivative_product
 
