@@ -61,7 +61,8 @@ def test_relu_dual_is_the_arc_cosine_kernel(q1: float, q2: float, rho: float) ->
 
 @pytest.mark.parametrize(("q1", "q2", "rho"), COVARIANCES)
 def test_sin_quadrature_matches_closed_form(q1: float, q2: float, rho: float) -> None:
-    """E[sin u sin v] = exp(-(q1 + q2) / 2) sinh(c), E[cos u cos v] = exp(-(q1 + q2) / 2) cosh(c)."""
+    """E[sin u sin v] = exp(-(q1 + q2) / 2) sinh(c), E[cos u cos v] = exp(-(q1 + q2) / 2)
+    cosh(c)."""
     c = rho * math.sqrt(q1 * q2)
     product, derivative_product = A.sin.duals(*cov(q1, q2, rho))
     damping = math.exp(-(q1 + q2) / 2)
@@ -182,7 +183,8 @@ def test_duals_are_finite_at_zero_variance(act: A.Activation) -> None:
 
 
 def test_duals_broadcast_over_kernel_shapes() -> None:
-    q1, q2 = torch.rand(4, 1, dtype=torch.float64) + 0.5, torch.rand(1, 3, dtype=torch.float64) + 0.5
+    q1 = torch.rand(4, 1, dtype=torch.float64) + 0.5
+    q2 = torch.rand(1, 3, dtype=torch.float64) + 0.5
     c = 0.3 * torch.sqrt(q1 * q2)
     for act in (A.relu, A.erf, A.tanh):
         product, derivative_product = act.duals(q1, q2, c)

@@ -59,7 +59,7 @@ def correlation(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor
 
 
 def arc_cosine_j(rho: torch.Tensor, arcsin_rho: torch.Tensor | None = None) -> torch.Tensor:
-    """J(rho) = (2/pi) (sqrt(1 - rho^2) + rho arcsin rho), so that E[|u||v|] = sqrt(q1 q2) J(rho)."""
+    """J(rho) = (2/pi) (sqrt(1 - rho^2) + rho arcsin rho); E[|u||v|] = sqrt(q1 q2) J(rho)."""
     if arcsin_rho is None:
         arcsin_rho = torch.asin(rho)
     return _pi_over_two_j(rho, arcsin_rho).mul_(_TWO_OVER_PI)

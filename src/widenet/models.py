@@ -28,8 +28,8 @@ class MLP(nn.Module):
             given ``bias_std`` (sigma_w^2 = 1 / (a^2 + b^2) for phi = a s + b |s|).
         bias_std: sigma_b. With 0 the net has no bias parameters at all (the bias-free MLP of the
             edge-of-chaos papers, positively homogeneous for the ``ab`` family).
-        parametrization: ``"ntk"`` (default) or ``"standard"``; see
-            :mod:`widenet.parametrizations`.
+        parametrization: ``"ntk"`` (default), ``"standard"``, ``"mup"``, ``"mean-field"`` or an
+            instance such as ``MuP(base_hidden=64)``; see :mod:`widenet.parametrizations`.
         seed, generator: make the initialization reproducible (give at most one); without
             either it draws from torch's global generator. Draws happen in float64 on the CPU,
             so a seed gives the same network in every dtype and on every device.
@@ -58,13 +58,14 @@ class MLP(nn.Module):
                            else finite_real(weight_std, "weight_std", minimum=0.0, strict=True))
         self.parametrization = get_parametrization(parametrization)
         sizes = (self.in_features, *self.hidden, self.out_features)
-        self.layers = nn.ModuleList()
-        for fan_in, fan_out in itertools.pairwise(sizes):
-            scaling = self.parametrization.dense(fan_in, self.weight_std, self.bias_std)
-            self.layers.append(Dense(fan_in, fan_out, bias=self.bias_std > 0,
-                                     weight_multiplier=scaling.weight_multiplier,
-                                     bias_multiplier=scaling.bias_multiplier,
-                                     device=device, dtype=dtype))
+        self.scalings = tuple(self.parametrization.scalings(sizes, self.weight_std,
+                                                            self.bias_std))
+        self.layers = nn.ModuleList(
+            Dense(fan_in, fan_out, bias=self.bias_std > 0,
+                  weight_multiplier=scaling.weight.multiplier,
+                  bias_multiplier=scaling.bias.multiplier, device=device, dtype=dtype)
+            for (fan_in, fan_out), scaling in zip(itertools.pairwise(sizes), self.scalings,
+                                                  strict=True))
         self.reset_parameters(seed=seed, generator=generator)
 
     @property
@@ -79,12 +80,20 @@ class MLP(nn.Module):
             raise WidenetError("give either seed or generator, not both")
         if seed is not None:
             generator = torch.Generator().manual_seed(int(seed))
-        for layer in self.layers:
-            scaling = self.parametrization.dense(layer.in_features, self.weight_std,
-                                                 self.bias_std)
-            _draw_normal_(layer.weight, scaling.weight_init_std, generator)
+        for layer, scaling in zip(self.layers, self.scalings, strict=True):
+            _draw_normal_(layer.weight, scaling.weight.init_std, generator)
             if layer.bias is not None:
-                _draw_normal_(layer.bias, scaling.bias_init_std, generator)
+                _draw_normal_(layer.bias, scaling.bias.init_std, generator)
+
+    def lr_scales(self, optimizer: str) -> dict[str, float]:
+        """The parametrization's learning-rate factor of every parameter, by parameter name,
+        for an optimizer family ("sgd" or "adam")."""
+        scales = {}
+        for index, (layer, scaling) in enumerate(zip(self.layers, self.scalings, strict=True)):
+            scales[f"layers.{index}.weight"] = scaling.weight.lr_scale(optimizer)
+            if layer.bias is not None:
+                scales[f"layers.{index}.bias"] = scaling.bias.lr_scale(optimizer)
+        return scales
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x

@@ -93,7 +93,8 @@ def test_per_layer_intermediates() -> None:
     x = sphere_points(6, 4)
     net = wn.MLP(4, [8] * 3, 2, "erf", bias_std=0.3)
     full = wn.infinite_kernels(net, x, per_layer=True, block_size=4)
-    assert len(full.layers.sigma) == 4 and len(full.layers.sigma_dot) == 3
+    assert len(full.layers.sigma) == 4
+    assert len(full.layers.sigma_dot) == 3
     assert torch.equal(full.layers.sigma[-1], full.nngp)
     theta = full.layers.sigma[0]
     for sigma, sigma_dot in zip(full.layers.sigma[1:], full.layers.sigma_dot, strict=True):
@@ -106,7 +107,8 @@ def test_per_layer_intermediates() -> None:
                                         wn.activations.leaky_relu(0.3)])
 @pytest.mark.parametrize("depth", [0, 1, 4, 30])
 def test_diagonal_at_the_edge_of_chaos(activation, depth: int) -> None:
-    """With ||x||^2 = d at the EOC every Sigma^l(x, x) = sigma_w^2, so Theta(x, x) = sigma_w^2 (L+1):
+    """With ||x||^2 = d at the EOC every Sigma^l(x, x) = sigma_w^2, so Theta(x, x) =
+    sigma_w^2 (L+1):
     exactly L + 1 when a^2 + b^2 = 1 (sigma_w = 1)."""
     net = wn.MLP(7, [5] * depth, 1, activation)
     kernels = wn.infinite_kernels(net, sphere_points(9, 7))
@@ -159,7 +161,8 @@ def test_depth_zero_is_the_scaled_linear_kernel() -> None:
     net = wn.MLP(3, [], 1, "relu", weight_std=1.5, bias_std=0.5)
     expected = 1.5**2 * (x @ x.T) / 3 + 0.25
     kernels = wn.infinite_kernels(net, x)
-    assert torch.allclose(kernels.nngp, expected) and torch.allclose(kernels.ntk, expected)
+    assert torch.allclose(kernels.nngp, expected)
+    assert torch.allclose(kernels.ntk, expected)
 
 
 def test_standard_parametrization_has_the_nngp_but_no_ntk() -> None:
@@ -178,7 +181,8 @@ def test_dtype_follows_the_inputs_unless_overridden() -> None:
     net = wn.MLP(4, [8] * 2, 1, "abs")
     single = wn.infinite_kernels(net, x)
     double = wn.infinite_kernels(net, x, dtype=torch.float64)
-    assert single.ntk.dtype == torch.float32 and double.ntk.dtype == torch.float64
+    assert single.ntk.dtype == torch.float32
+    assert double.ntk.dtype == torch.float64
     assert torch.allclose(single.ntk.double(), double.ntk, rtol=1e-5)
 
 
@@ -220,7 +224,7 @@ def test_edge_cases_are_finite(log_norms, bias_std, activation, direction) -> No
 
 def test_float32_overflow_is_a_clear_error() -> None:
     x = torch.full((2, 3), 1e30)
-    with pytest.raises(wn.WidenetError, match="overflowed in torch.float32"):
+    with pytest.raises(wn.WidenetError, match=r"overflowed in torch\.float32"):
         wn.infinite_kernels(wn.MLP(3, [4], 1), x)
     assert bool(torch.isfinite(wn.infinite_kernels(wn.MLP(3, [4], 1), x,
                                                    dtype=torch.float64).ntk).all())
@@ -253,7 +257,7 @@ def test_bad_inputs(x1, x2, message: str) -> None:
 
 def test_bad_net_and_block_size() -> None:
     x = torch.randn(3, 3)
-    with pytest.raises(wn.WidenetError, match="needs a widenet.MLP"):
+    with pytest.raises(wn.WidenetError, match=r"needs a widenet\.MLP"):
         wn.infinite_kernels(torch.nn.Linear(3, 1), x)
     with pytest.raises(wn.WidenetError, match="block_size must be a positive integer"):
         wn.infinite_kernels(wn.MLP(3, [4], 1), x, block_size=-2)

@@ -27,6 +27,7 @@ from widenet.models import MLP
 BlockFunction = Callable[[slice, slice], list[torch.Tensor]]
 
 DEFAULT_BLOCK_SIZE = 512
+_RECURSION_PARAMETRIZATIONS = ("ntk", "standard")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,11 @@ def infinite_kernels(net: MLP, x1: torch.Tensor, x2: torch.Tensor | None = None,
     """
     if not isinstance(net, MLP):
         raise WidenetError(f"infinite_kernels needs a widenet.MLP, got {type(net).__name__}")
+    if net.parametrization.name not in _RECURSION_PARAMETRIZATIONS:
+        covered = " and ".join(_RECURSION_PARAMETRIZATIONS)
+        raise WidenetError(f"infinite_kernels covers the {covered} parametrizations, not "
+                           f"{net.parametrization.name!r} (whose limit is not this kernel "
+                           "recursion); build the MLP with parametrization='ntk'")
     x1 = data_matrix(x1, "x1", features=net.in_features)
     symmetric = x2 is None
     x2 = x1 if symmetric else data_matrix(x2, "x2", features=net.in_features)

@@ -1,0 +1,1 @@
+"""Training dynamics: the training loop, linearized models and closed-form kernel predictions."""

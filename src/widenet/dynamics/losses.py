@@ -1,0 +1,61 @@
+"""Training losses, each a mean over the n points of a batch.
+
+    mse:          (1/(2n)) sum_i ||f(x_i) - y_i||^2        (THEORY.md section 5's convention)
+    cross_entropy: (1/n) sum_i -log softmax(f(x_i))_{y_i}   (integer labels)
+    logistic:     (1/n) sum_i log(1 + exp(-y_i f(x_i)))     (y in {-1, +1}, one output)
+    exponential:  (1/n) sum_i exp(-y_i f(x_i))              (y in {-1, +1}, one output)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.nn import functional as F
+
+from widenet.errors import WidenetError
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(1/(2n)) sum_i ||f(x_i) - y_i||^2; a target of shape (n,) is read as (n, 1)."""
+    target = target.reshape(output.shape)
+    return 0.5 * (output - target).square().sum() / output.shape[0]
+
+
+def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(1/n) sum_i -log softmax(f(x_i))_{y_i}, for integer class labels y."""
+    return F.cross_entropy(output, target.long())
+
+
+def _signed_margins(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if output.ndim == 2 and output.shape[1] != 1:
+        raise WidenetError(f"logistic and exponential losses need one output, got "
+                           f"{output.shape[1]}; use cross_entropy for several classes")
+    return output.reshape(-1) * target.reshape(-1)
+
+
+def logistic(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(1/n) sum_i log(1 + exp(-y_i f(x_i))), computed as softplus(-y f)."""
+    return F.softplus(-_signed_margins(output, target)).mean()
+
+
+def exponential(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(1/n) sum_i exp(-y_i f(x_i))."""
+    return torch.exp(-_signed_margins(output, target)).mean()
+
+
+LOSSES: dict[str, Loss] = {"mse": mse, "cross_entropy": cross_entropy, "logistic": logistic,
+                           "exponential": exponential}
+
+
+def get_loss(spec: str | Loss) -> Loss:
+    """A loss by name (mse, cross_entropy, logistic, exponential) or any callable
+    loss(output, target) -> scalar."""
+    if callable(spec):
+        return spec
+    if isinstance(spec, str) and spec in LOSSES:
+        return LOSSES[spec]
+    raise WidenetError(f"unknown loss {spec!r}; choose one of {', '.join(LOSSES)} or pass a "
+                       "callable loss(output, target) -> scalar")

@@ -1,0 +1,141 @@
+"""Optimizers that read a parametrization's per-parameter learning rates, and depthwise gradient
+scaling.
+
+Learning rates: parameter p gets lr * scale_p, where scale_p comes from ``model.lr_scales(family)``
+(widenet MLPs: the parametrization's TensorScaling, e.g. muP's width ratios) and is 1 for models
+without that method.
+
+Gradient scaling multiplies each dense layer's gradients (weight and bias) by a factor xi_l after
+the backward pass and before the optimizer step:
+- :class:`LayerPowerScaling`: xi_l = l^power, l = 1..L+1 the layer's position;
+- :class:`NormalizedUpdateScaling`: xi_l = 1 / (rms(h_{l-1}) rms(dLoss/dz_l) + eps), recomputed
+  every step from the layer's input features h_{l-1} and the gradient of the loss with respect
+  to its output z_l over the batch, rms(A) = sqrt(mean of A's squared entries). A layer's weight
+  gradient is the product of those two signals (summed over the batch), so this rule removes
+  their scale from its update: widenet's own choice for the "normalized update parametrization"
+  of THEORY.md section 5, whose exact rule is not available here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from widenet._checks import finite_real
+from widenet.errors import WidenetError
+from widenet.layers import Dense
+
+OPTIMIZERS = ("gd", "sgd", "adam")
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, *, momentum: float = 0.0
+                    ) -> torch.optim.Optimizer:
+    """torch SGD (for "gd" and "sgd", with heavy-ball ``momentum``) or Adam, one parameter group
+    per trainable parameter with learning rate lr * model.lr_scales(family)[name]."""
+    if name not in OPTIMIZERS:
+        raise WidenetError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    family = "adam" if name == "adam" else "sgd"
+    scales = lr_scales(model, family)
+    groups = [{"params": [p], "lr": lr * scales.get(n, 1.0), "name": n}
+              for n, p in model.named_parameters() if p.requires_grad]
+    if not groups:
+        raise WidenetError("the model has no trainable parameters")
+    if family == "adam":
+        if momentum:
+            raise WidenetError("momentum applies to gd/sgd; Adam has its own betas")
+        return torch.optim.Adam(groups, lr=lr)
+    momentum = finite_real(momentum, "momentum", minimum=0.0)
+    if momentum >= 1.0:
+        raise WidenetError(f"momentum must be in [0, 1), got {momentum}")
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+
+
+def lr_scales(model: nn.Module, family: str) -> dict[str, float]:
+    """``model.lr_scales(family)`` where the model defines it (widenet MLPs and wrappers), else
+    {} (every factor 1)."""
+    scales_of = getattr(model, "lr_scales", None)
+    return scales_of(family) if callable(scales_of) else {}
+
+
+def dense_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's dense layers (widenet Dense and torch Linear), in registration order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, Dense | nn.Linear)]
+
+
+class GradientScaling:
+    """Multiplies each dense layer's parameter gradients by a factor xi_l (see module doc)."""
+
+    def attach(self, model: nn.Module) -> None:
+        """Prepare for ``model`` (register hooks if the rule needs forward/backward signals)."""
+        self.layers = dense_layers(model)
+        if not self.layers:
+            raise WidenetError("gradient scaling needs a model with Dense or nn.Linear layers")
+
+    def factors(self) -> list[float]:
+        """xi_l for each dense layer, for the batch just back-propagated."""
+        raise NotImplementedError
+
+    def apply(self) -> dict[str, float]:
+        """Scale the gradients in place; return {"xi/<layer name>": xi_l} for the history."""
+        applied = {}
+        for (name, layer), factor in zip(self.layers, self.factors(), strict=True):
+            for p in layer.parameters(recurse=False):
+                if p.grad is not None:
+                    p.grad.mul_(factor)
+            applied[f"xi/{name}"] = factor
+        return applied
+
+    def detach(self) -> None:
+        """Remove any hooks."""
+
+
+class LayerPowerScaling(GradientScaling):
+    """xi_l = l^power for the l-th dense layer (l = 1..L+1)."""
+
+    def __init__(self, power: float):
+        self.power = finite_real(power, "power")
+
+    def factors(self) -> list[float]:
+        return [float(index) ** self.power for index in range(1, len(self.layers) + 1)]
+
+
+class NormalizedUpdateScaling(GradientScaling):
+    """xi_l = 1 / (rms(h_{l-1}) rms(dLoss/dz_l) + eps), measured on each step's batch."""
+
+    def __init__(self, eps: float = 1e-12):
+        self.eps = finite_real(eps, "eps", minimum=0.0, strict=True)
+        self._handles: list = []
+
+    def attach(self, model: nn.Module) -> None:
+        super().attach(model)
+        self.detach()
+        self._forward_rms: dict[str, float] = {}
+        self._backward_rms: dict[str, float] = {}
+        for name, layer in self.layers:
+            self._handles.append(layer.register_forward_hook(self._forward_hook(name)))
+
+    def _forward_hook(self, name: str) -> Callable:
+        """Record rms(h_{l-1}) and hook the output z_l to record rms(dLoss/dz_l)."""
+        def record_gradient(gradient: torch.Tensor) -> None:
+            self._backward_rms[name] = _rms(gradient)
+
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            if torch.is_grad_enabled() and output.requires_grad:
+                self._forward_rms[name] = _rms(inputs[0])
+                output.register_hook(record_gradient)
+        return hook
+
+    def factors(self) -> list[float]:
+        return [1.0 / (self._forward_rms[name] * self._backward_rms[name] + self.eps)
+                for name, _ in self.layers]
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def _rms(tensor: torch.Tensor) -> float:
+    return float(tensor.detach().square().mean().sqrt())

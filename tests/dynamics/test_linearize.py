@@ -1,0 +1,72 @@
+"""The linearized model: an exact first-order Taylor model that GD trains along the kernel
+recurrence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import widenet as wn
+from tests.conftest import brute_force_ntk
+from widenet.dynamics.linearize import linearize
+from widenet.dynamics.train import train
+
+
+def setup(width: int = 32) -> tuple[wn.MLP, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(6, 1, generator=g, dtype=torch.float64)
+    return wn.MLP(3, [width, width], 1, "tanh", bias_std=0.2, seed=1, dtype=torch.float64), x, y
+
+
+def test_equals_the_model_at_init_and_is_affine_in_the_parameters() -> None:
+    net, x, _ = setup()
+    lin = linearize(net)
+    assert torch.allclose(lin(x), net(x), atol=1e-14)
+    theta0 = {n: p.detach().clone() for n, p in lin.model.named_parameters()}
+    delta = {n: torch.randn_like(p) for n, p in theta0.items()}
+
+    def output_at(scale: float) -> torch.Tensor:
+        with torch.no_grad():
+            for n, p in lin.model.named_parameters():
+                p.copy_(theta0[n] + scale * delta[n])
+            return lin(x)
+
+    base, one, two = output_at(0.0), output_at(1.0), output_at(2.0)
+    assert torch.allclose(two - base, 2 * (one - base), atol=1e-12)
+    assert not torch.allclose(one, net(x).detach())  # the original net is untouched by lin
+
+
+def test_gd_on_the_linearized_model_follows_the_kernel_recurrence_exactly() -> None:
+    """MSE (1/(2n))||f - y||^2 and GD: r_{s+1} = (I - (lr/n) K_0) r_s, K_0 = J(theta_0) J^T."""
+    net, x, y = setup()
+    kernel = brute_force_ntk(net, x)
+    lin = linearize(net)
+    lr, steps, n = 0.5, 20, x.shape[0]
+    residual = (net(x) - y).detach()
+    train(lin, x, y, lr=lr, steps=steps)
+    step = torch.eye(n, dtype=torch.float64) - (lr / n) * kernel
+    expected = torch.linalg.matrix_power(step, steps) @ residual
+    assert torch.allclose(lin(x).detach() - y, expected, atol=1e-12)
+
+
+def test_small_steps_approach_gradient_flow() -> None:
+    """At fixed time t = lr * steps, GD's residual tends to exp(-K_0 t / n) r_0 like O(lr)."""
+    net, x, y = setup()
+    kernel = brute_force_ntk(net, x)
+    residual = (net(x) - y).detach()
+    t, n = 2.0, x.shape[0]
+    flow = torch.linalg.matrix_exp(-kernel * t / n) @ residual
+    errors = []
+    for steps in (10, 40):
+        lin = linearize(net)
+        train(lin, x, y, lr=t / steps, steps=steps)
+        errors.append(float((lin(x).detach() - y - flow).norm()))
+    assert errors[1] < errors[0] / 3  # first order in lr: a 4x smaller step, ~4x smaller gap
+
+
+def test_bad_models() -> None:
+    with pytest.raises(wn.WidenetError, match=r"nn\.Module"):
+        linearize("net")
+    with pytest.raises(wn.WidenetError, match="no trainable parameters"):
+        linearize(torch.nn.Linear(2, 1).requires_grad_(False))

@@ -1,0 +1,172 @@
+"""The training loop: equivalence with a hand-written loop, divergence, resume, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import widenet as wn
+from widenet.diagnostics.monitors import Monitor, RunState
+from widenet.dynamics.lazy import LazyModel
+from widenet.dynamics.linearize import linearize
+from widenet.dynamics.losses import get_loss, mse
+from widenet.dynamics.train import train
+
+
+def regression(n: int = 24, d: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    return x, torch.sin(x.sum(1, keepdim=True))
+
+
+def net(seed: int = 0, **kwargs) -> wn.MLP:
+    return wn.MLP(4, [32, 32], 1, "relu", bias_std=0.1, seed=seed, dtype=torch.float64, **kwargs)
+
+
+def test_gd_equals_a_hand_written_loop() -> None:
+    x, y = regression()
+    model, reference = net(), net()
+    result = train(model, x, y, lr=0.3, steps=15, log_every=5)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.3)
+    losses = []
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss = 0.5 * (reference(x) - y).square().sum() / x.shape[0]
+        losses.append(float(loss.detach()))
+        loss.backward()
+        optimizer.step()
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-13)
+    assert result.status == "completed"
+    assert result.steps == 15
+    assert list(result.history["step"]) == [0, 5, 10, 15]
+    assert result.history["loss"].iloc[1] == pytest.approx(losses[5], rel=1e-12)
+
+
+class Counting(Monitor):
+    """Records sum of parameters and a counter that lives in its state (tests resume)."""
+
+    name = "counting"
+
+    def __init__(self, every: int | None = None, fail_at: int | None = None):
+        self.every, self.fail_at, self.calls = every, fail_at, 0
+
+    def measure(self, state: RunState) -> dict[str, float]:
+        if state.step == self.fail_at:
+            raise KeyboardInterrupt
+        self.calls += 1
+        total = sum(float(p.detach().sum()) for p in state.model.parameters())
+        return {"calls": self.calls, "param_sum": total, "has_grads": float(bool(state.gradients))}
+
+    def state_dict(self) -> dict:
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.calls = state["calls"]
+
+
+def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path) -> None:
+    x, y = regression(n=40)
+    kwargs = {"lr": 0.05, "steps": 30, "optimizer": "sgd", "batch_size": 8, "momentum": 0.9,
+              "log_every": 5, "seed": 7, "checkpoint_every": 10}
+    whole = net()
+    expected = train(whole, x, y, monitors=[Counting()], checkpoint=tmp_path / "a.pt", **kwargs)
+    interrupted = net()
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, x, y, monitors=[Counting(fail_at=25)], checkpoint=tmp_path / "b.pt",
+              **kwargs)
+    resumed_net = net(seed=99)  # whatever it holds is replaced by the checkpoint
+    resumed = train(resumed_net, x, y, monitors=[Counting()], checkpoint=tmp_path / "b.pt",
+                    resume=True, **kwargs)
+    for p, q in zip(whole.parameters(), resumed_net.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert resumed.history.equals(expected.history)
+
+
+def test_a_diverging_run_is_recorded_not_raised() -> None:
+    x, y = regression()
+    result = train(net(), x, y, lr=50.0, steps=100, log_every=10)
+    assert result.status == "diverged"
+    assert result.steps < 100
+    assert "loss" in result.reason
+    last = result.history.iloc[-1]
+    assert last["step"] == result.steps
+    assert not last["loss"] < 1e3
+    assert len(result.history) >= 2
+
+
+def test_monitor_cadence_test_loss_and_progress_off() -> None:
+    x, y = regression()
+    xt, yt = regression(n=10, seed=1)
+    result = train(net(), x, y, lr=0.1, steps=20, log_every=5, monitors=[Counting(every=10)],
+                   test_data=(xt, yt), progress=False)
+    history = result.history
+    assert list(history["step"]) == [0, 5, 10, 15, 20]
+    assert history["calls"].notna().tolist() == [True, False, True, False, True]
+    assert history["has_grads"].iloc[0] == 1.0  # the batch gradient at theta_0
+    assert history["has_grads"].iloc[-1] == 0.0  # no step follows the final row
+    model = net()
+    train(model, x, y, lr=0.1, steps=20, progress=False)
+    with torch.no_grad():
+        assert history["test_loss"].iloc[-1] == pytest.approx(float(mse(model(xt), yt)))
+
+
+@pytest.mark.parametrize(("loss", "lr"), [("logistic", 0.5), ("exponential", 0.02),
+                                         ("cross_entropy", 0.5)])
+def test_classification_losses_train(loss: str, lr: float) -> None:
+    x, _ = regression(n=40)
+    labels = (x[:, 0] > 0).long()
+    y = labels if loss == "cross_entropy" else 2.0 * labels.double() - 1
+    outputs = 2 if loss == "cross_entropy" else 1
+    model = wn.MLP(4, [32], outputs, "relu", seed=0, dtype=torch.float64)
+    result = train(model, x, y, lr=lr, steps=100, loss=loss)
+    assert result.history["loss"].iloc[-1] < 0.7 * result.history["loss"].iloc[0]
+
+
+def test_losses_are_the_documented_means() -> None:
+    f = torch.tensor([[0.5], [-1.0], [2.0]], dtype=torch.float64)
+    y = torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64)
+    assert float(get_loss("mse")(f, y)) == pytest.approx((0.25 + 0 + 9) / 6)
+    margins = [0.5, 1.0, -2.0]
+    assert float(get_loss("logistic")(f, y)) == pytest.approx(
+        sum(math.log1p(math.exp(-q)) for q in margins) / 3)
+    assert float(get_loss("exponential")(f, y)) == pytest.approx(
+        sum(math.exp(-q) for q in margins) / 3)
+
+
+def test_lazy_training_approaches_the_linearized_trajectory() -> None:
+    """Chizat et al.: training alpha (f - f_0) with loss / alpha^2 deviates from the linearized
+    model's trajectory by O(1/alpha)."""
+    x, y = regression()
+    deviations = []
+    for alpha in (4.0, 32.0):
+        model, linear = LazyModel(net(), alpha), LazyModel(linearize(net()), alpha)
+        for m in (model, linear):
+            train(m, x, y, lr=0.2, steps=30, loss_scale=m.loss_scale)
+        deviations.append(float((model(x) - linear(x)).norm()))
+    assert deviations[1] < deviations[0] / 4  # theory: 8x smaller
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"lr": 0.0}, "lr must be >"), ({"lr": -1.0}, "lr must be >"),
+    ({"lr": float("nan")}, "lr must be a finite"), ({"loss": "hinge"}, "unknown loss"),
+    ({"optimizer": "lbfgs"}, "unknown optimizer"),
+    ({"optimizer": "sgd", "batch_size": 100}, "larger than the 24 training points"),
+    ({"batch_size": 8}, "full-batch"), ({"steps": -1}, "steps must be"),
+    ({"resume": True}, "needs checkpoint"), ({"log_every": 0}, "log_every must be"),
+])
+def test_bad_configurations(kwargs: dict, message: str) -> None:
+    x, y = regression()
+    arguments = {"lr": 0.1, "steps": 5, **kwargs}
+    with pytest.raises(wn.WidenetError, match=message):
+        train(net(), x, y, **arguments)
+
+
+def test_bad_data() -> None:
+    x, y = regression()
+    with pytest.raises(wn.WidenetError, match="rows"):
+        train(net(), x, y[:5], lr=0.1, steps=1)
+    with pytest.raises(wn.WidenetError, match="NaN or inf"):
+        train(net(), x, torch.full_like(y, float("nan")), lr=0.1, steps=1)
