@@ -1,9 +1,16 @@
 """widenet: the theory of wide neural networks, measured in PyTorch."""
 
-from widenet import activations, widths
+from widenet import activations, parametrizations, widths
 from widenet.activations import Activation, get_activation
+from widenet.dynamics import predict
+from widenet.dynamics.lazy import LazyModel
+from widenet.dynamics.linearize import LinearizedModel, linearize
+from widenet.dynamics.train import TrainResult, train
 from widenet.errors import WidenetError
+from widenet.kernels.empirical import EmpiricalNTK, empirical_ntk
 from widenet.kernels.infinite import InfiniteKernels, LayerKernels, infinite_kernels
+from widenet.kernels.jacobians import jacobian
+from widenet.kernels.ntk_vp import ntk_vector_product
 from widenet.kernels.spectra import Spectrum, condition_number, spectrum
 from widenet.layers import Dense
 from widenet.models import MLP
@@ -15,16 +22,27 @@ __all__ = [
     "MLP",
     "Activation",
     "Dense",
+    "EmpiricalNTK",
     "InfiniteKernels",
     "LayerKernels",
+    "LazyModel",
+    "LinearizedModel",
     "Parametrization",
     "Spectrum",
+    "TrainResult",
     "WidenetError",
     "activations",
     "condition_number",
+    "empirical_ntk",
     "get_activation",
     "get_parametrization",
     "infinite_kernels",
+    "jacobian",
+    "linearize",
+    "ntk_vector_product",
+    "parametrizations",
+    "predict",
     "spectrum",
+    "train",
     "widths",
 ]

@@ -252,10 +252,13 @@ class Erf(Activation):
     def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
               ) -> tuple[torch.Tensor, torch.Tensor]:
         q1, q2, c = _as_tensors(q1, q2, c)
-        ratio = (2.0 * c / torch.sqrt(1.0 + 2.0 * q1) / torch.sqrt(1.0 + 2.0 * q2)).clamp_(-1, 1)
+        # Through rho (snapped to +-1 for identical points) rather than c: arcsin is steep near 1
+        # and huge variances put the ratio there, where an ulp in c would cost 1e-11 or more.
+        scale, rho = correlation(q1, q2, c)
+        shrink1, shrink2 = torch.sqrt(q1 / (1.0 + 2.0 * q1)), torch.sqrt(q2 / (1.0 + 2.0 * q2))
+        ratio = (2.0 * rho * shrink1 * shrink2).clamp_(-1.0, 1.0)
         product = _TWO_OVER_PI * torch.asin(ratio)
         # det(I + 2 Sigma) = 1 + 2 (q1 + q2) + 4 q1 q2 (1 - rho^2): no cancellation for huge q.
-        scale, rho = correlation(q1, q2, c)
         det = 1.0 + 2.0 * (q1 + q2) + 4.0 * scale**2 * ((1.0 - rho) * (1.0 + rho))
         derivative_product = (2.0 * _TWO_OVER_PI) * torch.rsqrt(det)
         return product, derivative_product

@@ -1,0 +1,198 @@
+"""A kernel assembled block by block over chunks of points and outputs, within a memory budget.
+
+A method turns a chunk of points and a range of outputs into features, and two features into
+a kernel block. The assembly computes the features of a *panel* of right-hand points once (all
+of x2 when they fit in the budget) and contracts it with row chunks of x1 small enough that a
+block stays in cache (about ``BLOCK_SCALARS`` scalars). Without x2 the kernel is symmetric,
+K(x_i, x_j)_ab = K(x_j, x_i)_ba: a row chunk is only contracted with the columns from its own
+first point on, the rest is mirrored, which halves the work, and its features are sliced out
+of the panel's instead of recomputed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from widenet._checks import positive_int
+from widenet.errors import WidenetError
+from widenet.kernels._factors import output_pairs
+
+DEFAULT_MEMORY_BUDGET = 2**30  # bytes of working memory, beyond the result itself
+BLOCK_SCALARS = 2**21  # a block of this many scalars (8 MiB in float32) stays in cache
+MIN_BLOCK_ROWS = 128  # rows (points x outputs) for an efficient matrix product
+
+
+class BlockMethod(Protocol):
+    """What the assembly needs from an empirical-NTK method (mode: "trace", "diagonal", "full")."""
+
+    mode: str
+
+    def features(self, x: torch.Tensor, outs: slice) -> object: ...
+
+    def select(self, features: object, points: slice) -> object: ...
+
+    def contract(self, left: object, right: object,
+                 per_layer: bool) -> dict[str, torch.Tensor]: ...
+
+    def feature_memory(self, c: int, kc: int) -> int: ...
+
+    def block_memory(self, c1: int, c2: int, kc: int, per_layer: bool) -> int: ...
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Row chunk and panel sizes over points, output chunk size.
+
+    The panel is all of x2 or a multiple of the row chunk, so that no row chunk straddles two
+    panels.
+    """
+
+    rows: int
+    panel: int
+    outputs: int
+
+
+def plan_blocks(method: BlockMethod, n1: int, n2: int, k: int, *, itemsize: int, budget: int,
+                chunk_size: int | None, per_layer: bool) -> Plan:
+    """Chunk sizes whose working memory (features of a row chunk and a panel, one block) fits.
+
+    With ``chunk_size``, rows = panel = chunk_size and only the outputs are split; otherwise
+    the panel starts as all of x2 and rows at a cache-sized block, and the panel, then rows
+    and panel together, then the outputs are halved until the estimate fits ``budget`` bytes.
+    """
+    def need(rows: int, panel: int, kc: int) -> int:
+        scalars = (method.feature_memory(rows, kc) + method.feature_memory(panel, kc)
+                   + method.block_memory(rows, panel, kc, per_layer))
+        return itemsize * scalars
+
+    kc = k
+    if chunk_size is not None:
+        rows = panel = min(chunk_size, max(n1, n2))
+    else:
+        panel = n2
+        rows = _cache_rows(n1, panel, k, method.mode)
+    while need(rows, panel, kc) > budget:
+        if chunk_size is None and panel > rows:
+            panel = max(rows, panel // 2 // rows * rows)
+        elif chunk_size is None and rows > 1 and (rows * kc >= MIN_BLOCK_ROWS or kc == 1):
+            rows = panel = math.ceil(rows / 2)
+        elif kc > 1:
+            kc = math.ceil(kc / 2)
+        else:
+            advice = "lower chunk_size or raise" if chunk_size is not None and rows > 1 else "raise"
+            raise WidenetError(f"a block of {rows} x {panel} point(s) and one output needs about "
+                               f"{need(rows, panel, kc) / 2**20:.1f} MiB, more than "
+                               f"memory_budget={budget} bytes; {advice} memory_budget")
+    return Plan(rows, panel, kc)
+
+
+def _cache_rows(n1: int, panel: int, k: int, mode: str) -> int:
+    """Rows per chunk: a block of about BLOCK_SCALARS scalars, and MIN_BLOCK_ROWS rows or more."""
+    rows = max(BLOCK_SCALARS // (panel * output_pairs(mode, k)), math.ceil(MIN_BLOCK_ROWS / k), 1)
+    return min(rows, n1)
+
+
+def check_chunking(chunk_size: object, memory_budget: object) -> None:
+    """Raise unless chunk_size is None or a positive integer and memory_budget a positive one."""
+    if chunk_size is not None:
+        positive_int(chunk_size, "chunk_size")
+    positive_int(memory_budget, "memory_budget")
+
+
+def points_per_chunk(n: int, *, per_point: int, fixed: int, budget: int,
+                     chunk_size: int | None) -> int:
+    """chunk_size, or the most points c <= n with fixed + c * per_point <= budget (bytes)."""
+    if chunk_size is not None:
+        return min(chunk_size, n)
+    c = min(n, (budget - fixed) // max(per_point, 1))
+    if c < 1:
+        raise WidenetError(f"one point needs about {(fixed + per_point) / 2**20:.1f} MiB, more "
+                           f"than memory_budget={budget} bytes; raise memory_budget")
+    return c
+
+
+def slices(n: int, size: int) -> list[slice]:
+    """Consecutive ranges of ``size`` (the last one shorter) covering 0..n-1."""
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def assemble(method: BlockMethod, x1: torch.Tensor, x2: torch.Tensor | None, k: int, plan: Plan,
+             per_layer: bool) -> dict[str, torch.Tensor]:
+    """The kernel K(x1, x2) (x2 = None: K(x1, x1)) as {key: tensor}, one key per block kind."""
+    symmetric = x2 is None
+    right_x = x1 if symmetric else x2
+    sizes = (x1.shape[0], right_x.shape[0], k)
+    outs = slices(k, plan.outputs)
+    result: dict[str, torch.Tensor] = {}
+    for s, out_left in enumerate(outs):
+        for out_right in (outs if method.mode == "full" else (out_left,)):
+            for panel in slices(right_x.shape[0], plan.panel):
+                right = method.features(right_x[panel], out_right)
+                for rows, cols, left, right_part in _row_blocks(
+                        method, x1, plan.rows, (panel, right), (out_left, out_right), symmetric):
+                    blocks = method.contract(left, right_part, per_layer)
+                    _store(result, blocks, (rows, cols, out_left, out_right), method.mode, sizes,
+                           add=method.mode == "trace" and s > 0,
+                           mirror_from=max(rows.stop - cols.start, 0) if symmetric else None)
+    return result
+
+
+def _row_blocks(method: BlockMethod, x1: torch.Tensor, size: int, panel: tuple[slice, object],
+                outs: tuple[slice, slice], symmetric: bool) -> Iterator[tuple]:
+    """(rows, cols, left features, right features) for each row chunk against one panel.
+
+    For a symmetric kernel, rows below the panel are skipped (they are mirrored), only the
+    columns from the rows' first point on are taken, and the left features of rows inside the
+    panel are sliced out of the panel's when the outputs are the same.
+    """
+    points, right = panel
+    for rows in slices(x1.shape[0], size):
+        if symmetric and rows.start >= points.stop:
+            return
+        start = max(points.start, rows.start) if symmetric else points.start
+        right_part = method.select(right, slice(start - points.start, points.stop - points.start))
+        if symmetric and outs[0] == outs[1] and points.start <= rows.start:
+            left = method.select(right, slice(rows.start - points.start,
+                                              rows.stop - points.start))
+        else:
+            left = method.features(x1[rows], outs[0])
+        yield rows, slice(start, points.stop), left, right_part
+
+
+def _store(result: dict[str, torch.Tensor], blocks: dict[str, torch.Tensor],
+           region: tuple[slice, slice, slice, slice], mode: str, sizes: tuple[int, int, int], *,
+           add: bool, mirror_from: int | None) -> None:
+    """Write (or add, for trace over output chunks) each block at ``region``.
+
+    For a symmetric kernel (``mirror_from`` given), the block's first ``mirror_from`` columns
+    are the points of its rows: that square is made exactly symmetric when it pairs an output
+    chunk with itself; the other columns are also written transposed, block (rows, cols, a, b)
+    going to (cols, rows, b, a).
+    """
+    rows, cols, outs_left, outs_right = region
+    n1, n2, k = sizes
+    shape, axes = {"trace": ((n1, n2), (1, 0)), "diagonal": ((n1, n2, k), (1, 0, 2)),
+                   "full": ((n1, n2, k, k), (1, 0, 3, 2))}[mode]
+    for name, block in blocks.items():
+        if name not in result:
+            result[name] = block.new_empty(shape)
+        places = [((rows, cols, outs_left, outs_right), block)]
+        if mirror_from is not None:
+            square, rest = block[:, :mirror_from], block[:, mirror_from:]
+            if outs_left == outs_right and mirror_from > 0:
+                square = (square + square.permute(axes)) / 2
+            own, others = (slice(cols.start, cols.start + mirror_from),
+                           slice(cols.start + mirror_from, cols.stop))
+            places = [((rows, own, outs_left, outs_right), square),
+                      ((rows, others, outs_left, outs_right), rest),
+                      ((others, rows, outs_right, outs_left), rest.permute(axes))]
+        for where, value in places:
+            if add:
+                result[name][where[:len(shape)]] += value
+            else:
+                result[name][where[:len(shape)]] = value

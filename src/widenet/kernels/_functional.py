@@ -1,0 +1,94 @@
+"""A torch model as a pure function of its trainable parameters, and checks of what it is fed.
+
+Every empirical-kernel method evaluates the user's ``nn.Module`` through
+``torch.func.functional_call`` with detached copies of its parameters and buffers, cast to the
+dtype and device of the data. The model's own tensors, their ``.grad`` and ``requires_grad`` are
+never touched, and float64 data give float64 derivatives of a float32 model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from widenet.errors import WidenetError
+
+Params = dict[str, torch.Tensor]
+
+
+class FunctionalModel:
+    """f(params, x) -> (n, k): the model's outputs for n points, flattened to k units per point.
+
+    ``params`` are the trainable parameters, keyed by their names in ``model.named_parameters()``
+    (a parameter tied to several names appears once, under its first name). Frozen parameters and
+    buffers are held fixed in ``constants``; buffers are copies, so that a forward pass updating
+    them in place leaves the model's own untouched.
+    """
+
+    def __init__(self, model: nn.Module, like: torch.Tensor):
+        self.module = model
+        self.params: Params = {name: _cast(p, like) for name, p in model.named_parameters()
+                               if p.requires_grad}
+        frozen = {name: _cast(p, like) for name, p in model.named_parameters()
+                  if not p.requires_grad}
+        buffers = {name: _cast(b, like).clone() for name, b in model.named_buffers()}
+        self.constants: Params = {**frozen, **buffers}
+
+    def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return self.raw(params, x).reshape(x.shape[0], -1)
+
+    def raw(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """The model's own output for the points ``x`` (shape (n, *output_shape))."""
+        return functional_call(self.module, (params, self.constants), (x,))
+
+    def numel(self) -> int:
+        """P, the number of trainable scalars."""
+        return sum(p.numel() for p in self.params.values())
+
+
+def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` detached, on ``like``'s device and in its dtype when floating (a view if no change)."""
+    dtype = like.dtype if t.is_floating_point() else t.dtype
+    return t.detach().to(device=like.device, dtype=dtype)
+
+
+def check_model(model: object) -> nn.Module:
+    """Return ``model`` if it is an nn.Module with at least one trainable parameter."""
+    if not isinstance(model, nn.Module):
+        raise WidenetError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise WidenetError("model has no trainable parameters (none with requires_grad=True), "
+                           "so its NTK is zero; unfreeze parameters with p.requires_grad_(True)")
+    return model
+
+
+def check_points(x: object, name: str, *,
+                 like: tuple[torch.Tensor, str] | None = None) -> torch.Tensor:
+    """Check that ``x`` is a finite, non-empty (n, ...) real floating-point tensor of data points.
+
+    With ``like = (other, its name)``, also require the per-point shape, dtype and device of
+    ``other``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise WidenetError(f"{name} must be a torch.Tensor of shape (n, ...), "
+                           f"got {type(x).__name__}")
+    if x.ndim == 0 or x.shape[0] == 0 or x.numel() == 0:
+        raise WidenetError(f"{name} must hold at least one point, shape (n, ...) with n >= 1, "
+                           f"got shape {tuple(x.shape)}; reshape a single point with "
+                           "x.unsqueeze(0)")
+    if not x.is_floating_point():
+        raise WidenetError(f"{name} must be a real floating-point tensor, got dtype {x.dtype}; "
+                           "convert it with x.double() or x.float()")
+    if not bool(torch.isfinite(x).all()):
+        raise WidenetError(f"{name} contains NaN or inf values; clean or drop those points first")
+    if like is not None:
+        other, other_name = like
+        if x.shape[1:] != other.shape[1:]:
+            raise WidenetError(f"{name} has points of shape {tuple(x.shape[1:])} but {other_name} "
+                               f"has points of shape {tuple(other.shape[1:])}; they must match")
+        if x.dtype != other.dtype or x.device != other.device:
+            raise WidenetError(f"{name} is {x.dtype} on {x.device} but {other_name} is "
+                               f"{other.dtype} on {other.device}; move both to the same dtype "
+                               "and device")
+    return x

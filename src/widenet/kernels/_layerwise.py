@@ -1,0 +1,122 @@
+"""The layer-wise empirical NTK: Gram products of layer inputs and output gradients.
+
+For every supported layer (see ``_layers``) one forward pass records the layer inputs A and
+one backward pass, batched over the kc output units, gives G = df_a/dz. The NTK block of the
+weight is m_w^2 sum_{t,s} (A A'^T) * (G G'^T) and that of the bias m_b^2 (sum_t G)(sum_s G')^T,
+so the Jacobian (P columns) is never formed. For a convolution with T output pixels, when
+it is cheaper (k p q < T^2 (p + k q) per pair of points, k -> k^2 for full outputs), the
+per-example weight gradients sum_t G_t A_t^T (q x p) are formed instead and Gram-multiplied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from widenet.kernels._audit import Audit
+from widenet.kernels._factors import Factor, FactorMethod, arrange, output_pairs
+from widenet.kernels._functional import FunctionalModel
+from widenet.kernels._layers import LayerAdapter
+
+
+class LayerwiseMethod(FactorMethod):
+    """Features: the factors (A, G) of every trainable parameter; contraction: their Grams."""
+
+    def __init__(self, fmodel: FunctionalModel, audit: Audit, mode: str):
+        self.fmodel = fmodel
+        self.audit = audit
+        self.mode = mode
+        self.per_example = tuple(_per_example_cheaper(*sizes, output_pairs(mode, audit.outputs))
+                                 for sizes in audit.layer_sizes)
+
+    def features(self, x: torch.Tensor, outs: slice) -> list[Factor]:
+        """Factors of all trainable parameters on the points ``x`` for the outputs ``outs``."""
+        layers = self.audit.layers
+        with torch.enable_grad(), _capture(layers) as captured:
+            f = self.fmodel(self.fmodel.params, x)[:, outs]
+        grads = _output_gradients(f, [captured[layer.module][1] for layer in layers])
+        factors: list[Factor] = []
+        for layer, per_example, g in zip(layers, self.per_example, grads, strict=True):
+            a = layer.inputs(captured[layer.module][0])
+            factors += _layer_factors(layer, a, layer.grads(g), per_example)
+        return arrange(factors, self.mode)
+
+    def feature_memory(self, c: int, kc: int) -> int:
+        """Scalars held while forming the factors of c points and kc outputs."""
+        scalars = c * self.audit.activations * (kc + 1)
+        for (t, p, q), per_example in zip(self.audit.layer_sizes, self.per_example, strict=True):
+            scalars += c * (kc * t * q + t * p + (kc * p * q if per_example else 0))
+        return scalars
+
+    def block_memory(self, c1: int, c2: int, kc: int, per_layer: bool) -> int:
+        """Scalars of one block's temporaries: the largest layer's Grams, and the blocks."""
+        pairs = output_pairs(self.mode, kc)
+        gram = max((c1 * c2 * (pairs + 1) * (1 if per_example else t * t)
+                    for (t, _, _), per_example in zip(self.audit.layer_sizes, self.per_example,
+                                                      strict=True)), default=0)
+        return gram + c1 * c2 * pairs * (len(self.fmodel.params) if per_layer else 1)
+
+
+def _per_example_cheaper(positions: int, p: int, q: int, pairs: int) -> bool:
+    """Whether forming per-example weight gradients beats the positions-squared Gram path."""
+    return positions > 1 and pairs * p * q < positions * positions * (p + pairs * q)
+
+
+@contextlib.contextmanager
+def _capture(layers: tuple[LayerAdapter, ...]) -> Iterator[dict]:
+    """Forward hooks recording module -> (input, output) and making outputs differentiable.
+
+    An output that does not require grad (nothing upstream does) is replaced by a detached leaf
+    that does, so that gradients with respect to it exist; the graph behind it is not needed.
+    The model continues with copies, so that in-place operations downstream (ReLU(inplace=True))
+    change neither the recorded input nor the output the gradients are taken with respect to.
+    """
+    captured: dict = {}
+
+    def hook(module, args, output):
+        z = output if output.requires_grad else output.detach().requires_grad_()
+        captured[module] = (args[0].detach().clone(), z)
+        return z.clone()
+
+    handles = [layer.module.register_forward_hook(hook) for layer in layers]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _output_gradients(f: torch.Tensor, zs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """d f[:, a] / d z for every output a at once: (kc, c, *z.shape[1:]) for each z.
+
+    The points are independent, so the gradient of sum_i f[i, a] gives every point's row; the
+    kc output units are one backward pass batched over one-hot cotangents.
+    """
+    c, kc = f.shape
+    if not f.requires_grad:
+        return [z.new_zeros(kc, *z.shape) for z in zs]
+    if kc == 1:
+        grads = torch.autograd.grad(f, zs, torch.ones_like(f), allow_unused=True)
+        grads = [None if g is None else g.unsqueeze(0) for g in grads]
+    else:
+        basis = torch.eye(kc, dtype=f.dtype, device=f.device)[:, None, :].expand(kc, c, kc)
+        grads = torch.autograd.grad(f, zs, basis, is_grads_batched=True, allow_unused=True)
+    return [z.new_zeros(kc, *z.shape) if g is None else g for g, z in zip(grads, zs, strict=True)]
+
+
+def _layer_factors(layer: LayerAdapter, a: torch.Tensor, g: torch.Tensor,
+                   per_example: bool) -> list[Factor]:
+    """The weight and bias factors of one layer from A (c, T, p) and G (kc, c, T, q)."""
+    factors = []
+    if layer.weight is not None:
+        if per_example:
+            rows = torch.einsum("aitq,itp->aiqp", g, a).flatten(2).unsqueeze(2)
+            factors.append(Factor(layer.weight, layer.weight_scale, rows, None))
+        else:
+            factors.append(Factor(layer.weight, layer.weight_scale, g, a))
+    if layer.bias is not None:
+        summed = g if g.shape[2] == 1 else g.sum(2, keepdim=True)
+        factors.append(Factor(layer.bias, layer.bias_scale, summed, None))
+    return factors

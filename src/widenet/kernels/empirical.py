@@ -1,0 +1,114 @@
+"""The empirical neural tangent kernel of any torch model, exact and memory-bounded.
+
+K(x_i, x'_j)_ab = <d f_a(x_i) / d theta, d f_b(x'_j) / d theta>, the sum running over all
+trainable parameters theta of the model (Jacot et al. 2018); per parameter, the blocks
+G^(h) of Du et al. (2018), which sum to K. Three exact methods compute it:
+
+- "layerwise": Gram products of layer inputs and output gradients for nn.Linear, nn.Conv1d/2d
+  and widenet's Dense, never forming the Jacobian (see ``_layerwise``);
+- "jacobian": per-point Jacobians by vmap(jacrev), contracted parameter by parameter;
+- "ntk-vp": columns of K as Jacobian-vector products along Jacobian rows.
+
+"auto" takes "layerwise" when one probe forward pass shows it is exact for the model (every
+trainable parameter in one supported module, called once, used nowhere else) and "jacobian"
+otherwise. Models whose outputs couple the points of a batch (BatchNorm in training mode) or
+are random (dropout in training mode) are refused: their NTK is not defined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from widenet.errors import WidenetError
+from widenet.kernels._audit import Audit, prepare
+from widenet.kernels._blocks import (
+    DEFAULT_MEMORY_BUDGET,
+    assemble,
+    check_chunking,
+    plan_blocks,
+)
+from widenet.kernels._factors import MODES, TOTAL
+from widenet.kernels._functional import FunctionalModel
+from widenet.kernels._layerwise import LayerwiseMethod
+from widenet.kernels.jacobians import JacobianMethod
+from widenet.kernels.ntk_vp import VectorProductMethod
+
+METHODS = ("auto", "layerwise", "jacobian", "ntk-vp")
+_IMPLEMENTATIONS = {"layerwise": LayerwiseMethod, "jacobian": JacobianMethod,
+                    "ntk-vp": VectorProductMethod}
+
+
+@dataclass(frozen=True)
+class EmpiricalNTK:
+    """An empirical NTK split by parameter: ``total`` = sum of ``blocks.values()``.
+
+    ``blocks`` maps each trainable parameter's name in ``model.named_parameters()`` (e.g.
+    "layers.0.weight") to its contribution <d f(x_i)/d theta_h, d f(x'_j)/d theta_h>, in the
+    order of ``named_parameters()``; all tensors have the shape asked for by ``outputs``.
+    """
+
+    total: torch.Tensor
+    blocks: dict[str, torch.Tensor]
+
+
+def empirical_ntk(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
+                  outputs: str = "trace", per_layer: bool = False, method: str = "auto",
+                  chunk_size: int | None = None,
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor | EmpiricalNTK:
+    """The empirical NTK K(x1, x2) = J(x1) J(x2)^T of ``model`` at its current parameters.
+
+    x1 has shape (n1, ...), x2 (n2, ...) with the same per-point shape (default: x2 = x1, giving
+    a symmetric positive semi-definite kernel). With k the number of outputs per point (the
+    model's per-point output flattened), ``outputs`` selects
+    "trace": sum_a K_aa, shape (n1, n2); "diagonal": K_aa, shape (n1, n2, k);
+    "full": K_ab, shape (n1, n2, k, k), with K[i, j, a, b] = <d f_a(x1_i), d f_b(x2_j)>.
+    ``per_layer=True`` returns an EmpiricalNTK with one block per trainable parameter.
+    ``method`` is "auto", "layerwise", "jacobian" or "ntk-vp" (see the module docstring).
+    Work is split into chunks of ``chunk_size`` points (and of outputs) so that the working
+    memory beyond the result stays under ``memory_budget`` bytes; by default the chunks are
+    as large as the budget allows. The result has the dtype and device of x1; the model is
+    evaluated functionally with detached copies of its parameters, which are left untouched.
+    """
+    _check_options(outputs, per_layer, method, chunk_size, memory_budget)
+    fmodel, audit = prepare(model, x1, x2)
+    implementation = _IMPLEMENTATIONS[_choose(method, audit)](fmodel, audit, outputs)
+    n2 = (x1 if x2 is None else x2).shape[0]
+    plan = plan_blocks(implementation, x1.shape[0], n2, audit.outputs,
+                       itemsize=x1.element_size(), budget=memory_budget, chunk_size=chunk_size,
+                       per_layer=per_layer)
+    blocks = assemble(implementation, x1, x2, audit.outputs, plan, per_layer)
+    return _result(blocks, fmodel, per_layer)
+
+
+def _check_options(outputs: object, per_layer: object, method: object, chunk_size: object,
+                   memory_budget: object) -> None:
+    if outputs not in MODES:
+        raise WidenetError(f"outputs must be one of {', '.join(map(repr, MODES))}, "
+                           f"got {outputs!r}")
+    if not isinstance(per_layer, bool):
+        raise WidenetError(f"per_layer must be True or False, got {per_layer!r}")
+    if method not in METHODS:
+        raise WidenetError(f"method must be one of {', '.join(map(repr, METHODS))}, "
+                           f"got {method!r}")
+    check_chunking(chunk_size, memory_budget)
+
+
+def _choose(method: str, audit: Audit) -> str:
+    """The method to run: "auto" -> "layerwise" when exact for the model, else "jacobian"."""
+    problem = audit.layerwise_problem
+    if method == "auto":
+        return "jacobian" if problem else "layerwise"
+    if method == "layerwise" and problem:
+        raise WidenetError(f"method='layerwise' would be wrong for this model: {problem}; "
+                           "use method='auto', 'jacobian' or 'ntk-vp'")
+    return method
+
+
+def _result(blocks: dict[str, torch.Tensor], fmodel: FunctionalModel,
+            per_layer: bool) -> torch.Tensor | EmpiricalNTK:
+    if not per_layer:
+        return blocks[TOTAL]
+    ordered = {name: blocks[name] for name in fmodel.params}
+    return EmpiricalNTK(total=sum(ordered.values()), blocks=ordered)

@@ -1,0 +1,222 @@
+"""Models and brute-force references for the empirical-NTK tests.
+
+The reference Jacobian is as naive as it gets: one ``torch.autograd.grad`` call per point and
+output unit, on a float64 copy of the model, with respect to ``model.named_parameters()``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from widenet.models import MLP
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These kernels are tiny: one thread avoids OpenMP overhead (and stalls on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def brute_jacobian(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{name: (n, k, parameter size)}: d f_a(x_i) / d parameter, point by point, unit by unit."""
+    model = copy.deepcopy(model).double()
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    rows = []
+    for i in range(x.shape[0]):
+        out = model(x[i:i + 1].double()).reshape(-1)
+        grads = [torch.autograd.grad(out[a], [p for _, p in named], retain_graph=True,
+                                     allow_unused=True, materialize_grads=True)
+                 for a in range(out.numel())]
+        rows.append([torch.stack([g[h].reshape(-1) for g in grads]) for h in range(len(named))])
+    return {name: torch.stack([row[h] for row in rows]) for h, (name, _) in enumerate(named)}
+
+
+def brute_blocks(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None,
+                 outputs: str = "full") -> dict[str, torch.Tensor]:
+    """Per-parameter NTK blocks J_h(x1) J_h(x2)^T in the layout of ``outputs``."""
+    j1 = brute_jacobian(model, x1)
+    j2 = j1 if x2 is None else brute_jacobian(model, x2)
+    return {name: reduce_outputs(torch.einsum("iap,jbp->ijab", j1[name], j2[name]), outputs)
+            for name in j1}
+
+
+def brute_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None,
+              outputs: str = "full") -> torch.Tensor:
+    return sum(brute_blocks(model, x1, x2, outputs).values())
+
+
+def reduce_outputs(full: torch.Tensor, outputs: str) -> torch.Tensor:
+    """(n1, n2, k, k) -> the layout of ``outputs``."""
+    if outputs == "full":
+        return full
+    diagonal = torch.diagonal(full, dim1=2, dim2=3)
+    return diagonal.sum(-1) if outputs == "trace" else diagonal
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+
+# ---- models ---------------------------------------------------------------------------------
+
+def widenet_mlp(bias: bool = True, k: int = 3, width: int = 7) -> nn.Module:
+    return MLP(4, [width, width + 1], k, activation="tanh", bias_std=0.3 if bias else 0.0,
+               seed=1, dtype=torch.float64)
+
+
+def linear_stack(bias: bool = True, k: int = 2) -> nn.Module:
+    torch.manual_seed(2)
+    return nn.Sequential(nn.Linear(4, 6, bias=bias), nn.ReLU(), nn.Linear(6, 5, bias=bias),
+                         nn.Tanh(), nn.Linear(5, k, bias=bias)).double()
+
+
+def inplace_relu_stack() -> nn.Module:
+    """In-place ReLUs rewrite the layer outputs after the layers ran."""
+    torch.manual_seed(8)
+    return nn.Sequential(nn.Linear(4, 5), nn.ReLU(inplace=True), nn.Linear(5, 5),
+                         nn.ReLU(inplace=True), nn.Linear(5, 2)).double()
+
+
+class SmallCNN(nn.Module):
+    """Conv2d (padding, stride) -> Conv1d over rows -> Linear on a sequence -> Linear."""
+
+    def __init__(self, bias: bool = True, k: int = 2):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = nn.Conv2d(2, 3, 3, padding=1, bias=bias)
+        self.conv2 = nn.Conv2d(3, 4, 3, stride=2, dilation=1, bias=bias)
+        self.conv1d = nn.Conv1d(4, 3, 2, padding=1, bias=bias)
+        self.mix = nn.Linear(3, 2, bias=bias)
+        self.head = nn.Linear(2 * 5, k, bias=bias)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))               # (n, 3, 6, 6)
+        h = torch.tanh(self.conv2(h))              # (n, 4, 2, 2)
+        h = torch.relu(self.conv1d(h.flatten(2)))  # (n, 3, 5)
+        h = self.mix(h.transpose(1, 2))            # (n, 5, 2): a Linear at 5 positions
+        return self.head(h.flatten(1))
+
+
+class Scale(nn.Module):
+    """A custom module with its own parameter: the layer-wise method does not know it."""
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.gain = nn.Parameter(torch.linspace(0.5, 1.5, features, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain
+
+
+def custom_model(k: int = 2) -> nn.Module:
+    torch.manual_seed(4)
+    return nn.Sequential(nn.Linear(4, 6), Scale(6), nn.Tanh(), nn.LayerNorm(6),
+                         nn.Linear(6, k)).double()
+
+
+class CalledTwice(nn.Module):
+    """One Linear applied twice: its weight is shared between two uses."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.inner = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.inner(torch.tanh(self.inner(x)))))
+
+
+class TiedWeights(nn.Module):
+    """Two Linear modules registering the same weight Parameter."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(6)
+        self.first = nn.Linear(4, 4)
+        self.second = nn.Linear(4, 4, bias=False)
+        self.second.weight = self.first.weight
+        self.head = nn.Linear(4, 2)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.second(torch.tanh(self.first(x)))))
+
+
+class UsedOutside(nn.Module):
+    """A Linear called once whose weight is also used directly by the parent (an output tie)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(7)
+        self.embed = nn.Linear(3, 4, bias=False)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(torch.tanh(self.embed(x)), self.embed.weight.T)
+
+
+class MatrixOutput(nn.Module):
+    """Per-point output of shape (2, 3): k = 6 output units."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = linear_stack(k=6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).reshape(-1, 2, 3)
+
+
+class ScalarOutput(nn.Module):
+    """Per-point scalar output, shape (n,)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = linear_stack(k=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[:, 0]
+
+
+class CenterBatch(nn.Module):
+    """Subtracts the batch mean: a point's output depends on the other points."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = linear_stack()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x - x.mean(0))
+
+
+def points(n: int, shape: tuple[int, ...] = (4,), seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed),
+                       dtype=torch.float64)
+
+
+# name -> (model factory, per-point input shape, whether the layer-wise method is exact)
+MODELS = {
+    "mlp": (widenet_mlp, (4,), True),
+    "mlp-no-bias": (lambda: widenet_mlp(bias=False), (4,), True),
+    "linear": (linear_stack, (4,), True),
+    "linear-no-bias": (lambda: linear_stack(bias=False), (4,), True),
+    "inplace-relu": (inplace_relu_stack, (4,), True),
+    "cnn": (SmallCNN, (2, 6, 6), True),
+    "cnn-no-bias": (lambda: SmallCNN(bias=False), (2, 6, 6), True),
+    "matrix-output": (MatrixOutput, (4,), True),
+    "scalar-output": (ScalarOutput, (4,), True),
+    "custom": (custom_model, (4,), False),
+    "called-twice": (CalledTwice, (4,), False),
+    "tied-weights": (TiedWeights, (4,), False),
+    "used-outside": (UsedOutside, (3,), False),
+}

@@ -1,0 +1,340 @@
+"""The empirical NTK: every method against a naive float64 Jacobian, and against each other."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from tests.kernels.empirical_models import (
+    MODELS,
+    CenterBatch,
+    SmallCNN,
+    brute_blocks,
+    brute_ntk,
+    linear_stack,
+    one_thread,  # noqa: F401 (an autouse fixture)
+    points,
+    reduce_outputs,
+    relative_error,
+    widenet_mlp,
+)
+from widenet.errors import WidenetError
+from widenet.kernels import _blocks, _layerwise
+from widenet.kernels.empirical import EmpiricalNTK, empirical_ntk
+from widenet.kernels.infinite import infinite_kernels
+from widenet.kernels.jacobians import JacobianMethod
+from widenet.models import MLP
+
+TOL = 1e-10
+MODES = ("trace", "diagonal", "full")
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def case(request):
+    """A model, inputs x1 (4 points) and x2 (3 points), and its brute-force full kernels."""
+    factory, shape, layerwise = MODELS[request.param]
+    model = factory()
+    x1, x2 = points(4, shape, seed=1), points(3, shape, seed=2)
+    return {"model": model, "x1": x1, "x2": x2, "layerwise": layerwise,
+            "cross": brute_ntk(model, x1, x2), "self": brute_ntk(model, x1)}
+
+
+def _methods(case):
+    return ("layerwise", "jacobian", "ntk-vp", "auto") if case["layerwise"] else (
+        "jacobian", "ntk-vp", "auto")
+
+
+@pytest.mark.parametrize("outputs", MODES)
+def test_every_method_matches_the_brute_force_jacobian(case, outputs):
+    for method in _methods(case):
+        cross = empirical_ntk(case["model"], case["x1"], case["x2"], outputs=outputs,
+                              method=method)
+        own = empirical_ntk(case["model"], case["x1"], outputs=outputs, method=method)
+        assert relative_error(cross, reduce_outputs(case["cross"], outputs)) < TOL, method
+        assert relative_error(own, reduce_outputs(case["self"], outputs)) < TOL, method
+
+
+def test_x2_none_gives_a_symmetric_positive_semidefinite_kernel(case):
+    full = empirical_ntk(case["model"], case["x1"], outputs="full")
+    n, _, k, _ = full.shape
+    matrix = full.permute(0, 2, 1, 3).reshape(n * k, n * k)
+    assert torch.equal(matrix, matrix.T)
+    assert float(torch.linalg.eigvalsh(matrix).min()) >= -TOL * float(matrix.abs().max())
+    trace = empirical_ntk(case["model"], case["x1"])
+    assert torch.equal(trace, trace.T)
+
+
+def test_per_layer_blocks_match_brute_force_and_sum_to_the_total(case):
+    model = case["model"]
+    result = empirical_ntk(model, case["x1"], case["x2"], outputs="diagonal", per_layer=True)
+    expected = brute_blocks(model, case["x1"], case["x2"], outputs="diagonal")
+    assert isinstance(result, EmpiricalNTK)
+    assert list(result.blocks) == [n for n, p in model.named_parameters() if p.requires_grad]
+    for name, block in result.blocks.items():
+        assert relative_error(block, expected[name]) < TOL, name
+    assert torch.allclose(result.total, sum(result.blocks.values()), rtol=0, atol=0)
+    assert relative_error(result.total, reduce_outputs(case["cross"], "diagonal")) < TOL
+
+
+@pytest.mark.parametrize("method", ["layerwise", "jacobian", "ntk-vp"])
+def test_per_layer_blocks_agree_across_methods(method):
+    model, x = SmallCNN(), points(3, (2, 6, 6))
+    reference = brute_blocks(model, x, outputs="full")
+    result = empirical_ntk(model, x, outputs="full", per_layer=True, method=method)
+    for name, block in result.blocks.items():
+        assert relative_error(block, reference[name]) < TOL, name
+
+
+@pytest.mark.parametrize("per_example", [True, False])
+def test_both_convolution_contractions_are_exact(monkeypatch, per_example):
+    """Per-example weight gradients and the positions-squared Gram give the same kernel."""
+    monkeypatch.setattr(_layerwise, "_per_example_cheaper", lambda *_: per_example)
+    model, x1, x2 = SmallCNN(), points(3, (2, 6, 6), seed=3), points(2, (2, 6, 6), seed=4)
+    for outputs in MODES:
+        kernel = empirical_ntk(model, x1, x2, outputs=outputs, method="layerwise")
+        assert relative_error(kernel, brute_ntk(model, x1, x2, outputs)) < TOL
+
+
+def test_auto_takes_the_layerwise_path_for_supported_models(monkeypatch):
+    def refuse(*_):
+        raise AssertionError("auto fell back to the Jacobian method")
+
+    monkeypatch.setattr(JacobianMethod, "features", refuse)
+    for factory in (widenet_mlp, linear_stack, SmallCNN):
+        model = factory()
+        shape = (2, 6, 6) if isinstance(model, SmallCNN) else (4,)
+        empirical_ntk(model, points(3, shape))
+
+
+@pytest.mark.parametrize("name", ["custom", "called-twice", "tied-weights", "used-outside"])
+def test_forcing_layerwise_on_an_unsupported_model_says_why(name):
+    factory, shape, _ = MODELS[name]
+    reason = {"custom": "Scale", "called-twice": "called 2 times", "tied-weights": "shared",
+              "used-outside": "used outside"}[name]
+    with pytest.raises(WidenetError, match=reason):
+        empirical_ntk(factory(), points(3, shape), method="layerwise")
+
+
+def test_a_layer_whose_output_a_user_hook_rescales_falls_back_to_an_exact_method():
+    model, x = linear_stack(), points(4)
+    model[2].register_forward_hook(lambda module, args, output: 2 * output)
+    with pytest.raises(WidenetError, match="forward hooks"):
+        empirical_ntk(model, x, method="layerwise")
+    assert relative_error(empirical_ntk(model, x, outputs="full"), brute_ntk(model, x)) < TOL
+
+
+def test_frozen_parameters_are_left_out():
+    model = linear_stack()
+    model[0].weight.requires_grad_(False)
+    model[2].bias.requires_grad_(False)
+    x = points(4)
+    result = empirical_ntk(model, x, outputs="full", per_layer=True)
+    assert set(result.blocks) == {"0.bias", "2.weight", "4.weight", "4.bias"}
+    assert relative_error(result.total, brute_ntk(model, x)) < TOL
+
+
+@settings(max_examples=25, deadline=None)
+@given(hidden=st.lists(st.integers(1, 6), max_size=3), k=st.integers(1, 4), bias=st.booleans(),
+       activation=st.sampled_from(["relu", "tanh", "abs", "erf"]),
+       parametrization=st.sampled_from(["ntk", "standard"]), n1=st.integers(1, 4),
+       n2=st.integers(1, 3), outputs=st.sampled_from(MODES))
+def test_layerwise_is_exact_on_random_mlps(hidden, k, bias, activation, parametrization, n1, n2,
+                                           outputs):
+    model = MLP(3, hidden, k, activation=activation, bias_std=0.5 if bias else 0.0,
+                parametrization=parametrization, seed=len(hidden), dtype=torch.float64)
+    x1, x2 = points(n1, (3,), seed=n1), points(n2, (3,), seed=5 + n2)
+    result = empirical_ntk(model, x1, x2, outputs=outputs, per_layer=True, method="layerwise")
+    expected = brute_blocks(model, x1, x2, outputs)
+    for name, block in result.blocks.items():
+        assert relative_error(block, expected[name]) < TOL, name
+
+
+@settings(max_examples=20, deadline=None)
+@given(n1=st.integers(1, 7), n2=st.integers(1, 6), chunk=st.integers(1, 8),
+       outputs=st.sampled_from(MODES), symmetric=st.booleans(),
+       method=st.sampled_from(["layerwise", "jacobian", "ntk-vp"]))
+def test_chunking_over_points_does_not_change_the_kernel(n1, n2, chunk, outputs, symmetric,
+                                                         method):
+    model = linear_stack(k=3)
+    x1, x2 = points(n1, seed=n1), None if symmetric else points(n2, seed=10 + n2)
+    whole = empirical_ntk(model, x1, x2, outputs=outputs, method=method)
+    chunked = empirical_ntk(model, x1, x2, outputs=outputs, method=method, chunk_size=chunk)
+    assert relative_error(chunked, whole) < TOL
+
+
+@pytest.mark.parametrize("outputs", MODES)
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("method", ["layerwise", "jacobian", "ntk-vp"])
+def test_a_tight_memory_budget_chunks_outputs_and_points_but_not_the_result(outputs, symmetric,
+                                                                            method):
+    model = MLP(4, [32, 32], 6, seed=0, dtype=torch.float64)
+    x1 = points(12, seed=5)
+    x2 = None if symmetric else points(9, seed=6)
+    whole = empirical_ntk(model, x1, x2, outputs=outputs, method=method)
+    tight = empirical_ntk(model, x1, x2, outputs=outputs, method=method, memory_budget=100_000)
+    assert relative_error(tight, whole) < TOL
+
+
+@pytest.mark.parametrize("outputs", MODES)
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("budget", [2**30, 40_000])
+def test_row_chunks_against_panels_cover_the_kernel_once(monkeypatch, outputs, symmetric,
+                                                         budget):
+    """Small cache blocks: row chunks of a few points against one panel, or several panels."""
+    model = MLP(4, [16, 16], 3, seed=0, dtype=torch.float64)
+    x1, x2 = points(23, seed=7), None if symmetric else points(17, seed=8)
+    whole = empirical_ntk(model, x1, x2, outputs=outputs)
+    monkeypatch.setattr(_blocks, "BLOCK_SCALARS", 300)
+    monkeypatch.setattr(_blocks, "MIN_BLOCK_ROWS", 1)
+    blocked = empirical_ntk(model, x1, x2, outputs=outputs, memory_budget=budget)
+    assert relative_error(blocked, whole) < TOL
+
+
+def test_it_works_inside_no_grad():
+    model, x = widenet_mlp(), points(4)
+    expected = brute_ntk(model, x)
+    for method in ("layerwise", "jacobian", "ntk-vp"):
+        with torch.no_grad():
+            kernel = empirical_ntk(model, x, outputs="full", method=method)
+        assert relative_error(kernel, expected) < TOL
+
+
+def test_a_budget_too_small_for_one_point_is_refused():
+    with pytest.raises(WidenetError, match="memory_budget"):
+        empirical_ntk(widenet_mlp(), points(3), memory_budget=100)
+
+
+def test_the_model_is_left_untouched():
+    model = linear_stack()
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    before = copy.deepcopy(model.state_dict())
+    pointers = [p.data_ptr() for p in model.parameters()]
+    for method in ("auto", "jacobian", "ntk-vp"):
+        empirical_ntk(model, points(3), outputs="full", per_layer=True, method=method)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert [p.data_ptr() for p in model.parameters()] == pointers
+    assert torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight))
+    assert all(p.grad is None for name, p in model.named_parameters() if name != "0.weight")
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_dtype_follows_the_inputs():
+    model = MLP(4, [8], 2, seed=0)  # float32 parameters
+    x = points(3)
+    assert empirical_ntk(model, x).dtype == torch.float64
+    assert relative_error(empirical_ntk(model, x, outputs="full"), brute_ntk(model, x)) < TOL
+    assert empirical_ntk(model, x.float()).dtype == torch.float32
+
+
+def test_batch_norm_in_eval_mode_is_handled_and_in_training_mode_refused():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2)).double()
+    model(points(16))  # running statistics away from their initial values
+    model.eval()
+    x = points(4)
+    assert relative_error(empirical_ntk(model, x, outputs="full"), brute_ntk(model, x)) < TOL
+    model.train()
+    with pytest.raises(WidenetError, match=r"model\.eval\(\)"):
+        empirical_ntk(model, x)
+
+
+def test_random_and_batch_coupled_models_are_refused():
+    dropout = nn.Sequential(nn.Linear(4, 5), nn.Dropout(0.5), nn.Linear(5, 1)).double()
+    with pytest.raises(WidenetError, match="random"):
+        empirical_ntk(dropout, points(3))
+    with pytest.raises(WidenetError, match="depends on the other points"):
+        empirical_ntk(CenterBatch(), points(3))
+
+
+@pytest.mark.parametrize("outputs", MODES)
+def test_a_wide_mlp_approaches_its_infinite_width_ntk(outputs):
+    """NTK parametrization: J J^T -> Theta (x) I_k as the width grows, block by block."""
+    x = points(6, seed=7)
+    x = x / x.norm(dim=1, keepdim=True) * 2.0
+
+    def errors(width: int) -> tuple[float, float]:
+        net = MLP(4, [width, width], 2, activation="relu", bias_std=0.2, seed=width,
+                  dtype=torch.float64)
+        limit = infinite_kernels(net, x, per_layer=True)
+        expected = {"trace": 2 * limit.ntk, "diagonal": limit.ntk[..., None].expand(6, 6, 2),
+                    "full": limit.ntk[..., None, None] * torch.eye(2, dtype=torch.float64)}
+        result = empirical_ntk(net, x, outputs=outputs, per_layer=True)
+        block = result.blocks["layers.1.weight"]
+        block_limit = limit.layers.ntk_blocks["layers.1.weight"]
+        block_limit = reduce_outputs(block_limit[..., None, None] * torch.eye(2).double(), outputs)
+        return (float((result.total - expected[outputs]).norm() / expected[outputs].norm()),
+                float((block - block_limit).norm() / block_limit.norm()))
+
+    narrow, wide = errors(16), errors(4096)
+    assert wide < (0.05, 0.1)
+    assert all(w < v for w, v in zip(wide, narrow, strict=True))
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda m, x: empirical_ntk(m, x.numpy()), "torch.Tensor"),
+    (lambda m, x: empirical_ntk(m, x[:0]), "at least one point"),
+    (lambda m, x: empirical_ntk(m, x.long()), "floating-point"),
+    (lambda m, x: empirical_ntk(m, torch.full_like(x, float("nan"))), "NaN or inf"),
+    (lambda m, x: empirical_ntk(m, x, torch.full_like(x, float("inf"))), "x2 contains NaN"),
+    (lambda m, x: empirical_ntk(m, x, x[:, :3]), "points of shape"),
+    (lambda m, x: empirical_ntk(m, x, x.float()), "same dtype"),
+    (lambda m, x: empirical_ntk(m, x[:, :3]), "cannot be applied"),
+    (lambda m, x: empirical_ntk(m, x, chunk_size=0), "chunk_size must be a positive integer"),
+    (lambda m, x: empirical_ntk(m, x, chunk_size=-2), "chunk_size must be a positive integer"),
+    (lambda m, x: empirical_ntk(m, x, chunk_size=1.5), "chunk_size must be a positive integer"),
+    (lambda m, x: empirical_ntk(m, x, memory_budget=0), "memory_budget"),
+    (lambda m, x: empirical_ntk(m, x, outputs="all"), "outputs must be one of"),
+    (lambda m, x: empirical_ntk(m, x, method="fast"), "method must be one of"),
+    (lambda m, x: empirical_ntk(m, x, per_layer="yes"), "per_layer must be True or False"),
+    (lambda m, x: empirical_ntk(lambda t: t, x), "nn.Module"),
+    (lambda m, x: empirical_ntk(nn.ReLU(), x), "no trainable parameters"),
+    (lambda m, x: empirical_ntk(m.requires_grad_(False), x), "no trainable parameters"),
+])
+def test_bad_input_raises_a_widenet_error_naming_the_problem(call, message):
+    with pytest.raises(WidenetError, match=message):
+        call(widenet_mlp(), points(3))
+
+
+def test_a_model_returning_something_else_than_a_batch_of_outputs_is_refused():
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2).double()
+
+        def forward(self, x):
+            return self.lin(x), x
+
+    with pytest.raises(WidenetError, match="one floating-point tensor"):
+        empirical_ntk(Pair(), points(3))
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("method", ["layerwise", "jacobian", "ntk-vp"])
+@pytest.mark.parametrize("outputs", MODES)
+def test_cuda_kernels_match_the_cpu_reference(method, outputs):
+    model, x1, x2 = SmallCNN(), points(4, (2, 6, 6), seed=1), points(3, (2, 6, 6), seed=2)
+    expected = reduce_outputs(brute_ntk(model, x1, x2), outputs)
+    cuda = empirical_ntk(model.cuda(), x1.cuda(), x2.cuda(), outputs=outputs, method=method)
+    assert cuda.device.type == "cuda"
+    assert relative_error(cuda.cpu(), expected) < TOL
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_inputs_with_a_cpu_model_run_on_cuda():
+    model, x = widenet_mlp(), points(5)
+    kernel = empirical_ntk(model, x.cuda(), outputs="full", per_layer=True)
+    assert kernel.total.device.type == "cuda"
+    assert next(model.parameters()).device.type == "cpu"
+    assert relative_error(kernel.total.cpu(), brute_ntk(model, x)) < TOL

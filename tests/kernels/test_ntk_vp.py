@@ -1,0 +1,64 @@
+"""NTK-vector products against the explicit kernel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.kernels.empirical_models import (  # one_thread: an autouse fixture
+    MODELS,
+    brute_ntk,
+    one_thread,  # noqa: F401
+    points,
+    relative_error,
+)
+from widenet.errors import WidenetError
+from widenet.kernels.ntk_vp import ntk_vector_product
+
+
+def _vector(model, x, seed):
+    shape = model(x).shape
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_ntk_vector_product_is_the_kernel_times_the_vector(name):
+    factory, shape, _ = MODELS[name]
+    model, x1, x2 = factory(), points(4, shape, seed=1), points(3, shape, seed=2)
+    v = _vector(model, x2, seed=3)
+    result = ntk_vector_product(model, x1, v, x2=x2)
+    kernel = brute_ntk(model, x1, x2)  # (n1, n2, k, k)
+    expected = torch.einsum("ijab,jb->ia", kernel, v.reshape(3, -1)).reshape(model(x1).shape)
+    assert result.shape == expected.shape
+    assert relative_error(result, expected) < 1e-10
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(1, 6), chunk=st.integers(1, 7))
+def test_chunked_self_product_matches(n, chunk):
+    factory, shape, _ = MODELS["mlp"]
+    model, x = factory(), points(n, shape, seed=n)
+    v = _vector(model, x, seed=chunk)
+    expected = torch.einsum("ijab,jb->ia", brute_ntk(model, x), v)
+    assert relative_error(ntk_vector_product(model, x, v, chunk_size=chunk), expected) < 1e-10
+
+
+@pytest.mark.parametrize(("v", "message"), [
+    (torch.zeros(4, 2, dtype=torch.float64), r"shape of the model's output on x2, \(4, 3\)"),
+    (torch.zeros(4, 3, dtype=torch.long), "floating-point"),
+    (torch.full((4, 3), float("nan"), dtype=torch.float64), "v contains NaN"),
+    ([[0.0] * 3] * 4, "torch.Tensor"),
+])
+def test_bad_vectors_are_refused(v, message):
+    factory, shape, _ = MODELS["mlp"]
+    with pytest.raises(WidenetError, match=message):
+        ntk_vector_product(factory(), points(4, shape), v)
+
+
+def test_bad_chunk_size_is_refused():
+    factory, shape, _ = MODELS["mlp"]
+    x = points(4, shape)
+    with pytest.raises(WidenetError, match="chunk_size"):
+        ntk_vector_product(factory(), x, torch.zeros(4, 3, dtype=torch.float64), chunk_size=0)
