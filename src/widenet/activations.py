@@ -39,9 +39,9 @@ def _as_tensors(*values: TensorLike) -> list[torch.Tensor]:
     return [torch.as_tensor(v, dtype=dtype, device=device) for v in values]
 
 
-def correlation(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (sqrt(q1 q2), rho) with rho = c / sqrt(q1 q2) clamped to [-1, 1].
+def correlation_into(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor, out: torch.Tensor
+                     ) -> torch.Tensor:
+    """rho = c / sqrt(q1 q2) clamped to [-1, 1], written into ``out`` (which must not alias c).
 
     Where q1 q2 = 0 (a zero-variance coordinate) rho is set to 0, the value every dual below
     takes as its limit there. The square roots are taken separately, so q1 q2 cannot overflow
@@ -50,28 +50,28 @@ def correlation(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor
     get rho = 1 exactly: arcsin is so steep there that a 1e-16 miss would cost 1e-8 (float32:
     1e-7 would cost 5e-4) in E[phi'(u) phi'(v)].
     """
-    root1, root2 = torch.sqrt(q1), torch.sqrt(q2)
-    inflate = 1.0 + 4.0 * torch.finfo(root1.dtype).eps
-    inverse1 = torch.where(root1 > 0, inflate / root1, torch.zeros_like(root1))
-    inverse2 = torch.where(root2 > 0, 1.0 / root2, torch.zeros_like(root2))
-    rho = (c * inverse1 * inverse2).clamp_(-1.0, 1.0)
-    return root1 * root2, rho
+    inverse1, inverse2 = (torch.where(q > 0, torch.rsqrt(q), torch.zeros_like(q)) for q in (q1, q2))
+    inflate = 1.0 + 4.0 * torch.finfo(c.dtype).eps
+    # (1/sqrt(q1)) (1/sqrt(q2)) first: a product of two numbers, so rho(x, x') == rho(x', x).
+    torch.mul(inverse1, inverse2, out=out)
+    return out.mul_(c).mul_(inflate).clamp_(-1.0, 1.0)
 
 
-def arc_cosine_j(rho: torch.Tensor, arcsin_rho: torch.Tensor | None = None) -> torch.Tensor:
-    """J(rho) = (2/pi) (sqrt(1 - rho^2) + rho arcsin rho); E[|u||v|] = sqrt(q1 q2) J(rho)."""
-    if arcsin_rho is None:
-        arcsin_rho = torch.asin(rho)
-    return _pi_over_two_j(rho, arcsin_rho).mul_(_TWO_OVER_PI)
+def correlation(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sqrt(q1 q2), rho), with rho as in :func:`correlation_into`."""
+    rho = torch.empty(torch.broadcast_shapes(q1.shape, q2.shape, c.shape), dtype=c.dtype,
+                      device=c.device)
+    return torch.sqrt(q1) * torch.sqrt(q2), correlation_into(q1, q2, c, rho)
 
 
-def _pi_over_two_j(rho: torch.Tensor, arcsin_rho: torch.Tensor) -> torch.Tensor:
-    """(pi/2) J(rho) = sqrt(1 - rho^2) + rho arcsin rho, for |rho| <= 1.
+def arc_cosine_j(rho: torch.Tensor) -> torch.Tensor:
+    """J(rho) = (2/pi) (sqrt(1 - rho^2) + rho arcsin rho); E[|u||v|] = sqrt(q1 q2) J(rho).
 
-    sqrt(1 - rho^2) is evaluated as sqrt((1 - rho)(1 + rho)), accurate near |rho| = 1 and never
-    negative there.
+    sqrt(1 - rho^2) is evaluated as sqrt((1 - rho)(1 + rho)), accurate near |rho| = 1.
     """
-    return (1.0 - rho).mul_(1.0 + rho).sqrt_().addcmul_(rho, arcsin_rho)
+    root = ((1.0 - rho) * (1.0 + rho)).sqrt_()
+    return root.addcmul_(rho, torch.asin(rho)).mul_(_TWO_OVER_PI)
 
 
 class Activation:
@@ -98,6 +98,16 @@ class Activation:
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """(E[phi(u) phi(v)], E[phi'(u) phi'(v)]) for (u, v) ~ N(0, [[q1, c], [c, q2]])."""
         raise NotImplementedError
+
+    def duals_into(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor,
+                   product: torch.Tensor, derivative: torch.Tensor, work: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`duals` written into ``product`` and ``derivative`` (tensors of the broadcast
+        shape, not aliasing c), with ``work`` as scratch of that shape. The kernel recursion
+        calls this with buffers it reuses across layers; activations whose closed form can be
+        evaluated in place (the ab family) override it to allocate nothing of that size."""
+        computed = self.duals(q1, q2, c)
+        return product.copy_(computed[0]), derivative.copy_(computed[1])
 
     def dual(self, q1: TensorLike, q2: TensorLike, c: TensorLike) -> torch.Tensor:
         """E[phi(u) phi(v)] for (u, v) ~ N(0, [[q1, c], [c, q2]])."""
@@ -196,14 +206,27 @@ class AbsLinear(Activation):
     def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
               ) -> tuple[torch.Tensor, torch.Tensor]:
         q1, q2, c = _as_tensors(q1, q2, c)
-        scale, rho = correlation(q1, q2, c)
-        arcsin_rho = torch.asin(rho)
+        shape = torch.broadcast_shapes(q1.shape, q2.shape, c.shape)
+        product, derivative, work = (torch.empty(shape, dtype=c.dtype, device=c.device)
+                                     for _ in range(3))
+        return self.duals_into(q1, q2, c, product, derivative, work)
+
+    def duals_into(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor,
+                   product: torch.Tensor, derivative: torch.Tensor, work: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The closed forms, computed in the three given buffers without allocating any other
+        array of their size: work = rho, derivative = 1 + rho, then arcsin rho."""
+        rho = correlation_into(q1, q2, c, work)
+        torch.add(rho, 1.0, out=derivative)
+        torch.neg(rho, out=product).add_(1.0).mul_(derivative).sqrt_()  # sqrt(1 - rho^2)
+        arcsin_rho = torch.asin(rho, out=derivative)
         a2, b2 = self.a**2, self.b**2
-        product = _pi_over_two_j(rho, arcsin_rho).mul_(scale).mul_(b2 * _TWO_OVER_PI)
+        product.addcmul_(rho, arcsin_rho)  # (pi/2) J(rho)
+        scale = torch.mul(torch.sqrt(q1), torch.sqrt(q2), out=work)  # rho is used up
+        product.mul_(scale).mul_(b2 * _TWO_OVER_PI)
         if a2 != 0.0:
             product.add_(c, alpha=a2)
-        derivative_product = arcsin_rho.mul_(b2 * _TWO_OVER_PI).add_(a2)
-        return product, derivative_product
+        return product, arcsin_rho.mul_(b2 * _TWO_OVER_PI).add_(a2)
 
     def second_moment(self, q: TensorLike) -> torch.Tensor:
         """E[phi(u)^2] = (a^2 + b^2) q."""
@@ -256,7 +279,7 @@ class Erf(Activation):
         # and huge variances put the ratio there, where an ulp in c would cost 1e-11 or more.
         scale, rho = correlation(q1, q2, c)
         shrink1, shrink2 = torch.sqrt(q1 / (1.0 + 2.0 * q1)), torch.sqrt(q2 / (1.0 + 2.0 * q2))
-        ratio = (2.0 * rho * shrink1 * shrink2).clamp_(-1.0, 1.0)
+        ratio = (2.0 * rho * (shrink1 * shrink2)).clamp_(-1.0, 1.0)
         product = _TWO_OVER_PI * torch.asin(ratio)
         # det(I + 2 Sigma) = 1 + 2 (q1 + q2) + 4 q1 q2 (1 - rho^2): no cancellation for huge q.
         det = 1.0 + 2.0 * (q1 + q2) + 4.0 * scale**2 * ((1.0 - rho) * (1.0 + rho))
