@@ -20,8 +20,9 @@ from widenet.dynamics.losses import Loss
 @dataclass
 class RunState:
     """What a monitor sees at step s: the model at theta_s, the full training data, the loss,
-    the learning rate, and the batch gradient at theta_s (after any gradient scaling, before the
-    optimizer step; empty at the final row, where no step follows)."""
+    the base learning rate, the batch gradient at theta_s (after any gradient scaling, before
+    the optimizer step; empty at the final row, where no step follows), the optimizer's name
+    and the factor on the loss."""
 
     model: nn.Module
     x: torch.Tensor
@@ -31,6 +32,7 @@ class RunState:
     step: int
     gradients: dict[str, torch.Tensor] = field(default_factory=dict)
     optimizer: str = "gd"
+    loss_scale: float = 1.0
 
 
 class Monitor:

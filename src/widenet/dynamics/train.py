@@ -162,7 +162,7 @@ class _Loop:
 
     def state(self, step: int, gradients: dict[str, torch.Tensor]) -> RunState:
         return RunState(self.model, self.x, self.y, self.loss_fn, self.lr, step, gradients,
-                        self.optimizer_name)
+                        self.optimizer_name, self.loss_scale)
 
     def start(self) -> None:
         for monitor in self.monitors:

@@ -1,0 +1,277 @@
+"""The built-in monitors: each wraps one documented diagnostic for the training loop.
+
+Column names (one row per logged step):
+
+- :class:`WeightMovementMonitor`: ``weight_movement`` = ||theta_t - theta_0|| / ||theta_0||, and
+  ``weight_movement/<parameter>`` = ||p_t - p_0||_F / ||p_0||_F.
+- :class:`FeatureMovementMonitor`: ``feature_movement/<l>`` = ||H_t - H_0||_F / ||H_0||_F of hidden
+  layer l's post-activation features on a probe set (widenet MLPs).
+- :class:`KernelMonitor`: of the empirical NTK K_t (trace over outputs) on a probe set:
+  ``ntk_movement`` = ||K_t - K_0||_F / ||K_0||_F, ``ntk_alignment`` = <K_t, Y Y^T>_F /
+  (||K_t||_F ||Y Y^T||_F), ``ntk_lambda_min`` and ``ntk_lambda_max``.
+- :class:`LinearizationMonitor`: ``linearization_error`` = ||f_t - f_lin,t|| / ||f_t - f_0|| on the
+  training points, f_lin the linearized model trained alongside by the same full-batch GD.
+- :class:`MarginMonitor`: ``normalized_margin`` = min_i q_i / ||theta||^L,
+  ``smoothed_margin_exponential``, ``smoothed_margin_logistic`` and ``parameter_norm``.
+- :class:`SoftRankMonitor`: ``participation_ratio/<l>``, ``stable_rank/<l>`` and
+  ``entropy_rank/<l>`` of hidden features on a probe set.
+- :class:`InfoNuisanceMonitor`: with I, N the information and nuisance spaces of the NTK on the
+  training set at initialization, ``residual_information`` = ||P_I r_t|| / ||r_0|| and
+  ``residual_nuisance`` = ||P_N r_t|| / ||r_0|| (r = f - y), and ``label_information`` =
+  ||P_I y|| / ||y|| with the current NTK's spaces (``label_information_init`` at step 0).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from widenet.diagnostics.features import hidden_features, soft_ranks
+from widenet.diagnostics.kernel_motion import (
+    information_space,
+    kernel_movement,
+    kernel_target_alignment,
+    label_information,
+    residual_projections,
+)
+from widenet.diagnostics.margins import homogeneity_degree, margins_of
+from widenet.diagnostics.monitors import Monitor, RunState
+from widenet.diagnostics.movement import feature_movement, parameter_snapshot, weight_movement
+from widenet.dynamics.linearize import linearize
+from widenet.dynamics.train import train
+from widenet.errors import WidenetError
+from widenet.kernels.empirical import empirical_ntk
+from widenet.kernels.spectra import spectrum
+
+
+def _probe(state: RunState, probe: torch.Tensor | None, size: int) -> torch.Tensor:
+    """The given probe inputs, or the first ``size`` training points."""
+    return state.x[:size] if probe is None else probe.to(state.x)
+
+
+class WeightMovementMonitor(Monitor):
+    """Relative weight movement, overall and per parameter (see the module docstring)."""
+
+    name = "weight_movement"
+
+    def __init__(self, every: int | None = None, per_parameter: bool = True):
+        self.every, self.per_parameter = every, per_parameter
+        self.initial: dict[str, torch.Tensor] = {}
+
+    def start(self, state: RunState) -> None:
+        self.initial = parameter_snapshot(state.model)
+
+    def measure(self, state: RunState) -> dict[str, float]:
+        movement = weight_movement(state.model, self.initial)
+        row = {"weight_movement": movement.relative}
+        if self.per_parameter:
+            row.update({f"weight_movement/{name}": value
+                        for name, value in movement.per_parameter_relative.items()})
+        return row
+
+    def state_dict(self) -> dict:
+        return {"initial": self.initial}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.initial = state["initial"]
+
+
+class FeatureMovementMonitor(Monitor):
+    """Relative movement of each hidden layer's features on a probe set (default: the first
+    256 training points)."""
+
+    name = "feature_movement"
+
+    def __init__(self, probe: torch.Tensor | None = None, every: int | None = None,
+                 size: int = 256):
+        self.probe_x, self.every, self.size = probe, every, size
+        self.initial: list[torch.Tensor] = []
+
+    def start(self, state: RunState) -> None:
+        self.initial = hidden_features(state.model, _probe(state, self.probe_x, self.size))
+
+    def measure(self, state: RunState) -> dict[str, float]:
+        current = hidden_features(state.model, _probe(state, self.probe_x, self.size))
+        return {f"feature_movement/{layer + 1}": value
+                for layer, value in enumerate(feature_movement(current, self.initial))}
+
+    def state_dict(self) -> dict:
+        return {"initial": self.initial}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.initial = state["initial"]
+
+
+class KernelMonitor(Monitor):
+    """Movement, target alignment and extreme eigenvalues of the empirical NTK on a probe set
+    (default: the first 256 training points and their targets)."""
+
+    name = "ntk"
+
+    def __init__(self, probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 every: int | None = None, size: int = 256):
+        self.probe, self.every, self.size = probe, every, size
+        self.initial: torch.Tensor | None = None
+
+    def _kernel_and_targets(self, state: RunState) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.probe is None:
+            x, y = state.x[:self.size], state.y[:self.size]
+        else:
+            x, y = self.probe[0].to(state.x), self.probe[1]
+        return empirical_ntk(state.model, x), y
+
+    def start(self, state: RunState) -> None:
+        self.initial = self._kernel_and_targets(state)[0]
+
+    def measure(self, state: RunState) -> dict[str, float]:
+        kernel, targets = self._kernel_and_targets(state)
+        eigen = spectrum(kernel)
+        return {"ntk_movement": kernel_movement(kernel, self.initial),
+                "ntk_alignment": kernel_target_alignment(kernel, targets.to(kernel)),
+                "ntk_lambda_min": eigen.lambda_min, "ntk_lambda_max": eigen.lambda_max}
+
+    def state_dict(self) -> dict:
+        return {"initial": self.initial}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.initial = state["initial"]
+
+
+class LinearizationMonitor(Monitor):
+    """||f_t - f_lin,t|| / ||f_t - f_0|| on the training points (full-batch GD runs only: the
+    linearized model is advanced by the same GD steps between measurements)."""
+
+    name = "linearization"
+
+    def __init__(self, every: int | None = None):
+        self.every = every
+
+    def start(self, state: RunState) -> None:
+        if state.optimizer != "gd":
+            raise WidenetError("the linearization monitor follows full-batch GD; train with "
+                               "optimizer='gd' to use it")
+        self.linear = linearize(state.model)
+        with torch.no_grad():
+            self.initial_output = state.model(state.x)
+        self.steps = 0
+
+    def measure(self, state: RunState) -> dict[str, float]:
+        if state.step > self.steps:
+            train(self.linear, state.x, state.y, lr=state.lr, steps=state.step - self.steps,
+                  loss=state.loss_fn, loss_scale=state.loss_scale, log_every=state.step,
+                  progress=False, divergence_factor=1e300)
+            self.steps = state.step
+        with torch.no_grad():
+            output, linear = state.model(state.x), self.linear(state.x)
+        moved = float((output - self.initial_output).norm())
+        gap = float((output - linear).norm())
+        return {"linearization_error": gap / moved if moved > 0 else 0.0}
+
+    def state_dict(self) -> dict:
+        # The module itself (not its state_dict): a resumed run has not built one.
+        return {"linear": self.linear, "initial_output": self.initial_output,
+                "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.linear = state["linear"]
+        self.initial_output, self.steps = state["initial_output"], state["steps"]
+
+
+class MarginMonitor(Monitor):
+    """Normalized and smoothed margins of a homogeneous net on the training data (labels +-1
+    for one output, class indices otherwise); the degree is inferred at the start unless given."""
+
+    name = "margins"
+
+    def __init__(self, degree: int | None = None, every: int | None = None):
+        self.degree, self.every = degree, every
+
+    def start(self, state: RunState) -> None:
+        if self.degree is None:
+            self.degree = homogeneity_degree(state.model)
+
+    def measure(self, state: RunState) -> dict[str, float]:
+        margins = margins_of(state.model, state.x, state.y, degree=self.degree)
+        return {"normalized_margin": margins.normalized,
+                "smoothed_margin_exponential": margins.smoothed_exponential,
+                "smoothed_margin_logistic": margins.smoothed_logistic,
+                "parameter_norm": margins.parameter_norm}
+
+    def state_dict(self) -> dict:
+        return {"degree": self.degree}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.degree = state["degree"]
+
+
+class SoftRankMonitor(Monitor):
+    """Participation ratio, stable rank and entropy effective rank of hidden features on a
+    probe set (default: the first 256 training points); ``layers="last"`` or ``"all"``."""
+
+    name = "soft_ranks"
+
+    def __init__(self, probe: torch.Tensor | None = None, layers: str = "last",
+                 every: int | None = None, size: int = 256):
+        if layers not in ("last", "all"):
+            raise WidenetError(f"layers must be 'last' or 'all', got {layers!r}")
+        self.probe_x, self.layers, self.every, self.size = probe, layers, every, size
+
+    def measure(self, state: RunState) -> dict[str, float]:
+        features = hidden_features(state.model, _probe(state, self.probe_x, self.size))
+        numbered = list(enumerate(features, start=1))
+        row = {}
+        for layer, matrix in numbered[-1:] if self.layers == "last" else numbered:
+            ranks = soft_ranks(matrix)
+            row[f"participation_ratio/{layer}"] = ranks.participation_ratio
+            row[f"stable_rank/{layer}"] = ranks.stable_rank
+            row[f"entropy_rank/{layer}"] = ranks.entropy_effective_rank
+        return row
+
+
+class InfoNuisanceMonitor(Monitor):
+    """Residual projections on the information and nuisance spaces of the NTK at
+    initialization, and the labels' share in the current NTK's information space. The spaces
+    are chosen by ``cutoff`` (eigenvalues >= alpha) or ``top`` (the r largest); give one."""
+
+    name = "info_nuisance"
+
+    def __init__(self, *, cutoff: float | None = None, top: int | None = None,
+                 every: int | None = None):
+        if (cutoff is None) == (top is None):
+            raise WidenetError("give exactly one of cutoff= or top= for the information space")
+        self.cutoff, self.top, self.every = cutoff, top, every
+
+    def _space(self, kernel: torch.Tensor):
+        return information_space(kernel, cutoff=self.cutoff, top=self.top)
+
+    def start(self, state: RunState) -> None:
+        self.initial_kernel = empirical_ntk(state.model, state.x)
+        with torch.no_grad():
+            self.initial_residual = _residual(state)
+        self.initial_space = self._space(self.initial_kernel)
+        self.initial_label_information = label_information(
+            self.initial_space, state.y.reshape(self.initial_residual.shape))
+
+    def measure(self, state: RunState) -> dict[str, float]:
+        with torch.no_grad():
+            residual = _residual(state)
+        projections = residual_projections(self.initial_space, residual, self.initial_residual)
+        current = self._space(empirical_ntk(state.model, state.x))
+        return {"residual_information": projections.information,
+                "residual_nuisance": projections.nuisance,
+                "label_information": label_information(current, state.y.reshape(residual.shape)),
+                "label_information_init": self.initial_label_information}
+
+    def state_dict(self) -> dict:
+        return {"kernel": self.initial_kernel, "residual": self.initial_residual,
+                "label_information": self.initial_label_information}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.initial_kernel, self.initial_residual = state["kernel"], state["residual"]
+        self.initial_space = self._space(self.initial_kernel)
+        self.initial_label_information = state["label_information"]
+
+
+def _residual(state: RunState) -> torch.Tensor:
+    """f(x) - y on the training points, shaped like the output (regression targets)."""
+    output = state.model(state.x)
+    return output - state.y.reshape(output.shape).to(output)

@@ -1,0 +1,150 @@
+"""The built-in monitors, each against a direct computation of its quantity."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import widenet as wn
+from widenet.diagnostics.builtin import (
+    FeatureMovementMonitor,
+    InfoNuisanceMonitor,
+    KernelMonitor,
+    LinearizationMonitor,
+    MarginMonitor,
+    SoftRankMonitor,
+    WeightMovementMonitor,
+)
+from widenet.diagnostics.features import hidden_features, soft_ranks
+from widenet.diagnostics.kernel_motion import (
+    information_space,
+    kernel_target_alignment,
+    residual_projections,
+)
+from widenet.diagnostics.movement import weight_movement
+
+
+def regression(n: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    return x, torch.sin(x[:, :1])
+
+
+def net() -> wn.MLP:
+    return wn.MLP(3, [64, 64], 1, "abs", bias_std=0.1, seed=2, dtype=torch.float64)
+
+
+def test_movement_kernel_and_rank_monitors_match_direct_computations() -> None:
+    x, y = regression()
+    model, initial = net(), net()
+    monitors = [WeightMovementMonitor(), FeatureMovementMonitor(), KernelMonitor(size=20),
+                SoftRankMonitor(layers="all")]
+    history = wn.train(model, x, y, lr=0.3, steps=10, log_every=10, monitors=monitors).history
+    first, last = history.iloc[0], history.iloc[-1]
+    assert first["weight_movement"] == 0.0
+    assert first["ntk_movement"] == 0.0
+    assert last["weight_movement"] == pytest.approx(weight_movement(model, initial).relative)
+    before, after = hidden_features(initial, x[:256]), hidden_features(model, x[:256])
+    for layer in (1, 2):
+        change = (after[layer - 1] - before[layer - 1]).norm() / before[layer - 1].norm()
+        assert last[f"feature_movement/{layer}"] == pytest.approx(float(change))
+        assert last[f"stable_rank/{layer}"] == pytest.approx(soft_ranks(after[layer - 1])
+                                                             .stable_rank)
+    kernel0, kernel = (wn.empirical_ntk(m, x[:20]) for m in (initial, model))
+    assert last["ntk_movement"] == pytest.approx(float((kernel - kernel0).norm() / kernel0.norm()))
+    assert last["ntk_alignment"] == pytest.approx(kernel_target_alignment(kernel, y[:20]))
+    assert last["ntk_lambda_max"] == pytest.approx(float(torch.linalg.eigvalsh(kernel)[-1]))
+
+
+def test_linearization_error_against_a_separately_trained_linear_model() -> None:
+    x, y = regression()
+    model = net()
+    linear = wn.linearize(model)
+    with torch.no_grad():
+        f0 = model(x)
+    history = wn.train(model, x, y, lr=0.3, steps=20, log_every=10,
+                       monitors=[LinearizationMonitor()]).history
+    wn.train(linear, x, y, lr=0.3, steps=20)
+    with torch.no_grad():
+        expected = (model(x) - linear(x)).norm() / (model(x) - f0).norm()
+    assert history["linearization_error"].iloc[-1] == pytest.approx(float(expected), rel=1e-10)
+    assert history["linearization_error"].iloc[0] == 0.0
+    with pytest.raises(wn.WidenetError, match="full-batch GD"):
+        wn.train(net(), x, y, lr=0.1, steps=2, optimizer="sgd", batch_size=10,
+                 monitors=[LinearizationMonitor()])
+
+
+def test_info_nuisance_monitor() -> None:
+    x, y = regression()
+    model = net()
+    kernel0 = wn.empirical_ntk(model, x)
+    with torch.no_grad():
+        r0 = model(x) - y
+    history = wn.train(model, x, y, lr=0.3, steps=30, log_every=30,
+                       monitors=[InfoNuisanceMonitor(top=4)]).history
+    space = information_space(kernel0, top=4)
+    with torch.no_grad():
+        expected = residual_projections(space, model(x) - y, r0)
+    last = history.iloc[-1]
+    assert last["residual_information"] == pytest.approx(expected.information)
+    assert last["residual_nuisance"] == pytest.approx(expected.nuisance)
+    first = history.iloc[0]
+    assert first["residual_information"] ** 2 + first["residual_nuisance"] ** 2 == pytest.approx(1)
+    assert last["residual_information"] < first["residual_information"]  # the fast directions
+
+
+def separable(even: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points with a gap around a linear (or, for even nets, |x1| = |x2|) decision boundary."""
+    x = torch.randn(60, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    score = x[:, 0].abs() - x[:, 1].abs() if even else x[:, 0] - 0.5 * x[:, 1]
+    keep = score.abs() > 0.3
+    return x[keep], torch.sign(score[keep])
+
+
+@pytest.mark.parametrize("activation", ["relu", "abs"])
+@pytest.mark.parametrize("loss", ["exponential", "logistic"])
+def test_smoothed_margin_is_non_decreasing_after_separation(activation: str, loss: str) -> None:
+    """Lyu & Li: once the data are separated, gradient flow increases the smoothed margin of a
+    homogeneous net; small-step GD (lr 0.05) on a bias-free two-layer net follows it."""
+    x, y = separable(even=activation == "abs")
+    model = wn.MLP(2, [32], 1, activation, seed=1, dtype=torch.float64)
+    history = wn.train(model, x, y, lr=0.05, steps=1500, log_every=10, loss=loss,
+                       monitors=[MarginMonitor()]).history
+    separated = history[history["normalized_margin"] > 0]
+    assert len(separated) > 50
+    smoothed = separated[f"smoothed_margin_{loss}"]
+    assert (smoothed.diff().dropna() >= 0).all()
+    assert history["parameter_norm"].iloc[-1] > history["parameter_norm"].iloc[0]
+
+
+def test_margin_monitor_refuses_non_homogeneous_nets() -> None:
+    x, y = separable(even=False)
+    with pytest.raises(wn.WidenetError, match="homogeneous"):
+        wn.train(wn.MLP(2, [8], 1, "tanh"), x, y, lr=0.1, steps=1, loss="logistic",
+                 monitors=[MarginMonitor()])
+
+
+def test_resume_with_built_in_monitors(tmp_path) -> None:
+    x, y = regression()
+    monitors = lambda: [WeightMovementMonitor(), LinearizationMonitor(),  # noqa: E731
+                        KernelMonitor(size=10)]
+    kwargs = {"lr": 0.3, "steps": 20, "log_every": 5, "checkpoint_every": 10}
+    whole = net()
+    expected = wn.train(whole, x, y, monitors=monitors(), **kwargs).history
+    partial = net()
+    wn.train(partial, x, y, monitors=monitors(), checkpoint=tmp_path / "c.pt",
+             **{**kwargs, "steps": 10})
+    resumed = copy.deepcopy(partial)
+    history = wn.train(resumed, x, y, monitors=monitors(), checkpoint=tmp_path / "c.pt",
+                       resume=True, **kwargs).history
+    assert torch.equal(whole.layers[0].weight, resumed.layers[0].weight)
+    assert history.equals(expected)
+
+
+def test_bad_monitor_arguments() -> None:
+    with pytest.raises(wn.WidenetError, match="exactly one of cutoff"):
+        InfoNuisanceMonitor()
+    with pytest.raises(wn.WidenetError, match="'last' or 'all'"):
+        SoftRankMonitor(layers="first")
