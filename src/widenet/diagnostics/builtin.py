@@ -275,3 +275,11 @@ def _residual(state: RunState) -> torch.Tensor:
     """f(x) - y on the training points, shaped like the output (regression targets)."""
     output = state.model(state.x)
     return output - state.y.reshape(output.shape).to(output)
+
+
+def default_monitors() -> list[Monitor]:
+    """The default set, at cadences (in steps) that keep its cost near a tenth of training's
+    (benchmarks/bench_monitors.py): weight movement at every logged step, feature movement every
+    50 steps, the last hidden layer's soft ranks and the NTK on 256 probe points every 100."""
+    return [WeightMovementMonitor(), FeatureMovementMonitor(every=50),
+            SoftRankMonitor(every=100), KernelMonitor(every=100)]
