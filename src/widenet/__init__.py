@@ -1,6 +1,6 @@
 """widenet: the theory of wide neural networks, measured in PyTorch."""
 
-from widenet import activations, parametrizations, widths
+from widenet import activations, diagnostics, parametrizations, widths
 from widenet.activations import Activation, get_activation
 from widenet.dynamics import predict
 from widenet.dynamics.lazy import LazyModel
@@ -33,6 +33,7 @@ __all__ = [
     "WidenetError",
     "activations",
     "condition_number",
+    "diagnostics",
     "empirical_ntk",
     "get_activation",
     "get_parametrization",
