@@ -152,13 +152,16 @@ def test_edge_of_chaos_of_the_family(act: A.AbsLinear) -> None:
     assert weight_var * float(act.derivative_dual(*cov(1.0, 1.0, 1.0))) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("act", [A.tanh, A.erf, A.gelu, A.sin], ids=lambda a: a.name)
-@pytest.mark.parametrize("bias_std", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize(("act", "bias_std"), [
+    (A.tanh, 0.0), (A.erf, 0.0), (A.sin, 0.0), *[(act, b) for act in (A.tanh, A.erf, A.gelu, A.sin)
+                                                 for b in (0.1, 0.5)]], ids=str)
 def test_edge_of_chaos_of_general_activations(act: A.Activation, bias_std: float) -> None:
-    """At the returned sigma_w there is a fixed point q* of the variance map with chi_1 = 1."""
+    """At the returned sigma_w there is a fixed point q* of the variance map with chi_1 = 1;
+    without bias q* = 0, sigma_w = 1/|phi'(0)|, and the map shrinks small variances."""
     weight_std = act.edge_of_chaos(bias_std)
     if bias_std == 0.0:
         assert weight_std == pytest.approx(1.0 / abs(float(act.derivative(torch.tensor(0.0)))))
+        assert weight_std**2 * float(act.second_moment(0.1)) < 0.1
         return
     q_star = act._fixed_point_variance(bias_std**2)
     variance_map = weight_std**2 * float(act.second_moment(q_star)) + bias_std**2
@@ -173,6 +176,16 @@ def test_tanh_edge_of_chaos_without_bias_is_one() -> None:
 def test_no_edge_of_chaos_is_an_error() -> None:
     with pytest.raises(WidenetError, match="no edge-of-chaos"):
         A.softplus.edge_of_chaos(0.1)
+    with pytest.raises(WidenetError, match="no edge-of-chaos"):  # q* = 0 repels for gelu
+        A.gelu.edge_of_chaos(0.0)
+
+
+def test_duals_broadcast_scalar_variances_against_a_covariance_vector() -> None:
+    c = torch.tensor([0.5, -0.3, 1.0], dtype=torch.float64)
+    for act in (A.relu, A.erf, A.tanh):
+        product, _ = act.duals(1.0, 1.0, c)
+        assert product.shape == (3,)
+        assert float(product[0]) == pytest.approx(float(act.dual(1.0, 1.0, 0.5)))
 
 
 @pytest.mark.parametrize("act", [*AB_FAMILY, A.erf, A.tanh], ids=lambda a: a.name)

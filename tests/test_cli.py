@@ -27,3 +27,8 @@ def test_user_errors_print_one_line_and_exit_2(argv, message, capsys) -> None:
     assert err.startswith("widenet: error:")
     assert len(err.splitlines()) == 1
     assert re.search(message, err)
+
+
+def test_negative_depth_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--depth", "-2"]) == 2
+    assert "--depth must be a non-negative integer" in capsys.readouterr().err

@@ -86,4 +86,6 @@ def test_bad_parametrization_arguments() -> None:
     with pytest.raises(wn.WidenetError, match="one base width per layer"):
         wn.MLP(4, [10, 10], 1, parametrization=MuP(base_hidden=[5]))
     with pytest.raises(wn.WidenetError, match="covers the ntk and standard"):
-        wn.infinite_kernels(wn.MLP(4, [10], 1, parametrization="mup"), torch.randn(3, 4))
+        wn.infinite_kernels(wn.MLP(4, [10], 1, parametrization=MuP(10)), torch.randn(3, 4))
+    with pytest.raises(wn.WidenetError, match="relative to base widths"):
+        wn.MLP(4, [10], 1, parametrization="mup")

@@ -53,8 +53,14 @@ def correlation_into(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor, out: t
     inverse1, inverse2 = (torch.where(q > 0, torch.rsqrt(q), torch.zeros_like(q)) for q in (q1, q2))
     inflate = 1.0 + 4.0 * torch.finfo(c.dtype).eps
     # (1/sqrt(q1)) (1/sqrt(q2)) first: a product of two numbers, so rho(x, x') == rho(x', x).
-    torch.mul(inverse1, inverse2, out=out)
-    return out.mul_(c).mul_(inflate).clamp_(-1.0, 1.0)
+    return _product_into(inverse1, inverse2, out).mul_(c).mul_(inflate).clamp_(-1.0, 1.0)
+
+
+def _product_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """a * b written into ``out``, broadcast to its shape (which may be larger than a * b's)."""
+    if torch.broadcast_shapes(a.shape, b.shape) == out.shape:
+        return torch.mul(a, b, out=out)
+    return out.copy_(a * b)
 
 
 def correlation(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor
@@ -134,16 +140,24 @@ class Activation:
         chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2] = 1. Eliminating sigma_w leaves one equation in q*,
         g(q) = q - E[phi^2](q) / E[phi'^2](q) - sigma_b^2 = 0, solved by bracketing its smallest
         positive root on a logarithmic grid and bisecting. With sigma_b = 0 and phi(0) = 0 the
-        fixed point is q* = 0 and sigma_w = 1 / |phi'(0)|.
+        fixed point is q* = 0 and sigma_w = 1 / |phi'(0)|, provided q* = 0 attracts the variance
+        map (gelu's does not: give it a bias or an explicit weight std).
         """
         bias_var = finite_real(bias_std, "bias_std", minimum=0.0) ** 2
         if bias_var == 0.0 and self._vanishes_at_zero():
             slope = float(self.derivative(torch.zeros((), dtype=torch.float64)).abs())
-            if slope == 0.0:
+            if slope == 0.0 or not self._attracts_zero(1.0 / slope**2):
                 raise self._no_edge_of_chaos(bias_std)
             return 1.0 / slope
         q_star = self._fixed_point_variance(bias_var)
         return 1.0 / math.sqrt(float(self.derivative_second_moment(q_star)))
+
+    def _attracts_zero(self, weight_var: float) -> bool:
+        """Whether q* = 0 attracts the variance map q -> sigma_w^2 E[phi(sqrt(q) z)^2]: chi_1 = 1
+        there, so the sign of the next order decides; tested at q = 1e-2 (tanh, erf, sin shrink
+        q; gelu grows it)."""
+        q = 1e-2
+        return weight_var * float(self.second_moment(q)) <= q
 
     def _vanishes_at_zero(self) -> bool:
         return float(self.function(torch.zeros((), dtype=torch.float64))) == 0.0
@@ -222,7 +236,7 @@ class AbsLinear(Activation):
         arcsin_rho = torch.asin(rho, out=derivative)
         a2, b2 = self.a**2, self.b**2
         product.addcmul_(rho, arcsin_rho)  # (pi/2) J(rho)
-        scale = torch.mul(torch.sqrt(q1), torch.sqrt(q2), out=work)  # rho is used up
+        scale = _product_into(torch.sqrt(q1), torch.sqrt(q2), work)  # rho is used up
         product.mul_(scale).mul_(b2 * _TWO_OVER_PI)
         if a2 != 0.0:
             product.add_(c, alpha=a2)
@@ -390,6 +404,11 @@ def leaky_relu(slope: float = 0.01) -> AbsLinear:
     return AbsLinear((1.0 + slope) / 2.0, (1.0 - slope) / 2.0, name=f"leaky_relu({slope:g})")
 
 
+def _tanh_derivative(s: torch.Tensor) -> torch.Tensor:
+    """1 - tanh(s)^2 (a module-level function, so that models using tanh can be pickled)."""
+    return 1.0 - torch.tanh(s) ** 2
+
+
 def _gelu_derivative(s: torch.Tensor) -> torch.Tensor:
     """d/ds [s Phi(s)] = Phi(s) + s N(s)."""
     cdf = 0.5 * (1.0 + torch.erf(s / math.sqrt(2.0)))
@@ -400,7 +419,7 @@ relu = AbsLinear(0.5, 0.5, name="relu")
 identity = AbsLinear(1.0, 0.0, name="identity")
 abs = AbsLinear(0.0, 1.0, name="abs")
 erf = Erf()
-tanh = Quadrature(torch.tanh, "tanh", derivative=lambda s: 1.0 - torch.tanh(s) ** 2)
+tanh = Quadrature(torch.tanh, "tanh", derivative=_tanh_derivative)
 gelu = Quadrature(torch.nn.functional.gelu, "gelu", derivative=_gelu_derivative)
 softplus = Quadrature(torch.nn.functional.softplus, "softplus", derivative=torch.sigmoid)
 sin = Quadrature(torch.sin, "sin", derivative=torch.cos)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 
 import widenet
-from widenet._checks import positive_int
+from widenet._checks import nonnegative_int, positive_int
 from widenet.errors import WidenetError
 
 
@@ -17,6 +17,7 @@ def _demo(args: argparse.Namespace) -> None:
     """Print the infinite-width NTK of an EOC MLP next to the empirical NTK at growing widths."""
     for name in ("points", "dim", "seeds"):
         positive_int(getattr(args, name), f"--{name}")
+    nonnegative_int(args.depth, "--depth")
     generator = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.points, args.dim, generator=generator, dtype=torch.float64)
     x = x / x.norm(dim=1, keepdim=True) * args.dim**0.5  # ||x||^2 = d

@@ -120,7 +120,7 @@ class MeanFieldParametrization(Parametrization):
 
 class MuP(Parametrization):
     """Maximal-update parametrization in the practical form of Tensor Programs V (Table 3),
-    relative to base hidden widths (base_hidden; None: the net's own widths, where muP is SP).
+    relative to base hidden widths ``base_hidden`` (one width for all layers, or one per layer).
 
     With r = n / n_base the width ratio of a hidden dimension (1 for d and k):
     - input weights and all biases: init as SP; SGD lr * r_out, Adam lr * 1;
@@ -133,12 +133,10 @@ class MuP(Parametrization):
     name = "mup"
     finite_ntk = False
 
-    def __init__(self, base_hidden: int | Sequence[int] | None = None):
+    def __init__(self, base_hidden: int | Sequence[int]):
         self.base_hidden = base_hidden
 
     def _ratios(self, hidden: Sequence[int]) -> list[float]:
-        if self.base_hidden is None:
-            return [1.0] * len(hidden)
         base = ([self.base_hidden] * len(hidden) if isinstance(self.base_hidden, int)
                 else list(self.base_hidden))
         if len(base) != len(hidden):
@@ -169,14 +167,18 @@ NTK = NTKParametrization()
 STANDARD = StandardParametrization()
 
 _NAMED: dict[str, type[Parametrization] | Parametrization] = {
-    "ntk": NTK, "standard": STANDARD, "mup": MuP, "mean-field": MeanFieldParametrization}
+    "ntk": NTK, "standard": STANDARD, "mean-field": MeanFieldParametrization}
 
 
 def get_parametrization(spec: str | Parametrization) -> Parametrization:
-    """Resolve a parametrization from a name ("ntk", "standard", "mup", "mean-field") or an
+    """Resolve a parametrization from a name ("ntk", "standard", "mean-field") or an
     instance (e.g. ``MuP(base_hidden=64)``, ``MeanFieldParametrization(base_width=64)``)."""
     if isinstance(spec, Parametrization):
         return spec
+    if spec == "mup":
+        raise WidenetError("muP is defined relative to base widths: pass "
+                           "parametrization=widenet.parametrizations.MuP(base_hidden=64) (the "
+                           "widths at which it equals the standard parametrization)")
     if isinstance(spec, str) and spec in _NAMED:
         named = _NAMED[spec]
         return named() if isinstance(named, type) else named

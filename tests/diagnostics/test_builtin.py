@@ -24,6 +24,7 @@ from widenet.diagnostics.kernel_motion import (
     residual_projections,
 )
 from widenet.diagnostics.movement import weight_movement
+from widenet.dynamics.optim import LayerPowerScaling, NormalizedUpdateScaling
 
 
 def regression(n: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,3 +149,42 @@ def test_bad_monitor_arguments() -> None:
         InfoNuisanceMonitor()
     with pytest.raises(wn.WidenetError, match="'last' or 'all'"):
         SoftRankMonitor(layers="first")
+
+
+def test_monitors_with_normalized_update_scaling_and_classification() -> None:
+    """Gradient-scaling hooks record only the training pass (the NTK monitor's passes run
+    through vmap); class labels are one-hot for the alignment; (n, 1) labels for margins."""
+    x, _ = separable(even=False)
+    labels = (x[:, 0] > 0).long()
+    model = wn.MLP(2, [16], 2, "relu", seed=0, dtype=torch.float64)
+    history = wn.train(model, x, labels, lr=0.05, steps=4, log_every=2, loss="cross_entropy",
+                       gradient_scaling=NormalizedUpdateScaling(),
+                       monitors=[KernelMonitor(), MarginMonitor()]).history
+    one_hot = torch.nn.functional.one_hot(labels).double()
+    kernel = wn.empirical_ntk(model, x)
+    assert history["ntk_alignment"].iloc[-1] == pytest.approx(
+        kernel_target_alignment(kernel, one_hot))
+    single = wn.MLP(2, [16], 1, "relu", seed=0, dtype=torch.float64)
+    signs = (2.0 * labels - 1).double().unsqueeze(1)
+    history = wn.train(single, x, signs, lr=0.05, steps=2, loss="logistic",
+                       monitors=[MarginMonitor()]).history
+    assert "normalized_margin" in history
+    with pytest.raises(wn.WidenetError, match="regression targets"):
+        wn.train(model, x, labels, lr=0.05, steps=1, loss="cross_entropy",
+                 monitors=[InfoNuisanceMonitor(top=2)])
+
+
+def test_linearization_monitor_checkpoints_tanh_nets(tmp_path) -> None:
+    x, y = regression()
+    model = wn.MLP(3, [16], 1, "tanh", seed=0, dtype=torch.float64)
+    kwargs = {"lr": 0.2, "steps": 10, "log_every": 5, "checkpoint_every": 5}
+    expected = wn.train(copy.deepcopy(model), x, y, monitors=[LinearizationMonitor()],
+                        **kwargs).history
+    wn.train(copy.deepcopy(model), x, y, monitors=[LinearizationMonitor()],
+             checkpoint=tmp_path / "t.pt", **{**kwargs, "steps": 5})
+    resumed = wn.train(copy.deepcopy(model), x, y, monitors=[LinearizationMonitor()],
+                       checkpoint=tmp_path / "t.pt", resume=True, **kwargs).history
+    assert resumed.equals(expected)
+    with pytest.raises(wn.WidenetError, match="plain full-batch GD"):
+        wn.train(model, x, y, lr=0.1, steps=1, gradient_scaling=LayerPowerScaling(1.0),
+                 monitors=[LinearizationMonitor()])

@@ -71,7 +71,9 @@ def test_normalized_update_scaling_uses_forward_and_backward_rms() -> None:
     expected = [1 / (rms(x) * rms(g1)), 1 / (rms(h1) * rms(g2))]
     scaling = NormalizedUpdateScaling(eps=1e-300)
     scaling.attach(net)
-    gradients(net, x, y)
+    gradients(net, x, y)  # outside recording(): not observed
+    with scaling.recording():
+        gradients(net, x, y)
     assert list(scaling.apply().values()) == pytest.approx(expected, rel=1e-12)
     assert torch.allclose(net.layers[1].weight.grad, expected[1] * plain["layers.1.weight"])
     scaling.detach()

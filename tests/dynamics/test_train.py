@@ -12,6 +12,7 @@ from widenet.diagnostics.monitors import Monitor, RunState
 from widenet.dynamics.lazy import LazyModel
 from widenet.dynamics.linearize import linearize
 from widenet.dynamics.losses import get_loss, mse
+from widenet.dynamics.optim import NormalizedUpdateScaling
 from widenet.dynamics.train import train
 
 
@@ -170,3 +171,43 @@ def test_bad_data() -> None:
         train(net(), x, y[:5], lr=0.1, steps=1)
     with pytest.raises(wn.WidenetError, match="NaN or inf"):
         train(net(), x, torch.full_like(y, float("nan")), lr=0.1, steps=1)
+
+
+def test_checkpoint_path_may_be_a_string(tmp_path) -> None:
+    x, y = regression()
+    result = train(net(), x, y, lr=0.1, steps=4, checkpoint=str(tmp_path / "c.pt"),
+                   checkpoint_every=2)
+    assert result.status == "completed"
+    assert (tmp_path / "c.pt").exists()
+
+
+def test_monitors_run_at_their_own_cadence() -> None:
+    """A monitor every 4 steps with log_every=6 is measured at 0, 4, 8, 12 and the end."""
+    x, y = regression()
+    history = train(net(), x, y, lr=0.1, steps=14, log_every=6,
+                    monitors=[Counting(every=4)]).history
+    assert list(history["step"]) == [0, 4, 6, 8, 12, 14]
+    assert history["calls"].notna().tolist() == [True, True, False, True, True, True]
+    with pytest.raises(wn.WidenetError, match="every must be a positive integer"):
+        train(net(), x, y, lr=0.1, steps=2, monitors=[Counting(every=0)])
+
+
+def test_failed_starts_leave_no_hooks_on_the_model(tmp_path) -> None:
+    x, y = regression()
+    model = net()
+    with pytest.raises(wn.WidenetError):
+        train(model, x, y, lr=0.1, steps=2, gradient_scaling=NormalizedUpdateScaling(),
+              monitors=[wn.diagnostics.LinearizationMonitor()])
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_targets_that_do_not_fit_the_outputs() -> None:
+    x, y = regression()
+    with pytest.raises(wn.WidenetError, match="one target per output"):
+        train(net(), x, torch.cat([y, y], 1), lr=0.1, steps=1)
+    with pytest.raises(wn.WidenetError, match="one row per point"):
+        train(net(), x, torch.tensor(1.0), lr=0.1, steps=1)
+    with pytest.raises(wn.WidenetError, match="pair"):
+        train(net(), x, y, lr=0.1, steps=1, test_data=x)
+    with pytest.raises(wn.WidenetError, match="plain gradient descent"):
+        train(net(), x, y, lr=0.1, steps=1, momentum=0.9)

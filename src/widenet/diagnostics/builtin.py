@@ -24,6 +24,7 @@ Column names (one row per logged step):
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from widenet.diagnostics.features import hidden_features, soft_ranks
 from widenet.diagnostics.kernel_motion import (
@@ -48,7 +49,19 @@ def _probe(state: RunState, probe: torch.Tensor | None, size: int) -> torch.Tens
     return state.x[:size] if probe is None else probe.to(state.x)
 
 
-class WeightMovementMonitor(Monitor):
+class _InitialReference(Monitor):
+    """A monitor that compares with ``self.initial``, recorded at the start and checkpointed."""
+
+    initial: object = None
+
+    def state_dict(self) -> dict:
+        return {"initial": self.initial}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.initial = state["initial"]
+
+
+class WeightMovementMonitor(_InitialReference):
     """Relative weight movement, overall and per parameter (see the module docstring)."""
 
     name = "weight_movement"
@@ -68,14 +81,9 @@ class WeightMovementMonitor(Monitor):
                         for name, value in movement.per_parameter_relative.items()})
         return row
 
-    def state_dict(self) -> dict:
-        return {"initial": self.initial}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.initial = state["initial"]
 
 
-class FeatureMovementMonitor(Monitor):
+class FeatureMovementMonitor(_InitialReference):
     """Relative movement of each hidden layer's features on a probe set (default: the first
     256 training points)."""
 
@@ -94,14 +102,9 @@ class FeatureMovementMonitor(Monitor):
         return {f"feature_movement/{layer + 1}": value
                 for layer, value in enumerate(feature_movement(current, self.initial))}
 
-    def state_dict(self) -> dict:
-        return {"initial": self.initial}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.initial = state["initial"]
 
 
-class KernelMonitor(Monitor):
+class KernelMonitor(_InitialReference):
     """Movement, target alignment and extreme eigenvalues of the empirical NTK on a probe set
     (default: the first 256 training points and their targets)."""
 
@@ -124,37 +127,40 @@ class KernelMonitor(Monitor):
 
     def measure(self, state: RunState) -> dict[str, float]:
         kernel, targets = self._kernel_and_targets(state)
+        if not targets.is_floating_point():  # class indices: align with the one-hot targets
+            targets = torch.nn.functional.one_hot(targets.long().reshape(-1))
         eigen = spectrum(kernel)
         return {"ntk_movement": kernel_movement(kernel, self.initial),
                 "ntk_alignment": kernel_target_alignment(kernel, targets.to(kernel)),
                 "ntk_lambda_min": eigen.lambda_min, "ntk_lambda_max": eigen.lambda_max}
 
-    def state_dict(self) -> dict:
-        return {"initial": self.initial}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.initial = state["initial"]
 
 
 class LinearizationMonitor(Monitor):
-    """||f_t - f_lin,t|| / ||f_t - f_0|| on the training points (full-batch GD runs only: the
-    linearized model is advanced by the same GD steps between measurements)."""
+    """||f_t - f_lin,t|| / ||f_t - f_0|| on the training points. Plain full-batch GD only
+    (optimizer "gd", no gradient scaling): the linearized model is advanced by the same GD steps
+    between measurements."""
 
     name = "linearization"
 
     def __init__(self, every: int | None = None):
         self.every = every
+        self.linear: nn.Module | None = None
+        self.saved: dict | None = None
 
     def start(self, state: RunState) -> None:
-        if state.optimizer != "gd":
-            raise WidenetError("the linearization monitor follows full-batch GD; train with "
-                               "optimizer='gd' to use it")
+        if state.optimizer != "gd" or state.gradient_scaled:
+            raise WidenetError("the linearization monitor follows plain full-batch GD; train "
+                               "with optimizer='gd' and no gradient scaling to use it")
         self.linear = linearize(state.model)
         with torch.no_grad():
             self.initial_output = state.model(state.x)
         self.steps = 0
 
     def measure(self, state: RunState) -> dict[str, float]:
+        if self.linear is None:  # resumed: rebuild around the same theta_0 from the checkpoint
+            self.linear = linearize(state.model)
+            self.linear.load_state_dict(self.saved)
         if state.step > self.steps:
             train(self.linear, state.x, state.y, lr=state.lr, steps=state.step - self.steps,
                   loss=state.loss_fn, loss_scale=state.loss_scale, log_every=state.step,
@@ -167,12 +173,11 @@ class LinearizationMonitor(Monitor):
         return {"linearization_error": gap / moved if moved > 0 else 0.0}
 
     def state_dict(self) -> dict:
-        # The module itself (not its state_dict): a resumed run has not built one.
-        return {"linear": self.linear, "initial_output": self.initial_output,
-                "steps": self.steps}
+        linear = self.linear.state_dict() if self.linear is not None else self.saved
+        return {"linear": linear, "initial_output": self.initial_output, "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
-        self.linear = state["linear"]
+        self.linear, self.saved = None, state["linear"]
         self.initial_output, self.steps = state["initial_output"], state["steps"]
 
 
@@ -190,7 +195,8 @@ class MarginMonitor(Monitor):
             self.degree = homogeneity_degree(state.model)
 
     def measure(self, state: RunState) -> dict[str, float]:
-        margins = margins_of(state.model, state.x, state.y, degree=self.degree)
+        labels = state.y.reshape(-1) if state.y.ndim == 2 and state.y.shape[1] == 1 else state.y
+        margins = margins_of(state.model, state.x, labels, degree=self.degree)
         return {"normalized_margin": margins.normalized,
                 "smoothed_margin_exponential": margins.smoothed_exponential,
                 "smoothed_margin_logistic": margins.smoothed_logistic,
@@ -244,6 +250,12 @@ class InfoNuisanceMonitor(Monitor):
         return information_space(kernel, cutoff=self.cutoff, top=self.top)
 
     def start(self, state: RunState) -> None:
+        with torch.no_grad():
+            output = state.model(state.x)
+        if not state.y.is_floating_point() or state.y.numel() != output.numel():
+            raise WidenetError("the information/nuisance monitor needs regression targets "
+                               f"shaped like the output {tuple(output.shape)} (one-hot rows "
+                               "for classes), trained with the mse loss")
         self.initial_kernel = empirical_ntk(state.model, state.x)
         with torch.no_grad():
             self.initial_residual = _residual(state)

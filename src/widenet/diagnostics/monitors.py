@@ -21,8 +21,8 @@ from widenet.dynamics.losses import Loss
 class RunState:
     """What a monitor sees at step s: the model at theta_s, the full training data, the loss,
     the base learning rate, the batch gradient at theta_s (after any gradient scaling, before
-    the optimizer step; empty at the final row, where no step follows), the optimizer's name
-    and the factor on the loss."""
+    the optimizer step; empty at the final row, where no step follows), the optimizer's name,
+    the factor on the loss, the momentum and whether gradient scaling is on."""
 
     model: nn.Module
     x: torch.Tensor
@@ -33,10 +33,13 @@ class RunState:
     gradients: dict[str, torch.Tensor] = field(default_factory=dict)
     optimizer: str = "gd"
     loss_scale: float = 1.0
+    momentum: float = 0.0
+    gradient_scaled: bool = False
 
 
 class Monitor:
-    """A diagnostic measured every ``every`` steps (None: the training loop's ``log_every``)."""
+    """A diagnostic measured every ``every`` steps (None: every ``log_every`` steps of the
+    training loop) and at the final step; each measurement adds a row if none was due."""
 
     name: str = "monitor"
     every: int | None = None

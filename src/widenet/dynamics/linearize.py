@@ -27,6 +27,10 @@ class LinearizedModel(nn.Module):
         if not isinstance(model, nn.Module):
             raise WidenetError(f"linearize needs an nn.Module, got {type(model).__name__}")
         self.model = copy.deepcopy(model)
+        for module in self.model.modules():  # hooks on the original (e.g. gradient scaling's)
+            module._forward_hooks.clear()      # must not fire, or be pickled, with the copy
+            module._forward_pre_hooks.clear()
+            module._backward_hooks.clear()
         self._names = [name for name, p in self.model.named_parameters() if p.requires_grad]
         if not self._names:
             raise WidenetError("the model has no trainable parameters to linearize around")

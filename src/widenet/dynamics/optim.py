@@ -18,7 +18,8 @@ the backward pass and before the optimizer step:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -42,9 +43,12 @@ def build_optimizer(model: nn.Module, name: str, lr: float, *, momentum: float =
               for n, p in model.named_parameters() if p.requires_grad]
     if not groups:
         raise WidenetError("the model has no trainable parameters")
+    if family == "adam" and momentum:
+        raise WidenetError("momentum applies to sgd; Adam has its own betas")
+    if name == "gd" and momentum:
+        raise WidenetError("optimizer 'gd' is plain gradient descent; use optimizer='sgd' "
+                           "(full batch when batch_size is None) for heavy-ball momentum")
     if family == "adam":
-        if momentum:
-            raise WidenetError("momentum applies to gd/sgd; Adam has its own betas")
         return torch.optim.Adam(groups, lr=lr)
     momentum = finite_real(momentum, "momentum", minimum=0.0)
     if momentum >= 1.0:
@@ -90,6 +94,11 @@ class GradientScaling:
     def detach(self) -> None:
         """Remove any hooks."""
 
+    def recording(self) -> contextlib.AbstractContextManager:
+        """The training loop's forward/backward pass runs inside this; rules that observe the
+        pass (hooks) record only then, not during monitors' extra passes."""
+        return contextlib.nullcontext()
+
 
 class LayerPowerScaling(GradientScaling):
     """xi_l = l^power for the l-th dense layer (l = 1..L+1)."""
@@ -107,6 +116,15 @@ class NormalizedUpdateScaling(GradientScaling):
     def __init__(self, eps: float = 1e-12):
         self.eps = finite_real(eps, "eps", minimum=0.0, strict=True)
         self._handles: list = []
+        self._recording = False
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        self._recording = True
+        try:
+            yield
+        finally:
+            self._recording = False
 
     def attach(self, model: nn.Module) -> None:
         super().attach(model)
@@ -122,7 +140,7 @@ class NormalizedUpdateScaling(GradientScaling):
             self._backward_rms[name] = _rms(gradient)
 
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            if torch.is_grad_enabled() and output.requires_grad:
+            if self._recording and output.requires_grad:
                 self._forward_rms[name] = _rms(inputs[0])
                 output.register_hook(record_gradient)
         return hook

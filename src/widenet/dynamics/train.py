@@ -12,6 +12,7 @@ where the uninterrupted run would have.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -73,22 +74,28 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float, step
     divergence_factor = finite_real(divergence_factor, "divergence_factor", minimum=1.0)
     batch = _batch_size(optimizer, batch_size, x.shape[0])
     if test_data is not None:
+        if not isinstance(test_data, tuple | list) or len(test_data) != 2:
+            raise WidenetError("test_data must be a pair (x_test, y_test)")
         x_test = data_matrix(test_data[0], "test x").to(parameter.dtype).to(parameter.device)
         test_data = (x_test, _targets(test_data[1], x_test.shape[0], "test y").to(x.device))
     if resume and checkpoint is None:
         raise WidenetError("resume=True needs checkpoint=PATH")
+    checkpoint = None if checkpoint is None else Path(checkpoint)
+    for monitor in monitors:
+        if monitor.every is not None:
+            positive_int(monitor.every, f"{type(monitor).__name__}.every")
 
     opt = build_optimizer(model, optimizer, lr, momentum=momentum)
     sampler = _Sampler(x.shape[0], batch, seed)
-    loop = _Loop(model, x, y, loss_fn, loss_scale, lr, optimizer, opt, sampler, list(monitors),
-                 gradient_scaling, test_data)
-    start = 0
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        start = loop.load(Path(checkpoint))
-    else:
-        loop.start()
     show = sys.stderr.isatty() if progress is None else progress
     try:
+        loop = _Loop(model, x, y, loss_fn, loss_scale, lr, optimizer, momentum, opt, sampler,
+                     list(monitors), gradient_scaling, test_data)
+        start = 0
+        if resume and checkpoint.exists():
+            start = loop.load(checkpoint)
+        else:
+            loop.start()
         return loop.run(start, steps, log_every, divergence_factor, checkpoint, checkpoint_every,
                         show)
     finally:
@@ -97,8 +104,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float, step
 
 
 def _targets(y: object, n: int, name: str) -> torch.Tensor:
-    if not isinstance(y, torch.Tensor):
-        raise WidenetError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
+    if not isinstance(y, torch.Tensor) or y.ndim == 0:
+        raise WidenetError(f"{name} must be a torch.Tensor with one row per point, got "
+                           f"{type(y).__name__} {tuple(getattr(y, 'shape', ()))}")
     if y.shape[0] != n:
         raise WidenetError(f"{name} has {y.shape[0]} rows but the inputs have {n}")
     if y.is_floating_point() and not bool(torch.isfinite(y).all()):
@@ -149,11 +157,12 @@ class _Sampler:
 class _Loop:
     """One training run's moving parts, so that steps, logging and checkpoints share them."""
 
-    def __init__(self, model, x, y, loss_fn, loss_scale, lr, optimizer_name, optimizer, sampler,
-                 monitors, gradient_scaling, test_data):
+    def __init__(self, model, x, y, loss_fn, loss_scale, lr, optimizer_name, momentum, optimizer,
+                 sampler, monitors, gradient_scaling, test_data):
         self.model, self.x, self.y = model, x, y
         self.loss_fn, self.loss_scale, self.lr = loss_fn, loss_scale, lr
-        self.optimizer_name, self.optimizer, self.sampler = optimizer_name, optimizer, sampler
+        self.optimizer_name, self.momentum = optimizer_name, momentum
+        self.optimizer, self.sampler = optimizer, sampler
         self.monitors, self.gradient_scaling, self.test_data = monitors, gradient_scaling, test_data
         self.rows: list[dict] = []
         self.initial_loss = math.nan
@@ -162,7 +171,14 @@ class _Loop:
 
     def state(self, step: int, gradients: dict[str, torch.Tensor]) -> RunState:
         return RunState(self.model, self.x, self.y, self.loss_fn, self.lr, step, gradients,
-                        self.optimizer_name, self.loss_scale)
+                        self.optimizer_name, self.loss_scale, self.momentum,
+                        self.gradient_scaling is not None)
+
+    def recording(self) -> contextlib.AbstractContextManager:
+        """Let the gradient scaling observe this forward/backward pass (and no other)."""
+        if self.gradient_scaling is None:
+            return contextlib.nullcontext()
+        return self.gradient_scaling.recording()
 
     def start(self) -> None:
         for monitor in self.monitors:
@@ -180,18 +196,20 @@ class _Loop:
             xb, yb = (self.x, self.y) if indices is None else (self.x[indices], self.y[indices])
             self.optimizer.zero_grad(set_to_none=True)
             factors: dict[str, float] = {}
-            with torch.enable_grad():
+            with torch.enable_grad(), self.recording():
                 batch_loss = self.loss_fn(self.model(xb), yb)
                 if step < steps:
                     (self.loss_scale * batch_loss).backward()
-                    if self.gradient_scaling is not None:
-                        factors = self.gradient_scaling.apply()
+            if step < steps and self.gradient_scaling is not None:
+                factors = self.gradient_scaling.apply()
             full = float(batch_loss.detach()) if indices is None else self.full_loss(self.x, self.y)
             if step == 0:
                 self.initial_loss = full
             diverged = _divergence(full, self.initial_loss, divergence_factor)
-            if diverged or step % log_every == 0 or step == steps:
-                self.log(step, full, factors, step == steps or bool(diverged))
+            last = step == steps or bool(diverged)
+            due = [m for m in self.monitors if last or step % (m.every or log_every) == 0]
+            if last or due or step % log_every == 0:
+                self.log(step, full, factors, due)
             if diverged:
                 bar.close()
                 return TrainResult(self.history(), "diverged", diverged, step)
@@ -203,19 +221,18 @@ class _Loop:
         bar.close()
         return TrainResult(self.history(), "completed", "", steps)
 
-    def log(self, step: int, loss: float, factors: dict[str, float], last: bool) -> None:
+    def log(self, step: int, loss: float, factors: dict[str, float],
+            monitors: list[Monitor]) -> None:
         row: dict[str, float] = {"step": step, "loss": loss, "lr": self.lr, **factors}
-        gradients = {} if last else {n: p.grad for n, p in self.model.named_parameters()
-                                     if p.grad is not None}
+        gradients = {n: p.grad for n, p in self.model.named_parameters() if p.grad is not None}
         if gradients:
             row["grad_norm"] = math.sqrt(sum(float(g.square().sum()) for g in gradients.values()))
         if self.test_data is not None:
             row["test_loss"] = self.full_loss(*self.test_data)
         if math.isfinite(loss):
             state = self.state(step, gradients)
-            for monitor in self.monitors:
-                if step % (monitor.every or 1) == 0 or last:
-                    row.update(monitor.measure(state))
+            for monitor in monitors:
+                row.update(monitor.measure(state))
         self.rows.append(row)
 
     def history(self) -> pd.DataFrame:
@@ -235,7 +252,7 @@ class _Loop:
 
     def load(self, path: Path) -> int:
         """Restore the run state from ``path``; return the step to continue from."""
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=False, map_location=self.x.device)
         if len(state["monitors"]) != len(self.monitors):
             raise WidenetError(f"checkpoint {path} was written with {len(state['monitors'])} "
                                f"monitors, this run has {len(self.monitors)}; resume with the "
