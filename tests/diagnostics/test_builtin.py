@@ -14,7 +14,9 @@ from widenet.diagnostics.builtin import (
     KernelMonitor,
     LinearizationMonitor,
     MarginMonitor,
+    SharpnessMonitor,
     SoftRankMonitor,
+    TaylorMonitor,
     WeightMovementMonitor,
 )
 from widenet.diagnostics.features import hidden_features, soft_ranks
@@ -24,6 +26,8 @@ from widenet.diagnostics.kernel_motion import (
     residual_projections,
 )
 from widenet.diagnostics.movement import weight_movement
+from widenet.diagnostics.sharpness import sharpness
+from widenet.dynamics.losses import mse
 from widenet.dynamics.optim import LayerPowerScaling, NormalizedUpdateScaling
 
 
@@ -188,3 +192,21 @@ def test_linearization_monitor_checkpoints_tanh_nets(tmp_path) -> None:
     with pytest.raises(wn.WidenetError, match="plain full-batch GD"):
         wn.train(model, x, y, lr=0.1, steps=1, gradient_scaling=LayerPowerScaling(1.0),
                  monitors=[LinearizationMonitor()])
+
+
+def test_sharpness_and_taylor_monitors() -> None:
+    """Sharpness beside 2/lr, equal to a cold one-shot computation; the Taylor monitor's
+    actual change is the next row's loss minus this one's (GD, one step per row)."""
+    x, y = regression()
+    model = wn.MLP(3, [16], 1, "tanh", seed=0, dtype=torch.float64)
+    history = wn.train(model, x, y, lr=0.25, steps=6, log_every=1,
+                       monitors=[SharpnessMonitor(k=2, tol=1e-8), TaylorMonitor()]).history
+    assert (history["stability_threshold"] == 8.0).all()
+    assert (history["sharpness"] >= history["sharpness_2"]).all()
+    cold = sharpness(model, mse, x, y, tol=1e-8).value
+    assert history["sharpness"].iloc[-1] == pytest.approx(cold, rel=1e-6)
+    change = history["loss"].diff().shift(-1).iloc[:-1].to_numpy()
+    assert torch.allclose(torch.tensor(history["taylor_actual"].iloc[:-1].to_numpy()),
+                          torch.tensor(change), rtol=1e-9)
+    c = history[["taylor_c1", "taylor_c2", "taylor_c3"]].iloc[:-1].sum(axis=1).to_numpy()
+    assert torch.allclose(torch.tensor(c), torch.tensor(change), rtol=1e-3)

@@ -15,6 +15,13 @@ Column names (one row per logged step):
   ``smoothed_margin_exponential``, ``smoothed_margin_logistic`` and ``parameter_norm``.
 - :class:`SoftRankMonitor`: ``participation_ratio/<l>``, ``stable_rank/<l>`` and
   ``entropy_rank/<l>`` of hidden features on a probe set.
+- :class:`SharpnessMonitor`: ``sharpness`` = lambda_max of the Hessian of the full-batch training
+  objective (``sharpness_2``.. ``sharpness_k`` below it) by Lanczos warm-started from the previous
+  measurement, ``stability_threshold`` = (2 + 2 beta) / lr (2 / lr for GD) and
+  ``sharpness_hvps``, the Hessian-vector products it took.
+- :class:`TaylorMonitor`: ``taylor_c1``, ``taylor_c2``, ``taylor_c3`` and ``taylor_actual`` =
+  L(theta') - L(theta) along the step theta' = theta - lr G with G_p = (lr_p / lr) grad_p (exact
+  for GD and SGD without momentum; the gradient direction otherwise).
 - :class:`InfoNuisanceMonitor`: with I, N the information and nuisance spaces of the NTK on the
   training set at initialization, ``residual_information`` = ||P_I r_t|| / ||r_0|| and
   ``residual_nuisance`` = ||P_N r_t|| / ||r_0|| (r = f - y), and ``label_information`` =
@@ -37,7 +44,10 @@ from widenet.diagnostics.kernel_motion import (
 from widenet.diagnostics.margins import homogeneity_degree, margins_of
 from widenet.diagnostics.monitors import Monitor, RunState
 from widenet.diagnostics.movement import feature_movement, parameter_snapshot, weight_movement
+from widenet.diagnostics.sharpness import SharpnessTracker
+from widenet.diagnostics.taylor import taylor_coefficients
 from widenet.dynamics.linearize import linearize
+from widenet.dynamics.optim import lr_scales
 from widenet.dynamics.train import train
 from widenet.errors import WidenetError
 from widenet.kernels.empirical import empirical_ntk
@@ -281,6 +291,58 @@ class InfoNuisanceMonitor(Monitor):
         self.initial_kernel, self.initial_residual = state["kernel"], state["residual"]
         self.initial_space = self._space(self.initial_kernel)
         self.initial_label_information = state["label_information"]
+
+
+class SharpnessMonitor(Monitor):
+    """Top-k Hessian eigenvalues of the full-batch objective beside the stability threshold."""
+
+    name = "sharpness"
+
+    def __init__(self, k: int = 1, every: int | None = None, tol: float = 1e-4):
+        self.every = every
+        self.tracker = SharpnessTracker(k, tol=tol)
+
+    def measure(self, state: RunState) -> dict[str, float]:
+        result = self.tracker(state.model, _objective(state), state.x, state.y)
+        row = {"sharpness": result.value,
+               "stability_threshold": result.threshold(state.lr, state.momentum),
+               "sharpness_hvps": float(result.hvps)}
+        row.update({f"sharpness_{i}": float(v)
+                    for i, v in enumerate(result.eigenvalues[1:].tolist(), start=2)})
+        return row
+
+    def state_dict(self) -> dict:
+        return {"last": self.tracker.last}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.tracker.last = state["last"]
+
+
+class TaylorMonitor(Monitor):
+    """The loss's Taylor coefficients along the step taken at this step."""
+
+    name = "taylor"
+
+    def __init__(self, every: int | None = None):
+        self.every = every
+
+    def measure(self, state: RunState) -> dict[str, float]:
+        if not state.gradients:  # the final row: no step follows
+            return {}
+        scales = lr_scales(state.model, "adam" if state.optimizer == "adam" else "sgd")
+        direction = {name: gradient * scales.get(name, 1.0)
+                     for name, gradient in state.gradients.items()}
+        result = taylor_coefficients(state.model, _objective(state), state.x, state.y,
+                                     direction, state.lr)
+        return {"taylor_c1": result.c1, "taylor_c2": result.c2, "taylor_c3": result.c3,
+                "taylor_actual": result.actual}
+
+
+def _objective(state: RunState):
+    """The training objective loss_scale * loss, as a loss function."""
+    if state.loss_scale == 1.0:
+        return state.loss_fn
+    return lambda output, target: state.loss_scale * state.loss_fn(output, target)
 
 
 def _residual(state: RunState) -> torch.Tensor:

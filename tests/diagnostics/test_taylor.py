@@ -1,0 +1,190 @@
+"""Taylor coefficients of the loss along an update: an exactly cubic loss, finite differences,
+the gradient step and the O(lr^4) remainder."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+import widenet as wn
+from widenet.diagnostics.taylor import taylor_coefficients
+from widenet.dynamics.losses import mse
+
+DUMMY_X = torch.zeros(1, 1, dtype=torch.float64)
+DUMMY_Y = torch.zeros(1, dtype=torch.float64)
+
+
+class Identity(nn.Module):
+    """Outputs its parameter theta, so that loss_fn(theta, y) is any function of theta."""
+
+    def __init__(self, theta: torch.Tensor):
+        super().__init__()
+        self.theta = nn.Parameter(theta.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.theta
+
+
+def cubic(p: int = 5, seed: int = 0):
+    """L(theta) = a.theta + (1/2) theta^T A theta + (1/6) T[theta, theta, theta], T symmetric."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(p, generator=g, dtype=torch.float64)
+    m = torch.randn(p, p, generator=g, dtype=torch.float64)
+    t = torch.randn(p, p, p, generator=g, dtype=torch.float64)
+    t = sum(t.permute(*order) for order in
+            [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]) / 6
+    big_a = m + m.T
+
+    def loss_fn(theta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (a @ theta + 0.5 * theta @ big_a @ theta
+                + torch.einsum("ijk,i,j,k->", t, theta, theta, theta) / 6)
+
+    return Identity(torch.randn(p, generator=g, dtype=torch.float64)), loss_fn, (a, big_a, t)
+
+
+@pytest.mark.parametrize("form", ["dict", "flat", "gradient"])
+def test_an_exactly_cubic_loss_is_its_own_expansion(form: str) -> None:
+    model, loss_fn, (a, big_a, t) = cubic()
+    theta = model.theta.detach()
+    gradient = a + big_a @ theta + 0.5 * torch.einsum("ijk,j,k->i", t, theta, theta)
+    hessian = big_a + torch.einsum("ijk,k->ij", t, theta)
+    g = torch.randn(5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    direction = {"dict": {"theta": g}, "flat": g, "gradient": None}[form]
+    if form == "gradient":
+        g = gradient
+    lr = 0.3
+    result = taylor_coefficients(model, loss_fn, DUMMY_X, DUMMY_Y, direction, lr)
+    expected = (-lr * gradient @ g, lr**2 / 2 * g @ hessian @ g,
+                -lr**3 / 6 * torch.einsum("ijk,i,j,k->", t, g, g, g))
+    scale = max(abs(c.item()) for c in expected)
+    for got, want in zip((result.c1, result.c2, result.c3), expected, strict=True):
+        assert got == pytest.approx(want.item(), abs=1e-13 * scale)
+    # g(s) = L(theta - s G) is a cubic polynomial: the expansion has no remainder.
+    assert abs(result.remainder) <= 1e-13 * scale
+    assert result.loss == pytest.approx(loss_fn(theta, DUMMY_Y).item(), rel=1e-15)
+    assert result.predicted == pytest.approx(result.c1 + result.c2 + result.c3)
+    assert result.lr == lr
+
+
+@pytest.mark.parametrize("degree", [1, 2])
+def test_low_degree_losses_have_vanishing_higher_coefficients(degree: int) -> None:
+    a = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+
+    def loss_fn(theta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return a @ theta + (0.5 * theta @ theta if degree == 2 else 0.0)
+
+    model = Identity(torch.tensor([0.3, 0.1, -0.2], dtype=torch.float64))
+    g = torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64)
+    lr = 0.5
+    with torch.no_grad():
+        result = taylor_coefficients(model, loss_fn, DUMMY_X, DUMMY_Y, g, lr)
+    theta = model.theta.detach()
+    gradient = a + (theta if degree == 2 else 0.0)
+    assert result.c1 == pytest.approx(-lr * (gradient @ g).item(), rel=1e-15)
+    assert result.c2 == pytest.approx(lr**2 / 2 * (g @ g).item() if degree == 2 else 0.0,
+                                      rel=1e-15)
+    assert result.c3 == 0.0
+    assert abs(result.remainder) <= 1e-15
+
+
+def tanh_problem():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, generator=g, dtype=torch.float64)
+    y = torch.sin(x[:, :1])
+    net = wn.MLP(3, [10, 10], 1, "tanh", bias_std=0.3, seed=2, dtype=torch.float64)
+    direction = {name: torch.randn(p.shape, generator=g, dtype=torch.float64)
+                 for name, p in net.named_parameters()}
+    norm = math.sqrt(sum(d.square().sum().item() for d in direction.values()))
+    return net, x, y, {name: d / norm for name, d in direction.items()}
+
+
+def test_coefficients_match_finite_differences_of_g() -> None:
+    net, x, y, direction = tanh_problem()
+    params = {name: p.detach() for name, p in net.named_parameters()}
+
+    def g(s: float) -> float:
+        moved = {name: params[name] - s * direction[name] for name in params}
+        return mse(functional_call(net, moved, (x,)), y).item()
+
+    def derivatives(h: float) -> tuple[float, float, float]:
+        """Central differences, each with truncation error O(h^2)."""
+        return ((g(h) - g(-h)) / (2 * h),
+                (g(h) - 2 * g(0.0) + g(-h)) / h**2,
+                (g(2 * h) - 2 * g(h) + 2 * g(-h) - g(-2 * h)) / (2 * h**3))
+
+    h = 2e-2
+    coarse, fine = derivatives(h), derivatives(h / 2)
+    lr = 0.1
+    result = taylor_coefficients(net, mse, x, y, direction, lr)
+    exact = (result.c1 / lr, 2 * result.c2 / lr**2, 6 * result.c3 / lr**3)
+    for m, (d_h, d_half, d_exact) in enumerate(zip(coarse, fine, exact, strict=True), start=1):
+        # Richardson extrapolation leaves c h^4 g^(m+4) / 4! with c <= 1/5 and h^4 = 1.6e-7
+        # (g's derivatives of order 5-7 are below 10 here): at most 1e-8. Rounding adds about
+        # eps * |g| / (h/2)^m <= 2e-16 / 1e-6 = 2e-10 (m = 3).
+        richardson = (4 * d_half - d_h) / 3
+        assert richardson == pytest.approx(d_exact, abs=1e-8), m
+
+
+def test_the_default_direction_is_the_gradient_step() -> None:
+    net, x, y, _ = tanh_problem()
+    lr = 0.05
+    result = taylor_coefficients(net, mse, x, y, None, lr)
+    stepped = copy.deepcopy(net)
+    loss = mse(stepped(x), y)
+    loss.backward()
+    gradient_norm2 = sum(p.grad.square().sum() for p in stepped.parameters()).item()
+    torch.optim.SGD(stepped.parameters(), lr=lr).step()
+    with torch.no_grad():
+        after = mse(stepped(x), y).item()
+    assert result.c1 == pytest.approx(-lr * gradient_norm2, rel=1e-13)
+    assert result.loss == pytest.approx(loss.item(), rel=1e-15)
+    assert result.actual == pytest.approx(after - loss.item(), rel=1e-10)
+
+
+def test_the_remainder_is_fourth_order_in_lr() -> None:
+    net, x, y, _ = tanh_problem()
+    remainders = [taylor_coefficients(net, mse, x, y, None, lr).remainder for lr in (0.05, 0.025)]
+    # remainder = c4 + c5 + ...: halving lr divides it by 2^4 = 16 up to a factor 1 + O(lr)
+    # (here |g^(5)/5!| / |g^(4)/4!| is about 1.5, so c5/c4 is about 0.075 at lr = 0.05).
+    assert remainders[0] / remainders[1] == pytest.approx(16, rel=0.1)
+
+
+def test_frozen_parameters_are_not_part_of_the_direction() -> None:
+    net, x, y, direction = tanh_problem()
+    net.layers[0].weight.requires_grad_(False)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    with pytest.raises(wn.WidenetError, match=r"unexpected \['layers\.0\.weight'\]"):
+        taylor_coefficients(net, mse, x, y, direction, 0.1)
+    direction.pop("layers.0.weight")
+    result = taylor_coefficients(net, mse, x, y, direction, 0.1)
+    assert math.isfinite(result.c3)
+    for name, p in net.named_parameters():
+        assert torch.equal(p, before[name])
+        assert p.grad is None
+
+
+def _bad(name: str, value):
+    _, _, _, direction = tanh_problem()
+    return {**direction, name: value}
+
+
+@pytest.mark.parametrize(("direction", "lr", "message"), [
+    (None, 0.0, "lr must be > 0"),
+    (None, -1.0, "lr must be > 0"),
+    (None, math.inf, "lr must be a finite"),
+    ({}, 0.1, "missing \\['layers.0.weight'"),
+    (_bad("extra", torch.zeros(1)), 0.1, "unexpected \\['extra'\\]"),
+    (_bad("layers.0.weight", torch.zeros(3, 10)), 0.1, "must be a tensor of the parameter's shape"),
+    (_bad("layers.0.weight", math.nan * torch.zeros(10, 3)), 0.1, "direction contains NaN"),
+    ([torch.zeros(1)], 0.1, "direction must be a dict"),
+    (torch.zeros(7), 0.1, "flat vector of the model's 161"),
+])
+def test_bad_input(direction, lr: float, message: str) -> None:
+    net, x, y, _ = tanh_problem()
+    with pytest.raises(wn.WidenetError, match=message):
+        taylor_coefficients(net, mse, x, y, direction, lr)
