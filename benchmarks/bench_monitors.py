@@ -2,8 +2,9 @@
 
 A widenet MLP 32 -> 512 -> 512 -> 1 (ReLU, NTK parametrization) trained by full-batch GD on
 n = 512 points (float32). For each monitor: the median time of one measurement divided by the
-median time of one training step. Then the same run of 500 steps with and without
-``default_monitors()`` at their default cadence.
+median time of one training step (default_monitors() at their cadence, then optional
+monitors at every=100; the sharpness tracker is warm after its first call). Then the same run
+of 500 steps with and without ``default_monitors()``.
 Usage: python benchmarks/bench_monitors.py [--steps 500]
 """
 
@@ -48,7 +49,9 @@ def step_time(model: wn.MLP, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def monitor_time(monitor: Monitor, model: wn.MLP, x: torch.Tensor, y: torch.Tensor) -> float:
-    state = RunState(model, x, y, mse, 0.1, 0)
+    names, parameters = zip(*model.named_parameters(), strict=True)
+    gradients = dict(zip(names, torch.autograd.grad(mse(model(x), y), parameters), strict=True))
+    state = RunState(model, x, y, mse, 0.1, 0, gradients)
     monitor.start(state)
     state.step = 10
     return median_time(lambda: monitor.measure(state))
@@ -63,7 +66,9 @@ def main() -> None:
     print(f"training step: {step * 1e3:.1f} ms\n")
     print("| monitor | default every | ms per call | calls per step at default | cost / step |")
     print("|---|---|---|---|---|")
-    for monitor in builtin.default_monitors():
+    optional = [builtin.SharpnessMonitor(every=100), builtin.TaylorMonitor(every=100),
+                builtin.InfoNuisanceMonitor(top=10, every=100)]
+    for monitor in builtin.default_monitors() + optional:
         cost = monitor_time(monitor, *problem())
         every = monitor.every or 10
         print(f"| {type(monitor).__name__} | {every} | {cost * 1e3:.1f} | 1/{every} | "

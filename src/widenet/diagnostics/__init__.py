@@ -24,6 +24,8 @@ from widenet.diagnostics.kernel_motion import (
 from widenet.diagnostics.margins import homogeneity_degree, homogeneity_error, margins_of
 from widenet.diagnostics.monitors import Monitor, RunState
 from widenet.diagnostics.movement import feature_movement, weight_movement
+from widenet.diagnostics.sharpness import Sharpness, SharpnessTracker, sharpness
+from widenet.diagnostics.taylor import TaylorCoefficients, taylor_coefficients
 
 __all__ = [
     "FeatureMovementMonitor",
@@ -33,8 +35,11 @@ __all__ = [
     "MarginMonitor",
     "Monitor",
     "RunState",
+    "Sharpness",
     "SharpnessMonitor",
+    "SharpnessTracker",
     "SoftRankMonitor",
+    "TaylorCoefficients",
     "TaylorMonitor",
     "WeightMovementMonitor",
     "default_monitors",
@@ -48,6 +53,8 @@ __all__ = [
     "label_information",
     "margins_of",
     "residual_projections",
+    "sharpness",
     "soft_ranks",
+    "taylor_coefficients",
     "weight_movement",
 ]
