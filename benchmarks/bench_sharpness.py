@@ -17,12 +17,15 @@ relative error it left); "1e-4" columns count the products until the top-k estim
 all within 1e-4 relative of the reference (for widenet by rerunning with max_hvps = m, which
 repeats the same iterations, and bisecting on m: the top Ritz values only grow with m).
 
-Usage: python benchmarks/bench_sharpness.py [--steps 400] [--every 10] [--k 1 3] [--tol 1e-4]
+Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_sharpness.py [--steps 400] [--every 10]
+[--k 1 3] [--tol 1e-4]. (Without OPENBLAS_NUM_THREADS=1, the threads of scipy's BLAS keep
+spinning after each eigsh call and slow torch down on a small machine; counts are unaffected.)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -219,8 +222,8 @@ def main() -> None:
     net, x, y = problem()
     print(f"P = {sum(p.numel() for p in net.parameters())} parameters, n = {x.shape[0]} points;"
           f" one HVP takes {1e3 * hvp_seconds(net, x, y):.1f} ms (the gradient graph built"
-          " once per call) "
-          f"({torch.get_num_threads()} threads)")
+          f" once per call; {torch.get_num_threads()} torch threads, OPENBLAS_NUM_THREADS ="
+          f" {os.environ.get('OPENBLAS_NUM_THREADS')})")
     for k in args.k:
         run(k, args.steps, args.every, args.tol)
 
