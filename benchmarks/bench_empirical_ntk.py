@@ -17,9 +17,9 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
+from timing import wall_times
 from torch.func import functional_call, jacrev, vmap
 
 from widenet.kernels.empirical import empirical_ntk
@@ -64,13 +64,7 @@ def run_case(method: str, outputs: str, k: int, repeats: int, warmup: int) -> di
     else:
         def compute():
             return empirical_ntk(model, x, outputs=outputs, method=method)
-    for _ in range(warmup):
-        compute()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        compute()
-        times.append(time.perf_counter() - start)
+    times = wall_times(compute, repeats, warmup)
     return {"median_s": statistics.median(times), "min_s": min(times),
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "threads": torch.get_num_threads()}

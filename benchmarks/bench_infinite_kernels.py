@@ -12,9 +12,9 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
+from timing import wall_times
 
 import widenet
 
@@ -26,12 +26,7 @@ def run_case(n: int, dtype_name: str, repeats: int) -> dict:
     x = torch.randn(n, 32, generator=torch.Generator().manual_seed(0), dtype=DTYPES[dtype_name])
     net = widenet.MLP(32, [64] * 10, 1, "abs")
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    widenet.infinite_kernels(net, x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        widenet.infinite_kernels(net, x)
-        times.append(time.perf_counter() - start)
+    times = wall_times(lambda: widenet.infinite_kernels(net, x), repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {"n": n, "dtype": dtype_name, "median_s": statistics.median(times),
             "min_s": min(times), "peak_rss_gib": peak, "rss_before_gib": baseline,

@@ -15,6 +15,7 @@ import statistics
 import time
 
 import torch
+from timing import wall_times
 
 import widenet as wn
 from widenet.diagnostics import builtin
@@ -29,13 +30,7 @@ def problem() -> tuple[wn.MLP, torch.Tensor, torch.Tensor]:
 
 
 def median_time(function, repeats: int = 7) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(wall_times(function, repeats))
 
 
 def step_time(model: wn.MLP, x: torch.Tensor, y: torch.Tensor) -> float:
