@@ -226,3 +226,9 @@ def test_names_resolve() -> None:
     assert A.get_activation("abs") is A.abs
     assert A.get_activation("leaky_relu:0.1").a == pytest.approx(0.55)
     assert A.get_activation(A.relu) is A.relu
+
+
+def test_mixed_dtypes_compute_in_the_promoted_dtype() -> None:
+    q = torch.tensor(1.0, dtype=torch.float32)
+    c = torch.tensor(0.3, dtype=torch.float64)
+    assert A.relu.dual(q, q, c).dtype == torch.float64

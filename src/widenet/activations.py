@@ -15,9 +15,9 @@ q1 of shape (n1, 1), q2 of shape (1, n2) and c of shape (n1, n2).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
-from functools import cache
 
 import numpy as np
 import torch
@@ -32,10 +32,11 @@ MAX_DEGREE = 180  # largest Gauss-Hermite rule numpy computes accurately
 
 
 def _as_tensors(*values: TensorLike) -> list[torch.Tensor]:
-    """Turn floats into tensors that share dtype and device with the tensor arguments."""
-    template = next((v for v in values if isinstance(v, torch.Tensor)), None)
-    dtype = template.dtype if template is not None else torch.float64
-    device = template.device if template is not None else None
+    """All arguments as tensors of the tensor arguments' promoted dtype (float64 if none is a
+    tensor) on their device."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors] or [torch.float64])
+    device = tensors[0].device if tensors else None
     return [torch.as_tensor(v, dtype=dtype, device=device) for v in values]
 
 
@@ -301,7 +302,7 @@ class Erf(Activation):
         return product, derivative_product
 
 
-@cache
+@functools.cache
 def _hermite_rule(degree: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights of the Gauss-Hermite rule for E[f(z)], z ~ N(0, 1)."""
     nodes, weights = np.polynomial.hermite_e.hermegauss(degree)
