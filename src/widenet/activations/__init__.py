@@ -1,0 +1,91 @@
+"""Activation functions with their Gaussian duals (THEORY.md section 2).
+
+An :class:`Activation` knows its torch function phi, its derivative phi', and the two Gaussian
+expectations the infinite-width recursions need, for (u, v) ~ N(0, [[q1, c], [c, q2]]):
+
+    dual(q1, q2, c)            = E[phi(u) phi(v)]
+    derivative_dual(q1, q2, c) = E[phi'(u) phi'(v)]
+
+Closed forms exist for the family phi(s) = a s + b |s| (:func:`ab`, with ``relu``, ``abs``,
+``identity`` and :func:`leaky_relu` as members) and for ``erf``. Every other activation (``tanh``,
+``gelu``, ``softplus``, ``sin`` or any user function) gets its duals by Gauss-Hermite quadrature,
+see :class:`Quadrature`. Arguments broadcast against each other: the kernel recursions pass
+q1 of shape (n1, 1), q2 of shape (1, n2) and c of shape (n1, n2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from widenet._checks import finite_real
+from widenet.activations._gaussian import arc_cosine_j, correlation, correlation_into
+from widenet.activations.base import Activation
+from widenet.activations.closed_form import AbsLinear, Erf
+from widenet.activations.quadrature import MAX_DEGREE, Quadrature
+from widenet.errors import WidenetError
+
+__all__ = ["MAX_DEGREE", "AbsLinear", "Activation", "Erf", "Quadrature", "ab", "abs",
+           "arc_cosine_j", "correlation", "correlation_into", "erf", "gelu", "get_activation",
+           "identity", "leaky_relu", "relu", "sin", "softplus", "tanh"]
+
+
+def ab(a: float, b: float, name: str | None = None) -> AbsLinear:
+    """phi(s) = a s + b |s|."""
+    return AbsLinear(a, b, name)
+
+
+def leaky_relu(slope: float = 0.01) -> AbsLinear:
+    """Leaky ReLU with the given negative slope: ab((1 + slope) / 2, (1 - slope) / 2)."""
+    slope = finite_real(slope, "slope")
+    return AbsLinear((1.0 + slope) / 2.0, (1.0 - slope) / 2.0, name=f"leaky_relu({slope:g})")
+
+
+def _tanh_derivative(s: torch.Tensor) -> torch.Tensor:
+    """1 - tanh(s)^2 (a module-level function, so that models using tanh can be pickled)."""
+    return 1.0 - torch.tanh(s) ** 2
+
+
+def _gelu_derivative(s: torch.Tensor) -> torch.Tensor:
+    """d/ds [s Phi(s)] = Phi(s) + s N(s)."""
+    cdf = 0.5 * (1.0 + torch.erf(s / math.sqrt(2.0)))
+    return cdf + s * torch.exp(-0.5 * s * s) / math.sqrt(2.0 * math.pi)
+
+
+relu = AbsLinear(0.5, 0.5, name="relu")
+identity = AbsLinear(1.0, 0.0, name="identity")
+abs = AbsLinear(0.0, 1.0, name="abs")
+erf = Erf()
+tanh = Quadrature(torch.tanh, "tanh", derivative=_tanh_derivative)
+gelu = Quadrature(torch.nn.functional.gelu, "gelu", derivative=_gelu_derivative)
+softplus = Quadrature(torch.nn.functional.softplus, "softplus", derivative=torch.sigmoid)
+sin = Quadrature(torch.sin, "sin", derivative=torch.cos)
+
+_NAMED: dict[str, Activation] = {act.name: act for act in
+                                 (relu, identity, abs, erf, tanh, gelu, softplus, sin)}
+
+
+def get_activation(spec: str | Activation | Callable[[torch.Tensor], torch.Tensor]) -> Activation:
+    """Resolve an activation from a name, an :class:`Activation`, or any elementwise callable.
+
+    Names: relu, abs, identity, erf, tanh, gelu, softplus, sin, and ``leaky_relu`` or
+    ``leaky_relu:SLOPE`` (slope 0.01 by default). A plain callable gets quadrature duals.
+    """
+    if isinstance(spec, Activation):
+        return spec
+    if isinstance(spec, str):
+        name, _, argument = spec.partition(":")
+        if name == "leaky_relu":
+            try:
+                return leaky_relu(float(argument) if argument else 0.01)
+            except ValueError:
+                raise WidenetError(f"bad leaky_relu slope in {spec!r}; write e.g. "
+                                   "'leaky_relu:0.1'") from None
+        if name in _NAMED and not argument:
+            return _NAMED[name]
+        raise WidenetError(f"unknown activation {spec!r}; choose one of "
+                           f"{', '.join(sorted([*_NAMED, 'leaky_relu:SLOPE']))}, an Activation "
+                           "such as widenet.activations.ab(a, b), or a callable")
+    return Quadrature(spec)

@@ -1,0 +1,126 @@
+"""The Activation base class: phi, phi', Gaussian duals, moments and the edge of chaos."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from widenet._checks import finite_real
+from widenet.activations._gaussian import TensorLike, as_tensors
+from widenet.errors import WidenetError
+
+
+class Activation:
+    """An activation phi with its derivative and Gaussian duals.
+
+    Subclasses implement :meth:`function`, :meth:`derivative` and :meth:`duals`; the
+    one-dimensional moments and the edge of chaos follow from those.
+    """
+
+    name: str = "activation"
+
+    def __call__(self, s: torch.Tensor) -> torch.Tensor:
+        return self.function(s)
+
+    def function(self, s: torch.Tensor) -> torch.Tensor:
+        """phi(s), elementwise."""
+        raise NotImplementedError
+
+    def derivative(self, s: torch.Tensor) -> torch.Tensor:
+        """phi'(s), elementwise."""
+        raise NotImplementedError
+
+    def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E[phi(u) phi(v)], E[phi'(u) phi'(v)]) for (u, v) ~ N(0, [[q1, c], [c, q2]])."""
+        raise NotImplementedError
+
+    def duals_into(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor,
+                   product: torch.Tensor, derivative: torch.Tensor, work: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`duals` written into ``product`` and ``derivative`` (tensors of the broadcast
+        shape, not aliasing c), with ``work`` as scratch of that shape. The kernel recursion
+        calls this with buffers it reuses across layers; activations whose closed form can be
+        evaluated in place (the ab family) override it to allocate nothing of that size."""
+        computed = self.duals(q1, q2, c)
+        return product.copy_(computed[0]), derivative.copy_(computed[1])
+
+    def dual(self, q1: TensorLike, q2: TensorLike, c: TensorLike) -> torch.Tensor:
+        """E[phi(u) phi(v)] for (u, v) ~ N(0, [[q1, c], [c, q2]])."""
+        return self.duals(q1, q2, c)[0]
+
+    def derivative_dual(self, q1: TensorLike, q2: TensorLike, c: TensorLike) -> torch.Tensor:
+        """E[phi'(u) phi'(v)] for (u, v) ~ N(0, [[q1, c], [c, q2]])."""
+        return self.duals(q1, q2, c)[1]
+
+    def second_moment(self, q: TensorLike) -> torch.Tensor:
+        """E[phi(u)^2] for u ~ N(0, q) (the variance map before scaling)."""
+        (q,) = as_tensors(q)
+        return self.dual(q, q, q)
+
+    def derivative_second_moment(self, q: TensorLike) -> torch.Tensor:
+        """E[phi'(u)^2] for u ~ N(0, q)."""
+        (q,) = as_tensors(q)
+        return self.derivative_dual(q, q, q)
+
+    def edge_of_chaos(self, bias_std: float = 0.0) -> float:
+        """The weight std sigma_w on the edge of chaos for the given sigma_b (section 2).
+
+        Solves q* = sigma_w^2 E[phi(sqrt(q*) z)^2] + sigma_b^2 together with
+        chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2] = 1. Eliminating sigma_w leaves one equation in q*,
+        g(q) = q - E[phi^2](q) / E[phi'^2](q) - sigma_b^2 = 0, solved by bracketing its smallest
+        positive root on a logarithmic grid and bisecting. With sigma_b = 0 and phi(0) = 0 the
+        fixed point is q* = 0 and sigma_w = 1 / |phi'(0)|, provided q* = 0 attracts the variance
+        map (gelu's does not: give it a bias or an explicit weight std).
+        """
+        bias_var = finite_real(bias_std, "bias_std", minimum=0.0) ** 2
+        if bias_var == 0.0 and self._vanishes_at_zero():
+            slope = float(self.derivative(torch.zeros((), dtype=torch.float64)).abs())
+            if slope == 0.0 or not self._attracts_zero(1.0 / slope**2):
+                raise self._no_edge_of_chaos(bias_std)
+            return 1.0 / slope
+        q_star = self._fixed_point_variance(bias_var)
+        return 1.0 / math.sqrt(float(self.derivative_second_moment(q_star)))
+
+    def _attracts_zero(self, weight_var: float) -> bool:
+        """Whether q* = 0 attracts the variance map q -> sigma_w^2 E[phi(sqrt(q) z)^2]: chi_1 = 1
+        there, so the sign of the next order decides; tested at q = 1e-2 (tanh, erf, sin shrink
+        q; gelu grows it)."""
+        q = 1e-2
+        return weight_var * float(self.second_moment(q)) <= q
+
+    def _vanishes_at_zero(self) -> bool:
+        return float(self.function(torch.zeros((), dtype=torch.float64))) == 0.0
+
+    def _fixed_point_variance(self, bias_var: float) -> float:
+        def gap(q: float) -> float:
+            slope_moment = float(self.derivative_second_moment(q))
+            if slope_moment <= 0.0:  # phi' vanishes on the rule's nodes: no fixed point here
+                return math.inf
+            return q - float(self.second_moment(q)) / slope_moment - bias_var
+
+        grid = np.logspace(-8, 6, 141)
+        values = [gap(float(q)) for q in grid]
+        for lo, hi, g_lo, g_hi in zip(grid[:-1], grid[1:], values[:-1], values[1:], strict=True):
+            if g_lo == 0.0:
+                return float(lo)
+            if g_lo * g_hi < 0:
+                lo, hi = math.log(lo), math.log(hi)
+                for _ in range(200):
+                    mid = 0.5 * (lo + hi)
+                    if (gap(math.exp(mid)) < 0) == (g_lo < 0):
+                        lo = mid
+                    else:
+                        hi = mid
+                return math.exp(0.5 * (lo + hi))
+        raise self._no_edge_of_chaos(math.sqrt(bias_var))
+
+    def _no_edge_of_chaos(self, bias_std: float) -> WidenetError:
+        return WidenetError(
+            f"activation {self.name!r} has no edge-of-chaos weight std with bias_std={bias_std}: "
+            "the variance map has no fixed point with chi_1 = 1 there; pass weight_std explicitly")
+
+    def __repr__(self) -> str:
+        return f"Activation({self.name})"

@@ -1,0 +1,126 @@
+"""Activations with closed-form Gaussian duals: the family a s + b|s|, and erf."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from widenet._checks import finite_real
+from widenet.activations._gaussian import (
+    TWO_OVER_PI,
+    TensorLike,
+    as_tensors,
+    correlation,
+    correlation_into,
+    product_into,
+)
+from widenet.activations.base import Activation
+from widenet.errors import WidenetError
+
+
+class AbsLinear(Activation):
+    """phi(s) = a s + b |s|, positively 1-homogeneous (Terjek & Gonzalez-Sanchez).
+
+    Closed-form duals, with rho = c / sqrt(q1 q2):
+        E[phi(u) phi(v)]   = a^2 c + b^2 sqrt(q1 q2) J(rho)
+        E[phi'(u) phi'(v)] = a^2 + b^2 (2/pi) arcsin(rho)
+    """
+
+    def __init__(self, a: float, b: float, name: str | None = None):
+        self.a = finite_real(a, "a")
+        self.b = finite_real(b, "b")
+        if self.a == 0.0 and self.b == 0.0:
+            raise WidenetError("ab(0, 0) is the zero function; choose a or b non-zero")
+        self.name = name or f"ab({self.a:g},{self.b:g})"
+
+    def function(self, s: torch.Tensor) -> torch.Tensor:
+        if self.a == self.b:
+            return torch.relu(s) * (2.0 * self.a)
+        return self.a * s + self.b * s.abs()
+
+    def derivative(self, s: torch.Tensor) -> torch.Tensor:
+        return self.a + self.b * torch.sign(s)
+
+    def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        q1, q2, c = as_tensors(q1, q2, c)
+        shape = torch.broadcast_shapes(q1.shape, q2.shape, c.shape)
+        product, derivative, work = (torch.empty(shape, dtype=c.dtype, device=c.device)
+                                     for _ in range(3))
+        return self.duals_into(q1, q2, c, product, derivative, work)
+
+    def duals_into(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor,
+                   product: torch.Tensor, derivative: torch.Tensor, work: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The closed forms, computed in the three given buffers without allocating any other
+        array of their size: work = rho, derivative = 1 + rho, then arcsin rho."""
+        rho = correlation_into(q1, q2, c, work)
+        torch.add(rho, 1.0, out=derivative)
+        torch.neg(rho, out=product).add_(1.0).mul_(derivative).sqrt_()  # sqrt(1 - rho^2)
+        arcsin_rho = torch.asin(rho, out=derivative)
+        a2, b2 = self.a**2, self.b**2
+        product.addcmul_(rho, arcsin_rho)  # (pi/2) J(rho)
+        scale = product_into(torch.sqrt(q1), torch.sqrt(q2), work)  # rho is used up
+        product.mul_(scale).mul_(b2 * TWO_OVER_PI)
+        if a2 != 0.0:
+            product.add_(c, alpha=a2)
+        return product, arcsin_rho.mul_(b2 * TWO_OVER_PI).add_(a2)
+
+    def second_moment(self, q: TensorLike) -> torch.Tensor:
+        """E[phi(u)^2] = (a^2 + b^2) q."""
+        (q,) = as_tensors(q)
+        return (self.a**2 + self.b**2) * q
+
+    def derivative_second_moment(self, q: TensorLike) -> torch.Tensor:
+        """E[phi'(u)^2] = a^2 + b^2 for q > 0."""
+        (q,) = as_tensors(q)
+        return torch.full_like(q, self.a**2 + self.b**2)
+
+    def edge_of_chaos(self, bias_std: float = 0.0) -> float:
+        """sigma_w = 1 / sqrt(a^2 + b^2): chi_1 = sigma_w^2 (a^2 + b^2) = 1 at every variance.
+
+        With sigma_b > 0 chi_1 is still 1 but the variance grows by sigma_b^2 per layer.
+        """
+        finite_real(bias_std, "bias_std", minimum=0.0)
+        return 1.0 / math.hypot(self.a, self.b)
+
+    @property
+    def delta(self) -> float:
+        """Delta_phi = b^2 / (a^2 + b^2), the share of the nonlinear part."""
+        return self.b**2 / (self.a**2 + self.b**2)
+
+    @property
+    def kappa(self) -> float:
+        """kappa_phi = (|a| + |b|) / sqrt(a^2 + b^2), the normalized Lipschitz constant."""
+        return (math.fabs(self.a) + math.fabs(self.b)) / math.hypot(self.a, self.b)
+
+
+class Erf(Activation):
+    """phi(s) = erf(s), phi'(s) = (2 / sqrt(pi)) exp(-s^2), with closed-form duals:
+
+        E[erf(u) erf(v)]   = (2/pi) arcsin(2c / sqrt((1 + 2 q1)(1 + 2 q2)))
+        E[phi'(u) phi'(v)] = (4/pi) / sqrt((1 + 2 q1)(1 + 2 q2) - 4 c^2)
+    """
+
+    name = "erf"
+
+    def function(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.erf(s)
+
+    def derivative(self, s: torch.Tensor) -> torch.Tensor:
+        return (2.0 / math.sqrt(math.pi)) * torch.exp(-s * s)
+
+    def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        q1, q2, c = as_tensors(q1, q2, c)
+        # Through rho (snapped to +-1 for identical points) rather than c: arcsin is steep near 1
+        # and huge variances put the ratio there, where an ulp in c would cost 1e-11 or more.
+        scale, rho = correlation(q1, q2, c)
+        shrink1, shrink2 = torch.sqrt(q1 / (1.0 + 2.0 * q1)), torch.sqrt(q2 / (1.0 + 2.0 * q2))
+        ratio = (2.0 * rho * (shrink1 * shrink2)).clamp_(-1.0, 1.0)
+        product = TWO_OVER_PI * torch.asin(ratio)
+        # det(I + 2 Sigma) = 1 + 2 (q1 + q2) + 4 q1 q2 (1 - rho^2): no cancellation for huge q.
+        det = 1.0 + 2.0 * (q1 + q2) + 4.0 * scale**2 * ((1.0 - rho) * (1.0 + rho))
+        derivative_product = (2.0 * TWO_OVER_PI) * torch.rsqrt(det)
+        return product, derivative_product
