@@ -13,22 +13,9 @@ from torch.func import functional_call, hessian
 from torch.nn import functional as F
 
 import widenet as wn
+from tests.diagnostics.parameter_models import DUMMY_X, DUMMY_Y, ParameterOutput
 from widenet.diagnostics.sharpness import Sharpness, SharpnessTracker, sharpness
 from widenet.dynamics.losses import mse
-
-DUMMY_X = torch.zeros(1, 1, dtype=torch.float64)
-DUMMY_Y = torch.zeros(1, dtype=torch.float64)
-
-
-class Quadratic(nn.Module):
-    """Outputs theta itself; with :func:`quadratic_loss` the loss is (1/2) theta^T A theta."""
-
-    def __init__(self, theta: torch.Tensor):
-        super().__init__()
-        self.theta = nn.Parameter(theta.clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.theta
 
 
 def quadratic_loss(a: torch.Tensor):
@@ -44,10 +31,10 @@ def with_spectrum(values: list[float], seed: int = 0) -> torch.Tensor:
     return (a + a.T) / 2
 
 
-def quadratic(values: list[float], seed: int = 0) -> tuple[Quadratic, object]:
+def quadratic(values: list[float], seed: int = 0) -> tuple[ParameterOutput, object]:
     g = torch.Generator().manual_seed(seed + 1)
     theta = torch.randn(len(values), generator=g, dtype=torch.float64)
-    return Quadratic(theta), quadratic_loss(with_spectrum(values, seed))
+    return ParameterOutput(theta), quadratic_loss(with_spectrum(values, seed))
 
 
 def dense_hessian(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -8,26 +8,12 @@ import math
 
 import pytest
 import torch
-from torch import nn
 from torch.func import functional_call
 
 import widenet as wn
+from tests.diagnostics.parameter_models import DUMMY_X, DUMMY_Y, ParameterOutput
 from widenet.diagnostics.taylor import taylor_coefficients
 from widenet.dynamics.losses import mse
-
-DUMMY_X = torch.zeros(1, 1, dtype=torch.float64)
-DUMMY_Y = torch.zeros(1, dtype=torch.float64)
-
-
-class Identity(nn.Module):
-    """Outputs its parameter theta, so that loss_fn(theta, y) is any function of theta."""
-
-    def __init__(self, theta: torch.Tensor):
-        super().__init__()
-        self.theta = nn.Parameter(theta.clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.theta
 
 
 def cubic(p: int = 5, seed: int = 0):
@@ -44,7 +30,7 @@ def cubic(p: int = 5, seed: int = 0):
         return (a @ theta + 0.5 * theta @ big_a @ theta
                 + torch.einsum("ijk,i,j,k->", t, theta, theta, theta) / 6)
 
-    return Identity(torch.randn(p, generator=g, dtype=torch.float64)), loss_fn, (a, big_a, t)
+    return ParameterOutput(torch.randn(p, generator=g, dtype=torch.float64)), loss_fn, (a, big_a, t)
 
 
 @pytest.mark.parametrize("form", ["dict", "flat", "gradient"])
@@ -78,7 +64,7 @@ def test_low_degree_losses_have_vanishing_higher_coefficients(degree: int) -> No
     def loss_fn(theta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return a @ theta + (0.5 * theta @ theta if degree == 2 else 0.0)
 
-    model = Identity(torch.tensor([0.3, 0.1, -0.2], dtype=torch.float64))
+    model = ParameterOutput(torch.tensor([0.3, 0.1, -0.2], dtype=torch.float64))
     g = torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64)
     lr = 0.5
     with torch.no_grad():
