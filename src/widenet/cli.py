@@ -22,7 +22,8 @@ def _demo(args: argparse.Namespace) -> None:
     x = torch.randn(args.points, args.dim, generator=generator, dtype=torch.float64)
     x = x / x.norm(dim=1, keepdim=True) * args.dim**0.5  # ||x||^2 = d
     make = lambda width, seed: widenet.MLP(  # noqa: E731
-        args.dim, [width] * args.depth, 1, args.activation, seed=seed, dtype=torch.float64)
+        args.dim, [width] * args.depth, 1, args.activation, bias_std=args.bias_std, seed=seed,
+        dtype=torch.float64)
     net = make(args.widths[-1], args.seed)
     limit = widenet.infinite_kernels(net, x).ntk
     print(f"MLP {args.dim} -> {args.depth} x width -> 1, {net.activation.name} at the edge of "
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                                             "limit")
     demo.add_argument("--activation", default="relu", help="relu, abs, erf, tanh, ... ")
     demo.add_argument("--depth", type=int, default=3, help="number of hidden layers")
+    demo.add_argument("--bias-std", type=float, default=0.0, help="sigma_b (0: no biases)")
     demo.add_argument("--widths", type=int, nargs="+", default=[64, 256, 1024, 4096])
     demo.add_argument("--points", type=int, default=5)
     demo.add_argument("--dim", type=int, default=8, help="input dimension d")

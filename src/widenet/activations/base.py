@@ -120,7 +120,8 @@ class Activation:
     def _no_edge_of_chaos(self, bias_std: float) -> WidenetError:
         return WidenetError(
             f"activation {self.name!r} has no edge-of-chaos weight std with bias_std={bias_std}: "
-            "the variance map has no fixed point with chi_1 = 1 there; pass weight_std explicitly")
+            "the variance map has no stable fixed point with chi_1 = 1 there; pass weight_std "
+            "explicitly or try another bias_std")
 
     def __repr__(self) -> str:
         return f"Activation({self.name})"
