@@ -202,13 +202,15 @@ class _Loop:
                     (self.loss_scale * batch_loss).backward()
             if step < steps and self.gradient_scaling is not None:
                 factors = self.gradient_scaling.apply()
-            full = float(batch_loss.detach()) if indices is None else self.full_loss(self.x, self.y)
+            # Divergence is judged on the batch loss: no extra full pass on unlogged SGD steps.
+            value = float(batch_loss.detach())
             if step == 0:
-                self.initial_loss = full
-            diverged = _divergence(full, self.initial_loss, divergence_factor)
+                self.initial_loss = value if indices is None else self.full_loss(self.x, self.y)
+            diverged = _divergence(value, self.initial_loss, divergence_factor)
             last = step == steps or bool(diverged)
             due = [m for m in self.monitors if last or step % (m.every or log_every) == 0]
             if last or due or step % log_every == 0:
+                full = value if indices is None else self.full_loss(self.x, self.y)
                 self.log(step, full, factors, due)
             if diverged:
                 bar.close()
