@@ -3,8 +3,8 @@
 Every ``log_every`` steps (and at the end) one row goes into the History: the step, the
 full-batch training loss at theta_s, the norm of the batch gradient at theta_s, the optimizer's
 base learning rate, the test loss when test data are given, and whatever the monitors measure.
-A non-finite loss, or one above ``divergence_factor`` times the initial loss, ends the run with
-status "diverged", keeping every row logged so far plus the diverging one. With
+A non-finite batch loss, or one above ``divergence_factor`` times the initial loss, ends the
+run with status "diverged", keeping every row logged so far plus the diverging one. With
 ``checkpoint=PATH`` the run state (model, optimizer, sampler, monitors, history) is written
 atomically every ``checkpoint_every`` steps; ``resume=True`` continues from it, and ends exactly
 where the uninterrupted run would have.
