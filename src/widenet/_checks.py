@@ -6,6 +6,7 @@ import math
 from numbers import Integral, Real
 
 import torch
+from torch import nn
 
 from widenet.errors import WidenetError
 
@@ -61,3 +62,14 @@ def data_matrix(x: object, name: str, *, features: int | None = None) -> torch.T
     if not bool(torch.isfinite(x).all()):
         raise WidenetError(f"{name} contains NaN or inf values; clean or drop those points first")
     return x
+
+
+def trainable_module(model: object, consequence: str) -> nn.Module:
+    """Return ``model`` if it is an nn.Module with a parameter that requires grad; otherwise
+    raise, saying what follows for the caller (``consequence``) and how to fix it."""
+    if not isinstance(model, nn.Module):
+        raise WidenetError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise WidenetError(f"model has no trainable parameters (none with requires_grad=True), "
+                           f"so {consequence}; unfreeze parameters with p.requires_grad_(True)")
+    return model

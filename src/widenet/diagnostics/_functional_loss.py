@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.func import grad
 
+from widenet._checks import trainable_module
 from widenet.errors import WidenetError
 from widenet.kernels._functional import FunctionalModel, check_points
 
@@ -30,7 +31,7 @@ class FlatLoss:
 
     def __init__(self, model: nn.Module, loss_fn: LossFunction, x: torch.Tensor,
                  y: torch.Tensor):
-        _check_model(model)
+        trainable_module(model, "the loss has no derivatives to take")
         if not callable(loss_fn):
             raise WidenetError(f"loss_fn must be a callable loss_fn(outputs, y) -> scalar, got "
                                f"{type(loss_fn).__name__}")
@@ -141,16 +142,6 @@ class FlatLoss:
             raise WidenetError(f"the loss at the model's parameters is {value.item()} (has "
                                "training diverged?); it has no derivatives there")
         return value.detach().reshape(())
-
-
-def _check_model(model: object) -> None:
-    """Raise unless ``model`` is an nn.Module with a trainable parameter."""
-    if not isinstance(model, nn.Module):
-        raise WidenetError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not any(p.requires_grad for p in model.parameters()):
-        raise WidenetError("model has no trainable parameters (none with requires_grad=True), "
-                           "so the loss has no derivatives to take; unfreeze parameters with "
-                           "p.requires_grad_(True)")
 
 
 def _check_targets(y: object, x: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp
 
+from widenet._checks import trainable_module
 from widenet.dynamics.optim import lr_scales
-from widenet.errors import WidenetError
 
 
 class LinearizedModel(nn.Module):
@@ -24,16 +24,12 @@ class LinearizedModel(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        if not isinstance(model, nn.Module):
-            raise WidenetError(f"linearize needs an nn.Module, got {type(model).__name__}")
-        self.model = copy.deepcopy(model)
+        self.model = copy.deepcopy(trainable_module(model, "there is nothing to linearize"))
         for module in self.model.modules():  # hooks on the original (e.g. gradient scaling's)
             module._forward_hooks.clear()      # must not fire, or be pickled, with the copy
             module._forward_pre_hooks.clear()
             module._backward_hooks.clear()
         self._names = [name for name, p in self.model.named_parameters() if p.requires_grad]
-        if not self._names:
-            raise WidenetError("the model has no trainable parameters to linearize around")
         for index, name in enumerate(self._names):
             self.register_buffer(f"theta0_{index}", self.model.get_parameter(name).detach().clone())
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from widenet._checks import finite_real
+from widenet._checks import finite_real, trainable_module
 from widenet.errors import WidenetError
 from widenet.layers import Dense
 
@@ -40,9 +40,8 @@ def build_optimizer(model: nn.Module, name: str, lr: float, *, momentum: float =
     family = "adam" if name == "adam" else "sgd"
     scales = lr_scales(model, family)
     groups = [{"params": [p], "lr": lr * scales.get(n, 1.0), "name": n}
-              for n, p in model.named_parameters() if p.requires_grad]
-    if not groups:
-        raise WidenetError("the model has no trainable parameters")
+              for n, p in trainable_module(model, "there is nothing to train").named_parameters()
+              if p.requires_grad]
     if family == "adam" and momentum:
         raise WidenetError("momentum applies to sgd; Adam has its own betas")
     if name == "gd" and momentum:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from widenet._checks import trainable_module
 from widenet.errors import WidenetError
 
 Params = dict[str, torch.Tensor]
@@ -55,12 +56,7 @@ def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def check_model(model: object) -> nn.Module:
     """Return ``model`` if it is an nn.Module with at least one trainable parameter."""
-    if not isinstance(model, nn.Module):
-        raise WidenetError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not any(p.requires_grad for p in model.parameters()):
-        raise WidenetError("model has no trainable parameters (none with requires_grad=True), "
-                           "so its NTK is zero; unfreeze parameters with p.requires_grad_(True)")
-    return model
+    return trainable_module(model, "its NTK is zero")
 
 
 def check_points(x: object, name: str, *,
