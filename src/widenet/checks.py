@@ -1,0 +1,98 @@
+"""Checks: a theoretical prediction set beside a measurement, with a tolerance and a verdict.
+
+A check accepts the measured value when it lies in the interval ``[low, high]`` that the theory
+allows. Measurements carry a standard error (seeds, fits); the verdict is
+
+- ``pass`` when ``low <= measured <= high``;
+- ``fail`` when the measurement is outside the interval by more than ``2 * stderr``, that is
+  when even the noise of the measurement cannot bring it back in;
+- ``inconclusive`` otherwise (outside, but within two standard errors of the interval), or
+  when the measurement is not a finite number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from widenet.errors import WidenetError
+
+Verdict = Literal["pass", "fail", "inconclusive"]
+VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One prediction of the theory against one measurement.
+
+    ``claim`` is the prediction in words (``"error ~ m^-1/2: fitted slope = -0.5"``);
+    ``predicted`` the theory's value, ``[low, high]`` the accepted interval around it,
+    ``measured`` and ``stderr`` the measurement and its standard error (0 when exact).
+    """
+
+    name: str
+    claim: str
+    predicted: float
+    measured: float
+    stderr: float
+    low: float
+    high: float
+    verdict: Verdict
+    note: str = ""
+
+    def as_row(self) -> dict[str, object]:
+        """The check as a flat record (for tables and the run store)."""
+        return asdict(self)
+
+    @property
+    def tolerance(self) -> str:
+        """The accepted interval written for people: ``"[-0.65, -0.35]"`` or ``"<= 0"``."""
+        if math.isinf(self.low) and math.isinf(self.high):
+            return "any"
+        if math.isinf(self.low):
+            return f"<= {self.high:.4g}"
+        if math.isinf(self.high):
+            return f">= {self.low:.4g}"
+        return f"[{self.low:.4g}, {self.high:.4g}]"
+
+
+def verdict_of(measured: float, low: float, high: float, stderr: float = 0.0) -> Verdict:
+    """The verdict of ``measured ± stderr`` against the interval ``[low, high]`` (module doc)."""
+    if not math.isfinite(measured) or not math.isfinite(stderr):
+        return "inconclusive"
+    if low <= measured <= high:
+        return "pass"
+    distance = low - measured if measured < low else measured - high
+    return "fail" if distance > 2.0 * stderr else "inconclusive"
+
+
+def check_interval(name: str, claim: str, *, measured: float, low: float = -math.inf,
+                   high: float = math.inf, predicted: float | None = None,
+                   stderr: float = 0.0, note: str = "") -> Check:
+    """A check that ``measured`` lies in ``[low, high]``.
+
+    ``predicted`` defaults to the midpoint of a finite interval, else to its finite end.
+    """
+    low, high, stderr = float(low), float(high), float(stderr)
+    if math.isnan(low) or math.isnan(high) or low > high:
+        raise WidenetError(f"check {name!r}: the interval [{low}, {high}] is empty")
+    if stderr < 0 or math.isnan(stderr):
+        raise WidenetError(f"check {name!r}: stderr must be >= 0, got {stderr}")
+    if predicted is None:
+        finite = [bound for bound in (low, high) if math.isfinite(bound)]
+        predicted = sum(finite) / len(finite) if finite else 0.0
+    measured = float(measured)
+    return Check(name=name, claim=claim, predicted=float(predicted), measured=measured,
+                 stderr=stderr, low=low, high=high,
+                 verdict=verdict_of(measured, low, high, stderr), note=note)
+
+
+def check_close(name: str, claim: str, *, predicted: float, measured: float, tolerance: float,
+                stderr: float = 0.0, note: str = "") -> Check:
+    """A check that ``|measured - predicted| <= tolerance``."""
+    if not tolerance >= 0:
+        raise WidenetError(f"check {name!r}: tolerance must be >= 0, got {tolerance}")
+    return check_interval(name, claim, measured=measured, low=predicted - tolerance,
+                          high=predicted + tolerance, predicted=predicted, stderr=stderr,
+                          note=note)

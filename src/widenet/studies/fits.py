@@ -1,0 +1,55 @@
+"""Small statistics the studies share: power-law fits and means with standard errors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from widenet.errors import WidenetError
+
+
+@dataclass(frozen=True)
+class PowerLawFit:
+    """``y ≈ exp(intercept) * x^slope``, fitted by least squares on ``log y`` against ``log x``.
+
+    ``slope_stderr`` is the ordinary-least-squares standard error of the slope,
+    ``sqrt(s^2 / sum (log x - mean log x)^2)`` with ``s^2`` the residual variance on
+    ``len(x) - 2`` degrees of freedom (``nan`` with only two points).
+    """
+
+    slope: float
+    intercept: float
+    slope_stderr: float
+    points: int
+
+
+def power_law_fit(x: Sequence[float], y: Sequence[float]) -> PowerLawFit:
+    """Fit ``y ≈ c x^slope`` on the points with ``x, y > 0`` (repeated x values are fine)."""
+    x_arr, y_arr = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = (x_arr > 0) & (y_arr > 0) & np.isfinite(x_arr) & np.isfinite(y_arr)
+    log_x, log_y = np.log(x_arr[keep]), np.log(y_arr[keep])
+    if np.unique(log_x).size < 2:
+        raise WidenetError("a power-law fit needs positive values at two or more distinct x")
+    centred = log_x - log_x.mean()
+    slope = float(centred @ (log_y - log_y.mean()) / (centred @ centred))
+    intercept = float(log_y.mean() - slope * log_x.mean())
+    dof = log_x.size - 2
+    if dof > 0:
+        residual = log_y - (intercept + slope * log_x)
+        stderr = math.sqrt(float(residual @ residual) / dof / float(centred @ centred))
+    else:
+        stderr = math.nan
+    return PowerLawFit(slope, intercept, stderr, int(log_x.size))
+
+
+def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
+    """The sample mean and its standard error ``std(ddof=1) / sqrt(n)`` (0 for one value)."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        raise WidenetError("mean_stderr needs at least one value")
+    if arr.size == 1:
+        return float(arr[0]), 0.0
+    return float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(arr.size))
