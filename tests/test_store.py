@@ -1,0 +1,157 @@
+"""The run store: round trips, transactions, resumable runs and bad stores."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from widenet.checks import check_close, check_interval
+from widenet.errors import WidenetError
+from widenet.store import RunStore, load_checks, load_runs, load_table
+
+
+def _new_run(store: RunStore, study: str = "toy", config: dict | None = None) -> str:
+    return store.create_run(study=study, config=config or {"widths": [1, 2], "lr": 0.1}, seed=3,
+                            device="cpu", versions={"torch": "x"})
+
+
+def test_nothing_is_created_before_the_first_write(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    assert store.runs().empty
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(WidenetError, match="no run store"):
+        store.run("anything")
+
+
+def test_tables_round_trip_exactly(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    run_id = _new_run(store)
+    values = np.random.default_rng(0).standard_normal(5)
+    first = pd.DataFrame({"m": [1, 2, 3, 4, 5], "error": values, "act": list("abcde"),
+                          "ok": [True, False, True, True, False]})
+    first.loc[2, "error"] = np.nan
+    second = pd.DataFrame({"m": [6], "error": [np.inf], "act": ["f"], "ok": [True]})
+    store.save_task(run_id, "a", {"errors": first}, 0.1)
+    store.save_task(run_id, "b", {"errors": second}, 0.1)
+    back = store.task_tables(run_id)["errors"]
+    expected = pd.concat([first, second], ignore_index=True)
+    pd.testing.assert_frame_equal(back, expected, check_dtype=False)
+    assert back["m"].dtype.kind == "i"
+    assert back["ok"].dtype == bool
+    assert np.array_equal(back["error"].to_numpy(), expected["error"].to_numpy(), equal_nan=True)
+
+
+def test_finish_stores_tables_checks_and_status(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    run_id = _new_run(store)
+    store.save_task(run_id, "a", {"raw": pd.DataFrame({"x": [1.0]})}, 0.2)
+    checks = [check_close("slope", "slope = -1/2", predicted=-0.5, measured=-0.48,
+                          tolerance=0.1, stderr=0.01),
+              check_interval("order", "abs below relu", measured=0.3, high=0.0, stderr=0.01)]
+    store.finish_run(run_id, tables={"fit": pd.DataFrame({"slope": [-0.48]})}, checks=checks)
+    record = store.run(run_id)
+    assert (record.status, record.tasks_done, record.seed) == ("completed", 1, 3)
+    assert record.config == {"widths": [1, 2], "lr": 0.1}
+    assert record.finished is not None
+    frame = store.checks(run_id)
+    assert list(frame["verdict"]) == ["pass", "fail"]
+    assert frame["low"].iloc[1] == -np.inf
+    assert set(store.tables(run_id)) == {"fit", "raw"}
+    assert load_table(run_id, "fit", root=tmp_path)["slope"].iloc[0] == -0.48
+    assert list(load_runs(tmp_path)["id"]) == [run_id]
+    assert len(load_checks(run_id, root=tmp_path)) == 2
+    with pytest.raises(WidenetError, match="no table 'nope'; its tables: fit, raw"):
+        store.table(run_id, "nope")
+
+
+def test_a_failing_write_leaves_nothing_half_written(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    run_id = _new_run(store)
+    good = pd.DataFrame({"x": [1.0]})
+    bad = pd.DataFrame({"x": [object()]})
+    with pytest.raises(WidenetError, match="table 'bad'"):
+        store.save_task(run_id, "a", {"good": good, "bad": bad}, 0.1)
+    assert store.finished_tasks(run_id) == set()
+    assert "good" not in store.task_tables(run_id)
+    store.save_task(run_id, "a", {"good": good}, 0.1)
+    assert store.finished_tasks(run_id) == {"a"}
+
+
+def test_ids_resolve_by_unique_prefix(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    one = _new_run(store, study="alpha")
+    _new_run(store, study="beta")
+    assert store.run("alp").id == one
+    with pytest.raises(WidenetError, match="no run 'gamma'"):
+        store.run("gamma")
+    _new_run(store, study="alpha")
+    with pytest.raises(WidenetError, match="matches 2 runs"):
+        store.run("alpha")
+
+
+def test_resumable_run_is_the_newest_dead_unfinished_run_with_that_config(tmp_path: Path
+                                                                           ) -> None:
+    store = RunStore(tmp_path)
+    run_id = _new_run(store)
+    assert store.resumable_run("toy", {"lr": 0.1, "widths": [1, 2]}) is None  # still alive
+    store.end_run(run_id, "interrupted", "stopped")
+    assert store.resumable_run("toy", {"lr": 0.1, "widths": [1, 2]}) == run_id
+    assert store.resumable_run("toy", {"lr": 0.2, "widths": [1, 2]}) is None
+    assert store.resumable_run("other", {"lr": 0.1, "widths": [1, 2]}) is None
+    store.restart_run(run_id, device="cpu")
+    assert store.run(run_id).status == "running"
+
+
+def test_a_run_whose_process_died_reads_as_interrupted(tmp_path: Path) -> None:
+    code = ("import sys; from widenet.store import RunStore; "
+            "print(RunStore(sys.argv[1]).create_run(study='toy', config={}, seed=0, "
+            "device='cpu', versions={}))")
+    run_id = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    store = RunStore(tmp_path)
+    assert store.run(run_id).status == "interrupted"
+    assert store.runs()["status"].tolist() == ["interrupted"]
+    assert store.resumable_run("toy", {}) == run_id
+
+
+def test_a_corrupt_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    db.write_bytes(b"this is not sqlite" * 100)
+    before = db.read_bytes()
+    with pytest.raises(WidenetError, match=r"not a database|corrupt"):
+        RunStore(tmp_path)
+    assert db.read_bytes() == before
+
+
+def test_a_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
+    con = sqlite3.connect(tmp_path / "runs.db")
+    con.execute("CREATE TABLE mine (x)")
+    con.commit()
+    con.close()
+    with pytest.raises(WidenetError, match="is not a widenet run store"):
+        RunStore(tmp_path)
+
+
+def test_an_unusable_folder_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the store's folder should go")
+    with pytest.raises(WidenetError, match=r"cannot create the folder .* --out"):
+        _new_run(RunStore(blocker / "store"))
+    assert blocker.read_text().startswith("a file")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_an_unwritable_folder_is_a_clear_error(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(WidenetError, match=r"cannot create the folder .* --out"):
+            _new_run(RunStore(tmp_path / "store"))
+    finally:
+        tmp_path.chmod(0o700)
