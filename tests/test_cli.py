@@ -1,34 +1,134 @@
-"""The widenet command."""
+"""The widenet command: in-process with a toy study, and end to end in a subprocess."""
 
-import re
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+import widenet.studies
 from widenet.cli import main
+from widenet.store import RunStore
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_prints_the_limit_and_errors_by_width(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--widths", "16", "256", "--seeds", "2", "--points", "3"]) == 0
+@pytest.fixture
+def toy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register the toy study of tests/studies under the name 'toy'."""
+    monkeypatch.setitem(widenet.studies._MODULES, "toy", "tests.studies.toy_study")
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("widenet: error:")
+    assert "Traceback" not in err
+    return err
+
+
+def test_run_runs_show_and_report(toy: None, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "toy", "--quick", "--out", str(tmp_path), "--set", "seed=4"]) == 0
     out = capsys.readouterr().out
-    assert "infinite-width NTK" in out
-    errors = [float(line.split(":")[1]) for line in out.splitlines() if "m = " in line]
-    assert len(errors) == 2
-    assert errors[1] < errors[0]
+    (run_id,) = RunStore(tmp_path).runs()["id"]
+    assert run_id in out
+    assert "mean draw" in out
+    assert RunStore(tmp_path).run(run_id).config["values"] == [1, 2]
+    assert main(["runs", "--out", str(tmp_path)]) == 0
+    assert "completed" in capsys.readouterr().out
+    assert main(["show", run_id[:8], "--out", str(tmp_path)]) == 0
+    assert "mean draw" in capsys.readouterr().out
+    report = tmp_path / run_id / "report.html"
+    report.unlink()
+    assert main(["report", run_id, "--out", str(tmp_path)]) == 0
+    assert report.exists()
+
+
+def test_config_shows_the_resolved_values(toy: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "toy", "--quick", "--set", "fail_at=7"]) == 0
+    out = capsys.readouterr().out
+    assert "[1, 2]" in out
+    assert "7" in out
+    assert "one task per value" in out
+
+
+def test_studies_lists_every_study(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["studies"]) == 0
+    out = capsys.readouterr().out
+    for name in widenet.studies.study_names():
+        assert name in out
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["demo", "--activation", "swish"], "unknown activation"),
-    (["demo", "--seeds", "0"], "--seeds must be a positive integer"),
-    (["demo", "--points", "0"], "--points must be a positive integer"),
-    (["demo", "--widths", "0"], r"hidden\[0\] must be a positive integer")])
-def test_user_errors_print_one_line_and_exit_2(argv, message, capsys) -> None:
+    (["run", "nope"], "unknown study 'nope'"),
+    (["run", "toy", "--set", "valuez=1"], "unknown config key 'valuez' (from --set)"),
+    (["run", "toy", "--set", "values=a,b"], "config key 'values' (from --set)"),
+    (["run", "toy", "--set", "values"], "--set expects key=value"),
+    (["run", "toy", "--config", "missing.yaml"], "config file missing.yaml does not exist"),
+    (["run", "toy", "--device", "quantum"], "unknown device"),
+    (["show", "nope"], "no run store"),
+    (["run"], "Missing argument"),
+])
+def test_user_errors_print_one_line_and_exit_2(toy: None, argv: list[str], message: str,
+                                               tmp_path: Path, capsys) -> None:
+    os.chdir(tmp_path)
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("widenet: error:")
-    assert len(err.splitlines()) == 1
-    assert re.search(message, err)
+    assert message in _error_line(capsys)
 
 
-def test_negative_depth_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--depth", "-2"]) == 2
-    assert "--depth must be a non-negative integer" in capsys.readouterr().err
+def test_bad_yaml_names_the_file(toy: None, tmp_path: Path, capsys) -> None:
+    (tmp_path / "bad.yaml").write_text("values: [1, 2\n")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    assert main(["run", "toy", "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "is not valid YAML" in _error_line(capsys)
+    assert main(["run", "toy", "--config", str(tmp_path / "list.yaml")]) == 2
+    assert "must hold a mapping" in _error_line(capsys)
+
+
+def test_a_failed_run_keeps_the_store(toy: None, tmp_path: Path, capsys) -> None:
+    assert main(["run", "toy", "--out", str(tmp_path)]) == 0
+    db = tmp_path / "runs.db"
+    with pytest.raises(RuntimeError):
+        main(["run", "toy", "--out", str(tmp_path), "--set", "fail_at=2"])
+    assert RunStore(tmp_path).runs()["status"].tolist() == ["completed", "failed"]
+    capsys.readouterr()
+    db.write_bytes(b"garbage" * 1000)
+    before = db.read_bytes()
+    assert main(["runs", "--out", str(tmp_path)]) == 2
+    assert "runs.db" in _error_line(capsys)
+    assert main(["run", "toy", "--out", str(tmp_path)]) == 2
+    assert "move it aside" in _error_line(capsys)
+    assert db.read_bytes() == before
+
+
+def test_an_unusable_output_folder_is_refused(toy: None, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["run", "toy", "--out", str(blocker / "runs")]) == 2
+    assert "cannot create the folder" in _error_line(capsys)
+
+
+def test_the_quick_kernel_study_end_to_end_in_a_subprocess(tmp_path: Path) -> None:
+    widenet_command = shutil.which("widenet", path=str(Path(sys.executable).parent))
+    assert widenet_command is not None
+    run = subprocess.run([widenet_command, "run", "ntk-concentration", "--quick", "--out",
+                          str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "fail" not in run.stdout.split("pass")[-1] or "0 fail" in run.stdout
+    listing = subprocess.run([widenet_command, "runs", "--out", str(tmp_path)],
+                             capture_output=True, text=True, timeout=60)
+    assert "ntk-concentration" in listing.stdout
+    help_text = subprocess.run([widenet_command, "run", "--help"], capture_output=True,
+                               text=True, timeout=60)
+    assert help_text.returncode == 0
+    assert "--resume" in help_text.stdout
+    bad = subprocess.run([widenet_command, "run", "no-such-study"], capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("widenet: error: unknown study")
+    assert "Traceback" not in bad.stderr

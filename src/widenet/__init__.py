@@ -1,6 +1,6 @@
 """widenet: the theory of wide neural networks, measured in PyTorch."""
 
-from widenet import activations, diagnostics, parametrizations, widths
+from widenet import activations, data, diagnostics, parametrizations, widths
 from widenet.activations import Activation, get_activation
 from widenet.dynamics import predict
 from widenet.dynamics.lazy import LazyModel
@@ -15,6 +15,7 @@ from widenet.kernels.spectra import Spectrum, condition_number, spectrum
 from widenet.layers import Dense
 from widenet.models import MLP
 from widenet.parametrizations import Parametrization, get_parametrization
+from widenet.store import RunStore, load_checks, load_runs, load_table
 
 __version__ = "0.1.0"
 
@@ -28,11 +29,13 @@ __all__ = [
     "LazyModel",
     "LinearizedModel",
     "Parametrization",
+    "RunStore",
     "Spectrum",
     "TrainResult",
     "WidenetError",
     "activations",
     "condition_number",
+    "data",
     "diagnostics",
     "empirical_ntk",
     "get_activation",
@@ -40,6 +43,9 @@ __all__ = [
     "infinite_kernels",
     "jacobian",
     "linearize",
+    "load_checks",
+    "load_runs",
+    "load_table",
     "ntk_vector_product",
     "parametrizations",
     "predict",

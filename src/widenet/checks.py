@@ -48,13 +48,19 @@ class Check:
     @property
     def tolerance(self) -> str:
         """The accepted interval written for people: ``"[-0.65, -0.35]"`` or ``"<= 0"``."""
-        if math.isinf(self.low) and math.isinf(self.high):
-            return "any"
-        if math.isinf(self.low):
-            return f"<= {self.high:.4g}"
-        if math.isinf(self.high):
-            return f">= {self.low:.4g}"
-        return f"[{self.low:.4g}, {self.high:.4g}]"
+        return interval_text(self.low, self.high)
+
+
+def interval_text(low: float, high: float) -> str:
+    """The interval ``[low, high]`` written for people: ``"[-0.65, -0.35]"``, ``"<= 0"``,
+    ``">= 1"`` or ``"any"`` (an infinite end is left out), numbers to 4 significant digits."""
+    if math.isinf(low) and math.isinf(high):
+        return "any"
+    if math.isinf(low):
+        return f"<= {high:.4g}"
+    if math.isinf(high):
+        return f">= {low:.4g}"
+    return f"[{low:.4g}, {high:.4g}]"
 
 
 def verdict_of(measured: float, low: float, high: float, stderr: float = 0.0) -> Verdict:

@@ -1,77 +1,178 @@
-"""The ``widenet`` command. For now one subcommand, ``demo``: an MLP's NTK against its limit."""
+"""The ``widenet`` command: run studies into the run store and read their results.
+
+User mistakes (an unknown study, a bad config key or value, a missing file, an unwritable or
+corrupt store) print one line, ``widenet: error: ...``, and exit with status 2.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-import torch
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
 
-import widenet
-from widenet._checks import nonnegative_int, positive_int
 from widenet.errors import WidenetError
+from widenet.store import DEFAULT_ROOT, RunStore
+
+out_console = Console()
+err_console = Console(stderr=True)
+
+store_option = click.option(
+    "--out", type=click.Path(path_type=Path), default=DEFAULT_ROOT, envvar="WIDENET_RUNS",
+    show_default=True, help="The run store's folder (runs.db and one folder per run).")
+quick_option = click.option("--quick", is_flag=True, help="Use the study's quick preset.")
+config_option = click.option("--config", "-c", type=click.Path(path_type=Path),
+                             help="A YAML file of config values (over the defaults).")
+set_option = click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Set one config value (over the YAML file); repeatable. "
+                               "Lists: widths=64,128.")
+run_argument = click.argument("run", metavar="RUN")
 
 
-def _demo(args: argparse.Namespace) -> None:
-    """Print the infinite-width NTK of an EOC MLP next to the empirical NTK at growing widths."""
-    for name in ("points", "dim", "seeds"):
-        positive_int(getattr(args, name), f"--{name}")
-    nonnegative_int(args.depth, "--depth")
-    generator = torch.Generator().manual_seed(args.seed)
-    x = torch.randn(args.points, args.dim, generator=generator, dtype=torch.float64)
-    x = x / x.norm(dim=1, keepdim=True) * args.dim**0.5  # ||x||^2 = d
-    make = lambda width, seed: widenet.MLP(  # noqa: E731
-        args.dim, [width] * args.depth, 1, args.activation, bias_std=args.bias_std, seed=seed,
-        dtype=torch.float64)
-    net = make(args.widths[-1], args.seed)
-    limit = widenet.infinite_kernels(net, x).ntk
-    print(f"MLP {args.dim} -> {args.depth} x width -> 1, {net.activation.name} at the edge of "
-          f"chaos (sigma_w = {net.weight_std:.4g}), NTK parametrization, {args.points} points "
-          f"with ||x||^2 = d\n")
-    print("infinite-width NTK Theta:")
-    print(_format(limit))
-    print(f"\nempirical NTK at width {args.widths[-1]} (seed {args.seed}):")
-    print(_format(widenet.empirical_ntk(net, x)))
-    print("\nrelative error ||K_m - Theta||_F / ||Theta||_F, mean over "
-          f"{args.seeds} initializations (theory: ~ m^-1/2):")
-    for width in args.widths:
-        errors = [float(torch.linalg.matrix_norm(widenet.empirical_ntk(make(width, s), x) - limit)
-                        / torch.linalg.matrix_norm(limit)) for s in range(args.seeds)]
-        print(f"  m = {width:>5}: {sum(errors) / len(errors):.4f}")
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="widenet")
+def app() -> None:
+    """The theory of wide neural networks, measured: run a study and read theory and
+    measurement side by side."""
 
 
-def _format(matrix: torch.Tensor) -> str:
-    return "\n".join("  " + " ".join(f"{v:8.4f}" for v in row.tolist()) for row in matrix)
+@app.command("studies")
+def studies_command() -> None:
+    """List the studies with a one-line description each."""
+    from widenet.studies import get_study, study_names
+
+    table = Table("study", "what it shows", box=None, header_style="bold")
+    for name in study_names():
+        table.add_row(name, get_study(name).summary)
+    out_console.print(table)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="widenet", description=widenet.__doc__)
-    parser.add_argument("--version", action="version", version=f"widenet {widenet.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="an MLP's empirical NTK against its infinite-width "
-                                            "limit")
-    demo.add_argument("--activation", default="relu", help="relu, abs, erf, tanh, ... ")
-    demo.add_argument("--depth", type=int, default=3, help="number of hidden layers")
-    demo.add_argument("--bias-std", type=float, default=0.0, help="sigma_b (0: no biases)")
-    demo.add_argument("--widths", type=int, nargs="+", default=[64, 256, 1024, 4096])
-    demo.add_argument("--points", type=int, default=5)
-    demo.add_argument("--dim", type=int, default=8, help="input dimension d")
-    demo.add_argument("--seeds", type=int, default=5, help="initializations per width")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(run=_demo)
-    return parser
+@app.command("config")
+@click.argument("study")
+@quick_option
+@config_option
+@set_option
+def config_command(study: str, quick: bool, config: Path | None,
+                   overrides: tuple[str, ...]) -> None:
+    """Show STUDY's config keys: value (after presets, file and --set), type and meaning."""
+    from widenet.studies import build_config, get_study
+
+    found = get_study(study)
+    resolved = build_config(found.config, quick=quick, file=config, overrides=overrides)
+    table = Table("key", "value", "type", "meaning", box=None, header_style="bold")
+    for key, field in found.config.model_fields.items():
+        annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
+        table.add_row(key, repr(getattr(resolved, key)), annotation.replace("typing.", ""),
+                      field.description or "")
+    out_console.print(table)
+
+
+@app.command("run")
+@click.argument("study")
+@config_option
+@set_option
+@quick_option
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@store_option
+@click.option("--resume", is_flag=True, help="Continue the newest unfinished run of this study "
+              "with the same config, skipping its finished tasks.")
+def run_command(study: str, config: Path | None, overrides: tuple[str, ...], quick: bool,
+                device: str, out: Path, resume: bool) -> None:
+    """Run STUDY (`widenet studies` lists them): store its tables and checks, write its
+    figures and report.html."""
+    from widenet.report import print_summary
+    from widenet.studies import build_config, get_study
+    from widenet.studies.runner import run_study
+
+    found = get_study(study)
+    resolved = build_config(found.config, quick=quick, file=config, overrides=overrides)
+    store = RunStore(out)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True,
+                  disable=not err_console.is_terminal) as progress:
+        bar = progress.add_task(found.name, total=None)
+
+        def on_task(done: int, total: int, key: str) -> None:
+            progress.update(bar, completed=done, total=total, description=f"{found.name} {key}")
+
+        outcome = run_study(found, resolved, store=store, device=device, resume=resume,
+                            on_task=on_task)
+    if outcome.resumed_tasks:
+        out_console.print(f"resumed: {outcome.resumed_tasks} finished task(s) reused")
+    print_summary(out_console, outcome.record, outcome.checks, outcome.report)
+
+
+@app.command("runs")
+@store_option
+@click.option("--study", help="Only this study's runs.")
+def runs_command(out: Path, study: str | None) -> None:
+    """List the stored runs, oldest first."""
+    runs = RunStore(out).runs(study)
+    if runs.empty:
+        out_console.print(f"no runs in {out}")
+        return
+    table = Table("id", "study", "status", "tasks", "created", "finished", box=None,
+                  header_style="bold")
+    for row in runs.itertuples():
+        table.add_row(row.id, row.study, row.status, str(row.tasks_done), row.created,
+                      row.finished or "")
+    out_console.print(table)
+
+
+@app.command("show")
+@run_argument
+@store_option
+def show_command(run: str, out: Path) -> None:
+    """Print the checks of the stored RUN (an id or its unique prefix)."""
+    from widenet.report import print_summary
+
+    store = RunStore(out)
+    record = store.run(run)
+    report = store.run_folder(record.id) / "report.html"
+    print_summary(out_console, record, store.checks(record.id),
+                  report if report.exists() else None)
+
+
+@app.command("report")
+@run_argument
+@store_option
+def report_command(run: str, out: Path) -> None:
+    """(Re)write the report.html of the stored RUN (an id or its unique prefix)."""
+    from widenet.studies.runner import write_run_report
+
+    out_console.print(str(write_run_report(RunStore(out), run)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``widenet`` console script; user errors print one line and exit 2."""
-    args = _parser().parse_args(argv)
+    """Entry point of the ``widenet`` console script; returns the exit status."""
     try:
-        args.run(args)
+        status = app.main(args=list(sys.argv[1:] if argv is None else argv),
+                              prog_name="widenet", standalone_mode=False)
     except WidenetError as error:
-        print(f"widenet: error: {error}", file=sys.stderr)
+        err_console.print(f"widenet: error: {error}", markup=False, highlight=False,
+                          soft_wrap=True)
         return 2
-    return 0
+    except click.UsageError as error:
+        hint = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
+        err_console.print(f"widenet: error: {error.format_message()}{hint}", markup=False,
+                          highlight=False, soft_wrap=True)
+        return 2
+    except click.Abort:
+        err_console.print("widenet: stopped", markup=False)
+        return 130
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

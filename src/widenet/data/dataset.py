@@ -7,15 +7,31 @@ from typing import Literal
 
 import torch
 
+from widenet.errors import WidenetError
+
 Task = Literal["regression", "classification"]
+TASKS: tuple[Task, ...] = ("regression", "classification")
+
+
+def floating_dtype(dtype: object) -> torch.dtype:
+    """Return ``dtype`` if it is a floating-point torch dtype, else raise a WidenetError."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise WidenetError(f"dtype must be a floating-point torch dtype such as torch.float64, "
+                           f"got {dtype!r}")
+    return dtype
 
 
 @dataclass(frozen=True)
 class Dataset:
     """Inputs ``x`` (n, d) and targets ``y``, with a held-out test split (possibly empty).
 
-    Regression targets have shape (n, k); classification labels are int64 class indices of
-    shape (n,), with ``classes`` the number of classes. ``name`` says how to rebuild the set.
+    Regression targets are floating-point of shape (n, k); classification labels are int64
+    class indices in 0..classes-1 of shape (n,), with ``classes`` the number of classes
+    (``None`` for regression). The test split has the same layout with n_test rows.
+    ``name`` is the name :func:`widenet.data.load_dataset` was given. ``corrupted`` is a bool
+    mask over the train points saying whose label was replaced by label corruption
+    (all False when none was; ``None`` when the record was built without recording it).
+    Construction checks that the shapes, dtypes and the task agree.
     """
 
     name: str
@@ -25,17 +41,68 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     classes: int | None = None
+    corrupted: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise WidenetError(f"Dataset task must be one of {TASKS}, got {self.task!r}")
+        for split, x, y in (("train", self.x, self.y), ("test", self.x_test, self.y_test)):
+            _check_split(self, split, x, y)
+        if self.x.shape[1] != self.x_test.shape[1]:
+            raise WidenetError(f"Dataset {self.name!r}: x has {self.x.shape[1]} features but "
+                               f"x_test has {self.x_test.shape[1]}; both splits need the same d")
+        if self.corrupted is not None and (self.corrupted.dtype != torch.bool
+                                           or self.corrupted.shape != (self.x.shape[0],)):
+            raise WidenetError(f"Dataset {self.name!r}: corrupted must be a bool mask of shape "
+                               f"({self.x.shape[0]},), got {self.corrupted.dtype} of shape "
+                               f"{tuple(self.corrupted.shape)}")
 
     @property
     def dim(self) -> int:
         """The input dimension d."""
         return int(self.x.shape[1])
 
+    @property
+    def outputs(self) -> int:
+        """The number of network outputs the set calls for: k for regression targets of shape
+        (n, k), the number of classes for classification."""
+        return int(self.y.shape[1]) if self.classes is None else self.classes
+
     def to(self, device: torch.device | str | None = None,
            dtype: torch.dtype | None = None) -> Dataset:
-        """The same data on ``device``; inputs (and regression targets) cast to ``dtype``."""
+        """The same data on ``device``; inputs (and regression targets) cast to ``dtype``,
+        class labels (int64) and the ``corrupted`` mask (bool) keep their dtypes."""
         def move(t: torch.Tensor, is_target: bool) -> torch.Tensor:
             cast = dtype if (not is_target or self.task == "regression") else None
             return t.to(device=device, dtype=cast)
+        corrupted = None if self.corrupted is None else self.corrupted.to(device=device)
         return replace(self, x=move(self.x, False), y=move(self.y, True),
-                       x_test=move(self.x_test, False), y_test=move(self.y_test, True))
+                       x_test=move(self.x_test, False), y_test=move(self.y_test, True),
+                       corrupted=corrupted)
+
+
+def _check_split(dataset: Dataset, split: str, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise unless ``x`` is a floating (m, d) tensor and ``y`` fits it and the task."""
+    where = f"Dataset {dataset.name!r} ({split} split)"
+    if x.ndim != 2 or not x.is_floating_point():
+        raise WidenetError(f"{where}: inputs must be a floating-point (n, d) tensor, got "
+                           f"{x.dtype} of shape {tuple(x.shape)}")
+    if y.shape[:1] != x.shape[:1]:
+        raise WidenetError(f"{where}: {x.shape[0]} inputs but {y.shape[0] if y.ndim else 0} "
+                           "targets; give one target per input")
+    if dataset.task == "regression":
+        if dataset.classes is not None or y.ndim != 2 or not y.is_floating_point():
+            raise WidenetError(f"{where}: regression targets must be a floating-point (n, k) "
+                               f"tensor with classes=None, got {y.dtype} of shape "
+                               f"{tuple(y.shape)} and classes={dataset.classes!r}")
+        return
+    if isinstance(dataset.classes, bool) or not isinstance(dataset.classes, int) \
+            or dataset.classes < 1:
+        raise WidenetError(f"{where}: a classification set needs classes >= 1, got "
+                           f"{dataset.classes!r}")
+    if y.ndim != 1 or y.dtype != torch.int64:
+        raise WidenetError(f"{where}: classification labels must be an int64 tensor of shape "
+                           f"(n,), got {y.dtype} of shape {tuple(y.shape)}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= dataset.classes):
+        raise WidenetError(f"{where}: labels must lie in 0..{dataset.classes - 1}, got values "
+                           f"from {int(y.min())} to {int(y.max())}")

@@ -1,0 +1,45 @@
+"""The Dataset record: construction checks, outputs and moving between dtypes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from widenet import WidenetError
+from widenet.data import Dataset
+
+X = torch.zeros(4, 3, dtype=torch.float64)
+LABELS = torch.tensor([0, 1, 2, 1])
+TARGETS = torch.ones(4, 2, dtype=torch.float64)
+
+
+def test_outputs_dim_and_to() -> None:
+    regression = Dataset("r", "regression", X, TARGETS, X[:2], TARGETS[:2])
+    classification = Dataset("c", "classification", X, LABELS, X[:0], LABELS[:0], classes=3,
+                             corrupted=torch.zeros(4, dtype=torch.bool))
+    assert (regression.dim, regression.outputs) == (3, 2)
+    assert (classification.dim, classification.outputs) == (3, 3)
+    low = classification.to(dtype=torch.float32)
+    assert low.x.dtype == torch.float32
+    assert low.y.dtype == torch.int64
+    assert torch.equal(low.corrupted, classification.corrupted)
+    assert regression.to(dtype=torch.float32).y.dtype == torch.float32
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"task": "ranking"}, "task must be one of"),
+    ({"x": X[:, 0]}, r"floating-point \(n, d\) tensor"),
+    ({"x": X.long()}, r"floating-point \(n, d\) tensor"),
+    ({"y": LABELS[:3]}, "4 inputs but 3 targets"),
+    ({"y": LABELS.double()}, "int64 tensor of shape"),
+    ({"y": LABELS + 1}, r"labels must lie in 0..2"),
+    ({"classes": None}, "needs classes >= 1"),
+    ({"x_test": torch.zeros(0, 2, dtype=torch.float64)}, "x has 3 features but x_test has 2"),
+    ({"corrupted": torch.zeros(3, dtype=torch.bool)}, "bool mask of shape"),
+    ({"task": "regression", "classes": None}, "regression targets must be"),
+])
+def test_inconsistent_records_are_refused(fields: dict[str, object], message: str) -> None:
+    record = {"name": "bad", "task": "classification", "x": X, "y": LABELS,
+              "x_test": X[:0], "y_test": LABELS[:0], "classes": 3, **fields}
+    with pytest.raises(WidenetError, match=message):
+        Dataset(**record)
