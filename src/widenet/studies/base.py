@@ -57,11 +57,17 @@ class Task:
 
 @dataclass
 class Analysis:
-    """What a study concludes: derived tables, figures keyed by file stem, and checks."""
+    """What a study concludes: derived tables, figures keyed by file stem, and checks.
+
+    ``diverged`` is empty, or says which training the study needed diverged (the run is then
+    stored with status ``diverged``). Studies that sweep into divergence on purpose record it
+    as a data point in their tables instead.
+    """
 
     tables: Tables = field(default_factory=dict)
     figures: dict[str, Figure] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
+    diverged: str = ""
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,8 @@ def run_study(study: str | Study, config: StudyConfig, *, store: RunStore,
         analysis = study.analyze(config, store.task_tables(run_id))
         for stem, figure in analysis.figures.items():
             atomic_write(folder / "figures" / f"{_safe_name(stem)}.png", png_bytes(figure))
-        store.finish_run(run_id, tables=analysis.tables, checks=analysis.checks)
+        store.finish_run(run_id, tables=analysis.tables, checks=analysis.checks,
+                         diverged=analysis.diverged)
     except KeyboardInterrupt:
         store.end_run(run_id, "interrupted", "stopped by the user (Ctrl-C)")
         raise

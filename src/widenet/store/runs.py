@@ -13,13 +13,11 @@ tasks already stored. A file that is not a widenet store is never modified.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import socket
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,32 +27,11 @@ import pandas as pd
 
 from widenet.checks import Check
 from widenet.errors import WidenetError
+from widenet.store._database import DEFAULT_ROOT, Database, now
+from widenet.store._frames import canonical_json, frame_from_json, frame_to_json
 
-DEFAULT_ROOT = Path("widenet-runs")
-SCHEMA_VERSION = 1
-RUN_STATUSES = ("running", "completed", "failed", "interrupted")
-
-_SCHEMA = """
-CREATE TABLE runs (
-    id TEXT PRIMARY KEY, study TEXT NOT NULL, config TEXT NOT NULL, status TEXT NOT NULL,
-    seed INTEGER NOT NULL, device TEXT NOT NULL, versions TEXT NOT NULL, sweep TEXT,
-    created TEXT NOT NULL, finished TEXT, reason TEXT NOT NULL DEFAULT '',
-    host TEXT NOT NULL, pid INTEGER NOT NULL);
-CREATE TABLE tasks (
-    run_id TEXT NOT NULL REFERENCES runs(id), key TEXT NOT NULL, position INTEGER NOT NULL,
-    seconds REAL NOT NULL, PRIMARY KEY (run_id, key));
-CREATE TABLE task_tables (
-    run_id TEXT NOT NULL, key TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL,
-    PRIMARY KEY (run_id, key, name));
-CREATE TABLE result_tables (
-    run_id TEXT NOT NULL REFERENCES runs(id), name TEXT NOT NULL, data TEXT NOT NULL,
-    PRIMARY KEY (run_id, name));
-CREATE TABLE checks (
-    run_id TEXT NOT NULL REFERENCES runs(id), position INTEGER NOT NULL, name TEXT NOT NULL,
-    claim TEXT NOT NULL, predicted REAL, measured REAL, stderr REAL, low REAL, high REAL,
-    verdict TEXT NOT NULL, note TEXT NOT NULL, PRIMARY KEY (run_id, position));
-"""
-
+RUN_STATUSES = ("running", "completed", "diverged", "failed", "interrupted", "lost")
+FINISHED_STATUSES = ("completed", "diverged")
 CHECK_COLUMNS = ["name", "claim", "predicted", "measured", "stderr", "low", "high", "verdict",
                  "note"]
 
@@ -63,8 +40,10 @@ CHECK_COLUMNS = ["name", "claim", "predicted", "measured", "stderr", "low", "hig
 class RunRecord:
     """One stored run: what was run, with which config, where, and how it ended.
 
-    ``status`` is ``running``, ``completed``, ``failed`` or ``interrupted`` (a run whose process
-    died or was stopped; resumable with ``--resume``). Times are ISO-8601 UTC strings.
+    ``status`` is ``running``, ``completed``, ``diverged`` (completed, but a training the study
+    needed diverged; see ``reason``), ``failed`` (raised), ``interrupted`` (its process died or
+    was stopped; resumable with ``--resume``) or ``lost`` (a sweep's worker died, even after
+    retries). Times are ISO-8601 UTC strings.
     """
 
     id: str
@@ -81,15 +60,8 @@ class RunRecord:
     sweep: str | None = None
 
 
-class RunStore:
+class RunStore(Database):
     """The run store in the folder ``root`` (created on the first write, not before)."""
-
-    def __init__(self, root: str | Path = DEFAULT_ROOT):
-        self.root = Path(root)
-        self.db_path = self.root / "runs.db"
-        if self.db_path.exists():
-            with self._connect() as con:
-                self._check_schema(con)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -103,7 +75,7 @@ class RunStore:
                 "INSERT INTO runs (id, study, config, status, seed, device, versions, sweep, "
                 "created, host, pid) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, study, canonical_json(config), seed, device, json.dumps(versions),
-                 sweep, _now(), socket.gethostname(), os.getpid()))
+                 sweep, now(), socket.gethostname(), os.getpid()))
         self._make_folder(self.run_folder(run_id))
         return run_id
 
@@ -127,9 +99,10 @@ class RunStore:
             con.executemany("INSERT INTO task_tables (run_id, key, name, data) "
                             "VALUES (?, ?, ?, ?)", rows)
 
-    def finish_run(self, run_id: str, *, tables: dict[str, pd.DataFrame],
-                   checks: list[Check]) -> None:
-        """Store the analysis (tables, checks) and mark the run completed, in one transaction."""
+    def finish_run(self, run_id: str, *, tables: dict[str, pd.DataFrame], checks: list[Check],
+                   diverged: str = "") -> None:
+        """Store the analysis (tables, checks) and mark the run ``completed`` (or ``diverged``
+        with ``diverged`` as the reason), in one transaction."""
         table_rows = [(run_id, name, frame_to_json(frame, name)) for name, frame in tables.items()]
         check_rows = [(run_id, i, *[check.as_row()[column] for column in CHECK_COLUMNS])
                       for i, check in enumerate(checks)]
@@ -140,16 +113,18 @@ class RunStore:
                             table_rows)
             con.executemany(f"INSERT INTO checks (run_id, position, {', '.join(CHECK_COLUMNS)}) "
                             f"VALUES ({', '.join('?' * (len(CHECK_COLUMNS) + 2))})", check_rows)
-            con.execute("UPDATE runs SET status = 'completed', finished = ?, reason = '' "
-                        "WHERE id = ?", (_now(), run_id))
+            con.execute("UPDATE runs SET status = ?, finished = ?, reason = ? WHERE id = ?",
+                        ("diverged" if diverged else "completed", now(), diverged, run_id))
 
     def end_run(self, run_id: str, status: str, reason: str) -> None:
-        """Mark a run ``failed`` or ``interrupted`` with a reason; its finished tasks stay."""
-        if status not in ("failed", "interrupted"):
-            raise WidenetError(f"end_run takes status 'failed' or 'interrupted', got {status!r}")
+        """Mark a run ``failed``, ``interrupted`` or ``lost`` with a reason; its finished tasks
+        stay."""
+        if status not in ("failed", "interrupted", "lost"):
+            raise WidenetError("end_run takes status 'failed', 'interrupted' or 'lost', got "
+                               f"{status!r}")
         with self._transaction() as con:
             con.execute("UPDATE runs SET status = ?, reason = ?, finished = ? WHERE id = ?",
-                        (status, reason, _now(), run_id))
+                        (status, reason, now(), run_id))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -182,7 +157,8 @@ class RunStore:
             return None
         with self._connect() as con:
             rows = con.execute(_RUNS_QUERY + " WHERE study = ? AND config = ? "
-                               "AND status != 'completed' ORDER BY created DESC, id DESC",
+                               "AND status NOT IN ('completed', 'diverged') "
+                               "ORDER BY created DESC, id DESC",
                                (study, canonical_json(config))).fetchall()
         for row in rows:
             if _effective_status(row) != "running":
@@ -258,74 +234,6 @@ class RunStore:
         raise WidenetError(f"{run_id!r} matches {len(rows)} runs ({examples}, ...); give more "
                            "of the id")
 
-    def _ensure_store(self) -> None:
-        """Create the folder and, in one transaction, the schema of a new database."""
-        self._make_folder(self.root)
-        with self._transaction() as con:
-            if self._check_schema(con) == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        con.execute(statement)
-                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        with self._connect() as con:
-            con.execute("PRAGMA journal_mode = WAL")
-
-    def _check_schema(self, con: sqlite3.Connection) -> int:
-        """The schema version (0 for an empty database); raises for foreign or newer files."""
-        version = con.execute("PRAGMA user_version").fetchone()[0]
-        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master")}
-        if version == 0 and not tables:
-            return 0
-        if version > SCHEMA_VERSION:
-            raise WidenetError(f"{self.db_path} was written by a newer widenet (schema "
-                               f"{version}); upgrade widenet to read it")
-        if version != SCHEMA_VERSION or "runs" not in tables:
-            raise WidenetError(f"{self.db_path} is not a widenet run store; move it aside or "
-                               "pass another folder with --out")
-        return version
-
-    def _make_folder(self, path: Path) -> None:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise WidenetError(f"cannot create the folder {path}: {error.strerror or error}; "
-                               "choose a writable folder with --out") from None
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection that turns SQLite's errors into one-line WidenetErrors."""
-        try:
-            con = sqlite3.connect(self.db_path, timeout=60.0)
-        except sqlite3.Error as error:
-            raise self._store_error(error) from None
-        con.row_factory = sqlite3.Row
-        try:
-            yield con
-        except sqlite3.DatabaseError as error:
-            raise self._store_error(error) from None
-        finally:
-            con.close()
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside one transaction: committed on success, rolled back otherwise."""
-        with self._connect() as con:
-            con.isolation_level = None
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
-
-    def _store_error(self, error: sqlite3.Error) -> WidenetError:
-        if isinstance(error, sqlite3.OperationalError) and "readonly" in str(error):
-            return WidenetError(f"the run store {self.db_path} is read-only; choose a writable "
-                                "folder with --out")
-        return WidenetError(f"cannot use the run store {self.db_path}: {error} (the file may be "
-                            "corrupt or not a widenet store; move it aside or pass --out)")
-
 
 _RUNS_QUERY = ("SELECT runs.*, (SELECT COUNT(*) FROM tasks WHERE tasks.run_id = runs.id) "
                "AS tasks_done FROM runs")
@@ -352,48 +260,6 @@ def _process_alive(pid: int) -> bool:
 
 def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys, so equal configs give equal strings."""
-    return json.dumps(value, sort_keys=True, default=_plain)
-
-
-def frame_to_json(frame: pd.DataFrame, name: str) -> str:
-    """A DataFrame as exact JSON (``orient="split"``, floats written with ``repr``)."""
-    if not isinstance(frame, pd.DataFrame):
-        raise WidenetError(f"table {name!r} must be a pandas DataFrame, got "
-                           f"{type(frame).__name__}")
-    data = frame.reset_index(drop=True).to_dict(orient="split")
-    data["dtypes"] = [str(dtype) for dtype in frame.dtypes]
-    try:
-        return json.dumps(data, default=_plain)
-    except TypeError as error:
-        raise WidenetError(f"table {name!r} holds a value that is not a plain number, string "
-                           f"or bool: {error}") from None
-
-
-def frame_from_json(text: str) -> pd.DataFrame:
-    """The DataFrame that :func:`frame_to_json` wrote, with its column dtypes."""
-    data = json.loads(text)
-    frame = pd.DataFrame(data["data"], columns=data["columns"])
-    for column, dtype in zip(data["columns"], data["dtypes"], strict=True):
-        if dtype != "object" and frame[column].dtype.name != dtype:
-            frame[column] = frame[column].astype(dtype)
-    return frame
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays as Python numbers and lists (for json.dumps)."""
-    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} {value!r}")
 
 
 def load_runs(root: str | Path = DEFAULT_ROOT, study: str | None = None) -> pd.DataFrame:

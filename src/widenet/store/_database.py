@@ -1,0 +1,125 @@
+"""The SQLite file under a run store: schema, connections, transactions, and refusing bad files."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from widenet.errors import WidenetError
+
+DEFAULT_ROOT = Path("widenet-runs")
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY, study TEXT NOT NULL, config TEXT NOT NULL, status TEXT NOT NULL,
+    seed INTEGER NOT NULL, device TEXT NOT NULL, versions TEXT NOT NULL, sweep TEXT,
+    created TEXT NOT NULL, finished TEXT, reason TEXT NOT NULL DEFAULT '',
+    point TEXT, host TEXT NOT NULL, pid INTEGER NOT NULL);
+CREATE TABLE tasks (
+    run_id TEXT NOT NULL REFERENCES runs(id), key TEXT NOT NULL, position INTEGER NOT NULL,
+    seconds REAL NOT NULL, PRIMARY KEY (run_id, key));
+CREATE TABLE task_tables (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (run_id, key, name));
+CREATE TABLE result_tables (
+    run_id TEXT NOT NULL REFERENCES runs(id), name TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (run_id, name));
+CREATE TABLE checks (
+    run_id TEXT NOT NULL REFERENCES runs(id), position INTEGER NOT NULL, name TEXT NOT NULL,
+    claim TEXT NOT NULL, predicted REAL, measured REAL, stderr REAL, low REAL, high REAL,
+    verdict TEXT NOT NULL, note TEXT NOT NULL, PRIMARY KEY (run_id, position));
+CREATE TABLE sweeps (
+    name TEXT PRIMARY KEY, study TEXT NOT NULL, spec TEXT NOT NULL, created TEXT NOT NULL);
+"""
+
+
+
+class Database:
+    """The store folder ``root`` and its ``runs.db`` (made on the first write, not before).
+
+    Opening an existing file checks that it is a widenet store of a known schema version;
+    a corrupt or foreign file is refused with a WidenetError and never modified.
+    """
+
+    def __init__(self, root: str | Path = DEFAULT_ROOT):
+        self.root = Path(root)
+        self.db_path = self.root / "runs.db"
+        if self.db_path.exists():
+            with self._connect() as con:
+                self._check_schema(con)
+
+    def _ensure_store(self) -> None:
+        """Create the folder and, in one transaction, the schema of a new database."""
+        self._make_folder(self.root)
+        with self._transaction() as con:
+            if self._check_schema(con) == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        con.execute(statement)
+                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        with self._connect() as con:
+            con.execute("PRAGMA journal_mode = WAL")
+
+    def _check_schema(self, con: sqlite3.Connection) -> int:
+        """The schema version (0 for an empty database); raises for foreign or newer files."""
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master")}
+        if version == 0 and not tables:
+            return 0
+        if version > SCHEMA_VERSION:
+            raise WidenetError(f"{self.db_path} was written by a newer widenet (schema "
+                               f"{version}); upgrade widenet to read it")
+        if version != SCHEMA_VERSION or "runs" not in tables:
+            raise WidenetError(f"{self.db_path} is not a widenet run store; move it aside or "
+                               "pass another folder with --out")
+        return version
+
+    def _make_folder(self, path: Path) -> None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise WidenetError(f"cannot create the folder {path}: {error.strerror or error}; "
+                               "choose a writable folder with --out") from None
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection that turns SQLite's errors into one-line WidenetErrors."""
+        try:
+            con = sqlite3.connect(self.db_path, timeout=60.0)
+        except sqlite3.Error as error:
+            raise self._store_error(error) from None
+        con.row_factory = sqlite3.Row
+        try:
+            yield con
+        except sqlite3.DatabaseError as error:
+            raise self._store_error(error) from None
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside one transaction: committed on success, rolled back otherwise."""
+        with self._connect() as con:
+            con.isolation_level = None
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def _store_error(self, error: sqlite3.Error) -> WidenetError:
+        if isinstance(error, sqlite3.OperationalError) and "readonly" in str(error):
+            return WidenetError(f"the run store {self.db_path} is read-only; choose a writable "
+                                "folder with --out")
+        return WidenetError(f"cannot use the run store {self.db_path}: {error} (the file may be "
+                            "corrupt or not a widenet store; move it aside or pass --out)")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
