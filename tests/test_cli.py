@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def toy(monkeypatch: pytest.MonkeyPatch) -> None:
     """Register the toy study of tests/studies under the name 'toy'."""
-    monkeypatch.setitem(widenet.studies._MODULES, "toy", "tests.studies.toy_study")
+    monkeypatch.setenv("WIDENET_STUDIES", "toy=tests.studies.toy_study")
 
 
 def _error_line(capsys: pytest.CaptureFixture[str]) -> str:

@@ -7,6 +7,7 @@ kill the process in the middle of a run.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from functools import partial
 from typing import Any, ClassVar
@@ -23,6 +24,9 @@ from widenet.studies import Analysis, Study, StudyConfig, StudyContext, Tables, 
 class ToyConfig(StudyConfig):
     values: list[int] = Field(default=[1, 2, 3, 4], description="one task per value")
     fail_at: int | None = Field(default=None, description="the value whose task raises")
+    diverge_at: int | None = Field(default=None, description="the value whose draw is inf")
+    crash_at: int | None = Field(default=None,
+                                 description="the value whose task kills its own process")
     QUICK: ClassVar[dict[str, Any]] = {"values": [1, 2]}
 
 
@@ -31,7 +35,11 @@ def _compute(config: ToyConfig, value: int, context: StudyContext) -> Tables:
         time.sleep(120)
     if value == config.fail_at:
         raise RuntimeError(f"task {value} failed on purpose")
+    if value == config.crash_at:
+        os.kill(os.getpid(), signal.SIGKILL)
     draw = np.random.default_rng([config.seed, value]).standard_normal()
+    if value == config.diverge_at:
+        draw = np.inf
     return {"draws": pd.DataFrame({"value": [value], "draw": [draw]})}
 
 
@@ -47,8 +55,9 @@ def analyze(config: ToyConfig, tables: Tables) -> Analysis:
     mean = float(draws["draw"].mean())
     check = check_interval("mean draw", "the mean of N(0,1) draws is 0", predicted=0.0,
                            measured=mean, low=-5.0, high=5.0)
+    diverged = "" if np.isfinite(mean) else "a draw diverged to inf"
     return Analysis(tables={"summary": pd.DataFrame({"mean": [mean]})},
-                    figures={"draws": figure}, checks=[check])
+                    figures={"draws": figure}, checks=[check], diverged=diverged)
 
 
 STUDY = Study(name="toy", summary="seeded random draws", config=ToyConfig, plan=plan,

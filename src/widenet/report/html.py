@@ -17,7 +17,7 @@ import base64
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from html import escape
 from pathlib import Path
 
@@ -116,16 +116,55 @@ def render_report(record: RunRecord, checks: pd.DataFrame, tables: dict[str, pd.
         _header(record, checks, doc_path),
         _section("checks", "Checks", _checks_table(checks), "This run made no checks."),
         _section("figures", "Figures", _figures(figures), "This run made no figures."),
-        _section("tables", "Tables", _tables(record.id, tables), "This run stored no tables."),
+        _section("tables", "Tables", _tables(
+            tables, lambda name: f"widenet.load_table({record.id!r}, {name!r})"),
+            "This run stored no tables."),
         _section("config", "Config", _key_value_table(
             ("key", "value"), ((key, canonical_json(value)) for key, value in
                                record.config.items())), "The config is empty."),
         _section("environment", "Environment", _environment(record), ""),
     ]
-    title = escape(f"{record.study} · {record.id} · widenet report")
+    return _page(f"{record.study} · {record.id} · widenet report", sections)
+
+
+def render_sweep_report(sweep: Mapping[str, object], points: pd.DataFrame,
+                        results: pd.DataFrame, figures: dict[str, bytes]) -> str:
+    """A sweep's aggregate report: header with status counts, the points (status, reason, run
+    id), figures of each check across the points, then the results table and the spec.
+
+    ``sweep`` has the keys name, study, spec and created (see ``store.sweeps.sweep_record``).
+    """
+    counts = " · ".join(f"{count} {status}" for status, count in
+                        points["status"].value_counts().items()) if not points.empty else ""
+    header = (f"<header>\n<h1>{escape(str(sweep['study']))} sweep</h1>\n"
+              f'<p class="meta">sweep <code>{escape(str(sweep["name"]))}</code> · created '
+              f"{escape(str(sweep['created']))} · {len(points)} points</p>\n"
+              f'<p class="summary">{escape(counts)}</p>\n</header>')
+    point_rows = [[_cell(str(row.point)), _cell(str(row.status), f"status-{row.status}"),
+                   _cell(str(row.reason)), _cell(str(row.run_id))]
+                  for row in points.itertuples()]
+    sections = [
+        header,
+        _section("points", "Points", _table(("point", "status", "reason", "run id"),
+                                            point_rows) if point_rows else "",
+                 "This sweep has no points yet."),
+        _section("figures", "Checks across the points", _figures(figures),
+                 "No numeric swept key with two or more values, or no checks: nothing to plot."),
+        _section("tables", "Results", _tables(
+            {"results": results}, lambda name: "results.csv beside this page"),
+                 ""),
+        _section("spec", "Spec", _key_value_table(
+            ("key", "value"), ((str(k), canonical_json(v)) for k, v in
+                               dict(sweep["spec"]).items())), ""),
+    ]
+    return _page(f"{sweep['study']} · sweep {sweep['name']} · widenet report", sections)
+
+
+def _page(title: str, sections: list[str]) -> str:
+    """A complete, self-contained HTML page of ``sections`` with the inline stylesheet."""
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+            f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
             + "\n".join(sections) + "\n</body>\n</html>\n")
 
 
@@ -199,7 +238,8 @@ def _figures(figures: Mapping[str, bytes]) -> str:
     return "\n".join(items)
 
 
-def _tables(run_id: str, tables: Mapping[str, pd.DataFrame]) -> str:
+def _tables(tables: Mapping[str, pd.DataFrame], whole: Callable[[str], str]) -> str:
+    """Each table's first rows; ``whole(name)`` says where the full table is."""
     parts = []
     for name, frame in tables.items():
         parts.append(f"<h3>{escape(name)}</h3>")
@@ -212,9 +252,8 @@ def _tables(run_id: str, tables: Mapping[str, pd.DataFrame]) -> str:
         omitted = len(frame) - MAX_TABLE_ROWS
         if omitted > 0:
             parts.append(f'<p class="omitted">Showing the first {MAX_TABLE_ROWS} of '
-                         f"{len(frame)} rows; {omitted} rows omitted. The full table is in the "
-                         f"store: <code>{escape(f'widenet.load_table({run_id!r}, {name!r})')}"
-                         "</code></p>")
+                         f"{len(frame)} rows; {omitted} rows omitted. The full table: "
+                         f"<code>{escape(whole(name))}</code></p>")
     return "\n".join(parts)
 
 

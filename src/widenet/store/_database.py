@@ -52,7 +52,7 @@ class Database:
             with self._connect() as con:
                 self._check_schema(con)
 
-    def _ensure_store(self) -> None:
+    def ensure_store(self) -> None:
         """Create the folder and, in one transaction, the schema of a new database."""
         self._make_folder(self.root)
         with self._transaction() as con:

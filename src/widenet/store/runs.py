@@ -68,8 +68,8 @@ class RunStore(Database):
     def create_run(self, *, study: str, config: dict[str, Any], seed: int, device: str,
                    versions: dict[str, str], sweep: str | None = None) -> str:
         """Insert a new run with status ``running``, make its folder, and return its id."""
-        self._ensure_store()
-        run_id = f"{study}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+        self.ensure_store()
+        run_id = self.new_run_id(study)
         with self._transaction() as con:
             con.execute(
                 "INSERT INTO runs (id, study, config, status, seed, device, versions, sweep, "
@@ -78,6 +78,11 @@ class RunStore(Database):
                  sweep, now(), socket.gethostname(), os.getpid()))
         self._make_folder(self.run_folder(run_id))
         return run_id
+
+    @staticmethod
+    def new_run_id(study: str) -> str:
+        """A fresh run id: ``<study>-<UTC date>-<time>-<4 hex digits>``."""
+        return f"{study}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
     def restart_run(self, run_id: str, *, device: str) -> None:
         """Mark a stored, unfinished run as running again in this process (for ``--resume``)."""
@@ -140,7 +145,7 @@ class RunStore(Database):
     def runs(self, study: str | None = None) -> pd.DataFrame:
         """One row per stored run (newest last): id, study, status, seed, device, times, ..."""
         columns = ["id", "study", "status", "seed", "device", "created", "finished",
-                   "tasks_done", "reason", "sweep", "config"]
+                   "tasks_done", "reason", "sweep", "point", "config"]
         if not self.db_path.exists():
             return pd.DataFrame(columns=columns)
         query = _RUNS_QUERY + (" WHERE study = ?" if study else "") + " ORDER BY created, id"

@@ -1,10 +1,14 @@
 """The registry of studies: each compares a theorem with measurements on real networks.
 
-Study modules are imported on first use, so that ``widenet --help`` stays fast.
+Study modules are imported on first use, so that ``widenet --help`` stays fast. Studies of your
+own join the registry through the environment: ``WIDENET_STUDIES="mine=my_package.my_study"``
+(comma-separated ``name=module`` pairs; each module defines ``STUDY``). The variable also
+reaches sweep workers, local or on Ray.
 """
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 
 from widenet.errors import WidenetError
@@ -19,17 +23,38 @@ _MODULES = {
 }
 
 
+def _registry() -> dict[str, str]:
+    """The built-in studies, then those named in ``WIDENET_STUDIES``."""
+    registry = dict(_MODULES)
+    for entry in filter(None, os.environ.get("WIDENET_STUDIES", "").split(",")):
+        name, sep, module = entry.partition("=")
+        if not sep or not name.strip() or not module.strip():
+            raise WidenetError(f"WIDENET_STUDIES holds {entry!r}; write name=module pairs "
+                               "separated by commas")
+        registry[name.strip()] = module.strip()
+    return registry
+
+
 def study_names() -> list[str]:
     """The names of all registered studies, in the order of the docs."""
-    return list(_MODULES)
+    return list(_registry())
 
 
 def get_study(name: str) -> Study:
     """The study called ``name`` (see :func:`study_names`)."""
-    if name not in _MODULES:
-        raise WidenetError(f"unknown study {name!r}; choose one of: {', '.join(_MODULES)} "
+    registry = _registry()
+    if name not in registry:
+        raise WidenetError(f"unknown study {name!r}; choose one of: {', '.join(registry)} "
                            "(`widenet studies` lists them)")
-    return import_module(_MODULES[name]).STUDY
+    try:
+        module = import_module(registry[name])
+    except ModuleNotFoundError as error:
+        raise WidenetError(f"study {name!r}: cannot import its module {registry[name]!r} "
+                           f"({error})") from None
+    study = getattr(module, "STUDY", None)
+    if not isinstance(study, Study):
+        raise WidenetError(f"study {name!r}: module {registry[name]!r} defines no STUDY")
+    return study
 
 
 __all__ = ["Analysis", "Study", "StudyConfig", "StudyContext", "Tables", "Task", "build_config",

@@ -1,0 +1,97 @@
+"""Running a sweep: expand the spec, hand the points to an engine, store what comes back.
+
+Only this process writes the store. Each point that comes back is imported as a run of the
+sweep (with its own report) the moment it arrives, so an interrupted sweep keeps every finished
+point and ``resume=True`` runs only the points whose newest run did not complete.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from widenet.errors import WidenetError
+from widenet.store import RunStore
+from widenet.store.sweeps import (
+    RunBundle,
+    create_sweep,
+    find_sweep,
+    finished_points,
+    import_run,
+    record_lost_point,
+    sweep_points,
+)
+from widenet.studies import get_study
+from widenet.studies.config import validate_config
+from widenet.studies.runner import write_run_report
+from widenet.sweeps.engines import Engine, Job
+from widenet.sweeps.report import write_sweep_report
+from widenet.sweeps.spec import SweepSpec
+
+PointCallback = Callable[[int, int, str, str], None]
+"""Called as ``on_point(done, total, label, status)`` before the first point and after each."""
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """A finished sweep: its name, the newest run of every point, its report, and how many
+    points ran this time (the rest were finished before)."""
+
+    name: str
+    points: pd.DataFrame
+    report: Path
+    ran: int
+
+
+def run_sweep(study: str, spec: SweepSpec, *, store: RunStore, engine: Engine,
+              base: dict[str, Any] | None = None, device: str = "cpu", name: str | None = None,
+              resume: bool = False, on_point: PointCallback | None = None) -> SweepOutcome:
+    """Run every point of ``spec`` (config = study defaults < ``base`` < the point's values).
+
+    Every point's config is validated before anything runs. With ``resume``, the sweep called
+    ``name`` (or else the newest sweep of this study with the same spec) is continued.
+    """
+    schema = get_study(study).config
+    base = dict(base or {})
+    points = spec.points()
+    jobs = [Job(label, study, _validated(schema, {**base, **overrides}, label), device)
+            for label, overrides in points]
+    record = {"base": base, "device": device, **spec.as_dict()}
+    sweep = find_sweep(store, study=study, spec=record, name=name) if resume else None
+    if sweep is None:
+        sweep = name or (f"{study}-sweep-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-"
+                         f"{secrets.token_hex(2)}")
+        create_sweep(store, sweep, study, record)
+    done = finished_points(store, sweep)
+    todo = [job for job in jobs if job.label not in done]
+    progress = {"done": len(jobs) - len(todo)}
+    if on_point is not None:
+        on_point(progress["done"], len(jobs), "", "")
+
+    def store_point(job: Job, bundle: RunBundle | None, status: str, reason: str) -> None:
+        if bundle is not None:
+            write_run_report(store, import_run(store, bundle, sweep=sweep, point=job.label))
+        else:
+            record_lost_point(store, study=study, config=job.values,
+                              seed=int(job.values.get("seed", 0)), sweep=sweep,
+                              point=job.label, status=status, reason=reason)
+        progress["done"] += 1
+        if on_point is not None:
+            on_point(progress["done"], len(jobs), job.label, status)
+
+    engine.run(todo, store_point)
+    return SweepOutcome(name=sweep, points=sweep_points(store, sweep),
+                        report=write_sweep_report(store, sweep), ran=len(todo))
+
+
+def _validated(schema: Any, values: dict[str, Any], label: str) -> dict[str, Any]:
+    try:
+        return validate_config(schema, values).model_dump(mode="json")
+    except WidenetError as error:
+        raise WidenetError(f"sweep point {label}: {error}") from None

@@ -1,0 +1,153 @@
+"""Where sweep points run: ``local`` (one process per point, up to ``workers`` at once) or
+``ray`` (one Ray task per point, on a local instance or an existing cluster).
+
+Both call :func:`widenet.sweeps.worker.execute_point` and hand each outcome to the driver,
+which alone writes the store. A point whose worker dies (killed, out of memory, node lost) is
+retried up to ``retries`` times and then reported as lost; a point that raises is not a worker
+death (it comes back as a failed run) and is not retried.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Protocol
+
+from widenet.errors import WidenetError
+from widenet.store.sweeps import RunBundle
+from widenet.sweeps.worker import execute_point
+
+
+@dataclass(frozen=True)
+class Job:
+    """One point to run: its label, the study and the config values."""
+
+    label: str
+    study: str
+    values: dict[str, Any]
+    device: str
+
+
+OnResult = Callable[[Job, RunBundle | None, str, str], None]
+"""Called once per job as ``on_result(job, bundle, status, reason)``: with the run's bundle, or
+with None, status ``lost`` (the worker died every time) or ``failed`` (the point could not even
+start its run), and the reason."""
+
+
+class Engine(Protocol):
+    """Runs jobs and reports each one's outcome as it arrives."""
+
+    def run(self, jobs: list[Job], on_result: OnResult) -> None: ...
+
+
+class LocalEngine:
+    """Each point in a fresh process (forked from a preloaded server), ``workers`` at once.
+
+    One process per point makes a worker's death attributable to exactly one point.
+    """
+
+    def __init__(self, workers: int | None = None, retries: int = 2):
+        self.workers = workers or os.cpu_count() or 1
+        self.retries = retries
+        if self.workers < 1 or retries < 0:
+            raise WidenetError("--workers must be >= 1 (and retries >= 0)")
+
+    def run(self, jobs: list[Job], on_result: OnResult) -> None:
+        """Run every job; returns when all have reported. Ctrl-C stops all workers."""
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["widenet.sweeps.worker"])
+        waiting = [(job, 0) for job in jobs]
+        active: dict[Connection, tuple[Job, int, Any]] = {}
+        try:
+            while waiting or active:
+                while waiting and len(active) < self.workers:
+                    job, attempt = waiting.pop(0)
+                    receiver, sender = context.Pipe(duplex=False)
+                    process = context.Process(target=_child, args=(sender, job), daemon=True)
+                    process.start()
+                    sender.close()
+                    active[receiver] = (job, attempt, process)
+                for receiver in wait(list(active)):
+                    job, attempt, process = active.pop(receiver)
+                    try:
+                        outcome = receiver.recv()
+                    except EOFError:
+                        outcome = None
+                    receiver.close()
+                    process.join()
+                    if isinstance(outcome, RunBundle):
+                        on_result(job, outcome, outcome.status, outcome.reason)
+                    elif outcome is not None:
+                        on_result(job, None, "failed", outcome)
+                    elif attempt < self.retries:
+                        waiting.append((job, attempt + 1))
+                    else:
+                        on_result(job, None, "lost", f"worker died (exit code "
+                                                     f"{process.exitcode}) {attempt + 1} times")
+        finally:
+            for _, _, process in active.values():
+                process.kill()
+                process.join()
+
+
+def _child(sender: Connection, job: Job) -> None:
+    """Send the point's bundle, or the reason it could not start, to the driver."""
+    try:
+        outcome: RunBundle | str = execute_point(job.study, job.values, job.device)
+    except Exception as error:
+        outcome = f"{type(error).__name__}: {error}"
+    sender.send(outcome)
+    sender.close()
+
+
+class RayEngine:
+    """Each point a Ray task with ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs.
+
+    With ``address`` it joins that cluster (``"auto"``, ``"ray://host:10001"``, ...); without,
+    it starts a local Ray instance with ``workers`` CPUs and stops it afterwards. Ray retries a
+    task whose worker died ``retries`` times; after that the point is reported lost.
+    """
+
+    def __init__(self, address: str | None = None, workers: int | None = None,
+                 cpus_per_run: float = 1.0, gpus_per_run: float = 0.0, retries: int = 2):
+        self.address, self.workers = address, workers
+        self.cpus_per_run, self.gpus_per_run, self.retries = cpus_per_run, gpus_per_run, retries
+
+    def run(self, jobs: list[Job], on_result: OnResult) -> None:
+        """Run every job on Ray; returns when all have reported. Ctrl-C cancels the rest."""
+        try:
+            import ray
+        except ImportError:
+            raise WidenetError("the ray engine needs Ray: pip install 'widenet[ray]'") from None
+        started = not ray.is_initialized()
+        if started:
+            env = {k: v for k, v in os.environ.items() if k in ("WIDENET_STUDIES", "PYTHONPATH")}
+            options: dict[str, Any] = {"runtime_env": {"env_vars": env},
+                                       "include_dashboard": False, "log_to_driver": False}
+            if self.address is None:
+                options["num_cpus"] = self.workers or os.cpu_count()
+            ray.init(address=self.address, **options)
+        remote = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
+                            max_retries=self.retries)(execute_point)
+        pending = {remote.remote(job.study, job.values, job.device): job for job in jobs}
+        try:
+            while pending:
+                (ready,), _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(ready)
+                try:
+                    bundle = ray.get(ready)
+                except ray.exceptions.RayTaskError as error:
+                    on_result(job, None, "failed", str(error.cause))
+                except ray.exceptions.RayError as error:
+                    on_result(job, None, "lost", f"worker lost after {self.retries} retries: "
+                                                 f"{type(error).__name__}")
+                else:
+                    on_result(job, bundle, bundle.status, bundle.reason)
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            if started:
+                ray.shutdown()

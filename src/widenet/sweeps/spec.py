@@ -1,0 +1,123 @@
+"""What a sweep covers: a grid, random samples and seeds, expanded into labelled points.
+
+A point is a dict of config overrides on top of the sweep's base values. The grid is the
+Cartesian product of its keys' values (in the order given); each random sample draws every
+random key uniformly from ``[low, high]`` (integers when both bounds are integers), with the
+sweep's own seed; ``seeds`` repeats every point with ``seed = 0 .. seeds - 1``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from widenet.errors import WidenetError
+from widenet.studies.config import parse_value
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The swept keys: ``grid`` key -> values, ``random`` key -> (low, high), ``samples``
+    random draws (seeded by ``sampling_seed``), ``seeds`` repeats (0: leave the seed alone)."""
+
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    random: dict[str, tuple[float, float]] = field(default_factory=dict)
+    samples: int = 0
+    seeds: int = 0
+    sampling_seed: int = 0
+
+    def __post_init__(self) -> None:
+        overlap = set(self.grid) & set(self.random)
+        if overlap:
+            raise WidenetError(f"key {sorted(overlap)[0]!r} is both in --grid and --random; "
+                               "sweep it one way")
+        if self.seeds and ("seed" in self.grid or "seed" in self.random):
+            raise WidenetError("--seeds sets the key 'seed'; do not also sweep it with --grid "
+                               "or --random")
+        for key, values in self.grid.items():
+            if not values:
+                raise WidenetError(f"--grid {key}= has no values")
+        if self.random and self.samples < 1:
+            raise WidenetError("--random needs --samples N (N >= 1)")
+        if self.samples and not self.random:
+            raise WidenetError("--samples needs at least one --random key=low:high")
+        if self.seeds < 0 or self.samples < 0:
+            raise WidenetError("--seeds and --samples must be >= 0")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The spec as plain JSON-ready data (stored with the sweep)."""
+        return {"grid": self.grid, "random": {k: list(v) for k, v in self.random.items()},
+                "samples": self.samples, "seeds": self.seeds,
+                "sampling_seed": self.sampling_seed}
+
+    @property
+    def keys(self) -> list[str]:
+        """The swept keys, in the order of the points' labels."""
+        return [*self.grid, *self.random, *(["seed"] if self.seeds else [])]
+
+    def points(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every point as (label, overrides), grid-major, then samples, then seeds.
+
+        Labels read ``width=64,sample=2,seed=1`` (``base`` for a sweep of one point); the
+        random keys' values stay in the overrides, the label names the sample.
+        """
+        grid = [dict(zip(self.grid, values, strict=True))
+                for values in itertools.product(*self.grid.values())]
+        rng = random.Random(self.sampling_seed)
+        draws = [({"sample": i}, {key: _draw(rng, low, high)
+                                  for key, (low, high) in self.random.items()})
+                 for i in range(self.samples)] or [({}, {})]
+        seeds = [{"seed": seed} for seed in range(self.seeds)] or [{}]
+        return [(_label({**g, **named, **s}), {**g, **drawn, **s})
+                for g in grid for named, drawn in draws for s in seeds]
+
+
+def _label(values: dict[str, Any]) -> str:
+    return ",".join(f"{key}={_text(value)}" for key, value in values.items()) or "base"
+
+
+def parse_grid(items: list[str] | tuple[str, ...]) -> dict[str, list[Any]]:
+    """``["width=64,256", "depth=2"]`` -> ``{"width": [64, 256], "depth": [2]}``."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, value = _split(item, "--grid", "key=v1,v2,...")
+        parsed = parse_value(value)
+        grid[key] = parsed if isinstance(parsed, list) else [parsed]
+    return grid
+
+
+def parse_random(items: list[str] | tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """``["lr=0.01:0.1"]`` -> ``{"lr": (0.01, 0.1)}`` (bounds as numbers, low <= high)."""
+    ranges: dict[str, tuple[float, float]] = {}
+    for item in items:
+        key, value = _split(item, "--random", "key=low:high")
+        low_text, colon, high_text = value.partition(":")
+        low, high = parse_value(low_text.strip()), parse_value(high_text.strip())
+        numeric = all(isinstance(b, int | float) and not isinstance(b, bool) for b in (low, high))
+        if not colon or not numeric or low > high:
+            raise WidenetError(f"--random {item!r}: write key=low:high with numbers low <= high")
+        ranges[key] = (low, high)
+    return ranges
+
+
+def _split(item: str, flag: str, form: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise WidenetError(f"{flag} expects {form}, got {item!r}")
+    return key.strip(), value.strip()
+
+
+def _draw(rng: random.Random, low: float, high: float) -> float | int:
+    if isinstance(low, int) and isinstance(high, int):
+        return rng.randint(low, high)
+    return rng.uniform(low, high)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return "[" + ",".join(_text(v) for v in value) + "]"
+    return str(value)

@@ -1,0 +1,30 @@
+"""One sweep point, run where a worker is: into a scratch store, returned as a bundle."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from typing import Any
+
+from widenet.store import RunStore
+from widenet.store.sweeps import RunBundle, export_run
+from widenet.studies import get_study
+from widenet.studies.config import validate_config
+from widenet.studies.runner import run_study
+
+
+def execute_point(study_name: str, values: dict[str, Any], device: str) -> RunBundle:
+    """Run ``study_name`` with config ``values`` on ``device`` and return the whole run.
+
+    The run goes into a temporary store that is deleted afterwards, so workers never write the
+    real store. A point whose study raises comes back as a ``failed`` run with the reason (and
+    the tasks it finished); only the death of the worker itself leaves no bundle.
+    """
+    study = get_study(study_name)
+    config = validate_config(study.config, values)
+    with tempfile.TemporaryDirectory(prefix="widenet-point-") as scratch:
+        store = RunStore(scratch)
+        with contextlib.suppress(Exception):  # recorded in the scratch store as failed
+            run_study(study, config, store=store, device=device)
+        (run_id,) = store.runs()["id"]
+        return export_run(store, run_id)
