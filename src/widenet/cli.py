@@ -227,6 +227,52 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
     out_console.print(f"report: {outcome.report}")
 
 
+@app.command("kernel")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--kind", type=click.Choice(["ntk", "nngp", "empirical"]), default="ntk",
+              show_default=True, help="The infinite-width NTK or NNGP, or the empirical NTK.")
+@click.option("--data", default="sphere", show_default=True,
+              help="A data set name of widenet.data (its inputs are used).")
+@click.option("--points", type=int, required=True, help="How many points n (the matrix is n x n).")
+@click.option("--dim", type=int, default=None, help="Input dimension d (synthetic sets).")
+@click.option("--activation", default="relu", show_default=True)
+@click.option("--depth", type=int, default=3, show_default=True, help="Hidden layers.")
+@click.option("--width", type=int, default=512, show_default=True,
+              help="Hidden width (matters only for --kind empirical).")
+@click.option("--bias-std", type=float, default=0.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--block", type=int, default=2048, show_default=True, help="Side of a block.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True)
+@click.option("--address", help="Ray cluster address (default: a local Ray instance).")
+@click.option("--workers", type=int, help="Blocks at once (default: the number of cores).")
+def kernel_command(path: Path, kind: str, data: str, points: int, dim: int | None,
+                   activation: str, depth: int, width: int, bias_std: float, seed: int,
+                   block: int, engine: str, address: str | None, workers: int | None) -> None:
+    """Compute an n x n kernel matrix in blocks, in parallel, into PATH (.npy, memory-mapped);
+    run it again to resume after an interruption."""
+    import torch
+
+    from widenet.data import load_dataset
+    from widenet.models import MLP
+    from widenet.sweeps import LocalEngine, RayEngine
+    from widenet.sweeps.kernel import kernel_to_disk
+
+    x = load_dataset(data, n=points, dim=dim, seed=seed).x
+    net = MLP(x.shape[1], [width] * depth, 1, activation, bias_std=bias_std, seed=seed,
+              dtype=torch.float64)
+    runner = (RayEngine(address=address, workers=workers) if engine == "ray"
+              else LocalEngine(workers))
+    with Progress(TextColumn("blocks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=err_console,
+                  transient=True, disable=not err_console.is_terminal) as progress:
+        bar = progress.add_task("blocks", total=None)
+        matrix = kernel_to_disk(net, x, path, kind=kind, block=block, engine=runner,
+                                on_block=lambda done, total: progress.update(
+                                    bar, completed=done, total=total))
+    out_console.print(f"{path}: {kind} kernel, shape {matrix.shape}, float64")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``widenet`` console script; returns the exit status."""
     try:

@@ -30,9 +30,10 @@ from widenet.store.sweeps import (
 from widenet.studies import get_study
 from widenet.studies.config import validate_config
 from widenet.studies.runner import write_run_report
-from widenet.sweeps.engines import Engine, Job
+from widenet.sweeps.engines import Engine, Job, Outcome
 from widenet.sweeps.report import write_sweep_report
 from widenet.sweeps.spec import SweepSpec
+from widenet.sweeps.worker import execute_point
 
 PointCallback = Callable[[int, int, str, str], None]
 """Called as ``on_point(done, total, label, status)`` before the first point and after each."""
@@ -60,7 +61,8 @@ def run_sweep(study: str, spec: SweepSpec, *, store: RunStore, engine: Engine,
     schema = get_study(study).config
     base = dict(base or {})
     points = spec.points()
-    jobs = [Job(label, study, _validated(schema, {**base, **overrides}, label), device)
+    jobs = [Job(label, execute_point, (study, _validated(schema, {**base, **overrides}, label),
+                                       device))
             for label, overrides in points]
     record = {"base": base, "device": device, **spec.as_dict()}
     sweep = find_sweep(store, study=study, spec=record, name=name) if resume else None
@@ -74,13 +76,17 @@ def run_sweep(study: str, spec: SweepSpec, *, store: RunStore, engine: Engine,
     if on_point is not None:
         on_point(progress["done"], len(jobs), "", "")
 
-    def store_point(job: Job, bundle: RunBundle | None, status: str, reason: str) -> None:
-        if bundle is not None:
+    def store_point(job: Job, outcome: Outcome) -> None:
+        if outcome.status == "done":
+            bundle: RunBundle = outcome.result
+            status = bundle.status
             write_run_report(store, import_run(store, bundle, sweep=sweep, point=job.label))
         else:
-            record_lost_point(store, study=study, config=job.values,
-                              seed=int(job.values.get("seed", 0)), sweep=sweep,
-                              point=job.label, status=status, reason=reason)
+            _, values, _ = job.args
+            status = outcome.status
+            record_lost_point(store, study=study, config=values,
+                              seed=int(values.get("seed", 0)), sweep=sweep, point=job.label,
+                              status=status, reason=outcome.reason)
         progress["done"] += 1
         if on_point is not None:
             on_point(progress["done"], len(jobs), job.label, status)

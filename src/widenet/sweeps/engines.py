@@ -1,10 +1,11 @@
 """Where sweep points run: ``local`` (one process per point, up to ``workers`` at once) or
 ``ray`` (one Ray task per point, on a local instance or an existing cluster).
 
-Both call :func:`widenet.sweeps.worker.execute_point` and hand each outcome to the driver,
-which alone writes the store. A point whose worker dies (killed, out of memory, node lost) is
-retried up to ``retries`` times and then reported as lost; a point that raises is not a worker
-death (it comes back as a failed run) and is not retried.
+An engine runs :class:`Job` s (a picklable top-level function and its arguments: a sweep
+point, a kernel block) and hands each outcome to the driver, which alone writes the results.
+A job whose worker dies (killed, out of memory, node lost) is retried up to ``retries`` times
+and then reported ``lost``; a job that raises is reported ``failed`` with the reason and is not
+retried (it would raise again).
 """
 
 from __future__ import annotations
@@ -17,24 +18,28 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
 from widenet.errors import WidenetError
-from widenet.store.sweeps import RunBundle
-from widenet.sweeps.worker import execute_point
 
 
 @dataclass(frozen=True)
 class Job:
-    """One point to run: its label, the study and the config values."""
+    """One unit of work: ``function(*args)`` (picklable), known by ``label``."""
 
     label: str
-    study: str
-    values: dict[str, Any]
-    device: str
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
 
 
-OnResult = Callable[[Job, RunBundle | None, str, str], None]
-"""Called once per job as ``on_result(job, bundle, status, reason)``: with the run's bundle, or
-with None, status ``lost`` (the worker died every time) or ``failed`` (the point could not even
-start its run), and the reason."""
+@dataclass(frozen=True)
+class Outcome:
+    """What came of a job: ``status`` is ``done`` (with ``result``), ``failed`` or ``lost``."""
+
+    status: str
+    result: Any = None
+    reason: str = ""
+
+
+OnResult = Callable[[Job, Outcome], None]
+"""Called once per job, in the driver, as soon as its outcome is known."""
 
 
 class Engine(Protocol):
@@ -58,7 +63,7 @@ class LocalEngine:
     def run(self, jobs: list[Job], on_result: OnResult) -> None:
         """Run every job; returns when all have reported. Ctrl-C stops all workers."""
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["widenet.sweeps.worker"])
+        context.set_forkserver_preload(["widenet"])
         waiting = [(job, 0) for job in jobs]
         active: dict[Connection, tuple[Job, int, Any]] = {}
         try:
@@ -78,15 +83,13 @@ class LocalEngine:
                         outcome = None
                     receiver.close()
                     process.join()
-                    if isinstance(outcome, RunBundle):
-                        on_result(job, outcome, outcome.status, outcome.reason)
-                    elif outcome is not None:
-                        on_result(job, None, "failed", outcome)
+                    if outcome is not None:
+                        on_result(job, outcome)
                     elif attempt < self.retries:
                         waiting.append((job, attempt + 1))
                     else:
-                        on_result(job, None, "lost", f"worker died (exit code "
-                                                     f"{process.exitcode}) {attempt + 1} times")
+                        on_result(job, Outcome("lost", reason=f"worker died (exit code "
+                                               f"{process.exitcode}) {attempt + 1} times"))
         finally:
             for _, _, process in active.values():
                 process.kill()
@@ -94,13 +97,18 @@ class LocalEngine:
 
 
 def _child(sender: Connection, job: Job) -> None:
-    """Send the point's bundle, or the reason it could not start, to the driver."""
+    """Run the job and send its outcome to the driver."""
     try:
-        outcome: RunBundle | str = execute_point(job.study, job.values, job.device)
+        outcome = Outcome("done", result=job.function(*job.args))
     except Exception as error:
-        outcome = f"{type(error).__name__}: {error}"
+        outcome = Outcome("failed", reason=f"{type(error).__name__}: {error}")
     sender.send(outcome)
     sender.close()
+
+
+def _call(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)``: the one remote function every Ray job runs."""
+    return function(*args)
 
 
 class RayEngine:
@@ -131,21 +139,21 @@ class RayEngine:
                 options["num_cpus"] = self.workers or os.cpu_count()
             ray.init(address=self.address, **options)
         remote = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
-                            max_retries=self.retries)(execute_point)
-        pending = {remote.remote(job.study, job.values, job.device): job for job in jobs}
+                            max_retries=self.retries)(_call)
+        pending = {remote.remote(job.function, *job.args): job for job in jobs}
         try:
             while pending:
                 (ready,), _ = ray.wait(list(pending), num_returns=1)
                 job = pending.pop(ready)
                 try:
-                    bundle = ray.get(ready)
+                    outcome = Outcome("done", result=ray.get(ready))
                 except ray.exceptions.RayTaskError as error:
-                    on_result(job, None, "failed", str(error.cause))
+                    cause = error.cause
+                    outcome = Outcome("failed", reason=f"{type(cause).__name__}: {cause}")
                 except ray.exceptions.RayError as error:
-                    on_result(job, None, "lost", f"worker lost after {self.retries} retries: "
-                                                 f"{type(error).__name__}")
-                else:
-                    on_result(job, bundle, bundle.status, bundle.reason)
+                    outcome = Outcome("lost", reason=f"worker lost after {self.retries} "
+                                                     f"retries: {type(error).__name__}")
+                on_result(job, outcome)
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)

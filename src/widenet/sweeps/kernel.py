@@ -1,0 +1,139 @@
+"""Kernel matrices too large for one process: computed block by block into a ``.npy`` file.
+
+``kernel_to_disk(net, x, path)`` fills the n x n matrix K(x_i, x_j) (``ntk`` or ``nngp`` of the
+net's infinite-width limit, or its ``empirical`` NTK, trace over outputs) in square blocks of
+side ``block``, each block a job on an engine (local processes or Ray). The matrix is a
+memory-mapped ``.npy`` file; each worker writes its block (and, by symmetry, the mirrored one)
+straight into it and flushes; the driver then records the block as done in
+``<path>.blocks.npy``. A second call with the same net, inputs and block size resumes: it
+computes only the blocks not yet recorded. Workers must see the same file system as the
+driver (one machine, or a shared volume on a cluster).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from widenet.errors import WidenetError
+from widenet.report import atomic_write
+from widenet.sweeps.engines import Engine, Job, LocalEngine, Outcome
+
+KINDS = ("ntk", "nngp", "empirical")
+
+
+def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: str = "ntk",
+                   block: int = 2048, engine: Engine | None = None,
+                   on_block: Callable[[int, int], None] | None = None) -> np.memmap:
+    """Compute the kernel of ``net`` on the rows of ``x`` into ``path`` (float64 ``.npy``).
+
+    Returns the finished matrix, memory-mapped read-only. Raises if an earlier, unfinished file
+    at ``path`` belongs to another net, other inputs, kind or block size (remove it to start
+    over). ``on_block(done, total)`` reports progress.
+    """
+    if kind not in KINDS:
+        raise WidenetError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if not isinstance(block, int) or block < 1:
+        raise WidenetError(f"block must be a positive integer, got {block!r}")
+    if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[0] == 0:
+        raise WidenetError("x must be a non-empty (n, d) tensor")
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise WidenetError(f"the kernel file must end in .npy, got {path}")
+    n = x.shape[0]
+    x = x.detach().to("cpu", torch.float64)
+    count = -(-n // block)
+    identity = {"kind": kind, "n": n, "block": block, "fingerprint": _fingerprint(net, x)}
+    done = _open(path, identity, count)
+    jobs = [Job(f"{i},{j}", compute_block, (net, x, kind, str(path), block, i, j))
+            for i in range(count) for j in range(i, count) if not done[i, j]]
+    total = count * (count + 1) // 2
+    failures: list[str] = []
+
+    def record(job: Job, outcome: Outcome) -> None:
+        if outcome.status != "done":
+            failures.append(f"block {job.label}: {outcome.reason}")
+            return
+        i, j = outcome.result
+        done[i, j] = True
+        _save_done(path, done)
+        if on_block is not None:
+            on_block(int(np.triu(done).sum()), total)
+
+    (engine or LocalEngine()).run(jobs, record)
+    if failures:
+        raise WidenetError(f"{len(failures)} block(s) failed ({failures[0]}); run again to "
+                           "resume from the finished blocks")
+    return np.load(path, mmap_mode="r")
+
+
+def compute_block(net: nn.Module, x: torch.Tensor, kind: str, path: str, block: int, i: int,
+                  j: int) -> tuple[int, int]:
+    """Compute block (i, j) of the kernel, write it and its mirror into ``path``, flush."""
+    from widenet.kernels.empirical import empirical_ntk
+    from widenet.kernels.infinite import infinite_kernels
+
+    rows, cols = x[i * block:(i + 1) * block], x[j * block:(j + 1) * block]
+    if kind == "empirical":
+        values = empirical_ntk(net, rows, None if i == j else cols)
+    else:
+        kernels = infinite_kernels(net, rows, None if i == j else cols, dtype=torch.float64)
+        values = kernels.ntk if kind == "ntk" else kernels.nngp
+    values = values.detach().to("cpu", torch.float64).numpy()
+    matrix = np.load(path, mmap_mode="r+")
+    matrix[i * block:i * block + values.shape[0], j * block:j * block + values.shape[1]] = values
+    matrix[j * block:j * block + values.shape[1], i * block:i * block + values.shape[0]] = values.T
+    matrix.flush()
+    del matrix
+    return i, j
+
+
+def _open(path: Path, identity: dict[str, object], count: int) -> np.ndarray:
+    """The done-map of blocks: a fresh one (and a fresh matrix file), or the earlier one."""
+    meta, blocks = _sidecar(path, ".json"), _sidecar(path, ".blocks.npy")
+    if path.exists() and meta.exists() and blocks.exists():
+        if json.loads(meta.read_text()) != identity:
+            raise WidenetError(f"{path} holds a kernel of another net, inputs, kind or block "
+                               "size; remove it (and its .json, .blocks.npy) or choose another "
+                               "path")
+        return np.load(blocks)
+    if path.exists():
+        raise WidenetError(f"{path} exists and is not an unfinished widenet kernel; remove it "
+                           "or choose another path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = int(identity["n"])
+    matrix = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(n, n))
+    del matrix
+    done = np.zeros((count, count), dtype=bool)
+    _save_done(path, done)
+    atomic_write(meta, json.dumps(identity).encode())
+    return done
+
+
+def _save_done(path: Path, done: np.ndarray) -> None:
+    temporary = _sidecar(path, ".blocks.tmp.npy")
+    np.save(temporary, done)
+    os.replace(temporary, _sidecar(path, ".blocks.npy"))
+
+
+def _sidecar(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _fingerprint(net: nn.Module, x: torch.Tensor) -> str:
+    """A hash of the net (its repr, activation and stds, parameters) and the inputs, to refuse
+    resuming a file with another net or other inputs."""
+    facts = [repr(net), *(repr(getattr(net, name, None)) for name in
+                          ("activation", "weight_std", "bias_std", "parametrization"))]
+    digest = hashlib.sha256("\n".join(facts).encode())
+    for name, tensor in [*net.state_dict().items(), ("x", x)]:
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
