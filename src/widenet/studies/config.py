@@ -88,13 +88,43 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
 
 
 def parse_value(text: str) -> Any:
-    """One value of ``--set``: a YAML scalar or flow list, or a comma-separated list."""
-    if "," in text and not text.startswith(("[", "{", "'", '"')):
-        return [parse_value(part.strip()) for part in text.split(",")]
+    """One value of ``--set``: a YAML scalar or flow list, or a list of such values separated
+    by commas outside brackets (``64,128`` -> [64, 128]; ``[1,2],[3]`` -> [[1, 2], [3]]).
+    Numbers such as ``1e-3``, which YAML 1.1 leaves as text, are read as numbers."""
+    parts = _top_level_split(text)
+    if len(parts) > 1:
+        return [parse_value(part.strip()) for part in parts]
     try:
-        return yaml.safe_load(text) if text else ""
+        value = yaml.safe_load(text) if text else ""
     except yaml.YAMLError:
         return text
+    return _number(value) if isinstance(value, str) else value
+
+
+def _number(text: str) -> str | float:
+    """``"1e-3"`` -> 0.001: YAML 1.1 reads exponents without a dot as strings."""
+    try:
+        return float(text) if text.strip().lower() not in ("nan", "inf", "-inf") else text
+    except ValueError:
+        return text
+
+
+def _top_level_split(text: str) -> list[str]:
+    """``text`` split at the commas that are not inside brackets or quotes."""
+    parts, depth, quote, start = [], 0, "", 0
+    for index, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    return [*parts, text[start:]]
 
 
 def _merge(values: dict[str, Any], sources: dict[str, str], new: dict[str, Any],
