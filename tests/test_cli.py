@@ -132,3 +132,23 @@ def test_the_quick_kernel_study_end_to_end_in_a_subprocess(tmp_path: Path) -> No
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("widenet: error: unknown study")
     assert "Traceback" not in bad.stderr
+
+
+def test_sweep_and_kernel_commands(toy: None, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "toy", "--quick", "--grid", "fail_at=null,2", "--seeds", "2",
+                 "--workers", "2", "--out", str(tmp_path), "--name", "s"]) == 0
+    out = capsys.readouterr().out
+    assert "sweep s: 2 completed, 2 failed (4 run now)" in out
+    assert (tmp_path / "sweeps" / "s" / "report.html").exists()
+    assert main(["sweep", "toy", "--quick", "--grid", "fail_at=null,2", "--seeds", "2",
+                 "--out", str(tmp_path), "--name", "s", "--resume"]) == 0
+    assert "(2 run now)" in capsys.readouterr().out
+    assert main(["sweep", "toy", "--grid", "values=x", "--out", str(tmp_path)]) == 2
+    assert "sweep point values=x" in _error_line(capsys)
+    assert main(["sweep", "toy", "--address", "auto", "--out", str(tmp_path)]) == 2
+    assert "need --engine ray" in _error_line(capsys)
+    path = tmp_path / "k.npy"
+    assert main(["kernel", str(path), "--points", "9", "--dim", "4", "--depth", "2",
+                 "--block", "5", "--workers", "2"]) == 0
+    assert "shape (9, 9)" in capsys.readouterr().out
