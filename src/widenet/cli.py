@@ -40,6 +40,14 @@ set_option = click.option("--set", "-s", "overrides", multiple=True, metavar="KE
 run_argument = click.argument("run", metavar="RUN")
 
 
+def _progress() -> Progress:
+    """A progress bar with a count, the elapsed time and an ETA, on stderr, shown only on a
+    terminal."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                    console=err_console, transient=True, disable=not err_console.is_terminal)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="widenet")
 def app() -> None:
@@ -98,10 +106,7 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
     found = get_study(study)
     resolved = build_config(found.config, quick=quick, file=config, overrides=overrides)
     store = RunStore(out)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True,
-                  disable=not err_console.is_terminal) as progress:
+    with _progress() as progress:
         bar = progress.add_task(found.name, total=None)
 
         def on_task(done: int, total: int, key: str) -> None:
@@ -203,10 +208,7 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
         if address or gpus_per_run:
             raise WidenetError("--address and --gpus-per-run need --engine ray")
         runner = LocalEngine(workers)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True,
-                  disable=not err_console.is_terminal) as progress:
+    with _progress() as progress:
         bar = progress.add_task(found.name, total=None)
 
         def on_point(done: int, total: int, label: str, status: str) -> None:
@@ -263,9 +265,7 @@ def kernel_command(path: Path, kind: str, data: str, points: int, dim: int | Non
               dtype=torch.float64)
     runner = (RayEngine(address=address, workers=workers) if engine == "ray"
               else LocalEngine(workers))
-    with Progress(TextColumn("blocks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("eta"), TimeRemainingColumn(), console=err_console,
-                  transient=True, disable=not err_console.is_terminal) as progress:
+    with _progress() as progress:
         bar = progress.add_task("blocks", total=None)
         matrix = kernel_to_disk(net, x, path, kind=kind, block=block, engine=runner,
                                 on_block=lambda done, total: progress.update(
