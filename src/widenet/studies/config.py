@@ -44,7 +44,9 @@ def validate_config(schema: type[StudyConfig], values: dict[str, Any],
         return schema(**values)
     except ValidationError as error:
         first = error.errors()[0]
-        key = str(first["loc"][0]) if first["loc"] else "?"
+        if not first["loc"]:  # a model validator: about several keys together
+            raise WidenetError(f"config: {first['msg']}") from None
+        key = str(first["loc"][0])
         origin = f" (from {sources[key]})" if key in sources else ""
         raise WidenetError(f"config key {key!r}{origin}: {first['msg']}, "
                            f"got {first.get('input')!r}") from None

@@ -1,0 +1,108 @@
+"""Statistics of the lazy-training study: per-alpha summaries and slopes against alpha.
+
+Every number is first computed per replicate (seed) and then averaged, so that standard errors
+are the spread over independent data sets and initializations divided by sqrt(seeds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from widenet.studies._lazy_measure import is_kinked
+from widenet.studies.fits import mean_stderr, power_law_fit
+
+KEYS = ["activation", "width", "seed"]
+MEASURES = {"weight_movement": "||w_T - w_0|| / ||w_0||",
+            "kernel_movement": "||K_T - K_0||_F / ||K_0||_F",
+            "linearization_error": "||f_T - f_lin,T|| / ||f_T - f_0||",
+            "pattern_flips": "#{(unit, x_i): sign z changed}"}
+"""The measures whose slope against alpha is fitted, with their formulas."""
+
+
+def checked_measures(activation: str) -> tuple[str, ...]:
+    """The measures whose slope is checked against -1 for ``activation``.
+
+    Smooth activations: the three movement measures (Chizat et al. 2019 need a Lipschitz Dh).
+    Kinked ones (relu, abs; Dh jumps where a pre-activation crosses 0): the weight movement
+    and the number of activation-pattern flips, which follows the pre-activations' O(1/alpha)
+    movement; their NTK movement and linearization error are measured but not checked.
+    """
+    if is_kinked(activation):
+        return ("weight_movement", "pattern_flips")
+    return ("weight_movement", "kernel_movement", "linearization_error")
+
+
+def mean_se(values: pd.Series) -> tuple[float, float]:
+    """mean_stderr of the finite values; (nan, nan) when there are none."""
+    finite = values[np.isfinite(values)]
+    return mean_stderr(finite.to_numpy()) if len(finite) else (math.nan, math.nan)
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (activation, width, alpha): the mean (column) and standard error
+    (column + "_se") over the replicates of every measurement, over the completed runs (the
+    linearized model's losses over all), and the numbers of runs and of diverged runs."""
+    columns = [*MEASURES, "train_loss", "test_loss", "train_loss_linear", "test_loss_linear",
+               "test_gap", "kappa"]
+    rows = []
+    for (activation, width, alpha), group in runs.groupby(["activation", "width", "alpha"]):
+        completed = group[group["status"] == "completed"]
+        row: dict[str, object] = {"activation": activation, "width": width, "alpha": alpha,
+                                  "runs": len(group), "diverged": len(group) - len(completed)}
+        for column in columns:
+            source = group if column.endswith("_linear") else completed
+            row[column], row[f"{column}_se"] = mean_se(source[column])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def poisson_slope(x: Sequence[float], counts: Sequence[float]) -> float:
+    """The maximum-likelihood exponent s of counts_i ~ Poisson(c x_i^s) (Poisson regression
+    with a log link, by Newton's method); zero counts take part, unlike in a log-log fit.
+    NaN when all counts are zero or x has fewer than two distinct values."""
+    log_x, k = np.log(np.asarray(x, dtype=float)), np.asarray(counts, dtype=float)
+    if k.sum() == 0 or np.unique(log_x).size < 2:
+        return math.nan
+    design = np.column_stack([np.ones_like(log_x), log_x])
+    beta = np.linalg.lstsq(design, np.log(k + 0.5), rcond=None)[0]
+    for _ in range(100):
+        rate = np.exp(design @ beta)
+        step = np.linalg.solve(design.T @ (rate[:, None] * design), design.T @ (k - rate))
+        beta = beta + step
+        if np.abs(step).max() < 1e-12:
+            break
+    return float(beta[1])
+
+
+def _slope(part: pd.DataFrame, measure: str) -> float:
+    """One replicate's slope of ``measure`` against alpha: Poisson regression for the flip
+    counts, a log-log least-squares fit (positive values, two distinct alphas) otherwise."""
+    if measure == "pattern_flips":
+        return poisson_slope(part["alpha"], part[measure])
+    positive = part[part[measure] > 0]
+    if positive["alpha"].nunique() < 2:
+        return math.nan
+    return power_law_fit(positive["alpha"], positive[measure]).slope
+
+
+def fit_slopes(runs: pd.DataFrame, alpha_min: float) -> pd.DataFrame:
+    """Per (activation, width, measure): the slope against alpha over the completed runs with
+    alpha >= alpha_min, fitted per replicate (see :func:`_slope`), then mean and standard error
+    over the replicates; ``checked`` marks the slopes that are checked against -1."""
+    fitted = runs[(runs["alpha"] >= alpha_min) & (runs["status"] == "completed")]
+    rows = []
+    for (activation, width), group in fitted.groupby(["activation", "width"]):
+        for measure in MEASURES:
+            per_seed = pd.Series([_slope(part, measure) for _, part in group.groupby("seed")],
+                                 dtype=float)
+            slope, stderr = mean_se(per_seed)
+            rows.append({"activation": activation, "width": width, "measure": measure,
+                         "fit": "poisson" if measure == "pattern_flips" else "log-log",
+                         "slope": slope, "stderr": stderr,
+                         "seeds": int(np.isfinite(per_seed).sum()),
+                         "checked": measure in checked_measures(activation)})
+    return pd.DataFrame(rows)
