@@ -94,9 +94,11 @@ class MeanFieldParametrization(Parametrization):
     """Two-layer nets f(x) = (sigma_w / m) sum_i c_i phi(a_i . x sigma_w / sqrt(d) + sigma_b b_i).
 
     All variables N(0, 1); the readout multiplier is sigma_w / m instead of NTK's
-    sigma_w / sqrt(m), and every learning rate is scaled by m / base_width (abc exponents
-    a = (0, 1), b = 0, c = -1; base_width = 1 gives the literal eta * m). The width-scaling of
-    the learning rate is an SGD rule: with Adam the rates are left unscaled.
+    sigma_w / sqrt(m), and the learning rate of every particle variable (a_i, b_i, c_i) is
+    scaled by m / base_width (abc exponents a = (0, 1), b = 0, c = -1; base_width = 1 gives the
+    literal eta * m). The output bias is not a particle: its gradient is O(1), so its rate stays
+    eta. The width-scaling of the learning rate is an SGD rule: with Adam the rates are left
+    unscaled.
     """
 
     name = "mean-field"
@@ -115,7 +117,7 @@ class MeanFieldParametrization(Parametrization):
         return [DenseScaling(TensorScaling(1.0, weight_std / math.sqrt(d), lr, 1.0),
                              TensorScaling(1.0, bias_std, lr, 1.0)),
                 DenseScaling(TensorScaling(1.0, weight_std / m, lr, 1.0),
-                             TensorScaling(1.0, bias_std, lr, 1.0))]
+                             TensorScaling(1.0, bias_std, 1.0, 1.0))]
 
 
 class MuP(Parametrization):

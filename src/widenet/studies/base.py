@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from widenet.checks import Check
 
@@ -36,7 +36,8 @@ class StudyConfig(BaseModel):
 
     QUICK: ClassVar[dict[str, Any]] = {}
 
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, description="base seed: every task derives its seeds "
+                      "from it and its own parameters")
 
 
 @dataclass(frozen=True)
