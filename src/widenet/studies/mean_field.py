@@ -1,0 +1,229 @@
+"""Study ``mean-field``: two-layer ReLU nets with 1/m versus 1/sqrt(m) output scaling
+(THEORY.md sections 1 and 6; Chizat & Bach 2018, Mei, Montanari & Nguyen 2018).
+
+A neuron is a particle w_i = (a_i, b_i, c_i) of f(x) = (sigma / s_m) sum_i c_i
+relu(sigma (a_i . x + b_i) / sqrt(d + 1)), all stored N(0, 1). With s_m = m and every learning
+rate multiplied by m (GD with step eta * m is gradient flow on the particles with time scaled
+by m), the particles' empirical measure follows a width-independent Wasserstein gradient flow:
+each particle travels O(1) and the trained measure converges as m grows. With s_m = sqrt(m) and
+unscaled rates the same net trains lazily: each particle travels O(1/sqrt(m)). Both regimes
+share the initial function-space kernel, so one base rate eta serves both at every width.
+Measurements: :mod:`widenet.studies._mean_field_measure`; figures:
+:mod:`widenet.studies._mean_field_figures`; docs/studies/mean-field.md explains the checks.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Annotated, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, ValidationInfo, field_validator
+
+from widenet.checks import Check, check_close, check_interval
+from widenet.studies._lazy_analysis import mean_se
+from widenet.studies._mean_field_figures import (
+    iid_transport_law,
+    loss_figure,
+    movement_figure,
+    particle_figure,
+    transport_figure,
+)
+from widenet.studies._mean_field_measure import SCALINGS, compute_task, teacher_angles
+from widenet.studies.base import Analysis, Study, StudyConfig, Tables, Task
+from widenet.studies.fits import power_law_fit
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PREDICTED_MOVEMENT_SLOPE = {"mean-field": 0.0, "ntk": -0.5}
+"""Exponent of the distance travelled per particle against m (module docstring)."""
+MEASURES = {"movement": "(1/m) sum_i ||w_i(T) - w_i(0)||",
+            "transport_initial": "sliced W_2(mu_m(0), mu_max(0))",
+            "transport_trained": "sliced W_2(mu_m(T), mu_max(T))"}
+"""The measures whose slope against the width m is fitted, with their formulas."""
+
+
+class MeanFieldConfig(StudyConfig):
+    """The keys of the ``mean-field`` study (docs/studies/mean-field.md)."""
+
+    widths: list[PositiveInt] = Field(
+        default=[64, 128, 256, 512, 1024, 2048, 4096], min_length=3,
+        description="hidden widths m (sorted, de-duplicated; the widest is the reference of "
+                    "the transport distances)")
+    particle_width: PositiveInt = Field(
+        default=256, description="the width whose particles are drawn (one of `widths`)")
+    seeds: int = Field(default=4, ge=2, description="independent replicates (teacher, data "
+                                                    "and initializations)")
+    dim: int = Field(default=2, ge=2, description="input dimension d (x on ||x||^2 = d)")
+    teacher_width: PositiveInt = Field(default=4, description="neurons of the bias-free "
+                                                              "two-layer ReLU teacher")
+    n: int = Field(default=64, ge=2, description="training points")
+    n_test: PositiveInt = Field(default=256, description="test points")
+    noise: float = Field(default=0.0, ge=0, allow_inf_nan=False,
+                         description="std of the teacher's label noise")
+    lr: float = Field(default=0.5, gt=0, allow_inf_nan=False,
+                      description="base GD rate eta: mean field trains with eta * m, NTK with "
+                                  "eta")
+    steps: PositiveInt = Field(default=1000, description="full-batch GD steps (time eta * steps)")
+    projections: PositiveInt = Field(default=256, description="directions of the sliced "
+                                                              "Wasserstein distance")
+    slope_tolerance: float = Field(default=0.1, gt=0, lt=0.25,
+                                   description="accepted |slope - prediction| of the movement")
+    loss_tolerance: float = Field(default=0.1, gt=0, allow_inf_nan=False,
+                                  description="accepted relative test-loss change between the "
+                                              "two widest mean-field nets")
+
+    QUICK: ClassVar[dict[str, Any]] = {"widths": [64, 256, 1024], "seeds": 3, "steps": 300}
+
+    @field_validator("seed")
+    @classmethod
+    def _non_negative_seed(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be >= 0")
+        return value
+
+    @field_validator("widths")
+    @classmethod
+    def _sorted_widths(cls, widths: list[int]) -> list[int]:
+        widths = sorted(set(widths))
+        if len(widths) < 3:
+            raise ValueError("needs three distinct widths (two below the widest, to fit the "
+                             "slope of the transport distance)")
+        return widths
+
+    @field_validator("particle_width")
+    @classmethod
+    def _drawn_width(cls, width: int, info: ValidationInfo) -> int:
+        widths = info.data.get("widths", [])
+        if width not in widths:
+            raise ValueError(f"{width} is not one of the widths {widths}")
+        return width
+
+
+def plan(config: MeanFieldConfig) -> list[Task]:
+    """One task per (scaling, replicate), each training every width."""
+    return [Task(f"{scaling}/seed={replicate}",
+                 partial(compute_task, config, scaling, replicate))
+            for scaling in SCALINGS for replicate in range(config.seeds)]
+
+
+def analyze(config: MeanFieldConfig, tables: Tables) -> Analysis:
+    """Summaries per width, slopes against m, figures and checks (docs/studies/mean-field.md)."""
+    runs, transport = tables["runs"], tables["transport"]
+    summary = _summarize(runs, ["scaling", "width"],
+                         ["movement", "train_loss", "test_loss", "initial_test_loss",
+                          "zero_test_loss"])
+    transport_summary = _summarize(transport, ["scaling", "width", "stage"], ["distance"])
+    measures = pd.concat([
+        runs[["scaling", "seed", "width", "movement"]].rename(columns={"movement": "value"})
+        .assign(measure="movement"),
+        transport.assign(measure="transport_" + transport["stage"])
+        .rename(columns={"distance": "value"})[["scaling", "seed", "width", "value",
+                                                "measure"]]], ignore_index=True)
+    slopes = _fit_slopes(measures)
+    particles = tables["particles"]
+    first = int(particles["seed"].min())
+    figures = {"movement": movement_figure(summary),
+               "particles": particle_figure(particles[particles["seed"] == first],
+                                            teacher_angles(config, first)),
+               "transport": transport_figure(transport_summary, config.widths[-1]),
+               "test_loss": loss_figure(summary)}
+    checks = [*_slope_checks(config, slopes), _loss_check(config, runs)]
+    return Analysis(tables={"summary": summary, "transport_summary": transport_summary,
+                            "slopes": slopes}, figures=figures, checks=checks)
+
+
+def _summarize(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
+    """One row per group of ``keys``: the number of rows, and the mean (column) and standard
+    error over the seeds (column + "_se") of each of ``columns``, over the finite values."""
+    rows = []
+    for values, group in frame.groupby(keys):
+        row: dict[str, object] = dict(zip(keys, values, strict=True)) | {"runs": len(group)}
+        for column in columns:
+            row[column], row[f"{column}_se"] = mean_se(group[column])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fit_slopes(measures: pd.DataFrame) -> pd.DataFrame:
+    """Per (scaling, measure): the log-log least-squares slope against m over the finite
+    values, fitted per seed (NaN with fewer than two widths), then mean and standard error
+    over the seeds."""
+    rows = []
+    for (scaling, measure), group in measures.groupby(["scaling", "measure"]):
+        per_seed = pd.Series([_slope(part) for _, part in group.groupby("seed")], dtype=float)
+        slope, stderr = mean_se(per_seed)
+        rows.append({"scaling": scaling, "measure": measure, "slope": slope, "stderr": stderr,
+                     "seeds": int(np.isfinite(per_seed).sum()),
+                     "widths": int(group["width"].nunique())})
+    return pd.DataFrame(rows)
+
+
+def _slope(part: pd.DataFrame) -> float:
+    """One seed's log-log slope of ``value`` against ``width`` over positive finite values."""
+    keep = part[np.isfinite(part["value"]) & (part["value"] > 0)]
+    if keep["width"].nunique() < 2:
+        return math.nan
+    return power_law_fit(keep["width"], keep["value"]).slope
+
+
+def _slope_checks(config: MeanFieldConfig, slopes: pd.DataFrame) -> list[Check]:
+    """Movement slopes against their predictions; the mean-field transport slope below 0."""
+    fit = slopes.set_index(["scaling", "measure"])
+    checks = []
+    for scaling, predicted in PREDICTED_MOVEMENT_SLOPE.items():
+        row = fit.loc[(scaling, "movement")]
+        checks.append(check_close(
+            f"movement slope ({scaling})",
+            f"{MEASURES['movement']} ~ m^{predicted:g} under the {scaling} scaling",
+            predicted=predicted, measured=row["slope"], stderr=_known(row["stderr"]),
+            tolerance=config.slope_tolerance,
+            note=f"log-log fit over m = {config.widths[0]}..{config.widths[-1]}, mean of "
+                 f"{row['seeds']} seeds"))
+    row = fit.loc[("mean-field", "transport_trained")]
+    iid = iid_transport_slope(config.widths)
+    checks.append(check_interval(
+        "transport slope (mean-field)",
+        f"the trained particle measures converge in width: {MEASURES['transport_trained']} "
+        f"decreases in m",
+        measured=row["slope"], stderr=_known(row["stderr"]), high=0.0, predicted=iid,
+        note=f"log-log fit over m = {config.widths[0]}..{config.widths[-2]} against "
+             f"m_max = {config.widths[-1]}, mean of {row['seeds']} seeds; predicted: the "
+             f"slope {iid:.3f} of sqrt(1/m + 1/m_max) (i.i.d. particles)"))
+    return checks
+
+
+def _known(stderr: float) -> float:
+    """A standard error for a check: NaN (no finite measurement, e.g. every run diverged)
+    becomes 0; the measurement is then NaN too and the verdict is inconclusive."""
+    return stderr if math.isfinite(stderr) else 0.0
+
+
+def iid_transport_slope(widths: list[int]) -> float:
+    """The log-log least-squares slope of sqrt(1/m + 1/m_max) over the widths m below the
+    widest m_max: the slope that sliced W_2 distances between i.i.d. samples of sizes m and
+    m_max would show (-1/2 when m_max is much wider than all m)."""
+    below = np.asarray(widths[:-1], dtype=float)
+    return power_law_fit(below, iid_transport_law(below, widths[-1])).slope
+
+
+def _loss_check(config: MeanFieldConfig, runs: pd.DataFrame) -> Check:
+    """The mean-field test loss at the widest width against the second widest, paired per
+    seed: (L(m_max) - L(m_2)) / L(m_2) within loss_tolerance of 0."""
+    widest, second = config.widths[-1], config.widths[-2]
+    mean_field = runs[runs["scaling"] == "mean-field"].pivot(index="seed", columns="width",
+                                                             values="test_loss")
+    gap, stderr = mean_se((mean_field[widest] - mean_field[second]) / mean_field[second])
+    return check_close(
+        f"test loss converged in width (mean-field, m={second} vs {widest})",
+        "the mean-field test loss has a width-independent limit: "
+        "(L_test(m_max) - L_test(m_2)) / L_test(m_2) -> 0",
+        predicted=0.0, measured=gap, stderr=_known(stderr), tolerance=config.loss_tolerance,
+        note="relative change paired per seed; mean and standard error over the seeds")
+
+
+STUDY = Study(name="mean-field",
+              summary="two-layer ReLU nets: 1/m (mean field) vs 1/sqrt(m) (NTK) scaling, "
+                      "particle movement and width convergence",
+              config=MeanFieldConfig, plan=plan, analyze=analyze)

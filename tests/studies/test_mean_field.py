@@ -1,0 +1,244 @@
+"""The mean-field study: end to end on tiny sizes, its measurements against independent
+computations (brute-force optimal transport, the particle formula, exact symmetries of the
+mean-field scaling), and its config errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import FULL
+from tests.studies.conftest import run_in_memory
+from widenet import train
+from widenet.checks import VERDICTS
+from widenet.errors import WidenetError
+from widenet.studies import StudyContext, get_study
+from widenet.studies._mean_field_measure import (
+    compute_task,
+    neuron_movement,
+    particle_table,
+    particles,
+    random_projections,
+    sliced_wasserstein,
+    teacher_angles,
+    two_layer_net,
+    with_bias_coordinate,
+)
+from widenet.studies.config import validate_config
+from widenet.studies.mean_field import MeanFieldConfig, iid_transport_slope
+
+STUDY = get_study("mean-field")
+TINY = {"widths": [8, 16, 32], "particle_width": 16, "seeds": 2, "steps": 20, "n": 12,
+        "n_test": 16, "projections": 16}
+
+
+def _inputs(n: int = 10, dim: int = 2, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, dim, generator=generator, dtype=torch.float64)
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    config, analysis = run_in_memory(STUDY, tmp_path, **TINY)
+    assert [task.key for task in STUDY.plan(config)] == [
+        f"{scaling}/seed={s}" for scaling in ("mean-field", "ntk") for s in (0, 1)]
+    summary = analysis.tables["summary"]
+    assert {"scaling", "width", "runs", "movement", "movement_se", "test_loss", "train_loss",
+            "initial_test_loss", "zero_test_loss"} <= set(summary.columns)
+    assert len(summary) == 2 * 3
+    transport = analysis.tables["transport_summary"]
+    assert {"scaling", "width", "stage", "distance", "distance_se"} <= set(transport.columns)
+    assert set(transport["width"]) == {8, 16}
+    slopes = analysis.tables["slopes"]
+    assert set(slopes["measure"]) == {"movement", "transport_initial", "transport_trained"}
+    assert set(analysis.figures) == {"movement", "particles", "transport", "test_loss"}
+    assert [check.name for check in analysis.checks] == [
+        "movement slope (mean-field)", "movement slope (ntk)", "transport slope (mean-field)",
+        "test loss converged in width (mean-field, m=16 vs 32)"]
+    assert all(check.verdict in VERDICTS for check in analysis.checks)
+    assert analysis.diverged == ""
+
+
+def test_tasks_are_deterministic_and_share_the_initial_particles(tmp_path):
+    config = validate_config(MeanFieldConfig, TINY)
+    context = StudyContext(device=torch.device("cpu"), folder=tmp_path)
+    first, second = (compute_task(config, "mean-field", 1, context) for _ in range(2))
+    for name in ("runs", "transport", "particles"):
+        pd.testing.assert_frame_equal(first[name], second[name])
+    lazy = compute_task(config, "ntk", 1, context)
+    initial = [table[table["stage"] == "initial"].drop(columns="scaling").reset_index(drop=True)
+               for table in (first["particles"], lazy["particles"])]
+    pd.testing.assert_frame_equal(*initial)
+    assert not np.allclose(first["runs"]["movement"], lazy["runs"]["movement"])
+
+
+@pytest.mark.parametrize("scaling", ["mean-field", "ntk"])
+def test_particles_give_the_network_function(scaling):
+    """f(x) = (sigma / s_m) sum_i c_i relu(sigma (a_i . x + b_i) / sqrt(d + 1)), sigma^2 = 2,
+    s_m = m or sqrt(m), recomputed in numpy from the particle matrix."""
+    dim, width = 3, 40
+    net = two_layer_net(scaling, dim, width, seed=4)
+    x = _inputs(7, dim)
+    w = particles(net).numpy()
+    a, b, c = w[:, :dim], w[:, dim], w[:, dim + 1]
+    sigma = math.sqrt(2.0)
+    scale = width if scaling == "mean-field" else math.sqrt(width)
+    expected = (sigma / scale) * np.maximum(sigma * (x.numpy() @ a.T + b) / math.sqrt(dim + 1),
+                                            0.0) @ c
+    with torch.no_grad():
+        output = net(with_bias_coordinate(x)).reshape(-1).numpy()
+    np.testing.assert_allclose(output, expected, rtol=1e-12, atol=1e-14)
+
+
+def _duplicated(net, scaling: str, dim: int, width: int):
+    """A net of width 2m whose particles are those of ``net``, each twice."""
+    double = two_layer_net(scaling, dim, 2 * width, seed=0)
+    with torch.no_grad():
+        double.layers[0].weight.copy_(net.layers[0].weight.repeat(2, 1))
+        double.layers[1].weight.copy_(net.layers[1].weight.repeat(1, 2))
+    return double
+
+
+def test_mean_field_dynamics_depend_only_on_the_particle_measure():
+    """Exact symmetry of the 1/m scaling with lr * m: duplicating every particle leaves f and
+    every particle's GD trajectory unchanged; under the 1/sqrt(m) scaling it does not."""
+    dim, width = 2, 12
+    x, y = with_bias_coordinate(_inputs(10, dim)), _inputs(10, 1, seed=1)
+    for scaling, invariant in (("mean-field", True), ("ntk", False)):
+        net = two_layer_net(scaling, dim, width, seed=3)
+        double = _duplicated(net, scaling, dim, width)
+        for model in (net, double):
+            assert train(model, x, y, lr=0.3, steps=25, progress=False).status == "completed"
+        moved = particles(net)
+        same = torch.allclose(particles(double), torch.cat([moved, moved]), rtol=1e-10,
+                              atol=1e-12)
+        assert same == invariant
+
+
+def test_balance_is_conserved_by_the_flow():
+    """ReLU neurons are 2-homogeneous: gradient flow conserves c_i^2 - ||(a_i, b_i)||^2 per
+    particle. GD drifts by O(eta) at a fixed time eta * steps, so halving eta halves it."""
+    dim, width = 2, 32
+    x, y = with_bias_coordinate(_inputs(16, dim)), _inputs(16, 1, seed=2)
+
+    def drift(lr: float, steps: int) -> float:
+        net = two_layer_net("mean-field", dim, width, seed=5)
+        before = particles(net)
+        assert train(net, x, y, lr=lr, steps=steps, progress=False).status == "completed"
+        after = particles(net)
+        balance = [w[:, -1] ** 2 - w[:, :-1].square().sum(dim=1) for w in (before, after)]
+        assert neuron_movement(before, after) > 0.05  # the particles did move
+        return float((balance[1] - balance[0]).abs().max())
+
+    coarse, fine = drift(0.2, 40), drift(0.1, 80)
+    assert coarse / fine == pytest.approx(2.0, rel=0.1)
+
+
+def test_neuron_movement_is_the_mean_row_distance():
+    initial = torch.zeros(3, 4, dtype=torch.float64)
+    final = torch.tensor([[3.0, 4.0, 0, 0], [0, 0, 0, 1.0], [0, 0, 0, 0]], dtype=torch.float64)
+    assert neuron_movement(initial, final) == pytest.approx((5.0 + 1.0 + 0.0) / 3)
+
+
+def _sorted_matching(source: np.ndarray, target: np.ndarray, projections: np.ndarray) -> float:
+    """Brute-force sliced W_2 for |target| = k |source|: in 1-D the optimal plan matches sorted
+    points, and the quantile function of the smaller measure repeats each point k times."""
+    repeat = len(target) // len(source)
+    squares = []
+    for theta in projections.T:
+        u = np.repeat(np.sort(source @ theta), repeat)
+        v = np.sort(target @ theta)
+        squares.append(np.mean((u - v) ** 2))
+    return math.sqrt(np.mean(squares))
+
+
+def test_sliced_wasserstein_against_sorted_matching():
+    rng = np.random.default_rng(0)
+    source, target = rng.standard_normal((20, 4)), rng.standard_normal((60, 4)) + 0.3
+    projections = random_projections(4, 50, seed=1)
+    assert np.allclose(np.linalg.norm(projections, axis=0), 1.0)
+    measured = sliced_wasserstein(torch.from_numpy(source), torch.from_numpy(target),
+                                  projections)
+    assert measured == pytest.approx(_sorted_matching(source, target, projections), rel=1e-10)
+    shift = np.array([1.0, -2.0, 0.5, 0.0])
+    translated = sliced_wasserstein(torch.from_numpy(source), torch.from_numpy(source + shift),
+                                    projections)
+    assert translated == pytest.approx(math.sqrt(np.mean((shift @ projections) ** 2)),
+                                       rel=1e-10)
+    assert sliced_wasserstein(torch.from_numpy(source), torch.from_numpy(source),
+                              projections) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_iid_transport_slope():
+    assert iid_transport_slope([64, 256, 1024, 2**40]) == pytest.approx(-0.5, abs=1e-9)
+    default = iid_transport_slope([64, 128, 256, 512, 1024, 2048, 4096])
+    widths = np.array([64, 128, 256, 512, 1024, 2048.0])
+    law = np.log(np.sqrt(1 / widths + 1 / 4096))
+    assert default == pytest.approx(np.polyfit(np.log(widths), law, 1)[0], abs=1e-12)
+    assert -0.5 < default < -0.4
+
+
+def test_particle_table_and_teacher_angles():
+    w = torch.tensor([[0.0, 2.0, -1.0, 0.5], [-1.0, 0.0, 0.2, -3.0]], dtype=torch.float64)
+    table = particle_table((w, None), {"scaling": "ntk", "seed": 0}, 2)
+    assert list(table["stage"]) == ["initial", "initial"]
+    np.testing.assert_allclose(table["angle"], [90.0, 180.0])
+    np.testing.assert_allclose(table["norm_a"], [2.0, 1.0])
+    np.testing.assert_allclose(table["bias"], [-1.0, 0.2])
+    np.testing.assert_allclose(table["c"], [0.5, -3.0])
+    config = validate_config(MeanFieldConfig, TINY)
+    angles = teacher_angles(config, 0)
+    assert angles.shape == (config.teacher_width,)
+    assert np.all(np.abs(angles) <= 180.0)
+
+
+def test_a_diverging_training_is_a_data_point(tmp_path):
+    config = validate_config(MeanFieldConfig, {**TINY, "lr": 1e4})
+    context = StudyContext(device=torch.device("cpu"), folder=tmp_path)
+    tables = compute_task(config, "mean-field", 0, context)
+    assert set(tables["runs"]["status"]) == {"diverged"}
+    assert tables["runs"]["movement"].isna().all()
+    assert tables["transport"].query("stage == 'trained'")["distance"].isna().all()
+    assert tables["transport"].query("stage == 'initial'")["distance"].notna().all()
+    assert set(tables["particles"]["stage"]) == {"initial"}
+    _, analysis = run_in_memory(STUDY, tmp_path, **{**TINY, "lr": 1e4})
+    assert all(check.verdict == "inconclusive" for check in analysis.checks)
+    assert analysis.diverged == ""
+
+
+@pytest.mark.parametrize(("values", "key"), [
+    ({"width": [64]}, "width"),
+    ({"widths": [0, 64, 128]}, "widths"),
+    ({"widths": [64, 64, 128]}, "widths"),
+    ({"widths": [64, 128], "particle_width": 64}, "widths"),
+    ({"widths": [64, 128, 256], "particle_width": 100}, "particle_width"),
+    ({"seeds": 1}, "seeds"),
+    ({"dim": 1}, "dim"),
+    ({"lr": 0}, "lr"),
+    ({"slope_tolerance": 0.3}, "slope_tolerance"),
+    ({"seed": -1}, "seed"),
+])
+def test_config_errors_name_the_key(values, key):
+    with pytest.raises(WidenetError, match=repr(key)):
+        validate_config(MeanFieldConfig, values)
+
+
+def test_config_presets_are_valid():
+    quick = validate_config(MeanFieldConfig, MeanFieldConfig.QUICK)
+    assert quick.particle_width in quick.widths
+    assert validate_config(MeanFieldConfig, {"widths": [512, 64, 256, 64]}).widths == [64, 256,
+                                                                                        512]
+    assert all(field.description for name, field in MeanFieldConfig.model_fields.items()
+               if name != "seed")
+
+
+@pytest.mark.slow
+def test_quick_preset_checks_pass(tmp_path):
+    if not FULL:
+        pytest.skip("set WIDENET_FULL_TESTS=1 to run the quick preset")
+    _, analysis = run_in_memory(STUDY, tmp_path)
+    failed = [(c.name, c.measured, c.verdict) for c in analysis.checks if c.verdict != "pass"]
+    assert not failed
