@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
+import torch
+
 from widenet.errors import WidenetError
 
 
@@ -64,6 +66,7 @@ class LocalEngine:
         """Run every job; returns when all have reported. Ctrl-C stops all workers."""
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["widenet"])
+        threads = max(1, (os.cpu_count() or 1) // self.workers)  # no oversubscribed cores
         waiting = [(job, 0) for job in jobs]
         active: dict[Connection, tuple[Job, int, Any]] = {}
         try:
@@ -71,7 +74,8 @@ class LocalEngine:
                 while waiting and len(active) < self.workers:
                     job, attempt = waiting.pop(0)
                     receiver, sender = context.Pipe(duplex=False)
-                    process = context.Process(target=_child, args=(sender, job), daemon=True)
+                    process = context.Process(target=_child, args=(sender, job, threads),
+                                              daemon=True)
                     process.start()
                     sender.close()
                     active[receiver] = (job, attempt, process)
@@ -96,8 +100,9 @@ class LocalEngine:
                 process.join()
 
 
-def _child(sender: Connection, job: Job) -> None:
-    """Run the job and send its outcome to the driver."""
+def _child(sender: Connection, job: Job, threads: int) -> None:
+    """Run the job with ``threads`` torch threads and send its outcome to the driver."""
+    torch.set_num_threads(threads)
     try:
         outcome = Outcome("done", result=job.function(*job.args))
     except Exception as error:
