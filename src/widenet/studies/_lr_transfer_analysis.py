@@ -1,0 +1,108 @@
+"""The lr-transfer study's numbers: optimal learning rates, their drift across widths, and the
+coordinate check's slopes (THEORY.md section 1; docs/studies/lr-transfer.md)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from widenet.studies.fits import mean_stderr, power_law_fit
+
+PREDICTED_SLOPE = {("standard", "sgd"): -1.0, ("standard", "adam"): -1.0,
+                   ("mup", "sgd"): 0.0, ("mup", "adam"): 0.0,
+                   ("ntk", "sgd"): 0.0, ("ntk", "adam"): -0.5}
+"""d log2 lr* / d log2 m from the width scaling of one update (docs, "Theory"): SP's readout
+update moves the logits by ~ lr m (SGD and Adam); muP keeps every update O(1); NTK's SGD
+dynamics have a width-independent kernel, its Adam updates move z by ~ lr sqrt(m)."""
+
+
+def refined_optimum(log2_lrs: Sequence[float], losses: Sequence[float]
+                    ) -> tuple[float, float, bool]:
+    """The optimum of a loss-vs-lr curve on a grid of log2 learning rates with step 1.
+
+    Returns ``(log2_opt, log2_argmin, at_edge)``: the grid point k* with the smallest finite
+    loss and, when both neighbours are finite, the vertex of the parabola through
+    (k, ln loss_k) at k* - 1, k*, k* + 1, which lies within half a step of k*:
+    log2_opt = k* + (ln L_- - ln L_+) / (2 (ln L_- - 2 ln L_* + ln L_+)).
+    ``at_edge`` is true when k* is the lowest or highest grid point (the grid does not bracket
+    the optimum). All NaN when no loss is finite (every run diverged).
+    """
+    k = np.asarray(log2_lrs, dtype=float)
+    loss = np.asarray(losses, dtype=float)
+    order = np.argsort(k)
+    k, loss = k[order], loss[order]
+    finite = np.isfinite(loss) & (loss > 0)
+    if not finite.any():
+        return math.nan, math.nan, False
+    best = int(np.nanargmin(np.where(finite, loss, np.nan)))
+    at_edge = best in (0, len(k) - 1)
+    if at_edge or not (finite[best - 1] and finite[best + 1]):
+        return float(k[best]), float(k[best]), at_edge
+    low, mid, high = np.log(loss[best - 1: best + 2])
+    curvature = low - 2 * mid + high
+    offset = 0.5 * (low - high) / curvature if curvature > 0 else 0.0
+    return float(k[best] + offset), float(k[best]), False
+
+
+def optimum_table(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Per (parametrization, optimizer, width m, seed): the refined optimal log2 lr of the
+    final train loss (:func:`refined_optimum`, over non-diverged runs), its grid argmin, whether
+    it sits at the grid's edge, the loss there and the number of diverged learning rates."""
+    rows = []
+    keys = ["parametrization", "optimizer", "m", "seed"]
+    for key, group in sweep.groupby(keys, sort=False):
+        log2_opt, argmin, at_edge = refined_optimum(group["log2_lr"], group["train_loss"])
+        finite = group[np.isfinite(group["train_loss"])]
+        rows.append({**dict(zip(keys, key, strict=True)), "log2_lr_opt": log2_opt,
+                     "log2_lr_argmin": argmin, "at_edge": at_edge,
+                     "train_loss_opt": float(finite["train_loss"].min()) if len(finite)
+                     else math.inf,
+                     "diverged_lrs": int((group["status"] != "completed").sum())})
+    return pd.DataFrame(rows)
+
+
+def drift_table(optima: pd.DataFrame, widths: Sequence[int]) -> pd.DataFrame:
+    """Per (parametrization, optimizer): the OLS slope of log2 lr* against log2 m pooled over
+    seeds (:func:`~widenet.studies.fits.power_law_fit`, stderr from the scatter of the seeds),
+    the drift = slope * log2(m_max / m_min) in grid steps (one step = a factor 2) with its
+    stderr, the predicted drift (:data:`PREDICTED_SLOPE`), the raw spread max - min across
+    widths of the seeds' mean grid argmin (rounded), and the optima at the grid's edge."""
+    span = math.log2(max(widths) / min(widths))
+    rows = []
+    for (name, opt), group in optima.groupby(["parametrization", "optimizer"], sort=False):
+        valid = group[np.isfinite(group["log2_lr_opt"])]
+        if valid["m"].nunique() >= 2:
+            fit = power_law_fit(valid["m"], np.exp2(valid["log2_lr_opt"]))
+            slope, stderr = fit.slope, fit.slope_stderr
+        else:
+            slope = stderr = math.nan
+        per_width = valid.groupby("m")["log2_lr_argmin"].mean().round()
+        rows.append({"parametrization": name, "optimizer": opt, "slope": slope,
+                     "slope_stderr": stderr, "drift": slope * span, "drift_stderr": stderr * span,
+                     "drift_pred": PREDICTED_SLOPE[(name, opt)] * span,
+                     "argmin_spread": float(per_width.max() - per_width.min())
+                     if len(per_width) else math.nan,
+                     "edge_optima": int(group["at_edge"].sum()), "optima": len(group)})
+    return pd.DataFrame(rows)
+
+
+def coordinate_slopes(coords: pd.DataFrame, step: int) -> pd.DataFrame:
+    """Per (parametrization, optimizer, layer): the power-law slope against m of mean |z_l| and
+    of mean |z_l - z_l,0| at ``step``, fitted for each seed separately (widths where that seed's
+    run diverged drop out); mean and standard error over the seeds with >= 2 widths."""
+    at_step = coords[coords["step"] == step]
+    rows = []
+    keys = ["parametrization", "optimizer", "layer"]
+    for key, group in at_step.groupby(keys, sort=False):
+        row = {**dict(zip(keys, key, strict=True))}
+        for column, out in (("mean_abs", "slope"), ("mean_abs_change", "change_slope")):
+            slopes = [power_law_fit(runs["m"], runs[column]).slope
+                      for _, runs in group.groupby("seed") if runs["m"].nunique() >= 2]
+            row[out], row[f"{out}_stderr"] = (mean_stderr(slopes) if slopes
+                                              else (math.nan, math.nan))
+            row["seeds"] = len(slopes)
+        rows.append(row)
+    return pd.DataFrame(rows)

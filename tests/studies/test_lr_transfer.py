@@ -1,0 +1,261 @@
+"""Tests of the lr-transfer study: end to end, its measurements against exact identities, config."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import FULL
+from tests.studies.conftest import run_in_memory
+from widenet import MLP, train
+from widenet.checks import VERDICTS
+from widenet.diagnostics.monitors import RunState
+from widenet.dynamics.losses import cross_entropy
+from widenet.errors import WidenetError
+from widenet.parametrizations import NTK, STANDARD, MuP
+from widenet.report.figures import png_bytes
+from widenet.studies import StudyContext, get_study
+from widenet.studies import _lr_transfer_analysis as lra
+from widenet.studies import lr_transfer as lrt
+from widenet.studies.config import validate_config
+
+TINY = {"widths": [16, 32], "seeds": 2, "steps": 5, "points": 64, "test_points": 32,
+        "batch_size": 16, "sgd_log2_lr": [-3, -1], "adam_log2_lr": [-8, -6], "coord_steps": 2,
+        "coord_seeds": 2, "parametrizations": ["standard", "mup"]}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matrices: one thread is fastest, and far faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, _one_thread):
+    return run_in_memory(get_study("lr-transfer"), tmp_path_factory.mktemp("lr"), **TINY)
+
+
+def test_end_to_end_tables_figures_and_checks(tiny_run):
+    _config, analysis = tiny_run
+    sweep = analysis.tables["sweep"]
+    assert len(sweep) == 2 * 2 * 2 * 2 * 3  # parametrizations x optimizers x m x seeds x lrs
+    for column in ("parametrization", "optimizer", "m", "seed", "log2_lr", "lr", "status",
+                   "steps_done", "train_loss", "test_loss", "test_accuracy"):
+        assert column in sweep.columns, column
+    coords = analysis.tables["coords"]
+    assert set(coords["layer"]) == {1, 2, 3}
+    assert set(coords["step"]) == {0, 1, 2}
+    for column in ("mean_abs", "mean_abs_change", "log2_lr", "status"):
+        assert column in coords.columns, column
+    optima = analysis.tables["optima"]
+    assert len(optima) == 2 * 2 * 2 * 2
+    assert set(analysis.tables["drifts"]["parametrization"]) == {"standard", "mup"}
+    assert len(analysis.tables["coord_slopes"]) == 2 * 2 * 3
+    assert set(analysis.figures) == {"loss_vs_lr", "optimal_lr", "coordinate_check_sgd",
+                                     "coordinate_check_adam"}
+    assert png_bytes(analysis.figures["loss_vs_lr"]).startswith(b"\x89PNG")
+    names = [check.name for check in analysis.checks]
+    assert sorted(names) == sorted([
+        "SP lr drifts (sgd)", "SP lr drifts (adam)", "muP lr transfers (sgd)",
+        "muP lr transfers (adam)", "SP logits grow (sgd)", "SP logits grow (adam)",
+        "muP coordinates flat (sgd)", "muP coordinates flat (adam)"])
+    assert all(check.verdict in VERDICTS for check in analysis.checks)
+    by_name = {check.name: check for check in analysis.checks}
+    assert by_name["SP lr drifts (adam)"].predicted == pytest.approx(1.0)  # log2(32 / 16)
+    assert by_name["muP lr transfers (sgd)"].predicted == 0.0
+    assert analysis.diverged == ""
+
+
+def test_tasks_are_deterministic_with_readable_keys(tmp_path):
+    config = validate_config(lrt.LRTransferConfig, TINY)
+    tasks = lrt.plan(config)
+    keys = [task.key for task in tasks]
+    assert "sweep/mup/adam/m=32/seed=1" in keys
+    assert "coord/standard/sgd/m=16/seed=0" in keys
+    assert len(set(keys)) == len(keys) == 2 * 2 * 2 * 2 * 2
+    context = StudyContext(device=torch.device("cpu"), folder=tmp_path)
+    for key in ("sweep/standard/sgd/m=16/seed=1", "coord/mup/adam/m=32/seed=0"):
+        task = tasks[keys.index(key)]
+        first, second = task.compute(context), task.compute(context)
+        for name in first:
+            pd.testing.assert_frame_equal(first[name], second[name])
+
+
+# --- the measurements ---------------------------------------------------------------------------
+
+def test_mup_at_its_base_width_trains_exactly_like_sp(tmp_path):
+    """Tensor Programs V: at the base width every muP ratio is 1, so the same seed gives the same
+    net and the same updates as SP; every learning rate's losses must agree."""
+    config = validate_config(lrt.LRTransferConfig, {**TINY, "base_width": 16})
+    context = StudyContext(device=torch.device("cpu"), folder=tmp_path)
+    for opt in ("sgd", "adam"):
+        sp = lrt._sweep(config, "standard", opt, 16, 0, context)["sweep"]
+        mup = lrt._sweep(config, "mup", opt, 16, 0, context)["sweep"]
+        np.testing.assert_allclose(mup["train_loss"], sp["train_loss"], rtol=1e-6)
+        wide_mup = lrt._sweep(config, "mup", opt, 32, 0, context)["sweep"]
+        wide_sp = lrt._sweep(config, "standard", opt, 32, 0, context)["sweep"]
+        assert not np.allclose(wide_mup["train_loss"], wide_sp["train_loss"], rtol=1e-6)
+
+
+def test_parametrization_names_resolve_to_the_library_rules():
+    assert lrt.parametrization("standard", 8) is STANDARD
+    assert lrt.parametrization("ntk", 8) is NTK
+    mup = lrt.parametrization("mup", 8)
+    assert isinstance(mup, MuP)
+    assert mup.base_hidden == 8
+
+
+def test_diverging_learning_rates_are_data_points(tmp_path):
+    config = validate_config(lrt.LRTransferConfig, {**TINY, "sgd_log2_lr": [4, 8]})
+    context = StudyContext(device=torch.device("cpu"), folder=tmp_path)
+    sweep = lrt._sweep(config, "standard", "sgd", 32, 0, context)["sweep"]
+    diverged = sweep[sweep["status"] == "diverged"]
+    assert len(diverged) >= 1
+    assert np.isinf(diverged["train_loss"]).all()
+    assert diverged["test_accuracy"].isna().all()
+    assert (diverged["steps_done"] < config.steps).all()
+
+
+def test_refined_optimum_recovers_the_vertex_of_a_parabola():
+    k = np.arange(-6, 1)
+    for vertex in (-3.0, -3.4, -2.6):
+        losses = np.exp(0.7 * (k - vertex) ** 2 - 1.0)
+        log2_opt, argmin, at_edge = lra.refined_optimum(k, losses)
+        assert log2_opt == pytest.approx(vertex, abs=1e-12)
+        assert argmin == round(vertex)
+        assert not at_edge
+    losses = np.exp(0.7 * (k + 1.0) ** 2)
+    losses[-1] = math.inf  # a diverged neighbour: the grid argmin, no refinement
+    assert lra.refined_optimum(k, losses) == (-1.0, -1.0, False)
+    assert lra.refined_optimum(k, np.exp(-k)) == (0.0, 0.0, True)  # edge of the grid
+    assert all(math.isnan(v) for v in lra.refined_optimum(k, np.full(7, math.inf))[:2])
+
+
+def test_drift_of_an_exact_inverse_width_law():
+    """lr* = 2^3 / m exactly: slope -1, drift -log2(m_max / m_min) grid steps, stderr 0."""
+    widths = [64, 128, 256, 1024]
+    rows = [{"parametrization": "standard", "optimizer": "adam", "m": m, "seed": s,
+             "log2_lr_opt": 3 - math.log2(m), "log2_lr_argmin": 3 - math.log2(m),
+             "at_edge": False} for m in widths for s in range(2)]
+    drift = lra.drift_table(pd.DataFrame(rows), widths).iloc[0]
+    assert drift["slope"] == pytest.approx(-1.0, abs=1e-12)
+    assert drift["drift"] == pytest.approx(-4.0, abs=1e-12)
+    assert drift["drift_stderr"] == pytest.approx(0.0, abs=1e-9)
+    assert drift["drift_pred"] == pytest.approx(-4.0)
+    assert drift["argmin_spread"] == 4.0
+
+
+def test_coordinate_slopes_average_the_per_seed_power_laws():
+    rows = [{"parametrization": "mup", "optimizer": "sgd", "layer": 1, "step": 3, "m": m,
+             "seed": s, "mean_abs": (1 + s) * m ** (0.1 * (s + 1)), "mean_abs_change": 2.0}
+            for m in (8, 16, 64) for s in range(3)]
+    slopes = lra.coordinate_slopes(pd.DataFrame(rows), 3).iloc[0]
+    assert slopes["slope"] == pytest.approx(0.2)  # mean of 0.1, 0.2, 0.3
+    assert slopes["slope_stderr"] == pytest.approx(0.1 / math.sqrt(3))
+    assert slopes["change_slope"] == pytest.approx(0.0, abs=1e-12)
+    assert slopes["seeds"] == 3
+
+
+def test_coordinate_checks_pick_the_steepest_layer_and_fail_flat_sp_logits():
+    rows = [{"parametrization": name, "optimizer": "adam", "layer": layer, "slope": slope,
+             "slope_stderr": 0.01}
+            for name, values in (("mup", (0.02, -0.3, 0.05)), ("standard", (0.0, 0.5, 0.05)))
+            for layer, slope in zip((1, 2, 3), values, strict=True)]
+    mup, sp = lrt._coordinate_checks(pd.DataFrame(rows))
+    assert (mup.measured, mup.note, mup.verdict) == (-0.3, "layer 2", "fail")
+    assert (sp.measured, sp.verdict) == (0.05, "fail")  # the logits (layer 3) are checked
+    rows[1]["slope"] = math.nan  # a layer whose runs all diverged
+    assert lrt._coordinate_checks(pd.DataFrame(rows))[0].verdict == "inconclusive"
+
+
+def test_coordinate_monitor_matches_a_hand_written_forward_pass():
+    x = torch.randn(7, 5, generator=torch.Generator().manual_seed(0))
+    net = MLP(5, [6, 6], 3, "relu", parametrization=MuP(base_hidden=3), seed=1)
+    monitor = lrt.CoordinateMonitor(x)
+    state = RunState(model=net, x=x, y=torch.zeros(7, dtype=torch.long), loss_fn=cross_entropy,
+                     lr=0.1, step=0)
+    monitor.start(state)
+    with torch.no_grad():
+        for layer in net.layers:
+            layer.weight.mul_(2.0)
+        h, expected = x, []
+        for index, layer in enumerate(net.layers):
+            z = layer.weight_multiplier * h @ layer.weight.T
+            expected.append(z)
+            h = torch.relu(z) if index < 2 else h
+    row = monitor.measure(state)
+    for index, z in enumerate(expected, start=1):
+        assert row[f"mean_abs/{index}"] == pytest.approx(float(z.abs().mean()), rel=1e-6)
+        # doubling every weight: z_1 doubles, z_2 quadruples, z_3 is 8 x z_3,0
+        assert row[f"mean_abs_change/{index}"] == pytest.approx(
+            (1 - 2.0 ** -index) * float(z.abs().mean()), rel=1e-5)
+
+
+def test_sp_one_adam_step_moves_logits_in_proportion_to_width_and_mup_does_not():
+    """The scaling behind both checks, by brute force: after one Adam step at lr 1e-3, the mean
+    |change| of the logits grows ~ m under SP (every readout coordinate moves by ~ lr, m of them
+    add up coherently) and stays O(1) under muP (its readout lr is lr / r)."""
+    x = torch.randn(32, 8, generator=torch.Generator().manual_seed(2))
+    y = torch.arange(32) % 4
+    changes = {}
+    for name in ("standard", "mup"):
+        for m in (64, 1024):
+            net = MLP(8, [m, m], 4, "relu", parametrization=lrt.parametrization(name, 64), seed=3)
+            monitor = lrt.CoordinateMonitor(x)
+            result = train(net, x, y, lr=1e-3, steps=1, loss="cross_entropy", optimizer="adam",
+                           monitors=[monitor], log_every=1, progress=False)
+            changes[name, m] = float(result.history["mean_abs_change/3"].iloc[-1])
+    assert math.log2(changes["standard", 1024] / changes["standard", 64]) > 3.0  # ~ 4 for 16x
+    assert abs(math.log2(changes["mup", 1024] / changes["mup", 64])) < 1.0
+
+
+# --- config -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"width": [8]}, "unknown config key 'width'"),
+    ({"widths": [64]}, "config key 'widths'"),
+    ({"widths": [64, 64]}, "config key 'widths'"),
+    ({"widths": [0, 8]}, "config key 'widths'"),
+    ({"parametrizations": ["sp"]}, "config key 'parametrizations'"),
+    ({"parametrizations": []}, "config key 'parametrizations'"),
+    ({"optimizers": ["sgd", "sgd"]}, "config key 'optimizers'"),
+    ({"optimizers": ["rmsprop"]}, "config key 'optimizers'"),
+    ({"sgd_log2_lr": [0, 1]}, "config key 'sgd_log2_lr'"),
+    ({"adam_log2_lr": [-3]}, "config key 'adam_log2_lr'"),
+    ({"seeds": 1}, "config key 'seeds'"),
+    ({"loss": "hinge"}, "config key 'loss'"),
+    ({"batch_size": 1024}, "batch_size"),
+    ({"points": 1700}, "points \\+ test_points"),
+    ({"points": 32, "batch_size": 8}, "points must be >= 64"),
+    ({"depth": 0}, "config key 'depth'"),
+])
+def test_bad_config_raises_one_line_naming_the_key(values, message):
+    with pytest.raises(WidenetError, match=message):
+        validate_config(lrt.LRTransferConfig, values)
+
+
+def test_presets_validate_and_defaults():
+    quick = validate_config(lrt.LRTransferConfig, lrt.LRTransferConfig.QUICK)
+    assert quick.widths == [32, 64, 128, 256]
+    assert quick.base() == 32
+    config = validate_config(lrt.LRTransferConfig, {"widths": [512, 64], "base_width": 128})
+    assert config.widths == [64, 512]
+    assert config.base() == 128
+    assert config.log2_grid("adam") == list(range(-13, -2))
+
+
+@pytest.mark.slow
+def test_quick_preset_checks_pass(tmp_path):
+    if not FULL:
+        pytest.skip("set WIDENET_FULL_TESTS=1 to run the quick preset")
+    _, analysis = run_in_memory(get_study("lr-transfer"), tmp_path)
+    failed = [(c.name, c.verdict, c.measured, c.tolerance) for c in analysis.checks
+              if c.verdict != "pass"]
+    assert not failed
