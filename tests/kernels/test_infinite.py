@@ -261,3 +261,14 @@ def test_bad_net_and_block_size() -> None:
         wn.infinite_kernels(torch.nn.Linear(3, 1), x)
     with pytest.raises(wn.WidenetError, match="block_size must be a positive integer"):
         wn.infinite_kernels(wn.MLP(3, [4], 1), x, block_size=-2)
+
+
+def test_the_diagonal_is_exact_in_high_dimension() -> None:
+    """At the EOC with a^2 + b^2 = 1 and ||x||^2 = d, Theta(x, x) = L + 1 exactly; at d = 1000
+    a matmul and a mean round differently, which must not leak through arcsin near rho = 1."""
+    x = sphere_points(20, 1000)
+    depth = 30
+    net = wn.MLP(1000, [1] * depth, 1, wn.activations.ab(0.5**0.5, 0.5**0.5),
+                 dtype=torch.float64)
+    diagonal = wn.infinite_kernels(net, x).ntk.diagonal()
+    assert torch.allclose(diagonal, torch.full_like(diagonal, depth + 1), rtol=1e-13, atol=0)

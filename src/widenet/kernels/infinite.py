@@ -99,7 +99,8 @@ def infinite_kernels(net: MLP, x1: torch.Tensor, x2: torch.Tensor | None = None,
         raise WidenetError(f"dtype must be a floating-point dtype, got {dtype}")
     default_block = math.isqrt(BLOCK_BYTES // torch.empty((), dtype=dtype).element_size())
     block = positive_int(block_size or default_block, "block_size")
-    recursion = _Recursion(net, x1.to(dtype), x2.to(dtype), per_layer=per_layer)
+    recursion = _Recursion(net, x1.to(dtype), x2.to(dtype), per_layer=per_layer,
+                           symmetric=symmetric)
     matrices = _fill_blocks(recursion, recursion.output_count, x1.shape[0], x2.shape[0],
                             block, symmetric)
     return recursion.assemble(matrices)
@@ -108,7 +109,8 @@ def infinite_kernels(net: MLP, x1: torch.Tensor, x2: torch.Tensor | None = None,
 class _Recursion:
     """The section-3 recursion for one net on one pair of inputs, evaluated block by block."""
 
-    def __init__(self, net: MLP, x1: torch.Tensor, x2: torch.Tensor, *, per_layer: bool):
+    def __init__(self, net: MLP, x1: torch.Tensor, x2: torch.Tensor, *, per_layer: bool,
+                 symmetric: bool):
         self.activation = net.activation
         self.depth = net.depth
         self.weight_var = net.weight_std**2
@@ -118,6 +120,7 @@ class _Recursion:
         self.per_layer = per_layer
         self.parameter_names = [name for name, _ in net.named_parameters()]
         self.x1, self.x2 = x1, x2
+        self.symmetric = symmetric
         self._workspace: torch.Tensor | None = None
         self.q1, self.q2 = self.diagonal_variances(x1), self.diagonal_variances(x2)
         self.output_count = ((2 if self.want_ntk else 1)
@@ -143,6 +146,10 @@ class _Recursion:
         sigma, theta, spare, sigma_dot, work = self.buffers(x1.shape[0], x2.shape[0])
         torch.matmul(x1, x2.T, out=sigma).mul_(self.weight_var / x1.shape[1])
         sigma.add_(self.bias_var)
+        # On the diagonal Sigma^1(x, x) = q_1(x) by definition; writing q_1 there makes rho = 1
+        # exactly (a matmul and a mean round differently, by more than rho's snap at large d).
+        if self.symmetric and rows == cols:
+            sigma.diagonal().copy_(self.q1[0, rows])
         theta = theta.copy_(sigma) if self.want_ntk else None
         sigmas, sigma_dots = ([sigma.clone()], []) if self.per_layer else ([], [])
         for layer in range(self.depth):
