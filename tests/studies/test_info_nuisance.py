@@ -1,0 +1,239 @@
+"""Tests of the info-nuisance study: end to end, its measurements against brute force, config."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import FULL
+from tests.studies.conftest import run_in_memory
+from widenet import MLP, LazyModel, empirical_ntk
+from widenet.checks import VERDICTS
+from widenet.diagnostics.kernel_motion import information_space
+from widenet.diagnostics.monitors import RunState
+from widenet.errors import WidenetError
+from widenet.report.figures import png_bytes
+from widenet.studies import StudyContext, get_study
+from widenet.studies import _info_nuisance_measure as measure
+from widenet.studies import info_nuisance as study
+from widenet.studies.config import validate_config
+
+TINY = {"points": 60, "test_points": 60, "width": 32, "steps": 60, "seeds": 2}
+CHECKS = ["information decays faster (clean)", "information decays faster (corrupted)",
+          "labels in I: clean > corrupted (init)", "labels in I: clean > corrupted (end)",
+          "NTK aligns with labels (clean)", "NTK aligns with labels (corrupted)",
+          "corrupted labels cost test error", "corrupted points fitted late",
+          "fitting the nuisance raises test error"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These problems are tiny: one intra-op thread avoids oversubscription on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return run_in_memory(get_study("info-nuisance"), tmp_path_factory.mktemp("info"), **TINY)
+
+
+def test_end_to_end_tables_figures_and_checks(tiny_run):
+    _, analysis = tiny_run
+    runs = analysis.tables["runs"]
+    assert len(runs) == 4
+    assert set(runs["corrupt"]) == {0.0, 0.5}
+    assert set(runs["seed"]) == {0, 1}
+    for column in ("corrupt", "seed", "status", "lr", "steps", "lambda_max", "cutoff",
+                   "label_information_init", "label_information_end", "kernel_movement",
+                   "test_error_final", "t50_clean", "t50_corrupted", "check_step", "decay_gap",
+                   "decay_gap_pred", "test_error_check", "test_error_rise",
+                   "label_information_gain", "fit_delay"):
+        assert column in runs.columns, column
+    assert (runs["status"] == "completed").all()
+    assert set(analysis.tables["summary"]["corrupt"]) == {0.0, 0.5}
+    assert list(analysis.tables["paired"]["seed"]) == [0, 1]
+    assert set(analysis.figures) == {"residual_projections", "label_information", "test_error"}
+    assert png_bytes(analysis.figures["label_information"]).startswith(b"\x89PNG")
+    assert [check.name for check in analysis.checks] == CHECKS
+    assert all(check.verdict in VERDICTS for check in analysis.checks)
+
+
+def test_curves_obey_exact_identities():
+    """h_0 = 0 gives r_0 = -y, so at step 0 the I-part is ||P_I y||/||y||; at every step
+    I^2 + N^2 = ||r||^2/||r_0||^2 = 2 loss, since loss = ||r||^2/(2n) and ||y||^2 = n (one-hot)."""
+    tables = run_tables(TINY)
+    curves, runs = tables["curves"], tables["runs"]
+    start = curves[curves["step"] == 0].merge(runs, on=["corrupt", "seed"])
+    np.testing.assert_allclose(start["residual_information"], start["label_information_init"],
+                               rtol=1e-12)
+    total = curves["residual_information"] ** 2 + curves["residual_nuisance"] ** 2
+    np.testing.assert_allclose(total, 2 * curves["loss"], rtol=1e-5)
+    np.testing.assert_allclose(curves[curves["step"] == 0]["residual_information_pred"],
+                               start["residual_information"], rtol=1e-10)
+
+
+_CACHE: dict[str, dict[str, pd.DataFrame]] = {}
+
+
+def run_tables(values: dict) -> dict[str, pd.DataFrame]:
+    """The merged raw tables of the study at ``values`` (computed once per module)."""
+    key = repr(sorted(values.items()))
+    if key not in _CACHE:
+        config = validate_config(study.InfoNuisanceConfig, values)
+        context = StudyContext(device=torch.device("cpu"), folder=Path("unused"))
+        parts = [task.compute(context) for task in study.plan(config)]
+        _CACHE[key] = {name: pd.concat([p[name] for p in parts], ignore_index=True)
+                       for name in parts[0]}
+    return _CACHE[key]
+
+
+def test_tasks_are_deterministic_and_paired():
+    config = validate_config(study.InfoNuisanceConfig, TINY)
+    tasks = study.plan(config)
+    assert [t.key for t in tasks] == ["corrupt=0/seed=0", "corrupt=0/seed=1",
+                                      "corrupt=0.5/seed=0", "corrupt=0.5/seed=1"]
+    context = StudyContext(device=torch.device("cpu"), folder=Path("unused"))
+    first, second = tasks[2].compute(context), tasks[2].compute(context)
+    for name in ("runs", "curves"):
+        pd.testing.assert_frame_equal(first[name], second[name])
+    runs = run_tables(TINY)["runs"].set_index(["corrupt", "seed"])
+    for seed in (0, 1):  # same inputs and weights: the same K_0, so the same lr and cutoff
+        assert runs.loc[(0.0, seed), "lr"] == runs.loc[(0.5, seed), "lr"]
+        assert runs.loc[(0.0, seed), "cutoff"] == runs.loc[(0.5, seed), "cutoff"]
+    assert runs.loc[(0.0, 0), "lr"] != runs.loc[(0.0, 1), "lr"]
+
+
+# --- the physics ------------------------------------------------------------------------------
+
+def test_centered_model_has_the_inner_networks_ntk():
+    """The NTK is taken on the inner net: h = f - f_0 has the same Jacobian, so the same K."""
+    x = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    net = MLP(4, [6, 6], 3, "relu", seed=1, dtype=torch.float64)
+    torch.testing.assert_close(empirical_ntk(LazyModel(net, 1.0), x), empirical_ntk(net, x),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_predicted_projections_match_iterated_gd():
+    """The closed form against n-step brute-force iteration r <- r - (lr/n) (K/k) r, projected
+    with explicit projectors P_I = V_I V_I^T from numpy's eigh."""
+    rng = np.random.default_rng(3)
+    n, k, r, lr = 12, 3, 4, 0.7
+    a = rng.normal(size=(n, 20))
+    kernel = torch.tensor(a @ a.T)
+    targets = torch.nn.functional.one_hot(torch.tensor(rng.integers(0, k, n)), k).double()
+    space = information_space(kernel, top=r)
+    info, nuisance = measure._predicted_projections(space, kernel, targets, [0, 1, 5, 17], lr)
+    vectors = np.linalg.eigh(kernel.numpy())[1]
+    p_info = vectors[:, -r:] @ vectors[:, -r:].T
+    y = targets.numpy()
+    residual, expected, step = -y.copy(), [], 0
+    for target_step in (0, 1, 5, 17):
+        while step < target_step:
+            residual = residual - lr / n * (kernel.numpy() / k) @ residual
+            step += 1
+        expected.append((np.linalg.norm(p_info @ residual), np.linalg.norm(residual
+                                                                           - p_info @ residual)))
+    expected = np.array(expected) / np.linalg.norm(y)
+    np.testing.assert_allclose(info, expected[:, 0], rtol=1e-10)
+    np.testing.assert_allclose(nuisance, expected[:, 1], rtol=1e-10)
+
+
+def test_fitted_fractions_and_crossing_step_by_hand():
+    outputs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.2, 0.1]])
+    labels = torch.tensor([0, 0, 0, 1])
+    corrupted = torch.tensor([False, False, True, True])
+    assert measure.fitted_fractions(outputs, labels, corrupted) == (0.5, 0.5)
+    assert math.isnan(measure.fitted_fractions(outputs, labels, torch.zeros(4, dtype=bool))[1])
+    steps = np.array([0, 10, 20, 30])
+    assert measure.crossing_step(steps, np.array([0.0, 0.2, 0.6, 1.0])) == pytest.approx(17.5)
+    assert measure.crossing_step(steps, np.array([0.7, 0.8, 0.9, 1.0])) == 0.0
+    assert math.isnan(measure.crossing_step(steps, np.array([0.0, 0.1, 0.2, 0.3])))
+
+
+def test_derived_quantities_and_paired_signs_by_hand():
+    curves = pd.DataFrame({
+        "corrupt": [0.0] * 3 + [0.5] * 3, "seed": [0] * 6, "step": [0, 10, 20] * 2,
+        "residual_information": [0.8, 0.08, 0.01, 0.5, 0.1, 0.05],
+        "residual_nuisance": [0.6, 0.3, 0.2, 0.9, 0.9, 0.45],
+        "residual_information_pred": [0.8, 0.008, 0.0, 0.5, 0.05, 0.0],
+        "residual_nuisance_pred": [0.6, 0.6, 0.0, 0.9, 0.9, 0.0],
+        "test_error": [0.9, 0.2, 0.1, 0.9, 0.3, 0.4]})
+    runs = pd.DataFrame({"corrupt": [0.0, 0.5], "seed": [0, 0], "status": ["completed"] * 2,
+                         "label_information_init": [0.8, 0.5],
+                         "label_information_end": [0.9, 0.45], "test_error_final": [0.1, 0.4],
+                         "t50_clean": [5.0, 5.0], "t50_corrupted": [math.nan, 50.0]})
+    config = validate_config(study.InfoNuisanceConfig, {"steps": 100})
+    assert study.check_step(curves, config) == 10
+    derived = study.with_derived(runs, curves, 10)
+    np.testing.assert_allclose(derived["decay_gap"], [np.log10(0.5 / 0.1), np.log10(1 / 0.2)])
+    np.testing.assert_allclose(derived["decay_gap_pred"], [2.0, 1.0])
+    np.testing.assert_allclose(derived["test_error_rise"], [-0.1, 0.1])
+    np.testing.assert_allclose(derived["label_information_gain"], [0.1, -0.05])
+    assert derived["fit_delay"].iloc[1] == pytest.approx(1.0)
+    paired = study.paired_table(derived, 0.5).iloc[0]
+    assert paired["label_information_init_gap"] == pytest.approx(0.3)
+    assert paired["test_error_gap"] == pytest.approx(0.3)
+
+
+def test_a_diverging_run_is_recorded_not_raised(tmp_path):
+    """Far past lr_factor = 2 (beyond the catapult range) the runs diverge: they are recorded
+    with their status, and the analysis still concludes."""
+    values = {**TINY, "lr_factor": 20.0}
+    _, analysis = run_in_memory(get_study("info-nuisance"), tmp_path, quick=False, **values)
+    runs = analysis.tables["runs"]
+    assert (runs["status"] == "diverged").all()
+    assert runs["label_information_end"].isna().all()
+    assert len(analysis.checks) == len(CHECKS)
+    assert not analysis.diverged
+    assert all(check.verdict in VERDICTS for check in analysis.checks)
+
+
+def test_the_monitor_reports_nan_for_non_finite_outputs():
+    monitor = measure._Progress(None, torch.tensor([0]), torch.tensor([False]), None, None)
+    state = RunState(model=torch.nn.Linear(1, 2), x=torch.tensor([[math.inf]]),
+                     y=torch.zeros(1, 2), loss_fn=None, lr=0.1, step=3)
+    assert all(math.isnan(v) for v in monitor.measure(state).values())
+
+
+# --- config -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"widths": [8]}, "unknown config key 'widths'"),
+    ({"width": 0}, "config key 'width'"),
+    ({"corrupt": 0.0}, "config key 'corrupt'"),
+    ({"corrupt": 1.5}, "config key 'corrupt'"),
+    ({"seeds": 1}, "config key 'seeds'"),
+    ({"lr_factor": 101.0}, "config key 'lr_factor'"),
+    ({"activation": "swish"}, "config key 'activation'"),
+    ({"information_dim": 0}, "config key 'information_dim'"),
+    ({"check_fraction": 1.0}, "config key 'check_fraction'"),
+    ({"points": 1500, "test_points": 500}, "exceeds the 1797 digits"),
+    ({"points": 20, "information_dim": 20}, "N would be empty"),
+])
+def test_bad_config_raises_one_line_naming_the_key(values, message):
+    with pytest.raises(WidenetError, match=message):
+        validate_config(study.InfoNuisanceConfig, values)
+
+
+def test_presets_validate():
+    assert validate_config(study.InfoNuisanceConfig, study.InfoNuisanceConfig.QUICK).steps == 800
+    assert validate_config(study.InfoNuisanceConfig, {}).points == 500
+    assert validate_config(study.InfoNuisanceConfig, {"lr_factor": 3.0}).lr_factor == 3.0
+
+
+@pytest.mark.slow
+def test_quick_preset_checks_pass(tmp_path):
+    if not FULL:
+        pytest.skip("set WIDENET_FULL_TESTS=1 to run the quick preset")
+    _, analysis = run_in_memory(get_study("info-nuisance"), tmp_path)
+    failed = [(c.name, c.verdict, c.measured, c.tolerance) for c in analysis.checks
+              if c.verdict != "pass"]
+    assert not failed
