@@ -25,7 +25,8 @@ from rich.table import Table
 from widenet.errors import WidenetError
 from widenet.store import DEFAULT_ROOT, RunStore
 
-out_console = Console()
+# Piped output is not cut to 80 columns: run ids and study names stay whole for grep and logs.
+out_console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 store_option = click.option(

@@ -33,8 +33,8 @@ from widenet.dynamics.train import train
 from widenet.errors import WidenetError
 from widenet.kernels.empirical import empirical_ntk
 from widenet.models import MLP
-from widenet.studies._lazy_measure import derived_seed
 from widenet.studies.base import StudyContext, Tables
+from widenet.studies.seeds import derived_seed
 
 if TYPE_CHECKING:
     from widenet.studies.implicit_bias import ImplicitBiasConfig

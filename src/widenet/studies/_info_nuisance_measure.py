@@ -34,6 +34,7 @@ from widenet.dynamics.train import train
 from widenet.kernels.empirical import empirical_ntk
 from widenet.models import MLP
 from widenet.studies.base import StudyContext, Tables
+from widenet.studies.seeds import derived_seed
 
 if TYPE_CHECKING:
     from widenet.studies.info_nuisance import InfoNuisanceConfig
@@ -48,7 +49,7 @@ def replicate_seed(config: InfoNuisanceConfig, replicate: int) -> int:
     """The seed of replicate ``replicate``: it draws the train/test split, the corrupted labels
     and the network's weights, and is shared by the clean and the corrupted run of that
     replicate (paired comparison). A function of ``config.seed`` and the replicate only."""
-    return int(np.random.SeedSequence([config.seed, replicate]).generate_state(1)[0] % 2**31)
+    return derived_seed(config.seed, replicate) % 2**31
 
 
 def fitted_fractions(outputs: torch.Tensor, labels: torch.Tensor,

@@ -13,7 +13,6 @@ import copy
 import math
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -31,6 +30,7 @@ from widenet.dynamics.train import train
 from widenet.kernels.empirical import empirical_ntk
 from widenet.models import MLP
 from widenet.studies.base import StudyContext, Tables
+from widenet.studies.seeds import derived_seed
 
 if TYPE_CHECKING:
     from widenet.studies.lazy_training import LazyTrainingConfig
@@ -39,13 +39,6 @@ HESSIAN_ITERATIONS = 30
 """Iterations of the higher-order power method behind :func:`hessian_norm`."""
 
 _DATA, _STUDENT, _POWER = 1, 2, 3  # stream tags of derived_seed
-
-
-def derived_seed(*parts: int) -> int:
-    """A seed in [0, 2^32) determined by the integers ``parts`` (numpy's SeedSequence hash),
-    so that every random draw of a task follows from the config's seed and the task's
-    parameters alone."""
-    return int(np.random.SeedSequence([int(part) for part in parts]).generate_state(1)[0])
 
 
 def is_kinked(activation: str) -> bool:

@@ -26,8 +26,8 @@ from widenet.dynamics.losses import mse
 from widenet.dynamics.train import train
 from widenet.models import MLP
 from widenet.parametrizations import NTK, MeanFieldParametrization, Parametrization
-from widenet.studies._lazy_measure import derived_seed
 from widenet.studies.base import StudyContext, Tables
+from widenet.studies.seeds import derived_seed
 
 if TYPE_CHECKING:
     from widenet.studies.mean_field import MeanFieldConfig

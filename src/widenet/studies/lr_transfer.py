@@ -22,7 +22,6 @@ import math
 from functools import lru_cache, partial
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field, PositiveInt, field_validator, model_validator
@@ -45,6 +44,7 @@ from widenet.studies._lr_transfer_figures import (
     loss_curves_figure,
     optimum_figure,
 )
+from widenet.studies.seeds import derived_seed
 
 ParametrizationName = Literal["standard", "ntk", "mup"]
 OptimizerName = Literal["sgd", "adam"]
@@ -160,7 +160,7 @@ def network_seed(config: LRTransferConfig, m: int, replicate: int) -> int:
     """The seed of network ``replicate`` at width m (initial weights and minibatch order): a
     function of ``config.seed``, m and the replicate only, shared by every parametrization,
     optimizer and learning rate so that their curves are paired."""
-    return int(np.random.SeedSequence([config.seed, m, replicate]).generate_state(1)[0])
+    return derived_seed(config.seed, m, replicate)
 
 
 @lru_cache(maxsize=4)

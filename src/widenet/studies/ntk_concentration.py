@@ -39,6 +39,7 @@ from widenet.studies._ntk_concentration_figures import (
     error_vs_width_figure,
 )
 from widenet.studies.fits import PowerLawFit, mean_stderr, power_law_fit
+from widenet.studies.seeds import derived_seed
 
 Pattern = Literal["constant", "quadratic"]
 
@@ -131,8 +132,7 @@ def hidden_widths(pattern: Pattern, m: int, depth: int) -> list[int]:
 def task_seed(config: ConcentrationConfig, key: str, replicate: int) -> int:
     """The weight seed of network ``replicate`` of task ``key``: a function of ``config.seed``,
     the task's parameters (its key) and the replicate only, never of other tasks."""
-    entropy = [config.seed, zlib.crc32(key.encode()), replicate]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+    return derived_seed(config.seed, zlib.crc32(key.encode()), replicate)
 
 
 def ntk_matrix(net: MLP, x: torch.Tensor) -> torch.Tensor:

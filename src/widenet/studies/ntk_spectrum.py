@@ -44,6 +44,7 @@ from widenet.studies._ntk_spectrum_analysis import (
     summary_table,
 )
 from widenet.studies.fits import mean_stderr, power_law_fit
+from widenet.studies.seeds import derived_seed
 
 DIAGONAL_ROUNDOFF = 8.0
 """|Theta_ii - (L + 1) ||x_i||^2 / d| <= 8 (L + 1)^2 eps: L + 1 summands, each a product of
@@ -136,7 +137,7 @@ def limit_net(delta: float, depth: int, dim: int) -> MLP:
 def input_seed(config: SpectrumConfig, replicate: int) -> int:
     """The seed of input draw ``replicate``: a function of ``config.seed`` and the replicate
     only, so every Delta and depth sees the same inputs and a resumed run the same numbers."""
-    return int(np.random.SeedSequence([config.seed, replicate]).generate_state(1)[0])
+    return derived_seed(config.seed, replicate)
 
 
 def pair_angles(sigma: torch.Tensor) -> torch.Tensor:

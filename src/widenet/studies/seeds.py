@@ -1,0 +1,12 @@
+"""Seeds of a study's random draws, derived from the config's seed and a task's parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def derived_seed(*parts: int) -> int:
+    """A seed in [0, 2^32) determined by the integers ``parts`` through numpy's SeedSequence
+    hash: every draw of a task follows from the config's seed and the task's own parameters,
+    so tasks are independent of each other and a resumed run repeats them exactly."""
+    return int(np.random.SeedSequence([int(part) for part in parts]).generate_state(1)[0])
