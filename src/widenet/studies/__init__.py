@@ -20,6 +20,10 @@ _MODULES = {
     "ntk-spectrum": "widenet.studies.ntk_spectrum",
     "gd-convergence": "widenet.studies.gd_convergence",
     "lazy-training": "widenet.studies.lazy_training",
+    "implicit-bias": "widenet.studies.implicit_bias",
+    "lr-transfer": "widenet.studies.lr_transfer",
+    "mean-field": "widenet.studies.mean_field",
+    "info-nuisance": "widenet.studies.info_nuisance",
 }
 
 
