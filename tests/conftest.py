@@ -10,6 +10,10 @@ from torch.func import functional_call, jacrev
 
 FULL = os.environ.get("WIDENET_FULL_TESTS") == "1"
 
+# The tests' matrices are small: one thread is fastest, and on a busy machine two threads
+# spinning for each other's cores cost up to 100x (measured on this project's 2-core machines).
+torch.set_num_threads(1)
+
 
 def sphere_points(n: int, d: int, seed: int = 0, dtype: torch.dtype = torch.float64
                   ) -> torch.Tensor:
