@@ -65,13 +65,6 @@ class ImplicitBiasConfig(StudyConfig):
     QUICK: ClassVar[dict[str, Any]] = {"depths": [1], "width": 32, "steps": 3000,
                                        "log_every": 5, "seeds": 2}
 
-    @field_validator("seed")
-    @classmethod
-    def _non_negative_seed(cls, value: int) -> int:
-        if value < 0:
-            raise ValueError("must be >= 0")
-        return value
-
     @field_validator("activations")
     @classmethod
     def _homogeneous_activations(cls, names: list[str]) -> list[str]:

@@ -66,13 +66,6 @@ class LazyTrainingConfig(StudyConfig):
     QUICK: ClassVar[dict[str, Any]] = {"widths": [128], "seeds": 3,
                                        "alphas": [0.25, 1, 4, 16, 64, 256, 1024], "alpha_min": 16.0}
 
-    @field_validator("seed")
-    @classmethod
-    def _non_negative_seed(cls, value: int) -> int:
-        if value < 0:
-            raise ValueError("must be >= 0")
-        return value
-
     @field_validator("activations")
     @classmethod
     def _known_activations(cls, names: list[str]) -> list[str]:

@@ -76,13 +76,6 @@ class MeanFieldConfig(StudyConfig):
 
     QUICK: ClassVar[dict[str, Any]] = {"widths": [64, 256, 1024], "seeds": 3, "steps": 300}
 
-    @field_validator("seed")
-    @classmethod
-    def _non_negative_seed(cls, value: int) -> int:
-        if value < 0:
-            raise ValueError("must be >= 0")
-        return value
-
     @field_validator("widths")
     @classmethod
     def _sorted_widths(cls, widths: list[int]) -> list[int]:
