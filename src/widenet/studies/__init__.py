@@ -20,6 +20,7 @@ _MODULES = {
     "ntk-spectrum": "widenet.studies.ntk_spectrum",
     "gd-convergence": "widenet.studies.gd_convergence",
     "lazy-training": "widenet.studies.lazy_training",
+    "edge-of-stability": "widenet.studies.edge_of_stability",
     "implicit-bias": "widenet.studies.implicit_bias",
     "lr-transfer": "widenet.studies.lr_transfer",
     "mean-field": "widenet.studies.mean_field",
