@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from widenet.errors import WidenetError
@@ -133,7 +134,7 @@ def schedule(value: object, name: str, *, integer: bool, device: torch.device
     """
     try:  # Python numbers straight to float64: the default float32 would round 0.3
         tensor = value.detach() if isinstance(value, torch.Tensor) \
-            else torch.as_tensor(value, dtype=F64)
+            else torch.as_tensor(np.array(value, dtype=np.float64))
     except (TypeError, ValueError, RuntimeError) as error:
         raise WidenetError(f"{name} must be a number or a 1-D sequence of numbers, got "
                            f"{value!r}") from error

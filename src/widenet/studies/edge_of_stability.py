@@ -44,6 +44,7 @@ from widenet.errors import WidenetError
 from widenet.models import MLP
 from widenet.studies import Study, StudyConfig, StudyContext, Tables, Task
 from widenet.studies._edge_of_stability_analysis import REACHED, analyze
+from widenet.studies.seeds import derived_seed
 from widenet.widths import constant, polynomial
 
 CLASSES = 10
@@ -121,7 +122,7 @@ class EoSConfig(StudyConfig):
 
 def task_seed(config: EoSConfig, *parts: int) -> int:
     """The network seed of a task: a function of ``config.seed`` and integer task parameters."""
-    return int(np.random.SeedSequence([config.seed, *parts]).generate_state(1)[0])
+    return derived_seed(config.seed, *parts)
 
 
 def digits_data(config: EoSConfig, loss: str, device: torch.device
