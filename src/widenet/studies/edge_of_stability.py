@@ -33,18 +33,17 @@ import pandas as pd
 import torch
 from pydantic import Field, PositiveInt, field_validator
 
-from widenet.activations import get_activation
 from widenet.data import load_dataset
 from widenet.diagnostics.builtin import SharpnessMonitor, SoftRankMonitor, TaylorMonitor
 from widenet.diagnostics.sharpness import sharpness
 from widenet.dynamics.losses import get_loss
 from widenet.dynamics.optim import NormalizedUpdateScaling, dense_layers
 from widenet.dynamics.train import train
-from widenet.errors import WidenetError
 from widenet.models import MLP
 from widenet.studies import Study, StudyConfig, StudyContext, Tables, Task
 from widenet.studies._edge_of_stability_analysis import REACHED, analyze
 from widenet.studies.seeds import derived_seed
+from widenet.studies.validators import known_activation
 from widenet.widths import constant, polynomial
 
 CLASSES = 10
@@ -85,14 +84,7 @@ class EoSConfig(StudyConfig):
                                        "steps": 700, "sharpness_every": 20, "beyond_width": 8,
                                        "beyond_factors": [2.0, 8.0], "beyond_steps": 100}
 
-    @field_validator("activation")
-    @classmethod
-    def _known_activation(cls, name: str) -> str:
-        try:
-            get_activation(name)
-        except WidenetError as error:
-            raise ValueError(str(error)) from None
-        return name
+    _known_activation = field_validator("activation")(known_activation)
 
     @field_validator("lr_factors")
     @classmethod

@@ -30,7 +30,6 @@ import pandas as pd
 import torch
 from pydantic import Field, PositiveInt, field_validator
 
-from widenet.activations import get_activation
 from widenet.checks import Check, check_close, check_interval
 from widenet.data import load_dataset
 from widenet.diagnostics.monitors import Monitor, RunState
@@ -50,6 +49,7 @@ from widenet.studies._gd_convergence_figures import (
 )
 from widenet.studies.fits import mean_stderr, power_law_fit
 from widenet.studies.seeds import derived_seed
+from widenet.studies.validators import distinct_widths, known_activation
 
 LOGGED_STEPS = 100
 """At most about this many evenly spaced steps of every run (and its last) are logged and
@@ -95,30 +95,9 @@ class GDConfig(StudyConfig):
 
     QUICK: ClassVar[dict[str, Any]] = {"widths": [128, 512, 2048]}
 
-    @field_validator("seed")
-    @classmethod
-    def _nonnegative_seed(cls, seed: int) -> int:
-        if seed < 0:
-            raise ValueError("the seed must be >= 0")
-        return seed
+    _known_activation = field_validator("activation")(known_activation)
 
-    @field_validator("activation")
-    @classmethod
-    def _known_activation(cls, name: str) -> str:
-        try:
-            get_activation(name)
-        except WidenetError as error:
-            raise ValueError(str(error)) from None
-        return name
-
-    @field_validator("widths")
-    @classmethod
-    def _distinct_widths(cls, values: list[int]) -> list[int]:
-        if len(set(values)) != len(values):
-            raise ValueError("the list has repeated widths")
-        if len(values) < 2:
-            raise ValueError("a power law in m needs at least 2 distinct widths")
-        return sorted(values)
+    _distinct_widths = field_validator("widths")(distinct_widths)
 
 
 # --- the theory's numbers --------------------------------------------------------------------

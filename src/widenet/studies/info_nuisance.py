@@ -22,9 +22,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
-from widenet.activations import get_activation
 from widenet.checks import Check, check_interval
-from widenet.errors import WidenetError
 from widenet.studies._info_nuisance_figures import (
     label_information_figure,
     residual_figure,
@@ -33,6 +31,7 @@ from widenet.studies._info_nuisance_figures import (
 from widenet.studies._info_nuisance_measure import compute_run
 from widenet.studies.base import Analysis, Study, StudyConfig, Tables, Task
 from widenet.studies.fits import mean_stderr
+from widenet.studies.validators import known_activation
 
 DIGITS = 1797
 """Points in scikit-learn's digits set: train + test must fit in it."""
@@ -69,14 +68,7 @@ class InfoNuisanceConfig(StudyConfig):
     QUICK: ClassVar[dict[str, Any]] = {"points": 200, "test_points": 300, "width": 128,
                                        "steps": 800}
 
-    @field_validator("activation")
-    @classmethod
-    def _known_activation(cls, name: str) -> str:
-        try:
-            get_activation(name)
-        except WidenetError as error:
-            raise ValueError(str(error)) from None
-        return name
+    _known_activation = field_validator("activation")(known_activation)
 
     @model_validator(mode="after")
     def _sizes_fit(self) -> InfoNuisanceConfig:

@@ -45,6 +45,7 @@ from widenet.studies._lr_transfer_figures import (
     optimum_figure,
 )
 from widenet.studies.seeds import derived_seed
+from widenet.studies.validators import distinct_widths
 
 ParametrizationName = Literal["standard", "ntk", "mup"]
 OptimizerName = Literal["sgd", "adam"]
@@ -103,14 +104,7 @@ class LRTransferConfig(StudyConfig):
         "widths": [32, 64, 128, 256], "sgd_log2_lr": [-8, 1], "adam_log2_lr": [-11, -4],
         "steps": 40, "points": 256, "test_points": 128, "coord_steps": 6, "coord_seeds": 3}
 
-    @field_validator("widths")
-    @classmethod
-    def _distinct_widths(cls, values: list[int]) -> list[int]:
-        if len(set(values)) != len(values):
-            raise ValueError("the list has repeated widths")
-        if len(values) < 2:
-            raise ValueError("a drift across widths needs at least 2 distinct widths")
-        return sorted(values)
+    _distinct_widths = field_validator("widths")(distinct_widths)
 
     @field_validator("parametrizations", "optimizers")
     @classmethod
