@@ -52,6 +52,14 @@ class Database:
             with self._connect() as con:
                 self._check_schema(con)
 
+    def has_runs_table(self) -> bool:
+        """Whether the store holds its schema yet: False before the first write, and while
+        another process is creating the database (readers then see an empty store)."""
+        if not self.db_path.exists():
+            return False
+        with self._connect() as con:
+            return self._check_schema(con) != 0
+
     def ensure_store(self) -> None:
         """Create the folder and, in one transaction, the schema of a new database."""
         self._make_folder(self.root)

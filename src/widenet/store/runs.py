@@ -146,7 +146,7 @@ class RunStore(Database):
         """One row per stored run (newest last): id, study, status, seed, device, times, ..."""
         columns = ["id", "study", "status", "seed", "device", "created", "finished",
                    "tasks_done", "reason", "sweep", "point", "config"]
-        if not self.db_path.exists():
+        if not self.has_runs_table():
             return pd.DataFrame(columns=columns)
         query = _RUNS_QUERY + (" WHERE study = ?" if study else "") + " ORDER BY created, id"
         with self._connect() as con:
@@ -158,7 +158,7 @@ class RunStore(Database):
     def resumable_run(self, study: str, config: dict[str, Any]) -> str | None:
         """The newest run of ``study`` with exactly this config that did not complete and whose
         process is no longer alive; None when there is none."""
-        if not self.db_path.exists():
+        if not self.has_runs_table():
             return None
         with self._connect() as con:
             rows = con.execute(_RUNS_QUERY + " WHERE study = ? AND config = ? "
@@ -224,7 +224,7 @@ class RunStore(Database):
     # -- internals -------------------------------------------------------------------------
 
     def _run_row(self, run_id: str) -> sqlite3.Row:
-        if not self.db_path.exists():
+        if not self.has_runs_table():
             raise WidenetError(f"there is no run store at {self.root} (no runs.db); run a study "
                                "first or pass the folder that holds runs.db with --out")
         with self._connect() as con:

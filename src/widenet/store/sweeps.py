@@ -123,7 +123,7 @@ def find_sweep(store: RunStore, *, study: str, spec: dict[str, Any],
                name: str | None = None) -> str | None:
     """The sweep called ``name`` (checked to match study and spec), or else the newest sweep of
     ``study`` with exactly this spec; None when there is none."""
-    if not store.db_path.exists():
+    if not store.has_runs_table():
         return None
     with store._connect() as con:
         if name is not None:
@@ -167,7 +167,7 @@ def sweep_folder(store: RunStore, name: str) -> Path:
 
 def sweep_record(store: RunStore, name: str) -> dict[str, Any]:
     """The sweep's study, spec and creation time."""
-    if not store.db_path.exists():
+    if not store.has_runs_table():
         raise WidenetError(f"there is no run store at {store.root}")
     with store._connect() as con:
         row = con.execute("SELECT study, spec, created FROM sweeps WHERE name = ?",
