@@ -40,6 +40,7 @@ from widenet.studies._ntk_concentration_figures import (
 )
 from widenet.studies.fits import PowerLawFit, mean_stderr, power_law_fit
 from widenet.studies.seeds import derived_seed
+from widenet.studies.validators import distinct_values
 
 Pattern = Literal["constant", "quadratic"]
 
@@ -83,7 +84,7 @@ class ConcentrationConfig(StudyConfig):
     @field_validator("activations")
     @classmethod
     def _known_activations(cls, names: list[str]) -> list[str]:
-        _distinct(names)
+        distinct_values(names)
         for name in names:
             normalized_activation(name)
         return names
@@ -91,22 +92,14 @@ class ConcentrationConfig(StudyConfig):
     @field_validator("patterns", "depths")
     @classmethod
     def _distinct_values(cls, values: list[Any]) -> list[Any]:
-        return _distinct(values)
+        return distinct_values(values)
 
     @field_validator("widths", "base_widths")
     @classmethod
     def _fit_widths(cls, values: list[int]) -> list[int]:
-        if len(_distinct(values)) < 3:
+        if len(distinct_values(values)) < 3:
             raise ValueError("a power-law fit needs at least 3 distinct widths")
         return sorted(values)
-
-
-def _distinct(values: list[Any]) -> list[Any]:
-    if not values:
-        raise ValueError("the list must not be empty")
-    if len(set(values)) != len(values):
-        raise ValueError("the list has repeated values")
-    return values
 
 
 def normalized_activation(name: str) -> activations.AbsLinear:

@@ -45,6 +45,7 @@ from widenet.studies._ntk_spectrum_analysis import (
 )
 from widenet.studies.fits import mean_stderr, power_law_fit
 from widenet.studies.seeds import derived_seed
+from widenet.studies.validators import distinct_values
 
 DIAGONAL_ROUNDOFF = 8.0
 """|Theta_ii - (L + 1) ||x_i||^2 / d| <= 8 (L + 1)^2 eps: L + 1 summands, each a product of
@@ -81,7 +82,7 @@ class SpectrumConfig(StudyConfig):
     @field_validator("deltas")
     @classmethod
     def _valid_deltas(cls, values: list[float]) -> list[float]:
-        for value in _distinct(values):
+        for value in distinct_values(values):
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"each Delta must be in (0, 1] (Delta = 0 is the identity, "
                                  f"whose angles never shrink), got {value}")
@@ -90,7 +91,7 @@ class SpectrumConfig(StudyConfig):
     @field_validator("depths")
     @classmethod
     def _valid_depths(cls, values: list[int]) -> list[int]:
-        values = sorted(_distinct(values))
+        values = sorted(distinct_values(values))
         if values[-1] < 20:
             raise ValueError("the depth asymptotics need max(depths) >= 20")
         if len(deep_depths(values)) < 3:
@@ -106,14 +107,6 @@ class SpectrumConfig(StudyConfig):
             raise ValueError(f"compare_depth={self.compare_depth} must be one of the depths "
                              f"{self.depths}")
         return self
-
-
-def _distinct(values: list[Any]) -> list[Any]:
-    if not values:
-        raise ValueError("the list must not be empty")
-    if len(set(values)) != len(values):
-        raise ValueError("the list has repeated values")
-    return values
 
 
 def deep_depths(depths: list[int]) -> list[int]:

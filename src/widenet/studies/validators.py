@@ -3,6 +3,8 @@ into a one-line config error naming the key)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from widenet.activations import get_activation
 from widenet.errors import WidenetError
 
@@ -24,3 +26,12 @@ def distinct_widths(values: list[int]) -> list[int]:
     if len(values) < 2:
         raise ValueError("a trend in the width needs at least 2 distinct widths")
     return sorted(values)
+
+
+def distinct_values(values: list[Any]) -> list[Any]:
+    """``values`` itself, if it is not empty and holds no value twice."""
+    if not values:
+        raise ValueError("the list must not be empty")
+    if len(set(values)) != len(values):
+        raise ValueError("the list has repeated values")
+    return values
