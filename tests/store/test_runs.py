@@ -109,6 +109,17 @@ def test_resumable_run_is_the_newest_dead_unfinished_run_with_that_config(tmp_pa
     assert store.run(run_id).status == "running"
 
 
+def test_runs_created_in_the_same_second_list_in_the_order_written(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    monkeypatch.setattr("widenet.store.runs.now", lambda: "2026-01-01T00:00:00+00:00")
+    store = RunStore(tmp_path)
+    ids = [_new_run(store) for _ in range(8)]
+    assert store.runs()["id"].tolist() == ids
+    for run_id in ids:
+        store.end_run(run_id, "interrupted", "stopped")
+    assert store.resumable_run("toy", {"lr": 0.1, "widths": [1, 2]}) == ids[-1]
+
+
 def test_a_run_whose_process_died_reads_as_interrupted(tmp_path: Path) -> None:
     code = ("import sys; from widenet.store import RunStore; "
             "print(RunStore(sys.argv[1]).create_run(study='toy', config={}, seed=0, "

@@ -143,12 +143,14 @@ class RunStore(Database):
                          sweep=row["sweep"])
 
     def runs(self, study: str | None = None) -> pd.DataFrame:
-        """One row per stored run (newest last): id, study, status, seed, device, times, ..."""
+        """One row per stored run, newest last (runs created in the same second in the order
+        they were written): id, study, status, seed, device, times, ..."""
         columns = ["id", "study", "status", "seed", "device", "created", "finished",
                    "tasks_done", "reason", "sweep", "point", "config"]
         if not self.has_runs_table():
             return pd.DataFrame(columns=columns)
-        query = _RUNS_QUERY + (" WHERE study = ?" if study else "") + " ORDER BY created, id"
+        query = (_RUNS_QUERY + (" WHERE study = ?" if study else "")
+                 + " ORDER BY created, runs.rowid")
         with self._connect() as con:
             rows = con.execute(query, (study,) if study else ()).fetchall()
         records = [{**{c: row[c] for c in columns if c != "status"},
@@ -163,7 +165,7 @@ class RunStore(Database):
         with self._connect() as con:
             rows = con.execute(_RUNS_QUERY + " WHERE study = ? AND config = ? "
                                "AND status NOT IN ('completed', 'diverged') "
-                               "ORDER BY created DESC, id DESC",
+                               "ORDER BY created DESC, runs.rowid DESC",
                                (study, canonical_json(config))).fetchall()
         for row in rows:
             if _effective_status(row) != "running":
