@@ -150,5 +150,5 @@ def test_sweep_and_kernel_commands(toy: None, tmp_path: Path,
     assert "need --engine ray" in _error_line(capsys)
     path = tmp_path / "k.npy"
     assert main(["kernel", str(path), "--points", "9", "--dim", "4", "--depth", "2",
-                 "--block", "5", "--workers", "2"]) == 0
-    assert "shape (9, 9)" in capsys.readouterr().out
+                 "--block", "5", "--dtype", "float32", "--workers", "2"]) == 0
+    assert "shape (9, 9), float32" in capsys.readouterr().out

@@ -252,13 +252,16 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
 @click.option("--bias-std", type=float, default=0.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--block", type=int, default=2048, show_default=True, help="Side of a block.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float64",
+              show_default=True, help="Storage type of the file (blocks compute in float64).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               show_default=True)
 @click.option("--address", help="Ray cluster address (default: a local Ray instance).")
 @click.option("--workers", type=int, help="Blocks at once (default: the number of cores).")
 def kernel_command(path: Path, kind: str, data: str, points: int, dim: int | None,
                    activation: str, depth: int, width: int, bias_std: float, seed: int,
-                   block: int, engine: str, address: str | None, workers: int | None) -> None:
+                   block: int, dtype: str, engine: str, address: str | None,
+                   workers: int | None) -> None:
     """Compute an n x n kernel matrix in blocks, in parallel, into PATH (.npy, memory-mapped);
     run it again to resume after an interruption."""
     import torch
@@ -275,10 +278,10 @@ def kernel_command(path: Path, kind: str, data: str, points: int, dim: int | Non
               else LocalEngine(workers))
     with _progress() as progress:
         bar = progress.add_task("blocks", total=None)
-        matrix = kernel_to_disk(net, x, path, kind=kind, block=block, engine=runner,
+        matrix = kernel_to_disk(net, x, path, kind=kind, block=block, dtype=dtype, engine=runner,
                                 on_block=lambda done, total: progress.update(
                                     bar, completed=done, total=total))
-    out_console.print(f"{path}: {kind} kernel, shape {matrix.shape}, float64")
+    out_console.print(f"{path}: {kind} kernel, shape {matrix.shape}, {matrix.dtype}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

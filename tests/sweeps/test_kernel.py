@@ -32,6 +32,17 @@ def test_blocks_assemble_the_infinite_kernels(tmp_path: Path) -> None:
     np.testing.assert_allclose(nngp, reference.nngp.numpy(), rtol=1e-13, atol=0)
 
 
+def test_a_float32_file_holds_the_kernel_rounded_once(tmp_path: Path) -> None:
+    x = sphere_points(19, 5)
+    net = _net()
+    matrix = kernel_to_disk(net, x, tmp_path / "k32.npy", block=6, dtype="float32",
+                            engine=LocalEngine(2))
+    assert matrix.dtype == np.float32
+    exact = infinite_kernels(net, x).ntk.numpy()
+    np.testing.assert_allclose(matrix, exact, rtol=2.0**-24 + 1e-13, atol=0)  # one rounding
+    np.testing.assert_array_equal(matrix, matrix.T)
+
+
 def test_the_empirical_kernel_in_blocks(tmp_path: Path) -> None:
     x = sphere_points(12, 5)
     net = _net()
@@ -66,9 +77,13 @@ def test_a_mismatched_resume_and_bad_arguments_are_refused(tmp_path: Path) -> No
         kernel_to_disk(_net("abs"), x, path, block=3, engine=LocalEngine(1))
     with pytest.raises(WidenetError, match="another net, inputs"):
         kernel_to_disk(_net(), x, path, block=2, engine=LocalEngine(1))
+    with pytest.raises(WidenetError, match="block size or dtype"):
+        kernel_to_disk(_net(), x, path, block=3, dtype="float32", engine=LocalEngine(1))
     (tmp_path / "other.npy").write_bytes(b"x")
     with pytest.raises(WidenetError, match="not an unfinished widenet kernel"):
         kernel_to_disk(_net(), x, tmp_path / "other.npy")
+    with pytest.raises(WidenetError, match="dtype must be one of"):
+        kernel_to_disk(_net(), x, tmp_path / "z.npy", dtype="float16")
     with pytest.raises(WidenetError, match="kind must be one of"):
         kernel_to_disk(_net(), x, tmp_path / "z.npy", kind="cntk")
     with pytest.raises(WidenetError, match=r"must end in \.npy"):

@@ -2,12 +2,14 @@
 
 ``kernel_to_disk(net, x, path)`` fills the n x n matrix K(x_i, x_j) (``ntk`` or ``nngp`` of the
 net's infinite-width limit, or its ``empirical`` NTK, trace over outputs) in square blocks of
-side ``block``, each block a job on an engine (local processes or Ray). The matrix is a
-memory-mapped ``.npy`` file; each worker writes its block (and, by symmetry, the mirrored one)
-straight into it and flushes; the driver then records the block as done in
-``<path>.blocks.npy``. A second call with the same net, inputs and block size resumes: it
-computes only the blocks not yet recorded. Workers must see the same file system as the
-driver (one machine, or a shared volume on a cluster).
+side ``block``, each block a job on an engine (local processes or Ray). Blocks are computed in
+float64 and stored as ``dtype`` (float32 halves the file: n = 40,000 takes 6.4 GB). The matrix
+is a memory-mapped ``.npy`` file; each worker writes its block (and, by symmetry, the mirrored
+one) straight into it and flushes; the driver then records the block as done in
+``<path>.blocks.npy``. A second call with the same net, inputs, block size and dtype resumes:
+it computes only the blocks not yet recorded. Workers must see the same file system as the
+driver (one machine, or a shared volume on a cluster). Memory stays bounded by a few blocks
+per worker, whatever n.
 """
 
 from __future__ import annotations
@@ -27,19 +29,22 @@ from widenet.report import atomic_write
 from widenet.sweeps.engines import Engine, Job, LocalEngine, Outcome
 
 KINDS = ("ntk", "nngp", "empirical")
+DTYPES = ("float32", "float64")
 
 
 def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: str = "ntk",
-                   block: int = 2048, engine: Engine | None = None,
+                   block: int = 2048, dtype: str = "float64", engine: Engine | None = None,
                    on_block: Callable[[int, int], None] | None = None) -> np.memmap:
-    """Compute the kernel of ``net`` on the rows of ``x`` into ``path`` (float64 ``.npy``).
+    """Compute the kernel of ``net`` on the rows of ``x`` into ``path`` (a ``dtype`` ``.npy``).
 
     Returns the finished matrix, memory-mapped read-only. Raises if an earlier, unfinished file
-    at ``path`` belongs to another net, other inputs, kind or block size (remove it to start
-    over). ``on_block(done, total)`` reports progress.
+    at ``path`` belongs to another net, other inputs, kind, block size or dtype (remove it to
+    start over). ``on_block(done, total)`` reports progress.
     """
     if kind not in KINDS:
         raise WidenetError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if dtype not in DTYPES:
+        raise WidenetError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if not isinstance(block, int) or block < 1:
         raise WidenetError(f"block must be a positive integer, got {block!r}")
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[0] == 0:
@@ -50,7 +55,8 @@ def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: s
     n = x.shape[0]
     x = x.detach().to("cpu", torch.float64)
     count = -(-n // block)
-    identity = {"kind": kind, "n": n, "block": block, "fingerprint": _fingerprint(net, x)}
+    identity = {"kind": kind, "n": n, "block": block, "dtype": dtype,
+                "fingerprint": _fingerprint(net, x)}
     done = _open(path, identity, count)
     jobs = [Job(f"{i},{j}", compute_block, (net, x, kind, str(path), block, i, j))
             for i in range(count) for j in range(i, count) if not done[i, j]]
@@ -76,7 +82,8 @@ def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: s
 
 def compute_block(net: nn.Module, x: torch.Tensor, kind: str, path: str, block: int, i: int,
                   j: int) -> tuple[int, int]:
-    """Compute block (i, j) of the kernel, write it and its mirror into ``path``, flush."""
+    """Compute block (i, j) of the kernel in float64, write it and its mirror into ``path``
+    (cast to the file's dtype), flush."""
     from widenet.kernels.empirical import empirical_ntk
     from widenet.kernels.infinite import infinite_kernels
 
@@ -100,16 +107,17 @@ def _open(path: Path, identity: dict[str, object], count: int) -> np.ndarray:
     meta, blocks = _sidecar(path, ".json"), _sidecar(path, ".blocks.npy")
     if path.exists() and meta.exists() and blocks.exists():
         if json.loads(meta.read_text()) != identity:
-            raise WidenetError(f"{path} holds a kernel of another net, inputs, kind or block "
-                               "size; remove it (and its .json, .blocks.npy) or choose another "
-                               "path")
+            raise WidenetError(f"{path} holds a kernel of another net, inputs, kind, block "
+                               "size or dtype; remove it (and its .json, .blocks.npy) or "
+                               "choose another path")
         return np.load(blocks)
     if path.exists():
         raise WidenetError(f"{path} exists and is not an unfinished widenet kernel; remove it "
                            "or choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
     n = int(identity["n"])
-    matrix = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(n, n))
+    matrix = np.lib.format.open_memmap(path, mode="w+", dtype=str(identity["dtype"]),
+                                       shape=(n, n))
     del matrix
     done = np.zeros((count, count), dtype=bool)
     _save_done(path, done)
