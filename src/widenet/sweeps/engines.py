@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -43,6 +44,13 @@ class Outcome:
 OnResult = Callable[[Job, Outcome], None]
 """Called once per job, in the driver, as soon as its outcome is known."""
 
+FORWARDED_VARIABLES = ("WIDENET_STUDIES", "PYTHONPATH")
+"""Environment variables a worker takes from the driver as they are when the jobs start."""
+
+
+def _forwarded_environment() -> dict[str, str]:
+    return {name: os.environ[name] for name in FORWARDED_VARIABLES if name in os.environ}
+
 
 class Engine(Protocol):
     """Runs jobs and reports each one's outcome as it arrives."""
@@ -53,7 +61,9 @@ class Engine(Protocol):
 class LocalEngine:
     """Each point in a fresh process (forked from a preloaded server), ``workers`` at once.
 
-    One process per point makes a worker's death attributable to exactly one point.
+    One process per point makes a worker's death attributable to exactly one point. Each
+    worker sees the driver's ``sys.path`` and :data:`FORWARDED_VARIABLES` as they are when
+    ``run`` is called (the fork server itself may have started earlier).
     """
 
     def __init__(self, workers: int | None = None, retries: int = 2):
@@ -67,6 +77,7 @@ class LocalEngine:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["widenet"])
         threads = max(1, (os.cpu_count() or 1) // self.workers)  # no oversubscribed cores
+        setup = (threads, _forwarded_environment(), list(sys.path))
         waiting = [(job, 0) for job in jobs]
         active: dict[Connection, tuple[Job, int, Any]] = {}
         try:
@@ -74,7 +85,7 @@ class LocalEngine:
                 while waiting and len(active) < self.workers:
                     job, attempt = waiting.pop(0)
                     receiver, sender = context.Pipe(duplex=False)
-                    process = context.Process(target=_child, args=(sender, job, threads),
+                    process = context.Process(target=_child, args=(sender, job, *setup),
                                               daemon=True)
                     process.start()
                     sender.close()
@@ -100,9 +111,15 @@ class LocalEngine:
                 process.join()
 
 
-def _child(sender: Connection, job: Job, threads: int) -> None:
-    """Run the job with ``threads`` torch threads and send its outcome to the driver."""
+def _child(sender: Connection, job: Job, threads: int, environment: dict[str, str],
+           path: list[str]) -> None:
+    """Run the job with ``threads`` torch threads, the driver's forwarded ``environment`` and
+    import ``path``, and send its outcome to the driver."""
     torch.set_num_threads(threads)
+    for name in FORWARDED_VARIABLES:
+        os.environ.pop(name, None)
+    os.environ.update(environment)
+    sys.path[:] = path
     try:
         outcome = Outcome("done", result=job.function(*job.args))
     except Exception as error:
@@ -137,8 +154,7 @@ class RayEngine:
             raise WidenetError("the ray engine needs Ray: pip install 'widenet[ray]'") from None
         started = not ray.is_initialized()
         if started:
-            env = {k: v for k, v in os.environ.items() if k in ("WIDENET_STUDIES", "PYTHONPATH")}
-            options: dict[str, Any] = {"runtime_env": {"env_vars": env},
+            options: dict[str, Any] = {"runtime_env": {"env_vars": _forwarded_environment()},
                                        "include_dashboard": False, "log_to_driver": False}
             if self.address is None:
                 options["num_cpus"] = self.workers or os.cpu_count()
