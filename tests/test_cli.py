@@ -144,6 +144,10 @@ def test_sweep_and_kernel_commands(toy: None, tmp_path: Path,
     assert main(["sweep", "toy", "--quick", "--grid", "fail_at=null,2", "--seeds", "2",
                  "--out", str(tmp_path), "--name", "s", "--resume"]) == 0
     assert "(2 run now)" in capsys.readouterr().out
+    assert main(["sweep", "toy", "--grid", "fail_at=1,2", "--seeds", "3", "--dry-run",
+                 "--out", str(tmp_path / "dry")]) == 0
+    assert "6 point(s) of toy, all valid; nothing was run" in capsys.readouterr().out
+    assert not (tmp_path / "dry").exists()
     assert main(["sweep", "toy", "--grid", "values=x", "--out", str(tmp_path)]) == 2
     assert "sweep point values=x" in _error_line(capsys)
     assert main(["sweep", "toy", "--address", "auto", "--out", str(tmp_path)]) == 2

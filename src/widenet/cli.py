@@ -190,10 +190,11 @@ def report_command(run: str, out: Path) -> None:
 @store_option
 @click.option("--resume", is_flag=True, help="Continue the sweep called --name (or the newest "
               "sweep of STUDY with the same arguments): run only its unfinished points.")
+@click.option("--dry-run", is_flag=True, help="Validate and list the points; run nothing.")
 def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], samples: int,
                   seeds: int, config: Path | None, overrides: tuple[str, ...], quick: bool,
                   engine: str, address: str | None, workers: int | None, gpus_per_run: float,
-                  device: str, name: str | None, out: Path, resume: bool) -> None:
+                  device: str, name: str | None, out: Path, resume: bool, dry_run: bool) -> None:
     """Run STUDY at every point of a grid / random samples / seeds; one run per point."""
     from widenet.studies import build_config, get_study
     from widenet.sweeps import (
@@ -202,6 +203,7 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
         SweepSpec,
         parse_grid,
         parse_random,
+        plan_sweep,
         run_sweep,
     )
 
@@ -209,6 +211,12 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
     base = build_config(found.config, quick=quick, file=config, overrides=overrides)
     spec = SweepSpec(grid=parse_grid(grid), random=parse_random(random_), samples=samples,
                      seeds=seeds)
+    if dry_run:
+        points = plan_sweep(found.name, spec, base.model_dump(mode="json"))
+        for label, _ in points:
+            out_console.print(label, markup=False, highlight=False)
+        out_console.print(f"{len(points)} point(s) of {found.name}, all valid; nothing was run")
+        return
     if engine == "ray":
         runner = RayEngine(address=address, workers=workers, gpus_per_run=gpus_per_run)
         device = "cuda" if gpus_per_run > 0 else device

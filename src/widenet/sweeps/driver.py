@@ -50,6 +50,15 @@ class SweepOutcome:
     ran: int
 
 
+def plan_sweep(study: str, spec: SweepSpec,
+               base: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Every point of ``spec`` as (label, full validated config values): the study's defaults
+    < ``base`` < the point's values. Raises, naming the point, if any config is invalid."""
+    schema = get_study(study).config
+    return [(label, _validated(schema, {**(base or {}), **overrides}, label))
+            for label, overrides in spec.points()]
+
+
 def run_sweep(study: str, spec: SweepSpec, *, store: RunStore, engine: Engine,
               base: dict[str, Any] | None = None, device: str = "cpu", name: str | None = None,
               resume: bool = False, on_point: PointCallback | None = None) -> SweepOutcome:
@@ -58,12 +67,9 @@ def run_sweep(study: str, spec: SweepSpec, *, store: RunStore, engine: Engine,
     Every point's config is validated before anything runs. With ``resume``, the sweep called
     ``name`` (or else the newest sweep of this study with the same spec) is continued.
     """
-    schema = get_study(study).config
     base = dict(base or {})
-    points = spec.points()
-    jobs = [Job(label, execute_point, (study, _validated(schema, {**base, **overrides}, label),
-                                       device))
-            for label, overrides in points]
+    jobs = [Job(label, execute_point, (study, values, device))
+            for label, values in plan_sweep(study, spec, base)]
     record = {"base": base, "device": device, **spec.as_dict()}
     sweep = find_sweep(store, study=study, spec=record, name=name) if resume else None
     if sweep is None:
