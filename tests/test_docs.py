@@ -66,3 +66,15 @@ def test_a_documented_command_is_valid(command: list[str], capsys) -> None:
     if check is None:
         pytest.skip("needs a config file of the reader's own")
     assert main(check) == 0, capsys.readouterr().err
+
+
+def test_the_readme_tour_runs(capsys) -> None:
+    readme = (ROOT / "README.md").read_text()
+    tour = readme.split("## A 10-line tour", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert len(tour.strip().splitlines()) <= 12
+    exec(compile(tour, "README.md (tour)", "exec"), {})
+    error, condition, header = capsys.readouterr().out.splitlines()[:3]
+    assert error.startswith("tensor(")
+    assert "nan" not in error
+    assert 1.0 < float(condition) < float("inf")
+    assert header.split() == ["step", "loss", "weight_movement", "ntk_movement"]
