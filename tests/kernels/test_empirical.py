@@ -128,6 +128,40 @@ def test_a_layer_whose_output_a_user_hook_rescales_falls_back_to_an_exact_method
     assert relative_error(empirical_ntk(model, x, outputs="full"), brute_ntk(model, x)) < TOL
 
 
+class NoGradCalls(nn.Module):
+    """A Linear called once with gradient recording on and twice under torch.no_grad (before and
+    after), and a weight used directly under no_grad: only the recorded call has derivatives."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(9)
+        self.inner = nn.Linear(4, 5)
+        self.head = nn.Linear(5, 2)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            before = torch.tanh(self.inner(x))
+        h = torch.tanh(self.inner(x)) * before
+        with torch.no_grad():
+            after = self.inner(h[:, :4])[:, :2] * self.head.weight.norm()
+        return self.head(h) + after
+
+
+@pytest.mark.parametrize("outputs", MODES)
+def test_calls_and_uses_under_no_grad_do_not_stop_the_layerwise_method(outputs):
+    """They add nothing to reverse-mode derivatives: layerwise equals the autograd Jacobian."""
+    model, x1, x2 = NoGradCalls(), points(4, seed=1), points(3, seed=2)
+    expected = brute_blocks(model, x1, x2, outputs)
+    for grad_mode in (torch.enable_grad, torch.no_grad):
+        with grad_mode():
+            result = empirical_ntk(model, x1, x2, outputs=outputs, per_layer=True,
+                                   method="layerwise")
+        assert list(result.blocks) == list(expected)
+        for name, block in result.blocks.items():
+            assert relative_error(block, expected[name]) < TOL, name
+
+
 def test_frozen_parameters_are_left_out():
     model = linear_stack()
     model[0].weight.requires_grad_(False)

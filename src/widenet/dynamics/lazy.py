@@ -17,7 +17,9 @@ class LazyModel(nn.Module):
 
     As alpha grows, training follows the linearized model ever more closely: the deviation of
     the trajectory is O(1/alpha) on a finite horizon. The wrapped ``model`` is trained in place;
-    w_0 is copied into buffers at construction.
+    w_0 is copied into buffers at construction. f(x; w_0) is evaluated under torch.no_grad, so
+    dh/dw = alpha df/dw and the empirical NTK of h is alpha^2 times that of f at the current w
+    (:func:`widenet.empirical_ntk` computes it by the layer-wise method when f allows it).
     """
 
     def __init__(self, model: nn.Module, alpha: float):

@@ -5,6 +5,11 @@ in (a torch-function mode that watches the parameter tensors), refuses models wh
 random or couple the points of a batch, and decides whether the layer-wise method is exact for
 the model: every trainable parameter must belong to exactly one supported module (nn.Linear,
 nn.Conv1d/2d, Dense) that is called exactly once and is the only place the parameter is used.
+
+Only what autograd records counts: module calls and parameter uses made with gradient recording
+off (inside torch.no_grad, e.g. LazyModel's f(x; w_0)) add no term to any reverse-mode
+derivative d f / d theta, so the audit ignores them (it still refuses random or batch-coupling
+modules there). The probe pass itself runs with recording on, whatever the caller's mode.
 """
 
 from __future__ import annotations
@@ -38,8 +43,8 @@ class Audit:
     ``outputs`` is k, the number of output units per point (``output_shape`` flattened);
     ``layers`` the supported modules holding trainable parameters, in call order;
     ``layerwise_problem`` why the layer-wise method would be wrong for this model (None when it
-    is exact); ``activations`` the number of scalars all modules output per point, and
-    ``layer_sizes`` (T, p, q) per layer, for memory estimates.
+    is exact); ``activations`` the number of scalars all recorded module calls output per point,
+    and ``layer_sizes`` (T, p, q) per layer, for memory estimates.
     """
 
     outputs: int
@@ -55,7 +60,7 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     model = fmodel.module
     record = _Record(batch=probe.shape[0])
     try:
-        with _watch(model, record), _ParameterUses(fmodel.params, record):
+        with torch.enable_grad(), _watch(model, record), _ParameterUses(fmodel.params, record):
             raw = fmodel.raw(fmodel.params, probe)
     except RuntimeError as error:
         raise WidenetError(f"the model cannot be applied to points of shape "
@@ -76,13 +81,17 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
 
 @dataclass
 class _Record:
-    """Bookkeeping of the probe pass: calls per module, the module stack, parameter uses."""
+    """Bookkeeping of the probe pass: calls per module, the module stack, parameter uses.
+
+    ``calls``, ``call_order``, ``first_call`` and ``activations`` cover the recorded calls (made
+    with gradient recording on); ``stack`` holds (module, recorded) for every call in progress.
+    """
 
     batch: int
     calls: Counter = field(default_factory=Counter)
     call_order: list[nn.Module] = field(default_factory=list)
     paths: dict[nn.Module, str] = field(default_factory=dict)
-    stack: list[nn.Module] = field(default_factory=list)
+    stack: list[tuple[nn.Module, bool]] = field(default_factory=list)
     uses: defaultdict = field(default_factory=lambda: defaultdict(set))
     first_call: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     activations: int = 0
@@ -104,20 +113,25 @@ def _watch(model: nn.Module, record: _Record) -> Iterator[None]:
 
 
 def _enter(record: _Record):
-    """A pre-hook: refuse batch-coupling or random modules, count the call, push the stack."""
+    """A pre-hook: refuse batch-coupling or random modules, count a recorded call, push."""
     def hook(module: nn.Module, args: tuple) -> None:
         _refuse_batch_coupling_or_randomness(module, record.paths[module])
-        record.calls[module] += 1
-        if record.calls[module] == 1:
-            record.call_order.append(module)
-        record.stack.append(module)
+        recorded = torch.is_grad_enabled()
+        if recorded:
+            record.calls[module] += 1
+            if record.calls[module] == 1:
+                record.call_order.append(module)
+        record.stack.append((module, recorded))
     return hook
 
 
 def _leave(record: _Record):
-    """A hook: pop the stack, count output scalars, keep each module's first (input, output)."""
+    """A hook: pop the stack; for a recorded call, count output scalars and keep the module's
+    first recorded (input, output)."""
     def hook(module: nn.Module, args: tuple, output: object) -> None:
-        record.stack.pop()
+        _, recorded = record.stack.pop()
+        if not recorded:
+            return
         record.activations += sum(t.numel() for t in tree_leaves(output)
                                   if isinstance(t, torch.Tensor))
         if args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
@@ -126,7 +140,8 @@ def _leave(record: _Record):
 
 
 class _ParameterUses(TorchFunctionMode):
-    """Records, for each trainable parameter, the innermost modules whose forward used it."""
+    """Records, for each trainable parameter, the innermost modules whose forward used it with
+    gradient recording on."""
 
     def __init__(self, params: dict[str, torch.Tensor], record: _Record):
         super().__init__()
@@ -135,11 +150,12 @@ class _ParameterUses(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.record.stack:
+        if self.record.stack and torch.is_grad_enabled():
+            module = self.record.stack[-1][0]
             for leaf in tree_leaves((args, kwargs)):
                 name = self.names.get(id(leaf))
                 if name is not None:
-                    self.record.uses[name].add(self.record.stack[-1])
+                    self.record.uses[name].add(module)
         return func(*args, **kwargs)
 
 
@@ -217,8 +233,8 @@ def _module_problem(module: nn.Module, record: _Record) -> str | None:
     if reason is not None:
         return reason
     if record.calls[module] != 1:
-        return (f"it is called {record.calls[module]} times in one forward pass (the layer-wise "
-                "method needs exactly one call)")
+        return (f"it is called {record.calls[module]} times in one forward pass with gradient "
+                "recording on (the layer-wise method needs exactly one such call)")
     if module._forward_hooks:
         return "it has forward hooks of its own, which may change its output"
     call = record.first_call.get(module)

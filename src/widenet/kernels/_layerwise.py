@@ -72,10 +72,14 @@ def _capture(layers: tuple[LayerAdapter, ...]) -> Iterator[dict]:
     that does, so that gradients with respect to it exist; the graph behind it is not needed.
     The model continues with copies, so that in-place operations downstream (ReLU(inplace=True))
     change neither the recorded input nor the output the gradients are taken with respect to.
+    Calls made with gradient recording off are left alone: they add nothing to the derivatives,
+    and the audit has checked that each layer has exactly one recorded call.
     """
     captured: dict = {}
 
     def hook(module, args, output):
+        if not torch.is_grad_enabled():
+            return None
         z = output if output.requires_grad else output.detach().requires_grad_()
         captured[module] = (args[0].detach().clone(), z)
         return z.clone()

@@ -11,8 +11,11 @@ G^(h) of Du et al. (2018), which sum to K. Three exact methods compute it:
 
 "auto" takes "layerwise" when one probe forward pass shows it is exact for the model (every
 trainable parameter in one supported module, called once, used nowhere else) and "jacobian"
-otherwise. Models whose outputs couple the points of a batch (BatchNorm in training mode) or
-are random (dropout in training mode) are refused: their NTK is not defined.
+otherwise. Calls and uses under torch.no_grad do not count (they add nothing to reverse-mode
+derivatives), so that LazyModel(f, alpha), whose f(x; w_0) term runs under no_grad, takes the
+fast path: its kernel is alpha^2 times that of f. Models whose outputs couple the points of a batch
+(BatchNorm in training mode) or are random (dropout in training mode) are refused: their NTK
+is not defined.
 """
 
 from __future__ import annotations
