@@ -46,10 +46,14 @@ def power_law_fit(x: Sequence[float], y: Sequence[float]) -> PowerLawFit:
 
 
 def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
-    """The sample mean and its standard error ``std(ddof=1) / sqrt(n)`` (0 for one value)."""
+    """The sample mean and its standard error ``std(ddof=1) / sqrt(n)``.
+
+    One value has no standard error: it comes back as NaN, so that a check built on it is
+    inconclusive rather than judged as if the value were exact.
+    """
     arr = np.asarray(values, dtype=float)
     if arr.size == 0:
         raise WidenetError("mean_stderr needs at least one value")
     if arr.size == 1:
-        return float(arr[0]), 0.0
+        return float(arr[0]), math.nan
     return float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(arr.size))
