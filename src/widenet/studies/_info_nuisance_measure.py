@@ -45,11 +45,16 @@ CLASSES = 10
 """The digits set's classes: the one-hot targets have k = 10 columns."""
 
 
-def replicate_seed(config: InfoNuisanceConfig, replicate: int) -> int:
-    """The seed of replicate ``replicate``: it draws the train/test split, the corrupted labels
-    and the network's weights, and is shared by the clean and the corrupted run of that
-    replicate (paired comparison). A function of ``config.seed`` and the replicate only."""
-    return derived_seed(config.seed, replicate) % 2**31
+_DATA, _NET = 0, 1
+"""Tags that give the data and the network of a replicate independent seeds."""
+
+
+def replicate_seed(config: InfoNuisanceConfig, replicate: int, tag: int) -> int:
+    """The seed of replicate ``replicate``'s data (``tag`` _DATA: the train/test split and the
+    corrupted labels) or network (_NET: its weights). Both are shared by the clean and the
+    corrupted run of that replicate (paired comparison); each is a function of ``config.seed``,
+    the replicate and the tag only."""
+    return derived_seed(config.seed, tag, replicate) % 2**31
 
 
 def fitted_fractions(outputs: torch.Tensor, labels: torch.Tensor,
@@ -117,15 +122,15 @@ def compute_run(config: InfoNuisanceConfig, corrupt: float, replicate: int,
                 context: StudyContext) -> Tables:
     """Train one centered network on digits with a ``corrupt`` fraction of flipped labels and
     return its ``curves`` (one row per logged step) and its ``runs`` row."""
-    seed = replicate_seed(config, replicate)
     data = load_dataset("digits", n=config.points, n_test=config.test_points,
-                        normalize="sphere", corrupt=corrupt, seed=seed)
+                        normalize="sphere", corrupt=corrupt,
+                        seed=replicate_seed(config, replicate, _DATA))
     device = context.device
     x, labels = data.x.to(device), data.y.to(device)
     corrupted = data.corrupted.to(device)
     targets = torch.nn.functional.one_hot(labels, CLASSES).to(torch.float64)
     net = MLP(x.shape[1], [config.width] * config.depth, CLASSES, config.activation,
-              seed=seed, device=device, dtype=torch.float32)
+              seed=replicate_seed(config, replicate, _NET), device=device, dtype=torch.float32)
     kernel0 = empirical_ntk(net, x)
     space = information_space(kernel0, top=config.information_dim)
     per_output = space.eigenvalues / CLASSES
