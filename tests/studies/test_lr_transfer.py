@@ -152,6 +152,68 @@ def test_drift_of_an_exact_inverse_width_law():
     assert drift["argmin_spread"] == 4.0
 
 
+def _optima(name: str, widths: list[int], log2_opt, at_edge) -> pd.DataFrame:
+    """Synthetic optima of two seeds per width: ``log2_opt(m, seed)``, ``at_edge(m, seed)``."""
+    return pd.DataFrame([
+        {"parametrization": name, "optimizer": "sgd", "m": m, "seed": s,
+         "log2_lr_opt": log2_opt(m, s), "log2_lr_argmin": round(log2_opt(m, s)),
+         "at_edge": at_edge(m, s)} for m in widths for s in range(2)])
+
+
+def test_optima_at_the_grid_edge_are_left_out_of_the_drift_fit():
+    """Seed 1 at m = 256 sits on the grid's bottom edge at -20: fitting it would steepen the
+    slope; the fit over the other 7 optima recovers the exact law lr* = 2^-3 / m, and the
+    censored sample makes the drift's standard error unknown (NaN)."""
+    widths = [32, 64, 128, 256]
+    optima = _optima("standard", widths,
+                     lambda m, s: -20.0 if (m, s) == (256, 1) else -3 - math.log2(m) + 0.1 * s,
+                     lambda m, s: (m, s) == (256, 1))
+    drift = lra.drift_table(optima, widths).iloc[0]
+    assert drift["slope"] == pytest.approx(-1.0, abs=0.02)
+    assert math.isfinite(drift["slope_stderr"])
+    assert math.isnan(drift["drift_stderr"])
+    assert (drift["edge_optima"], drift["fitted_optima"], drift["optima"]) == (1, 7, 8)
+    check = lrt._drift_checks(pd.DataFrame([drift]))[0]
+    assert check.verdict == "inconclusive"  # measured 3 >= 1 would pass: the bound is unknown
+    assert "1 of 8 optima at the grid's edge" in check.note
+
+
+def test_drift_checks_with_every_optimum_at_the_edge_are_inconclusive():
+    """The bug: a grid whose top every optimum hits (quick preset, sgd_log2_lr=-10,-7) gave
+    drift 0 +- 0, so muP passed and SP failed on bounds alone; both must be inconclusive."""
+    widths = [32, 64, 128, 256]
+    optima = pd.concat([_optima(name, widths, lambda m, s: -7.0, lambda m, s: True)
+                        for name in ("mup", "standard")])
+    drifts = lra.drift_table(optima, widths)
+    assert drifts["slope"].isna().all()
+    assert (drifts["edge_optima"] == 8).all()
+    assert (drifts["fitted_optima"] == 0).all()
+    verdicts = {check.name: check.verdict for check in lrt._drift_checks(drifts)}
+    assert verdicts == {"muP lr transfers (sgd)": "inconclusive",
+                        "SP lr drifts (sgd)": "inconclusive"}
+
+
+def test_drift_checks_without_a_standard_error_are_inconclusive_and_else_can_fail():
+    """Two interior optima (one seed at each of two widths) fit a slope but no standard error:
+    inconclusive. With every optimum interior the checks judge the drift: a flat SP optimum
+    with scatter fails "SP lr drifts", a muP optimum falling 3 steps fails "muP lr transfers"."""
+    widths = [32, 256]
+    optima = _optima("mup", widths, lambda m, s: -4.0 - math.log2(m / 32) * s,
+                     lambda m, s: s == 1)
+    drift = lra.drift_table(optima, widths).iloc[0]
+    assert drift["fitted_optima"] == 2
+    assert math.isnan(drift["slope_stderr"])
+    assert lrt._drift_checks(pd.DataFrame([drift]))[0].verdict == "inconclusive"
+    widths = [32, 64, 128, 256]
+    flat_sp = _optima("standard", widths, lambda m, s: -4.0 + 0.1 * s, lambda m, s: False)
+    falling_mup = _optima("mup", widths, lambda m, s: -4.0 - math.log2(m / 32) + 0.1 * s,
+                          lambda m, s: False)
+    drifts = lra.drift_table(pd.concat([flat_sp, falling_mup]), widths)
+    assert (drifts["edge_optima"] == 0).all()
+    assert np.isfinite(drifts["drift_stderr"]).all()
+    assert [check.verdict for check in lrt._drift_checks(drifts)] == ["fail", "fail"]
+
+
 def test_coordinate_slopes_average_the_per_seed_power_laws():
     rows = [{"parametrization": "mup", "optimizer": "sgd", "layer": 1, "step": 3, "m": m,
              "seed": s, "mean_abs": (1 + s) * m ** (0.1 * (s + 1)), "mean_abs_change": 2.0}

@@ -64,28 +64,44 @@ def optimum_table(sweep: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def interior_slope(group: pd.DataFrame) -> tuple[float, float, int]:
+    """``(slope, stderr, points)``: the OLS slope of log2 lr* against log2 m
+    (:func:`~widenet.studies.fits.power_law_fit` of lr* = c m^slope) over the finite optima of
+    ``group`` that are not ``at_edge``, with its OLS standard error; an optimum at the grid's
+    edge is only a bound (lr* <= the lowest or >= the highest rate), not a measurement. Slope
+    and stderr are NaN with fewer than 2 distinct widths left, the stderr with fewer than 3
+    points."""
+    interior = group[np.isfinite(group["log2_lr_opt"]) & ~group["at_edge"].astype(bool)]
+    if interior["m"].nunique() < 2:
+        return math.nan, math.nan, len(interior)
+    fit = power_law_fit(interior["m"], np.exp2(interior["log2_lr_opt"]))
+    return fit.slope, fit.slope_stderr, len(interior)
+
+
 def drift_table(optima: pd.DataFrame, widths: Sequence[int]) -> pd.DataFrame:
-    """Per (parametrization, optimizer): the OLS slope of log2 lr* against log2 m pooled over
-    seeds (:func:`~widenet.studies.fits.power_law_fit`, stderr from the scatter of the seeds),
-    the drift = slope * log2(m_max / m_min) in grid steps (one step = a factor 2) with its
-    stderr, the predicted drift (:data:`PREDICTED_SLOPE`), the raw spread max - min across
-    widths of the seeds' mean grid argmin (rounded), and the optima at the grid's edge."""
+    """Per (parametrization, optimizer): the slope of log2 lr* against log2 m pooled over seeds
+    and fitted on the interior optima only (:func:`interior_slope`, stderr from the scatter of
+    the seeds), the drift = slope * log2(m_max / m_min) in grid steps (one step = a factor 2),
+    the predicted drift (:data:`PREDICTED_SLOPE`), the raw spread max - min across widths of
+    the seeds' mean grid argmin (rounded), the number of optima, of optima at the grid's edge
+    and of interior optima fitted. ``drift_stderr`` = slope_stderr * log2(m_max / m_min), but
+    NaN when any optimum is at the edge: leaving bounds out of the fit censors the sample (the
+    edge optima are the ones that moved furthest), which the OLS error does not cover, so the
+    drift checks are then inconclusive."""
     span = math.log2(max(widths) / min(widths))
     rows = []
     for (name, opt), group in optima.groupby(["parametrization", "optimizer"], sort=False):
+        slope, stderr, fitted = interior_slope(group)
+        edge = int(group["at_edge"].sum())
         valid = group[np.isfinite(group["log2_lr_opt"])]
-        if valid["m"].nunique() >= 2:
-            fit = power_law_fit(valid["m"], np.exp2(valid["log2_lr_opt"]))
-            slope, stderr = fit.slope, fit.slope_stderr
-        else:
-            slope = stderr = math.nan
         per_width = valid.groupby("m")["log2_lr_argmin"].mean().round()
         rows.append({"parametrization": name, "optimizer": opt, "slope": slope,
-                     "slope_stderr": stderr, "drift": slope * span, "drift_stderr": stderr * span,
+                     "slope_stderr": stderr, "drift": slope * span,
+                     "drift_stderr": stderr * span if edge == 0 else math.nan,
                      "drift_pred": PREDICTED_SLOPE[(name, opt)] * span,
                      "argmin_spread": float(per_width.max() - per_width.min())
                      if len(per_width) else math.nan,
-                     "edge_optima": int(group["at_edge"].sum()), "optima": len(group)})
+                     "edge_optima": edge, "fitted_optima": fitted, "optima": len(group)})
     return pd.DataFrame(rows)
 
 

@@ -56,8 +56,9 @@ def loss_curves_figure(sweep: pd.DataFrame, optima: pd.DataFrame, loss: str) -> 
 
 def optimum_figure(optima: pd.DataFrame, drifts: pd.DataFrame, base_width: int) -> Figure:
     """One panel per optimizer: the refined optimal lr against width (log-log, base 2), mean and
-    standard error over seeds per parametrization; dashed: the predicted scaling (SP ~ 1/m
-    through SP's points, muP flat at its mean)."""
+    standard error over seeds per parametrization (optima at the grid's edge included as
+    plotted; the legend's drift leaves them out and counts them); dashed: the predicted scaling
+    (SP ~ 1/m through SP's points, muP flat at its mean)."""
     opts = list(dict.fromkeys(optima["optimizer"]))
     figure, axes = new_figure(len(opts))
     for col, opt in enumerate(opts):
@@ -73,7 +74,8 @@ def optimum_figure(optima: pd.DataFrame, drifts: pd.DataFrame, base_width: int) 
                               np.exp2(stats["mean"] + error) - np.exp2(stats["mean"])],
                         fmt="o-", color=f"C{index}", capsize=3,
                         label=f"{TITLES[name]}: drift {drift['drift']:+.2f} ± "
-                              f"{drift['drift_stderr']:.2f} steps")
+                              f"{drift['drift_stderr']:.2f} steps, "
+                              f"{drift['edge_optima']} optima at the edge")
             if name in ("standard", "mup"):
                 slope = PREDICTED_SLOPE[(name, opt)]
                 text = f"theory {TITLES[name]}: " + (r"$\propto m^{-1}$" if slope else "flat")

@@ -10,9 +10,11 @@ The coordinate check makes the same statement about activations: the mean |z_l| 
 after a few steps is flat in width under muP and grows under SP.
 
 Each ``sweep`` task trains one (parametrization, optimizer, width, seed) at every learning rate
-of the log2 grid on a digits classification task (cross-entropy, minibatch SGD or Adam) and
-records the final train and test loss; each ``coord`` task trains one net for a few steps at a
-fixed learning rate and records mean |z_l| of every dense layer's output at every step.
+of the log2 grid on a digits classification task (``loss``: mse on one-hot targets by default,
+or cross-entropy; minibatch SGD or Adam) and records the final train and test loss; each
+``coord`` task trains one net for a few steps at a fixed learning rate on the cross-entropy
+loss and records mean |z_l| of every dense layer's output at every step. The drift of the
+optimum is fitted on the optima inside the grid; one at the grid's edge is only a bound.
 See docs/studies/lr-transfer.md.
 """
 
@@ -284,8 +286,19 @@ def plan(config: LRTransferConfig) -> list[Task]:
 
 # --- analysis --------------------------------------------------------------------------------
 
+def _drift_note(row: pd.Series, what: str) -> str:
+    """The check's note: what is measured, how many optima were fitted and at the grid's edge,
+    and the raw argmin spread."""
+    edge = (f"; {row['edge_optima']} of {row['optima']} optima at the grid's edge (bounds, "
+            "left out of the fit: inconclusive)" if row["edge_optima"] else "")
+    return (f"{what}, fitted on {row['fitted_optima']} interior optima{edge}; raw argmin "
+            f"spread {row['argmin_spread']:.0f} steps")
+
+
 def _drift_checks(drifts: pd.DataFrame) -> list[Check]:
-    """muP: drift in [-1, 1] grid steps; SP: downward drift >= 1 grid step (docs, "Checks")."""
+    """muP: drift in [-1, 1] grid steps; SP: downward drift >= 1 grid step (docs, "Checks").
+    Inconclusive when ``drift_stderr`` is NaN: optima at the grid's edge, or too few interior
+    optima for a slope with a standard error (:func:`drift_table`)."""
     checks = []
     for _, row in drifts.iterrows():
         name, opt = row["parametrization"], row["optimizer"]
@@ -295,16 +308,14 @@ def _drift_checks(drifts: pd.DataFrame) -> list[Check]:
                 f"muP ({opt}): the optimal learning rate drifts by at most one grid step "
                 "(a factor 2) across widths", measured=row["drift"], stderr=row["drift_stderr"],
                 low=-DRIFT_TOLERANCE, high=DRIFT_TOLERANCE, predicted=0.0,
-                note=f"fitted log2 lr* slope x log2(m_max/m_min); raw argmin spread "
-                     f"{row['argmin_spread']:.0f} steps"))
+                note=_drift_note(row, "fitted log2 lr* slope x log2(m_max/m_min)")))
         elif name == "standard":
             checks.append(check_interval(
                 f"SP lr drifts ({opt})",
                 f"SP ({opt}): the optimal learning rate moves down by more than one grid step "
                 "across widths", measured=-row["drift"], stderr=row["drift_stderr"],
                 low=DRIFT_TOLERANCE, predicted=-float(row["drift_pred"]),
-                note=f"downward drift in grid steps; raw argmin spread "
-                     f"{row['argmin_spread']:.0f} steps"))
+                note=_drift_note(row, "downward drift in grid steps")))
     return checks
 
 
