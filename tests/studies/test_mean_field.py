@@ -53,10 +53,12 @@ def test_tiny_run_end_to_end(tmp_path):
     assert {"scaling", "width", "stage", "distance", "distance_se"} <= set(transport.columns)
     assert set(transport["width"]) == {8, 16}
     slopes = analysis.tables["slopes"]
-    assert set(slopes["measure"]) == {"movement", "transport_initial", "transport_trained"}
+    assert set(slopes["measure"]) == {"movement", "transport_initial", "transport_trained",
+                                      "transport_ratio"}
     assert set(analysis.figures) == {"movement", "particles", "transport", "test_loss"}
     assert [check.name for check in analysis.checks] == [
-        "movement slope (mean-field)", "movement slope (ntk)", "transport slope (mean-field)",
+        "movement slope (mean-field)", "movement slope (ntk)",
+        "transport ratio slope (mean-field)",
         "test loss converged in width (mean-field, m=16 vs 32)"]
     assert all(check.verdict in VERDICTS for check in analysis.checks)
     assert analysis.diverged == ""
@@ -179,6 +181,81 @@ def test_iid_transport_slope():
     law = np.log(np.sqrt(1 / widths + 1 / 4096))
     assert default == pytest.approx(np.polyfit(np.log(widths), law, 1)[0], abs=1e-12)
     assert -0.5 < default < -0.4
+
+
+SYNTHETIC_WIDTHS = [64, 256, 1024, 4096]
+
+
+def _synthetic_tables(trained_distance, finite_seeds: int = 4) -> dict[str, pd.DataFrame]:
+    """Tables of 4 seeds shaped like compute_task's: movement flat (mean field) and ~ m^-1/2
+    (NTK), test losses flat, initial distances sqrt(1/m + 1/M) times per-seed noise, trained
+    distances ``trained_distance(initial)``; seeds from ``finite_seeds`` on diverged."""
+    rng = np.random.default_rng(0)
+    widest = SYNTHETIC_WIDTHS[-1]
+    runs, transport, cloud = [], [], []
+    for scaling in ("mean-field", "ntk"):
+        for seed in range(4):
+            finite = 1.0 if seed < finite_seeds else math.nan
+            for width in SYNTHETIC_WIDTHS:
+                noise = 1 + 0.05 * rng.standard_normal(2)
+                movement = 0.6 if scaling == "mean-field" else 0.6 * math.sqrt(64 / width)
+                runs.append({"scaling": scaling, "seed": seed, "width": width,
+                             "movement": finite * movement * noise[0],
+                             "train_loss": finite * 1e-5, "test_loss": finite * 1e-4 * noise[1],
+                             "initial_test_loss": 0.3, "zero_test_loss": 0.3})
+                if width == widest:
+                    continue
+                initial = math.sqrt(1 / width + 1 / widest) * noise[1]
+                transport += [{"scaling": scaling, "seed": seed, "width": width,
+                               "stage": stage, "distance": distance}
+                              for stage, distance in (("initial", initial),
+                                                      ("trained",
+                                                       finite * trained_distance(initial)))]
+            cloud += [{"scaling": scaling, "seed": seed, "width": 64, "stage": stage,
+                       "neuron": neuron, "angle": 10.0 * neuron, "c": 1.0}
+                      for stage in ("initial", "trained") for neuron in range(3)]
+    return {"runs": pd.DataFrame(runs), "transport": pd.DataFrame(transport),
+            "particles": pd.DataFrame(cloud)}
+
+
+def _transport_check(trained_distance, finite_seeds: int = 4):
+    config = validate_config(MeanFieldConfig, {"widths": SYNTHETIC_WIDTHS,
+                                               "particle_width": 64})
+    analysis = STUDY.analyze(config, _synthetic_tables(trained_distance, finite_seeds))
+    slopes = analysis.tables["slopes"].set_index(["scaling", "measure"])["slope"]
+    check = {check.name: check for check in analysis.checks}[
+        "transport ratio slope (mean-field)"]
+    return check, slopes, analysis.checks
+
+
+def test_transport_check_passes_trained_measures_converging_at_the_monte_carlo_rate():
+    """Trained distances a constant times the initial ones (the flow map carries the i.i.d.
+    draws' sampling noise): the ratio is flat in m, whatever the noise of the draws."""
+    check, slopes, _ = _transport_check(lambda initial: 1.3 * initial)
+    assert check.verdict == "pass"
+    assert check.measured == pytest.approx(0.0, abs=1e-9)
+    assert slopes[("mean-field", "transport_trained")] == pytest.approx(
+        slopes[("mean-field", "transport_initial")], abs=1e-9)
+
+
+def test_transport_check_fails_trained_measures_that_stop_converging():
+    """Trained measures with a width-independent offset b = 0.1 from one limit,
+    SW_trained = sqrt(SW_initial^2 + b^2): the distances still fall with m (the old check,
+    trained slope <= 0, passed), but the ratio to the initial distances grows."""
+    check, slopes, _ = _transport_check(lambda initial: math.sqrt(initial**2 + 0.01))
+    assert slopes[("mean-field", "transport_trained")] < -0.1
+    assert check.verdict == "fail"
+    assert check.measured > 0.25
+
+
+def test_checks_on_one_finite_seed_are_inconclusive():
+    """With every seed but one diverged, each measurement is that seed's value and has no
+    standard error (NaN): values that would pass as exact are inconclusive."""
+    check, _, checks = _transport_check(lambda initial: 1.3 * initial, finite_seeds=1)
+    assert check.measured == pytest.approx(0.0, abs=1e-9)
+    assert math.isnan(check.stderr)
+    assert [c.verdict for c in checks] == ["inconclusive"] * 4
+    assert all(math.isfinite(c.measured) for c in checks)
 
 
 def test_particle_table_and_teacher_angles():

@@ -6,9 +6,11 @@ N(0, 1) (:func:`two_layer_net`):
     f(x) = (sigma / s_m) sum_i c_i relu(sigma (a_i . x + b_i) / sqrt(d + 1)),  sigma = sqrt(2),
 
 with s_m = m (mean field) or sqrt(m) (NTK). ``widenet.MLP`` gives a bias to every layer or to
-none; a trained output bias would, under the mean-field learning rate eta * m, take steps of
-size O(m). So the net is the bias-free ``MLP(d + 1, [m], 1)`` fed x' = (x, 1): the last input
-weight of neuron i is its bias b_i (:func:`with_bias_coordinate`), and there is no output bias.
+none, and its hidden biases are scaled by ``bias_std`` rather than like the input weights; the
+formula has a bias in every particle and no output bias (a width-independent parameter outside
+the particle measure). So the net is the bias-free ``MLP(d + 1, [m], 1)`` fed x' = (x, 1): the
+last input weight of neuron i is its bias b_i (:func:`with_bias_coordinate`), scaled, drawn and
+trained like a_i, and there is no output bias.
 """
 
 from __future__ import annotations
