@@ -29,13 +29,26 @@ MEDIAN_STDERR = math.sqrt(math.pi / 2)
 """The standard error of a sample median is about sqrt(pi/2) std / sqrt(k) (normal samples)."""
 
 
+def midpoint_sharpening(measured: pd.DataFrame, t_end: float, s0: float
+                        ) -> tuple[float, float]:
+    """(t_mid, S(t_mid) / S_0): t_mid the last measurement step in (0, t_end / 2], t_end the
+    edge step t_edge (the end of the run when the edge is never reached). The middle of the
+    pre-edge phase, not t_edge itself: S(t_edge) >= REACHED * 2/lr > S_0 by the definition of
+    t_edge, so a ratio there exceeds 1 even when S jumps to the edge at the last moment. NaN
+    for both when no measurement lies in (0, t_end / 2] (the phase is too short to resolve)."""
+    steps = measured["step"]
+    early = measured["sharpness"][(steps > 0) & (steps <= t_end / 2)]
+    if early.empty:
+        return math.nan, math.nan
+    return float(steps[early.index[-1]]), float(early.iloc[-1] / s0)
+
+
 def eos_summary(curves: pd.DataFrame, runs: pd.DataFrame, late_fraction: float) -> pd.DataFrame:
     """Per part-1 run: t_edge, the first step with S >= REACHED * 2/lr; the EoS window, the
     last ``late_fraction`` of the steps from t_edge to the end, and there the median of
     S/(2/lr) with its standard error; over the whole EoS phase (t_edge to the end) the number
     of steps s with loss_{s+1} > loss_s and the loss at t_edge and at the end; and the
-    sharpening ratio S(t_early) / S_0, t_early the last measurement up to t_edge (up to half
-    the run when the edge is never reached)."""
+    progressive sharpening S(t_mid) / S_0 (:func:`midpoint_sharpening`)."""
     rows = []
     for _, run in runs.iterrows():
         curve = curves[(curves["loss_name"] == run["loss_name"])
@@ -45,11 +58,11 @@ def eos_summary(curves: pd.DataFrame, runs: pd.DataFrame, late_fraction: float) 
         hits = measured["step"][ratio >= REACHED]
         end = int(curve["step"].max())
         t_edge = int(hits.iloc[0]) if len(hits) else None
-        early_end = t_edge if t_edge is not None else end / 2
-        early = measured["sharpness"][measured["step"] <= early_end]
+        t_mid, sharpening = midpoint_sharpening(measured, t_edge if t_edge is not None else end,
+                                                run["sharpness_init"])
         row: dict[str, Any] = {**run.to_dict(), "reached": t_edge is not None,
                                "t_edge": t_edge if t_edge is not None else math.nan,
-                               "sharpening": float(early.iloc[-1] / run["sharpness_init"])}
+                               "sharpening_step": t_mid, "sharpening": sharpening}
         if t_edge is not None:
             start = t_edge + (1 - late_fraction) * (end - t_edge)
             window = ratio[measured["step"] >= start]
@@ -71,10 +84,11 @@ def eos_checks(summary: pd.DataFrame) -> list[Check]:
     for _, run in summary.iterrows():
         tag = f"{run['loss_name']} lr={run['lr_factor']:g}*2/S0"
         checks.append(check_interval(
-            f"progressive sharpening ({tag})", "S rises before the edge: S at the end of the "
-            "early phase (the edge, or half the run) / S_0 > 1", measured=run["sharpening"],
-            low=1.0, predicted=1.0, note=f"S_0 = {run['sharpness_init']:.4g}, edge 2/lr = "
-                                f"{run['edge']:.4g}"))
+            f"progressive sharpening ({tag})", "S rises progressively before the edge: "
+            "S(t_mid) / S_0 > 1, t_mid the last measurement at or before half of t_edge (of "
+            "the run if the edge is never reached)", measured=run["sharpening"],
+            low=1.0, predicted=1.0, note=f"t_mid = {run['sharpening_step']:.0f}; S_0 = "
+                                f"{run['sharpness_init']:.4g}, edge 2/lr = {run['edge']:.4g}"))
         if not run["reached"]:
             checks.append(check_interval(
                 f"edge of stability ({tag})", "S reaches 2/lr and hovers there",
@@ -98,40 +112,69 @@ def eos_checks(summary: pd.DataFrame) -> list[Check]:
     return checks
 
 
-def beyond_checks(runs: pd.DataFrame) -> list[Check]:
-    """Part 2, over the factors c > 1: no loss explosion with the scaling; final sharpness and
-    last-layer participation ratio of the scaled runs against the plain runs, over the c
-    where both arms completed (a diverged run's last values measure its blow-up)."""
+def beyond_pairs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The part-2 runs with c > 1, the scaled and plain arm of each (replicate, c) side by side
+    (columns suffixed _scaled and _plain), indexed by (replicate, c)."""
     past = runs[runs["c"] > 1]
-    scaled = past[past["scaled"]].set_index("c")
-    plain = past[~past["scaled"]].set_index("c")
+    scaled = past[past["scaled"]].set_index(["replicate", "c"])
+    plain = past[~past["scaled"]].set_index(["replicate", "c"])
+    return scaled.merge(plain, left_index=True, right_index=True, suffixes=("_scaled", "_plain"))
+
+
+def comparable_factors(pairs: pd.DataFrame) -> list[float]:
+    """The c at which both arms completed for every replicate (a diverged run's last values
+    measure its blow-up, not the trained network)."""
+    done = (pairs["status_scaled"] == "completed") & (pairs["status_plain"] == "completed")
+    replicates = pairs.index.get_level_values("replicate").nunique()
+    counts = done.groupby(level="c").sum()
+    return [float(c) for c, n in counts.items() if n == replicates]
+
+
+def replicate_means(pairs: pd.DataFrame, factors: list[float], gap: pd.Series
+                    ) -> tuple[float, float]:
+    """The mean over replicates r of g_r = mean over c in ``factors`` of ``gap`` at (r, c), and
+    its standard error std_r(g_r) / sqrt(R) over the R independent initializations (NaN, so
+    inconclusive, with one replicate; (NaN, NaN) when ``factors`` is empty)."""
+    if not factors:
+        return math.nan, math.nan
+    chosen = gap[pairs.index.get_level_values("c").isin(factors)]
+    return mean_stderr(chosen.groupby(level="replicate").mean().to_numpy())
+
+
+def beyond_checks(runs: pd.DataFrame) -> list[Check]:
+    """Part 2, over the factors c > 1: no loss explosion with the scaling; the final sharpness
+    and last-layer participation ratio of each scaled run against the plain run of the same
+    initialization and c, averaged over the c where both arms completed for every
+    initialization, with standard errors over the initializations."""
+    pairs = beyond_pairs(runs)
+    factors = comparable_factors(pairs)
+    seeds = pairs.index.get_level_values("replicate").nunique()
     checks = [check_interval(
         "no explosions with scaling", "with the normalized update scaling the loss never "
         "jumps (> explosion_ratio x in one step) nor diverges at lr = c * 2/S_0, c > 1: total "
-        "explosions over those runs", measured=float(scaled["explosions"].sum()), low=0.0,
+        "explosions over those runs", measured=float(pairs["explosions_scaled"].sum()), low=0.0,
         high=0.0, predicted=0.0,
-        note=f"c = {', '.join(f'{c:g}' for c in scaled.index)}; plain GD: "
-             f"{int(plain['explosions'].sum())} explosions, "
-             f"{int((plain['status'] != 'completed').sum())} diverged")]
-    both = [c for c in scaled.index if c in plain.index
-            and scaled.loc[c, "status"] == plain.loc[c, "status"] == "completed"]
-    logs = [math.log10(scaled.loc[c, "raw_sharpness_final"] / plain.loc[c, "raw_sharpness_final"])
-            for c in both]
-    mean, stderr = mean_stderr(logs) if logs else (math.nan, 0.0)
+        note=f"c = {', '.join(f'{c:g}' for c in sorted(set(pairs.index.get_level_values('c'))))}"
+             f" x {seeds} initializations; plain GD: {int(pairs['explosions_plain'].sum())} "
+             f"explosions, {int((pairs['status_plain'] != 'completed').sum())} diverged")]
+    where = (f"c = {', '.join(f'{c:g}' for c in factors) or 'none'} (both arms completed for "
+             f"all {seeds} initializations); stderr over initializations")
+    log_ratio = np.log10(pairs["raw_sharpness_final_scaled"] / pairs["raw_sharpness_final_plain"])
+    mean, stderr = replicate_means(pairs, factors, log_ratio)
     checks.append(check_interval(
         "sharpness regularized", "with the scaling the final sharpness lambda_max(H) is lower "
-        "than plain GD's at the same c: mean over c > 1 of log10(S_T scaled / S_T plain) < 0",
+        "than plain GD's from the same initialization at the same c: mean over "
+        "initializations and c > 1 of log10(S_T scaled / S_T plain) < 0",
         measured=mean, high=0.0, predicted=0.0, stderr=stderr,
-        note=f"c = {', '.join(f'{c:g}' for c in both) or 'none'} with both arms "
-             "completed; last measurement of each run"))
-    gaps = [scaled.loc[c, "rank_final"] - plain.loc[c, "rank_final"] for c in both]
-    mean, stderr = mean_stderr(gaps) if gaps else (math.nan, 0.0)
+        note=f"{where}; last measurement of each run"))
+    mean, stderr = replicate_means(pairs, factors,
+                                   pairs["rank_final_scaled"] - pairs["rank_final_plain"])
     checks.append(check_interval(
         "soft rank higher", "with the scaling the last hidden layer's participation ratio "
-        "(sum s^2)^2 / sum s^4 ends higher: mean over c > 1 of PR scaled - PR plain > 0",
+        "(sum s^2)^2 / sum s^4 ends higher than plain GD's from the same initialization: mean "
+        "over initializations and c > 1 of PR scaled - PR plain > 0",
         measured=mean, low=0.0, predicted=0.0, stderr=stderr,
-        note=f"c = {', '.join(f'{c:g}' for c in both) or 'none'} with both arms "
-             "completed; features on all training points"))
+        note=f"{where}; features on all training points"))
     return checks
 
 

@@ -12,7 +12,8 @@ loss at every step and S every ``sharpness_every`` steps.
 
 Part 2 ("beyond" tasks) trains a bias-free abs MLP with quadratic widths m_l = l^2 m (THEORY.md
 section 5, "training beyond the edge of stability", Terjek 2025) by GD at lr = c * 2 / S_0 for
-c in ``beyond_factors``, with and without widenet's depthwise :class:`NormalizedUpdateScaling`.
+c in ``beyond_factors``, with and without widenet's depthwise :class:`NormalizedUpdateScaling`,
+from ``beyond_seeds`` independent initializations (replicates; both arms and every c share each).
 With the scaling the step is preconditioned by D = diag(xi_l) and GD on a quadratic is stable
 iff lambda_max(D^1/2 H D^1/2) < 2/lr, so S_0 is that preconditioned sharpness at initialization
 there (:func:`preconditioned_sharpness`): the factor c means the same "c times the classical
@@ -77,6 +78,9 @@ class EoSConfig(StudyConfig):
         default=[0.5, 2.0, 4.0, 8.0], description="part 2: lr = c * 2 / S_0 (S_0 the "
         "preconditioned sharpness at init with the scaling); c > 1 is past the classical limit")
     beyond_steps: PositiveInt = Field(default=400, description="part 2: GD steps per run")
+    beyond_seeds: PositiveInt = Field(default=3, description="part 2: independent network "
+                                      "initializations (replicates), each run in both arms at "
+                                      "every c; standard errors of part 2 are over them")
     explosion_ratio: float = Field(default=10.0, gt=1, description="part 2: a step whose loss "
                                    "is more than this times the previous step's is an explosion")
 
@@ -193,11 +197,11 @@ def _eos_task(config: EoSConfig, loss: str, factor: float, context: StudyContext
     return {"eos_curves": curve, "eos_runs": pd.DataFrame([run])}
 
 
-def _beyond_task(config: EoSConfig, scaled: bool, factor: float,
+def _beyond_task(config: EoSConfig, scaled: bool, factor: float, replicate: int,
                  context: StudyContext) -> Tables:
     x, y = digits_data(config, "mse", context.device)
     net = MLP(x.shape[1], polynomial(config.beyond_width, config.beyond_depth), CLASSES, "abs",
-              bias_std=0.0, seed=task_seed(config, 2), device=context.device,
+              bias_std=0.0, seed=task_seed(config, 2, replicate), device=context.device,
               dtype=torch.float32)
     factors = normalized_update_factors(net, x, y, "mse") if scaled else None
     s0 = preconditioned_sharpness(net, x, y, "mse", factors)
@@ -208,10 +212,10 @@ def _beyond_task(config: EoSConfig, scaled: bool, factor: float,
     result = train(net, x, y, lr=lr, steps=config.beyond_steps, log_every=1, monitors=monitors,
                    gradient_scaling=NormalizedUpdateScaling() if scaled else None,
                    progress=False)
-    curve = _curve(result, scaled=scaled, c=factor, lr=lr)
+    curve = _curve(result, scaled=scaled, c=factor, replicate=replicate, lr=lr)
     measured = curve.dropna(subset=["sharpness"])
     ranks = curve.dropna(subset=["participation_ratio"])
-    run = {"scaled": scaled, "c": factor, "lr": lr, "sharpness_init": s0,
+    run = {"scaled": scaled, "c": factor, "replicate": replicate, "lr": lr, "sharpness_init": s0,
            "status": result.status, "steps": result.steps,
            "explosions": loss_explosions(curve["loss"].to_numpy(), config.explosion_ratio),
            "loss_init": float(curve["loss"].iloc[0]), "loss_final": float(curve["loss"].iloc[-1]),
@@ -223,12 +227,14 @@ def _beyond_task(config: EoSConfig, scaled: bool, factor: float,
 
 
 def plan(config: EoSConfig) -> list[Task]:
-    """Part 1: one GD run per (loss, lr factor); part 2: one per (scaling on/off, factor c)."""
+    """Part 1: one GD run per (loss, lr factor); part 2: one per (scaling on/off, factor c,
+    initialization replicate)."""
     tasks = [Task(f"eos/{loss}/lr_factor={factor:g}", partial(_eos_task, config, loss, factor))
              for loss in config.losses for factor in config.lr_factors]
-    tasks += [Task(f"beyond/{'scaled' if scaled else 'plain'}/c={factor:g}",
-                   partial(_beyond_task, config, scaled, factor))
-              for scaled in (False, True) for factor in config.beyond_factors]
+    tasks += [Task(f"beyond/{'scaled' if scaled else 'plain'}/c={factor:g}/seed={replicate}",
+                   partial(_beyond_task, config, scaled, factor, replicate))
+              for scaled in (False, True) for factor in config.beyond_factors
+              for replicate in range(config.beyond_seeds)]
     return tasks
 
 
