@@ -19,7 +19,7 @@ from widenet.checks import VERDICTS
 from widenet.data import load_dataset
 from widenet.errors import WidenetError
 from widenet.studies import StudyContext, get_study
-from widenet.studies._lazy_analysis import poisson_slope
+from widenet.studies._lazy_analysis import GAP_ROUNDING, fit_slopes, poisson_slope
 from widenet.studies._lazy_measure import (
     compute_task,
     derived_seed,
@@ -54,8 +54,9 @@ def test_tiny_run_end_to_end(tmp_path):
     assert {"activation", "width", "measure", "fit", "slope", "stderr", "seeds",
             "checked"} <= set(slopes.columns)
     assert set(analysis.figures) == {"movement", "losses", "criterion"}
-    # tanh: three movement slopes; relu: weight movement and flips; each: two lazy-limit checks
-    assert len(analysis.checks) == 5 + 4
+    # tanh: three movement slopes and the test-gap slope; relu: weight movement and flips;
+    # each: the lazy-limit check
+    assert len(analysis.checks) == 5 + 3
     assert all(check.verdict in VERDICTS for check in analysis.checks)
     assert summary.loc[summary["activation"] == "relu", "kappa"].isna().all()
     assert (summary.loc[summary["activation"] == "tanh", "kappa"] > 0).all()
@@ -144,6 +145,65 @@ def test_hessian_norm_against_brute_force():
     estimate = hessian_norm(model, x, iterations=200, seed=0)
     assert estimate <= scan * (1 + 1e-4)  # a lower bound (the scan's grid costs ~1e-6)
     assert estimate == pytest.approx(scan, rel=1e-3)
+
+
+SYNTHETIC_ALPHAS = [16.0, 64.0, 256.0, 1024.0]
+
+
+def _synthetic_tables(gap, linear_losses=(0.2, 0.6, 1.0)) -> dict[str, pd.DataFrame]:
+    """Study tables of a tanh student (m = 16) whose movements are exactly c / alpha and whose
+    relative test-loss gap is gap(alpha, seed); one seed per linearized test loss."""
+    runs, reference = [], []
+    for seed, linear in enumerate(linear_losses):
+        keys = {"activation": "tanh", "width": 16, "seed": seed}
+        reference.append({**keys, "train_loss_linear": 0.1, "test_loss_linear": linear,
+                          "kappa_1": 0.3})
+        runs += [{**keys, "alpha": alpha, "status": "completed", "steps": 10,
+                  "weight_movement": 0.5 / alpha, "kernel_movement": (0.2 + 0.01 * seed) / alpha,
+                  "linearization_error": (0.1 + 0.01 * seed) / alpha, "pattern_flips": 3.0,
+                  "train_loss": 0.1, "test_loss": linear * (1.0 + gap(alpha, seed))}
+                 for alpha in SYNTHETIC_ALPHAS]
+    return {"runs": pd.DataFrame(runs), "reference": pd.DataFrame(reference)}
+
+
+def _gap_check(gap):
+    config = validate_config(LazyTrainingConfig, {
+        "activations": ["tanh"], "widths": [16], "seeds": 3, "alphas": SYNTHETIC_ALPHAS,
+        "alpha_min": 16.0})
+    checks = STUDY.analyze(config, _synthetic_tables(gap)).checks
+    [check] = [c for c in checks if c.name.startswith("test_gap slope")]
+    return check
+
+
+@pytest.mark.parametrize(("gap", "verdict"), [
+    (lambda alpha, seed: (0.05 + 0.01 * seed) / alpha, "pass"),
+    (lambda alpha, seed: -(0.05 + 0.01 * seed) / alpha * (1 + 2 / alpha), "pass"),
+    (lambda alpha, seed: 0.01 * (1 + 0.1 * seed), "fail"),  # does not shrink with alpha
+    (lambda alpha, seed: (0.05 + 0.01 * seed) / alpha**2, "fail"),  # too fast: not first order
+    (lambda alpha, seed: (0.05 + 0.01 * seed) / alpha**0.5, "fail"),
+])
+def test_test_gap_slope_check_can_fail(gap, verdict):
+    """The old check (gap at alpha_max within the seeds' relative spread of L_test,lin, here
+    ~0.38) passed all of these; the slope of |gap| against alpha tells them apart."""
+    linear = np.array([0.2, 0.6, 1.0])
+    assert abs(gap(SYNTHETIC_ALPHAS[-1], 1)) < linear.std(ddof=1) / math.sqrt(3) / linear.mean()
+    check = _gap_check(gap)
+    assert check.predicted == -1.0
+    assert check.verdict == verdict
+
+
+def test_test_gap_slope_leaves_out_rounding():
+    """|gap| below GAP_ROUNDING * alpha is float rounding and not fitted; the sign is not."""
+    alphas = [16.0, 64.0, 256.0, 1e8]
+    runs = pd.DataFrame([{"activation": "tanh", "width": 16, "seed": seed, "alpha": alpha,
+                          "status": "completed", "weight_movement": 1 / alpha,
+                          "kernel_movement": 1 / alpha, "linearization_error": 1 / alpha,
+                          "pattern_flips": 1.0,
+                          "test_gap": (-0.05 / alpha if alpha < 1e8 else GAP_ROUNDING * alpha / 2)}
+                         for seed in range(2) for alpha in alphas])
+    fit = fit_slopes(runs, 16.0).set_index("measure").loc["test_gap"]
+    assert fit["slope"] == pytest.approx(-1.0, abs=1e-12)
+    assert fit["checked"]
 
 
 def test_pattern_flips_counts_sign_changes():

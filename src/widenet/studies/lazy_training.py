@@ -6,7 +6,8 @@ trajectory deviates from that of the linearized model by O(1/alpha) when Dh is L
 teacher-student regression is fitted by bias-free edge-of-chaos MLPs (NTK parametrization) at
 a grid of alphas with the same learning rate and number of GD steps; measured against alpha:
 the relative weight movement, the relative NTK movement, the linearization error, the number
-of activation-pattern flips, and the train and test losses beside the linearized model's.
+of activation-pattern flips, and the train and test losses beside the linearized model's (the
+paired relative test-loss gap, whose first-order term inherits the O(1/alpha) deviation).
 The measurements are in :mod:`widenet.studies._lazy_measure`, the statistics in
 :mod:`widenet.studies._lazy_analysis`, the figures in :mod:`widenet.studies._lazy_figures`;
 docs/studies/lazy-training.md explains the checks and their tolerances.
@@ -14,7 +15,6 @@ docs/studies/lazy-training.md explains the checks and their tolerances.
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Annotated, Any, ClassVar
 
@@ -116,7 +116,7 @@ def analyze(config: LazyTrainingConfig, tables: Tables) -> Analysis:
     summary = summarize(runs)
     slopes = fit_slopes(runs, config.alpha_min)
     checks = [check for (activation, width), group in summary.groupby(["activation", "width"])
-              for check in _checks(config, activation, width, group, slopes, runs)]
+              for check in _checks(config, activation, width, group, slopes)]
     figures = {"movement": movement_figure(summary, config.alpha_min),
                "losses": loss_figure(summary)}
     smooth = summary[np.isfinite(summary["kappa"])]
@@ -127,7 +127,7 @@ def analyze(config: LazyTrainingConfig, tables: Tables) -> Analysis:
 
 
 def _checks(config: LazyTrainingConfig, activation: str, width: int, summary: pd.DataFrame,
-            slopes: pd.DataFrame, runs: pd.DataFrame) -> list[Check]:
+            slopes: pd.DataFrame) -> list[Check]:
     """The checks of one (activation, width) (see docs/studies/lazy-training.md)."""
     where = f"{activation}, m={width}"
     fits = slopes[(slopes["activation"] == activation) & (slopes["width"] == width)
@@ -146,16 +146,6 @@ def _checks(config: LazyTrainingConfig, activation: str, width: int, summary: pd
         measured=top["linearization_error"], stderr=top["linearization_error_se"], low=0.0,
         high=1.0 / alpha_max, predicted=0.0,
         note=f"{top['diverged']} of {top['runs']} runs diverged"))
-    linear = runs[(runs["activation"] == activation) & (runs["width"] == width)
-                  & (runs["alpha"] == alpha_max)]["test_loss_linear"]
-    relative_spread = float(linear.std(ddof=1) / math.sqrt(len(linear)) / linear.mean())
-    checks.append(check_close(
-        f"test loss at alpha={alpha_max:g} vs linearized ({where})",
-        "test loss tends to the linearized model's: (L_test - L_test,lin) / L_test,lin -> 0",
-        predicted=0.0, measured=top["test_gap"], stderr=top["test_gap_se"],
-        tolerance=relative_spread,
-        note="tolerance: relative standard error of the linearized model's mean test loss "
-             "over the seeds"))
     return checks
 
 
