@@ -23,6 +23,7 @@ from tests.kernels.empirical_models import (
     relative_error,
     widenet_mlp,
 )
+from widenet.dynamics.lazy import LazyModel
 from widenet.errors import WidenetError
 from widenet.kernels import _blocks, _layerwise
 from widenet.kernels.empirical import EmpiricalNTK, empirical_ntk
@@ -160,6 +161,16 @@ def test_calls_and_uses_under_no_grad_do_not_stop_the_layerwise_method(outputs):
         assert list(result.blocks) == list(expected)
         for name, block in result.blocks.items():
             assert relative_error(block, expected[name]) < TOL, name
+
+
+def test_ntk_vp_refuses_a_parameter_used_under_no_grad():
+    """Forward-mode derivatives ignore torch.no_grad: they would count the no-grad calls."""
+    model, x = NoGradCalls(), points(3, seed=1)
+    with pytest.raises(WidenetError, match=r"'inner\.weight' is used under torch\.no_grad"):
+        empirical_ntk(model, x, method="ntk-vp")
+    lazy = LazyModel(MLP(4, [6], 2, seed=0, dtype=torch.float64), 2.0)  # w_0: buffers, not used
+    torch.testing.assert_close(empirical_ntk(lazy, x, method="ntk-vp"),
+                               empirical_ntk(lazy, x, method="jacobian"))
 
 
 def test_frozen_parameters_are_left_out():

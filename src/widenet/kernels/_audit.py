@@ -44,7 +44,9 @@ class Audit:
     ``layers`` the supported modules holding trainable parameters, in call order;
     ``layerwise_problem`` why the layer-wise method would be wrong for this model (None when it
     is exact); ``activations`` the number of scalars all recorded module calls output per point,
-    and ``layer_sizes`` (T, p, q) per layer, for memory estimates.
+    and ``layer_sizes`` (T, p, q) per layer, for memory estimates; ``untracked`` the trainable
+    parameters the model uses with gradient recording off (forward-mode derivatives, which
+    ignore torch.no_grad, would count those uses).
     """
 
     outputs: int
@@ -53,6 +55,7 @@ class Audit:
     layerwise_problem: str | None
     activations: int
     layer_sizes: tuple[tuple[int, int, int], ...]
+    untracked: tuple[str, ...] = ()
 
 
 def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
@@ -76,7 +79,8 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
                    for m in record.call_order if m in holders)
     sizes = tuple(factor_sizes(layer, *record.first_call[layer.module]) for layer in layers)
     return Audit(out.shape[1], tuple(raw.shape[1:]), layers, problem,
-                 record.activations // probe.shape[0], sizes)
+                 record.activations // probe.shape[0], sizes,
+                 tuple(name for name in fmodel.params if name in record.untracked))
 
 
 @dataclass
@@ -93,6 +97,7 @@ class _Record:
     paths: dict[nn.Module, str] = field(default_factory=dict)
     stack: list[tuple[nn.Module, bool]] = field(default_factory=list)
     uses: defaultdict = field(default_factory=lambda: defaultdict(set))
+    untracked: set[str] = field(default_factory=set)
     first_call: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     activations: int = 0
 
@@ -141,7 +146,7 @@ def _leave(record: _Record):
 
 class _ParameterUses(TorchFunctionMode):
     """Records, for each trainable parameter, the innermost modules whose forward used it with
-    gradient recording on."""
+    gradient recording on, and which parameters were used with it off."""
 
     def __init__(self, params: dict[str, torch.Tensor], record: _Record):
         super().__init__()
@@ -150,12 +155,15 @@ class _ParameterUses(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.record.stack and torch.is_grad_enabled():
-            module = self.record.stack[-1][0]
-            for leaf in tree_leaves((args, kwargs)):
-                name = self.names.get(id(leaf))
-                if name is not None:
-                    self.record.uses[name].add(module)
+        recording = torch.is_grad_enabled()
+        for leaf in tree_leaves((args, kwargs)):
+            name = self.names.get(id(leaf))
+            if name is None:
+                continue
+            if not recording:
+                self.record.untracked.add(name)
+            elif self.record.stack:
+                self.record.uses[name].add(self.record.stack[-1][0])
         return func(*args, **kwargs)
 
 

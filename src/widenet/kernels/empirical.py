@@ -106,6 +106,11 @@ def _choose(method: str, audit: Audit) -> str:
     if method == "layerwise" and problem:
         raise WidenetError(f"method='layerwise' would be wrong for this model: {problem}; "
                            "use method='auto', 'jacobian' or 'ntk-vp'")
+    if method == "ntk-vp" and audit.untracked:
+        raise WidenetError(f"method='ntk-vp' would be wrong for this model: parameter "
+                           f"{audit.untracked[0]!r} is used under torch.no_grad, which "
+                           "forward-mode derivatives ignore; use method='auto', 'layerwise' "
+                           "or 'jacobian'")
     return method
 
 
