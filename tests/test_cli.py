@@ -73,12 +73,57 @@ def test_studies_lists_every_study(capsys: pytest.CaptureFixture[str]) -> None:
     (["run", "toy", "--device", "quantum"], "unknown device"),
     (["show", "nope"], "no run store"),
     (["run"], "Missing argument"),
+    (["run", "toy", "--set", f"seed={2**64}"], "less than or equal to 9223372036854775807"),
+    (["kernel", "k.npy", "--points", "3", "--seed", str(10**23)], "Invalid value for '--seed'"),
+    (["kernel", "k.npy", "--points", "3", "--workers", "0"], "Invalid value for '--workers'"),
+    (["kernel", "k.npy", "--points", "3", "--data", "x.csv"], "pass --label-column"),
+    (["sweep", "toy", "--workers", "0"], "Invalid value for '--workers'"),
+    (["sweep", "toy", "--workers", "-2"], "Invalid value for '--workers'"),
+    (["sweep", "toy", "--engine", "ray", "--gpus-per-run", "-1"],
+     "Invalid value for '--gpus-per-run'"),
+    (["sweep", "toy", "--engine", "ray", "--address", "127.0.0.1:1"],
+     "cannot reach a Ray cluster at 127.0.0.1:1"),
+    (["sweep", "toy", "--device", "cuda:99"], "device 'cuda:99'"),
+    (["sweep", "toy", "--resume", "--name", "typo"], "no sweep named 'typo' to resume"),
+    (["show", ""], "the run id is empty"),
+    (["show", "\udcff"], "the argument b'\\xff' is not valid UTF-8"),
+    (["runs", "--study", "\udcff"], "is not valid UTF-8"),
 ])
 def test_user_errors_print_one_line_and_exit_2(toy: None, argv: list[str], message: str,
                                                tmp_path: Path, capsys) -> None:
     os.chdir(tmp_path)
+    (tmp_path / "x.csv").write_text("a,y\n1,0\n2,1\n3,0\n")
     assert main(argv) == 2
     assert message in _error_line(capsys)
+    assert not (tmp_path / "widenet-runs").exists()
+
+
+@pytest.mark.parametrize("name", ["VICTIM", "../../escaped", "a b/c", ".."])
+def test_a_sweep_name_that_is_not_plain_writes_nothing(toy: None, tmp_path: Path, name: str,
+                                                       capsys) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "results.csv").write_text("mine")
+    store = tmp_path / "deep" / "store"
+    assert main(["sweep", "toy", "--quick", "--out", str(store), "--name",
+                 name.replace("VICTIM", str(victim))]) == 2
+    assert "bad sweep name" in _error_line(capsys)
+    assert (victim / "results.csv").read_text() == "mine"
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["results.csv", "victim"]
+
+
+def test_a_study_module_with_a_relative_name_is_one_line(tmp_path: Path, monkeypatch,
+                                                          capsys) -> None:
+    monkeypatch.setenv("WIDENET_STUDIES", "x=.rel")
+    assert main(["run", "x", "--out", str(tmp_path)]) == 2
+    assert "cannot import its module '.rel'" in _error_line(capsys)
+
+
+def test_no_arguments_prints_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    captured = capsys.readouterr()
+    assert "Usage: widenet" in captured.out
+    assert captured.err == ""
 
 
 def test_bad_yaml_names_the_file(toy: None, tmp_path: Path, capsys) -> None:
@@ -144,6 +189,10 @@ def test_sweep_and_kernel_commands(toy: None, tmp_path: Path,
     assert main(["sweep", "toy", "--quick", "--grid", "fail_at=null,2", "--seeds", "2",
                  "--out", str(tmp_path), "--name", "s", "--resume"]) == 0
     assert "(2 run now)" in capsys.readouterr().out
+    assert main(["runs", "--out", str(tmp_path)]) == 0
+    listing = capsys.readouterr().out
+    assert "sweep" in listing.splitlines()[0]
+    assert "fail_at=None,seed=1" in listing
     assert main(["sweep", "toy", "--grid", "fail_at=1,2", "--seeds", "3", "--dry-run",
                  "--out", str(tmp_path / "dry")]) == 0
     assert "6 point(s) of toy, all valid; nothing was run" in capsys.readouterr().out
@@ -156,3 +205,8 @@ def test_sweep_and_kernel_commands(toy: None, tmp_path: Path,
     assert main(["kernel", str(path), "--points", "9", "--dim", "4", "--depth", "2",
                  "--block", "5", "--dtype", "float32", "--workers", "2"]) == 0
     assert "shape (9, 9), float32" in capsys.readouterr().out
+    data = tmp_path / "x.csv"
+    data.write_text("a,b,y\n1,2,0\n3,4,1\n5,6,0\n")
+    assert main(["kernel", str(tmp_path / "c.npy"), "--points", "3", "--data", str(data),
+                 "--label-column", "y", "--depth", "1", "--width", "8", "--workers", "1"]) == 0
+    assert "shape (3, 3)" in capsys.readouterr().out

@@ -6,9 +6,12 @@ corrupt store) print one line, ``widenet: error: ...``, and exit with status 2.
 
 from __future__ import annotations
 
+import re
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -24,6 +27,13 @@ from rich.table import Table
 
 from widenet.errors import WidenetError
 from widenet.store import DEFAULT_ROOT, RunStore
+from widenet.store.sweeps import check_sweep_name
+
+if TYPE_CHECKING:
+    from widenet.sweeps import RayEngine
+
+MAX_SEED = 2**63 - 1
+"""The largest seed (widenet.studies.base.MAX_SEED; not imported, to keep ``--help`` fast)."""
 
 # Piped output is not cut to 80 columns: run ids and study names stay whole for grep and logs.
 out_console = Console(width=None if sys.stdout.isatty() else 200)
@@ -39,6 +49,7 @@ set_option = click.option("--set", "-s", "overrides", multiple=True, metavar="KE
                           help="Set one config value (over the YAML file); repeatable. "
                                "Lists: widths=64,128.")
 run_argument = click.argument("run", metavar="RUN")
+workers_option_type = click.IntRange(min=1)
 
 
 def _progress() -> Progress:
@@ -131,17 +142,24 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
 @store_option
 @click.option("--study", help="Only this study's runs.")
 def runs_command(out: Path, study: str | None) -> None:
-    """List the stored runs, oldest first."""
+    """List the stored runs, oldest first (with their sweep and point, if any ran in one)."""
     runs = RunStore(out).runs(study)
     if runs.empty:
         out_console.print(f"no runs in {out}")
         return
-    table = Table("id", "study", "status", "tasks", "created", "finished", box=None,
-                  header_style="bold")
+    in_sweeps = runs["sweep"].notna().any()
+    table = Table("id", "study", "status", "tasks", "created", "finished",
+                  *(["sweep", "point"] if in_sweeps else []), box=None, header_style="bold")
     for row in runs.itertuples():
+        sweep = [_text(row.sweep), _text(row.point)] if in_sweeps else []
         table.add_row(row.id, row.study, row.status, str(row.tasks_done), row.created,
-                      row.finished or "")
+                      _text(row.finished), *sweep)
     out_console.print(table)
+
+
+def _text(value: object) -> str:
+    """A cell of ``widenet runs``: missing values (None, NaN) as an empty string."""
+    return "" if value is None or value != value else str(value)
 
 
 @app.command("show")
@@ -182,8 +200,9 @@ def report_command(run: str, out: Path) -> None:
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="local: a process per point; ray: a Ray task per point.")
 @click.option("--address", help="Ray cluster address (default: start a local Ray instance).")
-@click.option("--workers", type=int, help="Points at once (default: the number of cores).")
-@click.option("--gpus-per-run", type=float, default=0.0, show_default=True,
+@click.option("--workers", type=workers_option_type,
+              help="Points at once (default: the number of cores).")
+@click.option("--gpus-per-run", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="GPUs each point needs (ray engine; the point then runs on cuda).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--name", help="The sweep's name (default: STUDY-sweep-DATE-TIME-XXXX).")
@@ -199,7 +218,6 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
     from widenet.studies import build_config, get_study
     from widenet.sweeps import (
         LocalEngine,
-        RayEngine,
         SweepSpec,
         parse_grid,
         parse_random,
@@ -207,6 +225,8 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
         run_sweep,
     )
 
+    if name is not None:
+        check_sweep_name(name)
     found = get_study(study)
     base = build_config(found.config, quick=quick, file=config, overrides=overrides)
     spec = SweepSpec(grid=parse_grid(grid), random=parse_random(random_), samples=samples,
@@ -218,7 +238,7 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
         out_console.print(f"{len(points)} point(s) of {found.name}, all valid; nothing was run")
         return
     if engine == "ray":
-        runner = RayEngine(address=address, workers=workers, gpus_per_run=gpus_per_run)
+        runner = _ray_engine(address, workers, gpus_per_run)
         device = "cuda" if gpus_per_run > 0 else device
     else:
         if address or gpus_per_run:
@@ -250,7 +270,9 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
 @click.option("--kind", type=click.Choice(["ntk", "nngp", "empirical"]), default="ntk",
               show_default=True, help="The infinite-width NTK or NNGP, or the empirical NTK.")
 @click.option("--data", default="sphere", show_default=True,
-              help="A data set name of widenet.data (its inputs are used).")
+              help="A data set name of widenet.data or a .npz/.csv file (its inputs are used).")
+@click.option("--label-column", help="The column of labels of a --data .csv file (the other "
+                                     "columns are the inputs).")
 @click.option("--points", type=int, required=True, help="How many points n (the matrix is n x n).")
 @click.option("--dim", type=int, default=None, help="Input dimension d (synthetic sets).")
 @click.option("--activation", default="relu", show_default=True)
@@ -258,17 +280,18 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
 @click.option("--width", type=int, default=512, show_default=True,
               help="Hidden width (matters only for --kind empirical).")
 @click.option("--bias-std", type=float, default=0.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--block", type=int, default=2048, show_default=True, help="Side of a block.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float64",
               show_default=True, help="Storage type of the file (blocks compute in float64).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               show_default=True)
 @click.option("--address", help="Ray cluster address (default: a local Ray instance).")
-@click.option("--workers", type=int, help="Blocks at once (default: the number of cores).")
-def kernel_command(path: Path, kind: str, data: str, points: int, dim: int | None,
-                   activation: str, depth: int, width: int, bias_std: float, seed: int,
-                   block: int, dtype: str, engine: str, address: str | None,
+@click.option("--workers", type=workers_option_type,
+              help="Blocks at once (default: the number of cores).")
+def kernel_command(path: Path, kind: str, data: str, label_column: str | None, points: int,
+                   dim: int | None, activation: str, depth: int, width: int, bias_std: float,
+                   seed: int, block: int, dtype: str, engine: str, address: str | None,
                    workers: int | None) -> None:
     """Compute an n x n kernel matrix in blocks, in parallel, into PATH (.npy, memory-mapped);
     run it again to resume after an interruption."""
@@ -276,14 +299,16 @@ def kernel_command(path: Path, kind: str, data: str, points: int, dim: int | Non
 
     from widenet.data import load_dataset
     from widenet.models import MLP
-    from widenet.sweeps import LocalEngine, RayEngine
+    from widenet.sweeps import LocalEngine
     from widenet.sweeps.kernel import kernel_to_disk
 
-    x = load_dataset(data, n=points, dim=dim, seed=seed).x
+    try:
+        x = load_dataset(data, n=points, dim=dim, seed=seed, label_column=label_column).x
+    except WidenetError as error:
+        raise WidenetError(_option_words(str(error))) from None
     net = MLP(x.shape[1], [width] * depth, 1, activation, bias_std=bias_std, seed=seed,
               dtype=torch.float64)
-    runner = (RayEngine(address=address, workers=workers) if engine == "ray"
-              else LocalEngine(workers))
+    runner = _ray_engine(address, workers) if engine == "ray" else LocalEngine(workers)
     with _progress() as progress:
         bar = progress.add_task("blocks", total=None)
         matrix = kernel_to_disk(net, x, path, kind=kind, block=block, dtype=dtype, engine=runner,
@@ -292,11 +317,66 @@ def kernel_command(path: Path, kind: str, data: str, points: int, dim: int | Non
     out_console.print(f"{path}: {kind} kernel, shape {matrix.shape}, {matrix.dtype}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``widenet`` console script; returns the exit status."""
+_OPTION_WORDS = (("leave label_column=None", "leave out --label-column"),
+                 ("label_column=", "--label-column "), ("leave dim=None", "leave out --dim"),
+                 ("not dim=", "not --dim "), ("e.g. dim=", "e.g. --dim "))
+"""Python argument names in widenet.data's messages, as the kernel command's options."""
+
+
+def _option_words(message: str) -> str:
+    """``message`` with the Python argument names of :data:`_OPTION_WORDS` as options."""
+    for python, option in _OPTION_WORDS:
+        message = message.replace(python, option)
+    return message
+
+
+_RAY_HOST_PORT = re.compile(r"(?:ray://)?(\[[^\]]+\]|[^/:\[\]]+):(\d+)")
+
+
+def _ray_engine(address: str | None, workers: int | None,
+                gpus_per_run: float = 0.0) -> RayEngine:
+    """The Ray engine, after checking that something listens at a ``host:port`` or
+    ``ray://host:port`` ``address`` (Ray itself would wait for it for minutes)."""
+    from widenet.sweeps import RayEngine
+
+    match = _RAY_HOST_PORT.fullmatch(address or "")
+    if match:
+        host, port = match.group(1).strip("[]"), int(match.group(2))
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+        except (OSError, OverflowError) as error:
+            reason = getattr(error, "strerror", None) or error
+            raise WidenetError(f"cannot reach a Ray cluster at {address}: {reason}; check "
+                               "--address, or leave it out to start a local Ray instance"
+                               ) from None
+    return RayEngine(address=address, workers=workers, gpus_per_run=gpus_per_run)
+
+
+def _check_arguments(args: list[str]) -> None:
+    """Refuse an argument that is not valid UTF-8 text (names, ids and paths must be)."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raise WidenetError(f"the argument {_raw(arg)} is not valid UTF-8; pass names, ids "
+                               "and paths as UTF-8 text") from None
+
+
+def _raw(arg: str) -> str:
+    """``arg`` as the bytes it came from (``b'\\xff'``), or escaped if it came from no bytes."""
     try:
-        status = app.main(args=list(sys.argv[1:] if argv is None else argv),
-                              prog_name="widenet", standalone_mode=False)
+        return repr(arg.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:
+        return ascii(arg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``widenet`` console script; returns the exit status. Without
+    arguments it prints the help."""
+    args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
+    try:
+        _check_arguments(args)
+        status = app.main(args=args, prog_name="widenet", standalone_mode=False)
     except WidenetError as error:
         err_console.print(f"widenet: error: {error}", markup=False, highlight=False,
                           soft_wrap=True)

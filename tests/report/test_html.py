@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 import re
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from widenet.errors import WidenetError
 from widenet.report import html
 from widenet.report.html import (
     MAX_TABLE_ROWS,
+    atomic_write,
     check_rows,
     format_value,
     render_report,
@@ -190,3 +192,13 @@ def test_failed_write_leaves_the_old_report_and_no_temporary_file(
         write_report(path, "new")
     assert path.read_text(encoding="utf-8") == "old"
     assert [entry.name for entry in tmp_path.iterdir()] == ["report.html"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_get_the_mode_of_new_files(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        path = atomic_write(tmp_path / "figures" / "a.png", b"png")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -92,8 +93,33 @@ def test_ids_resolve_by_unique_prefix(tmp_path: Path) -> None:
     with pytest.raises(WidenetError, match="no run 'gamma'"):
         store.run("gamma")
     _new_run(store, study="alpha")
-    with pytest.raises(WidenetError, match="matches 2 runs"):
+    with pytest.raises(WidenetError, match=r"matches 2 runs \(alpha-[^,]+, alpha-[^,.]+\);"):
         store.run("alpha")
+
+
+def test_an_empty_id_is_refused(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    _new_run(store)
+    with pytest.raises(WidenetError, match="the run id is empty"):
+        store.run("")
+
+
+def test_id_prefixes_match_case_and_characters_exactly(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    one = _new_run(store, study="a_b%c")
+    _new_run(store, study="aXb")
+    assert store.run("a_b%").id == one
+    for other in ("A_B%", "a%", "a?", "ax"):
+        with pytest.raises(WidenetError, match=f"no run {re.escape(repr(other))}"):
+            store.run(other)
+
+
+def test_an_ambiguous_id_names_three_matches_and_then_dots(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    for _ in range(4):
+        _new_run(store)
+    with pytest.raises(WidenetError, match=r"matches 4 runs \((toy-[^,]+, ){3}\.\.\.\);"):
+        store.run("toy")
 
 
 def test_resumable_run_is_the_newest_dead_unfinished_run_with_that_config(tmp_path: Path
@@ -148,6 +174,26 @@ def test_a_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(WidenetError, match="is not a widenet run store"):
         RunStore(tmp_path)
+
+
+def test_a_foreign_file_with_a_runs_table_is_refused_and_left_untouched(tmp_path: Path
+                                                                         ) -> None:
+    con = sqlite3.connect(tmp_path / "runs.db")
+    con.execute("CREATE TABLE runs (a)")
+    con.execute("PRAGMA user_version = 1")
+    con.commit()
+    con.close()
+    before = (tmp_path / "runs.db").read_bytes()
+    with pytest.raises(WidenetError, match="is not a widenet run store"):
+        RunStore(tmp_path)
+    store = object.__new__(RunStore)  # as if the file appeared after the store was opened
+    store.root, store.db_path = tmp_path, tmp_path / "runs.db"
+    with pytest.raises(WidenetError, match="is not a widenet run store"):
+        _new_run(store)
+    assert (tmp_path / "runs.db").read_bytes() == before
+    con = sqlite3.connect(tmp_path / "runs.db")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    con.close()
 
 
 def test_an_unusable_folder_is_a_clear_error(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +10,9 @@ import pytest
 
 from widenet.errors import WidenetError
 from widenet.store import RunStore
-from widenet.sweeps import LocalEngine, SweepSpec, run_sweep
+from widenet.sweeps import LocalEngine, RayEngine, SweepSpec, run_sweep
+from widenet.sweeps.engines import Job, OnResult, Outcome
+from widenet.sweeps.worker import execute_point
 
 FAULTS = SweepSpec(grid={"fail_at": [None, 2], "diverge_at": [None, 3], "crash_at": [None, 1]})
 # points: every combination; a point with crash_at=1 dies before fail_at/diverge_at matter
@@ -99,3 +102,48 @@ def test_a_name_in_use_is_refused(tmp_path: Path) -> None:
     with pytest.raises(WidenetError, match="made with another study or spec"):
         run_sweep("toy", SweepSpec(seeds=2), store=store, engine=LocalEngine(1), name="mine",
                   resume=True)
+
+
+class _BrokenEngine:
+    """An engine that stores ``points`` points and then fails, as Ray does on a bad cluster."""
+
+    def __init__(self, points: int = 0):
+        self.points = points
+
+    def run(self, jobs: list[Job], on_result: OnResult) -> None:
+        for job in jobs[:self.points]:
+            on_result(job, Outcome("done", result=execute_point(*job.args)))
+        raise ConnectionError("no cluster")
+
+
+def test_a_sweep_whose_engine_fails_before_any_point_leaves_no_trace(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    with pytest.raises(ConnectionError):
+        run_sweep("toy", SweepSpec(seeds=2), store=store, engine=_BrokenEngine(), name="g2")
+    outcome = run_sweep("toy", SweepSpec(seeds=2), store=store, engine=LocalEngine(1),
+                        name="g2")
+    assert outcome.ran == 2
+    with pytest.raises(ConnectionError):
+        run_sweep("toy", SweepSpec(seeds=3), store=store, engine=_BrokenEngine(1), name="g3")
+    resumed = run_sweep("toy", SweepSpec(seeds=3), store=store, engine=LocalEngine(1),
+                        name="g3", resume=True)
+    assert resumed.ran == 2
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"name": "../escaped"}, "bad sweep name '../escaped'"),
+    ({"device": "cuda:99"}, "device 'cuda:99'"),
+    ({"device": "quantum", "engine": RayEngine()}, "unknown device 'quantum'"),
+    ({"name": "typo", "resume": True}, "no sweep named 'typo' to resume"),
+])
+def test_bad_sweep_arguments_are_refused_before_anything_is_stored(
+        tmp_path: Path, arguments: dict, message: str) -> None:
+    with pytest.raises(WidenetError, match=re.escape(message)):
+        run_sweep("toy", SweepSpec(), store=RunStore(tmp_path),
+                  **{"engine": LocalEngine(1), **arguments})
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_a_point_that_fails_before_its_run_exists_reports_the_real_error() -> None:
+    with pytest.raises(WidenetError, match="device 'cuda:99'"):
+        execute_point("toy", {}, "cuda:99")

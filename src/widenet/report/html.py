@@ -170,19 +170,28 @@ def _page(title: str, sections: list[str]) -> str:
 
 def atomic_write(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and
-    ``os.replace``: readers see the old file or the new one, never a part. Creates the parent
-    folder; returns ``path``."""
+    ``os.replace``: readers see the old file or the new one, never a part. The file gets the
+    mode of any newly created file (``0o666`` less the umask), not the temporary file's
+    private ``0o600``. Creates the parent folder; returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                          suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
+            os.fchmod(file.fileno(), 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_report(path: Path, html_text: str) -> Path:

@@ -37,6 +37,28 @@ CREATE TABLE sweeps (
 """
 
 
+def _schema_columns() -> dict[str, set[str]]:
+    """Every table of the schema and the names of its columns."""
+    con = sqlite3.connect(":memory:")
+    try:
+        con.executescript(_SCHEMA)
+        return _table_columns(con)
+    finally:
+        con.close()
+
+
+def _table_columns(con: sqlite3.Connection) -> dict[str, set[str]]:
+    """The tables of the database behind ``con`` and the names of their columns."""
+    tables = [name for (name,) in con.execute("SELECT name FROM sqlite_master "
+                                              "WHERE type = 'table'")]
+    return {table: {row[1] for row in con.execute("SELECT * FROM pragma_table_info(?)",
+                                                  (table,))}
+            for table in tables}
+
+
+SCHEMA_COLUMNS = _schema_columns()
+"""The columns a store of :data:`SCHEMA_VERSION` must have, by table."""
+
 
 class Database:
     """The store folder ``root`` and its ``runs.db`` (made on the first write, not before).
@@ -73,15 +95,18 @@ class Database:
             con.execute("PRAGMA journal_mode = WAL")
 
     def _check_schema(self, con: sqlite3.Connection) -> int:
-        """The schema version (0 for an empty database); raises for foreign or newer files."""
+        """The schema version (0 for an empty database); raises for foreign or newer files,
+        checking every table and column of the schema, so that nothing is ever written to a
+        file that merely looks like a store."""
         version = con.execute("PRAGMA user_version").fetchone()[0]
-        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master")}
-        if version == 0 and not tables:
+        if version == 0 and not con.execute("SELECT 1 FROM sqlite_master").fetchone():
             return 0
         if version > SCHEMA_VERSION:
             raise WidenetError(f"{self.db_path} was written by a newer widenet (schema "
                                f"{version}); upgrade widenet to read it")
-        if version != SCHEMA_VERSION or "runs" not in tables:
+        columns = _table_columns(con)
+        if version != SCHEMA_VERSION or any(not expected <= columns.get(table, set())
+                                            for table, expected in SCHEMA_COLUMNS.items()):
             raise WidenetError(f"{self.db_path} is not a widenet run store; move it aside or "
                                "pass another folder with --out")
         return version

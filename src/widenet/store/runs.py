@@ -226,20 +226,25 @@ class RunStore(Database):
     # -- internals -------------------------------------------------------------------------
 
     def _run_row(self, run_id: str) -> sqlite3.Row:
+        """The row of the run ``run_id``, or of the only run whose id starts with it (case
+        matters); raises for an empty, unknown or ambiguous id."""
+        if not run_id:
+            raise WidenetError("the run id is empty; give a run id or its first characters "
+                               "(`widenet runs` lists them)")
         if not self.has_runs_table():
             raise WidenetError(f"there is no run store at {self.root} (no runs.db); run a study "
                                "first or pass the folder that holds runs.db with --out")
         with self._connect() as con:
-            rows = con.execute(_RUNS_QUERY + " WHERE id = ? OR id LIKE ? ESCAPE '\\' "
-                               "ORDER BY id", (run_id, _like_prefix(run_id))).fetchall()
+            rows = con.execute(_RUNS_QUERY + " WHERE substr(id, 1, ?) = ? ORDER BY id",
+                               (len(run_id), run_id)).fetchall()
         exact = [row for row in rows if row["id"] == run_id]
         if exact or len(rows) == 1:
             return (exact or rows)[0]
         if not rows:
             raise WidenetError(f"no run {run_id!r} in {self.db_path}; `widenet runs` lists them")
-        examples = ", ".join(row["id"] for row in rows[:3])
-        raise WidenetError(f"{run_id!r} matches {len(rows)} runs ({examples}, ...); give more "
-                           "of the id")
+        shown = [row["id"] for row in rows[:3]] + (["..."] if len(rows) > 3 else [])
+        raise WidenetError(f"{run_id!r} matches {len(rows)} runs ({', '.join(shown)}); give "
+                           "more of the id")
 
 
 _RUNS_QUERY = ("SELECT runs.*, (SELECT COUNT(*) FROM tasks WHERE tasks.run_id = runs.id) "
@@ -263,10 +268,6 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _like_prefix(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def load_runs(root: str | Path = DEFAULT_ROOT, study: str | None = None) -> pd.DataFrame:

@@ -9,6 +9,7 @@ as a :class:`RunBundle`, which the driver imports in one transaction.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,27 @@ def record_lost_point(store: RunStore, *, study: str, config: dict[str, Any], se
     return import_run(store, bundle, sweep=sweep, point=point)
 
 
+MAX_SWEEP_NAME = 100
+"""The longest sweep name: it is also the name of a folder under ``<store>/sweeps``."""
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def check_sweep_name(name: str) -> str:
+    """``name`` if it can name a sweep (and its folder ``<store>/sweeps/<name>``): letters,
+    digits, ``.``, ``_`` and ``-`` only, at most :data:`MAX_SWEEP_NAME` characters, and not
+    ``.`` or ``..``; raises otherwise, so that a report never lands outside the store."""
+    if (not _PLAIN_NAME.fullmatch(name) or name in (".", "..")
+            or len(name) > MAX_SWEEP_NAME):
+        raise WidenetError(f"bad sweep name {name!r}: use up to {MAX_SWEEP_NAME} letters, "
+                           "digits, '.', '_' or '-' (no '/', spaces or '..')")
+    return name
+
+
 def create_sweep(store: RunStore, name: str, study: str, spec: dict[str, Any]) -> None:
-    """Register a new sweep; its name must be new to the store."""
+    """Register a new sweep; its name must be plain (see :func:`check_sweep_name`) and new to
+    the store."""
+    check_sweep_name(name)
     store.ensure_store()
     with store._transaction() as con:
         if con.execute("SELECT 1 FROM sweeps WHERE name = ?", (name,)).fetchone():
@@ -119,10 +139,21 @@ def create_sweep(store: RunStore, name: str, study: str, spec: dict[str, Any]) -
                     (name, study, canonical_json(spec), now()))
 
 
+def drop_empty_sweep(store: RunStore, name: str) -> bool:
+    """Remove the record of sweep ``name`` if it has no runs yet (so the name can be used
+    again); returns whether it was removed. A sweep with runs is never touched."""
+    with store._transaction() as con:
+        if con.execute("SELECT 1 FROM runs WHERE sweep = ? LIMIT 1", (name,)).fetchone():
+            return False
+        return con.execute("DELETE FROM sweeps WHERE name = ?", (name,)).rowcount > 0
+
+
 def find_sweep(store: RunStore, *, study: str, spec: dict[str, Any],
                name: str | None = None) -> str | None:
     """The sweep called ``name`` (checked to match study and spec), or else the newest sweep of
     ``study`` with exactly this spec; None when there is none."""
+    if name is not None:
+        check_sweep_name(name)
     if not store.has_runs_table():
         return None
     with store._connect() as con:
@@ -162,7 +193,7 @@ def finished_points(store: RunStore, name: str) -> set[str]:
 
 def sweep_folder(store: RunStore, name: str) -> Path:
     """The folder of a sweep's aggregate report: ``<store>/sweeps/<name>``."""
-    return store.root / "sweeps" / name
+    return store.root / "sweeps" / check_sweep_name(name)
 
 
 def sweep_record(store: RunStore, name: str) -> dict[str, Any]:

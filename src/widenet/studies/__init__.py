@@ -53,7 +53,11 @@ def get_study(name: str) -> Study:
                            "(`widenet studies` lists them)")
     try:
         module = import_module(registry[name])
-    except ModuleNotFoundError as error:
+    except TypeError:  # a relative name such as ".mine"
+        raise WidenetError(f"study {name!r}: cannot import its module {registry[name]!r}; "
+                           "write its full name (my_package.my_study) in WIDENET_STUDIES"
+                           ) from None
+    except ImportError as error:
         raise WidenetError(f"study {name!r}: cannot import its module {registry[name]!r} "
                            f"({error})") from None
     study = getattr(module, "STUDY", None)

@@ -24,6 +24,9 @@ from widenet.checks import Check
 
 Tables = dict[str, pd.DataFrame]
 
+MAX_SEED = 2**63 - 1
+"""The largest seed: the run store keeps seeds as signed 64-bit integers."""
+
 
 class StudyConfig(BaseModel):
     """Base of every study's config: typed fields with documented defaults.
@@ -36,8 +39,8 @@ class StudyConfig(BaseModel):
 
     QUICK: ClassVar[dict[str, Any]] = {}
 
-    seed: int = Field(default=0, ge=0, description="base seed: every task derives its seeds "
-                      "from it and its own parameters")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="base seed: every task "
+                      "derives its seeds from it and its own parameters")
 
 
 @dataclass(frozen=True)

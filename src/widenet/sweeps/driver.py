@@ -7,6 +7,7 @@ point and ``resume=True`` runs only the points whose newest run did not complete
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from widenet.errors import WidenetError
 from widenet.store import RunStore
 from widenet.store.sweeps import (
     RunBundle,
+    check_sweep_name,
     create_sweep,
+    drop_empty_sweep,
     find_sweep,
     finished_points,
     import_run,
@@ -29,8 +33,8 @@ from widenet.store.sweeps import (
 )
 from widenet.studies import get_study
 from widenet.studies.config import validate_config
-from widenet.studies.runner import write_run_report
-from widenet.sweeps.engines import Engine, Job, Outcome
+from widenet.studies.runner import resolve_device, write_run_report
+from widenet.sweeps.engines import Engine, Job, Outcome, RayEngine
 from widenet.sweeps.report import write_sweep_report
 from widenet.sweeps.spec import SweepSpec
 from widenet.sweeps.worker import execute_point
@@ -64,18 +68,19 @@ def run_sweep(study: str, spec: SweepSpec, *, store: RunStore, engine: Engine,
               resume: bool = False, on_point: PointCallback | None = None) -> SweepOutcome:
     """Run every point of ``spec`` (config = study defaults < ``base`` < the point's values).
 
-    Every point's config is validated before anything runs. With ``resume``, the sweep called
-    ``name`` (or else the newest sweep of this study with the same spec) is continued.
+    Every point's config, the sweep's name and the device are checked before anything is
+    stored. With ``resume``, the sweep called ``name`` (which must exist) or else the newest
+    sweep of this study with the same spec is continued. If the engine fails before any point
+    is stored, a sweep this call made is removed again, so that its name stays free.
     """
     base = dict(base or {})
+    if name is not None:
+        check_sweep_name(name)
+    _check_device(device, engine)
     jobs = [Job(label, execute_point, (study, values, device))
             for label, values in plan_sweep(study, spec, base)]
     record = {"base": base, "device": device, **spec.as_dict()}
-    sweep = find_sweep(store, study=study, spec=record, name=name) if resume else None
-    if sweep is None:
-        sweep = name or (f"{study}-sweep-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-"
-                         f"{secrets.token_hex(2)}")
-        create_sweep(store, sweep, study, record)
+    sweep, created = _open_sweep(store, study, record, name, resume)
     done = finished_points(store, sweep)
     todo = [job for job in jobs if job.label not in done]
     progress = {"done": len(jobs) - len(todo)}
@@ -97,9 +102,50 @@ def run_sweep(study: str, spec: SweepSpec, *, store: RunStore, engine: Engine,
         if on_point is not None:
             on_point(progress["done"], len(jobs), job.label, status)
 
-    engine.run(todo, store_point)
+    try:
+        engine.run(todo, store_point)
+    except BaseException:
+        if created:  # a sweep that stored no point leaves no trace: its name stays free
+            drop_empty_sweep(store, sweep)
+        raise
     return SweepOutcome(name=sweep, points=sweep_points(store, sweep),
                         report=write_sweep_report(store, sweep), ran=len(todo))
+
+
+def _open_sweep(store: RunStore, study: str, record: dict[str, Any], name: str | None,
+                resume: bool) -> tuple[str, bool]:
+    """The sweep to run into and whether this call created it (see :func:`run_sweep`)."""
+    sweep = find_sweep(store, study=study, spec=record, name=name) if resume else None
+    if sweep is not None:
+        return sweep, False
+    if resume and name is not None:
+        raise WidenetError(f"no sweep named {name!r} to resume in {store.db_path}; check the "
+                           "name, or leave out --resume to start it")
+    sweep = name or _default_name(study)
+    create_sweep(store, sweep, study, record)
+    return sweep, True
+
+
+def _default_name(study: str) -> str:
+    """``<study>-sweep-<UTC date>-<time>-<4 hex digits>``, with any character of the study's
+    name that a sweep name cannot hold replaced by ``-``."""
+    plain = re.sub(r"[^A-Za-z0-9._-]", "-", study)[:60]
+    return f"{plain}-sweep-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def _check_device(device: str, engine: Engine) -> None:
+    """Refuse a device the points cannot run on, before the sweep is made. Local points run on
+    this machine, which must have it; Ray points may run on other machines, so there only the
+    name is checked."""
+    if not isinstance(engine, RayEngine):
+        resolve_device(device)
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        kind = ""
+    if kind not in ("cpu", "cuda"):
+        raise WidenetError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
 
 
 def _validated(schema: Any, values: dict[str, Any], label: str) -> dict[str, Any]:

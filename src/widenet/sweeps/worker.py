@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 from typing import Any
 
@@ -18,13 +17,18 @@ def execute_point(study_name: str, values: dict[str, Any], device: str) -> RunBu
 
     The run goes into a temporary store that is deleted afterwards, so workers never write the
     real store. A point whose study raises comes back as a ``failed`` run with the reason (and
-    the tasks it finished); only the death of the worker itself leaves no bundle.
+    the tasks it finished). An error before the run exists (a device that is not there) is
+    raised as it is, for the engine to report; the death of the worker leaves no bundle.
     """
     study = get_study(study_name)
     config = validate_config(study.config, values)
     with tempfile.TemporaryDirectory(prefix="widenet-point-") as scratch:
         store = RunStore(scratch)
-        with contextlib.suppress(Exception):  # recorded in the scratch store as failed
+        try:
             run_study(study, config, store=store, device=device)
+        except Exception:
+            if store.runs().empty:
+                raise
+            # otherwise it is recorded in the scratch store as a failed run
         (run_id,) = store.runs()["id"]
         return export_run(store, run_id)
