@@ -1,4 +1,5 @@
-"""The local engine's workers: what they inherit from the driver."""
+"""The local engine's workers: what they inherit from the driver, what travels to them and
+back, and the counts the engines accept."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import os
 import sys
 
 import pytest
+import torch
+from torch import nn
 
-from widenet.sweeps import LocalEngine
+from widenet.errors import WidenetError
+from widenet.models import MLP
+from widenet.sweeps import LocalEngine, RayEngine
 from widenet.sweeps.engines import Job, Outcome
 
 
@@ -32,3 +37,49 @@ def test_workers_see_the_environment_and_path_of_each_run_not_of_the_fork_server
     assert _views(engine) == [("second=c.d", True)]
     monkeypatch.delenv("WIDENET_STUDIES")
     assert _views(engine) == [(None, True)]
+
+
+def _parameter_count(net: nn.Module) -> int:
+    return len(list(net.parameters()))
+
+
+def _same(value: object) -> object:
+    return value
+
+
+def _unpicklable() -> object:
+    return lambda: 0
+
+
+def _outcomes(jobs: list[Job]) -> list[Outcome]:
+    results: list[Outcome] = []
+    LocalEngine(1, retries=0).run(jobs, lambda _job, outcome: results.append(outcome))
+    return results
+
+
+def test_a_deep_net_travels_to_a_worker_and_back() -> None:
+    net = MLP(3, [2] * 400, 1, "relu", seed=0)  # 401 tensors: too many fds if each is shared
+    count, back = _outcomes([Job("count", _parameter_count, (net,)), Job("back", _same, (net,))])
+    assert (count.status, count.result) == ("done", 401)
+    assert back.status == "done"
+    assert torch.equal(back.result.state_dict()["layers.400.weight"],
+                       net.state_dict()["layers.400.weight"])
+
+
+def test_jobs_and_results_that_cannot_be_pickled_fail_with_a_reason() -> None:
+    outcomes = _outcomes([Job("in", _same, (lambda: 0,)), Job("out", _unpicklable, ())])
+    assert [outcome.status for outcome in outcomes] == ["failed", "failed"]
+    assert "cannot be sent to a worker" in outcomes[0].reason
+    assert "result cannot be sent back" in outcomes[1].reason
+
+
+@pytest.mark.parametrize("engine", [LocalEngine, RayEngine])
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"workers": 0}, "--workers must be a positive number"),
+    ({"workers": -2}, "--workers must be a positive number"),
+    ({"retries": -1}, "retries must be >= 0"),
+])
+def test_bad_worker_and_retry_counts_are_refused(engine: type, kwargs: dict,
+                                                 message: str) -> None:
+    with pytest.raises(WidenetError, match=message):
+        engine(**kwargs)

@@ -1,7 +1,10 @@
-"""Blocked kernels on disk: equal to the in-memory kernels, resumable, refusing mismatches."""
+"""Blocked kernels on disk: equal to the in-memory kernels, resumable, refusing mismatches and
+unusable paths, telling failures worth a re-run from those that are not."""
 
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.infinite import infinite_kernels
 from widenet.models import MLP
 from widenet.sweeps import LocalEngine
+from widenet.sweeps.engines import Job, OnResult, Outcome
 from widenet.sweeps.kernel import kernel_to_disk
 
 
@@ -88,3 +92,61 @@ def test_a_mismatched_resume_and_bad_arguments_are_refused(tmp_path: Path) -> No
         kernel_to_disk(_net(), x, tmp_path / "z.npy", kind="cntk")
     with pytest.raises(WidenetError, match=r"must end in \.npy"):
         kernel_to_disk(_net(), x, tmp_path / "z.bin")
+
+
+def test_a_deep_net_kernel_completes(tmp_path: Path) -> None:
+    x = sphere_points(4, 3)
+    net = MLP(3, [2] * 400, 1, "relu", seed=0, dtype=torch.float64)
+    matrix = kernel_to_disk(net, x, tmp_path / "deep.npy", block=2, engine=LocalEngine(1))
+    np.testing.assert_allclose(matrix, infinite_kernels(net, x).ntk.numpy(), rtol=1e-12)
+
+
+def test_unusable_paths_are_refused_in_one_line(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    x = sphere_points(4, 3)
+    (tmp_path / "afile").write_text("keep")
+    with pytest.raises(WidenetError, match="afile is a file; choose another path"):
+        kernel_to_disk(_net(), sphere_points(4, 5), tmp_path / "afile" / "sub" / "k.npy")
+    assert (tmp_path / "afile").read_text() == "keep"
+    full = shutil.disk_usage(tmp_path)._replace(free=100)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: full)
+    with pytest.raises(WidenetError, match=r"needs 128 B on disk but .* has 100 B free"):
+        kernel_to_disk(MLP(3, [4], 1, seed=0), x, tmp_path / "new" / "k.npy")
+    assert list(tmp_path.iterdir()) == [tmp_path / "afile"]
+
+
+def test_a_matrix_file_that_cannot_be_created_leaves_nothing_half_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, stale = tmp_path / "k.npy", tmp_path / "k.npy.json"
+    stale.write_text("from before")
+
+    def too_big(file: Path, **_: object) -> None:
+        Path(file).write_bytes(b"\x93NUMPY" + b" " * 122)
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", too_big)
+    with pytest.raises(WidenetError, match=r"cannot create the kernel file .*Invalid argument"):
+        kernel_to_disk(_net(), sphere_points(4, 5), path, engine=LocalEngine(1))
+    assert sorted(tmp_path.iterdir()) == [stale]
+    assert stale.read_text() == "from before"
+    monkeypatch.undo()
+    assert kernel_to_disk(_net(), sphere_points(4, 5), path, engine=LocalEngine(1)).shape == (4, 4)
+
+
+class _LosingEngine:
+    """Reports every job lost, as if each worker had been killed."""
+
+    def run(self, jobs: list[Job], on_result: OnResult) -> None:
+        for job in jobs:
+            on_result(job, Outcome("lost", reason="worker died (exit code -9) 3 times"))
+
+
+def test_a_block_that_raises_is_not_worth_resuming_a_lost_one_is(tmp_path: Path) -> None:
+    huge = torch.full((4, 5), 1e300, dtype=torch.float64)
+    refusal = r"raised an error.*overflowed.*would raise it again"
+    with pytest.raises(WidenetError, match=refusal) as raised:
+        kernel_to_disk(_net(), huge, tmp_path / "huge.npy", block=2, engine=LocalEngine(1))
+    assert "run again" not in str(raised.value)
+    with pytest.raises(WidenetError, match=r"3 block\(s\) lost their worker .*run again"):
+        kernel_to_disk(_net(), sphere_points(4, 5), tmp_path / "lost.npy", block=2,
+                       engine=_LosingEngine())

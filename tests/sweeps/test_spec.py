@@ -38,6 +38,8 @@ def test_no_swept_keys_is_one_base_point() -> None:
     ({"random": {"lr": (0, 1)}}, "--random needs --samples"),
     ({"samples": 3}, "--samples needs at least one --random"),
     ({"grid": {"lr": []}}, "has no values"),
+    ({"grid": {"width": [8, 16, 8]}}, r"--grid width= lists the value 8 twice; give each"),
+    ({"grid": {"lr": [0.1, 0.1000001]}}, r"value 0.1 twice \(0.1 and 0.1000001 print alike"),
 ])
 def test_inconsistent_specs_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(WidenetError, match=message):
@@ -53,3 +55,17 @@ def test_inconsistent_specs_are_refused(kwargs: dict, message: str) -> None:
 def test_malformed_items_are_refused(parse, item: str, message: str) -> None:
     with pytest.raises(WidenetError, match=message):
         parse([item])
+
+
+@pytest.mark.parametrize(("parse", "items", "message"), [
+    (parse_grid, ["points=8", "points=16"], r"--grid points= is given twice; list all its"),
+    (parse_random, ["lr=0:1", "lr=1:2"], r"--random lr= is given twice; give each key one"),
+])
+def test_a_key_given_twice_is_refused(parse, items: list[str], message: str) -> None:
+    with pytest.raises(WidenetError, match=message):
+        parse(items)
+
+
+def test_grid_values_given_twice_are_refused_from_the_command_line() -> None:
+    with pytest.raises(WidenetError, match="--grid points= lists the value 8 twice"):
+        SweepSpec(grid=parse_grid(["points=8,8"]))

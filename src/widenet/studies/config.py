@@ -1,12 +1,13 @@
 """Building a study's config: defaults < the quick preset < a YAML file < ``--set key=value``.
 
 Every value is validated by the study's pydantic schema; an unknown key or a value of the wrong
-type raises a :class:`~widenet.errors.WidenetError` that names the key and where it came from.
+type raises a :class:`~widenet.errors.WidenetError` that names the key and where it came from,
+and so does a key given twice in a YAML file (YAML itself would keep the last).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,12 @@ def validate_config(schema: type[StudyConfig], values: dict[str, Any],
         return schema(**values)
     except ValidationError as error:
         first = error.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")  # pydantic's wrapping of ValueError
         if not first["loc"]:  # a model validator: about several keys together
-            raise WidenetError(f"config: {first['msg']}") from None
+            raise WidenetError(f"config: {message}") from None
         key = str(first["loc"][0])
         origin = f" (from {sources[key]})" if key in sources else ""
-        raise WidenetError(f"config key {key!r}{origin}: {first['msg']}, "
+        raise WidenetError(f"config key {key!r}{origin}: {message}, "
                            f"got {first.get('input')!r}") from None
 
 
@@ -62,16 +64,70 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as error:
         raise WidenetError(f"cannot read config file {path}: {error}") from None
     try:
-        loaded = yaml.safe_load(text)
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only
+    except _DuplicateKeyError as error:
+        raise WidenetError(f"config file {path}: {error}") from None
     except yaml.YAMLError as error:
-        raise WidenetError(f"config file {path} is not valid YAML: "
-                           f"{str(error).splitlines()[0]}") from None
+        raise WidenetError(f"config file {path} is not valid YAML: {_yaml_problem(error)}") \
+            from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise WidenetError(f"config file {path} must hold a mapping of keys to values, "
-                           f"got a {type(loaded).__name__}")
+        raise WidenetError(f"config file {path} must hold a mapping of keys to values "
+                           f"(key: value lines), got {_kind(loaded)}")
     return {str(key): value for key, value in loaded.items()}
+
+
+class _DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping gives a key twice."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives a key twice (instead of keeping the
+    last)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        """The mapping of ``node``; raises on a key given twice, naming both lines."""
+        if isinstance(node, yaml.MappingNode):
+            first_lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # keys merged in with << may be overridden
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, Hashable):
+                    continue  # the base constructor refuses it with its own message
+                line = key_node.start_mark.line + 1
+                if key in first_lines:
+                    lines = (f"twice on line {line}" if first_lines[key] == line else
+                             f"on line {first_lines[key]} and again on line {line}")
+                    raise _DuplicateKeyError(f"the key {key!r} is given {lines}; keep one")
+                first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line saying what is wrong and where: ``expected ',' or ']', but got '<stream end>'
+    at line 3, column 1 (while parsing a flow sequence started at line 1, column 9)``."""
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem is None:
+        return " ".join(str(error).split())
+    where = _position(error.problem_mark)
+    context = ""
+    if error.context:
+        started = f" started{_position(error.context_mark)}" if error.context_mark else ""
+        context = f" ({error.context}{started})"
+    return f"{error.problem}{where}{context}"
+
+
+def _position(mark: yaml.Mark | None) -> str:
+    """`` at line 3, column 1`` (counted from 1), or nothing without a mark."""
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _kind(value: object) -> str:
+    """``[1]`` -> ``"a list"``, ``3`` -> ``"an integer"``: what a YAML value is, in words."""
+    words = {list: "a list", str: "a string", int: "an integer", float: "a number",
+             bool: "a boolean"}
+    return words.get(type(value), f"a value of type {type(value).__name__}")
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:

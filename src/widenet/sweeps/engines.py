@@ -6,12 +6,17 @@ point, a kernel block) and hands each outcome to the driver, which alone writes 
 A job whose worker dies (killed, out of memory, node lost) is retried up to ``retries`` times
 and then reported ``lost``; a job that raises is reported ``failed`` with the reason and is not
 retried (it would raise again).
+
+The local engine hands each job to its worker, and each outcome back, as bytes made by the
+standard :mod:`pickle` (which copies tensor data), never as multiprocessing's shared-memory
+tensors: those take one file descriptor per tensor, and a deep net would run out of them.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,10 +72,9 @@ class LocalEngine:
     """
 
     def __init__(self, workers: int | None = None, retries: int = 2):
+        _check_counts(workers, retries)
         self.workers = workers or os.cpu_count() or 1
         self.retries = retries
-        if self.workers < 1 or retries < 0:
-            raise WidenetError("--workers must be >= 1 (and retries >= 0)")
 
     def run(self, jobs: list[Job], on_result: OnResult) -> None:
         """Run every job; returns when all have reported. Ctrl-C stops all workers."""
@@ -86,18 +90,21 @@ class LocalEngine:
             while waiting or active:
                 while waiting and len(active) < self.workers:
                     job, attempt = waiting.pop(0)
+                    try:
+                        payload = pickle.dumps(job)
+                    except Exception as error:  # whatever pickling the job raises
+                        on_result(job, Outcome("failed", reason=f"the job cannot be sent to a "
+                                               f"worker: {type(error).__name__}: {error}"))
+                        continue
                     receiver, sender = context.Pipe(duplex=False)
-                    process = context.Process(target=_child, args=(sender, job, *setup),
+                    process = context.Process(target=_child, args=(sender, payload, *setup),
                                               daemon=True)
                     process.start()
                     sender.close()
                     active[receiver] = (job, attempt, process)
                 for receiver in wait(list(active)):
                     job, attempt, process = active.pop(receiver)
-                    try:
-                        outcome = receiver.recv()
-                    except EOFError:
-                        outcome = None
+                    outcome = _receive(receiver)
                     receiver.close()
                     process.join()
                     if outcome is not None:
@@ -113,21 +120,53 @@ class LocalEngine:
                 process.join()
 
 
-def _child(sender: Connection, job: Job, threads: int, environment: dict[str, str],
+def _check_counts(workers: int | None, retries: int) -> None:
+    """Refuse ``workers`` < 1 (None means all cores) and ``retries`` < 0."""
+    if workers is not None and workers < 1:
+        raise WidenetError(f"--workers must be a positive number of parallel workers, got "
+                           f"{workers}; leave it out to use all cores")
+    if retries < 0:
+        raise WidenetError(f"retries must be >= 0 (0: never retry a lost worker), got {retries}")
+
+
+def _receive(receiver: Connection) -> Outcome | None:
+    """The outcome a worker sent, or None if it died before sending all of it."""
+    try:
+        payload = receiver.recv_bytes()
+    except (EOFError, OSError):  # no message, or one cut short by the worker's death
+        return None
+    try:
+        return pickle.loads(payload)
+    except Exception as error:  # whatever unpickling raises
+        return Outcome("failed", reason=f"the result cannot be read back: "
+                                        f"{type(error).__name__}: {error}")
+
+
+def _child(sender: Connection, payload: bytes, threads: int, environment: dict[str, str],
            path: list[str]) -> None:
-    """Run the job with ``threads`` torch threads, the driver's forwarded ``environment`` and
-    import ``path``, and send its outcome to the driver."""
+    """Run the pickled job with ``threads`` torch threads, the driver's forwarded
+    ``environment`` and import ``path``, and send its pickled outcome to the driver."""
     torch.set_num_threads(threads)
     for name in FORWARDED_VARIABLES:
         os.environ.pop(name, None)
     os.environ.update(environment)
     sys.path[:] = path
     try:
+        job: Job = pickle.loads(payload)
         outcome = Outcome("done", result=job.function(*job.args))
     except Exception as error:
         outcome = Outcome("failed", reason=f"{type(error).__name__}: {error}")
-    sender.send(outcome)
+    sender.send_bytes(_pickled(outcome))
     sender.close()
+
+
+def _pickled(outcome: Outcome) -> bytes:
+    """``outcome`` as bytes; one whose result cannot be pickled becomes a failure saying so."""
+    try:
+        return pickle.dumps(outcome)
+    except Exception as error:  # whatever pickling the result raises
+        return pickle.dumps(Outcome("failed", reason=f"the result cannot be sent back: "
+                                                     f"{type(error).__name__}: {error}"))
 
 
 def _call(function: Callable[..., Any], *args: Any) -> Any:
@@ -145,6 +184,7 @@ class RayEngine:
 
     def __init__(self, address: str | None = None, workers: int | None = None,
                  cpus_per_run: float = 1.0, gpus_per_run: float = 0.0, retries: int = 2):
+        _check_counts(workers, retries)
         self.address, self.workers = address, workers
         self.cpus_per_run, self.gpus_per_run, self.retries = cpus_per_run, gpus_per_run, retries
 

@@ -7,7 +7,10 @@ float64 and stored as ``dtype`` (float32 halves the file: n = 40,000 takes 6.4 G
 is a memory-mapped ``.npy`` file; each worker writes its block (and, by symmetry, the mirrored
 one) straight into it and flushes; the driver then records the block as done in
 ``<path>.blocks.npy``. A second call with the same net, inputs, block size and dtype resumes:
-it computes only the blocks not yet recorded. Workers must see the same file system as the
+it computes only the blocks not yet recorded (a block whose worker died is worth that; one
+that raised, say on inputs too large for float64, would raise again and is reported as such).
+A matrix that the disk has no room for is refused before any file is written, and a file that
+cannot be created is removed again. Workers must see the same file system as the
 driver (one machine, or a shared volume on a cluster). Memory stays bounded by a few blocks
 per worker, whatever n.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,11 +65,13 @@ def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: s
     jobs = [Job(f"{i},{j}", compute_block, (net, x, kind, str(path), block, i, j))
             for i in range(count) for j in range(i, count) if not done[i, j]]
     total = count * (count + 1) // 2
-    failures: list[str] = []
+    failed: list[str] = []
+    lost: list[str] = []
 
     def record(job: Job, outcome: Outcome) -> None:
         if outcome.status != "done":
-            failures.append(f"block {job.label}: {outcome.reason}")
+            (lost if outcome.status == "lost" else failed).append(
+                f"block {job.label}: {outcome.reason}")
             return
         i, j = outcome.result
         done[i, j] = True
@@ -74,10 +80,20 @@ def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: s
             on_block(int(np.triu(done).sum()), total)
 
     (engine or LocalEngine()).run(jobs, record)
-    if failures:
-        raise WidenetError(f"{len(failures)} block(s) failed ({failures[0]}); run again to "
-                           "resume from the finished blocks")
+    _raise_failures(failed, lost)
     return np.load(path, mmap_mode="r")
+
+
+def _raise_failures(failed: list[str], lost: list[str]) -> None:
+    """Refuse an unfinished kernel: blocks that raised would raise again (a re-run cannot
+    help), blocks whose worker died can be resumed."""
+    if failed:
+        other = f"; {len(lost)} other block(s) lost their worker" if lost else ""
+        raise WidenetError(f"{len(failed)} block(s) raised an error ({failed[0]}){other}; "
+                           "running again would raise it again: change the inputs or the net")
+    if lost:
+        raise WidenetError(f"{len(lost)} block(s) lost their worker ({lost[0]}); run again to "
+                           "resume from the finished blocks")
 
 
 def compute_block(net: nn.Module, x: torch.Tensor, kind: str, path: str, block: int, i: int,
@@ -114,15 +130,65 @@ def _open(path: Path, identity: dict[str, object], count: int) -> np.ndarray:
     if path.exists():
         raise WidenetError(f"{path} exists and is not an unfinished widenet kernel; remove it "
                            "or choose another path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = int(identity["n"])
-    matrix = np.lib.format.open_memmap(path, mode="w+", dtype=str(identity["dtype"]),
-                                       shape=(n, n))
-    del matrix
-    done = np.zeros((count, count), dtype=bool)
-    _save_done(path, done)
-    atomic_write(meta, json.dumps(identity).encode())
+    return _create(path, identity, count)
+
+
+def _create(path: Path, identity: dict[str, object], count: int) -> np.ndarray:
+    """A fresh matrix file with an empty done-map; on failure, no file of it is left behind
+    (files that were there before are left alone)."""
+    n, dtype = int(identity["n"]), str(identity["dtype"])
+    _check_space(path, n * n * np.dtype(dtype).itemsize)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        in_the_way = next((folder for folder in reversed(path.parents) if folder.is_file()),
+                          path.parent)
+        raise WidenetError(f"cannot create the folder of {path}: {in_the_way} is a file; "
+                           "choose another path") from None
+    except OSError as error:
+        raise WidenetError(f"cannot create the folder of {path}: {_reason(error)}; choose "
+                           "another path") from None
+    files = [path, *(_sidecar(path, suffix) for suffix in (".blocks.npy", ".blocks.tmp.npy",
+                                                           ".json"))]
+    new = [file for file in files if not file.exists()]
+    try:
+        matrix = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n, n))
+        del matrix
+        done = np.zeros((count, count), dtype=bool)
+        _save_done(path, done)
+        atomic_write(_sidecar(path, ".json"), json.dumps(identity).encode())
+    except BaseException as error:
+        for file in new:
+            file.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise WidenetError(f"cannot create the kernel file {path}: {_reason(error)}; "
+                               "choose another path") from None
+        raise
     return done
+
+
+def _check_space(path: Path, size: int) -> None:
+    """Refuse a matrix of ``size`` bytes that the disk meant to hold ``path`` (that of its
+    nearest existing folder) has no room for."""
+    folder = next(folder for folder in path.parents if folder.exists())
+    free = shutil.disk_usage(folder).free
+    if size > free:
+        raise WidenetError(f"the kernel needs {_bytes(size)} on disk but {folder} has "
+                           f"{_bytes(free)} free; use fewer points, --dtype float32 or a path "
+                           "on a larger disk")
+
+
+def _bytes(size: float) -> str:
+    """``6_400_000_000`` -> ``"6.4 GB"``."""
+    units = ["B", "kB", "MB", "GB", "TB"]
+    while size >= 1000 and len(units) > 1:
+        size, units = size / 1000, units[1:]
+    return f"{size:.3g} {units[0]}"
+
+
+def _reason(error: OSError) -> str:
+    """The system's message for ``error``, with the file it is about."""
+    return f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
 
 
 def _save_done(path: Path, done: np.ndarray) -> None:

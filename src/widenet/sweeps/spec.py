@@ -39,6 +39,7 @@ class SweepSpec:
         for key, values in self.grid.items():
             if not values:
                 raise WidenetError(f"--grid {key}= has no values")
+            _check_distinct(key, values)
         if self.random and self.samples < 1:
             raise WidenetError("--random needs --samples N (N >= 1)")
         if self.samples and not self.random:
@@ -74,6 +75,19 @@ class SweepSpec:
                 for g in grid for named, drawn in draws for s in seeds]
 
 
+def _check_distinct(key: str, values: list[Any]) -> None:
+    """Refuse two values of a grid key that would be the same point (the same label)."""
+    seen: dict[str, Any] = {}
+    for value in values:
+        text = _text(value)
+        if text in seen:
+            alike = "" if seen[text] == value else (f" ({seen[text]!r} and {value!r} print "
+                                                    "alike to 6 significant digits)")
+            raise WidenetError(f"--grid {key}= lists the value {text} twice{alike}; give "
+                               "each value once")
+        seen[text] = value
+
+
 def _label(values: dict[str, Any]) -> str:
     return ",".join(f"{key}={_text(value)}" for key, value in values.items()) or "base"
 
@@ -83,6 +97,9 @@ def parse_grid(items: list[str] | tuple[str, ...]) -> dict[str, list[Any]]:
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, value = _split(item, "--grid", "key=v1,v2,...")
+        if key in grid:
+            raise WidenetError(f"--grid {key}= is given twice; list all its values in one "
+                               f"--grid {key}=v1,v2,...")
         parsed = parse_value(value)
         grid[key] = parsed if isinstance(parsed, list) else [parsed]
     return grid
@@ -93,6 +110,9 @@ def parse_random(items: list[str] | tuple[str, ...]) -> dict[str, tuple[float, f
     ranges: dict[str, tuple[float, float]] = {}
     for item in items:
         key, value = _split(item, "--random", "key=low:high")
+        if key in ranges:
+            raise WidenetError(f"--random {key}= is given twice; give each key one range "
+                               "low:high")
         low_text, colon, high_text = value.partition(":")
         low, high = parse_value(low_text.strip()), parse_value(high_text.strip())
         numeric = all(isinstance(b, int | float) and not isinstance(b, bool) for b in (low, high))
