@@ -9,7 +9,14 @@ from pydantic import field_validator, model_validator
 
 from tests.studies.toy_study import ToyConfig
 from widenet.errors import WidenetError
-from widenet.studies.config import build_config, parse_overrides, parse_value, read_config_file
+from widenet.studies import get_study
+from widenet.studies.config import (
+    build_config,
+    parse_overrides,
+    parse_value,
+    read_config_file,
+    validate_config,
+)
 
 
 def test_sources_apply_in_order(tmp_path: Path) -> None:
@@ -98,3 +105,9 @@ def test_validator_messages_come_without_pydantic_prefix() -> None:
         build_config(_CheckedConfig, overrides=["values=1,2,3,4"])
     with pytest.raises(WidenetError, match=r"^config: seed must be <= 100$"):
         build_config(_CheckedConfig, quick=True, overrides=["seed=101"])
+
+
+def test_a_message_that_names_the_value_does_not_repeat_it() -> None:
+    with pytest.raises(WidenetError) as error:
+        validate_config(get_study("ntk-spectrum").config, {"depths": [1, 2]})
+    assert str(error.value).count("got [1, 2]") == 1

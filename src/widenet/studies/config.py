@@ -50,8 +50,8 @@ def validate_config(schema: type[StudyConfig], values: dict[str, Any],
             raise WidenetError(f"config: {message}") from None
         key = str(first["loc"][0])
         origin = f" (from {sources[key]})" if key in sources else ""
-        raise WidenetError(f"config key {key!r}{origin}: {message}, "
-                           f"got {first.get('input')!r}") from None
+        given = "" if ", got " in message else f", got {first.get('input')!r}"
+        raise WidenetError(f"config key {key!r}{origin}: {message}{given}") from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
