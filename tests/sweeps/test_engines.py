@@ -83,3 +83,12 @@ def test_bad_worker_and_retry_counts_are_refused(engine: type, kwargs: dict,
                                                  message: str) -> None:
     with pytest.raises(WidenetError, match=message):
         engine(**kwargs)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"gpus_per_run": -1.0}, "--gpus-per-run must be >= 0"),
+    ({"gpus_per_run": float("nan")}, "--gpus-per-run must be >= 0"),
+    ({"cpus_per_run": 0.0}, "cpus_per_run must be a positive number")])
+def test_ray_resources_per_run_are_checked_before_ray_starts(options, message) -> None:
+    with pytest.raises(WidenetError, match=message):
+        RayEngine(**options)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from tests.sweeps.test_driver import FAULTS, _statuses
+from widenet.errors import WidenetError
 from widenet.store import RunStore
 from widenet.sweeps import LocalEngine, RayEngine, run_sweep
 
@@ -41,3 +42,10 @@ def test_a_ray_sweep_records_faults_resumes_and_matches_local(tmp_path: Path,
         pd.testing.assert_frame_equal(store.table(point.run_id, "draws"),
                                       local_store.table(local_run, "draws"))
         pd.testing.assert_frame_equal(store.checks(point.run_id), local_store.checks(local_run))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_gpus_a_local_instance_lacks_are_refused_not_waited_for() -> None:
+    with pytest.raises(WidenetError, match=r"--gpus-per-run 1 but this machine has 0 GPU"):
+        RayEngine(workers=1, gpus_per_run=1).run([], lambda job, outcome: None)
+    assert not ray.is_initialized()

@@ -14,6 +14,7 @@ tensors: those take one file descriptor per tensor, and a deep net would run out
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import pickle
@@ -185,8 +186,20 @@ class RayEngine:
     def __init__(self, address: str | None = None, workers: int | None = None,
                  cpus_per_run: float = 1.0, gpus_per_run: float = 0.0, retries: int = 2):
         _check_counts(workers, retries)
+        if not (math.isfinite(cpus_per_run) and cpus_per_run > 0):
+            raise WidenetError(f"cpus_per_run must be a positive number, got {cpus_per_run}")
+        if not (math.isfinite(gpus_per_run) and gpus_per_run >= 0):
+            raise WidenetError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
         self.address, self.workers = address, workers
         self.cpus_per_run, self.gpus_per_run, self.retries = cpus_per_run, gpus_per_run, retries
+
+    def _check_local_gpus(self, ray: Any) -> None:
+        """Refuse GPUs per run that a local instance does not have (Ray would wait forever)."""
+        have = ray.cluster_resources().get("GPU", 0.0)
+        if self.gpus_per_run > have:
+            ray.shutdown()
+            raise WidenetError(f"--gpus-per-run {self.gpus_per_run:g} but this machine has "
+                               f"{have:g} GPU(s) for Ray; use --address for a cluster with GPUs")
 
     def run(self, jobs: list[Job], on_result: OnResult) -> None:
         """Run every job on Ray; returns when all have reported. Ctrl-C cancels the rest."""
@@ -200,7 +213,13 @@ class RayEngine:
                                        "include_dashboard": False, "log_to_driver": False}
             if self.address is None:
                 options["num_cpus"] = self.workers or os.cpu_count()
-            ray.init(address=self.address, **options)
+            try:
+                ray.init(address=self.address, **options)
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                where = f"the Ray cluster at {self.address}" if self.address else "local Ray"
+                raise WidenetError(f"cannot start or reach {where}: {error}") from None
+            if self.address is None:
+                self._check_local_gpus(ray)
         remote = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
                             max_retries=self.retries)(_call)
         pending = {remote.remote(job.function, *job.args): job for job in jobs}
