@@ -119,6 +119,15 @@ def test_a_study_module_with_a_relative_name_is_one_line(tmp_path: Path, monkeyp
     assert "cannot import its module '.rel'" in _error_line(capsys)
 
 
+@pytest.mark.parametrize("name", ["../up", "a/b", ".hidden", "sp ace"])
+def test_a_study_name_that_could_leave_the_store_is_refused(name: str, tmp_path: Path,
+                                                            monkeypatch, capsys) -> None:
+    monkeypatch.setenv("WIDENET_STUDIES", f"{name}=tests.studies.toy_study")
+    assert main(["run", name, "--out", str(tmp_path / "runs")]) == 2
+    assert "a study name starts with a letter or digit" in _error_line(capsys)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_no_arguments_prints_the_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     captured = capsys.readouterr()

@@ -9,6 +9,7 @@ reaches sweep workers, local or on Ray.
 from __future__ import annotations
 
 import os
+import re
 from importlib import import_module
 
 from widenet.errors import WidenetError
@@ -28,15 +29,23 @@ _MODULES = {
 }
 
 
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 def _registry() -> dict[str, str]:
     """The built-in studies, then those named in ``WIDENET_STUDIES``."""
     registry = dict(_MODULES)
     for entry in filter(None, os.environ.get("WIDENET_STUDIES", "").split(",")):
         name, sep, module = entry.partition("=")
-        if not sep or not name.strip() or not module.strip():
+        name = name.strip()
+        if not sep or not name or not module.strip():
             raise WidenetError(f"WIDENET_STUDIES holds {entry!r}; write name=module pairs "
                                "separated by commas")
-        registry[name.strip()] = module.strip()
+        if not _STUDY_NAME.fullmatch(name):
+            raise WidenetError(f"WIDENET_STUDIES names a study {name!r}; a study name starts "
+                               "with a letter or digit and holds only letters, digits, '.', "
+                               "'_' and '-' (it becomes part of run ids and folder names)")
+        registry[name] = module.strip()
     return registry
 
 
