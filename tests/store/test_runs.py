@@ -212,3 +212,13 @@ def test_an_unwritable_folder_is_a_clear_error(tmp_path: Path) -> None:
             _new_run(RunStore(tmp_path / "store"))
     finally:
         tmp_path.chmod(0o700)
+
+
+def test_a_store_in_a_read_only_folder_is_named_read_only_not_corrupt(tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    store = RunStore(tmp_path)
+    _new_run(store)
+    monkeypatch.setattr("widenet.store._database.os.access", lambda path, mode: False)
+    error = store._store_error(sqlite3.OperationalError("unable to open database file"))
+    assert "is read-only" in str(error)
+    assert "corrupt" not in str(error)

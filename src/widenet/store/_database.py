@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -147,9 +148,13 @@ class Database:
             con.execute("COMMIT")
 
     def _store_error(self, error: sqlite3.Error) -> WidenetError:
-        if isinstance(error, sqlite3.OperationalError) and "readonly" in str(error):
-            return WidenetError(f"the run store {self.db_path} is read-only; choose a writable "
-                                "folder with --out")
+        unwritable = not os.access(self.db_path.parent, os.W_OK) or (
+            self.db_path.exists() and not os.access(self.db_path, os.W_OK))
+        if isinstance(error, sqlite3.OperationalError) and ("readonly" in str(error)
+                                                            or unwritable):
+            return WidenetError(f"the run store {self.db_path} is read-only, and SQLite needs "
+                                "write access even to read it (its WAL index); copy the folder "
+                                "somewhere writable and pass that with --out")
         return WidenetError(f"cannot use the run store {self.db_path}: {error} (the file may be "
                             "corrupt or not a widenet store; move it aside or pass --out)")
 
