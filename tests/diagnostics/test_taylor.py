@@ -154,6 +154,16 @@ def test_frozen_parameters_are_not_part_of_the_direction() -> None:
         assert p.grad is None
 
 
+def test_an_overflowing_lr_gives_nan_coefficients_not_an_error() -> None:
+    net, x, y, _ = tanh_problem()
+    result = taylor_coefficients(net, mse, x, y, None, 1e300)  # lr^2 and lr^3 overflow
+    assert math.isfinite(result.c1)
+    assert result.c1 < 0
+    assert math.isnan(result.c2)
+    assert math.isnan(result.c3)
+    assert result.lr == 1e300
+
+
 def _bad(name: str, value):
     _, _, _, direction = tanh_problem()
     return {**direction, name: value}

@@ -209,7 +209,9 @@ def test_sharpness_that_never_reaches_the_edge_fails_and_says_how_far_it_came():
     ({"nonsense": 1}, "nonsense"), ({"lr_factors": [1.5]}, "lr_factors"),
     ({"lr_factors": []}, "lr_factors"), ({"activation": "nope"}, "activation"),
     ({"beyond_factors": [0.0]}, "beyond_factors"), ({"losses": ["hinge"]}, "losses"),
-    ({"width": 0}, "width")])
+    ({"width": 0}, "width"), ({"beyond_factors": [float("inf"), 2.0]}, "beyond_factors"),
+    ({"beyond_factors": [1e300, 2.0]}, "beyond_factors"),
+    ({"beyond_factors": [float("nan")]}, "beyond_factors")])
 def test_bad_config_raises_one_line_naming_the_key(values, key):
     with pytest.raises(WidenetError, match=key):
         validate_config(eos.EoSConfig, values)

@@ -113,6 +113,17 @@ def test_min_norm_distance_matches_an_explicit_inverse():
     assert gd.min_norm_distance(kernel, r) == pytest.approx(expected, rel=1e-12)
     with pytest.raises(WidenetError, match="singular"):
         gd.min_norm_distance(a[:, :2] @ a[:, :2].T, r)
+    assert gd.entk_distance(kernel, r) == pytest.approx(expected, rel=1e-12)
+    assert math.isnan(gd.entk_distance(a[:, :2] @ a[:, :2].T, r))
+
+
+def test_nets_with_fewer_parameters_than_points_are_data_not_a_crash(tmp_path):
+    """m = 1 with d = 4: 5 parameters for 8 points, a singular eNTK."""
+    _, analysis = run_in_memory(get_study("gd-convergence"), tmp_path,
+                                **{**TINY, "widths": [1, 2]})
+    runs = analysis.tables["runs"]
+    assert runs.loc[runs["m"] == 1, "distance_entk"].isna().all()
+    assert all(png_bytes(figure, dpi=30) for figure in analysis.figures.values())
 
 
 def test_learning_rate_contraction_and_step_count_on_a_diagonal_kernel():
@@ -186,6 +197,31 @@ def test_widest_width_check_passes_the_m_half_law_and_fails_a_constant_error(off
     assert check.verdict == verdict
 
 
+def test_asymptotic_rate_of_a_one_step_interpolation_is_infinite():
+    assert gd.asymptotic_rate(0.5) == pytest.approx(-2 * math.log(0.5))
+    assert gd.asymptotic_rate(0.0) == math.inf
+
+
+def test_widest_width_check_without_a_finite_narrow_error_is_inconclusive():
+    runs = pd.DataFrame({"m": [8, 8, 16, 16], "rate_error": [math.nan, math.nan, 0.01, 0.02]})
+    assert math.isnan(gd.extrapolated_tolerance(runs, "rate_error"))
+    check = gd._widest_error_check(runs, "rate_error", "linear rate", "claim")
+    assert check.verdict == "inconclusive"
+    assert check.measured == pytest.approx(0.015)
+
+
+def test_two_antipodal_points_run_without_a_crash(tmp_path):
+    """d = 1, n = 2: x = +-1, Theta = c I, so lr_factor = 1 interpolates in one step (rho = 0)
+    and no rate can be fitted: the rate checks are inconclusive, not a crash."""
+    _, analysis = run_in_memory(get_study("gd-convergence"), tmp_path,
+                                **{**TINY, "points": 2, "dim": 1})
+    runs = analysis.tables["runs"]
+    assert (runs["rate_asymptotic"] == math.inf).all()
+    verdicts = {check.name: check.verdict for check in analysis.checks}
+    assert verdicts["linear rate"] == "inconclusive"
+    assert all(png_bytes(figure, dpi=30) for figure in analysis.figures.values())
+
+
 def test_convergence_check_fails_a_diverged_run():
     runs = pd.DataFrame({"m": [8, 16], "status": ["completed", "diverged"],
                          "loss_initial": [1.0, 1.0], "loss_final": [1e-9, math.nan],
@@ -214,6 +250,7 @@ def test_convergence_check_fails_a_diverged_run():
     ({"dataset": "spirals"}, "config key 'dataset'"),
     ({"depth": 0}, "config key 'depth'"),
     ({"seed": -1}, "config key 'seed'"),
+    ({"points": 1}, "config key 'points'"),
 ])
 def test_bad_config_raises_one_line_naming_the_key(values, message):
     with pytest.raises(WidenetError, match=message):

@@ -17,6 +17,7 @@ from widenet import MLP
 from widenet.checks import VERDICTS
 from widenet.diagnostics.margins import margins_of
 from widenet.errors import WidenetError
+from widenet.report.figures import png_bytes
 from widenet.studies import StudyContext, get_study
 from widenet.studies._implicit_bias_analysis import linear_fit, run_statistics
 from widenet.studies._implicit_bias_measure import (
@@ -58,6 +59,19 @@ def test_a_diverging_run_is_data_not_a_crash(tmp_path):
     assert (runs["status"] == "diverged").all()
     assert analysis.tables["summary"]["completed"].iloc[0] == 0
     assert all(check.verdict == "inconclusive" for check in analysis.checks)
+    assert analysis.diverged.startswith("all 1 training runs diverged")
+    assert all(png_bytes(figure, dpi=30) for figure in analysis.figures.values())
+
+
+@pytest.mark.parametrize("values", [{"lr": 1e300}, {"init_scale": 1e3}])
+def test_a_run_diverging_at_once_is_data_not_a_crash(tmp_path, values):
+    """At init_scale = 1e3 the loss is inf before the first step, so no margin is logged."""
+    _, analysis = run_in_memory(STUDY, tmp_path, **{**TINY, **values, "seeds": 1,
+                                                    "steps": 20})
+    assert (analysis.tables["runs"]["status"] == "diverged").all()
+    assert analysis.diverged
+    assert all(check.verdict == "inconclusive" for check in analysis.checks)
+    assert all(png_bytes(figure, dpi=30) for figure in analysis.figures.values())
 
 
 def test_task_is_deterministic(tmp_path):
@@ -100,6 +114,25 @@ def test_max_margin_of_two_points_matches_brute_force():
     # y_i <w, x_i> by at most half the step times ||x_i||
     slack = float(angles[1] - angles[0]) / 2 * float(points.norm(dim=1).max())
     assert float(brute) <= achieved <= float(brute) + slack
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_max_margin_is_independent_of_the_kernel_scale(scale):
+    """gamma*(c K) = sqrt(c) gamma*(K): the solver's tolerances must not see the scale."""
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(8, 40))
+    labels = torch.tensor(np.sign(features @ rng.normal(size=40)))
+    kernel = torch.tensor(features @ features.T)
+    reference, _ = max_margin(kernel, labels)
+    achieved, upper = max_margin(scale * kernel, labels)
+    assert achieved == pytest.approx(math.sqrt(scale) * reference, rel=1e-9)
+    assert upper == pytest.approx(achieved, rel=1e-9)
+
+
+def test_max_margin_refuses_a_non_finite_kernel():
+    kernel = torch.tensor([[math.inf, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    with pytest.raises(WidenetError, match="non-finite"):
+        max_margin(kernel, torch.tensor([1.0, -1.0]))
 
 
 def test_max_margin_refuses_inseparable_points():
@@ -185,6 +218,8 @@ def test_linear_fit_stderr_matches_the_textbook_formula():
     ({"depths": [0]}, "depths"),
     ({"loss": "mse"}, "loss"),
     ({"init_scale": 0.0}, "init_scale"),
+    ({"init_scale": 1e300}, "init_scale"),
+    ({"init_scale": 1e-300}, "init_scale"),
     ({"late_fraction": 1.0}, "late_fraction"),
     ({"seed": -1}, "seed"),
 ])

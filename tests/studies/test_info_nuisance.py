@@ -185,15 +185,17 @@ def test_derived_quantities_and_paired_signs_by_hand():
 
 def test_a_diverging_run_is_recorded_not_raised(tmp_path):
     """Far past lr_factor = 2 (beyond the catapult range) the runs diverge: they are recorded
-    with their status, and the analysis still concludes."""
+    with their status, the analysis still concludes and says that every run diverged."""
     values = {**TINY, "lr_factor": 20.0}
     _, analysis = run_in_memory(get_study("info-nuisance"), tmp_path, quick=False, **values)
     runs = analysis.tables["runs"]
     assert (runs["status"] == "diverged").all()
     assert runs["label_information_end"].isna().all()
     assert len(analysis.checks) == len(CHECKS)
-    assert not analysis.diverged
+    assert analysis.diverged.startswith("all 4 training runs diverged")
+    assert "lr_factor" in analysis.diverged
     assert all(check.verdict in VERDICTS for check in analysis.checks)
+    assert all(png_bytes(figure, dpi=30) for figure in analysis.figures.values())
 
 
 def test_the_monitor_reports_nan_for_non_finite_outputs():

@@ -18,8 +18,9 @@ from widenet import MLP, LazyModel, empirical_ntk, linearize, train
 from widenet.checks import VERDICTS
 from widenet.data import load_dataset
 from widenet.errors import WidenetError
+from widenet.report.figures import png_bytes
 from widenet.studies import StudyContext, get_study
-from widenet.studies._lazy_analysis import GAP_ROUNDING, fit_slopes, poisson_slope
+from widenet.studies._lazy_analysis import GAP_ROUNDING, MEASURES, fit_slopes, poisson_slope
 from widenet.studies._lazy_measure import (
     compute_task,
     derived_seed,
@@ -120,6 +121,26 @@ def test_diverging_run_is_a_data_point():
     assert row["status"] == "diverged"
     assert math.isnan(row["kernel_movement"])
     assert math.isnan(row["test_loss"])
+
+
+def test_a_study_whose_every_run_diverged_is_recorded_not_crashed(tmp_path):
+    _, analysis = run_in_memory(STUDY, tmp_path, **{**TINY, "noise": 1e300})
+    assert analysis.diverged.startswith("all 16 training runs diverged")
+    slopes = analysis.tables["slopes"]
+    assert {"activation", "width", "measure", "slope", "stderr", "checked"} <= set(slopes.columns)
+    assert slopes["slope"].isna().all()
+    assert analysis.checks
+    assert all(check.verdict == "inconclusive" for check in analysis.checks)
+    assert all(png_bytes(figure, dpi=30) for figure in analysis.figures.values())
+
+
+def test_slopes_of_runs_that_all_diverged_are_typed_and_nan():
+    runs = pd.DataFrame({"activation": "tanh", "width": 8, "seed": [0, 0], "alpha": [4.0, 8.0],
+                         "status": "diverged", **{measure: math.nan for measure in MEASURES}})
+    slopes = fit_slopes(runs, 4.0)
+    assert len(slopes) == len(MEASURES)
+    assert slopes["slope"].isna().all()
+    assert (slopes["seeds"] == 0).all()
 
 
 def test_hessian_norm_against_brute_force():
@@ -236,6 +257,8 @@ def test_seeds_and_kinks():
     ({"activations": ["nope"]}, "activations"),
     ({"activations": ["gelu"]}, "activations"),
     ({"alphas": [0.5, -1.0]}, "alphas"),
+    ({"alphas": [1e300, 1e-300, 1], "alpha_min": 1e-300}, "alphas"),
+    ({"alphas": [1e-6, 1, 1e12], "alpha_min": 1e-300}, "alpha_min"),
     ({"alphas": [1, 2, 4], "alpha_min": 32}, "alpha_min"),
     ({"lr_fraction": 1.5}, "lr_fraction"),
     ({"seeds": 1}, "seeds"),

@@ -123,6 +123,20 @@ def test_diverging_learning_rates_are_data_points(tmp_path):
     assert (diverged["steps_done"] < config.steps).all()
 
 
+def test_a_study_whose_every_run_diverged_is_recorded_not_crashed(tmp_path):
+    """Every sweep rate and the coordinate check's rate blow up: no coordinate-check run
+    reaches its last step, and every check is inconclusive."""
+    values = {**TINY, "sgd_log2_lr": [18, 20], "adam_log2_lr": [18, 20],
+              "coord_sgd_log2_lr": 20, "coord_adam_log2_lr": 20}
+    _, analysis = run_in_memory(get_study("lr-transfer"), tmp_path, **values)
+    assert analysis.diverged.startswith("all 48 learning-rate sweep runs diverged")
+    slopes = analysis.tables["coord_slopes"]
+    assert len(slopes) == 2 * 2 * 3
+    assert slopes["slope"].isna().all()
+    assert all(check.verdict == "inconclusive" for check in analysis.checks)
+    assert all(png_bytes(figure, dpi=30) for figure in analysis.figures.values())
+
+
 def test_refined_optimum_recovers_the_vertex_of_a_parabola():
     k = np.arange(-6, 1)
     for vertex in (-3.0, -3.4, -2.6):
@@ -297,6 +311,10 @@ def test_sp_one_adam_step_moves_logits_in_proportion_to_width_and_mup_does_not()
     ({"points": 1700}, "points \\+ test_points"),
     ({"points": 32, "batch_size": 8}, "points must be >= 64"),
     ({"depth": 0}, "config key 'depth'"),
+    ({"sgd_log2_lr": [5000, 5002]}, "config key 'sgd_log2_lr'"),
+    ({"adam_log2_lr": [-100, -90]}, "config key 'adam_log2_lr'"),
+    ({"coord_sgd_log2_lr": 1024}, "config key 'coord_sgd_log2_lr'"),
+    ({"coord_adam_log2_lr": -1100}, "config key 'coord_adam_log2_lr'"),
 ])
 def test_bad_config_raises_one_line_naming_the_key(values, message):
     with pytest.raises(WidenetError, match=message):

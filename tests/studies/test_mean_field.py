@@ -16,6 +16,7 @@ from tests.studies.conftest import run_in_memory
 from widenet import train
 from widenet.checks import VERDICTS
 from widenet.errors import WidenetError
+from widenet.report.figures import png_bytes
 from widenet.studies import StudyContext, get_study
 from widenet.studies._mean_field_measure import (
     compute_task,
@@ -200,6 +201,7 @@ def _synthetic_tables(trained_distance, finite_seeds: int = 4) -> dict[str, pd.D
                 noise = 1 + 0.05 * rng.standard_normal(2)
                 movement = 0.6 if scaling == "mean-field" else 0.6 * math.sqrt(64 / width)
                 runs.append({"scaling": scaling, "seed": seed, "width": width,
+                             "status": "completed" if seed < finite_seeds else "diverged",
                              "movement": finite * movement * noise[0],
                              "train_loss": finite * 1e-5, "test_loss": finite * 1e-4 * noise[1],
                              "initial_test_loss": 0.3, "zero_test_loss": 0.3})
@@ -282,8 +284,9 @@ def test_a_diverging_training_is_a_data_point(tmp_path):
     assert tables["transport"].query("stage == 'initial'")["distance"].notna().all()
     assert set(tables["particles"]["stage"]) == {"initial"}
     _, analysis = run_in_memory(STUDY, tmp_path, **{**TINY, "lr": 1e4})
-    assert all(check.verdict == "inconclusive" for check in analysis.checks)
-    assert analysis.diverged == ""
+    assert [check.verdict for check in analysis.checks] == ["inconclusive"] * 4
+    assert analysis.diverged.startswith("all 12 training runs diverged")
+    assert all(png_bytes(figure, dpi=30) for figure in analysis.figures.values())
 
 
 @pytest.mark.parametrize(("values", "key"), [

@@ -212,6 +212,7 @@ def test_equal_parameter_comparison_of_exact_power_laws() -> None:
     ({"depths": [2, 2]}, "repeated values"),
     ({"seeds": 0}, "'seeds'"),
     ({"seed": -1}, "'seed'"),
+    ({"seed": 2**63}, "'seed'"),
     ({"outputs": "two"}, "'outputs'"),
 ])
 def test_config_errors(values: dict, message: str) -> None:

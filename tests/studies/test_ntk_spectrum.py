@@ -122,6 +122,15 @@ def test_inverse_angle_errors_against_least_squares():
     assert error_fit < error_theory
 
 
+def test_inverse_angle_errors_of_a_zero_kernel_are_nan():
+    angles = torch.tensor([0.5, 1.0], dtype=torch.float64)
+    ratio, error_fit, error_theory = inverse_angle_errors(torch.zeros(2, dtype=torch.float64),
+                                                          angles, delta=0.5)
+    assert ratio == 0.0
+    assert math.isnan(error_fit)
+    assert math.isnan(error_theory)
+
+
 def test_layer_angles_follow_the_correlation_map():
     x = sphere_points(3, 4, seed=1)
     delta, depth = 0.25, 12
@@ -210,6 +219,8 @@ def test_activation_and_cheap_deep_net():
     ({"compare_depth": 7}, "compare_depth"),
     ({"angle_points": 200}, "angle_points"),
     ({"points": 0}, "points"),
+    ({"points": 2, "angle_points": 2}, "points"),
+    ({"dim": 1}, "dim"),
 ])
 def test_config_errors(values, key):
     with pytest.raises(WidenetError, match=key):

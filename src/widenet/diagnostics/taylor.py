@@ -13,6 +13,7 @@ the third-derivative tensor is formed. This is the same quantity as nested forwa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -59,7 +60,8 @@ def taylor_coefficients(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor
     (e.g. a :class:`~widenet.diagnostics.sharpness.Sharpness` eigenvector), or None for the
     gradient itself (a plain GD step, c1 = -lr ||grad L||^2). Costs a forward pass and three
     backward passes through growing graphs (about 20 forward passes' time for a small MLP),
-    plus a gradient for the default G and a forward pass for ``actual``.
+    plus a gradient for the default G and a forward pass for ``actual``. A coefficient that is
+    not a finite float (an astronomically large lr) comes back NaN.
     """
     lr = finite_real(lr, "lr", minimum=0.0, strict=True)
     loss = FlatLoss(model, loss_fn, x, y)
@@ -74,13 +76,18 @@ def taylor_coefficients(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor
         return loss(loss.theta - s * step)
 
     values = _derivatives(along, loss.theta.new_zeros(()), ORDER)
-    factorial, coefficients = 1.0, []
-    for m, value in enumerate(values[1:], start=1):
-        factorial *= m
-        coefficients.append(lr**m * float(value) / factorial)
+    coefficients = [_coefficient(lr, float(value), m)
+                    for m, value in enumerate(values[1:], start=1)]
     with torch.no_grad():
         actual = float(along(loss.theta.new_tensor(lr))) - float(loss.value)
     return TaylorCoefficients(float(loss.value), *coefficients, actual=actual, lr=lr)
+
+
+def _coefficient(lr: float, derivative: float, m: int) -> float:
+    """lr^m g^(m)(0) / m!, or NaN where that is not a finite float (lr^m overflowing for a huge
+    lr), instead of the OverflowError of ``lr**m``."""
+    value = math.prod([lr] * m) * derivative / math.factorial(m)
+    return value if math.isfinite(value) else math.nan
 
 
 def _derivatives(g: Callable[[torch.Tensor], torch.Tensor], at: torch.Tensor, order: int

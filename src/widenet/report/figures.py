@@ -1,7 +1,9 @@
 """Figure helpers shared by the studies: one look, labelled axes, theory drawn beside data.
 
 Figures are plain :class:`matplotlib.figure.Figure` objects made without pyplot, so nothing
-depends on a display or on global state; :func:`png_bytes` renders one.
+depends on a display or on global state; :func:`png_bytes` renders one. A log axis with no
+positive finite value to show (every run of a panel diverged) is drawn linear instead, with a
+note, so that a figure of diverged runs renders rather than failing.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 
 THEORY_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
@@ -31,10 +34,47 @@ def label(ax: Axes, title: str, xlabel: str, ylabel: str, *, logx: bool = False,
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if logx:
-        ax.set_xscale("log")
+        log_scale(ax, "x")
     if logy:
-        ax.set_yscale("log")
+        log_scale(ax, "y")
     ax.grid(True, which="major", alpha=0.3)
+
+
+def legend(ax: Axes, **kwargs: object) -> None:
+    """``ax.legend(**kwargs)`` if the panel has labelled artists; nothing (and no matplotlib
+    warning) when it has none, e.g. because every run it shows diverged."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
+def log_scale(ax: Axes, which: str, base: float = 10) -> None:
+    """Set the ``which`` ("x" or "y") axis of ``ax`` to a log scale of ``base``, unless it
+    already shows data and none of it is positive and finite (it then stays linear).
+
+    Data drawn later with no positive finite value is caught by :func:`png_bytes`."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    if ax.has_data() and not _has_positive_data(axis):
+        return
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log", base=base)
+
+
+def _has_positive_data(axis: Axis) -> bool:
+    """Whether the data drawn along ``axis`` holds a positive finite value."""
+    minpos = axis.get_minpos()
+    return bool(np.isfinite(minpos) and minpos > 0)
+
+
+def _linearize_empty_log_axes(figure: Figure) -> None:
+    """Turn every log axis of ``figure`` with no positive finite data to draw into a linear one
+    and say so in its panel (matplotlib cannot render such an axis on a log scale)."""
+    for ax in figure.axes:
+        empty = [setter for axis, setter in ((ax.xaxis, ax.set_xscale), (ax.yaxis, ax.set_yscale))
+                 if axis.get_scale() == "log" and not _has_positive_data(axis)]
+        for setter in empty:
+            setter("linear")
+        if empty:
+            ax.text(0.5, 0.5, "no positive finite values\n(diverged?)", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=8, color="0.4")
 
 
 def power_law_reference(ax: Axes, x: Sequence[float], y: Sequence[float], exponent: float,
@@ -58,7 +98,8 @@ def horizontal_reference(ax: Axes, value: float, text: str) -> None:
 
 
 def png_bytes(figure: Figure, dpi: int = 110) -> bytes:
-    """The figure rendered as PNG."""
+    """The figure rendered as PNG (log axes with nothing positive to show are drawn linear)."""
+    _linearize_empty_log_axes(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()

@@ -18,7 +18,7 @@ from widenet.studies._edge_of_stability_figures import (
     taylor_figure,
 )
 from widenet.studies.base import Analysis, Tables
-from widenet.studies.fits import mean_stderr
+from widenet.studies.fits import all_diverged, mean_stderr
 
 REACHED = 0.95
 """S has reached the edge at the first measurement with S >= REACHED * 2/lr (lr factors stay
@@ -180,7 +180,8 @@ def beyond_checks(runs: pd.DataFrame) -> list[Check]:
 
 
 def analyze(config: Any, tables: Tables) -> Analysis:
-    """The part-1 summary and checks, the part-2 checks and the five figures."""
+    """The part-1 summary and checks, the part-2 checks and the five figures; ``diverged``
+    when every part-1 run diverged (part 2 sweeps into divergence on purpose)."""
     summary = eos_summary(tables["eos_curves"], tables["eos_runs"], config.late_fraction)
     beyond = tables["beyond_runs"]
     figures = {"sharpness": eos_sharpness_figure(tables["eos_curves"], summary),
@@ -188,5 +189,8 @@ def analyze(config: Any, tables: Tables) -> Analysis:
                "beyond": beyond_figure(beyond, config.explosion_ratio),
                "beyond_trajectories": beyond_trajectories_figure(tables["beyond_curves"]),
                "taylor": taylor_figure(tables["beyond_curves"], beyond)}
+    diverged = all_diverged(tables["eos_runs"]["status"], "part-1 runs",
+                            "lower lr_factors")
     return Analysis(tables={"eos_summary": summary, "beyond_runs": beyond},
-                    figures=figures, checks=eos_checks(summary) + beyond_checks(beyond))
+                    figures=figures, checks=eos_checks(summary) + beyond_checks(beyond),
+                    diverged=diverged)

@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from widenet.report.figures import horizontal_reference, label, new_figure, power_law_reference
+from widenet.report.figures import (
+    horizontal_reference,
+    label,
+    legend,
+    new_figure,
+    power_law_reference,
+)
 from widenet.studies.fits import mean_stderr, power_law_fit
 
 DECREASE_TOLERANCE = 1e-9
@@ -140,7 +146,7 @@ def norm_figure(trajectory: pd.DataFrame, stats: pd.DataFrame) -> Figure:
                             f"(log t)^(1/{degree})")
         label(ax, f"{activation}, L={depth} (L_h={degree})", "log t  (t = lr * step)",
               "||theta_t||", logx=True, logy=True)
-        ax.legend(fontsize=7)
+        legend(ax, fontsize=7)
     return figure
 
 

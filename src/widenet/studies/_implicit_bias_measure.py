@@ -54,12 +54,17 @@ def max_margin(kernel: torch.Tensor, labels: torch.Tensor) -> tuple[float, float
     w = sum_i alpha_i y_i phi(x_i): achieved = min_i (Q alpha)_i / sqrt(alpha^T Q alpha) (the
     margin of that w) and, by duality, 1 / (2 gamma*^2) = max D >= max_t D(t alpha) =
     (1^T alpha)^2 / (2 alpha^T Q alpha) for D(alpha) = 1^T alpha - alpha^T Q alpha / 2, so
-    upper = sqrt(alpha^T Q alpha) / 1^T alpha. Raises a WidenetError when the points are not
-    separable in the feature space or the gap exceeds SVM_TOLERANCE.
+    upper = sqrt(alpha^T Q alpha) / 1^T alpha. Raises a WidenetError when the kernel is not
+    finite, the points are not separable in the feature space or the gap exceeds
+    SVM_TOLERANCE.
     """
     y = labels.to(torch.float64).cpu().numpy()
     q = (y[:, None] * kernel.to(torch.float64).cpu().numpy()) * y[None, :]
-    alpha = _active_set_qp(q)
+    if not np.isfinite(q).all():
+        raise WidenetError("the kernel has non-finite entries (it overflowed), so its max "
+                           "margin is not defined; use a parameter scale closer to 1")
+    scale = float(np.abs(q).max()) or 1.0  # solved on q / scale: the solver's tolerances are
+    alpha = _active_set_qp(q / scale) / scale  # absolute, the kernel's scale is arbitrary
     gradient = q @ alpha
     quadratic = float(alpha @ gradient)
     if quadratic <= 0 or float(gradient.min()) <= 0:
@@ -169,11 +174,14 @@ def compute_task(config: ImplicitBiasConfig, activation: str, depth: int, replic
         result = train(net, x, y, lr=config.lr, steps=config.steps, loss=config.loss,
                        monitors=[MarginMonitor(degree)], log_every=config.log_every,
                        progress=False)
-    history = result.history
+    smoothed = f"smoothed_margin_{config.loss}"
+    # A run that diverged at step 0 logged no monitor columns: those come back NaN.
+    history = result.history.reindex(columns=["step", "loss", "normalized_margin", smoothed,
+                                              "parameter_norm"])
     trajectory = pd.DataFrame({
         "step": history["step"].astype(int), "time": config.lr * history["step"],
         "loss": history["loss"], "normalized_margin": history["normalized_margin"],
-        "smoothed_margin": history[f"smoothed_margin_{config.loss}"],
+        "smoothed_margin": history[smoothed],
         "parameter_norm": history["parameter_norm"]}).assign(**parameters)
     completed = result.status == "completed"
     final = tangent_margin(net, x, y) if completed else math.nan

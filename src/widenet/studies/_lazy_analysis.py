@@ -24,6 +24,9 @@ MEASURES = {"weight_movement": "||w_T - w_0|| / ||w_0||",
 """The measures whose slope against alpha is fitted, with their formulas (``test_gap``: the
 relative test-loss gap to the linearized model, paired per seed; its absolute value is fitted)."""
 
+SLOPE_COLUMNS = ["activation", "width", "measure", "fit", "slope", "stderr", "seeds", "checked"]
+"""The columns of :func:`fit_slopes`'s table."""
+
 GAP_ROUNDING = 1e3 * float(np.finfo(np.float64).eps)
 """|test_gap| below GAP_ROUNDING * alpha is float64 rounding, left out of the slope fits: the lazy
 outputs alpha (f(w) - f(w_0)) lose about log10(alpha) digits to the subtraction, so the gap's
@@ -106,12 +109,14 @@ def _slope(part: pd.DataFrame, measure: str) -> float:
 def fit_slopes(runs: pd.DataFrame, alpha_min: float) -> pd.DataFrame:
     """Per (activation, width, measure): the slope against alpha over the completed runs with
     alpha >= alpha_min, fitted per replicate (see :func:`_slope`), then mean and standard error
-    over the replicates; ``checked`` marks the slopes that are checked against -1."""
-    fitted = runs[(runs["alpha"] >= alpha_min) & (runs["status"] == "completed")]
+    over the replicates; ``checked`` marks the slopes that are checked against -1. A slope
+    whose runs all diverged is NaN (its check inconclusive)."""
+    fitted = runs[runs["alpha"] >= alpha_min]
     rows = []
     for (activation, width), group in fitted.groupby(["activation", "width"]):
+        completed = group[group["status"] == "completed"]
         for measure in MEASURES:
-            per_seed = pd.Series([_slope(part, measure) for _, part in group.groupby("seed")],
+            per_seed = pd.Series([_slope(part, measure) for _, part in completed.groupby("seed")],
                                  dtype=float)
             slope, stderr = mean_se(per_seed)
             rows.append({"activation": activation, "width": width, "measure": measure,
@@ -119,4 +124,4 @@ def fit_slopes(runs: pd.DataFrame, alpha_min: float) -> pd.DataFrame:
                          "slope": slope, "stderr": stderr,
                          "seeds": int(np.isfinite(per_seed).sum()),
                          "checked": measure in checked_measures(activation)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SLOPE_COLUMNS)

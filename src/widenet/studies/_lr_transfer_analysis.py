@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from widenet.studies.fits import mean_stderr, power_law_fit
+from widenet.studies.fits import mean_stderr, power_law_fit, power_law_fit_or_nan
 
 PREDICTED_SLOPE = {("standard", "sgd"): -1.0, ("standard", "adam"): -1.0,
                    ("mup", "sgd"): 0.0, ("mup", "adam"): 0.0,
@@ -108,17 +108,19 @@ def drift_table(optima: pd.DataFrame, widths: Sequence[int]) -> pd.DataFrame:
 def coordinate_slopes(coords: pd.DataFrame, step: int) -> pd.DataFrame:
     """Per (parametrization, optimizer, layer): the power-law slope against m of mean |z_l| and
     of mean |z_l - z_l,0| at ``step``, fitted for each seed separately (widths where that seed's
-    run diverged drop out); mean and standard error over the seeds with >= 2 widths."""
-    at_step = coords[coords["step"] == step]
+    run diverged drop out); mean and standard error over the seeds with a slope (NaN, so the
+    checks are inconclusive, when no seed has two widths left)."""
     rows = []
     keys = ["parametrization", "optimizer", "layer"]
-    for key, group in at_step.groupby(keys, sort=False):
+    for key, group in coords.groupby(keys, sort=False):
+        at_step = group[group["step"] == step]
         row = {**dict(zip(keys, key, strict=True))}
         for column, out in (("mean_abs", "slope"), ("mean_abs_change", "change_slope")):
-            slopes = [power_law_fit(runs["m"], runs[column]).slope
-                      for _, runs in group.groupby("seed") if runs["m"].nunique() >= 2]
+            slopes = [slope for _, runs in at_step.groupby("seed")
+                      if np.isfinite(slope := power_law_fit_or_nan(runs["m"], runs[column]).slope)]
             row[out], row[f"{out}_stderr"] = (mean_stderr(slopes) if slopes
                                               else (math.nan, math.nan))
             row["seeds"] = len(slopes)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=[*keys, "slope", "slope_stderr", "seeds", "change_slope",
+                                       "change_slope_stderr"])

@@ -9,7 +9,13 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from widenet.report.figures import horizontal_reference, label, new_figure, power_law_reference
+from widenet.report.figures import (
+    horizontal_reference,
+    label,
+    log_scale,
+    new_figure,
+    power_law_reference,
+)
 from widenet.studies._lr_transfer_analysis import PREDICTED_SLOPE
 
 TITLES = {"standard": "SP", "ntk": "NTK", "mup": "muP"}
@@ -49,7 +55,7 @@ def loss_curves_figure(sweep: pd.DataFrame, optima: pd.DataFrame, loss: str) -> 
                     ax.axvline(2.0**best, color=colors[m], linewidth=0.8, alpha=0.6)
             label(ax, f"{TITLES[name]}, {opt}: train loss after training (x = diverged)",
                   "learning rate", f"final train loss ({loss})", logx=True, logy=True)
-            ax.set_xscale("log", base=2)
+            log_scale(ax, "x", base=2)
             ax.legend(fontsize=6)
     return figure
 
@@ -86,8 +92,8 @@ def optimum_figure(optima: pd.DataFrame, drifts: pd.DataFrame, base_width: int) 
         ax.axvline(base_width, color="grey", linewidth=0.8, linestyle=":")
         label(ax, f"optimal learning rate ({opt}; dotted: muP base width)", "width m",
               "optimal lr (parabola through the grid minimum)")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log", base=2)
+        log_scale(ax, "x", base=2)
+        log_scale(ax, "y", base=2)
         ax.legend(fontsize=6)
     return figure
 
@@ -118,7 +124,7 @@ def coordinate_figure(coords: pd.DataFrame, slopes: pd.DataFrame, optimizer: str
             what = "logits" if layer == layers[-1] else f"layer {layer}"
             label(ax, f"{TITLES[name]} {optimizer}, {what}: {slope}", "width m",
                   f"mean |z_{layer}|", logx=True, logy=True)
-            ax.set_xscale("log", base=2)
+            log_scale(ax, "x", base=2)
             ax.yaxis.set_minor_formatter(NullFormatter())
             ax.legend(fontsize=6)
     return figure

@@ -49,6 +49,8 @@ from widenet.widths import constant, polynomial
 
 CLASSES = 10
 """digits has 10 classes; MSE regresses their one-hot codes."""
+MAX_BEYOND_FACTOR = 1e6
+"""The largest factor c of part 2: far past any edge GD can train beyond, yet a finite lr."""
 
 
 class EoSConfig(StudyConfig):
@@ -76,7 +78,8 @@ class EoSConfig(StudyConfig):
     beyond_depth: PositiveInt = Field(default=3, description="part 2: hidden layers L")
     beyond_factors: list[float] = Field(
         default=[0.5, 2.0, 4.0, 8.0], description="part 2: lr = c * 2 / S_0 (S_0 the "
-        "preconditioned sharpness at init with the scaling); c > 1 is past the classical limit")
+        "preconditioned sharpness at init with the scaling); c > 1 is past the classical "
+        f"limit; each c in (0, {MAX_BEYOND_FACTOR:g}]")
     beyond_steps: PositiveInt = Field(default=400, description="part 2: GD steps per run")
     beyond_seeds: PositiveInt = Field(default=3, description="part 2: independent network "
                                       "initializations (replicates), each run in both arms at "
@@ -102,8 +105,10 @@ class EoSConfig(StudyConfig):
     @field_validator("beyond_factors")
     @classmethod
     def _positive_factors(cls, values: list[float]) -> list[float]:
-        if not values or any(not v > 0 for v in values) or len(set(values)) != len(values):
-            raise ValueError("give distinct positive factors c")
+        if (not values or any(not 0 < v <= MAX_BEYOND_FACTOR for v in values)
+                or len(set(values)) != len(values)):
+            raise ValueError(f"give distinct factors c in (0, {MAX_BEYOND_FACTOR:g}] (finite: "
+                             "lr = c * 2 / S_0)")
         return sorted(values)
 
     @field_validator("losses")

@@ -1,9 +1,10 @@
-"""Small statistics the studies share: power-law fits and means with standard errors."""
+"""Small statistics the studies share: power-law fits, means with standard errors, and the
+verdict on a study whose every training run diverged."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,17 @@ def power_law_fit(x: Sequence[float], y: Sequence[float]) -> PowerLawFit:
     return PowerLawFit(slope, intercept, stderr, int(log_x.size))
 
 
+def power_law_fit_or_nan(x: Sequence[float], y: Sequence[float]) -> PowerLawFit:
+    """:func:`power_law_fit`, or a fit whose slope, intercept and stderr are NaN when fewer
+    than two distinct x have a positive finite y (the runs at the others diverged), so that a
+    check built on it is inconclusive."""
+    x_arr, y_arr = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = (x_arr > 0) & (y_arr > 0) & np.isfinite(x_arr) & np.isfinite(y_arr)
+    if np.unique(x_arr[keep]).size < 2:
+        return PowerLawFit(math.nan, math.nan, math.nan, int(keep.sum()))
+    return power_law_fit(x_arr, y_arr)
+
+
 def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
     """The sample mean and its standard error ``std(ddof=1) / sqrt(n)``.
 
@@ -57,3 +69,13 @@ def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
     if arr.size == 1:
         return float(arr[0]), math.nan
     return float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(arr.size))
+
+
+def all_diverged(statuses: Iterable[str], what: str, fix: str) -> str:
+    """The reason for :attr:`~widenet.studies.base.Analysis.diverged` when none of the training
+    runs whose ``statuses`` are given completed ("" when one did, or when there are none):
+    ``what`` names the runs, ``fix`` says which config key to change."""
+    statuses = list(statuses)
+    if not statuses or "completed" in statuses:
+        return ""
+    return f"all {len(statuses)} {what} diverged (checks on them are inconclusive); {fix}"

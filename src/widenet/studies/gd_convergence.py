@@ -47,7 +47,7 @@ from widenet.studies._gd_convergence_figures import (
     loss_curves_figure,
     rate_figure,
 )
-from widenet.studies.fits import mean_stderr, power_law_fit
+from widenet.studies.fits import all_diverged, mean_stderr, power_law_fit
 from widenet.studies.seeds import derived_seed
 from widenet.studies.validators import distinct_widths, known_activation
 
@@ -72,7 +72,8 @@ class GDConfig(StudyConfig):
         default="sphere", description="training data, x uniform on ||x||^2 = d: 'sphere' "
         "(targets i.i.d. N(0, 1), labels to memorize) or 'teacher' (targets from a random "
         "ReLU teacher MLP); drawn once from `seed`")
-    points: PositiveInt = Field(default=32, description="n, the number of training points")
+    points: int = Field(default=32, ge=2, description="n, the number of training points "
+                        "(>= 2: with one, GD on the kernel reaches zero loss in a single step)")
     dim: PositiveInt = Field(default=16, description="d, the input dimension")
     depth: PositiveInt = Field(default=1, description="L, the number of hidden layers")
     activation: str = Field(default="relu", description="the activation (relu, abs, tanh, "
@@ -123,6 +124,22 @@ def step_count(rho: float, decades: float) -> int:
                            "is singular (e.g. a linear activation with more points than "
                            "dimensions) or lr_factor >= 2")
     return 1 if rho == 0 else math.ceil(decades * math.log(10) / (-2 * math.log(rho)))
+
+
+def entk_distance(entk: torch.Tensor, residual: torch.Tensor) -> float:
+    """:func:`min_norm_distance` with the eNTK at init, reported beside the prediction; NaN
+    when the eNTK is singular (a net with fewer parameters than points), whose linearized model
+    need not interpolate."""
+    try:
+        return min_norm_distance(entk, residual)
+    except WidenetError:
+        return math.nan
+
+
+def asymptotic_rate(rho: float) -> float:
+    """-2 ln rho, the kernel regime's loss decay rate per step (nats); inf when rho = 0 (the
+    residual vanishes in one step: lr_factor = 1 on a multiple of the identity)."""
+    return -2 * math.log(rho) if rho > 0 else math.inf
 
 
 def min_norm_distance(kernel: torch.Tensor, residual: torch.Tensor) -> float:
@@ -219,12 +236,12 @@ def _compute(config: GDConfig, m: int, replicate: int, context: StudyContext) ->
         "du_factor": du_factor(lr, float(theta_values[0]), n),
         "rate": decay_rate(curve["step"], curve["loss"], fit_start),
         "rate_pred": decay_rate(curve["step"], curve["loss_pred"], fit_start),
-        "rate_asymptotic": -2 * math.log(rho),
+        "rate_asymptotic": asymptotic_rate(rho),
         "deviation_max": float(curve["deviation"].max()),
         "log_loss_ratio_max": float(np.abs(np.log(curve["loss"] / curve["loss_pred"])).max()),
         "distance": moved.absolute if moved else math.nan,
         "distance_pred": min_norm_distance(theta, residual),
-        "distance_entk": min_norm_distance(entk, residual),
+        "distance_entk": entk_distance(entk, residual),
         "theta0_norm": math.sqrt(sum(float(p.square().sum()) for p in start.values())),
         "relative_movement": moved.relative if moved else math.nan,
     }
@@ -281,22 +298,30 @@ def fit_table(runs: pd.DataFrame) -> pd.DataFrame:
 def extrapolated_tolerance(runs: pd.DataFrame, column: str) -> float:
     """BAND_SIGMAS typical one-network errors at the widest width m_max, carried there from the
     narrower widths by the m^{-1/2} law: BAND_SIGMAS * sqrt(mean over their runs of
-    error^2 m / m_max) (error^2 m estimates the squared bias plus variance of sqrt(m) error)."""
-    narrow = runs[runs["m"] < runs["m"].max()]
+    error^2 m / m_max) (error^2 m estimates the squared bias plus variance of sqrt(m) error),
+    over the finite errors; NaN when there is none (e.g. every narrower run diverged)."""
+    narrow = runs[(runs["m"] < runs["m"].max()) & np.isfinite(runs[column])]
+    if narrow.empty:
+        return math.nan
     scaled = narrow[column].to_numpy(dtype=float) ** 2 * narrow["m"].to_numpy(dtype=float)
     return BAND_SIGMAS * math.sqrt(float(np.mean(scaled)) / float(runs["m"].max()))
 
 
 def _widest_error_check(runs: pd.DataFrame, column: str, name: str, claim: str) -> Check:
     """Mean of ``column`` (a relative error) over the seeds of the widest width against 0,
-    within :func:`extrapolated_tolerance`, with the seeds' standard error."""
+    within :func:`extrapolated_tolerance`, with the seeds' standard error; inconclusive when
+    the narrower widths have no finite error to set the tolerance."""
     widest = runs[runs["m"] == runs["m"].max()]
     mean, stderr = mean_stderr(widest[column])
     m = int(widest["m"].iloc[0])
+    tolerance = extrapolated_tolerance(runs, column)
+    note = (f"{len(widest)} seeds; tolerance: {BAND_SIGMAS:g} x the narrower widths' rms "
+            f"one-network error scaled by m^-1/2 to m = {m}")
+    if not math.isfinite(tolerance):
+        tolerance, stderr = 0.0, math.nan
+        note += " (none is finite, so no tolerance: inconclusive)"
     return check_close(name, f"{claim} at m = {m}", predicted=0.0, measured=mean,
-                       tolerance=extrapolated_tolerance(runs, column), stderr=stderr,
-                       note=f"{len(widest)} seeds; tolerance: {BAND_SIGMAS:g} x the narrower "
-                            f"widths' rms one-network error scaled by m^-1/2 to m = {m}")
+                       tolerance=tolerance, stderr=stderr, note=note)
 
 
 def convergence_check(runs: pd.DataFrame, decades: float) -> Check:
@@ -343,8 +368,9 @@ def analyze(config: GDConfig, tables: Tables) -> Analysis:
                "deviation": deviation_figure(runs, fits, PREDICTED_DEVIATION_SLOPE),
                "distance": distance_figure(runs, fits,
                                            extrapolated_tolerance(runs, "distance_error"))}
+    diverged = all_diverged(runs["status"], "training runs", "lower lr_factor")
     return Analysis(tables={"runs": runs, "widths": widths_summary, "fits": fits},
-                    figures=figures, checks=checks)
+                    figures=figures, checks=checks, diverged=diverged)
 
 
 STUDY = Study(name="gd-convergence",

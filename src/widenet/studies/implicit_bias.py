@@ -32,6 +32,7 @@ from widenet.studies._implicit_bias_analysis import (
 )
 from widenet.studies._implicit_bias_measure import compute_task
 from widenet.studies.base import Analysis, Study, StudyConfig, Tables, Task
+from widenet.studies.fits import all_diverged
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -47,8 +48,9 @@ class ImplicitBiasConfig(StudyConfig):
         description="numbers of hidden layers L (homogeneity degree L_h = L + 1)")
     width: PositiveInt = Field(default=64, description="hidden width m of every layer")
     init_scale: float = Field(
-        default=0.1, gt=0, allow_inf_nan=False,
-        description="every initial parameter is multiplied by this (small: rich regime)")
+        default=0.1, ge=1e-6, le=1e3,
+        description="every initial parameter is multiplied by this (small: rich regime; in "
+                    "[1e-6, 1e3], beyond which the NTK at init under- or overflows)")
     n: int = Field(default=32, ge=2, description="training points of the 'separable' set")
     dim: PositiveInt = Field(default=8, description="input dimension d (||x||^2 = d)")
     loss: Literal["exponential", "logistic"] = Field(
@@ -105,7 +107,9 @@ def analyze(config: ImplicitBiasConfig, tables: Tables) -> Analysis:
     figures = {"margins": margin_figure(trajectory, runs),
                "norm": norm_figure(trajectory, runs),
                "final-margins": final_margin_figure(summary)}
-    return Analysis(tables={"runs": runs, "summary": summary}, figures=figures, checks=checks)
+    diverged = all_diverged(runs["status"], "training runs", "lower lr or init_scale")
+    return Analysis(tables={"runs": runs, "summary": summary}, figures=figures, checks=checks,
+                    diverged=diverged)
 
 
 def _checks(row: Any) -> list[Check]:

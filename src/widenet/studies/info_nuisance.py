@@ -30,7 +30,7 @@ from widenet.studies._info_nuisance_figures import (
 )
 from widenet.studies._info_nuisance_measure import compute_run
 from widenet.studies.base import Analysis, Study, StudyConfig, Tables, Task
-from widenet.studies.fits import mean_stderr
+from widenet.studies.fits import all_diverged, mean_stderr
 from widenet.studies.validators import known_activation
 
 DIGITS = 1797
@@ -207,8 +207,10 @@ def analyze(config: InfoNuisanceConfig, tables: Tables) -> Analysis:
     figures = {"residual_projections": residual_figure(curves, runs),
                "label_information": label_information_figure(runs),
                "test_error": test_error_figure(curves, runs)}
+    diverged = all_diverged(runs["status"], "training runs", "lower lr_factor")
     return Analysis(tables={"runs": runs, "summary": summary_table(runs), "paired": paired},
-                    figures=figures, checks=checks_of(runs, paired, config.corrupt))
+                    figures=figures, checks=checks_of(runs, paired, config.corrupt),
+                    diverged=diverged)
 
 
 STUDY = Study(name="info-nuisance",

@@ -29,9 +29,13 @@ from widenet.studies._lazy_analysis import KEYS, MEASURES, fit_slopes, summarize
 from widenet.studies._lazy_figures import criterion_figure, loss_figure, movement_figure
 from widenet.studies._lazy_measure import compute_task
 from widenet.studies.base import Analysis, Study, StudyConfig, Tables, Task
+from widenet.studies.fits import all_diverged
 
 PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+ALPHA_RANGE = (1e-6, 1e12)
+"""The accepted output scales: past them 1/alpha^2 (the loss scale) and alpha (f - f_0) leave
+the range where float64 training means anything."""
+Alpha = Annotated[float, Field(ge=ALPHA_RANGE[0], le=ALPHA_RANGE[1])]
 
 
 class LazyTrainingConfig(StudyConfig):
@@ -44,11 +48,13 @@ class LazyTrainingConfig(StudyConfig):
     widths: list[PositiveInt] = Field(default=[128, 512], min_length=1,
                                       description="hidden width m of the student")
     depth: PositiveInt = Field(default=2, description="number of hidden layers L")
-    alphas: list[PositiveFloat] = Field(
+    alphas: list[Alpha] = Field(
         default=[0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048], min_length=2,
-        description="output scales alpha (a log grid; sorted and de-duplicated)")
-    alpha_min: PositiveFloat = Field(
-        default=32.0, description="slopes are fitted over the alphas >= alpha_min")
+        description="output scales alpha (a log grid; sorted and de-duplicated), each in "
+                    "[1e-6, 1e12]")
+    alpha_min: Alpha = Field(
+        default=32.0, description="slopes are fitted over the alphas >= alpha_min (in "
+                                  "[1e-6, 1e12])")
     slope_tolerance: float = Field(
         default=0.15, gt=0, lt=0.5, description="accepted |slope + 1| of the checked slopes")
     seeds: int = Field(default=4, ge=2, description="independent replicates (data and "
@@ -122,8 +128,10 @@ def analyze(config: LazyTrainingConfig, tables: Tables) -> Analysis:
     smooth = summary[np.isfinite(summary["kappa"])]
     if not smooth.empty:
         figures["criterion"] = criterion_figure(smooth)
+    diverged = all_diverged(runs["status"], "training runs",
+                            "lower lr_fraction or noise, or use moderate alphas")
     return Analysis(tables={"summary": summary, "slopes": slopes}, figures=figures,
-                    checks=checks)
+                    checks=checks, diverged=diverged)
 
 
 def _checks(config: LazyTrainingConfig, activation: str, width: int, summary: pd.DataFrame,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache, partial
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pandas as pd
 import torch
@@ -46,6 +46,7 @@ from widenet.studies._lr_transfer_figures import (
     loss_curves_figure,
     optimum_figure,
 )
+from widenet.studies.fits import all_diverged
 from widenet.studies.seeds import derived_seed
 from widenet.studies.validators import distinct_widths
 
@@ -59,6 +60,10 @@ PROBE_POINTS = 64
 """The coordinate check measures activations on the first this many training points."""
 DIGITS = 1797
 """Images in scikit-learn's digits set."""
+LOG2_LR_RANGE = (-60, 20)
+"""The accepted log2 learning rates: 2^-60 ~ 1e-18 moves no float32 weight, 2^20 ~ 1e6 blows
+any net up at once; beyond them 2^k stops being a useful (or a finite) learning rate."""
+Log2LR = Annotated[int, Field(ge=LOG2_LR_RANGE[0], le=LOG2_LR_RANGE[1])]
 
 
 class LRTransferConfig(StudyConfig):
@@ -77,11 +82,12 @@ class LRTransferConfig(StudyConfig):
         "standard, ntk, mup (checks need standard and mup)")
     optimizers: list[OptimizerName] = Field(
         default=["sgd", "adam"], description="optimizers: sgd (minibatch, no momentum), adam")
-    sgd_log2_lr: list[int] = Field(
+    sgd_log2_lr: list[Log2LR] = Field(
         default=[-10, 2], description="[lowest, highest] log2 of the SGD learning rates; the "
-        "grid is every integer in between (one grid step = a factor 2)")
-    adam_log2_lr: list[int] = Field(
-        default=[-13, -3], description="[lowest, highest] log2 of the Adam learning rates")
+        "grid is every integer in between (one grid step = a factor 2); each in [-60, 20]")
+    adam_log2_lr: list[Log2LR] = Field(
+        default=[-13, -3], description="[lowest, highest] log2 of the Adam learning rates, "
+        "each in [-60, 20]")
     loss: Literal["mse", "cross_entropy"] = Field(
         default="mse", description="training loss: mse = (1/(2n)) sum_i ||f(x_i) - e_(y_i)||^2 "
         "on one-hot targets, or cross_entropy")
@@ -97,10 +103,10 @@ class LRTransferConfig(StudyConfig):
                                      "measured at the last one")
     coord_seeds: int = Field(default=4, ge=2, description="networks per (parametrization, "
                              "optimizer, width) in the coordinate check (>= 2)")
-    coord_sgd_log2_lr: int = Field(default=-2, description="log2 of the coordinate check's SGD "
-                                   "learning rate")
-    coord_adam_log2_lr: int = Field(default=-7, description="log2 of the coordinate check's "
-                                    "Adam learning rate")
+    coord_sgd_log2_lr: Log2LR = Field(default=-2, description="log2 of the coordinate check's "
+                                      "SGD learning rate, in [-60, 20]")
+    coord_adam_log2_lr: Log2LR = Field(default=-7, description="log2 of the coordinate check's "
+                                       "Adam learning rate, in [-60, 20]")
 
     QUICK: ClassVar[dict[str, Any]] = {
         "widths": [32, 64, 128, 256], "sgd_log2_lr": [-8, 1], "adam_log2_lr": [-11, -4],
@@ -343,7 +349,8 @@ def _coordinate_checks(slopes: pd.DataFrame) -> list[Check]:
 
 
 def analyze(config: LRTransferConfig, tables: Tables) -> Analysis:
-    """Optimal learning rates per width, their drift, coordinate-check slopes; figures; checks."""
+    """Optimal learning rates per width, their drift, coordinate-check slopes; figures; checks
+    (``diverged`` when every run of the learning-rate sweep diverged)."""
     sweep, coords = tables["sweep"], tables["coords"]
     optima = optimum_table(sweep)
     drifts = drift_table(optima, config.widths)
@@ -353,9 +360,11 @@ def analyze(config: LRTransferConfig, tables: Tables) -> Analysis:
                **{f"coordinate_check_{opt}": coordinate_figure(coords, slopes, opt)
                   for opt in config.optimizers}}
     checks = _drift_checks(drifts) + _coordinate_checks(slopes)
+    diverged = all_diverged(sweep["status"], "learning-rate sweep runs",
+                            "lower sgd_log2_lr and adam_log2_lr")
     return Analysis(tables={"sweep": sweep, "coords": coords, "optima": optima,
                             "drifts": drifts, "coord_slopes": slopes},
-                    figures=figures, checks=checks)
+                    figures=figures, checks=checks, diverged=diverged)
 
 
 STUDY = Study(

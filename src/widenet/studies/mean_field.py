@@ -33,7 +33,7 @@ from widenet.studies._mean_field_figures import (
 )
 from widenet.studies._mean_field_measure import SCALINGS, compute_task, teacher_angles
 from widenet.studies.base import Analysis, Study, StudyConfig, Tables, Task
-from widenet.studies.fits import power_law_fit
+from widenet.studies.fits import all_diverged, power_law_fit
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PREDICTED_MOVEMENT_SLOPE = {"mean-field": 0.0, "ntk": -0.5}
@@ -126,8 +126,10 @@ def analyze(config: MeanFieldConfig, tables: Tables) -> Analysis:
                "test_loss": loss_figure(summary)}
     checks = [*_movement_checks(config, slopes), _transport_check(config, slopes),
               _loss_check(config, runs)]
+    diverged = all_diverged(runs["status"], "training runs", "lower lr (or noise)")
     return Analysis(tables={"summary": summary, "transport_summary": transport_summary,
-                            "slopes": slopes}, figures=figures, checks=checks)
+                            "slopes": slopes}, figures=figures, checks=checks,
+                    diverged=diverged)
 
 
 def _summarize(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator
 
 from widenet import activations, widths
 from widenet.checks import Check, check_close, check_interval
@@ -38,6 +38,7 @@ from widenet.studies._ntk_concentration_figures import (
     error_vs_params_figure,
     error_vs_width_figure,
 )
+from widenet.studies.base import MAX_SEED
 from widenet.studies.fits import PowerLawFit, mean_stderr, power_law_fit
 from widenet.studies.seeds import derived_seed
 from widenet.studies.validators import distinct_values
@@ -53,8 +54,8 @@ SLOPE_TOLERANCE = 0.1
 class ConcentrationConfig(StudyConfig):
     """The sizes of the concentration study (defaults: the DEFAULT preset)."""
 
-    seed: NonNegativeInt = Field(default=0, description="seeds the inputs and, with each "
-                                 "task's parameters, every network's weights")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seeds the inputs and, with "
+                      "each task's parameters, every network's weights")
     points: PositiveInt = Field(default=16, description="n, the number of inputs x_i, drawn "
                                 "uniformly on the sphere ||x||^2 = d (seeded by `seed`)")
     dim: PositiveInt = Field(default=8, description="d, the input dimension")

@@ -43,7 +43,7 @@ from widenet.studies._ntk_spectrum_analysis import (
     reference_table,
     summary_table,
 )
-from widenet.studies.fits import mean_stderr, power_law_fit
+from widenet.studies.fits import mean_stderr, power_law_fit_or_nan
 from widenet.studies.seeds import derived_seed
 from widenet.studies.validators import distinct_values
 
@@ -58,9 +58,11 @@ leading-order term (3/8) ln L / L: the non-universal O(1/L) rest at most half of
 class SpectrumConfig(StudyConfig):
     """The sizes of the spectrum study (defaults: the DEFAULT preset)."""
 
-    points: PositiveInt = Field(default=100, description="n, the number of inputs x_i, drawn "
-                                "uniformly on the sphere ||x||^2 = d; K_inf is n x n")
-    dim: PositiveInt = Field(default=100, description="d, the input dimension")
+    points: int = Field(default=100, ge=3, description="n, the number of inputs x_i, drawn "
+                        "uniformly on the sphere ||x||^2 = d; K_inf is n x n; >= 3 (the "
+                        "inverse-angle law fits one constant to the n(n-1)/2 pairs)")
+    dim: int = Field(default=100, ge=2, description="d, the input dimension (>= 2: on the "
+                     "sphere of R^1 two inputs are equal or opposite)")
     deltas: list[float] = Field(
         default=[0.25, 0.5, 0.75, 1.0], description="Delta = b^2 of phi(s) = a s + b|s| with "
         "a = sqrt(1 - Delta), b = sqrt(Delta) (1/2: ReLU up to scale, 1: |s|); each in (0, 1]")
@@ -162,12 +164,14 @@ def inverse_angle_errors(theta_off: torch.Tensor, angles: torch.Tensor, delta: f
 
     Returns (C_fit / C, error_fit, error_theory) with C = :func:`inverse_angle_constant` and
     C_fit = <1/theta, Theta> / <1/theta, 1/theta>, the least-squares constant; error =
-    ||Theta - c / theta|| / ||Theta|| over the pairs (Euclidean norms), for c = C_fit and c = C.
+    ||Theta - c / theta|| / ||Theta|| over the pairs (Euclidean norms), for c = C_fit and c = C
+    (NaN when every Theta_ij is 0).
     """
     inverse = 1.0 / angles
     fitted, theory = float(inverse @ theta_off / (inverse @ inverse)), inverse_angle_constant(delta)
     norm = float(theta_off.norm())
-    errors = [float((theta_off - c * inverse).norm()) / norm for c in (fitted, theory)]
+    errors = [float((theta_off - c * inverse).norm()) / norm if norm > 0 else math.nan
+              for c in (fitted, theory)]
     return fitted / theory, errors[0], errors[1]
 
 
@@ -341,7 +345,7 @@ def inverse_angle_checks(kernels: pd.DataFrame) -> list[Check]:
     deep = kernels[kernels["depth"].isin(deep_depths(sorted(kernels["depth"].unique())))]
     checks = []
     for delta, group in deep.groupby("delta", sort=True):
-        fit = power_law_fit(group["depth"], group["inverse_angle_error"])
+        fit = power_law_fit_or_nan(group["depth"], group["inverse_angle_error"])
         checks.append(check_interval(
             f"inverse angle/Delta={delta:g}",
             f"off-diagonal Theta_ij ~ C / theta_L(ij) (Delta={delta:g}): its relative error "
