@@ -111,3 +111,12 @@ def test_a_message_that_names_the_value_does_not_repeat_it() -> None:
     with pytest.raises(WidenetError) as error:
         validate_config(get_study("ntk-spectrum").config, {"depths": [1, 2]})
     assert str(error.value).count("got [1, 2]") == 1
+
+
+def test_a_single_value_for_a_list_key_is_a_one_item_list() -> None:
+    config = build_config(get_study("ntk-concentration").config,
+                          overrides=["activations=abs", "depths=3"])
+    assert config.activations == ["abs"]
+    assert config.depths == [3]
+    toy = build_config(ToyConfig, overrides=["values=7"])
+    assert toy.values == [7]

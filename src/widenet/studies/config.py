@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import ValidationError
@@ -42,7 +43,8 @@ def validate_config(schema: type[StudyConfig], values: dict[str, Any],
             raise WidenetError(f"unknown config key {key!r}{origin}; the keys of this study "
                                f"are: {', '.join(known)}")
     try:
-        return schema(**values)
+        return schema(**{key: _as_list_if_expected(schema, key, value)
+                         for key, value in values.items()})
     except ValidationError as error:
         first = error.errors()[0]
         message = first["msg"].removeprefix("Value error, ")  # pydantic's wrapping of ValueError
@@ -52,6 +54,17 @@ def validate_config(schema: type[StudyConfig], values: dict[str, Any],
         origin = f" (from {sources[key]})" if key in sources else ""
         given = "" if ", got " in message else f", got {first.get('input')!r}"
         raise WidenetError(f"config key {key!r}{origin}: {message}{given}") from None
+
+
+def _as_list_if_expected(schema: type[StudyConfig], key: str, value: Any) -> Any:
+    """``[value]`` for a single value given to a list key (``--set widths=64``), else value."""
+    annotation = schema.model_fields[key].annotation
+    expects_list = get_origin(annotation) is list or (
+        get_origin(annotation) in (Union, UnionType)
+        and any(get_origin(arm) is list for arm in get_args(annotation)))
+    if expects_list and value is not None and not isinstance(value, (list, tuple)):
+        return [value]
+    return value
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
