@@ -150,3 +150,34 @@ def test_a_block_that_raises_is_not_worth_resuming_a_lost_one_is(tmp_path: Path)
     with pytest.raises(WidenetError, match=r"3 block\(s\) lost their worker .*run again"):
         kernel_to_disk(_net(), sphere_points(4, 5), tmp_path / "lost.npy", block=2,
                        engine=_LosingEngine())
+
+
+class _InlineEngine:
+    """Runs each job in this process and keeps it, to look at what a worker would receive."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+
+    def run(self, jobs: list[Job], on_result: OnResult) -> None:
+        for job in jobs:
+            self.jobs.append(job)
+            on_result(job, Outcome("done", result=job.function(*job.args)))
+
+
+def test_a_block_job_carries_only_its_own_points(tmp_path: Path) -> None:
+    x, engine = sphere_points(10, 5), _InlineEngine()
+    matrix = kernel_to_disk(_net(), x, tmp_path / "k.npy", block=4, engine=engine)
+    np.testing.assert_allclose(matrix, infinite_kernels(_net(), x).ntk.numpy(), rtol=1e-13)
+    sizes = {job.label: [a.shape[0] for a in job.args if isinstance(a, torch.Tensor)]
+             for job in engine.jobs}
+    assert sizes == {"0,0": [4], "0,1": [4, 4], "0,2": [4, 2], "1,1": [4], "1,2": [4, 2],
+                     "2,2": [2]}
+
+
+def test_values_beyond_float32_are_refused_not_stored_as_inf(tmp_path: Path) -> None:
+    x = sphere_points(4, 5) * 1e20  # ||x||^2 ~ 5e40: K overflows float32, not float64
+    with pytest.raises(WidenetError, match=r"not finite in float32.*--dtype float64"):
+        kernel_to_disk(_net(), x, tmp_path / "k.npy", block=4, dtype="float32",
+                       engine=_InlineEngine())
+    matrix = kernel_to_disk(_net(), x, tmp_path / "k64.npy", block=4, engine=_InlineEngine())
+    assert np.isfinite(matrix).all()

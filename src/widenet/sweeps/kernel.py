@@ -62,7 +62,9 @@ def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: s
     identity = {"kind": kind, "n": n, "block": block, "dtype": dtype,
                 "fingerprint": _fingerprint(net, x)}
     done = _open(path, identity, count)
-    jobs = [Job(f"{i},{j}", compute_block, (net, x, kind, str(path), block, i, j))
+    rows = [x[i * block:(i + 1) * block] for i in range(count)]  # views: no copies here
+    jobs = [Job(f"{i},{j}", compute_block,
+                (net, kind, str(path), (i, j), block, rows[i], None if i == j else rows[j]))
             for i in range(count) for j in range(i, count) if not done[i, j]]
     total = count * (count + 1) // 2
     failed: list[str] = []
@@ -96,26 +98,34 @@ def _raise_failures(failed: list[str], lost: list[str]) -> None:
                            "resume from the finished blocks")
 
 
-def compute_block(net: nn.Module, x: torch.Tensor, kind: str, path: str, block: int, i: int,
-                  j: int) -> tuple[int, int]:
-    """Compute block (i, j) of the kernel in float64, write it and its mirror into ``path``
-    (cast to the file's dtype), flush."""
+def compute_block(net: nn.Module, kind: str, path: str, index: tuple[int, int], block: int,
+                  rows: torch.Tensor, cols: torch.Tensor | None) -> tuple[int, int]:
+    """Compute block ``index`` = (i, j) of the kernel, K(rows, cols) (K(rows, rows) on the
+    diagonal, ``cols`` None), in float64; write it and its mirror into ``path``, cast to the
+    file's dtype, and flush. Only the block's own points travel to the worker. Raises, writing
+    nothing, if a value is not finite in float64 or in the file's dtype."""
     from widenet.kernels.empirical import empirical_ntk
     from widenet.kernels.infinite import infinite_kernels
 
-    rows, cols = x[i * block:(i + 1) * block], x[j * block:(j + 1) * block]
     if kind == "empirical":
-        values = empirical_ntk(net, rows, None if i == j else cols)
+        values = empirical_ntk(net, rows, cols)
     else:
-        kernels = infinite_kernels(net, rows, None if i == j else cols, dtype=torch.float64)
+        kernels = infinite_kernels(net, rows, cols, dtype=torch.float64)
         values = kernels.ntk if kind == "ntk" else kernels.nngp
-    values = values.detach().to("cpu", torch.float64).numpy()
     matrix = np.load(path, mmap_mode="r+")
-    matrix[i * block:i * block + values.shape[0], j * block:j * block + values.shape[1]] = values
-    matrix[j * block:j * block + values.shape[1], i * block:i * block + values.shape[0]] = values.T
+    with np.errstate(over="ignore"):  # an overflow in the cast is reported just below
+        stored = values.detach().to("cpu", torch.float64).numpy().astype(matrix.dtype)
+    if not np.isfinite(stored).all():
+        raise WidenetError(f"block {index[0]},{index[1]} has values that are not finite in "
+                           f"{matrix.dtype} (largest |K| in float64: "
+                           f"{values.abs().max().item():.3g}); scale the inputs down or use "
+                           "--dtype float64")
+    r0, c0 = index[0] * block, index[1] * block
+    matrix[r0:r0 + stored.shape[0], c0:c0 + stored.shape[1]] = stored
+    matrix[c0:c0 + stored.shape[1], r0:r0 + stored.shape[0]] = stored.T
     matrix.flush()
     del matrix
-    return i, j
+    return index
 
 
 def _open(path: Path, identity: dict[str, object], count: int) -> np.ndarray:
