@@ -206,6 +206,10 @@ def test_sweep_and_kernel_commands(toy: None, tmp_path: Path,
                  "--out", str(tmp_path / "dry")]) == 0
     assert "6 point(s) of toy, all valid; nothing was run" in capsys.readouterr().out
     assert not (tmp_path / "dry").exists()
+    for options, message in [(["--address", "auto"], "need --engine ray"),
+                             (["--device", "quantum"], "unknown device")]:
+        assert main(["sweep", "toy", "--dry-run", *options, "--out", str(tmp_path)]) == 2
+        assert message in _error_line(capsys)
     assert main(["sweep", "toy", "--grid", "values=x", "--out", str(tmp_path)]) == 2
     assert "sweep point values=x" in _error_line(capsys)
     assert main(["sweep", "toy", "--address", "auto", "--out", str(tmp_path)]) == 2

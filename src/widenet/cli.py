@@ -6,12 +6,9 @@ corrupt store) print one line, ``widenet: error: ...``, and exit with status 2.
 
 from __future__ import annotations
 
-import re
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -28,9 +25,6 @@ from rich.table import Table
 from widenet.errors import WidenetError
 from widenet.store import DEFAULT_ROOT, RunStore
 from widenet.store.sweeps import check_sweep_name
-
-if TYPE_CHECKING:
-    from widenet.sweeps import RayEngine
 
 MAX_SEED = 2**63 - 1
 """The largest seed (widenet.studies.base.MAX_SEED; not imported, to keep ``--help`` fast)."""
@@ -218,6 +212,7 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
     from widenet.studies import build_config, get_study
     from widenet.sweeps import (
         LocalEngine,
+        RayEngine,
         SweepSpec,
         parse_grid,
         parse_random,
@@ -231,19 +226,20 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
     base = build_config(found.config, quick=quick, file=config, overrides=overrides)
     spec = SweepSpec(grid=parse_grid(grid), random=parse_random(random_), samples=samples,
                      seeds=seeds)
-    if dry_run:
-        points = plan_sweep(found.name, spec, base.model_dump(mode="json"))
-        for label, _ in points:
-            out_console.print(label, markup=False, highlight=False)
-        out_console.print(f"{len(points)} point(s) of {found.name}, all valid; nothing was run")
-        return
     if engine == "ray":
-        runner = _ray_engine(address, workers, gpus_per_run)
+        runner = RayEngine(address=address, workers=workers, gpus_per_run=gpus_per_run)
         device = "cuda" if gpus_per_run > 0 else device
     else:
         if address or gpus_per_run:
             raise WidenetError("--address and --gpus-per-run need --engine ray")
         runner = LocalEngine(workers)
+    if dry_run:
+        runner.check(device)
+        points = plan_sweep(found.name, spec, base.model_dump(mode="json"))
+        for label, _ in points:
+            out_console.print(label, markup=False, highlight=False)
+        out_console.print(f"{len(points)} point(s) of {found.name}, all valid; nothing was run")
+        return
     with _progress() as progress:
         bar = progress.add_task(found.name, total=None)
 
@@ -299,7 +295,7 @@ def kernel_command(path: Path, kind: str, data: str, label_column: str | None, p
 
     from widenet.data import load_dataset
     from widenet.models import MLP
-    from widenet.sweeps import LocalEngine
+    from widenet.sweeps import LocalEngine, RayEngine
     from widenet.sweeps.kernel import kernel_to_disk
 
     try:
@@ -308,7 +304,8 @@ def kernel_command(path: Path, kind: str, data: str, label_column: str | None, p
         raise WidenetError(_option_words(str(error))) from None
     net = MLP(x.shape[1], [width] * depth, 1, activation, bias_std=bias_std, seed=seed,
               dtype=torch.float64)
-    runner = _ray_engine(address, workers) if engine == "ray" else LocalEngine(workers)
+    runner = (RayEngine(address=address, workers=workers) if engine == "ray"
+              else LocalEngine(workers))
     with _progress() as progress:
         bar = progress.add_task("blocks", total=None)
         matrix = kernel_to_disk(net, x, path, kind=kind, block=block, dtype=dtype, engine=runner,
@@ -328,28 +325,6 @@ def _option_words(message: str) -> str:
     for python, option in _OPTION_WORDS:
         message = message.replace(python, option)
     return message
-
-
-_RAY_HOST_PORT = re.compile(r"(?:ray://)?(\[[^\]]+\]|[^/:\[\]]+):(\d+)")
-
-
-def _ray_engine(address: str | None, workers: int | None,
-                gpus_per_run: float = 0.0) -> RayEngine:
-    """The Ray engine, after checking that something listens at a ``host:port`` or
-    ``ray://host:port`` ``address`` (Ray itself would wait for it for minutes)."""
-    from widenet.sweeps import RayEngine
-
-    match = _RAY_HOST_PORT.fullmatch(address or "")
-    if match:
-        host, port = match.group(1).strip("[]"), int(match.group(2))
-        try:
-            socket.create_connection((host, port), timeout=5).close()
-        except (OSError, OverflowError) as error:
-            reason = getattr(error, "strerror", None) or error
-            raise WidenetError(f"cannot reach a Ray cluster at {address}: {reason}; check "
-                               "--address, or leave it out to start a local Ray instance"
-                               ) from None
-    return RayEngine(address=address, workers=workers, gpus_per_run=gpus_per_run)
 
 
 def _check_arguments(args: list[str]) -> None:

@@ -15,7 +15,7 @@ import pytest
 from tests.studies.toy_study import STUDY, ToyConfig
 from widenet.errors import WidenetError
 from widenet.store import RunStore
-from widenet.studies.runner import resolve_device, run_study
+from widenet.studies.runner import run_study
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,12 +92,3 @@ def test_a_config_of_another_study_is_refused(tmp_path: Path) -> None:
     with pytest.raises(WidenetError, match="must be a ToyConfig"):
         run_study(STUDY, StudyConfig(), store=RunStore(tmp_path))
     assert not tmp_path.joinpath("runs.db").exists()
-
-
-def test_devices_are_checked() -> None:
-    assert resolve_device("cpu").type == "cpu"
-    with pytest.raises(WidenetError, match="unknown device"):
-        resolve_device("quantum")
-    if not __import__("torch").cuda.is_available():
-        with pytest.raises(WidenetError, match="no CUDA device"):
-            resolve_device("cuda")

@@ -110,6 +110,9 @@ class _BrokenEngine:
     def __init__(self, points: int = 0):
         self.points = points
 
+    def check(self, device: str = "cpu") -> None:
+        """Any device: the failure comes later."""
+
     def run(self, jobs: list[Job], on_result: OnResult) -> None:
         for job in jobs[:self.points]:
             on_result(job, Outcome("done", result=execute_point(*job.args)))

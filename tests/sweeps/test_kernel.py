@@ -136,6 +136,9 @@ def test_a_matrix_file_that_cannot_be_created_leaves_nothing_half_written(
 class _LosingEngine:
     """Reports every job lost, as if each worker had been killed."""
 
+    def check(self, device: str = "cpu") -> None:
+        """Runs anywhere."""
+
     def run(self, jobs: list[Job], on_result: OnResult) -> None:
         for job in jobs:
             on_result(job, Outcome("lost", reason="worker died (exit code -9) 3 times"))
@@ -157,6 +160,9 @@ class _InlineEngine:
 
     def __init__(self) -> None:
         self.jobs: list[Job] = []
+
+    def check(self, device: str = "cpu") -> None:
+        """Runs here, on the CPU."""
 
     def run(self, jobs: list[Job], on_result: OnResult) -> None:
         for job in jobs:

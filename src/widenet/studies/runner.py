@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from widenet.devices import describe_device, resolve_device
 from widenet.errors import WidenetError
 from widenet.report import atomic_write, render_report, write_report
 from widenet.report.figures import png_bytes
@@ -102,32 +103,6 @@ def write_run_report(store: RunStore, run_id: str) -> Path:
     page = render_report(record, store.checks(record.id), store.tables(record.id), figures,
                          doc_path=f"docs/studies/{record.study}.md")
     return write_report(folder / "report.html", page)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """The torch device named by ``device``; raises when it is not available here."""
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise WidenetError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise WidenetError(f"device {device!r} asked for, but no CUDA device is available "
-                               "here; use --device cpu")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise WidenetError(f"device {device!r} does not exist: this machine has "
-                               f"{torch.cuda.device_count()} CUDA device(s)")
-    elif resolved.type != "cpu":
-        raise WidenetError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
-    return resolved
-
-
-def describe_device(device: torch.device) -> str:
-    """``"cpu"`` or ``"cuda:0 (NVIDIA H100 80GB HBM3)"``."""
-    if device.type != "cuda":
-        return str(device)
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def versions() -> dict[str, str]:

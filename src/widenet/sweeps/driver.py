@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from widenet.errors import WidenetError
 from widenet.store import RunStore
@@ -33,8 +32,8 @@ from widenet.store.sweeps import (
 )
 from widenet.studies import get_study
 from widenet.studies.config import validate_config
-from widenet.studies.runner import resolve_device, write_run_report
-from widenet.sweeps.engines import Engine, Job, Outcome, RayEngine
+from widenet.studies.runner import write_run_report
+from widenet.sweeps.engines import Engine, Job, Outcome
 from widenet.sweeps.report import write_sweep_report
 from widenet.sweeps.spec import SweepSpec
 from widenet.sweeps.worker import execute_point
@@ -76,7 +75,7 @@ def run_sweep(study: str, spec: SweepSpec, *, store: RunStore, engine: Engine,
     base = dict(base or {})
     if name is not None:
         check_sweep_name(name)
-    _check_device(device, engine)
+    engine.check(device)
     jobs = [Job(label, execute_point, (study, values, device))
             for label, values in plan_sweep(study, spec, base)]
     record = {"base": base, "device": device, **spec.as_dict()}
@@ -131,21 +130,6 @@ def _default_name(study: str) -> str:
     name that a sweep name cannot hold replaced by ``-``."""
     plain = re.sub(r"[^A-Za-z0-9._-]", "-", study)[:60]
     return f"{plain}-sweep-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
-def _check_device(device: str, engine: Engine) -> None:
-    """Refuse a device the points cannot run on, before the sweep is made. Local points run on
-    this machine, which must have it; Ray points may run on other machines, so there only the
-    name is checked."""
-    if not isinstance(engine, RayEngine):
-        resolve_device(device)
-        return
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, TypeError):
-        kind = ""
-    if kind not in ("cpu", "cuda"):
-        raise WidenetError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
 
 
 def _validated(schema: Any, values: dict[str, Any], label: str) -> dict[str, Any]:

@@ -18,6 +18,8 @@ import math
 import multiprocessing
 import os
 import pickle
+import re
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from typing import Any, Protocol
 
 import torch
 
+from widenet.devices import device_named, resolve_device
 from widenet.errors import WidenetError
 
 
@@ -63,6 +66,10 @@ class Engine(Protocol):
 
     def run(self, jobs: list[Job], on_result: OnResult) -> None: ...
 
+    def check(self, device: str = "cpu") -> None:
+        """Raise, before anything runs or is written, if this engine cannot run jobs on
+        ``device``."""
+
 
 class LocalEngine:
     """Each point in a fresh process (forked from a preloaded server), ``workers`` at once.
@@ -76,6 +83,10 @@ class LocalEngine:
         _check_counts(workers, retries)
         self.workers = workers or os.cpu_count() or 1
         self.retries = retries
+
+    def check(self, device: str = "cpu") -> None:
+        """The workers run on this machine, which must have ``device``."""
+        resolve_device(device)
 
     def run(self, jobs: list[Job], on_result: OnResult) -> None:
         """Run every job; returns when all have reported. Ctrl-C stops all workers."""
@@ -193,6 +204,12 @@ class RayEngine:
         self.address, self.workers = address, workers
         self.cpus_per_run, self.gpus_per_run, self.retries = cpus_per_run, gpus_per_run, retries
 
+    def check(self, device: str = "cpu") -> None:
+        """The device's name only (the tasks may run on other machines, which may have it), and
+        that something listens at a ``host:port`` address."""
+        device_named(device)
+        _check_reachable(self.address)
+
     def _check_local_gpus(self, ray: Any) -> None:
         """Refuse GPUs per run that a local instance does not have (Ray would wait forever)."""
         have = ray.cluster_resources().get("GPU", 0.0)
@@ -241,3 +258,21 @@ class RayEngine:
                 ray.cancel(ref, force=True)
             if started:
                 ray.shutdown()
+
+
+_HOST_PORT = re.compile(r"(?:ray://)?(\[[^\]]+\]|[^/:\[\]]+):(\d+)")
+
+
+def _check_reachable(address: str | None) -> None:
+    """Refuse a ``host:port`` or ``ray://host:port`` address where nothing listens (Ray itself
+    would wait for it for minutes); ``auto`` and other forms are left to Ray."""
+    match = _HOST_PORT.fullmatch(address or "")
+    if not match:
+        return
+    host, port = match.group(1).strip("[]"), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except (OSError, OverflowError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise WidenetError(f"cannot reach a Ray cluster at {address}: {reason}; check "
+                           "--address, or leave it out to start a local Ray instance") from None

@@ -56,6 +56,8 @@ def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: s
     path = Path(path)
     if path.suffix != ".npy":
         raise WidenetError(f"the kernel file must end in .npy, got {path}")
+    engine = engine or LocalEngine()
+    engine.check()  # before any file is made: blocks compute on the CPU
     n = x.shape[0]
     x = x.detach().to("cpu", torch.float64)
     count = -(-n // block)
@@ -81,7 +83,7 @@ def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: s
         if on_block is not None:
             on_block(int(np.triu(done).sum()), total)
 
-    (engine or LocalEngine()).run(jobs, record)
+    engine.run(jobs, record)
     _raise_failures(failed, lost)
     return np.load(path, mmap_mode="r")
 

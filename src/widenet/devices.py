@@ -1,0 +1,40 @@
+"""Devices by name: which one a user means, and whether this machine has it."""
+
+from __future__ import annotations
+
+import torch
+
+from widenet.errors import WidenetError
+
+
+def device_named(device: str | torch.device) -> torch.device:
+    """The torch device that ``device`` names (cpu, cuda or cuda:N), without asking whether this
+    machine has it (points run elsewhere, e.g. on a Ray cluster, may)."""
+    try:
+        named = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise WidenetError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if named.type not in ("cpu", "cuda"):
+        raise WidenetError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+    return named
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The torch device named by ``device``; raises when it is not available here."""
+    resolved = device_named(device)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise WidenetError(f"device {device!r} asked for, but no CUDA device is available "
+                               "here; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise WidenetError(f"device {device!r} does not exist: this machine has "
+                               f"{torch.cuda.device_count()} CUDA device(s)")
+    return resolved
+
+
+def describe_device(device: torch.device) -> str:
+    """``"cpu"`` or ``"cuda:0 (NVIDIA H100 80GB HBM3)"``."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"

@@ -1,0 +1,32 @@
+"""Devices by name, and whether this machine has them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from widenet.devices import describe_device, device_named, resolve_device
+from widenet.errors import WidenetError
+from widenet.sweeps import LocalEngine, RayEngine
+
+
+def test_devices_are_named_then_resolved_here() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    assert device_named("cuda:7") == torch.device("cuda", 7)  # a name, wherever it exists
+    assert describe_device(torch.device("cpu")) == "cpu"
+    for bad, message in [("quantum", "unknown device"), ("meta", "not supported")]:
+        with pytest.raises(WidenetError, match=message):
+            device_named(bad)
+        with pytest.raises(WidenetError, match=message):
+            resolve_device(bad)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_local_engine_needs_the_device_here_a_ray_engine_only_its_name() -> None:
+    with pytest.raises(WidenetError, match="no CUDA device"):
+        resolve_device("cuda")
+    with pytest.raises(WidenetError, match="no CUDA device"):
+        LocalEngine(1).check("cuda")
+    RayEngine(workers=1).check("cuda:3")
+    with pytest.raises(WidenetError, match="unknown device"):
+        RayEngine(workers=1).check("quantum")
