@@ -3,11 +3,13 @@
 A check accepts the measured value when it lies in the interval ``[low, high]`` that the theory
 allows. Measurements carry a standard error (seeds, fits); the verdict is
 
+- ``inconclusive`` when the measurement or its standard error is not a finite number (NaN
+  stderr: the noise is unknown, e.g. one replicate, or a fit bounded by the edge of a grid),
+  whatever the interval says;
 - ``pass`` when ``low <= measured <= high``;
 - ``fail`` when the measurement is outside the interval by more than ``2 * stderr``, that is
   when even the noise of the measurement cannot bring it back in;
-- ``inconclusive`` otherwise (outside, but within two standard errors of the interval), or
-  when the measurement is not a finite number.
+- ``inconclusive`` otherwise (outside, but within two standard errors of the interval).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def check_interval(name: str, claim: str, *, measured: float, low: float = -math
     low, high, stderr = float(low), float(high), float(stderr)
     if math.isnan(low) or math.isnan(high) or low > high:
         raise WidenetError(f"check {name!r}: the interval [{low}, {high}] is empty")
-    if stderr < 0:  # nan is allowed: an unknown error makes a miss inconclusive
+    if stderr < 0:  # nan is allowed: an unknown error makes the check inconclusive
         raise WidenetError(f"check {name!r}: stderr must be >= 0, got {stderr}")
     if predicted is None:
         finite = [bound for bound in (low, high) if math.isfinite(bound)]

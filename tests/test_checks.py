@@ -1,0 +1,47 @@
+"""Checks: verdicts of a measurement with its standard error against an interval."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from widenet.checks import check_close, check_interval, interval_text, verdict_of
+from widenet.errors import WidenetError
+
+NAN, INF = math.nan, math.inf
+
+
+@pytest.mark.parametrize(("measured", "stderr", "verdict"), [
+    (0.5, 0.0, "pass"), (0.0, 0.0, "pass"), (1.0, 0.0, "pass"),  # inside, ends included
+    (1.3, 0.1, "fail"), (-0.3, 0.1, "fail"),  # outside by 3 standard errors
+    (1.15, 0.1, "inconclusive"), (-0.15, 0.1, "inconclusive"),  # within 2 of the interval
+    (1.2, 0.1, "inconclusive"),  # exactly 2 standard errors out: not beyond them
+    (0.5, NAN, "inconclusive"), (7.0, NAN, "inconclusive"),  # unknown noise, inside or out
+    (NAN, 0.1, "inconclusive"), (INF, 0.0, "inconclusive"), (0.5, INF, "inconclusive")])
+def test_verdicts(measured: float, stderr: float, verdict: str) -> None:
+    assert verdict_of(measured, 0.0, 1.0, stderr) == verdict
+
+
+def test_check_interval_and_check_close() -> None:
+    check = check_interval("c", "claim", measured=2.0, low=1.0, stderr=0.5)
+    assert (check.predicted, check.verdict, check.high) == (1.0, "pass", INF)
+    assert check_interval("c", "x", measured=0.0, low=-1.0, high=3.0).predicted == 1.0
+    close = check_close("c", "x", predicted=-0.5, measured=-0.41, tolerance=0.1, stderr=0.01)
+    assert (close.low, close.high, close.verdict) == (-0.6, -0.4, "pass")
+    assert check_close("c", "x", predicted=0.0, measured=0.5, tolerance=0.1,
+                       stderr=0.1).verdict == "fail"
+    for bad in [{"low": 2.0, "high": 1.0}, {"low": NAN}]:
+        with pytest.raises(WidenetError, match="is empty"):
+            check_interval("c", "x", measured=1.0, **bad)
+    with pytest.raises(WidenetError, match="stderr must be >= 0"):
+        check_interval("c", "x", measured=1.0, stderr=-1.0)
+    with pytest.raises(WidenetError, match="tolerance must be >= 0"):
+        check_close("c", "x", predicted=0.0, measured=0.0, tolerance=NAN)
+
+
+def test_interval_text() -> None:
+    assert interval_text(-0.65, -0.35) == "[-0.65, -0.35]"
+    assert interval_text(-INF, 0.0) == "<= 0"
+    assert interval_text(1.0, INF) == ">= 1"
+    assert interval_text(-INF, INF) == "any"
