@@ -31,13 +31,17 @@ def test_check_interval_and_check_close() -> None:
     assert (close.low, close.high, close.verdict) == (-0.6, -0.4, "pass")
     assert check_close("c", "x", predicted=0.0, measured=0.5, tolerance=0.1,
                        stderr=0.1).verdict == "fail"
-    for bad in [{"low": 2.0, "high": 1.0}, {"low": NAN}]:
+    for bad in [{"low": 2.0, "high": 1.0}, {"low": NAN}, {"low": 0.0, "high": NAN}]:
         with pytest.raises(WidenetError, match="is empty"):
             check_interval("c", "x", measured=1.0, **bad)
     with pytest.raises(WidenetError, match="stderr must be >= 0"):
         check_interval("c", "x", measured=1.0, stderr=-1.0)
     with pytest.raises(WidenetError, match="tolerance must be >= 0"):
-        check_close("c", "x", predicted=0.0, measured=0.0, tolerance=NAN)
+        check_close("c", "x", predicted=0.0, measured=0.0, tolerance=-1.0)
+    assert check_interval("c", "x", measured=5.0).verdict == "pass"  # any value is allowed
+    unknown = check_close("c", "x", predicted=0.0, measured=0.0, tolerance=NAN, stderr=0.1)
+    assert (unknown.verdict, unknown.stderr) == ("inconclusive", 0.1)
+    assert interval_text(unknown.low, unknown.high) == "unknown"
 
 
 def test_interval_text() -> None:

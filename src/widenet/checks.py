@@ -5,7 +5,7 @@ allows. Measurements carry a standard error (seeds, fits); the verdict is
 
 - ``inconclusive`` when the measurement or its standard error is not a finite number (NaN
   stderr: the noise is unknown, e.g. one replicate, or a fit bounded by the edge of a grid),
-  whatever the interval says;
+  whatever the interval says, or when no interval could be set (``low`` and ``high`` NaN);
 - ``pass`` when ``low <= measured <= high``;
 - ``fail`` when the measurement is outside the interval by more than ``2 * stderr``, that is
   when even the noise of the measurement cannot bring it back in;
@@ -56,6 +56,8 @@ class Check:
 def interval_text(low: float, high: float) -> str:
     """The interval ``[low, high]`` written for people: ``"[-0.65, -0.35]"``, ``"<= 0"``,
     ``">= 1"`` or ``"any"`` (an infinite end is left out), numbers to 4 significant digits."""
+    if math.isnan(low) and math.isnan(high):
+        return "unknown"
     if math.isinf(low) and math.isinf(high):
         return "any"
     if math.isinf(low):
@@ -67,7 +69,7 @@ def interval_text(low: float, high: float) -> str:
 
 def verdict_of(measured: float, low: float, high: float, stderr: float = 0.0) -> Verdict:
     """The verdict of ``measured ± stderr`` against the interval ``[low, high]`` (module doc)."""
-    if not math.isfinite(measured) or not math.isfinite(stderr):
+    if not (math.isfinite(measured) and math.isfinite(stderr)) or math.isnan(low):
         return "inconclusive"
     if low <= measured <= high:
         return "pass"
@@ -80,10 +82,12 @@ def check_interval(name: str, claim: str, *, measured: float, low: float = -math
                    stderr: float = 0.0, note: str = "") -> Check:
     """A check that ``measured`` lies in ``[low, high]``.
 
-    ``predicted`` defaults to the midpoint of a finite interval, else to its finite end.
+    ``predicted`` defaults to the midpoint of a finite interval, else to its finite end. Both
+    ends NaN means no interval could be set: the check is inconclusive.
     """
     low, high, stderr = float(low), float(high), float(stderr)
-    if math.isnan(low) or math.isnan(high) or low > high:
+    unknown = math.isnan(low) and math.isnan(high)
+    if not unknown and (math.isnan(low) or math.isnan(high) or low > high):
         raise WidenetError(f"check {name!r}: the interval [{low}, {high}] is empty")
     if stderr < 0:  # nan is allowed: an unknown error makes the check inconclusive
         raise WidenetError(f"check {name!r}: stderr must be >= 0, got {stderr}")
@@ -98,8 +102,9 @@ def check_interval(name: str, claim: str, *, measured: float, low: float = -math
 
 def check_close(name: str, claim: str, *, predicted: float, measured: float, tolerance: float,
                 stderr: float = 0.0, note: str = "") -> Check:
-    """A check that ``|measured - predicted| <= tolerance``."""
-    if not tolerance >= 0:
+    """A check that ``|measured - predicted| <= tolerance``; a NaN tolerance (none could be
+    set) makes it inconclusive."""
+    if not (tolerance >= 0 or math.isnan(tolerance)):
         raise WidenetError(f"check {name!r}: tolerance must be >= 0, got {tolerance}")
     return check_interval(name, claim, measured=measured, low=predicted - tolerance,
                           high=predicted + tolerance, predicted=predicted, stderr=stderr,

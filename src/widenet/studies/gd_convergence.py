@@ -318,7 +318,6 @@ def _widest_error_check(runs: pd.DataFrame, column: str, name: str, claim: str) 
     note = (f"{len(widest)} seeds; tolerance: {BAND_SIGMAS:g} x the narrower widths' rms "
             f"one-network error scaled by m^-1/2 to m = {m}")
     if not math.isfinite(tolerance):
-        tolerance, stderr = 0.0, math.nan
         note += " (none is finite, so no tolerance: inconclusive)"
     return check_close(name, f"{claim} at m = {m}", predicted=0.0, measured=mean,
                        tolerance=tolerance, stderr=stderr, note=note)
