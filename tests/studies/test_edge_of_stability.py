@@ -164,7 +164,7 @@ def test_eos_summary_on_a_constructed_run():
                       "loss still falls (mse lr=0.5*2/S0)": "pass"}
 
 
-def _sharpening_check(sharp: np.ndarray) -> tuple[pd.Series, str]:
+def _sharpening_check(sharp: np.ndarray, status: str = "completed") -> tuple[pd.Series, str]:
     """The summary row and progressive-sharpening verdict of a run with edge 2/lr = 2, S_0 = 1,
     S measured every 10 steps as ``sharp`` (one value per step)."""
     steps = np.arange(len(sharp))
@@ -172,11 +172,18 @@ def _sharpening_check(sharp: np.ndarray) -> tuple[pd.Series, str]:
                            "sharpness": np.where(steps % 10 == 0, sharp, np.nan),
                            "loss_name": "mse", "lr_factor": 0.5})
     runs = pd.DataFrame([{"loss_name": "mse", "lr_factor": 0.5, "lr": 1.0, "edge": 2.0,
-                          "sharpness_init": 1.0, "status": "completed",
+                          "sharpness_init": 1.0, "status": status,
                           "steps": len(sharp) - 1}])
     summary = eos_analysis.eos_summary(curves, runs, 0.5)
     verdicts = {c.name: c.verdict for c in eos_analysis.eos_checks(summary)}
     return summary.iloc[0], verdicts["progressive sharpening (mse lr=0.5*2/S0)"]
+
+
+def test_a_diverged_run_is_judged_on_nothing():
+    steps = np.arange(101)
+    row, verdict = _sharpening_check(1.0 + 3.0 * steps / 100, status="diverged")  # S: 1 -> 4
+    assert row["peak_ratio"] == pytest.approx(2.0)  # past the edge because it blew up
+    assert verdict == "inconclusive"
 
 
 def test_sharpness_that_dips_first_and_then_rises_to_the_edge_has_sharpened():

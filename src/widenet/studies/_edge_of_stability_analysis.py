@@ -80,10 +80,20 @@ def eos_summary(curves: pd.DataFrame, runs: pd.DataFrame, late_fraction: float) 
 def eos_checks(summary: pd.DataFrame) -> list[Check]:
     """Per part-1 run: progressive sharpening, S rising from S_0 = lr_factor * 2/lr to the edge
     (peak of S/(2/lr) >= REACHED); where the edge was reached, S/(2/lr) in EOS_BAND, and a
-    non-monotone but decreasing loss in the EoS phase."""
+    non-monotone but decreasing loss in the EoS phase. A run that diverged gets inconclusive
+    checks: its sharpness past the blow-up measures the blow-up, not the edge."""
     checks = []
     for _, run in summary.iterrows():
         tag = f"{run['loss_name']} lr={run['lr_factor']:g}*2/S0"
+        if run["status"] != "completed":
+            checks += [check_interval(f"{name} ({tag})", claim, measured=math.nan, low=low,
+                                      high=high, predicted=1.0,
+                                      note=f"the run {run['status']}: nothing to judge")
+                       for name, claim, low, high in (
+                           ("progressive sharpening", "S rises from S_0 to the edge", REACHED,
+                            math.inf),
+                           ("edge of stability", "S reaches 2/lr and hovers there", *EOS_BAND))]
+            continue
         checks.append(check_interval(
             f"progressive sharpening ({tag})", f"S rises from S_0 = {run['lr_factor']:g} * 2/lr "
             f"to the edge: the peak of S / (2/lr) reaches {REACHED}", measured=run["peak_ratio"],
