@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from widenet.studies._lazy_measure import is_kinked
-from widenet.studies.fits import mean_stderr, power_law_fit
+from widenet.studies.fits import mean_stderr, power_law_fit_or_nan
 
 KEYS = ["activation", "width", "seed"]
 MEASURES = {"weight_movement": "||w_T - w_0|| / ||w_0||",
@@ -101,9 +101,7 @@ def _slope(part: pd.DataFrame, measure: str) -> float:
     values = part[measure].abs() if measure == "test_gap" else part[measure]
     floor = GAP_ROUNDING * part["alpha"] if measure == "test_gap" else 0.0
     kept = values > floor
-    if part.loc[kept, "alpha"].nunique() < 2:
-        return math.nan
-    return power_law_fit(part.loc[kept, "alpha"], values[kept]).slope
+    return power_law_fit_or_nan(part.loc[kept, "alpha"], values[kept]).slope
 
 
 def fit_slopes(runs: pd.DataFrame, alpha_min: float) -> pd.DataFrame:

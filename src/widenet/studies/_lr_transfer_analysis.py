@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from widenet.studies.fits import mean_stderr, power_law_fit, power_law_fit_or_nan
+from widenet.studies.fits import mean_stderr, power_law_fit_or_nan
 
 PREDICTED_SLOPE = {("standard", "sgd"): -1.0, ("standard", "adam"): -1.0,
                    ("mup", "sgd"): 0.0, ("mup", "adam"): 0.0,
@@ -72,9 +72,7 @@ def interior_slope(group: pd.DataFrame) -> tuple[float, float, int]:
     and stderr are NaN with fewer than 2 distinct widths left, the stderr with fewer than 3
     points."""
     interior = group[np.isfinite(group["log2_lr_opt"]) & ~group["at_edge"].astype(bool)]
-    if interior["m"].nunique() < 2:
-        return math.nan, math.nan, len(interior)
-    fit = power_law_fit(interior["m"], np.exp2(interior["log2_lr_opt"]))
+    fit = power_law_fit_or_nan(interior["m"], np.exp2(interior["log2_lr_opt"]))
     return fit.slope, fit.slope_stderr, len(interior)
 
 

@@ -14,7 +14,6 @@ Measurements: :mod:`widenet.studies._mean_field_measure`; figures:
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Annotated, Any, ClassVar
 
@@ -33,7 +32,7 @@ from widenet.studies._mean_field_figures import (
 )
 from widenet.studies._mean_field_measure import SCALINGS, compute_task, teacher_angles
 from widenet.studies.base import Analysis, Study, StudyConfig, Tables, Task
-from widenet.studies.fits import all_diverged, power_law_fit
+from widenet.studies.fits import all_diverged, power_law_fit, power_law_fit_or_nan
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PREDICTED_MOVEMENT_SLOPE = {"mean-field": 0.0, "ntk": -0.5}
@@ -174,10 +173,7 @@ def _fit_slopes(measures: pd.DataFrame) -> pd.DataFrame:
 
 def _slope(part: pd.DataFrame) -> float:
     """One seed's log-log slope of ``value`` against ``width`` over positive finite values."""
-    keep = part[np.isfinite(part["value"]) & (part["value"] > 0)]
-    if keep["width"].nunique() < 2:
-        return math.nan
-    return power_law_fit(keep["width"], keep["value"]).slope
+    return power_law_fit_or_nan(part["width"], part["value"]).slope
 
 
 def _movement_checks(config: MeanFieldConfig, slopes: pd.DataFrame) -> list[Check]:
