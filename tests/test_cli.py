@@ -223,3 +223,10 @@ def test_sweep_and_kernel_commands(toy: None, tmp_path: Path,
     assert main(["kernel", str(tmp_path / "c.npy"), "--points", "3", "--data", str(data),
                  "--label-column", "y", "--depth", "1", "--width", "8", "--workers", "1"]) == 0
     assert "shape (3, 3)" in capsys.readouterr().out
+
+
+def test_the_cli_seed_limit_is_the_configs() -> None:
+    from widenet.cli import MAX_SEED as CLI_MAX_SEED
+    from widenet.studies.base import MAX_SEED
+
+    assert CLI_MAX_SEED == MAX_SEED == 2**63 - 1

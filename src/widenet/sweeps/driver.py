@@ -7,7 +7,6 @@ point and ``resume=True`` runs only the points whose newest run did not complete
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,10 +125,10 @@ def _open_sweep(store: RunStore, study: str, record: dict[str, Any], name: str |
 
 
 def _default_name(study: str) -> str:
-    """``<study>-sweep-<UTC date>-<time>-<4 hex digits>``, with any character of the study's
-    name that a sweep name cannot hold replaced by ``-``."""
-    plain = re.sub(r"[^A-Za-z0-9._-]", "-", study)[:60]
-    return f"{plain}-sweep-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    """``<study>-sweep-<UTC date>-<time>-<4 hex digits>`` (study names are plain already; a
+    long one is cut so that the name stays within the sweep-name limit)."""
+    return (f"{study[:60]}-sweep-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-"
+            f"{secrets.token_hex(2)}")
 
 
 def _validated(schema: Any, values: dict[str, Any], label: str) -> dict[str, Any]:
