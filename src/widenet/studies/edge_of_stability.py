@@ -44,7 +44,7 @@ from widenet.models import MLP
 from widenet.studies import Study, StudyConfig, StudyContext, Tables, Task
 from widenet.studies._edge_of_stability_analysis import REACHED, analyze
 from widenet.studies.seeds import derived_seed
-from widenet.studies.validators import known_activation
+from widenet.studies.validators import distinct_values, known_activation
 from widenet.widths import constant, polynomial
 
 CLASSES = 10
@@ -96,8 +96,7 @@ class EoSConfig(StudyConfig):
     @field_validator("lr_factors")
     @classmethod
     def _below_edge(cls, values: list[float]) -> list[float]:
-        if not values or any(not 0 < v < REACHED for v in values) or len(set(values)) != len(
-                values):
+        if any(not 0 < v < REACHED for v in distinct_values(values)):
             raise ValueError(f"give distinct factors in (0, {REACHED}): the edge 2/lr must lie "
                              f"above S_0 / {REACHED}")
         return sorted(values)
@@ -105,8 +104,7 @@ class EoSConfig(StudyConfig):
     @field_validator("beyond_factors")
     @classmethod
     def _positive_factors(cls, values: list[float]) -> list[float]:
-        if (not values or any(not 0 < v <= MAX_BEYOND_FACTOR for v in values)
-                or len(set(values)) != len(values)):
+        if any(not 0 < v <= MAX_BEYOND_FACTOR for v in distinct_values(values)):
             raise ValueError(f"give distinct factors c in (0, {MAX_BEYOND_FACTOR:g}] (finite: "
                              "lr = c * 2 / S_0)")
         return sorted(values)
