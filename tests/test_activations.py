@@ -13,7 +13,7 @@ from widenet import WidenetError
 # (q1, q2, rho): unequal variances, both signs, and the degenerate ends rho = +-1.
 COVARIANCES = [(1.0, 1.0, 0.0), (0.5, 2.0, 0.6), (2.0, 0.3, -0.8), (1.5, 1.5, 1.0),
                (0.7, 1.3, -1.0), (3.0, 0.2, 0.95)]
-AB_FAMILY = [A.relu, A.abs, A.identity, A.leaky_relu(0.2), A.ab(0.3, -0.7), A.ab(-1.2, 0.4)]
+AB_FAMILY = [A.relu, A.absolute, A.identity, A.leaky_relu(0.2), A.ab(0.3, -0.7), A.ab(-1.2, 0.4)]
 SAMPLES = 400_000
 Z = 5.0  # tolerance in standard errors: a false alarm has probability ~6e-7 per comparison
 
@@ -112,7 +112,7 @@ def assert_same_activation(left: A.Activation, right: A.Activation, scale: float
 
 def test_family_identities() -> None:
     assert_same_activation(A.ab(0.5, 0.5), A.relu)
-    assert_same_activation(A.ab(0.0, 1.0), A.abs)
+    assert_same_activation(A.ab(0.0, 1.0), A.absolute)
     assert_same_activation(A.ab(0.7, 0.7), A.relu, scale=1.4)
     assert_same_activation(A.ab(-0.3, -0.3), A.relu, scale=-0.6)
     assert_same_activation(A.leaky_relu(0.0), A.relu)
@@ -125,7 +125,8 @@ def test_ab_with_equal_coefficients_is_a_scaled_relu_pointwise() -> None:
 
 
 @pytest.mark.parametrize(("act", "delta", "kappa"),
-                         [(A.relu, 0.5, math.sqrt(2)), (A.abs, 1.0, 1.0), (A.identity, 0.0, 1.0)])
+                         [(A.relu, 0.5, math.sqrt(2)), (A.absolute, 1.0, 1.0),
+                          (A.identity, 0.0, 1.0)])
 def test_delta_and_kappa(act: A.AbsLinear, delta: float, kappa: float) -> None:
     assert act.delta == pytest.approx(delta)
     assert act.kappa == pytest.approx(kappa)
@@ -223,7 +224,7 @@ def test_bad_family_members() -> None:
 
 
 def test_names_resolve() -> None:
-    assert A.get_activation("abs") is A.abs
+    assert A.get_activation("abs") is A.absolute
     assert A.get_activation("leaky_relu:0.1").a == pytest.approx(0.55)
     assert A.get_activation(A.relu) is A.relu
 

@@ -8,11 +8,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from widenet._checks import finite_real, positive_int
 from widenet.activations import Activation, get_activation
 from widenet.errors import WidenetError
 from widenet.layers import Dense
 from widenet.parametrizations import Parametrization, get_parametrization
+from widenet.validation import finite_real, positive_int
 
 
 class MLP(nn.Module):

@@ -18,8 +18,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from widenet._checks import positive_int
 from widenet.errors import WidenetError
+from widenet.validation import positive_int
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from widenet._checks import nonnegative_int, positive_int
+from widenet.validation import nonnegative_int, positive_int
 
 
 def constant(m: int, depth: int) -> list[int]:

@@ -6,11 +6,12 @@ expectations the infinite-width recursions need, for (u, v) ~ N(0, [[q1, c], [c,
     dual(q1, q2, c)            = E[phi(u) phi(v)]
     derivative_dual(q1, q2, c) = E[phi'(u) phi'(v)]
 
-Closed forms exist for the family phi(s) = a s + b |s| (:func:`ab`, with ``relu``, ``abs``,
-``identity`` and :func:`leaky_relu` as members) and for ``erf``. Every other activation (``tanh``,
-``gelu``, ``softplus``, ``sin`` or any user function) gets its duals by Gauss-Hermite quadrature,
-see :class:`Quadrature`. Arguments broadcast against each other: the kernel recursions pass
-q1 of shape (n1, 1), q2 of shape (1, n2) and c of shape (n1, n2).
+Closed forms exist for the family phi(s) = a s + b |s| (:func:`ab`, with ``relu``,
+``absolute`` (looked up as "abs"), ``identity`` and :func:`leaky_relu` as members) and for
+``erf``. Every other activation (``tanh``, ``gelu``, ``softplus``, ``sin`` or any user function)
+gets its duals by Gauss-Hermite quadrature, see :class:`Quadrature`. Arguments broadcast against
+each other: the kernel recursions pass q1 of shape (n1, 1), q2 of shape (1, n2) and c of shape
+(n1, n2).
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from collections.abc import Callable
 
 import torch
 
-from widenet._checks import finite_real
 from widenet.activations._gaussian import arc_cosine_j, correlation, correlation_into
 from widenet.activations.base import Activation
 from widenet.activations.closed_form import AbsLinear, Erf
 from widenet.activations.quadrature import MAX_DEGREE, Quadrature
 from widenet.errors import WidenetError
+from widenet.validation import finite_real
 
-__all__ = ["MAX_DEGREE", "AbsLinear", "Activation", "Erf", "Quadrature", "ab", "abs",
+__all__ = ["MAX_DEGREE", "AbsLinear", "Activation", "Erf", "Quadrature", "ab", "absolute",
            "arc_cosine_j", "correlation", "correlation_into", "erf", "gelu", "get_activation",
            "identity", "leaky_relu", "relu", "sin", "softplus", "tanh"]
 
@@ -56,7 +57,7 @@ def _gelu_derivative(s: torch.Tensor) -> torch.Tensor:
 
 relu = AbsLinear(0.5, 0.5, name="relu")
 identity = AbsLinear(1.0, 0.0, name="identity")
-abs = AbsLinear(0.0, 1.0, name="abs")
+absolute = AbsLinear(0.0, 1.0, name="abs")  # looked up as "abs"; not shadowing the builtin
 erf = Erf()
 tanh = Quadrature(torch.tanh, "tanh", derivative=_tanh_derivative)
 gelu = Quadrature(torch.nn.functional.gelu, "gelu", derivative=_gelu_derivative)
@@ -64,7 +65,7 @@ softplus = Quadrature(torch.nn.functional.softplus, "softplus", derivative=torch
 sin = Quadrature(torch.sin, "sin", derivative=torch.cos)
 
 _NAMED: dict[str, Activation] = {act.name: act for act in
-                                 (relu, identity, abs, erf, tanh, gelu, softplus, sin)}
+                                 (relu, identity, absolute, erf, tanh, gelu, softplus, sin)}
 
 
 def get_activation(spec: str | Activation | Callable[[torch.Tensor], torch.Tensor]) -> Activation:

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import torch
 
-from widenet._checks import finite_real
 from widenet.activations._gaussian import TensorLike, as_tensors
 from widenet.errors import WidenetError
+from widenet.validation import finite_real
 
 
 class Activation:

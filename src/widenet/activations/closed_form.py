@@ -6,7 +6,6 @@ import math
 
 import torch
 
-from widenet._checks import finite_real
 from widenet.activations._gaussian import (
     TWO_OVER_PI,
     TensorLike,
@@ -17,6 +16,7 @@ from widenet.activations._gaussian import (
 )
 from widenet.activations.base import Activation
 from widenet.errors import WidenetError
+from widenet.validation import finite_real
 
 
 class AbsLinear(Activation):

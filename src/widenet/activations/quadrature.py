@@ -9,10 +9,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from widenet._checks import positive_int
 from widenet.activations._gaussian import TensorLike, as_tensors, correlation
 from widenet.activations.base import Activation
 from widenet.errors import WidenetError
+from widenet.validation import positive_int
 
 MAX_DEGREE = 180  # largest Gauss-Hermite rule numpy computes accurately
 

@@ -7,9 +7,9 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from widenet._checks import finite_real, nonnegative_int
 from widenet.data.dataset import Dataset
 from widenet.errors import WidenetError
+from widenet.validation import finite_real, nonnegative_int
 
 #: Spawn key of the corruption's random stream, so that which labels get corrupted is
 #: independent of the draws that made the data from the same seed.

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import torch
 
-from widenet._checks import finite_real, nonnegative_int, positive_int
 from widenet.data.arrays import from_arrays
 from widenet.data.corruption import corrupt_labels, corruption_fraction
 from widenet.data.dataset import Dataset, Task, floating_dtype
@@ -24,6 +23,7 @@ from widenet.data.synthetic import (
 from widenet.data.transforms import normalization
 from widenet.data.transforms import normalize as normalize_inputs
 from widenet.errors import WidenetError
+from widenet.validation import finite_real, nonnegative_int, positive_int
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torch.func import grad
 
-from widenet._checks import trainable_module
 from widenet.errors import WidenetError
 from widenet.kernels._functional import FunctionalModel, check_points
+from widenet.validation import trainable_module
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from widenet._checks import data_matrix
 from widenet.errors import WidenetError
 from widenet.models import MLP
+from widenet.validation import data_matrix
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
-from widenet._checks import finite_real, nonnegative_int
 from widenet.diagnostics.movement import relative_change
 from widenet.errors import WidenetError
 from widenet.kernels.spectra import spectrum, symmetric_part
+from widenet.validation import finite_real, nonnegative_int
 
 
 def _matrix(kernel: torch.Tensor, name: str) -> torch.Tensor:

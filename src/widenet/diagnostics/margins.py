@@ -28,11 +28,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from widenet._checks import finite_real, positive_int
 from widenet.activations import AbsLinear
 from widenet.errors import WidenetError
 from widenet.layers import Dense
 from widenet.models import MLP
+from widenet.validation import finite_real, positive_int
 
 # Modules with a positively 1-homogeneous map in their own parameters (counted once each), and
 # parameter-free modules that are positively 1-homogeneous in their input (counted zero times).

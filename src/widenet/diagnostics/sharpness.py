@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from widenet._checks import finite_real, nonnegative_int, positive_int
 from widenet.diagnostics._functional_loss import FlatLoss, LossFunction
 from widenet.errors import WidenetError
+from widenet.validation import finite_real, nonnegative_int, positive_int
 
 DEFAULT_TOL = 1e-4
 DEFAULT_MAX_HVPS = 500

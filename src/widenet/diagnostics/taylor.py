@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from widenet._checks import finite_real
 from widenet.diagnostics._functional_loss import FlatLoss, LossFunction
+from widenet.validation import finite_real
 
 ORDER = 3
 

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from widenet._checks import finite_real
 from widenet.dynamics.optim import lr_scales
 from widenet.errors import WidenetError
+from widenet.validation import finite_real
 
 
 class LazyModel(nn.Module):

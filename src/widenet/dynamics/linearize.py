@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp
 
-from widenet._checks import trainable_module
 from widenet.dynamics.optim import lr_scales
+from widenet.validation import trainable_module
 
 
 class LinearizedModel(nn.Module):

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from widenet._checks import finite_real, trainable_module
 from widenet.errors import WidenetError
 from widenet.layers import Dense
+from widenet.validation import finite_real, trainable_module
 
 OPTIMIZERS = ("gd", "sgd", "adam")
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import torch
 
-from widenet._checks import finite_real
 from widenet.dynamics._shapes import (
     F64,
     Layout,
@@ -33,6 +32,7 @@ from widenet.dynamics._shapes import (
 )
 from widenet.errors import WidenetError
 from widenet.kernels.spectra import spectrum, symmetric_part
+from widenet.validation import finite_real
 
 __all__ = ["GaussianPrediction", "KernelDynamics", "gp_posterior", "kernel_regression",
            "max_stable_lr", "ntk_gp"]

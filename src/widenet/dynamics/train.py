@@ -25,11 +25,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from widenet._checks import data_matrix, finite_real, nonnegative_int, positive_int
 from widenet.diagnostics.monitors import Monitor, RunState
 from widenet.dynamics.losses import Loss, get_loss
 from widenet.dynamics.optim import GradientScaling, build_optimizer
 from widenet.errors import WidenetError
+from widenet.validation import data_matrix, finite_real, nonnegative_int, positive_int
 
 
 @dataclass

@@ -18,9 +18,9 @@ from typing import Protocol
 
 import torch
 
-from widenet._checks import positive_int
 from widenet.errors import WidenetError
 from widenet.kernels._factors import output_pairs
+from widenet.validation import positive_int
 
 DEFAULT_MEMORY_BUDGET = 2**30  # bytes of working memory, beyond the result itself
 BLOCK_SCALARS = 2**21  # a block of this many scalars (8 MiB in float32) stays in cache

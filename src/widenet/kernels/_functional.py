@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from widenet._checks import trainable_module
 from widenet.errors import WidenetError
+from widenet.validation import trainable_module
 
 Params = dict[str, torch.Tensor]
 

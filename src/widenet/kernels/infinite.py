@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from widenet._checks import data_matrix, positive_int
 from widenet.errors import WidenetError
 from widenet.models import MLP
+from widenet.validation import data_matrix, positive_int
 
 BlockFunction = Callable[[slice, slice], list[torch.Tensor]]
 
