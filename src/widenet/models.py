@@ -16,7 +16,7 @@ from widenet.validation import finite_real, positive_int
 
 
 class MLP(nn.Module):
-    """f(x) = z_{L+1}, z_l = Dense_l(h_{l-1}), h_l = phi(z_l), h_0 = x (THEORY.md section 1).
+    """f(x) = z_{L+1}, z_l = Dense_l(h_{l-1}), h_l = phi(z_l), h_0 = x (docs/theory.md section 1).
 
     Args:
         in_features: input dimension d.

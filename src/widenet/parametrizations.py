@@ -1,4 +1,4 @@
-"""Parametrizations of an MLP's dense layers (THEORY.md section 1), expressed as data.
+"""Parametrizations of an MLP's dense layers (docs/theory.md section 1), expressed as data.
 
 A parametrization maps an architecture (d, n_1..n_L, k) and the stds (sigma_w, sigma_b) to one
 :class:`DenseScaling` per dense layer: for its weight and its bias, the std of the stored

@@ -122,7 +122,8 @@ def test_diagonal_at_the_edge_of_chaos(activation, depth: int) -> None:
 @pytest.mark.parametrize("activation", ["relu", "abs"])
 def test_condition_number_tends_to_one_plus_n_over_three(activation: str) -> None:
     """Theta / (L + 1) -> (3/4) I + (1/4) 1 1^T (times sigma_w^2), whose condition number is
-    1 + n/3; THEORY.md section 4: approached from above, e.g. about 35 for n = 100 at L = 999."""
+    1 + n/3; docs/theory.md section 4:
+    approached from above, e.g. about 35 for n = 100 at L = 999."""
     n = 100
     x = sphere_points(n, 10)
     conditions = [wn.condition_number(wn.infinite_kernels(wn.MLP(10, [1] * depth, 1, activation),

@@ -80,7 +80,7 @@ def brute_force_matrix(net: MLP, x: torch.Tensor) -> torch.Tensor:
 
 
 def closed_form_ntk(x: torch.Tensor, a: float, b: float, depth: int) -> torch.Tensor:
-    """Theta^{L+1} of THEORY.md section 3 for phi = a s + b|s| with a^2 + b^2 = 1, sigma_w = 1,
+    """Theta^{L+1} of docs/theory.md section 3 for phi = a s + b|s| with a^2 + b^2 = 1, sigma_w = 1,
     no biases, written out with the section-2 Gaussian expectations."""
     sigma = x @ x.T / x.shape[1]
     theta = sigma
@@ -110,7 +110,7 @@ def test_error_matches_brute_force(name: str, pattern: str, outputs: int) -> Non
     theta = closed_form_ntk(x, act.a, act.b, depth)
     limit = torch.kron(theta, torch.eye(outputs, dtype=theta.dtype)) / 6
     torch.testing.assert_close(nc.limit_matrix(net, x), limit, rtol=1e-10, atol=1e-12)
-    # THEORY.md section 4: with ||x||^2 = d at the EOC, diag Theta = L + 1 exactly.
+    # docs/theory.md section 4: with ||x||^2 = d at the EOC, diag Theta = L + 1 exactly.
     torch.testing.assert_close(torch.diagonal(limit), torch.full((6 * outputs,), 3 / 6,
                                                                   dtype=torch.float64))
     error = nc.operator_error(net, x, nc.limit_matrix(net, x))

@@ -37,7 +37,7 @@ TINY = {"points": 10, "dim": 6, "deltas": [0.5, 1.0], "depths": [1, 4, 20, 40], 
 
 
 def varrho(rho: float, delta: float) -> float:
-    """The EOC correlation map (THEORY.md section 2): (1 - Delta) rho + Delta J(rho)."""
+    """The EOC correlation map (docs/theory.md section 2): (1 - Delta) rho + Delta J(rho)."""
     j = (2 / math.pi) * (math.sqrt(max(0.0, 1 - rho * rho)) + rho * math.asin(rho))
     return (1 - delta) * rho + delta * j
 

@@ -1,4 +1,4 @@
-"""Activation functions with their Gaussian duals (THEORY.md section 2).
+"""Activation functions with their Gaussian duals (docs/theory.md section 2).
 
 An :class:`Activation` knows its torch function phi, its derivative phi', and the two Gaussian
 expectations the infinite-width recursions need, for (u, v) ~ N(0, [[q1, c], [c, q2]]):

@@ -1,5 +1,5 @@
-"""Diagnostics of training: each function computes one documented quantity (THEORY.md section 5),
-and each has a Monitor for the training loop."""
+"""Diagnostics of training: each function computes one documented quantity (docs/theory.md
+section 5), and each has a Monitor for the training loop."""
 
 from widenet.diagnostics.builtin import (
                                          FeatureMovementMonitor,

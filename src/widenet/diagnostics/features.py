@@ -1,4 +1,4 @@
-"""Hidden features of a net and the soft ranks of a feature matrix (THEORY.md section 5).
+"""Hidden features of a net and the soft ranks of a feature matrix (docs/theory.md section 5).
 
 For a feature matrix H (n points x m features) with singular values s_1 >= ... >= s_r >= 0:
 

@@ -1,4 +1,4 @@
-"""Diagnostics of a kernel matrix during training, on given matrices (THEORY.md section 5).
+"""Diagnostics of a kernel matrix during training, on given matrices (docs/theory.md section 5).
 
 The kernels are passed in, not computed: typically the empirical NTK K_t on the training set
 (n, n), from :func:`widenet.kernels.empirical.empirical_ntk` with ``outputs="trace"``.

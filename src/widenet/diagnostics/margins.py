@@ -1,4 +1,6 @@
-"""Normalized and smoothed margins of positively homogeneous nets (Lyu & Li 2020; THEORY.md §5).
+"""Normalized and smoothed margins of positively homogeneous nets (Lyu & Li 2020).
+
+Formulas: docs/theory.md section 5.
 
 A net is L-homogeneous when f(x; c theta) = c^L f(x; theta) for every c > 0, theta being all of
 ``model.parameters()``. For such a net and a data set (x_i, y_i), i = 1..n, with per-point margins

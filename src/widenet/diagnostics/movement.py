@@ -1,4 +1,4 @@
-"""How far parameters and features moved from initialization (THEORY.md section 5).
+"""How far parameters and features moved from initialization (docs/theory.md section 5).
 
     weight movement    ||theta_t - theta_0||_2 / ||theta_0||_2   (overall and per parameter)
     feature movement   ||H_t - H_0||_F / ||H_0||_F               (per hidden layer, on a probe set)

@@ -1,4 +1,4 @@
-"""Sharpness: the top eigenvalues of the Hessian of the full-batch loss (THEORY.md section 5).
+"""Sharpness: the top eigenvalues of the Hessian of the full-batch loss (docs/theory.md section 5).
 
     S = lambda_max(H),   H = nabla^2 L(theta),   L(theta) = loss_fn(model(x; theta), y)
 

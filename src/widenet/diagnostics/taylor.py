@@ -1,4 +1,4 @@
-"""The loss's Taylor coefficients along an update (THEORY.md section 5).
+"""The loss's Taylor coefficients along an update (docs/theory.md section 5).
 
 For the step theta' = theta - eta G and g(s) = L(theta - s G),
 

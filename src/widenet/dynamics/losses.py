@@ -1,6 +1,6 @@
 """Training losses, each a mean over the n points of a batch.
 
-    mse:          (1/(2n)) sum_i ||f(x_i) - y_i||^2        (THEORY.md section 5's convention)
+    mse:          (1/(2n)) sum_i ||f(x_i) - y_i||^2        (docs/theory.md section 5's convention)
     cross_entropy: (1/n) sum_i -log softmax(f(x_i))_{y_i}   (integer labels)
     logistic:     (1/n) sum_i log(1 + exp(-y_i f(x_i)))     (y in {-1, +1}, one output)
     exponential:  (1/n) sum_i exp(-y_i f(x_i))              (y in {-1, +1}, one output)

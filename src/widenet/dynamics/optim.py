@@ -13,7 +13,7 @@ the backward pass and before the optimizer step:
   to its output z_l over the batch, rms(A) = sqrt(mean of A's squared entries). A layer's weight
   gradient is the product of those two signals (summed over the batch), so this rule removes
   their scale from its update: widenet's own choice for the "normalized update parametrization"
-  of THEORY.md section 5, whose exact rule is not available here.
+  of docs/theory.md section 5, whose exact rule is not available here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Closed-form kernel dynamics for MSE, kernel regression and GP posteriors (THEORY.md section 5).
+"""Closed-form kernel dynamics for MSE, kernel regression and GP posteriors.
+
+Formulas: docs/theory.md section 5.
 
 Conventions shared by every function here:
 

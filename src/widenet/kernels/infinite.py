@@ -1,4 +1,4 @@
-"""Exact infinite-width NNGP and NTK of an MLP (THEORY.md section 3), computed blockwise.
+"""Exact infinite-width NNGP and NTK of an MLP (docs/theory.md section 3), computed blockwise.
 
 With c_l = Sigma^l(x, x'), q_l = Sigma^l(x, x), q'_l = Sigma^l(x', x') and (u, v) ~ N(0, Sigma^l):
 

@@ -1,7 +1,7 @@
 """Measurements of the ``implicit-bias`` study: one long GD run of a small-init homogeneous net
 with margins logged, and the lazy (NTK) margin of the same net at initialization.
 
-The lazy margin is the hard-margin SVM of the tangent features at theta_0 (THEORY.md section 5,
+The lazy margin is the hard-margin SVM of the tangent features at theta_0 (docs/theory.md section 5,
 docs/studies/implicit-bias.md): for an L_h-homogeneous net, Euler's identity
 <theta, grad f(x; theta)> = L_h f(x; theta) gives
 
@@ -113,7 +113,7 @@ def _active_set_qp(q: np.ndarray) -> np.ndarray:
 def tangent_margin(net: MLP, x: torch.Tensor, labels: torch.Tensor) -> float:
     """gamma_tangent(theta) = (1 / L_h) gamma*_NTK / ||theta||^(L_h - 1) (module docstring):
     the max margin of the tangent features at the net's current theta, with the empirical NTK
-    K = J J^T computed in float64, normalized like gamma (THEORY.md section 5)."""
+    K = J J^T computed in float64, normalized like gamma (docs/theory.md section 5)."""
     degree = homogeneity_degree(net)
     kernel = empirical_ntk(net, x.to(torch.float64))
     achieved, _ = max_margin(kernel, labels)

@@ -14,7 +14,7 @@ from widenet.report.figures import THEORY_STYLE, label, new_figure
 
 PAPER = {0.0: (0.381, 0.987), 0.5: (0.328, 0.896)}
 """Oymak et al. (2019), ResNet20 on CIFAR-10: ||P_I y|| / ||y|| at init and at the end, for clean
-and 50% corrupted labels (THEORY.md section 5); context only."""
+and 50% corrupted labels (docs/theory.md section 5); context only."""
 
 
 FLOOR = 1e-6

@@ -1,6 +1,6 @@
 """The measurements of the ``info-nuisance`` study: one training run per (labels, seed).
 
-THEORY.md section 5 (Oymak et al. 2019). A bias-free ReLU MLP in the NTK parametrization,
+docs/theory.md section 5 (Oymak et al. 2019). A bias-free ReLU MLP in the NTK parametrization,
 centered as h = f - f_0 (:class:`widenet.LazyModel` with alpha = 1: the same NTK, zero output at
 initialization, so r_0 = -y), is trained by full-batch GD on the MSE loss (1/(2n)) ||h - Y||^2
 with one-hot targets Y (n, k) of clean or partly corrupted digit labels. With K_0 the empirical
@@ -112,7 +112,7 @@ class _Progress(Monitor):
 def _predicted_projections(space: InformationSpace, kernel: torch.Tensor, targets: torch.Tensor,
                            steps: list[int], lr: float) -> tuple[list[float], list[float]]:
     """||P_I r_s|| / ||r_0|| and ||P_N r_s|| / ||r_0|| of fixed-kernel GD with the per-output
-    kernel K_0 / k from h_0 = 0 (THEORY.md section 5, :meth:`KernelDynamics.gd_train`)."""
+    kernel K_0 / k from h_0 = 0 (docs/theory.md section 5, :meth:`KernelDynamics.gd_train`)."""
     outputs = KernelDynamics(kernel / targets.shape[1], targets).gd_train(steps, lr)
     parts = [residual_projections(space, f - targets, -targets) for f in outputs]
     return [p.information for p in parts], [p.nuisance for p in parts]

@@ -1,4 +1,5 @@
-"""The measurements of the lazy-training study (THEORY.md sections 1 and 5), one task at a time.
+"""The measurements of the lazy-training study, one task at a time (docs/theory.md sections 1
+and 5).
 
 A task is one student (activation, width, replicate) on one teacher-student data set. The
 student is trained as the lazy model h_alpha = alpha (f(w) - f(w_0)) with the objective
@@ -50,7 +51,7 @@ def is_kinked(activation: str) -> bool:
 
 def linear_gd(kernel: torch.Tensor, test_kernel: torch.Tensor, y: torch.Tensor, lr: float,
               steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train and test outputs after ``steps`` GD steps of the linearized lazy model (THEORY.md
+    """Train and test outputs after ``steps`` GD steps of the linearized lazy model (docs/theory.md
     section 1; the discrete-time form of section 5's kernel dynamics).
 
     The linearization alpha J_0 (w - w_0) of h_alpha, trained on R(.) / alpha^2 with step lr,
@@ -84,7 +85,7 @@ def hessian_norm(model: nn.Module, x: torch.Tensor, *, iterations: int = HESSIAN
                  seed: int = 0) -> float:
     """A lower bound on ||D^2 f(w)||, the norm of the second derivative of the outputs
     f(w) = (f(x_1; w), ..., f(x_n; w)) in R^n at the current parameters w: the curvature in
-    the relative-scale criterion kappa of THEORY.md section 1.
+    the relative-scale criterion kappa of docs/theory.md section 1.
 
     For the symmetric bilinear map B = D^2 f(w): R^P x R^P -> R^n,
     ||B|| = sup_{||u|| = 1} ||B[u, u]|| = sup_{||c|| = 1} ||sum_i c_i Hess f_i(w)||_op. A
@@ -162,7 +163,7 @@ def train_lazily(initial: MLP, alpha: float, x: torch.Tensor, y: torch.Tensor,
                  kernel: torch.Tensor, linear_train: torch.Tensor,
                  initial_z: list[torch.Tensor]) -> dict[str, object]:
     """Train h_alpha = alpha (f(w) - f(w_0)) from a copy of ``initial`` by ``steps`` GD steps
-    on R(h_alpha) / alpha^2 (THEORY.md section 1) and measure (section 5): the weight movement
+    on R(h_alpha) / alpha^2 (docs/theory.md section 1) and measure (section 5): the weight movement
     ||w_T - w_0|| / ||w_0||, the NTK movement ||K_T - K_0||_F / ||K_0||_F on x (``kernel`` = K_0),
     the linearization error ||h_T - h_lin,T|| / ||h_T - h_0|| on x (h_0 = 0, ``linear_train`` =
     h_lin,T from :func:`linear_gd`), the pattern flips against ``initial_z`` and the final train

@@ -1,5 +1,5 @@
 """The lr-transfer study's numbers: optimal learning rates, their drift across widths, and the
-coordinate check's slopes (THEORY.md section 1; docs/studies/lr-transfer.md)."""
+coordinate check's slopes (docs/theory.md section 1; docs/studies/lr-transfer.md)."""
 
 from __future__ import annotations
 

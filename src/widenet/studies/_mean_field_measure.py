@@ -1,4 +1,4 @@
-"""The measurements of the mean-field study (THEORY.md sections 1 and 6), one task at a time.
+"""The measurements of the mean-field study (docs/theory.md sections 1 and 6), one task at a time.
 
 The student is a two-layer ReLU net written as particles w_i = (a_i, b_i, c_i), all stored
 N(0, 1) (:func:`two_layer_net`):
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 SCALINGS: dict[str, Parametrization] = {"mean-field": MeanFieldParametrization(base_width=1),
                                         "ntk": NTK}
 """Output scaling 1/m with every learning rate times m, and 1/sqrt(m) with learning rates
-unscaled (THEORY.md section 1, abc table: c = -1 and c = 0)."""
+unscaled (docs/theory.md section 1, abc table: c = -1 and c = 0)."""
 STAGES = ("initial", "trained")
 _DATA, _NET, _PROJECTIONS = 11, 12, 13  # stream tags of derived_seed
 

@@ -16,7 +16,7 @@ from widenet.studies.fits import mean_stderr
 
 DEPTH_LABEL = "depth L (hidden layers)"
 REFERENCE_CONDITION = {9: 50.0, 99: 38.0, 999: 35.0}
-"""THEORY.md section 4's values of cond(K_inf) for n = 100 at L = 9, 99, 999 ("about")."""
+"""docs/theory.md section 4's values of cond(K_inf) for n = 100 at L = 9, 99, 999 ("about")."""
 
 
 def summary_table(kernels: pd.DataFrame) -> pd.DataFrame:
@@ -47,7 +47,7 @@ def angle_fit_table(angles: pd.DataFrame, start: int) -> pd.DataFrame:
 
     rate = beta_1 / k with u_l ~ beta_1 l + beta_2 ln l + beta_0 and k = 2 Delta / (3 pi)
     (predicted 1), log_coefficient = beta_2 / beta_1 (derived: 3/2), offset = beta_0 / beta_1;
-    plain_rate, plain_l0: the same for u_l ~ beta (l + l_0) (THEORY.md's form);
+    plain_rate, plain_l0: the same for u_l ~ beta (l + l_0) (docs/theory.md's form);
     product = theta L k at the last layer L, with theta = 1 / u_L (predicted -> 1).
     """
     rows = []
@@ -74,7 +74,7 @@ def angle_fit_table(angles: pd.DataFrame, start: int) -> pd.DataFrame:
 
 
 def reference_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """For n = 100: cond(K_inf) at the depths of THEORY.md's reference values, per Delta, and
+    """For n = 100: cond(K_inf) at the depths of docs/theory.md's reference values, per Delta, and
     whether it rounds to the quoted value (to the nearest 5 for "about 50", else to 1)."""
     rows = []
     for depth, value in REFERENCE_CONDITION.items():
@@ -94,7 +94,7 @@ def _per_delta(summary: pd.DataFrame):
 
 def condition_figure(summary: pd.DataFrame, n: int) -> Figure:
     """cond(K_inf) against L per Delta (mean ± stderr over input draws), the limit 1 + n/3 and,
-    for n = 100, THEORY.md's reference values."""
+    for n = 100, docs/theory.md's reference values."""
     figure, axes = new_figure(panel=(6.0, 4.2))
     ax = axes[0, 0]
     for delta, group, color in _per_delta(summary):
@@ -103,7 +103,7 @@ def condition_figure(summary: pd.DataFrame, n: int) -> Figure:
     horizontal_reference(ax, 1.0 + n / 3.0, f"theory: limit 1 + n/3 = {1 + n / 3:.2f}")
     if n == 100:
         ax.plot(list(REFERENCE_CONDITION), list(REFERENCE_CONDITION.values()), "kx", markersize=8,
-                label="THEORY.md: ~50, ~38, ~35 (n = 100)")
+                label="docs/theory.md: ~50, ~38, ~35 (n = 100)")
     label(ax, f"condition number of K∞ = Θ/n (n = {n})", DEPTH_LABEL,
           "cond(K∞) = λmax / λmin", logx=True)
     ax.legend(fontsize=8)

@@ -1,6 +1,6 @@
 """Study ``edge-of-stability``: full-batch GD sharpens to 2/lr and hovers there; training beyond.
 
-THEORY.md section 5. The sharpness S = lambda_max(nabla^2 L(theta)) (Cohen et al. 2021): on a
+docs/theory.md section 5. The sharpness S = lambda_max(nabla^2 L(theta)) (Cohen et al. 2021): on a
 quadratic, GD with step lr diverges iff S > 2/lr; in training, S rises (progressive sharpening)
 until it reaches 2/lr and then hovers around it (the edge of stability, EoS) while the loss
 keeps falling, non-monotonically.
@@ -10,7 +10,7 @@ on one-hot targets, or cross-entropy) at lr = lr_factor * 2 / S_0 for each facto
 sharpness at initialization, so the edge 2/lr = S_0 / lr_factor lies above it) and records the
 loss at every step and S every ``sharpness_every`` steps.
 
-Part 2 ("beyond" tasks) trains a bias-free abs MLP with quadratic widths m_l = l^2 m (THEORY.md
+Part 2 ("beyond" tasks) trains a bias-free abs MLP with quadratic widths m_l = l^2 m (docs/theory.md
 section 5, "training beyond the edge of stability", Terjek 2025) by GD at lr = c * 2 / S_0 for
 c in ``beyond_factors``, with and without widenet's depthwise :class:`NormalizedUpdateScaling`,
 from ``beyond_seeds`` independent initializations (replicates; both arms and every c share each).
@@ -154,7 +154,7 @@ def normalized_update_factors(net: torch.nn.Module, x: torch.Tensor, y: torch.Te
 def preconditioned_sharpness(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str,
                              factors: list[float] | None) -> float:
     """lambda_max(D^1/2 H D^1/2), D = diag(xi_l) per dense layer (all ones when ``factors`` is
-    None: the plain sharpness S = lambda_max(H), THEORY.md section 5). GD with gradients scaled
+    None: the plain sharpness S = lambda_max(H), docs/theory.md section 5). GD with gradients scaled
     by D is GD in u = D^-1/2 theta, whose Hessian this is; it is computed on a copy whose layer
     l has weight multiplier times sqrt(xi_l) and weights divided by it (same function)."""
     model = copy.deepcopy(net)

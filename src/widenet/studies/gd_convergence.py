@@ -1,8 +1,8 @@
 """Study ``gd-convergence``: wide nets converge linearly under GD at one learning rate.
 
-THEORY.md sections 3 (Du et al.), 4 (A Framework for Overparameterized Learning) and 5 (closed-form
-kernel dynamics). Full-batch GD with step lr on the MSE loss (1/(2n)) ||f(X) - y||^2 of a
-bias-free edge-of-chaos MLP in the NTK parametrization is, in the kernel regime, the linear
+docs/theory.md sections 3 (Du et al.), 4 (A Framework for Overparameterized Learning) and 5
+(closed-form kernel dynamics). Full-batch GD with step lr on the MSE loss (1/(2n)) ||f(X) - y||^2
+of a bias-free edge-of-chaos MLP in the NTK parametrization is, in the kernel regime, the linear
 recurrence r_{s+1} = (I - (lr/n) Theta) r_s on the residual r = f(X) - y, with Theta the
 infinite-width NTK on the n training points (K_inf = Theta / n in section 4's notation). So:
 
@@ -105,13 +105,13 @@ class GDConfig(StudyConfig):
 
 def shared_learning_rate(theta: torch.Tensor, lr_factor: float) -> float:
     """lr = lr_factor * n / lambda_max(Theta): lr_factor / lambda_max(K_inf), K_inf = Theta / n
-    (THEORY.md sections 4-5); GD on the kernel is stable iff lr_factor < 2."""
+    (docs/theory.md sections 4-5); GD on the kernel is stable iff lr_factor < 2."""
     return lr_factor * theta.shape[0] / float(torch.linalg.eigvalsh(theta)[-1])
 
 
 def contraction_factor(theta: torch.Tensor, lr: float) -> float:
     """rho = max_i |1 - lr lambda_i(Theta) / n|, the spectral radius of I - (lr/n) Theta: the
-    kernel regime's residual shrinks like rho^s and its loss like rho^(2s) (THEORY.md 3, 5)."""
+    kernel regime's residual shrinks like rho^s and its loss like rho^(2s) (docs/theory.md 3, 5)."""
     values = torch.linalg.eigvalsh(theta)
     return float((1 - lr * values / theta.shape[0]).abs().max())
 
@@ -144,7 +144,7 @@ def asymptotic_rate(rho: float) -> float:
 
 def min_norm_distance(kernel: torch.Tensor, residual: torch.Tensor) -> float:
     """sqrt(r_0^T K^-1 r_0): the length of the smallest parameter change J^T K^-1 (y - f_0) that
-    interpolates the linearized model, with K = J J^T (THEORY.md section 5), by Cholesky.
+    interpolates the linearized model, with K = J J^T (docs/theory.md section 5), by Cholesky.
     Raises for a K that is singular to working precision (then no such interpolant need exist)."""
     factor, info = torch.linalg.cholesky_ex(kernel.to(torch.float64))
     if int(info) != 0:
@@ -167,7 +167,7 @@ def decay_rate(steps: np.ndarray, losses: np.ndarray, start: float) -> float:
 
 def du_factor(lr: float, lambda_min: float, n: int) -> float:
     """1 - lr lambda_min / (2n): the per-step loss factor that Du et al. guarantee,
-    ||y - u(k)||^2 <= (1 - eta lambda_0 / 2)^k ||y - u(0)||^2 (THEORY.md section 3), with
+    ||y - u(k)||^2 <= (1 - eta lambda_0 / 2)^k ||y - u(0)||^2 (docs/theory.md section 3), with
     eta lambda_0 -> lr lambda_min(Theta) / n in this loss convention."""
     return 1 - lr * lambda_min / (2 * n)
 

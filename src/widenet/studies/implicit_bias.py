@@ -1,4 +1,4 @@
-"""Study ``implicit-bias``: GD on separable data maximizes the normalized margin (THEORY.md
+"""Study ``implicit-bias``: GD on separable data maximizes the normalized margin (docs/theory.md
 section 5; Lyu & Li 2020).
 
 Bias-free relu / abs MLPs with L hidden layers are positively homogeneous of degree L_h = L + 1.

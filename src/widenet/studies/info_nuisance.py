@@ -1,6 +1,6 @@
 """Study ``info-nuisance``: the residual leaves the NTK's information space first.
 
-THEORY.md section 5 (information / nuisance spaces, Oymak et al. 2019). With K = V Lambda V^T
+docs/theory.md section 5 (information / nuisance spaces, Oymak et al. 2019). With K = V Lambda V^T
 the NTK on the n training points, I the span of its top r eigenvectors and N = I^perp, GD on the
 MSE shrinks the residual's I-part like (1 - lr lambda/n)^t with lambda >= alpha = lambda_r, fast,
 while its N-part barely moves. Clean labels lie mostly in I (||P_I y|| / ||y|| large), random

@@ -1,4 +1,5 @@
-"""Study ``lazy-training``: output scale alpha and the lazy regime (THEORY.md sections 1 and 5).
+"""Study ``lazy-training``: output scale alpha and the lazy regime
+(docs/theory.md sections 1 and 5).
 
 Chizat, Oyallon & Bach (2019): training h_alpha = alpha (f(w) - f(w_0)) with the objective
 R(h_alpha) / alpha^2 keeps the function-space time scale fixed, and on a finite horizon the

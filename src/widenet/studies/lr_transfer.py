@@ -1,6 +1,6 @@
 """Study ``lr-transfer``: does the optimal learning rate transfer across widths (muP vs SP)?
 
-THEORY.md section 1. Under the standard parametrization (SP) with one global learning rate the
+docs/theory.md section 1. Under the standard parametrization (SP) with one global learning rate the
 size of an update grows with width (the readout's update moves the logits by ~ lr * m, and with
 Adam every hidden layer's too), so the largest useful learning rate, and with it the optimum,
 shifts to smaller values as the net widens. Under muP (Tensor Programs V, Table 3, relative to a
@@ -53,7 +53,7 @@ from widenet.studies.validators import distinct_widths
 ParametrizationName = Literal["standard", "ntk", "mup"]
 OptimizerName = Literal["sgd", "adam"]
 DRIFT_TOLERANCE = 1.0
-"""muP: |drift| <= 1 grid step; SP: downward drift >= 1 grid step (THEORY.md section 1)."""
+"""muP: |drift| <= 1 grid step; SP: downward drift >= 1 grid step (docs/theory.md section 1)."""
 FLATNESS_TOLERANCE = 0.1
 """muP coordinate check: |slope of mean |z_l| against m| <= 0.1; SP: slope >= 0.1 (docs)."""
 PROBE_POINTS = 64
@@ -224,7 +224,7 @@ def _sweep(config: LRTransferConfig, name: str, optimizer: str, m: int, replicat
 class CoordinateMonitor(Monitor):
     """``mean_abs/<l>`` = mean over probe points and units of |z_l| and ``mean_abs_change/<l>``
     = mean |z_l - z_l(step 0)|, z_l the output of dense layer l = 1..L+1 (z_{L+1} = logits):
-    the coordinate check of Tensor Programs V (THEORY.md section 1)."""
+    the coordinate check of Tensor Programs V (docs/theory.md section 1)."""
 
     name = "coordinates"
     every = 1

@@ -1,5 +1,5 @@
 """Study ``mean-field``: two-layer ReLU nets with 1/m versus 1/sqrt(m) output scaling
-(THEORY.md sections 1 and 6; Chizat & Bach 2018, Mei, Montanari & Nguyen 2018).
+(docs/theory.md sections 1 and 6; Chizat & Bach 2018, Mei, Montanari & Nguyen 2018).
 
 A neuron is a particle w_i = (a_i, b_i, c_i) of f(x) = (sigma / s_m) sum_i c_i
 relu(sigma (a_i . x + b_i) / sqrt(d + 1)), all stored N(0, 1). With s_m = m and every learning

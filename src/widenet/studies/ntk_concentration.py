@@ -1,6 +1,6 @@
 """Study ``ntk-concentration``: the empirical NTK approaches its limit like m^{-1/2}.
 
-THEORY.md section 4 (Terjek & Gonzalez-Sanchez): for a bias-free MLP in the NTK parametrization
+docs/theory.md section 4 (Terjek & Gonzalez-Sanchez): for a bias-free MLP in the NTK parametrization
 at the edge of chaos, with phi = a s + b|s| normalized to a^2 + b^2 = 1, inputs with
 ||x||^2 = d and k outputs, the NTK matrix K(theta) = [(1/n) K_theta(x_i, x_j)] in R^{nk x nk}
 satisfies ||K(theta) - K_inf||_2 = O((Delta^-2 + sqrt(k) L) kappa^2 m^{-1/2}) with high
@@ -106,7 +106,7 @@ class ConcentrationConfig(StudyConfig):
 def normalized_activation(name: str) -> activations.AbsLinear:
     """The activation ``name`` of the family a s + b|s|, rescaled to a^2 + b^2 = 1.
 
-    With a^2 + b^2 = 1 the edge of chaos is sigma_w = 1 (THEORY.md section 2), the setting of
+    With a^2 + b^2 = 1 the edge of chaos is sigma_w = 1 (docs/theory.md section 2), the setting of
     the concentration bound (section 4); relu becomes (s + |s|) / sqrt(2). Raises
     WidenetError for an unknown name or one outside the family.
     """
@@ -131,14 +131,14 @@ def task_seed(config: ConcentrationConfig, key: str, replicate: int) -> int:
 
 def ntk_matrix(net: MLP, x: torch.Tensor) -> torch.Tensor:
     """K(theta) = [(1/n) K_theta(x_i, x_j)], the (nk, nk) matrix with entry (i k + a, j k + b)
-    equal to (1/n) <d f_a(x_i)/d theta, d f_b(x_j)/d theta> (THEORY.md section 4)."""
+    equal to (1/n) <d f_a(x_i)/d theta, d f_b(x_j)/d theta> (docs/theory.md section 4)."""
     n, k = x.shape[0], net.out_features
     full = empirical_ntk(net, x, outputs="full")  # (n, n, k, k)
     return full.permute(0, 2, 1, 3).reshape(n * k, n * k) / n
 
 
 def limit_matrix(net: MLP, x: torch.Tensor) -> torch.Tensor:
-    """K_inf = (1/n) Theta (x) I_k, Theta the infinite-width NTK (THEORY.md sections 3-4),
+    """K_inf = (1/n) Theta (x) I_k, Theta the infinite-width NTK (docs/theory.md sections 3-4),
     laid out like :func:`ntk_matrix`."""
     theta = infinite_kernels(net, x).ntk
     eye = torch.eye(net.out_features, dtype=theta.dtype, device=theta.device)

@@ -1,6 +1,6 @@
 """Study ``ntk-spectrum``: the spectrum of K_inf = (1/n) Theta at the edge of chaos, vs depth.
 
-THEORY.md sections 2 and 4 (Terjek & Gonzalez-Sanchez): bias-free MLP, NTK parametrization, EOC
+docs/theory.md sections 2 and 4 (Terjek & Gonzalez-Sanchez): bias-free MLP, NTK parametrization, EOC
 init, phi = a s + b|s| with a^2 + b^2 = 1 and b^2 = Delta, inputs with ||x||^2 = d. Then
 Theta^{L+1}(x, x) = L + 1 exactly, Theta^{L+1}(x, x') / (L + 1) -> 1/4, so
 Theta ~ (L + 1) [(3/4) I + (1/4) 1 1^T] and cond(K_inf) -> 1 + n/3, faster for larger Delta; the
@@ -118,14 +118,14 @@ def deep_depths(depths: list[int]) -> list[int]:
 
 def normalized_ab(delta: float) -> activations.AbsLinear:
     """phi(s) = a s + b|s| with a = sqrt(1 - Delta), b = sqrt(Delta): a^2 + b^2 = 1, so
-    Delta_phi = b^2 = Delta and the edge of chaos is sigma_w = 1 (THEORY.md section 2)."""
+    Delta_phi = b^2 = Delta and the edge of chaos is sigma_w = 1 (docs/theory.md section 2)."""
     return activations.ab(math.sqrt(1.0 - delta), math.sqrt(delta))
 
 
 def limit_net(delta: float, depth: int, dim: int) -> MLP:
     """The bias-free EOC MLP(d, [1] * L, 1) in the NTK parametrization with phi =
     :func:`normalized_ab`. Its widths are 1: the infinite-width limit does not depend on them
-    (THEORY.md section 3), and no large weight matrix is allocated even at L = 1000."""
+    (docs/theory.md section 3), and no large weight matrix is allocated even at L = 1000."""
     return MLP(dim, [1] * depth, 1, normalized_ab(delta), weight_std=None, bias_std=0.0)
 
 
@@ -154,7 +154,7 @@ def off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
 
 def inverse_angle_constant(delta: float) -> float:
     """C = 3 pi / (8 Delta): Theta_ij ~ C / theta_L, from theta_L ~ 3 pi / (2 Delta L) and
-    Theta_ij / (L + 1) -> 1/4 (THEORY.md section 4)."""
+    Theta_ij / (L + 1) -> 1/4 (docs/theory.md section 4)."""
     return 3.0 * math.pi / (8.0 * delta)
 
 
@@ -256,14 +256,14 @@ def plan(config: SpectrumConfig) -> list[Task]:
 
 def equicorrelated_condition(n: int, m: float) -> float:
     """cond of (1 - m) I + m 1 1^T (n x n, 0 <= m < 1): (1 + (n - 1) m) / (1 - m); at m = 1/4
-    it is 1 + n/3, the limit of cond(K_inf) (THEORY.md section 4)."""
+    it is 1 + n/3, the limit of cond(K_inf) (docs/theory.md section 4)."""
     return (1.0 + (n - 1) * m) / (1.0 - m)
 
 
 def universal_excess(depth: int) -> float:
     """(3/8) ln L / L: the leading, Delta-independent term of Theta_ij / (L + 1) - 1/4 at the
     EOC (derived in docs/studies/ntk-spectrum.md from theta_l ~ 3 pi / (2 Delta (l + 3/2 ln l
-    + c)), THEORY.md section 4)."""
+    + c)), docs/theory.md section 4)."""
     return 0.375 * math.log(depth) / depth
 
 
