@@ -4,7 +4,9 @@ pairs of inputs under a memory budget (docs/theory.md sections 3 and 7).
 1. Self pass: each input x with itself, in chunks, records Sigma_{ii}(x, x) at every op that
    needs it (activation duals, layer norm).
 2. Pair blocks: for blocks of rows x columns the plan maps the input kernel
-   K0_{i,i'}(x, x') = <x_i, x'_i'> / C up to the output. For x2 = None only blocks on and above
+   K0_{i,i'}(x, x') = <x_i, x'_i'> / C up to the output. When the first layer is a
+   convolution, its averaged input kernel (1/|N|) sum_delta K0_{j+delta, j'+delta} is computed
+   directly as <patch_j(x), patch_j'(x')> / (C |N|), one matrix product over the patches. For x2 = None only blocks on and above
    the diagonal are computed; the others are their mirror images, and diagonal blocks are made
    exactly symmetric, so the result is exactly symmetric.
 3. The block results, computed in the working dtype (float64 for the flat recursion of MLPs,
@@ -19,14 +21,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 
 from widenet.errors import WidenetError
 from widenet.kernels.maps import Mode, Plan
 from widenet.kernels.maps.base import Op, State, position_diagonal
 from widenet.kernels.maps.structure import run_ops
+from widenet.kernels.maps.weighted import WeightedOp
 
 CACHE_BYTES = 2**20  # about 1 MiB per working array keeps a flat recursion in cache
-FULL_BLOCK_PAIRS = 256  # pairs per block when tracking positions: enough to amortize Python
+BLOCK_ENTRIES = 2**20  # entries per working array when positions are tracked (fewer calls)
 
 
 @dataclass
@@ -82,6 +86,17 @@ class _BlockPass:
         self.records[group].append(BlockResult(tensor, dims if mode == Mode.FULL else 0))
 
 
+def conv_patches(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
+                 pads: tuple[tuple[int, int], ...], circular: bool) -> torch.Tensor:
+    """(n, C, *spatial) -> (n, C |N|, P_out): each output position's input patch (padded)."""
+    flat_pads = [p for pair in reversed(pads) for p in pair]
+    if any(flat_pads):
+        x = F.pad(x, flat_pads, mode="circular" if circular else "constant")
+    if len(kernel) == 1:
+        x, kernel, stride = x.unsqueeze(2), (1, *kernel), (1, *stride)
+    return F.unfold(x, kernel, stride=stride)
+
+
 def input_kernel(x1: torch.Tensor, x2: torch.Tensor | None, mode: Mode) -> torch.Tensor:
     """K0 = <x_i, x'_i'> / C between points (n, C, P) (or (n, F) vectors): for a block
     (x2 given) of shape (b1, b2, *positions), for the self pairs (x2 None) (n, *positions)."""
@@ -109,10 +124,18 @@ class Engine:
     def __init__(self, plan: Plan, x1: torch.Tensor, x2: torch.Tensor, *, symmetric: bool,
                  per_layer: bool, want_ntk: bool, block_side: int, out_dtype: torch.dtype):
         self.plan, self.out_dtype = plan, out_dtype
-        self.x1, self.x2 = (x if x.ndim == 2 else x.flatten(2) for x in (x1, x2))  # (n, C, P)
         self.symmetric, self.per_layer, self.want_ntk = symmetric, per_layer, want_ntk
         self.block_side = block_side
-        self.spatial = plan.shape_in.spatial
+        first = plan.ops[0] if plan.ops else None
+        self.first = (first if isinstance(first, WeightedOp) and first.conv is not None
+                      and plan.mode_in != Mode.FLAT else None)
+        self.ops = plan.ops[1:] if self.first is not None else plan.ops
+        if self.first is not None:  # (n, C |N|, P_out) patches of the first convolution
+            self.spatial = self.first.shape_out.spatial
+            self.x1, self.x2 = (conv_patches(x, *self.first.conv) for x in (x1, x2))
+        else:  # (n, C, P) or (n, F)
+            self.spatial = plan.shape_in.spatial
+            self.x1, self.x2 = (x if x.ndim == 2 else x.flatten(2) for x in (x1, x2))
         self.part_names: list[str] = []
         self.rows_q, self.rows_k0 = self._self_pass(self.x1)
         self.cols_q, self.cols_k0 = ((self.rows_q, self.rows_k0) if symmetric
@@ -125,9 +148,12 @@ class Engine:
         groups = 2 if self.plan.mode_in == Mode.FULL else 1
         return k.reshape(*k.shape[:batch], *(self.spatial * groups))
 
-    def _initial(self, k0: torch.Tensor) -> State:
+    def _initial(self, k0: torch.Tensor, context: _SelfPass | _BlockPass) -> State:
         dims = len(self.spatial) if self.plan.mode_in != Mode.FLAT else 0
-        return State(k0, None, self.plan.mode_in, dims)
+        if self.first is None:
+            return State(k0, None, self.plan.mode_in, dims)
+        weight_part = k0.mul_(float(self.first.weight_var))
+        return self.first.finish(weight_part, None, {}, self.plan.mode_in, dims, context)
 
     def _self_pass(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
         """Each op's Sigma_{ii}(x, x) for every point, and the input kernels K0(x, x)."""
@@ -138,7 +164,7 @@ class Engine:
             context = _SelfPass()
             k0 = self._shaped(input_kernel(x[start:start + chunk], None, self.plan.mode_in), 1)
             k0s.append(k0)
-            run_ops(self.plan.ops, self._initial(k0.clone()), context)
+            run_ops(self.ops, self._initial(k0.clone(), context), context)
             for index, q in context.found.items():
                 found.setdefault(index, []).append(q)
         return {i: torch.cat(q) for i, q in found.items()}, torch.cat(k0s)
@@ -150,7 +176,8 @@ class Engine:
             k0.diagonal(dim1=0, dim2=1).copy_(self.rows_k0[rows].movedim(0, -1))
         context = _BlockPass(self.rows_q, self.cols_q, rows, cols, self.per_layer,
                              self.want_ntk)
-        state = run_ops(self.plan.ops, self._initial(k0), context).reduced_to(self.plan.mode_out)
+        state = run_ops(self.ops, self._initial(k0, context), context).reduced_to(
+            self.plan.mode_out)
         if state.dims:  # a spatial output: the kernel per output unit averages positions
             state = state.map(lambda t: t.flatten(2).mean(dim=-1))
         if self.want_ntk and state.theta is None:
@@ -228,7 +255,7 @@ def block_pairs(n1: int, n2: int, block: int, symmetric: bool
 def block_side(plan: Plan, dtype: torch.dtype, memory_budget: int, per_layer: bool) -> int:
     """The side of the square blocks of pairs: as many pairs as ``memory_budget`` bytes hold,
     at most about 1 MiB per working array for the flat recursion (cache) and
-    FULL_BLOCK_PAIRS pairs when positions are tracked."""
+    BLOCK_ENTRIES entries per working array when positions are tracked."""
     size = torch.empty((), dtype=dtype).element_size()
     entries = plan.entries_per_pair()
     weighted = sum(1 for op in plan.walk() if hasattr(op, "weight_name"))
@@ -241,7 +268,7 @@ def block_side(plan: Plan, dtype: torch.dtype, memory_budget: int, per_layer: bo
     side = math.isqrt(memory_budget // pair_bytes)
     if plan.largest_mode == Mode.FLAT:
         return max(1, min(side, math.isqrt(CACHE_BYTES // size)))
-    return max(1, min(side, math.isqrt(FULL_BLOCK_PAIRS)))
+    return max(1, min(side, math.isqrt(BLOCK_ENTRIES // entries)))
 
 
 def check_finite(block: torch.Tensor, work_dtype: torch.dtype) -> None:

@@ -51,26 +51,60 @@ def _pad(t: torch.Tensor, dim: int, before: int, after: int, circular: bool) -> 
 
 
 def shift_sum(t: torch.Tensor, groups: int, kernel: tuple[int, ...], stride: tuple[int, ...],
-              pads: tuple[tuple[int, int], ...], circular: bool) -> torch.Tensor:
-    """sum_{delta in filter} T[s j + delta, s j' + delta] (same delta in every copy), over the
-    zero- or circularly padded positions; divide by |filter| for the mean."""
+              pads: tuple[tuple[int, int], ...], circular: bool, scale: float = 1.0
+              ) -> torch.Tensor:
+    """scale * sum_{delta in filter} T[s j + delta, s j' + delta] (same delta in every copy),
+    over the zero- or circularly padded positions (scale = 1/|filter| gives the mean)."""
     dims = len(kernel)
     for axis, (k, s, (before, after)) in enumerate(zip(kernel, stride, pads, strict=True)):
         axes = _axes(t, groups, dims, axis)
-        for dim in axes:
-            t = _pad(t, dim, before, after, circular)
-        out = (t.shape[axes[0]] - k) // s + 1
-        total = None
-        for delta in range(k):
-            piece = t
+        if circular:
             for dim in axes:
-                piece = piece.narrow(dim, delta, s * (out - 1) + 1)
-                if s > 1:
-                    piece = piece.unfold(dim, 1, s).squeeze(-1)
-            total = piece.clone(memory_format=torch.contiguous_format) if total is None \
-                else total.add_(piece)
-        t = total
+                t = _pad(t, dim, before, after, circular=True)
+            before = after = 0
+        t = _axis_shift_sum(t, axes, k, s, before, after, scale if axis == 0 else 1.0)
     return t
+
+
+def _axis_shift_sum(t: torch.Tensor, axes: list[int], k: int, s: int, before: int, after: int,
+                    scale: float) -> torch.Tensor:
+    """One axis of :func:`shift_sum` with zero padding, without materializing the padding:
+    output j gets input i = s j + delta - before for every delta with 0 <= i < n."""
+    n = t.shape[axes[0]]
+    out_size = (n + before + after - k) // s + 1
+    pieces = []  # (first output, count, first input) per delta, ranges clipped to the input
+    for delta in range(k):
+        shift = delta - before
+        first = max(0, -(shift // s) if shift < 0 else 0)
+        while s * first + shift < 0:
+            first += 1
+        last = min(out_size - 1, (n - 1 - shift) // s)
+        if last >= first:
+            pieces.append((first, last - first + 1, s * first + shift))
+    full = [p for p in pieces if p[1] == out_size]
+    order = full[:1] + [p for p in pieces if p is not (full[0] if full else None)]
+
+    def view(tensor: torch.Tensor, start: int, count: int, step: int) -> torch.Tensor:
+        index = [slice(None)] * tensor.ndim
+        for dim in axes:
+            index[dim] = slice(start, start + step * (count - 1) + 1, step)
+        return tensor[tuple(index)]
+
+    if full:
+        _, count, start = order[0]
+        first_view = view(t, start, count, s)
+        out = torch.empty(first_view.shape, dtype=t.dtype, device=t.device)
+        torch.mul(first_view, scale, out=out)
+        rest = order[1:]
+    else:
+        shape = list(t.shape)
+        for dim in axes:
+            shape[dim] = out_size
+        out = t.new_zeros(shape)
+        rest = order
+    for first, count, start in rest:
+        view(out, first, count, 1).add_(view(t, start, count, s), alpha=scale)
+    return out
 
 
 def pool_mean(t: torch.Tensor, groups: int, window: tuple[int, ...], stride: tuple[int, ...]

@@ -58,36 +58,50 @@ class WeightedOp(Op):
             return mode_out
         return Mode.DIAG if self.shape_in.spatial else Mode.FLAT
 
-    def average(self, t: torch.Tensor, state: State) -> torch.Tensor:
-        """A(t): the mean over filter offsets, or over positions for a dense readout."""
+    def average(self, t: torch.Tensor, state: State, scale: float) -> torch.Tensor:
+        """scale * A(t): A the mean over filter offsets, or over positions for a readout."""
         if self.conv is None:
             if state.dims == 0:
-                return t
-            return t.flatten(t.ndim - state.dims).mean(dim=-1)
+                return t * scale
+            return t.flatten(t.ndim - state.dims).mean(dim=-1).mul_(scale)
         kernel, stride, pads, circular = self.conv
         groups = 2 if state.mode == Mode.FULL else 1
-        return shift_sum(t, groups, kernel, stride, pads, circular).mul_(1.0 / math.prod(kernel))
+        return shift_sum(t, groups, kernel, stride, pads, circular,
+                         scale=scale / math.prod(kernel))
 
     def apply(self, state: State, context: Context) -> State:
-        w, b = float(self.weight_var), self.bias_var
+        w = float(self.weight_var)
         mode = state.mode if self.conv is not None else Mode.FLAT
         dims = len(self.shape_out.spatial) if self.conv is not None else 0
         if context.per_layer and state.kdot is not None:
-            context.record(self.average(state.kdot, state).mul_(w), "sigma_dot", mode, dims)
-        weight_part = self.average(state.sigma, state).mul_(w)
-        sigma = weight_part + b if b else weight_part.clone()
+            context.record(self.average(state.kdot, state, w), "sigma_dot", mode, dims)
         theta = None
-        if context.want_ntk:
-            theta = sigma.clone() if state.theta is None else \
-                self.average(state.theta, state).mul_(w).add_(sigma)
+        if context.want_ntk and state.theta is not None:
+            theta = self.average(state.theta, state, w)
         parts = {}
         if context.per_layer and context.want_ntk:
-            parts = {k: self.average(v, state).mul_(w) for k, v in state.parts.items()}
+            parts = {k: self.average(v, state, w) for k, v in state.parts.items()}
+        return self.finish(self.average(state.sigma, state, w), theta, parts, mode, dims,
+                           context)
+
+    def finish(self, weight_part: torch.Tensor, theta: torch.Tensor | None,
+               parts: dict[str, torch.Tensor], mode: Mode, dims: int, context: Context
+               ) -> State:
+        """The output state from the averaged inputs w A(K), w A(Theta) and w A(parts):
+        Sigma = w A(K) + b, Theta = Sigma + w A(Theta), the weight's share w A(K), the
+        bias's b. (The engine calls this directly for a first convolution, whose w A(K0) it
+        computes from the input patches.)"""
+        b = self.bias_var
+        keep = context.per_layer and context.want_ntk
+        sigma = weight_part + b if keep else (weight_part.add_(b) if b else weight_part)
+        if keep:
             parts[self.weight_name] = weight_part
             if self.bias_name is not None:
                 parts[self.bias_name] = torch.full_like(sigma, b)
+        if context.want_ntk:
+            theta = sigma.clone() if theta is None else theta.add_(sigma)
         if context.per_layer:
-            context.record(sigma, "sigma", mode, dims)
+            context.record(sigma.clone(), "sigma", mode, dims)
         return State(sigma, theta, mode, dims, parts)
 
 
