@@ -6,9 +6,10 @@ pairs of inputs under a memory budget (docs/theory.md sections 3 and 7).
 2. Pair blocks: for blocks of rows x columns the plan maps the input kernel
    K0_{i,i'}(x, x') = <x_i, x'_i'> / C up to the output. When the first layer is a
    convolution, its averaged input kernel (1/|N|) sum_delta K0_{j+delta, j'+delta} is computed
-   directly as <patch_j(x), patch_j'(x')> / (C |N|), one matrix product over the patches. For x2 = None only blocks on and above
-   the diagonal are computed; the others are their mirror images, and diagonal blocks are made
-   exactly symmetric, so the result is exactly symmetric.
+   directly as <patch_j(x), patch_j'(x')> / (C |N|), one matrix product over the patches.
+   For x2 = None only blocks on and above the diagonal are computed; the others are their
+   mirror images, and diagonal blocks are made exactly symmetric, so the result is exactly
+   symmetric.
 3. The block results, computed in the working dtype (float64 for the flat recursion of MLPs,
    whose float32 rounding breaks positive semi-definiteness at depth; the inputs' dtype for
    spatial kernels), are rounded once into the output dtype.
