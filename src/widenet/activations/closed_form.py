@@ -128,3 +128,31 @@ class Erf(Activation):
         det = 1.0 + 2.0 * (q1 + q2) + 4.0 * scale**2 * ((1.0 - rho) * (1.0 + rho))
         derivative_product = (2.0 * TWO_OVER_PI) * torch.rsqrt(det)
         return product, derivative_product
+
+
+class Sin(Activation):
+    """phi(s) = sin(s), phi'(s) = cos(s), with closed-form duals (m = (q1 + q2) / 2):
+
+        E[sin(u) sin(v)] = exp(-m) sinh(c) = (exp(c - m) - exp(-c - m)) / 2
+        E[cos(u) cos(v)] = exp(-m) cosh(c) = (exp(c - m) + exp(-c - m)) / 2
+
+    Both exponents are <= 0 (|c| <= sqrt(q1 q2) <= m), so nothing overflows for huge variances,
+    and sinh and cosh are power series with non-negative coefficients in c, so the kernel
+    matrices stay positive semi-definite (a Gauss-Hermite rule cannot resolve sin at large
+    variances and loses both).
+    """
+
+    name = "sin"
+
+    def function(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.sin(s)
+
+    def derivative(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.cos(s)
+
+    def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        q1, q2, c = as_tensors(q1, q2, c)
+        mean = 0.5 * (q1 + q2)
+        up, down = torch.exp(c - mean), torch.exp(-c - mean)
+        return 0.5 * (up - down), 0.5 * (up + down)
