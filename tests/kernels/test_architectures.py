@@ -126,6 +126,8 @@ def test_per_layer_torch_stds_and_standard_parametrization() -> None:
                               wnn.Activation("relu"), wnn.Dense(8, 1, weight_std=2.0,
                                                                 bias_std=0.1))
     assert_same_kernels(per_layer, wn.infinite_kernels(mlp_like, x))
+    with pytest.raises(wn.WidenetError, match=r"names '1', which are not torch weighted layers"):
+        wn.infinite_kernels(model, x, weight_std={"0": 1.0, "1": 2.0})
     default = wn.infinite_kernels(model, x)  # weight_std None: relu's edge of chaos, sqrt(2)
     assert torch.allclose(default.nngp, wn.infinite_kernels(wn.MLP(4, [8], 1), x).nngp)
     standard = wn.infinite_kernels(model, x, parametrization="standard")

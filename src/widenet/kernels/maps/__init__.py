@@ -66,6 +66,7 @@ def _walk(ops: list[Op]) -> Iterator[Op]:
 def compile_plan(model: nn.Module, shape: Shape, builder: Builder) -> Plan:
     """The plan of ``model`` on inputs of ``shape`` (see the module docstring)."""
     ops, shape_out = ops_of(model, shape, builder, "")
+    builder.check_names()
     ordered = list(_walk(ops))
     for index, op in enumerate(ordered):
         op.index = index

@@ -158,9 +158,22 @@ class Builder:
     bias_std: float | dict[str, float] = 0.0
     finite_ntk: bool = True
     seen: set[int] = field(default_factory=set)
+    asked: set[str] = field(default_factory=set)
 
     def std(self, spec: object, name: str) -> object:
+        """The std of the torch layer ``name`` from one value or a dict by layer name."""
+        self.asked.add(name)
         return spec.get(name) if isinstance(spec, dict) else spec
+
+    def check_names(self) -> None:
+        """Refuse dict keys that name no plain torch weighted layer (a typo would otherwise
+        silently fall back to the default)."""
+        for what, spec in (("weight_std", self.weight_std), ("bias_std", self.bias_std)):
+            unknown = sorted(set(spec) - self.asked) if isinstance(spec, dict) else []
+            if unknown:
+                known = ", ".join(repr(n) for n in sorted(self.asked)) or "none"
+                raise WidenetError(f"{what} names {', '.join(map(repr, unknown))}, which are "
+                                   f"not torch weighted layers of the model (those are: {known})")
 
     def claim(self, module: nn.Module, name: str) -> None:
         if id(module) in self.seen:

@@ -59,10 +59,12 @@ class WeightedOp(Op):
         return Mode.DIAG if self.shape_in.spatial else Mode.FLAT
 
     def average(self, t: torch.Tensor, state: State, scale: float) -> torch.Tensor:
-        """scale * A(t): A the mean over filter offsets, or over positions for a readout."""
+        """scale * A(t): A the mean over filter offsets, or over positions for a readout.
+        A dense layer on vectors scales ``t`` in place (the state's tensors are never shared:
+        whatever is kept, records and self-pass variances, is a copy)."""
         if self.conv is None:
             if state.dims == 0:
-                return t * scale
+                return t.mul_(scale)
             return t.flatten(t.ndim - state.dims).mean(dim=-1).mul_(scale)
         kernel, stride, pads, circular = self.conv
         groups = 2 if state.mode == Mode.FULL else 1
