@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from widenet.errors import WidenetError
 from widenet.kernels.maps import Mode, Plan
-from widenet.kernels.maps.base import Op, State, position_diagonal
+from widenet.kernels.maps.base import BufferPool, Op, State, position_diagonal
 from widenet.kernels.maps.structure import run_ops
 from widenet.kernels.maps.weighted import WeightedOp
 
@@ -51,6 +51,7 @@ class _SelfPass:
 
     def __init__(self):
         self.found: dict[int, torch.Tensor] = {}
+        self.pool = BufferPool()
 
     def variances(self, op: Op, state: State) -> tuple[torch.Tensor, torch.Tensor]:
         q = (position_diagonal(state.sigma, state.dims) if state.mode == Mode.FULL
@@ -70,9 +71,9 @@ class _BlockPass:
     """Context of one block of pairs: variances from the self pass, and the records kept."""
 
     def __init__(self, rows_q: dict[int, torch.Tensor], cols_q: dict[int, torch.Tensor],
-                 rows: slice, cols: slice, per_layer: bool, want_ntk: bool):
+                 rows: slice, cols: slice, per_layer: bool, want_ntk: bool, pool: BufferPool):
         self.rows_q, self.cols_q, self.rows, self.cols = rows_q, cols_q, rows, cols
-        self.per_layer, self.want_ntk = per_layer, want_ntk
+        self.per_layer, self.want_ntk, self.pool = per_layer, want_ntk, pool
         self.records: dict[str, list[BlockResult]] = {"sigma": [], "sigma_dot": []}
 
     def variances(self, op: Op, state: State) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,6 +139,7 @@ class Engine:
             self.spatial = plan.shape_in.spatial
             self.x1, self.x2 = (x if x.ndim == 2 else x.flatten(2) for x in (x1, x2))
         self.part_names: list[str] = []
+        self.pool = BufferPool()
         self.rows_q, self.rows_k0 = self._self_pass(self.x1)
         self.cols_q, self.cols_k0 = ((self.rows_q, self.rows_k0) if symmetric
                                      else self._self_pass(self.x2))
@@ -176,7 +178,7 @@ class Engine:
         if self.symmetric and rows == cols:  # K0(x, x) exactly as in the self pass
             k0.diagonal(dim1=0, dim2=1).copy_(self.rows_k0[rows].movedim(0, -1))
         context = _BlockPass(self.rows_q, self.cols_q, rows, cols, self.per_layer,
-                             self.want_ntk)
+                             self.want_ntk, self.pool)
         state = run_ops(self.ops, self._initial(k0, context), context).reduced_to(
             self.plan.mode_out)
         if state.dims:  # a spatial output: the kernel per output unit averages positions
@@ -201,6 +203,7 @@ class Engine:
                            for g, rs in block_records.items()}
             for output, result in zip(heads, results, strict=True):
                 self._store(output, result, rows, cols)
+            self.pool.give(*(r.tensor for r in results))  # stored: the next block reuses them
             for group, rs in block_records.items():
                 for output, result in zip(records[group], rs, strict=True):
                     self._store(output, result, rows, cols)

@@ -34,13 +34,14 @@ class ActivationOp(Op):
 
     def apply(self, state: State, context: Context) -> State:
         q1, q2 = context.variances(self, state)
-        sigma = state.sigma
-        product, derivative = self.activation.duals_into(
-            q1, q2, sigma, torch.empty_like(sigma), torch.empty_like(sigma),
-            torch.empty_like(sigma))
+        sigma, pool = state.sigma, context.pool
+        work = pool.take(sigma)
+        product, derivative = self.activation.duals_into(q1, q2, sigma, pool.take(sigma),
+                                                         pool.take(sigma), work)
         theta = None if state.theta is None else state.theta.mul_(derivative)
         parts = {k: v.mul_(derivative) for k, v in state.parts.items()}
         kdot = derivative if context.per_layer else None
+        pool.give(work, sigma, None if context.per_layer else derivative)
         return State(product, theta, state.mode, state.dims, parts, kdot)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from widenet.errors import WidenetError
+from widenet.kernels.maps.base import BufferPool
 
 
 def output_size(size: int, window: int, stride: int, before: int, after: int, what: str) -> int:
@@ -51,10 +52,12 @@ def _pad(t: torch.Tensor, dim: int, before: int, after: int, circular: bool) -> 
 
 
 def shift_sum(t: torch.Tensor, groups: int, kernel: tuple[int, ...], stride: tuple[int, ...],
-              pads: tuple[tuple[int, int], ...], circular: bool, scale: float = 1.0
-              ) -> torch.Tensor:
+              pads: tuple[tuple[int, int], ...], circular: bool, scale: float = 1.0,
+              pool: BufferPool | None = None) -> torch.Tensor:
     """scale * sum_{delta in filter} T[s j + delta, s j' + delta] (same delta in every copy),
-    over the zero- or circularly padded positions (scale = 1/|filter| gives the mean)."""
+    over the zero- or circularly padded positions (scale = 1/|filter| gives the mean). With a
+    ``pool``, outputs come from it and intermediate arrays go back to it."""
+    pool = pool or BufferPool(keep=0)
     dims = len(kernel)
     for axis, (k, s, (before, after)) in enumerate(zip(kernel, stride, pads, strict=True)):
         axes = _axes(t, groups, dims, axis)
@@ -62,12 +65,15 @@ def shift_sum(t: torch.Tensor, groups: int, kernel: tuple[int, ...], stride: tup
             for dim in axes:
                 t = _pad(t, dim, before, after, circular=True)
             before = after = 0
-        t = _axis_shift_sum(t, axes, k, s, before, after, scale if axis == 0 else 1.0)
+        out = _axis_shift_sum(t, axes, k, s, before, after, scale if axis == 0 else 1.0, pool)
+        if axis:
+            pool.give(t)
+        t = out
     return t
 
 
 def _axis_shift_sum(t: torch.Tensor, axes: list[int], k: int, s: int, before: int, after: int,
-                    scale: float) -> torch.Tensor:
+                    scale: float, pool: BufferPool) -> torch.Tensor:
     """One axis of :func:`shift_sum` with zero padding, without materializing the padding:
     output j gets input i = s j + delta - before for every delta with 0 <= i < n."""
     n = t.shape[axes[0]]
@@ -93,7 +99,7 @@ def _axis_shift_sum(t: torch.Tensor, axes: list[int], k: int, s: int, before: in
     if full:
         _, count, start = order[0]
         first_view = view(t, start, count, s)
-        out = torch.empty(first_view.shape, dtype=t.dtype, device=t.device)
+        out = pool.take(t, first_view.shape)
         torch.mul(first_view, scale, out=out)
         rest = order[1:]
     else:

@@ -19,7 +19,17 @@ import torch
 from torch import nn
 
 from widenet.errors import WidenetError
-from widenet.kernels.maps.base import Builder, Context, Mode, Op, Shape, State, child_name, ops_of
+from widenet.kernels.maps.base import (
+    BufferPool,
+    Builder,
+    Context,
+    Mode,
+    Op,
+    Shape,
+    State,
+    child_name,
+    ops_of,
+)
 from widenet.kernels.maps.spatial import output_size, shift_sum
 from widenet.nn.conv import Conv1d, Conv2d, padding_amounts
 from widenet.nn.dense import Dense
@@ -58,7 +68,8 @@ class WeightedOp(Op):
             return mode_out
         return Mode.DIAG if self.shape_in.spatial else Mode.FLAT
 
-    def average(self, t: torch.Tensor, state: State, scale: float) -> torch.Tensor:
+    def average(self, t: torch.Tensor, state: State, scale: float,
+                pool: BufferPool | None = None) -> torch.Tensor:
         """scale * A(t): A the mean over filter offsets, or over positions for a readout.
         A dense layer on vectors scales ``t`` in place (the state's tensors are never shared:
         whatever is kept, records and self-pass variances, is a copy)."""
@@ -69,7 +80,7 @@ class WeightedOp(Op):
         kernel, stride, pads, circular = self.conv
         groups = 2 if state.mode == Mode.FULL else 1
         return shift_sum(t, groups, kernel, stride, pads, circular,
-                         scale=scale / math.prod(kernel))
+                         scale=scale / math.prod(kernel), pool=pool)
 
     def apply(self, state: State, context: Context) -> State:
         w = float(self.weight_var)
@@ -78,13 +89,16 @@ class WeightedOp(Op):
         if context.per_layer and state.kdot is not None:
             context.record(self.average(state.kdot, state, w), "sigma_dot", mode, dims)
         theta = None
+        pool = context.pool
         if context.want_ntk and state.theta is not None:
-            theta = self.average(state.theta, state, w)
+            theta = self.average(state.theta, state, w, pool)
         parts = {}
         if context.per_layer and context.want_ntk:
-            parts = {k: self.average(v, state, w) for k, v in state.parts.items()}
-        return self.finish(self.average(state.sigma, state, w), theta, parts, mode, dims,
-                           context)
+            parts = {k: self.average(v, state, w, pool) for k, v in state.parts.items()}
+        weight_part = self.average(state.sigma, state, w, pool)
+        if self.conv is not None:  # the inputs are dead now (whatever is kept was copied)
+            pool.give(state.sigma, state.theta, *state.parts.values())
+        return self.finish(weight_part, theta, parts, mode, dims, context)
 
     def finish(self, weight_part: torch.Tensor, theta: torch.Tensor | None,
                parts: dict[str, torch.Tensor], mode: Mode, dims: int, context: Context
