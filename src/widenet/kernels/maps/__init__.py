@@ -43,17 +43,10 @@ class Plan:
         return max([self.mode_in, *(op.mode_in for op in self.walk())])
 
     def entries_per_pair(self) -> int:
-        """The largest number of kernel entries one pair of inputs holds at any op (padding
-        included), which sets the memory one pair needs."""
-        largest = 1
-        for op in self.walk():
-            for shape in (op.shape_in, op.shape_out):
-                spatial = [n + k - 1 for n, k in
-                           zip(shape.spatial, (getattr(op, "conv", None) and op.conv[0])
-                               or (1,) * len(shape.spatial), strict=False)]
-                power = {Mode.FLAT: 0, Mode.DIAG: 1, Mode.FULL: 2}[op.mode_in]
-                largest = max(largest, math.prod(spatial) ** power if spatial else 1)
-        return largest
+        """The largest number of kernel entries one pair of inputs holds at any op: P^0, P or
+        P^2 for the FLAT, DIAG and FULL modes (Mode's values are these powers)."""
+        return max([1, *(shape.positions ** int(op.mode_in) for op in self.walk()
+                         for shape in (op.shape_in, op.shape_out))])
 
 
 def _walk(ops: list[Op]) -> Iterator[Op]:

@@ -83,9 +83,6 @@ class State:
                        theta=None if self.theta is None else self.theta.clone(),
                        parts={k: v.clone() for k, v in self.parts.items()})
 
-    def tensors(self) -> list[torch.Tensor | None]:
-        return [self.sigma, self.theta, *self.parts.values()]
-
     def map(self, function) -> State:
         """Apply one linear map to Sigma, Theta and every part."""
         return replace(self, sigma=function(self.sigma),

@@ -75,7 +75,8 @@ class SumOp(Op):
         self.name = name
         self.shape_in, self.shape_out = shape_in, shape_out
         self.branches, self.weights = branches, weights
-        self.needs: list[Mode] = []
+        self.needs: list[Mode] = []  # each branch's input mode, set by need()
+        self.mode_out = Mode.FLAT
 
     def zero_mean_out(self, zero_mean_in: bool) -> bool:
         return all([zero_mean_after(branch, zero_mean_in) for branch in self.branches])
