@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from widenet.kernels.result import Kernels
 from widenet.models import MLP
 
 
@@ -54,11 +55,17 @@ def brute_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None
 
 
 def reduce_outputs(full: torch.Tensor, outputs: str) -> torch.Tensor:
-    """(n1, n2, k, k) -> the layout of ``outputs``."""
+    """(n1, n2, k, k) -> what ``empirical_ntk(..., outputs=outputs)`` keeps: K_ab for "full",
+    K_aa for "diagonal", the kernel per output unit (1/k) sum_a K_aa for "trace"."""
     if outputs == "full":
         return full
     diagonal = torch.diagonal(full, dim1=2, dim2=3)
-    return diagonal.sum(-1) if outputs == "trace" else diagonal
+    return diagonal.mean(-1) if outputs == "trace" else diagonal
+
+
+def kept(result: Kernels, outputs: str) -> torch.Tensor:
+    """The part of an empirical ``Kernels`` that ``outputs`` asked for (see ``reduce_outputs``)."""
+    return {"trace": result.ntk, "diagonal": result.diagonal, "full": result.full}[outputs]
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
