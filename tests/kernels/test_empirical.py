@@ -12,6 +12,8 @@ from torch import nn
 
 from tests.kernels.empirical_models import (
     MODELS,
+    NO_FORWARD_MODE,
+    Aliased,
     CenterBatch,
     SmallCNN,
     brute_blocks,
@@ -26,7 +28,7 @@ from tests.kernels.empirical_models import (
 )
 from widenet.dynamics.lazy import LazyModel
 from widenet.errors import WidenetError
-from widenet.kernels import _blocks, _layerwise
+from widenet.kernels import _audit, _blocks, _layerwise
 from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.infinite import infinite_kernels
 from widenet.kernels.jacobians import JacobianMethod
@@ -44,12 +46,13 @@ def case(request):
     model = factory()
     x1, x2 = points(4, shape, seed=1), points(3, shape, seed=2)
     return {"model": model, "x1": x1, "x2": x2, "layerwise": layerwise,
+            "forward_mode": request.param not in NO_FORWARD_MODE,
             "cross": brute_ntk(model, x1, x2), "self": brute_ntk(model, x1)}
 
 
 def _methods(case):
-    return ("layerwise", "jacobian", "ntk-vp", "auto") if case["layerwise"] else (
-        "jacobian", "ntk-vp", "auto")
+    return (("layerwise",) if case["layerwise"] else ()) + ("jacobian", "auto") + (
+        ("ntk-vp",) if case["forward_mode"] else ())
 
 
 @pytest.mark.parametrize("outputs", MODES)
@@ -138,13 +141,115 @@ def test_auto_takes_the_layerwise_path_for_supported_models(monkeypatch):
         empirical_ntk(model, points(3, shape))
 
 
-@pytest.mark.parametrize("name", ["custom", "called-twice", "tied-weights", "used-outside"])
+UNSUPPORTED = {"custom": "Scale", "called-twice": "called 2 times", "tied-weights": "shared",
+               "used-outside": "used outside",
+               "prototypes": "first dimension is not the batch",
+               "prototypes-3": r"first dimension is not the batch of 1 point\(s\)",
+               "sequence-first": "first dimension is not the batch",
+               "reversed-batch": "does not follow the points",
+               "weight-norm": r"computed from other parameters \(weight_g, weight_v\)",
+               "parametrized-weight-norm": "ParametrizedLinear", "prelu": "PReLU",
+               "lstm": "LSTM", "gru": "GRU"}
+
+
+@pytest.mark.parametrize("name", sorted(UNSUPPORTED))
 def test_forcing_layerwise_on_an_unsupported_model_says_why(name):
-    factory, shape, _ = MODELS[name]
-    reason = {"custom": "Scale", "called-twice": "called 2 times", "tied-weights": "shared",
-              "used-outside": "used outside"}[name]
-    with pytest.raises(WidenetError, match=reason):
+    factory, shape, layerwise = MODELS[name]
+    assert not layerwise
+    with pytest.raises(WidenetError, match=UNSUPPORTED[name]):
         empirical_ntk(factory(), points(3, shape), method="layerwise")
+
+
+@pytest.mark.parametrize("name", ["prototypes", "prototypes-3", "sequence-first",
+                                  "reversed-batch"])
+@pytest.mark.parametrize(("n1", "n2"), [(1, None), (2, None), (2, 2), (5, 2), (3, 5), (1, 1)])
+def test_auto_is_not_fooled_by_a_batch_size_that_matches_another_axis(name, n1, n2):
+    """Layers whose first axis is not the points, for batches of the other axis's size too."""
+    factory, shape, _ = MODELS[name]
+    model = factory()
+    x1, x2 = points(n1, shape, seed=n1), None if n2 is None else points(n2, shape, seed=9 + n2)
+    result = empirical_ntk(model, x1, x2, outputs="full")
+    assert relative_error(result.full, brute_ntk(model, x1, x2)) < TOL
+
+
+def test_weight_norm_keeps_its_weight_attribute_and_ntk_vp_says_why_it_refuses():
+    factory, shape, _ = MODELS["weight-norm"]
+    model, x = factory(), points(3, shape)
+    weight = model.weight  # a plain attribute, recomputed by the user's own forward passes
+    result = empirical_ntk(model, x, outputs="full")
+    assert model.weight is weight
+    assert relative_error(result.full, brute_ntk(model, x)) < TOL
+    with pytest.raises(WidenetError, match=r"forward-mode derivatives.*method='jacobian'"):
+        empirical_ntk(model, x, method="ntk-vp")
+
+
+@pytest.mark.parametrize("name", ["prelu", "lstm", "gru"])
+@pytest.mark.parametrize("method", ["auto", "jacobian", "ntk-vp"])
+def test_models_vmap_cannot_batch_are_differentiated_point_by_point(name, method):
+    """PReLU's vmapped derivatives are silently wrong for a chunk of as many points as outputs
+    (2 here); LSTM's and GRU's raise."""
+    factory, shape, _ = MODELS[name]
+    model, x = factory(), points(4, shape)
+    result = empirical_ntk(model, x, outputs="full", method=method, chunk_size=2)
+    assert relative_error(result.full, brute_ntk(model, x)) < TOL
+
+
+def test_a_model_vmap_refuses_falls_back_to_the_loop(monkeypatch):
+    """An operation unknown to the audit whose batching raises: the loop takes over, exactly."""
+    monkeypatch.setattr(_audit, "UNBATCHED_OPS", frozenset())
+    factory, shape, _ = MODELS["lstm"]
+    model, x = factory(), points(3, shape)
+    for method in ("jacobian", "ntk-vp"):
+        result = empirical_ntk(model, x, outputs="full", method=method)
+        assert relative_error(result.full, brute_ntk(model, x)) < TOL, method
+
+
+class PaddedAboveThree(nn.Module):
+    """Pads its batch with a copy of the first point when it has more than 3 points: exact per
+    point, but its layers see one row more than there are points, which no probe shows."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(18)
+        self.inner = nn.Linear(4, 3)
+        self.head = nn.Linear(3, 2)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = x if x.shape[0] <= 3 else torch.cat([x, x[:1]])
+        return self.head(torch.tanh(self.inner(padded)))[:x.shape[0]]
+
+
+def test_a_layer_that_stops_following_the_points_after_the_probe_is_refused():
+    model, x = PaddedAboveThree(), points(6)
+    with pytest.raises(WidenetError, match="not called on the 6 points of a chunk"):
+        empirical_ntk(model, x)
+    result = empirical_ntk(model, x, outputs="full", method="jacobian")
+    assert relative_error(result.full, brute_ntk(model, x)) < TOL
+
+
+def test_an_aliased_module_is_left_intact_on_every_path():
+    """``self.alias = self.l``: the kernel is right, and the model untouched, after success and
+    after errors raised inside its forward pass and after it."""
+    model, x = Aliased(), points(3)
+    weight, bias = model.l.weight, model.l.bias
+    expected = brute_ntk(model, x)
+    calls = [lambda: empirical_ntk(model, points(3, (5,))),  # fails inside the forward pass
+             lambda: empirical_ntk(model, x, memory_budget=100),  # fails after the audit
+             lambda: empirical_ntk(model, x, method="ntk-vp", outputs="full")]
+    for method in ("auto", "layerwise", "jacobian", "ntk-vp"):
+        result = empirical_ntk(model, x, outputs="full", method=method)
+        assert relative_error(result.full, expected) < TOL, method
+    for call in calls[:2]:
+        with pytest.raises(WidenetError):
+            call()
+    for module in (model.l, model.alias):
+        assert module.weight is weight
+        assert module.bias is bias
+    assert isinstance(weight, nn.Parameter)
+    assert weight.requires_grad
+    assert weight.grad is None
+    assert relative_error(calls[2]().full, expected) < TOL
 
 
 def test_a_layer_whose_output_a_user_hook_rescales_falls_back_to_an_exact_method():
@@ -370,6 +475,8 @@ def test_a_wide_mlp_approaches_its_infinite_width_ntk(outputs):
     (lambda m, x: empirical_ntk(lambda t: t, x), "nn.Module"),
     (lambda m, x: empirical_ntk(nn.ReLU(), x), "no trainable parameters"),
     (lambda m, x: empirical_ntk(m.requires_grad_(False), x), "no trainable parameters"),
+    (lambda m, x: empirical_ntk(nn.Linear(4, 0).double(), x), "no output units"),
+    (lambda m, x: empirical_ntk(nn.Linear(4, 0).double(), x, method="jacobian"), "no output"),
 ])
 def test_bad_input_raises_a_widenet_error_naming_the_problem(call, message):
     with pytest.raises(WidenetError, match=message):

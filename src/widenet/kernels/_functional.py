@@ -57,6 +57,23 @@ class FunctionalModel:
         return sum(p.numel() for p in self.params.values())
 
 
+UNBATCHABLE = (RuntimeError, NotImplementedError)  # what torch.func.vmap raises when it cannot
+
+
+@contextlib.contextmanager
+def unbatched(mode: str, advice: str) -> Iterator[None]:
+    """Turn a failure of the model's unbatched ``mode`` derivatives into a one-line WidenetError
+    ending with ``advice``."""
+    try:
+        yield
+    except UNBATCHABLE as error:
+        if isinstance(error, torch.OutOfMemoryError):
+            raise
+        lines = str(error).strip().splitlines() or [""]
+        raise WidenetError(f"torch cannot take the {mode} derivatives of this model "
+                           f"({type(error).__name__}: {lines[0]}); {advice}") from error
+
+
 def _slots(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
     """(module, attribute, name) for every parameter and buffer slot of every distinct module.
 

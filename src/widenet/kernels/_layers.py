@@ -51,6 +51,10 @@ def unsupported_reason(module: nn.Module) -> str | None:
     if kind not in (nn.Linear, Dense, nn.Conv1d, nn.Conv2d):
         return (f"it is a {kind.__name__}; the layer-wise method knows nn.Linear, nn.Conv1d, "
                 "nn.Conv2d and widenet's Dense")
+    extra = [name for name in module._parameters if name not in ("weight", "bias")]
+    if extra or not isinstance(module._parameters.get("weight"), torch.Tensor):
+        return (f"its weight is computed from other parameters ({', '.join(extra) or 'none'}), "
+                "as by weight_norm; the layer-wise method needs weight and bias parameters")
     if isinstance(module, nn.Conv1d | nn.Conv2d):
         if module.groups != 1:
             return f"it is a grouped convolution (groups={module.groups})"
@@ -83,7 +87,7 @@ def input_reason(module: nn.Module, a: torch.Tensor, z: torch.Tensor, batch: int
     """
     if a.shape[:1] != (batch,) or z.shape[:1] != (batch,):
         return (f"it is called on a tensor of shape {tuple(a.shape)} whose first dimension is "
-                f"not the batch of {batch} points")
+                f"not the batch of {batch} point(s)")
     if isinstance(module, nn.Conv1d | nn.Conv2d) and a.ndim != len(module.kernel_size) + 2:
         return f"it is called on an unbatched input of shape {tuple(a.shape)}"
     return None
