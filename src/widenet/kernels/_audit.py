@@ -323,20 +323,22 @@ def prepare(model: object, x1: object, x2: object = None,
     if x2 is not None:
         check_points(x2, names[1], like=(x1, names[0]))
     fmodel = FunctionalModel(model, x1)
-    return fmodel, audit(fmodel, probe_points(x1 if x2 is None else torch.cat([x1, x2])))
+    return fmodel, audit(fmodel, probe_points(x1) if x2 is None else probe_points(x1, x2))
 
 
-def probe_points(x: torch.Tensor) -> torch.Tensor:
-    """The first PROBE_POINTS pairwise distinct points of ``x`` (as many as there are, and the
-    one point twice when all are equal), so that the probe can tell a layer's rows apart and a
-    coupling between the points of a batch shows. With fewer distinct points, a permutation of
-    equal points in the data cannot change the kernel either."""
-    flat = x.reshape(x.shape[0], -1)
-    differs = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-    chosen = [0]
-    while len(chosen) < PROBE_POINTS:
-        differs &= (flat != flat[chosen[-1]]).any(1)
-        if not bool(differs.any()):
-            break
-        chosen.append(int(differs.nonzero()[0]))
-    return x[chosen if len(chosen) > 1 else [0, 0]]
+def probe_points(*xs: torch.Tensor) -> torch.Tensor:
+    """The first PROBE_POINTS pairwise distinct points of the tensors ``xs`` in turn (as many as
+    there are, and the one point twice when all are equal), so that the probe can tell a layer's
+    rows apart and a coupling between the points of a batch shows. With fewer distinct points,
+    a permutation of equal points in the data cannot change the kernel either."""
+    chosen = [xs[0][0]]
+    for x in xs:
+        flat = x.reshape(x.shape[0], -1)
+        while len(chosen) < PROBE_POINTS:
+            differs = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+            for point in chosen:
+                differs &= (flat != point.reshape(-1)).any(1)
+            if not bool(differs.any()):
+                break
+            chosen.append(x[int(differs.nonzero()[0])])
+    return torch.stack(chosen if len(chosen) > 1 else chosen * 2)
