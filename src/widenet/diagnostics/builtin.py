@@ -30,6 +30,8 @@ Column names (one row per logged step):
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -42,13 +44,12 @@ from widenet.diagnostics.kernel_motion import (
     residual_projections,
 )
 from widenet.diagnostics.margins import homogeneity_degree, margins_of
-from widenet.diagnostics.monitors import Monitor, RunState
 from widenet.diagnostics.movement import feature_movement, parameter_snapshot, weight_movement
-from widenet.diagnostics.sharpness import SharpnessTracker
+from widenet.diagnostics.sharpness import Sharpness, SharpnessTracker
 from widenet.diagnostics.taylor import taylor_coefficients
 from widenet.dynamics.linearize import linearize
-from widenet.dynamics.optim import lr_scales
-from widenet.dynamics.train import train
+from widenet.dynamics.monitor import Monitor, RunState
+from widenet.dynamics.optim import gd_step, lr_scales
 from widenet.errors import WidenetError
 from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.spectra import spectrum
@@ -171,11 +172,10 @@ class LinearizationMonitor(Monitor):
         if self.linear is None:  # resumed: rebuild around the same theta_0 from the checkpoint
             self.linear = linearize(state.model)
             self.linear.load_state_dict(self.saved)
-        if state.step > self.steps:
-            train(self.linear, state.x, state.y, lr=state.lr, steps=state.step - self.steps,
-                  loss=state.loss_fn, loss_scale=state.loss_scale, log_every=state.step,
-                  progress=False, divergence_factor=1e300)
-            self.steps = state.step
+        for _ in range(self.steps, state.step):
+            gd_step(self.linear, state.x, state.y, lr=state.lr, loss=state.loss_fn,
+                    loss_scale=state.loss_scale)
+        self.steps = max(self.steps, state.step)
         with torch.no_grad():
             output, linear = state.model(state.x), self.linear(state.x)
         moved = float((output - self.initial_output).norm())
@@ -312,10 +312,11 @@ class SharpnessMonitor(Monitor):
         return row
 
     def state_dict(self) -> dict:
-        return {"last": self.tracker.last}
+        last = self.tracker.last
+        return {"last": None if last is None else dataclasses.asdict(last)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.tracker.last = state["last"]
+        self.tracker.last = None if state["last"] is None else Sharpness(**state["last"])
 
 
 class TaylorMonitor(Monitor):
