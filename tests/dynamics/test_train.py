@@ -214,3 +214,38 @@ def test_targets_that_do_not_fit_the_outputs() -> None:
         train(net(), x, y, lr=0.1, steps=1, test_data=x)
     with pytest.raises(wn.WidenetError, match="plain gradient descent"):
         train(net(), x, y, lr=0.1, steps=1, optimizer=Optimizer(momentum=0.9))
+
+
+def test_inputs_the_model_cannot_take_are_a_widenet_error() -> None:
+    x, y = regression()
+    with pytest.raises(wn.WidenetError, match=r"cannot be applied to x of shape \(24, 3\)"):
+        train(net(), x[:, :3], y, lr=0.1, steps=1)
+    xt, yt = regression(n=5)
+    with pytest.raises(wn.WidenetError, match=r"cannot be applied to test x of shape \(5, 5\)"):
+        train(net(), x, y, lr=0.1, steps=1, test_data=(torch.cat([xt, xt[:, :1]], 1), yt))
+
+
+def test_the_input_check_leaves_random_state_and_buffers_untouched() -> None:
+    """A model with dropout and batch norm trains exactly as if nothing had probed it first: the
+    check's forward pass restores the generator and the running statistics."""
+    x, y = regression()
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(5)
+        return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.BatchNorm1d(16),
+                                   torch.nn.Dropout(0.3), torch.nn.Linear(16, 1)).double()
+
+    probed, reference = model(), model()
+    torch.manual_seed(11)
+    train(probed, x, y, lr=0.1, steps=3, progress=False)
+    torch.manual_seed(11)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        (0.5 * (reference(x) - y).square().sum() / x.shape[0]).backward()
+        optimizer.step()
+    with torch.no_grad():
+        reference(x)  # the final row's forward pass (running statistics move in train mode)
+    for (name, p), q in zip(probed.state_dict().items(), reference.state_dict().values(),
+                            strict=True):
+        assert torch.equal(p, q), name

@@ -37,7 +37,7 @@ from widenet.validation import positive_int
 FORMAT, VERSION = "widenet-train-checkpoint", 1
 _KEYS = {"format", "version", "fingerprint", "step", "model", "optimizer", "sampler", "rows",
          "initial_loss", "monitors"}
-_CUT = 60  # characters of a setting shown in an error message
+_CUT = 80  # characters of a setting shown in an error message
 
 
 @dataclass(frozen=True)
@@ -99,9 +99,9 @@ def fingerprint(model: nn.Module, data: Mapping[str, torch.Tensor | None], loss:
         "model": modules + tensors,
         **{name: "none" if tensor is None else _digest(tensor) for name, tensor in data.items()},
         "loss": loss if isinstance(loss, str) else _qualified(loss),
-        "optimizer": f"{optimizer.name}(momentum={optimizer.momentum!r}, "
-                     f"batch_size={optimizer.batch_size!r}, gradient_scaling="
-                     f"{'none' if scaling is None else _settings_of(scaling)})",
+        "optimizer": optimizer.name, "momentum": repr(optimizer.momentum),
+        "batch_size": repr(optimizer.batch_size),
+        "gradient_scaling": "none" if scaling is None else _settings_of(scaling),
         **{name: repr(value) for name, value in settings.items()},
         "monitors": [f"{_qualified(type(m))}(every={m.every!r})" for m in monitors],
     }
