@@ -10,7 +10,8 @@ Column names (one row per logged step):
   ``ntk_movement`` = ||K_t - K_0||_F / ||K_0||_F, ``ntk_alignment`` = <K_t, Y Y^T>_F /
   (||K_t||_F ||Y Y^T||_F), ``ntk_lambda_min`` and ``ntk_lambda_max``.
 - :class:`LinearizationMonitor`: ``linearization_error`` = ||f_t - f_lin,t|| / ||f_t - f_0|| on the
-  training points, f_lin the linearized model trained alongside by the same full-batch GD.
+  training points, f_lin the linearized model advanced alongside by the same full-batch GD
+  steps (widenet.dynamics.optim.gd_step).
 - :class:`MarginMonitor`: ``normalized_margin`` = min_i q_i / ||theta||^L,
   ``smoothed_margin_exponential``, ``smoothed_margin_logistic`` and ``parameter_norm``.
 - :class:`SoftRankMonitor`: ``participation_ratio/<l>``, ``stable_rank/<l>`` and
@@ -150,7 +151,7 @@ class KernelMonitor(_InitialReference):
 class LinearizationMonitor(Monitor):
     """||f_t - f_lin,t|| / ||f_t - f_0|| on the training points. Plain full-batch GD only
     (optimizer "gd", no gradient scaling): the linearized model is advanced by the same GD steps
-    between measurements."""
+    (:func:`~widenet.dynamics.optim.gd_step`) between measurements."""
 
     name = "linearization"
 
