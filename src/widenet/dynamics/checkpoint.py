@@ -46,7 +46,7 @@ class Checkpoint:
     from ``path`` when it exists (the resumed run ends exactly where an uninterrupted one would
     have). ``train(checkpoint="run.pt")`` means ``Checkpoint("run.pt")``."""
 
-    path: str | os.PathLike
+    path: Path  # a str or os.PathLike is accepted and stored as a Path
     every: int = 100
     resume: bool = False
 
@@ -70,7 +70,7 @@ def checkpoint_spec(value: object) -> Checkpoint | None:
     if not isinstance(value, Checkpoint):
         raise WidenetError(f"checkpoint must be a path or a Checkpoint(path, every=..., "
                            f"resume=...), got {type(value).__name__}")
-    path = Path(value.path)
+    path = value.path
     if path.is_dir():
         raise WidenetError(f"checkpoint {path} is a folder; give a file path such as "
                            f"{path / 'run.pt'}")
@@ -112,9 +112,9 @@ def save_checkpoint(path: Path, state: Mapping[str, object], run: Mapping[str, o
     run's fingerprint ``run`` to ``path`` atomically."""
     content = _plain({"format": FORMAT, "version": VERSION, "fingerprint": run, **state},
                      "checkpoint")
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(content, temporary)
         os.replace(temporary, path)
     except OSError as error:

@@ -98,12 +98,13 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float, step
     if test_data is not None:
         _check_inputs_fit(model, test_data[0], "test x")
 
-    run = None if checkpoint is None else fingerprint(
-        model, {"x": x, "y": y, "test x": test_data and test_data[0],
-                "test y": test_data and test_data[1]},
-        loss, optimizer, {"lr": lr, "loss_scale": loss_scale, "seed": seed,
-                          "log_every": log_every, "divergence_factor": divergence_factor},
-        monitors)
+    run = None
+    if checkpoint is not None:
+        x_test, y_test = (None, None) if test_data is None else test_data
+        run = fingerprint(model, {"x": x, "y": y, "test x": x_test, "test y": y_test}, loss,
+                          optimizer, {"lr": lr, "loss_scale": loss_scale, "seed": seed,
+                                      "log_every": log_every,
+                                      "divergence_factor": divergence_factor}, monitors)
     sampler = _Sampler(x.shape[0], batch, seed)
     show = sys.stderr.isatty() if progress is None else progress
     scaling = optimizer.gradient_scaling
@@ -178,8 +179,9 @@ class _Sampler:
                 "position": self.position}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self.order, self.position = state["order"], state["position"]
+        # The generator and the order live on the CPU, wherever the checkpoint was mapped.
+        self.generator.set_state(state["generator"].cpu())
+        self.order, self.position = state["order"].cpu(), state["position"]
 
 
 class _Loop:
