@@ -21,17 +21,16 @@ def known_activation(name: str) -> str:
 def distinct_widths(values: list[int]) -> list[int]:
     """The widths sorted, if there are at least two and none is repeated (a trend in the
     width needs two points)."""
-    if len(set(values)) != len(values):
-        raise ValueError("the list has repeated widths")
     if len(values) < 2:
         raise ValueError("a trend in the width needs at least 2 distinct widths")
-    return sorted(values)
+    return sorted(distinct_values(values, "widths"))
 
 
-def distinct_values(values: list[Any]) -> list[Any]:
-    """``values`` itself, if it is not empty and holds no value twice."""
+def distinct_values(values: list[Any], what: str = "values") -> list[Any]:
+    """``values`` itself, if it is not empty and holds no value twice (``what`` names the
+    values in the message: "the list has repeated depths")."""
     if not values:
         raise ValueError("the list must not be empty")
     if len(set(values)) != len(values):
-        raise ValueError("the list has repeated values")
+        raise ValueError(f"the list has repeated {what}")
     return values

@@ -77,6 +77,4 @@ class EoSConfig(StudyConfig):
     @field_validator("losses")
     @classmethod
     def _some_losses(cls, values: list[str]) -> list[str]:
-        if not values or len(set(values)) != len(values):
-            raise ValueError("give at least one loss, each once")
-        return values
+        return distinct_values(values, "losses")

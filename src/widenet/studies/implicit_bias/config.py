@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from widenet.activations import AbsLinear, get_activation
 from widenet.errors import WidenetError
 from widenet.studies.common.base import StudyConfig
+from widenet.studies.common.validators import distinct_values
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -54,13 +55,9 @@ class ImplicitBiasConfig(StudyConfig):
             if not isinstance(activation, AbsLinear):
                 raise ValueError(f"activation {name!r} is not positively homogeneous; use one "
                                  "of the a s + b|s| family (relu, abs, leaky_relu, identity)")
-        if len(set(names)) != len(names):
-            raise ValueError("repeated activation")
-        return names
+        return distinct_values(names, "activations")
 
     @field_validator("depths")
     @classmethod
     def _distinct_depths(cls, depths: list[int]) -> list[int]:
-        if len(set(depths)) != len(depths):
-            raise ValueError("repeated depth")
-        return depths
+        return distinct_values(depths, "depths")

@@ -9,6 +9,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from widenet.activations import get_activation
 from widenet.errors import WidenetError
 from widenet.studies.common.base import StudyConfig
+from widenet.studies.common.validators import distinct_values
 
 PositiveInt = Annotated[int, Field(gt=0)]
 ALPHA_RANGE = (1e-6, 1e12)
@@ -59,16 +60,12 @@ class LazyTrainingConfig(StudyConfig):
                 get_activation(name).edge_of_chaos(0.0)
             except WidenetError as error:
                 raise ValueError(f"activation {name!r}: {error}") from None
-        if len(set(names)) != len(names):
-            raise ValueError("repeated activation")
-        return names
+        return distinct_values(names, "activations")
 
     @field_validator("widths")
     @classmethod
     def _distinct_widths(cls, widths: list[int]) -> list[int]:
-        if len(set(widths)) != len(widths):
-            raise ValueError("repeated width")
-        return widths
+        return distinct_values(widths, "widths")
 
     @field_validator("alphas")
     @classmethod

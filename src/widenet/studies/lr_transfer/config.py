@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from widenet.studies.common.base import StudyConfig
-from widenet.studies.common.validators import distinct_widths
+from widenet.studies.common.validators import distinct_values, distinct_widths
 
 PREDICTED_SLOPE = {("standard", "sgd"): -1.0, ("standard", "adam"): -1.0,
                    ("mup", "sgd"): 0.0, ("mup", "adam"): 0.0,
@@ -83,11 +83,7 @@ class LRTransferConfig(StudyConfig):
     @field_validator("parametrizations", "optimizers")
     @classmethod
     def _distinct_names(cls, values: list[str]) -> list[str]:
-        if not values:
-            raise ValueError("the list is empty")
-        if len(set(values)) != len(values):
-            raise ValueError("the list has repeated names")
-        return values
+        return distinct_values(values, "names")
 
     @field_validator("sgd_log2_lr", "adam_log2_lr")
     @classmethod
