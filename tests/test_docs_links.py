@@ -1,28 +1,28 @@
 """Every relative link in README.md and docs/ points at a file that exists, and every #anchor at a
 heading (or an explicit <a id="..."> / <a name="...">) of the page it names.
 
-Anchors follow GitHub's rule for headings: the heading's text as rendered (inline code, emphasis
-markers and link targets dropped), lower-cased, every character other than letters, digits,
-'_', '-' and spaces removed, spaces turned into '-'; a repeated heading gets -1, -2, ...
-Links inside fenced code blocks and inline code spans are not links and are not checked; links
-with a scheme (https:, mailto:) are not relative and are not checked either.
+Pages are parsed with markdown-it (CommonMark plus tables; it comes with rich), so a link is
+exactly what a renderer shows as one: text in code blocks and code spans is not, a reference
+link [text][label] is checked at its definition's target. Links with a scheme (https:, mailto:)
+are not relative and are not checked. Anchors follow GitHub's rule for headings: the heading's
+rendered text, lower-cased, every character other than letters, digits, '_', '-' and spaces
+removed, spaces turned into '-'; a repeated heading gets -1, -2, ...
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 ROOT = Path(__file__).resolve().parents[1]
-
-INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-REFERENCE_DEFINITION = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+.*)?$")
-HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+MARKDOWN = MarkdownIt("commonmark").enable("table")
 HTML_ANCHOR = re.compile(r"<a\s+[^>]*\b(?:id|name)\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
-CODE_SPAN = re.compile(r"(`+)(.+?)\1")
 
 
 def doc_pages(root: Path = ROOT) -> list[Path]:
@@ -30,58 +30,53 @@ def doc_pages(root: Path = ROOT) -> list[Path]:
     return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
 
 
-def _prose_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, line) outside fenced code blocks."""
-    lines, fence = [], None
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.lstrip()
-        marker = re.match(r"(`{3,}|~{3,})", stripped)
-        if marker:
-            if fence is None:
-                fence = marker.group(1)[0] * len(marker.group(1))
-            elif stripped.startswith(fence):
-                fence = None
-            continue
-        if fence is None:
-            lines.append((number, line))
-    return lines
+def _tokens(page: Path) -> list[Token]:
+    return MARKDOWN.parse(page.read_text(encoding="utf-8"))
 
 
-def slug(heading: str) -> str:
-    """GitHub's anchor for a heading's Markdown text (see the module docstring)."""
-    text = CODE_SPAN.sub(lambda match: match.group(2), heading)
-    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)  # a link shows its text
-    text = re.sub(r"<[^>]+>", "", text)                       # inline HTML tags
-    text = text.replace("*", "")
-    text = re.sub(r"[^\w\- ]", "", text.lower())
-    return text.replace(" ", "-")
+def slug(text: str) -> str:
+    """GitHub's anchor for a heading whose rendered text is ``text``."""
+    return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+
+
+def _rendered_text(inline: Token) -> str:
+    """The text a heading shows: its text and code pieces, without markup or link targets."""
+    return "".join(child.content for child in inline.children or []
+                   if child.type in ("text", "code_inline"))
 
 
 def anchors(page: Path) -> set[str]:
     """The anchors a page defines: its headings' slugs (numbered when repeated) and HTML ids."""
     found: set[str] = set()
     seen: dict[str, int] = {}
-    for _, line in _prose_lines(page.read_text(encoding="utf-8")):
-        heading = HEADING.match(line)
-        if heading:
-            base = slug(heading.group(2))
+    tokens = _tokens(page)
+    for previous, token in zip([None, *tokens], tokens, strict=False):
+        if token.type == "inline" and previous is not None and previous.type == "heading_open":
+            base = slug(_rendered_text(token))
             count = seen.get(base, 0)
             seen[base] = count + 1
             found.add(base if count == 0 else f"{base}-{count}")
-        found.update(HTML_ANCHOR.findall(line))
+        pieces = [token, *(token.children or [])]
+        for piece in pieces:
+            if piece.type in ("html_block", "html_inline"):
+                found.update(HTML_ANCHOR.findall(piece.content))
     return found
 
 
 def links(page: Path) -> list[tuple[int, str]]:
-    """(line number, target) of every inline link, image and reference definition in prose."""
+    """(line number, target) of every link and image the page renders."""
     found = []
-    for number, line in _prose_lines(page.read_text(encoding="utf-8")):
-        prose = CODE_SPAN.sub("", line)
-        definition = REFERENCE_DEFINITION.match(prose)
-        if definition:
-            found.append((number, definition.group(1)))
+    for token in _tokens(page):
+        if token.type != "inline" or token.map is None:
             continue
-        found.extend((number, target) for target in INLINE_LINK.findall(prose))
+        line = token.map[0] + 1
+        for child in token.children or []:
+            if child.type in ("softbreak", "hardbreak"):
+                line += 1
+            elif child.type == "link_open":
+                found.append((line, unquote(str(child.attrGet("href")))))
+            elif child.type == "image":
+                found.append((line, unquote(str(child.attrGet("src")))))
     return found
 
 
@@ -137,16 +132,18 @@ def test_the_docs_index_lists_every_page() -> None:
 
 
 @pytest.mark.parametrize(("heading", "expected"), [
-    ("Sweeps and blocked kernels (`widenet sweep`, `widenet kernel`)",
+    ("## Sweeps and blocked kernels (`widenet sweep`, `widenet kernel`)",
      "sweeps-and-blocked-kernels-widenet-sweep-widenet-kernel"),
-    ("Sharpness: cold vs warm (`widenet.diagnostics.sharpness`)",
+    ("## Sharpness: cold vs warm (`widenet.diagnostics.sharpness`)",
      "sharpness-cold-vs-warm-widenetdiagnosticssharpness"),
-    ("Studies of your own (`WIDENET_STUDIES`)", "studies-of-your-own-widenet_studies"),
-    ("2. The activation family a s + b|s|", "2-the-activation-family-a-s--bs"),
-    ("A [linked](other.md) **bold** heading", "a-linked-bold-heading"),
+    ("### Studies of your own (`WIDENET_STUDIES`)", "studies-of-your-own-widenet_studies"),
+    ("## 2. The activation family phi(s) = a s + b |s|", "2-the-activation-family-phis--a-s--b-s"),
+    ("# A [linked](other.md) **bold** heading", "a-linked-bold-heading"),
 ])
-def test_slug_follows_github(heading: str, expected: str) -> None:
-    assert slug(heading) == expected
+def test_slug_follows_github(tmp_path: Path, heading: str, expected: str) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(f"{heading}\n", encoding="utf-8")
+    assert anchors(page) == {expected}
 
 
 def test_a_broken_link_or_anchor_is_reported(tmp_path: Path) -> None:
@@ -159,11 +156,13 @@ def test_a_broken_link_or_anchor_is_reported(tmp_path: Path) -> None:
         "# Page\n\n## Real section\n\n## Real section\n\n<a id=\"custom\"></a>\n\n"
         "Back to [top](../README.md#top), [again](#real-section-1), [custom](#custom),\n"
         "[bad anchor](#no-such-section), `[in code](nowhere.md)`, and\n"
-        "[a file anchor](../README.md#missing).\n\n```\n[in a block](nowhere.md)\n```\n\n"
+        "[a file anchor](../README.md#missing), [a reference][ref].\n\n"
+        "```\n[in a block](nowhere.md)\n```\n\n    [indented code](nowhere.md)\n\n"
         "[ref]: ../nowhere/else.md\n", encoding="utf-8")
     problems = dead_links(doc_pages(tmp_path), root=tmp_path)
-    assert len(problems) == 4, problems
-    assert problems[0].startswith("README.md:3: docs/missing.md (no file docs/missing.md)")
-    assert problems[1].startswith("docs/page.md:10: #no-such-section (no heading")
-    assert problems[2].startswith("docs/page.md:11: ../README.md#missing (no heading")
-    assert problems[3].startswith("docs/page.md:17: ../nowhere/else.md (no file")
+    assert problems == [
+        "README.md:3: docs/missing.md (no file docs/missing.md)",
+        "docs/page.md:10: #no-such-section (no heading or id 'no-such-section' in that page)",
+        "docs/page.md:11: ../README.md#missing (no heading or id 'missing' in that page)",
+        "docs/page.md:11: ../nowhere/else.md (no file nowhere/else.md)",
+    ]
