@@ -1,5 +1,7 @@
 """Every relative link in README.md and docs/ points at a file that exists, and every #anchor at a
-heading (or an explicit <a id="..."> / <a name="...">) of the page it names.
+heading (or an explicit <a id="..."> / <a name="...">) of the page it names. Source paths the
+pages name in code spans (`widenet/kernels/infinite.py`, `widenet/studies/common/`) exist too,
+so that docs/theory.md's "implemented by" notes follow the code when it moves.
 
 Pages are parsed with markdown-it (CommonMark plus tables; it comes with rich), so a link is
 exactly what a renderer shows as one: text in code blocks and code spans is not, a reference
@@ -23,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MARKDOWN = MarkdownIt("commonmark").enable("table")
 HTML_ANCHOR = re.compile(r"<a\s+[^>]*\b(?:id|name)\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+SOURCE_PATH = re.compile(r"(?:src/)?(widenet/[\w/]*?(?:\.py|/))")
 
 
 def doc_pages(root: Path = ROOT) -> list[Path]:
@@ -80,6 +83,28 @@ def links(page: Path) -> list[tuple[int, str]]:
     return found
 
 
+def source_paths(page: Path) -> list[tuple[int, str]]:
+    """(line number, path) of every code span that is a source path such as
+    `widenet/kernels/infinite.py` or `src/widenet/studies/common/` (relative to src/)."""
+    found = []
+    for token in _tokens(page):
+        if token.type != "inline" or token.map is None:
+            continue
+        line = token.map[0] + 1
+        for child in token.children or []:
+            if child.type in ("softbreak", "hardbreak"):
+                line += 1
+            elif child.type == "code_inline" and (match := SOURCE_PATH.fullmatch(child.content)):
+                found.append((line, match.group(1)))
+    return found
+
+
+def missing_sources(pages: list[Path], root: Path = ROOT) -> list[str]:
+    """One line 'page:line: path' for every source path named in the pages that is not in src/."""
+    return [f"{page.relative_to(root)}:{number}: {path}" for page in pages
+            for number, path in source_paths(page) if not (root / "src" / path).exists()]
+
+
 def _shown(path: Path, root: Path) -> str:
     """``path`` relative to ``root`` when it lies inside, else as it is."""
     return str(path.relative_to(root.resolve()) if path.is_relative_to(root.resolve()) else path)
@@ -120,6 +145,12 @@ def test_the_pages_have_links() -> None:
 def test_no_dead_relative_links() -> None:
     problems = dead_links(doc_pages())
     assert not problems, "dead links:\n" + "\n".join(problems)
+
+
+def test_named_source_paths_exist() -> None:
+    assert len(source_paths(ROOT / "docs" / "theory.md")) >= 30
+    problems = missing_sources(doc_pages())
+    assert not problems, "source paths that do not exist:\n" + "\n".join(problems)
 
 
 def test_the_docs_index_lists_every_page() -> None:
@@ -166,3 +197,15 @@ def test_a_broken_link_or_anchor_is_reported(tmp_path: Path) -> None:
         "docs/page.md:11: ../README.md#missing (no heading or id 'missing' in that page)",
         "docs/page.md:11: ../nowhere/else.md (no file nowhere/else.md)",
     ]
+
+
+def test_a_missing_source_path_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "src" / "widenet" / "kernels").mkdir(parents=True)
+    (tmp_path / "src" / "widenet" / "kernels" / "infinite.py").write_text("", encoding="utf-8")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text(
+        "# Top\n\nSee `widenet/kernels/infinite.py`, `src/widenet/kernels/`,\n"
+        "`widenet/kernels/gone.py` and `widenet/nowhere/`; `widenet.kernels` is a module name.\n",
+        encoding="utf-8")
+    assert missing_sources(doc_pages(tmp_path), root=tmp_path) == [
+        "README.md:4: widenet/kernels/gone.py", "README.md:4: widenet/nowhere/"]
