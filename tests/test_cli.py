@@ -76,7 +76,11 @@ def test_studies_lists_every_study(capsys: pytest.CaptureFixture[str]) -> None:
     (["run", "toy", "--set", f"seed={2**64}"], "less than or equal to 9223372036854775807"),
     (["kernel", "k.npy", "--points", "3", "--seed", str(10**23)], "Invalid value for '--seed'"),
     (["kernel", "k.npy", "--points", "3", "--workers", "0"], "Invalid value for '--workers'"),
-    (["kernel", "k.npy", "--points", "3", "--data", "x.csv"], "pass --label-column"),
+    (["kernel", "k.npy", "--points", "3", "--data", "x.csv"], "pass --label-column=<name"),
+    (["kernel", "k.npy", "--points", "3", "--data", "digits", "--dim", "10"],
+     "'digits' has 64 features, not --dim=10; leave out --dim for a fixed set"),
+    (["kernel", "k.npy", "--points", "3", "--data", "teacher"],
+     "--dim is required for the synthetic set 'teacher': pass the input dimension, e.g. --dim="),
     (["sweep", "toy", "--workers", "0"], "Invalid value for '--workers'"),
     (["sweep", "toy", "--workers", "-2"], "Invalid value for '--workers'"),
     (["sweep", "toy", "--engine", "ray", "--gpus-per-run", "-1"],
@@ -226,7 +230,9 @@ def test_sweep_and_kernel_commands(toy: None, tmp_path: Path,
 
 
 def test_the_cli_seed_limit_is_the_configs() -> None:
-    from widenet.cli import MAX_SEED as CLI_MAX_SEED
-    from widenet.studies.common.base import MAX_SEED
+    from widenet.cli import kernel_command
+    from widenet.studies.common.base import StudyConfig
 
-    assert CLI_MAX_SEED == MAX_SEED == 2**63 - 1
+    (seed,) = [option for option in kernel_command.params if option.name == "seed"]
+    limit = [meta.le for meta in StudyConfig.model_fields["seed"].metadata if hasattr(meta, "le")]
+    assert seed.type.max == limit[0] == 2**63 - 1

@@ -25,9 +25,7 @@ from rich.table import Table
 from widenet.errors import WidenetError
 from widenet.store import DEFAULT_ROOT, RunStore
 from widenet.store.sweeps import check_sweep_name
-
-MAX_SEED = 2**63 - 1
-"""The largest seed (widenet.studies.common.base.MAX_SEED; not imported: keeps ``--help`` fast)."""
+from widenet.studies.common.seeds import MAX_SEED
 
 # Piped output is not cut to 80 columns: run ids and study names stay whole for grep and logs.
 out_console = Console(width=None if sys.stdout.isatty() else 200)
@@ -209,6 +207,7 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
                   engine: str, address: str | None, workers: int | None, gpus_per_run: float,
                   device: str, name: str | None, out: Path, resume: bool, dry_run: bool) -> None:
     """Run STUDY at every point of a grid / random samples / seeds; one run per point."""
+    from widenet.devices import point_device
     from widenet.studies import build_config, get_study
     from widenet.sweeps import (
         LocalEngine,
@@ -228,7 +227,7 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
                      seeds=seeds)
     if engine == "ray":
         runner = RayEngine(address=address, workers=workers, gpus_per_run=gpus_per_run)
-        device = "cuda" if gpus_per_run > 0 else device
+        device = point_device(device, gpus_per_run)
     else:
         if address or gpus_per_run:
             raise WidenetError("--address and --gpus-per-run need --engine ray")
@@ -301,7 +300,7 @@ def kernel_command(path: Path, kind: str, data: str, label_column: str | None, p
     try:
         x = load_dataset(data, n=points, dim=dim, seed=seed, label_column=label_column).x
     except WidenetError as error:
-        raise WidenetError(_option_words(str(error))) from None
+        raise error.naming(_DATA_OPTIONS) from None
     net = MLP(x.shape[1], [width] * depth, 1, activation, bias_std=bias_std, seed=seed,
               dtype=torch.float64)
     runner = (RayEngine(address=address, workers=workers) if engine == "ray"
@@ -314,17 +313,8 @@ def kernel_command(path: Path, kind: str, data: str, label_column: str | None, p
     out_console.print(f"{path}: {kind} kernel, shape {matrix.shape}, {matrix.dtype}")
 
 
-_OPTION_WORDS = (("leave label_column=None", "leave out --label-column"),
-                 ("label_column=", "--label-column "), ("leave dim=None", "leave out --dim"),
-                 ("not dim=", "not --dim "), ("e.g. dim=", "e.g. --dim "))
-"""Python argument names in widenet.data's messages, as the kernel command's options."""
-
-
-def _option_words(message: str) -> str:
-    """``message`` with the Python argument names of :data:`_OPTION_WORDS` as options."""
-    for python, option in _OPTION_WORDS:
-        message = message.replace(python, option)
-    return message
+_DATA_OPTIONS = {"n": "--points", "dim": "--dim", "label_column": "--label-column"}
+"""The kernel command's options for the arguments of :func:`widenet.data.load_dataset`."""
 
 
 def _check_arguments(args: list[str]) -> None:
