@@ -62,6 +62,28 @@ def test_studies_lists_every_study(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name in widenet.studies.study_names():
         assert name in out
+    assert "built-in" in out
+
+
+def test_studies_says_where_a_study_of_widenet_studies_comes_from(toy: None, capsys) -> None:
+    assert main(["studies"]) == 0
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.strip().startswith("toy ")]
+    assert "tests.studies.toy_study (" in line
+    assert "toy_study.py)" in out  # the file it was loaded from (long paths may wrap)
+    assert widenet.studies.study_source("ntk-spectrum") == "built-in"
+
+
+@pytest.mark.parametrize(("variable", "message"), [
+    ("ntk-spectrum=tests.studies.toy_study", "taken by a built-in study"),
+    ("toy=tests.studies.toy_study,toy=a.b",
+     "taken by module 'tests.studies.toy_study', named earlier in WIDENET_STUDIES"),
+])
+def test_a_study_name_that_is_taken_is_refused(variable: str, message: str, monkeypatch,
+                                               capsys) -> None:
+    monkeypatch.setenv("WIDENET_STUDIES", variable)
+    assert main(["studies"]) == 2
+    assert message in _error_line(capsys)
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -61,12 +61,13 @@ def app() -> None:
 
 @app.command("studies")
 def studies_command() -> None:
-    """List the studies with a one-line description each."""
-    from widenet.studies import get_study, study_names
+    """List the studies with a one-line description each, and where each comes from (built-in,
+    or the module and file that WIDENET_STUDIES names)."""
+    from widenet.studies import get_study, study_names, study_source
 
-    table = Table("study", "what it shows", box=None, header_style="bold")
+    table = Table("study", "what it shows", "from", box=None, header_style="bold")
     for name in study_names():
-        table.add_row(name, get_study(name).summary)
+        table.add_row(name, get_study(name).summary, study_source(name))
     out_console.print(table)
 
 
