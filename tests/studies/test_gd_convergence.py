@@ -13,9 +13,9 @@ from tests.conftest import FULL, brute_force_ntk, sphere_points
 from tests.studies.conftest import run_in_memory
 from widenet import MLP, empirical_ntk, infinite_kernels, linearize, train
 from widenet.checks import VERDICTS
-from widenet.diagnostics.monitors import RunState
 from widenet.diagnostics.movement import parameter_snapshot, weight_movement
 from widenet.dynamics.losses import mse
+from widenet.dynamics.monitor import RunState
 from widenet.dynamics.predict import KernelDynamics
 from widenet.errors import WidenetError
 from widenet.report.figures import png_bytes

@@ -15,7 +15,7 @@ from tests.studies.conftest import run_in_memory
 from widenet import MLP, LazyModel, empirical_ntk
 from widenet.checks import VERDICTS
 from widenet.diagnostics.kernel_motion import information_space
-from widenet.diagnostics.monitors import RunState
+from widenet.dynamics.monitor import RunState
 from widenet.errors import WidenetError
 from widenet.report.figures import png_bytes
 from widenet.studies import StudyContext, get_study

@@ -13,8 +13,8 @@ from tests.conftest import FULL
 from tests.studies.conftest import run_in_memory
 from widenet import MLP, train
 from widenet.checks import VERDICTS
-from widenet.diagnostics.monitors import RunState
 from widenet.dynamics.losses import cross_entropy
+from widenet.dynamics.monitor import RunState
 from widenet.errors import WidenetError
 from widenet.parametrizations import NTK, STANDARD, MuP
 from widenet.report.figures import png_bytes

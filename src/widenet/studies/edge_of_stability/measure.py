@@ -16,7 +16,7 @@ from widenet.data import load_dataset
 from widenet.diagnostics.builtin import SharpnessMonitor, SoftRankMonitor, TaylorMonitor
 from widenet.diagnostics.sharpness import sharpness
 from widenet.dynamics.losses import get_loss
-from widenet.dynamics.optim import NormalizedUpdateScaling, dense_layers
+from widenet.dynamics.optim import NormalizedUpdateScaling, Optimizer, dense_layers
 from widenet.dynamics.train import train
 from widenet.models import MLP
 from widenet.studies.common.base import StudyContext, Tables, Task
@@ -122,7 +122,8 @@ def compute_beyond_task(config: EoSConfig, scaled: bool, factor: float, replicat
     monitors = [SharpnessMonitor(every=every), TaylorMonitor(every=every),
                 SoftRankMonitor(every=every, layers="last", size=config.points)]
     result = train(net, x, y, lr=lr, steps=config.beyond_steps, log_every=1, monitors=monitors,
-                   gradient_scaling=NormalizedUpdateScaling() if scaled else None,
+                   optimizer=Optimizer(
+                       gradient_scaling=NormalizedUpdateScaling() if scaled else None),
                    progress=False)
     curve = _curve(result, scaled=scaled, c=factor, replicate=replicate, lr=lr)
     measured = curve.dropna(subset=["sharpness"])

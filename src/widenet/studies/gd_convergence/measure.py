@@ -11,8 +11,8 @@ import pandas as pd
 import torch
 
 from widenet.data import load_dataset
-from widenet.diagnostics.monitors import Monitor, RunState
 from widenet.diagnostics.movement import parameter_snapshot, weight_movement
+from widenet.dynamics.monitor import Monitor, RunState
 from widenet.dynamics.predict import KernelDynamics
 from widenet.dynamics.train import train
 from widenet.errors import WidenetError

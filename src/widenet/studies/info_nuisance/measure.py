@@ -27,8 +27,8 @@ from widenet.diagnostics.kernel_motion import (
     label_information,
     residual_projections,
 )
-from widenet.diagnostics.monitors import Monitor, RunState
 from widenet.dynamics.lazy import LazyModel
+from widenet.dynamics.monitor import Monitor, RunState
 from widenet.dynamics.predict import KernelDynamics
 from widenet.dynamics.train import train
 from widenet.kernels.empirical import empirical_ntk

@@ -11,7 +11,8 @@ import torch
 
 from widenet.data import load_dataset
 from widenet.diagnostics.features import module_outputs
-from widenet.diagnostics.monitors import Monitor, RunState
+from widenet.dynamics.monitor import Monitor, RunState
+from widenet.dynamics.optim import Optimizer
 from widenet.dynamics.train import train
 from widenet.models import MLP
 from widenet.parametrizations import NTK, STANDARD, MuP, Parametrization
@@ -72,7 +73,7 @@ def compute_sweep_task(config: LRTransferConfig, name: str, optimizer: str, m: i
     for k in config.log2_grid(optimizer):
         net = _network(config, name, m, replicate, context.device)
         result = train(net, x, y, lr=2.0**k, steps=config.steps, loss=config.loss,
-                       optimizer=optimizer, batch_size=config.batch_size,
+                       optimizer=Optimizer(optimizer, batch_size=config.batch_size),
                        log_every=config.steps, test_data=(x_test, y_test),
                        seed=network_seed(config, m, replicate), progress=False)
         last = result.history.iloc[-1]
@@ -133,7 +134,7 @@ def compute_coordinate_task(config: LRTransferConfig, name: str, optimizer: str,
     net = _network(config, name, m, 1000 + replicate, context.device)
     result = train(net, x, labels, lr=2.0**log2_lr, steps=config.coord_steps,
                    loss="cross_entropy",
-                   optimizer=optimizer, batch_size=config.batch_size, log_every=1,
+                   optimizer=Optimizer(optimizer, batch_size=config.batch_size), log_every=1,
                    monitors=[CoordinateMonitor(x[:PROBE_POINTS])], seed=seed, progress=False)
     history = result.history.dropna(subset=["mean_abs/1"])
     rows = [{"parametrization": name, "optimizer": optimizer, "m": m, "seed": replicate,

@@ -1,10 +1,13 @@
-"""The Monitor protocol: what the training loop asks of a diagnostic.
+"""The Monitor protocol: what the training loop (widenet.dynamics.train) asks of a diagnostic.
 
 A monitor is called at logged steps with the :class:`RunState` (parameters theta_s, the batch
 gradient at theta_s before the update, the data) and returns a flat dict of numbers that becomes
 part of that step's row in the History (a pandas DataFrame, one row per logged step). Monitors
 that compare with the start (theta_0, K_0, ...) record it in :meth:`Monitor.start` and expose it
-through ``state_dict`` so that a resumed run measures against the same reference.
+through ``state_dict`` so that a resumed run measures against the same reference; that state
+is written into the run's checkpoint, so it must consist of tensors, numbers, strings, booleans,
+None, lists, tuples and dicts (checkpoints are loaded with ``torch.load(weights_only=True)``).
+The diagnostics in widenet.diagnostics implement this protocol; the loop never imports them.
 """
 
 from __future__ import annotations
