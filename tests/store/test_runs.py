@@ -106,10 +106,10 @@ def test_an_empty_id_is_refused(tmp_path: Path) -> None:
 
 def test_id_prefixes_match_case_and_characters_exactly(tmp_path: Path) -> None:
     store = RunStore(tmp_path)
-    one = _new_run(store, study="a_b%c")
+    one = _new_run(store, study="a_b.c")  # '_' would be a wildcard of SQL's LIKE
     _new_run(store, study="aXb")
-    assert store.run("a_b%").id == one
-    for other in ("A_B%", "a%", "a?", "ax"):
+    assert store.run("a_b.").id == one
+    for other in ("A_B.", "a%", "a?", "ax"):
         with pytest.raises(WidenetError, match=f"no run {re.escape(repr(other))}"):
             store.run(other)
 
@@ -122,17 +122,19 @@ def test_an_ambiguous_id_names_three_matches_and_then_dots(tmp_path: Path) -> No
         store.run("toy")
 
 
-def test_resumable_run_is_the_newest_dead_unfinished_run_with_that_config(tmp_path: Path
-                                                                           ) -> None:
+def test_claim_run_takes_the_newest_dead_unfinished_run_with_that_config(tmp_path: Path
+                                                                          ) -> None:
     store = RunStore(tmp_path)
+    assert store.claim_run("toy", {"lr": 0.1}, device="cpu") is None  # no store yet
     run_id = _new_run(store)
-    assert store.resumable_run("toy", {"lr": 0.1, "widths": [1, 2]}) is None  # still alive
-    store.end_run(run_id, "interrupted", "stopped")
-    assert store.resumable_run("toy", {"lr": 0.1, "widths": [1, 2]}) == run_id
-    assert store.resumable_run("toy", {"lr": 0.2, "widths": [1, 2]}) is None
-    assert store.resumable_run("other", {"lr": 0.1, "widths": [1, 2]}) is None
-    store.restart_run(run_id, device="cpu")
-    assert store.run(run_id).status == "running"
+    with pytest.raises(WidenetError, match=f"run {run_id} is being resumed by another process"):
+        store.claim_run("toy", {"lr": 0.1, "widths": [1, 2]}, device="cpu")  # still alive
+    assert store.end_run(run_id, "interrupted", "stopped")
+    assert store.claim_run("toy", {"lr": 0.2, "widths": [1, 2]}, device="cpu") is None
+    assert store.claim_run("other", {"lr": 0.1, "widths": [1, 2]}, device="cpu") is None
+    assert store.claim_run("toy", {"lr": 0.1, "widths": [1, 2]}, device="cuda:0") == run_id
+    record = store.run(run_id)
+    assert (record.status, record.device, record.reason) == ("running", "cuda:0", "")
 
 
 def test_runs_created_in_the_same_second_list_in_the_order_written(tmp_path: Path,
@@ -143,7 +145,7 @@ def test_runs_created_in_the_same_second_list_in_the_order_written(tmp_path: Pat
     assert store.runs()["id"].tolist() == ids
     for run_id in ids:
         store.end_run(run_id, "interrupted", "stopped")
-    assert store.resumable_run("toy", {"lr": 0.1, "widths": [1, 2]}) == ids[-1]
+    assert store.claim_run("toy", {"lr": 0.1, "widths": [1, 2]}, device="cpu") == ids[-1]
 
 
 def test_a_run_whose_process_died_reads_as_interrupted(tmp_path: Path) -> None:
@@ -155,7 +157,7 @@ def test_a_run_whose_process_died_reads_as_interrupted(tmp_path: Path) -> None:
     store = RunStore(tmp_path)
     assert store.run(run_id).status == "interrupted"
     assert store.runs()["status"].tolist() == ["interrupted"]
-    assert store.resumable_run("toy", {}) == run_id
+    assert store.claim_run("toy", {}, device="cpu") == run_id
 
 
 def test_a_corrupt_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
@@ -186,8 +188,9 @@ def test_a_foreign_file_with_a_runs_table_is_refused_and_left_untouched(tmp_path
     before = (tmp_path / "runs.db").read_bytes()
     with pytest.raises(WidenetError, match="is not a widenet run store"):
         RunStore(tmp_path)
-    store = object.__new__(RunStore)  # as if the file appeared after the store was opened
-    store.root, store.db_path = tmp_path, tmp_path / "runs.db"
+    (tmp_path / "runs.db").rename(tmp_path / "aside.db")
+    store = RunStore(tmp_path)  # as if the file appeared after the store was opened
+    (tmp_path / "aside.db").rename(tmp_path / "runs.db")
     with pytest.raises(WidenetError, match="is not a widenet run store"):
         _new_run(store)
     assert (tmp_path / "runs.db").read_bytes() == before
@@ -218,7 +221,7 @@ def test_a_store_in_a_read_only_folder_is_named_read_only_not_corrupt(tmp_path: 
                                                                        monkeypatch) -> None:
     store = RunStore(tmp_path)
     _new_run(store)
-    monkeypatch.setattr("widenet.store._database.os.access", lambda path, mode: False)
-    error = store._store_error(sqlite3.OperationalError("unable to open database file"))
+    monkeypatch.setattr("widenet.store.database.os.access", lambda path, mode: False)
+    error = store.database._store_error(sqlite3.OperationalError("unable to open database file"))
     assert "is read-only" in str(error)
     assert "corrupt" not in str(error)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
-from widenet.store import RunStore
-from widenet.store.sweeps import RunBundle, export_run
+from widenet.store import RunBundle, RunStore, export_run
 from widenet.studies import get_study
 from widenet.studies.config import validate_config
 from widenet.studies.runner import run_study
