@@ -7,6 +7,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,65 @@ def test_a_store_in_a_read_only_folder_is_named_read_only_not_corrupt(tmp_path: 
     error = store.database._store_error(sqlite3.OperationalError("unable to open database file"))
     assert "is read-only" in str(error)
     assert "corrupt" not in str(error)
+
+
+def test_concurrent_claims_of_one_run_have_exactly_one_winner(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    run_id = _new_run(store)
+    store.end_run(run_id, "interrupted", "stopped")
+    claimants = 8
+    barrier = threading.Barrier(claimants)
+    outcomes: list[str] = []
+
+    def claim() -> None:
+        mine = RunStore(tmp_path)  # one store object (and connection) per claimant
+        barrier.wait()
+        try:
+            outcomes.append(str(mine.claim_run("toy", {"lr": 0.1, "widths": [1, 2]},
+                                               device="cpu")))
+        except WidenetError as error:
+            outcomes.append(str(error))
+
+    threads = [threading.Thread(target=claim) for _ in range(claimants)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count(run_id) == 1
+    losers = [outcome for outcome in outcomes if outcome != run_id]
+    assert len(losers) == claimants - 1
+    assert all(f"run {run_id} is being resumed by another process" in text for text in losers)
+    assert store.run(run_id).status == "running"
+
+
+def _hand_to_another_process(store: RunStore, run_id: str) -> None:
+    """Make ``run_id`` running and owned by another live process (this one's parent)."""
+    with store.database.transaction() as con:
+        con.execute("UPDATE runs SET status = 'running', pid = ? WHERE id = ?",
+                    (os.getppid(), run_id))
+
+
+def test_a_process_never_writes_or_ends_a_run_it_does_not_own(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    run_id = _new_run(store)
+    store.save_task(run_id, "a", {"raw": pd.DataFrame({"x": [1.0]})}, 0.1)
+    _hand_to_another_process(store, run_id)
+    assert not store.end_run(run_id, "failed", "I lost the race")
+    assert (store.run(run_id).status, store.run(run_id).reason) == ("running", "")
+    for write in (lambda: store.save_task(run_id, "b", {}, 0.1),
+                  lambda: store.finish_run(run_id, tables={}, checks=[])):
+        with pytest.raises(WidenetError, match=f"run {run_id} is no longer this process's"):
+            write()
+    assert store.finished_tasks(run_id) == {"a"}
+    with store.database.transaction() as con:  # the other process completes it
+        con.execute("UPDATE runs SET status = 'completed' WHERE id = ?", (run_id,))
+    assert not store.end_run(run_id, "failed", "late")
+    assert store.run(run_id).status == "completed"
+
+
+def test_a_task_stored_twice_is_a_clear_error(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    run_id = _new_run(store)
+    store.save_task(run_id, "a", {}, 0.1)
+    with pytest.raises(WidenetError, match="holds task 'a' already"):
+        store.save_task(run_id, "a", {}, 0.1)

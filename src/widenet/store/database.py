@@ -96,6 +96,8 @@ class Database:
 
     def ensure_schema(self) -> None:
         """Create the folder and, in one transaction, the schema of a new database."""
+        if self.has_schema():
+            return
         self.make_folder(self.root)
         with self.transaction() as con:
             if self._check_schema(con) == 0:
