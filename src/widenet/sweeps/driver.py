@@ -19,10 +19,10 @@ from typing import Any
 import pandas as pd
 
 from widenet.errors import WidenetError
+from widenet.runner import write_run_report
 from widenet.store import FINISHED_STATUSES, RunBundle, RunStore, SweepStore, check_sweep_name
 from widenet.studies import get_study
-from widenet.studies.config import validate_config
-from widenet.studies.runner import write_run_report
+from widenet.studies.common.config import validate_config
 from widenet.sweeps.engines import Engine, Job, Outcome
 from widenet.sweeps.report import write_sweep_report
 from widenet.sweeps.spec import SweepSpec
