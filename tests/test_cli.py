@@ -88,6 +88,7 @@ def test_studies_lists_every_study(capsys: pytest.CaptureFixture[str]) -> None:
     (["show", ""], "the run id is empty"),
     (["show", "\udcff"], "the argument b'\\xff' is not valid UTF-8"),
     (["runs", "--study", "\udcff"], "is not valid UTF-8"),
+    (["runs", "--study", "nosuch"], "unknown study 'nosuch'; the known studies: "),
 ])
 def test_user_errors_print_one_line_and_exit_2(toy: None, argv: list[str], message: str,
                                                tmp_path: Path, capsys) -> None:

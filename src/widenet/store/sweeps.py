@@ -17,11 +17,9 @@ from widenet.errors import WidenetError
 from widenet.store._frames import canonical_json, mapping_from_json
 from widenet.store.bundles import RunBundle, import_run
 from widenet.store.database import now
-from widenet.store.names import MAX_SWEEP_NAME, check_sweep_name
+from widenet.store.names import check_sweep_name
 from widenet.store.records import FINISHED_STATUSES
 from widenet.store.runs import RunStore
-
-__all__ = ["MAX_SWEEP_NAME", "SweepStore", "check_sweep_name"]
 
 
 class SweepStore:
