@@ -35,7 +35,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from widenet.errors import WidenetError
-from widenet.kernels._functional import FunctionalModel, check_model, check_points
+from widenet.kernels._functional import FunctionalModel, check_model, check_points, first_line
 from widenet.kernels._layers import (
     LayerAdapter,
     factor_sizes,
@@ -112,7 +112,7 @@ def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
             raw = fmodel.raw(fmodel.params, x)
     except RuntimeError as error:
         raise WidenetError(f"the model cannot be applied to {x.shape[0]} point(s) of shape "
-                           f"{tuple(x.shape[1:])}: {error}") from error
+                           f"{tuple(x.shape[1:])}: {first_line(error)}") from error
     _check_output(raw, x.shape[0])
     return raw
 

@@ -69,9 +69,13 @@ def unbatched(mode: str, advice: str) -> Iterator[None]:
     except UNBATCHABLE as error:
         if isinstance(error, torch.OutOfMemoryError):
             raise
-        lines = str(error).strip().splitlines() or [""]
         raise WidenetError(f"torch cannot take the {mode} derivatives of this model "
-                           f"({type(error).__name__}: {lines[0]}); {advice}") from error
+                           f"({type(error).__name__}: {first_line(error)}); {advice}") from error
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (torch's can run over many lines)."""
+    return (str(error).strip().splitlines() or [""])[0]
 
 
 def _slots(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
