@@ -201,6 +201,17 @@ class ScalarOutput(nn.Module):
         return self.net(x)[:, 0]
 
 
+class Squeezed(nn.Module):
+    """``f(x).squeeze()``: shape (n,) for n > 1 points and a scalar for one."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = linear_stack(k=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze()
+
+
 class CenterBatch(nn.Module):
     """Subtracts the batch mean: a point's output depends on the other points."""
 
@@ -320,6 +331,7 @@ MODELS = {
     "cnn-no-bias": (lambda: SmallCNN(bias=False), (2, 6, 6), True),
     "matrix-output": (MatrixOutput, (4,), True),
     "scalar-output": (ScalarOutput, (4,), True),
+    "squeezed": (Squeezed, (4,), True),
     "custom": (custom_model, (4,), False),
     "called-twice": (CalledTwice, (4,), False),
     "tied-weights": (TiedWeights, (4,), False),

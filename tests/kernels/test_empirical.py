@@ -228,6 +228,16 @@ def test_a_layer_that_stops_following_the_points_after_the_probe_is_refused():
     assert relative_error(result.full, brute_ntk(model, x)) < TOL
 
 
+@pytest.mark.parametrize("method", ["auto", "jacobian", "ntk-vp"])
+def test_a_model_that_squeezes_its_output_works_for_one_point_too(method):
+    factory, shape, _ = MODELS["squeezed"]
+    model = factory()
+    for x1, x2 in ((points(1, shape), None), (points(1, shape), points(1, shape, seed=3)),
+                   (points(5, shape), None)):
+        result = empirical_ntk(model, x1, x2, outputs="full", method=method, chunk_size=1)
+        assert relative_error(result.full, brute_ntk(model, x1, x2)) < TOL
+
+
 def test_an_aliased_module_is_left_intact_on_every_path():
     """``self.alias = self.l``: the kernel is right, and the model untouched, after success and
     after errors raised inside its forward pass and after it."""

@@ -87,8 +87,9 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
                            f"{tuple(raw.shape)}), so its NTK is empty; give it at least one "
                            "output")
     alone = [_Record(batch=1) for _ in range(probe.shape[0])]
-    outs = [_probe_pass(fmodel, probe[i:i + 1], single) for i, single in enumerate(alone)]
-    _check_independent(out, torch.cat([o.reshape(1, -1) for o in outs]))
+    outs = [_probe_pass(fmodel, probe[i:i + 1], single, batch=False)
+            for i, single in enumerate(alone)]
+    _check_independent(out, torch.cat([_one_point(o, out.shape[1]) for o in outs]))
     trainable = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
     owners = _owners(model, trainable)
     problem = _layerwise_problem(fmodel, owners, record, alone)
@@ -103,9 +104,9 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
 
 
 def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
-                uses: bool = False) -> torch.Tensor:
-    """The model's raw output on ``x`` (checked to be one (n, ...) tensor), filling ``record``;
-    ``uses``: also record where each trainable parameter is used."""
+                uses: bool = False, batch: bool = True) -> torch.Tensor:
+    """The model's raw output on ``x`` (with ``batch``, checked to be one (n, ...) tensor),
+    filling ``record``; ``uses``: also record where each trainable parameter is used."""
     watch_uses = _ParameterUses(fmodel.params, record) if uses else contextlib.nullcontext()
     try:
         with torch.enable_grad(), _watch(fmodel.module, record), watch_uses:
@@ -113,8 +114,20 @@ def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
     except RuntimeError as error:
         raise WidenetError(f"the model cannot be applied to {x.shape[0]} point(s) of shape "
                            f"{tuple(x.shape[1:])}: {first_line(error)}") from error
-    _check_output(raw, x.shape[0])
+    if batch:
+        _check_output(raw, x.shape[0])
     return raw
+
+
+def _one_point(raw: object, k: int) -> torch.Tensor:
+    """The output of a pass on one point as a (1, k) row; any shape holding k values will do
+    (``f(x).squeeze()`` returns a scalar for one point)."""
+    if not isinstance(raw, torch.Tensor) or not raw.is_floating_point() or raw.numel() != k:
+        got = (f"{raw.dtype} tensor of shape {tuple(raw.shape)}" if isinstance(raw, torch.Tensor)
+               else type(raw).__name__)
+        raise WidenetError(f"for one point the model returned a {got}, not the {k} "
+                           "floating-point outputs per point it returns for a batch")
+    return raw.reshape(1, k)
 
 
 @dataclass
