@@ -114,6 +114,7 @@ def test_a_study_name_that_is_taken_is_refused(variable: str, message: str, monk
     (["show", ""], "the run id is empty"),
     (["show", "\udcff"], "the argument b'\\xff' is not valid UTF-8"),
     (["runs", "--study", "\udcff"], "is not valid UTF-8"),
+    (["runs", "--study", "nosuch"], "unknown study 'nosuch'; the known studies: "),
 ])
 def test_user_errors_print_one_line_and_exit_2(toy: None, argv: list[str], message: str,
                                                tmp_path: Path, capsys) -> None:

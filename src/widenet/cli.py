@@ -23,8 +23,7 @@ from rich.progress import (
 from rich.table import Table
 
 from widenet.errors import WidenetError
-from widenet.store import DEFAULT_ROOT, RunStore
-from widenet.store.sweeps import check_sweep_name
+from widenet.store import DEFAULT_ROOT, RunStore, check_sweep_name
 from widenet.studies.common.seeds import MAX_SEED
 
 # Piped output is not cut to 80 columns: run ids and study names stay whole for grep and logs.
@@ -136,17 +135,24 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
 @click.option("--study", help="Only this study's runs.")
 def runs_command(out: Path, study: str | None) -> None:
     """List the stored runs, oldest first (with their sweep and point, if any ran in one)."""
-    runs = RunStore(out).runs(study)
+    store = RunStore(out)
+    runs = store.runs(study)
+    if runs.empty and study is not None:
+        from widenet.studies import study_names
+
+        known = sorted({*study_names(), *store.studies()})
+        if study not in known:
+            raise WidenetError(f"unknown study {study!r}; the known studies: {', '.join(known)}")
     if runs.empty:
-        out_console.print(f"no runs in {out}")
+        out_console.print(f"no runs{f' of {study}' if study else ''} in {out}")
         return
     in_sweeps = runs["sweep"].notna().any()
     table = Table("id", "study", "status", "tasks", "created", "finished",
                   *(["sweep", "point"] if in_sweeps else []), box=None, header_style="bold")
     for row in runs.itertuples():
         sweep = [_text(row.sweep), _text(row.point)] if in_sweeps else []
-        table.add_row(row.id, row.study, row.status, str(row.tasks_done), row.created,
-                      _text(row.finished), *sweep)
+        table.add_row(*map(_text, (row.id, row.study, row.status, row.tasks_done, row.created,
+                                   row.finished)), *sweep)
     out_console.print(table)
 
 
