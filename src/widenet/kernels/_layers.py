@@ -120,7 +120,7 @@ def unit_scales(module: nn.Module) -> tuple[float, float]:
     return 1.0, 1.0
 
 
-def dense_scales(module: Dense) -> tuple[float, float]:
+def multiplier_scales(module: nn.Module) -> tuple[float, float]:
     """(m_w^2, m_b^2) of a layer with ``weight_multiplier`` and ``bias_multiplier``."""
     return module.weight_multiplier ** 2, module.bias_multiplier ** 2
 
@@ -178,6 +178,6 @@ def conv_input_problem(conv: nn.Conv1d | nn.Conv2d, a: torch.Tensor) -> str | No
 _DENSE = LayerKind(unit_scales, dense_patches, dense_grads)
 _CONV = LayerKind(unit_scales, conv_patches, conv_grads, conv_problem, conv_input_problem)
 register_layer(nn.Linear, _DENSE)
-register_layer(Dense, LayerKind(dense_scales, dense_patches, dense_grads))
+register_layer(Dense, LayerKind(multiplier_scales, dense_patches, dense_grads))
 register_layer(nn.Conv1d, _CONV)
 register_layer(nn.Conv2d, _CONV)
