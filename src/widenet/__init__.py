@@ -7,7 +7,7 @@ from widenet.dynamics.lazy import LazyModel
 from widenet.dynamics.linearize import LinearizedModel, linearize
 from widenet.dynamics.train import TrainResult, train
 from widenet.errors import WidenetError
-from widenet.kernels.empirical import EmpiricalNTK, empirical_ntk
+from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.infinite import LayerKernels, infinite_kernels
 from widenet.kernels.jacobians import jacobian
 from widenet.kernels.ntk_vp import ntk_vector_product
@@ -24,7 +24,6 @@ __all__ = [
     "MLP",
     "Activation",
     "Dense",
-    "EmpiricalNTK",
     "Kernels",
     "LayerKernels",
     "LazyModel",

@@ -6,11 +6,12 @@ Column names (one row per logged step):
   ``weight_movement/<parameter>`` = ||p_t - p_0||_F / ||p_0||_F.
 - :class:`FeatureMovementMonitor`: ``feature_movement/<l>`` = ||H_t - H_0||_F / ||H_0||_F of hidden
   layer l's post-activation features on a probe set (widenet MLPs).
-- :class:`KernelMonitor`: of the empirical NTK K_t (trace over outputs) on a probe set:
+- :class:`KernelMonitor`: of the empirical NTK K_t (per output unit, ``.ntk``) on a probe set:
   ``ntk_movement`` = ||K_t - K_0||_F / ||K_0||_F, ``ntk_alignment`` = <K_t, Y Y^T>_F /
   (||K_t||_F ||Y Y^T||_F), ``ntk_lambda_min`` and ``ntk_lambda_max``.
 - :class:`LinearizationMonitor`: ``linearization_error`` = ||f_t - f_lin,t|| / ||f_t - f_0|| on the
-  training points, f_lin the linearized model trained alongside by the same full-batch GD.
+  training points, f_lin the linearized model advanced alongside by the same full-batch GD
+  steps (widenet.dynamics.optim.gd_step).
 - :class:`MarginMonitor`: ``normalized_margin`` = min_i q_i / ||theta||^L,
   ``smoothed_margin_exponential``, ``smoothed_margin_logistic`` and ``parameter_norm``.
 - :class:`SoftRankMonitor`: ``participation_ratio/<l>``, ``stable_rank/<l>`` and
@@ -30,6 +31,8 @@ Column names (one row per logged step):
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -42,13 +45,12 @@ from widenet.diagnostics.kernel_motion import (
     residual_projections,
 )
 from widenet.diagnostics.margins import homogeneity_degree, margins_of
-from widenet.diagnostics.monitors import Monitor, RunState
 from widenet.diagnostics.movement import feature_movement, parameter_snapshot, weight_movement
-from widenet.diagnostics.sharpness import SharpnessTracker
+from widenet.diagnostics.sharpness import Sharpness, SharpnessTracker
 from widenet.diagnostics.taylor import taylor_coefficients
 from widenet.dynamics.linearize import linearize
-from widenet.dynamics.optim import lr_scales
-from widenet.dynamics.train import train
+from widenet.dynamics.monitor import Monitor, RunState
+from widenet.dynamics.optim import gd_step, lr_scales
 from widenet.errors import WidenetError
 from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.spectra import spectrum
@@ -130,7 +132,7 @@ class KernelMonitor(_InitialReference):
             x, y = state.x[:self.size], state.y[:self.size]
         else:
             x, y = self.probe[0].to(state.x), self.probe[1]
-        return empirical_ntk(state.model, x), y
+        return empirical_ntk(state.model, x).ntk, y
 
     def start(self, state: RunState) -> None:
         self.initial = self._kernel_and_targets(state)[0]
@@ -149,7 +151,7 @@ class KernelMonitor(_InitialReference):
 class LinearizationMonitor(Monitor):
     """||f_t - f_lin,t|| / ||f_t - f_0|| on the training points. Plain full-batch GD only
     (optimizer "gd", no gradient scaling): the linearized model is advanced by the same GD steps
-    between measurements."""
+    (:func:`~widenet.dynamics.optim.gd_step`) between measurements."""
 
     name = "linearization"
 
@@ -171,11 +173,10 @@ class LinearizationMonitor(Monitor):
         if self.linear is None:  # resumed: rebuild around the same theta_0 from the checkpoint
             self.linear = linearize(state.model)
             self.linear.load_state_dict(self.saved)
-        if state.step > self.steps:
-            train(self.linear, state.x, state.y, lr=state.lr, steps=state.step - self.steps,
-                  loss=state.loss_fn, loss_scale=state.loss_scale, log_every=state.step,
-                  progress=False, divergence_factor=1e300)
-            self.steps = state.step
+        for _ in range(self.steps, state.step):
+            gd_step(self.linear, state.x, state.y, lr=state.lr, loss=state.loss_fn,
+                    loss_scale=state.loss_scale)
+        self.steps = max(self.steps, state.step)
         with torch.no_grad():
             output, linear = state.model(state.x), self.linear(state.x)
         moved = float((output - self.initial_output).norm())
@@ -246,7 +247,8 @@ class SoftRankMonitor(Monitor):
 class InfoNuisanceMonitor(Monitor):
     """Residual projections on the information and nuisance spaces of the NTK at
     initialization, and the labels' share in the current NTK's information space. The spaces
-    are chosen by ``cutoff`` (eigenvalues >= alpha) or ``top`` (the r largest); give one."""
+    are chosen by ``cutoff`` (eigenvalues >= alpha of the NTK per output unit) or ``top`` (the r
+    largest); give one."""
 
     name = "info_nuisance"
 
@@ -266,7 +268,7 @@ class InfoNuisanceMonitor(Monitor):
             raise WidenetError("the information/nuisance monitor needs regression targets "
                                f"shaped like the output {tuple(output.shape)} (one-hot rows "
                                "for classes), trained with the mse loss")
-        self.initial_kernel = empirical_ntk(state.model, state.x)
+        self.initial_kernel = empirical_ntk(state.model, state.x).ntk
         with torch.no_grad():
             self.initial_residual = _residual(state)
         self.initial_space = self._space(self.initial_kernel)
@@ -277,7 +279,7 @@ class InfoNuisanceMonitor(Monitor):
         with torch.no_grad():
             residual = _residual(state)
         projections = residual_projections(self.initial_space, residual, self.initial_residual)
-        current = self._space(empirical_ntk(state.model, state.x))
+        current = self._space(empirical_ntk(state.model, state.x).ntk)
         return {"residual_information": projections.information,
                 "residual_nuisance": projections.nuisance,
                 "label_information": label_information(current, state.y.reshape(residual.shape)),
@@ -312,10 +314,11 @@ class SharpnessMonitor(Monitor):
         return row
 
     def state_dict(self) -> dict:
-        return {"last": self.tracker.last}
+        last = self.tracker.last
+        return {"last": None if last is None else dataclasses.asdict(last)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.tracker.last = state["last"]
+        self.tracker.last = None if state["last"] is None else Sharpness(**state["last"])
 
 
 class TaylorMonitor(Monitor):
