@@ -36,3 +36,16 @@ def assert_product(product: torch.Tensor, matrix: torch.Tensor, v: torch.Tensor)
     exact = matrix.double() @ v
     bound = 1e-13 * (matrix.double().abs() @ v.abs())
     assert bool(((product - exact).abs() <= bound).all()), float((product - exact).abs().max())
+
+
+@pytest.fixture(scope="session")
+def disk_kernel(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The NTK of a 6-hidden-layer ReLU MLP on 120 points of the sphere in d = 3, written by
+    ``kernel_to_disk`` in blocks of 48 (float64), with the net and points."""
+    from widenet.sweeps import LocalEngine
+    from widenet.sweeps.kernel import kernel_to_disk
+
+    net, x = relu_net(3, 6), sphere_points(120, 3, seed=4)
+    path = tmp_path_factory.mktemp("kernel") / "ntk.npy"
+    kernel_to_disk(net, x, path, block=48, engine=LocalEngine(1))
+    return {"path": path, "net": net, "x": x, "ntk": infinite_kernels(net, x).ntk}

@@ -14,8 +14,6 @@ from widenet.data import sphere_points
 from widenet.errors import WidenetError
 from widenet.kernels.infinite import infinite_kernels
 from widenet.solvers.blocked import BlockedKernel
-from widenet.sweeps import LocalEngine
-from widenet.sweeps.kernel import kernel_to_disk
 
 from .conftest import assert_product, relu_net
 
@@ -65,10 +63,7 @@ def test_a_pass_reads_every_block_once_in_order() -> None:
 
 
 def test_a_file_from_kernel_to_disk_is_read_in_blocks_never_whole(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    x = sphere_points(40, 4)
-    net = relu_net(4, 3)
-    kernel_to_disk(net, x, tmp_path / "k.npy", block=16, dtype="float32", engine=LocalEngine(1))
+        disk_kernel: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     reads: list[tuple[int, int]] = []
     real = os.preadv
 
@@ -82,13 +77,13 @@ def test_a_file_from_kernel_to_disk_is_read_in_blocks_never_whole(
     monkeypatch.setattr(os, "preadv", preadv)
     monkeypatch.setattr(np, "load", refuse)
     monkeypatch.setattr(np, "memmap", refuse)
-    kernel = BlockedKernel.open(tmp_path / "k.npy", block_rows=6)
-    v = _right(40)
+    kernel = BlockedKernel.open(disk_kernel["path"], block_rows=25)
+    v = _right(120)
     product = kernel.matmul(v)
-    assert max(size for _, size in reads) <= 6 * 40 * 4
-    assert sum(size for _, size in reads) == 40 * 40 * 4
+    assert max(size for _, size in reads) <= 25 * 120 * 8
+    assert sum(size for _, size in reads) == 120 * 120 * 8
     assert [offset for offset, _ in reads] == sorted(offset for offset, _ in reads)
-    assert_product(product, infinite_kernels(net, x).ntk.float(), v)
+    assert_product(product, disk_kernel["ntk"], v)
 
 
 def test_take_and_part_give_the_rows_and_sub_matrices(tmp_path: Path) -> None:

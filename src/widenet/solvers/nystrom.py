@@ -75,7 +75,8 @@ class NystromPreconditioner:
         if not np.isfinite(rows).all():
             raise WidenetError("the kernel has values that are not finite in the preconditioner's "
                                "rows; recompute it")
-        shift = n * np.finfo(np.float64).eps * float(np.linalg.norm(rows))
+        shift = max(n * np.finfo(np.float64).eps * float(np.linalg.norm(rows)),
+                    np.finfo(np.float64).tiny)
         inner = rows[:, subset]
         inner = (inner + inner.T) / 2 + shift * np.eye(rank)
         try:
