@@ -12,8 +12,8 @@ float64 once and dropped before the next is read. Its rows come from
 - a function of row indices (:meth:`BlockedKernel.from_function`), for instance the
   infinite-width kernel of a net computed on demand (:meth:`BlockedKernel.from_net`).
 
-Products convert a block to float64 a few rows at a time (about 2 MiB, so the copy stays in
-the processor's cache): the arithmetic is float64 whatever the stored dtype, and memory is one
+Products convert a float32 block to float64 a few rows at a time (about 8 MiB, then one
+torch product per chunk): the arithmetic is float64 whatever the stored dtype, and memory is one
 block of ``block_rows`` x cols in the stored dtype (default: about 64 MiB) plus that chunk.
 """
 
@@ -32,7 +32,7 @@ RowFunction = Callable[[np.ndarray], torch.Tensor]
 """Row indices (a sorted 1-D int64 array) -> the kernel's rows K[index, :], (len(index), cols)."""
 
 BLOCK_BYTES = 2**26
-CHUNK_BYTES = 2**21
+CHUNK_BYTES = 2**23
 KINDS = ("ntk", "nngp", "empirical")
 _HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
             (2, 0): np.lib.format.read_array_header_2_0}
@@ -156,17 +156,21 @@ class BlockedKernel:
     def matmul(self, v: torch.Tensor) -> torch.Tensor:
         """K V in float64 for V of shape (cols, k): one pass over the blocks, in order. Raises
         if a block holds a value that is not finite."""
-        right = np.ascontiguousarray(v.detach().to("cpu", torch.float64).numpy())
-        out = np.empty((self.shape[0], right.shape[1]))
+        right = v.detach().to("cpu", torch.float64).contiguous()
+        out = torch.empty(self.shape[0], right.shape[1], dtype=torch.float64)
         chunk = max(1, CHUNK_BYTES // (8 * self.shape[1]))
         for start, block in self.blocks():
-            for first in range(0, block.shape[0], chunk):
-                rows = block[first:first + chunk].astype(np.float64)
-                np.matmul(rows, right, out=out[start + first:start + first + rows.shape[0]])
-            if not np.isfinite(out[start:start + block.shape[0]]).all():
+            step = block.shape[0] if block.dtype == np.float64 else chunk
+            for first in range(0, block.shape[0], step):
+                rows = np.ascontiguousarray(block[first:first + step], dtype=np.float64)
+                if not rows.flags.writeable:  # a read-only memory map: torch wants a copy
+                    rows = rows.copy()
+                torch.matmul(torch.from_numpy(rows), right,
+                             out=out[start + first:start + first + rows.shape[0]])
+            if not bool(torch.isfinite(out[start:start + block.shape[0]]).all()):
                 raise WidenetError(f"the kernel has values that are not finite in rows "
                                    f"{start}..{start + block.shape[0] - 1}; recompute it")
-        return torch.from_numpy(out)
+        return out
 
 
 class _NpyRows:

@@ -88,12 +88,11 @@ class NystromPreconditioner:
         x = scipy.linalg.solve_triangular(factor, rows, lower=True, overwrite_b=True)
         squares, w = np.linalg.eigh(x @ x.T)
         floor = max(shift, rank * np.finfo(np.float64).eps * float(squares[-1]))
-        keep = squares - shift > floor
-        sigma = np.sqrt(squares[keep])
-        self.eigenvalues = torch.from_numpy((squares[keep] - shift)[::-1].copy())
+        keep = np.flatnonzero(squares - shift > floor)[::-1]  # descending
+        self.eigenvalues = torch.from_numpy(squares[keep] - shift)
         """Lambda, the kept eigenvalues of K_hat, descending."""
-        self._basis_t = torch.from_numpy(((w[:, keep] / sigma).T @ x)[::-1].copy())  # U^T
-        smallest = float(self.eigenvalues[-1]) if keep.any() else 0.0
+        self._basis_t = torch.from_numpy((w[:, keep] / np.sqrt(squares[keep])).T @ x)  # U^T
+        smallest = float(self.eigenvalues[-1]) if len(keep) else 0.0
         self._scale = (smallest + ridge) / (self.eigenvalues + ridge) - 1.0
         self.rank, self.ridge, self.subset = rank, ridge, subset
 
