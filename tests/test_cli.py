@@ -227,6 +227,6 @@ def test_sweep_and_kernel_commands(toy: None, tmp_path: Path,
 
 def test_the_cli_seed_limit_is_the_configs() -> None:
     from widenet.cli import MAX_SEED as CLI_MAX_SEED
-    from widenet.studies.base import MAX_SEED
+    from widenet.studies.common.base import MAX_SEED
 
     assert CLI_MAX_SEED == MAX_SEED == 2**63 - 1

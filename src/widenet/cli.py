@@ -27,7 +27,7 @@ from widenet.store import DEFAULT_ROOT, RunStore
 from widenet.store.sweeps import check_sweep_name
 
 MAX_SEED = 2**63 - 1
-"""The largest seed (widenet.studies.base.MAX_SEED; not imported, to keep ``--help`` fast)."""
+"""The largest seed (widenet.studies.common.base.MAX_SEED; not imported: keeps ``--help`` fast)."""
 
 # Piped output is not cut to 80 columns: run ids and study names stay whole for grep and logs.
 out_console = Console(width=None if sys.stdout.isatty() else 200)
@@ -111,8 +111,8 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
     import torch
 
     from widenet.report import print_summary
+    from widenet.runner import run_study
     from widenet.studies import build_config, get_study
-    from widenet.studies.runner import run_study
 
     torch.set_num_threads(threads)
 
@@ -175,7 +175,7 @@ def show_command(run: str, out: Path) -> None:
 @store_option
 def report_command(run: str, out: Path) -> None:
     """(Re)write the report.html of the stored RUN (an id or its unique prefix)."""
-    from widenet.studies.runner import write_run_report
+    from widenet.runner import write_run_report
 
     out_console.print(str(write_run_report(RunStore(out), run)))
 

@@ -75,7 +75,7 @@ def test_resume_runs_only_the_unfinished_points(tmp_path: Path) -> None:
 
 def test_points_equal_plain_runs(tmp_path: Path) -> None:
     from tests.studies.toy_study import STUDY, ToyConfig
-    from widenet.studies.runner import run_study
+    from widenet.runner import run_study
 
     store = RunStore(tmp_path / "sweep")
     outcome = run_sweep("toy", SweepSpec(seeds=2), store=store, engine=LocalEngine(2))

@@ -13,8 +13,8 @@ import re
 from importlib import import_module
 
 from widenet.errors import WidenetError
-from widenet.studies.base import Analysis, Study, StudyConfig, StudyContext, Tables, Task
-from widenet.studies.config import build_config
+from widenet.studies.common.base import Analysis, Study, StudyConfig, StudyContext, Tables, Task
+from widenet.studies.common.config import build_config
 
 _MODULES = {
     "ntk-concentration": "widenet.studies.ntk_concentration",

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from widenet.errors import WidenetError
+from widenet.runner import write_run_report
 from widenet.store import RunStore
 from widenet.store.sweeps import (
     RunBundle,
@@ -30,8 +31,7 @@ from widenet.store.sweeps import (
     sweep_points,
 )
 from widenet.studies import get_study
-from widenet.studies.config import validate_config
-from widenet.studies.runner import write_run_report
+from widenet.studies.common.config import validate_config
 from widenet.sweeps.engines import Engine, Job, Outcome
 from widenet.sweeps.report import write_sweep_report
 from widenet.sweeps.spec import SweepSpec
