@@ -169,6 +169,18 @@ class FileFit:
     accuracy: float | None
     out: Path
 
+    def summary(self) -> str:
+        """One line: passes over the kernel, convergence, accuracy, where the output went."""
+        result = self.fit
+        last = float(result.history[-1].max()) if len(result.history) else 0.0
+        what = "relative residual" if result.history.ndim == 2 else "estimated error"
+        state = "converged" if result.converged else "NOT converged: raise --max-iterations"
+        points = len(result.train if result.test is None else result.test)
+        accuracy = "" if self.accuracy is None else (
+            f"; {self.on} accuracy {self.accuracy:.4f} on {points} points")
+        return (f"{result.iterations} passes over the kernel, {what} {last:.2e} ({state})"
+                f"{accuracy}; {self.on} predictions in {self.out}")
+
 
 def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
               train: int | None = None, test_kernel: str | Path | None = None,
