@@ -18,7 +18,7 @@ folder that is deleted afterwards), then solved to a relative residual of 1e-6 r
 block of rows at a time: wall time, iterations, the peak anonymous (non-file) resident memory
 of the process during the solve, the time of one pass that only reads the file, and the
 ratio wall / (read pass x iterations). The residual is checked afterwards with one more
-float64 pass.
+float64 pass. ``--kernel PATH`` reuses a file of an earlier run instead of writing one.
 """
 
 from __future__ import annotations
@@ -81,43 +81,64 @@ def dense(points: int, ridge: float, rank: int) -> None:
         print(f"(d = {dim}: torch.linalg.solve {dense_time:.2f} s)")
 
 
-def disk(points: int, ridge: float, rank: int, folder: str | None, plain_cap: int) -> None:
+def disk(points: int, ridge: float, rank: int, folder: str | None, plain_cap: int,
+         kernel_file: str | None, runs: list[str]) -> None:
     net, x, y = _problem(points, 64)
+    if kernel_file is not None:  # a kernel this script wrote before (same points and net)
+        _solve_on_disk(Path(kernel_file), y, ridge, rank, plain_cap, runs)
+        return
     with tempfile.TemporaryDirectory(dir=folder) as where:
         path = Path(where) / "ntk.npy"
         start = time.perf_counter()
         kernel_to_disk(net, x, path, block=4096, dtype="float32", engine=LocalEngine(2))
-        print(f"## on disk, n = {points}, float32 ({path.stat().st_size / 2**30:.2f} GiB), "
-              f"written in {time.perf_counter() - start:.0f} s; ridge {ridge}, "
-              f"{torch.get_num_threads()} torch thread(s)")
-        kernel = BlockedKernel.open(path)
-        reads = []
-        for _ in range(2):
-            start = time.perf_counter()
-            for _block in kernel.blocks():
-                pass
-            reads.append(time.perf_counter() - start)
-        read = min(reads)
+        print(f"## on disk, n = {points}: written in {time.perf_counter() - start:.0f} s",
+              flush=True)
+        _solve_on_disk(path, y, ridge, rank, plain_cap, runs)
+
+
+def _solve_on_disk(path: Path, y: torch.Tensor, ridge: float, rank: int, plain_cap: int,
+                   runs: list[str]) -> None:
+    kernel = BlockedKernel.open(path)
+    print(f"{path}: {kernel.shape}, {path.stat().st_size / 2**30:.2f} GiB; ridge {ridge}, "
+          f"{torch.get_num_threads()} torch thread(s)", flush=True)
+    reads = []
+    for _ in range(2):
         start = time.perf_counter()
-        kernel.matmul(y)
-        product = time.perf_counter() - start
-        print(f"one pass reading the file: {read:.2f} s (runs: "
-              f"{', '.join(f'{r:.2f}' for r in reads)}); one float64 product K Y: "
-              f"{product:.2f} s; rows per block {kernel.block_rows}")
-        print("| preconditioner | iterations | wall s | wall / (read x iterations) | "
-              "residual (recurrence) | residual (checked) | peak anon GiB |")
-        print("|---|---|---|---|---|---|---|")
-        for preconditioner, cap in (("nystrom", 1000), (None, plain_cap)):
-            with PeakMemory() as memory:
-                start = time.perf_counter()
-                result = conjugate_gradients(kernel, y, ridge=ridge, preconditioner=preconditioner,
-                                             rank=rank, tol=1e-6, max_iterations=cap)
-                wall = time.perf_counter() - start
-            checked = _true_residual(kernel, y, result.weights, ridge)
-            name = f"Nystrom, rank {rank}" if preconditioner else "none"
-            print(f"| {name} | {result.iterations}{'' if result.converged else ' (cap)'} | "
-                  f"{wall:.1f} | {wall / (read * result.iterations):.2f} | "
-                  f"{result.residual:.2e} | {checked:.2e} | {memory.anon_gib:.2f} |", flush=True)
+        for _block in kernel.blocks():
+            pass
+        reads.append(time.perf_counter() - start)
+    read = min(reads)
+    start = time.perf_counter()
+    kernel.matmul(y)
+    product = time.perf_counter() - start
+    print(f"one pass reading the file: {read:.2f} s (runs: "
+          f"{', '.join(f'{r:.2f}' for r in reads)}); one float64 product K Y: "
+          f"{product:.2f} s; rows per block {kernel.block_rows}", flush=True)
+    rows = []
+    for preconditioner, cap in (("nystrom", 1000), (None, plain_cap)):
+        name = f"Nystrom, rank {rank}" if preconditioner else "none"
+        if (preconditioner or "none") not in runs:
+            continue
+        start = time.perf_counter()
+
+        def show(iteration: int, residual: float, name: str = name, start: float = start
+                 ) -> None:
+            print(f"  {name}: iteration {iteration}, residual {residual:.2e}, "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+
+        with PeakMemory() as memory:
+            result = conjugate_gradients(kernel, y, ridge=ridge, preconditioner=preconditioner,
+                                         rank=rank, tol=1e-6, max_iterations=cap, progress=show)
+            wall = time.perf_counter() - start
+        checked = _true_residual(kernel, y, result.weights, ridge)
+        rows.append(f"| {name} | {result.iterations}{'' if result.converged else ' (cap)'} | "
+                    f"{wall:.1f} | {wall / (read * result.iterations):.2f} | "
+                    f"{result.residual:.2e} | {checked:.2e} | {memory.anon_gib:.2f} |")
+        print(rows[-1], flush=True)
+    print("| preconditioner | iterations | wall s | wall / (read x iterations) | "
+          "residual (recurrence) | residual (checked) | peak anon GiB |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
 
 
 def main() -> None:
@@ -130,12 +151,16 @@ def main() -> None:
                         help="iteration cap of the unpreconditioned solve on disk")
     parser.add_argument("--folder", help="where the disk part's file goes (default: /tmp)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the solve")
+    parser.add_argument("--kernel", help="reuse this kernel file of the disk part (kept)")
+    parser.add_argument("--runs", nargs="+", choices=["nystrom", "none"],
+                        default=["nystrom", "none"], help="the disk part's solves")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.part in ("dense", "both"):
         dense(args.points or 5000, args.ridge, args.rank)
     if args.part in ("disk", "both"):
-        disk(args.points or 40_000, args.ridge, args.rank, args.folder, args.plain_cap)
+        disk(args.points or 40_000, args.ridge, args.rank, args.folder, args.plain_cap,
+             args.kernel, args.runs)
 
 
 if __name__ == "__main__":
