@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -38,14 +40,27 @@ def assert_product(product: torch.Tensor, matrix: torch.Tensor, v: torch.Tensor)
     assert bool(((product - exact).abs() <= bound).all()), float((product - exact).abs().max())
 
 
+class InlineEngine:
+    """A sweep engine that runs each job in this process (the blocks' output is what these
+    tests read; tests/sweeps covers the engines)."""
+
+    def check(self, device: str = "cpu") -> None:
+        """Runs here, on the CPU."""
+
+    def run(self, jobs: list, on_result: Callable) -> None:
+        from widenet.sweeps.engines import Outcome
+
+        for job in jobs:
+            on_result(job, Outcome("done", result=job.function(*job.args)))
+
+
 @pytest.fixture(scope="session")
 def disk_kernel(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The NTK of a 6-hidden-layer ReLU MLP on 120 points of the sphere in d = 3, written by
     ``kernel_to_disk`` in blocks of 48 (float64), with the net and points."""
-    from widenet.sweeps import LocalEngine
     from widenet.sweeps.kernel import kernel_to_disk
 
     net, x = relu_net(3, 6), sphere_points(120, 3, seed=4)
     path = tmp_path_factory.mktemp("kernel") / "ntk.npy"
-    kernel_to_disk(net, x, path, block=48, engine=LocalEngine(1))
+    kernel_to_disk(net, x, path, block=48, engine=InlineEngine())
     return {"path": path, "net": net, "x": x, "ntk": infinite_kernels(net, x).ntk}
