@@ -139,3 +139,25 @@ def test_bad_labels_and_files_are_refused(ill_conditioned: dict, tmp_path: Path)
         fit_files(tmp_path / "k.npy", tmp_path / "labels.npy", tmp_path / "out.npy", train=10,
                   test_kernel=tmp_path / "k.npy")
     assert not (tmp_path / "out.npy").exists()
+
+
+def test_the_fit_command(disk_kernel: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from widenet.cli import main
+
+    x = disk_kernel["x"]
+    labels = ((x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()).numpy()
+    np.save(tmp_path / "labels.npy", labels)
+    command = ["fit", str(disk_kernel["path"]), "--labels", str(tmp_path / "labels.npy"),
+               "--train", "100", "--ridge", "1e-3", "--out", str(tmp_path / "out.npy")]
+    assert main(command) == 0
+    printed = capsys.readouterr().out
+    expected = fit_files(disk_kernel["path"], tmp_path / "labels.npy", tmp_path / "again.npy",
+                         train=100, ridge=1e-3)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), np.load(tmp_path / "again.npy"))
+    assert f"test accuracy {expected.accuracy:.4f} on 20 points" in printed
+    assert "(converged)" in printed
+    assert main([*command[:-2], "--out", str(tmp_path / "flow.npy"), "--time", "10"]) == 2
+    assert "ridge must be 0 with a finite time" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "missing.npy"), "--labels",
+                 str(tmp_path / "labels.npy"), "--out", str(tmp_path / "x.npy")]) == 2
+    assert "does not exist" in capsys.readouterr().err
