@@ -23,7 +23,7 @@ from widenet.devices import describe_device, resolve_device
 from widenet.errors import WidenetError
 from widenet.report import atomic_write, render_report, write_report
 from widenet.report.figures import png_bytes
-from widenet.store import RunRecord, RunStore
+from widenet.store import FINISHED_STATUSES, RunRecord, RunStore
 from widenet.studies import get_study
 from widenet.studies.common.base import Study, StudyConfig, StudyContext
 
@@ -57,13 +57,11 @@ def run_study(study: str | Study, config: StudyConfig, *, store: RunStore,
     config_dict = config.model_dump(mode="json")
     tasks = study.plan(config)
     _check_keys([task.key for task in tasks], study.name)
-    run_id = store.resumable_run(study.name, config_dict) if resume else None
+    device_text = describe_device(torch_device)
+    run_id = store.claim_run(study.name, config_dict, device=device_text) if resume else None
     if run_id is None:
         run_id = store.create_run(study=study.name, config=config_dict, seed=config.seed,
-                                  device=describe_device(torch_device), versions=versions(),
-                                  sweep=sweep)
-    else:
-        store.restart_run(run_id, device=describe_device(torch_device))
+                                  device=device_text, versions=versions(), sweep=sweep)
     done = store.finished_tasks(run_id)
     folder = store.run_folder(run_id)
     try:
@@ -95,9 +93,14 @@ def run_study(study: str | Study, config: StudyConfig, *, store: RunStore,
 
 
 def write_run_report(store: RunStore, run_id: str) -> Path:
-    """(Re)write ``<run folder>/report.html`` from the store and the run's figure files."""
+    """(Re)write ``<run folder>/report.html`` from the store and the run's figure files;
+    refuses (writing nothing) if a finished run's folder, and so its figures, is gone."""
     record = store.run(run_id)
     folder = store.run_folder(record.id)
+    if record.status in FINISHED_STATUSES and not folder.is_dir():
+        raise WidenetError(f"the folder of run {record.id} ({folder}) is missing, so its "
+                           "figures are gone; restore the folder to rewrite its report (its "
+                           "checks and tables are still in the store: `widenet show`)")
     figures = {path.stem: path.read_bytes()
                for path in sorted((folder / "figures").glob("*.png"))}
     page = render_report(record, store.checks(record.id), store.tables(record.id), figures,

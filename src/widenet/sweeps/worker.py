@@ -6,8 +6,7 @@ import tempfile
 from typing import Any
 
 from widenet.runner import run_study
-from widenet.store import RunStore
-from widenet.store.sweeps import RunBundle, export_run
+from widenet.store import RunBundle, RunStore, export_run
 from widenet.studies import get_study
 from widenet.studies.common.config import validate_config
 

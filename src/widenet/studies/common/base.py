@@ -13,19 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field
 
 from widenet.checks import Check
+from widenet.studies.common.seeds import MAX_SEED
+
+if TYPE_CHECKING:  # figures are made by the studies; this module only names their type
+    from matplotlib.figure import Figure
 
 Tables = dict[str, pd.DataFrame]
-
-MAX_SEED = 2**63 - 1
-"""The largest seed: the run store keeps seeds as signed 64-bit integers."""
 
 
 class StudyConfig(BaseModel):

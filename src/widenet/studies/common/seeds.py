@@ -1,8 +1,13 @@
-"""Seeds of a study's random draws, derived from the config's seed and a task's parameters."""
+"""Seeds of a study's random draws, derived from the config's seed and a task's parameters,
+and the largest seed a config or a command accepts."""
 
 from __future__ import annotations
 
 import numpy as np
+
+MAX_SEED = 2**63 - 1
+"""The largest seed of a study or a command: the run store keeps seeds as signed 64-bit
+integers."""
 
 
 def derived_seed(*parts: int) -> int:

@@ -10,10 +10,7 @@ import numpy as np
 import pandas as pd
 
 from widenet.checks import Check, check_close, check_interval
-from widenet.studies.common.base import (
-    Analysis,
-    Tables,
-)
+from widenet.studies.common.base import Analysis, Tables
 from widenet.studies.common.fits import PowerLawFit, mean_stderr, power_law_fit
 from widenet.studies.ntk_concentration.config import ConcentrationConfig
 from widenet.studies.ntk_concentration.figures import (

@@ -9,10 +9,8 @@ from pydantic import Field, PositiveInt, field_validator
 
 from widenet import activations
 from widenet.errors import WidenetError
-from widenet.studies.common.base import (
-    MAX_SEED,
-    StudyConfig,
-)
+from widenet.studies.common.base import StudyConfig
+from widenet.studies.common.seeds import MAX_SEED
 from widenet.studies.common.validators import distinct_values
 
 Pattern = Literal["constant", "quadratic"]

@@ -1,4 +1,10 @@
-"""The SQLite file under a run store: schema, connections, transactions, and refusing bad files."""
+"""The SQLite file under a run store: schema, connections, transactions, and refusing bad files.
+
+:class:`Database` is the one place that opens ``runs.db``. The run store
+(:class:`widenet.store.runs.RunStore`) and the sweep store
+(:class:`widenet.store.sweeps.SweepStore`) both read through :meth:`Database.connect` and write
+through :meth:`Database.transaction`, so every write is one SQLite transaction.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from widenet.errors import WidenetError
+from widenet.store.names import RUN_FOLDER
 
 DEFAULT_ROOT = Path("widenet-runs")
 SCHEMA_VERSION = 1
@@ -72,28 +79,90 @@ class Database:
         self.root = Path(root)
         self.db_path = self.root / "runs.db"
         if self.db_path.exists():
-            with self._connect() as con:
-                self._check_schema(con)
+            self.has_schema()
 
-    def has_runs_table(self) -> bool:
+    def has_schema(self) -> bool:
         """Whether the store holds its schema yet: False before the first write, and while
-        another process is creating the database (readers then see an empty store)."""
-        if not self.db_path.exists():
-            return False
-        with self._connect() as con:
-            return self._check_schema(con) != 0
+        another process is creating the database (readers then see an empty store). Raises
+        if the database is missing or empty but run folders are there (see
+        :meth:`_refuse_lost_database`)."""
+        version = 0
+        if self.db_path.exists():
+            with self.connect() as con:
+                version = self._check_schema(con)
+        if version == 0:
+            self._refuse_lost_database()
+        return version != 0
 
-    def ensure_store(self) -> None:
+    def ensure_schema(self) -> None:
         """Create the folder and, in one transaction, the schema of a new database."""
-        self._make_folder(self.root)
-        with self._transaction() as con:
+        if self.has_schema():
+            return
+        self.make_folder(self.root)
+        with self.transaction() as con:
             if self._check_schema(con) == 0:
+                self._refuse_lost_database()
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         con.execute(statement)
                 con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        with self._connect() as con:
+        with self.connect() as con:
             con.execute("PRAGMA journal_mode = WAL")
+
+    def make_folder(self, path: Path) -> None:
+        """Create ``path`` and its parents; a folder that cannot be made is a WidenetError."""
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise WidenetError(f"cannot create the folder {path}: {error.strerror or error}; "
+                               "choose a writable folder with --out") from None
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reading (rows as :class:`sqlite3.Row`) that turns SQLite's errors
+        into one-line WidenetErrors."""
+        try:
+            con = sqlite3.connect(self.db_path, timeout=60.0)
+        except sqlite3.Error as error:
+            raise self._store_error(error) from None
+        con.row_factory = sqlite3.Row
+        try:
+            yield con
+        except sqlite3.DatabaseError as error:
+            raise self._store_error(error) from None
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside one write transaction (``BEGIN IMMEDIATE``: it holds the write
+        lock from its first statement, so a read-check-write inside it is atomic against every
+        other writer): committed on success, rolled back on any exception."""
+        with self.connect() as con:
+            con.isolation_level = None
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def _refuse_lost_database(self) -> None:
+        """Raise if the store has no schema but holds run folders: its ``runs.db`` was deleted
+        or truncated (e.g. to 0 bytes), and a new one would silently hide those runs."""
+        try:
+            folders = sorted(path.name for path in self.root.iterdir()
+                             if RUN_FOLDER.fullmatch(path.name) and path.is_dir())
+        except OSError:  # no folder (yet), or one that cannot be listed: no runs to hide
+            return
+        if folders:
+            state = "is empty" if self.db_path.exists() else "is missing"
+            raise WidenetError(
+                f"{self.db_path} {state} but {self.root} holds {len(folders)} run folder(s) "
+                f"({folders[0]}{', ...' if len(folders) > 1 else ''}): the database was lost "
+                "and a new one would hide those runs; restore runs.db from a backup, or move "
+                "the run folders aside, or pass another --out")
 
     def _check_schema(self, con: sqlite3.Connection) -> int:
         """The schema version (0 for an empty database); raises for foreign or newer files,
@@ -111,41 +180,6 @@ class Database:
             raise WidenetError(f"{self.db_path} is not a widenet run store; move it aside or "
                                "pass another folder with --out")
         return version
-
-    def _make_folder(self, path: Path) -> None:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise WidenetError(f"cannot create the folder {path}: {error.strerror or error}; "
-                               "choose a writable folder with --out") from None
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection that turns SQLite's errors into one-line WidenetErrors."""
-        try:
-            con = sqlite3.connect(self.db_path, timeout=60.0)
-        except sqlite3.Error as error:
-            raise self._store_error(error) from None
-        con.row_factory = sqlite3.Row
-        try:
-            yield con
-        except sqlite3.DatabaseError as error:
-            raise self._store_error(error) from None
-        finally:
-            con.close()
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside one transaction: committed on success, rolled back otherwise."""
-        with self._connect() as con:
-            con.isolation_level = None
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
 
     def _store_error(self, error: sqlite3.Error) -> WidenetError:
         unwritable = not os.access(self.db_path.parent, os.W_OK) or (
