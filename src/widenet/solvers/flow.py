@@ -104,7 +104,7 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
             if invariant or (changes and changes[-1] <= tol):
                 break
         off.append(beta)
-        q = w / torch.where(beta > 0, beta, 1.0)
+        q = torch.where(beta > 0, w / torch.where(beta > 0, beta, 1.0), 0.0)
         basis.append(q)
     report.close()
     steps = len(diagonal)
