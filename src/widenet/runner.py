@@ -21,6 +21,7 @@ import torch
 
 from widenet.devices import describe_device, resolve_device
 from widenet.errors import WidenetError
+from widenet.memory import require_memory
 from widenet.report import atomic_write, render_report, write_report
 from widenet.report.figures import png_bytes
 from widenet.store import FINISHED_STATUSES, RunRecord, RunStore
@@ -57,6 +58,8 @@ def run_study(study: str | Study, config: StudyConfig, *, store: RunStore,
     config_dict = config.model_dump(mode="json")
     tasks = study.plan(config)
     _check_keys([task.key for task in tasks], study.name)
+    require_memory(config.memory_bytes(), f"study {study.name} with this config",
+                   "use smaller sizes (points, dim, widths) or --quick", torch_device)
     device_text = describe_device(torch_device)
     run_id = store.claim_run(study.name, config_dict, device=device_text) if resume else None
     if run_id is None:
