@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from widenet.errors import WidenetError
-from widenet.studies.common.config import parse_value
+from widenet.studies.common.config import parse_value, quote
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def parse_grid(items: list[str] | tuple[str, ...]) -> dict[str, list[Any]]:
         if key in grid:
             raise WidenetError(f"--grid {key}= is given twice; list all its values in one "
                                f"--grid {key}=v1,v2,...")
-        parsed = parse_value(value)
+        parsed = parse_value(value, f"--grid {quote(key)}")
         grid[key] = parsed if isinstance(parsed, list) else [parsed]
     return grid
 
