@@ -123,14 +123,16 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
     figures and report.html."""
     import torch
 
+    from widenet.devices import resolve_device
     from widenet.report import print_summary
-    from widenet.runner import run_study
+    from widenet.runner import require_study_memory, run_study
     from widenet.studies import build_config, get_study
 
     torch.set_num_threads(threads)
 
     found = get_study(study)
     resolved = build_config(found.config, quick=quick, file=config, overrides=overrides)
+    require_study_memory(found, resolved, resolve_device(device))  # before a store is made
     store = RunStore(out)
     with _progress() as progress:
         bar = progress.add_task(found.name, total=None)
