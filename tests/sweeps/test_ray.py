@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_a_ray_sweep_records_faults_resumes_and_matches_local(tmp_path: Path,
                                                               monkeypatch) -> None:
     monkeypatch.setenv("WIDENET_STUDIES", "toy=tests.studies.toy_study")
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     store = RunStore(tmp_path / "ray")
     engine = RayEngine(workers=2, retries=1)
     outcome = run_sweep("toy", FAULTS, store=store, engine=engine, name="faults")

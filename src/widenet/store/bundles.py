@@ -13,7 +13,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from widenet.errors import WidenetError
-from widenet.store._frames import canonical_json
+from widenet.store.frames import canonical_json
 from widenet.store.records import CHECK_COLUMNS
 from widenet.store.runs import RunStore
 

@@ -151,10 +151,11 @@ class Database:
     def _refuse_lost_database(self) -> None:
         """Raise if the store has no schema but holds run folders: its ``runs.db`` was deleted
         or truncated (e.g. to 0 bytes), and a new one would silently hide those runs."""
-        if not self.root.is_dir():
+        try:
+            folders = sorted(path.name for path in self.root.iterdir()
+                             if RUN_FOLDER.fullmatch(path.name) and path.is_dir())
+        except OSError:  # no folder (yet), or one that cannot be listed: no runs to hide
             return
-        folders = sorted(path.name for path in self.root.iterdir()
-                         if path.is_dir() and RUN_FOLDER.fullmatch(path.name))
         if folders:
             state = "is empty" if self.db_path.exists() else "is missing"
             raise WidenetError(

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from widenet.errors import WidenetError
-from widenet.store._frames import frame_from_json, mapping_from_json
+from widenet.store.frames import frame_from_json, mapping_from_json
 
 RUN_STATUSES = ("running", "completed", "diverged", "failed", "interrupted", "lost")
 FINISHED_STATUSES = ("completed", "diverged")

@@ -31,8 +31,8 @@ import pandas as pd
 
 from widenet.checks import Check
 from widenet.errors import WidenetError
-from widenet.store._frames import canonical_json, frame_to_json
 from widenet.store.database import DEFAULT_ROOT, Database, now
+from widenet.store.frames import canonical_json, frame_to_json
 from widenet.store.names import check_run_id
 from widenet.store.records import (
     CHECK_COLUMNS,

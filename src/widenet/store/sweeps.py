@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 
 from widenet.errors import WidenetError
-from widenet.store._frames import canonical_json, mapping_from_json
 from widenet.store.bundles import RunBundle, import_run
 from widenet.store.database import now
+from widenet.store.frames import canonical_json, mapping_from_json
 from widenet.store.names import check_sweep_name
 from widenet.store.records import FINISHED_STATUSES
 from widenet.store.runs import RunStore
