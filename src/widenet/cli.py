@@ -111,7 +111,7 @@ def config_command(study: str, quick: bool, config: Path | None,
 @set_option
 @quick_option
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--threads", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
               help="CPU threads for torch. Studies' small matrices run fastest on one; more "
                    "pay off only for wide nets on an otherwise idle machine.")
 @store_option
