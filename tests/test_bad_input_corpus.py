@@ -38,6 +38,7 @@ FILES = {
     "code.yaml": "seed: !!python/object/apply:os.system ['echo pwned']\n",
     "broken.yaml": "widths: [1,\n",
     "a_file": "not a folder\n",
+    "bad.npz": "PK not a zip\n",
 }
 
 CLI_CASES: dict[str, tuple[list[str], str]] = {
@@ -138,6 +139,15 @@ CLI_CASES: dict[str, tuple[list[str], str]] = {
                                "not valid YAML"),
     "config file broken": (["config", "gd-convergence", "-c", "broken.yaml"],
                            "not valid YAML"),
+    "kernel data not an npz": (["kernel", "k.npy", "--points", "2", "--data", "bad.npz"],
+                               "not an .npz archive"),
+    "kernel data a system file": (["kernel", "k.npy", "--points", "2", "--data",
+                                   "/etc/passwd"], "unknown dataset"),
+    "run on an empty device": (["run", "gd-convergence", "--device", "", "--out", "store"],
+                               "unknown device"),
+    "run on device cuda:10^19": (["run", "gd-convergence", "--device",
+                                  "cuda:9999999999999999999", "--out", "store"],
+                                 "unknown device"),
     "run unknown study": (["run", "nosuch", "--out", "store"], "unknown study"),
     "sweep nan in grid": (["sweep", "gd-convergence", "--grid", "lr_factor=nan,1",
                            "--dry-run"], "not a number"),
