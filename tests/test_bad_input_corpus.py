@@ -82,6 +82,9 @@ CLI_CASES: dict[str, tuple[list[str], str]] = {
     "config file empty path": (["config", "gd-convergence", "-c", ""], "is empty"),
     "set lr_factor nan": (["config", "gd-convergence", "--set", "lr_factor=nan"],
                           "not a number"),
+    "set points nan": (["config", "gd-convergence", "--set", "points=nan"], "not a number"),
+    "set dataset nan": (["config", "gd-convergence", "--set", "dataset=nan"],
+                        "should be 'sphere' or 'teacher', got 'nan'"),
     "run with lr_factor NaN": (["run", "gd-convergence", "--set", "lr_factor=NaN", "--out",
                                 "store"], "not a number"),
     # item 10: configs too large, deep or self-referring

@@ -70,7 +70,7 @@ def validate_config(schema: type[StudyConfig], values: dict[str, Any],
         key = str(first["loc"][0])
         origin = f" (from {sources[key]})" if key in sources else ""
         given = first.get("input")
-        if _is_nan(given):
+        if first["type"] in _NUMBER_ERRORS and _is_nan(given):
             raise WidenetError(f"config key {key!r}{origin}: got {given!r}, which is not a "
                                "number; give a number") from None
         if isinstance(given, str) and repr(given) in message:  # quoted by a validator
@@ -88,6 +88,11 @@ def quote(value: object) -> str:
 def cut(text: str) -> str:
     """``text``, cut to :data:`QUOTE` characters with an ellipsis."""
     return text if len(text) <= QUOTE else text[:QUOTE - 1] + "…"
+
+
+_NUMBER_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal",
+                  "finite_number", "int_parsing", "float_parsing", "multiple_of"}
+"""pydantic's error types of a value given to a number field."""
 
 
 def _is_nan(value: object) -> bool:
