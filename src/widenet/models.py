@@ -118,8 +118,8 @@ def _require_parameter_memory(sizes: tuple[int, ...], bias: bool,
         return
     count = mlp_parameters(sizes[0], list(sizes[1:-1]), sizes[-1], bias=bias)
     itemsize = torch.empty((), dtype=dtype, device="meta").element_size()
-    fix = ("use smaller widths (the infinite-width kernels of widenet.infinite_kernels do not "
-           "depend on the widths)")
+    fix = ("use smaller widths, or build it with device='meta' for its infinite-width kernels "
+           "alone (they do not depend on the widths)")
     require_memory(count * itemsize, f"an MLP with {count:,} parameters", fix,
                    "cpu" if device is None else device)
     largest = max(fan_in * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
