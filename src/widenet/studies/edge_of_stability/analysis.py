@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from widenet.checks import Check, check_interval
+from widenet.checks import Check, check_direction, check_interval
 from widenet.studies.common.base import Analysis, Tables
 from widenet.studies.common.fits import all_diverged, mean_stderr
 from widenet.studies.edge_of_stability.config import REACHED, EoSConfig
@@ -92,10 +92,10 @@ def eos_checks(summary: pd.DataFrame) -> list[Check]:
                             math.inf),
                            ("edge of stability", "S reaches 2/lr and hovers there", *EOS_BAND))]
             continue
-        checks.append(check_interval(
+        checks.append(check_direction(
             f"progressive sharpening ({tag})", f"S rises from S_0 = {run['lr_factor']:g} * 2/lr "
             f"to the edge: the peak of S / (2/lr) reaches {REACHED}", measured=run["peak_ratio"],
-            low=REACHED, predicted=1.0,
+            direction="above", threshold=REACHED, predicted=1.0,
             note=f"S_0 = {run['sharpness_init']:.4g}, edge 2/lr = {run['edge']:.4g}; halfway "
                  f"(step {run['sharpening_step']:.0f}) S/S_0 = {run['sharpening']:.3g}"))
         if not run["reached"]:
@@ -110,14 +110,14 @@ def eos_checks(summary: pd.DataFrame) -> list[Check]:
             predicted=1.0, stderr=run["ratio_stderr"],
             note=f"{int(run['ratio_points'])} measurements from step {run['window_start']:.0f}; "
                  f"edge reached at step {int(run['t_edge'])}; stderr of the median"))
-        checks.append(check_interval(
+        checks.append(check_direction(
             f"non-monotone loss ({tag})", "in the EoS phase (from the edge to the end) the loss "
             "rises at some steps: number of steps with loss_{s+1} > loss_s",
-            measured=run["loss_increases"], low=1.0, predicted=1.0))
-        checks.append(check_interval(
+            measured=run["loss_increases"], direction="above", threshold=1.0))
+        checks.append(check_direction(
             f"loss still falls ({tag})", "over the EoS phase the loss falls overall: "
             "loss_end / loss(t_edge) < 1",
-            measured=run["loss_end"] / run["loss_edge"], high=1.0, predicted=1.0))
+            measured=run["loss_end"] / run["loss_edge"], direction="below", threshold=1.0))
     return checks
 
 
@@ -170,19 +170,19 @@ def beyond_checks(runs: pd.DataFrame) -> list[Check]:
              f"all {seeds} initializations); stderr over initializations")
     log_ratio = np.log10(pairs["raw_sharpness_final_scaled"] / pairs["raw_sharpness_final_plain"])
     mean, stderr = replicate_means(pairs, factors, log_ratio)
-    checks.append(check_interval(
+    checks.append(check_direction(
         "sharpness regularized", "with the scaling the final sharpness lambda_max(H) is lower "
         "than plain GD's from the same initialization at the same c: mean over "
         "initializations and c > 1 of log10(S_T scaled / S_T plain) < 0",
-        measured=mean, high=0.0, predicted=0.0, stderr=stderr,
+        measured=mean, direction="below", stderr=stderr,
         note=f"{where}; last measurement of each run"))
     mean, stderr = replicate_means(pairs, factors,
                                    pairs["rank_final_scaled"] - pairs["rank_final_plain"])
-    checks.append(check_interval(
+    checks.append(check_direction(
         "soft rank higher", "with the scaling the last hidden layer's participation ratio "
         "(sum s^2)^2 / sum s^4 ends higher than plain GD's from the same initialization: mean "
         "over initializations and c > 1 of PR scaled - PR plain > 0",
-        measured=mean, low=0.0, predicted=0.0, stderr=stderr,
+        measured=mean, direction="above", stderr=stderr,
         note=f"{where}; features on all training points"))
     return checks
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from widenet.checks import Check, check_close, check_interval
+from widenet.checks import Check, check_close, check_direction
 from widenet.studies.common.base import Analysis, Tables
 from widenet.studies.common.fits import all_diverged, mean_stderr, power_law_fit
 from widenet.studies.gd_convergence.config import GDConfig
@@ -101,11 +101,11 @@ def convergence_check(runs: pd.DataFrame, decades: float) -> Check:
     """Every run's loss ratio at or below Du et al.'s guarantee (1 - lr lambda_min / (2n))^T."""
     bound = float(runs["steps"].iloc[0] * np.log10(runs["du_factor"].iloc[0]))
     diverged = int((runs["status"] != "completed").sum())
-    return check_interval(
+    return check_direction(
         "converges at shared lr", "every width converges linearly at the one learning rate: "
         "max over runs of log10(loss_T / loss_0) <= log10 of Du et al.'s (1 - lr "
         "lambda_min(Theta) / (2n))^T", measured=float(np.log10(runs["loss_ratio"].max())),
-        high=bound, predicted=bound,
+        direction="below", threshold=bound,
         note=f"{len(runs)} runs, {diverged} diverged; T = {int(runs['steps'].iloc[0])} steps "
              f"at lr = {runs['lr'].iloc[0]:.4g}; the kernel prediction falls >= {decades:g} "
              "decades")

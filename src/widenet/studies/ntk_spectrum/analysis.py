@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from widenet.checks import Check, check_close, check_interval
+from widenet.checks import Check, check_close, check_direction, check_interval
 from widenet.studies.common.base import Analysis, Tables
 from widenet.studies.common.fits import mean_stderr, power_law_fit_or_nan
 from widenet.studies.ntk_spectrum.config import SpectrumConfig, deep_depths
@@ -94,11 +94,11 @@ def ordering_check(kernels: pd.DataFrame, depth: int) -> Check:
     deltas = sorted(excess.columns)
     steps = [mean_stderr(excess[b] - excess[a]) for a, b in itertools.pairwise(deltas)]
     worst = max(range(len(steps)), key=lambda i: steps[i][0])
-    return check_interval(
+    return check_direction(
         "faster for larger Delta",
         f"|cond(K_inf) - (1 + n/3)| at L={depth} decreases with Delta: largest change between "
-        f"neighbouring Deltas < 0", measured=steps[worst][0], stderr=steps[worst][1], high=0.0,
-        predicted=0.0, note="excess by Delta: " + ", ".join(
+        f"neighbouring Deltas < 0", measured=steps[worst][0], stderr=steps[worst][1],
+        direction="below", note="excess by Delta: " + ", ".join(
             f"{d:g}: {excess[d].mean():.3g}" for d in deltas))
 
 
@@ -123,12 +123,12 @@ def inverse_angle_checks(kernels: pd.DataFrame) -> list[Check]:
     checks = []
     for delta, group in deep.groupby("delta", sort=True):
         fit = power_law_fit_or_nan(group["depth"], group["inverse_angle_error"])
-        checks.append(check_interval(
+        checks.append(check_direction(
             f"inverse angle/Delta={delta:g}",
             f"off-diagonal Theta_ij ~ C / theta_L(ij) (Delta={delta:g}): its relative error "
             f"decreases with depth, log-log slope over L={group['depth'].min()}.."
             f"{group['depth'].max()} < 0", measured=fit.slope, stderr=fit.slope_stderr,
-            high=0.0, predicted=0.0, note="C fitted per kernel by least squares"))
+            direction="below", note="C fitted per kernel by least squares"))
     return checks
 
 
