@@ -54,6 +54,13 @@ def test_end_to_end_tables_figures_and_checks(tiny_run):
     names = [check.name for check in analysis.checks]
     assert "no explosions with scaling" in names
     assert "soft rank higher" in names
+    assert "Taylor identity" in names
+    identity = analysis.tables["taylor_identity"]
+    assert len(identity) == 2 * len(eos_measure.TAYLOR_FRACTIONS)
+    np.testing.assert_allclose(identity["remainder"],
+                               identity["actual"] - identity[["c1", "c2", "c3"]].sum(axis=1))
+    assert np.isfinite(identity[["c1", "c2", "c3", "actual"]].to_numpy()).all()
+    assert (identity["c1"] < 0).all()  # c1 = -lr ||grad L||^2 along the gradient
     assert sum(name.startswith("progressive sharpening") for name in names) == 2
     assert all(check.verdict in VERDICTS for check in analysis.checks)
     assert analysis.diverged == ""
@@ -67,8 +74,9 @@ def test_tasks_are_deterministic_with_readable_keys(tmp_path):
         "eos/cross_entropy/lr_factor=0.9", "beyond/plain/c=0.5/seed=0",
         "beyond/plain/c=0.5/seed=1", "beyond/plain/c=4/seed=0", "beyond/plain/c=4/seed=1",
         "beyond/scaled/c=0.5/seed=0", "beyond/scaled/c=0.5/seed=1", "beyond/scaled/c=4/seed=0",
-        "beyond/scaled/c=4/seed=1"]
+        "beyond/scaled/c=4/seed=1", "taylor/seed=0", "taylor/seed=1"]
     context = StudyContext(device=torch.device("cpu"), folder=tmp_path)
+    tasks = tasks[:-2]
     first, second = tasks[-1].compute(context), tasks[-1].compute(context)
     for name in first:
         pd.testing.assert_frame_equal(first[name], second[name])
@@ -277,7 +285,7 @@ def test_beyond_checks_average_over_c_within_an_initialization_first():
     # gaps: init 0 -> mean(1, 3) = 2, init 1 -> 0: two replicates, not four values over c.
     assert rank.measured == pytest.approx(1.0)
     assert rank.stderr == pytest.approx(1.0)
-    assert rank.verdict == "pass"
+    assert rank.verdict == "inconclusive"  # right side, but 1 standard error: not significant
 
 
 def test_beyond_checks_with_one_initialization_or_no_comparable_c_are_inconclusive():
@@ -297,3 +305,27 @@ def test_beyond_checks_with_one_initialization_or_no_comparable_c_are_inconclusi
     checks = {c.name: c for c in eos_analysis.beyond_checks(none)}
     assert math.isnan(checks["soft rank higher"].measured)
     assert checks["soft rank higher"].verdict == "inconclusive"
+
+
+def _identity_table(order: float, next_order: float = 0.3) -> pd.DataFrame:
+    """A taylor_identity table whose remainder is lr^order (1 + next_order lr / lr_max) for two
+    replicates (the second with twice the remainder)."""
+    rows = []
+    for replicate in (0, 1):
+        for fraction in eos_measure.TAYLOR_FRACTIONS:
+            lr = fraction * 0.1
+            rows.append({"replicate": replicate, "fraction": fraction, "lr": lr,
+                         "remainder": (1 + replicate) * lr**order * (1 + next_order * fraction)})
+    return pd.DataFrame(rows)
+
+
+def test_taylor_check_passes_a_fourth_order_remainder_and_fails_a_third():
+    """A remainder O(lr^4) with a next-order term: the extrapolated slope is 4 within the
+    extrapolation's size; a remainder O(lr^3) (c3 missing or wrong) fails."""
+    good = eos_analysis.taylor_check(_identity_table(4.0))
+    assert good.measured == pytest.approx(4.0, abs=1e-3)
+    assert good.verdict == "pass"
+    slopes = eos_analysis.taylor_slopes(_identity_table(4.0))
+    assert slopes["slope_last"].iloc[0] == pytest.approx(
+        4 + math.log2((1 + 0.3 / 32) / (1 + 0.3 / 64)))
+    assert eos_analysis.taylor_check(_identity_table(3.0)).verdict == "fail"

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from widenet.checks import Check, check_direction, check_interval
+from widenet.checks import Check, check_close, check_direction, check_interval
 from widenet.studies.common.base import Analysis, Tables
 from widenet.studies.common.fits import all_diverged, mean_stderr
 from widenet.studies.edge_of_stability.config import REACHED, EoSConfig
@@ -187,6 +187,45 @@ def beyond_checks(runs: pd.DataFrame) -> list[Check]:
     return checks
 
 
+TAYLOR_ORDER = 4
+"""The remainder L(theta') - L(theta) - (c1 + c2 + c3) of a step of size lr is O(lr^4)."""
+
+
+def taylor_slopes(identity: pd.DataFrame) -> pd.DataFrame:
+    """Per replicate, the local log-log slopes b_k = log2(|R(lr_k)| / |R(lr_k / 2)|) of the
+    remainder R over the halving steps of table ``taylor_identity``, and the Richardson
+    extrapolation of the last two: b = 2 b_K - b_{K-1} (a deviation from the limit that halves
+    with lr, as the next order's relative size ~ lr does, cancels), with ``correction`` =
+    |b_K - b_{K-1}|, the size of that extrapolation."""
+    rows = []
+    for replicate, group in identity.groupby("replicate", sort=True):
+        remainder = group.sort_values("lr", ascending=False)["remainder"].abs().to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            local = np.log2(remainder[:-1] / remainder[1:])
+        rows.append({"replicate": replicate, "local_slopes": ", ".join(f"{b:.4f}" for b in local),
+                     "slope_last": float(local[-1]), "slope": float(2 * local[-1] - local[-2]),
+                     "correction": float(abs(local[-1] - local[-2]))})
+    return pd.DataFrame(rows)
+
+
+def taylor_check(identity: pd.DataFrame) -> Check:
+    """The Taylor identity Delta L = c1 + c2 + c3 + O(lr^4): the extrapolated slope of log |R|
+    against log lr (:func:`taylor_slopes`) is 4, mean over replicates ± their standard error,
+    within the mean size of the extrapolation (the part of the slope the data do not resolve)."""
+    slopes = taylor_slopes(identity)
+    mean, stderr = mean_stderr(slopes["slope"].to_numpy())
+    fractions = sorted(identity["fraction"].unique())
+    return check_close(
+        "Taylor identity", "one GD step at initialization: L(theta') - L(theta) = c1 + c2 + c3 "
+        "+ O(lr^4), so the remainder's log-log slope against lr (steps lr = "
+        f"{fractions[-1]:g}..{fractions[0]:g} x 2/S_0, halving) tends to {TAYLOR_ORDER}",
+        predicted=float(TAYLOR_ORDER), measured=mean, stderr=stderr,
+        tolerance=float(slopes["correction"].mean()),
+        note=f"{len(slopes)} initializations; Richardson-extrapolated from the last two local "
+             f"slopes (last: {slopes['slope_last'].mean():.4f}); tolerance: the size of that "
+             "extrapolation")
+
+
 def analyze(config: EoSConfig, tables: Tables) -> Analysis:
     """The part-1 summary and checks, the part-2 checks and the five figures; ``diverged``
     when every part-1 run diverged (part 2 sweeps into divergence on purpose)."""
@@ -199,6 +238,11 @@ def analyze(config: EoSConfig, tables: Tables) -> Analysis:
                "taylor": taylor_figure(tables["beyond_curves"], beyond)}
     diverged = all_diverged(tables["eos_runs"]["status"], "part-1 runs",
                             "lower lr_factors")
-    return Analysis(tables={"eos_summary": summary, "beyond_runs": beyond},
-                    figures=figures, checks=eos_checks(summary) + beyond_checks(beyond),
+    derived = {"eos_summary": summary, "beyond_runs": beyond}
+    checks = eos_checks(summary) + beyond_checks(beyond)
+    if "taylor_identity" in tables:  # absent from runs stored before the Taylor task existed
+        derived["taylor_identity"] = tables["taylor_identity"]
+        derived["taylor_slopes"] = taylor_slopes(tables["taylor_identity"])
+        checks.append(taylor_check(tables["taylor_identity"]))
+    return Analysis(tables=derived, figures=figures, checks=checks,
                     diverged=diverged)
