@@ -96,3 +96,12 @@ def test_check_direction() -> None:
         check_direction("c", "x", measured=1.0, stderr=-1.0, direction="above")
     with pytest.raises(WidenetError, match="threshold is NaN"):
         check_direction("c", "x", measured=1.0, threshold=NAN, direction="above")
+
+
+def test_a_strict_directional_claim_excludes_the_threshold():
+    assert directional_verdict(0.0, 0.0, "above", 0.0) == "pass"  # ">= 0": a count, exact
+    assert directional_verdict(0.0, 0.0, "above", 0.0, strict=True) == "fail"  # "> 0"
+    assert directional_verdict(0.0, 0.0, "above", 0.1, strict=True) == "inconclusive"
+    assert directional_verdict(0.5, 0.0, "above", 0.0, strict=True) == "pass"
+    check = check_direction("c", "x > 0", measured=0.0, direction="above", strict=True)
+    assert check.verdict == "fail"

@@ -23,7 +23,8 @@ noise, so with the signed distance ``d = measured - threshold`` (``threshold - m
 - ``inconclusive`` otherwise (within two standard errors of the threshold, either side).
 
 With an exact measurement (``stderr = 0``) this is ``pass`` on the claimed side or at the
-threshold, ``fail`` beyond it.
+threshold, ``fail`` beyond it; a ``strict`` claim (``measured > threshold``) fails at the
+threshold itself, and never passes at ``d = 0``.
 """
 
 from __future__ import annotations
@@ -97,19 +98,22 @@ def verdict_of(measured: float, low: float, high: float, stderr: float = 0.0) ->
 
 
 def directional_verdict(measured: float, threshold: float, direction: Direction,
-                        stderr: float = 0.0) -> Verdict:
+                        stderr: float = 0.0, strict: bool = False) -> Verdict:
     """The verdict of the claim ``measured > threshold`` (``direction="above"``) or
     ``measured < threshold`` (``"below"``) for ``measured ± stderr``: pass when the signed
     distance ``d`` to the threshold is ``>= 2 * stderr``, fail when ``d < -2 * stderr``,
-    inconclusive otherwise or when a number is not finite (module doc)."""
+    inconclusive otherwise or when a number is not finite (module doc). ``strict``: the claim
+    excludes the threshold, so ``d = 0`` never passes (and fails when exact)."""
     if direction not in ("above", "below"):
         raise WidenetError(f"direction must be 'above' or 'below', got {direction!r}")
     if not (math.isfinite(measured) and math.isfinite(stderr) and math.isfinite(threshold)):
         return "inconclusive"
     distance = measured - threshold if direction == "above" else threshold - measured
-    if distance >= SIGNIFICANCE * stderr:
+    if distance >= SIGNIFICANCE * stderr and not (strict and distance == 0):
         return "pass"
-    return "fail" if distance < -SIGNIFICANCE * stderr else "inconclusive"
+    if distance < -SIGNIFICANCE * stderr or (strict and distance == 0 and stderr == 0):
+        return "fail"
+    return "inconclusive"
 
 
 def check_interval(name: str, claim: str, *, measured: float, low: float = -math.inf,
@@ -136,18 +140,19 @@ def check_interval(name: str, claim: str, *, measured: float, low: float = -math
 
 
 def check_direction(name: str, claim: str, *, measured: float, direction: Direction,
-                    threshold: float = 0.0, stderr: float = 0.0,
+                    threshold: float = 0.0, stderr: float = 0.0, strict: bool = False,
                     predicted: float | None = None, note: str = "") -> Check:
     """A directional check: ``measured`` lies above (``direction="above"``) or below
     (``"below"``) ``threshold``, decided by :func:`directional_verdict` (two standard errors
-    needed either way). The interval recorded is ``[threshold, inf)`` or ``(-inf, threshold]``;
-    ``predicted`` defaults to the threshold; the note gains the distance in standard errors."""
+    needed either way; ``strict`` when the claim excludes the threshold). The interval
+    recorded is ``[threshold, inf)`` or ``(-inf, threshold]``; ``predicted`` defaults to the
+    threshold; the note gains the distance in standard errors."""
     threshold, stderr, measured = float(threshold), float(stderr), float(measured)
     if math.isnan(threshold):
         raise WidenetError(f"check {name!r}: the threshold is NaN; give a number")
     if stderr < 0:  # nan is allowed: an unknown error makes the check inconclusive
         raise WidenetError(f"check {name!r}: stderr must be >= 0, got {stderr}")
-    verdict = directional_verdict(measured, threshold, direction, stderr)
+    verdict = directional_verdict(measured, threshold, direction, stderr, strict)
     low, high = (threshold, math.inf) if direction == "above" else (-math.inf, threshold)
     if stderr > 0 and math.isfinite(measured) and math.isfinite(stderr):
         sign = 1.0 if direction == "above" else -1.0
