@@ -7,10 +7,11 @@ from widenet.dynamics.lazy import LazyModel
 from widenet.dynamics.linearize import LinearizedModel, linearize
 from widenet.dynamics.train import TrainResult, train
 from widenet.errors import WidenetError
-from widenet.kernels.empirical import EmpiricalNTK, empirical_ntk
+from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.infinite import InfiniteKernels, LayerKernels, infinite_kernels
 from widenet.kernels.jacobians import jacobian
 from widenet.kernels.ntk_vp import ntk_vector_product
+from widenet.kernels.result import Kernels
 from widenet.kernels.spectra import Spectrum, condition_number, spectrum
 from widenet.layers import Dense
 from widenet.models import MLP
@@ -23,8 +24,8 @@ __all__ = [
     "MLP",
     "Activation",
     "Dense",
-    "EmpiricalNTK",
     "InfiniteKernels",
+    "Kernels",
     "LayerKernels",
     "LazyModel",
     "LinearizedModel",
