@@ -455,7 +455,7 @@ def test_a_wide_mlp_approaches_its_infinite_width_ntk(outputs):
         full_limit = limit.ntk[..., None, None] * torch.eye(2, dtype=torch.float64)
         result = empirical_ntk(net, x, outputs=outputs, per_layer=True)
         block = result.blocks["layers.1.weight"]
-        block_limit = limit.layers.ntk_blocks["layers.1.weight"]
+        block_limit = limit.blocks["layers.1.weight"]
         expected = reduce_outputs(full_limit, outputs)
         return (float((result.ntk - limit.ntk).norm() / limit.ntk.norm()),
                 float((kept(result, outputs) - expected).norm() / expected.norm()),

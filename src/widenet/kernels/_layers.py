@@ -10,9 +10,9 @@ so the NTK contribution of W between points i, j is
 m_w^2 sum_{t,s} (a_i[t] . a_j[s]) (g_ai[t] . g_bj[s]) and never needs the Jacobian itself.
 The modules with this form are looked up by exact type (a subclass may change ``forward``) in
 one registry, ``LAYER_KINDS``: nn.Linear, nn.Conv1d and nn.Conv2d (groups=1, zero padding) and
-widenet's Dense here; a new layer type joins with ``register_layer``, saying how to read its
-multipliers, unfold its input into the (n, T, p) factor A and lay out its output gradients as
-the (k, n, T, q) factor G.
+widenet's Dense, Conv1d and Conv2d here; a new layer type joins with ``register_layer``,
+saying how to read its multipliers, unfold its input into the (n, T, p) factor A and lay out
+its output gradients as the (k, n, T, q) factor G.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from widenet.layers import Dense
+from widenet.nn import Conv1d, Conv2d, Dense
+from widenet.nn.conv import padding_amounts
 
 
 @dataclass(frozen=True)
@@ -181,3 +182,24 @@ register_layer(nn.Linear, _DENSE)
 register_layer(Dense, LayerKind(multiplier_scales, dense_patches, dense_grads))
 register_layer(nn.Conv1d, _CONV)
 register_layer(nn.Conv2d, _CONV)
+
+
+def widenet_conv_patches(conv: Conv1d | Conv2d) -> Callable[[torch.Tensor], torch.Tensor]:
+    """widenet's convolutions pad explicitly (zeros or circular), then convolve unpadded."""
+    pads = [p for pair in reversed(padding_amounts(conv.kernel_size, conv.padding)) for p in pair]
+    mode = "circular" if conv.padding == "circular" else "constant"
+    ones = (1,) * (2 - conv.dims)
+    geometry = {"kernel_size": ones + conv.kernel_size, "stride": ones + conv.stride}
+
+    def patches(a: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(a, pads, mode=mode) if any(pads) else a
+        image = padded.unsqueeze(2) if conv.dims == 1 else padded
+        return F.unfold(image, **geometry).transpose(1, 2)
+
+    return patches
+
+
+_WIDENET_CONV = LayerKind(multiplier_scales, widenet_conv_patches, conv_grads,
+                          input_problem=conv_input_problem)
+register_layer(Conv1d, _WIDENET_CONV)
+register_layer(Conv2d, _WIDENET_CONV)
