@@ -35,6 +35,11 @@ CHECK_HEADERS = ("check", "claim", "predicted", "measured ± stderr", "tolerance
                  "note")
 """The columns of a rendered checks table (HTML and terminal), in order."""
 
+FINDING_PREFIX = "finding:"
+"""A check's note that starts with this (any case) marks a failure the study expects and
+documents on its docs page (a finding, not a bug): reports show its verdict as ``fail
+(finding)``; ``widenet run --strict`` still counts it as a failure."""
+
 _CHECK_NUMBERS = ("predicted", "measured", "stderr", "low", "high")
 
 _CSS = """
@@ -96,6 +101,11 @@ def check_rows(checks: pd.DataFrame) -> list[dict[str, str]]:
         rows.append({header: str(cell) for header, cell in zip(CHECK_HEADERS, cells,
                                                                strict=True)})
     return rows
+
+
+def is_finding(note: object) -> bool:
+    """Whether a check's ``note`` marks it as a documented finding (:data:`FINDING_PREFIX`)."""
+    return str(note).strip().lower().startswith(FINDING_PREFIX)
 
 
 def verdict_counts(checks: pd.DataFrame) -> dict[str, int]:
@@ -242,6 +252,8 @@ def _checks_table(checks: pd.DataFrame) -> str:
         verdict = cells["verdict"]
         classes = {"predicted": "num", "measured ± stderr": "num", "tolerance": "num",
                    "verdict": f"verdict verdict-{verdict}" if verdict in VERDICTS else "verdict"}
+        if verdict == "fail" and is_finding(cells["note"]):
+            cells = {**cells, "verdict": "fail (finding)"}
         rows.append([_cell(cells[header], classes.get(header, "")) for header in CHECK_HEADERS])
     return _table(CHECK_HEADERS, rows) if rows else ""
 
