@@ -1,16 +1,22 @@
 """The ``widenet`` command: run studies into the run store and read their results.
 
 User mistakes (an unknown study, a bad config key or value, a missing file, an unwritable or
-corrupt store) print one line, ``widenet: error: ...``, and exit with status 2.
+corrupt store) print one line, ``widenet: error: ...``, and exit with status 2. ``run`` and
+``show`` with ``--strict`` exit with status 1 when a check fails; Ctrl-C exits with 130 after
+saying how to continue (``--resume``). The module imports torch and the studies only inside the
+commands that need them, so ``widenet --version`` and ``--help`` stay fast.
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
+import pandas as pd
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -40,6 +46,11 @@ set_option = click.option("--set", "-s", "overrides", multiple=True, metavar="KE
                           help="Set one config value (over the YAML file); repeatable. "
                                "Lists: widths=64,128.")
 run_argument = click.argument("run", metavar="RUN")
+claims_option = click.option("--claims", is_flag=True,
+                             help="Print each check's claim and note under it.")
+strict_option = click.option("--strict", is_flag=True,
+                             help="Exit with status 1 if any check fails (documented findings "
+                                  "included), for CI.")
 workers_option_type = click.IntRange(min=1)
 
 
@@ -102,8 +113,11 @@ def config_command(study: str, quick: bool, config: Path | None,
 @store_option
 @click.option("--resume", is_flag=True, help="Continue the newest unfinished run of this study "
               "with the same config, skipping its finished tasks.")
+@claims_option
+@strict_option
 def run_command(study: str, config: Path | None, overrides: tuple[str, ...], quick: bool,
-                device: str, threads: int, out: Path, resume: bool) -> None:
+                device: str, threads: int, out: Path, resume: bool, claims: bool,
+                strict: bool) -> int:
     """Run STUDY (`widenet studies` lists them): store its tables and checks, write its
     figures and report.html."""
     import torch
@@ -117,7 +131,8 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
     found = get_study(study)
     resolved = build_config(found.config, quick=quick, file=config, overrides=overrides)
     store = RunStore(out)
-    with _progress() as progress:
+    unfinished = _unfinished_runs(store, found.name)
+    with _progress() as progress, _resume_hint(_resume_command(study)):
         bar = progress.add_task(found.name, total=None)
 
         def on_task(done: int, total: int, key: str) -> None:
@@ -127,7 +142,12 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
                             on_task=on_task)
     if outcome.resumed_tasks:
         out_console.print(f"resumed: {outcome.resumed_tasks} finished task(s) reused")
-    print_summary(out_console, outcome.record, outcome.checks, outcome.report)
+    elif resume:
+        out_console.print(f"--resume: no unfinished run of {found.name} with this config "
+                          f"{'(unfinished ones have another config) ' if unfinished else ''}"
+                          "was left, so this is a new run")
+    print_summary(out_console, outcome.record, outcome.checks, outcome.report, claims=claims)
+    return _strict_status(outcome.checks, strict)
 
 
 @app.command("runs")
@@ -147,13 +167,52 @@ def runs_command(out: Path, study: str | None) -> None:
         out_console.print(f"no runs{f' of {study}' if study else ''} in {out}")
         return
     in_sweeps = runs["sweep"].notna().any()
-    table = Table("id", "study", "status", "tasks", "created", "finished",
+    table = Table("id", "status", "pass", "fail", "inconcl.", "tasks", "created",
                   *(["sweep", "point"] if in_sweeps else []), box=None, header_style="bold")
+    table.columns[0].no_wrap = True
     for row in runs.itertuples():
         sweep = [_text(row.sweep), _text(row.point)] if in_sweeps else []
-        table.add_row(*map(_text, (row.id, row.study, row.status, row.tasks_done, row.created,
-                                   row.finished)), *sweep)
+        table.add_row(_text(row.id), _text(row.status), *_check_counts(store.checks(row.id)),
+                      _text(row.tasks_done), _text(row.created)[:16].replace("T", " "), *sweep)
     out_console.print(table)
+
+
+def _unfinished_runs(store: RunStore, study: str) -> int:
+    """How many runs of ``study`` in ``store`` are interrupted or failed (resumable)."""
+    runs = store.runs(study)
+    return int(runs["status"].isin(["interrupted", "failed"]).sum())
+
+
+def _resume_command(study: str) -> str:
+    """The command line that continues this interrupted ``widenet run`` or ``sweep``: the
+    arguments as given to :func:`main` (the context's ``obj``), with ``--resume`` added."""
+    given = click.get_current_context().obj or ["run", study]
+    args = [arg for arg in given if arg != "--resume"]
+    return " ".join(["widenet", *map(shlex.quote, args), "--resume"])
+
+
+@contextmanager
+def _resume_hint(command: str) -> Iterator[None]:
+    """On Ctrl-C inside the block, print how to continue: ``command`` (with ``--resume``)
+    skips what was finished; then let the interruption go on."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; the finished work is stored. Continue with: {command}",
+                          markup=False, highlight=False, soft_wrap=True)
+        raise
+
+
+def _strict_status(checks: pd.DataFrame, strict: bool) -> int:
+    """The exit status of ``run`` or ``show``: 1 under ``--strict`` if any check failed."""
+    return 1 if strict and (checks.get("verdict", pd.Series()) == "fail").any() else 0
+
+
+def _check_counts(checks: pd.DataFrame) -> list[str]:
+    """The pass / fail / inconclusive counts of a run's checks, as table cells."""
+    from widenet.report import verdict_counts
+
+    return [str(count) for count in verdict_counts(checks).values()]
 
 
 def _text(value: object) -> str:
@@ -164,15 +223,19 @@ def _text(value: object) -> str:
 @app.command("show")
 @run_argument
 @store_option
-def show_command(run: str, out: Path) -> None:
+@claims_option
+@strict_option
+def show_command(run: str, out: Path, claims: bool, strict: bool) -> int:
     """Print the checks of the stored RUN (an id or its unique prefix)."""
     from widenet.report import print_summary
 
     store = RunStore(out)
     record = store.run(run)
     report = store.run_folder(record.id) / "report.html"
-    print_summary(out_console, record, store.checks(record.id),
-                  report if report.exists() else None)
+    checks = store.checks(record.id)
+    print_summary(out_console, record, checks, report if report.exists() else None,
+                  claims=claims)
+    return _strict_status(checks, strict)
 
 
 @app.command("report")
@@ -242,11 +305,12 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
     if dry_run:
         runner.check(device)
         points = plan_sweep(found.name, spec, base.model_dump(mode="json"))
-        for label, _ in points:
-            out_console.print(label, markup=False, highlight=False)
+        for label, values in points:
+            drawn = " ".join(f"{key}={values[key]}" for key in spec.random)
+            out_console.print(f"{label}  {drawn}".rstrip(), markup=False, highlight=False)
         out_console.print(f"{len(points)} point(s) of {found.name}, all valid; nothing was run")
         return
-    with _progress() as progress:
+    with _progress() as progress, _resume_hint(_resume_command(study)):
         bar = progress.add_task(found.name, total=None)
 
         def on_point(done: int, total: int, label: str, status: str) -> None:
@@ -256,9 +320,13 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
         outcome = run_sweep(found.name, spec, store=RunStore(out), engine=runner,
                             base=base.model_dump(mode="json"), device=device, name=name,
                             resume=resume, on_point=on_point)
-    table = Table("point", "status", "run", "reason", box=None, header_style="bold")
+    store = RunStore(out)
+    table = Table("point", "status", "pass", "fail", "inconcl.", "run", "reason", box=None,
+                  header_style="bold")
     for row in outcome.points.itertuples():
-        table.add_row(row.point, row.status, row.run_id, row.reason)
+        counts = (_check_counts(store.checks(row.run_id)) if _text(row.run_id)
+                  else ["", "", ""])
+        table.add_row(row.point, row.status, *counts, row.run_id, row.reason)
     out_console.print(table)
     counts = outcome.points["status"].value_counts()
     out_console.print(f"sweep {outcome.name}: " + ", ".join(f"{n} {s}" for s, n in
@@ -348,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
     try:
         _check_arguments(args)
-        status = app.main(args=args, prog_name="widenet", standalone_mode=False)
+        status = app.main(args=args, prog_name="widenet", standalone_mode=False, obj=args)
     except WidenetError as error:
         err_console.print(f"widenet: error: {error}", markup=False, highlight=False,
                           soft_wrap=True)
