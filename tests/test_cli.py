@@ -293,7 +293,7 @@ def test_runs_count_the_verdicts(toy: None, tmp_path: Path,
     run_id = _store_run(tmp_path, 3.0)
     assert main(["runs", "--out", str(tmp_path)]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()
-    assert header.split()[:5] == ["id", "status", "pass", "fail", "inconcl."]
+    assert header.split()[:5] == ["id", "status", "pass", "fail", "inc."]
     assert row.split()[:5] == [run_id, "completed", "0", "1", "0"]
 
 

@@ -154,7 +154,9 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
 @store_option
 @click.option("--study", help="Only this study's runs.")
 def runs_command(out: Path, study: str | None) -> None:
-    """List the stored runs, oldest first (with their sweep and point, if any ran in one)."""
+    """List the stored runs, oldest first: status, pass / fail / inconclusive (inc.) counts of
+    their checks, tasks done (if any run is unfinished), creation time (month-day hour:minute,
+    UTC) and their sweep and point, if any ran in one."""
     store = RunStore(out)
     runs = store.runs(study)
     if runs.empty and study is not None:
@@ -167,13 +169,17 @@ def runs_command(out: Path, study: str | None) -> None:
         out_console.print(f"no runs{f' of {study}' if study else ''} in {out}")
         return
     in_sweeps = runs["sweep"].notna().any()
-    table = Table("id", "status", "pass", "fail", "inconcl.", "tasks", "created",
-                  *(["sweep", "point"] if in_sweeps else []), box=None, header_style="bold")
-    table.columns[0].no_wrap = True
+    unfinished = (runs["status"] != "completed").any()
+    table = Table("id", "status", "pass", "fail", "inc.", *(["tasks"] if unfinished else []),
+                  "created", *(["sweep", "point"] if in_sweeps else []), box=None,
+                  header_style="bold", pad_edge=False)
+    for column in table.columns[:7]:  # fits 80 columns whole; sweep and point wrap
+        column.no_wrap = True
     for row in runs.itertuples():
+        tasks = [_text(row.tasks_done)] if unfinished else []
         sweep = [_text(row.sweep), _text(row.point)] if in_sweeps else []
         table.add_row(_text(row.id), _text(row.status), *_check_counts(store.checks(row.id)),
-                      _text(row.tasks_done), _text(row.created)[:16].replace("T", " "), *sweep)
+                      *tasks, _text(row.created)[5:16].replace("T", " "), *sweep)
     out_console.print(table)
 
 
@@ -321,8 +327,8 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
                             base=base.model_dump(mode="json"), device=device, name=name,
                             resume=resume, on_point=on_point)
     store = RunStore(out)
-    table = Table("point", "status", "pass", "fail", "inconcl.", "run", "reason", box=None,
-                  header_style="bold")
+    table = Table("point", "status", "pass", "fail", "inc.", "run", "reason", box=None,
+                  header_style="bold", pad_edge=False)
     for row in outcome.points.itertuples():
         counts = (_check_counts(store.checks(row.run_id)) if _text(row.run_id)
                   else ["", "", ""])

@@ -71,7 +71,7 @@ def test_an_interrupted_kernel_resumes_from_its_finished_blocks(tmp_path: Path) 
     assert len(progress) == 10 - 3
     assert progress[-1] == 10
     assert sorted(tmp_path.iterdir()) == [path]  # the resume state is gone once finished
-    with pytest.raises(WidenetError, match="not an unfinished widenet kernel .a finished one"):
+    with pytest.raises(WidenetError, match=r"not an unfinished widenet kernel \(a finished one"):
         kernel_to_disk(net, x, path, block=5, engine=LocalEngine(1))
     np.testing.assert_allclose(matrix, infinite_kernels(net, x).ntk.numpy(), rtol=1e-13)
 
