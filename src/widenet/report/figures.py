@@ -1,7 +1,10 @@
 """Figure helpers shared by the studies: one look, labelled axes, theory drawn beside data.
 
 Figures are plain :class:`matplotlib.figure.Figure` objects made without pyplot, so nothing
-depends on a display or on global state; :func:`png_bytes` renders one. A log axis with no
+depends on a display or on global state; :func:`png_bytes` renders one. :func:`caption` gives a
+figure its one-sentence caption (what to look at, what the theory predicts); the PNG carries it
+as its ``Description`` text (:func:`png_caption` reads it back), so a report rewritten from the
+figure files alone still has it. A log axis with no
 positive finite value to show (every run of a panel diverged) is drawn linear instead, with a
 note, so that a figure of diverged runs renders rather than failing.
 """
@@ -97,9 +100,30 @@ def horizontal_reference(ax: Axes, value: float, text: str) -> None:
     ax.axhline(value, label=text, **THEORY_STYLE)
 
 
+def caption(figure: Figure, text: str) -> Figure:
+    """Give ``figure`` its caption ``text`` (kept as the figure's label); returns the figure."""
+    figure.set_label(text)
+    return figure
+
+
 def png_bytes(figure: Figure, dpi: int = 110) -> bytes:
-    """The figure rendered as PNG (log axes with nothing positive to show are drawn linear)."""
+    """The figure rendered as PNG (log axes with nothing positive to show are drawn linear),
+    its caption, if it has one, stored as the PNG's ``Description`` text."""
     _linearize_empty_log_axes(figure)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
+    text = figure.get_label()
+    figure.savefig(buffer, format="png", dpi=dpi,
+                   metadata={"Description": text} if text else None)
     return buffer.getvalue()
+
+
+def png_caption(png: bytes) -> str:
+    """The caption stored in a PNG by :func:`png_bytes` (empty if it has none or is not a
+    readable PNG)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(png)) as image:
+            return str(image.info.get("Description", ""))
+    except (UnidentifiedImageError, OSError):
+        return ""
