@@ -45,7 +45,10 @@ _WHERE = {
     "load_runs": "widenet.store",
     "load_table": "widenet.store",
 }
-"""Each public name and the module that defines it (a submodule names itself)."""
+"""Each public name and the module that defines it (or, for :data:`_SUBMODULES`, that it is)."""
+
+_SUBMODULES = frozenset({"activations", "data", "diagnostics", "parametrizations", "widths",
+                         "predict"})
 
 if TYPE_CHECKING:
     from widenet import activations, data, diagnostics, parametrizations, widths
@@ -72,7 +75,7 @@ def __getattr__(name: str) -> Any:
     if where is None:
         raise AttributeError(f"module 'widenet' has no attribute {name!r}")
     module = import_module(where)
-    value = module if where.endswith(f".{name}") else getattr(module, name)
+    value = module if name in _SUBMODULES else getattr(module, name)
     globals()[name] = value
     return value
 
