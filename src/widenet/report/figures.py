@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.ticker import Formatter
 
 THEORY_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
 
@@ -59,6 +60,54 @@ def log_scale(ax: Axes, which: str, base: float = 10) -> None:
     if ax.has_data() and not _has_positive_data(axis):
         return
     (ax.set_xscale if which == "x" else ax.set_yscale)("log", base=base)
+    if base == 10:
+        axis.set_minor_formatter(SparseLogLabels())
+
+
+class SparseLogLabels(Formatter):
+    """Minor-tick labels of a base-10 log axis that never crowd: none on an axis spanning two
+    decades or more (the decades are labelled), else only 2 and 5 times a power of ten, as
+    plain numbers (``200``, ``0.005``): matplotlib's default labels every minor tick of a short
+    axis, and ``3x10^2 4x10^2 ...`` overlap."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        low, high = sorted(abs(v) for v in self.axis.get_view_interval())
+        if not (x > 0 and low > 0) or np.log10(high / low) >= 2:
+            return ""
+        mantissa = x / 10.0 ** np.floor(np.log10(x) + 1e-9)
+        return f"{x:g}" if min(abs(mantissa - 2), abs(mantissa - 5)) < 1e-6 else ""
+
+
+def min_log_span(ax: Axes, which: str, factor: float) -> None:
+    """Widen the ``which`` ("x" or "y") limits of a log axis of ``ax`` to span at least
+    ``factor`` (about the geometric centre of the data), so that a nearly constant quantity
+    looks nearly constant instead of being stretched over the whole panel."""
+    get, set_ = (ax.get_xlim, ax.set_xlim) if which == "x" else (ax.get_ylim, ax.set_ylim)
+    low, high = get()
+    if not (low > 0 and high > 0) or high / low >= factor:
+        return
+    centre, half = np.sqrt(low * high), np.sqrt(factor)
+    set_(centre / half, centre * half)
+
+
+def clip_runaway_lines(ax: Axes, line_maxima: Sequence[float], *, ratio: float = 100.0,
+                       log: bool = False) -> int:
+    """Cap the y axis of ``ax`` just above the lines that stay bounded, when some lines (of
+    runs that diverged) peak more than ``ratio`` times the median peak, so they do not squash
+    the others; says so in the panel. Returns how many lines run off the top."""
+    peaks = np.asarray(line_maxima, dtype=float)
+    peaks = peaks[~np.isnan(peaks)]
+    if peaks.size == 0:
+        return 0
+    median = float(np.median(peaks))
+    bounded = peaks[np.isfinite(peaks) & (peaks <= ratio * abs(median))]
+    runaway = int(peaks.size - bounded.size)
+    if runaway and bounded.size and bounded.max() > 0:
+        top = float(bounded.max())
+        ax.set_ylim(top=top * (3.0 if log else 1.15))
+        ax.text(0.98, 0.98, f"{runaway} diverging line(s) run off the top", ha="right",
+                va="top", transform=ax.transAxes, fontsize=7, color="0.35")
+    return runaway
 
 
 def _has_positive_data(axis: Axis) -> bool:
