@@ -26,13 +26,13 @@ _WHERE = {
     "TrainResult": "widenet.dynamics.train",
     "train": "widenet.dynamics.train",
     "WidenetError": "widenet.errors",
-    "EmpiricalNTK": "widenet.kernels.empirical",
     "empirical_ntk": "widenet.kernels.empirical",
     "InfiniteKernels": "widenet.kernels.infinite",
     "LayerKernels": "widenet.kernels.infinite",
     "infinite_kernels": "widenet.kernels.infinite",
     "jacobian": "widenet.kernels.jacobians",
     "ntk_vector_product": "widenet.kernels.ntk_vp",
+    "Kernels": "widenet.kernels.result",
     "Spectrum": "widenet.kernels.spectra",
     "condition_number": "widenet.kernels.spectra",
     "spectrum": "widenet.kernels.spectra",
@@ -58,10 +58,11 @@ if TYPE_CHECKING:
     from widenet.dynamics.linearize import LinearizedModel, linearize
     from widenet.dynamics.train import TrainResult, train
     from widenet.errors import WidenetError
-    from widenet.kernels.empirical import EmpiricalNTK, empirical_ntk
+    from widenet.kernels.empirical import empirical_ntk
     from widenet.kernels.infinite import InfiniteKernels, LayerKernels, infinite_kernels
     from widenet.kernels.jacobians import jacobian
     from widenet.kernels.ntk_vp import ntk_vector_product
+    from widenet.kernels.result import Kernels
     from widenet.kernels.spectra import Spectrum, condition_number, spectrum
     from widenet.layers import Dense
     from widenet.models import MLP
@@ -83,12 +84,13 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted({*globals(), *_WHERE})
 
+
 __all__ = [
     "MLP",
     "Activation",
     "Dense",
-    "EmpiricalNTK",
     "InfiniteKernels",
+    "Kernels",
     "LayerKernels",
     "LazyModel",
     "LinearizedModel",

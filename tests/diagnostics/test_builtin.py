@@ -58,7 +58,7 @@ def test_movement_kernel_and_rank_monitors_match_direct_computations() -> None:
         assert last[f"feature_movement/{layer}"] == pytest.approx(float(change))
         assert last[f"stable_rank/{layer}"] == pytest.approx(soft_ranks(after[layer - 1])
                                                              .stable_rank)
-    kernel0, kernel = (wn.empirical_ntk(m, x[:20]) for m in (initial, model))
+    kernel0, kernel = (wn.empirical_ntk(m, x[:20]).ntk for m in (initial, model))
     assert last["ntk_movement"] == pytest.approx(float((kernel - kernel0).norm() / kernel0.norm()))
     assert last["ntk_alignment"] == pytest.approx(kernel_target_alignment(kernel, y[:20]))
     assert last["ntk_lambda_max"] == pytest.approx(float(torch.linalg.eigvalsh(kernel)[-1]))
@@ -85,7 +85,7 @@ def test_linearization_error_against_a_separately_trained_linear_model() -> None
 def test_info_nuisance_monitor() -> None:
     x, y = regression()
     model = net()
-    kernel0 = wn.empirical_ntk(model, x)
+    kernel0 = wn.empirical_ntk(model, x).ntk
     with torch.no_grad():
         r0 = model(x) - y
     history = wn.train(model, x, y, lr=0.3, steps=30, log_every=30,
@@ -167,7 +167,7 @@ def test_monitors_with_normalized_update_scaling_and_classification() -> None:
                        optimizer=Optimizer(gradient_scaling=NormalizedUpdateScaling()),
                        monitors=[KernelMonitor(), MarginMonitor()]).history
     one_hot = torch.nn.functional.one_hot(labels).double()
-    kernel = wn.empirical_ntk(model, x)
+    kernel = wn.empirical_ntk(model, x).ntk
     assert history["ntk_alignment"].iloc[-1] == pytest.approx(
         kernel_target_alignment(kernel, one_hot))
     single = wn.MLP(2, [16], 1, "relu", seed=0, dtype=torch.float64)

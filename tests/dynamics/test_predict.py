@@ -487,13 +487,13 @@ def test_gd_on_a_linearized_network_matches_its_empirical_ntk() -> None:
     j_train, j_test = jacobian(x), jacobian(x_test)
     with torch.no_grad():
         f0, f0_test = net(x), net(x_test)
-    dynamics = predict.KernelDynamics(empirical_ntk(net, x, outputs="full"), y, f0)
+    dynamics = predict.KernelDynamics(empirical_ntk(net, x, outputs="full").full, y, f0)
     lr, steps = 0.5 * dynamics.max_stable_lr, 25
     delta = torch.zeros(j_train.shape[2], dtype=F64)  # w - w_0
     for _ in range(steps):
         residual = f0 + j_train @ delta - y
         delta = delta - lr / 5 * torch.einsum("ikp,ik->p", j_train, residual)
-    cross = empirical_ntk(net, x_test, x, outputs="full")
+    cross = empirical_ntk(net, x_test, x, outputs="full").full
     torch.testing.assert_close(dynamics.gd_train(steps, lr), f0 + j_train @ delta)
     torch.testing.assert_close(dynamics.gd_test(cross, steps, lr, f0_test),
                                f0_test + j_test @ delta)

@@ -7,12 +7,14 @@ output unit, on a float64 copy of the model, with respect to ``model.named_param
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from widenet.kernels.result import Kernels
 from widenet.models import MLP
 
 
@@ -26,8 +28,13 @@ def one_thread():
 
 
 def brute_jacobian(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """{name: (n, k, parameter size)}: d f_a(x_i) / d parameter, point by point, unit by unit."""
-    model = copy.deepcopy(model).double()
+    """{name: (n, k, parameter size)}: d f_a(x_i) / d parameter, point by point, unit by unit.
+
+    A float64 model is used as it is (a model with torch.nn.utils.weight_norm cannot be copied).
+    """
+    if any(t.dtype != torch.float64 for t in (*model.parameters(), *model.buffers())
+           if t.is_floating_point()):
+        model = copy.deepcopy(model).double()
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     rows = []
     for i in range(x.shape[0]):
@@ -54,11 +61,17 @@ def brute_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None
 
 
 def reduce_outputs(full: torch.Tensor, outputs: str) -> torch.Tensor:
-    """(n1, n2, k, k) -> the layout of ``outputs``."""
+    """(n1, n2, k, k) -> what ``empirical_ntk(..., outputs=outputs)`` keeps: K_ab for "full",
+    K_aa for "diagonal", the kernel per output unit (1/k) sum_a K_aa for "trace"."""
     if outputs == "full":
         return full
     diagonal = torch.diagonal(full, dim1=2, dim2=3)
-    return diagonal.sum(-1) if outputs == "trace" else diagonal
+    return diagonal.mean(-1) if outputs == "trace" else diagonal
+
+
+def kept(result: Kernels, outputs: str) -> torch.Tensor:
+    """The part of an empirical ``Kernels`` that ``outputs`` asked for (see ``reduce_outputs``)."""
+    return {"trace": result.ntk, "diagonal": result.diagonal, "full": result.full}[outputs]
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -188,6 +201,17 @@ class ScalarOutput(nn.Module):
         return self.net(x)[:, 0]
 
 
+class Squeezed(nn.Module):
+    """``f(x).squeeze()``: shape (n,) for n > 1 points and a scalar for one."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = linear_stack(k=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze()
+
+
 class CenterBatch(nn.Module):
     """Subtracts the batch mean: a point's output depends on the other points."""
 
@@ -197,6 +221,98 @@ class CenterBatch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x - x.mean(0))
+
+
+class Prototypes(nn.Module):
+    """Scores against class prototypes: a Linear applied to a fixed (classes, d) tensor, whose
+    first axis is not the points whatever their number."""
+
+    def __init__(self, classes: int = 2):
+        super().__init__()
+        torch.manual_seed(10)
+        self.embed = nn.Linear(4, 5)
+        self.project = nn.Linear(4, 5)
+        self.register_buffer("prototypes", torch.randn(classes, 4))
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.embed(x)) @ torch.tanh(self.project(self.prototypes)).T
+
+
+class SequenceFirst(nn.Module):
+    """Points of shape (T, d) = (2, 4) run through a Linear as a sequence-first (T, n, d) tensor."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(11)
+        self.step = nn.Linear(4, 3)
+        self.head = nn.Linear(6, 2)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.step(x.transpose(0, 1)))  # (2, n, 3)
+        return self.head(h.transpose(0, 1).flatten(1))
+
+
+class ReversedBatch(nn.Module):
+    """A Linear applied to the batch in reverse order (and reversed back): each point's output is
+    its own, but row i of the layer belongs to point n - 1 - i."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(12)
+        self.inner = nn.Linear(4, 5)
+        self.head = nn.Linear(5, 2)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.inner(x.flip(0))).flip(0))
+
+
+def weight_normed() -> nn.Module:
+    """torch.nn.utils.weight_norm at the top level: weight = g v / ||v|| set by a pre-hook."""
+    torch.manual_seed(13)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return nn.utils.weight_norm(nn.Linear(4, 3).double())
+
+
+def parametrized_weight_norm() -> nn.Module:
+    torch.manual_seed(14)
+    return nn.utils.parametrizations.weight_norm(nn.Linear(4, 3).double())
+
+
+class Aliased(nn.Module):
+    """One Linear registered under two attribute names (``self.alias = self.l``)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(15)
+        self.l = nn.Linear(4, 3)
+        self.alias = self.l
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.alias(torch.tanh(x))
+
+
+def prelu_stack() -> nn.Module:
+    torch.manual_seed(16)
+    return nn.Sequential(nn.Linear(4, 5), nn.PReLU(5), nn.Linear(5, 2)).double()
+
+
+class Recurrent(nn.Module):
+    """An LSTM or GRU over points of shape (T, d) = (3, 4), read out at the last step."""
+
+    def __init__(self, kind: type[nn.Module]):
+        super().__init__()
+        torch.manual_seed(17)
+        self.rnn = kind(4, 3, batch_first=True)
+        self.head = nn.Linear(3, 2)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0][:, -1])
 
 
 def points(n: int, shape: tuple[int, ...] = (4,), seed: int = 0) -> torch.Tensor:
@@ -215,8 +331,21 @@ MODELS = {
     "cnn-no-bias": (lambda: SmallCNN(bias=False), (2, 6, 6), True),
     "matrix-output": (MatrixOutput, (4,), True),
     "scalar-output": (ScalarOutput, (4,), True),
+    "squeezed": (Squeezed, (4,), True),
     "custom": (custom_model, (4,), False),
     "called-twice": (CalledTwice, (4,), False),
     "tied-weights": (TiedWeights, (4,), False),
     "used-outside": (UsedOutside, (3,), False),
+    "prototypes": (Prototypes, (4,), False),
+    "prototypes-3": (lambda: Prototypes(classes=3), (4,), False),  # 3 = the audit's probe size
+    "sequence-first": (SequenceFirst, (2, 4), False),
+    "reversed-batch": (ReversedBatch, (4,), False),
+    "weight-norm": (weight_normed, (4,), False),
+    "parametrized-weight-norm": (parametrized_weight_norm, (4,), False),
+    "aliased": (Aliased, (4,), True),
+    "prelu": (prelu_stack, (4,), False),
+    "lstm": (lambda: Recurrent(nn.LSTM), (3, 4), False),
+    "gru": (lambda: Recurrent(nn.GRU), (3, 4), False),
 }
+# models for which torch has no forward-mode derivatives (method="ntk-vp" refuses them)
+NO_FORWARD_MODE = {"weight-norm", "parametrized-weight-norm"}

@@ -12,10 +12,13 @@ from torch import nn
 
 from tests.kernels.empirical_models import (
     MODELS,
+    NO_FORWARD_MODE,
+    Aliased,
     CenterBatch,
     SmallCNN,
     brute_blocks,
     brute_ntk,
+    kept,
     linear_stack,
     one_thread,  # noqa: F401 (an autouse fixture)
     points,
@@ -25,10 +28,11 @@ from tests.kernels.empirical_models import (
 )
 from widenet.dynamics.lazy import LazyModel
 from widenet.errors import WidenetError
-from widenet.kernels import _blocks, _layerwise
-from widenet.kernels.empirical import EmpiricalNTK, empirical_ntk
+from widenet.kernels import _audit, _blocks, _layerwise
+from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.infinite import infinite_kernels
 from widenet.kernels.jacobians import JacobianMethod
+from widenet.kernels.result import Kernels
 from widenet.models import MLP
 
 TOL = 1e-10
@@ -42,12 +46,13 @@ def case(request):
     model = factory()
     x1, x2 = points(4, shape, seed=1), points(3, shape, seed=2)
     return {"model": model, "x1": x1, "x2": x2, "layerwise": layerwise,
+            "forward_mode": request.param not in NO_FORWARD_MODE,
             "cross": brute_ntk(model, x1, x2), "self": brute_ntk(model, x1)}
 
 
 def _methods(case):
-    return ("layerwise", "jacobian", "ntk-vp", "auto") if case["layerwise"] else (
-        "jacobian", "ntk-vp", "auto")
+    return (("layerwise",) if case["layerwise"] else ()) + ("jacobian", "auto") + (
+        ("ntk-vp",) if case["forward_mode"] else ())
 
 
 @pytest.mark.parametrize("outputs", MODES)
@@ -56,39 +61,63 @@ def test_every_method_matches_the_brute_force_jacobian(case, outputs):
         cross = empirical_ntk(case["model"], case["x1"], case["x2"], outputs=outputs,
                               method=method)
         own = empirical_ntk(case["model"], case["x1"], outputs=outputs, method=method)
-        assert relative_error(cross, reduce_outputs(case["cross"], outputs)) < TOL, method
-        assert relative_error(own, reduce_outputs(case["self"], outputs)) < TOL, method
+        assert relative_error(kept(cross, outputs), reduce_outputs(case["cross"], outputs)) < TOL
+        assert relative_error(kept(own, outputs), reduce_outputs(case["self"], outputs)) < TOL
+        assert relative_error(own.ntk, reduce_outputs(case["self"], "trace")) < TOL, method
 
 
 def test_x2_none_gives_a_symmetric_positive_semidefinite_kernel(case):
-    full = empirical_ntk(case["model"], case["x1"], outputs="full")
+    full = empirical_ntk(case["model"], case["x1"], outputs="full").full
     n, _, k, _ = full.shape
     matrix = full.permute(0, 2, 1, 3).reshape(n * k, n * k)
     assert torch.equal(matrix, matrix.T)
     assert float(torch.linalg.eigvalsh(matrix).min()) >= -TOL * float(matrix.abs().max())
-    trace = empirical_ntk(case["model"], case["x1"])
-    assert torch.equal(trace, trace.T)
+    ntk = empirical_ntk(case["model"], case["x1"]).ntk
+    assert torch.equal(ntk, ntk.T)
 
 
-def test_per_layer_blocks_match_brute_force_and_sum_to_the_total(case):
+def test_per_layer_blocks_match_brute_force_and_sum_to_the_ntk(case):
+    """Blocks per output unit, (n1, n2) each, whatever ``outputs`` keeps besides."""
     model = case["model"]
     result = empirical_ntk(model, case["x1"], case["x2"], outputs="diagonal", per_layer=True)
-    expected = brute_blocks(model, case["x1"], case["x2"], outputs="diagonal")
-    assert isinstance(result, EmpiricalNTK)
+    expected = brute_blocks(model, case["x1"], case["x2"], outputs="trace")
+    assert isinstance(result, Kernels)
+    assert result.nngp is None
+    assert result.full is None
+    assert result.outputs == case["cross"].shape[-1]
     assert list(result.blocks) == [n for n, p in model.named_parameters() if p.requires_grad]
     for name, block in result.blocks.items():
+        assert block.shape == case["cross"].shape[:2]
         assert relative_error(block, expected[name]) < TOL, name
-    assert torch.allclose(result.total, sum(result.blocks.values()), rtol=0, atol=0)
-    assert relative_error(result.total, reduce_outputs(case["cross"], "diagonal")) < TOL
+    assert torch.equal(result.ntk, sum(result.blocks.values()))
+    assert relative_error(result.ntk, reduce_outputs(case["cross"], "trace")) < TOL
+    assert relative_error(result.diagonal, reduce_outputs(case["cross"], "diagonal")) < TOL
+
+
+def test_the_result_keeps_what_outputs_asks_for():
+    model, x = widenet_mlp(k=3), points(4)
+    trace = empirical_ntk(model, x)
+    assert trace.outputs == 3
+    assert trace.ntk.shape == (4, 4)
+    assert trace.full is None
+    assert trace.diagonal is None
+    assert trace.blocks == {}
+    assert empirical_ntk(model, x, outputs="diagonal").diagonal.shape == (4, 4, 3)
+    full = empirical_ntk(model, x, outputs="full")
+    assert full.full.shape == (4, 4, 3, 3)
+    assert full.diagonal is None
+    torch.testing.assert_close(full.ntk, torch.diagonal(full.full, dim1=2, dim2=3).mean(-1),
+                               rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("method", ["layerwise", "jacobian", "ntk-vp"])
 def test_per_layer_blocks_agree_across_methods(method):
     model, x = SmallCNN(), points(3, (2, 6, 6))
-    reference = brute_blocks(model, x, outputs="full")
+    reference = brute_blocks(model, x, outputs="trace")
     result = empirical_ntk(model, x, outputs="full", per_layer=True, method=method)
     for name, block in result.blocks.items():
         assert relative_error(block, reference[name]) < TOL, name
+    assert relative_error(result.full, brute_ntk(model, x)) < TOL
 
 
 @pytest.mark.parametrize("per_example", [True, False])
@@ -98,7 +127,7 @@ def test_both_convolution_contractions_are_exact(monkeypatch, per_example):
     model, x1, x2 = SmallCNN(), points(3, (2, 6, 6), seed=3), points(2, (2, 6, 6), seed=4)
     for outputs in MODES:
         kernel = empirical_ntk(model, x1, x2, outputs=outputs, method="layerwise")
-        assert relative_error(kernel, brute_ntk(model, x1, x2, outputs)) < TOL
+        assert relative_error(kept(kernel, outputs), brute_ntk(model, x1, x2, outputs)) < TOL
 
 
 def test_auto_takes_the_layerwise_path_for_supported_models(monkeypatch):
@@ -112,13 +141,125 @@ def test_auto_takes_the_layerwise_path_for_supported_models(monkeypatch):
         empirical_ntk(model, points(3, shape))
 
 
-@pytest.mark.parametrize("name", ["custom", "called-twice", "tied-weights", "used-outside"])
+UNSUPPORTED = {"custom": "Scale", "called-twice": "called 2 times", "tied-weights": "shared",
+               "used-outside": "used outside",
+               "prototypes": "first dimension is not the batch",
+               "prototypes-3": r"first dimension is not the batch of 1 point\(s\)",
+               "sequence-first": "first dimension is not the batch",
+               "reversed-batch": "does not follow the points",
+               "weight-norm": r"computed from other parameters \(weight_g, weight_v\)",
+               "parametrized-weight-norm": "ParametrizedLinear", "prelu": "PReLU",
+               "lstm": "LSTM", "gru": "GRU"}
+
+
+@pytest.mark.parametrize("name", sorted(UNSUPPORTED))
 def test_forcing_layerwise_on_an_unsupported_model_says_why(name):
-    factory, shape, _ = MODELS[name]
-    reason = {"custom": "Scale", "called-twice": "called 2 times", "tied-weights": "shared",
-              "used-outside": "used outside"}[name]
-    with pytest.raises(WidenetError, match=reason):
+    factory, shape, layerwise = MODELS[name]
+    assert not layerwise
+    with pytest.raises(WidenetError, match=UNSUPPORTED[name]):
         empirical_ntk(factory(), points(3, shape), method="layerwise")
+
+
+@pytest.mark.parametrize("name", ["prototypes", "prototypes-3", "sequence-first",
+                                  "reversed-batch"])
+@pytest.mark.parametrize(("n1", "n2"), [(1, None), (2, None), (2, 2), (5, 2), (3, 5), (1, 1)])
+def test_auto_is_not_fooled_by_a_batch_size_that_matches_another_axis(name, n1, n2):
+    """Layers whose first axis is not the points, for batches of the other axis's size too."""
+    factory, shape, _ = MODELS[name]
+    model = factory()
+    x1, x2 = points(n1, shape, seed=n1), None if n2 is None else points(n2, shape, seed=9 + n2)
+    result = empirical_ntk(model, x1, x2, outputs="full")
+    assert relative_error(result.full, brute_ntk(model, x1, x2)) < TOL
+
+
+def test_weight_norm_keeps_its_weight_attribute_and_ntk_vp_says_why_it_refuses():
+    factory, shape, _ = MODELS["weight-norm"]
+    model, x = factory(), points(3, shape)
+    weight = model.weight  # a plain attribute, recomputed by the user's own forward passes
+    result = empirical_ntk(model, x, outputs="full")
+    assert model.weight is weight
+    assert relative_error(result.full, brute_ntk(model, x)) < TOL
+    with pytest.raises(WidenetError, match=r"forward-mode derivatives.*method='jacobian'"):
+        empirical_ntk(model, x, method="ntk-vp")
+
+
+@pytest.mark.parametrize("name", ["prelu", "lstm", "gru"])
+@pytest.mark.parametrize("method", ["auto", "jacobian", "ntk-vp"])
+def test_models_vmap_cannot_batch_are_differentiated_point_by_point(name, method):
+    """PReLU's vmapped derivatives are silently wrong for a chunk of as many points as outputs
+    (2 here); LSTM's and GRU's raise."""
+    factory, shape, _ = MODELS[name]
+    model, x = factory(), points(4, shape)
+    result = empirical_ntk(model, x, outputs="full", method=method, chunk_size=2)
+    assert relative_error(result.full, brute_ntk(model, x)) < TOL
+
+
+def test_a_model_vmap_refuses_falls_back_to_the_loop(monkeypatch):
+    """An operation unknown to the audit whose batching raises: the loop takes over, exactly."""
+    monkeypatch.setattr(_audit, "UNBATCHED_OPS", frozenset())
+    factory, shape, _ = MODELS["lstm"]
+    model, x = factory(), points(3, shape)
+    for method in ("jacobian", "ntk-vp"):
+        result = empirical_ntk(model, x, outputs="full", method=method)
+        assert relative_error(result.full, brute_ntk(model, x)) < TOL, method
+
+
+class PaddedAboveThree(nn.Module):
+    """Pads its batch with a copy of the first point when it has more than 3 points: exact per
+    point, but its layers see one row more than there are points, which no probe shows."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(18)
+        self.inner = nn.Linear(4, 3)
+        self.head = nn.Linear(3, 2)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = x if x.shape[0] <= 3 else torch.cat([x, x[:1]])
+        return self.head(torch.tanh(self.inner(padded)))[:x.shape[0]]
+
+
+def test_a_layer_that_stops_following_the_points_after_the_probe_is_refused():
+    model, x = PaddedAboveThree(), points(6)
+    with pytest.raises(WidenetError, match="not called on the 6 points of a chunk"):
+        empirical_ntk(model, x)
+    result = empirical_ntk(model, x, outputs="full", method="jacobian")
+    assert relative_error(result.full, brute_ntk(model, x)) < TOL
+
+
+@pytest.mark.parametrize("method", ["auto", "jacobian", "ntk-vp"])
+def test_a_model_that_squeezes_its_output_works_for_one_point_too(method):
+    factory, shape, _ = MODELS["squeezed"]
+    model = factory()
+    for x1, x2 in ((points(1, shape), None), (points(1, shape), points(1, shape, seed=3)),
+                   (points(5, shape), None)):
+        result = empirical_ntk(model, x1, x2, outputs="full", method=method, chunk_size=1)
+        assert relative_error(result.full, brute_ntk(model, x1, x2)) < TOL
+
+
+def test_an_aliased_module_is_left_intact_on_every_path():
+    """``self.alias = self.l``: the kernel is right, and the model untouched, after success and
+    after errors raised inside its forward pass and after it."""
+    model, x = Aliased(), points(3)
+    weight, bias = model.l.weight, model.l.bias
+    expected = brute_ntk(model, x)
+    calls = [lambda: empirical_ntk(model, points(3, (5,))),  # fails inside the forward pass
+             lambda: empirical_ntk(model, x, memory_budget=100),  # fails after the audit
+             lambda: empirical_ntk(model, x, method="ntk-vp", outputs="full")]
+    for method in ("auto", "layerwise", "jacobian", "ntk-vp"):
+        result = empirical_ntk(model, x, outputs="full", method=method)
+        assert relative_error(result.full, expected) < TOL, method
+    for call in calls[:2]:
+        with pytest.raises(WidenetError):
+            call()
+    for module in (model.l, model.alias):
+        assert module.weight is weight
+        assert module.bias is bias
+    assert isinstance(weight, nn.Parameter)
+    assert weight.requires_grad
+    assert weight.grad is None
+    assert relative_error(calls[2]().full, expected) < TOL
 
 
 def test_a_layer_whose_output_a_user_hook_rescales_falls_back_to_an_exact_method():
@@ -126,7 +267,7 @@ def test_a_layer_whose_output_a_user_hook_rescales_falls_back_to_an_exact_method
     model[2].register_forward_hook(lambda module, args, output: 2 * output)
     with pytest.raises(WidenetError, match="forward hooks"):
         empirical_ntk(model, x, method="layerwise")
-    assert relative_error(empirical_ntk(model, x, outputs="full"), brute_ntk(model, x)) < TOL
+    assert relative_error(empirical_ntk(model, x, outputs="full").full, brute_ntk(model, x)) < TOL
 
 
 class NoGradCalls(nn.Module):
@@ -153,7 +294,7 @@ class NoGradCalls(nn.Module):
 def test_calls_and_uses_under_no_grad_do_not_stop_the_layerwise_method(outputs):
     """They add nothing to reverse-mode derivatives: layerwise equals the autograd Jacobian."""
     model, x1, x2 = NoGradCalls(), points(4, seed=1), points(3, seed=2)
-    expected = brute_blocks(model, x1, x2, outputs)
+    expected = brute_blocks(model, x1, x2, "trace")
     for grad_mode in (torch.enable_grad, torch.no_grad):
         with grad_mode():
             result = empirical_ntk(model, x1, x2, outputs=outputs, per_layer=True,
@@ -161,6 +302,7 @@ def test_calls_and_uses_under_no_grad_do_not_stop_the_layerwise_method(outputs):
         assert list(result.blocks) == list(expected)
         for name, block in result.blocks.items():
             assert relative_error(block, expected[name]) < TOL, name
+        assert relative_error(kept(result, outputs), brute_ntk(model, x1, x2, outputs)) < TOL
 
 
 def test_ntk_vp_refuses_a_parameter_used_under_no_grad():
@@ -169,8 +311,8 @@ def test_ntk_vp_refuses_a_parameter_used_under_no_grad():
     with pytest.raises(WidenetError, match=r"'inner\.weight' is used under torch\.no_grad"):
         empirical_ntk(model, x, method="ntk-vp")
     lazy = LazyModel(MLP(4, [6], 2, seed=0, dtype=torch.float64), 2.0)  # w_0: buffers, not used
-    torch.testing.assert_close(empirical_ntk(lazy, x, method="ntk-vp"),
-                               empirical_ntk(lazy, x, method="jacobian"))
+    torch.testing.assert_close(empirical_ntk(lazy, x, method="ntk-vp").ntk,
+                               empirical_ntk(lazy, x, method="jacobian").ntk)
 
 
 def test_frozen_parameters_are_left_out():
@@ -180,7 +322,7 @@ def test_frozen_parameters_are_left_out():
     x = points(4)
     result = empirical_ntk(model, x, outputs="full", per_layer=True)
     assert set(result.blocks) == {"0.bias", "2.weight", "4.weight", "4.bias"}
-    assert relative_error(result.total, brute_ntk(model, x)) < TOL
+    assert relative_error(result.full, brute_ntk(model, x)) < TOL
 
 
 @settings(max_examples=25, deadline=None)
@@ -194,9 +336,10 @@ def test_layerwise_is_exact_on_random_mlps(hidden, k, bias, activation, parametr
                 parametrization=parametrization, seed=len(hidden), dtype=torch.float64)
     x1, x2 = points(n1, (3,), seed=n1), points(n2, (3,), seed=5 + n2)
     result = empirical_ntk(model, x1, x2, outputs=outputs, per_layer=True, method="layerwise")
-    expected = brute_blocks(model, x1, x2, outputs)
+    expected = brute_blocks(model, x1, x2, "trace")
     for name, block in result.blocks.items():
         assert relative_error(block, expected[name]) < TOL, name
+    assert relative_error(kept(result, outputs), brute_ntk(model, x1, x2, outputs)) < TOL
 
 
 @settings(max_examples=20, deadline=None)
@@ -209,7 +352,7 @@ def test_chunking_over_points_does_not_change_the_kernel(n1, n2, chunk, outputs,
     x1, x2 = points(n1, seed=n1), None if symmetric else points(n2, seed=10 + n2)
     whole = empirical_ntk(model, x1, x2, outputs=outputs, method=method)
     chunked = empirical_ntk(model, x1, x2, outputs=outputs, method=method, chunk_size=chunk)
-    assert relative_error(chunked, whole) < TOL
+    assert relative_error(kept(chunked, outputs), kept(whole, outputs)) < TOL
 
 
 @pytest.mark.parametrize("outputs", MODES)
@@ -222,7 +365,7 @@ def test_a_tight_memory_budget_chunks_outputs_and_points_but_not_the_result(outp
     x2 = None if symmetric else points(9, seed=6)
     whole = empirical_ntk(model, x1, x2, outputs=outputs, method=method)
     tight = empirical_ntk(model, x1, x2, outputs=outputs, method=method, memory_budget=100_000)
-    assert relative_error(tight, whole) < TOL
+    assert relative_error(kept(tight, outputs), kept(whole, outputs)) < TOL
 
 
 @pytest.mark.parametrize("outputs", MODES)
@@ -237,7 +380,7 @@ def test_row_chunks_against_panels_cover_the_kernel_once(monkeypatch, outputs, s
     monkeypatch.setattr(_blocks, "BLOCK_SCALARS", 300)
     monkeypatch.setattr(_blocks, "MIN_BLOCK_ROWS", 1)
     blocked = empirical_ntk(model, x1, x2, outputs=outputs, memory_budget=budget)
-    assert relative_error(blocked, whole) < TOL
+    assert relative_error(kept(blocked, outputs), kept(whole, outputs)) < TOL
 
 
 def test_it_works_inside_no_grad():
@@ -246,7 +389,7 @@ def test_it_works_inside_no_grad():
     for method in ("layerwise", "jacobian", "ntk-vp"):
         with torch.no_grad():
             kernel = empirical_ntk(model, x, outputs="full", method=method)
-        assert relative_error(kernel, expected) < TOL
+        assert relative_error(kernel.full, expected) < TOL
 
 
 def test_a_budget_too_small_for_one_point_is_refused():
@@ -273,9 +416,9 @@ def test_the_model_is_left_untouched():
 def test_dtype_follows_the_inputs():
     model = MLP(4, [8], 2, seed=0)  # float32 parameters
     x = points(3)
-    assert empirical_ntk(model, x).dtype == torch.float64
-    assert relative_error(empirical_ntk(model, x, outputs="full"), brute_ntk(model, x)) < TOL
-    assert empirical_ntk(model, x.float()).dtype == torch.float32
+    assert empirical_ntk(model, x).ntk.dtype == torch.float64
+    assert relative_error(empirical_ntk(model, x, outputs="full").full, brute_ntk(model, x)) < TOL
+    assert empirical_ntk(model, x.float()).ntk.dtype == torch.float32
 
 
 def test_batch_norm_in_eval_mode_is_handled_and_in_training_mode_refused():
@@ -284,7 +427,7 @@ def test_batch_norm_in_eval_mode_is_handled_and_in_training_mode_refused():
     model(points(16))  # running statistics away from their initial values
     model.eval()
     x = points(4)
-    assert relative_error(empirical_ntk(model, x, outputs="full"), brute_ntk(model, x)) < TOL
+    assert relative_error(empirical_ntk(model, x, outputs="full").full, brute_ntk(model, x)) < TOL
     model.train()
     with pytest.raises(WidenetError, match=r"model\.eval\(\)"):
         empirical_ntk(model, x)
@@ -300,25 +443,26 @@ def test_random_and_batch_coupled_models_are_refused():
 
 @pytest.mark.parametrize("outputs", MODES)
 def test_a_wide_mlp_approaches_its_infinite_width_ntk(outputs):
-    """NTK parametrization: J J^T -> Theta (x) I_k as the width grows, block by block."""
+    """NTK parametrization: J J^T -> Theta (x) I_k as the width grows, block by block; ``.ntk``
+    and the blocks compare to the limit's in one subtraction."""
     x = points(6, seed=7)
     x = x / x.norm(dim=1, keepdim=True) * 2.0
 
-    def errors(width: int) -> tuple[float, float]:
+    def errors(width: int) -> tuple[float, float, float]:
         net = MLP(4, [width, width], 2, activation="relu", bias_std=0.2, seed=width,
                   dtype=torch.float64)
         limit = infinite_kernels(net, x, per_layer=True)
-        expected = {"trace": 2 * limit.ntk, "diagonal": limit.ntk[..., None].expand(6, 6, 2),
-                    "full": limit.ntk[..., None, None] * torch.eye(2, dtype=torch.float64)}
+        full_limit = limit.ntk[..., None, None] * torch.eye(2, dtype=torch.float64)
         result = empirical_ntk(net, x, outputs=outputs, per_layer=True)
         block = result.blocks["layers.1.weight"]
         block_limit = limit.layers.ntk_blocks["layers.1.weight"]
-        block_limit = reduce_outputs(block_limit[..., None, None] * torch.eye(2).double(), outputs)
-        return (float((result.total - expected[outputs]).norm() / expected[outputs].norm()),
+        expected = reduce_outputs(full_limit, outputs)
+        return (float((result.ntk - limit.ntk).norm() / limit.ntk.norm()),
+                float((kept(result, outputs) - expected).norm() / expected.norm()),
                 float((block - block_limit).norm() / block_limit.norm()))
 
     narrow, wide = errors(16), errors(4096)
-    assert wide < (0.05, 0.1)
+    assert all(w < bound for w, bound in zip(wide, (0.05, 0.05, 0.1), strict=True))
     assert all(w < v for w, v in zip(wide, narrow, strict=True))
 
 
@@ -341,10 +485,13 @@ def test_a_wide_mlp_approaches_its_infinite_width_ntk(outputs):
     (lambda m, x: empirical_ntk(lambda t: t, x), "nn.Module"),
     (lambda m, x: empirical_ntk(nn.ReLU(), x), "no trainable parameters"),
     (lambda m, x: empirical_ntk(m.requires_grad_(False), x), "no trainable parameters"),
+    (lambda m, x: empirical_ntk(nn.Linear(4, 0).double(), x), "no output units"),
+    (lambda m, x: empirical_ntk(nn.Linear(4, 0).double(), x, method="jacobian"), "no output"),
 ])
 def test_bad_input_raises_a_widenet_error_naming_the_problem(call, message):
-    with pytest.raises(WidenetError, match=message):
+    with pytest.raises(WidenetError, match=message) as caught:
         call(widenet_mlp(), points(3))
+    assert "\n" not in str(caught.value)
 
 
 def test_a_model_returning_something_else_than_a_batch_of_outputs_is_refused():
@@ -370,7 +517,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_cuda_kernels_match_the_cpu_reference(method, outputs):
     model, x1, x2 = SmallCNN(), points(4, (2, 6, 6), seed=1), points(3, (2, 6, 6), seed=2)
     expected = reduce_outputs(brute_ntk(model, x1, x2), outputs)
-    cuda = empirical_ntk(model.cuda(), x1.cuda(), x2.cuda(), outputs=outputs, method=method)
+    cuda = kept(empirical_ntk(model.cuda(), x1.cuda(), x2.cuda(), outputs=outputs, method=method),
+                outputs)
     assert cuda.device.type == "cuda"
     assert relative_error(cuda.cpu(), expected) < TOL
 
@@ -380,6 +528,8 @@ def test_cuda_kernels_match_the_cpu_reference(method, outputs):
 def test_cuda_inputs_with_a_cpu_model_run_on_cuda():
     model, x = widenet_mlp(), points(5)
     kernel = empirical_ntk(model, x.cuda(), outputs="full", per_layer=True)
-    assert kernel.total.device.type == "cuda"
+    assert kernel.full.device.type == "cuda"
+    assert kernel.ntk.device.type == "cuda"
+    assert all(block.device.type == "cuda" for block in kernel.blocks.values())
     assert next(model.parameters()).device.type == "cpu"
-    assert relative_error(kernel.total.cpu(), brute_ntk(model, x)) < TOL
+    assert relative_error(kernel.full.cpu(), brute_ntk(model, x)) < TOL

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from tests.kernels.empirical_models import (  # one_thread: an autouse fixture
     MODELS,
+    NO_FORWARD_MODE,
     brute_ntk,
     one_thread,  # noqa: F401
     points,
@@ -23,7 +24,7 @@ def _vector(model, x, seed):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - NO_FORWARD_MODE))
 def test_ntk_vector_product_is_the_kernel_times_the_vector(name):
     factory, shape, _ = MODELS[name]
     model, x1, x2 = factory(), points(4, shape, seed=1), points(3, shape, seed=2)
@@ -33,6 +34,14 @@ def test_ntk_vector_product_is_the_kernel_times_the_vector(name):
     expected = torch.einsum("ijab,jb->ia", kernel, v.reshape(3, -1)).reshape(model(x1).shape)
     assert result.shape == expected.shape
     assert relative_error(result, expected) < 1e-10
+
+
+@pytest.mark.parametrize("name", sorted(NO_FORWARD_MODE))
+def test_a_model_without_forward_mode_derivatives_is_refused_clearly(name):
+    factory, shape, _ = MODELS[name]
+    model, x = factory(), points(3, shape)
+    with pytest.raises(WidenetError, match="forward-mode derivatives of this model"):
+        ntk_vector_product(model, x, _vector(model, x, seed=1))
 
 
 @settings(max_examples=10, deadline=None)

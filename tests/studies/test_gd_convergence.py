@@ -79,7 +79,7 @@ def test_ntk_is_jacobian_gram_of_widenet_parameters(depth):
     """Theta = J J^T with J taken w.r.t. the N(0,1) variables widenet trains (brute force)."""
     x = sphere_points(6, 3, seed=1)
     net = MLP(3, [5] * depth, 1, "relu", weight_std=None, seed=2, dtype=torch.float64)
-    torch.testing.assert_close(empirical_ntk(net, x), brute_force_ntk(net, x), rtol=1e-12,
+    torch.testing.assert_close(empirical_ntk(net, x).ntk, brute_force_ntk(net, x), rtol=1e-12,
                                atol=1e-12)
 
 
@@ -90,7 +90,7 @@ def test_gd_on_the_linearized_model_travels_the_min_norm_distance():
     x = sphere_points(6, 4, seed=3)
     y = torch.randn(6, 1, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     net = MLP(4, [32], 1, "relu", weight_std=None, seed=5, dtype=torch.float64)
-    theta = empirical_ntk(net, x)
+    theta = empirical_ntk(net, x).ntk
     with torch.no_grad():
         f0 = net(x)
     lr = gd_measure.shared_learning_rate(theta, 1.0)
@@ -165,7 +165,7 @@ def test_prediction_monitor_measures_distance_from_the_closed_form():
     y = torch.randn(6, 1, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
     net = MLP(4, [16], 1, "relu", seed=9, dtype=torch.float64)
     lin = linearize(net)
-    theta = empirical_ntk(net, x)
+    theta = empirical_ntk(net, x).ntk
     with torch.no_grad():
         f0 = net(x)
     lr = gd_measure.shared_learning_rate(theta, 1.0)

@@ -118,17 +118,17 @@ def test_centered_model_has_the_inner_networks_ntk():
     """The NTK is taken on the inner net: h = f - f_0 has the same Jacobian, so the same K."""
     x = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     net = MLP(4, [6, 6], 3, "relu", seed=1, dtype=torch.float64)
-    torch.testing.assert_close(empirical_ntk(LazyModel(net, 1.0), x), empirical_ntk(net, x),
+    torch.testing.assert_close(empirical_ntk(LazyModel(net, 1.0), x).ntk, empirical_ntk(net, x).ntk,
                                rtol=1e-12, atol=1e-12)
 
 
 def test_predicted_projections_match_iterated_gd():
-    """The closed form against n-step brute-force iteration r <- r - (lr/n) (K/k) r, projected
-    with explicit projectors P_I = V_I V_I^T from numpy's eigh."""
+    """The closed form against n-step brute-force iteration r <- r - (lr/n) K r (K per output
+    unit), projected with explicit projectors P_I = V_I V_I^T from numpy's eigh."""
     rng = np.random.default_rng(3)
     n, k, r, lr = 12, 3, 4, 0.7
     a = rng.normal(size=(n, 20))
-    kernel = torch.tensor(a @ a.T)
+    kernel = torch.tensor(a @ a.T) / k  # per output unit: a trace over k outputs / k
     targets = torch.nn.functional.one_hot(torch.tensor(rng.integers(0, k, n)), k).double()
     space = information_space(kernel, top=r)
     info, nuisance = study_measure._predicted_projections(space, kernel, targets, [0, 1, 5, 17], lr)
@@ -138,7 +138,7 @@ def test_predicted_projections_match_iterated_gd():
     residual, expected, step = -y.copy(), [], 0
     for target_step in (0, 1, 5, 17):
         while step < target_step:
-            residual = residual - lr / n * (kernel.numpy() / k) @ residual
+            residual = residual - lr / n * kernel.numpy() @ residual
             step += 1
         expected.append((np.linalg.norm(p_info @ residual), np.linalg.norm(residual
                                                                            - p_info @ residual)))

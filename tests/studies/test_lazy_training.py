@@ -77,10 +77,10 @@ def test_linear_gd_matches_training_the_linearized_model():
     """The kernel recursion equals GD on linearize(LazyModel) (jvp + autograd), for any alpha."""
     data = _data()
     student = MLP(3, [20, 20], 1, "tanh", seed=3, dtype=torch.float64)
-    kernel = empirical_ntk(student, data.x)
+    kernel = empirical_ntk(student, data.x).ntk
     lr, steps = 0.8 * 2 * 10 / float(torch.linalg.eigvalsh(kernel)[-1]), 10
-    expected_train, expected_test = linear_gd(kernel, empirical_ntk(student, data.x_test, data.x),
-                                              data.y, lr, steps)
+    cross = empirical_ntk(student, data.x_test, data.x).ntk
+    expected_train, expected_test = linear_gd(kernel, cross, data.y, lr, steps)
     for alpha in (0.5, 7.0):
         lazy = LazyModel(copy.deepcopy(student), alpha)
         linear = linearize(lazy)
@@ -98,7 +98,7 @@ def test_linearization_error_decays_like_one_over_alpha_for_tanh():
     halves the error up to the O(1/alpha) next-order term."""
     data = _data()
     student = MLP(3, [32, 32], 1, "tanh", seed=5, dtype=torch.float64)
-    kernel = empirical_ntk(student, data.x)
+    kernel = empirical_ntk(student, data.x).ntk
     lr = 2 * 10 / float(torch.linalg.eigvalsh(kernel)[-1])
     linear_train, _ = linear_gd(kernel, kernel, data.y, lr, 20)  # test outputs unused
     z0 = preactivations(student, data.x)
@@ -115,7 +115,7 @@ def test_linearization_error_decays_like_one_over_alpha_for_tanh():
 def test_diverging_run_is_a_data_point():
     data = _data()
     student = MLP(3, [8], 1, "relu", seed=0, dtype=torch.float64)
-    kernel = empirical_ntk(student, data.x)
+    kernel = empirical_ntk(student, data.x).ntk
     row = train_lazily(student, 0.5, data.x, data.y, (data.x_test, data.y_test), 1e4, 30,
                        kernel, torch.zeros_like(data.y), preactivations(student, data.x))
     assert row["status"] == "diverged"

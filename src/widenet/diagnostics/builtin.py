@@ -6,7 +6,7 @@ Column names (one row per logged step):
   ``weight_movement/<parameter>`` = ||p_t - p_0||_F / ||p_0||_F.
 - :class:`FeatureMovementMonitor`: ``feature_movement/<l>`` = ||H_t - H_0||_F / ||H_0||_F of hidden
   layer l's post-activation features on a probe set (widenet MLPs).
-- :class:`KernelMonitor`: of the empirical NTK K_t (trace over outputs) on a probe set:
+- :class:`KernelMonitor`: of the empirical NTK K_t (per output unit, ``.ntk``) on a probe set:
   ``ntk_movement`` = ||K_t - K_0||_F / ||K_0||_F, ``ntk_alignment`` = <K_t, Y Y^T>_F /
   (||K_t||_F ||Y Y^T||_F), ``ntk_lambda_min`` and ``ntk_lambda_max``.
 - :class:`LinearizationMonitor`: ``linearization_error`` = ||f_t - f_lin,t|| / ||f_t - f_0|| on the
@@ -132,7 +132,7 @@ class KernelMonitor(_InitialReference):
             x, y = state.x[:self.size], state.y[:self.size]
         else:
             x, y = self.probe[0].to(state.x), self.probe[1]
-        return empirical_ntk(state.model, x), y
+        return empirical_ntk(state.model, x).ntk, y
 
     def start(self, state: RunState) -> None:
         self.initial = self._kernel_and_targets(state)[0]
@@ -247,7 +247,8 @@ class SoftRankMonitor(Monitor):
 class InfoNuisanceMonitor(Monitor):
     """Residual projections on the information and nuisance spaces of the NTK at
     initialization, and the labels' share in the current NTK's information space. The spaces
-    are chosen by ``cutoff`` (eigenvalues >= alpha) or ``top`` (the r largest); give one."""
+    are chosen by ``cutoff`` (eigenvalues >= alpha of the NTK per output unit) or ``top`` (the r
+    largest); give one."""
 
     name = "info_nuisance"
 
@@ -267,7 +268,7 @@ class InfoNuisanceMonitor(Monitor):
             raise WidenetError("the information/nuisance monitor needs regression targets "
                                f"shaped like the output {tuple(output.shape)} (one-hot rows "
                                "for classes), trained with the mse loss")
-        self.initial_kernel = empirical_ntk(state.model, state.x)
+        self.initial_kernel = empirical_ntk(state.model, state.x).ntk
         with torch.no_grad():
             self.initial_residual = _residual(state)
         self.initial_space = self._space(self.initial_kernel)
@@ -278,7 +279,7 @@ class InfoNuisanceMonitor(Monitor):
         with torch.no_grad():
             residual = _residual(state)
         projections = residual_projections(self.initial_space, residual, self.initial_residual)
-        current = self._space(empirical_ntk(state.model, state.x))
+        current = self._space(empirical_ntk(state.model, state.x).ntk)
         return {"residual_information": projections.information,
                 "residual_nuisance": projections.nuisance,
                 "label_information": label_information(current, state.y.reshape(residual.shape)),

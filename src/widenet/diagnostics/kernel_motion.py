@@ -1,7 +1,7 @@
 """Diagnostics of a kernel matrix during training, on given matrices (docs/theory.md section 5).
 
 The kernels are passed in, not computed: typically the empirical NTK K_t on the training set
-(n, n), from :func:`widenet.kernels.empirical.empirical_ntk` with ``outputs="trace"``.
+(n, n), the ``.ntk`` (per output unit) of :func:`widenet.kernels.empirical.empirical_ntk`.
 
     kernel movement          ||K_t - K_0||_F / ||K_0||_F
     kernel-target alignment  A(K, Y) = <K, Y Y^T>_F / (||K||_F ||Y Y^T||_F)

@@ -8,8 +8,8 @@ Conventions shared by every function here:
   t = lr * steps, so df(X)/dt = -(1/n) K (f(X) - y).
 - A kernel is either (n1, n2), shared by all k outputs (infinite-width kernels, which are
   Theta x I_k), or full, (n1, n2, k, k) with entry [i, j, a, b] = <df_a(x_i), df_b(x_j)> (as
-  from ``empirical_ntk(..., outputs="full")``), flattened internally to (n1 k, n2 k) with row
-  i k + a. All kernels of one call take the same form.
+  from ``empirical_ntk(..., outputs="full").full``), flattened internally to (n1 k, n2 k)
+  with row i k + a. All kernels of one call take the same form.
 - Targets y are (n,) or (n, k); outputs on m points are (m,) or (m, k) likewise.
 - Times (or step counts) are a scalar, giving results shaped like the outputs, or a 1-D
   sequence of T values, giving results stacked as (T, ...).

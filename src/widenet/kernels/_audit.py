@@ -1,10 +1,19 @@
-"""One instrumented forward pass that tells what an empirical NTK of a model needs to know.
+"""Instrumented probe passes that tell what an empirical NTK of a model needs to know.
 
-It counts module calls (forward hooks), records which module each trainable parameter is used
-in (a torch-function mode that watches the parameter tensors), refuses models whose outputs are
+A pass on a batch of up to ``PROBE_POINTS`` distinct points counts module calls and keeps each
+module's first input and output (forward hooks), and records which module each trainable
+parameter is used in (a torch-function mode that watches the parameter tensors); one pass per
+point alone does the same for a batch of one. The audit refuses models whose outputs are
 random or couple the points of a batch, and decides whether the layer-wise method is exact for
 the model: every trainable parameter must belong to exactly one supported module (nn.Linear,
-nn.Conv1d/2d, Dense) that is called exactly once and is the only place the parameter is used.
+nn.Conv1d/2d, Dense) that is called exactly once, is the only place the parameter is used, and
+whose input and output have the points as their first axis. That last property is checked so
+that no coincidence of sizes can fake it: the first axis must have the batch's size in the pass
+on several points and in the passes on one, and row i of the layer's input and output in the
+batch must be what point i alone gives (a (2, d) tensor of prototypes, a sequence-first
+(T, n, d) input, a batch taken in reverse order all fail it, whatever T and n are). The audit
+also notes operations whose derivatives torch.func.vmap batches wrongly or not at all
+(``UNBATCHED_OPS``), for which the Jacobian methods loop over points instead.
 
 Only what autograd records counts: module calls and parameter uses made with gradient recording
 off (inside torch.no_grad, e.g. LazyModel's f(x; w_0)) add no term to any reverse-mode
@@ -26,7 +35,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from widenet.errors import WidenetError
-from widenet.kernels._functional import FunctionalModel, check_model, check_points
+from widenet.kernels._functional import FunctionalModel, check_model, check_points, first_line
 from widenet.kernels._layers import (
     LayerAdapter,
     factor_sizes,
@@ -38,7 +47,7 @@ from widenet.kernels._layers import (
 
 @dataclass(frozen=True)
 class Audit:
-    """What one probe forward pass revealed about a model.
+    """What the probe passes revealed about a model.
 
     ``outputs`` is k, the number of output units per point (``output_shape`` flattened);
     ``layers`` the supported modules holding trainable parameters, in call order;
@@ -46,7 +55,8 @@ class Audit:
     is exact); ``activations`` the number of scalars all recorded module calls output per point,
     and ``layer_sizes`` (T, p, q) per layer, for memory estimates; ``untracked`` the trainable
     parameters the model uses with gradient recording off (forward-mode derivatives, which
-    ignore torch.no_grad, would count those uses).
+    ignore torch.no_grad, would count those uses); ``unbatched`` the operations of
+    ``UNBATCHED_OPS`` the model calls.
     """
 
     outputs: int
@@ -56,31 +66,68 @@ class Audit:
     activations: int
     layer_sizes: tuple[tuple[int, int, int], ...]
     untracked: tuple[str, ...] = ()
+    unbatched: tuple[str, ...] = ()
+
+
+# torch functions whose derivatives vmap batches wrongly or not at all (torch 2.x): prelu's are
+# silently wrong when the batch has as many points as the model has outputs; the recurrent ones
+# raise. Matched by name, so that functional calls count as much as nn.PReLU, nn.LSTM, nn.GRU.
+UNBATCHED_OPS = frozenset({"prelu", "lstm", "gru", "rnn_tanh", "rnn_relu"})
+PROBE_POINTS = 3  # distinct points in the probe batch; the passes on single points have 1
 
 
 def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
-    """Run the model once on ``probe`` (two points when possible) and audit it."""
+    """Run the model on the batch ``probe`` and on each of its points alone, and audit it."""
     model = fmodel.module
     record = _Record(batch=probe.shape[0])
-    try:
-        with torch.enable_grad(), _watch(model, record), _ParameterUses(fmodel.params, record):
-            raw = fmodel.raw(fmodel.params, probe)
-    except RuntimeError as error:
-        raise WidenetError(f"the model cannot be applied to points of shape "
-                           f"{tuple(probe.shape[1:])}: {error}") from error
-    _check_output(raw, probe.shape[0])
+    raw = _probe_pass(fmodel, probe, record, uses=True)
     out = raw.reshape(probe.shape[0], -1)
-    _check_independent(fmodel, probe, out)
+    if out.shape[1] == 0:
+        raise WidenetError(f"the model returns no output units per point (output shape "
+                           f"{tuple(raw.shape)}), so its NTK is empty; give it at least one "
+                           "output")
+    alone = [_Record(batch=1) for _ in range(probe.shape[0])]
+    outs = [_probe_pass(fmodel, probe[i:i + 1], single, batch=False)
+            for i, single in enumerate(alone)]
+    _check_independent(out, torch.cat([_one_point(o, out.shape[1]) for o in outs]))
     trainable = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
     owners = _owners(model, trainable)
-    problem = _layerwise_problem(fmodel, owners, record)
+    problem = _layerwise_problem(fmodel, owners, record, alone)
     holders = {modules[0] for modules in owners.values()} if problem is None else set()
     layers = tuple(make_adapter(record.paths[m], m, trainable)
                    for m in record.call_order if m in holders)
     sizes = tuple(factor_sizes(layer, *record.first_call[layer.module]) for layer in layers)
     return Audit(out.shape[1], tuple(raw.shape[1:]), layers, problem,
                  record.activations // probe.shape[0], sizes,
-                 tuple(name for name in fmodel.params if name in record.untracked))
+                 tuple(name for name in fmodel.params if name in record.untracked),
+                 tuple(sorted(record.unbatched)))
+
+
+def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
+                uses: bool = False, batch: bool = True) -> torch.Tensor:
+    """The model's raw output on ``x`` (with ``batch``, checked to be one (n, ...) tensor),
+    filling ``record``; ``uses``: also record where each trainable parameter is used."""
+    watch_uses = _ParameterUses(fmodel.params, record) if uses else contextlib.nullcontext()
+    try:
+        with torch.enable_grad(), _watch(fmodel.module, record), watch_uses:
+            raw = fmodel.raw(fmodel.params, x)
+    except RuntimeError as error:
+        raise WidenetError(f"the model cannot be applied to {x.shape[0]} point(s) of shape "
+                           f"{tuple(x.shape[1:])}: {first_line(error)}") from error
+    if batch:
+        _check_output(raw, x.shape[0])
+    return raw
+
+
+def _one_point(raw: object, k: int) -> torch.Tensor:
+    """The output of a pass on one point as a (1, k) row; any shape holding k values will do
+    (``f(x).squeeze()`` returns a scalar for one point)."""
+    if not isinstance(raw, torch.Tensor) or not raw.is_floating_point() or raw.numel() != k:
+        got = (f"{raw.dtype} tensor of shape {tuple(raw.shape)}" if isinstance(raw, torch.Tensor)
+               else type(raw).__name__)
+        raise WidenetError(f"for one point the model returned a {got}, not the {k} "
+                           "floating-point outputs per point it returns for a batch")
+    return raw.reshape(1, k)
 
 
 @dataclass
@@ -98,6 +145,7 @@ class _Record:
     stack: list[tuple[nn.Module, bool]] = field(default_factory=list)
     uses: defaultdict = field(default_factory=lambda: defaultdict(set))
     untracked: set[str] = field(default_factory=set)
+    unbatched: set[str] = field(default_factory=set)
     first_call: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     activations: int = 0
 
@@ -139,14 +187,16 @@ def _leave(record: _Record):
             return
         record.activations += sum(t.numel() for t in tree_leaves(output)
                                   if isinstance(t, torch.Tensor))
-        if args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
-            record.first_call.setdefault(module, (args[0].detach(), output.detach()))
+        if (args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor)
+                and module not in record.first_call):
+            record.first_call[module] = (args[0].detach().clone(), output.detach().clone())
     return hook
 
 
 class _ParameterUses(TorchFunctionMode):
     """Records, for each trainable parameter, the innermost modules whose forward used it with
-    gradient recording on, and which parameters were used with it off."""
+    gradient recording on (None: outside every module's forward, e.g. in a pre-hook of the model
+    itself), which parameters were used with it off, and which UNBATCHED_OPS were called."""
 
     def __init__(self, params: dict[str, torch.Tensor], record: _Record):
         super().__init__()
@@ -155,6 +205,8 @@ class _ParameterUses(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if getattr(func, "__name__", None) in UNBATCHED_OPS:
+            self.record.unbatched.add(func.__name__)
         recording = torch.is_grad_enabled()
         for leaf in tree_leaves((args, kwargs)):
             name = self.names.get(id(leaf))
@@ -162,8 +214,9 @@ class _ParameterUses(TorchFunctionMode):
                 continue
             if not recording:
                 self.record.untracked.add(name)
-            elif self.record.stack:
-                self.record.uses[name].add(self.record.stack[-1][0])
+            else:
+                self.record.uses[name].add(self.record.stack[-1][0] if self.record.stack
+                                           else None)
         return func(*args, **kwargs)
 
 
@@ -193,20 +246,22 @@ def _check_output(out: object, batch: int) -> None:
                            f"of shape (n, ...); for {batch} points it returned a {got}")
 
 
-def _check_independent(fmodel: FunctionalModel, probe: torch.Tensor, out: torch.Tensor) -> None:
-    """Raise unless the model maps each point on its own (outputs of a batch = outputs one by one).
-
-    The tolerance is sqrt(machine epsilon) relative to the largest output.
-    """
-    if probe.shape[0] < 2:
-        return
-    with torch.no_grad():
-        alone = torch.cat([fmodel(fmodel.params, probe[i:i + 1]) for i in range(probe.shape[0])])
-    tolerance = math.sqrt(torch.finfo(out.dtype).eps) * (1.0 + float(out.detach().abs().max()))
-    if float((alone - out.detach()).abs().max()) > tolerance:
+def _check_independent(out: torch.Tensor, alone: torch.Tensor) -> None:
+    """Raise unless the model maps each point on its own: the outputs of the batch, ``out``, are
+    the outputs of the points one by one, ``alone`` (to ``_close``'s tolerance)."""
+    if not _close(out, alone):
         raise WidenetError("the model's output for one point depends on the other points of the "
                            "batch, so the per-point Jacobian and the NTK are not defined; put "
                            "batch-dependent layers in eval mode (model.eval()) or remove them")
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """|a - b| <= sqrt(machine epsilon) (1 + max |a|, |b|) everywhere (same shapes)."""
+    a, b = a.detach(), b.detach()
+    if a.numel() == 0:
+        return True
+    scale = max(float(a.abs().max()), float(b.abs().max()))
+    return float((a - b).abs().max()) <= math.sqrt(torch.finfo(a.dtype).eps) * (1.0 + scale)
 
 
 def _owners(model: nn.Module, trainable: dict[int, str]) -> dict[str, list[nn.Module]]:
@@ -220,14 +275,14 @@ def _owners(model: nn.Module, trainable: dict[int, str]) -> dict[str, list[nn.Mo
 
 
 def _layerwise_problem(fmodel: FunctionalModel, owners: dict[str, list[nn.Module]],
-                       record: _Record) -> str | None:
+                       record: _Record, alone: list[_Record]) -> str | None:
     """Why the layer-wise method would be wrong for this model, or None when it is exact."""
     for name in fmodel.params:
         if len(owners[name]) > 1:
             return f"parameter {name!r} is shared by several modules (weight sharing)"
         module = owners[name][0]
         path = record.paths[module]
-        reason = _module_problem(module, record)
+        reason = _module_problem(module, record, alone)
         if reason is not None:
             return f"parameter {name!r} belongs to {path}, and {reason}"
         if record.uses[name] - {module}:
@@ -235,33 +290,68 @@ def _layerwise_problem(fmodel: FunctionalModel, owners: dict[str, list[nn.Module
     return None
 
 
-def _module_problem(module: nn.Module, record: _Record) -> str | None:
+def _module_problem(module: nn.Module, record: _Record, alone: list[_Record]) -> str | None:
     """Why the parameters of ``module`` cannot be handled layer-wise, or None."""
     reason = unsupported_reason(module)
     if reason is not None:
         return reason
-    if record.calls[module] != 1:
-        return (f"it is called {record.calls[module]} times in one forward pass with gradient "
-                "recording on (the layer-wise method needs exactly one such call)")
-    if module._forward_hooks:
-        return "it has forward hooks of its own, which may change its output"
-    call = record.first_call.get(module)
-    if call is None:
-        return "it is not called with a tensor as its first positional argument"
-    return input_reason(module, *call, record.batch)
+    for run in (record, *alone):
+        if run.calls[module] != 1:
+            return (f"it is called {run.calls[module]} times in one forward pass on "
+                    f"{run.batch} point(s) with gradient recording on (the layer-wise method "
+                    "needs exactly one such call)")
+    if module._forward_hooks or module._forward_pre_hooks:
+        return "it has forward hooks of its own, which may change its input or output"
+    for run in (record, *alone):
+        if module not in run.first_call:
+            return "it is not called with a tensor as its first positional argument"
+        reason = input_reason(module, *run.first_call[module], run.batch)
+        if reason is not None:
+            return reason
+    return _row_problem(*record.first_call[module], [run.first_call[module] for run in alone])
+
+
+def _row_problem(a: torch.Tensor, z: torch.Tensor,
+                 alone: list[tuple[torch.Tensor, torch.Tensor]]) -> str | None:
+    """Why the rows of a call's input ``a`` and output ``z`` on a batch are not the calls on
+    the points alone (``alone[i]`` for point i), or None: the first axis must follow the points."""
+    for i, (a_i, z_i) in enumerate(alone):
+        if a_i.shape[1:] != a.shape[1:] or z_i.shape[1:] != z.shape[1:]:
+            return (f"its input has shape {tuple(a.shape)} for {a.shape[0]} points but "
+                    f"{tuple(a_i.shape)} for one, so its first axis is not the points")
+        if not (_close(a[i], a_i[0]) and _close(z[i], z_i[0])):
+            return (f"row {i} of its input or output for {a.shape[0]} points is not what point "
+                    f"{i} alone gives, so its first axis does not follow the points")
+    return None
 
 
 def prepare(model: object, x1: object, x2: object = None,
             names: tuple[str, str] = ("x1", "x2")) -> tuple[FunctionalModel, Audit]:
     """Validate a model and its data (named ``names`` in messages), then audit the model.
 
-    The probe is two points of x1 (one of x1 and one of x2 when x1 has a single point), so
-    that a coupling between the points of a batch shows.
+    The probe is the first PROBE_POINTS distinct points of x1 and x2 (see ``probe_points``).
     """
     model = check_model(model)
     x1 = check_points(x1, names[0])
     if x2 is not None:
         check_points(x2, names[1], like=(x1, names[0]))
     fmodel = FunctionalModel(model, x1)
-    probe = x1[:2] if x1.shape[0] > 1 or x2 is None else torch.cat([x1, x2[:1]])
-    return fmodel, audit(fmodel, probe)
+    return fmodel, audit(fmodel, probe_points(x1) if x2 is None else probe_points(x1, x2))
+
+
+def probe_points(*xs: torch.Tensor) -> torch.Tensor:
+    """The first PROBE_POINTS pairwise distinct points of the tensors ``xs`` in turn (as many as
+    there are, and the one point twice when all are equal), so that the probe can tell a layer's
+    rows apart and a coupling between the points of a batch shows. With fewer distinct points,
+    a permutation of equal points in the data cannot change the kernel either."""
+    chosen = [xs[0][0]]
+    for x in xs:
+        flat = x.reshape(x.shape[0], -1)
+        while len(chosen) < PROBE_POINTS:
+            differs = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+            for point in chosen:
+                differs &= (flat != point.reshape(-1)).any(1)
+            if not bool(differs.any()):
+                break
+            chosen.append(x[int(differs.nonzero()[0])])
+    return torch.stack(chosen if len(chosen) > 1 else chosen * 2)

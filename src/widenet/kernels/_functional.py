@@ -1,16 +1,23 @@
 """A torch model as a pure function of its trainable parameters, and checks of what it is fed.
 
-Every empirical-kernel method evaluates the user's ``nn.Module`` through
-``torch.func.functional_call`` with detached copies of its parameters and buffers, cast to the
-dtype and device of the data. The model's own tensors, their ``.grad`` and ``requires_grad`` are
-never touched, and float64 data give float64 derivatives of a float32 model.
+Every empirical-kernel method evaluates the user's ``nn.Module`` with detached copies of its
+parameters and buffers, cast to the dtype and device of the data, swapped into the module's
+parameter and buffer slots for the duration of one call (what ``torch.func.functional_call``
+does, but with each slot swapped exactly once, so that a module registered under two attribute
+names is restored too). The slots, and the plain tensor attributes that hooks such as
+``torch.nn.utils.weight_norm`` write during a forward pass, are restored on every exit,
+exceptions included: the model's own tensors, their ``.grad`` and ``requires_grad`` are never
+touched, and float64 data give float64 derivatives of a float32 model.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.nn.utils._named_member_accessor import swap_tensor
 
 from widenet.errors import WidenetError
 from widenet.validation import trainable_module
@@ -35,17 +42,78 @@ class FunctionalModel:
                   if not p.requires_grad}
         buffers = {name: _cast(b, like).clone() for name, b in model.named_buffers()}
         self.constants: Params = {**frozen, **buffers}
+        self.slots = _slots(model)
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         return self.raw(params, x).reshape(x.shape[0], -1)
 
     def raw(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """The model's own output for the points ``x`` (shape (n, *output_shape))."""
-        return functional_call(self.module, (params, self.constants), (x,))
+        with substituted(self.module, self.slots, {**self.constants, **params}):
+            return self.module(x)
 
     def numel(self) -> int:
         """P, the number of trainable scalars."""
         return sum(p.numel() for p in self.params.values())
+
+
+UNBATCHABLE = (RuntimeError, NotImplementedError)  # what torch.func.vmap raises when it cannot
+
+
+@contextlib.contextmanager
+def unbatched(mode: str, advice: str) -> Iterator[None]:
+    """Turn a failure of the model's unbatched ``mode`` derivatives into a one-line WidenetError
+    ending with ``advice``."""
+    try:
+        yield
+    except UNBATCHABLE as error:
+        if isinstance(error, torch.OutOfMemoryError):
+            raise
+        raise WidenetError(f"torch cannot take the {mode} derivatives of this model "
+                           f"({type(error).__name__}: {first_line(error)}); {advice}") from error
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (torch's can run over many lines)."""
+    return (str(error).strip().splitlines() or [""])[0]
+
+
+def _slots(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
+    """(module, attribute, name) for every parameter and buffer slot of every distinct module.
+
+    ``name`` is the tensor's first name in ``named_parameters()`` / ``named_buffers()``: a tensor
+    tied to several slots, or a module reachable under several paths, is one entry of the maps
+    but each slot is listed (and later swapped) exactly once.
+    """
+    names = {id(t): name for name, t in model.named_parameters()}
+    names.update({id(t): name for name, t in model.named_buffers()})
+    return [(module, attribute, names[id(t)]) for module in model.modules()
+            for attribute, t in (*module._parameters.items(), *module._buffers.items())
+            if t is not None]
+
+
+@contextlib.contextmanager
+def substituted(model: nn.Module, slots: list[tuple[nn.Module, str, str]],
+                tensors: Params) -> Iterator[None]:
+    """Put ``tensors[name]`` in every slot for the duration of the block, then restore the slots
+    and every module's plain tensor attributes (as hooks like weight_norm's set them), always."""
+    attributes = [(module, _tensor_attributes(module)) for module in model.modules()]
+    originals = []
+    try:
+        for module, attribute, name in slots:
+            originals.append((module, attribute, swap_tensor(module, attribute, tensors[name])))
+        yield
+    finally:
+        for module, attribute, original in reversed(originals):
+            swap_tensor(module, attribute, original)
+        for module, saved in attributes:
+            for key in _tensor_attributes(module).keys() - saved.keys():
+                del module.__dict__[key]
+            module.__dict__.update(saved)
+
+
+def _tensor_attributes(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value for key, value in vars(module).items() if isinstance(value, torch.Tensor)}
 
 
 def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

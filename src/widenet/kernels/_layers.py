@@ -8,9 +8,11 @@ unfolded input patch), the gradients of an output unit f_a are
 
 so the NTK contribution of W between points i, j is
 m_w^2 sum_{t,s} (a_i[t] . a_j[s]) (g_ai[t] . g_bj[s]) and never needs the Jacobian itself.
-This module knows which modules have this form (nn.Linear, nn.Conv1d, nn.Conv2d with
-groups=1 and zero padding, widenet's Dense) and how to turn their input and output-gradient
-tensors into the (n, T, p) and (k, n, T, q) factors.
+The modules with this form are looked up by exact type (a subclass may change ``forward``) in
+one registry, ``LAYER_KINDS``: nn.Linear, nn.Conv1d and nn.Conv2d (groups=1, zero padding) and
+widenet's Dense here; a new layer type joins with ``register_layer``, saying how to read its
+multipliers, unfold its input into the (n, T, p) factor A and lay out its output gradients as
+the (k, n, T, q) factor G.
 """
 
 from __future__ import annotations
@@ -23,6 +25,34 @@ from torch import nn
 from torch.nn import functional as F
 
 from widenet.layers import Dense
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """How the layers of one module type factorize.
+
+    ``scales(module)`` gives (m_w^2, m_b^2); ``inputs(module)`` the function mapping the layer's
+    input for c points to A, shape (c, T, p); ``grads`` maps output gradients, shape
+    (kc, c, *z.shape[1:]), to G, shape (kc, c, T, q); ``problem(module)`` says why a module of
+    this type cannot be factorized (None when it can), and ``input_problem(module, a)`` why a
+    call on the batched input ``a`` cannot.
+    """
+
+    scales: Callable[[nn.Module], tuple[float, float]]
+    inputs: Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor]]
+    grads: Callable[[torch.Tensor], torch.Tensor]
+    problem: Callable[[nn.Module], str | None] = lambda module: None
+    input_problem: Callable[[nn.Module, torch.Tensor], str | None] = lambda module, a: None
+
+
+LAYER_KINDS: dict[type[nn.Module], LayerKind] = {}
+
+
+def register_layer(kind: type[nn.Module], spec: LayerKind) -> None:
+    """Let the layer-wise method handle modules of exactly the type ``kind``, whose trainable
+    parameters must be ``weight`` and (optionally) ``bias`` and whose forward must be
+    z[t] = m_w W a[t] + m_b b at the positions t that ``spec.inputs`` unfolds."""
+    LAYER_KINDS[kind] = spec
 
 
 @dataclass(frozen=True)
@@ -47,67 +77,73 @@ class LayerAdapter:
 
 def unsupported_reason(module: nn.Module) -> str | None:
     """Why the layer-wise method cannot handle ``module``'s parameters, or None if it can."""
-    kind = type(module)
-    if kind not in (nn.Linear, Dense, nn.Conv1d, nn.Conv2d):
-        return (f"it is a {kind.__name__}; the layer-wise method knows nn.Linear, nn.Conv1d, "
-                "nn.Conv2d and widenet's Dense")
-    if isinstance(module, nn.Conv1d | nn.Conv2d):
-        if module.groups != 1:
-            return f"it is a grouped convolution (groups={module.groups})"
-        if module.padding_mode != "zeros":
-            return f"it pads with padding_mode={module.padding_mode!r}"
-        if module.padding == "same":
-            return "it uses padding='same'"
-    return None
+    spec = LAYER_KINDS.get(type(module))
+    if spec is None:
+        known = ", ".join(kind.__name__ for kind in LAYER_KINDS)
+        return f"it is a {type(module).__name__}; the layer-wise method knows {known}"
+    extra = [name for name in module._parameters if name not in ("weight", "bias")]
+    if extra or not isinstance(module._parameters.get("weight"), torch.Tensor):
+        return (f"its weight is computed from other parameters ({', '.join(extra) or 'none'}), "
+                "as by weight_norm; the layer-wise method needs weight and bias parameters")
+    return spec.problem(module)
 
 
 def make_adapter(path: str, module: nn.Module, trainable: dict[int, str]) -> LayerAdapter:
     """The adapter of a supported ``module``; ``trainable`` maps id(parameter) -> its name."""
+    spec = LAYER_KINDS[type(module)]
     weight = trainable.get(id(module.weight))
     bias = None if module.bias is None else trainable.get(id(module.bias))
-    if isinstance(module, Dense):
-        scales = (module.weight_multiplier ** 2, module.bias_multiplier ** 2)
-    else:
-        scales = (1.0, 1.0)
-    if isinstance(module, nn.Conv1d | nn.Conv2d):
-        return LayerAdapter(path, module, weight, bias, *scales, _conv_patches(module),
-                            _conv_grads)
-    return LayerAdapter(path, module, weight, bias, *scales, _dense_patches, _dense_grads)
+    return LayerAdapter(path, module, weight, bias, *spec.scales(module), spec.inputs(module),
+                        spec.grads)
 
 
 def input_reason(module: nn.Module, a: torch.Tensor, z: torch.Tensor, batch: int) -> str | None:
     """Why a call of a supported ``module`` on input ``a`` (output ``z``) cannot be factorized.
 
     The factorization needs the batch of ``batch`` points as the first dimension of both, and
-    a batched input for convolutions.
+    whatever the module's kind asks of its input.
     """
     if a.shape[:1] != (batch,) or z.shape[:1] != (batch,):
         return (f"it is called on a tensor of shape {tuple(a.shape)} whose first dimension is "
-                f"not the batch of {batch} points")
-    if isinstance(module, nn.Conv1d | nn.Conv2d) and a.ndim != len(module.kernel_size) + 2:
-        return f"it is called on an unbatched input of shape {tuple(a.shape)}"
-    return None
+                f"not the batch of {batch} point(s)")
+    return LAYER_KINDS[type(module)].input_problem(module, a)
 
 
-def _dense_patches(a: torch.Tensor) -> torch.Tensor:
+def factor_sizes(layer: LayerAdapter, a: torch.Tensor, z: torch.Tensor) -> tuple[int, int, int]:
+    """(T, p, q) of a layer called on input ``a`` with output ``z``: positions, patch, out width."""
+    _, positions, p = layer.inputs(a[:1]).shape
+    return positions, p, layer.grads(z[None, :1]).shape[-1]
+
+
+def unit_scales(module: nn.Module) -> tuple[float, float]:
+    """m_w^2 = m_b^2 = 1: the parameters enter the layer as they are (torch's own layers)."""
+    return 1.0, 1.0
+
+
+def multiplier_scales(module: nn.Module) -> tuple[float, float]:
+    """(m_w^2, m_b^2) of a layer with ``weight_multiplier`` and ``bias_multiplier``."""
+    return module.weight_multiplier ** 2, module.bias_multiplier ** 2
+
+
+def dense_patches(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """(c, ..., p) -> (c, T, p): every leading position of a dense layer's input is a patch."""
-    return a.reshape(a.shape[0], -1, a.shape[-1])
+    return lambda a: a.reshape(a.shape[0], -1, a.shape[-1])
 
 
-def _dense_grads(g: torch.Tensor) -> torch.Tensor:
+def dense_grads(g: torch.Tensor) -> torch.Tensor:
     """(kc, c, ..., q) -> (kc, c, T, q)."""
     return g.reshape(g.shape[0], g.shape[1], -1, g.shape[-1])
 
 
-def _conv_grads(g: torch.Tensor) -> torch.Tensor:
+def conv_grads(g: torch.Tensor) -> torch.Tensor:
     """(kc, c, q, *spatial) -> (kc, c, T, q), T = the number of output pixels."""
     return g.flatten(3).transpose(2, 3)
 
 
-def _conv_patches(conv: nn.Conv1d | nn.Conv2d) -> Callable[[torch.Tensor], torch.Tensor]:
+def conv_patches(conv: nn.Conv1d | nn.Conv2d) -> Callable[[torch.Tensor], torch.Tensor]:
     """The unfolding of a convolution's input into (c, T, C_in * prod(kernel_size)) patches."""
     padding = (0,) * len(conv.kernel_size) if conv.padding == "valid" else conv.padding
-    if isinstance(conv, nn.Conv1d):
+    if len(conv.kernel_size) == 1:
         geometry = {"kernel_size": (1, *conv.kernel_size), "dilation": (1, *conv.dilation),
                     "padding": (0, *padding), "stride": (1, *conv.stride)}
     else:
@@ -115,13 +151,33 @@ def _conv_patches(conv: nn.Conv1d | nn.Conv2d) -> Callable[[torch.Tensor], torch
                     "padding": padding, "stride": conv.stride}
 
     def patches(a: torch.Tensor) -> torch.Tensor:
-        image = a.unsqueeze(2) if isinstance(conv, nn.Conv1d) else a
+        image = a.unsqueeze(2) if len(conv.kernel_size) == 1 else a
         return F.unfold(image, **geometry).transpose(1, 2)
 
     return patches
 
 
-def factor_sizes(layer: LayerAdapter, a: torch.Tensor, z: torch.Tensor) -> tuple[int, int, int]:
-    """(T, p, q) of a layer called on input ``a`` with output ``z``: positions, patch, out width."""
-    _, positions, p = layer.inputs(a[:1]).shape
-    return positions, p, layer.grads(z[None, :1]).shape[-1]
+def conv_problem(conv: nn.Conv1d | nn.Conv2d) -> str | None:
+    """Why a 1-D or 2-D convolution cannot be unfolded into patches, or None."""
+    if conv.groups != 1:
+        return f"it is a grouped convolution (groups={conv.groups})"
+    if conv.padding_mode != "zeros":
+        return f"it pads with padding_mode={conv.padding_mode!r}"
+    if conv.padding == "same":
+        return "it uses padding='same'"
+    return None
+
+
+def conv_input_problem(conv: nn.Conv1d | nn.Conv2d, a: torch.Tensor) -> str | None:
+    """Why a convolution's call on ``a`` cannot be unfolded (an unbatched input), or None."""
+    if a.ndim != len(conv.kernel_size) + 2:
+        return f"it is called on an unbatched input of shape {tuple(a.shape)}"
+    return None
+
+
+_DENSE = LayerKind(unit_scales, dense_patches, dense_grads)
+_CONV = LayerKind(unit_scales, conv_patches, conv_grads, conv_problem, conv_input_problem)
+register_layer(nn.Linear, _DENSE)
+register_layer(Dense, LayerKind(multiplier_scales, dense_patches, dense_grads))
+register_layer(nn.Conv1d, _CONV)
+register_layer(nn.Conv2d, _CONV)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import torch
 
+from widenet.errors import WidenetError
 from widenet.kernels._audit import Audit
 from widenet.kernels._factors import Factor, FactorMethod, arrange, output_pairs
 from widenet.kernels._functional import FunctionalModel
@@ -36,6 +37,7 @@ class LayerwiseMethod(FactorMethod):
         layers = self.audit.layers
         with torch.enable_grad(), _capture(layers) as captured:
             f = self.fmodel(self.fmodel.params, x)[:, outs]
+        _check_rows(layers, captured, x.shape[0])
         grads = _output_gradients(f, [captured[layer.module][1] for layer in layers])
         factors: list[Factor] = []
         for layer, per_example, g in zip(layers, self.per_example, grads, strict=True):
@@ -90,6 +92,17 @@ def _capture(layers: tuple[LayerAdapter, ...]) -> Iterator[dict]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _check_rows(layers: tuple[LayerAdapter, ...], captured: dict, c: int) -> None:
+    """Raise unless every layer was called once with gradient recording on, on a tensor of c rows
+    (a guard behind the audit, for a model that changes with the number of points)."""
+    for layer in layers:
+        call = captured.get(layer.module)
+        if call is None or call[0].shape[0] != c or call[1].shape[0] != c:
+            raise WidenetError(f"{layer.path} was not called on the {c} points of a chunk as on "
+                               "the probe, so the layer-wise method does not apply to this "
+                               "model; use method='jacobian'")
 
 
 def _output_gradients(f: torch.Tensor, zs: list[torch.Tensor]) -> list[torch.Tensor]:

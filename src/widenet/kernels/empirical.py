@@ -20,7 +20,7 @@ is not defined.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 
@@ -37,38 +37,28 @@ from widenet.kernels._functional import FunctionalModel
 from widenet.kernels._layerwise import LayerwiseMethod
 from widenet.kernels.jacobians import JacobianMethod
 from widenet.kernels.ntk_vp import VectorProductMethod
+from widenet.kernels.result import Kernels
 
 METHODS = ("auto", "layerwise", "jacobian", "ntk-vp")
 _IMPLEMENTATIONS = {"layerwise": LayerwiseMethod, "jacobian": JacobianMethod,
                     "ntk-vp": VectorProductMethod}
 
 
-@dataclass(frozen=True)
-class EmpiricalNTK:
-    """An empirical NTK split by parameter: ``total`` = sum of ``blocks.values()``.
-
-    ``blocks`` maps each trainable parameter's name in ``model.named_parameters()`` (e.g.
-    "layers.0.weight") to its contribution <d f(x_i)/d theta_h, d f(x'_j)/d theta_h>, in the
-    order of ``named_parameters()``; all tensors have the shape asked for by ``outputs``.
-    """
-
-    total: torch.Tensor
-    blocks: dict[str, torch.Tensor]
-
-
 def empirical_ntk(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
                   outputs: str = "trace", per_layer: bool = False, method: str = "auto",
                   chunk_size: int | None = None,
-                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor | EmpiricalNTK:
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Kernels:
     """The empirical NTK K(x1, x2) = J(x1) J(x2)^T of ``model`` at its current parameters.
 
     x1 has shape (n1, ...), x2 (n2, ...) with the same per-point shape (default: x2 = x1, giving
     a symmetric positive semi-definite kernel). With k the number of outputs per point (the
-    model's per-point output flattened), ``outputs`` selects
-    "trace": sum_a K_aa, shape (n1, n2); "diagonal": K_aa, shape (n1, n2, k);
-    "full": K_ab, shape (n1, n2, k, k), with K[i, j, a, b] = <d f_a(x1_i), d f_b(x2_j)>.
-    ``per_layer=True`` returns an EmpiricalNTK with one block per trainable parameter.
-    ``method`` is "auto", "layerwise", "jacobian" or "ntk-vp" (see the module docstring).
+    model's per-point output flattened) and K[i, j, a, b] = <d f_a(x1_i), d f_b(x2_j)>, the
+    result is a ``Kernels`` (docs/kernels.md, "Kernel convention") whose ``.ntk`` is the kernel
+    per output unit (1/k) sum_a K_aa, shape (n1, n2), and ``.outputs`` is k. ``outputs`` selects
+    what else it keeps: "trace" nothing more; "diagonal" also ``.diagonal`` = K_aa, shape
+    (n1, n2, k); "full" also ``.full`` = K_ab, shape (n1, n2, k, k). ``per_layer=True`` fills
+    ``.blocks`` with one (n1, n2) block per trainable parameter, on the scale of ``.ntk``, which
+    is their sum. ``method`` is "auto", "layerwise", "jacobian" or "ntk-vp" (module docstring).
     Work is split into chunks of ``chunk_size`` points (and of outputs) so that the working
     memory beyond the result stays under ``memory_budget`` bytes; by default the chunks are
     as large as the budget allows. The result has the dtype and device of x1; the model is
@@ -82,7 +72,7 @@ def empirical_ntk(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor | N
                        itemsize=x1.element_size(), budget=memory_budget, chunk_size=chunk_size,
                        per_layer=per_layer)
     blocks = assemble(implementation, x1, x2, audit.outputs, plan, per_layer)
-    return _result(blocks, fmodel, per_layer)
+    return _result(blocks, fmodel, outputs, per_layer, audit.outputs)
 
 
 def _check_options(outputs: object, per_layer: object, method: object, chunk_size: object,
@@ -114,9 +104,30 @@ def _choose(method: str, audit: Audit) -> str:
     return method
 
 
-def _result(blocks: dict[str, torch.Tensor], fmodel: FunctionalModel,
-            per_layer: bool) -> torch.Tensor | EmpiricalNTK:
+def _result(blocks: dict[str, torch.Tensor], fmodel: FunctionalModel, outputs: str,
+            per_layer: bool, k: int) -> Kernels:
+    """The ``Kernels`` of assembled blocks in the layout of ``outputs`` (see ``empirical_ntk``).
+
+    With ``per_layer``, ``ntk`` is the sum of the per-parameter blocks, in their order.
+    """
     if not per_layer:
-        return blocks[TOTAL]
+        return Kernels(None, _per_output_unit(blocks[TOTAL], outputs, k), outputs=k,
+                       **_kept(outputs, lambda: blocks[TOTAL]))
     ordered = {name: blocks[name] for name in fmodel.params}
-    return EmpiricalNTK(total=sum(ordered.values()), blocks=ordered)
+    per_unit = {name: _per_output_unit(block, outputs, k) for name, block in ordered.items()}
+    return Kernels(None, sum(per_unit.values()), per_unit, outputs=k,
+                   **_kept(outputs, lambda: sum(ordered.values())))
+
+
+def _per_output_unit(block: torch.Tensor, outputs: str, k: int) -> torch.Tensor:
+    """(1/k) sum_a K_aa, shape (n1, n2), from a block in the layout of ``outputs``."""
+    if outputs == "full":
+        block = torch.diagonal(block, dim1=2, dim2=3)
+    if outputs != "trace":
+        block = block.sum(-1)
+    return block / k
+
+
+def _kept(outputs: str, total: Callable[[], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{"full": K_ab} or {"diagonal": K_aa} (``total()`` computes it), nothing for "trace"."""
+    return {} if outputs == "trace" else {outputs: total()}

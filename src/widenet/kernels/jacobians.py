@@ -19,7 +19,7 @@ from widenet.kernels._blocks import (
     slices,
 )
 from widenet.kernels._factors import Factor, FactorMethod, arrange, output_pairs
-from widenet.kernels._functional import FunctionalModel
+from widenet.kernels._functional import UNBATCHABLE, FunctionalModel, unbatched
 
 
 def jacobian(model: torch.nn.Module, x: torch.Tensor, *, chunk_size: int | None = None,
@@ -38,16 +38,31 @@ def jacobian(model: torch.nn.Module, x: torch.Tensor, *, chunk_size: int | None 
     per_point = x.element_size() * audit.outputs * (fmodel.numel() + audit.activations)
     c = points_per_chunk(x.shape[0], per_point=per_point, fixed=0, budget=memory_budget,
                          chunk_size=chunk_size)
-    chunks = [jacobian_rows(fmodel, x[points], slice(None)) for points in slices(x.shape[0], c)]
+    chunks = [jacobian_rows(fmodel, x[points], slice(None), batched=not audit.unbatched)
+              for points in slices(x.shape[0], c)]
     return {name: torch.cat([chunk[name] for chunk in chunks]) for name in fmodel.params}
 
 
-def jacobian_rows(fmodel: FunctionalModel, x: torch.Tensor, outs: slice) -> dict[str, torch.Tensor]:
-    """{name: (c, kc, *parameter.shape)}: d f_a(x_i) / d parameter for the outputs a in ``outs``."""
+def jacobian_rows(fmodel: FunctionalModel, x: torch.Tensor, outs: slice, *,
+                  batched: bool = True) -> dict[str, torch.Tensor]:
+    """{name: (c, kc, *parameter.shape)}: d f_a(x_i) / d parameter for the outputs a in ``outs``.
+
+    ``batched``: by vmap over the points, falling back to the loop when vmap raises; otherwise
+    (a model using operations vmap batches wrongly or not at all, see ``_audit.UNBATCHED_OPS``)
+    point by point and output by output, which is slower and as exact.
+    """
     def point_outputs(params: dict[str, torch.Tensor], point: torch.Tensor) -> torch.Tensor:
         return fmodel(params, point.unsqueeze(0))[0, outs]
 
-    return vmap(jacrev(point_outputs), in_dims=(None, 0))(fmodel.params, x)
+    if batched:
+        try:
+            return vmap(jacrev(point_outputs), in_dims=(None, 0))(fmodel.params, x)
+        except UNBATCHABLE as error:
+            if isinstance(error, torch.OutOfMemoryError):
+                raise
+    with unbatched("reverse-mode", "check that torch.func.jacrev can differentiate it"):
+        rows = [jacrev(point_outputs, chunk_size=1)(fmodel.params, point) for point in x]
+    return {name: torch.stack([row[name] for row in rows]) for name in fmodel.params}
 
 
 class JacobianMethod(FactorMethod):
@@ -65,7 +80,7 @@ class JacobianMethod(FactorMethod):
 
     def features(self, x: torch.Tensor, outs: slice) -> list[Factor]:
         """Jacobian rows as factors with A = 1: G = rows, shape (kc, c, 1, parameter size)."""
-        rows = jacobian_rows(self.fmodel, x, outs)
+        rows = jacobian_rows(self.fmodel, x, outs, batched=not self.audit.unbatched)
         return arrange([Factor(name, 1.0, j.flatten(2).transpose(0, 1).unsqueeze(2), None)
                         for name, j in rows.items()], self.mode)
 

@@ -22,7 +22,7 @@ from widenet.kernels._blocks import (
     slices,
 )
 from widenet.kernels._factors import TOTAL
-from widenet.kernels._functional import FunctionalModel, Params
+from widenet.kernels._functional import UNBATCHABLE, FunctionalModel, Params, unbatched
 from widenet.kernels.jacobians import jacobian_rows
 
 
@@ -46,8 +46,9 @@ def ntk_vector_product(model: torch.nn.Module, x: torch.Tensor, v: torch.Tensor,
                          fixed=2 * x.element_size() * fmodel.numel(), budget=memory_budget,
                          chunk_size=chunk_size)
     pulled = _pull_back(fmodel, other, v, c)
-    pushed = [jvp(lambda p, points=points: fmodel(p, x[points]), (fmodel.params,), (pulled,))[1]
-              for points in slices(x.shape[0], c)]
+    with unbatched("forward-mode", "use empirical_ntk(..., method='jacobian') and multiply"):
+        pushed = [jvp(lambda p, points=points: fmodel(p, x[points]), (fmodel.params,),
+                      (pulled,))[1] for points in slices(x.shape[0], c)]
     return torch.cat(pushed).reshape(x.shape[0], *audit.output_shape)
 
 
@@ -81,16 +82,23 @@ class _Chunk:
     fmodel: FunctionalModel
     x: torch.Tensor
     outs: slice
+    batched: bool
     formed: Params | None = None
 
     def rows(self) -> Params:
         if self.formed is None:
-            self.formed = jacobian_rows(self.fmodel, self.x, self.outs)
+            self.formed = jacobian_rows(self.fmodel, self.x, self.outs, batched=self.batched)
         return self.formed
 
     def select(self, points: slice) -> _Chunk:
         formed = None if self.formed is None else {n: r[points] for n, r in self.formed.items()}
-        return _Chunk(self.fmodel, self.x[points], self.outs, formed)
+        return _Chunk(self.fmodel, self.x[points], self.outs, self.batched, formed)
+
+
+def _layout(columns: torch.Tensor, c2: int, kc2: int) -> torch.Tensor:
+    """JVPs (c2 kc2, c1, kc1), one per right column, as the block (c1, c2, kc1, kc2)."""
+    c1, kc1 = columns.shape[1:]
+    return columns.view(c2, kc2, c1, kc1).permute(2, 0, 3, 1)
 
 
 class VectorProductMethod:
@@ -107,7 +115,7 @@ class VectorProductMethod:
         self.mode = mode
 
     def features(self, x: torch.Tensor, outs: slice) -> _Chunk:
-        return _Chunk(self.fmodel, x, outs)
+        return _Chunk(self.fmodel, x, outs, not self.audit.unbatched)
 
     def select(self, chunk: _Chunk, points: slice) -> _Chunk:
         return chunk.select(points)
@@ -131,9 +139,16 @@ class VectorProductMethod:
             return jvp(outputs, ({name: params[name] for name in names},), (tangent,))[1]
 
         c2, kc2 = rows[names[0]].shape[:2]
-        columns = vmap(push)({name: rows[name].flatten(0, 1) for name in names})
-        c1, kc1 = columns.shape[1:]
-        return columns.view(c2, kc2, c1, kc1).permute(2, 0, 3, 1)
+        tangents = {name: rows[name].flatten(0, 1) for name in names}
+        if not self.audit.unbatched:
+            try:
+                return _layout(vmap(push)(tangents), c2, kc2)
+            except UNBATCHABLE as error:  # a model vmap cannot batch: one JVP per column
+                if isinstance(error, torch.OutOfMemoryError):
+                    raise
+        with unbatched("forward-mode", "use method='jacobian'"):
+            return _layout(torch.stack([push({name: t[column] for name, t in tangents.items()})
+                                        for column in range(c2 * kc2)]), c2, kc2)
 
     def _select(self, block: torch.Tensor) -> torch.Tensor:
         """The full (c1, c2, kc, kc) block reduced to the mode: trace or diagonal over a = b."""

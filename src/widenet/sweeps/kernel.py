@@ -1,7 +1,7 @@
 """Kernel matrices too large for one process: computed block by block into a ``.npy`` file.
 
 ``kernel_to_disk(net, x, path)`` fills the n x n matrix K(x_i, x_j) (``ntk`` or ``nngp`` of the
-net's infinite-width limit, or its ``empirical`` NTK, trace over outputs) in square blocks of
+net's infinite-width limit, or its ``empirical`` NTK per output unit) in square blocks of
 side ``block``, each block a job on an engine (local processes or Ray). Blocks are computed in
 float64 and stored as ``dtype`` (float32 halves the file: n = 40,000 takes 6.4 GB). The matrix
 is a memory-mapped ``.npy`` file; each worker writes its block (and, by symmetry, the mirrored
@@ -114,7 +114,7 @@ def compute_block(net: nn.Module, kind: str, path: str, index: tuple[int, int], 
     from widenet.kernels.infinite import infinite_kernels
 
     if kind == "empirical":
-        values = empirical_ntk(net, rows, cols)
+        values = empirical_ntk(net, rows, cols).ntk
     else:
         kernels = infinite_kernels(net, rows, cols, dtype=torch.float64)
         values = kernels.ntk if kind == "ntk" else kernels.nngp

@@ -138,7 +138,7 @@ def compute_task(config: GDConfig, m: int, replicate: int, context: StudyContext
     with torch.no_grad():
         f0 = net(x)
     residual = f0 - y
-    entk = empirical_ntk(net, x)
+    entk = empirical_ntk(net, x).ntk
     dynamics = KernelDynamics(theta, y, f0)
     start = parameter_snapshot(net)
     result = train(net, x, y, lr=lr, steps=steps, log_every=math.ceil(steps / LOGGED_STEPS),

@@ -117,7 +117,7 @@ def tangent_margin(net: MLP, x: torch.Tensor, labels: torch.Tensor) -> float:
     the max margin of the tangent features at the net's current theta, with the empirical NTK
     K = J J^T computed in float64, normalized like gamma (docs/theory.md section 5)."""
     degree = homogeneity_degree(net)
-    kernel = empirical_ntk(net, x.to(torch.float64))
+    kernel = empirical_ntk(net, x.to(torch.float64)).ntk
     achieved, _ = max_margin(kernel, labels)
     return achieved / degree / parameter_norm(net) ** (degree - 1)
 

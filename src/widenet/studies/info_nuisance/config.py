@@ -33,7 +33,7 @@ class InfoNuisanceConfig(StudyConfig):
                                  "space is spanned by the top r eigenvectors of the NTK at "
                                  "initialization (cutoff alpha = lambda_r)")
     lr_factor: float = Field(default=1.0, gt=0, le=100, description="lr = lr_factor * n / "
-                             "lambda_max(K_0 / k), K_0 the trace NTK over k = 10 outputs; "
+                             "lambda_max(K_0), K_0 the NTK per output unit (k = 10); "
                              "fixed-kernel GD is stable iff lr_factor < 2 (a run that "
                              "diverges is recorded with status 'diverged')")
     steps: PositiveInt = Field(default=3000, description="full-batch GD steps per run")

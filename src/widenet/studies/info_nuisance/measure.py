@@ -4,9 +4,10 @@ docs/theory.md section 5 (Oymak et al. 2019). A bias-free ReLU MLP in the NTK pa
 centered as h = f - f_0 (:class:`widenet.LazyModel` with alpha = 1: the same NTK, zero output at
 initialization, so r_0 = -y), is trained by full-batch GD on the MSE loss (1/(2n)) ||h - Y||^2
 with one-hot targets Y (n, k) of clean or partly corrupted digit labels. With K_0 the empirical
-NTK at initialization (trace over the k outputs, float64) and I the span of its top r
-eigenvectors (N = I^perp), the run logs ||P_I r_t|| / ||r_0||, ||P_N r_t|| / ||r_0||, the same two
-numbers for the fixed-kernel GD prediction r_t = (I - (lr/n) K_0 / k)^t r_0, the test error and
+NTK at initialization per output unit (the trace over the k outputs / k, float64) and I the
+span of its top r eigenvectors (N = I^perp), the run logs ||P_I r_t|| / ||r_0||,
+||P_N r_t|| / ||r_0||, the same two numbers for the fixed-kernel GD prediction
+r_t = (I - (lr/n) K_0)^t r_0, the test error and
 the fraction of clean and of corrupted training points fitted (argmax of h = the given label).
 """
 
@@ -110,8 +111,8 @@ class _Progress(Monitor):
 def _predicted_projections(space: InformationSpace, kernel: torch.Tensor, targets: torch.Tensor,
                            steps: list[int], lr: float) -> tuple[list[float], list[float]]:
     """||P_I r_s|| / ||r_0|| and ||P_N r_s|| / ||r_0|| of fixed-kernel GD with the per-output
-    kernel K_0 / k from h_0 = 0 (docs/theory.md section 5, :meth:`KernelDynamics.gd_train`)."""
-    outputs = KernelDynamics(kernel / targets.shape[1], targets).gd_train(steps, lr)
+    kernel K_0 from h_0 = 0 (docs/theory.md section 5, :meth:`KernelDynamics.gd_train`)."""
+    outputs = KernelDynamics(kernel, targets).gd_train(steps, lr)
     parts = [residual_projections(space, f - targets, -targets) for f in outputs]
     return [p.information for p in parts], [p.nuisance for p in parts]
 
@@ -129,9 +130,9 @@ def compute_task(config: InfoNuisanceConfig, corrupt: float, replicate: int,
     targets = torch.nn.functional.one_hot(labels, CLASSES).to(torch.float64)
     net = MLP(x.shape[1], [config.width] * config.depth, CLASSES, config.activation,
               seed=replicate_seed(config, replicate, _NET), device=device, dtype=torch.float32)
-    kernel0 = empirical_ntk(net, x)
+    kernel0 = empirical_ntk(net, x).ntk
     space = information_space(kernel0, top=config.information_dim)
-    per_output = space.eigenvalues / CLASSES
+    per_output = space.eigenvalues
     lr = config.lr_factor * config.points / float(per_output[-1])
     model = LazyModel(net, 1.0)
     monitor = _Progress(space, labels, corrupted, data.x_test.to(device, torch.float32),
@@ -146,7 +147,7 @@ def compute_task(config: InfoNuisanceConfig, corrupt: float, replicate: int,
     curves.insert(0, "seed", replicate)
     curves.insert(0, "corrupt", corrupt)
     completed = result.status == "completed"
-    kernel_end = empirical_ntk(net, x) if completed else None
+    kernel_end = empirical_ntk(net, x).ntk if completed else None
     row = {
         "corrupt": corrupt, "seed": replicate, "status": result.status, "lr": lr,
         "steps": config.steps, "lambda_max": float(per_output[-1]),

@@ -133,11 +133,11 @@ def compute_task(config: LazyTrainingConfig, activation: str, width: int, replic
     student = MLP(config.dim, [width] * config.depth, 1, activation,
                   seed=derived_seed(config.seed, _STUDENT, replicate, width), device=device,
                   dtype=torch.float64)
-    kernel = empirical_ntk(student, x)
+    kernel = empirical_ntk(student, x).ntk
     eigenvalues = torch.linalg.eigvalsh(kernel)
     lambda_max = float(eigenvalues[-1])
     lr = config.lr_fraction * 2.0 * config.n / lambda_max
-    linear_train, linear_test = linear_gd(kernel, empirical_ntk(student, x_test, x), y, lr,
+    linear_train, linear_test = linear_gd(kernel, empirical_ntk(student, x_test, x).ntk, y, lr,
                                           config.steps)
     parameters = {"activation": activation, "width": width, "seed": replicate}
     kinked = is_kinked(activation)
@@ -179,7 +179,7 @@ def train_lazily(initial: MLP, alpha: float, x: torch.Tensor, y: torch.Tensor,
         output = lazy(x)
     return row | {
         "weight_movement": weight_movement(student, initial).relative,
-        "kernel_movement": kernel_movement(empirical_ntk(student, x), kernel),
+        "kernel_movement": kernel_movement(empirical_ntk(student, x).ntk, kernel),
         "linearization_error": float((output - linear_train).norm() / output.norm()),
         "pattern_flips": float(pattern_flips(preactivations(student, x), initial_z)),
         "train_loss": float(final["loss"]), "test_loss": float(final["test_loss"])}

@@ -38,7 +38,7 @@ def ntk_matrix(net: MLP, x: torch.Tensor) -> torch.Tensor:
     """K(theta) = [(1/n) K_theta(x_i, x_j)], the (nk, nk) matrix with entry (i k + a, j k + b)
     equal to (1/n) <d f_a(x_i)/d theta, d f_b(x_j)/d theta> (docs/theory.md section 4)."""
     n, k = x.shape[0], net.out_features
-    full = empirical_ntk(net, x, outputs="full")  # (n, n, k, k)
+    full = empirical_ntk(net, x, outputs="full").full  # (n, n, k, k)
     return full.permute(0, 2, 1, 3).reshape(n * k, n * k) / n
 
 

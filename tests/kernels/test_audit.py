@@ -1,0 +1,40 @@
+"""The probe of the empirical-NTK audit: distinct points, and what it records."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tests.kernels.empirical_models import MODELS, ReversedBatch, points
+from widenet.kernels._audit import PROBE_POINTS, UNBATCHED_OPS, prepare, probe_points
+
+
+def test_the_probe_takes_the_first_distinct_points_of_x1_then_x2():
+    x1 = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    x2 = torch.tensor([[1.0, 0.0], [2.0, 0.0], [2.0, 0.0], [3.0, 1.0], [4.0, 0.0]])
+    assert torch.equal(probe_points(x1, x2), torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 1.0]]))
+    assert torch.equal(probe_points(x2[1:]), x2[[1, 3, 4]])
+
+
+def test_equal_points_give_a_probe_of_two_copies_and_two_distinct_points_a_probe_of_two():
+    x = torch.ones(4, 3)
+    assert torch.equal(probe_points(x), torch.ones(2, 3))
+    assert probe_points(torch.tensor([[0.0], [5.0], [0.0], [5.0]])).shape == (2, 1)
+    assert probe_points(points(10)).shape == (PROBE_POINTS, 4)
+
+
+def test_the_audit_names_the_operations_vmap_cannot_batch():
+    for name, ops in (("prelu", ("prelu",)), ("lstm", ("lstm",)), ("gru", ("gru",)),
+                      ("mlp", ())):
+        factory, shape, _ = MODELS[name]
+        _, audit = prepare(factory(), points(3, shape))
+        assert audit.unbatched == ops, name
+    assert {"prelu", "lstm", "gru"} <= UNBATCHED_OPS
+
+
+def test_rows_that_do_not_follow_the_points_are_seen_even_when_shapes_match():
+    _, audit = prepare(ReversedBatch(), points(5))
+    assert "does not follow the points" in audit.layerwise_problem
+    _, fine = prepare(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)).double(),
+                      points(5))
+    assert fine.layerwise_problem is None
