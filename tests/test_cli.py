@@ -325,3 +325,17 @@ def test_ctrl_c_says_how_to_resume_and_resume_of_a_finished_run_says_new(
     assert f"Continue with: widenet {' '.join(argv)} --resume" in err
     assert main([*argv, "--resume"]) == 0
     assert "this is a new run" in capsys.readouterr().out
+
+
+def test_ctrl_c_of_a_kernel_says_to_run_the_same_command_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import widenet.sweeps.kernel
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(widenet.sweeps.kernel, "kernel_to_disk", interrupted)
+    argv = ["kernel", str(tmp_path / "k.npy"), "--points", "4", "--dim", "3"]
+    assert main(argv) == 130
+    assert f"Continue with: widenet {' '.join(argv)}\n" in capsys.readouterr().err

@@ -189,12 +189,13 @@ def _unfinished_runs(store: RunStore, study: str) -> int:
     return int(runs["status"].isin(["interrupted", "failed"]).sum())
 
 
-def _resume_command(study: str) -> str:
-    """The command line that continues this interrupted ``widenet run`` or ``sweep``: the
-    arguments as given to :func:`main` (the context's ``obj``), with ``--resume`` added."""
+def _resume_command(study: str | None = None) -> str:
+    """The command line that continues this interrupted command: the arguments as given to
+    :func:`main` (the context's ``obj``), with ``--resume`` added for ``run`` and ``sweep``
+    (``study`` given) and as they were for ``kernel``, which resumes by itself."""
     given = click.get_current_context().obj or ["run", study]
     args = [arg for arg in given if arg != "--resume"]
-    return " ".join(["widenet", *map(shlex.quote, args), "--resume"])
+    return " ".join(["widenet", *map(shlex.quote, args), *(["--resume"] if study else [])])
 
 
 @contextmanager
@@ -386,7 +387,7 @@ def kernel_command(path: Path, kind: str, data: str, label_column: str | None, p
               dtype=torch.float64)
     runner = (RayEngine(address=address, workers=workers) if engine == "ray"
               else LocalEngine(workers))
-    with _progress() as progress:
+    with _progress() as progress, _resume_hint(_resume_command()):
         bar = progress.add_task("blocks", total=None)
         matrix = kernel_to_disk(net, x, path, kind=kind, block=block, dtype=dtype, engine=runner,
                                 on_block=lambda done, total: progress.update(
