@@ -131,7 +131,7 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
     found = get_study(study)
     resolved = build_config(found.config, quick=quick, file=config, overrides=overrides)
     store = RunStore(out)
-    unfinished = _unfinished_runs(store, found.name)
+    unfinished = _unfinished_runs(store, found.name) if resume else 0
     with _progress() as progress, _resume_hint(_resume_command(study)):
         bar = progress.add_task(found.name, total=None)
 
