@@ -178,7 +178,7 @@ def runs_command(out: Path, study: str | None) -> None:
     for row in runs.itertuples():
         tasks = [_text(row.tasks_done)] if unfinished else []
         sweep = [_text(row.sweep), _text(row.point)] if in_sweeps else []
-        table.add_row(_text(row.id), _text(row.status), *_check_counts(store.checks(row.id)),
+        table.add_row(_text(row.id), _text(row.status), *_check_counts(store, row.id),
                       *tasks, _text(row.created)[5:16].replace("T", " "), *sweep)
     out_console.print(table)
 
@@ -215,10 +215,16 @@ def _strict_status(checks: pd.DataFrame, strict: bool) -> int:
     return 1 if strict and (checks.get("verdict", pd.Series()) == "fail").any() else 0
 
 
-def _check_counts(checks: pd.DataFrame) -> list[str]:
-    """The pass / fail / inconclusive counts of a run's checks, as table cells."""
+def _check_counts(store: RunStore, run_id: str) -> list[str]:
+    """The pass / fail / inconclusive counts of a run's checks, as table cells; ``?`` for a
+    run whose stored checks are damaged (``widenet show RUN`` says what is wrong), so that a
+    listing still shows every other run."""
     from widenet.report import verdict_counts
 
+    try:
+        checks = store.checks(run_id)
+    except WidenetError:
+        return ["?"] * 3
     return [str(count) for count in verdict_counts(checks).values()]
 
 
@@ -331,8 +337,7 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
     table = Table("point", "status", "pass", "fail", "inc.", "run", "reason", box=None,
                   header_style="bold", pad_edge=False)
     for row in outcome.points.itertuples():
-        counts = (_check_counts(store.checks(row.run_id)) if _text(row.run_id)
-                  else ["", "", ""])
+        counts = _check_counts(store, row.run_id) if _text(row.run_id) else [""] * 3
         table.add_row(row.point, row.status, *counts, row.run_id, row.reason)
     out_console.print(table)
     counts = outcome.points["status"].value_counts()
