@@ -288,3 +288,83 @@ def test_the_progress_bar_prints_labels_literally(monkeypatch: pytest.MonkeyPatc
         progress.add_task(LABEL, total=2)
         progress.refresh()
     assert LABEL in terminal.getvalue()
+
+
+def _store_run(root: Path, measured: float, note: str = "") -> str:
+    """A completed run of 'toy' in the store at ``root`` with one check (passing if
+    ``measured`` is in [-1, 1], else failing), as the runner would store it."""
+    from widenet.checks import check_interval
+
+    store = RunStore(root)
+    run_id = store.create_run(study="toy", config={}, seed=0, device="cpu", versions={})
+    check = check_interval("mean draw", "the mean is 0", measured=measured, low=-1.0, high=1.0,
+                           note=note)
+    store.finish_run(run_id, tables={}, checks=[check])
+    return run_id
+
+
+@pytest.mark.parametrize(("measured", "note", "shown", "strict_status"), [
+    (0.5, "", "pass", 0), (3.0, "", "fail", 1), (3.0, "finding: documented", "finding", 1)])
+def test_strict_exits_1_on_any_failing_check(toy: None, tmp_path: Path, measured: float,
+                                             note: str, shown: str, strict_status: int,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    run_id = _store_run(tmp_path, measured, note)
+    assert main(["show", run_id, "--out", str(tmp_path)]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "mean draw" in line]
+    assert line.split()[0] == shown
+    assert main(["show", run_id, "--out", str(tmp_path), "--strict"]) == strict_status
+    assert main(["show", run_id, "--out", str(tmp_path), "--claims"]) == 0
+    assert "the mean is 0" in capsys.readouterr().out
+
+
+def test_runs_count_the_verdicts(toy: None, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    run_id = _store_run(tmp_path, 3.0)
+    assert main(["runs", "--out", str(tmp_path)]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header.split()[:5] == ["id", "status", "pass", "fail", "inc."]
+    assert row.split()[:5] == [run_id, "completed", "0", "1", "0"]
+
+
+def test_a_random_dry_run_lists_the_drawn_values(toy: None, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from widenet.sweeps import SweepSpec, parse_random
+
+    assert main(["sweep", "toy", "--random", "seed=0:1000", "--samples", "3", "--dry-run",
+                 "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()[:3]
+    drawn = [overrides["seed"] for _, overrides in
+             SweepSpec(random=parse_random(("seed=0:1000",)), samples=3).points()]
+    assert lines == [f"sample={i}  seed={seed}" for i, seed in enumerate(drawn)]
+
+
+def test_ctrl_c_says_how_to_resume_and_resume_of_a_finished_run_says_new(
+        toy: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import widenet.runner
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    argv = ["run", "toy", "--quick", "--out", str(tmp_path)]
+    with monkeypatch.context() as patch:
+        patch.setattr(widenet.runner, "run_study", interrupted)
+        assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"Continue with: widenet {' '.join(argv)} --resume" in err
+    assert main([*argv, "--resume"]) == 0
+    assert "this is a new run" in capsys.readouterr().out
+
+
+def test_ctrl_c_of_a_kernel_says_to_run_the_same_command_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import widenet.sweeps.kernel
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(widenet.sweeps.kernel, "kernel_to_disk", interrupted)
+    argv = ["kernel", str(tmp_path / "k.npy"), "--points", "4", "--dim", "3"]
+    assert main(argv) == 130
+    assert f"Continue with: widenet {' '.join(argv)}\n" in capsys.readouterr().err

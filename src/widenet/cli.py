@@ -1,16 +1,22 @@
 """The ``widenet`` command: run studies into the run store and read their results.
 
 User mistakes (an unknown study, a bad config key or value, a missing file, an unwritable or
-corrupt store) print one line, ``widenet: error: ...``, and exit with status 2.
+corrupt store) print one line, ``widenet: error: ...``, and exit with status 2. ``run`` and
+``show`` with ``--strict`` exit with status 1 when a check fails; Ctrl-C exits with 130 after
+saying how to continue (``--resume``). The module imports torch and the studies only inside the
+commands that need them, so ``widenet --version`` and ``--help`` stay fast.
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
+import pandas as pd
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -54,6 +60,11 @@ set_option = click.option("--set", "-s", "overrides", multiple=True, metavar="KE
                           help="Set one config value (over the YAML file); repeatable. "
                                "Lists: widths=64,128.")
 run_argument = click.argument("run", metavar="RUN")
+claims_option = click.option("--claims", is_flag=True,
+                             help="Print each check's claim and note under it.")
+strict_option = click.option("--strict", is_flag=True,
+                             help="Exit with status 1 if any check fails (documented findings "
+                                  "included), for CI.")
 workers_option_type = click.IntRange(min=1)
 
 
@@ -117,8 +128,11 @@ def config_command(study: str, quick: bool, config: Path | None,
 @store_option
 @click.option("--resume", is_flag=True, help="Continue the newest unfinished run of this study "
               "with the same config, skipping its finished tasks.")
+@claims_option
+@strict_option
 def run_command(study: str, config: Path | None, overrides: tuple[str, ...], quick: bool,
-                device: str, threads: int, out: Path, resume: bool) -> None:
+                device: str, threads: int, out: Path, resume: bool, claims: bool,
+                strict: bool) -> int:
     """Run STUDY (`widenet studies` lists them): store its tables and checks, write its
     figures and report.html."""
     import torch
@@ -134,7 +148,8 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
     resolved = build_config(found.config, quick=quick, file=config, overrides=overrides)
     require_study_memory(found, resolved, resolve_device(device))  # before a store is made
     store = RunStore(out)
-    with _progress() as progress:
+    unfinished = _unfinished_runs(store, found.name) if resume else 0
+    with _progress() as progress, _resume_hint(_resume_command(study)):
         bar = progress.add_task(found.name, total=None)
 
         def on_task(done: int, total: int, key: str) -> None:
@@ -144,14 +159,21 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
                             on_task=on_task)
     if outcome.resumed_tasks:
         out_console.print(f"resumed: {outcome.resumed_tasks} finished task(s) reused")
-    print_summary(out_console, outcome.record, outcome.checks, outcome.report)
+    elif resume:
+        out_console.print(f"--resume: no unfinished run of {found.name} with this config "
+                          f"{'(unfinished ones have another config) ' if unfinished else ''}"
+                          "was left, so this is a new run")
+    print_summary(out_console, outcome.record, outcome.checks, outcome.report, claims=claims)
+    return _strict_status(outcome.checks, strict)
 
 
 @app.command("runs")
 @store_option
 @click.option("--study", help="Only this study's runs.")
 def runs_command(out: Path, study: str | None) -> None:
-    """List the stored runs, oldest first (with their sweep and point, if any ran in one)."""
+    """List the stored runs, oldest first: status, pass / fail / inconclusive (inc.) counts of
+    their checks, tasks done (if any run is unfinished), creation time (month-day hour:minute,
+    UTC) and their sweep and point, if any ran in one."""
     store = RunStore(out)
     runs = store.runs(study)
     if runs.empty and study is not None:
@@ -164,13 +186,63 @@ def runs_command(out: Path, study: str | None) -> None:
         out_console.print(f"no runs{f' of {study}' if study else ''} in {out}")
         return
     in_sweeps = runs["sweep"].notna().any()
-    table = Table("id", "study", "status", "tasks", "created", "finished",
-                  *(["sweep", "point"] if in_sweeps else []), box=None, header_style="bold")
+    unfinished = (runs["status"] != "completed").any()
+    table = Table("id", "status", "pass", "fail", "inc.", *(["tasks"] if unfinished else []),
+                  "created", *(["sweep", "point"] if in_sweeps else []), box=None,
+                  header_style="bold", pad_edge=False)
+    for column in table.columns[:7]:  # fits 80 columns whole; sweep and point wrap
+        column.no_wrap = True
     for row in runs.itertuples():
+        tasks = [_text(row.tasks_done)] if unfinished else []
         sweep = [_text(row.sweep), _text(row.point)] if in_sweeps else []
-        table.add_row(*map(_text, (row.id, row.study, row.status, row.tasks_done, row.created,
-                                   row.finished)), *sweep)
+        table.add_row(_text(row.id), _text(row.status), *_check_counts(store, row.id),
+                      *tasks, _text(row.created)[5:16].replace("T", " "), *sweep)
     out_console.print(table)
+
+
+def _unfinished_runs(store: RunStore, study: str) -> int:
+    """How many runs of ``study`` in ``store`` are interrupted or failed (resumable)."""
+    runs = store.runs(study)
+    return int(runs["status"].isin(["interrupted", "failed"]).sum())
+
+
+def _resume_command(study: str | None = None) -> str:
+    """The command line that continues this interrupted command: the arguments as given to
+    :func:`main` (the context's ``obj``), with ``--resume`` added for ``run`` and ``sweep``
+    (``study`` given) and as they were for ``kernel``, which resumes by itself."""
+    given = click.get_current_context().obj or ["run", study]
+    args = [arg for arg in given if arg != "--resume"]
+    return " ".join(["widenet", *map(shlex.quote, args), *(["--resume"] if study else [])])
+
+
+@contextmanager
+def _resume_hint(command: str) -> Iterator[None]:
+    """On Ctrl-C inside the block, print how to continue: ``command`` (with ``--resume``)
+    skips what was finished; then let the interruption go on."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; the finished work is stored. Continue with: {command}",
+                          markup=False, highlight=False, soft_wrap=True)
+        raise
+
+
+def _strict_status(checks: pd.DataFrame, strict: bool) -> int:
+    """The exit status of ``run`` or ``show``: 1 under ``--strict`` if any check failed."""
+    return 1 if strict and (checks.get("verdict", pd.Series()) == "fail").any() else 0
+
+
+def _check_counts(store: RunStore, run_id: str) -> list[str]:
+    """The pass / fail / inconclusive counts of a run's checks, as table cells; ``?`` for a
+    run whose stored checks are damaged (``widenet show RUN`` says what is wrong), so that a
+    listing still shows every other run."""
+    from widenet.report import verdict_counts
+
+    try:
+        checks = store.checks(run_id)
+    except WidenetError:
+        return ["?"] * 3
+    return [str(count) for count in verdict_counts(checks).values()]
 
 
 def _text(value: object) -> str:
@@ -181,15 +253,19 @@ def _text(value: object) -> str:
 @app.command("show")
 @run_argument
 @store_option
-def show_command(run: str, out: Path) -> None:
+@claims_option
+@strict_option
+def show_command(run: str, out: Path, claims: bool, strict: bool) -> int:
     """Print the checks of the stored RUN (an id or its unique prefix)."""
     from widenet.report import print_summary
 
     store = RunStore(out)
     record = store.run(run)
     report = store.run_folder(record.id) / "report.html"
-    print_summary(out_console, record, store.checks(record.id),
-                  report if report.exists() else None)
+    checks = store.checks(record.id)
+    print_summary(out_console, record, checks, report if report.exists() else None,
+                  claims=claims)
+    return _strict_status(checks, strict)
 
 
 @app.command("report")
@@ -259,11 +335,12 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
     if dry_run:
         runner.check(device)
         points = plan_sweep(found.name, spec, base.model_dump(mode="json"))
-        for label, _ in points:
-            out_console.print(label, markup=False, highlight=False)
+        for label, values in points:
+            drawn = " ".join(f"{key}={values[key]}" for key in spec.random)
+            out_console.print(f"{label}  {drawn}".rstrip(), markup=False, highlight=False)
         out_console.print(f"{len(points)} point(s) of {found.name}, all valid; nothing was run")
         return
-    with _progress() as progress:
+    with _progress() as progress, _resume_hint(_resume_command(study)):
         bar = progress.add_task(found.name, total=None)
 
         def on_point(done: int, total: int, label: str, status: str) -> None:
@@ -273,9 +350,12 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
         outcome = run_sweep(found.name, spec, store=RunStore(out), engine=runner,
                             base=base.model_dump(mode="json"), device=device, name=name,
                             resume=resume, on_point=on_point)
-    table = Table("point", "status", "run", "reason", box=None, header_style="bold")
+    store = RunStore(out)
+    table = Table("point", "status", "pass", "fail", "inc.", "run", "reason", box=None,
+                  header_style="bold", pad_edge=False)
     for row in outcome.points.itertuples():
-        table.add_row(row.point, row.status, row.run_id, row.reason)
+        counts = _check_counts(store, row.run_id) if _text(row.run_id) else [""] * 3
+        table.add_row(row.point, row.status, *counts, row.run_id, row.reason)
     out_console.print(table)
     counts = outcome.points["status"].value_counts()
     out_console.print(f"sweep {outcome.name}: " + ", ".join(f"{n} {s}" for s, n in
@@ -337,7 +417,7 @@ def kernel_command(path: Path, kind: str, data: str, label_column: str | None, p
               dtype=torch.float64)
     runner = (RayEngine(address=address, workers=workers) if engine == "ray"
               else LocalEngine(workers))
-    with _progress() as progress:
+    with _progress() as progress, _resume_hint(_resume_command()):
         bar = progress.add_task("blocks", total=None)
         matrix = kernel_to_disk(net, x, path, kind=kind, block=block, dtype=dtype, engine=runner,
                                 on_block=lambda done, total: progress.update(
@@ -414,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
     try:
         _check_arguments(args)
-        status = app.main(args=args, prog_name="widenet", standalone_mode=False)
+        status = app.main(args=args, prog_name="widenet", standalone_mode=False, obj=args)
     except WidenetError as error:
         err_console.print(f"widenet: error: {error}", markup=False, highlight=False,
                           soft_wrap=True)

@@ -130,3 +130,11 @@ def test_gd_step_bad_arguments() -> None:
         gd_step(nn.Linear(2, 1), x, x[:, :1], lr=0.0)
     with pytest.raises(wn.WidenetError, match="loss_scale must be"):
         gd_step(nn.Linear(2, 1), x, x[:, :1], lr=0.1, loss_scale=-1.0)
+
+
+@pytest.mark.parametrize(("given", "name"), [("Adam", "adam"), ("SGD", "sgd"), ("GD", "gd")])
+def test_optimizer_names_are_read_in_any_case(given: str, name: str) -> None:
+    assert Optimizer(given).name == name
+    net = wn.MLP(3, [4], 1, seed=0)
+    built = build_optimizer(net, given, 0.1)
+    assert isinstance(built, torch.optim.Adam if name == "adam" else torch.optim.SGD)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import io
 import math
 import os
 import re
+from html import escape
 from pathlib import Path
 
 import pandas as pd
@@ -127,7 +129,7 @@ def test_page_loads_no_external_resource(page: str) -> None:
 
 
 def test_tables_render_their_values_with_nan_as_dash(page: str) -> None:
-    assert "<h3>errors</h3>" in page
+    assert "<details><summary><strong>errors</strong> · 3 rows · 2 columns</summary>" in page
     assert '<td class="num">0.3333</td>' in page
     assert '<td class="num">—</td>' in page
 
@@ -202,3 +204,34 @@ def test_written_files_get_the_mode_of_new_files(tmp_path: Path, umask: int) -> 
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_figure_shows_its_caption_stored_in_the_png() -> None:
+    from widenet.report.figures import caption, label, new_figure, png_bytes, png_caption
+
+    figure, axes = new_figure(panel=(2.0, 1.5))
+    axes[0, 0].plot([1, 2], [1, 2])
+    label(axes[0, 0], "line", "x", "y")
+    text = "Look at the slope: theory predicts 1 (\u03b1 < \u03b2 & <b>)."
+    png = png_bytes(caption(figure, text), dpi=30)
+    assert png_caption(png) == text
+    page = render_report(make_record(), make_checks(), {}, {"slope": png})
+    assert f"<figcaption>{escape(text)}</figcaption>" in page
+    assert png_caption(b"not a png") == ""
+
+
+def test_each_table_offers_the_whole_table_as_csv() -> None:
+    tables = make_tables(500)
+    page = render_report(make_record(), make_checks(), tables, {})
+    (encoded,) = re.findall(r'download="errors.csv" href="data:text/csv;base64,([^"]+)"', page)
+    whole = pd.read_csv(io.BytesIO(base64.b64decode(encoded)))
+    pd.testing.assert_frame_equal(whole, tables["errors"])
+
+
+def test_the_docs_page_is_a_link_when_it_is_in_the_checkout() -> None:
+    page = render_report(make_record(study="ntk-spectrum"), make_checks(), {}, {},
+                         doc_path="docs/studies/ntk-spectrum.md")
+    assert re.search(r'<a href="file://[^"]*/docs/studies/ntk-spectrum.md"><code>', page)
+    page = render_report(make_record(), make_checks(), {}, {}, doc_path="docs/studies/toy.md")
+    assert "<code>docs/studies/toy.md</code>" in page
+    assert "docs/studies/toy.md\"" not in page

@@ -70,13 +70,21 @@ def test_an_interrupted_kernel_resumes_from_its_finished_blocks(tmp_path: Path) 
                             on_block=lambda done, total: progress.append(done))
     assert len(progress) == 10 - 3
     assert progress[-1] == 10
+    assert sorted(tmp_path.iterdir()) == [path]  # the resume state is gone once finished
+    with pytest.raises(WidenetError, match=r"not an unfinished widenet kernel \(a finished one"):
+        kernel_to_disk(net, x, path, block=5, engine=LocalEngine(1))
     np.testing.assert_allclose(matrix, infinite_kernels(net, x).ntk.numpy(), rtol=1e-13)
 
 
 def test_a_mismatched_resume_and_bad_arguments_are_refused(tmp_path: Path) -> None:
     x = sphere_points(6, 5)
     path = tmp_path / "k.npy"
-    kernel_to_disk(_net(), x, path, block=3, engine=LocalEngine(1))
+
+    def stop(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # an unfinished kernel: its resume state stays
+        kernel_to_disk(_net(), x, path, block=3, engine=LocalEngine(1), on_block=stop)
     with pytest.raises(WidenetError, match="another net, inputs"):
         kernel_to_disk(_net("abs"), x, path, block=3, engine=LocalEngine(1))
     with pytest.raises(WidenetError, match="another net, inputs"):

@@ -37,10 +37,11 @@ OPTIMIZERS = ("gd", "sgd", "adam")
 class Optimizer:
     """How the training loop turns gradients into updates.
 
-    ``name``: "gd" (full batch, no momentum), "sgd" (minibatches of ``batch_size`` points drawn
-    without replacement in shuffled epochs, None = the full batch; heavy-ball ``momentum`` in
-    [0, 1)) or "adam" (torch's default betas). ``gradient_scaling`` multiplies each dense
-    layer's gradients by a factor before the step (None: off). Checked when built.
+    ``name`` (any case: "Adam" is "adam"): "gd" (full batch, no momentum), "sgd" (minibatches
+    of ``batch_size`` points drawn without replacement in shuffled epochs, None = the full
+    batch; heavy-ball ``momentum`` in [0, 1)) or "adam" (torch's default betas).
+    ``gradient_scaling`` multiplies each dense layer's gradients by a factor before the step
+    (None: off). Checked when built.
     """
 
     name: str = "gd"
@@ -49,6 +50,8 @@ class Optimizer:
     gradient_scaling: GradientScaling | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.name, str):
+            object.__setattr__(self, "name", self.name.lower())
         if self.name not in OPTIMIZERS:
             raise WidenetError(f"unknown optimizer {self.name!r}; choose one of "
                                f"{', '.join(OPTIMIZERS)}")
@@ -93,7 +96,7 @@ def build_optimizer(model: nn.Module, name: str, lr: float, *, momentum: float =
     """torch SGD (for "gd" and "sgd", with heavy-ball ``momentum``) or Adam, one parameter group
     per trainable parameter with learning rate lr * model.lr_scales(family)[name]."""
     spec = Optimizer(name, momentum=momentum)
-    family = "adam" if name == "adam" else "sgd"
+    family = "adam" if spec.name == "adam" else "sgd"
     scales = lr_scales(model, family)
     groups = [{"params": [p], "lr": lr * scales.get(n, 1.0), "name": n}
               for n, p in trainable_module(model, "there is nothing to train").named_parameters()

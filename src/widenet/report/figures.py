@@ -1,7 +1,10 @@
 """Figure helpers shared by the studies: one look, labelled axes, theory drawn beside data.
 
 Figures are plain :class:`matplotlib.figure.Figure` objects made without pyplot, so nothing
-depends on a display or on global state; :func:`png_bytes` renders one. A log axis with no
+depends on a display or on global state; :func:`png_bytes` renders one. :func:`caption` gives a
+figure its one-sentence caption (what to look at, what the theory predicts); the PNG carries it
+as its ``Description`` text (:func:`png_caption` reads it back), so a report rewritten from the
+figure files alone still has it. A log axis with no
 positive finite value to show (every run of a panel diverged) is drawn linear instead, with a
 note, so that a figure of diverged runs renders rather than failing.
 """
@@ -15,6 +18,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.ticker import Formatter
 
 THEORY_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
 
@@ -56,6 +60,54 @@ def log_scale(ax: Axes, which: str, base: float = 10) -> None:
     if ax.has_data() and not _has_positive_data(axis):
         return
     (ax.set_xscale if which == "x" else ax.set_yscale)("log", base=base)
+    if base == 10:
+        axis.set_minor_formatter(SparseLogLabels())
+
+
+class SparseLogLabels(Formatter):
+    """Minor-tick labels of a base-10 log axis that never crowd: none on an axis spanning two
+    decades or more (the decades are labelled), else only 2 and 5 times a power of ten, as
+    plain numbers (``200``, ``0.005``): matplotlib's default labels every minor tick of a short
+    axis, and ``3x10^2 4x10^2 ...`` overlap."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        low, high = sorted(abs(v) for v in self.axis.get_view_interval())
+        if not (x > 0 and low > 0) or np.log10(high / low) >= 2:
+            return ""
+        mantissa = x / 10.0 ** np.floor(np.log10(x) + 1e-9)
+        return f"{x:g}" if min(abs(mantissa - 2), abs(mantissa - 5)) < 1e-6 else ""
+
+
+def min_log_span(ax: Axes, which: str, factor: float) -> None:
+    """Widen the ``which`` ("x" or "y") limits of a log axis of ``ax`` to span at least
+    ``factor`` (about the geometric centre of the data), so that a nearly constant quantity
+    looks nearly constant instead of being stretched over the whole panel."""
+    get, set_ = (ax.get_xlim, ax.set_xlim) if which == "x" else (ax.get_ylim, ax.set_ylim)
+    low, high = get()
+    if not (low > 0 and high > 0) or high / low >= factor:
+        return
+    centre, half = np.sqrt(low * high), np.sqrt(factor)
+    set_(centre / half, centre * half)
+
+
+def clip_runaway_lines(ax: Axes, line_maxima: Sequence[float], *, ratio: float = 100.0,
+                       log: bool = False) -> int:
+    """Cap the y axis of ``ax`` just above the lines that stay bounded, when some lines (of
+    runs that diverged) peak more than ``ratio`` times the median peak, so they do not squash
+    the others; says so in the panel. Returns how many lines run off the top."""
+    peaks = np.asarray(line_maxima, dtype=float)
+    peaks = peaks[~np.isnan(peaks)]
+    if peaks.size == 0:
+        return 0
+    median = float(np.median(peaks))
+    bounded = peaks[np.isfinite(peaks) & (peaks <= ratio * abs(median))]
+    runaway = int(peaks.size - bounded.size)
+    if runaway and bounded.size and bounded.max() > 0:
+        top = float(bounded.max())
+        ax.set_ylim(top=top * (3.0 if log else 1.15))
+        ax.text(0.98, 0.98, f"{runaway} diverging line(s) run off the top", ha="right",
+                va="top", transform=ax.transAxes, fontsize=7, color="0.35")
+    return runaway
 
 
 def _has_positive_data(axis: Axis) -> bool:
@@ -97,9 +149,30 @@ def horizontal_reference(ax: Axes, value: float, text: str) -> None:
     ax.axhline(value, label=text, **THEORY_STYLE)
 
 
+def caption(figure: Figure, text: str) -> Figure:
+    """Give ``figure`` its caption ``text`` (kept as the figure's label); returns the figure."""
+    figure.set_label(text)
+    return figure
+
+
 def png_bytes(figure: Figure, dpi: int = 110) -> bytes:
-    """The figure rendered as PNG (log axes with nothing positive to show are drawn linear)."""
+    """The figure rendered as PNG (log axes with nothing positive to show are drawn linear),
+    its caption, if it has one, stored as the PNG's ``Description`` text."""
     _linearize_empty_log_axes(figure)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
+    text = figure.get_label()
+    figure.savefig(buffer, format="png", dpi=dpi,
+                   metadata={"Description": text} if text else None)
     return buffer.getvalue()
+
+
+def png_caption(png: bytes) -> str:
+    """The caption stored in a PNG by :func:`png_bytes` (empty if it has none or is not a
+    readable PNG)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(png)) as image:
+            return str(image.info.get("Description", ""))
+    except (UnidentifiedImageError, OSError):
+        return ""

@@ -1,8 +1,9 @@
 """The HTML report of a run: one self-contained page, checks first.
 
 The page holds, in this order: a header (study, run id, status, times, verdict counts), the
-checks table, the figures (embedded as PNG data URIs), the tables (the first
-:data:`MAX_TABLE_ROWS` rows of each), the config and the environment (device, seed, package
+checks table, the figures (embedded as PNG data URIs, each with its caption), the tables
+(collapsed: each opens to its first :data:`MAX_TABLE_ROWS` rows, with the whole table as an
+embedded CSV download), the config and the environment (device, seed, package
 versions, sweep). It loads nothing from anywhere: the CSS is inline and every figure is embedded,
 so the file can be mailed or archived on its own. Every string that comes from a run (names,
 claims, notes, config values, table cells) is HTML-escaped.
@@ -35,6 +36,11 @@ CHECK_HEADERS = ("check", "claim", "predicted", "measured ± stderr", "tolerance
                  "note")
 """The columns of a rendered checks table (HTML and terminal), in order."""
 
+FINDING_PREFIX = "finding:"
+"""A check's note that starts with this (any case) marks a failure the study expects and
+documents on its docs page (a finding, not a bug): reports show its verdict as ``fail
+(finding)``; ``widenet run --strict`` still counts it as a failure."""
+
 _CHECK_NUMBERS = ("predicted", "measured", "stderr", "low", "high")
 
 _CSS = """
@@ -60,9 +66,11 @@ td.verdict-pass { background: #dafbe1; }
 td.verdict-fail { background: #ffebe9; }
 .verdict-inconclusive { color: #9a6700; }
 td.verdict-inconclusive { background: #fff8c5; }
+details { margin: 0.4rem 0; }
+summary { cursor: pointer; }
 figure { display: inline-block; margin: 0 1rem 1.2rem 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #d0d7de; }
-figcaption { color: #57606a; font-size: 0.9rem; }
+figcaption { color: #57606a; font-size: 0.9rem; max-width: 34rem; }
 """
 
 
@@ -96,6 +104,11 @@ def check_rows(checks: pd.DataFrame) -> list[dict[str, str]]:
         rows.append({header: str(cell) for header, cell in zip(CHECK_HEADERS, cells,
                                                                strict=True)})
     return rows
+
+
+def is_finding(note: object) -> bool:
+    """Whether a check's ``note`` marks it as a documented finding (:data:`FINDING_PREFIX`)."""
+    return str(note).strip().lower().startswith(FINDING_PREFIX)
 
 
 def verdict_counts(checks: pd.DataFrame) -> dict[str, int]:
@@ -226,8 +239,16 @@ def _header(record: RunRecord, checks: pd.DataFrame, doc_path: str | None) -> st
         lines.append(f'<p class="reason">{escape(record.reason)}</p>')
     if doc_path:
         lines.append(f'<p class="meta">What the study tests, and why its tolerances: '
-                     f"<code>{escape(doc_path)}</code></p>")
+                     f"{_doc_link(doc_path)}</p>")
     return "<header>\n" + "\n".join(lines) + "\n</header>"
+
+
+def _doc_link(doc_path: str) -> str:
+    """``doc_path`` (relative to the repository root) as a link to the page in this checkout
+    when it is there (an editable install), else as the path in the repository."""
+    page = Path(__file__).resolve().parents[3] / doc_path
+    text = f"<code>{escape(doc_path)}</code>"
+    return f'<a href="{escape(page.as_uri())}">{text}</a>' if page.is_file() else text
 
 
 def _section(anchor: str, title: str, body: str, empty_text: str) -> str:
@@ -242,24 +263,37 @@ def _checks_table(checks: pd.DataFrame) -> str:
         verdict = cells["verdict"]
         classes = {"predicted": "num", "measured ± stderr": "num", "tolerance": "num",
                    "verdict": f"verdict verdict-{verdict}" if verdict in VERDICTS else "verdict"}
+        if verdict == "fail" and is_finding(cells["note"]):
+            cells = {**cells, "verdict": "fail (finding)"}
         rows.append([_cell(cells[header], classes.get(header, "")) for header in CHECK_HEADERS])
     return _table(CHECK_HEADERS, rows) if rows else ""
 
 
 def _figures(figures: Mapping[str, bytes]) -> str:
+    """Each figure with its caption (:func:`widenet.report.figures.png_caption`; the file's
+    stem when it has none)."""
+    from widenet.report.figures import png_caption  # matplotlib: only when there are figures
+
     items = []
     for stem, png in figures.items():
         data = base64.b64encode(png).decode("ascii")
+        text = png_caption(png)
         items.append(f'<figure><img src="data:image/png;base64,{data}" alt="{escape(stem)}">'
-                     f"<figcaption>{escape(stem)}</figcaption></figure>")
+                     f"<figcaption>{escape(text or stem)}</figcaption></figure>")
     return "\n".join(items)
 
 
 def _tables(tables: Mapping[str, pd.DataFrame], whole: Callable[[str], str]) -> str:
-    """Each table's first rows; ``whole(name)`` says where the full table is."""
+    """Each table collapsed (``<details>``): its size, a link that downloads the whole table as
+    CSV (embedded, like the figures), then its first rows; ``whole(name)`` also says where the
+    full table is kept."""
     parts = []
     for name, frame in tables.items():
-        parts.append(f"<h3>{escape(name)}</h3>")
+        csv = base64.b64encode(frame.to_csv(index=False).encode("utf-8")).decode("ascii")
+        parts.append(f"<details><summary><strong>{escape(name)}</strong> · {len(frame)} rows "
+                     f"· {len(frame.columns)} columns</summary>\n"
+                     f'<p><a download="{escape(name)}.csv" href="data:text/csv;base64,{csv}">'
+                     f"the whole table as CSV</a></p>")
         numeric = [pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
                    for dtype in frame.dtypes]
         rows = [[_cell(format_value(value), "num" if is_number else "")
@@ -271,6 +305,7 @@ def _tables(tables: Mapping[str, pd.DataFrame], whole: Callable[[str], str]) -> 
             parts.append(f'<p class="omitted">Showing the first {MAX_TABLE_ROWS} of '
                          f"{len(frame)} rows; {omitted} rows omitted. The full table: "
                          f"<code>{escape(whole(name))}</code></p>")
+        parts.append("</details>")
     return "\n".join(parts)
 
 

@@ -6,8 +6,10 @@ side ``block``, each block a job on an engine (local processes or Ray). Blocks a
 float64 and stored as ``dtype`` (float32 halves the file: n = 40,000 takes 6.4 GB). The matrix
 is a memory-mapped ``.npy`` file; each worker writes its block (and, by symmetry, the mirrored
 one) straight into it and flushes; the driver then records the block as done in
-``<path>.blocks.npy``. A second call with the same net, inputs, block size and dtype resumes:
-it computes only the blocks not yet recorded (a block whose worker died is worth that; one
+``<path>.blocks.npy`` (beside ``<path>.json``, the identity of the kernel): these two files are
+the resume state, and are removed once every block is done, leaving the ``.npy`` alone. After an
+interruption, a second call with the same net, inputs, block size and dtype resumes: it computes
+only the blocks not yet recorded (a block whose worker died is worth that; one
 that raised, say on inputs too large for float64, would raise again and is reported as such).
 A matrix that the disk has no room for is refused before any file is written, and a file that
 cannot be created is removed again. Workers must see the same file system as the
@@ -85,6 +87,8 @@ def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: s
 
     engine.run(jobs, record)
     _raise_failures(failed, lost)
+    for suffix in (".blocks.npy", ".json"):  # the resume state: not needed once finished
+        _sidecar(path, suffix).unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
 
 
@@ -140,8 +144,8 @@ def _open(path: Path, identity: dict[str, object], count: int) -> np.ndarray:
                                "choose another path")
         return np.load(blocks)
     if path.exists():
-        raise WidenetError(f"{path} exists and is not an unfinished widenet kernel; remove it "
-                           "or choose another path")
+        raise WidenetError(f"{path} exists and is not an unfinished widenet kernel (a "
+                           "finished one, or another file); remove it or choose another path")
     return _create(path, identity, count)
 
 

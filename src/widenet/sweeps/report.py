@@ -1,8 +1,10 @@
 """The aggregate report of a sweep: every point's status, and each check across the points.
 
 The table ``results`` has one row per (point, check): the swept keys' values, the run's status,
-and the check's measured value, standard error and verdict. Figures plot each check's measured
-value (± 2 s.e.) against the first numeric swept key, one line per value of the other keys.
+and the check's predicted value, accepted interval [low, high], measured value, standard error
+and verdict. Figures plot each check's measured value (± 2 s.e.) against the first numeric swept
+key, one line per value of the other keys, over the predicted value (dashed) and the accepted
+band (shaded), each point's own, since a check's interval may depend on the point.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from widenet.report.figures import label, new_figure, png_bytes
+from widenet.report.figures import THEORY_STYLE, caption, label, new_figure, png_bytes
 from widenet.report.html import render_sweep_report, write_report
 from widenet.store import RunStore, SweepStore
 
@@ -32,10 +35,11 @@ def sweep_results(store: RunStore, name: str) -> pd.DataFrame:
         base = {"point": point.point, **swept, "status": point.status, "run_id": point.run_id}
         checks = store.checks(point.run_id)
         if checks.empty:
-            rows.append({**base, "check": None, "measured": np.nan, "stderr": np.nan,
-                         "verdict": None})
+            rows.append({**base, "check": None, "predicted": np.nan, "low": np.nan,
+                         "high": np.nan, "measured": np.nan, "stderr": np.nan, "verdict": None})
         for check in checks.itertuples():
-            rows.append({**base, "check": check.name, "measured": check.measured,
+            rows.append({**base, "check": check.name, "predicted": check.predicted,
+                         "low": check.low, "high": check.high, "measured": check.measured,
                          "stderr": check.stderr, "verdict": check.verdict})
     return pd.DataFrame(rows)
 
@@ -52,6 +56,7 @@ def sweep_figures(results: pd.DataFrame, keys: list[str]) -> dict[str, Figure]:
         rows = results[results["check"] == check]
         figure, axes = new_figure()
         ax = axes[0, 0]
+        _theory(ax, rows, x_key)
         groups = rows.groupby(others, dropna=False) if others else [((), rows)]
         for group_values, group in groups:
             group = group.sort_values(x_key)
@@ -63,8 +68,31 @@ def sweep_figures(results: pd.DataFrame, keys: list[str]) -> dict[str, Figure]:
         label(ax, str(check), x_key, "measured (± 2 s.e.)", logx=bool(positive))
         if len(ax.get_legend_handles_labels()[0]) <= 10:
             ax.legend(fontsize=7)
-        figures[f"check_{len(figures):02d}"] = figure
+        figures[f"check_{len(figures):02d}"] = caption(
+            figure, f"Check {check!r} across the sweep: every measured point (± 2 s.e.) should "
+                    f"lie in the shaded accepted band around the predicted value (dashed) at "
+                    f"every {x_key}.")
     return figures
+
+
+def _theory(ax: Axes, rows: pd.DataFrame, x_key: str) -> None:
+    """The predicted value (dashed) and the accepted interval (shaded) of a check against
+    ``x_key``: per point, the widest interval of that point's runs (infinite ends clipped to
+    the plotted range by matplotlib's fill, which ignores infinities)."""
+    per_x = rows.groupby(x_key).agg(predicted=("predicted", "mean"), low=("low", "min"),
+                                    high=("high", "max")).sort_index()
+    x = per_x.index.to_numpy(dtype=float)
+    ax.plot(x, per_x["predicted"], label="predicted", **THEORY_STYLE)
+    finite = per_x[["low", "high"]].replace([np.inf, -np.inf], np.nan)
+    measured = rows["measured"].replace([np.inf, -np.inf], np.nan)
+    span = (np.nanmin([measured.min(), finite.min().min()]),
+            np.nanmax([measured.max(), finite.max().max()]))
+    if not all(np.isfinite(span)):
+        return
+    margin = (span[1] - span[0]) or 1.0
+    low = per_x["low"].clip(lower=span[0] - margin)
+    high = per_x["high"].clip(upper=span[1] + margin)
+    ax.fill_between(x, low, high, color="0.85", alpha=0.6, label="accepted")
 
 
 def write_sweep_report(store: RunStore, name: str) -> Path:

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from widenet.checks import Check
 from widenet.memory import FLOAT64_BYTES, mlp_parameters
 from widenet.studies.common.seeds import MAX_SEED
 
-if TYPE_CHECKING:  # figures are made by the studies; this module only names their type
+if TYPE_CHECKING:  # the studies make figures and tensors; this module only names their types
+    import torch
     from matplotlib.figure import Figure
 
 Tables = dict[str, pd.DataFrame]

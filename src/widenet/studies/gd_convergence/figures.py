@@ -12,7 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from widenet.report.figures import THEORY_STYLE, label, new_figure, power_law_reference
+from widenet.report.figures import THEORY_STYLE, caption, label, new_figure, power_law_reference
 
 MEASURED = {"color": "C0", "s": 14, "alpha": 0.6, "linewidths": 0}
 DISTANCE = r"$\|\theta_T - \theta_0\|$"
@@ -49,7 +49,10 @@ def loss_curves_figure(curves: pd.DataFrame, runs: pd.DataFrame) -> Figure:
                 label="Du et al. bound")
         label(ax, f"m = {m}", "GD step s", "loss_s / loss_0", logy=True)
         ax.legend(fontsize=7)
-    return figure
+    return caption(figure, "The normalized training loss along gradient descent, one panel per "
+                   "width: the measured curves (solid) should follow the kernel "
+                   "prediction (dashed) ever more closely as the width grows, and stay "
+                   "below Du et al.'s guaranteed linear rate (dotted).")
 
 
 def rate_figure(runs: pd.DataFrame, tolerance: float) -> Figure:
@@ -64,7 +67,9 @@ def rate_figure(runs: pd.DataFrame, tolerance: float) -> Figure:
     label(left, "late-window decay rate", r"$K_\infty$ prediction (same window)", "measured (fit)")
     left.legend(fontsize=7)
     _error_panel(right, runs, "rate_error", tolerance, "rate error", "|rate / rate_pred - 1|")
-    return figure
+    return caption(figure, "The fitted linear convergence rate against the rate the infinite-"
+                   "width kernel predicts (left: points on y = x), and its relative "
+                   "error against width (right), which theory says shrinks like m^-1/2.")
 
 
 def _measured_vs_predicted(ax: Axes, runs: pd.DataFrame, measured: str, predicted: str,
@@ -110,7 +115,9 @@ def deviation_figure(runs: pd.DataFrame, fits: pd.DataFrame, predicted: float) -
     label(ax, "distance from the kernel prediction", "width m",
           r"$\max_s \|f_s - f_{\mathrm{pred},s}\| / \|f_0 - y\|$", logx=True, logy=True)
     ax.legend(fontsize=7)
-    return figure
+    return caption(figure, "The largest distance between the network's outputs and the kernel "
+                   "prediction along training, against width: theory predicts a fall "
+                   "along the dashed power law.")
 
 
 def distance_figure(runs: pd.DataFrame, fits: pd.DataFrame, tolerance: float) -> Figure:
@@ -138,4 +145,7 @@ def distance_figure(runs: pd.DataFrame, fits: pd.DataFrame, tolerance: float) ->
     label(right, "relative movement", "width m", DISTANCE + r" / $\|\theta_0\|$", logx=True,
           logy=True)
     right.legend(fontsize=7)
-    return figure
+    return caption(figure, "How far the weights travel: against the kernel's prediction (left, "
+                   "points on y = x), its relative error against width (middle, ~ "
+                   "m^-1/2) and the relative movement against width (right), which "
+                   "should shrink as the dashed line does (lazy training).")

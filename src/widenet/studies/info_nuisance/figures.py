@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from widenet.report.figures import THEORY_STYLE, label, new_figure
+from widenet.report.figures import THEORY_STYLE, caption, label, new_figure
 
 PAPER = {0.0: (0.381, 0.987), 0.5: (0.328, 0.896)}
 """Oymak et al. (2019), ResNet20 on CIFAR-10: ||P_I y|| / ||y|| at init and at the end, for clean
@@ -51,7 +51,10 @@ def residual_figure(curves: pd.DataFrame, runs: pd.DataFrame) -> Figure:
         label(ax, _condition(corrupt), "GD step t", "residual part / $\\|r_0\\|$", logy=True)
         ax.set_ylim(bottom=FLOOR)
         ax.legend(fontsize=7)
-    return figure
+    return caption(figure, "The residual's parts in the information space (top eigenvectors of "
+                   "the NTK) and in the nuisance space along training: the information "
+                   "part should fall fast and the nuisance part slowly, as the fixed-"
+                   "kernel prediction (dashed) says.")
 
 
 def label_information_figure(runs: pd.DataFrame) -> Figure:
@@ -77,7 +80,10 @@ def label_information_figure(runs: pd.DataFrame) -> Figure:
     ax.set_ylim(0, 1.05)
     label(ax, "labels in the NTK's information space", "", r"$\|P_I y\| / \|y\|$")
     ax.legend(fontsize=7, loc="lower left")
-    return figure
+    return caption(figure, "The fraction of the labels in the NTK's information space at "
+                   "initialization and at the end (bars: mean ± s.e.; crosses: the "
+                   "paper's values): the claim is that training raises it as the kernel "
+                   "adapts to the labels.")
 
 
 def test_error_figure(curves: pd.DataFrame, runs: pd.DataFrame) -> Figure:
@@ -100,4 +106,7 @@ def test_error_figure(curves: pd.DataFrame, runs: pd.DataFrame) -> Figure:
         ax.set_ylim(0, 1.02)
         label(ax, _condition(corrupt), "GD step t", "fraction")
         ax.legend(fontsize=7)
-    return figure
+    return caption(figure, "Test error, the nuisance part of the residual and the fractions of "
+                   "corrupted and clean points fitted, along training: the theory "
+                   "predicts clean points are fitted first and corrupted ones (held in "
+                   "the nuisance space) late, as the test error rises.")

@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from widenet.report.figures import label, new_figure, power_law_reference
+from widenet.report.figures import caption, label, new_figure, power_law_reference
 from widenet.studies.lazy_training.measure import is_kinked
 
 _MARKERS = "osD^v<>"
@@ -55,7 +55,10 @@ def movement_figure(summary: pd.DataFrame, alpha_min: float) -> Figure:
         label(ax, title, "output scale alpha", column.replace("_", " "), logx=True, logy=True)
     for ax in axes.flat:
         ax.legend(fontsize=7)
-    return figure
+    return caption(figure, "Weight movement, kernel movement, linearization error and pattern "
+                   "flips against the output scale alpha: lazy training predicts each "
+                   "falls like alpha^-1 (dashed; flips of kinked activations like "
+                   "alpha^-1/2, dotted) in the shaded fit range.")
 
 
 def _dotted_power_law(ax: Axes, rows: pd.DataFrame, column: str, exponent: float,
@@ -91,7 +94,10 @@ def loss_figure(summary: pd.DataFrame) -> Figure:
     label(ax, "test loss relative to the linearized model", "output scale alpha",
           "(L_test - L_test,lin) / L_test,lin", logx=True)
     ax.legend(fontsize=7)
-    return figure
+    return caption(figure, "Train and test loss of the scaled model against alpha beside its "
+                   "linearization (dashed, same colour), and their relative gap: as "
+                   "alpha grows the model should behave like its linearization, so the "
+                   "gap shrinks.")
 
 
 def criterion_figure(smooth: pd.DataFrame) -> Figure:
@@ -107,4 +113,5 @@ def criterion_figure(smooth: pd.DataFrame) -> Figure:
           "kappa = ||y|| ||D^2 f(w_0)|| / (alpha ||D f(w_0)||^2)",
           "||f_T - f_lin|| / ||f_T - f_0||", logx=True, logy=True)
     ax.legend(fontsize=7)
-    return figure
+    return caption(figure, "The linearization error against Chizat's relative-scale criterion "
+                   "kappa: theory predicts a line proportional to kappa (dashed).")

@@ -7,18 +7,24 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter
 
 from widenet.report.figures import (
+    caption,
     horizontal_reference,
     label,
     log_scale,
+    min_log_span,
     new_figure,
     power_law_reference,
 )
 from widenet.studies.lr_transfer.config import PREDICTED_SLOPE
 
 TITLES = {"standard": "SP", "ntk": "NTK", "mup": "muP"}
+
+COORDINATE_SPAN = 8.0
+"""The least factor a coordinate-check panel's y axis spans: a flat line (1.015 to 1.045 over
+m = 32..256) then looks flat, and a growth by 2x or more still fills the panel."""
 
 
 def _colors(values: list) -> dict:
@@ -57,7 +63,10 @@ def loss_curves_figure(sweep: pd.DataFrame, optima: pd.DataFrame, loss: str) -> 
                   "learning rate", f"final train loss ({loss})", logx=True, logy=True)
             log_scale(ax, "x", base=2)
             ax.legend(fontsize=6)
-    return figure
+    return caption(figure, "Final train loss against the learning rate, one line per width "
+                   "(vertical lines: each width's optimum): under muP the minima should line "
+                   "up across widths, under SP they should move to smaller learning rates as "
+                   "the width grows.")
 
 
 def optimum_figure(optima: pd.DataFrame, drifts: pd.DataFrame, base_width: int) -> Figure:
@@ -95,7 +104,9 @@ def optimum_figure(optima: pd.DataFrame, drifts: pd.DataFrame, base_width: int) 
         log_scale(ax, "x", base=2)
         log_scale(ax, "y", base=2)
         ax.legend(fontsize=6)
-    return figure
+    return caption(figure, "The optimal learning rate against width (± s.e. over seeds): "
+                   "theory predicts a flat line for muP (the dashed level) and a fall like "
+                   "1/m for SP (the dashed slope).")
 
 
 def coordinate_figure(coords: pd.DataFrame, slopes: pd.DataFrame, optimizer: str) -> Figure:
@@ -108,6 +119,7 @@ def coordinate_figure(coords: pd.DataFrame, slopes: pd.DataFrame, optimizer: str
     steps = sorted(part["step"].unique())
     colors = _colors(steps)
     figure, axes = new_figure(len(layers), len(names), panel=(3.6, 3.0))
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
     for row, name in enumerate(names):
         for col, layer in enumerate(layers):
             ax = axes[row, col]
@@ -123,8 +135,14 @@ def coordinate_figure(coords: pd.DataFrame, slopes: pd.DataFrame, optimizer: str
                      if len(fit) else "no fit")
             what = "logits" if layer == layers[-1] else f"layer {layer}"
             label(ax, f"{TITLES[name]} {optimizer}, {what}: {slope}", "width m",
-                  f"mean |z_{layer}|", logx=True, logy=True)
+                  f"mean |z_{layer}|", logx=True)
             log_scale(ax, "x", base=2)
-            ax.yaxis.set_minor_formatter(NullFormatter())
+            log_scale(ax, "y", base=2)
+            ax.yaxis.set_major_formatter(plain)
+            min_log_span(ax, "y", COORDINATE_SPAN)
             ax.legend(fontsize=6)
-    return figure
+    return caption(figure, f"Coordinate check ({optimizer}): mean |z_l| of each layer against "
+                   "width after each training step, on log axes spanning at least a factor "
+                   f"{COORDINATE_SPAN:g}; muP predicts flat lines (slope 0) in every layer, SP "
+                   "lines that grow with width in the logits (and, under Adam, the hidden "
+                   "layers).")

@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from widenet.report.figures import THEORY_STYLE, horizontal_reference, label, new_figure
+from widenet.report.figures import THEORY_STYLE, caption, horizontal_reference, label, new_figure
 from widenet.studies.mean_field.measure import SCALINGS
 
 COLORS = {"mean-field": "C0", "ntk": "C3"}
@@ -52,7 +52,9 @@ def movement_figure(summary: pd.DataFrame) -> Figure:
     label(ax, "distance travelled per neuron", "width m",
           "(1/m) sum_i ||w_i(T) - w_i(0)||", logx=True, logy=True)
     ax.legend(fontsize=7)
-    return figure
+    return caption(figure, "The mean distance a neuron travels against width for both scalings: "
+                   "mean-field scaling predicts it stays of order one (m^0, dashed), the"
+                   " NTK scaling that it falls like m^-1/2 (dotted).")
 
 
 def particle_figure(particles: pd.DataFrame, teacher: Sequence[float]) -> Figure:
@@ -85,7 +87,10 @@ def particle_figure(particles: pd.DataFrame, teacher: Sequence[float]) -> Figure
               "output weight c_i")
         ax.set_xlim(-180, 180)
         ax.legend(fontsize=7)
-    return figure
+    return caption(figure, "Each neuron as a particle before (grey) and after (colour) training:"
+                   " under mean-field scaling particles should move far and gather at "
+                   "the teacher's directions (dotted lines), under the NTK scaling they "
+                   "should barely move.")
 
 
 def transport_figure(transport: pd.DataFrame, widest: int) -> Figure:
@@ -116,7 +121,10 @@ def transport_figure(transport: pd.DataFrame, widest: int) -> Figure:
     label(ax, f"distance to the particles of width M = {widest}", "width m",
           f"sliced W_2(mu_m, mu_{widest})", logx=True, logy=True)
     ax.legend(fontsize=7)
-    return figure
+    return caption(figure, "The sliced Wasserstein distance between the trained particles of "
+                   "width m and of the widest net: if the particle measure converges, it"
+                   " should fall like the i.i.d. law sqrt(1/m + 1/M) (dashed), as the "
+                   "initial particles do.")
 
 
 def iid_transport_law(widths: np.ndarray, widest: int) -> np.ndarray:
@@ -143,4 +151,6 @@ def loss_figure(summary: pd.DataFrame) -> Figure:
     label(ax, "test loss against width", "width m", "test loss (1/2n) ||f - y||^2",
           logx=True, logy=True)
     ax.legend(fontsize=7)
-    return figure
+    return caption(figure, "Test loss after training against width for both scalings (open "
+                   "markers: before training; dashed: the zero predictor): both should "
+                   "improve on the initial loss and on predicting zero.")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from widenet.report.figures import THEORY_STYLE, horizontal_reference, label, new_figure
+from widenet.report.figures import THEORY_STYLE, caption, horizontal_reference, label, new_figure
 
 DEPTH_LABEL = "depth L (hidden layers)"
 REFERENCE_CONDITION = {9: 50.0, 99: 38.0, 999: 35.0}
@@ -36,7 +36,9 @@ def condition_figure(summary: pd.DataFrame, n: int) -> Figure:
     label(ax, f"condition number of K∞ = Θ/n (n = {n})", DEPTH_LABEL,
           "cond(K∞) = λmax / λmin", logx=True)
     ax.legend(fontsize=8)
-    return figure
+    return caption(figure, "The condition number of the infinite-width NTK against depth, per "
+                   "activation: theory predicts it falls toward the limit 1 + n/3 "
+                   "(dashed) from above, faster for larger Delta.")
 
 
 def eigenvalue_figure(summary: pd.DataFrame, n: int) -> Figure:
@@ -52,7 +54,9 @@ def eigenvalue_figure(summary: pd.DataFrame, n: int) -> Figure:
         horizontal_reference(ax, limit, f"theory: {text} = {limit:.4g}")
         label(ax, f"{name}(K∞) per layer", DEPTH_LABEL, f"n {name} / (L + 1)", logx=True)
         ax.legend(fontsize=8)
-    return figure
+    return caption(figure, "The smallest and largest eigenvalues of the normalized NTK against "
+                   "depth: they should approach 3/4 and (n + 3)/4, those of (3/4) I + "
+                   "(1/4) 1 1^T (dashed).")
 
 
 def angle_figure(angles: pd.DataFrame, fits: pd.DataFrame) -> Figure:
@@ -83,7 +87,9 @@ def angle_figure(angles: pd.DataFrame, fits: pd.DataFrame) -> Figure:
           logx=True)
     left.legend(fontsize=8)
     right.legend(fontsize=8, loc="lower right")
-    return figure
+    return caption(figure, "The angle between two inputs' activations against the layer: theory "
+                   "predicts theta_l ~ 3 pi / (2 Delta l) (left, dashed), so the "
+                   "rescaled product on the right should tend to 1.")
 
 
 def inverse_angle_figure(summary: pd.DataFrame) -> Figure:
@@ -101,4 +107,6 @@ def inverse_angle_figure(summary: pd.DataFrame) -> Figure:
     label(ax, "off-diagonal Θ_ij ≈ C / θ_L(ij)", DEPTH_LABEL,
           "‖Θ - C/θ‖ / ‖Θ‖ over pairs i < j", logx=True, logy=True)
     ax.legend(fontsize=7, ncol=2)
-    return figure
+    return caption(figure, "The relative error of the law Theta_ij ~ C / theta_L against depth, "
+                   "with the fitted C (solid) and the predicted C = 3 pi / (8 Delta) "
+                   "(dotted): it should fall like the line 1 / (2L).")
