@@ -21,9 +21,10 @@ import torch
 
 from widenet.devices import describe_device, resolve_device
 from widenet.errors import WidenetError
+from widenet.figures import png_bytes
+from widenet.files import atomic_write
 from widenet.memory import require_memory
-from widenet.report import atomic_write, render_report, write_report
-from widenet.report.figures import png_bytes
+from widenet.report import render_report, write_report
 from widenet.store import FINISHED_STATUSES, RunRecord, RunStore
 from widenet.studies import get_study
 from widenet.studies.common.base import Study, StudyConfig, StudyContext

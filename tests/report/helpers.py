@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from widenet.checks import check_interval
-from widenet.report.figures import label, new_figure, png_bytes
+from widenet.figures import label, new_figure, png_bytes
 from widenet.store import RunRecord
 
 RUN_ID = "toy-20240101-000000-abcd"

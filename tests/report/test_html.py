@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import math
-import os
 import re
 from html import escape
 from pathlib import Path
@@ -20,12 +19,11 @@ from tests.report.helpers import (
     make_record,
     make_tables,
 )
+from widenet import files
 from widenet.checks import check_interval
 from widenet.errors import WidenetError
-from widenet.report import html
 from widenet.report.html import (
     MAX_TABLE_ROWS,
-    atomic_write,
     check_rows,
     format_value,
     render_report,
@@ -189,25 +187,15 @@ def test_failed_write_leaves_the_old_report_and_no_temporary_file(
     def failing_replace(source: str, target: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(html.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         write_report(path, "new")
     assert path.read_text(encoding="utf-8") == "old"
     assert [entry.name for entry in tmp_path.iterdir()] == ["report.html"]
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o077])
-def test_written_files_get_the_mode_of_new_files(tmp_path: Path, umask: int) -> None:
-    previous = os.umask(umask)
-    try:
-        path = atomic_write(tmp_path / "figures" / "a.png", b"png")
-    finally:
-        os.umask(previous)
-    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
-
-
 def test_a_figure_shows_its_caption_stored_in_the_png() -> None:
-    from widenet.report.figures import caption, label, new_figure, png_bytes, png_caption
+    from widenet.figures import caption, label, new_figure, png_bytes, png_caption
 
     figure, axes = new_figure(panel=(2.0, 1.5))
     axes[0, 0].plot([1, 2], [1, 2])

@@ -15,7 +15,7 @@ from widenet import MLP
 from widenet.checks import VERDICTS
 from widenet.dynamics.losses import mse
 from widenet.errors import WidenetError
-from widenet.report.figures import png_bytes
+from widenet.figures import png_bytes
 from widenet.studies import StudyContext, get_study
 from widenet.studies.common.config import validate_config
 from widenet.studies.edge_of_stability import analysis as eos_analysis

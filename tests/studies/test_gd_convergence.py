@@ -18,7 +18,7 @@ from widenet.dynamics.losses import mse
 from widenet.dynamics.monitor import RunState
 from widenet.dynamics.predict import KernelDynamics
 from widenet.errors import WidenetError
-from widenet.report.figures import png_bytes
+from widenet.figures import png_bytes
 from widenet.studies import StudyContext, get_study
 from widenet.studies.common.config import validate_config
 from widenet.studies.gd_convergence import analysis as gd_analysis

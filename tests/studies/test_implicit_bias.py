@@ -17,7 +17,7 @@ from widenet import MLP
 from widenet.checks import VERDICTS
 from widenet.diagnostics.margins import margins_of
 from widenet.errors import WidenetError
-from widenet.report.figures import png_bytes
+from widenet.figures import png_bytes
 from widenet.studies import StudyContext, get_study
 from widenet.studies.common.config import validate_config
 from widenet.studies.implicit_bias.analysis import linear_fit, run_statistics

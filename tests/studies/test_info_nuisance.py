@@ -17,7 +17,7 @@ from widenet.checks import VERDICTS
 from widenet.diagnostics.kernel_motion import information_space
 from widenet.dynamics.monitor import RunState
 from widenet.errors import WidenetError
-from widenet.report.figures import png_bytes
+from widenet.figures import png_bytes
 from widenet.studies import StudyContext, get_study
 from widenet.studies.common.config import validate_config
 from widenet.studies.info_nuisance import analysis as study_analysis

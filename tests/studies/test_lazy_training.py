@@ -18,7 +18,7 @@ from widenet import MLP, LazyModel, empirical_ntk, linearize, train
 from widenet.checks import VERDICTS
 from widenet.data import load_dataset
 from widenet.errors import WidenetError
-from widenet.report.figures import png_bytes
+from widenet.figures import png_bytes
 from widenet.studies import StudyContext, get_study
 from widenet.studies.common.config import validate_config
 from widenet.studies.common.seeds import derived_seed

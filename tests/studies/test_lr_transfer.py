@@ -16,8 +16,8 @@ from widenet.checks import VERDICTS
 from widenet.dynamics.losses import cross_entropy
 from widenet.dynamics.monitor import RunState
 from widenet.errors import WidenetError
+from widenet.figures import png_bytes
 from widenet.parametrizations import NTK, STANDARD, MuP
-from widenet.report.figures import png_bytes
 from widenet.studies import StudyContext, get_study
 from widenet.studies.common.config import validate_config
 from widenet.studies.lr_transfer import analysis as lrt_analysis

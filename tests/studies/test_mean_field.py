@@ -16,7 +16,7 @@ from tests.studies.conftest import run_in_memory
 from widenet import train
 from widenet.checks import VERDICTS
 from widenet.errors import WidenetError
-from widenet.report.figures import png_bytes
+from widenet.figures import png_bytes
 from widenet.studies import StudyContext, get_study
 from widenet.studies.common.config import validate_config
 from widenet.studies.mean_field.analysis import iid_transport_slope

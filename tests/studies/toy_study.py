@@ -17,7 +17,7 @@ import pandas as pd
 from pydantic import Field
 
 from widenet.checks import check_interval
-from widenet.report.figures import label, new_figure
+from widenet.figures import label, new_figure
 from widenet.studies import Analysis, Study, StudyConfig, StudyContext, Tables, Task
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from html import escape
 from pathlib import Path
@@ -27,6 +25,7 @@ import pandas as pd
 
 from widenet.checks import VERDICTS, interval_text
 from widenet.errors import WidenetError
+from widenet.files import atomic_write
 from widenet.store import CHECK_COLUMNS, RunRecord, canonical_json
 
 MAX_TABLE_ROWS = 200
@@ -181,40 +180,6 @@ def _page(title: str, sections: list[str]) -> str:
             + "\n".join(sections) + "\n</body>\n</html>\n")
 
 
-def atomic_write(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and
-    ``os.replace``: readers see the old file or the new one, never a part. The file gets the
-    mode of any newly created file (``0o666`` less the umask), not the temporary file's
-    private ``0o600``. Creates the parent folder; returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            os.fchmod(file.fileno(), 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    """The process's umask: from /proc/self/status on Linux, where reading changes nothing;
-    elsewhere by setting it and putting it back at once (which another thread could see)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_report(path: Path, html_text: str) -> Path:
     """Write the page ``html_text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`);
     returns ``path``."""
@@ -270,9 +235,9 @@ def _checks_table(checks: pd.DataFrame) -> str:
 
 
 def _figures(figures: Mapping[str, bytes]) -> str:
-    """Each figure with its caption (:func:`widenet.report.figures.png_caption`; the file's
+    """Each figure with its caption (:func:`widenet.figures.png_caption`; the file's
     stem when it has none)."""
-    from widenet.report.figures import png_caption  # matplotlib: only when there are figures
+    from widenet.figures import png_caption  # matplotlib: only when there are figures
 
     items = []
     for stem, png in figures.items():

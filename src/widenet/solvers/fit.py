@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from widenet.errors import WidenetError
-from widenet.report import atomic_write
+from widenet.files import atomic_write
 from widenet.solvers.arguments import square_size, targets_matrix
 from widenet.solvers.blocked import BlockedKernel
 from widenet.solvers.cg import DEFAULT_MAX_ITERATIONS, conjugate_gradients

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from widenet.errors import WidenetError
-from widenet.report import atomic_write
+from widenet.files import atomic_write
 from widenet.sweeps.engines import Engine, Job, LocalEngine, Outcome
 
 KINDS = ("ntk", "nngp", "empirical")

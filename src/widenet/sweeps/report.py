@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from widenet.report.figures import THEORY_STYLE, caption, label, new_figure, png_bytes
+from widenet.figures import THEORY_STYLE, caption, label, new_figure, png_bytes
 from widenet.report.html import render_sweep_report, write_report
 from widenet.store import RunStore, SweepStore
 

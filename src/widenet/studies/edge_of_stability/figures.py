@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from widenet.report.figures import THEORY_STYLE, caption, clip_runaway_lines, label, new_figure
+from widenet.figures import THEORY_STYLE, caption, clip_runaway_lines, label, new_figure
 
 ARMS = ((False, "plain GD", "C0", "o", 1 / 1.06), (True, "normalized update scaling", "C3", "s",
                                                    1.06))

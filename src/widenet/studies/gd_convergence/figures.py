@@ -1,7 +1,7 @@
 """The figures of the ``gd-convergence`` study (see docs/studies/gd-convergence.md).
 
 Measurements are coloured markers or solid lines; the theory is black and dashed
-(:data:`widenet.report.figures.THEORY_STYLE`).
+(:data:`widenet.figures.THEORY_STYLE`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from widenet.report.figures import THEORY_STYLE, caption, label, new_figure, power_law_reference
+from widenet.figures import THEORY_STYLE, caption, label, new_figure, power_law_reference
 
 MEASURED = {"color": "C0", "s": 14, "alpha": 0.6, "linewidths": 0}
 DISTANCE = r"$\|\theta_T - \theta_0\|$"

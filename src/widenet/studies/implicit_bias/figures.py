@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from widenet.report.figures import (
+from widenet.figures import (
     caption,
     horizontal_reference,
     label,

@@ -1,7 +1,7 @@
 """The figures of the ``info-nuisance`` study (see docs/studies/info-nuisance.md).
 
 Measurements are coloured; the theory (fixed-kernel GD prediction) is black and dashed
-(:data:`widenet.report.figures.THEORY_STYLE`).
+(:data:`widenet.figures.THEORY_STYLE`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from widenet.report.figures import THEORY_STYLE, caption, label, new_figure
+from widenet.figures import THEORY_STYLE, caption, label, new_figure
 
 PAPER = {0.0: (0.381, 0.987), 0.5: (0.328, 0.896)}
 """Oymak et al. (2019), ResNet20 on CIFAR-10: ||P_I y|| / ||y|| at init and at the end, for clean

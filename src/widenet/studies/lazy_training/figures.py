@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from widenet.report.figures import caption, label, new_figure, power_law_reference
+from widenet.figures import caption, label, new_figure, power_law_reference
 from widenet.studies.lazy_training.measure import is_kinked
 
 _MARKERS = "osD^v<>"

@@ -9,7 +9,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from widenet.report.figures import (
+from widenet.figures import (
     caption,
     horizontal_reference,
     label,

@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from widenet.report.figures import THEORY_STYLE, caption, horizontal_reference, label, new_figure
+from widenet.figures import THEORY_STYLE, caption, horizontal_reference, label, new_figure
 from widenet.studies.mean_field.measure import SCALINGS
 
 COLORS = {"mean-field": "C0", "ntk": "C3"}

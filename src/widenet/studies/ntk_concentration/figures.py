@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from widenet.report.figures import caption, label, new_figure, power_law_reference
+from widenet.figures import caption, label, new_figure, power_law_reference
 
 COLORS = {"constant": "C0", "quadratic": "C1"}
 

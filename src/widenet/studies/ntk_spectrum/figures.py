@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from widenet.report.figures import THEORY_STYLE, caption, horizontal_reference, label, new_figure
+from widenet.figures import THEORY_STYLE, caption, horizontal_reference, label, new_figure
 
 DEPTH_LABEL = "depth L (hidden layers)"
 REFERENCE_CONDITION = {9: 50.0, 99: 38.0, 999: 35.0}

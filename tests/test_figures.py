@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from widenet.report.figures import (
+from widenet.figures import (
     THEORY_STYLE,
     horizontal_reference,
     label,
