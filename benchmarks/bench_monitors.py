@@ -19,8 +19,8 @@ from timing import wall_times
 
 import widenet as wn
 from widenet.diagnostics import builtin
-from widenet.diagnostics.monitors import Monitor, RunState
 from widenet.dynamics.losses import mse
+from widenet.dynamics.monitor import Monitor, RunState
 
 
 def problem() -> tuple[wn.MLP, torch.Tensor, torch.Tensor]:

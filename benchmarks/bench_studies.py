@@ -17,9 +17,9 @@ import time
 
 import torch
 
+from widenet.runner import run_study
 from widenet.store import RunStore
 from widenet.studies import build_config, get_study, study_names
-from widenet.studies.runner import run_study
 
 
 def cpu_seconds() -> float:

@@ -35,9 +35,9 @@ NO_OP = "toy"
 
 def _in_process_seconds(study: str, points: int) -> float:
     """Mean wall seconds of one point run in this process, after one warm-up point."""
+    from widenet.runner import run_study
     from widenet.store import RunStore
     from widenet.studies import build_config, get_study
-    from widenet.studies.runner import run_study
 
     times = []
     for seed in range(points + 1):

@@ -62,6 +62,28 @@ def test_studies_lists_every_study(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name in widenet.studies.study_names():
         assert name in out
+    assert "built-in" in out
+
+
+def test_studies_says_where_a_study_of_widenet_studies_comes_from(toy: None, capsys) -> None:
+    assert main(["studies"]) == 0
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.strip().startswith("toy ")]
+    assert "tests.studies.toy_study (" in line
+    assert "toy_study.py)" in out  # the file it was loaded from (long paths may wrap)
+    assert widenet.studies.study_source("ntk-spectrum") == "built-in"
+
+
+@pytest.mark.parametrize(("variable", "message"), [
+    ("ntk-spectrum=tests.studies.toy_study", "taken by a built-in study"),
+    ("toy=tests.studies.toy_study,toy=a.b",
+     "taken by module 'tests.studies.toy_study', named earlier in WIDENET_STUDIES"),
+])
+def test_a_study_name_that_is_taken_is_refused(variable: str, message: str, monkeypatch,
+                                               capsys) -> None:
+    monkeypatch.setenv("WIDENET_STUDIES", variable)
+    assert main(["studies"]) == 2
+    assert message in _error_line(capsys)
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -76,7 +98,11 @@ def test_studies_lists_every_study(capsys: pytest.CaptureFixture[str]) -> None:
     (["run", "toy", "--set", f"seed={2**64}"], "less than or equal to 9223372036854775807"),
     (["kernel", "k.npy", "--points", "3", "--seed", str(10**23)], "Invalid value for '--seed'"),
     (["kernel", "k.npy", "--points", "3", "--workers", "0"], "Invalid value for '--workers'"),
-    (["kernel", "k.npy", "--points", "3", "--data", "x.csv"], "pass --label-column"),
+    (["kernel", "k.npy", "--points", "3", "--data", "x.csv"], "pass --label-column=<name"),
+    (["kernel", "k.npy", "--points", "3", "--data", "digits", "--dim", "10"],
+     "'digits' has 64 features, not --dim=10; leave out --dim for a fixed set"),
+    (["kernel", "k.npy", "--points", "3", "--data", "teacher"],
+     "--dim is required for the synthetic set 'teacher': pass the input dimension, e.g. --dim="),
     (["sweep", "toy", "--workers", "0"], "Invalid value for '--workers'"),
     (["sweep", "toy", "--workers", "-2"], "Invalid value for '--workers'"),
     (["sweep", "toy", "--engine", "ray", "--gpus-per-run", "-1"],
@@ -88,6 +114,7 @@ def test_studies_lists_every_study(capsys: pytest.CaptureFixture[str]) -> None:
     (["show", ""], "the run id is empty"),
     (["show", "\udcff"], "the argument b'\\xff' is not valid UTF-8"),
     (["runs", "--study", "\udcff"], "is not valid UTF-8"),
+    (["runs", "--study", "nosuch"], "unknown study 'nosuch'; the known studies: "),
 ])
 def test_user_errors_print_one_line_and_exit_2(toy: None, argv: list[str], message: str,
                                                tmp_path: Path, capsys) -> None:
@@ -226,7 +253,9 @@ def test_sweep_and_kernel_commands(toy: None, tmp_path: Path,
 
 
 def test_the_cli_seed_limit_is_the_configs() -> None:
-    from widenet.cli import MAX_SEED as CLI_MAX_SEED
-    from widenet.studies.base import MAX_SEED
+    from widenet.cli import kernel_command
+    from widenet.studies.common.base import StudyConfig
 
-    assert CLI_MAX_SEED == MAX_SEED == 2**63 - 1
+    (seed,) = [option for option in kernel_command.params if option.name == "seed"]
+    limit = [meta.le for meta in StudyConfig.model_fields["seed"].metadata if hasattr(meta, "le")]
+    assert seed.type.max == limit[0] == 2**63 - 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from widenet.devices import describe_device, device_named, resolve_device
+from widenet.devices import describe_device, device_named, point_device, resolve_device
 from widenet.errors import WidenetError
 from widenet.sweeps import LocalEngine, RayEngine
 
@@ -30,3 +30,10 @@ def test_a_local_engine_needs_the_device_here_a_ray_engine_only_its_name() -> No
     RayEngine(workers=1).check("cuda:3")
     with pytest.raises(WidenetError, match="unknown device"):
         RayEngine(workers=1).check("quantum")
+
+
+def test_a_sweep_point_given_gpus_runs_on_cuda() -> None:
+    assert point_device("cpu", 0.5) == "cuda"
+    assert point_device("cuda:1", 1.0) == "cuda"  # Ray shows the point only its own GPUs
+    assert point_device("cpu", 0.0) == "cpu"
+    assert point_device("cuda:1", 0.0) == "cuda:1"

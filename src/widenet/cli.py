@@ -23,11 +23,8 @@ from rich.progress import (
 from rich.table import Table
 
 from widenet.errors import WidenetError
-from widenet.store import DEFAULT_ROOT, RunStore
-from widenet.store.sweeps import check_sweep_name
-
-MAX_SEED = 2**63 - 1
-"""The largest seed (widenet.studies.base.MAX_SEED; not imported, to keep ``--help`` fast)."""
+from widenet.store import DEFAULT_ROOT, RunStore, check_sweep_name
+from widenet.studies.common.seeds import MAX_SEED
 
 # Piped output is not cut to 80 columns: run ids and study names stay whole for grep and logs.
 out_console = Console(width=None if sys.stdout.isatty() else 200)
@@ -63,12 +60,13 @@ def app() -> None:
 
 @app.command("studies")
 def studies_command() -> None:
-    """List the studies with a one-line description each."""
-    from widenet.studies import get_study, study_names
+    """List the studies with a one-line description each, and where each comes from (built-in,
+    or the module and file that WIDENET_STUDIES names)."""
+    from widenet.studies import get_study, study_names, study_source
 
-    table = Table("study", "what it shows", box=None, header_style="bold")
+    table = Table("study", "what it shows", "from", box=None, header_style="bold")
     for name in study_names():
-        table.add_row(name, get_study(name).summary)
+        table.add_row(name, get_study(name).summary, study_source(name))
     out_console.print(table)
 
 
@@ -111,8 +109,8 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
     import torch
 
     from widenet.report import print_summary
+    from widenet.runner import run_study
     from widenet.studies import build_config, get_study
-    from widenet.studies.runner import run_study
 
     torch.set_num_threads(threads)
 
@@ -137,17 +135,24 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
 @click.option("--study", help="Only this study's runs.")
 def runs_command(out: Path, study: str | None) -> None:
     """List the stored runs, oldest first (with their sweep and point, if any ran in one)."""
-    runs = RunStore(out).runs(study)
+    store = RunStore(out)
+    runs = store.runs(study)
+    if runs.empty and study is not None:
+        from widenet.studies import study_names
+
+        known = sorted({*study_names(), *store.studies()})
+        if study not in known:
+            raise WidenetError(f"unknown study {study!r}; the known studies: {', '.join(known)}")
     if runs.empty:
-        out_console.print(f"no runs in {out}")
+        out_console.print(f"no runs{f' of {study}' if study else ''} in {out}")
         return
     in_sweeps = runs["sweep"].notna().any()
     table = Table("id", "study", "status", "tasks", "created", "finished",
                   *(["sweep", "point"] if in_sweeps else []), box=None, header_style="bold")
     for row in runs.itertuples():
         sweep = [_text(row.sweep), _text(row.point)] if in_sweeps else []
-        table.add_row(row.id, row.study, row.status, str(row.tasks_done), row.created,
-                      _text(row.finished), *sweep)
+        table.add_row(*map(_text, (row.id, row.study, row.status, row.tasks_done, row.created,
+                                   row.finished)), *sweep)
     out_console.print(table)
 
 
@@ -175,7 +180,7 @@ def show_command(run: str, out: Path) -> None:
 @store_option
 def report_command(run: str, out: Path) -> None:
     """(Re)write the report.html of the stored RUN (an id or its unique prefix)."""
-    from widenet.studies.runner import write_run_report
+    from widenet.runner import write_run_report
 
     out_console.print(str(write_run_report(RunStore(out), run)))
 
@@ -209,6 +214,7 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
                   engine: str, address: str | None, workers: int | None, gpus_per_run: float,
                   device: str, name: str | None, out: Path, resume: bool, dry_run: bool) -> None:
     """Run STUDY at every point of a grid / random samples / seeds; one run per point."""
+    from widenet.devices import point_device
     from widenet.studies import build_config, get_study
     from widenet.sweeps import (
         LocalEngine,
@@ -228,7 +234,7 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
                      seeds=seeds)
     if engine == "ray":
         runner = RayEngine(address=address, workers=workers, gpus_per_run=gpus_per_run)
-        device = "cuda" if gpus_per_run > 0 else device
+        device = point_device(device, gpus_per_run)
     else:
         if address or gpus_per_run:
             raise WidenetError("--address and --gpus-per-run need --engine ray")
@@ -301,7 +307,7 @@ def kernel_command(path: Path, kind: str, data: str, label_column: str | None, p
     try:
         x = load_dataset(data, n=points, dim=dim, seed=seed, label_column=label_column).x
     except WidenetError as error:
-        raise WidenetError(_option_words(str(error))) from None
+        raise error.naming(_DATA_OPTIONS) from None
     net = MLP(x.shape[1], [width] * depth, 1, activation, bias_std=bias_std, seed=seed,
               dtype=torch.float64)
     runner = (RayEngine(address=address, workers=workers) if engine == "ray"
@@ -314,17 +320,8 @@ def kernel_command(path: Path, kind: str, data: str, label_column: str | None, p
     out_console.print(f"{path}: {kind} kernel, shape {matrix.shape}, {matrix.dtype}")
 
 
-_OPTION_WORDS = (("leave label_column=None", "leave out --label-column"),
-                 ("label_column=", "--label-column "), ("leave dim=None", "leave out --dim"),
-                 ("not dim=", "not --dim "), ("e.g. dim=", "e.g. --dim "))
-"""Python argument names in widenet.data's messages, as the kernel command's options."""
-
-
-def _option_words(message: str) -> str:
-    """``message`` with the Python argument names of :data:`_OPTION_WORDS` as options."""
-    for python, option in _OPTION_WORDS:
-        message = message.replace(python, option)
-    return message
+_DATA_OPTIONS = {"n": "--points", "dim": "--dim", "label_column": "--label-column"}
+"""The kernel command's options for the arguments of :func:`widenet.data.load_dataset`."""
 
 
 def _check_arguments(args: list[str]) -> None:

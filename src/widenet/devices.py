@@ -32,6 +32,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
+def point_device(device: str, gpus_per_run: float) -> str:
+    """The device a sweep point runs on: ``"cuda"`` when each point is given GPUs (Ray then
+    makes the GPUs it assigns to the point the only ones the point sees, so the point must not
+    name an index), else ``device``."""
+    return "cuda" if gpus_per_run > 0 else device
+
+
 def describe_device(device: torch.device) -> str:
     """``"cpu"`` or ``"cuda:0 (NVIDIA H100 80GB HBM3)"``."""
     if device.type != "cuda":

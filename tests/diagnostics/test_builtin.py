@@ -27,8 +27,9 @@ from widenet.diagnostics.kernel_motion import (
 )
 from widenet.diagnostics.movement import weight_movement
 from widenet.diagnostics.sharpness import sharpness
+from widenet.dynamics.checkpoint import Checkpoint
 from widenet.dynamics.losses import mse
-from widenet.dynamics.optim import LayerPowerScaling, NormalizedUpdateScaling
+from widenet.dynamics.optim import LayerPowerScaling, NormalizedUpdateScaling, Optimizer
 
 
 def regression(n: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +78,7 @@ def test_linearization_error_against_a_separately_trained_linear_model() -> None
     assert history["linearization_error"].iloc[-1] == pytest.approx(float(expected), rel=1e-10)
     assert history["linearization_error"].iloc[0] == 0.0
     with pytest.raises(wn.WidenetError, match="full-batch GD"):
-        wn.train(net(), x, y, lr=0.1, steps=2, optimizer="sgd", batch_size=10,
+        wn.train(net(), x, y, lr=0.1, steps=2, optimizer=Optimizer("sgd", batch_size=10),
                  monitors=[LinearizationMonitor()])
 
 
@@ -135,15 +136,16 @@ def test_resume_with_built_in_monitors(tmp_path) -> None:
     x, y = regression()
     monitors = lambda: [WeightMovementMonitor(), LinearizationMonitor(),  # noqa: E731
                         KernelMonitor(size=10)]
-    kwargs = {"lr": 0.3, "steps": 20, "log_every": 5, "checkpoint_every": 10}
+    kwargs = {"lr": 0.3, "steps": 20, "log_every": 5}
     whole = net()
     expected = wn.train(whole, x, y, monitors=monitors(), **kwargs).history
     partial = net()
-    wn.train(partial, x, y, monitors=monitors(), checkpoint=tmp_path / "c.pt",
+    wn.train(partial, x, y, monitors=monitors(), checkpoint=Checkpoint(tmp_path / "c.pt", 10),
              **{**kwargs, "steps": 10})
     resumed = copy.deepcopy(partial)
-    history = wn.train(resumed, x, y, monitors=monitors(), checkpoint=tmp_path / "c.pt",
-                       resume=True, **kwargs).history
+    history = wn.train(resumed, x, y, monitors=monitors(),
+                       checkpoint=Checkpoint(tmp_path / "c.pt", 10, resume=True),
+                       **kwargs).history
     assert torch.equal(whole.layers[0].weight, resumed.layers[0].weight)
     assert history.equals(expected)
 
@@ -162,7 +164,7 @@ def test_monitors_with_normalized_update_scaling_and_classification() -> None:
     labels = (x[:, 0] > 0).long()
     model = wn.MLP(2, [16], 2, "relu", seed=0, dtype=torch.float64)
     history = wn.train(model, x, labels, lr=0.05, steps=4, log_every=2, loss="cross_entropy",
-                       gradient_scaling=NormalizedUpdateScaling(),
+                       optimizer=Optimizer(gradient_scaling=NormalizedUpdateScaling()),
                        monitors=[KernelMonitor(), MarginMonitor()]).history
     one_hot = torch.nn.functional.one_hot(labels).double()
     kernel = wn.empirical_ntk(model, x)
@@ -181,16 +183,18 @@ def test_monitors_with_normalized_update_scaling_and_classification() -> None:
 def test_linearization_monitor_checkpoints_tanh_nets(tmp_path) -> None:
     x, y = regression()
     model = wn.MLP(3, [16], 1, "tanh", seed=0, dtype=torch.float64)
-    kwargs = {"lr": 0.2, "steps": 10, "log_every": 5, "checkpoint_every": 5}
+    kwargs = {"lr": 0.2, "steps": 10, "log_every": 5}
     expected = wn.train(copy.deepcopy(model), x, y, monitors=[LinearizationMonitor()],
                         **kwargs).history
     wn.train(copy.deepcopy(model), x, y, monitors=[LinearizationMonitor()],
-             checkpoint=tmp_path / "t.pt", **{**kwargs, "steps": 5})
+             checkpoint=Checkpoint(tmp_path / "t.pt", 5), **{**kwargs, "steps": 5})
     resumed = wn.train(copy.deepcopy(model), x, y, monitors=[LinearizationMonitor()],
-                       checkpoint=tmp_path / "t.pt", resume=True, **kwargs).history
+                       checkpoint=Checkpoint(tmp_path / "t.pt", 5, resume=True),
+                       **kwargs).history
     assert resumed.equals(expected)
     with pytest.raises(wn.WidenetError, match="plain full-batch GD"):
-        wn.train(model, x, y, lr=0.1, steps=1, gradient_scaling=LayerPowerScaling(1.0),
+        wn.train(model, x, y, lr=0.1, steps=1,
+                 optimizer=Optimizer(gradient_scaling=LayerPowerScaling(1.0)),
                  monitors=[LinearizationMonitor()])
 
 

@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 import widenet as wn
-from widenet.dynamics.optim import LayerPowerScaling, NormalizedUpdateScaling, build_optimizer
+from widenet.dynamics.losses import mse
+from widenet.dynamics.optim import (
+    LayerPowerScaling,
+    NormalizedUpdateScaling,
+    Optimizer,
+    build_optimizer,
+    gd_step,
+)
 from widenet.parametrizations import MuP
 
 
@@ -78,3 +85,48 @@ def test_normalized_update_scaling_uses_forward_and_backward_rms() -> None:
     assert torch.allclose(net.layers[1].weight.grad, expected[1] * plain["layers.1.weight"])
     scaling.detach()
     assert not net.layers[0]._forward_hooks
+
+
+def test_gd_step_is_one_step_of_the_training_loop() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 4, generator=g, dtype=torch.float64)
+    y = torch.cos(x[:, :1])
+    net = wn.MLP(4, [16, 8], 1, parametrization=MuP(base_hidden=4), seed=1, dtype=torch.float64)
+    stepped, trained = wn.MLP(4, [16, 8], 1, parametrization=MuP(base_hidden=4), seed=1,
+                              dtype=torch.float64), wn.MLP(4, [16, 8], 1,
+                                                           parametrization=MuP(base_hidden=4),
+                                                           seed=1, dtype=torch.float64)
+    values = [gd_step(stepped, x, y, lr=0.2, loss_scale=0.5) for _ in range(3)]
+    history = wn.train(trained, x, y, lr=0.2, steps=3, loss_scale=0.5, log_every=1).history
+    assert values == history["loss"].iloc[:3].tolist()
+    for p, q in zip(stepped.parameters(), trained.parameters(), strict=True):
+        assert torch.equal(p, q)
+        assert p.grad is None
+    # against the formula theta_p - lr * scale_p * d(0.5 L)/d theta_p with muP's scales
+    names, parameters = zip(*net.named_parameters(), strict=True)
+    grads = torch.autograd.grad(0.5 * mse(net(x), y), parameters)
+    scales = net.lr_scales("sgd")
+    expected = {n: p - 0.2 * scales[n] * g for n, p, g in zip(names, parameters, grads,
+                                                               strict=True)}
+    gd_step(net, x, y, lr=0.2, loss_scale=0.5)
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(p, expected[name], rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"name": "lbfgs"}, "unknown optimizer"), ({"name": "sgd", "momentum": 1.0}, "in \\[0, 1\\)"),
+    ({"name": "gd", "momentum": 0.5}, "plain gradient descent"),
+    ({"name": "adam", "momentum": 0.5}, "betas"), ({"batch_size": 0}, "batch_size must be"),
+    ({"gradient_scaling": 2.0}, "GradientScaling"),
+])
+def test_bad_optimizer_specs(arguments: dict, message: str) -> None:
+    with pytest.raises(wn.WidenetError, match=message):
+        Optimizer(**arguments)
+
+
+def test_gd_step_bad_arguments() -> None:
+    x = torch.randn(3, 2)
+    with pytest.raises(wn.WidenetError, match="lr must be"):
+        gd_step(nn.Linear(2, 1), x, x[:, :1], lr=0.0)
+    with pytest.raises(wn.WidenetError, match="loss_scale must be"):
+        gd_step(nn.Linear(2, 1), x, x[:, :1], lr=0.1, loss_scale=-1.0)

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import widenet as wn
-from widenet.diagnostics.monitors import Monitor, RunState
+from widenet.dynamics.checkpoint import Checkpoint
 from widenet.dynamics.lazy import LazyModel
 from widenet.dynamics.linearize import linearize
 from widenet.dynamics.losses import get_loss, mse
-from widenet.dynamics.optim import NormalizedUpdateScaling
+from widenet.dynamics.monitor import Monitor, RunState
+from widenet.dynamics.optim import NormalizedUpdateScaling, Optimizer
 from widenet.dynamics.train import train
 
 
@@ -70,17 +71,18 @@ class Counting(Monitor):
 
 def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path) -> None:
     x, y = regression(n=40)
-    kwargs = {"lr": 0.05, "steps": 30, "optimizer": "sgd", "batch_size": 8, "momentum": 0.9,
-              "log_every": 5, "seed": 7, "checkpoint_every": 10}
+    kwargs = {"lr": 0.05, "steps": 30, "optimizer": Optimizer("sgd", batch_size=8, momentum=0.9),
+              "log_every": 5, "seed": 7}
     whole = net()
-    expected = train(whole, x, y, monitors=[Counting()], checkpoint=tmp_path / "a.pt", **kwargs)
+    expected = train(whole, x, y, monitors=[Counting()],
+                     checkpoint=Checkpoint(tmp_path / "a.pt", every=10), **kwargs)
     interrupted = net()
     with pytest.raises(KeyboardInterrupt):
-        train(interrupted, x, y, monitors=[Counting(fail_at=25)], checkpoint=tmp_path / "b.pt",
-              **kwargs)
+        train(interrupted, x, y, monitors=[Counting(fail_at=25)],
+              checkpoint=Checkpoint(tmp_path / "b.pt", every=10), **kwargs)
     resumed_net = net(seed=99)  # whatever it holds is replaced by the checkpoint
-    resumed = train(resumed_net, x, y, monitors=[Counting()], checkpoint=tmp_path / "b.pt",
-                    resume=True, **kwargs)
+    resumed = train(resumed_net, x, y, monitors=[Counting()],
+                    checkpoint=Checkpoint(tmp_path / "b.pt", every=10, resume=True), **kwargs)
     for p, q in zip(whole.parameters(), resumed_net.parameters(), strict=True):
         assert torch.equal(p, q)
     assert resumed.history.equals(expected.history)
@@ -154,9 +156,9 @@ def test_lazy_training_approaches_the_linearized_trajectory() -> None:
     ({"lr": 0.0}, "lr must be >"), ({"lr": -1.0}, "lr must be >"),
     ({"lr": float("nan")}, "lr must be a finite"), ({"loss": "hinge"}, "unknown loss"),
     ({"optimizer": "lbfgs"}, "unknown optimizer"),
-    ({"optimizer": "sgd", "batch_size": 100}, "larger than the 24 training points"),
-    ({"batch_size": 8}, "full-batch"), ({"steps": -1}, "steps must be"),
-    ({"resume": True}, "needs checkpoint"), ({"log_every": 0}, "log_every must be"),
+    ({"optimizer": Optimizer("sgd", batch_size=100)}, "larger than the 24 training points"),
+    ({"optimizer": Optimizer(batch_size=8)}, "full-batch"), ({"steps": -1}, "steps must be"),
+    ({"checkpoint": 5}, "checkpoint must be a path"), ({"log_every": 0}, "log_every must be"),
 ])
 def test_bad_configurations(kwargs: dict, message: str) -> None:
     x, y = regression()
@@ -175,8 +177,8 @@ def test_bad_data() -> None:
 
 def test_checkpoint_path_may_be_a_string(tmp_path) -> None:
     x, y = regression()
-    result = train(net(), x, y, lr=0.1, steps=4, checkpoint=str(tmp_path / "c.pt"),
-                   checkpoint_every=2)
+    result = train(net(), x, y, lr=0.1, steps=4,
+                   checkpoint=Checkpoint(str(tmp_path / "c.pt"), every=2))
     assert result.status == "completed"
     assert (tmp_path / "c.pt").exists()
 
@@ -196,7 +198,8 @@ def test_failed_starts_leave_no_hooks_on_the_model(tmp_path) -> None:
     x, y = regression()
     model = net()
     with pytest.raises(wn.WidenetError):
-        train(model, x, y, lr=0.1, steps=2, gradient_scaling=NormalizedUpdateScaling(),
+        train(model, x, y, lr=0.1, steps=2,
+              optimizer=Optimizer(gradient_scaling=NormalizedUpdateScaling()),
               monitors=[wn.diagnostics.LinearizationMonitor()])
     assert all(not m._forward_hooks for m in model.modules())
 
@@ -210,4 +213,39 @@ def test_targets_that_do_not_fit_the_outputs() -> None:
     with pytest.raises(wn.WidenetError, match="pair"):
         train(net(), x, y, lr=0.1, steps=1, test_data=x)
     with pytest.raises(wn.WidenetError, match="plain gradient descent"):
-        train(net(), x, y, lr=0.1, steps=1, momentum=0.9)
+        train(net(), x, y, lr=0.1, steps=1, optimizer=Optimizer(momentum=0.9))
+
+
+def test_inputs_the_model_cannot_take_are_a_widenet_error() -> None:
+    x, y = regression()
+    with pytest.raises(wn.WidenetError, match=r"cannot be applied to x of shape \(24, 3\)"):
+        train(net(), x[:, :3], y, lr=0.1, steps=1)
+    xt, yt = regression(n=5)
+    with pytest.raises(wn.WidenetError, match=r"cannot be applied to test x of shape \(5, 5\)"):
+        train(net(), x, y, lr=0.1, steps=1, test_data=(torch.cat([xt, xt[:, :1]], 1), yt))
+
+
+def test_the_input_check_leaves_random_state_and_buffers_untouched() -> None:
+    """A model with dropout and batch norm trains exactly as if nothing had probed it first: the
+    check's forward pass restores the generator and the running statistics."""
+    x, y = regression()
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(5)
+        return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.BatchNorm1d(16),
+                                   torch.nn.Dropout(0.3), torch.nn.Linear(16, 1)).double()
+
+    probed, reference = model(), model()
+    torch.manual_seed(11)
+    train(probed, x, y, lr=0.1, steps=3, progress=False)
+    torch.manual_seed(11)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        (0.5 * (reference(x) - y).square().sum() / x.shape[0]).backward()
+        optimizer.step()
+    with torch.no_grad():
+        reference(x)  # the final row's forward pass (running statistics move in train mode)
+    for (name, p), q in zip(probed.state_dict().items(), reference.state_dict().values(),
+                            strict=True):
+        assert torch.equal(p, q), name

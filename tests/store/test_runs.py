@@ -7,6 +7,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -106,10 +107,10 @@ def test_an_empty_id_is_refused(tmp_path: Path) -> None:
 
 def test_id_prefixes_match_case_and_characters_exactly(tmp_path: Path) -> None:
     store = RunStore(tmp_path)
-    one = _new_run(store, study="a_b%c")
+    one = _new_run(store, study="a_b.c")  # '_' would be a wildcard of SQL's LIKE
     _new_run(store, study="aXb")
-    assert store.run("a_b%").id == one
-    for other in ("A_B%", "a%", "a?", "ax"):
+    assert store.run("a_b.").id == one
+    for other in ("A_B.", "a%", "a?", "ax"):
         with pytest.raises(WidenetError, match=f"no run {re.escape(repr(other))}"):
             store.run(other)
 
@@ -122,17 +123,19 @@ def test_an_ambiguous_id_names_three_matches_and_then_dots(tmp_path: Path) -> No
         store.run("toy")
 
 
-def test_resumable_run_is_the_newest_dead_unfinished_run_with_that_config(tmp_path: Path
-                                                                           ) -> None:
+def test_claim_run_takes_the_newest_dead_unfinished_run_with_that_config(tmp_path: Path
+                                                                          ) -> None:
     store = RunStore(tmp_path)
+    assert store.claim_run("toy", {"lr": 0.1}, device="cpu") is None  # no store yet
     run_id = _new_run(store)
-    assert store.resumable_run("toy", {"lr": 0.1, "widths": [1, 2]}) is None  # still alive
-    store.end_run(run_id, "interrupted", "stopped")
-    assert store.resumable_run("toy", {"lr": 0.1, "widths": [1, 2]}) == run_id
-    assert store.resumable_run("toy", {"lr": 0.2, "widths": [1, 2]}) is None
-    assert store.resumable_run("other", {"lr": 0.1, "widths": [1, 2]}) is None
-    store.restart_run(run_id, device="cpu")
-    assert store.run(run_id).status == "running"
+    with pytest.raises(WidenetError, match=f"run {run_id} is being resumed by another process"):
+        store.claim_run("toy", {"lr": 0.1, "widths": [1, 2]}, device="cpu")  # still alive
+    assert store.end_run(run_id, "interrupted", "stopped")
+    assert store.claim_run("toy", {"lr": 0.2, "widths": [1, 2]}, device="cpu") is None
+    assert store.claim_run("other", {"lr": 0.1, "widths": [1, 2]}, device="cpu") is None
+    assert store.claim_run("toy", {"lr": 0.1, "widths": [1, 2]}, device="cuda:0") == run_id
+    record = store.run(run_id)
+    assert (record.status, record.device, record.reason) == ("running", "cuda:0", "")
 
 
 def test_runs_created_in_the_same_second_list_in_the_order_written(tmp_path: Path,
@@ -143,7 +146,7 @@ def test_runs_created_in_the_same_second_list_in_the_order_written(tmp_path: Pat
     assert store.runs()["id"].tolist() == ids
     for run_id in ids:
         store.end_run(run_id, "interrupted", "stopped")
-    assert store.resumable_run("toy", {"lr": 0.1, "widths": [1, 2]}) == ids[-1]
+    assert store.claim_run("toy", {"lr": 0.1, "widths": [1, 2]}, device="cpu") == ids[-1]
 
 
 def test_a_run_whose_process_died_reads_as_interrupted(tmp_path: Path) -> None:
@@ -155,7 +158,7 @@ def test_a_run_whose_process_died_reads_as_interrupted(tmp_path: Path) -> None:
     store = RunStore(tmp_path)
     assert store.run(run_id).status == "interrupted"
     assert store.runs()["status"].tolist() == ["interrupted"]
-    assert store.resumable_run("toy", {}) == run_id
+    assert store.claim_run("toy", {}, device="cpu") == run_id
 
 
 def test_a_corrupt_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
@@ -186,8 +189,9 @@ def test_a_foreign_file_with_a_runs_table_is_refused_and_left_untouched(tmp_path
     before = (tmp_path / "runs.db").read_bytes()
     with pytest.raises(WidenetError, match="is not a widenet run store"):
         RunStore(tmp_path)
-    store = object.__new__(RunStore)  # as if the file appeared after the store was opened
-    store.root, store.db_path = tmp_path, tmp_path / "runs.db"
+    (tmp_path / "runs.db").rename(tmp_path / "aside.db")
+    store = RunStore(tmp_path)  # as if the file appeared after the store was opened
+    (tmp_path / "aside.db").rename(tmp_path / "runs.db")
     with pytest.raises(WidenetError, match="is not a widenet run store"):
         _new_run(store)
     assert (tmp_path / "runs.db").read_bytes() == before
@@ -218,7 +222,69 @@ def test_a_store_in_a_read_only_folder_is_named_read_only_not_corrupt(tmp_path: 
                                                                        monkeypatch) -> None:
     store = RunStore(tmp_path)
     _new_run(store)
-    monkeypatch.setattr("widenet.store._database.os.access", lambda path, mode: False)
-    error = store._store_error(sqlite3.OperationalError("unable to open database file"))
+    monkeypatch.setattr("widenet.store.database.os.access", lambda path, mode: False)
+    error = store.database._store_error(sqlite3.OperationalError("unable to open database file"))
     assert "is read-only" in str(error)
     assert "corrupt" not in str(error)
+
+
+def test_concurrent_claims_of_one_run_have_exactly_one_winner(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    run_id = _new_run(store)
+    store.end_run(run_id, "interrupted", "stopped")
+    claimants = 8
+    barrier = threading.Barrier(claimants)
+    outcomes: list[str] = []
+
+    def claim() -> None:
+        mine = RunStore(tmp_path)  # one store object (and connection) per claimant
+        barrier.wait()
+        try:
+            outcomes.append(str(mine.claim_run("toy", {"lr": 0.1, "widths": [1, 2]},
+                                               device="cpu")))
+        except WidenetError as error:
+            outcomes.append(str(error))
+
+    threads = [threading.Thread(target=claim) for _ in range(claimants)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count(run_id) == 1
+    losers = [outcome for outcome in outcomes if outcome != run_id]
+    assert len(losers) == claimants - 1
+    assert all(f"run {run_id} is being resumed by another process" in text for text in losers)
+    assert store.run(run_id).status == "running"
+
+
+def _hand_to_another_process(store: RunStore, run_id: str) -> None:
+    """Make ``run_id`` running and owned by another live process (this one's parent)."""
+    with store.database.transaction() as con:
+        con.execute("UPDATE runs SET status = 'running', pid = ? WHERE id = ?",
+                    (os.getppid(), run_id))
+
+
+def test_a_process_never_writes_or_ends_a_run_it_does_not_own(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    run_id = _new_run(store)
+    store.save_task(run_id, "a", {"raw": pd.DataFrame({"x": [1.0]})}, 0.1)
+    _hand_to_another_process(store, run_id)
+    assert not store.end_run(run_id, "failed", "I lost the race")
+    assert (store.run(run_id).status, store.run(run_id).reason) == ("running", "")
+    for write in (lambda: store.save_task(run_id, "b", {}, 0.1),
+                  lambda: store.finish_run(run_id, tables={}, checks=[])):
+        with pytest.raises(WidenetError, match=f"run {run_id} is no longer this process's"):
+            write()
+    assert store.finished_tasks(run_id) == {"a"}
+    with store.database.transaction() as con:  # the other process completes it
+        con.execute("UPDATE runs SET status = 'completed' WHERE id = ?", (run_id,))
+    assert not store.end_run(run_id, "failed", "late")
+    assert store.run(run_id).status == "completed"
+
+
+def test_a_task_stored_twice_is_a_clear_error(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    run_id = _new_run(store)
+    store.save_task(run_id, "a", {}, 0.1)
+    with pytest.raises(WidenetError, match="holds task 'a' already"):
+        store.save_task(run_id, "a", {}, 0.1)

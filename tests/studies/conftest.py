@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from widenet.studies import Analysis, Study, StudyConfig, StudyContext
-from widenet.studies.base import merge_tables
-from widenet.studies.config import validate_config
+from widenet.studies.common.base import merge_tables
+from widenet.studies.common.config import validate_config
 
 
 def run_in_memory(study: Study, folder: Path, *, quick: bool = True, **overrides: object

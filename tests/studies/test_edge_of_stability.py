@@ -17,9 +17,10 @@ from widenet.dynamics.losses import mse
 from widenet.errors import WidenetError
 from widenet.report.figures import png_bytes
 from widenet.studies import StudyContext, get_study
-from widenet.studies import _edge_of_stability_analysis as eos_analysis
-from widenet.studies import edge_of_stability as eos
-from widenet.studies.config import validate_config
+from widenet.studies.common.config import validate_config
+from widenet.studies.edge_of_stability import analysis as eos_analysis
+from widenet.studies.edge_of_stability import config as eos_config
+from widenet.studies.edge_of_stability import measure as eos_measure
 
 TINY = {"points": 40, "width": 8, "depth": 2, "steps": 30, "losses": ["mse", "cross_entropy"],
         "sharpness_every": 10, "beyond_width": 2, "beyond_depth": 2, "beyond_factors": [0.5, 4.0],
@@ -59,8 +60,8 @@ def test_end_to_end_tables_figures_and_checks(tiny_run):
 
 
 def test_tasks_are_deterministic_with_readable_keys(tmp_path):
-    config = validate_config(eos.EoSConfig, TINY)
-    tasks = eos.plan(config)
+    config = validate_config(eos_config.EoSConfig, TINY)
+    tasks = eos_measure.plan(config)
     assert [t.key for t in tasks] == [
         "eos/mse/lr_factor=0.8", "eos/mse/lr_factor=0.9", "eos/cross_entropy/lr_factor=0.8",
         "eos/cross_entropy/lr_factor=0.9", "beyond/plain/c=0.5/seed=0",
@@ -99,22 +100,22 @@ def test_preconditioned_sharpness_matches_brute_force():
     x, y = torch.randn(12, 5, dtype=torch.float64), torch.randn(12, 3, dtype=torch.float64)
     net = MLP(5, [6, 7], 3, "abs", bias_std=0.0, seed=3, dtype=torch.float64)
     hessian = _flat_hessian(net, x, y)
-    plain = eos.preconditioned_sharpness(net, x, y, "mse", None)
+    plain = eos_measure.preconditioned_sharpness(net, x, y, "mse", None)
     assert plain == pytest.approx(float(torch.linalg.eigvalsh(hessian)[-1]), rel=1e-6)
     factors = [0.5, 3.0, 11.0]
     scale = torch.cat([torch.full((p.numel(),), f, dtype=torch.float64)
                        for p, f in zip(net.parameters(), factors, strict=True)]).sqrt()
     expected = float(torch.linalg.eigvalsh(scale[:, None] * hessian * scale[None, :])[-1])
-    assert eos.preconditioned_sharpness(net, x, y, "mse", factors) == pytest.approx(expected,
-                                                                                    rel=1e-6)
-    assert eos.preconditioned_sharpness(net, x, y, "mse", None) == plain  # net left untouched
+    sharpness = eos_measure.preconditioned_sharpness
+    assert sharpness(net, x, y, "mse", factors) == pytest.approx(expected, rel=1e-6)
+    assert sharpness(net, x, y, "mse", None) == plain  # net left untouched
 
 
 def test_normalized_update_factors_match_manual_rms():
     torch.manual_seed(1)
     x, y = torch.randn(10, 4, dtype=torch.float64), torch.randn(10, 2, dtype=torch.float64)
     net = MLP(4, [5, 6], 2, "relu", bias_std=0.0, seed=2, dtype=torch.float64)
-    factors = eos.normalized_update_factors(net, x, y, "mse")
+    factors = eos_measure.normalized_update_factors(net, x, y, "mse")
     assert all(p.grad is None for p in net.parameters())
     h, inputs, outputs = x, [], []
     for i, layer in enumerate(net.layers):
@@ -130,9 +131,9 @@ def test_normalized_update_factors_match_manual_rms():
 
 
 def test_loss_explosions_counts_jumps_and_divergence():
-    assert eos.loss_explosions(np.array([1.0, 0.5, 6.0, 5.0, 60.0]), 10.0) == 2
-    assert eos.loss_explosions(np.array([1.0, 0.9, 9.0]), 10.0) == 0
-    assert eos.loss_explosions(np.array([1.0, 20.0, np.inf]), 10.0) == 2
+    assert eos_measure.loss_explosions(np.array([1.0, 0.5, 6.0, 5.0, 60.0]), 10.0) == 2
+    assert eos_measure.loss_explosions(np.array([1.0, 0.9, 9.0]), 10.0) == 0
+    assert eos_measure.loss_explosions(np.array([1.0, 20.0, np.inf]), 10.0) == 2
 
 
 def test_eos_summary_on_a_constructed_run():
@@ -221,7 +222,7 @@ def test_sharpness_that_never_reaches_the_edge_fails_and_says_how_far_it_came():
     ({"beyond_factors": [float("nan")]}, "beyond_factors")])
 def test_bad_config_raises_one_line_naming_the_key(values, key):
     with pytest.raises(WidenetError, match=key):
-        validate_config(eos.EoSConfig, values)
+        validate_config(eos_config.EoSConfig, values)
 
 
 @pytest.mark.slow

@@ -13,15 +13,17 @@ from tests.conftest import FULL, brute_force_ntk, sphere_points
 from tests.studies.conftest import run_in_memory
 from widenet import MLP, empirical_ntk, infinite_kernels, linearize, train
 from widenet.checks import VERDICTS
-from widenet.diagnostics.monitors import RunState
 from widenet.diagnostics.movement import parameter_snapshot, weight_movement
 from widenet.dynamics.losses import mse
+from widenet.dynamics.monitor import RunState
 from widenet.dynamics.predict import KernelDynamics
 from widenet.errors import WidenetError
 from widenet.report.figures import png_bytes
 from widenet.studies import StudyContext, get_study
-from widenet.studies import gd_convergence as gd
-from widenet.studies.config import validate_config
+from widenet.studies.common.config import validate_config
+from widenet.studies.gd_convergence import analysis as gd_analysis
+from widenet.studies.gd_convergence import config as gd_config
+from widenet.studies.gd_convergence import measure as gd_measure
 
 TINY = {"widths": [16, 64], "seeds": 2, "points": 8, "dim": 4, "decades": 4.0}
 
@@ -57,8 +59,8 @@ def test_end_to_end_tables_figures_and_checks(tiny_run):
 
 
 def test_tasks_are_deterministic_and_start_on_the_prediction(tmp_path):
-    config = validate_config(gd.GDConfig, TINY)
-    task = gd.plan(config)[1]
+    config = validate_config(gd_config.GDConfig, TINY)
+    task = gd_measure.plan(config)[1]
     assert task.key == "m=16/seed=1"
     context = StudyContext(device=torch.device("cpu"), folder=tmp_path)
     first, second = task.compute(context), task.compute(context)
@@ -91,13 +93,13 @@ def test_gd_on_the_linearized_model_travels_the_min_norm_distance():
     theta = empirical_ntk(net, x)
     with torch.no_grad():
         f0 = net(x)
-    lr = gd.shared_learning_rate(theta, 1.0)
-    steps = gd.step_count(gd.contraction_factor(theta, lr), 20.0)
+    lr = gd_measure.shared_learning_rate(theta, 1.0)
+    steps = gd_measure.step_count(gd_measure.contraction_factor(theta, lr), 20.0)
     lin = linearize(net)
     start = parameter_snapshot(lin)
     result = train(lin, x, y, lr=lr, steps=steps, log_every=steps, progress=False)
     moved = weight_movement(lin, start).absolute
-    assert moved == pytest.approx(gd.min_norm_distance(theta, f0 - y), rel=1e-8)
+    assert moved == pytest.approx(gd_measure.min_norm_distance(theta, f0 - y), rel=1e-8)
     with torch.no_grad():
         final = lin(x)
     torch.testing.assert_close(final, KernelDynamics(theta, y, f0).gd_train(steps, lr),
@@ -110,11 +112,11 @@ def test_min_norm_distance_matches_an_explicit_inverse():
     kernel = a @ a.T + torch.eye(5, dtype=torch.float64)
     r = torch.arange(5, dtype=torch.float64).reshape(5, 1)
     expected = math.sqrt(float(r.T @ torch.linalg.inv(kernel) @ r))
-    assert gd.min_norm_distance(kernel, r) == pytest.approx(expected, rel=1e-12)
+    assert gd_measure.min_norm_distance(kernel, r) == pytest.approx(expected, rel=1e-12)
     with pytest.raises(WidenetError, match="singular"):
-        gd.min_norm_distance(a[:, :2] @ a[:, :2].T, r)
-    assert gd.entk_distance(kernel, r) == pytest.approx(expected, rel=1e-12)
-    assert math.isnan(gd.entk_distance(a[:, :2] @ a[:, :2].T, r))
+        gd_measure.min_norm_distance(a[:, :2] @ a[:, :2].T, r)
+    assert gd_measure.entk_distance(kernel, r) == pytest.approx(expected, rel=1e-12)
+    assert math.isnan(gd_measure.entk_distance(a[:, :2] @ a[:, :2].T, r))
 
 
 def test_nets_with_fewer_parameters_than_points_are_data_not_a_crash(tmp_path):
@@ -128,30 +130,30 @@ def test_nets_with_fewer_parameters_than_points_are_data_not_a_crash(tmp_path):
 
 def test_learning_rate_contraction_and_step_count_on_a_diagonal_kernel():
     theta = torch.diag(torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
-    lr = gd.shared_learning_rate(theta, 1.0)
+    lr = gd_measure.shared_learning_rate(theta, 1.0)
     assert lr == pytest.approx(3 / 4)  # n / lambda_max
-    rho = gd.contraction_factor(theta, lr)  # max |1 - lr lambda / n| = 1 - 1/4
+    rho = gd_measure.contraction_factor(theta, lr)  # max |1 - lr lambda / n| = 1 - 1/4
     assert rho == pytest.approx(0.75)
-    assert gd.contraction_factor(theta, gd.shared_learning_rate(theta, 1.9)) \
+    assert gd_measure.contraction_factor(theta, gd_measure.shared_learning_rate(theta, 1.9)) \
         == pytest.approx(0.9)  # the fastest mode overshoots: |1 - 1.9| = 0.9 > 1 - 1.9/4
-    steps = gd.step_count(rho, 6.0)
+    steps = gd_measure.step_count(rho, 6.0)
     assert rho ** (2 * steps) <= 1e-6 < rho ** (2 * (steps - 1))
-    assert gd.step_count(0.0, 6.0) == 1  # all eigenvalues equal: one step interpolates
+    assert gd_measure.step_count(0.0, 6.0) == 1  # all eigenvalues equal: one step interpolates
     with pytest.raises(WidenetError, match="does not contract"):
-        gd.step_count(1.0, 6.0)
+        gd_measure.step_count(1.0, 6.0)
 
 
 def test_decay_rate_of_an_exact_geometric_curve():
     steps = np.arange(0, 101)
     rho = 0.93
     losses = 3.0 * rho ** (2 * steps) + 1e-3 * 0.5 ** (2 * steps)
-    assert gd.decay_rate(steps, losses, 50) == pytest.approx(-2 * math.log(rho), rel=1e-9)
-    assert math.isnan(gd.decay_rate(steps, losses, 100.5))
+    assert gd_measure.decay_rate(steps, losses, 50) == pytest.approx(-2 * math.log(rho), rel=1e-9)
+    assert math.isnan(gd_measure.decay_rate(steps, losses, 100.5))
 
 
 def test_shared_lr_depends_on_the_data_not_the_width():
     x = sphere_points(10, 5, seed=0)
-    rates = {gd.shared_learning_rate(infinite_kernels(
+    rates = {gd_measure.shared_learning_rate(infinite_kernels(
         MLP(5, [m], 1, "relu", seed=0, dtype=torch.float64), x).ntk, 1.0) for m in (8, 512)}
     assert len(rates) == 1
 
@@ -166,8 +168,9 @@ def test_prediction_monitor_measures_distance_from_the_closed_form():
     theta = empirical_ntk(net, x)
     with torch.no_grad():
         f0 = net(x)
-    lr = gd.shared_learning_rate(theta, 1.0)
-    monitor = gd._PredictionDeviation(KernelDynamics(theta, y, f0), lr, float((f0 - y).norm()))
+    lr = gd_measure.shared_learning_rate(theta, 1.0)
+    monitor = gd_measure._PredictionDeviation(KernelDynamics(theta, y, f0), lr,
+                                              float((f0 - y).norm()))
     history = train(lin, x, y, lr=lr, steps=30, log_every=5, monitors=[monitor],
                     progress=False).history
     assert history["deviation"].max() < 1e-12
@@ -175,7 +178,7 @@ def test_prediction_monitor_measures_distance_from_the_closed_form():
     state = RunState(model=lin, x=x, y=y, loss_fn=mse, lr=lr, step=3)
     with torch.no_grad():
         expected = float((lin(x) - other.gd_train(3, lr)).norm() / (f0 - y).norm())
-    measured = gd._PredictionDeviation(other, lr, float((f0 - y).norm())).measure(state)
+    measured = gd_measure._PredictionDeviation(other, lr, float((f0 - y).norm())).measure(state)
     assert measured["deviation"] == pytest.approx(expected, rel=1e-12)
 
 
@@ -183,8 +186,8 @@ def test_extrapolated_tolerance_follows_the_m_half_law():
     m = np.repeat([100, 400, 1600], 2)
     errors = 0.3 * np.tile([1.0, -1.0], 3) / np.sqrt(m)
     runs = pd.DataFrame({"m": m, "rate_error": errors})
-    assert gd.extrapolated_tolerance(runs, "rate_error") \
-        == pytest.approx(gd.BAND_SIGMAS * 0.3 / 40)
+    assert gd_analysis.extrapolated_tolerance(runs, "rate_error") \
+        == pytest.approx(gd_analysis.BAND_SIGMAS * 0.3 / 40)
 
 
 @pytest.mark.parametrize(("offset", "verdict"), [(0.0, "pass"), (0.2, "fail")])
@@ -193,19 +196,19 @@ def test_widest_width_check_passes_the_m_half_law_and_fails_a_constant_error(off
     m = np.repeat([100, 400, 1600], 4)
     noise = np.tile([1.0, -1.0, 0.5, -0.5], 3)
     runs = pd.DataFrame({"m": m, "rate_error": offset + (0.5 + 0.3 * noise) / np.sqrt(m)})
-    check = gd._widest_error_check(runs, "rate_error", "linear rate", "claim")
+    check = gd_analysis._widest_error_check(runs, "rate_error", "linear rate", "claim")
     assert check.verdict == verdict
 
 
 def test_asymptotic_rate_of_a_one_step_interpolation_is_infinite():
-    assert gd.asymptotic_rate(0.5) == pytest.approx(-2 * math.log(0.5))
-    assert gd.asymptotic_rate(0.0) == math.inf
+    assert gd_measure.asymptotic_rate(0.5) == pytest.approx(-2 * math.log(0.5))
+    assert gd_measure.asymptotic_rate(0.0) == math.inf
 
 
 def test_widest_width_check_without_a_finite_narrow_error_is_inconclusive():
     runs = pd.DataFrame({"m": [8, 8, 16, 16], "rate_error": [math.nan, math.nan, 0.01, 0.02]})
-    assert math.isnan(gd.extrapolated_tolerance(runs, "rate_error"))
-    check = gd._widest_error_check(runs, "rate_error", "linear rate", "claim")
+    assert math.isnan(gd_analysis.extrapolated_tolerance(runs, "rate_error"))
+    check = gd_analysis._widest_error_check(runs, "rate_error", "linear rate", "claim")
     assert check.verdict == "inconclusive"
     assert check.measured == pytest.approx(0.015)
 
@@ -228,8 +231,8 @@ def test_convergence_check_fails_a_diverged_run():
                          "rate": [0.1, math.nan], "rate_pred": [0.1, 0.1],
                          "distance": [1.0, 1.0], "distance_pred": [1.0, 1.0],
                          "du_factor": [0.9, 0.9], "steps": [100, 100], "lr": [1.0, 1.0]})
-    check = gd.convergence_check(gd.with_errors(runs), decades=8)
-    assert check.measured == pytest.approx(math.log10(gd.DIVERGED_RATIO))
+    check = gd_analysis.convergence_check(gd_analysis.with_errors(runs), decades=8)
+    assert check.measured == pytest.approx(math.log10(gd_analysis.DIVERGED_RATIO))
     assert check.verdict == "fail"
 
 
@@ -254,12 +257,12 @@ def test_convergence_check_fails_a_diverged_run():
 ])
 def test_bad_config_raises_one_line_naming_the_key(values, message):
     with pytest.raises(WidenetError, match=message):
-        validate_config(gd.GDConfig, values)
+        validate_config(gd_config.GDConfig, values)
 
 
 def test_presets_validate_and_widths_are_sorted():
-    assert validate_config(gd.GDConfig, gd.GDConfig.QUICK).widths == [128, 512, 2048]
-    assert validate_config(gd.GDConfig, {"widths": [64, 8]}).widths == [8, 64]
+    assert validate_config(gd_config.GDConfig, gd_config.GDConfig.QUICK).widths == [128, 512, 2048]
+    assert validate_config(gd_config.GDConfig, {"widths": [64, 8]}).widths == [8, 64]
 
 
 @pytest.mark.slow

@@ -19,15 +19,15 @@ from widenet.diagnostics.margins import margins_of
 from widenet.errors import WidenetError
 from widenet.report.figures import png_bytes
 from widenet.studies import StudyContext, get_study
-from widenet.studies._implicit_bias_analysis import linear_fit, run_statistics
-from widenet.studies._implicit_bias_measure import (
+from widenet.studies.common.config import validate_config
+from widenet.studies.implicit_bias.analysis import linear_fit, run_statistics
+from widenet.studies.implicit_bias.config import ImplicitBiasConfig
+from widenet.studies.implicit_bias.measure import (
     max_margin,
     separable_data,
     small_net,
     tangent_margin,
 )
-from widenet.studies.config import validate_config
-from widenet.studies.implicit_bias import ImplicitBiasConfig
 
 STUDY = get_study("implicit-bias")
 TINY = {"activations": ["relu"], "width": 16, "n": 12, "dim": 4, "steps": 200,

@@ -15,13 +15,14 @@ from tests.studies.conftest import run_in_memory
 from widenet import MLP, LazyModel, empirical_ntk
 from widenet.checks import VERDICTS
 from widenet.diagnostics.kernel_motion import information_space
-from widenet.diagnostics.monitors import RunState
+from widenet.dynamics.monitor import RunState
 from widenet.errors import WidenetError
 from widenet.report.figures import png_bytes
 from widenet.studies import StudyContext, get_study
-from widenet.studies import _info_nuisance_measure as measure
-from widenet.studies import info_nuisance as study
-from widenet.studies.config import validate_config
+from widenet.studies.common.config import validate_config
+from widenet.studies.info_nuisance import analysis as study_analysis
+from widenet.studies.info_nuisance import config as study_config
+from widenet.studies.info_nuisance import measure as study_measure
 
 TINY = {"points": 60, "test_points": 60, "width": 32, "steps": 60, "seeds": 2}
 CHECKS = ["information decays faster (clean)", "information decays faster (corrupted)",
@@ -87,17 +88,17 @@ def run_tables(values: dict) -> dict[str, pd.DataFrame]:
     """The merged raw tables of the study at ``values`` (computed once per module)."""
     key = repr(sorted(values.items()))
     if key not in _CACHE:
-        config = validate_config(study.InfoNuisanceConfig, values)
+        config = validate_config(study_config.InfoNuisanceConfig, values)
         context = StudyContext(device=torch.device("cpu"), folder=Path("unused"))
-        parts = [task.compute(context) for task in study.plan(config)]
+        parts = [task.compute(context) for task in study_measure.plan(config)]
         _CACHE[key] = {name: pd.concat([p[name] for p in parts], ignore_index=True)
                        for name in parts[0]}
     return _CACHE[key]
 
 
 def test_tasks_are_deterministic_and_paired():
-    config = validate_config(study.InfoNuisanceConfig, TINY)
-    tasks = study.plan(config)
+    config = validate_config(study_config.InfoNuisanceConfig, TINY)
+    tasks = study_measure.plan(config)
     assert [t.key for t in tasks] == ["corrupt=0/seed=0", "corrupt=0/seed=1",
                                       "corrupt=0.5/seed=0", "corrupt=0.5/seed=1"]
     context = StudyContext(device=torch.device("cpu"), folder=Path("unused"))
@@ -130,7 +131,7 @@ def test_predicted_projections_match_iterated_gd():
     kernel = torch.tensor(a @ a.T)
     targets = torch.nn.functional.one_hot(torch.tensor(rng.integers(0, k, n)), k).double()
     space = information_space(kernel, top=r)
-    info, nuisance = measure._predicted_projections(space, kernel, targets, [0, 1, 5, 17], lr)
+    info, nuisance = study_measure._predicted_projections(space, kernel, targets, [0, 1, 5, 17], lr)
     vectors = np.linalg.eigh(kernel.numpy())[1]
     p_info = vectors[:, -r:] @ vectors[:, -r:].T
     y = targets.numpy()
@@ -150,12 +151,13 @@ def test_fitted_fractions_and_crossing_step_by_hand():
     outputs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.2, 0.1]])
     labels = torch.tensor([0, 0, 0, 1])
     corrupted = torch.tensor([False, False, True, True])
-    assert measure.fitted_fractions(outputs, labels, corrupted) == (0.5, 0.5)
-    assert math.isnan(measure.fitted_fractions(outputs, labels, torch.zeros(4, dtype=bool))[1])
+    assert study_measure.fitted_fractions(outputs, labels, corrupted) == (0.5, 0.5)
+    none = torch.zeros(4, dtype=bool)
+    assert math.isnan(study_measure.fitted_fractions(outputs, labels, none)[1])
     steps = np.array([0, 10, 20, 30])
-    assert measure.crossing_step(steps, np.array([0.0, 0.2, 0.6, 1.0])) == pytest.approx(17.5)
-    assert measure.crossing_step(steps, np.array([0.7, 0.8, 0.9, 1.0])) == 0.0
-    assert math.isnan(measure.crossing_step(steps, np.array([0.0, 0.1, 0.2, 0.3])))
+    assert study_measure.crossing_step(steps, np.array([0.0, 0.2, 0.6, 1.0])) == pytest.approx(17.5)
+    assert study_measure.crossing_step(steps, np.array([0.7, 0.8, 0.9, 1.0])) == 0.0
+    assert math.isnan(study_measure.crossing_step(steps, np.array([0.0, 0.1, 0.2, 0.3])))
 
 
 def test_derived_quantities_and_paired_signs_by_hand():
@@ -170,15 +172,15 @@ def test_derived_quantities_and_paired_signs_by_hand():
                          "label_information_init": [0.8, 0.5],
                          "label_information_end": [0.9, 0.45], "test_error_final": [0.1, 0.4],
                          "t50_clean": [5.0, 5.0], "t50_corrupted": [math.nan, 50.0]})
-    config = validate_config(study.InfoNuisanceConfig, {"steps": 100})
-    assert study.check_step(curves, config) == 10
-    derived = study.with_derived(runs, curves, 10)
+    config = validate_config(study_config.InfoNuisanceConfig, {"steps": 100})
+    assert study_analysis.check_step(curves, config) == 10
+    derived = study_analysis.with_derived(runs, curves, 10)
     np.testing.assert_allclose(derived["decay_gap"], [np.log10(0.5 / 0.1), np.log10(1 / 0.2)])
     np.testing.assert_allclose(derived["decay_gap_pred"], [2.0, 1.0])
     np.testing.assert_allclose(derived["test_error_rise"], [-0.1, 0.1])
     np.testing.assert_allclose(derived["label_information_gain"], [0.1, -0.05])
     assert derived["fit_delay"].iloc[1] == pytest.approx(1.0)
-    paired = study.paired_table(derived, 0.5).iloc[0]
+    paired = study_analysis.paired_table(derived, 0.5).iloc[0]
     assert paired["label_information_init_gap"] == pytest.approx(0.3)
     assert paired["test_error_gap"] == pytest.approx(0.3)
 
@@ -199,7 +201,7 @@ def test_a_diverging_run_is_recorded_not_raised(tmp_path):
 
 
 def test_the_monitor_reports_nan_for_non_finite_outputs():
-    monitor = measure._Progress(None, torch.tensor([0]), torch.tensor([False]), None, None)
+    monitor = study_measure._Progress(None, torch.tensor([0]), torch.tensor([False]), None, None)
     state = RunState(model=torch.nn.Linear(1, 2), x=torch.tensor([[math.inf]]),
                      y=torch.zeros(1, 2), loss_fn=None, lr=0.1, step=3)
     assert all(math.isnan(v) for v in monitor.measure(state).values())
@@ -222,13 +224,14 @@ def test_the_monitor_reports_nan_for_non_finite_outputs():
 ])
 def test_bad_config_raises_one_line_naming_the_key(values, message):
     with pytest.raises(WidenetError, match=message):
-        validate_config(study.InfoNuisanceConfig, values)
+        validate_config(study_config.InfoNuisanceConfig, values)
 
 
 def test_presets_validate():
-    assert validate_config(study.InfoNuisanceConfig, study.InfoNuisanceConfig.QUICK).steps == 800
-    assert validate_config(study.InfoNuisanceConfig, {}).points == 500
-    assert validate_config(study.InfoNuisanceConfig, {"lr_factor": 3.0}).lr_factor == 3.0
+    schema = study_config.InfoNuisanceConfig
+    assert validate_config(schema, schema.QUICK).steps == 800
+    assert validate_config(study_config.InfoNuisanceConfig, {}).points == 500
+    assert validate_config(study_config.InfoNuisanceConfig, {"lr_factor": 3.0}).lr_factor == 3.0
 
 
 @pytest.mark.slow

@@ -20,10 +20,12 @@ from widenet.data import load_dataset
 from widenet.errors import WidenetError
 from widenet.report.figures import png_bytes
 from widenet.studies import StudyContext, get_study
-from widenet.studies._lazy_analysis import GAP_ROUNDING, MEASURES, fit_slopes, poisson_slope
-from widenet.studies._lazy_measure import (
+from widenet.studies.common.config import validate_config
+from widenet.studies.common.seeds import derived_seed
+from widenet.studies.lazy_training.analysis import GAP_ROUNDING, MEASURES, fit_slopes, poisson_slope
+from widenet.studies.lazy_training.config import LazyTrainingConfig
+from widenet.studies.lazy_training.measure import (
     compute_task,
-    derived_seed,
     hessian_norm,
     is_kinked,
     linear_gd,
@@ -31,8 +33,6 @@ from widenet.studies._lazy_measure import (
     preactivations,
     train_lazily,
 )
-from widenet.studies.config import validate_config
-from widenet.studies.lazy_training import LazyTrainingConfig
 
 STUDY = get_study("lazy-training")
 TINY = {"widths": [16], "seeds": 2, "alphas": [0.5, 4, 16, 64], "alpha_min": 4.0,

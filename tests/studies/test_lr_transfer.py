@@ -13,15 +13,16 @@ from tests.conftest import FULL
 from tests.studies.conftest import run_in_memory
 from widenet import MLP, train
 from widenet.checks import VERDICTS
-from widenet.diagnostics.monitors import RunState
 from widenet.dynamics.losses import cross_entropy
+from widenet.dynamics.monitor import RunState
 from widenet.errors import WidenetError
 from widenet.parametrizations import NTK, STANDARD, MuP
 from widenet.report.figures import png_bytes
 from widenet.studies import StudyContext, get_study
-from widenet.studies import _lr_transfer_analysis as lra
-from widenet.studies import lr_transfer as lrt
-from widenet.studies.config import validate_config
+from widenet.studies.common.config import validate_config
+from widenet.studies.lr_transfer import analysis as lrt_analysis
+from widenet.studies.lr_transfer import config as lrt_config
+from widenet.studies.lr_transfer import measure as lrt_measure
 
 TINY = {"widths": [16, 32], "seeds": 2, "steps": 5, "points": 64, "test_points": 32,
         "batch_size": 16, "sgd_log2_lr": [-3, -1], "adam_log2_lr": [-8, -6], "coord_steps": 2,
@@ -74,8 +75,8 @@ def test_end_to_end_tables_figures_and_checks(tiny_run):
 
 
 def test_tasks_are_deterministic_with_readable_keys(tmp_path):
-    config = validate_config(lrt.LRTransferConfig, TINY)
-    tasks = lrt.plan(config)
+    config = validate_config(lrt_config.LRTransferConfig, TINY)
+    tasks = lrt_measure.plan(config)
     keys = [task.key for task in tasks]
     assert "sweep/mup/adam/m=32/seed=1" in keys
     assert "coord/standard/sgd/m=16/seed=0" in keys
@@ -93,29 +94,29 @@ def test_tasks_are_deterministic_with_readable_keys(tmp_path):
 def test_mup_at_its_base_width_trains_exactly_like_sp(tmp_path):
     """Tensor Programs V: at the base width every muP ratio is 1, so the same seed gives the same
     net and the same updates as SP; every learning rate's losses must agree."""
-    config = validate_config(lrt.LRTransferConfig, {**TINY, "base_width": 16})
+    config = validate_config(lrt_config.LRTransferConfig, {**TINY, "base_width": 16})
     context = StudyContext(device=torch.device("cpu"), folder=tmp_path)
     for opt in ("sgd", "adam"):
-        sp = lrt._sweep(config, "standard", opt, 16, 0, context)["sweep"]
-        mup = lrt._sweep(config, "mup", opt, 16, 0, context)["sweep"]
+        sp = lrt_measure.compute_sweep_task(config, "standard", opt, 16, 0, context)["sweep"]
+        mup = lrt_measure.compute_sweep_task(config, "mup", opt, 16, 0, context)["sweep"]
         np.testing.assert_allclose(mup["train_loss"], sp["train_loss"], rtol=1e-6)
-        wide_mup = lrt._sweep(config, "mup", opt, 32, 0, context)["sweep"]
-        wide_sp = lrt._sweep(config, "standard", opt, 32, 0, context)["sweep"]
+        wide_mup = lrt_measure.compute_sweep_task(config, "mup", opt, 32, 0, context)["sweep"]
+        wide_sp = lrt_measure.compute_sweep_task(config, "standard", opt, 32, 0, context)["sweep"]
         assert not np.allclose(wide_mup["train_loss"], wide_sp["train_loss"], rtol=1e-6)
 
 
 def test_parametrization_names_resolve_to_the_library_rules():
-    assert lrt.parametrization("standard", 8) is STANDARD
-    assert lrt.parametrization("ntk", 8) is NTK
-    mup = lrt.parametrization("mup", 8)
+    assert lrt_measure.parametrization("standard", 8) is STANDARD
+    assert lrt_measure.parametrization("ntk", 8) is NTK
+    mup = lrt_measure.parametrization("mup", 8)
     assert isinstance(mup, MuP)
     assert mup.base_hidden == 8
 
 
 def test_diverging_learning_rates_are_data_points(tmp_path):
-    config = validate_config(lrt.LRTransferConfig, {**TINY, "sgd_log2_lr": [4, 8]})
+    config = validate_config(lrt_config.LRTransferConfig, {**TINY, "sgd_log2_lr": [4, 8]})
     context = StudyContext(device=torch.device("cpu"), folder=tmp_path)
-    sweep = lrt._sweep(config, "standard", "sgd", 32, 0, context)["sweep"]
+    sweep = lrt_measure.compute_sweep_task(config, "standard", "sgd", 32, 0, context)["sweep"]
     diverged = sweep[sweep["status"] == "diverged"]
     assert len(diverged) >= 1
     assert np.isinf(diverged["train_loss"]).all()
@@ -141,15 +142,15 @@ def test_refined_optimum_recovers_the_vertex_of_a_parabola():
     k = np.arange(-6, 1)
     for vertex in (-3.0, -3.4, -2.6):
         losses = np.exp(0.7 * (k - vertex) ** 2 - 1.0)
-        log2_opt, argmin, at_edge = lra.refined_optimum(k, losses)
+        log2_opt, argmin, at_edge = lrt_analysis.refined_optimum(k, losses)
         assert log2_opt == pytest.approx(vertex, abs=1e-12)
         assert argmin == round(vertex)
         assert not at_edge
     losses = np.exp(0.7 * (k + 1.0) ** 2)
     losses[-1] = math.inf  # a diverged neighbour: the grid argmin, no refinement
-    assert lra.refined_optimum(k, losses) == (-1.0, -1.0, False)
-    assert lra.refined_optimum(k, np.exp(-k)) == (0.0, 0.0, True)  # edge of the grid
-    assert all(math.isnan(v) for v in lra.refined_optimum(k, np.full(7, math.inf))[:2])
+    assert lrt_analysis.refined_optimum(k, losses) == (-1.0, -1.0, False)
+    assert lrt_analysis.refined_optimum(k, np.exp(-k)) == (0.0, 0.0, True)  # edge of the grid
+    assert all(math.isnan(v) for v in lrt_analysis.refined_optimum(k, np.full(7, math.inf))[:2])
 
 
 def test_drift_of_an_exact_inverse_width_law():
@@ -158,7 +159,7 @@ def test_drift_of_an_exact_inverse_width_law():
     rows = [{"parametrization": "standard", "optimizer": "adam", "m": m, "seed": s,
              "log2_lr_opt": 3 - math.log2(m), "log2_lr_argmin": 3 - math.log2(m),
              "at_edge": False} for m in widths for s in range(2)]
-    drift = lra.drift_table(pd.DataFrame(rows), widths).iloc[0]
+    drift = lrt_analysis.drift_table(pd.DataFrame(rows), widths).iloc[0]
     assert drift["slope"] == pytest.approx(-1.0, abs=1e-12)
     assert drift["drift"] == pytest.approx(-4.0, abs=1e-12)
     assert drift["drift_stderr"] == pytest.approx(0.0, abs=1e-9)
@@ -182,12 +183,12 @@ def test_optima_at_the_grid_edge_are_left_out_of_the_drift_fit():
     optima = _optima("standard", widths,
                      lambda m, s: -20.0 if (m, s) == (256, 1) else -3 - math.log2(m) + 0.1 * s,
                      lambda m, s: (m, s) == (256, 1))
-    drift = lra.drift_table(optima, widths).iloc[0]
+    drift = lrt_analysis.drift_table(optima, widths).iloc[0]
     assert drift["slope"] == pytest.approx(-1.0, abs=0.02)
     assert math.isfinite(drift["slope_stderr"])
     assert math.isnan(drift["drift_stderr"])
     assert (drift["edge_optima"], drift["fitted_optima"], drift["optima"]) == (1, 7, 8)
-    check = lrt._drift_checks(pd.DataFrame([drift]))[0]
+    check = lrt_analysis._drift_checks(pd.DataFrame([drift]))[0]
     assert check.verdict == "inconclusive"  # measured 3 >= 1 would pass: the bound is unknown
     assert "1 of 8 optima at the grid's edge" in check.note
 
@@ -198,11 +199,11 @@ def test_drift_checks_with_every_optimum_at_the_edge_are_inconclusive():
     widths = [32, 64, 128, 256]
     optima = pd.concat([_optima(name, widths, lambda m, s: -7.0, lambda m, s: True)
                         for name in ("mup", "standard")])
-    drifts = lra.drift_table(optima, widths)
+    drifts = lrt_analysis.drift_table(optima, widths)
     assert drifts["slope"].isna().all()
     assert (drifts["edge_optima"] == 8).all()
     assert (drifts["fitted_optima"] == 0).all()
-    verdicts = {check.name: check.verdict for check in lrt._drift_checks(drifts)}
+    verdicts = {check.name: check.verdict for check in lrt_analysis._drift_checks(drifts)}
     assert verdicts == {"muP lr transfers (sgd)": "inconclusive",
                         "SP lr drifts (sgd)": "inconclusive"}
 
@@ -214,25 +215,25 @@ def test_drift_checks_without_a_standard_error_are_inconclusive_and_else_can_fai
     widths = [32, 256]
     optima = _optima("mup", widths, lambda m, s: -4.0 - math.log2(m / 32) * s,
                      lambda m, s: s == 1)
-    drift = lra.drift_table(optima, widths).iloc[0]
+    drift = lrt_analysis.drift_table(optima, widths).iloc[0]
     assert drift["fitted_optima"] == 2
     assert math.isnan(drift["slope_stderr"])
-    assert lrt._drift_checks(pd.DataFrame([drift]))[0].verdict == "inconclusive"
+    assert lrt_analysis._drift_checks(pd.DataFrame([drift]))[0].verdict == "inconclusive"
     widths = [32, 64, 128, 256]
     flat_sp = _optima("standard", widths, lambda m, s: -4.0 + 0.1 * s, lambda m, s: False)
     falling_mup = _optima("mup", widths, lambda m, s: -4.0 - math.log2(m / 32) + 0.1 * s,
                           lambda m, s: False)
-    drifts = lra.drift_table(pd.concat([flat_sp, falling_mup]), widths)
+    drifts = lrt_analysis.drift_table(pd.concat([flat_sp, falling_mup]), widths)
     assert (drifts["edge_optima"] == 0).all()
     assert np.isfinite(drifts["drift_stderr"]).all()
-    assert [check.verdict for check in lrt._drift_checks(drifts)] == ["fail", "fail"]
+    assert [check.verdict for check in lrt_analysis._drift_checks(drifts)] == ["fail", "fail"]
 
 
 def test_coordinate_slopes_average_the_per_seed_power_laws():
     rows = [{"parametrization": "mup", "optimizer": "sgd", "layer": 1, "step": 3, "m": m,
              "seed": s, "mean_abs": (1 + s) * m ** (0.1 * (s + 1)), "mean_abs_change": 2.0}
             for m in (8, 16, 64) for s in range(3)]
-    slopes = lra.coordinate_slopes(pd.DataFrame(rows), 3).iloc[0]
+    slopes = lrt_analysis.coordinate_slopes(pd.DataFrame(rows), 3).iloc[0]
     assert slopes["slope"] == pytest.approx(0.2)  # mean of 0.1, 0.2, 0.3
     assert slopes["slope_stderr"] == pytest.approx(0.1 / math.sqrt(3))
     assert slopes["change_slope"] == pytest.approx(0.0, abs=1e-12)
@@ -244,17 +245,17 @@ def test_coordinate_checks_pick_the_steepest_layer_and_fail_flat_sp_logits():
              "slope_stderr": 0.01}
             for name, values in (("mup", (0.02, -0.3, 0.05)), ("standard", (0.0, 0.5, 0.05)))
             for layer, slope in zip((1, 2, 3), values, strict=True)]
-    mup, sp = lrt._coordinate_checks(pd.DataFrame(rows))
+    mup, sp = lrt_analysis._coordinate_checks(pd.DataFrame(rows))
     assert (mup.measured, mup.note, mup.verdict) == (-0.3, "layer 2", "fail")
     assert (sp.measured, sp.verdict) == (0.05, "fail")  # the logits (layer 3) are checked
     rows[1]["slope"] = math.nan  # a layer whose runs all diverged
-    assert lrt._coordinate_checks(pd.DataFrame(rows))[0].verdict == "inconclusive"
+    assert lrt_analysis._coordinate_checks(pd.DataFrame(rows))[0].verdict == "inconclusive"
 
 
 def test_coordinate_monitor_matches_a_hand_written_forward_pass():
     x = torch.randn(7, 5, generator=torch.Generator().manual_seed(0))
     net = MLP(5, [6, 6], 3, "relu", parametrization=MuP(base_hidden=3), seed=1)
-    monitor = lrt.CoordinateMonitor(x)
+    monitor = lrt_measure.CoordinateMonitor(x)
     state = RunState(model=net, x=x, y=torch.zeros(7, dtype=torch.long), loss_fn=cross_entropy,
                      lr=0.1, step=0)
     monitor.start(state)
@@ -283,8 +284,9 @@ def test_sp_one_adam_step_moves_logits_in_proportion_to_width_and_mup_does_not()
     changes = {}
     for name in ("standard", "mup"):
         for m in (64, 1024):
-            net = MLP(8, [m, m], 4, "relu", parametrization=lrt.parametrization(name, 64), seed=3)
-            monitor = lrt.CoordinateMonitor(x)
+            net = MLP(8, [m, m], 4, "relu",
+                      parametrization=lrt_measure.parametrization(name, 64), seed=3)
+            monitor = lrt_measure.CoordinateMonitor(x)
             result = train(net, x, y, lr=1e-3, steps=1, loss="cross_entropy", optimizer="adam",
                            monitors=[monitor], log_every=1, progress=False)
             changes[name, m] = float(result.history["mean_abs_change/3"].iloc[-1])
@@ -318,14 +320,14 @@ def test_sp_one_adam_step_moves_logits_in_proportion_to_width_and_mup_does_not()
 ])
 def test_bad_config_raises_one_line_naming_the_key(values, message):
     with pytest.raises(WidenetError, match=message):
-        validate_config(lrt.LRTransferConfig, values)
+        validate_config(lrt_config.LRTransferConfig, values)
 
 
 def test_presets_validate_and_defaults():
-    quick = validate_config(lrt.LRTransferConfig, lrt.LRTransferConfig.QUICK)
+    quick = validate_config(lrt_config.LRTransferConfig, lrt_config.LRTransferConfig.QUICK)
     assert quick.widths == [32, 64, 128, 256]
     assert quick.base() == 32
-    config = validate_config(lrt.LRTransferConfig, {"widths": [512, 64], "base_width": 128})
+    config = validate_config(lrt_config.LRTransferConfig, {"widths": [512, 64], "base_width": 128})
     assert config.widths == [64, 512]
     assert config.base() == 128
     assert config.log2_grid("adam") == list(range(-13, -2))

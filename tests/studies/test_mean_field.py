@@ -18,7 +18,10 @@ from widenet.checks import VERDICTS
 from widenet.errors import WidenetError
 from widenet.report.figures import png_bytes
 from widenet.studies import StudyContext, get_study
-from widenet.studies._mean_field_measure import (
+from widenet.studies.common.config import validate_config
+from widenet.studies.mean_field.analysis import iid_transport_slope
+from widenet.studies.mean_field.config import MeanFieldConfig
+from widenet.studies.mean_field.measure import (
     compute_task,
     neuron_movement,
     particle_table,
@@ -29,8 +32,6 @@ from widenet.studies._mean_field_measure import (
     two_layer_net,
     with_bias_coordinate,
 )
-from widenet.studies.config import validate_config
-from widenet.studies.mean_field import MeanFieldConfig, iid_transport_slope
 
 STUDY = get_study("mean-field")
 TINY = {"widths": [8, 16, 32], "particle_width": 16, "seeds": 2, "steps": 20, "n": 12,

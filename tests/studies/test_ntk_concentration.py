@@ -18,8 +18,10 @@ from widenet.checks import VERDICTS
 from widenet.errors import WidenetError
 from widenet.models import MLP
 from widenet.studies import StudyContext, get_study
-from widenet.studies import ntk_concentration as nc
-from widenet.studies.config import validate_config
+from widenet.studies.common.config import validate_config
+from widenet.studies.ntk_concentration import analysis as nc_analysis
+from widenet.studies.ntk_concentration import config as nc_config
+from widenet.studies.ntk_concentration import measure as nc_measure
 
 STUDY = get_study("ntk-concentration")
 TINY = {"points": 5, "dim": 3, "seeds": 2, "depths": [2], "widths": [8, 16, 32],
@@ -45,8 +47,9 @@ def test_quick_preset_end_to_end(tmp_path: Path) -> None:
 
 
 def test_task_tables_are_tidy_and_reproducible(tmp_path: Path) -> None:
-    config = validate_config(nc.ConcentrationConfig, {**TINY, "outputs": 2, "depths": [1, 2]})
-    tasks = nc.plan(config)
+    config = validate_config(nc_config.ConcentrationConfig,
+                             {**TINY, "outputs": 2, "depths": [1, 2]})
+    tasks = nc_measure.plan(config)
     assert [task.key for task in tasks][:4] == ["constant/L=1/m=8", "constant/L=1/m=16",
                                                "constant/L=1/m=32", "constant/L=2/m=8"]
     assert len(tasks) == 2 * 2 * 3
@@ -100,25 +103,25 @@ def closed_form_ntk(x: torch.Tensor, a: float, b: float, depth: int) -> torch.Te
                           ("leaky_relu:0.2", "constant", 2)])
 def test_error_matches_brute_force(name: str, pattern: str, outputs: int) -> None:
     x = sphere_points(6, 4, seed=1)
-    act = nc.normalized_activation(name)
+    act = nc_config.normalized_activation(name)
     depth = 2
-    net = MLP(4, nc.hidden_widths(pattern, 5, depth), outputs, act, seed=3,
+    net = MLP(4, nc_measure.hidden_widths(pattern, 5, depth), outputs, act, seed=3,
               dtype=torch.float64)
     assert net.weight_std == pytest.approx(1.0)  # a^2 + b^2 = 1: the EOC is sigma_w = 1
     brute = brute_force_matrix(net, x)
-    torch.testing.assert_close(nc.ntk_matrix(net, x), brute, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(nc_measure.ntk_matrix(net, x), brute, rtol=1e-10, atol=1e-12)
     theta = closed_form_ntk(x, act.a, act.b, depth)
     limit = torch.kron(theta, torch.eye(outputs, dtype=theta.dtype)) / 6
-    torch.testing.assert_close(nc.limit_matrix(net, x), limit, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(nc_measure.limit_matrix(net, x), limit, rtol=1e-10, atol=1e-12)
     # docs/theory.md section 4: with ||x||^2 = d at the EOC, diag Theta = L + 1 exactly.
     torch.testing.assert_close(torch.diagonal(limit), torch.full((6 * outputs,), 3 / 6,
                                                                   dtype=torch.float64))
-    error = nc.operator_error(net, x, nc.limit_matrix(net, x))
+    error = nc_measure.operator_error(net, x, nc_measure.limit_matrix(net, x))
     assert error == pytest.approx(np.linalg.norm((brute - limit).numpy(), 2), rel=1e-10)
 
 
 def test_normalized_activations() -> None:
-    relu, absolute = nc.normalized_activation("relu"), nc.normalized_activation("abs")
+    relu, absolute = nc_config.normalized_activation("relu"), nc_config.normalized_activation("abs")
     assert (relu.a, relu.b) == pytest.approx((2**-0.5, 2**-0.5))
     assert (relu.delta, relu.kappa) == pytest.approx((0.5, 2**0.5))
     assert (absolute.a, absolute.b, absolute.delta, absolute.kappa) == (0.0, 1.0, 1.0, 1.0)
@@ -127,22 +130,22 @@ def test_normalized_activations() -> None:
 
 
 def test_width_patterns_and_parameter_counts() -> None:
-    assert nc.hidden_widths("constant", 7, 3) == [7, 7, 7]
-    assert nc.hidden_widths("quadratic", 7, 3) == [7, 28, 63]
-    net = MLP(4, nc.hidden_widths("quadratic", 2, 2), 3, "abs")
+    assert nc_measure.hidden_widths("constant", 7, 3) == [7, 7, 7]
+    assert nc_measure.hidden_widths("quadratic", 7, 3) == [7, 28, 63]
+    net = MLP(4, nc_measure.hidden_widths("quadratic", 2, 2), 3, "abs")
     assert sum(p.numel() for p in net.parameters()) == 4 * 2 + 2 * 8 + 8 * 3
 
 
 def test_seeds_depend_on_the_task_not_on_the_plan() -> None:
-    config = validate_config(nc.ConcentrationConfig, TINY)
-    other = validate_config(nc.ConcentrationConfig, {**TINY, "widths": [8, 16, 32, 64]})
-    seeds = {nc.task_seed(config, key, r) for key in ("constant/L=1/m=8", "constant/L=2/m=8")
-             for r in range(3)}
+    config = validate_config(nc_config.ConcentrationConfig, TINY)
+    other = validate_config(nc_config.ConcentrationConfig, {**TINY, "widths": [8, 16, 32, 64]})
+    seeds = {nc_measure.task_seed(config, key, r)
+             for key in ("constant/L=1/m=8", "constant/L=2/m=8") for r in range(3)}
     assert len(seeds) == 6
-    assert nc.task_seed(config, "constant/L=1/m=8", 1) == nc.task_seed(
+    assert nc_measure.task_seed(config, "constant/L=1/m=8", 1) == nc_measure.task_seed(
         other, "constant/L=1/m=8", 1)
-    moved = validate_config(nc.ConcentrationConfig, {**TINY, "seed": 1})
-    assert nc.task_seed(moved, "constant/L=1/m=8", 1) != nc.task_seed(
+    moved = validate_config(nc_config.ConcentrationConfig, {**TINY, "seed": 1})
+    assert nc_measure.task_seed(moved, "constant/L=1/m=8", 1) != nc_measure.task_seed(
         config, "constant/L=1/m=8", 1)
 
 
@@ -166,30 +169,30 @@ def synthetic_errors(slope: float, noise: float = 0.0, seeds: int = 4) -> pd.Dat
 
 
 def test_slope_fit_and_checks_on_exact_power_laws() -> None:
-    slopes = nc.slope_table(synthetic_errors(-0.5))
+    slopes = nc_analysis.slope_table(synthetic_errors(-0.5))
     assert np.allclose(slopes["slope"], -0.5)
     assert np.allclose(slopes["slope_stderr"], 0.0)
-    assert all(check.verdict == "pass" for check in nc.slope_checks(slopes))
-    wrong = nc.slope_table(synthetic_errors(-1.0, noise=0.1))
-    assert all(check.verdict == "fail" for check in nc.slope_checks(wrong))
+    assert all(check.verdict == "pass" for check in nc_analysis.slope_checks(slopes))
+    wrong = nc_analysis.slope_table(synthetic_errors(-1.0, noise=0.1))
+    assert all(check.verdict == "fail" for check in nc_analysis.slope_checks(wrong))
 
 
 def test_paired_ratios() -> None:
     errors = synthetic_errors(-0.5, noise=0.3)
-    ratios = nc.log_ratio_table(errors, "abs", "relu")
+    ratios = nc_analysis.log_ratio_table(errors, "abs", "relu")
     assert len(ratios) == 2 * 5 * 4
     assert np.allclose(ratios["log_ratio"], math.log(0.8))  # the shared noise cancels
-    summary = nc.ratio_summary(ratios)
+    summary = nc_analysis.ratio_summary(ratios)
     assert np.allclose(summary["mean_log_ratio"], math.log(0.8))
-    assert all(check.verdict == "pass" for check in nc.activation_checks(summary))
-    reverse = nc.ratio_summary(nc.log_ratio_table(errors, "relu", "abs"))
-    assert all(check.verdict == "fail" for check in nc.activation_checks(reverse))
+    assert all(check.verdict == "pass" for check in nc_analysis.activation_checks(summary))
+    reverse = nc_analysis.ratio_summary(nc_analysis.log_ratio_table(errors, "relu", "abs"))
+    assert all(check.verdict == "fail" for check in nc_analysis.activation_checks(reverse))
 
 
 def test_equal_parameter_comparison_of_exact_power_laws() -> None:
     # error = c m^-1/2 = c (P / factor)^-1/4: at equal P the quadratic/constant ratio is
     # (20 / 3)^(1/4), whatever P0 is.
-    equal = nc.equal_params_table(synthetic_errors(-0.5))
+    equal = nc_analysis.equal_params_table(synthetic_errors(-0.5))
     assert len(equal) == 2
     assert equal["overlap"].all()
     assert np.allclose(equal["log_ratio"], 0.25 * math.log(20 / 3))
@@ -217,7 +220,7 @@ def test_equal_parameter_comparison_of_exact_power_laws() -> None:
 ])
 def test_config_errors(values: dict, message: str) -> None:
     with pytest.raises(WidenetError, match="config key") as error:
-        validate_config(nc.ConcentrationConfig, values)
+        validate_config(nc_config.ConcentrationConfig, values)
     assert message in str(error.value)
 
 

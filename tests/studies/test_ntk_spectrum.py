@@ -17,16 +17,19 @@ from widenet.checks import VERDICTS
 from widenet.errors import WidenetError
 from widenet.kernels.infinite import infinite_kernels
 from widenet.studies import StudyContext, get_study
-from widenet.studies._ntk_spectrum_analysis import angle_fit_table, summary_table
-from widenet.studies.config import validate_config
-from widenet.studies.ntk_spectrum import (
-    STUDY,
-    SpectrumConfig,
+from widenet.studies.common.config import validate_config
+from widenet.studies.ntk_spectrum import STUDY
+from widenet.studies.ntk_spectrum.analysis import (
+    angle_fit_table,
     equicorrelated_condition,
+    limit_checks,
+    summary_table,
+)
+from widenet.studies.ntk_spectrum.config import SpectrumConfig
+from widenet.studies.ntk_spectrum.measure import (
     inverse_angle_errors,
     kernel_row,
     layer_angles,
-    limit_checks,
     limit_net,
     normalized_ab,
     pair_angles,

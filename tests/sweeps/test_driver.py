@@ -75,7 +75,7 @@ def test_resume_runs_only_the_unfinished_points(tmp_path: Path) -> None:
 
 def test_points_equal_plain_runs(tmp_path: Path) -> None:
     from tests.studies.toy_study import STUDY, ToyConfig
-    from widenet.studies.runner import run_study
+    from widenet.runner import run_study
 
     store = RunStore(tmp_path / "sweep")
     outcome = run_sweep("toy", SweepSpec(seeds=2), store=store, engine=LocalEngine(2))
@@ -150,3 +150,26 @@ def test_bad_sweep_arguments_are_refused_before_anything_is_stored(
 def test_a_point_that_fails_before_its_run_exists_reports_the_real_error() -> None:
     with pytest.raises(WidenetError, match="device 'cuda:99'"):
         execute_point("toy", {}, "cuda:99")
+
+
+def test_resume_writes_the_report_of_a_point_stored_just_before_the_sweep_died(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = RunStore(tmp_path)
+    spec = SweepSpec(seeds=2)
+
+    def die_before_the_report(store: RunStore, run_id: str) -> None:
+        raise KeyboardInterrupt  # the sweep is killed between storing a point and its report
+
+    monkeypatch.setattr("widenet.sweeps.driver.write_run_report", die_before_the_report)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep("toy", spec, store=store, engine=LocalEngine(1), name="s")
+    (stored,) = store.runs().itertuples()
+    assert stored.status == "completed"
+    assert not (store.run_folder(stored.id) / "report.html").exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("WIDENET_STUDIES", "toy=tests.studies.toy_study")
+    resumed = run_sweep("toy", spec, store=store, engine=LocalEngine(1), name="s", resume=True)
+    assert resumed.ran == 1
+    assert set(resumed.points["status"]) == {"completed"}
+    for run_id in resumed.points["run_id"]:
+        assert (store.run_folder(run_id) / "report.html").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from widenet.errors import WidenetError
+from widenet.errors import ARGUMENT, WidenetError
 
 NPZ_ARRAYS = ("x", "y", "x_test", "y_test")
 
@@ -65,8 +65,8 @@ def read_csv(path: str | os.PathLike[str], label_column: str) -> dict[str, np.nd
     import pandas as pd
 
     if not isinstance(label_column, str):
-        raise WidenetError(f"a .csv data set needs label_column, the name of the column that "
-                           f"holds the labels; got {label_column!r}")
+        raise WidenetError(f"a .csv data set needs {ARGUMENT}, the name of the column that "
+                           f"holds the labels; got {label_column!r}", argument="label_column")
     file = _existing_file(path)
     try:
         frame = pd.read_csv(file)

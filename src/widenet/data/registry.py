@@ -23,7 +23,7 @@ from widenet.data.synthetic import (
 )
 from widenet.data.transforms import normalization
 from widenet.data.transforms import normalize as normalize_inputs
-from widenet.errors import WidenetError
+from widenet.errors import ARGUMENT, WidenetError
 from widenet.validation import finite_real, nonnegative_int, positive_int
 
 
@@ -91,8 +91,8 @@ def load_dataset(name: str | os.PathLike[str], *, n: int | None = None, n_test: 
     noise = finite_real(noise, "noise", minimum=0.0)
     dtype = floating_dtype(dtype)
     if label_column is not None and not name.lower().endswith(".csv"):
-        raise WidenetError(f"label_column applies to .csv files only, but the dataset is "
-                           f"{name!r}; leave label_column=None")
+        raise WidenetError(f"{ARGUMENT} applies to .csv files only, but the dataset is "
+                           f"{name!r}; leave out {ARGUMENT}", argument="label_column")
     if name in SYNTHETIC_SETS:
         dataset = _synthetic(name, n, n_test, dim, seed, noise, classes, dtype)
     else:
@@ -111,8 +111,8 @@ def _synthetic(name: str, n: int | None, n_test: int, dim: int | None, seed: int
     """Check the options that apply to the synthetic set ``name`` and generate it."""
     spec = SYNTHETIC_SETS[name]
     if n is None:
-        raise WidenetError(f"n is required for the synthetic set {name!r}: pass the number of "
-                           "train points, e.g. n=100")
+        raise WidenetError(f"{ARGUMENT} is required for the synthetic set {name!r}: pass the "
+                           f"number of train points, e.g. {ARGUMENT}=100", argument="n")
     if spec.noise is None and noise != 0:
         raise WidenetError(f"noise does not apply to {name!r}; it applies to {_noise_users()}")
     if spec.task == "regression" and classes is not None:
@@ -126,12 +126,12 @@ def _synthetic(name: str, n: int | None, n_test: int, dim: int | None, seed: int
         options["noise"] = noise
     if spec.fixed_dim is None:
         if dim is None:
-            raise WidenetError(f"dim is required for the synthetic set {name!r}: pass the input "
-                               "dimension, e.g. dim=10")
+            raise WidenetError(f"{ARGUMENT} is required for the synthetic set {name!r}: pass "
+                               f"the input dimension, e.g. {ARGUMENT}=10", argument="dim")
         return spec.make(n, dim, **options)
     if dim not in (None, spec.fixed_dim):
-        raise WidenetError(f"{name!r} has input dimension {spec.fixed_dim}; leave dim=None, "
-                           f"got dim={dim}")
+        raise WidenetError(f"{name!r} has input dimension {spec.fixed_dim}; leave out "
+                           f"{ARGUMENT}, got {ARGUMENT}={dim}", argument="dim")
     return spec.make(n, **options)
 
 
@@ -155,13 +155,13 @@ def _fixed(name: str, n: int | None, n_test: int, dim: int | None, seed: int, no
     elif suffix == ".npz":
         arrays = read_npz(name)
     elif label_column is None:
-        raise WidenetError(f"{name!r} is a CSV file: pass label_column=<name of the column "
-                           "that holds the labels>")
+        raise WidenetError(f"{name!r} is a CSV file: pass {ARGUMENT}=<name of the column "
+                           "that holds the labels>", argument="label_column")
     else:
         arrays = read_csv(name, label_column)
     dataset = from_arrays(name, **arrays, n=n, n_test=n_test, seed=seed, classes=classes,
                           dtype=dtype)
     if dim is not None and dim != dataset.dim:
-        raise WidenetError(f"{name!r} has {dataset.dim} features, not dim={dim}; leave "
-                           "dim=None for a fixed set")
+        raise WidenetError(f"{name!r} has {dataset.dim} features, not {ARGUMENT}={dim}; leave "
+                           f"out {ARGUMENT} for a fixed set", argument="dim")
     return dataset

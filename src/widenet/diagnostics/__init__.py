@@ -1,5 +1,5 @@
 """Diagnostics of training: each function computes one documented quantity (docs/theory.md
-section 5), and each has a Monitor for the training loop."""
+section 5), and each has a Monitor (widenet.dynamics.monitor, the training loop's protocol)."""
 
 from widenet.diagnostics.builtin import (
                                          FeatureMovementMonitor,
@@ -22,7 +22,6 @@ from widenet.diagnostics.kernel_motion import (
                                          residual_projections,
 )
 from widenet.diagnostics.margins import homogeneity_degree, homogeneity_error, margins_of
-from widenet.diagnostics.monitors import Monitor, RunState
 from widenet.diagnostics.movement import feature_movement, weight_movement
 from widenet.diagnostics.sharpness import Sharpness, SharpnessTracker, sharpness
 from widenet.diagnostics.taylor import TaylorCoefficients, taylor_coefficients
@@ -33,8 +32,6 @@ __all__ = [
     "KernelMonitor",
     "LinearizationMonitor",
     "MarginMonitor",
-    "Monitor",
-    "RunState",
     "Sharpness",
     "SharpnessMonitor",
     "SharpnessTracker",

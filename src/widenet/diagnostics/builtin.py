@@ -10,7 +10,8 @@ Column names (one row per logged step):
   ``ntk_movement`` = ||K_t - K_0||_F / ||K_0||_F, ``ntk_alignment`` = <K_t, Y Y^T>_F /
   (||K_t||_F ||Y Y^T||_F), ``ntk_lambda_min`` and ``ntk_lambda_max``.
 - :class:`LinearizationMonitor`: ``linearization_error`` = ||f_t - f_lin,t|| / ||f_t - f_0|| on the
-  training points, f_lin the linearized model trained alongside by the same full-batch GD.
+  training points, f_lin the linearized model advanced alongside by the same full-batch GD
+  steps (widenet.dynamics.optim.gd_step).
 - :class:`MarginMonitor`: ``normalized_margin`` = min_i q_i / ||theta||^L,
   ``smoothed_margin_exponential``, ``smoothed_margin_logistic`` and ``parameter_norm``.
 - :class:`SoftRankMonitor`: ``participation_ratio/<l>``, ``stable_rank/<l>`` and
@@ -30,6 +31,8 @@ Column names (one row per logged step):
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -42,13 +45,12 @@ from widenet.diagnostics.kernel_motion import (
     residual_projections,
 )
 from widenet.diagnostics.margins import homogeneity_degree, margins_of
-from widenet.diagnostics.monitors import Monitor, RunState
 from widenet.diagnostics.movement import feature_movement, parameter_snapshot, weight_movement
-from widenet.diagnostics.sharpness import SharpnessTracker
+from widenet.diagnostics.sharpness import Sharpness, SharpnessTracker
 from widenet.diagnostics.taylor import taylor_coefficients
 from widenet.dynamics.linearize import linearize
-from widenet.dynamics.optim import lr_scales
-from widenet.dynamics.train import train
+from widenet.dynamics.monitor import Monitor, RunState
+from widenet.dynamics.optim import gd_step, lr_scales
 from widenet.errors import WidenetError
 from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.spectra import spectrum
@@ -149,7 +151,7 @@ class KernelMonitor(_InitialReference):
 class LinearizationMonitor(Monitor):
     """||f_t - f_lin,t|| / ||f_t - f_0|| on the training points. Plain full-batch GD only
     (optimizer "gd", no gradient scaling): the linearized model is advanced by the same GD steps
-    between measurements."""
+    (:func:`~widenet.dynamics.optim.gd_step`) between measurements."""
 
     name = "linearization"
 
@@ -171,11 +173,10 @@ class LinearizationMonitor(Monitor):
         if self.linear is None:  # resumed: rebuild around the same theta_0 from the checkpoint
             self.linear = linearize(state.model)
             self.linear.load_state_dict(self.saved)
-        if state.step > self.steps:
-            train(self.linear, state.x, state.y, lr=state.lr, steps=state.step - self.steps,
-                  loss=state.loss_fn, loss_scale=state.loss_scale, log_every=state.step,
-                  progress=False, divergence_factor=1e300)
-            self.steps = state.step
+        for _ in range(self.steps, state.step):
+            gd_step(self.linear, state.x, state.y, lr=state.lr, loss=state.loss_fn,
+                    loss_scale=state.loss_scale)
+        self.steps = max(self.steps, state.step)
         with torch.no_grad():
             output, linear = state.model(state.x), self.linear(state.x)
         moved = float((output - self.initial_output).norm())
@@ -312,10 +313,11 @@ class SharpnessMonitor(Monitor):
         return row
 
     def state_dict(self) -> dict:
-        return {"last": self.tracker.last}
+        last = self.tracker.last
+        return {"last": None if last is None else dataclasses.asdict(last)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.tracker.last = state["last"]
+        self.tracker.last = None if state["last"] is None else Sharpness(**state["last"])
 
 
 class TaylorMonitor(Monitor):

@@ -1,5 +1,5 @@
-"""Optimizers that read a parametrization's per-parameter learning rates, and depthwise gradient
-scaling.
+"""Optimizers that read a parametrization's per-parameter learning rates, the optimizer spec of
+the training loop, one plain gradient-descent step, and depthwise gradient scaling.
 
 Learning rates: parameter p gets lr * scale_p, where scale_p comes from ``model.lr_scales(family)``
 (widenet MLPs: the parametrization's TensorScaling, e.g. muP's width ratios) and is 1 for models
@@ -20,39 +20,109 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from widenet.dynamics.losses import Loss, get_loss
 from widenet.errors import WidenetError
 from widenet.layers import Dense
-from widenet.validation import finite_real, trainable_module
+from widenet.validation import data_matrix, finite_real, positive_int, trainable_module
 
 OPTIMIZERS = ("gd", "sgd", "adam")
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """How the training loop turns gradients into updates.
+
+    ``name``: "gd" (full batch, no momentum), "sgd" (minibatches of ``batch_size`` points drawn
+    without replacement in shuffled epochs, None = the full batch; heavy-ball ``momentum`` in
+    [0, 1)) or "adam" (torch's default betas). ``gradient_scaling`` multiplies each dense
+    layer's gradients by a factor before the step (None: off). Checked when built.
+    """
+
+    name: str = "gd"
+    momentum: float = 0.0
+    batch_size: int | None = None
+    gradient_scaling: GradientScaling | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise WidenetError(f"unknown optimizer {self.name!r}; choose one of "
+                               f"{', '.join(OPTIMIZERS)}")
+        if self.name == "adam" and self.momentum:
+            raise WidenetError("momentum applies to sgd; Adam has its own betas")
+        if self.name == "gd" and self.momentum:
+            raise WidenetError("optimizer 'gd' is plain gradient descent; use optimizer "
+                               "Optimizer('sgd', momentum=...) (full batch when batch_size is "
+                               "None) for heavy-ball momentum")
+        momentum = finite_real(self.momentum, "momentum", minimum=0.0)
+        if momentum >= 1.0:
+            raise WidenetError(f"momentum must be in [0, 1), got {momentum}")
+        object.__setattr__(self, "momentum", momentum)
+        if self.batch_size is not None:
+            object.__setattr__(self, "batch_size", positive_int(self.batch_size, "batch_size"))
+        if self.gradient_scaling is not None \
+                and not isinstance(self.gradient_scaling, GradientScaling):
+            raise WidenetError("gradient_scaling must be a GradientScaling (e.g. "
+                               "LayerPowerScaling(1.0)) or None, got "
+                               f"{type(self.gradient_scaling).__name__}")
+
+    def batch(self, n: int) -> int:
+        """The number of points per step for ``n`` training points (checked against n)."""
+        if self.batch_size is None:
+            return n
+        if self.batch_size > n:
+            raise WidenetError(f"batch_size {self.batch_size} is larger than the {n} training "
+                               "points")
+        if self.name == "gd" and self.batch_size != n:
+            raise WidenetError("optimizer 'gd' is full-batch; use Optimizer('sgd', "
+                               "batch_size=...) for minibatches")
+        return self.batch_size
+
+    def build(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+        """The torch optimizer for ``model`` at base learning rate ``lr`` (see
+        :func:`build_optimizer`)."""
+        return build_optimizer(model, self.name, lr, momentum=self.momentum)
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, *, momentum: float = 0.0
                     ) -> torch.optim.Optimizer:
     """torch SGD (for "gd" and "sgd", with heavy-ball ``momentum``) or Adam, one parameter group
     per trainable parameter with learning rate lr * model.lr_scales(family)[name]."""
-    if name not in OPTIMIZERS:
-        raise WidenetError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    spec = Optimizer(name, momentum=momentum)
     family = "adam" if name == "adam" else "sgd"
     scales = lr_scales(model, family)
     groups = [{"params": [p], "lr": lr * scales.get(n, 1.0), "name": n}
               for n, p in trainable_module(model, "there is nothing to train").named_parameters()
               if p.requires_grad]
-    if family == "adam" and momentum:
-        raise WidenetError("momentum applies to sgd; Adam has its own betas")
-    if name == "gd" and momentum:
-        raise WidenetError("optimizer 'gd' is plain gradient descent; use optimizer='sgd' "
-                           "(full batch when batch_size is None) for heavy-ball momentum")
     if family == "adam":
         return torch.optim.Adam(groups, lr=lr)
-    momentum = finite_real(momentum, "momentum", minimum=0.0)
-    if momentum >= 1.0:
-        raise WidenetError(f"momentum must be in [0, 1), got {momentum}")
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    return torch.optim.SGD(groups, lr=lr, momentum=spec.momentum)
+
+
+def gd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float,
+            loss: str | Loss = "mse", loss_scale: float = 1.0) -> float:
+    """One full-batch gradient-descent step on ``model``, in place; returns L(theta).
+
+    theta_p <- theta_p - lr * scale_p * d(loss_scale * L)/d theta_p with
+    L(theta) = loss(model(x; theta), y) and scale_p the model's ``lr_scales("sgd")`` factor:
+    exactly one step of ``train(..., optimizer="gd")``. ``x`` and ``y`` are used as given (in
+    the model's dtype and on its device); the parameters' ``.grad`` are left None.
+    """
+    loss_fn = get_loss(loss)
+    x = data_matrix(x, "x")
+    loss_scale = finite_real(loss_scale, "loss_scale", minimum=0.0, strict=True)
+    optimizer = build_optimizer(model, "gd", finite_real(lr, "lr", minimum=0.0, strict=True))
+    optimizer.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        value = loss_fn(model(x), y)
+        (loss_scale * value).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(value.detach())
 
 
 def lr_scales(model: nn.Module, family: str) -> dict[str, float]:

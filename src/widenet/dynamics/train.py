@@ -5,16 +5,19 @@ full-batch training loss at theta_s, the norm of the batch gradient at theta_s, 
 base learning rate, the test loss when test data are given, and whatever the monitors measure.
 A non-finite batch loss, or one above ``divergence_factor`` times the initial loss, ends the
 run with status "diverged", keeping every row logged so far plus the diverging one. With
-``checkpoint=PATH`` the run state (model, optimizer, sampler, monitors, history) is written
-atomically every ``checkpoint_every`` steps; ``resume=True`` continues from it, and ends exactly
+``checkpoint=Checkpoint(path, every, resume)`` the run state (model, optimizer, sampler,
+monitors, history; widenet.dynamics.checkpoint) is written atomically every ``every`` steps;
+``resume=True`` continues from it after checking that it belongs to this run, and ends exactly
 where the uninterrupted run would have.
+
+Each step is :meth:`_Loop.gradient` (forward and backward on the step's batch), then the row if
+one is due, then the optimizer's update; :meth:`_Loop.finish` measures the final row at theta_T.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,9 +28,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from widenet.diagnostics.monitors import Monitor, RunState
+from widenet.dynamics.checkpoint import (
+    Checkpoint,
+    checkpoint_spec,
+    fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from widenet.dynamics.losses import Loss, get_loss
-from widenet.dynamics.optim import GradientScaling, build_optimizer
+from widenet.dynamics.monitor import Monitor, RunState
+from widenet.dynamics.optim import Optimizer
 from widenet.errors import WidenetError
 from widenet.validation import data_matrix, finite_real, nonnegative_int, positive_int
 
@@ -44,23 +54,23 @@ class TrainResult:
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float, steps: int,
-          loss: str | Loss = "mse", optimizer: str = "gd", batch_size: int | None = None,
-          momentum: float = 0.0, loss_scale: float = 1.0, monitors: Sequence[Monitor] = (),
-          log_every: int = 10, gradient_scaling: GradientScaling | None = None,
-          test_data: tuple[torch.Tensor, torch.Tensor] | None = None, seed: int = 0,
-          divergence_factor: float = 1e6, checkpoint: str | Path | None = None,
-          checkpoint_every: int = 100, resume: bool = False, progress: bool | None = None
-          ) -> TrainResult:
+          loss: str | Loss = "mse", loss_scale: float = 1.0,
+          optimizer: str | Optimizer = "gd", monitors: Sequence[Monitor] = (),
+          log_every: int = 10, test_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+          seed: int = 0, checkpoint: str | Path | Checkpoint | None = None,
+          divergence_factor: float = 1e6, progress: bool | None = None) -> TrainResult:
     """Train ``model`` in place for ``steps`` optimizer steps and return its History.
 
-    optimizer: "gd" (full batch, no momentum), "sgd" (``batch_size`` points per step drawn
-    without replacement in epochs shuffled by ``seed``; heavy-ball ``momentum``) or "adam".
-    The learning rate of each parameter is lr times the model's ``lr_scales`` (the
-    parametrization's), and the objective is loss_scale * loss (e.g. 1/alpha^2 for lazy
-    training). Inputs are cast to the model's dtype and device. ``progress=None`` shows a bar
-    only on a terminal.
+    The objective is loss_scale * loss (e.g. 1/alpha^2 for lazy training). ``optimizer``: a
+    name ("gd", "sgd", "adam") or an :class:`Optimizer` with momentum, batch size and gradient
+    scaling; SGD minibatches are shuffled by ``seed``. The learning rate of each parameter is
+    lr times the model's ``lr_scales`` (the parametrization's). ``checkpoint``: a path or a
+    :class:`Checkpoint` (every, resume). Inputs are cast to the model's dtype and device.
+    ``progress=None`` shows a bar only on a terminal.
     """
     loss_fn = get_loss(loss)
+    if not isinstance(model, nn.Module):
+        raise WidenetError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     parameter = next(model.parameters(), None)
     if parameter is None:
         raise WidenetError("the model has no parameters to train")
@@ -69,38 +79,68 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float, step
     lr = finite_real(lr, "lr", minimum=0.0, strict=True)
     steps = nonnegative_int(steps, "steps")
     log_every = positive_int(log_every, "log_every")
-    checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
     loss_scale = finite_real(loss_scale, "loss_scale", minimum=0.0, strict=True)
     divergence_factor = finite_real(divergence_factor, "divergence_factor", minimum=1.0)
-    batch = _batch_size(optimizer, batch_size, x.shape[0])
+    seed = nonnegative_int(seed, "seed")
+    optimizer = optimizer if isinstance(optimizer, Optimizer) else Optimizer(optimizer)
+    batch = optimizer.batch(x.shape[0])
     if test_data is not None:
         if not isinstance(test_data, tuple | list) or len(test_data) != 2:
             raise WidenetError("test_data must be a pair (x_test, y_test)")
         x_test = data_matrix(test_data[0], "test x").to(parameter.dtype).to(parameter.device)
         test_data = (x_test, _targets(test_data[1], x_test.shape[0], "test y").to(x.device))
-    if resume and checkpoint is None:
-        raise WidenetError("resume=True needs checkpoint=PATH")
-    checkpoint = None if checkpoint is None else Path(checkpoint)
+    checkpoint = checkpoint_spec(checkpoint)
+    monitors = list(monitors)
     for monitor in monitors:
         if monitor.every is not None:
             positive_int(monitor.every, f"{type(monitor).__name__}.every")
+    _check_inputs_fit(model, x, "x")
+    if test_data is not None:
+        _check_inputs_fit(model, test_data[0], "test x")
 
-    opt = build_optimizer(model, optimizer, lr, momentum=momentum)
+    run = None
+    if checkpoint is not None:
+        x_test, y_test = (None, None) if test_data is None else test_data
+        run = fingerprint(model, {"x": x, "y": y, "test x": x_test, "test y": y_test}, loss,
+                          optimizer, {"lr": lr, "loss_scale": loss_scale, "seed": seed,
+                                      "log_every": log_every,
+                                      "divergence_factor": divergence_factor}, monitors)
     sampler = _Sampler(x.shape[0], batch, seed)
     show = sys.stderr.isatty() if progress is None else progress
+    scaling = optimizer.gradient_scaling
     try:
-        loop = _Loop(model, x, y, loss_fn, loss_scale, lr, optimizer, momentum, opt, sampler,
-                     list(monitors), gradient_scaling, test_data)
+        loop = _Loop(model, x, y, loss_fn, loss_scale, lr, optimizer, sampler, monitors,
+                     test_data)
         start = 0
-        if resume and checkpoint.exists():
-            start = loop.load(checkpoint)
+        if checkpoint is not None and checkpoint.resume and checkpoint.path.exists():
+            start = loop.load(load_checkpoint(checkpoint.path, run, model, steps, x.device))
         else:
             loop.start()
-        return loop.run(start, steps, log_every, divergence_factor, checkpoint, checkpoint_every,
-                        show)
+        saving = None if checkpoint is None else (checkpoint, run)
+        return loop.run(start, steps, log_every, divergence_factor, saving, show)
     finally:
-        if gradient_scaling is not None:
-            gradient_scaling.detach()
+        if scaling is not None:
+            scaling.detach()
+
+
+def _check_inputs_fit(model: nn.Module, x: torch.Tensor, name: str) -> None:
+    """Apply the model to the first two points of ``x``, leaving no trace (random state and
+    buffers are restored), so that inputs the model cannot take (another input dimension, say)
+    are refused with a WidenetError before the run starts instead of failing inside it."""
+    saved = [(buffer, buffer.clone()) for buffer in model.buffers()]
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            model(x[:2])
+    except RuntimeError as error:
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        raise WidenetError(f"the model cannot be applied to {name} of shape {tuple(x.shape)} "
+                           f"({lines[0][:120]}); give inputs with the model's input "
+                           "dimension") from error
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
 
 def _targets(y: object, n: int, name: str) -> torch.Tensor:
@@ -112,17 +152,6 @@ def _targets(y: object, n: int, name: str) -> torch.Tensor:
     if y.is_floating_point() and not bool(torch.isfinite(y).all()):
         raise WidenetError(f"{name} contains NaN or inf values")
     return y
-
-
-def _batch_size(optimizer: str, batch_size: int | None, n: int) -> int:
-    if batch_size is None:
-        return n
-    batch_size = positive_int(batch_size, "batch_size")
-    if batch_size > n:
-        raise WidenetError(f"batch_size {batch_size} is larger than the {n} training points")
-    if optimizer == "gd" and batch_size != n:
-        raise WidenetError("optimizer 'gd' is full-batch; use optimizer='sgd' for minibatches")
-    return batch_size
 
 
 class _Sampler:
@@ -150,28 +179,30 @@ class _Sampler:
                 "position": self.position}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self.order, self.position = state["order"], state["position"]
+        # The generator and the order live on the CPU, wherever the checkpoint was mapped.
+        self.generator.set_state(state["generator"].cpu())
+        self.order, self.position = state["order"].cpu(), state["position"]
 
 
 class _Loop:
     """One training run's moving parts, so that steps, logging and checkpoints share them."""
 
-    def __init__(self, model, x, y, loss_fn, loss_scale, lr, optimizer_name, momentum, optimizer,
-                 sampler, monitors, gradient_scaling, test_data):
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Loss,
+                 loss_scale: float, lr: float, optimizer: Optimizer, sampler: _Sampler,
+                 monitors: list[Monitor], test_data: tuple[torch.Tensor, torch.Tensor] | None):
         self.model, self.x, self.y = model, x, y
         self.loss_fn, self.loss_scale, self.lr = loss_fn, loss_scale, lr
-        self.optimizer_name, self.momentum = optimizer_name, momentum
-        self.optimizer, self.sampler = optimizer, sampler
-        self.monitors, self.gradient_scaling, self.test_data = monitors, gradient_scaling, test_data
+        self.spec, self.optimizer = optimizer, optimizer.build(model, lr)
+        self.sampler, self.monitors, self.test_data = sampler, monitors, test_data
+        self.gradient_scaling = optimizer.gradient_scaling
         self.rows: list[dict] = []
         self.initial_loss = math.nan
-        if gradient_scaling is not None:
-            gradient_scaling.attach(model)
+        if self.gradient_scaling is not None:
+            self.gradient_scaling.attach(model)
 
     def state(self, step: int, gradients: dict[str, torch.Tensor]) -> RunState:
         return RunState(self.model, self.x, self.y, self.loss_fn, self.lr, step, gradients,
-                        self.optimizer_name, self.loss_scale, self.momentum,
+                        self.spec.name, self.loss_scale, self.spec.momentum,
                         self.gradient_scaling is not None)
 
     def recording(self) -> contextlib.AbstractContextManager:
@@ -189,39 +220,53 @@ class _Loop:
             return float(self.loss_fn(self.model(x), y))
 
     def run(self, start: int, steps: int, log_every: int, divergence_factor: float,
-            checkpoint: Path | None, checkpoint_every: int, show: bool) -> TrainResult:
-        bar = tqdm(total=steps, initial=start, disable=not show, desc="training")
-        for step in range(start, steps + 1):
-            indices = self.sampler.next() if step < steps else None
-            xb, yb = (self.x, self.y) if indices is None else (self.x[indices], self.y[indices])
-            self.optimizer.zero_grad(set_to_none=True)
-            factors: dict[str, float] = {}
-            with torch.enable_grad(), self.recording():
-                batch_loss = self.loss_fn(self.model(xb), yb)
-                if step < steps:
-                    (self.loss_scale * batch_loss).backward()
-            if step < steps and self.gradient_scaling is not None:
-                factors = self.gradient_scaling.apply()
-            # Divergence is judged on the batch loss: no extra full pass on unlogged SGD steps.
-            value = float(batch_loss.detach())
-            if step == 0:
-                self.initial_loss = value if indices is None else self.full_loss(self.x, self.y)
-            diverged = _divergence(value, self.initial_loss, divergence_factor)
-            last = step == steps or bool(diverged)
-            due = [m for m in self.monitors if last or step % (m.every or log_every) == 0]
-            if last or due or step % log_every == 0:
-                full = value if indices is None else self.full_loss(self.x, self.y)
-                self.log(step, full, factors, due)
-            if diverged:
-                bar.close()
-                return TrainResult(self.history(), "diverged", diverged, step)
-            if step < steps:
+            saving: tuple[Checkpoint, dict] | None, show: bool) -> TrainResult:
+        """Steps start..steps-1 (log, then update), then the final measurement at theta_T."""
+        with tqdm(total=steps, initial=start, disable=not show, desc="training") as bar:
+            for step in range(start, steps):
+                batch_loss, full_batch, factors = self.gradient(step)
+                # Divergence is judged on the batch loss: no extra full pass on unlogged steps.
+                if step == 0:
+                    self.initial_loss = batch_loss if full_batch else self.full_loss(self.x,
+                                                                                     self.y)
+                diverged = _divergence(batch_loss, self.initial_loss, divergence_factor)
+                due = [m for m in self.monitors
+                       if diverged or step % (m.every or log_every) == 0]
+                if diverged or due or step % log_every == 0:
+                    full = batch_loss if full_batch else self.full_loss(self.x, self.y)
+                    self.log(step, full, factors, due)
+                if diverged:
+                    return TrainResult(self.history(), "diverged", diverged, step)
                 self.optimizer.step()
                 bar.update()
-                if checkpoint is not None and (step + 1) % checkpoint_every == 0:
-                    self.save(checkpoint, step + 1)
-        bar.close()
-        return TrainResult(self.history(), "completed", "", steps)
+                if saving is not None and (step + 1) % saving[0].every == 0:
+                    self.save(saving, step + 1)
+        return self.finish(steps, divergence_factor)
+
+    def gradient(self, step: int) -> tuple[float, bool, dict[str, float]]:
+        """The forward and backward pass of step s on its batch at theta_s, gradient scaling
+        applied: the batch loss, whether the batch is the whole training set, and the scaling
+        factors xi_l (empty without scaling)."""
+        indices = self.sampler.next()
+        xb, yb = (self.x, self.y) if indices is None else (self.x[indices], self.y[indices])
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.enable_grad(), self.recording():
+            batch_loss = self.loss_fn(self.model(xb), yb)
+            (self.loss_scale * batch_loss).backward()
+        factors = {} if self.gradient_scaling is None else self.gradient_scaling.apply()
+        return float(batch_loss.detach()), indices is None, factors
+
+    def finish(self, steps: int, divergence_factor: float) -> TrainResult:
+        """The final row at theta_T: the full-batch loss and every monitor, with no gradient
+        (no step follows); the run diverged if that loss did."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.full_loss(self.x, self.y)
+        if steps == 0:
+            self.initial_loss = loss
+        diverged = _divergence(loss, self.initial_loss, divergence_factor)
+        self.log(steps, loss, {}, self.monitors)
+        return TrainResult(self.history(), "diverged" if diverged else "completed", diverged,
+                           steps)
 
     def log(self, step: int, loss: float, factors: dict[str, float],
             monitors: list[Monitor]) -> None:
@@ -240,32 +285,25 @@ class _Loop:
     def history(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
 
-    def save(self, path: Path, step: int) -> None:
-        """Write the run state to ``path`` atomically (a temporary file, then a rename)."""
-        state = {"step": step, "model": self.model.state_dict(),
-                 "optimizer": self.optimizer.state_dict(),
-                 "sampler": self.sampler.state_dict(), "rows": self.rows,
-                 "initial_loss": self.initial_loss,
-                 "monitors": [m.state_dict() for m in self.monitors]}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        torch.save(state, temporary)
-        os.replace(temporary, path)
+    def save(self, saving: tuple[Checkpoint, dict], step: int) -> None:
+        """Write the run state after ``step`` steps to the checkpoint (see widenet.dynamics.
+        checkpoint for what it holds)."""
+        checkpoint, run = saving
+        save_checkpoint(checkpoint.path, {
+            "step": step, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "sampler": self.sampler.state_dict(),
+            "rows": self.rows, "initial_loss": self.initial_loss,
+            "monitors": [m.state_dict() for m in self.monitors]}, run)
 
-    def load(self, path: Path) -> int:
-        """Restore the run state from ``path``; return the step to continue from."""
-        state = torch.load(path, weights_only=False, map_location=self.x.device)
-        if len(state["monitors"]) != len(self.monitors):
-            raise WidenetError(f"checkpoint {path} was written with {len(state['monitors'])} "
-                               f"monitors, this run has {len(self.monitors)}; resume with the "
-                               "same monitors")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.rows, self.initial_loss = state["rows"], state["initial_loss"]
-        for monitor, monitor_state in zip(self.monitors, state["monitors"], strict=True):
+    def load(self, content: dict) -> int:
+        """Restore the run state from a checked checkpoint; return the step to continue from."""
+        self.model.load_state_dict(content["model"])
+        self.optimizer.load_state_dict(content["optimizer"])
+        self.sampler.load_state_dict(content["sampler"])
+        self.rows, self.initial_loss = content["rows"], content["initial_loss"]
+        for monitor, monitor_state in zip(self.monitors, content["monitors"], strict=True):
             monitor.load_state_dict(monitor_state)
-        return state["step"]
+        return content["step"]
 
 
 def _divergence(loss: float, initial: float, factor: float) -> str:

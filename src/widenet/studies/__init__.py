@@ -2,19 +2,21 @@
 
 Study modules are imported on first use, so that ``widenet --help`` stays fast. Studies of your
 own join the registry through the environment: ``WIDENET_STUDIES="mine=my_package.my_study"``
-(comma-separated ``name=module`` pairs; each module defines ``STUDY``). The variable also
-reaches sweep workers, local or on Ray.
+(comma-separated ``name=module`` pairs; each module defines ``STUDY``). A name that is taken,
+by a built-in study or earlier in the variable, is refused. The variable also reaches sweep
+workers, local or on Ray.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from importlib import import_module
 
 from widenet.errors import WidenetError
-from widenet.studies.base import Analysis, Study, StudyConfig, StudyContext, Tables, Task
-from widenet.studies.config import build_config
+from widenet.studies.common.base import Analysis, Study, StudyConfig, StudyContext, Tables, Task
+from widenet.studies.common.config import build_config
 
 _MODULES = {
     "ntk-concentration": "widenet.studies.ntk_concentration",
@@ -45,6 +47,11 @@ def _registry() -> dict[str, str]:
             raise WidenetError(f"WIDENET_STUDIES names a study {name!r}; a study name starts "
                                "with a letter or digit and holds only letters, digits, '.', "
                                "'_' and '-' (it becomes part of run ids and folder names)")
+        if name in registry:
+            owner = ("a built-in study" if name in _MODULES else
+                     f"module {registry[name]!r}, named earlier in WIDENET_STUDIES")
+            raise WidenetError(f"WIDENET_STUDIES names a study {name!r}, but that name is taken "
+                               f"by {owner}; give the study another name")
         registry[name] = module.strip()
     return registry
 
@@ -52,6 +59,17 @@ def _registry() -> dict[str, str]:
 def study_names() -> list[str]:
     """The names of all registered studies, in the order of the docs."""
     return list(_registry())
+
+
+def study_source(name: str) -> str:
+    """Where the study called ``name`` comes from: ``"built-in"``, or, for a study of
+    ``WIDENET_STUDIES``, its module and the file that module was loaded from."""
+    if name in _MODULES:
+        return "built-in"
+    get_study(name)  # imports the module; raises for an unknown name or a broken module
+    module = _registry()[name]
+    file = getattr(sys.modules[module], "__file__", None)
+    return f"{module} ({file})" if file else module
 
 
 def get_study(name: str) -> Study:
@@ -76,4 +94,4 @@ def get_study(name: str) -> Study:
 
 
 __all__ = ["Analysis", "Study", "StudyConfig", "StudyContext", "Tables", "Task", "build_config",
-           "get_study", "study_names"]
+           "get_study", "study_names", "study_source"]

@@ -1,8 +1,10 @@
 """Running a sweep: expand the spec, hand the points to an engine, store what comes back.
 
 Only this process writes the store. Each point that comes back is imported as a run of the
-sweep (with its own report) the moment it arrives, so an interrupted sweep keeps every finished
-point and ``resume=True`` runs only the points whose newest run did not complete.
+sweep the moment it arrives, and its report is written right after, so an interrupted sweep
+keeps every finished point; ``resume=True`` first writes the report of any finished point that
+has none (the sweep died between storing it and writing its report), then runs only the points
+whose newest run did not complete.
 """
 
 from __future__ import annotations
@@ -17,21 +19,10 @@ from typing import Any
 import pandas as pd
 
 from widenet.errors import WidenetError
-from widenet.store import RunStore
-from widenet.store.sweeps import (
-    RunBundle,
-    check_sweep_name,
-    create_sweep,
-    drop_empty_sweep,
-    find_sweep,
-    finished_points,
-    import_run,
-    record_lost_point,
-    sweep_points,
-)
+from widenet.runner import write_run_report
+from widenet.store import FINISHED_STATUSES, RunBundle, RunStore, SweepStore, check_sweep_name
 from widenet.studies import get_study
-from widenet.studies.config import validate_config
-from widenet.studies.runner import write_run_report
+from widenet.studies.common.config import validate_config
 from widenet.sweeps.engines import Engine, Job, Outcome
 from widenet.sweeps.report import write_sweep_report
 from widenet.sweeps.spec import SweepSpec
@@ -78,8 +69,11 @@ def run_sweep(study: str, spec: SweepSpec, *, store: RunStore, engine: Engine,
     jobs = [Job(label, execute_point, (study, values, device))
             for label, values in plan_sweep(study, spec, base)]
     record = {"base": base, "device": device, **spec.as_dict()}
-    sweep, created = _open_sweep(store, study, record, name, resume)
-    done = finished_points(store, sweep)
+    sweeps = SweepStore(store)
+    sweep, created = _open_sweep(sweeps, study, record, name, resume)
+    if not created:
+        _write_missing_reports(store, sweeps.points(sweep))
+    done = sweeps.finished_points(sweep)
     todo = [job for job in jobs if job.label not in done]
     progress = {"done": len(jobs) - len(todo)}
     if on_point is not None:
@@ -89,13 +83,13 @@ def run_sweep(study: str, spec: SweepSpec, *, store: RunStore, engine: Engine,
         if outcome.status == "done":
             bundle: RunBundle = outcome.result
             status = bundle.status
-            write_run_report(store, import_run(store, bundle, sweep=sweep, point=job.label))
+            write_run_report(store, sweeps.add_point(sweep, job.label, bundle))
         else:
             _, values, _ = job.args
             status = outcome.status
-            record_lost_point(store, study=study, config=values,
-                              seed=int(values.get("seed", 0)), sweep=sweep, point=job.label,
-                              status=status, reason=outcome.reason)
+            sweeps.add_lost_point(sweep, job.label, study=study, config=values,
+                                  seed=int(values.get("seed", 0)), status=status,
+                                  reason=outcome.reason)
         progress["done"] += 1
         if on_point is not None:
             on_point(progress["done"], len(jobs), job.label, status)
@@ -104,24 +98,33 @@ def run_sweep(study: str, spec: SweepSpec, *, store: RunStore, engine: Engine,
         engine.run(todo, store_point)
     except BaseException:
         if created:  # a sweep that stored no point leaves no trace: its name stays free
-            drop_empty_sweep(store, sweep)
+            sweeps.drop_if_empty(sweep)
         raise
-    return SweepOutcome(name=sweep, points=sweep_points(store, sweep),
+    return SweepOutcome(name=sweep, points=sweeps.points(sweep),
                         report=write_sweep_report(store, sweep), ran=len(todo))
 
 
-def _open_sweep(store: RunStore, study: str, record: dict[str, Any], name: str | None,
+def _open_sweep(sweeps: SweepStore, study: str, record: dict[str, Any], name: str | None,
                 resume: bool) -> tuple[str, bool]:
     """The sweep to run into and whether this call created it (see :func:`run_sweep`)."""
-    sweep = find_sweep(store, study=study, spec=record, name=name) if resume else None
+    sweep = sweeps.find(study=study, spec=record, name=name) if resume else None
     if sweep is not None:
         return sweep, False
     if resume and name is not None:
-        raise WidenetError(f"no sweep named {name!r} to resume in {store.db_path}; check the "
-                           "name, or leave out --resume to start it")
+        raise WidenetError(f"no sweep named {name!r} to resume in {sweeps.database.db_path}; "
+                           "check the name, or leave out --resume to start it")
     sweep = name or _default_name(study)
-    create_sweep(store, sweep, study, record)
+    sweeps.create(sweep, study, record)
     return sweep, True
+
+
+def _write_missing_reports(store: RunStore, points: pd.DataFrame) -> None:
+    """Write the report of every finished point that has none: a point is stored first and
+    its report written next, so a sweep that died in between left the point without one."""
+    for point in points.itertuples():
+        if (point.status in FINISHED_STATUSES
+                and not (store.run_folder(point.run_id) / "report.html").exists()):
+            write_run_report(store, point.run_id)
 
 
 def _default_name(study: str) -> str:

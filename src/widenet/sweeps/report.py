@@ -15,18 +15,18 @@ from matplotlib.figure import Figure
 
 from widenet.report.figures import label, new_figure, png_bytes
 from widenet.report.html import render_sweep_report, write_report
-from widenet.store import RunStore
-from widenet.store.sweeps import sweep_folder, sweep_points, sweep_record
+from widenet.store import RunStore, SweepStore
 
 MAX_FIGURES = 12
 
 
 def sweep_results(store: RunStore, name: str) -> pd.DataFrame:
     """One row per (point, check) of the newest run of every point of sweep ``name``."""
-    spec = sweep_record(store, name)["spec"]
+    sweeps = SweepStore(store)
+    spec = sweeps.record(name)["spec"]
     keys = [*spec["grid"], *spec["random"], *(["seed"] if spec["seeds"] else [])]
     rows = []
-    for point in sweep_points(store, name).itertuples():
+    for point in sweeps.points(name).itertuples():
         run = store.run(point.run_id)
         swept = {key: _cell(run.config.get(key)) for key in keys}
         base = {"point": point.point, **swept, "status": point.status, "run_id": point.run_id}
@@ -69,16 +69,17 @@ def sweep_figures(results: pd.DataFrame, keys: list[str]) -> dict[str, Figure]:
 
 def write_sweep_report(store: RunStore, name: str) -> Path:
     """Write ``<store>/sweeps/<name>/report.html`` (and ``results.csv``); returns the page."""
-    record = sweep_record(store, name)
+    sweeps = SweepStore(store)
+    record = sweeps.record(name)
     spec = record["spec"]
     keys = [*spec["grid"], *spec["random"], *(["seed"] if spec["seeds"] else [])]
     results = sweep_results(store, name)
-    folder = sweep_folder(store, name)
+    folder = sweeps.folder(name)
     folder.mkdir(parents=True, exist_ok=True)
     figures = {stem: png_bytes(figure)
                for stem, figure in sweep_figures(results, keys).items()}
     results.to_csv(folder / "results.csv", index=False)
-    page = render_sweep_report(record, sweep_points(store, name), results, figures)
+    page = render_sweep_report(record, sweeps.points(name), results, figures)
     return write_report(folder / "report.html", page)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from widenet.errors import WidenetError
-from widenet.studies.config import parse_value
+from widenet.studies.common.config import parse_value
 
 
 @dataclass(frozen=True)

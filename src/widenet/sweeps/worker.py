@@ -5,11 +5,10 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
-from widenet.store import RunStore
-from widenet.store.sweeps import RunBundle, export_run
+from widenet.runner import run_study
+from widenet.store import RunBundle, RunStore, export_run
 from widenet.studies import get_study
-from widenet.studies.config import validate_config
-from widenet.studies.runner import run_study
+from widenet.studies.common.config import validate_config
 
 
 def execute_point(study_name: str, values: dict[str, Any], device: str) -> RunBundle:

@@ -1,0 +1,239 @@
+"""Checkpoints of a training run: where and how often, what defines the run, safe files.
+
+A checkpoint file is one dict of plain data, written atomically (a temporary file, then a rename)
+and read with ``torch.load(weights_only=True)``, so loading a file never runs code from it:
+
+    format       "widenet-train-checkpoint", version 1
+    fingerprint  {aspect: description} of what defines the run (see :func:`fingerprint`)
+    step         the number of optimizer steps taken
+    model        the model's state_dict (parameters and buffers, tensors)
+    optimizer    the torch optimizer's state_dict (momentum buffers, Adam moments, groups)
+    sampler      the minibatch generator's state, the epoch's order and the position in it
+    rows         the History rows logged so far (dicts of numbers)
+    initial_loss the full-batch loss at step 0 (the divergence reference)
+    monitors     each monitor's state_dict
+
+Only tensors, numbers, strings, booleans, None, lists, tuples and dicts are stored; anything
+else (a monitor state holding another object) is refused when the checkpoint is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from widenet.dynamics.monitor import Monitor
+from widenet.dynamics.optim import Optimizer
+from widenet.errors import WidenetError
+from widenet.validation import positive_int
+
+FORMAT, VERSION = "widenet-train-checkpoint", 1
+_KEYS = {"format", "version", "fingerprint", "step", "model", "optimizer", "sampler", "rows",
+         "initial_loss", "monitors"}
+_CUT = 80  # characters of a setting shown in an error message
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Write the run state to ``path`` every ``every`` optimizer steps; with ``resume`` continue
+    from ``path`` when it exists (the resumed run ends exactly where an uninterrupted one would
+    have). ``train(checkpoint="run.pt")`` means ``Checkpoint("run.pt")``."""
+
+    path: Path  # a str or os.PathLike is accepted and stored as a Path
+    every: int = 100
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str | os.PathLike) or not str(self.path):
+            raise WidenetError(f"checkpoint path must be a non-empty str or Path, got "
+                               f"{self.path!r}")
+        object.__setattr__(self, "path", Path(self.path))
+        object.__setattr__(self, "every", positive_int(self.every, "checkpoint every"))
+        if not isinstance(self.resume, bool):
+            raise WidenetError(f"checkpoint resume must be True or False, got {self.resume!r}")
+
+
+def checkpoint_spec(value: object) -> Checkpoint | None:
+    """``train``'s ``checkpoint=`` argument as a Checkpoint (a path means the defaults), with a
+    location where the file can be written: its folder is a folder, or can become one."""
+    if value is None:
+        return None
+    if isinstance(value, str | os.PathLike):
+        value = Checkpoint(value)
+    if not isinstance(value, Checkpoint):
+        raise WidenetError(f"checkpoint must be a path or a Checkpoint(path, every=..., "
+                           f"resume=...), got {type(value).__name__}")
+    path = value.path
+    if path.is_dir():
+        raise WidenetError(f"checkpoint {path} is a folder; give a file path such as "
+                           f"{path / 'run.pt'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise WidenetError(f"checkpoint {path} cannot be written: {parent} is a file, "
+                                   "not a folder; choose a path inside a folder")
+            break
+    return value
+
+
+def fingerprint(model: nn.Module, data: Mapping[str, torch.Tensor | None], loss: object,
+                optimizer: Optimizer, settings: Mapping[str, object],
+                monitors: Sequence[Monitor]) -> dict[str, object]:
+    """What defines a run, as {aspect: description}: the model's structure (module types,
+    parameter and buffer names, shapes and dtypes), a SHA-256 of each data tensor's bytes (with
+    its dtype and shape), the loss, the optimizer and its settings, the other ``settings``
+    (lr, seed, ...) and the monitors (type and cadence)."""
+    modules = [f"{name or '<root>'}: {_qualified(type(module))}"
+               for name, module in model.named_modules()]
+    tensors = [f"{name}: {tensor.dtype} {tuple(tensor.shape)}"
+               for name, tensor in (*model.named_parameters(), *model.named_buffers())]
+    scaling = optimizer.gradient_scaling
+    return {
+        "model": modules + tensors,
+        **{name: "none" if tensor is None else _digest(tensor) for name, tensor in data.items()},
+        "loss": loss if isinstance(loss, str) else _qualified(loss),
+        "optimizer": optimizer.name, "momentum": repr(optimizer.momentum),
+        "batch_size": repr(optimizer.batch_size),
+        "gradient_scaling": "none" if scaling is None else _settings_of(scaling),
+        **{name: repr(value) for name, value in settings.items()},
+        "monitors": [f"{_qualified(type(m))}(every={m.every!r})" for m in monitors],
+    }
+
+
+def save_checkpoint(path: Path, state: Mapping[str, object], run: Mapping[str, object]) -> None:
+    """Write ``state`` (the keys of the module docstring, less format and fingerprint) with the
+    run's fingerprint ``run`` to ``path`` atomically."""
+    content = _plain({"format": FORMAT, "version": VERSION, "fingerprint": run, **state},
+                     "checkpoint")
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(content, temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise WidenetError(f"could not write checkpoint {path}: {error}") from error
+
+
+def load_checkpoint(path: Path, run: Mapping[str, object], model: nn.Module, steps: int,
+                    device: torch.device) -> dict:
+    """The checkpoint at ``path``, checked to belong to the run fingerprinted ``run`` (same
+    model, data, loss, optimizer, settings and monitors) and to be at most ``steps`` steps in;
+    tensors are mapped to ``device``. Raises WidenetError saying what differs."""
+    try:
+        content = torch.load(path, weights_only=True, map_location=device)
+    except Exception as error:  # any failure to read the file means: not a usable checkpoint
+        raise WidenetError(f"checkpoint {path} cannot be read as a widenet checkpoint (damaged, "
+                           "from another program, or holding objects other than tensors, "
+                           "numbers, strings, lists and dicts, which are never loaded): "
+                           f"{_first_line(error)}; delete it or choose another path") from error
+    if not isinstance(content, dict) or content.get("format") != FORMAT \
+            or content.get("version") != VERSION or set(content) != _KEYS:
+        raise WidenetError(f"checkpoint {path} is not a widenet training checkpoint (version "
+                           f"{VERSION}); delete it or choose another path")
+    differences = _differences(content["fingerprint"], run)
+    if differences:
+        raise WidenetError(f"checkpoint {path} belongs to a different run ({'; '.join(differences)}"
+                           "); resume with that run's model, data and settings, or give a new "
+                           "checkpoint path to start afresh")
+    step = content["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise WidenetError(f"checkpoint {path} is damaged: its step is {step!r}")
+    if step > steps:
+        raise WidenetError(f"checkpoint {path} is {step} steps into the run but steps={steps} "
+                           f"were asked; resume with steps >= {step}, or give a new checkpoint "
+                           "path")
+    _check_parts(path, content, model)
+    return content
+
+
+def _check_parts(path: Path, content: dict, model: nn.Module) -> None:
+    """Check the parts have the types and the model's tensors before anything is restored, so a
+    damaged file leaves the run untouched."""
+    expected = model.state_dict()
+    saved = content["model"]
+    shapes_match = isinstance(saved, dict) and set(saved) == set(expected) and all(
+        isinstance(saved[k], torch.Tensor) and saved[k].shape == v.shape
+        for k, v in expected.items())
+    sampler = content["sampler"]
+    parts_ok = (isinstance(content["optimizer"], dict) and isinstance(content["rows"], list)
+                and all(isinstance(row, dict) for row in content["rows"])
+                and isinstance(content["monitors"], list)
+                and isinstance(content["initial_loss"], float)
+                and isinstance(sampler, dict)
+                and set(sampler) == {"generator", "order", "position"})
+    if not (shapes_match and parts_ok):
+        raise WidenetError(f"checkpoint {path} is damaged (its parts do not have the expected "
+                           "types or the model's tensors); delete it or choose another path")
+
+
+def _differences(saved: object, current: Mapping[str, object]) -> list[str]:
+    """A short description of each aspect in which the two fingerprints differ."""
+    if not isinstance(saved, dict):
+        return ["the checkpoint has no fingerprint"]
+    found = []
+    for aspect in [*current, *(key for key in saved if key not in current)]:
+        there, here = saved.get(aspect, "nothing"), current.get(aspect, "nothing")
+        if there == here:
+            continue
+        if isinstance(there, list) and isinstance(here, list):  # show the first difference
+            index = next((i for i, (a, b) in enumerate(zip(there, here, strict=False))
+                          if a != b), min(len(there), len(here)))
+            there = there[index] if index < len(there) else "nothing"
+            here = here[index] if index < len(here) else "nothing"
+        found.append(f"{aspect}: {_cut(there)} in the checkpoint, {_cut(here)} here")
+    return found
+
+
+def _plain(value: object, where: str) -> object:
+    """``value`` as tensors, numbers, strings, booleans, None, lists, tuples and dicts (numpy
+    scalars become Python numbers, mappings plain dicts); anything else is refused."""
+    if value is None or isinstance(value, bool | int | float | str | torch.Tensor):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {key: _plain(item, f"{where}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, tuple):  # torch.Size and named tuples too: a plain tuple
+        return tuple(_plain(item, f"{where}[{i}]") for i, item in enumerate(value))
+    if isinstance(value, list):
+        return [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    raise WidenetError(f"{where} would hold a {type(value).__name__}; a checkpoint holds only "
+                       "tensors, numbers, strings, lists and dicts (make monitors' state_dict "
+                       "return those)")
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    """dtype, shape and the SHA-256 of the tensor's bytes."""
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return f"{tensor.dtype} {tuple(tensor.shape)} sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def _settings_of(scaling: object) -> str:
+    """A gradient scaling rule as Type(public number settings)."""
+    numbers = {name: value for name, value in vars(scaling).items()
+               if not name.startswith("_") and isinstance(value, int | float | str)}
+    return f"{type(scaling).__qualname__}({', '.join(f'{k}={v!r}' for k, v in numbers.items())})"
+
+
+def _qualified(thing: object) -> str:
+    name = getattr(thing, "__qualname__", None) or type(thing).__qualname__
+    return f"{getattr(thing, '__module__', None) or type(thing).__module__}.{name}"
+
+
+def _cut(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= _CUT else text[:_CUT - 3] + "..."
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return _cut(lines[0]) if lines else type(error).__name__
+

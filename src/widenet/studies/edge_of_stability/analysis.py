@@ -1,0 +1,204 @@
+"""Analysis of the ``edge-of-stability`` study: per-run summaries and checks (figures in
+:mod:`widenet.studies.edge_of_stability.figures`). See docs/studies/edge-of-stability.md."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from widenet.checks import Check, check_interval
+from widenet.studies.common.base import Analysis, Tables
+from widenet.studies.common.fits import all_diverged, mean_stderr
+from widenet.studies.edge_of_stability.config import REACHED, EoSConfig
+from widenet.studies.edge_of_stability.figures import (
+    beyond_figure,
+    beyond_trajectories_figure,
+    eos_loss_figure,
+    eos_sharpness_figure,
+    taylor_figure,
+)
+
+EOS_BAND = (0.85, 1.25)
+"""Accepted median of S / (2/lr) in the EoS window (docs, "Checks")."""
+MEDIAN_STDERR = math.sqrt(math.pi / 2)
+"""The standard error of a sample median is about sqrt(pi/2) std / sqrt(k) (normal samples)."""
+
+
+def midpoint_sharpening(measured: pd.DataFrame, t_end: float, s0: float
+                        ) -> tuple[float, float]:
+    """(t_mid, S(t_mid) / S_0): t_mid the last measurement step in (0, t_end / 2], t_end the
+    edge step t_edge (the end of the run when the edge is never reached): how far S has come
+    halfway to the edge (reported, not checked: S may first dip below S_0 and rise later).
+    NaN for both when no measurement lies in (0, t_end / 2] (the phase is too short)."""
+    steps = measured["step"]
+    early = measured["sharpness"][(steps > 0) & (steps <= t_end / 2)]
+    if early.empty:
+        return math.nan, math.nan
+    return float(steps[early.index[-1]]), float(early.iloc[-1] / s0)
+
+
+def eos_summary(curves: pd.DataFrame, runs: pd.DataFrame, late_fraction: float) -> pd.DataFrame:
+    """Per part-1 run: t_edge, the first step with S >= REACHED * 2/lr; the EoS window, the
+    last ``late_fraction`` of the steps from t_edge to the end, and there the median of
+    S/(2/lr) with its standard error; over the whole EoS phase (t_edge to the end) the number
+    of steps s with loss_{s+1} > loss_s and the loss at t_edge and at the end; the peak of
+    S/(2/lr) over the run; and S(t_mid) / S_0 halfway to the edge (:func:`midpoint_sharpening`)."""
+    rows = []
+    for _, run in runs.iterrows():
+        curve = curves[(curves["loss_name"] == run["loss_name"])
+                       & (curves["lr_factor"] == run["lr_factor"])].sort_values("step")
+        measured = curve.dropna(subset=["sharpness"])
+        ratio = measured["sharpness"] / run["edge"]
+        hits = measured["step"][ratio >= REACHED]
+        end = int(curve["step"].max())
+        t_edge = int(hits.iloc[0]) if len(hits) else None
+        t_mid, sharpening = midpoint_sharpening(measured, t_edge if t_edge is not None else end,
+                                                run["sharpness_init"])
+        row: dict[str, Any] = {**run.to_dict(), "reached": t_edge is not None,
+                               "t_edge": t_edge if t_edge is not None else math.nan,
+                               "peak_ratio": float(ratio.max()),
+                               "sharpening_step": t_mid, "sharpening": sharpening}
+        if t_edge is not None:
+            start = t_edge + (1 - late_fraction) * (end - t_edge)
+            window = ratio[measured["step"] >= start]
+            losses = curve[curve["step"] >= t_edge]["loss"].to_numpy()
+            row.update(window_start=start, ratio_median=float(window.median()),
+                       ratio_stderr=float(MEDIAN_STDERR * window.std(ddof=1)
+                                          / math.sqrt(len(window))) if len(window) > 1 else 0.0,
+                       ratio_points=len(window),
+                       loss_increases=int(np.sum(losses[1:] > losses[:-1])),
+                       loss_edge=float(losses[0]), loss_end=float(losses[-1]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def eos_checks(summary: pd.DataFrame) -> list[Check]:
+    """Per part-1 run: progressive sharpening, S rising from S_0 = lr_factor * 2/lr to the edge
+    (peak of S/(2/lr) >= REACHED); where the edge was reached, S/(2/lr) in EOS_BAND, and a
+    non-monotone but decreasing loss in the EoS phase. A run that diverged gets inconclusive
+    checks: its sharpness past the blow-up measures the blow-up, not the edge."""
+    checks = []
+    for _, run in summary.iterrows():
+        tag = f"{run['loss_name']} lr={run['lr_factor']:g}*2/S0"
+        if run["status"] != "completed":
+            checks += [check_interval(f"{name} ({tag})", claim, measured=math.nan, low=low,
+                                      high=high, predicted=1.0,
+                                      note=f"the run {run['status']}: nothing to judge")
+                       for name, claim, low, high in (
+                           ("progressive sharpening", "S rises from S_0 to the edge", REACHED,
+                            math.inf),
+                           ("edge of stability", "S reaches 2/lr and hovers there", *EOS_BAND))]
+            continue
+        checks.append(check_interval(
+            f"progressive sharpening ({tag})", f"S rises from S_0 = {run['lr_factor']:g} * 2/lr "
+            f"to the edge: the peak of S / (2/lr) reaches {REACHED}", measured=run["peak_ratio"],
+            low=REACHED, predicted=1.0,
+            note=f"S_0 = {run['sharpness_init']:.4g}, edge 2/lr = {run['edge']:.4g}; halfway "
+                 f"(step {run['sharpening_step']:.0f}) S/S_0 = {run['sharpening']:.3g}"))
+        if not run["reached"]:
+            checks.append(check_interval(
+                f"edge of stability ({tag})", "S reaches 2/lr and hovers there",
+                measured=math.nan, low=EOS_BAND[0], high=EOS_BAND[1], predicted=1.0,
+                note=f"S never reached {REACHED} * 2/lr in {int(run['steps'])} steps"))
+            continue
+        checks.append(check_interval(
+            f"edge of stability ({tag})", "S hovers at 2/lr: median of S / (2/lr) over the EoS "
+            "window", measured=run["ratio_median"], low=EOS_BAND[0], high=EOS_BAND[1],
+            predicted=1.0, stderr=run["ratio_stderr"],
+            note=f"{int(run['ratio_points'])} measurements from step {run['window_start']:.0f}; "
+                 f"edge reached at step {int(run['t_edge'])}; stderr of the median"))
+        checks.append(check_interval(
+            f"non-monotone loss ({tag})", "in the EoS phase (from the edge to the end) the loss "
+            "rises at some steps: number of steps with loss_{s+1} > loss_s",
+            measured=run["loss_increases"], low=1.0, predicted=1.0))
+        checks.append(check_interval(
+            f"loss still falls ({tag})", "over the EoS phase the loss falls overall: "
+            "loss_end / loss(t_edge) < 1",
+            measured=run["loss_end"] / run["loss_edge"], high=1.0, predicted=1.0))
+    return checks
+
+
+def beyond_pairs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The part-2 runs with c > 1, the scaled and plain arm of each (replicate, c) side by side
+    (columns suffixed _scaled and _plain), indexed by (replicate, c)."""
+    past = runs[runs["c"] > 1]
+    scaled = past[past["scaled"]].set_index(["replicate", "c"])
+    plain = past[~past["scaled"]].set_index(["replicate", "c"])
+    return scaled.merge(plain, left_index=True, right_index=True, suffixes=("_scaled", "_plain"))
+
+
+def comparable_factors(pairs: pd.DataFrame) -> list[float]:
+    """The c at which both arms completed for every replicate (a diverged run's last values
+    measure its blow-up, not the trained network)."""
+    done = (pairs["status_scaled"] == "completed") & (pairs["status_plain"] == "completed")
+    replicates = pairs.index.get_level_values("replicate").nunique()
+    counts = done.groupby(level="c").sum()
+    return [float(c) for c, n in counts.items() if n == replicates]
+
+
+def replicate_means(pairs: pd.DataFrame, factors: list[float], gap: pd.Series
+                    ) -> tuple[float, float]:
+    """The mean over replicates r of g_r = mean over c in ``factors`` of ``gap`` at (r, c), and
+    its standard error std_r(g_r) / sqrt(R) over the R independent initializations (NaN, so
+    inconclusive, with one replicate; (NaN, NaN) when ``factors`` is empty)."""
+    if not factors:
+        return math.nan, math.nan
+    chosen = gap[pairs.index.get_level_values("c").isin(factors)]
+    return mean_stderr(chosen.groupby(level="replicate").mean().to_numpy())
+
+
+def beyond_checks(runs: pd.DataFrame) -> list[Check]:
+    """Part 2, over the factors c > 1: no loss explosion with the scaling; the final sharpness
+    and last-layer participation ratio of each scaled run against the plain run of the same
+    initialization and c, averaged over the c where both arms completed for every
+    initialization, with standard errors over the initializations."""
+    pairs = beyond_pairs(runs)
+    factors = comparable_factors(pairs)
+    seeds = pairs.index.get_level_values("replicate").nunique()
+    checks = [check_interval(
+        "no explosions with scaling", "with the normalized update scaling the loss never "
+        "jumps (> explosion_ratio x in one step) nor diverges at lr = c * 2/S_0, c > 1: total "
+        "explosions over those runs", measured=float(pairs["explosions_scaled"].sum()), low=0.0,
+        high=0.0, predicted=0.0,
+        note=f"c = {', '.join(f'{c:g}' for c in sorted(set(pairs.index.get_level_values('c'))))}"
+             f" x {seeds} initializations; plain GD: {int(pairs['explosions_plain'].sum())} "
+             f"explosions, {int((pairs['status_plain'] != 'completed').sum())} diverged")]
+    where = (f"c = {', '.join(f'{c:g}' for c in factors) or 'none'} (both arms completed for "
+             f"all {seeds} initializations); stderr over initializations")
+    log_ratio = np.log10(pairs["raw_sharpness_final_scaled"] / pairs["raw_sharpness_final_plain"])
+    mean, stderr = replicate_means(pairs, factors, log_ratio)
+    checks.append(check_interval(
+        "sharpness regularized", "with the scaling the final sharpness lambda_max(H) is lower "
+        "than plain GD's from the same initialization at the same c: mean over "
+        "initializations and c > 1 of log10(S_T scaled / S_T plain) < 0",
+        measured=mean, high=0.0, predicted=0.0, stderr=stderr,
+        note=f"{where}; last measurement of each run"))
+    mean, stderr = replicate_means(pairs, factors,
+                                   pairs["rank_final_scaled"] - pairs["rank_final_plain"])
+    checks.append(check_interval(
+        "soft rank higher", "with the scaling the last hidden layer's participation ratio "
+        "(sum s^2)^2 / sum s^4 ends higher than plain GD's from the same initialization: mean "
+        "over initializations and c > 1 of PR scaled - PR plain > 0",
+        measured=mean, low=0.0, predicted=0.0, stderr=stderr,
+        note=f"{where}; features on all training points"))
+    return checks
+
+
+def analyze(config: EoSConfig, tables: Tables) -> Analysis:
+    """The part-1 summary and checks, the part-2 checks and the five figures; ``diverged``
+    when every part-1 run diverged (part 2 sweeps into divergence on purpose)."""
+    summary = eos_summary(tables["eos_curves"], tables["eos_runs"], config.late_fraction)
+    beyond = tables["beyond_runs"]
+    figures = {"sharpness": eos_sharpness_figure(tables["eos_curves"], summary),
+               "loss": eos_loss_figure(tables["eos_curves"]),
+               "beyond": beyond_figure(beyond, config.explosion_ratio),
+               "beyond_trajectories": beyond_trajectories_figure(tables["beyond_curves"]),
+               "taylor": taylor_figure(tables["beyond_curves"], beyond)}
+    diverged = all_diverged(tables["eos_runs"]["status"], "part-1 runs",
+                            "lower lr_factors")
+    return Analysis(tables={"eos_summary": summary, "beyond_runs": beyond},
+                    figures=figures, checks=eos_checks(summary) + beyond_checks(beyond),
+                    diverged=diverged)

@@ -1,0 +1,141 @@
+"""The analysis of the ``implicit-bias`` study: per-run statistics of the margin and norm
+trajectories, their summary, and the checks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from widenet.checks import Check, check_interval
+from widenet.studies.common.base import Analysis, Tables
+from widenet.studies.common.fits import all_diverged, mean_stderr, power_law_fit
+from widenet.studies.implicit_bias.config import ImplicitBiasConfig
+from widenet.studies.implicit_bias.figures import final_margin_figure, margin_figure, norm_figure
+from widenet.studies.implicit_bias.measure import GROUP_KEYS, RUN_KEYS
+
+DECREASE_TOLERANCE = 1e-9
+"""A logged smoothed margin counts as a decrease when it is below the previous one by more
+than this times the previous one's magnitude (float64 round-off of log(1/L) / rho^L_h)."""
+
+
+_AVERAGED = ["norm_slope", "norm_exponent", "margin_gain", "rich_over_lazy", "final_margin",
+             "lazy_margin", "final_tangent_margin", "margin_at_separation"]
+
+
+def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Ordinary least squares y ~ a + b x: returns (b, its OLS standard error
+    sqrt(s^2 / sum (x - mean x)^2), s^2 the residual variance on len(x) - 2 degrees of freedom;
+    nan with fewer than three points)."""
+    if len(x) < 3:
+        return math.nan, math.nan
+    centred = x - x.mean()
+    slope = float(centred @ (y - y.mean()) / (centred @ centred))
+    residual = y - y.mean() - slope * centred
+    return slope, math.sqrt(float(residual @ residual) / (len(x) - 2) / float(centred @ centred))
+
+
+def run_statistics(trajectory: pd.DataFrame, runs: pd.DataFrame, late_step: float
+                   ) -> pd.DataFrame:
+    """One row per run: t_0 (first logged step with smoothed margin > 0, i.e. L_sum < l(0)),
+    gamma at t_0 and at the end, the fraction of logged steps after t_0 where the smoothed
+    margin decreased, the late (step >= late_step and >= t_0) slope b of ||theta||^L_h = a + b
+    log t with its OLS stderr, the log-log exponent of ||theta|| against log t (theory: 1/L_h),
+    and gamma_T / gamma_NTK(theta_0)."""
+    rows = []
+    for keys, run in trajectory.groupby(RUN_KEYS, sort=False):
+        run = run.sort_values("step")
+        smoothed = run["smoothed_margin"].to_numpy()
+        separated = np.flatnonzero(smoothed > 0)
+        row = dict(zip(RUN_KEYS, keys, strict=True))
+        row["separation_step"] = math.nan
+        row["decrease_fraction"] = math.nan
+        row["margin_at_separation"] = math.nan
+        row["final_margin"] = float(run["normalized_margin"].iloc[-1])
+        row["norm_slope"] = row["norm_slope_se"] = math.nan
+        row["norm_exponent"] = row["norm_exponent_se"] = math.nan
+        if separated.size:
+            start = separated[0]
+            after = smoothed[start:]
+            falls = after[1:] < after[:-1] - DECREASE_TOLERANCE * np.abs(after[:-1])
+            row["separation_step"] = int(run["step"].iloc[start])
+            row["margin_at_separation"] = float(run["normalized_margin"].iloc[start])
+            row["decrease_fraction"] = float(falls.mean()) if falls.size else 0.0
+            late = run[(run["step"] >= max(late_step, row["separation_step"]))
+                       & (run["time"] > 1)]
+            if len(late) >= 3:
+                log_t = np.log(late["time"].to_numpy())
+                norm = late["parameter_norm"].to_numpy()
+                row["norm_slope"], row["norm_slope_se"] = linear_fit(log_t, norm**keys[2])
+                fit = power_law_fit(log_t, norm)
+                row["norm_exponent"], row["norm_exponent_se"] = fit.slope, fit.slope_stderr
+        rows.append(row)
+    stats = runs.merge(pd.DataFrame(rows), on=RUN_KEYS)
+    stats["margin_gain"] = stats["final_margin"] - stats["margin_at_separation"]
+    stats["rich_over_lazy"] = stats["final_margin"] / stats["lazy_margin"]
+    return stats
+
+
+def summarize(stats: pd.DataFrame) -> pd.DataFrame:
+    """Per (activation, depth): run counts, the largest decrease fraction, and mean ± standard
+    error over the completed runs of every quantity in ``_AVERAGED``."""
+    rows = []
+    for keys, group in stats.groupby(GROUP_KEYS, sort=False):
+        done = group[group["status"] == "completed"]
+        row = dict(zip(GROUP_KEYS, keys, strict=True))
+        row["runs"], row["completed"] = len(group), len(done)
+        fractions = done["decrease_fraction"]
+        row["decrease_fraction_max"] = float(fractions.max()) if fractions.notna().all() \
+            and len(done) else math.nan
+        for name in _AVERAGED:
+            values = done[name].to_numpy(dtype=float)
+            mean, stderr = mean_stderr(values) if len(values) else (math.nan, math.nan)
+            row[name], row[f"{name}_se"] = mean, stderr
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def analyze(config: ImplicitBiasConfig, tables: Tables) -> Analysis:
+    """Per-run statistics, their summary per (activation, depth), figures and checks."""
+    trajectory = tables["trajectory"]
+    runs = run_statistics(trajectory, tables["runs"], config.steps * config.late_fraction)
+    summary = summarize(runs)
+    checks = [check for row in summary.itertuples() for check in _checks(row)]
+    figures = {"margins": margin_figure(trajectory, runs),
+               "norm": norm_figure(trajectory, runs),
+               "final-margins": final_margin_figure(summary)}
+    diverged = all_diverged(runs["status"], "training runs", "lower lr or init_scale")
+    return Analysis(tables={"runs": runs, "summary": summary}, figures=figures, checks=checks,
+                    diverged=diverged)
+
+
+def _checks(row: Any) -> list[Check]:
+    """The four checks of one (activation, depth) (see docs/studies/implicit-bias.md)."""
+    where = f"{row.activation}, L={row.depth}, L_h={row.degree}"
+    note = f"{row.completed} of {row.runs} runs completed; mean over them ± stderr"
+    return [
+        check_interval(
+            f"smoothed margin non-decreasing ({where})",
+            "after L_sum < l(0), the smoothed margin never decreases: fraction of logged "
+            f"steps where it fell by more than {DECREASE_TOLERANCE:g} (relative) = 0",
+            measured=row.decrease_fraction_max, high=0.0, predicted=0.0,
+            note=f"largest fraction over the runs; {note}"),
+        check_interval(
+            f"norm grows ({where})",
+            "||theta_t||^L_h ~ log t: late slope of ||theta||^L_h against log t > 0",
+            measured=row.norm_slope, stderr=row.norm_slope_se, low=0.0, predicted=0.0,
+            note=note),
+        check_interval(
+            f"margin rises after separation ({where})",
+            "gamma_T - gamma_{t_0} > 0 (t_0: first logged step with L_sum < l(0))",
+            measured=row.margin_gain, stderr=row.margin_gain_se, low=0.0, predicted=0.0,
+            note=note),
+        check_interval(
+            f"rich beats lazy ({where})",
+            "small-init GD ends with a larger normalized margin than the NTK max margin at "
+            "init: gamma_T / gamma_NTK(theta_0) > 1",
+            measured=row.rich_over_lazy, stderr=row.rich_over_lazy_se, low=1.0, predicted=1.0,
+            note=note),
+    ]

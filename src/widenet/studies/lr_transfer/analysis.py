@@ -1,0 +1,205 @@
+"""The lr-transfer study's numbers: optimal learning rates, their drift across widths, and the
+coordinate check's slopes (docs/theory.md section 1; docs/studies/lr-transfer.md)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from widenet.checks import Check, check_interval
+from widenet.studies.common.base import Analysis, Tables
+from widenet.studies.common.fits import all_diverged, mean_stderr, power_law_fit_or_nan
+from widenet.studies.lr_transfer.config import PREDICTED_SLOPE, LRTransferConfig
+from widenet.studies.lr_transfer.figures import (
+    coordinate_figure,
+    loss_curves_figure,
+    optimum_figure,
+)
+
+DRIFT_TOLERANCE = 1.0
+"""muP: |drift| <= 1 grid step; SP: downward drift >= 1 grid step (docs/theory.md section 1)."""
+FLATNESS_TOLERANCE = 0.1
+"""muP coordinate check: |slope of mean |z_l| against m| <= 0.1; SP: slope >= 0.1 (docs)."""
+
+
+def refined_optimum(log2_lrs: Sequence[float], losses: Sequence[float]
+                    ) -> tuple[float, float, bool]:
+    """The optimum of a loss-vs-lr curve on a grid of log2 learning rates with step 1.
+
+    Returns ``(log2_opt, log2_argmin, at_edge)``: the grid point k* with the smallest finite
+    loss and, when both neighbours are finite, the vertex of the parabola through
+    (k, ln loss_k) at k* - 1, k*, k* + 1, which lies within half a step of k*:
+    log2_opt = k* + (ln L_- - ln L_+) / (2 (ln L_- - 2 ln L_* + ln L_+)).
+    ``at_edge`` is true when k* is the lowest or highest grid point (the grid does not bracket
+    the optimum). All NaN when no loss is finite (every run diverged).
+    """
+    k = np.asarray(log2_lrs, dtype=float)
+    loss = np.asarray(losses, dtype=float)
+    order = np.argsort(k)
+    k, loss = k[order], loss[order]
+    finite = np.isfinite(loss) & (loss > 0)
+    if not finite.any():
+        return math.nan, math.nan, False
+    best = int(np.nanargmin(np.where(finite, loss, np.nan)))
+    at_edge = best in (0, len(k) - 1)
+    if at_edge or not (finite[best - 1] and finite[best + 1]):
+        return float(k[best]), float(k[best]), at_edge
+    low, mid, high = np.log(loss[best - 1: best + 2])
+    curvature = low - 2 * mid + high
+    offset = 0.5 * (low - high) / curvature if curvature > 0 else 0.0
+    return float(k[best] + offset), float(k[best]), False
+
+
+def optimum_table(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Per (parametrization, optimizer, width m, seed): the refined optimal log2 lr of the
+    final train loss (:func:`refined_optimum`, over non-diverged runs), its grid argmin, whether
+    it sits at the grid's edge, the loss there and the number of diverged learning rates."""
+    rows = []
+    keys = ["parametrization", "optimizer", "m", "seed"]
+    for key, group in sweep.groupby(keys, sort=False):
+        log2_opt, argmin, at_edge = refined_optimum(group["log2_lr"], group["train_loss"])
+        finite = group[np.isfinite(group["train_loss"])]
+        rows.append({**dict(zip(keys, key, strict=True)), "log2_lr_opt": log2_opt,
+                     "log2_lr_argmin": argmin, "at_edge": at_edge,
+                     "train_loss_opt": float(finite["train_loss"].min()) if len(finite)
+                     else math.inf,
+                     "diverged_lrs": int((group["status"] != "completed").sum())})
+    return pd.DataFrame(rows)
+
+
+def interior_slope(group: pd.DataFrame) -> tuple[float, float, int]:
+    """``(slope, stderr, points)``: the OLS slope of log2 lr* against log2 m
+    (:func:`~widenet.studies.common.fits.power_law_fit` of lr* = c m^slope) over the finite
+    optima of ``group`` that are not ``at_edge``, with its OLS standard error; an optimum at the
+    grid's edge is only a bound (lr* <= the lowest or >= the highest rate), not a measurement. Slope
+    and stderr are NaN with fewer than 2 distinct widths left, the stderr with fewer than 3
+    points."""
+    interior = group[np.isfinite(group["log2_lr_opt"]) & ~group["at_edge"].astype(bool)]
+    fit = power_law_fit_or_nan(interior["m"], np.exp2(interior["log2_lr_opt"]))
+    return fit.slope, fit.slope_stderr, len(interior)
+
+
+def drift_table(optima: pd.DataFrame, widths: Sequence[int]) -> pd.DataFrame:
+    """Per (parametrization, optimizer): the slope of log2 lr* against log2 m pooled over seeds
+    and fitted on the interior optima only (:func:`interior_slope`, stderr from the scatter of
+    the seeds), the drift = slope * log2(m_max / m_min) in grid steps (one step = a factor 2),
+    the predicted drift (:data:`PREDICTED_SLOPE`), the raw spread max - min across widths of
+    the seeds' mean grid argmin (rounded), the number of optima, of optima at the grid's edge
+    and of interior optima fitted. ``drift_stderr`` = slope_stderr * log2(m_max / m_min), but
+    NaN when any optimum is at the edge: leaving bounds out of the fit censors the sample (the
+    edge optima are the ones that moved furthest), which the OLS error does not cover, so the
+    drift checks are then inconclusive."""
+    span = math.log2(max(widths) / min(widths))
+    rows = []
+    for (name, opt), group in optima.groupby(["parametrization", "optimizer"], sort=False):
+        slope, stderr, fitted = interior_slope(group)
+        edge = int(group["at_edge"].sum())
+        valid = group[np.isfinite(group["log2_lr_opt"])]
+        per_width = valid.groupby("m")["log2_lr_argmin"].mean().round()
+        rows.append({"parametrization": name, "optimizer": opt, "slope": slope,
+                     "slope_stderr": stderr, "drift": slope * span,
+                     "drift_stderr": stderr * span if edge == 0 else math.nan,
+                     "drift_pred": PREDICTED_SLOPE[(name, opt)] * span,
+                     "argmin_spread": float(per_width.max() - per_width.min())
+                     if len(per_width) else math.nan,
+                     "edge_optima": edge, "fitted_optima": fitted, "optima": len(group)})
+    return pd.DataFrame(rows)
+
+
+def coordinate_slopes(coords: pd.DataFrame, step: int) -> pd.DataFrame:
+    """Per (parametrization, optimizer, layer): the power-law slope against m of mean |z_l| and
+    of mean |z_l - z_l,0| at ``step``, fitted for each seed separately (widths where that seed's
+    run diverged drop out); mean and standard error over the seeds with a slope (NaN, so the
+    checks are inconclusive, when no seed has two widths left)."""
+    rows = []
+    keys = ["parametrization", "optimizer", "layer"]
+    for key, group in coords.groupby(keys, sort=False):
+        at_step = group[group["step"] == step]
+        row = {**dict(zip(keys, key, strict=True))}
+        for column, out in (("mean_abs", "slope"), ("mean_abs_change", "change_slope")):
+            slopes = [slope for _, runs in at_step.groupby("seed")
+                      if np.isfinite(slope := power_law_fit_or_nan(runs["m"], runs[column]).slope)]
+            row[out], row[f"{out}_stderr"] = (mean_stderr(slopes) if slopes
+                                              else (math.nan, math.nan))
+            row["seeds"] = len(slopes)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*keys, "slope", "slope_stderr", "seeds", "change_slope",
+                                       "change_slope_stderr"])
+
+
+def _drift_note(row: pd.Series, what: str) -> str:
+    """The check's note: what is measured, how many optima were fitted and at the grid's edge,
+    and the raw argmin spread."""
+    edge = (f"; {row['edge_optima']} of {row['optima']} optima at the grid's edge (bounds, "
+            "left out of the fit: inconclusive)" if row["edge_optima"] else "")
+    return (f"{what}, fitted on {row['fitted_optima']} interior optima{edge}; raw argmin "
+            f"spread {row['argmin_spread']:.0f} steps")
+
+
+def _drift_checks(drifts: pd.DataFrame) -> list[Check]:
+    """muP: drift in [-1, 1] grid steps; SP: downward drift >= 1 grid step (docs, "Checks").
+    Inconclusive when ``drift_stderr`` is NaN: optima at the grid's edge, or too few interior
+    optima for a slope with a standard error (:func:`drift_table`)."""
+    checks = []
+    for _, row in drifts.iterrows():
+        name, opt = row["parametrization"], row["optimizer"]
+        if name == "mup":
+            checks.append(check_interval(
+                f"muP lr transfers ({opt})",
+                f"muP ({opt}): the optimal learning rate drifts by at most one grid step "
+                "(a factor 2) across widths", measured=row["drift"], stderr=row["drift_stderr"],
+                low=-DRIFT_TOLERANCE, high=DRIFT_TOLERANCE, predicted=0.0,
+                note=_drift_note(row, "fitted log2 lr* slope x log2(m_max/m_min)")))
+        elif name == "standard":
+            checks.append(check_interval(
+                f"SP lr drifts ({opt})",
+                f"SP ({opt}): the optimal learning rate moves down by more than one grid step "
+                "across widths", measured=-row["drift"], stderr=row["drift_stderr"],
+                low=DRIFT_TOLERANCE, predicted=-float(row["drift_pred"]),
+                note=_drift_note(row, "downward drift in grid steps")))
+    return checks
+
+
+def _coordinate_checks(slopes: pd.DataFrame) -> list[Check]:
+    """muP: every layer's slope of mean |z_l| against m in [-0.1, 0.1] (the steepest is
+    checked; a NaN slope, all runs diverged, is inconclusive); SP: the logits' slope >= 0.1."""
+    checks = []
+    for (name, opt), group in slopes.groupby(["parametrization", "optimizer"], sort=False):
+        if name == "mup":
+            worst = group.loc[group["slope"].abs().fillna(math.inf).idxmax()]
+            checks.append(check_interval(
+                f"muP coordinates flat ({opt})",
+                f"muP ({opt}): mean |z_l| after the coordinate-check steps is flat in width "
+                "for every layer (steepest layer shown)", measured=worst["slope"],
+                stderr=worst["slope_stderr"], low=-FLATNESS_TOLERANCE,
+                high=FLATNESS_TOLERANCE, predicted=0.0, note=f"layer {worst['layer']}"))
+        elif name == "standard":
+            out = group.loc[group["layer"].idxmax()]
+            checks.append(check_interval(
+                f"SP logits grow ({opt})",
+                f"SP ({opt}): mean |logits| after the coordinate-check steps grows with width",
+                measured=out["slope"], stderr=out["slope_stderr"], low=FLATNESS_TOLERANCE,
+                predicted=1.0, note=f"layer {out['layer']} (the readout)"))
+    return checks
+
+
+def analyze(config: LRTransferConfig, tables: Tables) -> Analysis:
+    """Optimal learning rates per width, their drift, coordinate-check slopes; figures; checks
+    (``diverged`` when every run of the learning-rate sweep diverged)."""
+    sweep, coords = tables["sweep"], tables["coords"]
+    optima = optimum_table(sweep)
+    drifts = drift_table(optima, config.widths)
+    slopes = coordinate_slopes(coords, config.coord_steps)
+    figures = {"loss_vs_lr": loss_curves_figure(sweep, optima, config.loss),
+               "optimal_lr": optimum_figure(optima, drifts, config.base()),
+               **{f"coordinate_check_{opt}": coordinate_figure(coords, slopes, opt)
+                  for opt in config.optimizers}}
+    checks = _drift_checks(drifts) + _coordinate_checks(slopes)
+    diverged = all_diverged(sweep["status"], "learning-rate sweep runs",
+                            "lower sgd_log2_lr and adam_log2_lr")
+    return Analysis(tables={"sweep": sweep, "coords": coords, "optima": optima,
+                            "drifts": drifts, "coord_slopes": slopes},
+                    figures=figures, checks=checks, diverged=diverged)

@@ -1,0 +1,83 @@
+"""The config of the ``ntk-concentration`` study and the activations it admits."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, PositiveInt, field_validator
+
+from widenet import activations
+from widenet.errors import WidenetError
+from widenet.studies.common.base import StudyConfig
+from widenet.studies.common.seeds import MAX_SEED
+from widenet.studies.common.validators import distinct_values
+
+Pattern = Literal["constant", "quadratic"]
+
+
+class ConcentrationConfig(StudyConfig):
+    """The sizes of the concentration study (defaults: the DEFAULT preset)."""
+
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seeds the inputs and, with "
+                      "each task's parameters, every network's weights")
+    points: PositiveInt = Field(default=16, description="n, the number of inputs x_i, drawn "
+                                "uniformly on the sphere ||x||^2 = d (seeded by `seed`)")
+    dim: PositiveInt = Field(default=8, description="d, the input dimension")
+    outputs: PositiveInt = Field(default=1, description="k, the number of outputs; K(theta) "
+                                 "is then nk x nk and K_inf = (1/n) Theta (x) I_k")
+    activations: list[str] = Field(
+        default=["abs", "relu"], description="activations of the family phi = a s + b|s| "
+        "(abs, relu, identity, leaky_relu:SLOPE), each normalized to a^2 + b^2 = 1")
+    patterns: list[Pattern] = Field(
+        default=["constant", "quadratic"], description="width patterns: constant (m_l = m) "
+        "and quadratic (m_l = l^2 m)")
+    depths: list[PositiveInt] = Field(default=[2, 4], description="L, numbers of hidden layers")
+    widths: list[PositiveInt] = Field(
+        default=[16, 32, 64, 128, 256, 512, 1024, 2048],
+        description="m for the constant pattern (at least 3 distinct values)")
+    base_widths: list[PositiveInt] = Field(
+        default=[8, 16, 32, 64, 128, 256],
+        description="m for the quadratic pattern, whose last hidden layer is L^2 m wide "
+        "(at least 3 distinct values)")
+    seeds: PositiveInt = Field(default=24, description="networks drawn per (pattern, depth, m) "
+                               "and activation")
+
+    QUICK: ClassVar[dict[str, Any]] = {"depths": [2], "widths": [16, 32, 64, 128, 256, 512, 1024],
+                                       "base_widths": [8, 16, 32, 64, 128, 256, 512],
+                                       "seeds": 16}
+
+    @field_validator("activations")
+    @classmethod
+    def _known_activations(cls, names: list[str]) -> list[str]:
+        distinct_values(names)
+        for name in names:
+            normalized_activation(name)
+        return names
+
+    @field_validator("patterns", "depths")
+    @classmethod
+    def _distinct_values(cls, values: list[Any]) -> list[Any]:
+        return distinct_values(values)
+
+    @field_validator("widths", "base_widths")
+    @classmethod
+    def _fit_widths(cls, values: list[int]) -> list[int]:
+        if len(distinct_values(values)) < 3:
+            raise ValueError("a power-law fit needs at least 3 distinct widths")
+        return sorted(values)
+
+
+def normalized_activation(name: str) -> activations.AbsLinear:
+    """The activation ``name`` of the family a s + b|s|, rescaled to a^2 + b^2 = 1.
+
+    With a^2 + b^2 = 1 the edge of chaos is sigma_w = 1 (docs/theory.md section 2), the setting of
+    the concentration bound (section 4); relu becomes (s + |s|) / sqrt(2). Raises
+    WidenetError for an unknown name or one outside the family.
+    """
+    act = activations.get_activation(name)
+    if not isinstance(act, activations.AbsLinear):
+        raise WidenetError(f"activation {name!r} is not of the form a s + b|s|, which the "
+                         "concentration bound covers; use abs, relu, identity or leaky_relu:SLOPE")
+    norm = math.hypot(act.a, act.b)
+    return activations.ab(act.a / norm, act.b / norm, name=name)

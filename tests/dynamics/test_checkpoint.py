@@ -1,0 +1,217 @@
+"""Checkpoints: plain data loaded with weights_only=True, refused when they belong to another
+run, are past the requested steps, are damaged or foreign, or cannot be written."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+import widenet as wn
+from widenet.diagnostics.builtin import SharpnessMonitor, WeightMovementMonitor
+from widenet.dynamics.checkpoint import Checkpoint
+from widenet.dynamics.losses import mse
+from widenet.dynamics.monitor import Monitor, RunState
+from widenet.dynamics.optim import LayerPowerScaling, Optimizer
+from widenet.dynamics.train import train
+
+
+def regression(n: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    return x, torch.sin(x.sum(1, keepdim=True))
+
+
+def net(seed: int = 0, hidden: int = 16) -> wn.MLP:
+    return wn.MLP(4, [hidden], 1, "tanh", seed=seed, dtype=torch.float64)
+
+
+def eight_steps(path, **overrides) -> None:
+    """A run of 8 steps that leaves its checkpoint at step 8 in ``path``."""
+    x, y = regression()
+    arguments = {"lr": 0.1, "steps": 8, "checkpoint": Checkpoint(path, every=4), **overrides}
+    train(net(), x, y, **arguments)
+
+
+class Exploit:
+    """Unpickling this object runs code (writes a file): what a hostile checkpoint does."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_a_checkpoint_is_plain_data_that_loads_with_weights_only(tmp_path) -> None:
+    eight_steps(tmp_path / "c.pt", monitors=[WeightMovementMonitor()],
+                optimizer=Optimizer("sgd", momentum=0.5))
+    content = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert content["format"] == "widenet-train-checkpoint"
+    assert content["step"] == 8
+    assert set(content["model"]) == set(net().state_dict())
+    assert [row["step"] for row in content["rows"]] == [0]
+    assert isinstance(content["monitors"][0]["initial"], dict)
+    assert content["fingerprint"]["lr"] == "0.1"
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path) -> None:
+    eight_steps(tmp_path / "c.pt")
+    content = torch.load(tmp_path / "c.pt", weights_only=True)
+    target = tmp_path / "pwned"
+    content["rows"] = [Exploit(str(target))]
+    torch.save(content, tmp_path / "c.pt")
+    x, y = regression()
+    with pytest.raises(wn.WidenetError, match="cannot be read as a widenet checkpoint"):
+        train(net(), x, y, lr=0.1, steps=8, checkpoint=Checkpoint(tmp_path / "c.pt", 4, True))
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(("change", "aspect"), [
+    ({"lr": 0.2}, "lr: 0.1 in the checkpoint, 0.2 here"),
+    ({"loss_scale": 2.0}, "loss_scale"),
+    ({"seed": 3}, "seed"),
+    ({"log_every": 5}, "log_every"),
+    ({"optimizer": "adam"}, "optimizer: gd in the checkpoint, adam here"),
+    ({"optimizer": Optimizer("sgd", momentum=0.9)}, "momentum: 0.0 in the checkpoint, 0.9 here"),
+    ({"optimizer": Optimizer(gradient_scaling=LayerPowerScaling(2.0))},
+     "gradient_scaling: none in the checkpoint, LayerPowerScaling(power=2.0) here"),
+    ({"loss": mse}, "loss: mse in the checkpoint, widenet.dynamics.losses.mse here"),
+    ({"monitors": [WeightMovementMonitor()]}, "monitors: nothing in the checkpoint"),
+    ({"data": regression(seed=1)}, "x: torch.float64 (24, 4) sha256:"),
+    ({"data": (regression()[0], -regression()[1])}, "y: "),
+    ({"test_data": regression(n=5)}, "test x: none in the checkpoint"),
+    ({"model": net(hidden=8)}, "model: layers.0.weight: torch.float64 (16, 4) in the checkpoint, "
+                               "layers.0.weight: torch.float64 (8, 4) here"),
+    ({"model": wn.MLP(4, [16], 1, "tanh", seed=0)}, "torch.float32"),
+])
+def test_resuming_another_run_is_refused_naming_the_difference(tmp_path, change: dict,
+                                                               aspect: str) -> None:
+    eight_steps(tmp_path / "c.pt")
+    x, y = change.pop("data", regression())
+    model = change.pop("model", net())
+    before = copy.deepcopy(model.state_dict())
+    arguments = {"lr": 0.1, "steps": 12, "checkpoint": Checkpoint(tmp_path / "c.pt", 4, True),
+                 **change}
+    with pytest.raises(wn.WidenetError, match="belongs to a different run") as error:
+        train(model, x, y, **arguments)
+    assert aspect in str(error.value)
+    assert "\n" not in str(error.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_same_run_resumes_and_may_run_longer(tmp_path) -> None:
+    eight_steps(tmp_path / "c.pt")
+    x, y = regression()
+    model, whole = net(), net()
+    resumed = train(model, x, y, lr=0.1, steps=12,
+                    checkpoint=Checkpoint(tmp_path / "c.pt", 4, True))
+    expected = train(whole, x, y, lr=0.1, steps=12)
+    assert resumed.history.equals(expected.history)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), whole.parameters(),
+                                                 strict=True))
+
+
+def test_a_checkpoint_past_the_requested_steps_is_refused(tmp_path) -> None:
+    eight_steps(tmp_path / "c.pt")
+    x, y = regression()
+    with pytest.raises(wn.WidenetError, match="8 steps into the run but steps=4"):
+        train(net(), x, y, lr=0.1, steps=4, checkpoint=Checkpoint(tmp_path / "c.pt", 4, True))
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a checkpoint", b"PK\x03\x04broken zip"])
+def test_garbage_files_are_refused(tmp_path, content: bytes) -> None:
+    (tmp_path / "c.pt").write_bytes(content)
+    x, y = regression()
+    with pytest.raises(wn.WidenetError, match="cannot be read as a widenet checkpoint"):
+        train(net(), x, y, lr=0.1, steps=4, checkpoint=Checkpoint(tmp_path / "c.pt", 4, True))
+
+
+@pytest.mark.parametrize("foreign", [
+    lambda: net().state_dict(),
+    lambda: {"step": 2, "model": net().state_dict()},
+    lambda: [1, 2, 3],
+])
+def test_foreign_torch_files_are_refused(tmp_path, foreign) -> None:
+    torch.save(foreign(), tmp_path / "c.pt")
+    x, y = regression()
+    with pytest.raises(wn.WidenetError, match="not a widenet training checkpoint"):
+        train(net(), x, y, lr=0.1, steps=4, checkpoint=Checkpoint(tmp_path / "c.pt", 4, True))
+
+
+def test_a_damaged_part_is_refused_before_anything_is_restored(tmp_path) -> None:
+    eight_steps(tmp_path / "c.pt")
+    content = torch.load(tmp_path / "c.pt", weights_only=True)
+    content["model"]["layers.0.weight"] = torch.zeros(3)
+    torch.save(content, tmp_path / "c.pt")
+    x, y = regression()
+    model = net()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(wn.WidenetError, match="is damaged"):
+        train(model, x, y, lr=0.1, steps=8, checkpoint=Checkpoint(tmp_path / "c.pt", 4, True))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_checkpoint_path_under_a_file_is_refused_before_training(tmp_path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    x, y = regression()
+    model = net()
+    before = copy.deepcopy(model.state_dict())
+    for path in (tmp_path / "file" / "c.pt", tmp_path / "file" / "deeper" / "c.pt"):
+        with pytest.raises(wn.WidenetError, match="is a file, not a folder"):
+            train(model, x, y, lr=0.1, steps=8, checkpoint=Checkpoint(path, every=4))
+    with pytest.raises(wn.WidenetError, match="is a folder"):
+        train(model, x, y, lr=0.1, steps=8, checkpoint=tmp_path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class Opaque(Monitor):
+    """A monitor whose state is an arbitrary object: it cannot go into a checkpoint."""
+
+    def measure(self, state: RunState) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"thing": object()}
+
+
+def test_monitor_state_that_is_not_plain_data_is_refused_when_written(tmp_path) -> None:
+    x, y = regression()
+    with pytest.raises(wn.WidenetError, match=r"checkpoint\['monitors'\]\[0\]\['thing'\] would "
+                                              "hold a object"):
+        train(net(), x, y, lr=0.1, steps=4, monitors=[Opaque()],
+              checkpoint=Checkpoint(tmp_path / "c.pt", every=2))
+    assert not (tmp_path / "c.pt").exists()
+    assert not (tmp_path / "c.pt.tmp").exists()
+
+
+def test_adam_and_sharpness_state_survive_a_weights_only_checkpoint(tmp_path) -> None:
+    """Adam's betas (a tuple) and the sharpness monitor's warm start (a Sharpness result, stored
+    as a dict) round-trip: the resumed run is identical."""
+    x, y = regression()
+    arguments = {"lr": 0.01, "steps": 6, "log_every": 2, "optimizer": "adam"}
+    expected = train(net(), x, y, monitors=[SharpnessMonitor(k=2, every=2)], **arguments)
+    train(net(), x, y, monitors=[SharpnessMonitor(k=2, every=2)],
+          checkpoint=Checkpoint(tmp_path / "c.pt", every=3), **{**arguments, "steps": 3})
+    resumed = train(net(), x, y, monitors=[SharpnessMonitor(k=2, every=2)],
+                    checkpoint=Checkpoint(tmp_path / "c.pt", every=3, resume=True), **arguments)
+    assert resumed.history.equals(expected.history)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"path": ""}, "non-empty"), ({"path": 3}, "non-empty str or Path"),
+    ({"path": "c.pt", "every": 0}, "checkpoint every must be a positive integer"),
+    ({"path": "c.pt", "resume": "yes"}, "resume must be True or False"),
+])
+def test_bad_checkpoint_specs(arguments: dict, message: str) -> None:
+    with pytest.raises(wn.WidenetError, match=message):
+        Checkpoint(**arguments)
+
+
+def test_exploit_fixture_really_runs_code_when_unpickled(tmp_path) -> None:
+    """The hostile payload above is real: plain pickle executes it."""
+    target = tmp_path / "ran"
+    pickle.loads(pickle.dumps(Exploit(str(target)))).close()
+    assert target.exists()
