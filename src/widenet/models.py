@@ -10,7 +10,8 @@ from torch import nn
 
 from widenet.activations import Activation, get_activation
 from widenet.errors import WidenetError
-from widenet.layers import Dense
+from widenet.nn._weighted import draw_normal_
+from widenet.nn.dense import Dense
 from widenet.parametrizations import Parametrization, get_parametrization
 from widenet.validation import finite_real, positive_int
 
@@ -61,9 +62,8 @@ class MLP(nn.Module):
         self.scalings = tuple(self.parametrization.scalings(sizes, self.weight_std,
                                                             self.bias_std))
         self.layers = nn.ModuleList(
-            Dense(fan_in, fan_out, bias=self.bias_std > 0,
-                  weight_multiplier=scaling.weight.multiplier,
-                  bias_multiplier=scaling.bias.multiplier, device=device, dtype=dtype)
+            Dense(fan_in, fan_out, self.weight_std, self.bias_std, self.parametrization,
+                  scaling=scaling, device=device, dtype=dtype)
             for (fan_in, fan_out), scaling in zip(itertools.pairwise(sizes), self.scalings,
                                                   strict=True))
         self.reset_parameters(seed=seed, generator=generator)
@@ -81,9 +81,9 @@ class MLP(nn.Module):
         if seed is not None:
             generator = torch.Generator().manual_seed(int(seed))
         for layer, scaling in zip(self.layers, self.scalings, strict=True):
-            _draw_normal_(layer.weight, scaling.weight.init_std, generator)
+            draw_normal_(layer.weight, scaling.weight.init_std, generator)
             if layer.bias is not None:
-                _draw_normal_(layer.bias, scaling.bias.init_std, generator)
+                draw_normal_(layer.bias, scaling.bias.init_std, generator)
 
     def lr_scales(self, optimizer: str) -> dict[str, float]:
         """The parametrization's learning-rate factor of every parameter, by parameter name,
@@ -105,10 +105,3 @@ class MLP(nn.Module):
         return (f"activation={self.activation.name}, weight_std={self.weight_std:.6g}, "
                 f"bias_std={self.bias_std:.6g}, parametrization={self.parametrization.name}")
 
-
-@torch.no_grad()
-def _draw_normal_(parameter: torch.Tensor, std: float, generator: torch.Generator | None) -> None:
-    """Fill ``parameter`` with N(0, std^2) draws made in float64 on the CPU, so that a seed
-    gives the same network (up to rounding) in every dtype and on every device."""
-    draw = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
-    parameter.copy_(draw.mul_(std))

@@ -48,11 +48,14 @@ class DenseScaling:
 class Parametrization:
     """A named rule giving every dense layer of an MLP its :class:`DenseScaling`.
 
-    ``finite_ntk`` says whether the empirical NTK has a finite infinite-width limit.
+    ``finite_ntk`` says whether the empirical NTK has a finite infinite-width limit;
+    ``kernel_limit`` whether the net's infinite-width limit is the NNGP/NTK recursion of
+    docs/theory.md sections 3 and 7 (not so for mean-field or muP nets, whose features move).
     """
 
     name: str
     finite_ntk: bool
+    kernel_limit: bool = True
 
     def scalings(self, sizes: Sequence[int], weight_std: float, bias_std: float
                  ) -> list[DenseScaling]:
@@ -103,6 +106,7 @@ class MeanFieldParametrization(Parametrization):
 
     name = "mean-field"
     finite_ntk = False
+    kernel_limit = False
 
     def __init__(self, base_width: int = 1):
         self.base_width = positive_int(base_width, "base_width")
@@ -134,6 +138,7 @@ class MuP(Parametrization):
 
     name = "mup"
     finite_ntk = False
+    kernel_limit = False
 
     def __init__(self, base_hidden: int | Sequence[int]):
         self.base_hidden = base_hidden

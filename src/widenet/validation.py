@@ -64,6 +64,16 @@ def data_matrix(x: object, name: str, *, features: int | None = None) -> torch.T
     return x
 
 
+def data_points(x: object, name: str, *, features: int | None = None) -> torch.Tensor:
+    """Like :func:`data_matrix`, but also accepting batches of sequences (n, C, L) and images
+    (n, C, H, W) in torch's layout; ``features`` applies to (n, d) matrices."""
+    if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
+        return data_matrix(x, name, features=features)
+    if 0 in x.shape:
+        raise WidenetError(f"{name} is empty (shape {tuple(x.shape)}); pass at least one point")
+    return data_matrix(x.reshape(x.shape[0], -1), name).view(x.shape)
+
+
 def trainable_module(model: object, consequence: str) -> nn.Module:
     """Return ``model`` if it is an nn.Module with a parameter that requires grad; otherwise
     raise, saying what follows for the caller (``consequence``) and how to fix it."""

@@ -312,7 +312,7 @@ def test_a_wide_mlp_approaches_its_infinite_width_ntk(outputs):
                     "full": limit.ntk[..., None, None] * torch.eye(2, dtype=torch.float64)}
         result = empirical_ntk(net, x, outputs=outputs, per_layer=True)
         block = result.blocks["layers.1.weight"]
-        block_limit = limit.layers.ntk_blocks["layers.1.weight"]
+        block_limit = limit.blocks["layers.1.weight"]
         block_limit = reduce_outputs(block_limit[..., None, None] * torch.eye(2).double(), outputs)
         return (float((result.total - expected[outputs]).norm() / expected[outputs].norm()),
                 float((block - block_limit).norm() / block_limit.norm()))

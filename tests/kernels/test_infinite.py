@@ -81,7 +81,7 @@ def test_per_layer_blocks_match_brute_force_in_expectation() -> None:
     make = lambda seed: wn.MLP(3, [16], 1, "abs", bias_std=0.4, seed=seed,  # noqa: E731
                                dtype=torch.float64)
     limit = wn.infinite_kernels(make(0), x, per_layer=True)
-    blocks = limit.layers.ntk_blocks
+    blocks = limit.blocks
     assert list(blocks) == [name for name, _ in make(0).named_parameters()]
     assert torch.allclose(sum(blocks.values()), limit.ntk, rtol=1e-14)
     samples = [brute_force_ntk_blocks(make(seed), x) for seed in range(300)]
@@ -100,7 +100,7 @@ def test_per_layer_intermediates() -> None:
     for sigma, sigma_dot in zip(full.layers.sigma[1:], full.layers.sigma_dot, strict=True):
         theta = sigma + sigma_dot * theta
     assert torch.allclose(theta, full.ntk, rtol=1e-13)
-    assert torch.allclose(sum(full.layers.ntk_blocks.values()), full.ntk, rtol=1e-13)
+    assert torch.allclose(sum(full.blocks.values()), full.ntk, rtol=1e-13)
 
 
 @pytest.mark.parametrize("activation", ["relu", "abs", "identity", wn.activations.ab(0.6, 0.8),
@@ -172,7 +172,7 @@ def test_standard_parametrization_has_the_nngp_but_no_ntk() -> None:
     ntk = wn.MLP(3, [8], 1, "relu", bias_std=0.1)
     kernels = wn.infinite_kernels(standard, x, per_layer=True)
     assert torch.equal(kernels.nngp, wn.infinite_kernels(ntk, x).nngp)
-    assert kernels.layers.ntk_blocks == {}
+    assert kernels.blocks == {}
     with pytest.raises(wn.WidenetError, match="no finite infinite-width NTK"):
         _ = kernels.ntk
 
@@ -256,12 +256,22 @@ def test_bad_inputs(x1, x2, message: str) -> None:
         wn.infinite_kernels(wn.MLP(3, [4], 1), x1, x2)
 
 
-def test_bad_net_and_block_size() -> None:
+@pytest.mark.parametrize("block_size", [0, -2])
+def test_bad_net_and_block_size(block_size: int) -> None:
     x = torch.randn(3, 3)
-    with pytest.raises(wn.WidenetError, match=r"needs a widenet\.MLP"):
-        wn.infinite_kernels(torch.nn.Linear(3, 1), x)
+    with pytest.raises(wn.WidenetError, match=r"needs a torch\.nn\.Module"):
+        wn.infinite_kernels(lambda t: t, x)
     with pytest.raises(wn.WidenetError, match="block_size must be a positive integer"):
-        wn.infinite_kernels(wn.MLP(3, [4], 1), x, block_size=-2)
+        wn.infinite_kernels(wn.MLP(3, [4], 1), x, block_size=block_size)
+
+
+def test_requires_grad_inputs_work() -> None:
+    """Inputs that require grad (issue 12 item 12) give the same kernels, without a graph."""
+    x = sphere_points(4, 3)
+    net = wn.MLP(3, [4], 1, "tanh", bias_std=0.2)
+    kernels = wn.infinite_kernels(net, x.clone().requires_grad_(), x.clone().requires_grad_())
+    assert not kernels.ntk.requires_grad
+    assert torch.allclose(kernels.ntk, wn.infinite_kernels(net, x).ntk, rtol=1e-12)
 
 
 def test_the_diagonal_is_exact_in_high_dimension() -> None:

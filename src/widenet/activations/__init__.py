@@ -8,7 +8,7 @@ expectations the infinite-width recursions need, for (u, v) ~ N(0, [[q1, c], [c,
 
 Closed forms exist for the family phi(s) = a s + b |s| (:func:`ab`, with ``relu``,
 ``absolute`` (looked up as "abs"), ``identity`` and :func:`leaky_relu` as members) and for
-``erf``. Every other activation (``tanh``, ``gelu``, ``softplus``, ``sin`` or any user function)
+``erf`` and ``sin``. Every other activation (``tanh``, ``gelu``, ``softplus`` or any user function)
 gets its duals by Gauss-Hermite quadrature, see :class:`Quadrature`. Arguments broadcast against
 each other: the kernel recursions pass q1 of shape (n1, 1), q2 of shape (1, n2) and c of shape
 (n1, n2).
@@ -23,12 +23,12 @@ import torch
 
 from widenet.activations._gaussian import arc_cosine_j, correlation, correlation_into
 from widenet.activations.base import Activation
-from widenet.activations.closed_form import AbsLinear, Erf
+from widenet.activations.closed_form import AbsLinear, Erf, Sin
 from widenet.activations.quadrature import MAX_DEGREE, Quadrature
 from widenet.errors import WidenetError
 from widenet.validation import finite_real
 
-__all__ = ["MAX_DEGREE", "AbsLinear", "Activation", "Erf", "Quadrature", "ab", "absolute",
+__all__ = ["MAX_DEGREE", "AbsLinear", "Activation", "Erf", "Quadrature", "Sin", "ab", "absolute",
            "arc_cosine_j", "correlation", "correlation_into", "erf", "gelu", "get_activation",
            "identity", "leaky_relu", "relu", "sin", "softplus", "tanh"]
 
@@ -62,7 +62,7 @@ erf = Erf()
 tanh = Quadrature(torch.tanh, "tanh", derivative=_tanh_derivative)
 gelu = Quadrature(torch.nn.functional.gelu, "gelu", derivative=_gelu_derivative)
 softplus = Quadrature(torch.nn.functional.softplus, "softplus", derivative=torch.sigmoid)
-sin = Quadrature(torch.sin, "sin", derivative=torch.cos)
+sin = Sin()
 
 _NAMED: dict[str, Activation] = {act.name: act for act in
                                  (relu, identity, absolute, erf, tanh, gelu, softplus, sin)}

@@ -21,6 +21,20 @@ def as_tensors(*values: TensorLike) -> list[torch.Tensor]:
     return [torch.as_tensor(v, dtype=dtype, device=device) for v in values]
 
 
+def broadcast_shape(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """The broadcast of tensor shapes (what torch.broadcast_shapes gives, without its cost of
+    about a millisecond per call, which the blockwise kernels would pay thousands of times)."""
+    ndim = max(len(s) for s in shapes)
+    result = [1] * ndim
+    for shape in shapes:
+        for axis, size in enumerate(shape, start=ndim - len(shape)):
+            if size != 1:
+                if result[axis] not in (1, size):
+                    raise ValueError(f"shapes {shapes} do not broadcast")
+                result[axis] = size
+    return tuple(result)
+
+
 def correlation_into(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor, out: torch.Tensor
                      ) -> torch.Tensor:
     """rho = c / sqrt(q1 q2) clamped to [-1, 1], written into ``out`` (which must not alias c).
@@ -40,7 +54,7 @@ def correlation_into(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor, out: t
 
 def product_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """a * b written into ``out``, broadcast to its shape (which may be larger than a * b's)."""
-    if torch.broadcast_shapes(a.shape, b.shape) == out.shape:
+    if broadcast_shape(a.shape, b.shape) == tuple(out.shape):
         return torch.mul(a, b, out=out)
     return out.copy_(a * b)
 
@@ -48,7 +62,7 @@ def product_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.T
 def correlation(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sqrt(q1 q2), rho), with rho as in :func:`correlation_into`."""
-    rho = torch.empty(torch.broadcast_shapes(q1.shape, q2.shape, c.shape), dtype=c.dtype,
+    rho = torch.empty(broadcast_shape(q1.shape, q2.shape, c.shape), dtype=c.dtype,
                       device=c.device)
     return torch.sqrt(q1) * torch.sqrt(q2), correlation_into(q1, q2, c, rho)
 

@@ -10,6 +10,7 @@ from widenet.activations._gaussian import (
     TWO_OVER_PI,
     TensorLike,
     as_tensors,
+    broadcast_shape,
     correlation,
     correlation_into,
     product_into,
@@ -45,7 +46,7 @@ class AbsLinear(Activation):
     def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
               ) -> tuple[torch.Tensor, torch.Tensor]:
         q1, q2, c = as_tensors(q1, q2, c)
-        shape = torch.broadcast_shapes(q1.shape, q2.shape, c.shape)
+        shape = broadcast_shape(q1.shape, q2.shape, c.shape)
         product, derivative, work = (torch.empty(shape, dtype=c.dtype, device=c.device)
                                      for _ in range(3))
         return self.duals_into(q1, q2, c, product, derivative, work)
@@ -54,15 +55,18 @@ class AbsLinear(Activation):
                    product: torch.Tensor, derivative: torch.Tensor, work: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The closed forms, computed in the three given buffers without allocating any other
-        array of their size: work = rho, derivative = 1 + rho, then arcsin rho."""
+        array of their size: work = rho, derivative = 1 + rho, then arcsin rho. Constants are
+        folded into the (small) variance factors, so each full-size array is touched as few
+        times as possible."""
         rho = correlation_into(q1, q2, c, work)
         torch.add(rho, 1.0, out=derivative)
         torch.neg(rho, out=product).add_(1.0).mul_(derivative).sqrt_()  # sqrt(1 - rho^2)
         arcsin_rho = torch.asin(rho, out=derivative)
         a2, b2 = self.a**2, self.b**2
         product.addcmul_(rho, arcsin_rho)  # (pi/2) J(rho)
-        scale = product_into(torch.sqrt(q1), torch.sqrt(q2), work)  # rho is used up
-        product.mul_(scale).mul_(b2 * TWO_OVER_PI)
+        # rho is used up: work = (2/pi) b^2 sqrt(q1 q2)
+        scale = product_into(torch.sqrt(q1).mul_(b2 * TWO_OVER_PI), torch.sqrt(q2), work)
+        product.mul_(scale)
         if a2 != 0.0:
             product.add_(c, alpha=a2)
         return product, arcsin_rho.mul_(b2 * TWO_OVER_PI).add_(a2)
@@ -124,3 +128,31 @@ class Erf(Activation):
         det = 1.0 + 2.0 * (q1 + q2) + 4.0 * scale**2 * ((1.0 - rho) * (1.0 + rho))
         derivative_product = (2.0 * TWO_OVER_PI) * torch.rsqrt(det)
         return product, derivative_product
+
+
+class Sin(Activation):
+    """phi(s) = sin(s), phi'(s) = cos(s), with closed-form duals (m = (q1 + q2) / 2):
+
+        E[sin(u) sin(v)] = exp(-m) sinh(c) = (exp(c - m) - exp(-c - m)) / 2
+        E[cos(u) cos(v)] = exp(-m) cosh(c) = (exp(c - m) + exp(-c - m)) / 2
+
+    Both exponents are <= 0 (|c| <= sqrt(q1 q2) <= m), so nothing overflows for huge variances,
+    and sinh and cosh are power series with non-negative coefficients in c, so the kernel
+    matrices stay positive semi-definite (a Gauss-Hermite rule cannot resolve sin at large
+    variances and loses both).
+    """
+
+    name = "sin"
+
+    def function(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.sin(s)
+
+    def derivative(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.cos(s)
+
+    def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        q1, q2, c = as_tensors(q1, q2, c)
+        mean = 0.5 * (q1 + q2)
+        up, down = torch.exp(c - mean), torch.exp(-c - mean)
+        return 0.5 * (up - down), 0.5 * (up + down)

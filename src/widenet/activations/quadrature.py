@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from widenet.activations._gaussian import TensorLike, as_tensors, correlation
+from widenet.activations._gaussian import TensorLike, as_tensors, broadcast_shape, correlation
 from widenet.activations.base import Activation
 from widenet.errors import WidenetError
 from widenet.validation import positive_int
@@ -82,7 +82,7 @@ class Quadrature(Activation):
         complement = torch.sqrt(((1.0 - rho) * (1.0 + rho)).clamp_min(0.0))
         inner_shape = (-1,) + (1,) * rho.ndim
         inner_nodes, inner_weights = nodes.view(inner_shape), weights.view(inner_shape)
-        shape = torch.broadcast_shapes(q1.shape, q2.shape, c.shape)
+        shape = broadcast_shape(q1.shape, q2.shape, c.shape)
         product = torch.zeros(shape, dtype=rho.dtype, device=rho.device)
         derivative_product = torch.zeros_like(product)
         for z1, w1 in zip(nodes, weights, strict=True):

@@ -9,8 +9,8 @@ unfolded input patch), the gradients of an output unit f_a are
 so the NTK contribution of W between points i, j is
 m_w^2 sum_{t,s} (a_i[t] . a_j[s]) (g_ai[t] . g_bj[s]) and never needs the Jacobian itself.
 This module knows which modules have this form (nn.Linear, nn.Conv1d, nn.Conv2d with
-groups=1 and zero padding, widenet's Dense) and how to turn their input and output-gradient
-tensors into the (n, T, p) and (k, n, T, q) factors.
+groups=1 and zero padding, widenet's Dense, Conv1d and Conv2d) and how to turn their input
+and output-gradient tensors into the (n, T, p) and (k, n, T, q) factors.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from widenet.layers import Dense
+from widenet.nn import Conv1d, Conv2d, Dense
+from widenet.nn.conv import padding_amounts
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,9 @@ class LayerAdapter:
 def unsupported_reason(module: nn.Module) -> str | None:
     """Why the layer-wise method cannot handle ``module``'s parameters, or None if it can."""
     kind = type(module)
-    if kind not in (nn.Linear, Dense, nn.Conv1d, nn.Conv2d):
+    if kind not in (nn.Linear, Dense, nn.Conv1d, nn.Conv2d, Conv1d, Conv2d):
         return (f"it is a {kind.__name__}; the layer-wise method knows nn.Linear, nn.Conv1d, "
-                "nn.Conv2d and widenet's Dense")
+                "nn.Conv2d and widenet's Dense, Conv1d and Conv2d")
     if isinstance(module, nn.Conv1d | nn.Conv2d):
         if module.groups != 1:
             return f"it is a grouped convolution (groups={module.groups})"
@@ -65,12 +66,15 @@ def make_adapter(path: str, module: nn.Module, trainable: dict[int, str]) -> Lay
     """The adapter of a supported ``module``; ``trainable`` maps id(parameter) -> its name."""
     weight = trainable.get(id(module.weight))
     bias = None if module.bias is None else trainable.get(id(module.bias))
-    if isinstance(module, Dense):
+    if isinstance(module, Dense | Conv1d | Conv2d):
         scales = (module.weight_multiplier ** 2, module.bias_multiplier ** 2)
     else:
         scales = (1.0, 1.0)
     if isinstance(module, nn.Conv1d | nn.Conv2d):
         return LayerAdapter(path, module, weight, bias, *scales, _conv_patches(module),
+                            _conv_grads)
+    if isinstance(module, Conv1d | Conv2d):
+        return LayerAdapter(path, module, weight, bias, *scales, _widenet_conv_patches(module),
                             _conv_grads)
     return LayerAdapter(path, module, weight, bias, *scales, _dense_patches, _dense_grads)
 
@@ -84,7 +88,8 @@ def input_reason(module: nn.Module, a: torch.Tensor, z: torch.Tensor, batch: int
     if a.shape[:1] != (batch,) or z.shape[:1] != (batch,):
         return (f"it is called on a tensor of shape {tuple(a.shape)} whose first dimension is "
                 f"not the batch of {batch} points")
-    if isinstance(module, nn.Conv1d | nn.Conv2d) and a.ndim != len(module.kernel_size) + 2:
+    if isinstance(module, nn.Conv1d | nn.Conv2d | Conv1d | Conv2d) and \
+            a.ndim != len(module.kernel_size) + 2:
         return f"it is called on an unbatched input of shape {tuple(a.shape)}"
     return None
 
@@ -116,6 +121,21 @@ def _conv_patches(conv: nn.Conv1d | nn.Conv2d) -> Callable[[torch.Tensor], torch
 
     def patches(a: torch.Tensor) -> torch.Tensor:
         image = a.unsqueeze(2) if isinstance(conv, nn.Conv1d) else a
+        return F.unfold(image, **geometry).transpose(1, 2)
+
+    return patches
+
+
+def _widenet_conv_patches(conv: Conv1d | Conv2d) -> Callable[[torch.Tensor], torch.Tensor]:
+    """widenet's convolutions pad explicitly (zeros or circular), then convolve unpadded."""
+    pads = [p for pair in reversed(padding_amounts(conv.kernel_size, conv.padding)) for p in pair]
+    mode = "circular" if conv.padding == "circular" else "constant"
+    ones = (1,) * (2 - conv.dims)
+    geometry = {"kernel_size": ones + conv.kernel_size, "stride": ones + conv.stride}
+
+    def patches(a: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(a, pads, mode=mode) if any(pads) else a
+        image = padded.unsqueeze(2) if conv.dims == 1 else padded
         return F.unfold(image, **geometry).transpose(1, 2)
 
     return patches

@@ -1,239 +1,117 @@
-"""Exact infinite-width NNGP and NTK of an MLP (docs/theory.md section 3), computed blockwise.
+"""Exact infinite-width NNGP and NTK of any model built from supported layers, computed
+blockwise (docs/theory.md sections 3 and 7; docs/architectures.md).
 
-With c_l = Sigma^l(x, x'), q_l = Sigma^l(x, x), q'_l = Sigma^l(x', x') and (u, v) ~ N(0, Sigma^l):
-
-    Sigma^1       = sigma_w^2 <x, x'> / d + sigma_b^2,             Theta^1 = Sigma^1
-    Sigma^{l+1}   = sigma_w^2 E[phi(u) phi(v)] + sigma_b^2
-    Sigmadot^{l+1} = sigma_w^2 E[phi'(u) phi'(v)]
-    Theta^{l+1}   = Sigma^{l+1} + Sigmadot^{l+1} * Theta^l          (l = 1..L)
-
-NNGP = Sigma^{L+1} and NTK = Theta^{L+1}, per output unit (with k outputs the kernels are these
-times I_k). Entry (i, j) depends only on x_i, x_j and the diagonal variances, so the matrices are
-filled block by block: peak memory is the output plus a few blocks, and for x2 = None only the
-blocks on and above the diagonal are computed and then mirrored.
+``infinite_kernels(model, x1, x2)`` turns the model into kernel ops (:mod:`widenet.kernels.maps`),
+decides which spatial covariances to track, and lets the :mod:`engine <widenet.kernels.engine>`
+fill the (n1, n2) matrices block by block under a memory budget. For an MLP this is the
+recursion of section 3: Sigma^1 = sigma_w^2 <x, x'>/d + sigma_b^2, Sigma^{l+1} =
+sigma_w^2 E[phi(u) phi(v)] + sigma_b^2, Theta^{l+1} = Sigma^{l+1} + sigma_w^2 E[phi'(u) phi'(v)]
+Theta^l.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from widenet.errors import WidenetError
-from widenet.models import MLP
-from widenet.validation import data_matrix, positive_int
+from widenet.kernels.engine import Engine, block_side
+from widenet.kernels.maps import Builder, Mode, Plan, Shape, compile_plan
+from widenet.kernels.result import Kernels
+from widenet.parametrizations import Parametrization, get_parametrization
+from widenet.validation import data_points, positive_int
 
-BlockFunction = Callable[[slice, slice], list[torch.Tensor]]
-
-BLOCK_BYTES = 2**20  # default block: about 1 MiB per working array, so a layer stays in cache
-_RECURSION_PARAMETRIZATIONS = ("ntk", "standard")
+DEFAULT_MEMORY_BUDGET = 2**30  # bytes of working memory for the blocks (outputs not counted)
 
 
 @dataclass(frozen=True)
 class LayerKernels:
-    """The recursion's intermediate kernels, kept with ``per_layer=True``.
+    """Intermediate kernels kept with ``per_layer=True``, each (n1, n2, *positions) in the form
+    the engine tracked it in (flat, per position, or position by position).
 
-    sigma[l - 1] = Sigma^l for l = 1..L+1; sigma_dot[l - 2] = Sigmadot^l for l = 2..L+1.
-    ntk_blocks[name] is the contribution of the parameter ``name`` (as in
-    ``net.named_parameters()``) to the NTK: for dense layer l,
-        weight: (Sigma^l - sigma_b^2) * P_l,   bias: sigma_b^2 * P_l,
-    with P_l = Sigmadot^{l+1} * ... * Sigmadot^{L+1} (P_{L+1} = 1); they sum to Theta^{L+1}.
-    ntk_blocks is empty for parametrizations without a finite NTK.
+    sigma: the NNGP after every weighted layer, in order (for an MLP Sigma^1..Sigma^{L+1}).
+    sigma_dot: at every weighted layer that follows an activation, sigma_w^2 A(Kdot) with
+    Kdot = E[phi'(u) phi'(v)] of that activation and A the layer's spatial average (for an MLP
+    Sigmadot^2..Sigmadot^{L+1}).
     """
 
     sigma: tuple[torch.Tensor, ...]
     sigma_dot: tuple[torch.Tensor, ...]
-    ntk_blocks: dict[str, torch.Tensor]
 
 
-@dataclass(frozen=True)
-class InfiniteKernels:
-    """The infinite-width kernels of a net on (x1, x2): ``nngp`` and ``ntk``, each (n1, n2)."""
-
-    nngp: torch.Tensor
-    _ntk: torch.Tensor | None
-    parametrization: str
-    layers: LayerKernels | None = None
-
-    @property
-    def ntk(self) -> torch.Tensor:
-        """Theta^{L+1}; raises for parametrizations whose NTK has no finite limit."""
-        if self._ntk is None:
-            raise WidenetError(
-                f"the {self.parametrization!r} parametrization has no finite infinite-width NTK "
-                "(its empirical NTK grows with width); build the MLP with "
-                "parametrization='ntk' for the NTK. The NNGP (.nngp) is available.")
-        return self._ntk
-
-
-def infinite_kernels(net: MLP, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
+def infinite_kernels(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
+                     weight_std: float | dict[str, float | None] | None = None,
+                     bias_std: float | dict[str, float] = 0.0,
+                     parametrization: str | Parametrization = "ntk",
                      per_layer: bool = False, dtype: torch.dtype | None = None,
-                     block_size: int | None = None) -> InfiniteKernels:
-    """The NNGP and NTK of ``net``'s infinite-width limit between the rows of x1 and x2.
+                     block_size: int | None = None,
+                     memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Kernels:
+    """The NNGP and NTK of ``model``'s infinite-width limit between the points of x1 and x2.
 
-    Only the net's depth, activation, stds and parametrization matter, not its widths or
-    weights. The result has the inputs' dtype (``dtype=`` overrides; float64 is recommended for
-    spectra) and device. ``x2=None`` means x2 = x1 and gives exactly symmetric matrices.
-    ``per_layer=True`` also returns the intermediate kernels and the per-parameter NTK blocks
-    (see :class:`LayerKernels`); that keeps 2L + 1 extra matrices in memory.
-    ``block_size`` sets the side of the blocks the matrices are filled in (default: 1 MiB per
-    block, 512 in float32 and 362 in float64).
+    ``model``: a widenet.MLP, a model of widenet.nn layers, or a torch model of supported layers
+    (docs/architectures.md lists them); an unsupported module raises a WidenetError naming it.
+    Only the architecture and the stds enter, never the widths or weights (a model built on
+    ``device="meta"`` works). Inputs: (n, d) vectors, (n, C, L) sequences or (n, C, H, W)
+    images. ``weight_std``, ``bias_std`` and ``parametrization`` apply to plain torch layers
+    (widenet layers carry their own): one value for every weighted layer, or a dict from the
+    layer's name in ``model.named_modules()`` to its value; ``weight_std=None`` means the
+    edge-of-chaos std of the activation that follows the layer.
+
+    Returns :class:`~widenet.kernels.result.Kernels`: ``.nngp`` and ``.ntk`` per output unit,
+    (n1, n2), in the inputs' dtype (``dtype=`` overrides) and on their device; ``x2=None`` gives
+    exactly symmetric matrices. ``per_layer=True`` adds ``.blocks`` (each parameter's share of
+    the NTK, keyed like ``model.named_parameters()``) and ``.layers`` (:class:`LayerKernels`).
+    Memory: blocks of pairs of inputs are filled under ``memory_budget`` bytes of working
+    memory (a budget below what one pair needs raises, naming the minimum); ``block_size``
+    fixes the side of the blocks instead.
     """
-    if not isinstance(net, MLP):
-        raise WidenetError(f"infinite_kernels needs a widenet.MLP, got {type(net).__name__}")
-    if net.parametrization.name not in _RECURSION_PARAMETRIZATIONS:
-        covered = " and ".join(_RECURSION_PARAMETRIZATIONS)
-        raise WidenetError(f"infinite_kernels covers the {covered} parametrizations, not "
-                           f"{net.parametrization.name!r} (whose limit is not this kernel "
-                           "recursion); build the MLP with parametrization='ntk'")
-    x1 = data_matrix(x1, "x1", features=net.in_features)
+    if not isinstance(model, nn.Module):
+        raise WidenetError(f"infinite_kernels needs a torch.nn.Module, got {type(model).__name__}")
+    features = getattr(model, "in_features", None)
+    x1 = data_points(x1, "x1", features=features).detach()
     symmetric = x2 is None
-    x2 = x1 if symmetric else data_matrix(x2, "x2", features=net.in_features)
+    x2 = x1 if symmetric else data_points(x2, "x2", features=features).detach()
+    if x1.shape[1:] != x2.shape[1:]:
+        raise WidenetError(f"x1 has points of shape {tuple(x1.shape[1:])} but x2 of shape "
+                           f"{tuple(x2.shape[1:])}; give both the same shape")
     if x1.device != x2.device:
         raise WidenetError(f"x1 is on {x1.device} but x2 is on {x2.device}; move both to one "
                            "device")
     dtype = dtype or torch.promote_types(x1.dtype, x2.dtype)
     if not dtype.is_floating_point:
         raise WidenetError(f"dtype must be a floating-point dtype, got {dtype}")
-    default_block = math.isqrt(BLOCK_BYTES // torch.empty((), dtype=dtype).element_size())
-    block = positive_int(block_size or default_block, "block_size")
-    recursion = _Recursion(net, x1.to(dtype), x2.to(dtype), per_layer=per_layer,
-                           symmetric=symmetric)
-    matrices = _fill_blocks(recursion, recursion.output_count, x1.shape[0], x2.shape[0],
-                            block, symmetric)
-    return recursion.assemble(matrices)
+    torch_parametrization = get_parametrization(parametrization)
+    if not torch_parametrization.kernel_limit:
+        raise WidenetError(f"parametrization must be 'ntk' or 'standard' for plain torch "
+                           f"layers, got {torch_parametrization.name!r}")
+    builder = Builder(weight_std, bias_std, torch_parametrization.finite_ntk)
+    plan = compile_plan(model, Shape(x1.shape[1], tuple(x1.shape[2:])), builder)
+    work = torch.float64 if plan.largest_mode == Mode.FLAT else dtype
+    memory_budget = positive_int(memory_budget, "memory_budget")
+    side = block_side(plan, work, memory_budget, per_layer)
+    if block_size is not None:
+        side = positive_int(block_size, "block_size")
+    want_ntk = plan.finite_ntk
+    engine = Engine(plan, x1.to(work), x2.to(work), symmetric=symmetric, per_layer=per_layer,
+                    want_ntk=want_ntk, block_side=side, out_dtype=dtype)
+    heads, records, part_names = engine.run()
+    return _assemble(model, plan, heads, records, part_names, per_layer, want_ntk)
 
 
-class _Recursion:
-    """The section-3 recursion for one net on one pair of inputs, evaluated block by block."""
-
-    def __init__(self, net: MLP, x1: torch.Tensor, x2: torch.Tensor, *, per_layer: bool,
-                 symmetric: bool):
-        self.activation = net.activation
-        self.depth = net.depth
-        self.weight_var = net.weight_std**2
-        self.bias_var = net.bias_std**2
-        self.parametrization = net.parametrization
-        self.want_ntk = net.parametrization.finite_ntk
-        self.per_layer = per_layer
-        self.parameter_names = [name for name, _ in net.named_parameters()]
-        self.x1, self.x2 = x1, x2
-        self.symmetric = symmetric
-        self._workspace: torch.Tensor | None = None
-        self.q1, self.q2 = self.diagonal_variances(x1), self.diagonal_variances(x2)
-        self.output_count = ((2 if self.want_ntk else 1)
-                             + (2 * self.depth + 1 if per_layer else 0))
-
-    def diagonal_variances(self, x: torch.Tensor) -> torch.Tensor:
-        """Rows q_l(x) = Sigma^l(x, x) for l = 1..L+1, shape (L+1, n).
-
-        q_1 = sigma_w^2 ||x||^2 / d + sigma_b^2, q_{l+1} = sigma_w^2 E[phi(u)^2] + sigma_b^2.
-        """
-        q = [(x * x).mean(dim=1).mul_(self.weight_var).add_(self.bias_var)]
-        for _ in range(self.depth):
-            q.append(self.activation.second_moment(q[-1]).mul(self.weight_var)
-                     .add_(self.bias_var))
-        return torch.stack(q)
-
-    def block(self, rows: slice, cols: slice) -> list[torch.Tensor]:
-        """[NNGP, (NTK), (Sigma^1..Sigma^{L+1}, Sigmadot^2..Sigmadot^{L+1})] on one block."""
-        x1, x2 = self.x1[rows], self.x2[cols]
-        # Five buffers reused across layers and blocks (fresh arrays cost page faults): the
-        # activation writes E[phi phi] into `spare` and E[phi' phi'] into `sigma_dot`, which
-        # become Sigma^{l+1} and Sigmadot^{l+1}.
-        sigma, theta, spare, sigma_dot, work = self.buffers(x1.shape[0], x2.shape[0])
-        torch.matmul(x1, x2.T, out=sigma).mul_(self.weight_var / x1.shape[1])
-        sigma.add_(self.bias_var)
-        # On the diagonal Sigma^1(x, x) = q_1(x) by definition; writing q_1 there makes rho = 1
-        # exactly (a matmul and a mean round differently, by more than rho's snap at large d).
-        if self.symmetric and rows == cols:
-            sigma.diagonal().copy_(self.q1[0, rows])
-        theta = theta.copy_(sigma) if self.want_ntk else None
-        sigmas, sigma_dots = ([sigma.clone()], []) if self.per_layer else ([], [])
-        for layer in range(self.depth):
-            q1 = self.q1[layer, rows].unsqueeze(1)
-            q2 = self.q2[layer, cols].unsqueeze(0)
-            product, _ = self.activation.duals_into(q1, q2, sigma, spare, sigma_dot, work)
-            spare, sigma = sigma, product.mul_(self.weight_var).add_(self.bias_var)
-            if self.want_ntk or self.per_layer:
-                sigma_dot.mul_(self.weight_var)
-            if theta is not None:
-                theta.mul_(sigma_dot).add_(sigma)
-            if self.per_layer:
-                sigmas.append(sigma.clone())
-                sigma_dots.append(sigma_dot.clone())
-        head = [sigma] if theta is None else [sigma, theta]
-        return head + sigmas + sigma_dots
-
-    def buffers(self, rows: int, cols: int) -> list[torch.Tensor]:
-        """Five contiguous (rows, cols) views into workspace arrays allocated once per call."""
-        size = rows * cols
-        if self._workspace is None or self._workspace.shape[1] < size:
-            self._workspace = torch.empty(5, size, dtype=self.x1.dtype, device=self.x1.device)
-        return [flat[:size].view(rows, cols) for flat in self._workspace]
-
-    def assemble(self, matrices: list[torch.Tensor]) -> InfiniteKernels:
-        """Wrap the filled matrices (in the order of :meth:`block`) into InfiniteKernels."""
-        nngp = matrices[0]
-        ntk = matrices[1] if self.want_ntk else None
-        layers = None
-        if self.per_layer:
-            rest = matrices[2 if self.want_ntk else 1:]
-            sigmas, sigma_dots = rest[:self.depth + 1], rest[self.depth + 1:]
-            blocks = self.ntk_blocks(sigmas, sigma_dots) if self.want_ntk else {}
-            layers = LayerKernels(tuple(sigmas), tuple(sigma_dots), blocks)
-        return InfiniteKernels(nngp, ntk, self.parametrization.name, layers)
-
-    def ntk_blocks(self, sigmas: list[torch.Tensor], sigma_dots: list[torch.Tensor]
-                   ) -> dict[str, torch.Tensor]:
-        """Per-parameter NTK contributions, keyed like ``net.named_parameters()``."""
-        blocks: dict[str, torch.Tensor] = {}
-        suffix = torch.ones_like(sigmas[0])
-        for layer in reversed(range(self.depth + 1)):
-            blocks[f"layers.{layer}.weight"] = (sigmas[layer] - self.bias_var) * suffix
-            if self.bias_var > 0:
-                blocks[f"layers.{layer}.bias"] = self.bias_var * suffix
-            if layer > 0:
-                suffix = suffix * sigma_dots[layer - 1]
-        return {name: blocks[name] for name in self.parameter_names}
-
-
-def _block_pairs(n1: int, n2: int, block: int, symmetric: bool
-                 ) -> Iterator[tuple[slice, slice]]:
-    """Row and column slices of the blocks to compute (upper triangle only when symmetric)."""
-    for i in range(0, n1, block):
-        for j in range(i if symmetric else 0, n2, block):
-            yield slice(i, min(i + block, n1)), slice(j, min(j + block, n2))
-
-
-def _fill_blocks(recursion: _Recursion, count: int, n1: int, n2: int, block: int,
-                 symmetric: bool) -> list[torch.Tensor]:
-    """Allocate ``count`` (n1, n2) matrices and fill them block by block.
-
-    When symmetric, each off-diagonal block is mirrored and each diagonal block is made exactly
-    symmetric from its upper triangle.
-    """
-    x = recursion.x1
-    outputs = [torch.empty(n1, n2, dtype=x.dtype, device=x.device) for _ in range(count)]
-    for rows, cols in _block_pairs(n1, n2, block, symmetric):
-        for output, value in zip(outputs, recursion.block(rows, cols), strict=True):
-            _check_finite(value)
-            if symmetric and rows == cols:
-                value = torch.triu(value) + torch.triu(value, diagonal=1).T
-            output[rows, cols] = value
-            if symmetric and rows != cols:
-                output[cols, rows] = value.T
-    return outputs
-
-
-def _check_finite(block: torch.Tensor) -> None:
-    """Raise if a block overflowed: its sum is finite unless an entry is not (or, rarely, the
-    entries are so large that they overflow when added, which the exact test then rules out)."""
-    if bool(torch.isfinite(block.sum())) or bool(torch.isfinite(block).all()):
-        return
-    remedy = ("rescale the inputs" if block.dtype == torch.float64
-              else "pass dtype=torch.float64 or rescale the inputs")
-    raise WidenetError(f"the kernel overflowed in {block.dtype}: the inputs' norms are too large "
-                       f"for it; {remedy}")
+def _assemble(model: nn.Module, plan: Plan, heads: list[torch.Tensor],
+              records: dict[str, list[torch.Tensor]], part_names: list[str], per_layer: bool,
+              want_ntk: bool) -> Kernels:
+    nngp = heads[0]
+    ntk = heads[1] if want_ntk else None
+    parts = dict(zip(part_names, heads[2 if want_ntk else 1:], strict=True))
+    blocks = {name: parts[name] for name, _ in model.named_parameters() if name in parts}
+    layers = (LayerKernels(tuple(records["sigma"]), tuple(records["sigma_dot"]))
+              if per_layer else None)
+    missing = None if want_ntk else (
+        "this model's parametrization has no finite infinite-width NTK (its empirical NTK "
+        "grows with width); use parametrization='ntk' for the NTK. The NNGP (.nngp) is "
+        "available.")
+    return Kernels(nngp, ntk, blocks, plan.shape_out.features, layers=layers,
+                   missing_ntk=missing)

@@ -1,0 +1,198 @@
+"""What every kernel map shares: the tracking modes, the kernel state, the op protocol, and the
+single-dispatch entry ``ops_of`` that turns a module into kernel ops (docs/theory.md section 7).
+
+A pair of inputs (x, x') carries, per output channel, Sigma (the NNGP) and Theta (the NTK) of the
+current layer, in one of three forms chosen once per architecture by the engine:
+
+- FLAT: one number per pair (vectors: after a global pool, or an MLP);
+- DIAG: Sigma_{i,i}(x, x') for every position i (enough when only convolutions, activations
+  and a flatten + dense readout follow);
+- FULL: Sigma_{i,i'}(x, x') for every pair of positions (needed below any pooling).
+
+Tensors are laid out (*batch, *positions) with batch = (b1, b2) for a block of pairs of
+different inputs, or (n,) for the pairs (x, x) of the self pass; positions are (*spatial) for
+DIAG and (*spatial, *spatial) for FULL, so every map indexes positions from the end.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import math
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from widenet.errors import WidenetError
+
+
+class Mode(enum.IntEnum):
+    """How much of the position-by-position kernel is tracked; larger holds more."""
+
+    FLAT = 0
+    DIAG = 1
+    FULL = 2
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A layer's output without the batch: ``channels`` features at each of ``spatial``
+    positions; ``flattened`` once a Flatten made it a vector of channels * positions entries
+    (positions are still tracked: a dense readout averages over them)."""
+
+    channels: int
+    spatial: tuple[int, ...] = ()
+    flattened: bool = False
+
+    @property
+    def positions(self) -> int:
+        return math.prod(self.spatial)
+
+    @property
+    def features(self) -> int:
+        return self.channels * self.positions
+
+    def describe(self) -> str:
+        if not self.spatial:
+            return f"vectors of {self.channels} features"
+        size = "x".join(map(str, self.spatial))
+        return (f"flattened {self.channels}-channel {size} maps" if self.flattened
+                else f"{self.channels}-channel {size} maps")
+
+
+@dataclass
+class State:
+    """Sigma and Theta of a block of pairs, in ``mode`` over ``dims`` spatial axes.
+
+    ``theta`` None means Theta = 0 (no parameter below yet) or that no NTK is tracked;
+    ``parts`` holds each parameter's share of Theta (per-layer runs only); ``kdot`` the last
+    activation's E[phi'(u) phi'(v)] until the next weighted layer records it.
+    """
+
+    sigma: torch.Tensor
+    theta: torch.Tensor | None
+    mode: Mode
+    dims: int
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    kdot: torch.Tensor | None = None
+
+    def clone(self) -> State:
+        return replace(self, sigma=self.sigma.clone(),
+                       theta=None if self.theta is None else self.theta.clone(),
+                       parts={k: v.clone() for k, v in self.parts.items()})
+
+    def tensors(self) -> list[torch.Tensor | None]:
+        return [self.sigma, self.theta, *self.parts.values()]
+
+    def map(self, function) -> State:
+        """Apply one linear map to Sigma, Theta and every part."""
+        return replace(self, sigma=function(self.sigma),
+                       theta=None if self.theta is None else function(self.theta),
+                       parts={k: function(v) for k, v in self.parts.items()})
+
+    def reduced_to(self, mode: Mode) -> State:
+        """This state with FULL cut down to its diagonal when only ``mode`` is needed."""
+        if self.mode == Mode.FULL and mode == Mode.DIAG:
+            return replace(self.map(lambda t: position_diagonal(t, self.dims)), mode=Mode.DIAG,
+                           kdot=None if self.kdot is None
+                           else position_diagonal(self.kdot, self.dims))
+        return self
+
+
+def position_diagonal(t: torch.Tensor, dims: int) -> torch.Tensor:
+    """(*batch, *S, *S) -> (*batch, *S): the entries with i = i'."""
+    spatial = t.shape[t.ndim - dims:]
+    batch = t.shape[:t.ndim - 2 * dims]
+    positions = math.prod(spatial)
+    return t.reshape(*batch, positions, positions).diagonal(dim1=-2, dim2=-1).reshape(
+        *batch, *spatial)
+
+
+class Context(Protocol):
+    """What an op learns from the engine about the block it runs on."""
+
+    per_layer: bool
+
+    def variances(self, op: Op, state: State) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sigma_{ii}(x, x) of the rows and columns at ``op``'s input, shaped to broadcast
+        against ``state.sigma``."""
+
+    def record(self, tensor: torch.Tensor, group: str, mode: Mode, dims: int) -> None:
+        """Keep an intermediate kernel (per-layer runs)."""
+
+
+class Op:
+    """One kernel map. ``shape_in``/``shape_out`` are set when it is built, ``index`` by the
+    engine. ``need(mode_out)`` is the least mode its input must be tracked in."""
+
+    name: str = ""
+    shape_in: Shape
+    shape_out: Shape
+    index: int = -1
+    mode_in: Mode = Mode.FLAT  # the mode the engine runs it in, set by branch_need
+
+    def zero_mean_out(self, zero_mean_in: bool) -> bool:
+        """Whether the output is zero-mean over the random init, given whether the input is."""
+        return zero_mean_in
+
+    def need(self, mode_out: Mode) -> Mode:
+        return mode_out
+
+    def apply(self, state: State, context: Context) -> State:
+        raise NotImplementedError
+
+    def children(self) -> list[list[Op]]:
+        """Nested op sequences (branches of a sum)."""
+        return []
+
+
+@dataclass
+class Builder:
+    """What turning a model into ops needs besides the module: the stds and parametrization
+    of plain torch layers, and the weighted modules seen so far (a module used twice shares
+    its weights, which the limit does not cover)."""
+
+    weight_std: float | dict[str, float | None] | None = None
+    bias_std: float | dict[str, float] = 0.0
+    finite_ntk: bool = True
+    seen: set[int] = field(default_factory=set)
+
+    def std(self, spec: object, name: str) -> object:
+        return spec.get(name) if isinstance(spec, dict) else spec
+
+    def claim(self, module: nn.Module, name: str) -> None:
+        if id(module) in self.seen:
+            raise WidenetError(f"module {name!r} is used twice (shared weights); the "
+                               "infinite-width limit covers nets whose layers have their own "
+                               "weights")
+        self.seen.add(id(module))
+
+
+def _unsupported(module: nn.Module, shape: Shape, builder: Builder, name: str
+                 ) -> tuple[list[Op], Shape]:
+    supported = sorted({cls.__module__.split(".")[0] + "." + cls.__qualname__
+                        for cls in ops_of.registry if cls is not object})
+    where = f" (at {name!r})" if name else ""
+    raise WidenetError(f"infinite_kernels does not support {type(module).__name__}{where}; "
+                       f"supported modules: {', '.join(supported)}")
+
+
+ops_of = functools.singledispatch(_unsupported)
+ops_of.__doc__ = """ops_of(module, shape, builder, name) -> (ops, output shape): the kernel ops
+of ``module`` (whose parameters are named ``name.*``) applied to inputs of ``shape``."""
+
+
+def child_name(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def sequence_ops(modules: list[tuple[str, nn.Module]], shape: Shape, builder: Builder
+                 ) -> tuple[list[Op], Shape]:
+    """The ops of modules applied one after another."""
+    ops: list[Op] = []
+    for name, module in modules:
+        more, shape = ops_of(module, shape, builder, name)
+        ops.extend(more)
+    return ops, shape

@@ -1,0 +1,120 @@
+"""Kernel maps of the position-wise layers without weights: activations and layer norm.
+
+Activation (docs/theory.md sections 3 and 7), with (u, v) ~ N(0, [[q, c], [c, q']]),
+q = Sigma_{ii}(x, x), q' = Sigma_{i'i'}(x', x'), c = Sigma_{ii'}(x, x'):
+    K = E[phi(u) phi(v)],   Kdot = E[phi'(u) phi'(v)],   Theta -> Kdot * Theta.
+Layer norm over channels, for zero-mean inputs: every kernel is divided by
+sqrt((q + eps)(q' + eps)).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from widenet import activations
+from widenet.activations import AbsLinear, Activation
+from widenet.errors import WidenetError
+from widenet.kernels.maps.base import Builder, Context, Op, Shape, State, ops_of
+from widenet.nn.elementwise import Activation as ActivationLayer
+from widenet.nn.elementwise import LayerNorm
+
+
+class ActivationOp(Op):
+    """phi applied at every position."""
+
+    def __init__(self, name: str, shape: Shape, activation: Activation):
+        self.name = name
+        self.shape_in = self.shape_out = shape
+        self.activation = activation
+
+    def zero_mean_out(self, zero_mean_in: bool) -> bool:
+        linear = isinstance(self.activation, AbsLinear) and self.activation.b == 0.0
+        return zero_mean_in and linear
+
+    def apply(self, state: State, context: Context) -> State:
+        q1, q2 = context.variances(self, state)
+        sigma = state.sigma
+        product, derivative = self.activation.duals_into(
+            q1, q2, sigma, torch.empty_like(sigma), torch.empty_like(sigma),
+            torch.empty_like(sigma))
+        theta = None if state.theta is None else state.theta.mul_(derivative)
+        parts = {k: v.mul_(derivative) for k, v in state.parts.items()}
+        kdot = derivative if context.per_layer else None
+        return State(product, theta, state.mode, state.dims, parts, kdot)
+
+
+class LayerNormOp(Op):
+    """Layer normalization over channels at each position (zero-mean inputs only)."""
+
+    def __init__(self, name: str, shape: Shape, eps: float):
+        self.name = name
+        self.shape_in = self.shape_out = shape
+        self.eps = eps
+
+    def zero_mean_out(self, zero_mean_in: bool) -> bool:
+        if not zero_mean_in:
+            raise WidenetError(f"LayerNorm {self.name!r} gets inputs that are not zero-mean "
+                               "(the raw input or an activation's output); its limit is "
+                               "covered right after a weighted layer (pre-activations): move it "
+                               "there")
+        return True
+
+    def apply(self, state: State, context: Context) -> State:
+        q1, q2 = context.variances(self, state)
+        inverse1, inverse2 = (torch.where(q + self.eps > 0, torch.rsqrt(q + self.eps),
+                                          torch.zeros_like(q)) for q in (q1, q2))
+        scale = inverse1 * inverse2
+        state = state.map(lambda t: t * scale)  # not in place: sigma may be recorded
+        state.kdot = None
+        return state
+
+
+def _activation_ops(name: str, shape: Shape, activation: Activation) -> tuple[list[Op], Shape]:
+    return [ActivationOp(name, shape, activation)], shape
+
+
+@ops_of.register
+def _(module: ActivationLayer, shape: Shape, builder: Builder, name: str
+      ) -> tuple[list[Op], Shape]:
+    return _activation_ops(name, shape, module.activation)
+
+
+@ops_of.register
+def _(module: LayerNorm, shape: Shape, builder: Builder, name: str) -> tuple[list[Op], Shape]:
+    if shape.flattened and shape.spatial:
+        raise WidenetError(f"LayerNorm {name!r} comes after a Flatten; the limit covers "
+                           "normalization over the channels at each position: put it before "
+                           "the Flatten")
+    return [LayerNormOp(name, shape, module.eps)], shape
+
+
+_TORCH_ACTIVATIONS = {nn.ReLU: lambda m: activations.relu,
+                      nn.Tanh: lambda m: activations.tanh,
+                      nn.Softplus: lambda m: _softplus(m),
+                      nn.GELU: lambda m: _gelu(m),
+                      nn.LeakyReLU: lambda m: activations.leaky_relu(m.negative_slope)}
+
+
+def _softplus(module: nn.Softplus) -> Activation:
+    if module.beta != 1.0:
+        raise WidenetError(f"nn.Softplus with beta={module.beta} is not supported; use beta=1 "
+                           "or widenet.nn.Activation with your own function")
+    return activations.softplus
+
+
+def _gelu(module: nn.GELU) -> Activation:
+    if module.approximate != "none":
+        raise WidenetError(f"nn.GELU(approximate={module.approximate!r}) is not supported; "
+                           "use approximate='none'")
+    return activations.gelu
+
+
+def _torch_activation(module: nn.Module, shape: Shape, builder: Builder, name: str
+                      ) -> tuple[list[Op], Shape]:
+    make = next(make for kind, make in _TORCH_ACTIVATIONS.items() if isinstance(module, kind))
+    return _activation_ops(name, shape, make(module))
+
+
+for _kind in _TORCH_ACTIVATIONS:
+    ops_of.register(_kind, _torch_activation)

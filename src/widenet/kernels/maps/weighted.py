@@ -1,0 +1,195 @@
+"""Kernel maps of weighted layers: dense and convolutional (docs/theory.md sections 3 and 7).
+
+With sigma_w^2 = w, sigma_b^2 = b and A the layer's spatial average (identity for a dense layer
+on vectors, the mean over positions for a dense readout after a flatten, the mean over filter
+offsets for a convolution):
+
+    Sigma_out = w A(K) + b,    Theta_out = Sigma_out + w A(Kdot * Theta_in),
+
+where K and Kdot * Theta_in are what the state carries (an activation below has already
+multiplied Theta by Kdot). The weight's share of Theta_out is w A(K), the bias's b; every share
+from below is mapped like Theta.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from widenet.errors import WidenetError
+from widenet.kernels.maps.base import Builder, Context, Mode, Op, Shape, State, child_name, ops_of
+from widenet.kernels.maps.spatial import output_size, shift_sum
+from widenet.nn.conv import Conv1d, Conv2d, padding_amounts
+from widenet.nn.dense import Dense
+from widenet.validation import finite_real
+
+
+class WeightedOp(Op):
+    """A dense or convolutional layer with sigma_w^2, sigma_b^2 and its parameter names."""
+
+    def __init__(self, name: str, shape_in: Shape, shape_out: Shape, weight_std: float,
+                 bias_std: float, has_bias: bool, finite_ntk: bool,
+                 conv: tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, int], ...], bool]
+                 | None = None):
+        self.name = name
+        self.shape_in, self.shape_out = shape_in, shape_out
+        self.weight_var: float | None = None
+        if weight_std is not None:
+            self.set_weight_std(weight_std)
+        self.bias_var = (finite_real(bias_std, f"bias_std of {name or 'the model'}",
+                                     minimum=0.0) ** 2 if has_bias else 0.0)
+        self.weight_name = child_name(name, "weight")
+        self.bias_name = child_name(name, "bias") if has_bias else None
+        self.finite_ntk = finite_ntk
+        self.conv = conv
+
+    def zero_mean_out(self, zero_mean_in: bool) -> bool:
+        return True
+
+    def set_weight_std(self, weight_std: float) -> None:
+        """sigma_w (a torch layer given weight_std=None gets it from the activation rule)."""
+        self.weight_var = finite_real(weight_std, f"weight_std of {self.name or 'the model'}",
+                                      minimum=0.0) ** 2
+
+    def need(self, mode_out: Mode) -> Mode:
+        if self.conv is not None:
+            return mode_out
+        return Mode.DIAG if self.shape_in.spatial else Mode.FLAT
+
+    def average(self, t: torch.Tensor, state: State, scale: float) -> torch.Tensor:
+        """scale * A(t): A the mean over filter offsets, or over positions for a readout."""
+        if self.conv is None:
+            if state.dims == 0:
+                return t * scale
+            return t.flatten(t.ndim - state.dims).mean(dim=-1).mul_(scale)
+        kernel, stride, pads, circular = self.conv
+        groups = 2 if state.mode == Mode.FULL else 1
+        return shift_sum(t, groups, kernel, stride, pads, circular,
+                         scale=scale / math.prod(kernel))
+
+    def apply(self, state: State, context: Context) -> State:
+        w = float(self.weight_var)
+        mode = state.mode if self.conv is not None else Mode.FLAT
+        dims = len(self.shape_out.spatial) if self.conv is not None else 0
+        if context.per_layer and state.kdot is not None:
+            context.record(self.average(state.kdot, state, w), "sigma_dot", mode, dims)
+        theta = None
+        if context.want_ntk and state.theta is not None:
+            theta = self.average(state.theta, state, w)
+        parts = {}
+        if context.per_layer and context.want_ntk:
+            parts = {k: self.average(v, state, w) for k, v in state.parts.items()}
+        return self.finish(self.average(state.sigma, state, w), theta, parts, mode, dims,
+                           context)
+
+    def finish(self, weight_part: torch.Tensor, theta: torch.Tensor | None,
+               parts: dict[str, torch.Tensor], mode: Mode, dims: int, context: Context
+               ) -> State:
+        """The output state from the averaged inputs w A(K), w A(Theta) and w A(parts):
+        Sigma = w A(K) + b, Theta = Sigma + w A(Theta), the weight's share w A(K), the
+        bias's b. (The engine calls this directly for a first convolution, whose w A(K0) it
+        computes from the input patches.)"""
+        b = self.bias_var
+        keep = context.per_layer and context.want_ntk
+        sigma = weight_part + b if keep else (weight_part.add_(b) if b else weight_part)
+        if keep:
+            parts[self.weight_name] = weight_part
+            if self.bias_name is not None:
+                parts[self.bias_name] = torch.full_like(sigma, b)
+        if context.want_ntk:
+            theta = sigma.clone() if theta is None else theta.add_(sigma)
+        if context.per_layer:
+            context.record(sigma.clone(), "sigma", mode, dims)
+        return State(sigma, theta, mode, dims, parts)
+
+
+def dense_ops(name: str, shape: Shape, in_features: int, out_features: int, weight_std: float,
+               bias_std: float, has_bias: bool, finite_ntk: bool) -> tuple[list[Op], Shape]:
+    if shape.spatial and not shape.flattened:
+        raise WidenetError(f"dense layer {name!r} gets {shape.describe()}; put a Flatten or a "
+                           "global average pooling before it")
+    if shape.features != in_features:
+        raise WidenetError(f"dense layer {name!r} expects {in_features} features but gets "
+                           f"{shape.describe()} ({shape.features} features)")
+    out = Shape(out_features)
+    return [WeightedOp(name, shape, out, weight_std, bias_std, has_bias, finite_ntk)], out
+
+
+@ops_of.register
+def _(module: Dense, shape: Shape, builder: Builder, name: str) -> tuple[list[Op], Shape]:
+    builder.claim(module, name)
+    return dense_ops(name, shape, module.in_features, module.out_features, module.weight_std,
+                      module.bias_std, module.bias is not None,
+                      module.parametrization.finite_ntk)
+
+
+@ops_of.register
+def _(module: nn.Linear, shape: Shape, builder: Builder, name: str) -> tuple[list[Op], Shape]:
+    builder.claim(module, name)
+    return dense_ops(name, shape, module.in_features, module.out_features,
+                      _torch_weight_std(builder, name), builder.std(builder.bias_std, name),
+                      module.bias is not None, builder.finite_ntk)
+
+
+def _torch_weight_std(builder: Builder, name: str) -> float | None:
+    return builder.std(builder.weight_std, name)
+
+
+def _conv_ops(module: nn.Module, name: str, shape: Shape, in_channels: int, out_channels: int,
+              kernel: tuple[int, ...], stride: tuple[int, ...],
+              pads: tuple[tuple[int, int], ...], circular: bool, weight_std: float | None,
+              bias_std: float, has_bias: bool, finite_ntk: bool) -> tuple[list[Op], Shape]:
+    kind = type(module).__name__
+    if len(shape.spatial) != len(kernel) or shape.flattened:
+        raise WidenetError(f"{kind} {name!r} needs inputs with {len(kernel)} spatial axes, "
+                           f"gets {shape.describe()}")
+    if shape.channels != in_channels:
+        raise WidenetError(f"{kind} {name!r} expects {in_channels} channels, gets "
+                           f"{shape.describe()}")
+    spatial = tuple(output_size(n, k, s, before, after, f"{kind} {name!r}")
+                    for n, k, s, (before, after) in zip(shape.spatial, kernel, stride, pads,
+                                                        strict=True))
+    out = Shape(out_channels, spatial)
+    op = WeightedOp(name, shape, out, weight_std, bias_std, has_bias, finite_ntk,
+                    conv=(kernel, stride, pads, circular))
+    return [op], out
+
+
+@ops_of.register(Conv1d)
+@ops_of.register(Conv2d)
+def _(module: Conv1d | Conv2d, shape: Shape, builder: Builder, name: str
+      ) -> tuple[list[Op], Shape]:
+    builder.claim(module, name)
+    return _conv_ops(module, name, shape, module.in_channels, module.out_channels,
+                     module.kernel_size, module.stride,
+                     padding_amounts(module.kernel_size, module.padding),
+                     module.padding == "circular", module.weight_std, module.bias_std,
+                     module.bias is not None, module.parametrization.finite_ntk)
+
+
+@ops_of.register(nn.Conv1d)
+@ops_of.register(nn.Conv2d)
+def _(module: nn.Conv1d | nn.Conv2d, shape: Shape, builder: Builder, name: str
+      ) -> tuple[list[Op], Shape]:
+    builder.claim(module, name)
+    kind = type(module).__name__
+    if module.groups != 1 or any(d != 1 for d in module.dilation):
+        raise WidenetError(f"{kind} {name!r} has groups={module.groups}, "
+                           f"dilation={module.dilation}; infinite_kernels covers groups=1 "
+                           "and dilation=1")
+    if module.padding_mode not in ("zeros", "circular"):
+        raise WidenetError(f"{kind} {name!r} pads with padding_mode={module.padding_mode!r}; "
+                           "infinite_kernels covers 'zeros' and 'circular'")
+    if module.padding == "valid":
+        pads = tuple((0, 0) for _ in module.kernel_size)
+    elif module.padding == "same":
+        pads = padding_amounts(module.kernel_size, "same")
+    else:
+        pads = tuple((p, p) for p in module.padding)
+    return _conv_ops(module, name, shape, module.in_channels, module.out_channels,
+                     module.kernel_size, module.stride, pads,
+                     module.padding_mode == "circular", _torch_weight_std(builder, name),
+                     builder.std(builder.bias_std, name), module.bias is not None,
+                     builder.finite_ntk)

@@ -1,0 +1,80 @@
+"""Conv1d and Conv2d with padding "same", "valid" or "circular" (docs/theory.md section 7).
+
+z[j] = m_w * sum_{delta} W[:, :, delta] y[s j + delta] + m_b * b, fan-in C_in * |filter|.
+"same" and "circular" pad the input by (k - 1) // 2 before and k - 1 - (k - 1) // 2 after
+along each axis (zeros, or the wrapped-around input), "valid" not at all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+from widenet.errors import WidenetError
+from widenet.nn._geometry import per_axis
+from widenet.nn._weighted import Weighted
+from widenet.parametrizations import Parametrization
+from widenet.validation import positive_int
+
+PADDINGS = ("same", "valid", "circular")
+
+
+def padding_amounts(kernel_size: tuple[int, ...], padding: str) -> tuple[tuple[int, int], ...]:
+    """(before, after) padding per spatial axis for a filter of ``kernel_size``."""
+    if padding == "valid":
+        return tuple((0, 0) for _ in kernel_size)
+    return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_size)
+
+
+class _Conv(Weighted):
+    """A convolution over ``dims`` spatial axes of inputs (N, C, *spatial)."""
+
+    dims: int
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, ...],
+                 stride: int | tuple[int, ...] = 1, padding: str = "same",
+                 weight_std: float | None = None, bias_std: float = 0.0,
+                 parametrization: str | Parametrization = "ntk", *,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        super().__init__()
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
+        self.kernel_size = per_axis(kernel_size, self.dims, "kernel_size")
+        self.stride = per_axis(stride, self.dims, "stride")
+        if padding not in PADDINGS:
+            raise WidenetError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+        self.padding = padding
+        fan_in = self.in_channels * math.prod(self.kernel_size)
+        self._setup((self.out_channels, self.in_channels, *self.kernel_size), self.out_channels,
+                    fan_in, weight_std, bias_std, parametrization, None, device, dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != self.dims + 2 or x.shape[1] != self.in_channels:
+            raise WidenetError(f"{type(self).__name__} expects inputs (N, {self.in_channels}, "
+                               f"{', '.join('L' * self.dims) if self.dims == 1 else 'H, W'}), "
+                               f"got shape {tuple(x.shape)}")
+        pads = [p for pair in reversed(padding_amounts(self.kernel_size, self.padding))
+                for p in pair]
+        if any(pads):
+            x = F.pad(x, pads, mode="circular" if self.padding == "circular" else "constant")
+        convolve = F.conv1d if self.dims == 1 else F.conv2d
+        return self._bias_shaped(self._scale(convolve(x, self.weight, stride=self.stride)),
+                                 self.dims)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding!r}, {self.limit_repr()}")
+
+
+class Conv1d(_Conv):
+    """1-D convolution on inputs (N, C, L); see the module docstring."""
+
+    dims = 1
+
+
+class Conv2d(_Conv):
+    """2-D convolution on inputs (N, C, H, W); see the module docstring."""
+
+    dims = 2

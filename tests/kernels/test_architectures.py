@@ -1,0 +1,224 @@
+"""infinite_kernels beyond the MLP: exact identities, torch models, memory budget, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import widenet as wn
+from widenet import nn as wnn
+
+
+def images(n: int, channels: int, *size: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, channels, *size, dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(seed))
+
+
+def assert_same_kernels(a: wn.Kernels, b: wn.Kernels, rtol: float = 1e-12) -> None:
+    assert torch.allclose(a.nngp, b.nngp, rtol=rtol, atol=0)
+    assert torch.allclose(a.ntk, b.ntk, rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("readout", ["flatten", "pool"])
+def test_one_by_one_convolutions_on_one_pixel_are_the_mlp(readout: str) -> None:
+    """A 1x1 conv on 1x1 images is a dense layer; on one position flatten and global pooling
+    agree: both CNNs have the MLP's kernels."""
+    x = images(6, 3, 1, 1).flatten(1)
+    mlp = wn.MLP(3, [4, 4], 1, "tanh", bias_std=0.3)
+    std = mlp.weight_std
+    head = [wnn.Flatten()] if readout == "flatten" else [wnn.GlobalAvgPool()]
+    cnn = wnn.Sequential(wnn.Conv2d(3, 4, 1, weight_std=std, bias_std=0.3), wnn.Activation("tanh"),
+                         wnn.Conv2d(4, 4, 1, weight_std=std, bias_std=0.3), wnn.Activation("tanh"),
+                         *head, wnn.Dense(4, 1, weight_std=std, bias_std=0.3))
+    assert_same_kernels(wn.infinite_kernels(cnn, x.view(6, 3, 1, 1)), wn.infinite_kernels(mlp, x))
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_a_filter_covering_the_input_is_a_dense_layer(dims: int) -> None:
+    size = (5,) if dims == 1 else (4, 3)
+    x = images(5, 2, *size, seed=1)
+    conv = (wnn.Conv1d if dims == 1 else wnn.Conv2d)(2, 7, size, padding="valid", bias_std=0.2)
+    as_conv = wnn.Sequential(conv, wnn.Activation("relu"), wnn.Flatten(), wnn.Dense(7, 1))
+    as_dense = wnn.Sequential(wnn.Flatten(), wnn.Dense(2 * 5 if dims == 1 else 24, 7,
+                                                       bias_std=0.2),
+                              wnn.Activation("relu"), wnn.Dense(7, 1))
+    assert_same_kernels(wn.infinite_kernels(as_conv, x), wn.infinite_kernels(as_dense, x))
+
+
+def test_a_residual_branch_with_alpha_zero_is_the_identity() -> None:
+    x = images(5, 2, 5, 5, seed=2)
+    stem = [wnn.Conv2d(2, 4, 3, bias_std=0.1), wnn.Activation("relu")]
+    branch = wnn.Sequential(wnn.Conv2d(4, 4, 3), wnn.Activation("relu"), wnn.Conv2d(4, 4, 3))
+    head = [wnn.AvgPool2d(2), wnn.Flatten(), wnn.Dense(16, 1)]
+    with_branch = wn.infinite_kernels(
+        wnn.Sequential(*stem, wnn.Residual(branch, alpha=0.0), *head), x, per_layer=True)
+    without = wn.infinite_kernels(wnn.Sequential(*stem, *head), x)
+    assert_same_kernels(with_branch, without, rtol=1e-13)
+    assert float(with_branch.blocks["2.branch.0.weight"].abs().max()) == 0.0
+
+
+def test_sum_adds_weighted_kernels_of_uncorrelated_branches() -> None:
+    """Sigma_out = a^2 Sigma_1 + b^2 Sigma_2 for two branches ending in their own convs."""
+    x = images(4, 2, 6, seed=3)
+    make = lambda: [wnn.Conv1d(2, 3, 3, bias_std=0.2), wnn.Activation("erf")]  # noqa: E731
+    one, two = wnn.Sequential(*make()), wnn.Sequential(*make())
+    model = wnn.Sequential(wnn.Sum([one, two], [0.6, 1.5]), wnn.GlobalAvgPool(), wnn.Dense(3, 1))
+    # Each branch ends in an activation, so they are correlated: refused.
+    with pytest.raises(wn.WidenetError, match="do not end in a weighted layer"):
+        wn.infinite_kernels(model, x)
+    convs = [wnn.Conv1d(2, 3, 3, bias_std=0.2), wnn.Conv1d(2, 3, 3, weight_std=2.0)]
+    summed = wn.infinite_kernels(wnn.Sequential(wnn.Sum(convs, [0.6, 1.5]), wnn.GlobalAvgPool(),
+                                                wnn.Dense(3, 1, weight_std=1.0)), x)
+    parts = [wn.infinite_kernels(wnn.Sequential(conv, wnn.GlobalAvgPool(),
+                                                wnn.Dense(3, 1, weight_std=1.0)), x)
+             for conv in convs]
+    expected = 0.36 * parts[0].nngp + 2.25 * parts[1].nngp
+    assert torch.allclose(summed.nngp, expected, rtol=1e-12)
+
+
+def test_layer_norm_divides_by_the_variances() -> None:
+    x = images(4, 3, 5, 5, seed=4)
+    conv = wnn.Conv2d(3, 4, 3, bias_std=0.3)
+    model = wnn.Sequential(conv, wnn.LayerNorm(eps=0.0), wnn.Conv2d(4, 4, 1, weight_std=1.0),
+                           wnn.GlobalAvgPool(), wnn.Dense(4, 1))
+    layers = wn.infinite_kernels(model, x, per_layer=True).layers
+    k = layers.sigma[0].reshape(4, 4, 25, 25)
+    q = torch.stack([k[a, a].diagonal() for a in range(4)])  # (n, P)
+    expected = k / (q[:, None, :, None] * q[None, :, None, :]).sqrt()
+    assert torch.allclose(layers.sigma[1].reshape(4, 4, 25, 25), expected, rtol=1e-12)
+    with pytest.raises(wn.WidenetError, match="not zero-mean"):
+        wn.infinite_kernels(wnn.Sequential(conv, wnn.Activation("relu"), wnn.LayerNorm(),
+                                           wnn.GlobalAvgPool(), wnn.Dense(4, 1)), x)
+
+
+def small_cnn(torch_layers: bool) -> nn.Module:
+    if torch_layers:
+        return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                             nn.Conv2d(8, 8, 3, padding=1, padding_mode="circular"), nn.Tanh(),
+                             nn.Conv2d(8, 8, 3, padding="valid"), nn.GELU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    return wnn.Sequential(wnn.Conv2d(1, 8, 3, weight_std=1.3, bias_std=0.2),
+                          wnn.Activation("relu"), wnn.AvgPool2d(2),
+                          wnn.Conv2d(8, 8, 3, padding="circular", weight_std=1.3, bias_std=0.2),
+                          wnn.Activation("tanh"),
+                          wnn.Conv2d(8, 8, 3, padding="valid", weight_std=1.3, bias_std=0.2),
+                          wnn.Activation("gelu"), wnn.GlobalAvgPool(), nn.Identity(),
+                          wnn.Dense(8, 2, weight_std=1.3, bias_std=0.2))
+
+
+def test_a_torch_model_has_the_kernels_of_its_widenet_twin() -> None:
+    x = images(5, 1, 8, 8, seed=5)
+    ours = wn.infinite_kernels(small_cnn(False), x, per_layer=True)
+    theirs = wn.infinite_kernels(small_cnn(True), x, weight_std=1.3, bias_std=0.2,
+                                 per_layer=True)
+    assert_same_kernels(ours, theirs, rtol=1e-13)
+    assert list(theirs.blocks) == [name for name, _ in small_cnn(True).named_parameters()]
+    assert torch.allclose(sum(theirs.blocks.values()), theirs.ntk, rtol=1e-13)
+    assert ours.outputs == theirs.outputs == 2
+
+
+def test_per_layer_torch_stds_and_standard_parametrization() -> None:
+    x = images(3, 4, seed=6).flatten(1)[:, :4]
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    per_layer = wn.infinite_kernels(model, x, weight_std={"0": 1.0, "2": 2.0}, bias_std=0.1)
+    mlp_like = wnn.Sequential(wnn.Dense(4, 8, weight_std=1.0, bias_std=0.1),
+                              wnn.Activation("relu"), wnn.Dense(8, 1, weight_std=2.0,
+                                                                bias_std=0.1))
+    assert_same_kernels(per_layer, wn.infinite_kernels(mlp_like, x))
+    default = wn.infinite_kernels(model, x)  # weight_std None: relu's edge of chaos, sqrt(2)
+    assert torch.allclose(default.nngp, wn.infinite_kernels(wn.MLP(4, [8], 1), x).nngp)
+    standard = wn.infinite_kernels(model, x, parametrization="standard")
+    assert torch.equal(standard.nngp, default.nngp)
+    with pytest.raises(wn.WidenetError, match="no finite infinite-width NTK"):
+        _ = standard.ntk
+
+
+@pytest.mark.parametrize("readout", ["flatten", "pool"])
+def test_symmetric_psd_blocking_and_rectangles(readout: str) -> None:
+    x = images(9, 2, 6, 6, seed=7)
+    head = [wnn.Flatten(), wnn.Dense(4 * 36, 1)] if readout == "flatten" else \
+        [wnn.AvgPool2d(3), wnn.Flatten(), wnn.Dense(16, 1)]
+    model = wnn.Sequential(wnn.Conv2d(2, 4, 3, bias_std=0.2), wnn.Activation("relu"),
+                           wnn.Conv2d(4, 4, 3), wnn.Activation("abs"), *head)
+    reference = wn.infinite_kernels(model, x)
+    for matrix in (reference.nngp, reference.ntk):
+        assert torch.equal(matrix, matrix.T)
+        assert float(torch.linalg.eigvalsh(matrix)[0]) > -1e-13 * float(matrix.max())
+    for block in (1, 4, 9):
+        blocked = wn.infinite_kernels(model, x, block_size=block)
+        assert torch.allclose(blocked.ntk, reference.ntk, rtol=1e-13)
+        assert torch.equal(blocked.ntk, blocked.ntk.T)
+    part = wn.infinite_kernels(model, x[:4], x[4:], block_size=3)
+    assert torch.allclose(part.ntk, reference.ntk[:4, 4:], rtol=1e-12)
+
+
+def test_a_limit_never_allocates_a_width_sized_weight() -> None:
+    """A CNN of width 10^6 built on the meta device has the kernels of the same CNN at width 8."""
+    def cnn(width: int, device: str | None) -> nn.Module:
+        return wnn.Sequential(wnn.Conv2d(1, width, 3, device=device), wnn.Activation("relu"),
+                              wnn.Conv2d(width, width, 3, device=device), wnn.Activation("relu"),
+                              wnn.GlobalAvgPool(), wnn.Dense(width, 1, device=device))
+    x = images(4, 1, 5, 5, seed=8)
+    assert_same_kernels(wn.infinite_kernels(cnn(10**6, "meta"), x),
+                        wn.infinite_kernels(cnn(8, None), x), rtol=0)
+
+
+def test_float32_inputs_give_float32_kernels() -> None:
+    x = images(4, 1, 6, 6, seed=9)
+    model = small_cnn(False)
+    single = wn.infinite_kernels(model, x.float())
+    assert single.ntk.dtype == torch.float32
+    assert torch.allclose(single.ntk.double(), wn.infinite_kernels(model, x).ntk, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("model", "x", "message"), [
+    (wnn.Sequential(wnn.Conv2d(1, 4, 5, padding="valid"), wnn.Flatten(), wnn.Dense(4, 1)),
+     images(2, 1, 3, 3), "window of 5 along an axis of only 3 positions"),
+    (wnn.Sequential(wnn.AvgPool2d(4), wnn.Flatten(), wnn.Dense(1, 1)), images(2, 1, 3, 3),
+     "window of 4"),
+    (wnn.Sequential(wnn.Conv2d(3, 4, 3), wnn.GlobalAvgPool(), wnn.Dense(4, 1)),
+     images(2, 1, 4, 4), "expects 3 channels"),
+    (wnn.Sequential(wnn.Conv2d(1, 4, 3), wnn.Dense(4, 1)), images(2, 1, 4, 4),
+     "put a Flatten or a global average pooling before it"),
+    (wnn.Sequential(wnn.Conv2d(1, 4, 3), wnn.Flatten(), wnn.Dense(5, 1)), images(2, 1, 4, 4),
+     "expects 5 features"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(16, 1)),
+     images(2, 1, 4, 4), r"does not support BatchNorm2d \(at '1'\); supported modules: .*Conv2d"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3, dilation=2)), images(2, 1, 4, 4), "dilation=1"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3, padding_mode="reflect", padding=1)), images(2, 1, 4, 4),
+     "padding_mode='reflect'"),
+    (nn.Sequential(nn.AdaptiveAvgPool2d(2)), images(2, 1, 4, 4), "output size 1"),
+])
+def test_bad_architectures_and_inputs(model: nn.Module, x: torch.Tensor, message: str) -> None:
+    with pytest.raises(wn.WidenetError, match=message):
+        wn.infinite_kernels(model, x)
+
+
+def test_shared_weights_are_refused() -> None:
+    conv = wnn.Conv1d(2, 2, 3)
+    with pytest.raises(wn.WidenetError, match="used twice"):
+        wn.infinite_kernels(nn.Sequential(conv, wnn.Activation("relu"), conv), images(2, 2, 5))
+
+
+def test_memory_budget() -> None:
+    x = images(6, 1, 6, 6)
+    model = wnn.Sequential(wnn.Conv2d(1, 4, 3), wnn.Activation("relu"), wnn.GlobalAvgPool(),
+                           wnn.Dense(4, 1))
+    with pytest.raises(wn.WidenetError, match=r"memory_budget=1000 bytes is smaller than one "
+                                              r"pair of inputs needs \((\d+) bytes"):
+        wn.infinite_kernels(model, x, memory_budget=1000)
+    with pytest.raises(wn.WidenetError, match="memory_budget must be a positive integer"):
+        wn.infinite_kernels(model, x, memory_budget=0)
+    tight = wn.infinite_kernels(model, x, memory_budget=2**20)
+    assert torch.allclose(tight.ntk, wn.infinite_kernels(model, x).ntk, rtol=1e-13)
+
+
+def test_empirical_ntk_keeps_its_layerwise_path_on_convolutions() -> None:
+    x = images(4, 2, 6, 6, seed=10)
+    net = wnn.Sequential(wnn.Conv2d(2, 6, 3, bias_std=0.2), wnn.Activation("relu"),
+                         wnn.AvgPool2d(2), wnn.Conv2d(6, 6, (3, 2), padding="circular"),
+                         wnn.Activation("tanh"), wnn.Conv2d(6, 6, 2, stride=2, padding="valid"),
+                         wnn.GlobalAvgPool(), wnn.Dense(6, 2), seed=0).double()
+    layerwise = wn.empirical_ntk(net, x, method="layerwise")
+    assert torch.allclose(layerwise, wn.empirical_ntk(net, x, method="jacobian"), rtol=1e-12)
