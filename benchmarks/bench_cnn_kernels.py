@@ -12,7 +12,7 @@ images are N(0, 1) pixels, or CIFAR-10 test images with --cifar FOLDER.
 Each measurement runs in a fresh process, so its peak resident memory (ru_maxrss, including
 about 0.3 GiB of torch or JAX itself) is its own; the time is the best of up to --repeats runs
 after one warm-up run (which, for neural-tangents, includes jit compilation), stopping early
-once --budget seconds were spent. With --nt-python (an interpreter with neural-tangents, JAX
+once --budget seconds were spent (a warm-up run longer than that is reported itself: "cold"). With --nt-python (an interpreter with neural-tangents, JAX
 and numpy; see docs/benchmarks.md) the same cases run in neural-tangents on the same inputs,
 and the largest entry difference between the two NTKs, relative to the largest entry, is shown.
 This file runs under both interpreters: only the standard library and numpy are imported at
@@ -52,11 +52,16 @@ def _peak_rss_gib() -> float:
 def _best_time(compute, repeats: int, budget: float) -> tuple[float, float, int, object]:
     """(best wall seconds, CPU seconds of that run, timed runs, last result) of ``compute()``
     after one warm-up run, with at most ``repeats`` timed runs and none started after
-    ``budget`` seconds in total. CPU seconds (all threads of the process) are less sensitive
-    than wall seconds to other load on a shared machine."""
-    start = time.perf_counter()
+    ``budget`` seconds in total. A warm-up run that alone exceeds ``budget`` is reported
+    itself, as 0 timed runs (a cold run: for neural-tangents it includes jit compilation).
+    CPU seconds (all threads of the process) are less sensitive than wall seconds to other
+    load on a shared machine."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     result = compute()
-    best, cpu, runs = math.inf, math.inf, 0
+    best, cpu, runs = time.perf_counter() - start, time.process_time() - start_cpu, 0
+    if best > budget:
+        return best, cpu, runs, result
+    best = math.inf
     while runs < repeats and (runs == 0 or time.perf_counter() - start < budget):
         began, began_cpu = time.perf_counter(), time.process_time()
         result = compute()
@@ -227,7 +232,7 @@ def main() -> None:
                      if case in nt_cases else "not run")
             cells = [arch, n]
             for result in (mine, other):
-                cells += ([f"{result['seconds']:.3g} ({result['runs']})",
+                cells += ([f"{result['seconds']:.3g} ({result['runs'] or 'cold'})",
                            f"{result['cpu_seconds']:.3g}", f"{result['peak_rss_gib']:.2f}"]
                           if isinstance(result, dict) else [result, "", ""])
             if isinstance(mine, dict) and isinstance(other, dict):
