@@ -12,9 +12,10 @@ images are N(0, 1) pixels, or CIFAR-10 test images with --cifar FOLDER.
 Each measurement runs in a fresh process, so its peak resident memory (ru_maxrss, including
 about 0.3 GiB of torch or JAX itself) is its own; the time is the best of up to --repeats runs
 after one warm-up run (which, for neural-tangents, includes jit compilation), stopping early
-once --budget seconds were spent (a warm-up run longer than that is reported itself: "cold"). With --nt-python (an interpreter with neural-tangents, JAX
-and numpy; see docs/benchmarks.md) the same cases run in neural-tangents on the same inputs,
-and the largest entry difference between the two NTKs, relative to the largest entry, is shown.
+once --budget seconds were spent (a warm-up run longer than that is reported itself: "cold").
+With --nt-python (an interpreter with neural-tangents, JAX and numpy; see docs/benchmarks.md)
+the same cases run in neural-tangents on the same inputs, and the largest entry difference
+between the two NTKs, relative to the largest entry, is shown.
 This file runs under both interpreters: only the standard library and numpy are imported at
 module level.
 
