@@ -84,7 +84,8 @@ def test_fixed_test_split_is_kept_whole_and_encoded_jointly() -> None:
     ({"classes": 2, "n": 20}, "restricted to 2 classes has 14 points"),
     ({"y": X[:, 0], "classes": 2}, "classes applies to classification"),
     ({"x_test": X}, "give both x_test and y_test"),
-    ({"x_test": X, "y_test": LABELS, "n_test": 2}, "leave n_test=0"),
+    ({"x_test": X, "y_test": LABELS, "n_test": 21}, "test split of 'a' has 20 points, fewer "
+                                                    "than n_test=21"),
     ({"x_test": X[:, :2], "y_test": LABELS}, "x has 3 features but x_test has 2"),
     ({"x_test": X, "y_test": X[:, 0]}, "y holds numeric class labels but y_test holds float"),
     ({"dtype": torch.int32}, "floating-point torch dtype"),

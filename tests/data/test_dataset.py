@@ -43,3 +43,17 @@ def test_inconsistent_records_are_refused(fields: dict[str, object], message: st
               "x_test": X[:0], "y_test": LABELS[:0], "classes": 3, **fields}
     with pytest.raises(WidenetError, match=message):
         Dataset(**record)
+
+
+def test_image_records() -> None:
+    images = torch.zeros(4, 3, 5, 5, dtype=torch.float64)
+    record = Dataset("i", "classification", images, LABELS, images[:1], LABELS[:1], classes=3)
+    assert (record.images, record.input_shape, record.dim) == (True, (3, 5, 5), 75)
+    assert not Dataset("f", "classification", X, LABELS, X[:1], LABELS[:1], classes=3).images
+    with pytest.raises(WidenetError, match=r"x has points of shape \(3, 5, 5\) but x_test has "
+                                           r"\(3, 4, 4\)"):
+        Dataset("i", "classification", images, LABELS, images[:1, :, :4, :4], LABELS[:1],
+                classes=3)
+    with pytest.raises(WidenetError, match=r"or images \(n, C, L\) or \(n, C, H, W\)"):
+        Dataset("i", "classification", images[..., None], LABELS, images[:1, ..., None],
+                LABELS[:1], classes=3)

@@ -23,7 +23,7 @@ SYNTHETIC = {"sphere": {"dim": 4}, "teacher": {"dim": 4, "noise": 0.1},
 
 def test_names() -> None:
     assert dataset_names() == ("sphere", "teacher", "separable", "noisy", "spirals", "digits",
-                               "breast-cancer", "iris", "wine", "diabetes")
+                               "digits-images", "breast-cancer", "iris", "wine", "diabetes")
 
 
 @pytest.mark.parametrize("name", [*SYNTHETIC, "iris", "diabetes"])
@@ -67,8 +67,9 @@ def test_no_corruption_gives_an_all_false_mask() -> None:
 
 
 @pytest.mark.parametrize(("name", "options", "message"), [
-    ("mnist", {}, r"unknown dataset 'mnist'; known names: sphere, .*diabetes, or a path to a "
-                  r"file ending in .npz or .csv"),
+    ("mnist", {}, r"unknown dataset 'mnist'; known names: sphere, .*diabetes, a path to a "
+                  r"file ending in .npz or .csv, or a folder of CIFAR-10 binary batches or "
+                  r"MNIST IDX files"),
     (3, {}, "dataset name must be a string"),
     ("teacher", {"dim": 3}, "n is required for the synthetic set 'teacher'"),
     ("teacher", {"n": 3}, "dim is required for the synthetic set 'teacher'"),

@@ -76,3 +76,17 @@ def test_normalize_on_a_dataset() -> None:
         normalize(ds, "l2")
     with pytest.raises(WidenetError, match="at least one train point"):
         standardize(x[:0], x_test)
+
+
+def test_images_are_normalized_as_their_flattened_points() -> None:
+    images = _gaussian(30, 2 * 3 * 4, 5).reshape(30, 2, 3, 4)
+    test = _gaussian(7, 2 * 3 * 4, 6).reshape(7, 2, 3, 4)
+    out = sphere_normalize(images)
+    assert out.shape == images.shape
+    assert torch.equal(out.flatten(1), sphere_normalize(images.flatten(1)))
+    assert torch.allclose((out**2).sum((1, 2, 3)), torch.full((30,), 24.0, dtype=torch.float64),
+                          rtol=0, atol=1e-12)
+    train, held_out = standardize(images, test)
+    flat_train, flat_test = standardize(images.flatten(1), test.flatten(1))
+    assert torch.equal(train.flatten(1), flat_train)
+    assert torch.equal(held_out.flatten(1), flat_test)

@@ -8,8 +8,15 @@ from widenet.data.arrays import from_arrays
 from widenet.data.corruption import corrupt_labels, corruption_generator
 from widenet.data.dataset import Dataset, Task
 from widenet.data.files import read_csv, read_npz
+from widenet.data.image_files import (
+    read_cifar10,
+    read_cifar10_batch,
+    read_idx,
+    read_image_folder,
+    read_mnist,
+)
 from widenet.data.registry import SYNTHETIC_SETS, dataset_names, load_dataset
-from widenet.data.sklearn_sets import SKLEARN_SETS, sklearn_arrays
+from widenet.data.sklearn_sets import SKLEARN_IMAGE_SHAPES, SKLEARN_SETS, sklearn_arrays
 from widenet.data.synthetic import (
     noisy_clusters,
     random_direction,
@@ -24,6 +31,7 @@ from widenet.data.transforms import NORMALIZATIONS, normalize, sphere_normalize,
 
 __all__ = [
     "NORMALIZATIONS",
+    "SKLEARN_IMAGE_SHAPES",
     "SKLEARN_SETS",
     "SYNTHETIC_SETS",
     "Dataset",
@@ -36,7 +44,12 @@ __all__ = [
     "noisy_clusters",
     "normalize",
     "random_direction",
+    "read_cifar10",
+    "read_cifar10_batch",
     "read_csv",
+    "read_idx",
+    "read_image_folder",
+    "read_mnist",
     "read_npz",
     "separable",
     "sklearn_arrays",

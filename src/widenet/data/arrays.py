@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from widenet.data.dataset import Dataset, floating_dtype
+from widenet.data.dataset import INPUT_RANKS, Dataset, floating_dtype
 from widenet.errors import WidenetError
 from widenet.validation import nonnegative_int, positive_int
 
@@ -30,15 +30,17 @@ def _as_numpy(value: object, name: str) -> np.ndarray:
 
 
 def _features(value: object, name: str) -> np.ndarray:
-    """Check that ``value`` is a finite, numeric, non-empty (n, d) array and return it."""
+    """Check that ``value`` is a finite, numeric, non-empty array of features (n, d) or of
+    images (n, C, L) or (n, C, H, W), and return it."""
     x = _as_numpy(value, name)
-    if x.ndim != 2 or 0 in x.shape:
-        raise WidenetError(f"{name} must be a non-empty (n, d) array of features, got shape "
-                           f"{x.shape}; reshape one feature per point to (n, 1)")
+    if x.ndim not in INPUT_RANKS or 0 in x.shape:
+        raise WidenetError(f"{name} must be a non-empty (n, d) array of features (or of images "
+                           f"(n, C, L) or (n, C, H, W)), got shape {x.shape}; reshape one "
+                           "feature per point to (n, 1)")
     if x.dtype.kind not in _FEATURE_KINDS:
         raise WidenetError(f"{name} must be numeric, got dtype {x.dtype}; convert or drop "
                            "non-numeric features")
-    if not np.isfinite(x).all():
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise WidenetError(f"{name} contains NaN or inf values; clean or drop those points")
     return x
 
@@ -78,22 +80,20 @@ def _target_kind(y: np.ndarray) -> str:
     return "string class labels" if y.dtype.kind in "US" else "numeric class labels"
 
 
-def _fixed_test(name: str, x: np.ndarray, y: np.ndarray, x_test: object, y_test: object,
-                n_test: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _fixed_test(name: str, x: np.ndarray, y: np.ndarray, x_test: object,
+                y_test: object) -> tuple[np.ndarray, np.ndarray] | None:
     """The checked fixed test split (x_test, y_test), or None when neither is given."""
     if x_test is None and y_test is None:
         return None
     if x_test is None or y_test is None:
         raise WidenetError(f"{name!r}: give both x_test and y_test for a fixed test split, or "
                            "neither")
-    if n_test:
-        raise WidenetError(f"{name!r} comes with its own test split (x_test, y_test); leave "
-                           f"n_test=0 (got {n_test}) to use all of it")
     xt = _features(x_test, "x_test")
     yt = _targets(y_test, "y_test", xt.shape[0])
-    if xt.shape[1] != x.shape[1]:
-        raise WidenetError(f"{name!r}: x has {x.shape[1]} features but x_test has "
-                           f"{xt.shape[1]}; both splits need the same features")
+    if xt.shape[1:] != x.shape[1:]:
+        what = (f"{x.shape[1]} features but x_test has {xt.shape[1]}" if x.ndim == xt.ndim == 2
+                else f"points of shape {x.shape[1:]} but x_test has {xt.shape[1:]}")
+        raise WidenetError(f"{name!r}: x has {what}; both splits need the same features")
     if _target_kind(y) != _target_kind(yt):
         raise WidenetError(f"{name!r}: y holds {_target_kind(y)} but y_test holds "
                            f"{_target_kind(yt)}; give both splits the same kind of target")
@@ -135,10 +135,22 @@ def _train_size(source: str, available: int, n: int | None, n_test: int) -> int:
     return n
 
 
+def _test_subset(source: str, split: Split, n_test: int, seed: int) -> Split:
+    """The first ``n_test`` points of the seeded shuffle of a fixed test ``split``."""
+    x, y = split
+    if n_test > x.shape[0]:
+        raise WidenetError(f"the test split of {source} has {x.shape[0]} points, fewer than "
+                           f"n_test={n_test}; lower n_test (0 takes all of it)")
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    keep = order[:n_test].numpy()
+    return x[keep], y[keep]
+
+
 def from_arrays(name: str, x: object, y: object, *, x_test: object = None,
                 y_test: object = None, n: int | None = None, n_test: int = 0, seed: int = 0,
                 classes: int | None = None, dtype: torch.dtype = torch.float64) -> Dataset:
-    """A Dataset from arrays (numpy, torch or lists): inputs ``x`` (n, d) and targets ``y``.
+    """A Dataset from arrays (numpy, torch or lists): inputs ``x`` (n, d), or images
+    (n, C, L) or (n, C, H, W), and targets ``y``.
 
     Task: float targets are regression, reshaped to (n, k) ((n,) becomes (n, 1)); integer,
     bool or string labels are classification, encoded as the index of the label among the
@@ -149,7 +161,8 @@ def from_arrays(name: str, x: object, y: object, *, x_test: object = None,
     Split: without ``x_test`` the points are shuffled by a permutation drawn from
     ``torch.Generator().manual_seed(seed)``; the first ``n`` are the train split (``None``:
     all but ``n_test``) and the next ``n_test`` the test split. With ``x_test`` and ``y_test``
-    those are the test split (then ``n_test`` must be 0) and the train split is the first
+    those are the test split (``n_test=0``: all of it; ``n_test`` > 0: the first ``n_test``
+    points of its own shuffle, drawn from the same seed) and the train split is the first
     ``n`` points (``None``: all) of the seeded shuffle of ``x``. Inputs (and regression
     targets) are cast to ``dtype``.
     """
@@ -159,7 +172,7 @@ def from_arrays(name: str, x: object, y: object, *, x_test: object = None,
     seed = nonnegative_int(seed, "seed")
     x_np = _features(x, "x")
     y_np = _targets(y, "y", x_np.shape[0])
-    fixed_test = _fixed_test(name, x_np, y_np, x_test, y_test, n_test)
+    fixed_test = _fixed_test(name, x_np, y_np, x_test, y_test)
     splits = [(x_np, y_np)] if fixed_test is None else [(x_np, y_np), fixed_test]
     classification = y_np.ndim == 1
     count = None
@@ -172,10 +185,14 @@ def from_arrays(name: str, x: object, y: object, *, x_test: object = None,
     order = torch.randperm(x_np.shape[0], generator=torch.Generator().manual_seed(seed))
     order = order.numpy()
     source = repr(name) if classes is None else f"{name!r} restricted to {classes} classes"
-    n = _train_size(source, x_np.shape[0], n, n_test)
     if fixed_test is None:
+        n = _train_size(source, x_np.shape[0], n, n_test)
         test = order[n:n + n_test]
         splits.append((x_np[test], y_np[test]))
+    else:
+        n = _train_size(source, x_np.shape[0], n, 0)
+        if n_test:
+            splits[1] = _test_subset(source, splits[1], n_test, seed)
     train = order[:n]
     target_type = (np.int64, torch.int64) if classification else (np.float64, dtype)
     x_t, x_test_t = (torch.from_numpy(inputs.astype(np.float64)).to(dtype)

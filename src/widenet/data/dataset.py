@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -11,6 +12,8 @@ from widenet.errors import WidenetError
 
 Task = Literal["regression", "classification"]
 TASKS: tuple[Task, ...] = ("regression", "classification")
+#: ranks of an input tensor: (n, d) features, (n, C, L) 1-D and (n, C, H, W) 2-D images.
+INPUT_RANKS = (2, 3, 4)
 
 
 def floating_dtype(dtype: object) -> torch.dtype:
@@ -23,7 +26,10 @@ def floating_dtype(dtype: object) -> torch.dtype:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Inputs ``x`` (n, d) and targets ``y``, with a held-out test split (possibly empty).
+    """Inputs ``x`` and targets ``y``, with a held-out test split (possibly empty).
+
+    Inputs are feature vectors (n, d) or images in torch's layout, (n, C, L) or (n, C, H, W);
+    both splits have the same point shape :attr:`input_shape`.
 
     Regression targets are floating-point of shape (n, k); classification labels are int64
     class indices in 0..classes-1 of shape (n,), with ``classes`` the number of classes
@@ -48,9 +54,15 @@ class Dataset:
             raise WidenetError(f"Dataset task must be one of {TASKS}, got {self.task!r}")
         for split, x, y in (("train", self.x, self.y), ("test", self.x_test, self.y_test)):
             _check_split(self, split, x, y)
-        if self.x.shape[1] != self.x_test.shape[1]:
-            raise WidenetError(f"Dataset {self.name!r}: x has {self.x.shape[1]} features but "
-                               f"x_test has {self.x_test.shape[1]}; both splits need the same d")
+        if self.x.shape[1:] != self.x_test.shape[1:]:
+            if self.x.ndim == self.x_test.ndim == 2:
+                raise WidenetError(f"Dataset {self.name!r}: x has {self.x.shape[1]} features "
+                                   f"but x_test has {self.x_test.shape[1]}; both splits need "
+                                   "the same d")
+            raise WidenetError(f"Dataset {self.name!r}: x has points of shape "
+                               f"{tuple(self.x.shape[1:])} but x_test has "
+                               f"{tuple(self.x_test.shape[1:])}; both splits need the same "
+                               "point shape")
         if self.corrupted is not None and (self.corrupted.dtype != torch.bool
                                            or self.corrupted.shape != (self.x.shape[0],)):
             raise WidenetError(f"Dataset {self.name!r}: corrupted must be a bool mask of shape "
@@ -58,9 +70,20 @@ class Dataset:
                                f"{tuple(self.corrupted.shape)}")
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input: (d,) for features, (C, L) or (C, H, W) for images."""
+        return tuple(int(size) for size in self.x.shape[1:])
+
+    @property
+    def images(self) -> bool:
+        """Whether the inputs are images (n, C, L) or (n, C, H, W) rather than (n, d)."""
+        return self.x.ndim > 2
+
+    @property
     def dim(self) -> int:
-        """The input dimension d."""
-        return int(self.x.shape[1])
+        """The input dimension d: the number of features, C*L or C*H*W for images (the
+        width of ``x.flatten(1)``)."""
+        return math.prod(self.input_shape)
 
     @property
     def outputs(self) -> int:
@@ -82,11 +105,13 @@ class Dataset:
 
 
 def _check_split(dataset: Dataset, split: str, x: torch.Tensor, y: torch.Tensor) -> None:
-    """Raise unless ``x`` is a floating (m, d) tensor and ``y`` fits it and the task."""
+    """Raise unless ``x`` is a floating (m, d), (m, C, L) or (m, C, H, W) tensor and ``y``
+    fits it and the task."""
     where = f"Dataset {dataset.name!r} ({split} split)"
-    if x.ndim != 2 or not x.is_floating_point():
-        raise WidenetError(f"{where}: inputs must be a floating-point (n, d) tensor, got "
-                           f"{x.dtype} of shape {tuple(x.shape)}")
+    if x.ndim not in INPUT_RANKS or not x.is_floating_point():
+        raise WidenetError(f"{where}: inputs must be a floating-point (n, d) tensor (or images "
+                           f"(n, C, L) or (n, C, H, W)), got {x.dtype} of shape "
+                           f"{tuple(x.shape)}")
     if y.shape[:1] != x.shape[:1]:
         raise WidenetError(f"{where}: {x.shape[0]} inputs but {y.shape[0] if y.ndim else 0} "
                            "targets; give one target per input")

@@ -12,6 +12,7 @@ from widenet.data.arrays import from_arrays
 from widenet.data.corruption import corrupt_labels, corruption_fraction
 from widenet.data.dataset import Dataset, Task, floating_dtype
 from widenet.data.files import read_csv, read_npz
+from widenet.data.image_files import read_image_folder
 from widenet.data.sklearn_sets import SKLEARN_SETS, sklearn_arrays
 from widenet.data.synthetic import (
     noisy_clusters,
@@ -63,9 +64,12 @@ def load_dataset(name: str | os.PathLike[str], *, n: int | None = None, n_test: 
     ``name`` is a synthetic set ("sphere", "teacher", "separable", "noisy", "spirals": ``n``
     and, except for "spirals" (d = 2), ``dim`` required; test points are fresh draws from the
     same distribution), a scikit-learn shipped set ("digits", "breast-cancer", "iris",
-    "wine", "diabetes") or a path ending in ".npz" or ".csv" (``label_column`` required for
-    CSV); for these fixed sets a seeded shuffle gives ``n`` train points (None: all but
-    ``n_test``) and ``n_test`` test points, and ``dim``, if given, must match.
+    "wine", "diabetes"; "digits-images" is digits as (n, 1, 8, 8) images), a path ending in
+    ".npz" or ".csv" (``label_column`` required for CSV) or a folder holding CIFAR-10's binary
+    batches or MNIST's IDX files (images (n, C, H, W), pixel values 0..255, the distributed
+    train/test split); for these fixed sets a seeded shuffle gives ``n`` train points (None:
+    all but ``n_test``) and ``n_test`` test points (with a distributed test split: a seeded
+    subset of it, 0 = all of it), and ``dim``, if given, must match the number of features.
     ``noise`` means: "teacher" target noise std, "noisy" label-flip probability, "spirals"
     input jitter std; other sets refuse a nonzero value. ``classes=k`` keeps the first k
     classes of a fixed classification set (synthetic ones are binary: None or 2).
@@ -135,15 +139,19 @@ def _fixed(name: str, n: int | None, n_test: int, dim: int | None, seed: int, no
            classes: int | None, label_column: str | None, dtype: torch.dtype) -> Dataset:
     """Read the shipped set or user file ``name`` and split it."""
     suffix = os.path.splitext(name)[1].lower()
-    if name not in SKLEARN_SETS and suffix not in FILE_SUFFIXES:
+    folder = name not in SKLEARN_SETS and os.path.isdir(os.path.expanduser(name))
+    if name not in SKLEARN_SETS and suffix not in FILE_SUFFIXES and not folder:
         raise WidenetError(f"unknown dataset {name!r}; known names: "
-                           f"{', '.join(dataset_names())}, or a path to a file ending in "
-                           f"{' or '.join(FILE_SUFFIXES)}")
+                           f"{', '.join(dataset_names())}, a path to a file ending in "
+                           f"{' or '.join(FILE_SUFFIXES)}, or a folder of CIFAR-10 binary "
+                           "batches or MNIST IDX files")
     if noise != 0:
         raise WidenetError(f"noise does not apply to the fixed set {name!r}; it applies to "
                            f"{_noise_users()}")
     if name in SKLEARN_SETS:
         arrays = sklearn_arrays(name)
+    elif folder:
+        arrays = read_image_folder(name)
     elif suffix == ".npz":
         arrays = read_npz(name)
     elif label_column is None:

@@ -1,4 +1,6 @@
-"""Input normalizations: per-feature standardization and projection onto the sphere ||x||^2 = d."""
+"""Input normalizations: per-feature standardization and projection onto the sphere ||x||^2 = d.
+
+Both accept feature matrices (n, d) and images (n, C, L) or (n, C, H, W)."""
 
 from __future__ import annotations
 
@@ -13,21 +15,24 @@ NORMALIZATIONS = ("none", "standardize", "sphere")
 
 
 def sphere_normalize(x: torch.Tensor) -> torch.Tensor:
-    """Each row of the (n, d) tensor ``x`` rescaled to squared norm d: x * sqrt(d) / ||x||.
+    """Each point of ``x`` ((n, d), or images (n, C, ...) taken whole) rescaled to squared
+    norm d = its number of entries: x * sqrt(d) / ||x||.
 
-    Rows are first divided by their largest absolute entry, so tiny or huge rows neither
-    underflow nor overflow; an all-zero row stays zero.
+    Points are first divided by their largest absolute entry, so tiny or huge points neither
+    underflow nor overflow; an all-zero point stays zero.
     """
+    flat = x.flatten(1)
     ones = torch.ones((), dtype=x.dtype, device=x.device)
-    peak = x.abs().amax(dim=1, keepdim=True)
-    unit = x / torch.where(peak > 0, peak, ones)
+    peak = flat.abs().amax(dim=1, keepdim=True)
+    unit = flat / torch.where(peak > 0, peak, ones)
     norm = torch.linalg.vector_norm(unit, dim=1, keepdim=True)
-    return unit / torch.where(norm > 0, norm, ones) * x.shape[1] ** 0.5
+    return (unit / torch.where(norm > 0, norm, ones) * flat.shape[1] ** 0.5).reshape(x.shape)
 
 
 def standardize(x: torch.Tensor, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-feature (x - mean) / std with the mean and population std (divisor n) of the train
-    inputs ``x``, applied to both ``x`` and ``x_test``.
+    inputs ``x``, applied to both ``x`` and ``x_test``. For images every (channel, pixel)
+    entry is a feature.
 
     A feature constant (= c) on the train split is only centered: 0 on train, v - c for a test
     value v; nothing is divided by 0. Other features are first divided by their largest

@@ -28,6 +28,7 @@ _MODULES = {
     "lr-transfer": "widenet.studies.lr_transfer",
     "mean-field": "widenet.studies.mean_field",
     "info-nuisance": "widenet.studies.info_nuisance",
+    "cnn-kernels": "widenet.studies.cnn_kernels",
 }
 
 
