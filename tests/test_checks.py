@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from widenet.checks import check_close, check_interval, interval_text, verdict_of
+from widenet.checks import (
+    check_close,
+    check_direction,
+    check_interval,
+    directional_verdict,
+    interval_text,
+    verdict_of,
+)
 from widenet.errors import WidenetError
 
 NAN, INF = math.nan, math.inf
@@ -49,3 +56,52 @@ def test_interval_text() -> None:
     assert interval_text(-INF, 0.0) == "<= 0"
     assert interval_text(1.0, INF) == ">= 1"
     assert interval_text(-INF, INF) == "any"
+
+
+@pytest.mark.parametrize(("measured", "stderr", "direction", "verdict"), [
+    (0.0030, 0.0028, "above", "inconclusive"),  # info-nuisance's +0.0030 ± 0.0028: was a pass
+    (0.0030, 0.0010, "above", "pass"), (0.0020, 0.0010, "above", "pass"),  # >= 2 se above
+    (-0.0030, 0.0010, "above", "fail"), (-0.0019, 0.0010, "above", "inconclusive"),
+    (-0.0030, 0.0028, "below", "inconclusive"), (-0.0030, 0.0010, "below", "pass"),
+    (0.0030, 0.0010, "below", "fail"),
+    (0.5, 0.0, "above", "pass"), (0.0, 0.0, "above", "pass"), (-0.5, 0.0, "above", "fail"),
+    (0.5, NAN, "above", "inconclusive"), (NAN, 0.1, "below", "inconclusive"),
+    (INF, 0.0, "above", "inconclusive")])
+def test_directional_verdicts(measured: float, stderr: float, direction: str,
+                              verdict: str) -> None:
+    assert directional_verdict(measured, 0.0, direction, stderr) == verdict  # type: ignore[arg-type]
+
+
+def test_directional_verdict_against_a_threshold() -> None:
+    # "ratio > 1": 1.15 ± 0.1 lies on the right side, but only 1.5 se from the threshold
+    assert verdict_of(1.15, 1.0, INF, 0.1) == "pass"  # the interval rule would accept it
+    assert directional_verdict(1.15, 1.0, "above", 0.1) == "inconclusive"
+    assert directional_verdict(1.25, 1.0, "above", 0.1) == "pass"
+    assert directional_verdict(0.75, 1.0, "above", 0.1) == "fail"
+    with pytest.raises(WidenetError, match="direction must be"):
+        directional_verdict(1.0, 0.0, "up", 0.1)  # type: ignore[arg-type]
+
+
+def test_check_direction() -> None:
+    check = check_direction("c", "x > 0", measured=0.0030, stderr=0.0028, direction="above")
+    assert (check.verdict, check.low, check.high, check.predicted) == ("inconclusive", 0.0,
+                                                                        INF, 0.0)
+    assert "+1.07 se" in check.note
+    below = check_direction("c", "x < 1", measured=0.5, stderr=0.1, direction="below",
+                            threshold=1.0, predicted=0.0, note="n = 3")
+    assert (below.verdict, below.low, below.high, below.predicted) == ("pass", -INF, 1.0, 0.0)
+    assert below.note == "n = 3; +5.00 se on the claimed side"
+    assert check_direction("c", "x", measured=2.0, direction="above").note == ""  # exact
+    with pytest.raises(WidenetError, match="stderr must be >= 0"):
+        check_direction("c", "x", measured=1.0, stderr=-1.0, direction="above")
+    with pytest.raises(WidenetError, match="threshold is NaN"):
+        check_direction("c", "x", measured=1.0, threshold=NAN, direction="above")
+
+
+def test_a_strict_directional_claim_excludes_the_threshold():
+    assert directional_verdict(0.0, 0.0, "above", 0.0) == "pass"  # ">= 0": a count, exact
+    assert directional_verdict(0.0, 0.0, "above", 0.0, strict=True) == "fail"  # "> 0"
+    assert directional_verdict(0.0, 0.0, "above", 0.1, strict=True) == "inconclusive"
+    assert directional_verdict(0.5, 0.0, "above", 0.0, strict=True) == "pass"
+    check = check_direction("c", "x > 0", measured=0.0, direction="above", strict=True)
+    assert check.verdict == "fail"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -259,3 +260,31 @@ def test_the_cli_seed_limit_is_the_configs() -> None:
     (seed,) = [option for option in kernel_command.params if option.name == "seed"]
     limit = [meta.le for meta in StudyConfig.model_fields["seed"].metadata if hasattr(meta, "le")]
     assert seed.type.max == limit[0] == 2**63 - 1
+
+
+LABEL = "activations=[abs] [/oops] [bold]x :fire:"
+"""A sweep point label with what rich would read as markup, a stray closing tag and an emoji."""
+
+
+def test_runs_prints_sweep_point_labels_literally(toy: None, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "toy", "--quick", "--out", str(tmp_path)]) == 0
+    with RunStore(tmp_path).database.transaction() as con:
+        con.execute("UPDATE runs SET sweep = 'sweep-1', point = ?", (LABEL,))
+    capsys.readouterr()
+    assert main(["runs", "--out", str(tmp_path)]) == 0
+    assert LABEL in capsys.readouterr().out
+
+
+def test_the_progress_bar_prints_labels_literally(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from widenet import cli
+
+    terminal = io.StringIO()
+    monkeypatch.setattr(cli, "err_console", Console(file=terminal, force_terminal=True,
+                                                    width=200, markup=False, emoji=False))
+    with cli._progress() as progress:
+        progress.add_task(LABEL, total=2)
+        progress.refresh()
+    assert LABEL in terminal.getvalue()

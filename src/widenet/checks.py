@@ -10,6 +10,21 @@ allows. Measurements carry a standard error (seeds, fits); the verdict is
 - ``fail`` when the measurement is outside the interval by more than ``2 * stderr``, that is
   when even the noise of the measurement cannot bring it back in;
 - ``inconclusive`` otherwise (outside, but within two standard errors of the interval).
+
+A **directional** check (:func:`check_direction`) claims a sign: the effect lies above (or
+below) a threshold, often 0. Lying on the right side is not enough when the side could be
+noise, so with the signed distance ``d = measured - threshold`` (``threshold - measured`` for
+``below``) the verdict is
+
+- ``inconclusive`` when the measurement or its standard error is not a finite number;
+- ``pass`` when ``d >= 2 * stderr``: the effect is significant, at least two standard errors on
+  the claimed side;
+- ``fail`` when ``d < -2 * stderr``: significantly on the other side;
+- ``inconclusive`` otherwise (within two standard errors of the threshold, either side).
+
+With an exact measurement (``stderr = 0``) this is ``pass`` on the claimed side or at the
+threshold, ``fail`` beyond it; a ``strict`` claim (``measured > threshold``) fails at the
+threshold itself, and never passes at ``d = 0``.
 """
 
 from __future__ import annotations
@@ -22,6 +37,11 @@ from widenet.errors import WidenetError
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "inconclusive")
+Direction = Literal["above", "below"]
+
+SIGNIFICANCE = 2.0
+"""Standard errors a measurement must lie beyond a threshold to decide a directional check,
+and beyond an interval to fail an interval check."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +94,26 @@ def verdict_of(measured: float, low: float, high: float, stderr: float = 0.0) ->
     if low <= measured <= high:
         return "pass"
     distance = low - measured if measured < low else measured - high
-    return "fail" if distance > 2.0 * stderr else "inconclusive"
+    return "fail" if distance > SIGNIFICANCE * stderr else "inconclusive"
+
+
+def directional_verdict(measured: float, threshold: float, direction: Direction,
+                        stderr: float = 0.0, strict: bool = False) -> Verdict:
+    """The verdict of the claim ``measured > threshold`` (``direction="above"``) or
+    ``measured < threshold`` (``"below"``) for ``measured ± stderr``: pass when the signed
+    distance ``d`` to the threshold is ``>= 2 * stderr``, fail when ``d < -2 * stderr``,
+    inconclusive otherwise or when a number is not finite (module doc). ``strict``: the claim
+    excludes the threshold, so ``d = 0`` never passes (and fails when exact)."""
+    if direction not in ("above", "below"):
+        raise WidenetError(f"direction must be 'above' or 'below', got {direction!r}")
+    if not (math.isfinite(measured) and math.isfinite(stderr) and math.isfinite(threshold)):
+        return "inconclusive"
+    distance = measured - threshold if direction == "above" else threshold - measured
+    if distance >= SIGNIFICANCE * stderr and not (strict and distance == 0):
+        return "pass"
+    if distance < -SIGNIFICANCE * stderr or (strict and distance == 0 and stderr == 0):
+        return "fail"
+    return "inconclusive"
 
 
 def check_interval(name: str, claim: str, *, measured: float, low: float = -math.inf,
@@ -98,6 +137,31 @@ def check_interval(name: str, claim: str, *, measured: float, low: float = -math
     return Check(name=name, claim=claim, predicted=float(predicted), measured=measured,
                  stderr=stderr, low=low, high=high,
                  verdict=verdict_of(measured, low, high, stderr), note=note)
+
+
+def check_direction(name: str, claim: str, *, measured: float, direction: Direction,
+                    threshold: float = 0.0, stderr: float = 0.0, strict: bool = False,
+                    predicted: float | None = None, note: str = "") -> Check:
+    """A directional check: ``measured`` lies above (``direction="above"``) or below
+    (``"below"``) ``threshold``, decided by :func:`directional_verdict` (two standard errors
+    needed either way; ``strict`` when the claim excludes the threshold). The interval
+    recorded is ``[threshold, inf)`` or ``(-inf, threshold]``; ``predicted`` defaults to the
+    threshold; the note gains the distance in standard errors."""
+    threshold, stderr, measured = float(threshold), float(stderr), float(measured)
+    if math.isnan(threshold):
+        raise WidenetError(f"check {name!r}: the threshold is NaN; give a number")
+    if stderr < 0:  # nan is allowed: an unknown error makes the check inconclusive
+        raise WidenetError(f"check {name!r}: stderr must be >= 0, got {stderr}")
+    verdict = directional_verdict(measured, threshold, direction, stderr, strict)
+    low, high = (threshold, math.inf) if direction == "above" else (-math.inf, threshold)
+    if stderr > 0 and math.isfinite(measured) and math.isfinite(stderr):
+        sign = 1.0 if direction == "above" else -1.0
+        margin = f"{sign * (measured - threshold) / stderr:+.2f} se on the claimed side"
+        note = f"{note}; {margin}" if note else margin
+    return Check(name=name, claim=claim,
+                 predicted=threshold if predicted is None else float(predicted),
+                 measured=measured, stderr=stderr, low=low, high=high, verdict=verdict,
+                 note=note)
 
 
 def check_close(name: str, claim: str, *, predicted: float, measured: float, tolerance: float,

@@ -27,14 +27,28 @@ from widenet.store import DEFAULT_ROOT, RunStore, check_sweep_name
 from widenet.studies.common.seeds import MAX_SEED
 
 # Piped output is not cut to 80 columns: run ids and study names stay whole for grep and logs.
-out_console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
+# Every string printed is plain text: labels, ids and paths are user text, never rich markup
+# ("activations=[abs]") or emoji codes (":fire:").
+out_console = Console(width=None if sys.stdout.isatty() else 200, markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
+
+
+def _path(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    """``value`` as a Path; an empty one (``--out ""``, which Path would read as the current
+    folder) is refused."""
+    if value is None:
+        return None
+    if not value:
+        raise click.BadParameter("is empty; give a path", ctx=ctx, param=param)
+    return Path(value)
+
 
 store_option = click.option(
-    "--out", type=click.Path(path_type=Path), default=DEFAULT_ROOT, envvar="WIDENET_RUNS",
-    show_default=True, help="The run store's folder (runs.db and one folder per run).")
+    "--out", type=click.Path(), callback=_path, default=str(DEFAULT_ROOT),
+    envvar="WIDENET_RUNS", show_default=True,
+    help="The run store's folder (runs.db and one folder per run).")
 quick_option = click.option("--quick", is_flag=True, help="Use the study's quick preset.")
-config_option = click.option("--config", "-c", type=click.Path(path_type=Path),
+config_option = click.option("--config", "-c", type=click.Path(), callback=_path,
                              help="A YAML file of config values (over the defaults).")
 set_option = click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Set one config value (over the YAML file); repeatable. "
@@ -46,8 +60,9 @@ workers_option_type = click.IntRange(min=1)
 def _progress() -> Progress:
     """A progress bar with a count, the elapsed time and an ETA, on stderr, shown only on a
     terminal."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+                    TimeRemainingColumn(),
                     console=err_console, transient=True, disable=not err_console.is_terminal)
 
 
@@ -96,7 +111,7 @@ def config_command(study: str, quick: bool, config: Path | None,
 @set_option
 @quick_option
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--threads", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
               help="CPU threads for torch. Studies' small matrices run fastest on one; more "
                    "pay off only for wide nets on an otherwise idle machine.")
 @store_option
@@ -108,14 +123,16 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
     figures and report.html."""
     import torch
 
+    from widenet.devices import resolve_device
     from widenet.report import print_summary
-    from widenet.runner import run_study
+    from widenet.runner import require_study_memory, run_study
     from widenet.studies import build_config, get_study
 
     torch.set_num_threads(threads)
 
     found = get_study(study)
     resolved = build_config(found.config, quick=quick, file=config, overrides=overrides)
+    require_study_memory(found, resolved, resolve_device(device))  # before a store is made
     store = RunStore(out)
     with _progress() as progress:
         bar = progress.add_task(found.name, total=None)
@@ -268,22 +285,26 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
 
 
 @app.command("kernel")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path(), callback=_path)
 @click.option("--kind", type=click.Choice(["ntk", "nngp", "empirical"]), default="ntk",
               show_default=True, help="The infinite-width NTK or NNGP, or the empirical NTK.")
 @click.option("--data", default="sphere", show_default=True,
               help="A data set name of widenet.data or a .npz/.csv file (its inputs are used).")
 @click.option("--label-column", help="The column of labels of a --data .csv file (the other "
                                      "columns are the inputs).")
-@click.option("--points", type=int, required=True, help="How many points n (the matrix is n x n).")
-@click.option("--dim", type=int, default=None, help="Input dimension d (synthetic sets).")
+@click.option("--points", type=click.IntRange(min=1), required=True,
+              help="How many points n (the matrix is n x n).")
+@click.option("--dim", type=click.IntRange(min=1), default=None,
+              help="Input dimension d (synthetic sets).")
 @click.option("--activation", default="relu", show_default=True)
-@click.option("--depth", type=int, default=3, show_default=True, help="Hidden layers.")
-@click.option("--width", type=int, default=512, show_default=True,
+@click.option("--depth", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Hidden layers.")
+@click.option("--width", type=click.IntRange(min=1), default=512, show_default=True,
               help="Hidden width (matters only for --kind empirical).")
 @click.option("--bias-std", type=float, default=0.0, show_default=True)
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
-@click.option("--block", type=int, default=2048, show_default=True, help="Side of a block.")
+@click.option("--block", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="Side of a block.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float64",
               show_default=True, help="Storage type of the file (blocks compute in float64).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
@@ -300,10 +321,14 @@ def kernel_command(path: Path, kind: str, data: str, label_column: str | None, p
     import torch
 
     from widenet.data import load_dataset
+    from widenet.memory import FLOAT64_BYTES, require_memory
     from widenet.models import MLP
     from widenet.sweeps import LocalEngine, RayEngine
     from widenet.sweeps.kernel import kernel_to_disk
 
+    if dim is not None:
+        require_memory(points * dim * FLOAT64_BYTES, f"{points:,} x {dim:,} inputs in float64",
+                       "use fewer --points or a smaller --dim")
     try:
         x = load_dataset(data, n=points, dim=dim, seed=seed, label_column=label_column).x
     except WidenetError as error:
@@ -322,6 +347,47 @@ def kernel_command(path: Path, kind: str, data: str, label_column: str | None, p
 
 _DATA_OPTIONS = {"n": "--points", "dim": "--dim", "label_column": "--label-column"}
 """The kernel command's options for the arguments of :func:`widenet.data.load_dataset`."""
+
+
+@app.command("fit")
+@click.argument("kernel", type=click.Path(path_type=Path))
+@click.option("--labels", type=click.Path(path_type=Path), required=True,
+              help="Training labels (.npy): integers are classes (one-hot targets), reals are "
+                   "targets. With --train: the first N, or one per point of KERNEL.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Where the predicted labels (or values) of the test points go (.npy); the "
+                   "training points' without test points.")
+@click.option("--train", type=click.IntRange(min=1),
+              help="KERNEL holds all points: the first N train, the rest are test points.")
+@click.option("--test-kernel", type=click.Path(path_type=Path),
+              help="The test-by-train kernel (.npy, test points x training points).")
+@click.option("--test-labels", type=click.Path(path_type=Path),
+              help="The test labels (.npy), to print the accuracy.")
+@click.option("--ridge", type=float, default=0.0, show_default=True,
+              help="Added to the kernel's diagonal (kernel ridge regression).")
+@click.option("--time", "time_", type=float,
+              help="Predict the net trained by gradient flow for this time (Lanczos) instead "
+                   "of the t = inf limit; needs --ridge 0.")
+@click.option("--rank", type=click.IntRange(min=1),
+              help="Columns of the Nystrom preconditioner (default: n/4, at most 500).")
+@click.option("--no-preconditioner", is_flag=True, help="Plain conjugate gradients.")
+@click.option("--tol", type=float, default=1e-6, show_default=True,
+              help="Stop at this relative residual (Lanczos: estimated relative error).")
+@click.option("--max-iterations", type=click.IntRange(min=1),
+              help="Most passes over the kernel (default 1000; Lanczos 300).")
+def fit_command(kernel: Path, labels: Path, out: Path, train: int | None,
+                test_kernel: Path | None, test_labels: Path | None, ridge: float,
+                time_: float | None, rank: int | None, no_preconditioner: bool, tol: float,
+                max_iterations: int | None) -> None:
+    """Fit a kernel machine on the kernel file KERNEL (.npy, read a block of rows at a time,
+    never whole) and predict the test points (docs/solvers.md)."""
+    from widenet.solvers.fit import fit_files
+
+    done = fit_files(kernel, labels, out, train=train, test_kernel=test_kernel,
+                     test_labels=test_labels, ridge=ridge, time=time_, rank=rank,
+                     preconditioner=None if no_preconditioner else "nystrom", tol=tol,
+                     max_iterations=max_iterations, progress=err_console.is_terminal)
+    out_console.print(done.summary(), markup=False, highlight=False)
 
 
 def _check_arguments(args: list[str]) -> None:

@@ -10,6 +10,7 @@ from torch import nn
 
 from widenet.activations import Activation, get_activation
 from widenet.errors import WidenetError
+from widenet.memory import FLOAT64_BYTES, mlp_parameters, require_memory
 from widenet.nn._weighted import draw_normal_
 from widenet.nn.dense import Dense
 from widenet.parametrizations import Parametrization, get_parametrization
@@ -61,6 +62,7 @@ class MLP(nn.Module):
         sizes = (self.in_features, *self.hidden, self.out_features)
         self.scalings = tuple(self.parametrization.scalings(sizes, self.weight_std,
                                                             self.bias_std))
+        _require_parameter_memory(sizes, self.bias_std > 0, device, dtype)
         self.layers = nn.ModuleList(
             Dense(fan_in, fan_out, self.weight_std, self.bias_std, self.parametrization,
                   scaling=scaling, device=device, dtype=dtype)
@@ -104,4 +106,23 @@ class MLP(nn.Module):
     def extra_repr(self) -> str:
         return (f"activation={self.activation.name}, weight_std={self.weight_std:.6g}, "
                 f"bias_std={self.bias_std:.6g}, parametrization={self.parametrization.name}")
+
+
+def _require_parameter_memory(sizes: tuple[int, ...], bias: bool,
+                              device: torch.device | str | None,
+                              dtype: torch.dtype | None) -> None:
+    """Refuse, before allocating, a net whose parameters (in ``dtype`` on ``device``) or whose
+    largest weight matrix (drawn in float64 on the CPU) would not fit in the free memory. On the
+    meta device nothing is allocated or drawn, so nothing is refused."""
+    if torch.device(device or "cpu").type == "meta":
+        return
+    count = mlp_parameters(sizes[0], list(sizes[1:-1]), sizes[-1], bias=bias)
+    itemsize = torch.empty((), dtype=dtype, device="meta").element_size()
+    fix = ("use smaller widths, or build it with device='meta' for its infinite-width kernels "
+           "alone (they do not depend on the widths)")
+    require_memory(count * itemsize, f"an MLP with {count:,} parameters", fix,
+                   "cpu" if device is None else device)
+    largest = max(fan_in * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
+    require_memory(largest * FLOAT64_BYTES, f"drawing its largest weight matrix ({largest:,} "
+                   "values) in float64", fix)
 

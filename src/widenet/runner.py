@@ -21,6 +21,7 @@ import torch
 
 from widenet.devices import describe_device, resolve_device
 from widenet.errors import WidenetError
+from widenet.memory import require_memory
 from widenet.report import atomic_write, render_report, write_report
 from widenet.report.figures import png_bytes
 from widenet.store import FINISHED_STATUSES, RunRecord, RunStore
@@ -57,6 +58,7 @@ def run_study(study: str | Study, config: StudyConfig, *, store: RunStore,
     config_dict = config.model_dump(mode="json")
     tasks = study.plan(config)
     _check_keys([task.key for task in tasks], study.name)
+    require_study_memory(study, config, torch_device)
     device_text = describe_device(torch_device)
     run_id = store.claim_run(study.name, config_dict, device=device_text) if resume else None
     if run_id is None:
@@ -90,6 +92,14 @@ def run_study(study: str | Study, config: StudyConfig, *, store: RunStore,
         raise
     return RunOutcome(record=store.run(run_id), checks=store.checks(run_id),
                       report=write_run_report(store, run_id), resumed_tasks=len(done))
+
+
+def require_study_memory(study: Study, config: StudyConfig,
+                         device: str | torch.device = "cpu") -> None:
+    """Refuse a config whose largest task cannot fit in the free memory of ``device`` (the
+    lower bound of :meth:`StudyConfig.memory_bytes`), before anything is stored."""
+    require_memory(config.memory_bytes(), f"study {study.name} with this config",
+                   "use smaller sizes (points, dim, widths) or --quick", device)
 
 
 def write_run_report(store: RunStore, run_id: str) -> Path:

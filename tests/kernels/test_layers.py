@@ -17,7 +17,7 @@ from widenet.errors import WidenetError
 from widenet.kernels import _layers
 from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.jacobians import JacobianMethod
-from widenet.layers import Dense
+from widenet.nn import Dense
 
 
 class ScaledLinear(nn.Linear):

@@ -52,8 +52,15 @@ def test_end_to_end_tables_figures_and_checks(tiny_run):
                                      "taylor"}
     assert png_bytes(analysis.figures["sharpness"]).startswith(b"\x89PNG")
     names = [check.name for check in analysis.checks]
-    assert "no explosions with scaling" in names
+    assert "scaling raises the stable lr" in names
     assert "soft rank higher" in names
+    assert "Taylor identity" in names
+    identity = analysis.tables["taylor_identity"]
+    assert len(identity) == 2 * len(eos_measure.TAYLOR_FRACTIONS)
+    np.testing.assert_allclose(identity["remainder"],
+                               identity["actual"] - identity[["c1", "c2", "c3"]].sum(axis=1))
+    assert np.isfinite(identity[["c1", "c2", "c3", "actual"]].to_numpy()).all()
+    assert (identity["c1"] < 0).all()  # c1 = -lr ||grad L||^2 along the gradient
     assert sum(name.startswith("progressive sharpening") for name in names) == 2
     assert all(check.verdict in VERDICTS for check in analysis.checks)
     assert analysis.diverged == ""
@@ -67,8 +74,9 @@ def test_tasks_are_deterministic_with_readable_keys(tmp_path):
         "eos/cross_entropy/lr_factor=0.9", "beyond/plain/c=0.5/seed=0",
         "beyond/plain/c=0.5/seed=1", "beyond/plain/c=4/seed=0", "beyond/plain/c=4/seed=1",
         "beyond/scaled/c=0.5/seed=0", "beyond/scaled/c=0.5/seed=1", "beyond/scaled/c=4/seed=0",
-        "beyond/scaled/c=4/seed=1"]
+        "beyond/scaled/c=4/seed=1", "taylor/seed=0", "taylor/seed=1"]
     context = StudyContext(device=torch.device("cpu"), folder=tmp_path)
+    tasks = tasks[:-2]
     first, second = tasks[-1].compute(context), tasks[-1].compute(context)
     for name in first:
         pd.testing.assert_frame_equal(first[name], second[name])
@@ -227,14 +235,16 @@ def test_bad_config_raises_one_line_naming_the_key(values, key):
 
 @pytest.mark.slow
 def test_quick_preset_verdicts_are_the_documented_ones(tmp_path):
-    """The quick preset's failure is a finding (docs, "Measured outcome"): the scaled runs
-    explode at c = 8 for two of the three initializations."""
+    """The quick preset's inconclusive check is a finding (docs, "Measured outcome"): the
+    scaled runs explode at c = 8 for two of the three initializations, so the largest stable c
+    rises (2 -> 8) for one initialization only: +0.67 ± 0.67 in log2."""
     if not FULL:
         pytest.skip("set WIDENET_FULL_TESTS=1 to run the quick preset")
     _, analysis = run_in_memory(get_study("edge-of-stability"), tmp_path)
-    findings = {"no explosions with scaling"}
+    findings = {"scaling raises the stable lr"}
     verdicts = {c.name: c.verdict for c in analysis.checks}
-    assert verdicts == {name: "fail" if name in findings else "pass" for name in verdicts}
+    assert verdicts == {name: "inconclusive" if name in findings else "pass"
+                        for name in verdicts}
 
 
 def _beyond_run(scaled: bool, c: float, replicate: int, status: str, explosions: int,
@@ -254,8 +264,14 @@ def test_beyond_checks_pair_arms_per_initialization_with_stderr_over_initializat
         r(False, 2.0, 1, "completed", 0, 1.0, 2.0), r(True, 2.0, 1, "completed", 0, 0.01, 3.5),
         r(False, 4.0, 1, "completed", 0, 1.0, 1.0), r(True, 4.0, 1, "completed", 0, 1e-4, 9.0)])
     checks = {c.name: c for c in eos_analysis.beyond_checks(runs)}
-    assert checks["no explosions with scaling"].measured == 2
-    assert checks["no explosions with scaling"].verdict == "fail"
+    # largest stable c: init 0 plain 2 (diverges at 4), scaled 2 (explodes at 4); init 1 both
+    # 4 (the grid's top: a lower bound). No gain for either initialization: a fail.
+    stable = eos_analysis.stable_factors(runs)
+    assert stable["c_star_plain"].tolist() == [2.0, 4.0]
+    assert stable["c_star_scaled"].tolist() == [2.0, 4.0]
+    assert stable["censored_scaled"].tolist() == [False, True]
+    assert checks["scaling raises the stable lr"].measured == 0
+    assert checks["scaling raises the stable lr"].verdict == "fail"
     # c = 2 only: log10 ratios -1 (init 0) and -2 (init 1); PR gaps 0.5 and 1.5.
     sharp, rank = checks["sharpness regularized"], checks["soft rank higher"]
     assert sharp.measured == pytest.approx(-1.5)
@@ -277,7 +293,7 @@ def test_beyond_checks_average_over_c_within_an_initialization_first():
     # gaps: init 0 -> mean(1, 3) = 2, init 1 -> 0: two replicates, not four values over c.
     assert rank.measured == pytest.approx(1.0)
     assert rank.stderr == pytest.approx(1.0)
-    assert rank.verdict == "pass"
+    assert rank.verdict == "inconclusive"  # right side, but 1 standard error: not significant
 
 
 def test_beyond_checks_with_one_initialization_or_no_comparable_c_are_inconclusive():
@@ -297,3 +313,50 @@ def test_beyond_checks_with_one_initialization_or_no_comparable_c_are_inconclusi
     checks = {c.name: c for c in eos_analysis.beyond_checks(none)}
     assert math.isnan(checks["soft rank higher"].measured)
     assert checks["soft rank higher"].verdict == "inconclusive"
+
+
+def _identity_table(order: float, next_order: float = 0.3) -> pd.DataFrame:
+    """A taylor_identity table whose remainder is lr^order (1 + next_order lr / lr_max) for two
+    replicates (the second with twice the remainder)."""
+    rows = []
+    for replicate in (0, 1):
+        for fraction in eos_measure.TAYLOR_FRACTIONS:
+            lr = fraction * 0.1
+            rows.append({"replicate": replicate, "fraction": fraction, "lr": lr,
+                         "remainder": (1 + replicate) * lr**order * (1 + next_order * fraction)})
+    return pd.DataFrame(rows)
+
+
+def test_taylor_check_passes_a_fourth_order_remainder_and_fails_a_third():
+    """A remainder O(lr^4) with a next-order term: the extrapolated slope is 4 within the
+    extrapolation's size; a remainder O(lr^3) (c3 missing or wrong) fails."""
+    good = eos_analysis.taylor_check(_identity_table(4.0))
+    assert good.measured == pytest.approx(4.0, abs=1e-3)
+    assert good.verdict == "pass"
+    slopes = eos_analysis.taylor_slopes(_identity_table(4.0))
+    assert slopes["slope_last"].iloc[0] == pytest.approx(
+        4 + math.log2((1 + 0.3 / 32) / (1 + 0.3 / 64)))
+    assert eos_analysis.taylor_check(_identity_table(3.0)).verdict == "fail"
+
+
+def test_the_largest_stable_factor_per_initialization():
+    """c* is the largest c before the first unstable one (diverged or exploding), NaN when the
+    smallest c is unstable; a gain of two grid steps in every initialization passes."""
+    r = _beyond_run
+    rows = []
+    for replicate in (0, 1, 2):
+        for c in (0.5, 2.0, 4.0, 8.0):
+            rows.append(r(False, c, replicate, "completed" if c <= 0.5 + replicate else
+                          "diverged", 0, 1.0, 1.0))
+            rows.append(r(True, c, replicate, "completed", int(c > 4.0), 1.0, 1.0))
+    runs = pd.DataFrame(rows)
+    stable = eos_analysis.stable_factors(runs)
+    assert stable["c_star_plain"].tolist() == [0.5, 0.5, 2.0]
+    assert stable["c_star_scaled"].tolist() == [4.0, 4.0, 4.0]
+    np.testing.assert_allclose(stable["log2_gain"], [3.0, 3.0, 1.0])
+    check = eos_analysis.stable_factor_check(runs)
+    assert check.measured == pytest.approx(7 / 3)
+    assert check.verdict == "pass"  # 7/3 ± 2/3: 3.5 standard errors above 0
+    first = runs.assign(status=np.where(~runs["scaled"] & (runs["replicate"] == 0),
+                                        "diverged", runs["status"]))
+    assert math.isnan(eos_analysis.stable_factors(first)["c_star_plain"].iloc[0])

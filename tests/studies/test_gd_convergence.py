@@ -49,12 +49,13 @@ def test_end_to_end_tables_figures_and_checks(tiny_run):
     assert runs["steps"].nunique() == 1
     assert set(analysis.tables["widths"]["m"]) == {16, 64}
     assert set(analysis.tables["fits"]["quantity"]) == {"deviation_max", "relative_movement",
-                                                        "relative_movement_pred"}
+                                                        "relative_movement_pred",
+                                                        "lambda_min_gap"}
     assert set(analysis.figures) == {"loss_curves", "rate", "deviation", "distance"}
     assert png_bytes(analysis.figures["loss_curves"]).startswith(b"\x89PNG")
     names = [check.name for check in analysis.checks]
     assert names == ["linear rate", "converges at shared lr", "curves collapse",
-                     "distance travelled"]
+                     "distance travelled", "lambda_min concentrates"]
     assert all(check.verdict in VERDICTS for check in analysis.checks)
 
 
@@ -273,3 +274,27 @@ def test_quick_preset_checks_pass(tmp_path):
     failed = [(c.name, c.verdict, c.measured, c.tolerance) for c in analysis.checks
               if c.verdict != "pass"]
     assert not failed
+
+
+def _lambda_min_runs(gaps_by_width: dict[int, list[float]]) -> pd.DataFrame:
+    rows = [{"m": m, "status": "completed", "loss_initial": 1.0, "loss_final": 0.1,
+             "rate": 1.0, "rate_pred": 1.0, "distance": 1.0, "distance_pred": 1.0,
+             "deviation_max": 1.0 / m, "relative_movement": 1.0, "relative_movement_pred": 1.0,
+             "params": m, "lambda_min_inf": 2.0, "lambda_min_entk": 2.0 * (1 + gap)}
+            for m, gaps in gaps_by_width.items() for gap in gaps]
+    return gd_analysis.with_errors(pd.DataFrame(rows))
+
+
+def test_lambda_min_check_needs_a_significant_decay_in_width():
+    """Relative gaps |lambda_min(K_0)/lambda_min(Theta) - 1| falling like m^-1/2 pass; gaps of
+    the same size at every width do not (the slope is 0 within its noise)."""
+    decaying = _lambda_min_runs({m: [s * m**-0.5 for s in (0.8, 1.0, -1.2)]
+                                 for m in (128, 512, 2048)})
+    check = gd_analysis.lambda_min_check(gd_analysis.fit_table(decaying),
+                                         gd_analysis.width_table(decaying))
+    assert check.measured == pytest.approx(-0.5, abs=1e-9)
+    assert check.verdict == "pass"
+    flat = _lambda_min_runs({m: [0.05, 0.1, 0.2] for m in (128, 512, 2048)})
+    check = gd_analysis.lambda_min_check(gd_analysis.fit_table(flat), gd_analysis.width_table(flat))
+    assert check.measured == pytest.approx(0.0, abs=1e-9)
+    assert check.verdict == "inconclusive"

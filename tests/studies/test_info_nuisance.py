@@ -185,6 +185,33 @@ def test_derived_quantities_and_paired_signs_by_hand():
     assert paired["test_error_gap"] == pytest.approx(0.3)
 
 
+def test_a_sign_within_two_standard_errors_is_inconclusive():
+    """The audit's case: the end-of-training paired gap +0.0030 ± 0.0028 lies on the claimed
+    side of 0, which the old interval rule accepted; the directional rule calls it
+    inconclusive, a gap of 3 standard errors passes and one of -3 fails."""
+    spread = 0.0028 * math.sqrt(3.0)  # three seeds at mean ± spread: stderr = 0.0028
+
+    def verdicts(mean: float) -> dict[str, str]:
+        runs = pd.DataFrame({
+            "corrupt": [0.0] * 3 + [0.5] * 3, "seed": [0, 1, 2] * 2, "check_step": [10] * 6,
+            "decay_gap": [1.0, 1.1, 1.2] * 2, "decay_gap_pred": [1.0] * 6,
+            "label_information_gain": [0.1, 0.2, 0.3] * 2, "kernel_movement": [0.1] * 6,
+            "fit_delay": [0.5, 0.6, 0.7] * 2, "test_error_rise": [0.1, 0.2, 0.3] * 2})
+        gaps = [mean - spread, mean, mean + spread]
+        paired = pd.DataFrame({"seed": [0, 1, 2], "label_information_init_gap": [0.2, 0.3, 0.4],
+                               "label_information_end_gap": gaps,
+                               "test_error_gap": [0.1, 0.2, 0.3]})
+        checks = study_analysis.checks_of(runs, paired, 0.5)
+        assert [check.name for check in checks] == CHECKS
+        return {check.name: check.verdict for check in checks}
+
+    end = "labels in I: clean > corrupted (end)"
+    assert verdicts(0.0030)[end] == "inconclusive"
+    assert verdicts(3 * 0.0028)[end] == "pass"
+    assert verdicts(-3 * 0.0028)[end] == "fail"
+    assert set(verdicts(0.0030).values()) == {"pass", "inconclusive"}
+
+
 def test_a_diverging_run_is_recorded_not_raised(tmp_path):
     """Far past lr_factor = 2 (beyond the catapult range) the runs diverge: they are recorded
     with their status, the analysis still concludes and says that every run diverged."""
@@ -239,6 +266,10 @@ def test_quick_preset_checks_pass(tmp_path):
     if not FULL:
         pytest.skip("set WIDENET_FULL_TESTS=1 to run the quick preset")
     _, analysis = run_in_memory(get_study("info-nuisance"), tmp_path)
+    # with 3 seeds the kernel's label alignment (+0.0030 ± 0.0028 clean) is not significant:
+    # those two checks may be inconclusive in the quick preset, never fail
+    undecided = {"NTK aligns with labels (clean)", "NTK aligns with labels (corrupted)"}
     failed = [(c.name, c.verdict, c.measured, c.tolerance) for c in analysis.checks
-              if c.verdict != "pass"]
+              if c.verdict != "pass" and not (c.name in undecided
+                                              and c.verdict == "inconclusive")]
     assert not failed

@@ -65,11 +65,12 @@ def test_tiny_run_end_to_end(tmp_path):
     assert {"delta", "rate", "rate_stderr", "log_coefficient", "plain_l0", "product"} <= set(
         analysis.tables["angle_fits"].columns)
     assert "reference" not in analysis.tables  # only for n = 100 with depths 9, 99, 999
+    assert len(analysis.tables["log_law"]) == len(config.deltas)
     assert set(analysis.figures) == {"condition", "eigenvalues", "angles", "inverse_angle"}
     names = [check.name for check in analysis.checks]
     assert names[0] == "diagonal"
     for delta in ("0.5", "1"):
-        for kind in ("offdiag", "cond", "angle law", "inverse angle"):
+        for kind in ("offdiag law", "cond", "angle law", "inverse angle"):
             assert f"{kind}/Delta={delta}" in names
     assert "faster for larger Delta" in names
     assert all(check.verdict in VERDICTS for check in analysis.checks)
@@ -190,12 +191,42 @@ def test_equicorrelated_condition_is_exact():
     assert equicorrelated_condition(100, 0.25) == pytest.approx(1 + 100 / 3)
 
 
+def synthetic_kernels(law, cond: float = 35.0, depths=(99, 199, 499, 999)) -> pd.DataFrame:
+    """A kernels table of two draws per depth whose off-diagonal mean follows
+    4 (L + 1) (Theta_ij / (L + 1) - 1/4) = law(L), the draws 1e-7 apart."""
+    rows = [{"delta": 0.25, "depth": depth, "seed": seed, "points": 100, "cond": cond + seed / 10,
+             "offdiag_mean": 0.25 + law(depth) / (4 * (depth + 1)) + 1e-7 * seed,
+             "lambda_min": 1.0, "lambda_max": 60.0, "inverse_angle_error": 1e-6,
+             "inverse_angle_error_theory": 1e-3, "inverse_angle_c_ratio": 1.0}
+            for depth in depths for seed in (0, 1)]
+    return pd.DataFrame(rows)
+
+
+def test_limit_checks_test_the_ln_l_law_not_a_fixed_multiple():
+    """Delta = 1/4's case: a large offset c makes the excess at L = 999 1.8 x the leading
+    (3/8) ln L / L, which the old check (<= 1.5 x) failed although the two-term law holds."""
+    def two_term(depth: int) -> float:
+        return 1.5 * math.log(depth) + 8.9 - 20 * math.log(depth) / depth
+
+    checks = {check.name: check for check in limit_checks(summary_table(
+        synthetic_kernels(two_term)))}
+    law = checks["offdiag law/Delta=0.25"]
+    excess = two_term(999) / (4 * 1000)
+    assert excess > 1.5 * 0.375 * math.log(999) / 999  # the old check's bound: it failed
+    assert law.measured == pytest.approx(1.5, abs=1e-3)  # the draws differ by 1e-7
+    assert law.verdict == "pass"
+    assert checks["cond/Delta=0.25"].verdict == "pass"
+    # the same excess at L = 999 under a 1/L law (no ln L), and a wrong coefficient, both fail
+    assert limit_checks(summary_table(synthetic_kernels(
+        lambda depth: 15.0 + 100 / depth)))[0].verdict == "fail"
+    assert limit_checks(summary_table(synthetic_kernels(
+        lambda depth: 1.0 * math.log(depth) + 12.0)))[0].verdict == "fail"
+
+
 def test_limit_checks_fail_when_the_limit_is_wrong():
-    kernels = pd.DataFrame({"delta": 0.5, "depth": 999, "seed": [0, 1], "points": 100,
-                            "cond": [60.0, 60.1], "offdiag_mean": [0.3, 0.3001],
-                            "lambda_min": 1.0, "lambda_max": 60.0, "inverse_angle_error": 1e-6,
-                            "inverse_angle_error_theory": 1e-3, "inverse_angle_c_ratio": 1.0})
-    assert [check.verdict for check in limit_checks(summary_table(kernels))] == ["fail", "fail"]
+    checks = limit_checks(summary_table(synthetic_kernels(lambda depth: 0.2 * (depth + 1),
+                                                          cond=30.0)))
+    assert [check.verdict for check in checks] == ["fail", "fail"]
 
 
 def test_activation_and_cheap_deep_net():

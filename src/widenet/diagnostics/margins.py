@@ -32,8 +32,8 @@ from torch.func import functional_call
 
 from widenet.activations import AbsLinear
 from widenet.errors import WidenetError
-from widenet.layers import Dense
 from widenet.models import MLP
+from widenet.nn import Dense
 from widenet.validation import finite_real, positive_int
 
 # Modules with a positively 1-homogeneous map in their own parameters (counted once each), and

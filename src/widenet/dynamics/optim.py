@@ -27,7 +27,7 @@ from torch import nn
 
 from widenet.dynamics.losses import Loss, get_loss
 from widenet.errors import WidenetError
-from widenet.layers import Dense
+from widenet.nn import Dense
 from widenet.validation import data_matrix, finite_real, positive_int, trainable_module
 
 OPTIMIZERS = ("gd", "sgd", "adam")

@@ -22,7 +22,7 @@ from widenet.errors import WidenetError
 from widenet.runner import write_run_report
 from widenet.store import FINISHED_STATUSES, RunBundle, RunStore, SweepStore, check_sweep_name
 from widenet.studies import get_study
-from widenet.studies.common.config import validate_config
+from widenet.studies.common.config import cut, validate_config
 from widenet.sweeps.engines import Engine, Job, Outcome
 from widenet.sweeps.report import write_sweep_report
 from widenet.sweeps.spec import SweepSpec
@@ -138,4 +138,4 @@ def _validated(schema: Any, values: dict[str, Any], label: str) -> dict[str, Any
     try:
         return validate_config(schema, values).model_dump(mode="json")
     except WidenetError as error:
-        raise WidenetError(f"sweep point {label}: {error}") from None
+        raise WidenetError(f"sweep point {cut(label)}: {error}") from None

@@ -9,12 +9,16 @@ sweep's own seed; ``seeds`` repeats every point with ``seed = 0 .. seeds - 1``.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from widenet.errors import WidenetError
-from widenet.studies.common.config import parse_value
+from widenet.studies.common.config import parse_value, quote
+
+MAX_POINTS = 100_000
+"""The most points of one sweep (grid values x samples x seeds); more is a typo."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,11 @@ class SweepSpec:
             raise WidenetError("--samples needs at least one --random key=low:high")
         if self.seeds < 0 or self.samples < 0:
             raise WidenetError("--seeds and --samples must be >= 0")
+        count = math.prod(len(values) for values in self.grid.values())
+        count *= max(self.samples, 1) * max(self.seeds, 1)
+        if count > MAX_POINTS:
+            raise WidenetError(f"the sweep has {count:,} points, more than {MAX_POINTS:,}; "
+                               "use fewer --grid values, --samples or --seeds")
 
     def as_dict(self) -> dict[str, Any]:
         """The spec as plain JSON-ready data (stored with the sweep)."""
@@ -100,7 +109,7 @@ def parse_grid(items: list[str] | tuple[str, ...]) -> dict[str, list[Any]]:
         if key in grid:
             raise WidenetError(f"--grid {key}= is given twice; list all its values in one "
                                f"--grid {key}=v1,v2,...")
-        parsed = parse_value(value)
+        parsed = parse_value(value, f"--grid {quote(key)}")
         grid[key] = parsed if isinstance(parsed, list) else [parsed]
     return grid
 

@@ -120,3 +120,42 @@ def test_a_single_value_for_a_list_key_is_a_one_item_list() -> None:
     assert config.depths == [3]
     toy = build_config(ToyConfig, overrides=["values=7"])
     assert toy.values == [7]
+
+
+def test_an_alias_bomb_is_counted_without_expanding_it() -> None:
+    import time
+
+    from widenet.studies.common.config import MAX_VALUES, check_size
+
+    bomb: list = [1] * 10
+    for _ in range(8):
+        bomb = [bomb] * 10  # 10^9 leaves, 90 list objects
+    start = time.perf_counter()
+    with pytest.raises(WidenetError, match=f"more than {MAX_VALUES:,} values"):
+        check_size({"widths": bomb}, "config file c.yaml")
+    assert time.perf_counter() - start < 1.0
+
+
+def test_the_size_bound_counts_every_value() -> None:
+    from widenet.studies.common.config import MAX_VALUES, check_size
+
+    check_size([0] * (MAX_VALUES - 1), "here")  # the list and its items
+    with pytest.raises(WidenetError, match=r"^here: the value holds more than"):
+        check_size([0] * MAX_VALUES, "here")
+
+
+def test_a_value_that_contains_itself_is_refused() -> None:
+    from widenet.studies.common.config import check_size
+
+    loop: list = [1]
+    loop.append(loop)
+    with pytest.raises(WidenetError, match="nested deeper than 20 levels"):
+        check_size(loop, "here")
+
+
+def test_quote_cuts_a_long_value_with_an_ellipsis() -> None:
+    from widenet.studies.common.config import QUOTE, quote
+
+    assert quote("abc") == "'abc'"
+    assert len(quote("x" * 10 ** 6)) == QUOTE
+    assert quote("x" * 10 ** 6).endswith("x…")

@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from widenet.checks import Check
+from widenet.memory import FLOAT64_BYTES, mlp_parameters
 from widenet.studies.common.seeds import MAX_SEED
 
 if TYPE_CHECKING:  # figures are made by the studies; this module only names their type
@@ -41,6 +42,28 @@ class StudyConfig(BaseModel):
 
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="base seed: every task "
                       "derives its seeds from it and its own parameters")
+
+    def memory_bytes(self) -> int:
+        """A lower bound on the bytes of the study's largest task, from the sizes in its
+        config: its float64 inputs, n x d (n the largest of ``points``, ``n``,
+        ``test_points``, ``n_test``; d = ``dim``, 1 without one), or the float64 parameters of
+        its widest net, d -> m -> ... -> m -> 1 with L hidden layers (m the largest of the
+        width fields, L of the depth fields), whichever is larger. A config beyond the free
+        memory cannot run; studies that need more (an n x n kernel) add it."""
+        n = _largest(self, ("points", "n", "test_points", "n_test"))
+        d = _largest(self, ("dim",)) or 1
+        m = _largest(self, ("width", "widths", "base_widths", "beyond_width", "particle_width"))
+        depth = _largest(self, ("depth", "depths", "beyond_depth")) or 1
+        net = mlp_parameters(d, [m] * depth, 1) if m else 0
+        return FLOAT64_BYTES * max(n * d, net)
+
+
+def _largest(config: StudyConfig, names: tuple[str, ...]) -> int:
+    """The largest integer among the fields ``names`` of ``config`` (single values or lists;
+    absent fields count 0)."""
+    values = [getattr(config, name, None) for name in names]
+    flat = [v for value in values for v in (value if isinstance(value, list) else [value])]
+    return max((v for v in flat if isinstance(v, int) and not isinstance(v, bool)), default=0)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,11 @@
 Every value is validated by the study's pydantic schema; an unknown key or a value of the wrong
 type raises a :class:`~widenet.errors.WidenetError` that names the key and where it came from,
 and so does a key given twice in a YAML file (YAML itself would keep the last).
+
+A config is small: a file or ``--set`` text of at most :data:`MAX_TEXT` characters, whose
+values, with every YAML alias expanded, hold at most :data:`MAX_VALUES` values nested at most
+:data:`MAX_DEPTH` deep; anything larger (a YAML alias bomb) is refused before it is validated.
+An error quotes at most :data:`QUOTE` characters of a user's value.
 """
 
 from __future__ import annotations
@@ -17,6 +22,18 @@ from pydantic import ValidationError
 
 from widenet.errors import WidenetError
 from widenet.studies.common.base import StudyConfig
+
+MAX_TEXT = 1_000_000
+"""The most characters of a config file or of one ``--set`` item."""
+
+MAX_VALUES = 100_000
+"""The most values (list items, mapping entries, scalars) of a config, aliases expanded."""
+
+MAX_DEPTH = 20
+"""The deepest nesting of lists and mappings in a config value."""
+
+QUOTE = 80
+"""The most characters of a user's value quoted in an error."""
 
 
 def build_config(schema: type[StudyConfig], *, quick: bool = False, file: str | Path | None = None,
@@ -40,7 +57,7 @@ def validate_config(schema: type[StudyConfig], values: dict[str, Any],
     for key in values:
         if key not in schema.model_fields:
             origin = f" (from {sources[key]})" if key in sources else ""
-            raise WidenetError(f"unknown config key {key!r}{origin}; the keys of this study "
+            raise WidenetError(f"unknown config key {quote(key)}{origin}; the keys of this study "
                                f"are: {', '.join(known)}")
     try:
         return schema(**{key: _as_list_if_expected(schema, key, value)
@@ -52,8 +69,37 @@ def validate_config(schema: type[StudyConfig], values: dict[str, Any],
             raise WidenetError(f"config: {message}") from None
         key = str(first["loc"][0])
         origin = f" (from {sources[key]})" if key in sources else ""
-        given = "" if ", got " in message else f", got {first.get('input')!r}"
-        raise WidenetError(f"config key {key!r}{origin}: {message}{given}") from None
+        given = first.get("input")
+        if first["type"] in _NUMBER_ERRORS and _is_nan(given):
+            raise WidenetError(f"config key {key!r}{origin}: got {given!r}, which is not a "
+                               "number; give a number") from None
+        if isinstance(given, str) and repr(given) in message:  # quoted by a validator
+            message = message.replace(repr(given), quote(given))
+        elif ", got " not in message:
+            message += f", got {quote(given)}"
+        raise WidenetError(f"config key {key!r}{origin}: {message}") from None
+
+
+def quote(value: object) -> str:
+    """``repr(value)``, cut to :data:`QUOTE` characters with an ellipsis (``'xxx…'``)."""
+    return cut(repr(value))
+
+
+def cut(text: str) -> str:
+    """``text``, cut to :data:`QUOTE` characters with an ellipsis."""
+    return text if len(text) <= QUOTE else text[:QUOTE - 1] + "…"
+
+
+_NUMBER_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal",
+                  "finite_number", "int_parsing", "float_parsing", "multiple_of"}
+"""pydantic's error types of a value given to a number field."""
+
+
+def _is_nan(value: object) -> bool:
+    """Whether ``value`` is NaN or a text pydantic reads as NaN (``"nan"``, ``"-NaN"``)."""
+    if isinstance(value, str):
+        return value.strip().lower().lstrip("+-") == "nan"
+    return isinstance(value, float) and value != value
 
 
 def _as_list_if_expected(schema: type[StudyConfig], key: str, value: Any) -> Any:
@@ -71,6 +117,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping of keys to values in a YAML config file."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_TEXT:
+            raise WidenetError(f"config file {path} is larger than {MAX_TEXT:,} bytes; a "
+                               "config is a few lines of key: value")
         text = path.read_text()
     except FileNotFoundError:
         raise WidenetError(f"config file {path} does not exist") from None
@@ -83,6 +132,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise WidenetError(f"config file {path} is not valid YAML: {_yaml_problem(error)}") \
             from None
+    except RecursionError:
+        raise WidenetError(f"config file {path}: {_TOO_DEEP}") from None
+    check_size(loaded, f"config file {path}")
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -113,7 +165,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 if key in first_lines:
                     lines = (f"twice on line {line}" if first_lines[key] == line else
                              f"on line {first_lines[key]} and again on line {line}")
-                    raise _DuplicateKeyError(f"the key {key!r} is given {lines}; keep one")
+                    raise _DuplicateKeyError(f"the key {quote(key)} is given {lines}; "
+                                             "keep one")
                 first_lines[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -153,18 +206,65 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise WidenetError(f"--set expects key=value, got {item!r}")
-        parsed[key] = parse_value(text.strip())
+            raise WidenetError(f"--set expects key=value, got {quote(item)}")
+        parsed[key] = parse_value(text.strip(), f"--set {quote(key)}")
     return parsed
 
 
-def parse_value(text: str) -> Any:
+_TOO_DEEP = f"the value is nested deeper than {MAX_DEPTH} levels"
+
+
+def check_size(value: object, where: str) -> None:
+    """Refuse a value that, with the repeats of YAML aliases expanded, holds more than
+    :data:`MAX_VALUES` values or nests deeper than :data:`MAX_DEPTH` (a value that contains
+    itself nests infinitely). Counted without expanding: each shared list or mapping once,
+    its count reused wherever it repeats."""
+    counted: dict[int, tuple[int, int]] = {}  # id -> (values, depth), for shared containers
+
+    def measure(item: object, depth: int) -> tuple[int, int]:
+        if not isinstance(item, list | dict):
+            return 1, 0
+        if depth > MAX_DEPTH:
+            raise WidenetError(f"{where}: {_TOO_DEEP}")
+        if id(item) in counted:
+            return counted[id(item)]
+        children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+        values, deepest = 1, 0
+        for child in children:
+            count, height = measure(child, depth + 1)
+            values, deepest = values + count, max(deepest, height + 1)
+            if values > MAX_VALUES or depth + deepest > MAX_DEPTH:
+                raise WidenetError(f"{where}: " + (_TOO_DEEP if depth + deepest > MAX_DEPTH else
+                                   f"the value holds more than {MAX_VALUES:,} values (YAML "
+                                   "aliases repeat what they name); a config is small"))
+        counted[id(item)] = (values, deepest)
+        return values, deepest
+
+    measure(value, 0)
+
+
+def parse_value(text: str, where: str = "a value") -> Any:
     """One value of ``--set``: a YAML scalar or flow list, or a list of such values separated
     by commas outside brackets (``64,128`` -> [64, 128]; ``[1,2],[3]`` -> [[1, 2], [3]]).
-    Numbers such as ``1e-3``, which YAML 1.1 leaves as text, are read as numbers."""
+    Numbers such as ``1e-3``, which YAML 1.1 leaves as text, are read as numbers. Raises,
+    naming ``where`` (``--set 'widths'``), for a text longer than :data:`MAX_TEXT` or a value
+    beyond the bounds of :func:`check_size`."""
+    if len(text) > MAX_TEXT:
+        raise WidenetError(f"{where}: the value is longer than {MAX_TEXT:,} characters; a "
+                           "config value is short")
+    try:
+        value = _parse_parts(text)
+    except RecursionError:
+        raise WidenetError(f"{where}: {_TOO_DEEP}") from None
+    check_size(value, where)
+    return value
+
+
+def _parse_parts(text: str) -> Any:
+    """:func:`parse_value` without the bounds."""
     parts = _top_level_split(text)
     if len(parts) > 1:
-        return [parse_value(part.strip()) for part in parts]
+        return [_parse_parts(part.strip()) for part in parts]
     try:
         value = yaml.safe_load(text) if text else ""
     except yaml.YAMLError:

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from widenet.checks import Check, check_interval
+from widenet.checks import Check, check_close, check_direction, check_interval
 from widenet.studies.common.base import Analysis, Tables
-from widenet.studies.common.fits import all_diverged, mean_stderr
+from widenet.studies.common.fits import all_diverged, finite_mean_stderr, mean_stderr
 from widenet.studies.edge_of_stability.config import REACHED, EoSConfig
 from widenet.studies.edge_of_stability.figures import (
     beyond_figure,
@@ -92,10 +92,10 @@ def eos_checks(summary: pd.DataFrame) -> list[Check]:
                             math.inf),
                            ("edge of stability", "S reaches 2/lr and hovers there", *EOS_BAND))]
             continue
-        checks.append(check_interval(
+        checks.append(check_direction(
             f"progressive sharpening ({tag})", f"S rises from S_0 = {run['lr_factor']:g} * 2/lr "
             f"to the edge: the peak of S / (2/lr) reaches {REACHED}", measured=run["peak_ratio"],
-            low=REACHED, predicted=1.0,
+            direction="above", threshold=REACHED, predicted=1.0,
             note=f"S_0 = {run['sharpness_init']:.4g}, edge 2/lr = {run['edge']:.4g}; halfway "
                  f"(step {run['sharpening_step']:.0f}) S/S_0 = {run['sharpening']:.3g}"))
         if not run["reached"]:
@@ -110,14 +110,14 @@ def eos_checks(summary: pd.DataFrame) -> list[Check]:
             predicted=1.0, stderr=run["ratio_stderr"],
             note=f"{int(run['ratio_points'])} measurements from step {run['window_start']:.0f}; "
                  f"edge reached at step {int(run['t_edge'])}; stderr of the median"))
-        checks.append(check_interval(
+        checks.append(check_direction(
             f"non-monotone loss ({tag})", "in the EoS phase (from the edge to the end) the loss "
             "rises at some steps: number of steps with loss_{s+1} > loss_s",
-            measured=run["loss_increases"], low=1.0, predicted=1.0))
-        checks.append(check_interval(
+            measured=run["loss_increases"], direction="above", threshold=1.0))
+        checks.append(check_direction(
             f"loss still falls ({tag})", "over the EoS phase the loss falls overall: "
             "loss_end / loss(t_edge) < 1",
-            measured=run["loss_end"] / run["loss_edge"], high=1.0, predicted=1.0))
+            measured=run["loss_end"] / run["loss_edge"], direction="below", threshold=1.0))
     return checks
 
 
@@ -150,41 +150,113 @@ def replicate_means(pairs: pd.DataFrame, factors: list[float], gap: pd.Series
     return mean_stderr(chosen.groupby(level="replicate").mean().to_numpy())
 
 
+def stable_factors(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per initialization r, the largest stable multiple c* of the classical limit in each arm:
+    the largest c of the grid below the first c (ascending) whose run diverged or had a loss
+    explosion; NaN when already the smallest c is unstable, and the grid's largest c (a lower
+    bound, ``censored``) when every c is stable. ``log2_gain`` = log2(c*_scaled / c*_plain)."""
+    rows = []
+    for replicate, group in runs.groupby("replicate", sort=True):
+        row: dict[str, Any] = {"replicate": replicate}
+        for scaled, arm in ((False, "plain"), (True, "scaled")):
+            ordered = group[group["scaled"] == scaled].sort_values("c")
+            stable = ((ordered["status"] == "completed") & (ordered["explosions"] == 0)).to_numpy()
+            factors = ordered["c"].to_numpy(dtype=float)
+            first_unstable = int(np.argmin(stable)) if not stable.all() else len(stable)
+            row[f"c_star_{arm}"] = factors[first_unstable - 1] if first_unstable else math.nan
+            row[f"censored_{arm}"] = bool(stable.all())
+        row["log2_gain"] = math.log2(row["c_star_scaled"] / row["c_star_plain"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def stable_factor_check(runs: pd.DataFrame) -> Check:
+    """The depthwise scaling raises the largest stable c: mean over initializations of
+    log2(c*_scaled / c*_plain) > 0 (directional, stderr over initializations)."""
+    table = stable_factors(runs)
+    mean, stderr = finite_mean_stderr(table["log2_gain"].to_numpy())
+    grid = ", ".join(f"{c:g}" for c in sorted(runs["c"].unique()))
+    censored = int(table["censored_scaled"].sum() + table["censored_plain"].sum())
+    return check_direction(
+        "scaling raises the stable lr", "the largest multiple c of the classical limit 2/S_0 at "
+        "which GD completes without a loss explosion is larger with the normalized update "
+        "scaling: mean over initializations of log2(c*_scaled / c*_plain) > 0",
+        measured=mean, stderr=stderr, direction="above", strict=True,
+        note=f"c grid {grid}; c* plain "
+             f"{', '.join(f'{c:g}' for c in table['c_star_plain'])}, scaled "
+             f"{', '.join(f'{c:g}' for c in table['c_star_scaled'])} (by initialization); "
+             f"{censored} stable at every c (c* a lower bound); explosions with scaling "
+             f"{int(runs[runs['scaled']]['explosions'].sum())}, plain "
+             f"{int(runs[~runs['scaled']]['explosions'].sum())}")
+
+
 def beyond_checks(runs: pd.DataFrame) -> list[Check]:
-    """Part 2, over the factors c > 1: no loss explosion with the scaling; the final sharpness
-    and last-layer participation ratio of each scaled run against the plain run of the same
-    initialization and c, averaged over the c where both arms completed for every
-    initialization, with standard errors over the initializations."""
+    """Part 2: the scaling raises the largest stable c (:func:`stable_factor_check`); over the
+    factors c > 1, the final sharpness and last-layer participation ratio of each scaled run
+    against the plain run of the same initialization and c, averaged over the c where both arms
+    completed for every initialization, with standard errors over the initializations."""
     pairs = beyond_pairs(runs)
     factors = comparable_factors(pairs)
     seeds = pairs.index.get_level_values("replicate").nunique()
-    checks = [check_interval(
-        "no explosions with scaling", "with the normalized update scaling the loss never "
-        "jumps (> explosion_ratio x in one step) nor diverges at lr = c * 2/S_0, c > 1: total "
-        "explosions over those runs", measured=float(pairs["explosions_scaled"].sum()), low=0.0,
-        high=0.0, predicted=0.0,
-        note=f"c = {', '.join(f'{c:g}' for c in sorted(set(pairs.index.get_level_values('c'))))}"
-             f" x {seeds} initializations; plain GD: {int(pairs['explosions_plain'].sum())} "
-             f"explosions, {int((pairs['status_plain'] != 'completed').sum())} diverged")]
+    checks = [stable_factor_check(runs)]
     where = (f"c = {', '.join(f'{c:g}' for c in factors) or 'none'} (both arms completed for "
              f"all {seeds} initializations); stderr over initializations")
     log_ratio = np.log10(pairs["raw_sharpness_final_scaled"] / pairs["raw_sharpness_final_plain"])
     mean, stderr = replicate_means(pairs, factors, log_ratio)
-    checks.append(check_interval(
+    checks.append(check_direction(
         "sharpness regularized", "with the scaling the final sharpness lambda_max(H) is lower "
         "than plain GD's from the same initialization at the same c: mean over "
         "initializations and c > 1 of log10(S_T scaled / S_T plain) < 0",
-        measured=mean, high=0.0, predicted=0.0, stderr=stderr,
+        measured=mean, direction="below", stderr=stderr,
         note=f"{where}; last measurement of each run"))
     mean, stderr = replicate_means(pairs, factors,
                                    pairs["rank_final_scaled"] - pairs["rank_final_plain"])
-    checks.append(check_interval(
+    checks.append(check_direction(
         "soft rank higher", "with the scaling the last hidden layer's participation ratio "
         "(sum s^2)^2 / sum s^4 ends higher than plain GD's from the same initialization: mean "
         "over initializations and c > 1 of PR scaled - PR plain > 0",
-        measured=mean, low=0.0, predicted=0.0, stderr=stderr,
+        measured=mean, direction="above", stderr=stderr,
         note=f"{where}; features on all training points"))
     return checks
+
+
+TAYLOR_ORDER = 4
+"""The remainder L(theta') - L(theta) - (c1 + c2 + c3) of a step of size lr is O(lr^4)."""
+
+
+def taylor_slopes(identity: pd.DataFrame) -> pd.DataFrame:
+    """Per replicate, the local log-log slopes b_k = log2(|R(lr_k)| / |R(lr_k / 2)|) of the
+    remainder R over the halving steps of table ``taylor_identity``, and the Richardson
+    extrapolation of the last two: b = 2 b_K - b_{K-1} (a deviation from the limit that halves
+    with lr, as the next order's relative size ~ lr does, cancels), with ``correction`` =
+    |b_K - b_{K-1}|, the size of that extrapolation."""
+    rows = []
+    for replicate, group in identity.groupby("replicate", sort=True):
+        remainder = group.sort_values("lr", ascending=False)["remainder"].abs().to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            local = np.log2(remainder[:-1] / remainder[1:])
+        rows.append({"replicate": replicate, "local_slopes": ", ".join(f"{b:.4f}" for b in local),
+                     "slope_last": float(local[-1]), "slope": float(2 * local[-1] - local[-2]),
+                     "correction": float(abs(local[-1] - local[-2]))})
+    return pd.DataFrame(rows)
+
+
+def taylor_check(identity: pd.DataFrame) -> Check:
+    """The Taylor identity Delta L = c1 + c2 + c3 + O(lr^4): the extrapolated slope of log |R|
+    against log lr (:func:`taylor_slopes`) is 4, mean over replicates ± their standard error,
+    within the mean size of the extrapolation (the part of the slope the data do not resolve)."""
+    slopes = taylor_slopes(identity)
+    mean, stderr = mean_stderr(slopes["slope"].to_numpy())
+    fractions = sorted(identity["fraction"].unique())
+    return check_close(
+        "Taylor identity", "one GD step at initialization: L(theta') - L(theta) = c1 + c2 + c3 "
+        "+ O(lr^4), so the remainder's log-log slope against lr (steps lr = "
+        f"{fractions[-1]:g}..{fractions[0]:g} x 2/S_0, halving) tends to {TAYLOR_ORDER}",
+        predicted=float(TAYLOR_ORDER), measured=mean, stderr=stderr,
+        tolerance=float(slopes["correction"].mean()),
+        note=f"{len(slopes)} initializations; Richardson-extrapolated from the last two local "
+             f"slopes (last: {slopes['slope_last'].mean():.4f}); tolerance: the size of that "
+             "extrapolation")
 
 
 def analyze(config: EoSConfig, tables: Tables) -> Analysis:
@@ -199,6 +271,11 @@ def analyze(config: EoSConfig, tables: Tables) -> Analysis:
                "taylor": taylor_figure(tables["beyond_curves"], beyond)}
     diverged = all_diverged(tables["eos_runs"]["status"], "part-1 runs",
                             "lower lr_factors")
-    return Analysis(tables={"eos_summary": summary, "beyond_runs": beyond},
-                    figures=figures, checks=eos_checks(summary) + beyond_checks(beyond),
+    derived = {"eos_summary": summary, "beyond_runs": beyond}
+    checks = eos_checks(summary) + beyond_checks(beyond)
+    if "taylor_identity" in tables:  # absent from runs stored before the Taylor task existed
+        derived["taylor_identity"] = tables["taylor_identity"]
+        derived["taylor_slopes"] = taylor_slopes(tables["taylor_identity"])
+        checks.append(taylor_check(tables["taylor_identity"]))
+    return Analysis(tables=derived, figures=figures, checks=checks,
                     diverged=diverged)

@@ -15,6 +15,7 @@ import torch
 from widenet.data import load_dataset
 from widenet.diagnostics.builtin import SharpnessMonitor, SoftRankMonitor, TaylorMonitor
 from widenet.diagnostics.sharpness import sharpness
+from widenet.diagnostics.taylor import taylor_coefficients
 from widenet.dynamics.losses import get_loss
 from widenet.dynamics.optim import NormalizedUpdateScaling, Optimizer, dense_layers
 from widenet.dynamics.train import train
@@ -26,6 +27,10 @@ from widenet.widths import constant, polynomial
 
 CLASSES = 10
 """digits has 10 classes; MSE regresses their one-hot codes."""
+TAYLOR_FRACTIONS = tuple(2.0**-k for k in range(1, 7))
+"""The small steps of the Taylor-identity task: lr = fraction * 2/S_0, halving from 1/2 to
+1/64, so that the remainder L(theta') - L(theta) - (c1 + c2 + c3) = O(lr^4) shrinks 16-fold per
+halving."""
 
 
 def task_seed(config: EoSConfig, *parts: int) -> int:
@@ -139,14 +144,36 @@ def compute_beyond_task(config: EoSConfig, scaled: bool, factor: float, replicat
     return {"beyond_curves": curve, "beyond_runs": pd.DataFrame([run])}
 
 
+def compute_taylor_task(config: EoSConfig, replicate: int, context: StudyContext) -> Tables:
+    """At initialization of a part-1 network (float64 copy, MSE), one GD step along the gradient
+    for each lr = fraction * 2/S_0 (:data:`TAYLOR_FRACTIONS`): c1, c2, c3, the actual change and
+    the remainder actual - (c1 + c2 + c3) (:func:`widenet.diagnostics.taylor_coefficients`)."""
+    x, y = digits_data(config, "mse", context.device)
+    net = MLP(x.shape[1], constant(config.width, config.depth), CLASSES, config.activation,
+              bias_std=0.0, seed=task_seed(config, 3, replicate), device=context.device,
+              dtype=torch.float64)
+    x, y = x.double(), y.double()
+    s0 = sharpness(net, get_loss("mse"), x, y).value
+    rows = []
+    for fraction in TAYLOR_FRACTIONS:
+        result = taylor_coefficients(net, get_loss("mse"), x, y, None, fraction * 2 / s0)
+        rows.append({"replicate": replicate, "fraction": fraction, "lr": result.lr,
+                     "sharpness_init": s0, "loss": result.loss, "c1": result.c1,
+                     "c2": result.c2, "c3": result.c3, "actual": result.actual,
+                     "remainder": result.remainder})
+    return {"taylor_identity": pd.DataFrame(rows)}
+
+
 def plan(config: EoSConfig) -> list[Task]:
     """Part 1: one GD run per (loss, lr factor); part 2: one per (scaling on/off, factor c,
-    initialization replicate)."""
+    initialization replicate); the Taylor identity: one per replicate."""
     tasks = [Task(f"eos/{loss}/lr_factor={factor:g}",
                   partial(compute_eos_task, config, loss, factor))
              for loss in config.losses for factor in config.lr_factors]
     tasks += [Task(f"beyond/{'scaled' if scaled else 'plain'}/c={factor:g}/seed={replicate}",
                    partial(compute_beyond_task, config, scaled, factor, replicate))
               for scaled in (False, True) for factor in config.beyond_factors
+              for replicate in range(config.beyond_seeds)]
+    tasks += [Task(f"taylor/seed={replicate}", partial(compute_taylor_task, config, replicate))
               for replicate in range(config.beyond_seeds)]
     return tasks

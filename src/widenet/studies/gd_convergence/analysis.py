@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from widenet.checks import Check, check_close, check_interval
+from widenet.checks import Check, check_close, check_direction
 from widenet.studies.common.base import Analysis, Tables
 from widenet.studies.common.fits import all_diverged, mean_stderr, power_law_fit
 from widenet.studies.gd_convergence.config import GDConfig
@@ -33,9 +33,12 @@ divergence threshold, which any diverged run has reached."""
 
 def with_errors(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs with rate_error = rate / rate_pred - 1, distance_error = distance /
-    distance_pred - 1 and loss_ratio = loss_T / loss_0 (DIVERGED_RATIO where not finite)."""
+    distance_pred - 1, loss_ratio = loss_T / loss_0 (DIVERGED_RATIO where not finite) and
+    lambda_min_gap = |lambda_min(empirical NTK at init) / lambda_min(Theta) - 1|."""
     ratio = runs["loss_final"] / runs["loss_initial"]
     return runs.assign(rate_error=runs["rate"] / runs["rate_pred"] - 1,
+                       lambda_min_gap=(runs["lambda_min_entk"] / runs["lambda_min_inf"]
+                                       - 1).abs(),
                        distance_error=runs["distance"] / runs["distance_pred"] - 1,
                        loss_ratio=ratio.where(np.isfinite(ratio), DIVERGED_RATIO))
 
@@ -51,7 +54,7 @@ def width_table(runs: pd.DataFrame) -> pd.DataFrame:
                                "diverged": int((group["status"] != "completed").sum()),
                                "loss_ratio_max": float(group["loss_ratio"].max())}
         for column in ("rate_error", "deviation_max", "distance_error", "relative_movement",
-                       "relative_movement_pred"):
+                       "relative_movement_pred", "lambda_min_gap"):
             row[column], row[f"{column}_stderr"] = mean_stderr(group[column])
         rows.append(row)
     return pd.DataFrame(rows)
@@ -62,7 +65,8 @@ def fit_table(runs: pd.DataFrame) -> pd.DataFrame:
     deviation (theory: -1/2) and the measured and predicted relative movement (theory: the
     predicted one's slope, -(1/2) d ln P / d ln m for a width-independent distance)."""
     rows = []
-    for quantity in ("deviation_max", "relative_movement", "relative_movement_pred"):
+    for quantity in ("deviation_max", "relative_movement", "relative_movement_pred",
+                     "lambda_min_gap"):
         fit = power_law_fit(runs["m"], runs[quantity])
         rows.append({"quantity": quantity, "slope": fit.slope, "slope_stderr": fit.slope_stderr,
                      "intercept": fit.intercept, "points": fit.points})
@@ -101,11 +105,11 @@ def convergence_check(runs: pd.DataFrame, decades: float) -> Check:
     """Every run's loss ratio at or below Du et al.'s guarantee (1 - lr lambda_min / (2n))^T."""
     bound = float(runs["steps"].iloc[0] * np.log10(runs["du_factor"].iloc[0]))
     diverged = int((runs["status"] != "completed").sum())
-    return check_interval(
+    return check_direction(
         "converges at shared lr", "every width converges linearly at the one learning rate: "
         "max over runs of log10(loss_T / loss_0) <= log10 of Du et al.'s (1 - lr "
         "lambda_min(Theta) / (2n))^T", measured=float(np.log10(runs["loss_ratio"].max())),
-        high=bound, predicted=bound,
+        direction="below", threshold=bound,
         note=f"{len(runs)} runs, {diverged} diverged; T = {int(runs['steps'].iloc[0])} steps "
              f"at lr = {runs['lr'].iloc[0]:.4g}; the kernel prediction falls >= {decades:g} "
              "decades")
@@ -122,8 +126,23 @@ def collapse_check(fits: pd.DataFrame) -> Check:
         note=f"{fit.points} runs pooled; stderr from the OLS fit")
 
 
+def lambda_min_check(fits: pd.DataFrame, widths: pd.DataFrame) -> Check:
+    """The framework's assumption: lambda_min of the empirical NTK at initialization
+    concentrates around lambda_min(Theta) as m grows: the fitted log-log slope of the relative
+    gap against m is < 0 (directional; fluctuations of O(m^-1/2) predict -1/2)."""
+    fit = fits[fits["quantity"] == "lambda_min_gap"].iloc[0]
+    gaps = ", ".join(f"{100 * row.lambda_min_gap:.2g}%" for row in widths.itertuples())
+    return check_direction(
+        "lambda_min concentrates", "lambda_min of the empirical NTK at initialization tends "
+        "to lambda_min(Theta) as m grows: log-log slope of |lambda_min(K_0) / "
+        "lambda_min(Theta) - 1| against m < 0", measured=fit.slope, stderr=fit.slope_stderr,
+        direction="below", predicted=-0.5,
+        note=f"{fit.points} runs pooled, OLS stderr; mean gap by width {gaps}; an O(m^-1/2) "
+             "fluctuation predicts slope -1/2")
+
+
 def analyze(config: GDConfig, tables: Tables) -> Analysis:
-    """Per-width summaries, power-law fits, the four figures and the four checks."""
+    """Per-width summaries, power-law fits, the four figures and the five checks."""
     runs = with_errors(tables["runs"])
     widths_summary, fits = width_table(runs), fit_table(runs)
     checks = [
@@ -135,6 +154,7 @@ def analyze(config: GDConfig, tables: Tables) -> Analysis:
         _widest_error_check(runs, "distance_error", "distance travelled",
                             "GD ends at the interpolant nearest theta_0: ||theta_T - theta_0|| "
                             "/ sqrt(r_0^T Theta^-1 r_0) - 1 = 0"),
+        lambda_min_check(fits, widths_summary),
     ]
     figures = {"loss_curves": loss_curves_figure(tables["curves"], runs),
                "rate": rate_figure(runs, extrapolated_tolerance(runs, "rate_error")),

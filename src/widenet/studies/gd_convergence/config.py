@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, field_validator
 
+from widenet.memory import FLOAT64_BYTES
 from widenet.studies.common.base import StudyConfig
 from widenet.studies.common.validators import distinct_widths, known_activation
 
@@ -42,5 +43,9 @@ class GDConfig(StudyConfig):
     QUICK: ClassVar[dict[str, Any]] = {"widths": [128, 512, 2048]}
 
     _known_activation = field_validator("activation")(known_activation)
+
+    def memory_bytes(self) -> int:
+        """The lower bound of :meth:`StudyConfig.memory_bytes` plus the float64 n x n NTK."""
+        return super().memory_bytes() + FLOAT64_BYTES * self.points ** 2
 
     _distinct_widths = field_validator("widths")(distinct_widths)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from widenet.checks import Check, check_interval
+from widenet.checks import Check, check_direction
 from widenet.studies.common.base import Analysis, Tables
 from widenet.studies.common.fits import all_diverged, mean_stderr, power_law_fit
 from widenet.studies.implicit_bias.config import ImplicitBiasConfig
@@ -116,26 +116,27 @@ def _checks(row: Any) -> list[Check]:
     where = f"{row.activation}, L={row.depth}, L_h={row.degree}"
     note = f"{row.completed} of {row.runs} runs completed; mean over them ± stderr"
     return [
-        check_interval(
+        check_direction(
             f"smoothed margin non-decreasing ({where})",
             "after L_sum < l(0), the smoothed margin never decreases: fraction of logged "
             f"steps where it fell by more than {DECREASE_TOLERANCE:g} (relative) = 0",
-            measured=row.decrease_fraction_max, high=0.0, predicted=0.0,
+            measured=row.decrease_fraction_max, direction="below",
             note=f"largest fraction over the runs; {note}"),
-        check_interval(
+        check_direction(
             f"norm grows ({where})",
             "||theta_t||^L_h ~ log t: late slope of ||theta||^L_h against log t > 0",
-            measured=row.norm_slope, stderr=row.norm_slope_se, low=0.0, predicted=0.0,
+            measured=row.norm_slope, stderr=row.norm_slope_se, direction="above",
             note=note),
-        check_interval(
+        check_direction(
             f"margin rises after separation ({where})",
             "gamma_T - gamma_{t_0} > 0 (t_0: first logged step with L_sum < l(0))",
-            measured=row.margin_gain, stderr=row.margin_gain_se, low=0.0, predicted=0.0,
+            measured=row.margin_gain, stderr=row.margin_gain_se, direction="above",
             note=note),
-        check_interval(
+        check_direction(
             f"rich beats lazy ({where})",
             "small-init GD ends with a larger normalized margin than the NTK max margin at "
             "init: gamma_T / gamma_NTK(theta_0) > 1",
-            measured=row.rich_over_lazy, stderr=row.rich_over_lazy_se, low=1.0, predicted=1.0,
+            measured=row.rich_over_lazy, stderr=row.rich_over_lazy_se, direction="above",
+            threshold=1.0,
             note=note),
     ]

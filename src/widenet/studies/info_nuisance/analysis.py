@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from widenet.checks import Check, check_interval
+from widenet.checks import Check, check_direction
 from widenet.studies.common.base import Analysis, Tables
 from widenet.studies.common.fits import all_diverged, mean_stderr
 from widenet.studies.info_nuisance.config import InfoNuisanceConfig
@@ -78,14 +78,15 @@ def paired_table(runs: pd.DataFrame, corrupt: float) -> pd.DataFrame:
 
 
 def _positive(name: str, claim: str, values: pd.Series, note: str) -> Check:
-    """Mean over seeds of ``values`` >= 0, with the seeds' standard error."""
+    """Mean over seeds of ``values`` > 0, with the seeds' standard error: a directional check
+    (pass only at least two standard errors above 0)."""
     mean, stderr = mean_stderr(values.to_numpy(dtype=float))
-    return check_interval(name, claim, measured=mean, low=0.0, predicted=0.0, stderr=stderr,
-                          note=f"{len(values)} seeds; {note}")
+    return check_direction(name, claim, measured=mean, direction="above", stderr=stderr,
+                           note=f"{len(values)} seeds; {note}")
 
 
 def checks_of(runs: pd.DataFrame, paired: pd.DataFrame, corrupt: float) -> list[Check]:
-    """The study's predictions, each a sign: a measured mean over seeds that must be >= 0."""
+    """The study's predictions, each a sign: a measured mean over seeds significantly > 0."""
     checks = []
     for level, word in ((0.0, "clean"), (corrupt, "corrupted")):
         group = runs[runs["corrupt"] == level]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from widenet.checks import Check, check_close, check_interval
+from widenet.checks import Check, check_close, check_direction
 from widenet.studies.common.base import Analysis, Tables
 from widenet.studies.common.fits import (
     all_diverged,
@@ -161,10 +161,10 @@ def _checks(config: LazyTrainingConfig, activation: str, width: int, summary: pd
         for fit in fits.itertuples()]
     alpha_max = config.alphas[-1]
     top = summary[summary["alpha"] == alpha_max].iloc[0]
-    checks.append(check_interval(
+    checks.append(check_direction(
         f"linearization error at alpha={alpha_max:g} ({where})",
         "lazy limit reached: ||f_T - f_lin,T|| / ||f_T - f_0|| <= 1/alpha_max",
-        measured=top["linearization_error"], stderr=top["linearization_error_se"], low=0.0,
-        high=1.0 / alpha_max, predicted=0.0,
+        measured=top["linearization_error"], stderr=top["linearization_error_se"],
+        direction="below", threshold=1.0 / alpha_max, predicted=0.0,
         note=f"{top['diverged']} of {top['runs']} runs diverged"))
     return checks

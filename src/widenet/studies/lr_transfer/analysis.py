@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from widenet.checks import Check, check_interval
+from widenet.checks import Check, check_direction, check_interval
 from widenet.studies.common.base import Analysis, Tables
 from widenet.studies.common.fits import all_diverged, mean_stderr, power_law_fit_or_nan
 from widenet.studies.lr_transfer.config import PREDICTED_SLOPE, LRTransferConfig
@@ -154,11 +154,12 @@ def _drift_checks(drifts: pd.DataFrame) -> list[Check]:
                 low=-DRIFT_TOLERANCE, high=DRIFT_TOLERANCE, predicted=0.0,
                 note=_drift_note(row, "fitted log2 lr* slope x log2(m_max/m_min)")))
         elif name == "standard":
-            checks.append(check_interval(
+            checks.append(check_direction(
                 f"SP lr drifts ({opt})",
                 f"SP ({opt}): the optimal learning rate moves down by more than one grid step "
                 "across widths", measured=-row["drift"], stderr=row["drift_stderr"],
-                low=DRIFT_TOLERANCE, predicted=-float(row["drift_pred"]),
+                direction="above", threshold=DRIFT_TOLERANCE,
+                predicted=-float(row["drift_pred"]),
                 note=_drift_note(row, "downward drift in grid steps")))
     return checks
 
@@ -178,11 +179,12 @@ def _coordinate_checks(slopes: pd.DataFrame) -> list[Check]:
                 high=FLATNESS_TOLERANCE, predicted=0.0, note=f"layer {worst['layer']}"))
         elif name == "standard":
             out = group.loc[group["layer"].idxmax()]
-            checks.append(check_interval(
+            checks.append(check_direction(
                 f"SP logits grow ({opt})",
                 f"SP ({opt}): mean |logits| after the coordinate-check steps grows with width",
-                measured=out["slope"], stderr=out["slope_stderr"], low=FLATNESS_TOLERANCE,
-                predicted=1.0, note=f"layer {out['layer']} (the readout)"))
+                measured=out["slope"], stderr=out["slope_stderr"], direction="above",
+                threshold=FLATNESS_TOLERANCE, predicted=1.0,
+                note=f"layer {out['layer']} (the readout)"))
     return checks
 
 

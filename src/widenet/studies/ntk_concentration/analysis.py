@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from widenet.checks import Check, check_close, check_interval
+from widenet.checks import Check, check_close, check_direction
 from widenet.studies.common.base import Analysis, Tables
 from widenet.studies.common.fits import PowerLawFit, mean_stderr, power_law_fit
 from widenet.studies.ntk_concentration.config import ConcentrationConfig
@@ -115,11 +115,12 @@ def slope_checks(slopes: pd.DataFrame) -> list[Check]:
 
 
 def activation_checks(summary: pd.DataFrame) -> list[Check]:
-    """Mean paired log(error_abs / error_relu) <= 0: |s| concentrates better than ReLU."""
-    return [check_interval(
+    """Mean paired log(error_abs / error_relu) < 0 by two standard errors: |s| concentrates
+    better than ReLU (a directional check)."""
+    return [check_direction(
         f"abs vs relu {row.pattern}/L={row.depth}",
         "|s| concentrates better than ReLU: mean log(error_abs / error_relu) < 0",
-        measured=row.mean_log_ratio, stderr=row.stderr, high=0.0, predicted=0.0,
+        measured=row.mean_log_ratio, stderr=row.stderr, direction="below",
         note=f"{row.pairs} pairs of networks with the same weights; error ratio exp(mean) = "
              f"{row.ratio:.3g}; relative-error ratio {math.exp(row.mean_log_ratio_relative):.3g}")
         for row in summary.itertuples()]

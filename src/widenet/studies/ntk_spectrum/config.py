@@ -33,7 +33,7 @@ class SpectrumConfig(StudyConfig):
                                        "which convergence is compared across Delta")
 
     QUICK: ClassVar[dict[str, Any]] = {"deltas": [0.5, 1.0],
-                                       "depths": [1, 3, 9, 19, 49, 99],
+                                       "depths": [1, 3, 9, 19, 49, 99, 199, 399],
                                        "seeds": 2, "angle_points": 8, "compare_depth": 19}
 
     @field_validator("deltas")

@@ -1,0 +1,168 @@
+"""Kernel machines past memory: conjugate gradients on a kernel read from disk in blocks.
+
+    python benchmarks/bench_solve.py                       # both parts below
+    python benchmarks/bench_solve.py --part dense --points 5000
+    python benchmarks/bench_solve.py --part disk --points 40000
+
+The kernel is the infinite-width NTK of a 3-hidden-layer ReLU MLP on n points of the sphere in
+R^d; the targets are one-hot labels of 10 classes from a random linear teacher,
+argmax(x W). Both parts solve K alpha = Y (ridge 0 unless --ridge) with
+``widenet.solvers.conjugate_gradients``, with and without the Nystrom preconditioner.
+
+``dense``: K (float64) in memory, n = 5000, d = 64 and d = 8 (the latter's spectrum decays
+faster: a harder system); iterations, time and the relative error of alpha against
+``torch.linalg.solve`` at tolerances 1e-6 and 1e-10.
+
+``disk``: K written with ``kernel_to_disk`` as float32 (n = 40,000: 6 GB, in a temporary
+folder that is deleted afterwards), then solved to a relative residual of 1e-6 reading it a
+block of rows at a time: wall time, iterations, the peak anonymous (non-file) resident memory
+of the process during the solve, the time of one pass that only reads the file, and the
+ratio wall / (read pass x iterations). The residual is checked afterwards with one more
+float64 pass. ``--kernel PATH`` reuses a file of an earlier run instead of writing one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from process_memory import PeakMemory
+
+from widenet.data import sphere_points
+from widenet.kernels.infinite import infinite_kernels
+from widenet.models import MLP
+from widenet.solvers import BlockedKernel, conjugate_gradients
+from widenet.sweeps import LocalEngine
+from widenet.sweeps.kernel import kernel_to_disk
+
+CLASSES = 10
+
+
+def _problem(points: int, dim: int) -> tuple[MLP, torch.Tensor, torch.Tensor]:
+    x = sphere_points(points, dim, seed=0)
+    teacher = torch.randn(dim, CLASSES, generator=torch.Generator().manual_seed(1),
+                          dtype=torch.float64)
+    y = torch.nn.functional.one_hot((x @ teacher).argmax(1), CLASSES).double()
+    return MLP(dim, [512] * 3, 1, "relu", seed=0, dtype=torch.float64), x, y
+
+
+def _true_residual(kernel: BlockedKernel, y: torch.Tensor, alpha: torch.Tensor,
+                   ridge: float) -> float:
+    residual = y - kernel.matmul(alpha) - ridge * alpha
+    return float((residual.norm(dim=0) / y.norm(dim=0)).max())
+
+
+def dense(points: int, ridge: float, rank: int) -> None:
+    print(f"## dense agreement, n = {points}, ridge {ridge}, Nystrom rank {rank}, "
+          f"{torch.get_num_threads()} torch thread(s)")
+    print("| d | preconditioner | tol | iterations | time s | residual | error vs dense |")
+    print("|---|---|---|---|---|---|---|")
+    for dim in (64, 8):
+        net, x, y = _problem(points, dim)
+        matrix = infinite_kernels(net, x).ntk
+        start = time.perf_counter()
+        reference = torch.linalg.solve(matrix + ridge * torch.eye(points, dtype=torch.float64), y)
+        dense_time = time.perf_counter() - start
+        kernel = BlockedKernel(matrix)
+        for preconditioner in (None, "nystrom"):
+            for tol in (1e-6, 1e-10):
+                start = time.perf_counter()
+                result = conjugate_gradients(kernel, y, ridge=ridge, preconditioner=preconditioner,
+                                             rank=rank, tol=tol, max_iterations=5000)
+                wall = time.perf_counter() - start
+                error = float((result.weights - reference).norm() / reference.norm())
+                print(f"| {dim} | {preconditioner or 'none'} | {tol:g} | {result.iterations} | "
+                      f"{wall:.2f} | {_true_residual(kernel, y, result.weights, ridge):.1e} | "
+                      f"{error:.1e} |")
+        print(f"(d = {dim}: torch.linalg.solve {dense_time:.2f} s)")
+
+
+def disk(points: int, ridge: float, rank: int, folder: str | None, plain_cap: int,
+         kernel_file: str | None, runs: list[str]) -> None:
+    net, x, y = _problem(points, 64)
+    if kernel_file is not None:  # a kernel this script wrote before (same points and net)
+        _solve_on_disk(Path(kernel_file), y, ridge, rank, plain_cap, runs)
+        return
+    with tempfile.TemporaryDirectory(dir=folder) as where:
+        path = Path(where) / "ntk.npy"
+        start = time.perf_counter()
+        kernel_to_disk(net, x, path, block=4096, dtype="float32", engine=LocalEngine(2))
+        print(f"## on disk, n = {points}: written in {time.perf_counter() - start:.0f} s",
+              flush=True)
+        _solve_on_disk(path, y, ridge, rank, plain_cap, runs)
+
+
+def _solve_on_disk(path: Path, y: torch.Tensor, ridge: float, rank: int, plain_cap: int,
+                   runs: list[str]) -> None:
+    kernel = BlockedKernel.open(path)
+    print(f"{path}: {kernel.shape}, {path.stat().st_size / 2**30:.2f} GiB; ridge {ridge}, "
+          f"{torch.get_num_threads()} torch thread(s)", flush=True)
+    reads = []
+    for _ in range(2):
+        start = time.perf_counter()
+        for _block in kernel.blocks():
+            pass
+        reads.append(time.perf_counter() - start)
+    read = min(reads)
+    start = time.perf_counter()
+    kernel.matmul(y)
+    product = time.perf_counter() - start
+    print(f"one pass reading the file: {read:.2f} s (runs: "
+          f"{', '.join(f'{r:.2f}' for r in reads)}); one float64 product K Y: "
+          f"{product:.2f} s; rows per block {kernel.block_rows}", flush=True)
+    rows = []
+    for preconditioner, cap in (("nystrom", 1000), (None, plain_cap)):
+        name = f"Nystrom, rank {rank}" if preconditioner else "none"
+        if (preconditioner or "none") not in runs:
+            continue
+        start = time.perf_counter()
+
+        def show(iteration: int, residual: float, name: str = name, start: float = start
+                 ) -> None:
+            print(f"  {name}: iteration {iteration}, residual {residual:.2e}, "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+
+        with PeakMemory() as memory:
+            result = conjugate_gradients(kernel, y, ridge=ridge, preconditioner=preconditioner,
+                                         rank=rank, tol=1e-6, max_iterations=cap, progress=show)
+            wall = time.perf_counter() - start
+        checked = _true_residual(kernel, y, result.weights, ridge)
+        rows.append(f"| {name} | {result.iterations}{'' if result.converged else ' (cap)'} | "
+                    f"{wall:.1f} | {wall / (read * result.iterations):.2f} | "
+                    f"{result.residual:.2e} | {checked:.2e} | {memory.anon_gib:.2f} |")
+        print(rows[-1], flush=True)
+    print("| preconditioner | iterations | wall s | wall / (read x iterations) | "
+          "residual (recurrence) | residual (checked) | peak anon GiB |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["dense", "disk", "both"], default="both")
+    parser.add_argument("--points", type=int, help="n (default 5000 dense, 40000 disk)")
+    parser.add_argument("--ridge", type=float, default=0.0)
+    parser.add_argument("--rank", type=int, default=500, help="Nystrom columns")
+    parser.add_argument("--plain-cap", type=int, default=300,
+                        help="iteration cap of the unpreconditioned solve on disk")
+    parser.add_argument("--folder", help="where the disk part's file goes (default: /tmp)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the solve")
+    parser.add_argument("--kernel", help="reuse this kernel file of the disk part (kept)")
+    parser.add_argument("--runs", nargs="+", choices=["nystrom", "none"],
+                        default=["nystrom", "none"], help="the disk part's solves")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.part in ("dense", "both"):
+        dense(args.points or 5000, args.ridge, args.rank)
+    if args.part in ("disk", "both"):
+        disk(args.points or 40_000, args.ridge, args.rank, args.folder, args.plain_cap,
+             args.kernel, args.runs)
+
+
+if __name__ == "__main__":
+    np.seterr(all="raise")
+    main()

@@ -1,0 +1,240 @@
+"""A kernel matrix that is never held whole: read from a ``.npy`` file or computed, rows at a time.
+
+A :class:`BlockedKernel` K of shape (rows, cols) gives its rows in blocks, in order
+(:meth:`BlockedKernel.blocks`), a chosen set of rows (:meth:`BlockedKernel.take`) and the
+product K V for a (cols, k) matrix V (:meth:`BlockedKernel.matmul`), each block converted to
+float64 once and dropped before the next is read. Its rows come from
+
+- a ``.npy`` file (:meth:`BlockedKernel.open`, the format ``widenet kernel`` and
+  :func:`widenet.sweeps.kernel.kernel_to_disk` write): blocks are read with ``pread`` into one
+  reused buffer, so the process holds one block, not the pages of a memory map;
+- an array in memory (numpy, ``np.memmap`` or torch);
+- a function of row indices (:meth:`BlockedKernel.from_function`), for instance the
+  infinite-width kernel of a net computed on demand (:meth:`BlockedKernel.from_net`).
+
+Products convert a float32 block to float64 a few rows at a time (about 8 MiB, then one
+torch product per chunk): the arithmetic is float64 whatever the stored dtype, and memory is one
+block of ``block_rows`` x cols in the stored dtype (default: about 64 MiB) plus that chunk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from widenet.errors import WidenetError
+
+RowFunction = Callable[[np.ndarray], torch.Tensor]
+"""Row indices (a sorted 1-D int64 array) -> the kernel's rows K[index, :], (len(index), cols)."""
+
+BLOCK_BYTES = 2**26
+CHUNK_BYTES = 2**23
+KINDS = ("ntk", "nngp", "empirical")
+_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0}
+
+
+class BlockedKernel:
+    """A (rows, cols) kernel matrix served a block of rows at a time, on the CPU."""
+
+    def __init__(self, matrix: np.ndarray | torch.Tensor, *, block_rows: int | None = None):
+        """Wrap an array in memory (or an ``np.memmap``) of shape (rows, cols)."""
+        if not isinstance(matrix, np.ndarray | torch.Tensor) or matrix.ndim != 2:
+            raise WidenetError("the kernel must be a 2-D numpy array or torch tensor, got "
+                               f"{_describe(matrix)}")
+        if isinstance(matrix, torch.Tensor):
+            if not matrix.dtype.is_floating_point:
+                raise WidenetError(f"the kernel must hold floating-point values, got "
+                                   f"{matrix.dtype}")
+            matrix = matrix.detach().to("cpu", torch.float64).numpy()
+        elif not np.issubdtype(matrix.dtype, np.floating):
+            raise WidenetError(f"the kernel must hold floating-point values, got {matrix.dtype}")
+        self._setup(tuple(matrix.shape), lambda start, stop: matrix[start:stop],
+                    lambda index: matrix[index], block_rows)
+
+    @classmethod
+    def open(cls, path: str | Path, *, block_rows: int | None = None) -> BlockedKernel:
+        """The kernel in the ``.npy`` file ``path`` (2-D, float32 or float64, C order)."""
+        reader = _NpyRows(Path(path))
+        kernel = cls.__new__(cls)
+        kernel._setup(reader.shape, reader.fetch, reader.take, block_rows)
+        return kernel
+
+    @classmethod
+    def from_function(cls, rows: RowFunction, shape: tuple[int, int], *,
+                      block_rows: int | None = None) -> BlockedKernel:
+        """The kernel whose rows ``rows(index)`` computes (see :data:`RowFunction`)."""
+        if (len(shape) != 2 or not all(isinstance(s, int) and s > 0 for s in shape)):
+            raise WidenetError(f"shape must be two positive integers, got {shape!r}")
+
+        def take(index: np.ndarray) -> np.ndarray:
+            values = rows(index)
+            if not isinstance(values, torch.Tensor) or tuple(values.shape) != (len(index),
+                                                                                shape[1]):
+                raise WidenetError(f"the row function gave {_describe(values)} for "
+                                   f"{len(index)} rows; it must give a tensor of shape "
+                                   f"({len(index)}, {shape[1]})")
+            return values.detach().to("cpu", torch.float64).numpy()
+
+        kernel = cls.__new__(cls)
+        kernel._setup(tuple(shape), lambda start, stop: take(np.arange(start, stop)), take,
+                      block_rows)
+        return kernel
+
+    @classmethod
+    def from_net(cls, net: torch.nn.Module, x: torch.Tensor, x2: torch.Tensor | None = None, *,
+                 kind: str = "ntk", block_rows: int | None = None) -> BlockedKernel:
+        """K(x, x2) (x2 = x by default) of ``net``, computed block by block when asked for:
+        ``ntk`` or ``nngp`` of the infinite-width limit (in float64), or the ``empirical``
+        NTK (trace over outputs). Every pass over the kernel computes it again."""
+        if kind not in KINDS:
+            raise WidenetError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[0] == 0:
+            raise WidenetError(f"x must be a non-empty (n, d) tensor, got {_describe(x)}")
+        columns = x if x2 is None else x2
+        if not isinstance(columns, torch.Tensor) or columns.ndim != 2 or columns.shape[0] == 0:
+            raise WidenetError(f"x2 must be a non-empty (n2, d) tensor, got {_describe(x2)}")
+
+        def rows(index: np.ndarray) -> torch.Tensor:
+            from widenet.kernels.empirical import empirical_ntk
+            from widenet.kernels.infinite import infinite_kernels
+
+            points = x[torch.as_tensor(index, device=x.device)]
+            if kind == "empirical":
+                return empirical_ntk(net, points, columns)
+            kernels = infinite_kernels(net, points, columns, dtype=torch.float64)
+            return kernels.ntk if kind == "ntk" else kernels.nngp
+
+        return cls.from_function(rows, (x.shape[0], columns.shape[0]), block_rows=block_rows)
+
+    def _setup(self, shape: tuple[int, int], fetch: Callable[[int, int], np.ndarray],
+               take: Callable[[np.ndarray], np.ndarray], block_rows: int | None) -> None:
+        if shape[0] == 0 or shape[1] == 0:
+            raise WidenetError(f"the kernel is empty (shape {shape})")
+        if block_rows is None:
+            block_rows = max(1, BLOCK_BYTES // (8 * shape[1]))
+        if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
+            raise WidenetError(f"block_rows must be a positive integer, got {block_rows!r}")
+        self.shape = shape
+        self.block_rows = min(block_rows, shape[0])
+        self._fetch, self._take = fetch, take
+
+    def part(self, rows: range, cols: range) -> BlockedKernel:
+        """The sub-matrix K[rows, cols] (contiguous ranges, step 1), read through this kernel:
+        for instance the train-by-train and test-by-train parts of one kernel of all points."""
+        for name, span, size in (("rows", rows, self.shape[0]), ("cols", cols, self.shape[1])):
+            if (not isinstance(span, range) or span.step != 1 or len(span) == 0
+                    or span.start < 0 or span.stop > size):
+                raise WidenetError(f"{name} must be a non-empty range within 0..{size}, got "
+                                   f"{span!r}")
+        part = BlockedKernel.__new__(BlockedKernel)
+        part._setup((len(rows), len(cols)),
+                    lambda start, stop: self._fetch(rows.start + start, rows.start + stop)[
+                        :, cols.start:cols.stop],
+                    lambda index: self._take(index + rows.start)[:, cols.start:cols.stop],
+                    None)
+        return part
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, K[first row:first row + block_rows]) for each block, in order, in the
+        stored dtype; a block may be a buffer that the next block overwrites."""
+        for start in range(0, self.shape[0], self.block_rows):
+            yield start, self._fetch(start, min(start + self.block_rows, self.shape[0]))
+
+    def take(self, index: np.ndarray) -> torch.Tensor:
+        """The rows K[index, :] (index: distinct row numbers), float64, in the order of
+        ``index``."""
+        index = np.asarray(index, dtype=np.int64)
+        order = np.argsort(index)
+        values = np.asarray(self._take(index[order]), dtype=np.float64)
+        return torch.from_numpy(values[np.argsort(order)])
+
+    def matmul(self, v: torch.Tensor) -> torch.Tensor:
+        """K V in float64 for V of shape (cols, k): one pass over the blocks, in order. Raises
+        if a block holds a value that is not finite."""
+        right = v.detach().to("cpu", torch.float64).contiguous()
+        out = torch.empty(self.shape[0], right.shape[1], dtype=torch.float64)
+        chunk = max(1, CHUNK_BYTES // (8 * self.shape[1]))
+        for start, block in self.blocks():
+            step = block.shape[0] if block.dtype == np.float64 else chunk
+            for first in range(0, block.shape[0], step):
+                rows = np.ascontiguousarray(block[first:first + step], dtype=np.float64)
+                if not rows.flags.writeable:  # a read-only memory map: torch wants a copy
+                    rows = rows.copy()
+                torch.matmul(torch.from_numpy(rows), right,
+                             out=out[start + first:start + first + rows.shape[0]])
+            if not bool(torch.isfinite(out[start:start + block.shape[0]]).all()):
+                raise WidenetError(f"the kernel has values that are not finite in rows "
+                                   f"{start}..{start + block.shape[0] - 1}; recompute it")
+        return out
+
+
+class _NpyRows:
+    """Rows of a 2-D ``.npy`` file, read with ``os.pread`` into a reused buffer."""
+
+    def __init__(self, path: Path):
+        if path.suffix != ".npy":
+            raise WidenetError(f"the kernel file must end in .npy, got {path}")
+        try:
+            with path.open("rb") as file:
+                version = np.lib.format.read_magic(file)
+                if version not in _HEADERS:
+                    raise ValueError(f".npy format version {version} is not supported")
+                shape, fortran, dtype = _HEADERS[version](file)
+                self.offset = file.tell()
+        except FileNotFoundError:
+            raise WidenetError(f"the kernel file {path} does not exist; compute it with "
+                               "`widenet kernel` or check the path") from None
+        except (OSError, ValueError) as error:
+            raise WidenetError(f"cannot read {path} as a .npy file ({error})") from None
+        if len(shape) != 2 or dtype not in (np.float32, np.float64) or fortran:
+            raise WidenetError(f"{path} holds a {dtype} array of shape {shape}"
+                               f"{' in Fortran order' if fortran else ''}; a kernel file holds "
+                               "a 2-D float32 or float64 matrix in C order")
+        self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
+        self.row_bytes = self.shape[1] * self.dtype.itemsize
+        expected = self.offset + self.shape[0] * self.row_bytes
+        if path.stat().st_size < expected:
+            raise WidenetError(f"{path} is cut short ({path.stat().st_size} bytes, a "
+                               f"{self.shape} {self.dtype} matrix needs {expected})")
+        self._buffer = np.empty(0, dtype=self.dtype)
+
+    def fetch(self, start: int, stop: int) -> np.ndarray:
+        count = (stop - start) * self.shape[1]
+        if self._buffer.size < count:
+            self._buffer = np.empty(count, dtype=self.dtype)
+        view = self._buffer[:count]
+        with self.path.open("rb", buffering=0) as file:
+            _read_into(file.fileno(), memoryview(view).cast("B"),
+                       self.offset + start * self.row_bytes)
+        return view.reshape(stop - start, self.shape[1])
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        out = np.empty((len(index), self.shape[1]), dtype=self.dtype)
+        with self.path.open("rb", buffering=0) as file:
+            for row, i in enumerate(index):
+                _read_into(file.fileno(), memoryview(out[row]).cast("B"),
+                           self.offset + int(i) * self.row_bytes)
+        return out
+
+
+def _read_into(fd: int, target: memoryview, offset: int) -> None:
+    """Fill ``target`` from file ``fd`` at ``offset`` (``os.preadv`` may return early)."""
+    done = 0
+    while done < len(target):
+        got = os.preadv(fd, [target[done:]], offset + done)
+        if got == 0:
+            raise WidenetError("the kernel file ended before its last row; it is cut short")
+        done += got
+
+
+def _describe(value: object) -> str:
+    shape = getattr(value, "shape", None)
+    return f"{type(value).__name__} of shape {tuple(shape)}" if shape is not None else (
+        type(value).__name__)
+
+

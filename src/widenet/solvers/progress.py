@@ -1,0 +1,34 @@
+"""Progress of an iterative solver: a function of (iteration, residual), or a tqdm bar."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+Progress = Callable[[int, float], None]
+"""Called after each iteration with (iteration, the largest relative residual or error
+estimate over the columns)."""
+
+
+class Reporter:
+    """Forwards progress to a function, or to a tqdm bar on a terminal, or nowhere."""
+
+    def __init__(self, progress: bool | Progress, total: int, description: str):
+        self._bar = None
+        self._function = progress if callable(progress) else None
+        if progress is True and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=description, unit="pass",
+                             file=sys.stderr, leave=False)
+
+    def __call__(self, iteration: int, residual: float) -> None:
+        if self._function is not None:
+            self._function(iteration, residual)
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(residual=f"{residual:.2e}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

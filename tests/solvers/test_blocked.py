@@ -1,0 +1,145 @@
+"""Blocked kernels: products equal the dense ones in float64, blocks come in order, once per
+pass, from files read without loading them, and bad kernels are refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from widenet.data import sphere_points
+from widenet.errors import WidenetError
+from widenet.kernels.infinite import infinite_kernels
+from widenet.solvers.blocked import BlockedKernel
+
+from .conftest import assert_product, relu_net
+
+
+def _kernel(n: int = 50) -> torch.Tensor:
+    return infinite_kernels(relu_net(4, 3), sphere_points(n, 4)).ntk
+
+
+def _right(rows: int, k: int = 3) -> torch.Tensor:
+    return torch.randn(rows, k, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 50, 1000])
+def test_products_equal_the_dense_product(tmp_path: Path, block_rows: int) -> None:
+    matrix = _kernel()
+    np.save(tmp_path / "k.npy", matrix.numpy())
+    v = _right(50)
+    kernels = [BlockedKernel(matrix, block_rows=block_rows),
+               BlockedKernel(matrix.numpy(), block_rows=block_rows),
+               BlockedKernel.open(tmp_path / "k.npy", block_rows=block_rows),
+               BlockedKernel.from_function(lambda index: matrix[index], (50, 50),
+                                           block_rows=block_rows)]
+    for kernel in kernels:
+        assert_product(kernel.matmul(v), matrix, v)
+
+
+def test_a_float32_file_multiplies_in_float64(tmp_path: Path) -> None:
+    stored = _kernel().numpy().astype(np.float32)
+    np.save(tmp_path / "k.npy", stored)
+    v = _right(50)
+    exact = torch.from_numpy(stored.astype(np.float64)) @ v
+    product = BlockedKernel.open(tmp_path / "k.npy", block_rows=8).matmul(v)
+    assert_product(product, torch.from_numpy(stored), v)
+    float32 = torch.from_numpy(stored) @ v.float()
+    assert (float32.double() - exact).abs().max() > 1e3 * (product - exact).abs().max()
+
+
+def test_a_pass_reads_every_block_once_in_order() -> None:
+    matrix, calls = _kernel(), []
+
+    def rows(index: np.ndarray) -> torch.Tensor:
+        calls.append(index.copy())
+        return matrix[index]
+
+    BlockedKernel.from_function(rows, (50, 50), block_rows=12).matmul(_right(50))
+    assert [list(c) for c in calls] == [list(range(s, min(s + 12, 50))) for s in range(0, 50, 12)]
+
+
+def test_a_file_from_kernel_to_disk_is_read_in_blocks_never_whole(
+        disk_kernel: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[tuple[int, int]] = []
+    real = os.preadv
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        reads.append((offset, len(buffers[0])))
+        return real(fd, buffers, offset)
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the kernel file was loaded or mapped whole")
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    monkeypatch.setattr(np, "load", refuse)
+    monkeypatch.setattr(np, "memmap", refuse)
+    kernel = BlockedKernel.open(disk_kernel["path"], block_rows=25)
+    v = _right(120)
+    product = kernel.matmul(v)
+    assert max(size for _, size in reads) <= 25 * 120 * 8
+    assert sum(size for _, size in reads) == 120 * 120 * 8
+    assert [offset for offset, _ in reads] == sorted(offset for offset, _ in reads)
+    assert_product(product, disk_kernel["ntk"], v)
+
+
+def test_take_and_part_give_the_rows_and_sub_matrices(tmp_path: Path) -> None:
+    matrix = _kernel()
+    np.save(tmp_path / "k.npy", matrix.numpy())
+    for kernel in (BlockedKernel(matrix), BlockedKernel.open(tmp_path / "k.npy")):
+        index = np.array([31, 2, 17])
+        torch.testing.assert_close(kernel.take(index), matrix[index], rtol=0, atol=0)
+        part = kernel.part(range(10, 30), range(5, 45))
+        assert part.shape == (20, 40)
+        v = _right(40)
+        assert_product(part.matmul(v), matrix[10:30, 5:45], v)
+        torch.testing.assert_close(part.take(np.array([3, 0])), matrix[[13, 10], 5:45])
+
+
+def test_on_demand_rows_of_a_net_are_its_kernel() -> None:
+    net, x, x2 = relu_net(4, 3), sphere_points(30, 4), sphere_points(9, 4, seed=1)
+    reference = infinite_kernels(net, x, x2)
+    for kind, exact in (("ntk", reference.ntk), ("nngp", reference.nngp)):
+        kernel = BlockedKernel.from_net(net, x, x2, kind=kind, block_rows=7)
+        assert kernel.shape == (30, 9)
+        v = _right(9)
+        assert_product(kernel.matmul(v), exact, v)
+
+
+def test_bad_kernels_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(WidenetError, match="does not exist"):
+        BlockedKernel.open(tmp_path / "missing.npy")
+    with pytest.raises(WidenetError, match=r"must end in \.npy"):
+        BlockedKernel.open(tmp_path / "k.txt")
+    np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2)))
+    with pytest.raises(WidenetError, match="2-D float32 or float64"):
+        BlockedKernel.open(tmp_path / "cube.npy")
+    np.save(tmp_path / "ints.npy", np.zeros((3, 3), dtype=np.int64))
+    with pytest.raises(WidenetError, match="2-D float32 or float64"):
+        BlockedKernel.open(tmp_path / "ints.npy")
+    np.save(tmp_path / "short.npy", np.zeros((30, 30)))
+    with (tmp_path / "short.npy").open("r+b") as file:
+        file.truncate(500)
+    with pytest.raises(WidenetError, match="cut short"):
+        BlockedKernel.open(tmp_path / "short.npy")
+    (tmp_path / "text.npy").write_text("not an array")
+    with pytest.raises(WidenetError, match=r"cannot read .* as a \.npy"):
+        BlockedKernel.open(tmp_path / "text.npy")
+    with pytest.raises(WidenetError, match="2-D"):
+        BlockedKernel(torch.zeros(3))
+    with pytest.raises(WidenetError, match="floating-point"):
+        BlockedKernel(np.zeros((3, 3), dtype=np.int32))
+    with pytest.raises(WidenetError, match="block_rows"):
+        BlockedKernel(torch.zeros(3, 3), block_rows=0)
+    nan = torch.eye(4, dtype=torch.float64)
+    nan[2, 1] = float("nan")
+    with pytest.raises(WidenetError, match=r"not finite in rows 2\.\.3"):
+        BlockedKernel(nan, block_rows=2).matmul(torch.ones(4, 1, dtype=torch.float64))
+    wrong = BlockedKernel.from_function(lambda index: torch.zeros(len(index), 2), (4, 3))
+    with pytest.raises(WidenetError, match=r"shape \(4, 3\)"):
+        wrong.matmul(torch.ones(3, 1, dtype=torch.float64))
+    with pytest.raises(WidenetError, match="range"):
+        BlockedKernel(torch.eye(4)).part(range(2, 6), range(4))

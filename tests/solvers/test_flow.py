@@ -1,0 +1,81 @@
+"""Gradient flow by Lanczos: the dense eigendecomposition's predictions (widenet.predict) at
+every time, exact termination on an invariant Krylov space, early stopping, bad times."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from widenet.dynamics.predict import KernelDynamics
+from widenet.errors import WidenetError
+from widenet.solvers.blocked import BlockedKernel
+from widenet.solvers.flow import gradient_flow
+
+TIMES = [0.0, 1.0, 30.0, 1e3, 1e5]
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | None = None) -> float:
+    """||a - b|| / ||scale|| (default scale b)."""
+    return float((a - b).norm() / (b if scale is None else scale).norm())
+
+
+def test_matches_the_dense_dynamics_at_every_time(ill_conditioned: dict) -> None:
+    kernel, cross, y = ill_conditioned["train"], ill_conditioned["cross"], ill_conditioned["y"]
+    result = gradient_flow(BlockedKernel(kernel, block_rows=64), y, TIMES, tol=1e-10)
+    assert result.converged
+    assert result.weights.shape == (len(TIMES), *y.shape)
+    dynamics = KernelDynamics(kernel, y)
+    assert bool((result.weights[0] == 0).all())
+    for i, t in enumerate(TIMES):
+        assert _relative(result.train[i], dynamics.train(t), y) < 1e-8
+        if t > 0:
+            assert _relative(cross @ result.weights[i], dynamics.test(cross, t)) < 1e-8
+
+
+def test_the_error_estimate_falls_to_the_tolerance(ill_conditioned: dict) -> None:
+    kernel, y = ill_conditioned["train"], ill_conditioned["y"][:, 0]
+    loose = gradient_flow(BlockedKernel(kernel), y, 100.0, tol=1e-3)
+    tight = gradient_flow(BlockedKernel(kernel), y, 100.0, tol=1e-10)
+    assert loose.weights.shape == y.shape
+    assert loose.changes[-1] <= 1e-3 < loose.changes[-2]
+    assert loose.iterations < tight.iterations
+    assert _relative(loose.weights, tight.weights) < 1e-2
+
+
+def test_stops_exactly_on_an_invariant_krylov_space() -> None:
+    features = torch.randn(50, 4, generator=torch.Generator().manual_seed(0),
+                           dtype=torch.float64)
+    kernel = features @ features.T  # rank 4: the Krylov space of any y has dimension <= 5
+    y = torch.randn(50, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    result = gradient_flow(BlockedKernel(kernel), y, [2.0, 50.0], tol=1e-14)
+    assert result.converged
+    assert result.iterations <= 5
+    dynamics = KernelDynamics(kernel, y)
+    for i, t in enumerate([2.0, 50.0]):
+        assert _relative(result.train[i], dynamics.train(t), y) < 1e-10
+        assert _relative(kernel @ result.weights[i], dynamics.test(kernel, t)) < 1e-10
+
+
+def test_a_zero_column_and_the_iteration_cap(ill_conditioned: dict) -> None:
+    y = ill_conditioned["y"].clone()
+    y[:, 2] = 0
+    capped = gradient_flow(BlockedKernel(ill_conditioned["train"]), y, 1e4, max_iterations=4)
+    assert (capped.iterations, capped.converged) == (4, False)
+    assert bool((capped.weights[:, 2] == 0).all())
+    assert bool((capped.train[:, 2] == 0).all())
+
+
+@pytest.mark.parametrize("times", [-1.0, float("inf"), float("nan"), [[1.0]], [], "soon"])
+def test_bad_times_are_refused(ill_conditioned: dict, times: object) -> None:
+    with pytest.raises(WidenetError, match="times must be"):
+        gradient_flow(BlockedKernel(ill_conditioned["train"]), ill_conditioned["y"], times)
+
+
+def test_bad_kernels_and_targets_are_refused(ill_conditioned: dict) -> None:
+    kernel, y = ill_conditioned["train"], ill_conditioned["y"]
+    with pytest.raises(WidenetError, match="must be square"):
+        gradient_flow(BlockedKernel(kernel[:-1]), y, 1.0)
+    with pytest.raises(WidenetError, match="to match the kernel"):
+        gradient_flow(BlockedKernel(kernel), y[:-1], 1.0)
+    with pytest.raises(WidenetError, match="tol must be > 0"):
+        gradient_flow(BlockedKernel(kernel), y, 1.0, tol=-1.0)

@@ -1,0 +1,82 @@
+"""The Nystrom preconditioner: its eigenvalues are those of K_nS K_SS^-1 K_Sn, it inverts
+K + ridge I when it sees every column, and it shrinks the condition number within the bound
+(lambda_l + ridge + ||K - K_hat||) / ridge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from widenet.errors import WidenetError
+from widenet.solvers.blocked import BlockedKernel
+from widenet.solvers.nystrom import NystromPreconditioner, default_rank
+
+
+def _dense(preconditioner: NystromPreconditioner, n: int) -> torch.Tensor:
+    """P^-1 as a matrix, applied to the identity."""
+    return preconditioner(torch.eye(n, dtype=torch.float64))
+
+
+def _condition(matrix: torch.Tensor) -> float:
+    values = torch.linalg.eigvalsh((matrix + matrix.T) / 2)
+    return float(values[-1] / values[0])
+
+
+def test_eigenvalues_are_those_of_the_nystrom_approximation(ill_conditioned: dict) -> None:
+    kernel = ill_conditioned["train"]
+    preconditioner = NystromPreconditioner(BlockedKernel(kernel), rank=40, seed=3)
+    s = torch.from_numpy(preconditioner.subset)
+    columns = kernel[:, s]
+    nystrom = columns @ torch.linalg.pinv(kernel[s][:, s], hermitian=True) @ columns.T
+    exact = torch.linalg.eigvalsh(nystrom).flip(0)[:len(preconditioner.eigenvalues)]
+    large = exact > 1e-6 * exact[0]
+    torch.testing.assert_close(preconditioner.eigenvalues[large], exact[large], rtol=1e-7, atol=0)
+
+
+def test_with_every_column_it_inverts_the_regularized_kernel(ill_conditioned: dict) -> None:
+    kernel, ridge = ill_conditioned["train"], 1e-3
+    n = kernel.shape[0]
+    preconditioner = NystromPreconditioner(BlockedKernel(kernel), ridge, rank=n)
+    product = _dense(preconditioner, n) @ (kernel + ridge * torch.eye(n, dtype=torch.float64))
+    smallest = float(preconditioner.eigenvalues[-1])
+    torch.testing.assert_close(product, (smallest + ridge) * torch.eye(n, dtype=torch.float64),
+                               rtol=0, atol=1e-6 * (smallest + ridge))
+
+
+@pytest.mark.parametrize("rank", [20, 60])
+def test_it_shrinks_the_condition_number_within_the_bound(ill_conditioned: dict,
+                                                          rank: int) -> None:
+    kernel, ridge = ill_conditioned["train"], 1e-3
+    n = kernel.shape[0]
+    regularized = kernel + ridge * torch.eye(n, dtype=torch.float64)
+    preconditioner = NystromPreconditioner(BlockedKernel(kernel), ridge, rank=rank)
+    inverse = _dense(preconditioner, n)
+    values, vectors = torch.linalg.eigh((inverse + inverse.T) / 2)
+    root = vectors @ torch.diag(values.sqrt()) @ vectors.T  # P^-1/2
+    preconditioned = _condition(root @ regularized @ root)
+    s = torch.from_numpy(preconditioner.subset)
+    approximation = kernel[:, s] @ torch.linalg.pinv(kernel[s][:, s], hermitian=True) @ kernel[s]
+    error = float(torch.linalg.matrix_norm(kernel - approximation, ord=2))
+    bound = (float(preconditioner.eigenvalues[-1]) + ridge + error) / ridge
+    assert preconditioned <= bound * (1 + 1e-6)
+    assert preconditioned < _condition(regularized) / 10
+
+
+def test_default_rank_and_bad_arguments() -> None:
+    assert default_rank(300) == 75
+    assert default_rank(40_000) == 500
+    assert default_rank(2) == 1
+    kernel = BlockedKernel(torch.eye(5, dtype=torch.float64))
+    with pytest.raises(WidenetError, match="at most the number of points"):
+        NystromPreconditioner(kernel, rank=6)
+    with pytest.raises(WidenetError, match="ridge must be >= 0"):
+        NystromPreconditioner(kernel, -1.0)
+    with pytest.raises(WidenetError, match="square"):
+        NystromPreconditioner(BlockedKernel(torch.ones(5, 4, dtype=torch.float64)))
+    with pytest.raises(WidenetError, match="positive semi-definite"):
+        NystromPreconditioner(BlockedKernel(-torch.eye(5, dtype=torch.float64)), rank=3)
+    identity = NystromPreconditioner(BlockedKernel(torch.zeros(5, 5, dtype=torch.float64)), 1.0,
+                                     rank=2)
+    r = torch.from_numpy(np.arange(10.0).reshape(5, 2))
+    torch.testing.assert_close(identity(r), r)
