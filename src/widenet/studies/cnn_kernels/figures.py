@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from widenet.report.figures import label, legend, new_figure, power_law_reference
+from widenet.figures import label, legend, new_figure, power_law_reference
 
 COLORS = {"flatten": "C0", "gap": "C1"}
 
