@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from widenet.figures import label, legend, new_figure, power_law_reference
+from widenet.figures import caption, label, legend, new_figure, power_law_reference
 
 COLORS = {"flatten": "C0", "gap": "C1"}
 
@@ -34,14 +34,20 @@ def _log_points(frame: pd.DataFrame, slopes: pd.DataFrame, value: str, predicted
 def concentration_figure(concentration: pd.DataFrame, slopes: pd.DataFrame,
                          predicted: float) -> Figure:
     """Part (a): the empirical NTK's relative error against the CNTK, against m."""
-    return _log_points(concentration, slopes, "error", predicted, "empirical NTK vs CNTK",
-                       "||K_m - Θ||_F / ||Θ||_F")
+    figure = _log_points(concentration, slopes, "error", predicted, "empirical NTK vs CNTK",
+                         "||K_m - Θ||_F / ||Θ||_F")
+    return caption(figure, "The relative error of the empirical NTK of CNNs with m channels "
+                   "against the exact CNTK, per readout: theory predicts a line of slope -1/2 "
+                   "on these log axes (the dashed reference).")
 
 
 def distance_figure(trained: pd.DataFrame, slopes: pd.DataFrame, predicted: float) -> Figure:
     """Part (b): the trained CNNs' relative distance to the NTK's prediction, against m."""
-    return _log_points(trained, slopes, "distance", predicted, "trained CNN vs NTK",
-                       "||f_m(X*) - f_NTK(X*)|| / ||f_NTK(X*)||")
+    figure = _log_points(trained, slopes, "distance", predicted, "trained CNN vs NTK",
+                         "||f_m(X*) - f_NTK(X*)|| / ||f_NTK(X*)||")
+    return caption(figure, "How far the trained CNNs' test predictions are from the NTK "
+                   "regression's after the same training time: theory predicts the distance "
+                   "falls like m^-1/2 (the dashed reference).")
 
 
 def accuracy_figure(summary: pd.DataFrame, kernels: pd.DataFrame) -> Figure:
@@ -59,4 +65,6 @@ def accuracy_figure(summary: pd.DataFrame, kernels: pd.DataFrame) -> Figure:
                        label=f"{row.kernel} regression: {row.accuracy:.3f}")
         label(ax, f"test accuracy, {readout} readout", "channels m", "accuracy", logx=True)
         legend(ax, fontsize=7)
-    return figure
+    return caption(figure, "Test accuracy of the trained CNNs as the width grows, beside the "
+                   "kernel-regression accuracies of their infinite-width NNGP and NTK "
+                   "(horizontal lines), which the wide nets should approach.")
