@@ -12,10 +12,12 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from widenet.errors import WidenetError
+
+if TYPE_CHECKING:  # torch is imported where a device is read, so that the studies' configs
+    import torch  # (which size their nets with mlp_parameters) load without it
 
 FLOAT64_BYTES = 8
 """Bytes of one float64 value, the dtype of widenet's data and kernels."""
@@ -25,6 +27,8 @@ _MEMINFO = Path("/proc/meminfo")
 
 def available_memory(device: str | torch.device = "cpu") -> int | None:
     """Bytes that can still be allocated on ``device``, or None where that is not known."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -57,7 +61,7 @@ def require_memory(needed: int, what: str, fix: str,
     free = available_memory(device)
     if free is not None and needed > free:
         raise WidenetError(f"{what} needs {format_bytes(needed)} of memory but "
-                           f"{torch.device(device)} has {format_bytes(free)} available; {fix}")
+                           f"{device} has {format_bytes(free)} available; {fix}")
 
 
 def mlp_parameters(in_features: int, widths: list[int], out_features: int,
