@@ -368,3 +368,12 @@ def test_ctrl_c_of_a_kernel_says_to_run_the_same_command_again(
     argv = ["kernel", str(tmp_path / "k.npy"), "--points", "4", "--dim", "3"]
     assert main(argv) == 130
     assert f"Continue with: widenet {' '.join(argv)}\n" in capsys.readouterr().err
+
+
+def test_the_cli_loads_without_torch() -> None:
+    """`widenet --version`, `--help` and the store commands import torch only when a command
+    needs it (it takes seconds to import)."""
+    code = ("import sys, widenet.cli, widenet.studies.common.base\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
