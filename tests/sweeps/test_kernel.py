@@ -36,6 +36,20 @@ def test_blocks_assemble_the_infinite_kernels(tmp_path: Path) -> None:
     np.testing.assert_allclose(nngp, reference.nngp.numpy(), rtol=1e-13, atol=0)
 
 
+def test_a_cnn_kernel_on_images_in_blocks(tmp_path: Path) -> None:
+    """Any architecture infinite_kernels takes works in blocks too: a CNN with global average
+    pooling (position pairs tracked) on (n, C, H, W) images."""
+    from widenet import nn
+
+    net = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Activation("relu"), nn.AvgPool2d(2),
+                        nn.Conv2d(4, 4, 3), nn.Activation("relu"), nn.GlobalAvgPool(),
+                        nn.Dense(4, 1)).to(torch.float64)
+    x = torch.randn(11, 2, 6, 6, generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64)
+    ntk = kernel_to_disk(net, x, tmp_path / "cnn.npy", block=4, engine=LocalEngine(2))
+    np.testing.assert_allclose(ntk, infinite_kernels(net, x).ntk.numpy(), rtol=1e-12, atol=0)
+
+
 def test_a_float32_file_holds_the_kernel_rounded_once(tmp_path: Path) -> None:
     x = sphere_points(19, 5)
     net = _net()

@@ -41,7 +41,11 @@ DTYPES = ("float32", "float64")
 def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: str = "ntk",
                    block: int = 2048, dtype: str = "float64", engine: Engine | None = None,
                    on_block: Callable[[int, int], None] | None = None) -> np.memmap:
-    """Compute the kernel of ``net`` on the rows of ``x`` into ``path`` (a ``dtype`` ``.npy``).
+    """Compute the kernel of ``net`` on the points of ``x`` into ``path`` (a ``dtype`` ``.npy``).
+
+    ``net`` is any model :func:`widenet.infinite_kernels` takes (an MLP, a ``widenet.nn`` CNN,
+    ResNet, ...) and ``x`` its inputs in torch's layout: (n, d) vectors, (n, C, L) or
+    (n, C, H, W) images.
 
     Returns the finished matrix, memory-mapped read-only. Raises if an earlier, unfinished file
     at ``path`` belongs to another net, other inputs, kind, block size or dtype (remove it to
@@ -53,8 +57,9 @@ def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: s
         raise WidenetError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if not isinstance(block, int) or block < 1:
         raise WidenetError(f"block must be a positive integer, got {block!r}")
-    if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[0] == 0:
-        raise WidenetError("x must be a non-empty (n, d) tensor")
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] == 0:
+        raise WidenetError("x must be a non-empty tensor of n points: (n, d) vectors or "
+                           "(n, C, ...) images")
     path = Path(path)
     if path.suffix != ".npy":
         raise WidenetError(f"the kernel file must end in .npy, got {path}")
