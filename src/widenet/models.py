@@ -11,7 +11,7 @@ from torch import nn
 from widenet.activations import Activation, get_activation
 from widenet.errors import WidenetError
 from widenet.memory import FLOAT64_BYTES, mlp_parameters, require_memory
-from widenet.nn._weighted import draw_normal_
+from widenet.nn._weighted import draw_normal_, seeded_generator
 from widenet.nn.dense import Dense
 from widenet.parametrizations import Parametrization, get_parametrization
 from widenet.validation import finite_real, positive_int
@@ -78,10 +78,7 @@ class MLP(nn.Module):
     def reset_parameters(self, *, seed: int | None = None,
                          generator: torch.Generator | None = None) -> None:
         """Draw every parameter afresh from its parametrization's initial distribution."""
-        if seed is not None and generator is not None:
-            raise WidenetError("give either seed or generator, not both")
-        if seed is not None:
-            generator = torch.Generator().manual_seed(int(seed))
+        generator = seeded_generator(seed, generator)
         for layer, scaling in zip(self.layers, self.scalings, strict=True):
             draw_normal_(layer.weight, scaling.weight.init_std, generator)
             if layer.bias is not None:

@@ -85,6 +85,15 @@ class Weighted(nn.Module):
                 f"parametrization={self.parametrization.name}")
 
 
+def seeded_generator(seed: int | None, generator: torch.Generator | None
+                     ) -> torch.Generator | None:
+    """The generator initial draws come from: a fresh one seeded with ``seed``, the given
+    ``generator``, or None (torch's global generator); giving both is a mistake."""
+    if seed is not None and generator is not None:
+        raise WidenetError("give either seed or generator, not both")
+    return generator if seed is None else torch.Generator().manual_seed(int(seed))
+
+
 @torch.no_grad()
 def draw_normal_(parameter: torch.Tensor, std: float, generator: torch.Generator | None) -> None:
     """Fill ``parameter`` with N(0, std^2) draws made in float64 on the CPU, so that a seed

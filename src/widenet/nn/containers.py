@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from widenet.errors import WidenetError
-from widenet.nn._weighted import Weighted
+from widenet.nn._weighted import Weighted, seeded_generator
 from widenet.nn.elementwise import Activation
 from widenet.validation import finite_real
 
@@ -69,10 +69,7 @@ class Sequential(nn.Sequential):
     def reset_parameters(self, *, seed: int | None = None,
                          generator: torch.Generator | None = None) -> None:
         """Draw every weighted layer's parameters afresh, in order, from one generator."""
-        if seed is not None and generator is not None:
-            raise WidenetError("give either seed or generator, not both")
-        if seed is not None:
-            generator = torch.Generator().manual_seed(int(seed))
+        generator = seeded_generator(seed, generator)
         for module in self.modules():
             if isinstance(module, Weighted):
                 module.reset_parameters(generator)
