@@ -231,7 +231,8 @@ def test_convergence_check_fails_a_diverged_run():
                          "loss_initial": [1.0, 1.0], "loss_final": [1e-9, math.nan],
                          "rate": [0.1, math.nan], "rate_pred": [0.1, 0.1],
                          "distance": [1.0, 1.0], "distance_pred": [1.0, 1.0],
-                         "du_factor": [0.9, 0.9], "steps": [100, 100], "lr": [1.0, 1.0]})
+                         "du_factor": [0.9, 0.9], "steps": [100, 100], "lr": [1.0, 1.0],
+                         "lambda_min_inf": [2.0, 2.0], "lambda_min_entk": [2.1, 2.1]})
     check = gd_analysis.convergence_check(gd_analysis.with_errors(runs), decades=8)
     assert check.measured == pytest.approx(math.log10(gd_analysis.DIVERGED_RATIO))
     assert check.verdict == "fail"
