@@ -377,3 +377,33 @@ def test_the_cli_loads_without_torch() -> None:
             "assert 'torch' not in sys.modules, 'torch was imported'")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def test_the_kernel_command_builds_cnns_on_images(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`widenet kernel --architecture cnn-gap` on digits images is the limit of widenet.nn.cnn
+    on the same images; an architecture that cannot take the data is refused in one line."""
+    import numpy as np
+    import torch
+
+    from widenet.data import load_dataset
+    from widenet.kernels.infinite import infinite_kernels
+    from widenet.nn import cnn
+
+    path = tmp_path / "cnn.npy"
+    assert main(["kernel", str(path), "--architecture", "cnn-gap", "--data", "digits-images",
+                 "--points", "12", "--depth", "2", "--width", "4", "--block", "5",
+                 "--workers", "1"]) == 0
+    assert "shape (12, 12), float64" in capsys.readouterr().out
+    x = load_dataset("digits-images", n=12, seed=0).x.to(torch.float64)
+    expected = infinite_kernels(cnn(1, (8, 8), 4, 2, readout="gap"), x).ntk
+    np.testing.assert_allclose(np.load(path), expected.numpy(), rtol=1e-12, atol=0)
+    for options, message in [(["--architecture", "cnn", "--dim", "4"], "takes images"),
+                             (["--data", "digits-images"], "takes vectors"),
+                             (["--architecture", "myrtle5", "--data", "digits-images"],
+                              "32x32 images"),
+                             (["--architecture", "cnn", "--data", "digits-images", "--depth",
+                               "0"], "--depth of at least 1")]:
+        assert main(["kernel", str(tmp_path / "bad.npy"), "--points", "4", *options]) == 2
+        assert message in _error_line(capsys)
+    assert not (tmp_path / "bad.npy").exists()

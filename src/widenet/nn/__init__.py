@@ -6,6 +6,7 @@ docs/architectures.md) has exact NNGP and NTK limits, computed by
 package never imports them.
 """
 
+from widenet.nn.architectures import cnn, myrtle5
 from widenet.nn.containers import Residual, Sequential, Sum, resolve_weight_stds
 from widenet.nn.conv import Conv1d, Conv2d
 from widenet.nn.dense import Dense
@@ -13,4 +14,5 @@ from widenet.nn.elementwise import Activation, Flatten, LayerNorm
 from widenet.nn.pooling import AvgPool1d, AvgPool2d, GlobalAvgPool
 
 __all__ = ["Activation", "AvgPool1d", "AvgPool2d", "Conv1d", "Conv2d", "Dense", "Flatten",
-           "GlobalAvgPool", "LayerNorm", "Residual", "Sequential", "Sum", "resolve_weight_stds"]
+           "GlobalAvgPool", "LayerNorm", "Residual", "Sequential", "Sum", "cnn", "myrtle5",
+           "resolve_weight_stds"]

@@ -24,18 +24,10 @@ def cnn(readout: Readout, depth: int, m: int, outputs: int, seed: int,
         device: torch.device) -> nn.Module:
     """``depth`` 3x3 "same" ReLU convolutions with m channels on 1x8x8 digits, then the
     readout (flatten, or global average pooling) and a dense layer to ``outputs``; NTK
-    parametrization, no biases, edge-of-chaos stds (sigma_w^2 = 2), float64."""
-    layers: list[nn.Module] = []
-    for index in range(depth):
-        layers += [wnn.Conv2d(1 if index == 0 else m, m, 3, padding="same", device=device,
-                              dtype=torch.float64), wnn.Activation("relu")]
-    if readout == "flatten":
-        layers += [wnn.Flatten(), wnn.Dense(m * 64, outputs, device=device,
-                                            dtype=torch.float64)]
-    else:
-        layers += [wnn.GlobalAvgPool(), wnn.Dense(m, outputs, device=device,
-                                                  dtype=torch.float64)]
-    net = wnn.Sequential(*layers)
+    parametrization, no biases, edge-of-chaos stds (sigma_w^2 = 2), float64
+    (:func:`widenet.nn.cnn`), drawn from a generator on ``device`` seeded with ``seed``."""
+    net = wnn.cnn(1, (8, 8), m, depth, readout=readout, outputs=outputs, device=device,
+                  dtype=torch.float64)
     net.reset_parameters(generator=torch.Generator(device=device).manual_seed(seed))
     return net
 
