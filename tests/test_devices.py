@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from widenet.devices import describe_device, device_named, point_device, resolve_device
+from widenet.devices import (
+    describe_device,
+    device_named,
+    parameter_device,
+    point_device,
+    resolve_device,
+)
 from widenet.errors import WidenetError
 from widenet.sweeps import LocalEngine, RayEngine
 
@@ -37,3 +43,16 @@ def test_a_sweep_point_given_gpus_runs_on_cuda() -> None:
     assert point_device("cuda:1", 1.0) == "cuda"  # Ray shows the point only its own GPUs
     assert point_device("cpu", 0.0) == "cpu"
     assert point_device("cuda:1", 0.0) == "cuda:1"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_layers_on_a_device_this_machine_lacks_are_refused_in_one_line() -> None:
+    from widenet.models import MLP
+    from widenet.nn import Conv2d, Dense
+
+    assert parameter_device(None) is None
+    assert parameter_device("meta") == torch.device("meta")
+    for make in (lambda: MLP(3, [4], 1, device="cuda"), lambda: Conv2d(3, 4, 3, device="cuda:1"),
+                 lambda: Dense(3, 4, device="tpu")):
+        with pytest.raises(WidenetError, match="no CUDA device|unknown device"):
+            make()

@@ -25,11 +25,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise WidenetError(f"device {device!r} asked for, but no CUDA device is available "
-                               "here; use --device cpu")
+                               "here; use the cpu device (--device cpu)")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise WidenetError(f"device {device!r} does not exist: this machine has "
                                f"{torch.cuda.device_count()} CUDA device(s)")
     return resolved
+
+
+def parameter_device(device: str | torch.device | None) -> torch.device | None:
+    """Where a layer's parameters go: None (torch's default), ``meta`` (no storage: a model
+    described for its limit only) or a device this machine has (else a clear error)."""
+    if device is None:
+        return None
+    return torch.device("meta") if str(device) == "meta" else resolve_device(device)
 
 
 def point_device(device: str, gpus_per_run: float) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from widenet.devices import parameter_device
 from widenet.errors import WidenetError
 from widenet.parametrizations import DenseScaling, Parametrization, get_parametrization
 from widenet.validation import finite_real
@@ -40,7 +41,7 @@ class Weighted(nn.Module):
             raise WidenetError(f"widenet.nn layers take parametrization 'ntk' or 'standard', "
                                f"not {self.parametrization.name!r} (whose scaling depends on "
                                "the whole net; use widenet.MLP for it)")
-        factory = {"device": device, "dtype": dtype}
+        factory = {"device": parameter_device(device), "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(weight_shape, **factory))
         self.bias = (nn.Parameter(torch.empty(bias_size, **factory)) if self.bias_std > 0
                      else None)
