@@ -54,5 +54,5 @@ def test_layers_on_a_device_this_machine_lacks_are_refused_in_one_line() -> None
     assert parameter_device("meta") == torch.device("meta")
     for make in (lambda: MLP(3, [4], 1, device="cuda"), lambda: Conv2d(3, 4, 3, device="cuda:1"),
                  lambda: Dense(3, 4, device="tpu")):
-        with pytest.raises(WidenetError, match="no CUDA device|unknown device"):
+        with pytest.raises(WidenetError, match=r"no CUDA device|unknown device"):
             make()
