@@ -133,7 +133,7 @@ def test_an_alias_bomb_is_counted_without_expanding_it() -> None:
     start = time.perf_counter()
     with pytest.raises(WidenetError, match=f"more than {MAX_VALUES:,} values"):
         check_size({"widths": bomb}, "config file c.yaml")
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 10.0  # expanding 10^9 leaves would take minutes
 
 
 def test_the_size_bound_counts_every_value() -> None:
