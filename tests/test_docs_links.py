@@ -14,6 +14,7 @@ removed, spaces turned into '-'; a repeated heading gets -1, -2, ...
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -66,9 +67,8 @@ def anchors(page: Path) -> set[str]:
     return found
 
 
-def links(page: Path) -> list[tuple[int, str]]:
-    """(line number, target) of every link and image the page renders."""
-    found = []
+def _inline(page: Path) -> Iterator[tuple[int, Token]]:
+    """(line number, token) of every inline child the page renders (links, images, code)."""
     for token in _tokens(page):
         if token.type != "inline" or token.map is None:
             continue
@@ -76,27 +76,22 @@ def links(page: Path) -> list[tuple[int, str]]:
         for child in token.children or []:
             if child.type in ("softbreak", "hardbreak"):
                 line += 1
-            elif child.type == "link_open":
-                found.append((line, unquote(str(child.attrGet("href")))))
-            elif child.type == "image":
-                found.append((line, unquote(str(child.attrGet("src")))))
-    return found
+            else:
+                yield line, child
+
+
+def links(page: Path) -> list[tuple[int, str]]:
+    """(line number, target) of every link and image the page renders."""
+    attribute = {"link_open": "href", "image": "src"}
+    return [(line, unquote(str(child.attrGet(attribute[child.type]))))
+            for line, child in _inline(page) if child.type in attribute]
 
 
 def source_paths(page: Path) -> list[tuple[int, str]]:
     """(line number, path) of every code span that is a source path such as
     `widenet/kernels/infinite.py` or `src/widenet/studies/common/` (relative to src/)."""
-    found = []
-    for token in _tokens(page):
-        if token.type != "inline" or token.map is None:
-            continue
-        line = token.map[0] + 1
-        for child in token.children or []:
-            if child.type in ("softbreak", "hardbreak"):
-                line += 1
-            elif child.type == "code_inline" and (match := SOURCE_PATH.fullmatch(child.content)):
-                found.append((line, match.group(1)))
-    return found
+    return [(line, match.group(1)) for line, child in _inline(page)
+            if child.type == "code_inline" and (match := SOURCE_PATH.fullmatch(child.content))]
 
 
 def missing_sources(pages: list[Path], root: Path = ROOT) -> list[str]:
