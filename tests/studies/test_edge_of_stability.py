@@ -297,6 +297,10 @@ def test_edge_tolerance_comes_from_the_fluctuation_of_the_sharpness():
     _, checks = _part1_checks("mse", loss, 2 * np.where(steps < 100, 0.2 + steps / 90, above))
     assert checks["edge of stability"].verdict == "fail"
     assert checks["edge of stability"].note.startswith("finding: S hovers above 2/lr")
+    _, checks = _part1_checks("cross_entropy", 0.5 + loss,  # large loss throughout
+                              2 * np.where(steps < 100, 0.2 + steps / 90, above))
+    assert checks["edge of stability"].verdict == "fail"
+    assert not checks["edge of stability"].note.startswith("finding")
 
 
 @pytest.mark.parametrize(("values", "key"), [
