@@ -105,11 +105,16 @@ def test_monitor_cadence_test_loss_and_progress_off() -> None:
     xt, yt = regression(n=10, seed=1)
     result = train(net(), x, y, lr=0.1, steps=20, log_every=5, monitors=[Counting(every=10)],
                    test_data=(xt, yt), progress=False)
-    history = result.history
+    history, counted = result.history, result.measurements["counting"]
     assert list(history["step"]) == [0, 5, 10, 15, 20]
-    assert history["calls"].notna().tolist() == [True, False, True, False, True]
-    assert history["has_grads"].iloc[0] == 1.0  # the batch gradient at theta_0
-    assert history["has_grads"].iloc[-1] == 0.0  # no step follows the final row
+    assert "calls" not in history.columns  # per-step rows only: no column mostly empty
+    assert list(counted["step"]) == [0, 10, 20]
+    assert list(counted["calls"]) == [1, 2, 3]
+    assert counted["has_grads"].iloc[0] == 1.0  # the batch gradient at theta_0
+    assert counted["has_grads"].iloc[-1] == 0.0  # no step follows the final row
+    joined = result.measured("counting")
+    assert list(joined["step"]) == [0, 10, 20]
+    assert joined["loss"].tolist() == history["loss"].iloc[[0, 2, 4]].tolist()
     model = net()
     train(model, x, y, lr=0.1, steps=20, progress=False)
     with torch.no_grad():
@@ -186,10 +191,9 @@ def test_checkpoint_path_may_be_a_string(tmp_path) -> None:
 def test_monitors_run_at_their_own_cadence() -> None:
     """A monitor every 4 steps with log_every=6 is measured at 0, 4, 8, 12 and the end."""
     x, y = regression()
-    history = train(net(), x, y, lr=0.1, steps=14, log_every=6,
-                    monitors=[Counting(every=4)]).history
-    assert list(history["step"]) == [0, 4, 6, 8, 12, 14]
-    assert history["calls"].notna().tolist() == [True, True, False, True, True, True]
+    result = train(net(), x, y, lr=0.1, steps=14, log_every=6, monitors=[Counting(every=4)])
+    assert list(result.history["step"]) == [0, 4, 6, 8, 12, 14]
+    assert list(result.measurements["counting"]["step"]) == [0, 4, 8, 12, 14]
     with pytest.raises(wn.WidenetError, match="every must be a positive integer"):
         train(net(), x, y, lr=0.1, steps=2, monitors=[Counting(every=0)])
 
