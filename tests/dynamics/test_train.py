@@ -86,6 +86,7 @@ def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path) -> None:
     for p, q in zip(whole.parameters(), resumed_net.parameters(), strict=True):
         assert torch.equal(p, q)
     assert resumed.history.equals(expected.history)
+    assert resumed.measurements["counting"].equals(expected.measurements["counting"])
 
 
 def test_a_diverging_run_is_recorded_not_raised() -> None:

@@ -130,8 +130,8 @@ def is_loader(data: object) -> bool:
 
 def check_loader(loader: Iterable) -> None:
     """Refuse what cannot be iterated pass after pass (an iterator or generator is used up by
-    one pass)."""
-    if iter(loader) is loader:
+    one pass). Nothing is drawn from the loader: creating its iterator would draw a seed."""
+    if isinstance(loader, Iterator):
         raise WidenetError(f"the training data is a one-pass {type(loader).__name__}; give a "
                            "re-iterable source of (x, y) batches such as a DataLoader or a list")
 

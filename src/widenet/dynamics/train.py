@@ -67,9 +67,12 @@ class TrainResult:
     steps: int
     measurements: dict[str, pd.DataFrame] = field(default_factory=dict)
 
-    def measured(self, *monitors: str) -> pd.DataFrame:
+    def measured(self, *monitors: str, how: str = "inner") -> pd.DataFrame:
         """The History's rows at the steps where every named monitor ran, with those monitors'
-        columns beside: ``result.measured("ntk")[["step", "loss", "ntk_movement"]]``."""
+        columns beside: ``result.measured("ntk")[["step", "loss", "ntk_movement"]]``.
+        ``how="left"`` keeps every History row instead (NaN where a monitor did not run)."""
+        if how not in ("inner", "left"):
+            raise WidenetError(f"how must be 'inner' or 'left', got {how!r}")
         if not monitors:
             raise WidenetError("name the monitors to join, e.g. result.measured('ntk'); this "
                                f"run has {', '.join(self.measurements) or 'none'}")
@@ -78,7 +81,7 @@ class TrainResult:
             if name not in self.measurements:
                 raise WidenetError(f"no monitor named {name!r} in this run; its monitors: "
                                    f"{', '.join(self.measurements) or 'none'}")
-            table = table.merge(self.measurements[name], on="step", how="inner")
+            table = table.merge(self.measurements[name], on="step", how=how)
         return table
 
 
