@@ -201,14 +201,15 @@ def _spec_description(spec: Optimizer) -> dict[str, object]:
 
 
 def _object_description(optimizer: torch.optim.Optimizer) -> dict[str, object]:
-    """The optimizer's class and each group's settings (every plain value but the params)."""
+    """The optimizer's class and each group's settings ("group i: key=value" for every plain
+    value, and the number of parameters)."""
     kind = type(optimizer)
-    groups = [", ".join(f"{key}={value!r}" for key, value in sorted(group.items())
-                        if key != "params" and isinstance(value, bool | int | float | str
-                                                          | tuple | None))
-              + f", parameters={len(group['params'])}"
-              for group in optimizer.param_groups]
-    return {"optimizer": f"{kind.__module__}.{kind.__qualname__}", "optimizer groups": groups}
+    settings = []
+    for index, group in enumerate(optimizer.param_groups):
+        settings.append(f"group {index}: parameters={len(group['params'])}")
+        settings.extend(f"group {index}: {key}={value!r}" for key, value in sorted(group.items())
+                        if isinstance(value, bool | int | float | str | tuple | None))
+    return {"optimizer": f"{kind.__module__}.{kind.__qualname__}", "optimizer groups": settings}
 
 
 def _settings_of(scaling: object) -> str:
