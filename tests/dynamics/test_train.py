@@ -11,7 +11,13 @@ import widenet as wn
 from widenet.dynamics.checkpoint import Checkpoint
 from widenet.dynamics.lazy import LazyModel
 from widenet.dynamics.linearize import linearize
-from widenet.dynamics.losses import get_loss, mse
+from widenet.dynamics.losses import (
+    accuracy_for,
+    argmax_accuracy,
+    get_loss,
+    mse,
+    sign_accuracy,
+)
 from widenet.dynamics.monitor import Monitor, RunState
 from widenet.dynamics.optim import NormalizedUpdateScaling, Optimizer
 from widenet.dynamics.train import train
@@ -132,6 +138,51 @@ def test_classification_losses_train(loss: str, lr: float) -> None:
     model = wn.MLP(4, [32], outputs, "relu", seed=0, dtype=torch.float64)
     result = train(model, x, y, lr=lr, steps=100, loss=loss)
     assert result.history["loss"].iloc[-1] < 0.7 * result.history["loss"].iloc[0]
+
+
+def test_classification_losses_log_their_accuracy() -> None:
+    """Cross-entropy: (1/n) #{argmax_k f_k = y}; logistic: (1/n) #{y f > 0}, on the training
+    and the test set, from the same pass as the loss; mse logs none."""
+    x, _ = regression(n=40)
+    xt, _ = regression(n=15, seed=3)
+    labels, labels_test = (x[:, 0] > 0).long(), (xt[:, 0] > 0).long()
+    model = wn.MLP(4, [32], 2, "relu", seed=0, dtype=torch.float64)
+    history = train(model, x, labels, lr=0.5, steps=20, loss="cross_entropy",
+                    test_data=(xt, labels_test)).history
+    with torch.no_grad():
+        train_hits = (model(x).argmax(1) == labels).double().mean()
+        test_hits = (model(xt).argmax(1) == labels_test).double().mean()
+    assert history["accuracy"].iloc[-1] == float(train_hits)
+    assert history["test_accuracy"].iloc[-1] == float(test_hits)
+    assert history["accuracy"].iloc[-1] > history["accuracy"].iloc[0]
+    signs = 2.0 * labels.double().unsqueeze(1) - 1
+    single = wn.MLP(4, [32], 1, "relu", seed=0, dtype=torch.float64)
+    history = train(single, x, signs, lr=0.5, steps=5, loss="logistic").history
+    with torch.no_grad():
+        assert history["accuracy"].iloc[-1] == float((single(x) * signs > 0).double().mean())
+    assert "accuracy" not in train(net(), *regression(), lr=0.1, steps=2).history
+
+
+def test_accuracy_formulas() -> None:
+    output = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, -1.0]])
+    assert argmax_accuracy(output, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
+    assert argmax_accuracy(output, torch.tensor([[1.0, 0], [0, 1], [0, 1]])) == pytest.approx(2 / 3)
+    assert sign_accuracy(torch.tensor([[0.5], [-1.0]]), torch.tensor([1.0, 1.0])) == 0.5
+    assert accuracy_for(torch.nn.CrossEntropyLoss()) is argmax_accuracy
+    assert accuracy_for("exponential") is sign_accuracy
+    assert accuracy_for("mse") is None
+
+
+def test_measurements_are_joined_by_name_and_names_are_distinct() -> None:
+    x, y = regression()
+    result = train(net(), x, y, lr=0.1, steps=4, log_every=2, monitors=[Counting()])
+    with pytest.raises(wn.WidenetError, match="named 'ntk' in this run; its monitors: counting"):
+        result.measured("ntk")
+    with pytest.raises(wn.WidenetError, match="name the monitors"):
+        result.measured()
+    assert result.measured("counting", how="left").shape[0] == len(result.history)
+    with pytest.raises(wn.WidenetError, match="two monitors are named 'counting'"):
+        train(net(), x, y, lr=0.1, steps=1, monitors=[Counting(), Counting(every=2)])
 
 
 def test_losses_are_the_documented_means() -> None:
