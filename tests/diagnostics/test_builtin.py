@@ -152,6 +152,24 @@ def test_resume_with_built_in_monitors(tmp_path) -> None:
     assert history.equals(expected)
 
 
+def test_sharpness_under_adam_reports_no_gd_threshold() -> None:
+    """2/lr bounds the sharpness under GD only; under Adam the threshold is NaN, with a warning
+    naming what applies instead (the preconditioned sharpness); SGD with momentum keeps
+    (2 + 2 beta) / lr."""
+    x, y = regression()
+    model = wn.MLP(3, [16], 1, "tanh", seed=0, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="preconditioned sharpness") as caught:
+        sharp = wn.train(model, x, y, lr=0.01, steps=4, log_every=2, optimizer="adam",
+                         monitors=[SharpnessMonitor()]).measurements["sharpness"]
+    assert len(caught) == 1  # once per monitor, not per measurement
+    assert sharp["stability_threshold"].isna().all()
+    assert (sharp["sharpness"] > 0).all()
+    sharp = wn.train(model, x, y, steps=2, monitors=[SharpnessMonitor()],
+                     optimizer=lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.5)
+                     ).measurements["sharpness"]
+    assert sharp["stability_threshold"].tolist() == pytest.approx([30.0, 30.0])
+
+
 def test_bad_monitor_arguments() -> None:
     with pytest.raises(wn.WidenetError, match="exactly one of cutoff"):
         InfoNuisanceMonitor()

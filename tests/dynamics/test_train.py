@@ -226,6 +226,9 @@ def test_bad_configurations(kwargs: dict, message: str) -> None:
 
 def test_bad_data() -> None:
     x, y = regression()
+    with pytest.raises(wn.WidenetError, match=r"x must have shape \(n, d\), one row per point, "
+                       r"got shape \(24,\); n points of one feature are x.unsqueeze\(1\)"):
+        train(net(), x[:, 0], y, lr=0.1, steps=1)
     with pytest.raises(wn.WidenetError, match="rows"):
         train(net(), x, y[:5], lr=0.1, steps=1)
     with pytest.raises(wn.WidenetError, match="NaN or inf"):
