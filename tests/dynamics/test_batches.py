@@ -153,3 +153,5 @@ def test_bad_loaders() -> None:
         train(net(), loader(x, y), lr=0.1, steps=1, optimizer=Optimizer("sgd", batch_size=4))
     with pytest.raises(wn.WidenetError, match="give the targets y"):
         train(net(), x, lr=0.1, steps=1)
+    with pytest.raises(wn.WidenetError, match=r"x must be a torch\.Tensor"):
+        train(net(), x.numpy(), y, lr=0.1, steps=1)  # an array with y: not a loader

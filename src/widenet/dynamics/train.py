@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from widenet.dynamics.batches import (
@@ -117,10 +118,10 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
     parameter = next(model.parameters(), None)
     if parameter is None:
         raise WidenetError("the model has no parameters to train")
-    loader = x if is_loader(x) else None
+    if isinstance(x, DataLoader) and y is not None:
+        raise WidenetError("the loader yields the targets; leave y out with a DataLoader")
+    loader = x if y is None and is_loader(x) else None
     if loader is not None:
-        if y is not None:
-            raise WidenetError("the loader yields the targets; leave y out with a DataLoader")
         check_loader(loader)
         x, y = gathered(loader)
         where = "the loader's "
