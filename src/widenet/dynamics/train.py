@@ -184,11 +184,8 @@ def _check_monitors(monitors: list[Monitor]) -> None:
     """Cadences are positive and names distinct (each names its table of measurements)."""
     names: set[str] = set()
     for monitor in monitors:
-        kind = type(monitor).__name__
-        if not isinstance(monitor, Monitor):
-            raise WidenetError(f"monitors must be widenet Monitors, got a {kind}")
         if monitor.every is not None:
-            positive_int(monitor.every, f"{kind}.every")
+            positive_int(monitor.every, f"{type(monitor).__name__}.every")
         if monitor.name in names:
             raise WidenetError(f"two monitors are named {monitor.name!r}; give each its own "
                                "name (monitor.name = ...), which names its measurements")
