@@ -389,6 +389,11 @@ def test_quick_preset_checks_pass(tmp_path):
     if not FULL:
         pytest.skip("set WIDENET_FULL_TESTS=1 to run the quick preset")
     _, analysis = run_in_memory(get_study("lr-transfer"), tmp_path)
+    # SP and muP checks pass; NTK's transfer checks are the measurement (either claim may be
+    # supported) but the extended grid must bracket its optimum: a finite standard error
     failed = [(c.name, c.verdict, c.measured, c.tolerance) for c in analysis.checks
-              if c.verdict != "pass"]
+              if c.verdict != "pass" and not c.name.startswith("NTK")]
     assert not failed
+    ntk = [c for c in analysis.checks if c.name.startswith("NTK")]
+    assert len(ntk) == 2
+    assert all(math.isfinite(c.stderr) for c in ntk)
