@@ -242,9 +242,6 @@ def test_quick_preset_checks_pass(tmp_path: Path) -> None:
     if not FULL:
         pytest.skip("set WIDENET_FULL_TESTS=1 to run the real quick preset")
     _, analysis = run_in_memory(STUDY, tmp_path)
-    # the m^-1/2 slopes and abs vs relu pass; the structure checks, at the quick preset's
-    # 8 networks per point, may be inconclusive but none fails
     failing = [(c.name, c.measured, c.stderr, c.verdict) for c in analysis.checks
-               if c.verdict == "fail" or (c.name.startswith(("slope", "abs vs relu"))
-                                          and c.verdict != "pass")]
+               if c.verdict != "pass"]
     assert not failing
