@@ -90,7 +90,8 @@ def loss_explosions(losses: np.ndarray, ratio: float) -> int:
 
 
 def _curve(result, **columns: Any) -> pd.DataFrame:
-    history = result.history
+    # every step's loss, with the monitors' columns where they ran
+    history = result.measured(*result.measurements, how="left")
     keep = [c for c in history.columns if c in ("step", "loss", "sharpness", "taylor_c1",
                                                "taylor_c2", "taylor_c3")
             or c.startswith("participation_ratio/")]
