@@ -222,7 +222,8 @@ def test_a_misspelt_name_is_told_the_names_and_the_closest_one() -> None:
         A.get_activation("relux")
     message = str(raised.value)
     assert "did you mean 'relu'?" in message
-    assert "callable" not in message and "leaky_relu:SLOPE" in message
+    assert "callable" not in message
+    assert "leaky_relu:SLOPE" in message
 
 def test_bad_family_members() -> None:
     with pytest.raises(WidenetError, match="zero function"):
