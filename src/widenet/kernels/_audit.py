@@ -185,7 +185,7 @@ def _leave(record: _Record):
         _, recorded = record.stack.pop()
         if not recorded:
             return
-        record.activations += sum(t.numel() for t in tree_leaves(output)
+        record.activations += sum(t.numel() for t in _leaves(output)
                                   if isinstance(t, torch.Tensor))
         if (args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor)
                 and module not in record.first_call):
@@ -208,7 +208,7 @@ class _ParameterUses(TorchFunctionMode):
         if getattr(func, "__name__", None) in UNBATCHED_OPS:
             self.record.unbatched.add(func.__name__)
         recording = torch.is_grad_enabled()
-        for leaf in tree_leaves((args, kwargs)):
+        for leaf in _leaves((args, kwargs)):
             name = self.names.get(id(leaf))
             if name is None:
                 continue
@@ -218,6 +218,19 @@ class _ParameterUses(TorchFunctionMode):
                 self.record.uses[name].add(self.record.stack[-1][0] if self.record.stack
                                            else None)
         return func(*args, **kwargs)
+
+
+def _leaves(tree: object) -> list:
+    """The leaves of a pytree, as ``tree_leaves`` gives them, with plain tuples, lists and dicts
+    (the arguments of nearly every torch call) walked directly: pytree's generic walk costs more
+    than the small operations of a probe pass."""
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if type(tree) in (tuple, list):
+        return [leaf for item in tree for leaf in _leaves(item)]
+    if type(tree) is dict:
+        return [leaf for item in tree.values() for leaf in _leaves(item)]
+    return tree_leaves(tree)
 
 
 def _refuse_batch_coupling_or_randomness(module: nn.Module, path: str) -> None:
