@@ -13,10 +13,12 @@ for the MLP at k = 1, the bare Gram products A_l A_l^T, G_l G_l^T of the layer i
 gradients, precomputed (what any layer-wise method must multiply). Settings: the MLP at k = 1
 and k = 10 (full kernel), and a CNN (two 3x3 convolutions of 64 channels on 8x8 images, 300
 points) at k = 1 and 10. The repeats of all cases of a setting are interleaved, so that a load
-that changes during the run touches them alike; the table gives median wall and CPU (process)
-times and their ratios to widenet's auto. ``--rounds R`` repeats the whole comparison in R fresh
-processes, and ``--before-src DIR`` runs each round also with the widenet sources in DIR
-(e.g. an export of an earlier commit), for a before/after comparison in the same run.
+that changes during the run touches them alike (a case whose first run takes over SLOW_SECONDS
+of CPU is timed by that run alone); the table gives median wall and CPU (process) times, their
+ratios to widenet's auto, and each kernel's largest difference from widenet auto's.
+``--rounds R`` repeats the whole comparison in R fresh processes, and ``--before-src DIR`` runs
+each round also with the widenet sources in DIR (e.g. an export of an earlier commit), for a
+before/after comparison in the same run.
 
 Usage: python benchmarks/bench_empirical_ntk.py [--repeats 7] [--warmup 2] [--skip-slow]
        python benchmarks/bench_empirical_ntk.py --side-by-side [--settings mlp-k1 ...]
