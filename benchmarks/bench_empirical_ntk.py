@@ -178,7 +178,8 @@ def peer_cases(name: str, model: torch.nn.Module, x: torch.Tensor, k: int, outpu
         from nngeometry import GramMatrix
         from torch.utils.data import DataLoader, TensorDataset
     except ImportError:
-        notes["nngeometry"] = "not installed (pip install -e '.[bench]'): widenet only"
+        notes["nngeometry"] = ("not installed (pip install nngeometry==0.4, as pinned in the "
+                               "bench extra): widenet only")
     else:
         loader = DataLoader(TensorDataset(x), batch_size=x.shape[0])
         cases["nngeometry GramMatrix"] = (

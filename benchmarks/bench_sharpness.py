@@ -227,7 +227,8 @@ def peers(tol: float, repeats: int) -> None:
     try:
         from curvlinops import HessianLinearOperator
     except ImportError:
-        print("curvlinops is not installed (pip install -e '.[bench]'): widenet only")
+        print("curvlinops is not installed (pip install curvlinops-for-pytorch==3.0.1, as "
+              "pinned in the bench extra): widenet only")
     else:
         params = [p for p in net.parameters() if p.requires_grad]
 
