@@ -97,7 +97,7 @@ def substituted(model: nn.Module, slots: list[tuple[nn.Module, str, str]],
                 tensors: Params) -> Iterator[None]:
     """Put ``tensors[name]`` in every slot for the duration of the block, then restore the slots
     and every module's plain tensor attributes (as hooks like weight_norm's set them), always."""
-    attributes = [(module, _tensor_attributes(module)) for module in model.modules()]
+    attributes = [(module, vars(module).copy()) for module in model.modules()]
     originals = []
     try:
         for module, attribute, name in slots:
@@ -106,14 +106,17 @@ def substituted(model: nn.Module, slots: list[tuple[nn.Module, str, str]],
     finally:
         for module, attribute, original in reversed(originals):
             swap_tensor(module, attribute, original)
-        for module, saved in attributes:
-            for key in _tensor_attributes(module).keys() - saved.keys():
-                del module.__dict__[key]
-            module.__dict__.update(saved)
+        for module, before in attributes:
+            _restore_tensor_attributes(vars(module), before)
 
 
-def _tensor_attributes(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {key: value for key, value in vars(module).items() if isinstance(value, torch.Tensor)}
+def _restore_tensor_attributes(now: dict, before: dict) -> None:
+    """Make the tensor-valued entries of a module's ``__dict__`` those of its copy ``before``:
+    drop tensors that were not there (or not tensors), put back the tensors that were."""
+    for key in [key for key, value in now.items() if isinstance(value, torch.Tensor)
+                and not isinstance(before.get(key), torch.Tensor)]:
+        del now[key]
+    now.update({key: value for key, value in before.items() if isinstance(value, torch.Tensor)})
 
 
 def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
