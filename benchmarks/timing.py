@@ -17,3 +17,13 @@ def wall_times(function: Callable[[], object], repeats: int, warmup: int = 1) ->
         function()
         times.append(time.perf_counter() - start)
     return times
+
+
+def timed_point(study: str, values: dict, device: str = "cpu") -> tuple[float, float]:
+    """(wall s, CPU s of this process) of one sweep point run by the worker's own function,
+    measured where it runs (in a sweep worker: from a fresh process forked from the server)."""
+    from widenet.sweeps.worker import execute_point
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    execute_point(study, values, device)
+    return time.perf_counter() - wall, time.process_time() - cpu

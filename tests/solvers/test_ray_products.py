@@ -37,7 +37,8 @@ def test_products_and_solves_on_ray_equal_those_in_process(local_ray) -> None:
     y = torch.nn.functional.one_hot(torch.arange(60) % 3, 3).double()
     expected = conjugate_gradients(here, y, ridge=1e-3, rank=20)
     solved = conjugate_gradients(remote, y, ridge=1e-3, rank=20)
-    assert solved.converged and solved.iterations == expected.iterations
+    assert solved.converged
+    assert solved.iterations == expected.iterations
     error = (solved.weights - expected.weights).norm() / expected.weights.norm()
     assert error <= 1e-12, float(error)
 

@@ -14,9 +14,10 @@ float64 once and dropped before the next is read. Its rows come from
   ``ray=True`` its products K V run as Ray tasks, each computing its block where it runs and
   returning only that block's rows of K V (:mod:`widenet.solvers.ray_products`).
 
-Products convert a float32 block to float64 a few rows at a time (about 8 MiB, then one
-torch product per chunk): the arithmetic is float64 whatever the stored dtype, and memory is one
-block of ``block_rows`` x cols in the stored dtype (default: about 64 MiB) plus that chunk.
+Products convert a float32 block to float64 a few rows at a time (about 1 MiB, into one
+reused buffer, so the converted rows are still in cache when one torch product per chunk reads
+them): the arithmetic is float64 whatever the stored dtype, and memory is one block of
+``block_rows`` x cols in the stored dtype (default: about 64 MiB) plus that chunk.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ RowFunction = Callable[[np.ndarray], torch.Tensor]
 """Row indices (a sorted 1-D int64 array) -> the kernel's rows K[index, :], (len(index), cols)."""
 
 BLOCK_BYTES = 2**26
-CHUNK_BYTES = 2**23
+CHUNK_BYTES = 2**20
 KINDS = ("ntk", "nngp", "empirical")
 _HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
             (2, 0): np.lib.format.read_array_header_2_0}
@@ -172,14 +173,17 @@ class BlockedKernel:
             return ray_matmul(self._remote_rows, self.shape[0], self.block_rows, right)
         out = torch.empty(self.shape[0], right.shape[1], dtype=torch.float64)
         chunk = max(1, CHUNK_BYTES // (8 * self.shape[1]))
+        converted = np.empty((chunk, self.shape[1]), dtype=np.float64)  # reused: no page faults
         for start, block in self.blocks():
-            step = block.shape[0] if block.dtype == np.float64 else chunk
-            for first in range(0, block.shape[0], step):
-                rows = np.ascontiguousarray(block[first:first + step], dtype=np.float64)
-                if not rows.flags.writeable:  # a read-only memory map: torch wants a copy
-                    rows = rows.copy()
-                torch.matmul(torch.from_numpy(rows), right,
-                             out=out[start + first:start + first + rows.shape[0]])
+            if block.dtype == np.float64 and block.flags.c_contiguous and block.flags.writeable:
+                torch.matmul(torch.from_numpy(block), right,
+                             out=out[start:start + block.shape[0]])
+            else:  # float32 or a read-only map: converted a few rows at a time, in cache
+                for first in range(0, block.shape[0], chunk):
+                    rows = converted[:min(chunk, block.shape[0] - first)]
+                    np.copyto(rows, block[first:first + rows.shape[0]])
+                    torch.matmul(torch.from_numpy(rows), right,
+                                 out=out[start + first:start + first + rows.shape[0]])
             if not bool(torch.isfinite(out[start:start + block.shape[0]]).all()):
                 raise WidenetError(f"the kernel has values that are not finite in rows "
                                    f"{start}..{start + block.shape[0] - 1}; recompute it")
