@@ -6,10 +6,13 @@ computes a tiny infinite-width kernel and empirical NTK (torch's lazily built di
 Measured on the ntk-spectrum quick study: a point in a fresh process forked from a server that
 only imported the modules paid about 0.6 s more than a warm one (docs/benchmarks.md, "Sweeps").
 Torch runs on one thread here, so that the server never starts a thread pool a fork would copy
-without its threads; each point sets its own thread count.
+without its threads; each point sets its own thread count. The warm-up is only a speed-up: if it
+fails, the server starts anyway and the points pay their first use themselves.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -42,4 +45,5 @@ def warm_up() -> None:
         torch.set_num_threads(threads)
 
 
-warm_up()
+with contextlib.suppress(Exception):  # only a speed-up: an error must not stop the server
+    warm_up()
