@@ -19,6 +19,9 @@ block of rows at a time: wall time, iterations, the peak anonymous (non-file) re
 of the process during the solve, the time of one pass that only reads the file, and the
 ratio wall / (read pass x iterations). The residual is checked afterwards with one more
 float64 pass. ``--kernel PATH`` reuses a file of an earlier run instead of writing one.
+``--rbf PATH`` writes (or reuses) instead the Gaussian kernel exp(-||x - x'||^2 / d) of the same
+points, computed with torch in blocks (seconds, where the NTK file takes hours on a loaded
+machine): what a pass costs does not depend on the values, only the iterations do.
 """
 
 from __future__ import annotations
@@ -81,9 +84,28 @@ def dense(points: int, ridge: float, rank: int) -> None:
         print(f"(d = {dim}: torch.linalg.solve {dense_time:.2f} s)")
 
 
+def _write_rbf(path: Path, x: torch.Tensor) -> None:
+    """exp(-||x_i - x_j||^2 / d) as a float32 .npy file, 2048 rows at a time."""
+    matrix = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                       shape=(x.shape[0], x.shape[0]))
+    for start in range(0, x.shape[0], 2048):
+        rows = x[start:start + 2048]
+        matrix[start:start + len(rows)] = torch.exp(
+            -torch.cdist(rows, x).square_() / x.shape[1]).numpy()
+    matrix.flush()
+    del matrix
+
+
 def disk(points: int, ridge: float, rank: int, folder: str | None, plain_cap: int,
-         kernel_file: str | None, runs: list[str]) -> None:
+         kernel_file: str | None, runs: list[str], rbf: str | None = None) -> None:
     net, x, y = _problem(points, 64)
+    if rbf is not None:
+        if not Path(rbf).exists():
+            start = time.perf_counter()
+            _write_rbf(Path(rbf), x)
+            print(f"## Gaussian kernel, n = {points}: written in "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+        kernel_file = rbf
     if kernel_file is not None:  # a kernel this script wrote before (same points and net)
         _solve_on_disk(Path(kernel_file), y, ridge, rank, plain_cap, runs)
         return
@@ -152,6 +174,7 @@ def main() -> None:
     parser.add_argument("--folder", help="where the disk part's file goes (default: /tmp)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the solve")
     parser.add_argument("--kernel", help="reuse this kernel file of the disk part (kept)")
+    parser.add_argument("--rbf", help="write or reuse a Gaussian kernel file here (doc)")
     parser.add_argument("--runs", nargs="+", choices=["nystrom", "none"],
                         default=["nystrom", "none"], help="the disk part's solves")
     args = parser.parse_args()
@@ -160,7 +183,7 @@ def main() -> None:
         dense(args.points or 5000, args.ridge, args.rank)
     if args.part in ("disk", "both"):
         disk(args.points or 40_000, args.ridge, args.rank, args.folder, args.plain_cap,
-             args.kernel, args.runs)
+             args.kernel, args.runs, args.rbf)
 
 
 if __name__ == "__main__":
