@@ -223,6 +223,20 @@ def test_edge_cases_are_finite(log_norms, bias_std, activation, direction) -> No
             assert torch.allclose(duplicate, matrix[0], rtol=1e-12, atol=0.0)
 
 
+
+@pytest.mark.parametrize("activation", ["relu", "abs"])
+def test_a_duplicate_of_a_point_beside_a_parallel_one_gets_its_row(activation: str) -> None:
+    """Points 0 and 3 are equal and point 1 is parallel to them (rho = 1 up to an ulp): the
+    pairs (0, 1) and (1, 3) are computed with the roles swapped, and arcsin near rho = 1 turns
+    an ulp of asymmetry in the dual into 1e-9 in the NTK (found by the fuzz test above)."""
+    u = torch.tensor([145.15657433090928, -377.49708537505296, 6.064976412995179],
+                     dtype=torch.float64)
+    u = u / u.norm()
+    x = torch.stack([10**5e-8 * u, 10**1e-7 * u, -(10**5e-8) * u, 10**5e-8 * u])
+    kernels = wn.infinite_kernels(wn.MLP(3, [4] * 3, 1, activation, bias_std=0.5), x)
+    for matrix in (kernels.nngp, kernels.ntk):
+        assert torch.equal(matrix[3], matrix[0])
+
 def test_float32_overflow_is_a_clear_error() -> None:
     x = torch.full((2, 3), 1e30)
     with pytest.raises(wn.WidenetError, match=r"overflowed in torch\.float32"):

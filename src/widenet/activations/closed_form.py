@@ -64,8 +64,11 @@ class AbsLinear(Activation):
         arcsin_rho = torch.asin(rho, out=derivative)
         a2, b2 = self.a**2, self.b**2
         product.addcmul_(rho, arcsin_rho)  # (pi/2) J(rho)
-        # rho is used up: work = (2/pi) b^2 sqrt(q1 q2)
-        scale = product_into(torch.sqrt(q1).mul_(b2 * TWO_OVER_PI), torch.sqrt(q2), work)
+        # rho is used up: work = (2/pi) b^2 sqrt(q1 q2), the constant's root folded into both
+        # factors alike, so that the pair (x', x) gets the bits of (x, x') (a duplicate point's
+        # row must equal the original's: arcsin near rho = 1 turns an ulp into 1e-8)
+        root = math.sqrt(b2 * TWO_OVER_PI)
+        scale = product_into(torch.sqrt(q1).mul_(root), torch.sqrt(q2).mul_(root), work)
         product.mul_(scale)
         if a2 != 0.0:
             product.add_(c, alpha=a2)
