@@ -45,23 +45,35 @@ POWERS = 2**20  # entries of rho's powers summed at once by mehler_sum
 @functools.cache
 def _rule(nodes: int) -> tuple[np.ndarray, np.ndarray]:
     """(z, H): the nodes z_i of the ``nodes``-point Gauss-Hermite rule for z ~ N(0, 1) and the
-    (nodes, nodes) matrix H_ik = w_i h_k(z_i). The orthogonal matrix sqrt(w_i) h_k(z_i) is
-    built by the three-term recurrence h_{k+1} = (z h_k - sqrt(k) h_{k-1}) / sqrt(k + 1),
-    which stays bounded, from scipy's nodes and weights; each row is then scaled to unit norm,
-    which makes w_i the Christoffel numbers 1 / sum_k h_k(z_i)^2 of the nodes (scipy's weights
-    for more than 150 nodes are 1e-14 off: the discrete Parseval identity would miss by as
-    much). Rows whose weight is below 1e-300 keep it: they contribute about 0, as they should."""
+    (nodes, nodes) matrix H_ik = w_i h_k(z_i).
+
+    Starting from scipy's nodes and weights (for more than 150 nodes scipy's asymptotic ones are
+    about 1e-14 off, which would cost as much accuracy), the orthogonal matrix
+    sqrt(w_i) h_k(z_i) is built by the bounded three-term recurrence
+    h_{k+1} = (z h_k - sqrt(k) h_{k-1}) / sqrt(k + 1); one Newton step on h_M
+    (h_M' = sqrt(M) h_{M-1}) corrects each node, the recurrence is run again and each row is
+    scaled to unit norm, which makes w_i the Christoffel numbers 1 / sum_k h_k(z_i)^2. Nodes
+    whose weight is below 1e-300 are left as they are: they contribute about 0, as they should.
+    """
     z, w = roots_hermitenorm(nodes)
     root = np.sqrt(w / math.sqrt(2.0 * math.pi))
-    basis = np.empty((nodes, nodes))
-    basis[:, 0] = root
-    if nodes > 1:
-        basis[:, 1] = z * root
-    for k in range(1, nodes - 1):
-        basis[:, k + 1] = (z * basis[:, k] - math.sqrt(k) * basis[:, k - 1]) / math.sqrt(k + 1)
+    good = root > 1e-150
+    basis, top = _recurrence(z, root, nodes)
+    z = np.where(good, z - top / (math.sqrt(nodes) * np.where(good, basis[:, -1], 1.0)), z)
+    basis, _ = _recurrence(z, root, nodes)
     norm = np.sqrt((basis * basis).sum(1))
-    basis /= np.where(root > 1e-150, norm, 1.0)[:, None]
+    basis /= np.where(good, norm, 1.0)[:, None]
     return z, basis[:, :1] * basis
+
+
+def _recurrence(z: np.ndarray, root: np.ndarray, nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(root_i h_k(z_i) for k < nodes, root_i h_nodes(z_i))."""
+    basis = np.empty((nodes, nodes + 1))
+    basis[:, 0] = root
+    basis[:, 1] = z * root
+    for k in range(1, nodes):
+        basis[:, k + 1] = (z * basis[:, k] - math.sqrt(k) * basis[:, k - 1]) / math.sqrt(k + 1)
+    return basis[:, :nodes], basis[:, nodes]
 
 
 def _rule_sizes(largest: int) -> list[int]:
