@@ -25,19 +25,23 @@ class Quadrature(Activation):
         E[phi'(u) phi'(v)] = sum_k b_k(q1) b_k(q2) rho^k,   b_k(q) = E[phi'(sqrt(q) z) h_k(z)],
 
     h_k the orthonormal Hermite polynomials. Each point's coefficients come from one Gauss-Hermite
-    rule of up to ``degree`` nodes, doubled from 32 until they have converged to round-off (see
+    rule of up to ``degree`` nodes, doubled from 32 until they have converged (see
     :mod:`widenet.activations._hermite`); the series is then the exact dual of the polynomial
     interpolating phi(sqrt(q) z) at the nodes, and every kernel matrix it gives is a sum of
     Schur products of PSD matrices: PSD to round-off for any inputs and depth. Where
     phi(sqrt(q) z) is nearly a step (tanh, erf at large variances) the rule reaches ``degree``
     nodes unconverged; the dual stays PSD, exact at rho = 0 and +-1, with an error that peaks
-    near |rho| = 1 and falls like degree^(-1/2) (a step: 4e-3 at the default 1024). Measured
-    worst-case error of either dual, relative to sqrt(E[f(u)^2] E[f(v)^2]), over q1 = q2 = q and
-    rho in [-1, 1], for erf through this class against its closed form:
+    near |rho| = 1 and falls like degree^(-1/2) (a step: 4e-3 to 6e-3 at the default 1024). Measured
+    worst-case error of either dual, relative to sqrt(E[f(u)^2] E[f(v)^2]), over q1, q2 <= Q and
+    rho in [-1, 1] (benchmarks/bench_activation_duals.py, docs/benchmarks.md):
 
-        q        1        4        25       100      1e4 and more
-        error    4e-14    1e-13    3e-9     1e-2     derivative: 1; product: 6e-3
+        Q          0.25     1        4        25
+        tanh       1e-15    1e-15    2e-15    7e-6
+        gelu       2e-15    1e-15    2e-15    2e-15
+        softplus   1e-15    1e-15    6e-16    3e-14
+        erf        5e-16    1e-15    2e-15    3e-9    (through this class, against its closed form)
 
+    and for erf at q1 = q2 = 100: 1e-4 (derivative dual 1e-2); at 1e4 and beyond: 6e-3
     (at q >= 1e4 phi' is a spike narrower than the nodes' spacing: the derivative dual, itself
     of order q^(-1/2), comes out as about 0). The derivative is the one given, or else computed
     by autograd. Inputs of any floating dtype are computed in float64 and rounded once.
