@@ -95,13 +95,13 @@ def hermite_coefficients(f: Callable[[torch.Tensor], torch.Tensor], q: torch.Ten
     coefficients depend on that entry alone, so a point gets the same ones in every block of
     pairs (to the round-off of a matrix product; the blocks of one call hit a cache keyed by
     q's bytes)."""
-    q = q.detach().to(torch.float64)
-    key = (f, largest, q.device, tuple(q.shape), q.cpu().numpy().tobytes())
+    flat = q.detach().to(torch.float64).reshape(-1)
+    key = (f, largest, flat.device, flat.cpu().numpy().tobytes())
     found = _cache.get(key)
     if found is None:
-        found = _coefficients(f, q.reshape(-1), largest).T.reshape(-1, *q.shape)
+        found = _coefficients(f, flat, largest).T.contiguous()
         _cache.put(key, found)
-    return found
+    return found.reshape(-1, *q.shape)
 
 
 def _coefficients(f: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, largest: int
