@@ -15,7 +15,7 @@ h_k(z_i) for k < M. These are exactly the Hermite coefficients of p, the polynom
 < M interpolating phi(sqrt(q) z) at the nodes (the rule integrates p h_k exactly), so the series
 is the exact dual E[p1(z1) p2(z2)] of these surrogates, and sum_k a_k^2 = sum_i w_i phi_i^2 is
 the rule's E[phi^2] (discrete Parseval). M doubles from 32 for each point until the upper half
-of its coefficients holds no more than round-off (a resolved, converged interpolant) or M
+of its coefficients is below RESOLVED of their norm (a resolved, converged interpolant) or M
 reaches the given maximum (a phi(sqrt(q) z) that is nearly a step: the series then converges
 slowly in rho near +-1, but stays PSD and exact at rho = +-1 and 0 up to the rule's error).
 """
@@ -64,6 +64,12 @@ def _rule(nodes: int) -> tuple[np.ndarray, np.ndarray]:
     norm = np.sqrt((basis * basis).sum(1))
     basis /= np.where(good, norm, 1.0)[:, None]
     return z, basis[:, :1] * basis
+
+
+@functools.cache
+def _rule_on(nodes: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_rule` as float64 tensors on ``device`` (copied there once)."""
+    return tuple(torch.as_tensor(t, device=device) for t in _rule(nodes))
 
 
 def _recurrence(z: np.ndarray, root: np.ndarray, nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +121,7 @@ def _coefficients(f: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, la
     for size in _rule_sizes(largest):
         if pending.numel() == 0:
             break
-        z, basis = (torch.as_tensor(t, device=q.device) for t in _rule(size))
+        z, basis = _rule_on(size, q.device)
         coefficients = f(scale[pending] * z).to(torch.float64) @ basis
         energy = (coefficients * coefficients).sum(1)
         tail = (coefficients[:, size // 2:] ** 2).sum(1)
