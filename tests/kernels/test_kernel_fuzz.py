@@ -96,8 +96,8 @@ def test_cnn_kernels_are_finite_symmetric_and_psd(activation: object, dtype: tor
                                                                                    None]
     weight_std = 1.0 if activation in UNBOUNDED else None
     for pool in (False, True):
-        head = [wnn.GlobalAvgPool(), wnn.Dense(3, 1)] if pool else [wnn.Flatten(),
-                                                                     wnn.Dense(48, 1)]
+        head = ([wnn.GlobalAvgPool(), wnn.Dense(3, 1, weight_std=weight_std)] if pool else
+                [wnn.Flatten(), wnn.Dense(48, 1, weight_std=weight_std)])
         model = wnn.Sequential(wnn.Conv2d(2, 3, 3, weight_std=weight_std, bias_std=0.1),
                                wnn.Activation(activation),
                                wnn.Conv2d(3, 3, 3, weight_std=weight_std),
