@@ -9,7 +9,8 @@ expectations the infinite-width recursions need, for (u, v) ~ N(0, [[q1, c], [c,
 Closed forms exist for the family phi(s) = a s + b |s| (:func:`ab`, with ``relu``,
 ``absolute`` (looked up as "abs"), ``identity`` and :func:`leaky_relu` as members) and for
 ``erf`` and ``sin``. Every other activation (``tanh``, ``gelu``, ``softplus`` or any user function)
-gets its duals by Gauss-Hermite quadrature, see :class:`Quadrature`. Arguments broadcast against
+gets its duals from a Mehler series in its Hermite coefficients, PSD by construction, see
+:class:`Quadrature`. Arguments broadcast against
 each other: the kernel recursions pass q1 of shape (n1, 1), q2 of shape (1, n2) and c of shape
 (n1, n2).
 """

@@ -136,10 +136,11 @@ class Erf(Activation):
 class Sin(Activation):
     """phi(s) = sin(s), phi'(s) = cos(s), with closed-form duals (m = (q1 + q2) / 2):
 
-        E[sin(u) sin(v)] = exp(-m) sinh(c) = (exp(c - m) - exp(-c - m)) / 2
-        E[cos(u) cos(v)] = exp(-m) cosh(c) = (exp(c - m) + exp(-c - m)) / 2
+        E[sin(u) sin(v)] = exp(-m) sinh(c) = sign(c) exp(|c| - m) (1 - exp(-2|c|)) / 2
+        E[cos(u) cos(v)] = exp(-m) cosh(c) = exp(|c| - m) (1 + exp(-2|c|)) / 2
 
     Both exponents are <= 0 (|c| <= sqrt(q1 q2) <= m), so nothing overflows for huge variances,
+    and 1 - exp(-2|c|) is taken by expm1, so tiny covariances keep their relative accuracy,
     and sinh and cosh are power series with non-negative coefficients in c, so the kernel
     matrices stay positive semi-definite (a Gauss-Hermite rule cannot resolve sin at large
     variances and loses both).
@@ -156,6 +157,8 @@ class Sin(Activation):
     def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
               ) -> tuple[torch.Tensor, torch.Tensor]:
         q1, q2, c = as_tensors(q1, q2, c)
-        mean = 0.5 * (q1 + q2)
-        up, down = torch.exp(c - mean), torch.exp(-c - mean)
-        return 0.5 * (up - down), 0.5 * (up + down)
+        size = c.abs()
+        half_up = 0.5 * torch.exp(size - 0.5 * (q1 + q2))  # exp(|c| - m) / 2 <= 1/2
+        ratio = torch.exp(-2.0 * size)  # exp(-|c| - m) / exp(|c| - m)
+        # sinh through expm1: exp(|c|) - exp(-|c|) would cancel to eps absolute for tiny c
+        return torch.sign(c) * half_up * -torch.expm1(-2.0 * size), half_up * (1.0 + ratio)

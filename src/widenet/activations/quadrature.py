@@ -1,64 +1,63 @@
-"""Activations whose Gaussian duals come from Gauss-Hermite quadrature."""
+"""Activations whose Gaussian duals come from their Hermite coefficients (Mehler series)."""
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
+from torch.nn import functional as F
 
-from widenet.activations._gaussian import TensorLike, as_tensors, broadcast_shape, correlation
+from widenet.activations._gaussian import TensorLike, as_tensors, correlation
+from widenet.activations._hermite import hermite_coefficients, mehler_sum
 from widenet.activations.base import Activation
 from widenet.errors import WidenetError
 from widenet.validation import positive_int
 
-MAX_DEGREE = 180  # largest Gauss-Hermite rule numpy computes accurately
-
-
-@functools.cache
-def _hermite_rule(degree: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights of the Gauss-Hermite rule for E[f(z)], z ~ N(0, 1)."""
-    nodes, weights = np.polynomial.hermite_e.hermegauss(degree)
-    return nodes, weights / math.sqrt(2.0 * math.pi)
+MAX_DEGREE = 2048  # largest Gauss-Hermite rule: its (M, M) basis takes 32 MiB
 
 
 class Quadrature(Activation):
-    """Any elementwise function, with duals by Gauss-Hermite quadrature.
+    """Any elementwise function, with duals from a Mehler series that is PSD by construction.
 
-    With the covariance's Cholesky factor, u = sqrt(q1) z1 and
-    v = sqrt(q2) (rho z1 + sqrt(1 - rho^2) z2) for independent standard normals z1, z2, and
-    E[f(u) g(v)] ~ sum_ij w_i w_j f(u(z_i)) g(v(z_i, z_j)) on a ``degree``-point rule per axis
-    (degree^2 function evaluations per kernel entry). The rule is exact for polynomials of degree
-    < 2 * degree in (z1, z2); for other functions its error grows with the variances, since
-    phi(sqrt(q) z) gets steeper. Measured worst-case error of either dual, relative to
-    sqrt(E[f(u)^2] E[f(v)^2]), against a 160-point rule, over q1, q2 <= Q and rho in [-1, 1]
-    (default degree 64):
+    For (u, v) ~ N(0, [[q1, c], [c, q2]]) and rho = c / sqrt(q1 q2),
 
-        Q      tanh     gelu     softplus  sin
-        1      2e-7     2e-15    1e-15     2e-15
-        4      4e-3     2e-6     2e-9      1e-15
-        25     4e-1     4e-2     4e-4      5e-10
+        E[phi(u) phi(v)]   = sum_k a_k(q1) a_k(q2) rho^k,   a_k(q) = E[phi(sqrt(q) z) h_k(z)],
+        E[phi'(u) phi'(v)] = sum_k b_k(q1) b_k(q2) rho^k,   b_k(q) = E[phi'(sqrt(q) z) h_k(z)],
 
-    tanh (poles near the real axis) converges slowest: at variances above 1 raise ``degree``
-    (up to 160) or prefer ``erf``, which has closed-form duals. Kinks (relu-like user
-    functions) converge only algebraically (about 1e-2 at degree 48): use :func:`ab` for those.
-    One-dimensional moments use min(4 * degree, 180)
-    nodes. The derivative is the one given, or else computed by autograd.
+    h_k the orthonormal Hermite polynomials. Each point's coefficients come from one Gauss-Hermite
+    rule of up to ``degree`` nodes, doubled from 32 until they have converged (see
+    :mod:`widenet.activations._hermite`); the series is then the exact dual of the polynomial
+    interpolating phi(sqrt(q) z) at the nodes, and every kernel matrix it gives is a sum of
+    Schur products of PSD matrices: PSD to round-off for any inputs and depth. Where
+    phi(sqrt(q) z) is nearly a step (tanh, erf at large variances) the rule reaches ``degree``
+    nodes unconverged; the dual stays PSD, exact at rho = 0 and +-1, with an error that peaks
+    near |rho| = 1 and falls like degree^(-1/2) (a step: 4e-3 to 6e-3 at the default 1024). Measured
+    worst-case error of either dual, relative to sqrt(E[f(u)^2] E[f(v)^2]), over q1, q2 <= Q and
+    rho in [-1, 1] (benchmarks/bench_activation_duals.py, docs/benchmarks.md):
+
+        Q          0.25     1        4        25
+        tanh       1e-15    1e-15    2e-15    7e-6
+        gelu       2e-15    1e-15    2e-15    2e-15
+        softplus   1e-15    1e-15    6e-16    3e-14
+        erf        5e-16    1e-15    2e-15    3e-9    (through this class, against its closed form)
+
+    and for erf at q1 = q2 = 100: 1e-4 (derivative dual 1e-2); at 1e4 and beyond: 6e-3
+    (at q >= 1e4 phi' is a spike narrower than the nodes' spacing: the derivative dual, itself
+    of order q^(-1/2), comes out as about 0). The derivative is the one given, or else computed
+    by autograd. Inputs of any floating dtype are computed in float64 and rounded once.
     """
 
     def __init__(self, function: Callable[[torch.Tensor], torch.Tensor], name: str | None = None,
                  derivative: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 degree: int = 64):
+                 degree: int = 1024):
         if not callable(function):
             raise WidenetError(f"activation must be a name or a callable, got {function!r}")
         self._function = function
         self._derivative = derivative
         self.degree = positive_int(degree, "degree")
         if self.degree > MAX_DEGREE:
-            raise WidenetError(f"degree must be at most {MAX_DEGREE} (numpy's Gauss-Hermite "
-                               f"nodes lose accuracy beyond), got {degree}")
+            raise WidenetError(f"degree must be at most {MAX_DEGREE} (the rule's basis matrix "
+                               f"grows as degree^2), got {degree}")
         self.name = name or getattr(function, "__name__", "custom")
 
     def function(self, s: torch.Tensor) -> torch.Tensor:
@@ -75,35 +74,28 @@ class Quadrature(Activation):
     def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
               ) -> tuple[torch.Tensor, torch.Tensor]:
         q1, q2, c = as_tensors(q1, q2, c)
-        _, rho = correlation(q1, q2, c)
-        nodes, weights = (torch.as_tensor(t, dtype=rho.dtype, device=rho.device)
-                          for t in _hermite_rule(self.degree))
-        sd1, sd2 = torch.sqrt(q1), torch.sqrt(q2)
-        complement = torch.sqrt(((1.0 - rho) * (1.0 + rho)).clamp_min(0.0))
-        inner_shape = (-1,) + (1,) * rho.ndim
-        inner_nodes, inner_weights = nodes.view(inner_shape), weights.view(inner_shape)
-        shape = broadcast_shape(q1.shape, q2.shape, c.shape)
-        product = torch.zeros(shape, dtype=rho.dtype, device=rho.device)
-        derivative_product = torch.zeros_like(product)
-        for z1, w1 in zip(nodes, weights, strict=True):
-            u = sd1 * z1
-            v = sd2 * (rho * z1 + complement * inner_nodes)
-            product += w1 * self.function(u) * (inner_weights * self.function(v)).sum(0)
-            derivative_product += (w1 * self.derivative(u)
-                                   * (inner_weights * self.derivative(v)).sum(0))
-        return product, derivative_product
+        rho = correlation(q1, q2, c)[1].to(torch.float64)
+        return tuple(mehler_sum(*self._coefficients(f, q1, q2), rho).to(c.dtype)
+                     for f in (self.function, self.derivative))
+
+    def _coefficients(self, f: Callable[[torch.Tensor], torch.Tensor], q1: torch.Tensor,
+                      q2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The coefficients of f for q1 and for q2, zero-padded to one length."""
+        a1 = hermite_coefficients(f, q1, self.degree)
+        a2 = a1 if q2 is q1 else hermite_coefficients(f, q2, self.degree)
+        count = max(a1.shape[0], a2.shape[0])
+        return tuple(F.pad(a, (0, 0) * (a.ndim - 1) + (0, count - a.shape[0]))
+                     for a in (a1, a2))
 
     def _moment(self, f: Callable[[torch.Tensor], torch.Tensor], q: TensorLike) -> torch.Tensor:
         (q,) = as_tensors(q)
-        nodes, weights = (torch.as_tensor(t, dtype=q.dtype, device=q.device)
-                          for t in _hermite_rule(min(4 * self.degree, MAX_DEGREE)))
-        values = f(torch.sqrt(q).unsqueeze(-1) * nodes)
-        return (values * values) @ weights
+        coefficients = hermite_coefficients(f, q, self.degree)
+        return (coefficients * coefficients).sum(0).to(q.dtype)
 
     def second_moment(self, q: TensorLike) -> torch.Tensor:
-        """E[phi(u)^2], u ~ N(0, q), by a 4 * degree-point Gauss-Hermite rule."""
+        """E[phi(u)^2] = sum_k a_k(q)^2, u ~ N(0, q): the diagonal of the dual."""
         return self._moment(self.function, q)
 
     def derivative_second_moment(self, q: TensorLike) -> torch.Tensor:
-        """E[phi'(u)^2], u ~ N(0, q), by a 4 * degree-point Gauss-Hermite rule."""
+        """E[phi'(u)^2] = sum_k b_k(q)^2, u ~ N(0, q)."""
         return self._moment(self.derivative, q)

@@ -1,0 +1,148 @@
+"""The Mehler series of the numerical activation duals (widenet/activations/_hermite.py):
+accuracy against exact duals and a brute-force 2-D rule, PSD by construction, edge cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import widenet.activations as A
+from widenet.activations import _hermite
+
+GENERIC_ERF = A.Quadrature(torch.erf, "erf", derivative=A.erf.derivative)
+
+
+def brute_force_duals(act: A.Activation, q1: float, q2: float, rho: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both duals by a composite Gauss-Legendre rule in the Cholesky coordinates (z1, z2) on
+    [-10, 10]^2: 50 panels of 16 nodes per axis, which resolve phi(sqrt(q) z) for q <= 4."""
+    nodes, weights = np.polynomial.legendre.leggauss(16)
+    edges = np.linspace(-10.0, 10.0, 51)
+    half = np.diff(edges)[:, None] / 2.0
+    z = torch.from_numpy(((edges[:-1, None] + edges[1:, None]) / 2.0 + half * nodes).ravel())
+    w = torch.from_numpy((half * weights).ravel()) * torch.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    complement = torch.sqrt((1 - rho) * (1 + rho))
+    v = math.sqrt(q2) * (rho[:, None, None] * z[:, None] + complement[:, None, None] * z)
+    return tuple((f(v) @ w) @ (f(math.sqrt(q1) * z) * w) for f in (act.function, act.derivative))
+
+
+def covariance(q1: float, q2: float, rho: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (torch.tensor(q1, dtype=torch.float64), torch.tensor(q2, dtype=torch.float64),
+            rho * math.sqrt(q1 * q2))
+
+
+RHOS = torch.tensor([-1.0, -0.9, -0.3, 0.0, 0.5, 0.99, 1.0], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("act", [A.tanh, A.gelu, A.softplus], ids=lambda a: a.name)
+@pytest.mark.parametrize(("q1", "q2"), [(0.3, 0.3), (1.0, 2.5), (4.0, 0.5)])
+def test_duals_match_a_brute_force_rule(act: A.Quadrature, q1: float, q2: float) -> None:
+    computed = act.duals(*covariance(q1, q2, RHOS))
+    reference = brute_force_duals(act, q1, q2, RHOS)
+    for which in range(2):
+        scale = math.sqrt(float(brute_force_duals(act, q1, q1, torch.ones(1))[which])
+                          * float(brute_force_duals(act, q2, q2, torch.ones(1))[which]))
+        assert torch.allclose(computed[which], reference[which], rtol=0, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("q", [1e-8, 0.1, 1.0, 4.0, 25.0])
+def test_generic_erf_matches_its_closed_form(q: float) -> None:
+    """erf through the series against the exact duals, up to variances where erf(sqrt(q) z)
+    is steep (documented: 3e-9 at q = 25)."""
+    rho = torch.linspace(-1, 1, 41, dtype=torch.float64)
+    for computed, exact in zip(GENERIC_ERF.duals(*covariance(q, q, rho)),
+                               A.erf.duals(*covariance(q, q, rho)), strict=True):
+        assert torch.allclose(computed, exact, rtol=0, atol=1e-8 * float(exact.abs().max()))
+
+
+def test_a_step_is_exact_at_rho_zero_and_one_and_close_between() -> None:
+    """At q = 1e30 erf(sqrt(q) z) is sign(z): E[sign u sign v] = (2/pi) arcsin(rho). The series
+    of the interpolant is exact at rho = 0, +-1 and within the documented 6e-3 elsewhere."""
+    rho = torch.linspace(-1, 1, 201, dtype=torch.float64)
+    product, derivative = GENERIC_ERF.duals(*covariance(1e30, 1e30, rho))
+    exact = (2 / math.pi) * torch.asin(rho)
+    assert float((product - exact).abs().max()) < 6e-3
+    for index in (0, 100, 200):
+        assert float(product[index]) == pytest.approx(float(exact[index]), abs=1e-13)
+    assert bool(torch.isfinite(derivative).all())
+    assert float(derivative.abs().max()) < 1e-12  # E[phi' phi'] ~ q^(-1/2)
+
+
+def test_kernel_matrices_are_psd_by_construction() -> None:
+    """Points with variances from 0 to 1e30 and a random correlation matrix: both dual matrices
+    are PSD to round-off, while the earlier per-pair 2-D quadrature missed by about 1e-4."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(40, 6, generator=generator, dtype=torch.float64)
+    features[5] = features[4]  # a duplicate
+    features[7] = -features[6]  # an antipode
+    q = torch.logspace(-10, 30, 40, dtype=torch.float64)
+    q[0] = 0.0
+    directions = features / features.norm(dim=1, keepdim=True)
+    c = directions @ directions.T * torch.sqrt(q[:, None]) * torch.sqrt(q[None, :])
+    for act in (A.tanh, A.gelu, A.softplus, A.Quadrature(lambda s: s * torch.sigmoid(s))):
+        for matrix in act.duals(q[:, None], q[None, :], c):
+            assert bool(torch.isfinite(matrix).all())
+            smallest = float(torch.linalg.eigvalsh(matrix)[0])
+            assert smallest >= -1e3 * 40 * torch.finfo(torch.float64).eps * float(
+                matrix.abs().max()), (act.name, smallest)
+
+
+def test_diagonal_is_the_second_moment_and_parseval_holds() -> None:
+    q = torch.tensor([0.0, 0.5, 3.0, 1e6], dtype=torch.float64)
+    for act in (A.tanh, A.softplus):
+        assert torch.allclose(act.dual(q, q, q), act.second_moment(q), rtol=1e-14, atol=0)
+        assert torch.allclose(act.derivative_dual(q, q, q), act.derivative_second_moment(q),
+                              rtol=1e-14, atol=0)
+    # sum_k a_k^2 over a rule's coefficients is the same rule's E[phi^2] (an orthogonal basis)
+    z, basis = _hermite._rule(64)  # basis[:, 0] = w_i h_0(z_i) = w_i
+    values, weights = np.tanh(1.3 * z), basis[:, 0]
+    assert float(((values @ basis) ** 2).sum()) == pytest.approx(
+        float((weights * values**2).sum()), rel=1e-14)
+
+
+def test_coefficients_of_a_point_do_not_depend_on_the_others() -> None:
+    """What makes a blocked kernel one Gram matrix: a point's coefficients are the same, to
+    the round-off of a matrix product, whichever other variances share the call."""
+    q = torch.tensor([0.2, 1e4, 3.0, 0.0, 1e30, 3.0], dtype=torch.float64)
+    together = _hermite.hermite_coefficients(torch.tanh, q, 1024)
+    assert torch.equal(together[:, 2], together[:, 5])
+    for i in range(q.shape[0]):
+        alone = _hermite.hermite_coefficients(torch.tanh, q[i:i + 1], 1024)[:, 0]
+        count = alone.shape[0]
+        assert torch.allclose(together[:count, i], alone, rtol=0, atol=1e-15)
+        assert bool((together[count:, i] == 0).all())
+
+
+@pytest.mark.parametrize("powers", [1, 2**20])
+def test_mehler_sum_against_direct_powers(monkeypatch: pytest.MonkeyPatch, powers: int) -> None:
+    """Horner's rule (POWERS = 1), grouped powers, and the odd / even / mixed parity paths."""
+    monkeypatch.setattr(_hermite, "POWERS", powers)
+    generator = torch.Generator().manual_seed(1)
+    rho = torch.rand(5, 7, generator=generator, dtype=torch.float64) * 2 - 1
+    for keep in ("odd", "even", "all"):
+        a1, a2 = (torch.randn(23, *shape, generator=generator, dtype=torch.float64)
+                  for shape in ((5, 1), (1, 7)))
+        k = torch.arange(23)
+        mask = {"odd": k % 2 == 1, "even": k % 2 == 0, "all": k >= 0}[keep]
+        a1[~mask] = 0.0
+        direct = sum(a1[j] * a2[j] * rho**j for j in range(23))
+        assert torch.allclose(_hermite.mehler_sum(a1, a2, rho), direct, rtol=1e-13, atol=1e-13)
+
+
+def test_zero_variance_nan_and_float32() -> None:
+    zero = torch.zeros((), dtype=torch.float64)
+    product, derivative = A.softplus.duals(zero, zero, zero)
+    assert float(product) == pytest.approx(math.log(2) ** 2, rel=1e-15)
+    assert float(derivative) == pytest.approx(0.25, rel=1e-15)
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    assert bool(torch.isnan(A.tanh.dual(nan, torch.tensor(1.0, dtype=torch.float64), zero)))
+    q = torch.tensor([0.5, 2.0], dtype=torch.float32)
+    c = torch.tensor([[0.5, 0.3], [0.3, 2.0]], dtype=torch.float32)
+    single = A.tanh.duals(q[:, None], q[None, :], c)
+    double = A.tanh.duals(q[:, None].double(), q[None, :].double(), c.double())
+    for s, d in zip(single, double, strict=True):  # computed in float64, rounded once
+        assert s.dtype == torch.float32
+        assert torch.allclose(s.double(), d, rtol=4 * torch.finfo(torch.float32).eps, atol=0)
