@@ -63,42 +63,82 @@ def monitor_time(monitor: Monitor, model: wn.MLP, x: torch.Tensor, y: torch.Tens
     return median_time(measure)
 
 
+class Timed(Monitor):
+    """A monitor that adds the seconds spent in its start and measure calls to ``spent``."""
+
+    def __init__(self, monitor: Monitor, spent: list[float]):
+        self.monitor, self.spent = monitor, spent
+        self.name, self.every = monitor.name, monitor.every
+
+    def start(self, state: RunState) -> None:
+        begin = time.perf_counter()
+        self.monitor.start(state)
+        self.spent.append(time.perf_counter() - begin)
+
+    def measure(self, state: RunState) -> dict[str, float]:
+        begin = time.perf_counter()
+        row = self.monitor.measure(state)
+        self.spent.append(time.perf_counter() - begin)
+        return row
+
+
 def overheads(steps: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds of ``steps`` GD steps without and with default_monitors(), alternating."""
-    timings: dict[str, list[float]] = {"bare": [], "default monitors": []}
-    for _ in range(repeats):
-        for label, monitors in (("bare", list), ("default monitors", builtin.default_monitors)):
+    """Seconds of ``steps`` GD steps without and with default_monitors() (after an untimed
+    warm-up run, the order alternating), and the seconds spent inside the monitors' calls."""
+    model, x, y = problem()
+    wn.train(model, x, y, lr=0.1, steps=20, monitors=builtin.default_monitors(), progress=False)
+    timings: dict[str, list[float]] = {"bare": [], "default monitors": [], "inside": []}
+    for repeat in range(repeats):
+        for label in ("bare", "default monitors")[::1 if repeat % 2 == 0 else -1]:
+            spent: list[float] = []
+            monitors = ([] if label == "bare" else
+                        [Timed(m, spent) for m in builtin.default_monitors()])
             model, x, y = problem()
             start = time.perf_counter()
-            wn.train(model, x, y, lr=0.1, steps=steps, monitors=monitors(), progress=False)
+            wn.train(model, x, y, lr=0.1, steps=steps, monitors=monitors, progress=False)
             timings[label].append(time.perf_counter() - start)
+            if label != "bare":
+                timings["inside"].append(sum(spent))
     return timings
 
 
 def median_overhead(timings: dict[str, list[float]]) -> float:
+    """Median over the pairs of (time with monitors) / (bare time) - 1."""
     return statistics.median(with_ / bare - 1 for bare, with_ in
                              zip(timings["bare"], timings["default monitors"], strict=True))
+
+
+def inside_share(timings: dict[str, list[float]]) -> float:
+    """Median over the runs with monitors of (time inside them) / (the rest of the run)."""
+    return statistics.median(inside / (total - inside) for inside, total in
+                             zip(timings["inside"], timings["default monitors"], strict=True))
+
+
+def summary(timings: dict[str, list[float]]) -> str:
+    pairs = zip(timings["bare"], timings["default monitors"], strict=True)
+    return (f"bare {statistics.median(timings['bare']):.2f} s, with default_monitors() "
+            f"{statistics.median(timings['default monitors']):.2f} s: end-to-end overhead "
+            f"{median_overhead(timings):.1%} (per pair: "
+            f"{', '.join(f'{w / b - 1:.1%}' for b, w in pairs)}); time inside the monitors / "
+            f"the rest of the same run: {inside_share(timings):.1%}")
 
 
 def compare_trees(baseline: Path, steps: int, repeats: int) -> None:
     """The end-to-end overhead for the baseline tree and this one, in alternating children."""
     trees = {"baseline": baseline.resolve(), "this tree": Path(wn.__file__).parents[1]}
     results: dict[str, list[dict[str, list[float]]]] = {name: [] for name in trees}
-    for _ in range(repeats):
+    for _ in range(max(1, repeats // 2)):  # each child runs both orders
         for name, source in trees.items():
             environment = {**os.environ, "PYTHONPATH": str(source)}
             command = [sys.executable, __file__, "--overhead-only", "--steps", str(steps),
-                       "--repeats", "1", "--threads", str(torch.get_num_threads())]
+                       "--repeats", "2", "--threads", str(torch.get_num_threads())]
             child = subprocess.run(command, env=environment, check=True, capture_output=True,
                                    text=True)
             results[name].append(json.loads(child.stdout))
     for name, runs in results.items():
         timings = {key: [t for run in runs for t in run[key]] for key in runs[0]}
-        pairs = zip(timings["bare"], timings["default monitors"], strict=True)
-        print(f"{name} ({trees[name]}): bare {statistics.median(timings['bare']):.2f} s, with "
-              f"default_monitors() {statistics.median(timings['default monitors']):.2f} s "
-              f"(medians of {repeats}): overhead {median_overhead(timings):.1%} "
-              f"(per pair: {', '.join(f'{w / b - 1:.1%}' for b, w in pairs)})")
+        print(f"{name} ({trees[name]}), medians of {len(timings['bare'])}: "
+              f"{summary(timings)}")
 
 
 def main() -> None:
@@ -133,9 +173,7 @@ def main() -> None:
         compare_trees(args.baseline_src, args.steps, args.repeats)
         return
     timings = overheads(args.steps, args.repeats)
-    print(f"\n{args.steps} GD steps: bare {statistics.median(timings['bare']):.2f} s, with "
-          f"default_monitors() {statistics.median(timings['default monitors']):.2f} s "
-          f"(medians of {args.repeats}): overhead {median_overhead(timings):.1%}")
+    print(f"\n{args.steps} GD steps, medians of {args.repeats}: {summary(timings)}")
 
 
 if __name__ == "__main__":
