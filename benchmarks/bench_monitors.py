@@ -135,24 +135,15 @@ def compare_trees(baseline: Path, steps: int, repeats: int) -> None:
             child = subprocess.run(command, env=environment, check=True, capture_output=True,
                                    text=True)
             results[name].append(json.loads(child.stdout))
+            print(f"  {name}: {summary(results[name][-1])}", flush=True)
     for name, runs in results.items():
         timings = {key: [t for run in runs for t in run[key]] for key in runs[0]}
         print(f"{name} ({trees[name]}), medians of {len(timings['bare'])}: "
               f"{summary(timings)}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--baseline-src", type=Path)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--overhead-only", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.overhead_only:
-        print(json.dumps(overheads(args.steps, args.repeats)))
-        return
+def monitor_table() -> None:
+    """Each monitor's cost per call and per training step at its cadence."""
     model, x, y = problem()
     step = step_time(model, x, y)
     print(f"load average: {os.getloadavg()[0]:.1f}; training step: {step * 1e3:.1f} ms\n")
@@ -168,6 +159,24 @@ def main() -> None:
     linear_step = step_time(wn.linearize(problem()[0]), *problem()[1:])
     print(f"| LinearizationMonitor (trains the linearized model alongside) | every step | "
           f"{linear_step * 1e3:.1f} | 1 | {linear_step / step:.0%} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline-src", type=Path)
+    parser.add_argument("--skip-table", action="store_true",
+                        help="only the end-to-end overhead, not the per-monitor table")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--overhead-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.overhead_only:
+        print(json.dumps(overheads(args.steps, args.repeats)))
+        return
+    if not args.skip_table:
+        monitor_table()
     if args.baseline_src is not None:
         print()
         compare_trees(args.baseline_src, args.steps, args.repeats)
