@@ -2,6 +2,12 @@
 
 Each case runs in a fresh process so that its peak resident memory (ru_maxrss) is its own.
 Usage: python benchmarks/bench_infinite_kernels.py [--repeats 5] [--large 20000]
+
+    python benchmarks/bench_infinite_kernels.py --ratio 4000 --repeats 5 --threads 1
+
+times float32 and float64 inputs alternately in one process (after one warm-up call each) and
+prints the least wall and CPU seconds of each and their ratio: on a shared machine the load
+changes between separate runs, and the ratio of interleaved runs is what holds.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import time
 
 import torch
 from timing import wall_times
@@ -33,12 +40,43 @@ def run_case(n: int, dtype_name: str, repeats: int) -> dict:
             "output_gib": 2 * n * n * x.element_size() / 2**30, "threads": torch.get_num_threads()}
 
 
+def ratio(n: int, repeats: int) -> None:
+    """float64 / float32 time of interleaved calls (module docstring)."""
+    net = widenet.MLP(32, [64] * 10, 1, "abs")
+    inputs = {name: torch.randn(n, 32, generator=torch.Generator().manual_seed(0), dtype=dtype)
+              for name, dtype in DTYPES.items()}
+    for x in inputs.values():
+        widenet.infinite_kernels(net, x)
+    wall: dict[str, list[float]] = {name: [] for name in inputs}
+    cpu: dict[str, list[float]] = {name: [] for name in inputs}
+    for _ in range(repeats):
+        for name, x in inputs.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            widenet.infinite_kernels(net, x)
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    print(f"n = {n}, {torch.get_num_threads()} thread(s), {repeats} interleaved calls each")
+    for name in inputs:
+        print(f"{name}: least wall {min(wall[name]):.3f} s (median "
+              f"{statistics.median(wall[name]):.3f}), least CPU {min(cpu[name]):.3f} s")
+    print(f"float64 / float32: wall {min(wall['float64']) / min(wall['float32']):.2f}, "
+          f"CPU {min(cpu['float64']) / min(cpu['float32']):.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--large", type=int, default=20000, help="n of the float64 memory case")
     parser.add_argument("--case", nargs=2, metavar=("N", "DTYPE"), help=argparse.SUPPRESS)
+    parser.add_argument("--ratio", type=int, metavar="N",
+                        help="interleave float32 and float64 at this n (module docstring)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.ratio:
+        ratio(args.ratio, args.repeats)
+        return
     if args.case:
         print(json.dumps(run_case(int(args.case[0]), args.case[1], args.repeats)))
         return

@@ -17,8 +17,15 @@ relative error it left); "1e-4" columns count the products until the top-k estim
 all within 1e-4 relative of the reference (for widenet by rerunning with max_hvps = m, which
 repeats the same iterations, and bisecting on m: the top Ritz values only grow with m).
 
+``--peers``: instead, the top eigenvalue of the same model's Hessian at initialization, timed in
+one process beside curvlinops (the ``bench`` extra): its HessianLinearOperator (curvlinops 3.x,
+loss ``MSELoss()``, whose mean over points is twice widenet's mse, so its eigenvalue is halved)
+with scipy's ``eigsh(which='LA')``, the way curvlinops' documentation finds eigenvalues; both at
+the same tol, the repeats interleaved, against a reference from widenet's Lanczos at tol 1e-10.
+
 Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_sharpness.py [--steps 400] [--every 10]
-[--k 1 3] [--tol 1e-4]. (Without OPENBLAS_NUM_THREADS=1, the threads of scipy's BLAS keep
+[--k 1 3] [--tol 1e-4]; OPENBLAS_NUM_THREADS=1 python benchmarks/bench_sharpness.py --peers
+[--repeats 7] [--tol 1e-4]. (Without OPENBLAS_NUM_THREADS=1, the threads of scipy's BLAS keep
 spinning after each eigsh call and slow torch down on a small machine; counts are unaffected.)
 """
 
@@ -212,13 +219,54 @@ def run(k: int, steps: int, every: int, tol: float) -> None:
               flush=True)
 
 
+def peers(tol: float, repeats: int) -> None:
+    """widenet's sharpness beside curvlinops' Hessian operator + eigsh, one process."""
+    net, x, y = problem()
+    reference = float(sharpness(net, mse, x, y, tol=1e-10, max_hvps=5000).value)
+    cases = {"widenet sharpness": lambda: float(sharpness(net, mse, x, y, tol=tol).value)}
+    try:
+        from curvlinops import HessianLinearOperator
+    except ImportError:
+        print("curvlinops is not installed (pip install curvlinops-for-pytorch==3.0.1, as "
+              "pinned in the bench extra): widenet only")
+    else:
+        params = [p for p in net.parameters() if p.requires_grad]
+
+        def curvlinops_top() -> float:
+            hessian = HessianLinearOperator(net, torch.nn.MSELoss(), params, [(x, y)],
+                                            check_deterministic=False)
+            values, _ = eigsh(hessian.to_scipy(), k=1, which="LA", tol=tol)
+            return float(values[0]) / 2  # MSELoss = mean (f - y)^2 = 2 x widenet's mse
+        cases["curvlinops HessianLinearOperator + eigsh"] = curvlinops_top
+    values = {label: compute() for label, compute in cases.items()}  # also the warm-up
+    times: dict[str, list[float]] = {label: [] for label in cases}
+    for _ in range(repeats):
+        for label, compute in cases.items():
+            times[label].append(timed(compute)[1])
+    base = statistics.median(times["widenet sharpness"])
+    print(f"top Hessian eigenvalue at initialization, tol = {tol}, reference {reference:.6f}; "
+          f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}\n")
+    print("| implementation | runs | median ms | / widenet | eigenvalue | rel. error |")
+    print("|---|---|---|---|---|---|")
+    for label, measured in times.items():
+        median = statistics.median(measured)
+        print(f"| {label} | {len(measured)} | {1e3 * median:.1f} | {median / base:.2f} | "
+              f"{values[label]:.6f} | {abs(values[label] - reference) / reference:.1e} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--k", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument("--peers", action="store_true",
+                        help="only: widenet beside curvlinops at initialization, one process")
+    parser.add_argument("--repeats", type=int, default=7, help="--peers: timed runs each")
     args = parser.parse_args()
+    if args.peers:
+        peers(args.tol, args.repeats)
+        return
     net, x, y = problem()
     print(f"P = {sum(p.numel() for p in net.parameters())} parameters, n = {x.shape[0]} points;"
           f" one HVP takes {1e3 * hvp_seconds(net, x, y):.1f} ms (the gradient graph built"

@@ -19,6 +19,13 @@ block of rows at a time: wall time, iterations, the peak anonymous (non-file) re
 of the process during the solve, the time of one pass that only reads the file, and the
 ratio wall / (read pass x iterations). The residual is checked afterwards with one more
 float64 pass. ``--kernel PATH`` reuses a file of an earlier run instead of writing one.
+``--rbf PATH`` writes (or reuses) instead the Gaussian kernel exp(-||x - x'||^2 / d) of the same
+points, computed with torch in blocks (seconds, where the NTK file takes hours on a loaded
+machine): what a pass costs does not depend on the values, only the iterations do.
+``--passes N`` (with ``--kernel`` or ``--rbf``) only times, alternately N times, a pass that
+reads the file and a product K Y, and with ``--before-src SRC`` also the product of the
+BlockedKernel in that source tree (an earlier widenet checkout): least wall and CPU seconds
+and each product's ratio to the read pass, measured side by side on a shared machine.
 """
 
 from __future__ import annotations
@@ -81,9 +88,64 @@ def dense(points: int, ridge: float, rank: int) -> None:
         print(f"(d = {dim}: torch.linalg.solve {dense_time:.2f} s)")
 
 
+def passes(path: Path, y: torch.Tensor, repeats: int, before_src: str | None) -> None:
+    """Least wall and CPU seconds of a read pass and of K Y, interleaved (module docstring)."""
+    kernels = {"read pass": BlockedKernel.open(path), "product K Y": BlockedKernel.open(path)}
+    if before_src is not None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            "before_blocked", Path(before_src) / "widenet" / "solvers" / "blocked.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        kernels["product K Y (before)"] = module.BlockedKernel.open(path)
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in kernels}
+    for _ in range(repeats):
+        for name, kernel in kernels.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            if name == "read pass":
+                for _block in kernel.blocks():
+                    pass
+            else:
+                kernel.matmul(y)
+            times[name].append((time.perf_counter() - start, time.process_time() - start_cpu))
+    read_wall = min(t[0] for t in times["read pass"])
+    read_cpu = min(t[1] for t in times["read pass"])
+    print(f"{path}: {repeats} alternating runs, {torch.get_num_threads()} torch thread(s)")
+    print("| pass | least wall s | least CPU s | / read pass (wall) | / read pass (CPU) |")
+    print("|---|---|---|---|---|")
+    for name, runs in times.items():
+        wall, cpu = min(t[0] for t in runs), min(t[1] for t in runs)
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / read_wall:.2f} | "
+              f"{cpu / read_cpu:.2f} |")
+
+
+def _write_rbf(path: Path, x: torch.Tensor) -> None:
+    """exp(-||x_i - x_j||^2 / d) as a float32 .npy file, 2048 rows at a time."""
+    matrix = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                       shape=(x.shape[0], x.shape[0]))
+    for start in range(0, x.shape[0], 2048):
+        rows = x[start:start + 2048]
+        matrix[start:start + len(rows)] = torch.exp(
+            -torch.cdist(rows, x).square_() / x.shape[1]).numpy()
+    matrix.flush()
+    del matrix
+
+
 def disk(points: int, ridge: float, rank: int, folder: str | None, plain_cap: int,
-         kernel_file: str | None, runs: list[str]) -> None:
+         kernel_file: str | None, runs: list[str], rbf: str | None = None,
+         repeats: int = 0, before_src: str | None = None) -> None:
     net, x, y = _problem(points, 64)
+    if rbf is not None:
+        if not Path(rbf).exists():
+            start = time.perf_counter()
+            _write_rbf(Path(rbf), x)
+            print(f"## Gaussian kernel, n = {points}: written in "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+        kernel_file = rbf
+    if kernel_file is not None and repeats:
+        passes(Path(kernel_file), y, repeats, before_src)
+        return
     if kernel_file is not None:  # a kernel this script wrote before (same points and net)
         _solve_on_disk(Path(kernel_file), y, ridge, rank, plain_cap, runs)
         return
@@ -152,6 +214,9 @@ def main() -> None:
     parser.add_argument("--folder", help="where the disk part's file goes (default: /tmp)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the solve")
     parser.add_argument("--kernel", help="reuse this kernel file of the disk part (kept)")
+    parser.add_argument("--rbf", help="write or reuse a Gaussian kernel file here (doc)")
+    parser.add_argument("--passes", type=int, default=0, help="only time passes (doc)")
+    parser.add_argument("--before-src", help="with --passes: an earlier source tree")
     parser.add_argument("--runs", nargs="+", choices=["nystrom", "none"],
                         default=["nystrom", "none"], help="the disk part's solves")
     args = parser.parse_args()
@@ -160,7 +225,7 @@ def main() -> None:
         dense(args.points or 5000, args.ridge, args.rank)
     if args.part in ("disk", "both"):
         disk(args.points or 40_000, args.ridge, args.rank, args.folder, args.plain_cap,
-             args.kernel, args.runs)
+             args.kernel, args.runs, args.rbf, args.passes, args.before_src)
 
 
 if __name__ == "__main__":

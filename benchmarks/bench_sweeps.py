@@ -15,6 +15,14 @@ point costs a worker beyond its own run, in worker-seconds:
 no-op study is the test suite's toy study (its tasks draw one number), so its t is almost
 nothing and the overhead is all there is. Ray's figure includes starting and stopping the
 local instance, timed separately too. Run from the repository root.
+
+    python benchmarks/bench_sweeps.py --first-use --study ntk-spectrum
+
+measures the first-use cost per point of the local engine directly, on a machine too busy for
+the sweep walls: in a fresh process per fork-server mode (warm, the default, and ``--no-warm``
+as before :mod:`widenet.sweeps.warm`), ``--points`` points run one at a time by a 1-worker
+local engine, each timing itself in its worker (wall and the worker's CPU seconds), then as
+many in the benchmark's process after a warm-up point. First-use cost = worker - in process.
 """
 
 from __future__ import annotations
@@ -68,6 +76,40 @@ def _sweep_seconds(study: str, engine_name: str, points: int, workers: int) -> f
     return wall
 
 
+def _first_use(study: str, points: int, warm: bool) -> dict[str, float]:
+    """Mean (wall, CPU) seconds of a point in a fresh worker and in this process (module
+    docstring); runs in its own process so that its fork server starts with ``warm``."""
+    import json
+    import subprocess
+
+    code = (f"import sys, json; sys.path[:0] = {[str(ROOT / 'benchmarks'), str(ROOT)]!r}; "
+            f"import bench_sweeps as b; print(json.dumps(b._first_use_here({study!r}, "
+            f"{points}, {warm})))")
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def _first_use_here(study: str, points: int, warm: bool) -> dict[str, float]:
+    from timing import timed_point
+
+    from widenet.studies import build_config, get_study
+    from widenet.sweeps import LocalEngine
+    from widenet.sweeps.engines import Job
+
+    torch.set_num_threads(1)
+    values = [build_config(get_study(study).config, quick=True,
+                           overrides=[f"seed={seed}"]).model_dump(mode="json")
+              for seed in range(points + 1)]
+    fresh: list[tuple[float, float]] = []
+    jobs = [Job(f"seed {i}", timed_point, (study, v, "cpu")) for i, v in enumerate(values[1:])]
+    LocalEngine(1, warm=warm).run(jobs, lambda job, outcome: fresh.append(outcome.result))
+    here = [timed_point(study, v) for v in values][1:]  # the first one warms this process
+    mean = lambda pairs, i: statistics.mean(p[i] for p in pairs)  # noqa: E731
+    return {"worker_wall": mean(fresh, 0), "worker_cpu": mean(fresh, 1),
+            "here_wall": mean(here, 0), "here_cpu": mean(here, 1)}
+
+
 def _ray_start_stop_seconds(workers: int) -> float:
     import ray
 
@@ -84,12 +126,24 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["local", "ray"])
     parser.add_argument("--points", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--first-use", action="store_true",
+                        help="measure the local engine's first-use cost per point instead")
     args = parser.parse_args()
     os.environ["WIDENET_STUDIES"] = f"{NO_OP}=tests.studies.toy_study"
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT),
                                                              os.environ.get("PYTHONPATH")]))
     sys.path.insert(0, str(ROOT))
     torch.set_num_threads(1)
+    if args.first_use:
+        for study in args.study or ["ntk-spectrum"]:
+            for warm in (False, True):
+                r = _first_use(study, args.points, warm)
+                print(f"{study} fork server {'warm' if warm else 'not warm'}: worker "
+                      f"{r['worker_wall']:.2f} s wall / {r['worker_cpu']:.2f} s CPU, in process "
+                      f"{r['here_wall']:.2f} / {r['here_cpu']:.2f}: first use "
+                      f"{r['worker_wall'] - r['here_wall']:+.2f} s wall, "
+                      f"{r['worker_cpu'] - r['here_cpu']:+.2f} s CPU", flush=True)
+        return
     if "ray" in args.engines:
         print(f"ray: start + stop of a local instance: "
               f"{_ray_start_stop_seconds(args.workers):.1f} s", flush=True)

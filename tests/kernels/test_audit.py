@@ -38,3 +38,29 @@ def test_rows_that_do_not_follow_the_points_are_seen_even_when_shapes_match():
     _, fine = prepare(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)).double(),
                       points(5))
     assert fine.layerwise_problem is None
+
+
+def test_the_fast_leaf_walk_gives_what_pytree_gives():
+    from collections import OrderedDict, namedtuple
+
+    from torch.utils._pytree import tree_leaves
+
+    from widenet.kernels._audit import _leaves
+
+    pair = namedtuple("pair", "a b")
+    t = [torch.zeros(1) for _ in range(6)]
+    tree = ((t[0], [t[1], {"x": t[2], "y": (3, None)}]),
+            {"k": pair(t[3], OrderedDict(z=t[4]))}, t[5], "s")
+    assert [id(leaf) for leaf in _leaves(tree)] == [id(leaf) for leaf in tree_leaves(tree)]
+
+
+def test_rows_close_is_close_row_by_row():
+    from widenet.kernels._audit import _close, _rows_close
+
+    a = torch.randn(4, 3, 2, generator=torch.Generator().manual_seed(0))
+    b = a.clone()
+    b[1, 0, 0] += 1e-2  # far off
+    b[2, 2, 1] += 1e-9  # within sqrt(eps) (float32)
+    b[3, 0, 1] = float("nan")
+    rows = _rows_close(a, b)
+    assert rows.tolist() == [_close(a[i], b[i]) for i in range(4)] == [True, False, True, False]

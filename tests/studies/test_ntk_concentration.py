@@ -25,13 +25,18 @@ from widenet.studies.ntk_concentration import measure as nc_measure
 
 STUDY = get_study("ntk-concentration")
 TINY = {"points": 5, "dim": 3, "seeds": 2, "depths": [2], "widths": [8, 16, 32],
-        "base_widths": [2, 4, 8]}
+        "base_widths": [2, 4, 8], "probe_width": 4, "probe_depth": 2, "depth_sweep": [1, 2, 3],
+        "outputs_sweep": [1, 4, 8], "points_sweep": [3, 4, 6],
+        "family": ["abs", "relu", "leaky_relu:0.5"], "probe_seeds": 2}
+NO_PROBES = {"depth_sweep": [], "outputs_sweep": [], "points_sweep": [], "family": []}
 
 
 def test_quick_preset_end_to_end(tmp_path: Path) -> None:
     _, analysis = run_in_memory(STUDY, tmp_path, **TINY)
-    assert set(analysis.tables) == {"slopes", "abs_vs_relu", "equal_params"}
-    assert set(analysis.figures) == {"error_vs_width", "abs_vs_relu", "error_vs_params"}
+    assert set(analysis.tables) == {"slopes", "abs_vs_relu", "equal_params", "sweep_fits",
+                                    "family"}
+    assert set(analysis.figures) == {"error_vs_width", "abs_vs_relu", "error_vs_params",
+                                     "structure"}
     slopes = analysis.tables["slopes"]
     assert {"activation", "pattern", "depth", "slope", "slope_stderr"} <= set(slopes.columns)
     assert len(slopes) == 2 * 2  # activations x patterns
@@ -39,8 +44,12 @@ def test_quick_preset_end_to_end(tmp_path: Path) -> None:
         analysis.tables["abs_vs_relu"].columns)
     assert {"activation", "depth", "params", "error_constant", "error_quadratic", "log_ratio",
             "stderr"} <= set(analysis.tables["equal_params"].columns)
+    fits = analysis.tables["sweep_fits"]
+    assert len(fits) == 2 * 2 + 2 + 2  # depth: activations x patterns; outputs, points
+    assert len(analysis.tables["family"]) == 3
     names = [check.name for check in analysis.checks]
-    assert len(names) == 4 + 2
+    # slopes, abs vs relu, depth (2 per activation), outputs, points, family ordering
+    assert len(names) == 4 + 2 + 2 * 2 + 2 + 2 + 1
     assert len(set(names)) == len(names)
     assert all(check.verdict in VERDICTS for check in analysis.checks)
     assert all(np.isfinite(check.measured) and check.stderr > 0 for check in analysis.checks)
@@ -48,7 +57,7 @@ def test_quick_preset_end_to_end(tmp_path: Path) -> None:
 
 def test_task_tables_are_tidy_and_reproducible(tmp_path: Path) -> None:
     config = validate_config(nc_config.ConcentrationConfig,
-                             {**TINY, "outputs": 2, "depths": [1, 2]})
+                             {**TINY, **NO_PROBES, "outputs": 2, "depths": [1, 2]})
     tasks = nc_measure.plan(config)
     assert [task.key for task in tasks][:4] == ["constant/L=1/m=8", "constant/L=1/m=16",
                                                "constant/L=1/m=32", "constant/L=2/m=8"]
@@ -64,8 +73,8 @@ def test_task_tables_are_tidy_and_reproducible(tmp_path: Path) -> None:
 
 
 def test_only_the_planned_comparisons_are_made(tmp_path: Path) -> None:
-    _, analysis = run_in_memory(STUDY, tmp_path, **{**TINY, "seeds": 1}, activations=["abs"],
-                                patterns=["constant"])
+    _, analysis = run_in_memory(STUDY, tmp_path, **{**TINY, **NO_PROBES, "seeds": 1},
+                                activations=["abs"], patterns=["constant"])
     assert set(analysis.tables) == {"slopes"}
     assert set(analysis.figures) == {"error_vs_width"}
     assert all(check.name.startswith("slope") for check in analysis.checks)
@@ -192,7 +201,7 @@ def test_paired_ratios() -> None:
 def test_equal_parameter_comparison_of_exact_power_laws() -> None:
     # error = c m^-1/2 = c (P / factor)^-1/4: at equal P the quadratic/constant ratio is
     # (20 / 3)^(1/4), whatever P0 is.
-    equal = nc_analysis.equal_params_table(synthetic_errors(-0.5))
+    equal = nc_analysis.equal_params_table(synthetic_errors(-0.5), 8, 1)
     assert len(equal) == 2
     assert equal["overlap"].all()
     assert np.allclose(equal["log_ratio"], 0.25 * math.log(20 / 3))
@@ -217,6 +226,10 @@ def test_equal_parameter_comparison_of_exact_power_laws() -> None:
     ({"seed": -1}, "'seed'"),
     ({"seed": 2**63}, "'seed'"),
     ({"outputs": "two"}, "'outputs'"),
+    ({"outputs_sweep": [1, 2]}, "at least 3 distinct values"),
+    ({"family": ["abs", "relu"]}, "at least 3 activations"),
+    ({"family": ["abs", "relu", "identity"]}, "Delta = 0"),
+    ({"probe_seeds": 1}, "at least 2 networks"),
 ])
 def test_config_errors(values: dict, message: str) -> None:
     with pytest.raises(WidenetError, match="config key") as error:

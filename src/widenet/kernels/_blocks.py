@@ -5,8 +5,10 @@ a kernel block. The assembly computes the features of a *panel* of right-hand po
 of x2 when they fit in the budget) and contracts it with row chunks of x1 small enough that a
 block stays in cache (about ``BLOCK_SCALARS`` scalars). Without x2 the kernel is symmetric,
 K(x_i, x_j)_ab = K(x_j, x_i)_ba: a row chunk is only contracted with the columns from its own
-first point on, the rest is mirrored, which halves the work, and its features are sliced out
-of the panel's instead of recomputed.
+first point on, the rest is mirrored, and its features are sliced out of the panel's instead of
+recomputed. With the kernel split into r row chunks this computes (r + 1) / (2 r) of the
+products, so a symmetric kernel gets at least ``TRIANGLE_CHUNKS`` row chunks when they stay
+efficient (``MIN_BLOCK_ROWS`` rows or more).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from widenet.validation import positive_int
 DEFAULT_MEMORY_BUDGET = 2**30  # bytes of working memory, beyond the result itself
 BLOCK_SCALARS = 2**21  # a block of this many scalars (8 MiB in float32) stays in cache
 MIN_BLOCK_ROWS = 128  # rows (points x outputs) for an efficient matrix product
+TRIANGLE_CHUNKS = 4  # row chunks of a symmetric kernel: 5/8 of the square's products
 
 
 class BlockMethod(Protocol):
@@ -58,12 +61,13 @@ class Plan:
 
 
 def plan_blocks(method: BlockMethod, n1: int, n2: int, k: int, *, itemsize: int, budget: int,
-                chunk_size: int | None, per_layer: bool) -> Plan:
+                chunk_size: int | None, per_layer: bool, symmetric: bool = False) -> Plan:
     """Chunk sizes whose working memory (features of a row chunk and a panel, one block) fits.
 
     With ``chunk_size``, rows = panel = chunk_size and only the outputs are split; otherwise
-    the panel starts as all of x2 and rows at a cache-sized block, and the panel, then rows
-    and panel together, then the outputs are halved until the estimate fits ``budget`` bytes.
+    the panel starts as all of x2 and rows at a cache-sized block (for a ``symmetric`` kernel,
+    K(x1, x1), also at most 1 / TRIANGLE_CHUNKS of the points), and the panel, then rows and
+    panel together, then the outputs are halved until the estimate fits ``budget`` bytes.
     """
     def need(rows: int, panel: int, kc: int) -> int:
         scalars = (method.feature_memory(rows, kc) + method.feature_memory(panel, kc)
@@ -75,7 +79,7 @@ def plan_blocks(method: BlockMethod, n1: int, n2: int, k: int, *, itemsize: int,
         rows = panel = min(chunk_size, max(n1, n2))
     else:
         panel = n2
-        rows = _cache_rows(n1, panel, k, method.mode)
+        rows = _cache_rows(n1, panel, k, method.mode, symmetric)
     while need(rows, panel, kc) > budget:
         if chunk_size is None and panel > rows:
             panel = max(rows, panel // 2 // rows * rows)
@@ -91,10 +95,13 @@ def plan_blocks(method: BlockMethod, n1: int, n2: int, k: int, *, itemsize: int,
     return Plan(rows, panel, kc)
 
 
-def _cache_rows(n1: int, panel: int, k: int, mode: str) -> int:
-    """Rows per chunk: a block of about BLOCK_SCALARS scalars, and MIN_BLOCK_ROWS rows or more."""
-    rows = max(BLOCK_SCALARS // (panel * output_pairs(mode, k)), math.ceil(MIN_BLOCK_ROWS / k), 1)
-    return min(rows, n1)
+def _cache_rows(n1: int, panel: int, k: int, mode: str, symmetric: bool) -> int:
+    """Rows per chunk: a block of about BLOCK_SCALARS scalars (symmetric: and at most
+    n1 / TRIANGLE_CHUNKS points), and MIN_BLOCK_ROWS rows (points x outputs) or more."""
+    rows = BLOCK_SCALARS // (panel * output_pairs(mode, k))
+    if symmetric:
+        rows = min(rows, math.ceil(n1 / TRIANGLE_CHUNKS))
+    return min(max(rows, math.ceil(MIN_BLOCK_ROWS / k), 1), n1)
 
 
 def check_chunking(chunk_size: object, memory_budget: object) -> None:

@@ -97,13 +97,24 @@ def contract(left: Sequence[Factor], right: Sequence[Factor], mode: str,
     blocks: dict[str, torch.Tensor] = {}
     for group in _groups(left, right):
         gg = _grad_gram(group[0][0].grads, group[0][1].grads, mode)
-        weights = [_input_weight(a, b) for a, b in group]
         if per_layer:
-            for (a, _), weight in zip(group, weights, strict=True):
-                blocks[a.name] = _weighted(gg, weight, mode)
+            for a, b in group:
+                blocks[a.name] = _weighted(gg, _input_weight(a, b), mode)
         else:
-            blocks[TOTAL] = _weighted(gg, sum(weights), mode, blocks.get(TOTAL))
+            blocks[TOTAL] = _weighted(gg, _summed_weight(group), mode, blocks.get(TOTAL))
     return {name: _final(block, mode) for name, block in blocks.items()}
+
+
+def _summed_weight(group: list[tuple[Factor, Factor]]) -> torch.Tensor | float:
+    """sum over a group's factors of scale * (A_it . A'_js), the A = 1 terms (biases) added
+    into the first A-Gram's product instead of in passes of their own."""
+    constant = float(sum(a.scale for a, _ in group if a.inputs is None))
+    weight: torch.Tensor | float = constant
+    for a, b in group:
+        if a.inputs is not None:
+            weight = (weight.add_(_input_weight(a, b)) if isinstance(weight, torch.Tensor)
+                      else _input_weight(a, b, plus=constant))
+    return weight
 
 
 def _groups(left: Sequence[Factor], right: Sequence[Factor]) -> list[list[tuple[Factor, Factor]]]:
@@ -138,14 +149,20 @@ def _grad_gram(g1: torch.Tensor, g2: torch.Tensor, mode: str) -> torch.Tensor:
     return (left @ right.T).view(c1, kc1, t1, c2, kc2, t2)
 
 
-def _input_weight(a: Factor, b: Factor) -> torch.Tensor | float:
-    """scale * (A_it . A'_js), shape (c1, T1, c2, T2), or the plain scale when A = 1."""
+def _input_weight(a: Factor, b: Factor, plus: float = 0.0) -> torch.Tensor | float:
+    """plus + scale * (A_it . A'_js), shape (c1, T1, c2, T2), or plus + scale when A = 1 (one
+    matrix product, the scale and the constant applied by it)."""
     if a.inputs is None:
-        return a.scale
+        return plus + a.scale
     c1, t1, p = a.inputs.shape
     c2, t2, _ = b.inputs.shape
-    gram = a.inputs.reshape(c1 * t1, p) @ b.inputs.reshape(c2 * t2, p).T
-    return (a.scale * gram).view(c1, t1, c2, t2)
+    left, right = a.inputs.reshape(c1 * t1, p), b.inputs.reshape(c2 * t2, p).T
+    if plus == 0.0 and a.scale == 1.0:
+        gram = left @ right
+    else:
+        gram = torch.addmm(left.new_tensor(plus), left, right, beta=1.0 if plus else 0.0,
+                           alpha=a.scale)
+    return gram.view(c1, t1, c2, t2)
 
 
 def _weighted(gg: torch.Tensor, weight: torch.Tensor | float, mode: str,

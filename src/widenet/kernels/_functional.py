@@ -97,7 +97,7 @@ def substituted(model: nn.Module, slots: list[tuple[nn.Module, str, str]],
                 tensors: Params) -> Iterator[None]:
     """Put ``tensors[name]`` in every slot for the duration of the block, then restore the slots
     and every module's plain tensor attributes (as hooks like weight_norm's set them), always."""
-    attributes = [(module, _tensor_attributes(module)) for module in model.modules()]
+    attributes = [(module, vars(module).copy()) for module in model.modules()]
     originals = []
     try:
         for module, attribute, name in slots:
@@ -106,14 +106,17 @@ def substituted(model: nn.Module, slots: list[tuple[nn.Module, str, str]],
     finally:
         for module, attribute, original in reversed(originals):
             swap_tensor(module, attribute, original)
-        for module, saved in attributes:
-            for key in _tensor_attributes(module).keys() - saved.keys():
-                del module.__dict__[key]
-            module.__dict__.update(saved)
+        for module, before in attributes:
+            _restore_tensor_attributes(vars(module), before)
 
 
-def _tensor_attributes(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {key: value for key, value in vars(module).items() if isinstance(value, torch.Tensor)}
+def _restore_tensor_attributes(now: dict, before: dict) -> None:
+    """Make the tensor-valued entries of a module's ``__dict__`` those of its copy ``before``:
+    drop tensors that were not there (or not tensors), put back the tensors that were."""
+    for key in [key for key, value in now.items() if isinstance(value, torch.Tensor)
+                and not isinstance(before.get(key), torch.Tensor)]:
+        del now[key]
+    now.update({key: value for key, value in before.items() if isinstance(value, torch.Tensor)})
 
 
 def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -149,8 +152,12 @@ def check_points(x: object, name: str, *,
     if like is not None:
         other, other_name = like
         if x.shape[1:] != other.shape[1:]:
-            raise WidenetError(f"{name} has points of shape {tuple(x.shape[1:])} but {other_name} "
-                               f"has points of shape {tuple(other.shape[1:])}; they must match")
+            wanted = tuple(other.shape[1:])
+            hint = f"; a single point is {name}.unsqueeze(0)" if x.ndim == 1 else ""
+            raise WidenetError(f"{name} of shape {tuple(x.shape)} has points of shape "
+                               f"{tuple(x.shape[1:])} but {other_name} has points of shape "
+                               f"{wanted}: expected {name} of shape (n, "
+                               f"{', '.join(map(str, wanted))}){hint}")
         if x.dtype != other.dtype or x.device != other.device:
             raise WidenetError(f"{name} is {x.dtype} on {x.device} but {other_name} is "
                                f"{other.dtype} on {other.device}; move both to the same dtype "

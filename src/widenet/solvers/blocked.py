@@ -10,11 +10,14 @@ float64 once and dropped before the next is read. Its rows come from
   reused buffer, so the process holds one block, not the pages of a memory map;
 - an array in memory (numpy, ``np.memmap`` or torch);
 - a function of row indices (:meth:`BlockedKernel.from_function`), for instance the
-  infinite-width kernel of a net computed on demand (:meth:`BlockedKernel.from_net`).
+  infinite-width kernel of a net computed on demand (:meth:`BlockedKernel.from_net`); with
+  ``ray=True`` its products K V run as Ray tasks, each computing its block where it runs and
+  returning only that block's rows of K V (:mod:`widenet.solvers.ray_products`).
 
-Products convert a float32 block to float64 a few rows at a time (about 8 MiB, then one
-torch product per chunk): the arithmetic is float64 whatever the stored dtype, and memory is one
-block of ``block_rows`` x cols in the stored dtype (default: about 64 MiB) plus that chunk.
+Products convert a float32 block to float64 a few rows at a time (about 1 MiB, into one
+reused buffer, so the converted rows are still in cache when one torch product per chunk reads
+them): the arithmetic is float64 whatever the stored dtype, and memory is one block of
+``block_rows`` x cols in the stored dtype (default: about 64 MiB) plus that chunk.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ import numpy as np
 import torch
 
 from widenet.errors import WidenetError
+from widenet.solvers.ray_products import ray_matmul
 
 RowFunction = Callable[[np.ndarray], torch.Tensor]
 """Row indices (a sorted 1-D int64 array) -> the kernel's rows K[index, :], (len(index), cols)."""
 
 BLOCK_BYTES = 2**26
-CHUNK_BYTES = 2**23
+CHUNK_BYTES = 2**20
 KINDS = ("ntk", "nngp", "empirical")
 _HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
             (2, 0): np.lib.format.read_array_header_2_0}
@@ -66,8 +70,10 @@ class BlockedKernel:
 
     @classmethod
     def from_function(cls, rows: RowFunction, shape: tuple[int, int], *,
-                      block_rows: int | None = None) -> BlockedKernel:
-        """The kernel whose rows ``rows(index)`` computes (see :data:`RowFunction`)."""
+                      block_rows: int | None = None, ray: bool = False) -> BlockedKernel:
+        """The kernel whose rows ``rows(index)`` computes (see :data:`RowFunction`). With
+        ``ray=True``, :meth:`matmul` computes each block in a Ray task and brings back only its
+        product (``rows`` must then be picklable by Ray: a closure over tensors is)."""
         if (len(shape) != 2 or not all(isinstance(s, int) and s > 0 for s in shape)):
             raise WidenetError(f"shape must be two positive integers, got {shape!r}")
 
@@ -83,14 +89,17 @@ class BlockedKernel:
         kernel = cls.__new__(cls)
         kernel._setup(tuple(shape), lambda start, stop: take(np.arange(start, stop)), take,
                       block_rows)
+        kernel._remote_rows = take if _flag(ray, "ray") else None
         return kernel
 
     @classmethod
     def from_net(cls, net: torch.nn.Module, x: torch.Tensor, x2: torch.Tensor | None = None, *,
-                 kind: str = "ntk", block_rows: int | None = None) -> BlockedKernel:
+                 kind: str = "ntk", block_rows: int | None = None, ray: bool = False
+                 ) -> BlockedKernel:
         """K(x, x2) (x2 = x by default) of ``net``, computed block by block when asked for:
         ``ntk`` or ``nngp`` of the infinite-width limit (in float64), or the ``empirical``
-        NTK (trace over outputs). Every pass over the kernel computes it again."""
+        NTK (trace over outputs). Every pass over the kernel computes it again; with
+        ``ray=True`` each block of a product in a Ray task (:meth:`from_function`)."""
         if kind not in KINDS:
             raise WidenetError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[0] == 0:
@@ -109,7 +118,8 @@ class BlockedKernel:
             kernels = infinite_kernels(net, points, columns, dtype=torch.float64)
             return kernels.ntk if kind == "ntk" else kernels.nngp
 
-        return cls.from_function(rows, (x.shape[0], columns.shape[0]), block_rows=block_rows)
+        return cls.from_function(rows, (x.shape[0], columns.shape[0]), block_rows=block_rows,
+                                 ray=ray)
 
     def _setup(self, shape: tuple[int, int], fetch: Callable[[int, int], np.ndarray],
                take: Callable[[np.ndarray], np.ndarray], block_rows: int | None) -> None:
@@ -122,6 +132,7 @@ class BlockedKernel:
         self.shape = shape
         self.block_rows = min(block_rows, shape[0])
         self._fetch, self._take = fetch, take
+        self._remote_rows: Callable[[np.ndarray], np.ndarray] | None = None
 
     def part(self, rows: range, cols: range) -> BlockedKernel:
         """The sub-matrix K[rows, cols] (contiguous ranges, step 1), read through this kernel:
@@ -154,19 +165,25 @@ class BlockedKernel:
         return torch.from_numpy(values[np.argsort(order)])
 
     def matmul(self, v: torch.Tensor) -> torch.Tensor:
-        """K V in float64 for V of shape (cols, k): one pass over the blocks, in order. Raises
-        if a block holds a value that is not finite."""
+        """K V in float64 for V of shape (cols, k): one pass over the blocks, in order (on
+        Ray: one task per block, see :meth:`from_function`). Raises if a block holds a value
+        that is not finite."""
         right = v.detach().to("cpu", torch.float64).contiguous()
+        if self._remote_rows is not None:
+            return ray_matmul(self._remote_rows, self.shape[0], self.block_rows, right)
         out = torch.empty(self.shape[0], right.shape[1], dtype=torch.float64)
         chunk = max(1, CHUNK_BYTES // (8 * self.shape[1]))
+        converted = np.empty((chunk, self.shape[1]), dtype=np.float64)  # reused: no page faults
         for start, block in self.blocks():
-            step = block.shape[0] if block.dtype == np.float64 else chunk
-            for first in range(0, block.shape[0], step):
-                rows = np.ascontiguousarray(block[first:first + step], dtype=np.float64)
-                if not rows.flags.writeable:  # a read-only memory map: torch wants a copy
-                    rows = rows.copy()
-                torch.matmul(torch.from_numpy(rows), right,
-                             out=out[start + first:start + first + rows.shape[0]])
+            if block.dtype == np.float64 and block.flags.c_contiguous and block.flags.writeable:
+                torch.matmul(torch.from_numpy(block), right,
+                             out=out[start:start + block.shape[0]])
+            else:  # float32 or a read-only map: converted a few rows at a time, in cache
+                for first in range(0, block.shape[0], chunk):
+                    rows = converted[:min(chunk, block.shape[0] - first)]
+                    np.copyto(rows, block[first:first + rows.shape[0]])
+                    torch.matmul(torch.from_numpy(rows), right,
+                                 out=out[start + first:start + first + rows.shape[0]])
             if not bool(torch.isfinite(out[start:start + block.shape[0]]).all()):
                 raise WidenetError(f"the kernel has values that are not finite in rows "
                                    f"{start}..{start + block.shape[0] - 1}; recompute it")
@@ -230,6 +247,12 @@ def _read_into(fd: int, target: memoryview, offset: int) -> None:
         if got == 0:
             raise WidenetError("the kernel file ended before its last row; it is cut short")
         done += got
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise WidenetError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def _describe(value: object) -> str:

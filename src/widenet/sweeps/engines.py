@@ -76,13 +76,17 @@ class LocalEngine:
 
     One process per point makes a worker's death attributable to exactly one point. Each
     worker sees the driver's ``sys.path`` and :data:`FORWARDED_VARIABLES` as they are when
-    ``run`` is called (the fork server itself may have started earlier).
+    ``run`` is called (the fork server itself may have started earlier). With ``warm`` (the
+    default) the fork server also does the studies' first-use work once
+    (:mod:`widenet.sweeps.warm`); it takes effect when this process's fork server starts, which
+    is at the first local run.
     """
 
-    def __init__(self, workers: int | None = None, retries: int = 2):
+    def __init__(self, workers: int | None = None, retries: int = 2, warm: bool = True):
         _check_counts(workers, retries)
         self.workers = workers or os.cpu_count() or 1
         self.retries = retries
+        self.warm = warm
 
     def check(self, device: str = "cpu") -> None:
         """The workers run on this machine, which must have ``device``."""
@@ -91,9 +95,11 @@ class LocalEngine:
     def run(self, jobs: list[Job], on_result: OnResult) -> None:
         """Run every job; returns when all have reported. Ctrl-C stops all workers."""
         context = multiprocessing.get_context("forkserver")
-        # the fork server imports what the jobs need once, so each worker starts warm
+        # the fork server imports what the jobs need and does their first-use work once, so
+        # each worker starts warm (widenet.sweeps.warm)
         context.set_forkserver_preload(["widenet", *sorted({job.function.__module__
-                                                            for job in jobs})])
+                                                            for job in jobs}),
+                                        *(["widenet.sweeps.warm"] if self.warm else [])])
         threads = max(1, (os.cpu_count() or 1) // self.workers)  # no oversubscribed cores
         setup = (threads, _forwarded_environment(), list(sys.path))
         waiting = [(job, 0) for job in jobs]

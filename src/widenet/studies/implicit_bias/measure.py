@@ -177,8 +177,10 @@ def compute_task(config: ImplicitBiasConfig, activation: str, depth: int, replic
                        monitors=[MarginMonitor(degree)], log_every=config.log_every,
                        progress=False)
     smoothed = f"smoothed_margin_{config.loss}"
-    # A run that diverged at step 0 logged no monitor columns: those come back NaN.
-    history = result.history.reindex(columns=["step", "loss", "normalized_margin", smoothed,
+    # A row whose loss was not finite has no margins (a run that diverged at step 0 has none
+    # at all): those come back NaN.
+    history = result.measured(MarginMonitor.name, how="left")
+    history = history.reindex(columns=["step", "loss", "normalized_margin", smoothed,
                                               "parameter_norm"])
     trajectory = pd.DataFrame({
         "step": history["step"].astype(int), "time": config.lr * history["step"],

@@ -13,8 +13,11 @@ Each ``sweep`` task trains one (parametrization, optimizer, width, seed) at ever
 of the log2 grid on a digits classification task (``loss``: mse on one-hot targets by default,
 or cross-entropy; minibatch SGD or Adam) and records the final train and test loss; each
 ``coord`` task trains one net for a few steps at a fixed learning rate on the cross-entropy
-loss and records mean |z_l| of every dense layer's output at every step. The drift of the
-optimum is fitted on the optima inside the grid; one at the grid's edge is only a bound.
+loss and records mean |z_l| of every dense layer's output at every step. The shift of the
+optimum per doubling of the width is fitted seed by seed on the optima inside the grid (one
+at the grid's edge is only a bound, which makes the check inconclusive); for the NTK
+parametrization it decides between the framework (the lr transfers) and the muP paper (it
+does not).
 See docs/studies/lr-transfer.md.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,8 @@ from widenet.studies.lr_transfer.figures import (
 )
 
 DRIFT_TOLERANCE = 1.0
-"""muP: |drift| <= 1 grid step; SP: downward drift >= 1 grid step (docs/theory.md section 1)."""
+"""muP and NTK: |drift| <= 1 grid step over the width range, i.e. |shift per doubling| <= 1 /
+doublings; SP: downward drift >= 1 grid step (docs/studies/lr-transfer.md, "Checks")."""
 FLATNESS_TOLERANCE = 0.1
 """muP coordinate check: |slope of mean |z_l| against m| <= 0.1; SP: slope >= 0.1 (docs)."""
 
@@ -82,20 +84,38 @@ def interior_slope(group: pd.DataFrame) -> tuple[float, float, int]:
     return fit.slope, fit.slope_stderr, len(interior)
 
 
+def seed_shifts(group: pd.DataFrame) -> tuple[float, float, int]:
+    """``(shift, stderr, seeds)``: the shift of the optimal log2 lr per doubling of the width,
+    d log2 lr* / d log2 m, fitted for each seed separately (OLS over that seed's finite
+    interior optima, :func:`interior_slope`), then the mean over the seeds with a slope and its
+    standard error std / sqrt(seeds). The stderr is NaN when any optimum of ``group`` is at the
+    grid's edge (a bound left out censors the sample) or fewer than two seeds have a slope;
+    the shift is NaN when no seed has two widths left."""
+    slopes = [slope for _, runs in group.groupby("seed") if math.isfinite(
+        slope := interior_slope(runs)[0])]
+    if not slopes:
+        return math.nan, math.nan, 0
+    mean, stderr = mean_stderr(slopes)
+    censored = bool(group["at_edge"].astype(bool).any())
+    return mean, math.nan if censored else stderr, len(slopes)
+
+
 def drift_table(optima: pd.DataFrame, widths: Sequence[int]) -> pd.DataFrame:
     """Per (parametrization, optimizer): the slope of log2 lr* against log2 m pooled over seeds
     and fitted on the interior optima only (:func:`interior_slope`, stderr from the scatter of
     the seeds), the drift = slope * log2(m_max / m_min) in grid steps (one step = a factor 2),
-    the predicted drift (:data:`PREDICTED_SLOPE`), the raw spread max - min across widths of
-    the seeds' mean grid argmin (rounded), the number of optima, of optima at the grid's edge
-    and of interior optima fitted. ``drift_stderr`` = slope_stderr * log2(m_max / m_min), but
-    NaN when any optimum is at the edge: leaving bounds out of the fit censors the sample (the
-    edge optima are the ones that moved furthest), which the OLS error does not cover, so the
-    drift checks are then inconclusive."""
+    the predicted drift (:data:`PREDICTED_SLOPE`), the shift per doubling of the width fitted
+    seed by seed with its standard error over the seeds (:func:`seed_shifts`: what the checks
+    judge), the raw spread max - min across widths of the seeds' mean grid argmin (rounded),
+    the number of optima, of optima at the grid's edge and of interior optima fitted.
+    ``drift_stderr`` = slope_stderr * log2(m_max / m_min), but NaN when any optimum is at the
+    edge: leaving bounds out of the fit censors the sample (the edge optima are the ones that
+    moved furthest), which the OLS error does not cover, so the checks are then inconclusive."""
     span = math.log2(max(widths) / min(widths))
     rows = []
     for (name, opt), group in optima.groupby(["parametrization", "optimizer"], sort=False):
         slope, stderr, fitted = interior_slope(group)
+        shift, shift_stderr, shift_seeds = seed_shifts(group)
         edge = int(group["at_edge"].sum())
         valid = group[np.isfinite(group["log2_lr_opt"])]
         per_width = valid.groupby("m")["log2_lr_argmin"].mean().round()
@@ -103,6 +123,8 @@ def drift_table(optima: pd.DataFrame, widths: Sequence[int]) -> pd.DataFrame:
                      "slope_stderr": stderr, "drift": slope * span,
                      "drift_stderr": stderr * span if edge == 0 else math.nan,
                      "drift_pred": PREDICTED_SLOPE[(name, opt)] * span,
+                     "shift": shift, "shift_stderr": shift_stderr, "shift_seeds": shift_seeds,
+                     "doublings": span,
                      "argmin_spread": float(per_width.max() - per_width.min())
                      if len(per_width) else math.nan,
                      "edge_optima": edge, "fitted_optima": fitted, "optima": len(group)})
@@ -130,37 +152,66 @@ def coordinate_slopes(coords: pd.DataFrame, step: int) -> pd.DataFrame:
                                        "change_slope_stderr"])
 
 
-def _drift_note(row: pd.Series, what: str) -> str:
-    """The check's note: what is measured, how many optima were fitted and at the grid's edge,
-    and the raw argmin spread."""
+def _drift_note(row: pd.Series) -> str:
+    """The check's note: the shift per doubling with its standard error over seeds, the drift
+    over the whole width range, how many optima were fitted and at the grid's edge, and the raw
+    argmin spread."""
     edge = (f"; {row['edge_optima']} of {row['optima']} optima at the grid's edge (bounds, "
             "left out of the fit: inconclusive)" if row["edge_optima"] else "")
-    return (f"{what}, fitted on {row['fitted_optima']} interior optima{edge}; raw argmin "
-            f"spread {row['argmin_spread']:.0f} steps")
+    return (f"shift of log2 lr* per doubling of m {row['shift']:+.3f} +- "
+            f"{row['shift_stderr']:.3f} over {row['shift_seeds']} seeds (each seed's OLS slope "
+            f"over its interior optima) = {row['shift'] * row['doublings']:+.2f} grid steps "
+            f"over {row['doublings']:g} doublings{edge}; raw argmin spread "
+            f"{row['argmin_spread']:.0f} steps")
+
+
+TRANSFER_CLAIMS = {
+    "mup": ("muP", "Tensor Programs V: muP's optimum is width-independent (muTransfer)"),
+    "ntk": ("NTK", "framework claim v: the NTK concentrates around a width-independent limit, "
+                   "so the same lr works across widths (the muP paper argues it does not)"),
+}
+"""The parametrizations whose optimal lr is claimed to transfer: their check's label and the
+claim's source."""
+
+
+def _supports(check: Check, name: str) -> str:
+    """For the NTK check: which of the two claims the verdict supports."""
+    if name != "ntk":
+        return check.note
+    side = {"pass": "supports the framework (the optimum transfers)",
+            "fail": "supports the muP paper (the optimum moves with width)",
+            "inconclusive": "decides neither claim"}[check.verdict]
+    return f"{side}; {check.note}"
 
 
 def _drift_checks(drifts: pd.DataFrame) -> list[Check]:
-    """muP: drift in [-1, 1] grid steps; SP: downward drift >= 1 grid step (docs, "Checks").
-    Inconclusive when ``drift_stderr`` is NaN: optima at the grid's edge, or too few interior
-    optima for a slope with a standard error (:func:`drift_table`)."""
+    """The shift of log2 lr* per doubling of the width, seed by seed (:func:`seed_shifts`):
+    muP and NTK transfer, |shift| <= DRIFT_TOLERANCE / doublings (at most one grid step over
+    the width range); SP drifts down, -shift >= DRIFT_TOLERANCE / doublings (directional).
+    Inconclusive when ``shift_stderr`` is NaN: optima at the grid's edge, or fewer than two
+    seeds with a slope."""
     checks = []
     for _, row in drifts.iterrows():
         name, opt = row["parametrization"], row["optimizer"]
-        if name == "mup":
-            checks.append(check_interval(
-                f"muP lr transfers ({opt})",
-                f"muP ({opt}): the optimal learning rate drifts by at most one grid step "
-                "(a factor 2) across widths", measured=row["drift"], stderr=row["drift_stderr"],
-                low=-DRIFT_TOLERANCE, high=DRIFT_TOLERANCE, predicted=0.0,
-                note=_drift_note(row, "fitted log2 lr* slope x log2(m_max/m_min)")))
+        per_doubling = DRIFT_TOLERANCE / row["doublings"]
+        if name in TRANSFER_CLAIMS:
+            label, source = TRANSFER_CLAIMS[name]
+            check = check_interval(
+                f"{label} lr transfers ({opt})",
+                f"{label} ({opt}): the optimal learning rate transfers across widths: shift of "
+                f"log2 lr* per doubling of m within +-{per_doubling:.3g} (at most one grid "
+                f"step, a factor 2, over the width range); {source}",
+                measured=row["shift"], stderr=row["shift_stderr"], low=-per_doubling,
+                high=per_doubling, predicted=0.0, note=_drift_note(row))
+            checks.append(replace(check, note=_supports(check, name)))
         elif name == "standard":
             checks.append(check_direction(
                 f"SP lr drifts ({opt})",
-                f"SP ({opt}): the optimal learning rate moves down by more than one grid step "
-                "across widths", measured=-row["drift"], stderr=row["drift_stderr"],
-                direction="above", threshold=DRIFT_TOLERANCE,
-                predicted=-float(row["drift_pred"]),
-                note=_drift_note(row, "downward drift in grid steps")))
+                f"SP ({opt}): the optimal learning rate moves down with width by more than one "
+                f"grid step over the width range: -(shift of log2 lr* per doubling) >= "
+                f"{per_doubling:.3g}", measured=-row["shift"], stderr=row["shift_stderr"],
+                direction="above", threshold=per_doubling,
+                predicted=-PREDICTED_SLOPE[(name, opt)], note=_drift_note(row)))
     return checks
 
 

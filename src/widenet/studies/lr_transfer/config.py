@@ -45,14 +45,14 @@ class LRTransferConfig(StudyConfig):
                                "gives muP's hidden-weight rule something to do)")
     parametrizations: list[ParametrizationName] = Field(
         default=["standard", "ntk", "mup"], description="parametrizations to sweep: "
-        "standard, ntk, mup (checks need standard and mup)")
+        "standard, ntk, mup (each has its lr-shift check)")
     optimizers: list[OptimizerName] = Field(
         default=["sgd", "adam"], description="optimizers: sgd (minibatch, no momentum), adam")
     sgd_log2_lr: list[Log2LR] = Field(
-        default=[-10, 2], description="[lowest, highest] log2 of the SGD learning rates; the "
+        default=[-10, 5], description="[lowest, highest] log2 of the SGD learning rates; the "
         "grid is every integer in between (one grid step = a factor 2); each in [-60, 20]")
     adam_log2_lr: list[Log2LR] = Field(
-        default=[-13, -3], description="[lowest, highest] log2 of the Adam learning rates, "
+        default=[-13, -1], description="[lowest, highest] log2 of the Adam learning rates, "
         "each in [-60, 20]")
     loss: Literal["mse", "cross_entropy"] = Field(
         default="mse", description="training loss: mse = (1/(2n)) sum_i ||f(x_i) - e_(y_i)||^2 "
@@ -62,7 +62,7 @@ class LRTransferConfig(StudyConfig):
     points: PositiveInt = Field(default=512, description="training points (digits, 10 "
                                 "classes, standardized pixels)")
     test_points: PositiveInt = Field(default=256, description="held-out test points")
-    seeds: int = Field(default=2, ge=2, description="networks per (parametrization, "
+    seeds: int = Field(default=3, ge=2, description="networks per (parametrization, "
                        "optimizer, width) in the sweep (>= 2, for standard errors)")
     coord_steps: PositiveInt = Field(default=10, description="steps of the coordinate check "
                                      "(always on the cross-entropy loss); its slopes are "
@@ -75,8 +75,9 @@ class LRTransferConfig(StudyConfig):
                                        "Adam learning rate, in [-60, 20]")
 
     QUICK: ClassVar[dict[str, Any]] = {
-        "widths": [32, 64, 128, 256], "sgd_log2_lr": [-8, 1], "adam_log2_lr": [-11, -4],
-        "steps": 40, "points": 256, "test_points": 128, "coord_steps": 6, "coord_seeds": 3}
+        "widths": [32, 64, 128, 256], "sgd_log2_lr": [-8, 4], "adam_log2_lr": [-11, -2],
+        "steps": 40, "points": 256, "test_points": 128, "coord_steps": 6, "coord_seeds": 3,
+        "seeds": 2}
 
     _distinct_widths = field_validator("widths")(distinct_widths)
 

@@ -10,7 +10,10 @@ Each task draws ``seeds`` networks of one width pattern, depth and width m, once
 with the same weights (a paired design: the activations are compared on identical draws), and
 records the operator-norm error. The analysis fits the error's power law in m (predicted slope
 -1/2), compares |s| with ReLU at matched networks (predicted: |s| concentrates better) and
-reports the two width patterns at equal parameter counts. See docs/studies/ntk-concentration.md.
+the two width patterns at equal parameter counts as depth grows. Structure sweeps at one
+width test the rest of the bound (:mod:`.structure`): growth at most linear in L for
+m_l = l^2 m, sqrt(k) at large k, no dependence on n, and the family ordered by
+(Delta^-2 + sqrt(k) L) kappa^2. See docs/studies/ntk-concentration.md.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from widenet.studies.ntk_concentration.config import ConcentrationConfig
 from widenet.studies.ntk_concentration.measure import plan
 
 STUDY = Study(name="ntk-concentration",
-              summary="the empirical NTK approaches its limit like m^-1/2; |s| beats ReLU",
+              summary="the empirical NTK approaches its limit like m^-1/2; |s| beats ReLU; the "
+                      "bound's structure in L, k, n and the activation",
               config=ConcentrationConfig, plan=plan, analyze=analyze)
 
 __all__ = ["STUDY", "ConcentrationConfig"]

@@ -17,6 +17,12 @@ from widenet.studies.ntk_concentration.figures import (
     abs_relu_figure,
     error_vs_params_figure,
     error_vs_width_figure,
+    structure_figure,
+)
+from widenet.studies.ntk_concentration.structure import (
+    equal_params_trend_checks,
+    heuristic_log_ratio,
+    structure_checks,
 )
 
 PREDICTED_SLOPE = -0.5
@@ -75,10 +81,12 @@ def _predict_log(fit: PowerLawFit, log_x: np.ndarray, at: float) -> tuple[float,
     return value, math.sqrt(s2 / log_x.size + (at - log_x.mean()) ** 2 * s2 / sxx)
 
 
-def equal_params_table(errors: pd.DataFrame) -> pd.DataFrame:
+def equal_params_table(errors: pd.DataFrame, dim: int, outputs: int) -> pd.DataFrame:
     """Per (activation, depth), both patterns' power-law fits of error against the parameter
     count P, evaluated at the geometric middle P0 of the P range both patterns cover; the
-    quadratic/constant log ratio there, with the standard error of the two OLS predictions."""
+    quadratic/constant log ratio there, with the standard error of the two OLS predictions,
+    and the ratio the sqrt(sum_l 1/m_l) heuristic predicts at P0
+    (:func:`~widenet.studies.ntk_concentration.structure.heuristic_log_ratio`)."""
     rows = []
     for (act, depth), group in errors.groupby(["activation", "depth"], sort=False):
         parts = {p: g for p, g in group.groupby("pattern")}
@@ -99,6 +107,8 @@ def equal_params_table(errors: pd.DataFrame) -> pd.DataFrame:
             variance += stderr**2
         row["log_ratio"] = math.log(row["error_quadratic"] / row["error_constant"])
         row["stderr"] = math.sqrt(variance)
+        row["log_ratio_heuristic"] = heuristic_log_ratio(int(depth), row["params"], dim,
+                                                         outputs)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -127,7 +137,8 @@ def activation_checks(summary: pd.DataFrame) -> list[Check]:
 
 
 def analyze(config: ConcentrationConfig, tables: Tables) -> Analysis:
-    """Slopes, abs/ReLU ratios and the equal-parameter comparison, with figures and checks."""
+    """Slopes, abs/ReLU ratios, the equal-parameter comparison and the structure sweeps
+    (:mod:`~widenet.studies.ntk_concentration.structure`), with figures and checks."""
     errors = tables["errors"]
     slopes = slope_table(errors)
     derived = {"slopes": slopes}
@@ -139,8 +150,15 @@ def analyze(config: ConcentrationConfig, tables: Tables) -> Analysis:
         derived["abs_vs_relu"] = summary
         figures["abs_vs_relu"] = abs_relu_figure(ratios, summary)
         checks += activation_checks(summary)
-    equal = equal_params_table(errors)
+    equal = equal_params_table(errors, config.dim, config.outputs)
     if not equal.empty:
         derived["equal_params"] = equal
         figures["error_vs_params"] = error_vs_params_figure(errors, equal)
+        checks += equal_params_trend_checks(equal)
+    if "probes" in tables:
+        structure_tables, structure = structure_checks(tables["probes"])
+        derived.update(structure_tables)
+        figures["structure"] = structure_figure(tables["probes"], structure_tables["sweep_fits"],
+                                              structure_tables.get("family"))
+        checks += structure
     return Analysis(tables=derived, figures=figures, checks=checks)

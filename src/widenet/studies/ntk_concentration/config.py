@@ -14,6 +14,9 @@ from widenet.studies.common.seeds import MAX_SEED
 from widenet.studies.common.validators import distinct_values
 
 Pattern = Literal["constant", "quadratic"]
+Sweep = Literal["depth", "outputs", "points", "family"]
+SWEEPS: tuple[Sweep, ...] = ("depth", "outputs", "points", "family")
+"""The structure sweeps at the probe width (docs/studies/ntk-concentration.md)."""
 
 
 class ConcentrationConfig(StudyConfig):
@@ -43,9 +46,32 @@ class ConcentrationConfig(StudyConfig):
     seeds: PositiveInt = Field(default=24, description="networks drawn per (pattern, depth, m) "
                                "and activation")
 
+    probe_width: PositiveInt = Field(default=32, description="m of the structure sweeps "
+                                     "(the quadratic pattern's m_l = l^2 m)")
+    probe_depth: PositiveInt = Field(default=3, description="L of the outputs, points and "
+                                     "family sweeps")
+    depth_sweep: list[PositiveInt] = Field(
+        default=[1, 2, 3, 4, 6], description="L swept at the probe width, both patterns "
+        "(empty: no depth sweep; else at least 3 distinct values)")
+    outputs_sweep: list[PositiveInt] = Field(
+        default=[1, 2, 4, 8, 16, 32], description="k swept at the probe width and depth, "
+        "quadratic pattern (empty: none; else at least 3 distinct values)")
+    points_sweep: list[PositiveInt] = Field(
+        default=[8, 16, 32, 64, 128], description="n swept at the probe width and depth, "
+        "quadratic pattern (empty: none; else at least 3 distinct values)")
+    family: list[str] = Field(
+        default=["abs", "leaky_relu:-0.5", "relu", "leaky_relu:0.2", "leaky_relu:0.5"],
+        description="activations a s + b|s| with b != 0 compared on the same networks at the "
+        "probe width and depth (empty: none; else at least 3)")
+    probe_seeds: PositiveInt = Field(default=24, description="networks per point of each "
+                                     "structure sweep (>= 2)")
+
     QUICK: ClassVar[dict[str, Any]] = {"depths": [2], "widths": [16, 32, 64, 128, 256, 512, 1024],
                                        "base_widths": [8, 16, 32, 64, 128, 256, 512],
-                                       "seeds": 16}
+                                       "seeds": 16, "depth_sweep": [], "outputs_sweep": [],
+                                       "points_sweep": [], "family": []}
+    """The quick preset leaves the structure sweeps out: at a few seconds' budget (8 networks
+    per point) 6 of their 9 checks were inconclusive; the default preset runs them."""
 
     @field_validator("activations")
     @classmethod
@@ -53,6 +79,33 @@ class ConcentrationConfig(StudyConfig):
         distinct_values(names)
         for name in names:
             normalized_activation(name)
+        return names
+
+    @field_validator("probe_seeds")
+    @classmethod
+    def _two_seeds(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError("a standard error over seeds needs at least 2 networks")
+        return value
+
+    @field_validator("depth_sweep", "outputs_sweep", "points_sweep")
+    @classmethod
+    def _sweep_values(cls, values: list[int]) -> list[int]:
+        if values and len(distinct_values(values)) < 3:
+            raise ValueError("a sweep's fit needs at least 3 distinct values (or none)")
+        return sorted(values)
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, names: list[str]) -> list[str]:
+        if not names:
+            return names
+        if len(distinct_values(names)) < 3:
+            raise ValueError("the family comparison needs at least 3 activations (or none)")
+        for name in names:
+            if normalized_activation(name).delta == 0:
+                raise ValueError(f"{name!r} has b = 0 (Delta = 0): the bound's Delta^-2 is "
+                                 "infinite; use activations with b != 0")
         return names
 
     @field_validator("patterns", "depths")

@@ -111,3 +111,44 @@ def error_vs_params_figure(errors: pd.DataFrame, equal: pd.DataFrame) -> Figure:
     return caption(figure, "The error against the parameter count for the two width patterns, "
                    "with power-law fits: at equal parameter count (dotted P0) the figure"
                    " shows which pattern concentrates better.")
+
+
+def structure_figure(probes: pd.DataFrame, fits: pd.DataFrame,
+                     family: pd.DataFrame | None) -> Figure:
+    """The structure sweeps at the probe width, one panel each: the error against L (both
+    patterns), against k and against n (quadratic pattern), every network a faint dot and the
+    geometric mean a line per activation (legend: fitted slope ± stderr), and the family's
+    mean error against the bound's constant (Delta^-2 + sqrt(k) L) kappa^2 (``family``: the
+    table of :func:`~widenet.studies.ntk_concentration.structure.family_table`, or None)."""
+    sweeps = [s for s in ("depth", "outputs", "points") if (probes["sweep"] == s).any()]
+    sweeps += ["family"] if family is not None else []
+    figure, axes = new_figure(len(sweeps))
+    titles = {"depth": "depth L", "outputs": "outputs k", "points": "inputs n"}
+    for ax, sweep in zip(axes[0], sweeps, strict=True):
+        part = probes[probes["sweep"] == sweep]
+        if family is not None and sweep == "family":
+            table = family
+            ax.errorbar(table["bound_constant"], np.exp(table["mean_log_error"]),
+                        yerr=2 * table["stderr"] * np.exp(table["mean_log_error"]), fmt="o",
+                        capsize=3)
+            for row in table.itertuples():
+                ax.annotate(row.activation, (row.bound_constant, np.exp(row.mean_log_error)),
+                            fontsize=6)
+            label(ax, "activation family (same networks)", "bound constant "
+                  "(Δ⁻² + √k L) κ²", ERROR_LABEL + " (geometric mean ± 2 s.e.)", logx=True,
+                  logy=True)
+            continue
+        for index, ((act, pattern), group) in enumerate(part.groupby(["activation", "pattern"],
+                                                                     sort=False)):
+            fit = fits[(fits["sweep"] == sweep) & (fits["activation"] == act)
+                       & (fits["pattern"] == pattern)].iloc[0]
+            _pattern_points(ax, group.rename(columns={sweep: "_x"}), "_x",
+                            f"{act}/{pattern}: slope {fit.slope:.2f} ± {fit.slope_stderr:.2f}",
+                            f"C{index}")
+        label(ax, f"error against {titles[sweep]}", titles[sweep], ERROR_LABEL, logx=True,
+              logy=True)
+        ax.legend(fontsize=6)
+    return caption(figure, "The structure of the bound at one width: the error against depth "
+                   "(at most linear for m_l = l²m), against the number of outputs (∝ √k at "
+                   "large k), against the number of inputs (flat), and across the activation "
+                   "family against the bound's constant (rising).")

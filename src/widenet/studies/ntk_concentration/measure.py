@@ -1,5 +1,6 @@
 """The tasks of the ``ntk-concentration`` study: operator-norm errors of empirical NTKs
-against their limit, one task per (pattern, depth, m)."""
+against their limit, one task per (pattern, depth, m) of the main grid and one per point of
+the structure sweeps (depth, outputs, points, activation family) at the probe width."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from widenet.models import MLP
 from widenet.studies.common.base import StudyContext, Tables, Task
 from widenet.studies.common.seeds import derived_seed
 from widenet.studies.ntk_concentration.config import (
+    SWEEPS,
     ConcentrationConfig,
     Pattern,
+    Sweep,
     normalized_activation,
 )
 
@@ -56,29 +59,62 @@ def operator_error(net: MLP, x: torch.Tensor, limit: torch.Tensor) -> float:
     return float(torch.linalg.matrix_norm(ntk_matrix(net, x) - limit, ord=2))
 
 
-def compute_task(config: ConcentrationConfig, pattern: Pattern, depth: int, m: int,
-                 context: StudyContext) -> Tables:
-    key = _key(pattern, depth, m)
-    x = sphere_points(config.points, config.dim, seed=config.seed).to(context.device)
+def network_errors(config: ConcentrationConfig, key: str, *, pattern: Pattern, depth: int,
+                   m: int, outputs: int, points: int, names: list[str], seeds: int,
+                   device: torch.device) -> list[dict[str, object]]:
+    """One row per (replicate, activation): ``seeds`` networks of the given pattern, depth L,
+    width m and k = ``outputs``, on ``points`` inputs, each drawn once and evaluated with every
+    activation of ``names`` on the same weights (a paired design), with the operator-norm
+    error ||K(theta) - K_inf||_2 and the relative error error / ||K_inf||_2."""
+    x = sphere_points(points, config.dim, seed=config.seed).to(device)
     hidden = hidden_widths(pattern, m, depth)
     limits: dict[str, tuple[torch.Tensor, float]] = {}
     rows = []
-    for replicate in range(config.seeds):
+    for replicate in range(seeds):
         seed = task_seed(config, key, replicate)
-        for name in config.activations:
+        for name in names:
             act = normalized_activation(name)
-            net = MLP(config.dim, hidden, config.outputs, act, weight_std=None, bias_std=0.0,
-                      seed=seed, device=context.device, dtype=torch.float64)
+            net = MLP(config.dim, hidden, outputs, act, weight_std=None, bias_std=0.0,
+                      seed=seed, device=device, dtype=torch.float64)
             if name not in limits:
                 limit = limit_matrix(net, x)
                 limits[name] = limit, float(torch.linalg.matrix_norm(limit, ord=2))
             limit, limit_norm = limits[name]
             error = operator_error(net, x, limit)
             rows.append({"activation": name, "pattern": pattern, "depth": depth, "m": m,
-                         "seed": replicate, "params": sum(p.numel() for p in net.parameters()),
+                         "outputs": outputs, "points": points, "seed": replicate,
+                         "params": sum(p.numel() for p in net.parameters()),
                          "delta": act.delta, "kappa": act.kappa, "error": error,
                          "limit_norm": limit_norm, "relative_error": error / limit_norm})
-    return {"errors": pd.DataFrame(rows)}
+    return rows
+
+
+def compute_task(config: ConcentrationConfig, pattern: Pattern, depth: int, m: int,
+                 context: StudyContext) -> Tables:
+    """The main grid's task: ``seeds`` networks of (pattern, L, m) with ``outputs`` outputs on
+    ``points`` inputs, every activation of ``activations``."""
+    rows = network_errors(config, _key(pattern, depth, m), pattern=pattern, depth=depth, m=m,
+                          outputs=config.outputs, points=config.points,
+                          names=config.activations, seeds=config.seeds, device=context.device)
+    return {"errors": pd.DataFrame(rows).drop(columns=["outputs", "points"])}
+
+
+def compute_probe_task(config: ConcentrationConfig, sweep: Sweep, value: int,
+                       context: StudyContext) -> Tables:
+    """One point of a structure sweep at the probe width m = ``probe_width`` (table ``probes``,
+    column ``sweep``): ``depth`` sweeps L over both patterns of ``patterns``, ``outputs`` sweeps
+    k and ``points`` sweeps n (quadratic pattern, L = ``probe_depth``), each with every
+    activation of ``activations``; ``family`` (value unused) evaluates every activation of
+    ``family`` on the same quadratic networks at L = ``probe_depth``."""
+    base = {"depth": config.probe_depth, "outputs": config.outputs, "points": config.points}
+    names = config.family if sweep == "family" else config.activations
+    if sweep != "family":
+        base[sweep] = value
+    patterns = config.patterns if sweep == "depth" else ["quadratic"]
+    rows = [row for pattern in patterns for row in network_errors(
+        config, f"probe/{sweep}/{pattern}/{value}", pattern=pattern, m=config.probe_width,
+        names=names, seeds=config.probe_seeds, device=context.device, **base)]
+    return {"probes": pd.DataFrame(rows).assign(sweep=sweep)}
 
 
 def _key(pattern: str, depth: int, m: int) -> str:
@@ -90,8 +126,19 @@ def pattern_widths(config: ConcentrationConfig, pattern: Pattern) -> list[int]:
     return config.widths if pattern == "constant" else config.base_widths
 
 
+def probe_values(config: ConcentrationConfig, sweep: Sweep) -> list[int]:
+    """The values a structure sweep runs over (``[0]`` for ``family``, one task)."""
+    return {"depth": config.depth_sweep, "outputs": config.outputs_sweep,
+            "points": config.points_sweep, "family": [0] if config.family else []}[sweep]
+
+
 def plan(config: ConcentrationConfig) -> list[Task]:
-    """One task per (pattern, depth, m); each draws ``seeds`` networks per activation."""
-    return [Task(_key(pattern, depth, m), partial(compute_task, config, pattern, depth, m))
+    """One task per (pattern, depth, m), each drawing ``seeds`` networks per activation, then
+    one per point of each structure sweep (:func:`compute_probe_task`)."""
+    grid = [Task(_key(pattern, depth, m), partial(compute_task, config, pattern, depth, m))
             for pattern in config.patterns for depth in config.depths
             for m in pattern_widths(config, pattern)]
+    probes = [Task(f"probe/{sweep}={value}" if sweep != "family" else "probe/family",
+                   partial(compute_probe_task, config, sweep, value))
+              for sweep in SWEEPS for value in probe_values(config, sweep)]
+    return grid + probes

@@ -1,0 +1,64 @@
+"""K V on Ray for a kernel computed on demand: each block's product is a Ray task that
+computes the block where it runs and sends back only its rows of K V.
+
+For a kernel of rows ``rows(index) -> K[index, :]`` (see
+:data:`~widenet.solvers.blocked.RowFunction`; for ``BlockedKernel.from_net`` it runs the
+infinite-width engine or the empirical NTK) split into blocks of rows B_1, B_2, ..., the product
+
+    K V = [K[B_1, :] V; K[B_2, :] V; ...]
+
+is one task per block: the task computes K[B_i, :] (block_rows x cols) and multiplies it by V
+(cols x k) in float64, exactly as :meth:`BlockedKernel.matmul` does in process, and returns the
+(block_rows x k) product. The row function and V are put in Ray's object store once per
+product; no block ever leaves the worker that computed it. The tasks use the Ray instance this
+process is connected to (``ray.init(...)`` or ``ray.init(address=...)`` first; without one, Ray
+starts a local instance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from widenet.errors import WidenetError
+
+ComputeRows = Callable[[np.ndarray], np.ndarray]
+"""Row indices -> K[index, :] as a float64 numpy array (BlockedKernel's checked row function)."""
+
+
+def block_product(rows: ComputeRows, start: int, stop: int, right: torch.Tensor
+                  ) -> torch.Tensor:
+    """K[start:stop, :] V in float64, the block computed here and dropped; raises if the block
+    holds a value that is not finite."""
+    product = torch.from_numpy(np.ascontiguousarray(rows(np.arange(start, stop)))) @ right
+    if not bool(torch.isfinite(product).all()):
+        raise WidenetError(f"the kernel has values that are not finite in rows "
+                           f"{start}..{stop - 1}; check the inputs")
+    return product
+
+
+def ray_matmul(rows: ComputeRows, n_rows: int, block_rows: int, right: torch.Tensor
+               ) -> torch.Tensor:
+    """K V with one Ray task per block of ``block_rows`` rows (module docstring); ``right``:
+    (cols, k) float64. A task's error is raised here as the WidenetError or error it was."""
+    ray = _ray()
+    task = ray.remote(num_cpus=1)(block_product)
+    rows_ref, right_ref = ray.put(rows), ray.put(right)
+    pending = [task.remote(rows_ref, start, min(start + block_rows, n_rows), right_ref)
+               for start in range(0, n_rows, block_rows)]
+    try:
+        products = ray.get(pending)
+    except ray.exceptions.RayTaskError as error:
+        raise (error.cause or error) from None
+    return torch.cat(products)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise WidenetError("products on Ray need Ray: pip install 'widenet[ray]'") from None
+    return ray
