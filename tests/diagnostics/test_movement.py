@@ -14,9 +14,11 @@ from widenet.diagnostics.features import hidden_features
 from widenet.diagnostics.movement import (
     WeightMovement,
     feature_movement,
+    feature_reference,
     parameter_snapshot,
     relative_change,
     weight_movement,
+    weight_reference,
 )
 
 F64 = torch.float64
@@ -95,3 +97,28 @@ def test_bad_feature_movement_arguments() -> None:
         feature_movement(torch.ones(2, 2), torch.ones(2, 2))
     with pytest.raises(WidenetError, match="layer 0 has shape"):
         feature_movement([torch.ones(2, 3)], [torch.ones(2, 2)])
+
+
+def test_a_reused_reference_gives_the_exact_float64_movement_at_every_call() -> None:
+    torch.manual_seed(0)
+    net = MLP(3, [40, 30], 2, "relu", bias_std=0.1, seed=0)  # float32 parameters
+    snapshot = parameter_snapshot(net)
+    reference = weight_reference(snapshot)
+    probe = torch.randn(7, 3)
+    features = feature_reference(hidden_features(net, probe))
+    h0 = hidden_features(net, probe)
+    for scale in (1e-3, 1e-1, 10.0):  # several calls through the same scratch buffer
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(scale * torch.randn_like(p))
+        moved = weight_movement(net, reference)
+        for name, p in net.named_parameters():  # the difference formed exactly in float64
+            exact = (p.detach().double() - snapshot[name].double()).norm()
+            assert moved.per_parameter_absolute[name] == pytest.approx(float(exact), rel=1e-14)
+        assert moved == weight_movement(net, snapshot)
+        h = hidden_features(net, probe)
+        assert feature_movement(h, features) == feature_movement(h, h0)
+    with torch.no_grad():
+        next(net.parameters()).fill_(float("nan"))
+    with pytest.raises(WidenetError, match="NaN"):
+        weight_movement(net, reference)

@@ -13,6 +13,7 @@ from widenet.diagnostics.builtin import (
                                          WeightMovementMonitor,
                                          default_monitors,
 )
+from widenet.diagnostics.feature_layers import FeatureLayers, HiddenFeatures, feature_layers
 from widenet.diagnostics.features import hidden_features, soft_ranks
 from widenet.diagnostics.kernel_motion import (
                                          information_space,
@@ -27,7 +28,9 @@ from widenet.diagnostics.sharpness import Sharpness, SharpnessTracker, sharpness
 from widenet.diagnostics.taylor import TaylorCoefficients, taylor_coefficients
 
 __all__ = [
+    "FeatureLayers",
     "FeatureMovementMonitor",
+    "HiddenFeatures",
     "InfoNuisanceMonitor",
     "KernelMonitor",
     "LinearizationMonitor",
@@ -40,6 +43,7 @@ __all__ = [
     "TaylorMonitor",
     "WeightMovementMonitor",
     "default_monitors",
+    "feature_layers",
     "feature_movement",
     "hidden_features",
     "homogeneity_degree",

@@ -4,8 +4,10 @@ Column names (one row per logged step):
 
 - :class:`WeightMovementMonitor`: ``weight_movement`` = ||theta_t - theta_0|| / ||theta_0||, and
   ``weight_movement/<parameter>`` = ||p_t - p_0||_F / ||p_0||_F.
-- :class:`FeatureMovementMonitor`: ``feature_movement/<l>`` = ||H_t - H_0||_F / ||H_0||_F of hidden
-  layer l's post-activation features on a probe set (widenet MLPs).
+- :class:`FeatureMovementMonitor`: ``feature_movement/<l>`` = ||H_t - H_0||_F / ||H_0||_F of the
+  hidden features H of layer l on a probe set: a widenet MLP's post-activation features, an
+  nn.Sequential's activation outputs (l = 1, 2, ...), or the outputs of the modules named
+  (l = their names); widenet.diagnostics.feature_layers.
 - :class:`KernelMonitor`: of the empirical NTK K_t (per output unit, ``.ntk``) on a probe set:
   ``ntk_movement`` = ||K_t - K_0||_F / ||K_0||_F, ``ntk_alignment`` = <K_t, Y Y^T>_F /
   (||K_t||_F ||Y Y^T||_F), ``ntk_lambda_min`` and ``ntk_lambda_max``.
@@ -15,7 +17,7 @@ Column names (one row per logged step):
 - :class:`MarginMonitor`: ``normalized_margin`` = min_i q_i / ||theta||^L,
   ``smoothed_margin_exponential``, ``smoothed_margin_logistic`` and ``parameter_norm``.
 - :class:`SoftRankMonitor`: ``participation_ratio/<l>``, ``stable_rank/<l>`` and
-  ``entropy_rank/<l>`` of hidden features on a probe set.
+  ``entropy_rank/<l>`` of the same hidden features on a probe set.
 - :class:`SharpnessMonitor`: ``sharpness`` = lambda_max of the Hessian of the full-batch training
   objective (``sharpness_2``.. ``sharpness_k`` below it) by Lanczos warm-started from the previous
   measurement, ``stability_threshold`` = (2 + 2 beta) / lr (2 / lr for GD) for GD and SGD (NaN
@@ -39,7 +41,8 @@ import warnings
 import torch
 from torch import nn
 
-from widenet.diagnostics.features import hidden_features, soft_ranks
+from widenet.diagnostics.feature_layers import FeatureModules, HiddenFeatures
+from widenet.diagnostics.features import soft_ranks
 from widenet.diagnostics.kernel_motion import (
     information_space,
     kernel_movement,
@@ -48,7 +51,14 @@ from widenet.diagnostics.kernel_motion import (
     residual_projections,
 )
 from widenet.diagnostics.margins import homogeneity_degree, margins_of
-from widenet.diagnostics.movement import feature_movement, parameter_snapshot, weight_movement
+from widenet.diagnostics.movement import (
+    MovementReference,
+    feature_movement,
+    feature_reference,
+    parameter_snapshot,
+    weight_movement,
+    weight_reference,
+)
 from widenet.diagnostics.sharpness import Sharpness, SharpnessTracker
 from widenet.diagnostics.taylor import taylor_coefficients
 from widenet.dynamics.linearize import linearize
@@ -84,39 +94,64 @@ class WeightMovementMonitor(_InitialReference):
     def __init__(self, every: int | None = None, per_parameter: bool = True):
         self.every, self.per_parameter = every, per_parameter
         self.initial: dict[str, torch.Tensor] = {}
+        self.reference: MovementReference | None = None
 
     def start(self, state: RunState) -> None:
         self.initial = parameter_snapshot(state.model)
 
     def measure(self, state: RunState) -> dict[str, float]:
-        movement = weight_movement(state.model, self.initial)
+        if self.reference is None:
+            self.reference = weight_reference(self.initial)
+        movement = weight_movement(state.model, self.reference)
         row = {"weight_movement": movement.relative}
         if self.per_parameter:
             row.update({f"weight_movement/{name}": value
                         for name, value in movement.per_parameter_relative.items()})
         return row
 
+    def load_state_dict(self, state: dict) -> None:
+        self.initial, self.reference = state["initial"], None
+
+
+def _hidden_features(modules: FeatureModules | HiddenFeatures | None) -> HiddenFeatures:
+    return modules if isinstance(modules, HiddenFeatures) else HiddenFeatures(modules)
 
 
 class FeatureMovementMonitor(_InitialReference):
     """Relative movement of each hidden layer's features on a probe set (default: the first
-    256 training points)."""
+    256 training points). ``modules``: the modules whose outputs are the features (objects or
+    names), None to find them (a widenet MLP's hidden layers, an nn.Sequential's activations),
+    or a :class:`~widenet.diagnostics.feature_layers.HiddenFeatures` shared with other monitors;
+    see widenet.diagnostics.feature_layers."""
 
     name = "feature_movement"
 
     def __init__(self, probe: torch.Tensor | None = None, every: int | None = None,
-                 size: int = 256):
+                 size: int = 256, modules: FeatureModules | HiddenFeatures | None = None):
         self.probe_x, self.every, self.size = probe, every, size
+        self.features = _hidden_features(modules)
         self.initial: list[torch.Tensor] = []
+        self.reference: MovementReference | None = None
+
+    def _read(self, state: RunState) -> list[tuple[str, torch.Tensor]] | None:
+        return self.features.read(state.model, _probe(state, self.probe_x, self.size), state.step)
 
     def start(self, state: RunState) -> None:
-        self.initial = hidden_features(state.model, _probe(state, self.probe_x, self.size))
+        features = self._read(state)
+        self.initial = [] if features is None else [h for _, h in features]
 
     def measure(self, state: RunState) -> dict[str, float]:
-        current = hidden_features(state.model, _probe(state, self.probe_x, self.size))
-        return {f"feature_movement/{layer + 1}": value
-                for layer, value in enumerate(feature_movement(current, self.initial))}
+        features = self._read(state)
+        if features is None:
+            return {}
+        if self.reference is None:
+            self.reference = feature_reference(self.initial)
+        movements = feature_movement([h for _, h in features], self.reference)
+        return {f"feature_movement/{label}": value
+                for (label, _), value in zip(features, movements, strict=True)}
 
+    def load_state_dict(self, state: dict) -> None:
+        self.initial, self.reference = state["initial"], None
 
 
 class KernelMonitor(_InitialReference):
@@ -225,25 +260,31 @@ class MarginMonitor(Monitor):
 
 class SoftRankMonitor(Monitor):
     """Participation ratio, stable rank and entropy effective rank of hidden features on a
-    probe set (default: the first 256 training points); ``layers="last"`` or ``"all"``."""
+    probe set (default: the first 256 training points); ``layers="last"`` or ``"all"``;
+    ``modules`` as for :class:`FeatureMovementMonitor`."""
 
     name = "soft_ranks"
 
     def __init__(self, probe: torch.Tensor | None = None, layers: str = "last",
-                 every: int | None = None, size: int = 256):
+                 every: int | None = None, size: int = 256,
+                 modules: FeatureModules | HiddenFeatures | None = None):
         if layers not in ("last", "all"):
             raise WidenetError(f"layers must be 'last' or 'all', got {layers!r}")
         self.probe_x, self.layers, self.every, self.size = probe, layers, every, size
+        self.features = _hidden_features(modules)
+
+    def start(self, state: RunState) -> None:
+        self.features.layers(state.model)  # unknown layers are reported before training
 
     def measure(self, state: RunState) -> dict[str, float]:
-        features = hidden_features(state.model, _probe(state, self.probe_x, self.size))
-        numbered = list(enumerate(features, start=1))
+        features = self.features.read(state.model, _probe(state, self.probe_x, self.size),
+                                      state.step) or []
         row = {}
-        for layer, matrix in numbered[-1:] if self.layers == "last" else numbered:
+        for label, matrix in features[-1:] if self.layers == "last" else features:
             ranks = soft_ranks(matrix)
-            row[f"participation_ratio/{layer}"] = ranks.participation_ratio
-            row[f"stable_rank/{layer}"] = ranks.stable_rank
-            row[f"entropy_rank/{layer}"] = ranks.entropy_effective_rank
+            row[f"participation_ratio/{label}"] = ranks.participation_ratio
+            row[f"stable_rank/{label}"] = ranks.stable_rank
+            row[f"entropy_rank/{label}"] = ranks.entropy_effective_rank
         return row
 
 
@@ -370,9 +411,16 @@ def _residual(state: RunState) -> torch.Tensor:
     return output - state.y.reshape(output.shape).to(output)
 
 
-def default_monitors() -> list[Monitor]:
+def default_monitors(feature_modules: FeatureModules | None = None) -> list[Monitor]:
     """The default set, at cadences (in steps) that keep its cost near a tenth of training's
     (benchmarks/bench_monitors.py): weight movement at every logged step, feature movement every
-    50 steps, the last hidden layer's soft ranks and the NTK on 256 probe points every 100."""
-    return [WeightMovementMonitor(), FeatureMovementMonitor(every=50),
-            SoftRankMonitor(every=100), KernelMonitor(every=100)]
+    50 steps, the last feature layer's soft ranks and the NTK on 256 probe points every 100.
+
+    The feature monitors read the outputs of ``feature_modules`` (modules of the model or their
+    names), by default a widenet MLP's hidden layers or an nn.Sequential's activations; for
+    another model without ``feature_modules`` they warn at the start and record nothing
+    (widenet.diagnostics.feature_layers). The two share one forward pass of the probe set.
+    """
+    features = HiddenFeatures(feature_modules, skip_unknown=True)
+    return [WeightMovementMonitor(), FeatureMovementMonitor(every=50, modules=features),
+            SoftRankMonitor(every=100, modules=features), KernelMonitor(every=100)]

@@ -11,7 +11,7 @@ features were all zero at t = 0) is 0.0 if nothing moved and inf otherwise, neve
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,27 +44,71 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator
 
 
-def _difference_norms(current: torch.Tensor, initial: torch.Tensor,
-                      name: str) -> tuple[float, float]:
-    """(||current - initial||_F, ||initial||_F) in float64, after checking shapes and values."""
-    for which, tensor in (("current", current), ("initial", initial)):
-        if not isinstance(tensor, torch.Tensor):
-            raise WidenetError(f"{which} {name} must be a torch.Tensor, got "
-                               f"{type(tensor).__name__}")
-        if not bool(torch.isfinite(tensor).all()):
-            raise WidenetError(f"{which} {name} contains NaN or inf; the movement is undefined "
-                               "(did training diverge?)")
-    if current.shape != initial.shape:
-        raise WidenetError(f"{name} has shape {tuple(current.shape)} now but "
-                           f"{tuple(initial.shape)} initially; compare the same model")
-    initial = initial.detach().to(torch.float64)
-    difference = current.detach().to(device=initial.device, dtype=torch.float64) - initial
-    return float(torch.linalg.vector_norm(difference)), float(torch.linalg.vector_norm(initial))
+def _check_tensor(tensor: object, which: str, name: str) -> torch.Tensor:
+    if not isinstance(tensor, torch.Tensor):
+        raise WidenetError(f"{which} {name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if not bool(torch.isfinite(tensor).all()):
+        raise WidenetError(f"{which} {name} contains NaN or inf; the movement is undefined "
+                           "(did training diverge?)")
+    return tensor
+
+
+class MovementReference:
+    """Fixed tensors t_0 (by name) for repeated movements: :meth:`norms` gives
+    (||t - t_0||_F, ||t_0||_F) per name, both in float64.
+
+    ||t_0||_F is computed once; each difference t - t_0 is formed exactly in float64 in one
+    scratch buffer reused across calls, and the norms of a call are read back together (one
+    device synchronization). The numbers are those of a fresh float64 computation; a monitor
+    keeps one reference instead of reallocating float64 copies at every measurement.
+    """
+
+    def __init__(self, initial: Mapping[str, torch.Tensor], describe: Callable[[str], str]):
+        self.describe = describe
+        self.initial = {name: _check_tensor(t, "initial", describe(name)).detach()
+                        for name, t in initial.items()}
+        norms = [torch.linalg.vector_norm(t, dtype=torch.float64) for t in self.initial.values()]
+        self.initial_norms = dict(zip(self.initial, _floats(norms), strict=True))
+        self._scratch: torch.Tensor | None = None
+
+    def _difference(self, current: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+        """current - initial in float64, in (a view of) the scratch buffer."""
+        size = initial.numel()
+        if (self._scratch is None or self._scratch.numel() < size
+                or self._scratch.device != initial.device):
+            largest = max(t.numel() for t in self.initial.values())
+            self._scratch = torch.empty(largest, dtype=torch.float64, device=initial.device)
+        buffer = self._scratch[:size].view(initial.shape)
+        return buffer.copy_(current.detach()).sub_(initial)
+
+    def norms(self, current: Mapping[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
+        """{name: (||current - initial||_F, ||initial||_F)} for the reference's names."""
+        for name, initial in self.initial.items():
+            tensor = current[name]
+            if not isinstance(tensor, torch.Tensor):
+                _check_tensor(tensor, "current", self.describe(name))
+            if tensor.shape != initial.shape:
+                raise WidenetError(f"{self.describe(name)} has shape {tuple(tensor.shape)} now "
+                                   f"but {tuple(initial.shape)} initially; compare the same "
+                                   "model")
+        moved = _floats([torch.linalg.vector_norm(self._difference(current[name], initial))
+                         for name, initial in self.initial.items()])
+        if not all(math.isfinite(value) for value in moved):  # NaN/inf in current, or overflow
+            for name in self.initial:
+                _check_tensor(current[name], "current", self.describe(name))
+        return {name: (value, self.initial_norms[name])
+                for name, value in zip(self.initial, moved, strict=True)}
+
+
+def _floats(scalars: list[torch.Tensor]) -> list[float]:
+    """Python floats of 0-dim tensors, read back in one transfer."""
+    return torch.stack(scalars).tolist() if scalars else []
 
 
 def relative_change(current: torch.Tensor, initial: torch.Tensor) -> float:
     """||current - initial||_F / ||initial||_F for two tensors of one shape (0/0 = 0, x/0 = inf)."""
-    return _ratio(*_difference_norms(current, initial, "tensor"))
+    reference = MovementReference({"tensor": initial}, lambda _: "tensor")
+    return _ratio(*reference.norms({"tensor": current})["tensor"])
 
 
 def parameter_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -81,21 +125,30 @@ def _named(parameters: Parameters, which: str) -> dict[str, torch.Tensor]:
                        f"parameter_snapshot), got {type(parameters).__name__}")
 
 
-def weight_movement(current: Parameters, initial: Parameters) -> WeightMovement:
+def weight_reference(initial: Parameters) -> MovementReference:
+    """theta_0 as a :class:`MovementReference`, for repeated :func:`weight_movement` calls."""
+    before = _named(initial, "initial")
+    if not before:
+        raise WidenetError("the model has no parameters, so there is no weight movement")
+    return MovementReference(before, lambda name: f"parameter {name!r}")
+
+
+def weight_movement(current: Parameters,
+                    initial: Parameters | MovementReference) -> WeightMovement:
     """||theta_t - theta_0|| / ||theta_0||, overall and per parameter (see :class:`WeightMovement`).
 
     ``current`` and ``initial`` are modules (all of ``named_parameters()``, trainable or not) or
-    name -> tensor mappings such as :func:`parameter_snapshot`'s, with the same names and shapes.
+    name -> tensor mappings such as :func:`parameter_snapshot`'s, with the same names and shapes;
+    ``initial`` may also be :func:`weight_reference`'s, built once for many calls.
     """
-    now, before = _named(current, "current"), _named(initial, "initial")
-    if now.keys() != before.keys():
-        missing, extra = sorted(before.keys() - now.keys()), sorted(now.keys() - before.keys())
+    now = _named(current, "current")
+    reference = initial if isinstance(initial, MovementReference) else weight_reference(initial)
+    if now.keys() != reference.initial.keys():
+        before = reference.initial.keys()
+        missing, extra = sorted(before - now.keys()), sorted(now.keys() - before)
         raise WidenetError(f"current and initial parameters differ in names (missing now: "
                            f"{missing}, new: {extra}); compare snapshots of the same model")
-    if not now:
-        raise WidenetError("the model has no parameters, so there is no weight movement")
-    norms = {name: _difference_norms(now[name], before[name], f"parameter {name!r}")
-             for name in before}
+    norms = reference.norms(now)
     absolute = math.sqrt(sum(moved**2 for moved, _ in norms.values()))
     initial_norm = math.sqrt(sum(size**2 for _, size in norms.values()))
     return WeightMovement(
@@ -104,18 +157,32 @@ def weight_movement(current: Parameters, initial: Parameters) -> WeightMovement:
         per_parameter_absolute={name: moved for name, (moved, _) in norms.items()})
 
 
+def feature_reference(initial: Sequence[torch.Tensor]) -> MovementReference:
+    """[H_0^1, ..., H_0^L] as a :class:`MovementReference`, for repeated
+    :func:`feature_movement` calls."""
+    if isinstance(initial, torch.Tensor):
+        raise WidenetError("feature_movement takes lists of per-layer feature tensors; wrap a "
+                           "single layer's features as [h]")
+    return MovementReference({str(i): h for i, h in enumerate(initial)},
+                             lambda i: f"features of layer {i}")
+
+
 def feature_movement(current: Sequence[torch.Tensor],
-                     initial: Sequence[torch.Tensor]) -> list[float]:
+                     initial: Sequence[torch.Tensor] | MovementReference) -> list[float]:
     """[||H_t^l - H_0^l||_F / ||H_0^l||_F for each layer l], features on one probe set.
 
     Pass the outputs of :func:`~widenet.diagnostics.features.hidden_features` (widenet MLPs) or
-    :func:`~widenet.diagnostics.features.module_outputs` (any model) at time t and at t = 0.
+    :func:`~widenet.diagnostics.features.module_outputs` (any model) at time t and at t = 0 (or
+    :func:`feature_reference` of the latter, built once for many calls).
     """
-    if isinstance(current, torch.Tensor) or isinstance(initial, torch.Tensor):
+    if isinstance(current, torch.Tensor):
         raise WidenetError("feature_movement takes lists of per-layer feature tensors; wrap a "
                            "single layer's features as [h]")
-    if len(current) != len(initial):
-        raise WidenetError(f"got features of {len(current)} layers now but {len(initial)} "
-                           "initially; pass the same layers, computed on the same probe set")
-    return [_ratio(*_difference_norms(h_t, h_0, f"features of layer {i}"))
-            for i, (h_t, h_0) in enumerate(zip(current, initial, strict=True))]
+    reference = (initial if isinstance(initial, MovementReference)
+                 else feature_reference(initial))
+    if len(current) != len(reference.initial):
+        raise WidenetError(f"got features of {len(current)} layers now but "
+                           f"{len(reference.initial)} initially; pass the same layers, computed "
+                           "on the same probe set")
+    norms = reference.norms({str(i): h for i, h in enumerate(current)})
+    return [_ratio(*pair) for pair in norms.values()]
