@@ -131,3 +131,22 @@ def test_module_outputs_errors() -> None:
         hidden_features(net, torch.randn(2, 3))
     with pytest.raises(WidenetError, match="expects 3"):
         hidden_features(MLP(3, [4], 1, seed=0), torch.randn(2, 5))
+
+
+def test_module_outputs_measure_in_eval_mode_and_leave_the_model_as_it_was() -> None:
+    """Dropout is off and batch norm neither uses the batch's statistics nor updates its
+    running ones; every module's mode comes back as it was."""
+    torch.manual_seed(0)
+    norm, drop = nn.BatchNorm1d(5), nn.Dropout(0.5)
+    model = nn.Sequential(nn.Linear(3, 5), norm, drop, nn.Linear(5, 1))
+    model.train()
+    drop.eval()  # a mixed state, restored module by module
+    x = torch.randn(16, 3)
+    before = norm.running_mean.clone(), norm.running_var.clone(), norm.num_batches_tracked.item()
+    (normed,) = module_outputs(model, x, [norm])
+    expected = (model[0](x) - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+    torch.testing.assert_close(normed, expected * norm.weight + norm.bias)
+    assert torch.equal(norm.running_mean, before[0])
+    assert torch.equal(norm.running_var, before[1])
+    assert norm.num_batches_tracked.item() == before[2]
+    assert [module.training for module in model.modules()] == [True, True, True, False, True]

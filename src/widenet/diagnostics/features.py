@@ -89,7 +89,9 @@ def module_outputs(model: nn.Module, x: torch.Tensor,
                    modules: Sequence[nn.Module]) -> list[torch.Tensor]:
     """The output of each of ``modules`` (submodules of ``model``) during one forward of x.
 
-    Captured with forward hooks, without gradients, and detached; each module must be called
+    Captured with forward hooks, without gradients, and detached, in eval mode (dropout off,
+    batch norm reading its running statistics and not updating them); every module's mode is
+    restored afterwards, so measuring leaves the model as it was. Each module must be called
     exactly once by the forward pass and return a tensor. Flatten conv features with
     ``h.flatten(1)`` before taking soft ranks.
     """
@@ -103,12 +105,16 @@ def module_outputs(model: nn.Module, x: torch.Tensor,
     handles = [module.register_forward_hook(
         lambda _module, _inputs, output, store=store: store.append(output))
         for module, store in zip(modules, captured, strict=True)]
+    modes = [(module, module.training) for module in model.modules()]
     try:
+        model.eval()
         with torch.no_grad():
             model(x)
     finally:
         for handle in handles:
             handle.remove()
+        for module, training in modes:
+            module.training = training
     for i, (module, outputs) in enumerate(zip(modules, captured, strict=True)):
         if len(outputs) != 1 or not isinstance(outputs[0], torch.Tensor):
             what = "returned a non-tensor" if len(outputs) == 1 else \
