@@ -159,3 +159,15 @@ def test_convergence_checks_on_synthetic_tables(decays, verdict):
         "direction converges", "weights align with -gradient", "KKT residual shrinks")]
     assert len(new) == 3
     assert {c.verdict for c in new} == {verdict}
+    alignment = new[1]
+    assert alignment.note.startswith("finding:") == (verdict == "fail")
+
+
+def test_kkt_decay_starts_at_the_first_separated_checkpoint():
+    """Before separation the KKT residual is NaN: the decay is measured from the first
+    checkpoint where it exists, not reported NaN."""
+    table = _checkpoints([-1.0, -1.2, -0.8])
+    table.loc[table["step"] == 100, ["kkt_stationarity", "kkt_slackness"]] = math.nan
+    stats = checkpoint_statistics(table)
+    np.testing.assert_allclose(stats["kkt_decay"], [d * 2 / 3 for d in (-1.0, -1.2, -0.8)],
+                               rtol=1e-10)

@@ -4,6 +4,7 @@ trajectories, their summary, and the checks."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -100,20 +101,24 @@ def checkpoint_statistics(checkpoints: pd.DataFrame) -> pd.DataFrame:
     log10 of the last over the first direction change ||u_{s_k} - u_{s_{k-1}}||,
     alignment_decay = log10[(1 - cos_last) / (1 - cos_first)] of cos(theta, -grad L),
     kkt_decay and slackness_decay = log10(last / first) of the KKT stationarity residual and
-    complementary slackness, and the final values (all < 0 or -> 0 by the theory)."""
+    complementary slackness from the first checkpoint where the data are separated (before,
+    the KKT terms are undefined, NaN), and the final values (all < 0 or -> 0 by the theory)."""
     rows = []
     for keys, run in checkpoints.groupby(RUN_KEYS, sort=False):
         run = run.sort_values("step")
         changes = run["direction_change"].dropna().to_numpy(dtype=float)
-        first, last = run.iloc[0], run.iloc[-1]
+        alignment = run["gradient_alignment"].dropna().to_numpy(dtype=float)
+        separated = run.dropna(subset=["kkt_stationarity"])  # q_min > 0: the KKT terms exist
+        first = separated.iloc[0] if len(separated) else run.iloc[0]
+        last = run.iloc[-1]
         rows.append({
             **dict(zip(RUN_KEYS, keys, strict=True)), "checkpoints": len(run),
             "first_direction_change": changes[0] if changes.size else math.nan,
             "last_direction_change": changes[-1] if changes.size else math.nan,
             "direction_decay": _log_ratio(changes[-1], changes[0]) if changes.size >= 2
             else math.nan,
-            "alignment_decay": _log_ratio(1 - last["gradient_alignment"],
-                                          1 - first["gradient_alignment"]),
+            "alignment_decay": _log_ratio(1 - alignment[-1], 1 - alignment[0])
+            if alignment.size >= 2 else math.nan,
             "kkt_decay": _log_ratio(last["kkt_stationarity"], first["kkt_stationarity"]),
             "slackness_decay": _log_ratio(last["kkt_slackness"], first["kkt_slackness"]),
             "final_alignment": float(last["gradient_alignment"]),
@@ -192,12 +197,7 @@ def _checks(row: Any) -> list[Check]:
             measured=row.direction_decay, stderr=row.direction_decay_se, direction="below",
             note=f"changes {row.first_direction_change:.3g} -> {row.last_direction_change:.3g}; "
                  f"{note}"),
-        check_direction(
-            f"weights align with -gradient ({where})",
-            "cos(theta_t, -grad L(theta_t)) -> 1 (Ji & Telgarsky 2020): "
-            "log10[(1 - cos_last) / (1 - cos_first)] over the checkpoints < 0",
-            measured=row.alignment_decay, stderr=row.alignment_decay_se, direction="below",
-            note=f"final cos {row.final_alignment:.4g}; {note}"),
+        _alignment_check(row, where, note),
         check_direction(
             f"KKT residual shrinks ({where})",
             "theta / q_min^(1/L_h) approaches a KKT point of the max-margin problem (Lyu & Li "
@@ -207,3 +207,23 @@ def _checks(row: Any) -> list[Check]:
             note=f"final residual {row.final_stationarity:.3g}, complementary slackness "
                  f"{row.final_slackness:.3g} (log10 change {row.slackness_decay:+.2f}); {note}"),
     ]
+
+
+ALIGNMENT_FINDING = ("finding: cos(theta, -grad L) still falls over these checkpoints; the "
+                     "alignment is a limit in log t that fixed-lr GD has not reached here "
+                     "(docs/studies/implicit-bias.md)")
+"""The note prefix of a failed alignment check: a documented finding (see the docs page)."""
+
+
+def _alignment_check(row: Any, where: str, note: str) -> Check:
+    """Ji & Telgarsky's alignment cos(theta, -grad L) -> 1, as a directional check on
+    log10[(1 - cos_last) / (1 - cos_first)]; a failure is marked a documented finding."""
+    check = check_direction(
+        f"weights align with -gradient ({where})",
+        "cos(theta_t, -grad L(theta_t)) -> 1 (Ji & Telgarsky 2020): "
+        "log10[(1 - cos_last) / (1 - cos_first)] over the checkpoints < 0",
+        measured=row.alignment_decay, stderr=row.alignment_decay_se, direction="below",
+        note=f"final cos {row.final_alignment:.4g}; {note}")
+    if check.verdict != "fail":
+        return check
+    return replace(check, note=f"{ALIGNMENT_FINDING}; {check.note}")
