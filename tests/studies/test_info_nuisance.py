@@ -377,9 +377,11 @@ def test_quick_preset_checks_pass(tmp_path):
     if not FULL:
         pytest.skip("set WIDENET_FULL_TESTS=1 to run the quick preset")
     _, analysis = run_in_memory(get_study("info-nuisance"), tmp_path)
-    # with 3 seeds the kernel's label alignment (+0.0030 ± 0.0028 clean) is not significant:
-    # those two checks may be inconclusive in the quick preset, never fail
-    undecided = {"NTK aligns with labels (clean)", "NTK aligns with labels (corrupted)"}
+    # with 3 seeds the lazy kernel's label alignment (+0.0030 ± 0.0028 clean) is not
+    # significant: those four checks may be inconclusive in the quick preset, never fail
+    undecided = {"NTK aligns with labels (clean)", "NTK aligns with labels (corrupted)",
+                 "NTK aligns with labels without the constant direction (clean)",
+                 "NTK aligns with labels without the constant direction (corrupted)"}
     failed = [(c.name, c.verdict, c.measured, c.tolerance) for c in analysis.checks
               if c.verdict != "pass" and not (c.name in undecided
                                               and c.verdict == "inconclusive")]
