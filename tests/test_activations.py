@@ -214,6 +214,16 @@ def test_bad_activation_specs(spec: object, message: str) -> None:
         A.get_activation(spec)
 
 
+
+def test_a_misspelt_name_is_told_the_names_and_the_closest_one() -> None:
+    """A string can only be a name: the message lists the names (not the Python-only
+    alternatives, which a command line cannot pass) and suggests the closest."""
+    with pytest.raises(WidenetError) as raised:
+        A.get_activation("relux")
+    message = str(raised.value)
+    assert "did you mean 'relu'?" in message
+    assert "callable" not in message and "leaky_relu:SLOPE" in message
+
 def test_bad_family_members() -> None:
     with pytest.raises(WidenetError, match="zero function"):
         A.ab(0, 0)

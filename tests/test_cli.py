@@ -254,7 +254,7 @@ def test_sweep_and_kernel_commands(toy: None, tmp_path: Path,
 
 
 def test_the_cli_seed_limit_is_the_configs() -> None:
-    from widenet.cli import kernel_command
+    from widenet.cli.kernel import kernel_command
     from widenet.studies.common.base import StudyConfig
 
     (seed,) = [option for option in kernel_command.params if option.name == "seed"]
@@ -279,12 +279,12 @@ def test_runs_prints_sweep_point_labels_literally(toy: None, tmp_path: Path,
 def test_the_progress_bar_prints_labels_literally(monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    from widenet import cli
+    from widenet.cli import common as cli
 
     terminal = io.StringIO()
     monkeypatch.setattr(cli, "err_console", Console(file=terminal, force_terminal=True,
                                                     width=200, markup=False, emoji=False))
-    with cli._progress() as progress:
+    with cli.progress_bar() as progress:
         progress.add_task(LABEL, total=2)
         progress.refresh()
     assert LABEL in terminal.getvalue()

@@ -49,8 +49,10 @@ def data_matrix(x: object, name: str, *, features: int | None = None) -> torch.T
     if not isinstance(x, torch.Tensor):
         raise WidenetError(f"{name} must be a torch.Tensor of shape (n, d), got {type(x).__name__}")
     if x.ndim != 2:
-        raise WidenetError(f"{name} must have shape (n, d), got shape {tuple(x.shape)}; "
-                           "reshape single points with x.unsqueeze(0)")
+        hint = ("n points of one feature are x.unsqueeze(1), one point of d features "
+                "x.unsqueeze(0)") if x.ndim == 1 else "reshape single points with x.unsqueeze(0)"
+        raise WidenetError(f"{name} must have shape (n, d), one row per point, got shape "
+                           f"{tuple(x.shape)}; {hint}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise WidenetError(f"{name} is empty (shape {tuple(x.shape)}); pass at least one point "
                            "with at least one feature")

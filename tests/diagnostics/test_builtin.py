@@ -47,7 +47,8 @@ def test_movement_kernel_and_rank_monitors_match_direct_computations() -> None:
     model, initial = net(), net()
     monitors = [WeightMovementMonitor(), FeatureMovementMonitor(), KernelMonitor(size=20),
                 SoftRankMonitor(layers="all")]
-    history = wn.train(model, x, y, lr=0.3, steps=10, log_every=10, monitors=monitors).history
+    history = wn.train(model, x, y, lr=0.3, steps=10, log_every=10, monitors=monitors
+                       ).measured("weight_movement", "feature_movement", "ntk", "soft_ranks")
     first, last = history.iloc[0], history.iloc[-1]
     assert first["weight_movement"] == 0.0
     assert first["ntk_movement"] == 0.0
@@ -71,7 +72,7 @@ def test_linearization_error_against_a_separately_trained_linear_model() -> None
     with torch.no_grad():
         f0 = model(x)
     history = wn.train(model, x, y, lr=0.3, steps=20, log_every=10,
-                       monitors=[LinearizationMonitor()]).history
+                       monitors=[LinearizationMonitor()]).measured("linearization")
     wn.train(linear, x, y, lr=0.3, steps=20)
     with torch.no_grad():
         expected = (model(x) - linear(x)).norm() / (model(x) - f0).norm()
@@ -89,7 +90,7 @@ def test_info_nuisance_monitor() -> None:
     with torch.no_grad():
         r0 = model(x) - y
     history = wn.train(model, x, y, lr=0.3, steps=30, log_every=30,
-                       monitors=[InfoNuisanceMonitor(top=4)]).history
+                       monitors=[InfoNuisanceMonitor(top=4)]).measured("info_nuisance")
     space = information_space(kernel0, top=4)
     with torch.no_grad():
         expected = residual_projections(space, model(x) - y, r0)
@@ -117,7 +118,7 @@ def test_smoothed_margin_is_non_decreasing_after_separation(activation: str, los
     x, y = separable(even=activation == "abs")
     model = wn.MLP(2, [32], 1, activation, seed=1, dtype=torch.float64)
     history = wn.train(model, x, y, lr=0.05, steps=1500, log_every=10, loss=loss,
-                       monitors=[MarginMonitor()]).history
+                       monitors=[MarginMonitor()]).measurements["margins"]
     separated = history[history["normalized_margin"] > 0]
     assert len(separated) > 50
     smoothed = separated[f"smoothed_margin_{loss}"]
@@ -138,16 +139,35 @@ def test_resume_with_built_in_monitors(tmp_path) -> None:
                         KernelMonitor(size=10)]
     kwargs = {"lr": 0.3, "steps": 20, "log_every": 5}
     whole = net()
-    expected = wn.train(whole, x, y, monitors=monitors(), **kwargs).history
+    names = ("weight_movement", "linearization", "ntk")
+    expected = wn.train(whole, x, y, monitors=monitors(), **kwargs).measured(*names, how="left")
     partial = net()
     wn.train(partial, x, y, monitors=monitors(), checkpoint=Checkpoint(tmp_path / "c.pt", 10),
              **{**kwargs, "steps": 10})
     resumed = copy.deepcopy(partial)
     history = wn.train(resumed, x, y, monitors=monitors(),
                        checkpoint=Checkpoint(tmp_path / "c.pt", 10, resume=True),
-                       **kwargs).history
+                       **kwargs).measured(*names, how="left")
     assert torch.equal(whole.layers[0].weight, resumed.layers[0].weight)
     assert history.equals(expected)
+
+
+def test_sharpness_under_adam_reports_no_gd_threshold() -> None:
+    """2/lr bounds the sharpness under GD only; under Adam the threshold is NaN, with a warning
+    naming what applies instead (the preconditioned sharpness); SGD with momentum keeps
+    (2 + 2 beta) / lr."""
+    x, y = regression()
+    model = wn.MLP(3, [16], 1, "tanh", seed=0, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="preconditioned sharpness") as caught:
+        sharp = wn.train(model, x, y, lr=0.01, steps=4, log_every=2, optimizer="adam",
+                         monitors=[SharpnessMonitor()]).measurements["sharpness"]
+    assert len(caught) == 1  # once per monitor, not per measurement
+    assert sharp["stability_threshold"].isna().all()
+    assert (sharp["sharpness"] > 0).all()
+    sharp = wn.train(model, x, y, steps=2, monitors=[SharpnessMonitor()],
+                     optimizer=lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.5)
+                     ).measurements["sharpness"]
+    assert sharp["stability_threshold"].tolist() == pytest.approx([30.0, 30.0])
 
 
 def test_bad_monitor_arguments() -> None:
@@ -165,7 +185,7 @@ def test_monitors_with_normalized_update_scaling_and_classification() -> None:
     model = wn.MLP(2, [16], 2, "relu", seed=0, dtype=torch.float64)
     history = wn.train(model, x, labels, lr=0.05, steps=4, log_every=2, loss="cross_entropy",
                        optimizer=Optimizer(gradient_scaling=NormalizedUpdateScaling()),
-                       monitors=[KernelMonitor(), MarginMonitor()]).history
+                       monitors=[KernelMonitor(), MarginMonitor()]).measured("ntk", "margins")
     one_hot = torch.nn.functional.one_hot(labels).double()
     kernel = wn.empirical_ntk(model, x).ntk
     assert history["ntk_alignment"].iloc[-1] == pytest.approx(
@@ -173,7 +193,7 @@ def test_monitors_with_normalized_update_scaling_and_classification() -> None:
     single = wn.MLP(2, [16], 1, "relu", seed=0, dtype=torch.float64)
     signs = (2.0 * labels - 1).double().unsqueeze(1)
     history = wn.train(single, x, signs, lr=0.05, steps=2, loss="logistic",
-                       monitors=[MarginMonitor()]).history
+                       monitors=[MarginMonitor()]).measurements["margins"]
     assert "normalized_margin" in history
     with pytest.raises(wn.WidenetError, match="regression targets"):
         wn.train(model, x, labels, lr=0.05, steps=1, loss="cross_entropy",
@@ -185,12 +205,12 @@ def test_linearization_monitor_checkpoints_tanh_nets(tmp_path) -> None:
     model = wn.MLP(3, [16], 1, "tanh", seed=0, dtype=torch.float64)
     kwargs = {"lr": 0.2, "steps": 10, "log_every": 5}
     expected = wn.train(copy.deepcopy(model), x, y, monitors=[LinearizationMonitor()],
-                        **kwargs).history
+                        **kwargs).measured("linearization", how="left")
     wn.train(copy.deepcopy(model), x, y, monitors=[LinearizationMonitor()],
              checkpoint=Checkpoint(tmp_path / "t.pt", 5), **{**kwargs, "steps": 5})
     resumed = wn.train(copy.deepcopy(model), x, y, monitors=[LinearizationMonitor()],
                        checkpoint=Checkpoint(tmp_path / "t.pt", 5, resume=True),
-                       **kwargs).history
+                       **kwargs).measured("linearization", how="left")
     assert resumed.equals(expected)
     with pytest.raises(wn.WidenetError, match="plain full-batch GD"):
         wn.train(model, x, y, lr=0.1, steps=1,
@@ -204,7 +224,8 @@ def test_sharpness_and_taylor_monitors() -> None:
     x, y = regression()
     model = wn.MLP(3, [16], 1, "tanh", seed=0, dtype=torch.float64)
     history = wn.train(model, x, y, lr=0.25, steps=6, log_every=1,
-                       monitors=[SharpnessMonitor(k=2, tol=1e-8), TaylorMonitor()]).history
+                       monitors=[SharpnessMonitor(k=2, tol=1e-8), TaylorMonitor()]
+                       ).measured("sharpness", "taylor", how="left")
     assert (history["stability_threshold"] == 8.0).all()
     assert (history["sharpness"] >= history["sharpness_2"]).all()
     cold = sharpness(model, mse, x, y, tol=1e-8).value

@@ -187,6 +187,7 @@ def test_monitor_state_that_is_not_plain_data_is_refused_when_written(tmp_path) 
     assert not (tmp_path / "c.pt.tmp").exists()
 
 
+@pytest.mark.filterwarnings("ignore:SharpnessMonitor")  # no GD threshold under Adam
 def test_adam_and_sharpness_state_survive_a_weights_only_checkpoint(tmp_path) -> None:
     """Adam's betas (a tuple) and the sharpness monitor's warm start (a Sharpness result, stored
     as a dict) round-trip: the resumed run is identical."""
@@ -198,6 +199,8 @@ def test_adam_and_sharpness_state_survive_a_weights_only_checkpoint(tmp_path) ->
     resumed = train(net(), x, y, monitors=[SharpnessMonitor(k=2, every=2)],
                     checkpoint=Checkpoint(tmp_path / "c.pt", every=3, resume=True), **arguments)
     assert resumed.history.equals(expected.history)
+    assert list(expected.measurements["sharpness"]["step"]) == [0, 2, 4, 6]
+    assert resumed.measurements["sharpness"].equals(expected.measurements["sharpness"])
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

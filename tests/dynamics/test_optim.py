@@ -138,3 +138,111 @@ def test_optimizer_names_are_read_in_any_case(given: str, name: str) -> None:
     net = wn.MLP(3, [4], 1, seed=0)
     built = build_optimizer(net, given, 0.1)
     assert isinstance(built, torch.optim.Adam if name == "adam" else torch.optim.SGD)
+
+
+# --- torch optimizer objects and factories in train ---------------------------------------
+
+def _regression(n: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(n, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    return x, torch.cos(x.sum(1, keepdim=True))
+
+
+def _net(seed: int = 0) -> wn.MLP:
+    return wn.MLP(3, [16], 1, "tanh", bias_std=0.1, seed=seed, dtype=torch.float64)
+
+
+def test_an_adam_object_trains_step_for_step_like_the_adam_spec() -> None:
+    """torch.optim.Adam(model.parameters(), lr) and optimizer="Adam" (any case) at that lr are
+    the same updates for a net whose parametrization scales no learning rate (NTK)."""
+    x, y = _regression()
+    by_name, by_object = _net(), _net()
+    named = wn.train(by_name, x, y, lr=0.01, steps=8, log_every=1, optimizer="ADAM")
+    built = wn.train(by_object, x, y, steps=8, log_every=1,
+                     optimizer=torch.optim.Adam(by_object.parameters(), lr=0.01))
+    for p, q in zip(by_name.parameters(), by_object.parameters(), strict=True):
+        assert torch.allclose(p, q, rtol=0, atol=1e-14)
+    assert built.history["loss"].tolist() == pytest.approx(named.history["loss"].tolist(),
+                                                           rel=1e-12)
+    assert (built.history["lr"] == 0.01).all()
+    assert built.history["loss"].iloc[-1] < built.history["loss"].iloc[0]
+
+
+def test_a_factory_and_an_sgd_object_match_the_momentum_spec() -> None:
+    """A factory gets the model's trainable parameters; monitors see the object's name,
+    momentum and first group's learning rate."""
+    x, y = _regression()
+    seen = []
+
+    class Looking(wn.diagnostics.WeightMovementMonitor):
+        def measure(self, state):
+            seen.append((state.optimizer, state.momentum, state.lr))
+            return super().measure(state)
+
+    spec, factory = _net(), _net()
+    wn.train(spec, x, y, lr=0.05, steps=6, optimizer=wn.Optimizer("sgd", momentum=0.9))
+    wn.train(factory, x, y, steps=6, monitors=[Looking()],
+             optimizer=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9))
+    for p, q in zip(spec.parameters(), factory.parameters(), strict=True):
+        assert torch.allclose(p, q, rtol=0, atol=1e-14)
+    assert set(seen) == {("sgd", 0.9, 0.05)}
+
+
+def test_an_object_on_some_of_the_parameters_trains_only_those() -> None:
+    x, y = _regression()
+    model = _net()
+    first = model.layers[0].weight.detach().clone()
+    wn.train(model, x, y, steps=3, optimizer=torch.optim.SGD(model.layers[-1].parameters(),
+                                                             lr=0.1))
+    assert torch.equal(model.layers[0].weight, first)
+
+
+def test_optimizer_objects_and_factories_are_checked() -> None:
+    x, y = _regression()
+    model = _net()
+    other = torch.optim.Adam(_net(seed=1).parameters())
+    with pytest.raises(wn.WidenetError, match="not the model's") as error:
+        wn.train(model, x, y, steps=1, optimizer=other)
+    assert "\n" not in str(error.value)
+    assert "Parameter Group" not in str(error.value)
+    with pytest.raises(wn.WidenetError, match="carries its own learning rates"):
+        wn.train(model, x, y, lr=0.1, steps=1, optimizer=torch.optim.SGD(model.parameters(),
+                                                                         lr=0.1))
+    with pytest.raises(wn.WidenetError, match="factory returned a int"):
+        wn.train(model, x, y, steps=1, optimizer=lambda params: 5)
+    with pytest.raises(wn.WidenetError, match=r"callable\(params\) -> Optimizer, got int"):
+        wn.train(model, x, y, lr=0.1, steps=1, optimizer=42)
+    with pytest.raises(wn.WidenetError, match="lr is required"):
+        wn.train(model, x, y, steps=1, optimizer="sgd")
+    with pytest.raises(wn.WidenetError, match="got a Adam") as error:
+        Optimizer(torch.optim.Adam(model.parameters()))
+    assert "\n" not in str(error.value)
+
+
+def test_an_optimizer_object_resumes_from_a_weights_only_checkpoint(tmp_path) -> None:
+    """Its state dict (Adam's moments and step counts) is saved and restored; the fingerprint
+    names its class and group settings, so another learning rate is refused."""
+    x, y = _regression()
+    path = tmp_path / "adam.pt"
+    whole = _net()
+    expected = wn.train(whole, x, y, steps=6, log_every=2,
+                        optimizer=torch.optim.Adam(whole.parameters(), lr=0.02))
+    first = _net()
+    wn.train(first, x, y, steps=3, log_every=2, checkpoint=wn.Checkpoint(path, every=3),
+             optimizer=torch.optim.Adam(first.parameters(), lr=0.02))
+    content = torch.load(path, weights_only=True)
+    assert content["fingerprint"]["optimizer"] == "torch.optim.adam.Adam"
+    assert "group 0: lr=0.02" in content["fingerprint"]["optimizer groups"]
+    assert content["optimizer"]["state"]  # Adam's moments are in the file
+    resumed_net = _net(seed=3)
+    resumed = wn.train(resumed_net, x, y, steps=6, log_every=2,
+                       checkpoint=wn.Checkpoint(path, every=3, resume=True),
+                       optimizer=torch.optim.Adam(resumed_net.parameters(), lr=0.02))
+    assert all(torch.equal(p, q) for p, q in zip(whole.parameters(), resumed_net.parameters(),
+                                                 strict=True))
+    assert resumed.history.equals(expected.history)
+    other = _net()
+    with pytest.raises(wn.WidenetError, match=r"\(optimizer groups: group 0: lr=0.02 in the "
+                                              r"checkpoint, group 0: lr=0.03 here\)"):
+        wn.train(other, x, y, steps=6, log_every=2,
+                 checkpoint=wn.Checkpoint(path, every=3, resume=True),
+                 optimizer=torch.optim.Adam(other.parameters(), lr=0.03))

@@ -395,6 +395,10 @@ def _singular() -> torch.Tensor:
 
 
 BAD_CALLS = {
+    "class labels": (lambda: predict.kernel_regression(_kernel(), randn(2, 3, seed=0),
+                                                       torch.tensor([0, 2, 1])),
+                     r"one-hot encode class labels, e.g. torch.nn.functional.one_hot\(y\)"
+                     r"\.double\(\)"),
     "non-square": (lambda: predict.KernelDynamics(torch.ones(3, 4, dtype=F64), _y()), "square"),
     "3-d kernel": (lambda: predict.KernelDynamics(torch.ones(3, 3, 2, dtype=F64), _y()),
                    "square"),

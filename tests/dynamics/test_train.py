@@ -11,7 +11,13 @@ import widenet as wn
 from widenet.dynamics.checkpoint import Checkpoint
 from widenet.dynamics.lazy import LazyModel
 from widenet.dynamics.linearize import linearize
-from widenet.dynamics.losses import get_loss, mse
+from widenet.dynamics.losses import (
+    accuracy_for,
+    argmax_accuracy,
+    get_loss,
+    mse,
+    sign_accuracy,
+)
 from widenet.dynamics.monitor import Monitor, RunState
 from widenet.dynamics.optim import NormalizedUpdateScaling, Optimizer
 from widenet.dynamics.train import train
@@ -86,6 +92,7 @@ def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path) -> None:
     for p, q in zip(whole.parameters(), resumed_net.parameters(), strict=True):
         assert torch.equal(p, q)
     assert resumed.history.equals(expected.history)
+    assert resumed.measurements["counting"].equals(expected.measurements["counting"])
 
 
 def test_a_diverging_run_is_recorded_not_raised() -> None:
@@ -105,11 +112,16 @@ def test_monitor_cadence_test_loss_and_progress_off() -> None:
     xt, yt = regression(n=10, seed=1)
     result = train(net(), x, y, lr=0.1, steps=20, log_every=5, monitors=[Counting(every=10)],
                    test_data=(xt, yt), progress=False)
-    history = result.history
+    history, counted = result.history, result.measurements["counting"]
     assert list(history["step"]) == [0, 5, 10, 15, 20]
-    assert history["calls"].notna().tolist() == [True, False, True, False, True]
-    assert history["has_grads"].iloc[0] == 1.0  # the batch gradient at theta_0
-    assert history["has_grads"].iloc[-1] == 0.0  # no step follows the final row
+    assert "calls" not in history.columns  # per-step rows only: no column mostly empty
+    assert list(counted["step"]) == [0, 10, 20]
+    assert list(counted["calls"]) == [1, 2, 3]
+    assert counted["has_grads"].iloc[0] == 1.0  # the batch gradient at theta_0
+    assert counted["has_grads"].iloc[-1] == 0.0  # no step follows the final row
+    joined = result.measured("counting")
+    assert list(joined["step"]) == [0, 10, 20]
+    assert joined["loss"].tolist() == history["loss"].iloc[[0, 2, 4]].tolist()
     model = net()
     train(model, x, y, lr=0.1, steps=20, progress=False)
     with torch.no_grad():
@@ -126,6 +138,51 @@ def test_classification_losses_train(loss: str, lr: float) -> None:
     model = wn.MLP(4, [32], outputs, "relu", seed=0, dtype=torch.float64)
     result = train(model, x, y, lr=lr, steps=100, loss=loss)
     assert result.history["loss"].iloc[-1] < 0.7 * result.history["loss"].iloc[0]
+
+
+def test_classification_losses_log_their_accuracy() -> None:
+    """Cross-entropy: (1/n) #{argmax_k f_k = y}; logistic: (1/n) #{y f > 0}, on the training
+    and the test set, from the same pass as the loss; mse logs none."""
+    x, _ = regression(n=40)
+    xt, _ = regression(n=15, seed=3)
+    labels, labels_test = (x[:, 0] > 0).long(), (xt[:, 0] > 0).long()
+    model = wn.MLP(4, [32], 2, "relu", seed=0, dtype=torch.float64)
+    history = train(model, x, labels, lr=0.5, steps=20, loss="cross_entropy",
+                    test_data=(xt, labels_test)).history
+    with torch.no_grad():
+        train_hits = (model(x).argmax(1) == labels).double().mean()
+        test_hits = (model(xt).argmax(1) == labels_test).double().mean()
+    assert history["accuracy"].iloc[-1] == float(train_hits)
+    assert history["test_accuracy"].iloc[-1] == float(test_hits)
+    assert history["accuracy"].iloc[-1] > history["accuracy"].iloc[0]
+    signs = 2.0 * labels.double().unsqueeze(1) - 1
+    single = wn.MLP(4, [32], 1, "relu", seed=0, dtype=torch.float64)
+    history = train(single, x, signs, lr=0.5, steps=5, loss="logistic").history
+    with torch.no_grad():
+        assert history["accuracy"].iloc[-1] == float((single(x) * signs > 0).double().mean())
+    assert "accuracy" not in train(net(), *regression(), lr=0.1, steps=2).history
+
+
+def test_accuracy_formulas() -> None:
+    output = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, -1.0]])
+    assert argmax_accuracy(output, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
+    assert argmax_accuracy(output, torch.tensor([[1.0, 0], [0, 1], [0, 1]])) == pytest.approx(2 / 3)
+    assert sign_accuracy(torch.tensor([[0.5], [-1.0]]), torch.tensor([1.0, 1.0])) == 0.5
+    assert accuracy_for(torch.nn.CrossEntropyLoss()) is argmax_accuracy
+    assert accuracy_for("exponential") is sign_accuracy
+    assert accuracy_for("mse") is None
+
+
+def test_measurements_are_joined_by_name_and_names_are_distinct() -> None:
+    x, y = regression()
+    result = train(net(), x, y, lr=0.1, steps=4, log_every=2, monitors=[Counting()])
+    with pytest.raises(wn.WidenetError, match="named 'ntk' in this run; its monitors: counting"):
+        result.measured("ntk")
+    with pytest.raises(wn.WidenetError, match="name the monitors"):
+        result.measured()
+    assert result.measured("counting", how="left").shape[0] == len(result.history)
+    with pytest.raises(wn.WidenetError, match="two monitors are named 'counting'"):
+        train(net(), x, y, lr=0.1, steps=1, monitors=[Counting(), Counting(every=2)])
 
 
 def test_losses_are_the_documented_means() -> None:
@@ -169,6 +226,9 @@ def test_bad_configurations(kwargs: dict, message: str) -> None:
 
 def test_bad_data() -> None:
     x, y = regression()
+    with pytest.raises(wn.WidenetError, match=r"x must have shape \(n, d\), one row per point, "
+                       r"got shape \(24,\); n points of one feature are x.unsqueeze\(1\)"):
+        train(net(), x[:, 0], y, lr=0.1, steps=1)
     with pytest.raises(wn.WidenetError, match="rows"):
         train(net(), x, y[:5], lr=0.1, steps=1)
     with pytest.raises(wn.WidenetError, match="NaN or inf"):
@@ -186,10 +246,9 @@ def test_checkpoint_path_may_be_a_string(tmp_path) -> None:
 def test_monitors_run_at_their_own_cadence() -> None:
     """A monitor every 4 steps with log_every=6 is measured at 0, 4, 8, 12 and the end."""
     x, y = regression()
-    history = train(net(), x, y, lr=0.1, steps=14, log_every=6,
-                    monitors=[Counting(every=4)]).history
-    assert list(history["step"]) == [0, 4, 6, 8, 12, 14]
-    assert history["calls"].notna().tolist() == [True, True, False, True, True, True]
+    result = train(net(), x, y, lr=0.1, steps=14, log_every=6, monitors=[Counting(every=4)])
+    assert list(result.history["step"]) == [0, 4, 6, 8, 12, 14]
+    assert list(result.measurements["counting"]["step"]) == [0, 4, 8, 12, 14]
     with pytest.raises(wn.WidenetError, match="every must be a positive integer"):
         train(net(), x, y, lr=0.1, steps=2, monitors=[Counting(every=0)])
 

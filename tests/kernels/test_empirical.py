@@ -473,6 +473,9 @@ def test_a_wide_mlp_approaches_its_infinite_width_ntk(outputs):
     (lambda m, x: empirical_ntk(m, torch.full_like(x, float("nan"))), "NaN or inf"),
     (lambda m, x: empirical_ntk(m, x, torch.full_like(x, float("inf"))), "x2 contains NaN"),
     (lambda m, x: empirical_ntk(m, x, x[:, :3]), "points of shape"),
+    (lambda m, x: empirical_ntk(m, x, x[:, 0]),
+     r"x2 of shape \(\d+,\) has points of shape \(\) but x1 has points of shape \(4,\): "
+     r"expected x2 of shape \(n, 4\); a single point is x2.unsqueeze\(0\)"),
     (lambda m, x: empirical_ntk(m, x, x.float()), "same dtype"),
     (lambda m, x: empirical_ntk(m, x[:, :3]), "cannot be applied"),
     (lambda m, x: empirical_ntk(m, x, chunk_size=0), "chunk_size must be a positive integer"),

@@ -173,7 +173,8 @@ def test_prediction_monitor_measures_distance_from_the_closed_form():
     monitor = gd_measure._PredictionDeviation(KernelDynamics(theta, y, f0), lr,
                                               float((f0 - y).norm()))
     history = train(lin, x, y, lr=lr, steps=30, log_every=5, monitors=[monitor],
-                    progress=False).history
+                    progress=False).measurements[monitor.name]
+    assert list(history["step"]) == [0, 5, 10, 15, 20, 25, 30]
     assert history["deviation"].max() < 1e-12
     other = KernelDynamics(2 * theta, y, f0)
     state = RunState(model=lin, x=x, y=y, loss_fn=mse, lr=lr, step=3)

@@ -289,7 +289,8 @@ def test_sp_one_adam_step_moves_logits_in_proportion_to_width_and_mup_does_not()
             monitor = lrt_measure.CoordinateMonitor(x)
             result = train(net, x, y, lr=1e-3, steps=1, loss="cross_entropy", optimizer="adam",
                            monitors=[monitor], log_every=1, progress=False)
-            changes[name, m] = float(result.history["mean_abs_change/3"].iloc[-1])
+            coordinates = result.measurements[monitor.name]
+            changes[name, m] = float(coordinates["mean_abs_change/3"].iloc[-1])
     assert math.log2(changes["standard", 1024] / changes["standard", 64]) > 3.0  # ~ 4 for 16x
     assert abs(math.log2(changes["mup", 1024] / changes["mup", 64])) < 1.0
 

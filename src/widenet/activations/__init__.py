@@ -16,6 +16,7 @@ each other: the kernel recursions pass q1 of shape (n1, 1), q2 of shape (1, n2) 
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable
 
@@ -86,7 +87,9 @@ def get_activation(spec: str | Activation | Callable[[torch.Tensor], torch.Tenso
                                    "'leaky_relu:0.1'") from None
         if name in _NAMED and not argument:
             return _NAMED[name]
-        raise WidenetError(f"unknown activation {spec!r}; choose one of "
-                           f"{', '.join(sorted([*_NAMED, 'leaky_relu:SLOPE']))}, an Activation "
-                           "such as widenet.activations.ab(a, b), or a callable")
+        names = sorted([*_NAMED, "leaky_relu:SLOPE"])
+        close = difflib.get_close_matches(name, [*_NAMED, "leaky_relu"], n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        raise WidenetError(f"unknown activation {spec!r}{guess}; the names are "
+                           f"{', '.join(names)}")
     return Quadrature(spec)

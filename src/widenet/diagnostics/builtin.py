@@ -18,8 +18,9 @@ Column names (one row per logged step):
   ``entropy_rank/<l>`` of hidden features on a probe set.
 - :class:`SharpnessMonitor`: ``sharpness`` = lambda_max of the Hessian of the full-batch training
   objective (``sharpness_2``.. ``sharpness_k`` below it) by Lanczos warm-started from the previous
-  measurement, ``stability_threshold`` = (2 + 2 beta) / lr (2 / lr for GD) and
-  ``sharpness_hvps``, the Hessian-vector products it took.
+  measurement, ``stability_threshold`` = (2 + 2 beta) / lr (2 / lr for GD) for GD and SGD (NaN
+  under adaptive optimizers such as Adam, whose threshold bounds the preconditioned sharpness
+  instead; a warning says so) and ``sharpness_hvps``, the Hessian-vector products it took.
 - :class:`TaylorMonitor`: ``taylor_c1``, ``taylor_c2``, ``taylor_c3`` and ``taylor_actual`` =
   L(theta') - L(theta) along the step theta' = theta - lr G with G_p = (lr_p / lr) grad_p (exact
   for GD and SGD without momentum; the gradient direction otherwise).
@@ -32,6 +33,8 @@ Column names (one row per logged step):
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 
 import torch
 from torch import nn
@@ -296,18 +299,31 @@ class InfoNuisanceMonitor(Monitor):
 
 
 class SharpnessMonitor(Monitor):
-    """Top-k Hessian eigenvalues of the full-batch objective beside the stability threshold."""
+    """Top-k Hessian eigenvalues of the full-batch objective beside the stability threshold of
+    GD / heavy-ball SGD, (2 + 2 beta) / lr. Under an adaptive optimizer (Adam, ...) that
+    threshold does not apply: Adam's (2 + 2 beta_1) / ((1 - beta_1) lr) bounds the
+    preconditioned sharpness lambda_max(P^-1 H) (Cohen et al. 2022), which this monitor does
+    not measure; the threshold column is then NaN and a warning says so."""
 
     name = "sharpness"
 
     def __init__(self, k: int = 1, every: int | None = None, tol: float = 1e-4):
         self.every = every
         self.tracker = SharpnessTracker(k, tol=tol)
+        self.warned = False
 
     def measure(self, state: RunState) -> dict[str, float]:
         result = self.tracker(state.model, _objective(state), state.x, state.y)
-        row = {"sharpness": result.value,
-               "stability_threshold": result.threshold(state.lr, state.momentum),
+        threshold = result.threshold(state.lr, state.momentum) \
+            if state.optimizer in ("gd", "sgd") else math.nan
+        if math.isnan(threshold) and not self.warned:
+            self.warned = True
+            warnings.warn(f"SharpnessMonitor: under {state.optimizer} the GD threshold 2/lr does "
+                          "not apply (stability_threshold is NaN): an adaptive optimizer's "
+                          "threshold bounds the preconditioned sharpness lambda_max(P^-1 H) "
+                          "(for Adam (2 + 2 beta_1) / ((1 - beta_1) lr)), not the sharpness "
+                          "measured here", stacklevel=2)
+        row = {"sharpness": result.value, "stability_threshold": threshold,
                "sharpness_hvps": float(result.hvps)}
         row.update({f"sharpness_{i}": float(v)
                     for i, v in enumerate(result.eigenvalues[1:].tolist(), start=2)})

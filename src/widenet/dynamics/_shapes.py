@@ -98,6 +98,11 @@ def training_layout(kernel: object, y: object, kernel_name: str) -> tuple[Layout
     if y is None:
         layout = Layout(shape[0], shape[2] if full else 1, full, True, kernel.device)
         return layout, layout.kernel(kernel, shape[0], shape[0], kernel_name)
+    if isinstance(y, torch.Tensor) and not y.is_floating_point() and not y.is_complex():
+        raise WidenetError(f"y holds integers (dtype {y.dtype}); kernel predictions fit real "
+                           "targets: for classification one-hot encode class labels, e.g. "
+                           "torch.nn.functional.one_hot(y).double() (real-valued targets: "
+                           "y.double())")
     y = finite_tensor(y, "y")
     if y.ndim not in (1, 2) or y.shape[0] != shape[0] or (y.ndim == 2 and y.shape[1] == 0):
         raise WidenetError(f"y must have shape (n,) or (n, k) with n = {shape[0]} training "

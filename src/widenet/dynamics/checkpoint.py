@@ -3,13 +3,16 @@
 A checkpoint file is one dict of plain data, written atomically (a temporary file, then a rename)
 and read with ``torch.load(weights_only=True)``, so loading a file never runs code from it:
 
-    format       "widenet-train-checkpoint", version 1
+    format       "widenet-train-checkpoint", version 2 (version 1 kept monitor columns in rows)
     fingerprint  {aspect: description} of what defines the run (see :func:`fingerprint`)
     step         the number of optimizer steps taken
     model        the model's state_dict (parameters and buffers, tensors)
     optimizer    the torch optimizer's state_dict (momentum buffers, Adam moments, groups)
-    sampler      the minibatch generator's state, the epoch's order and the position in it
+    sampler      where the batches are: the minibatch generator's state, the epoch's order and
+                 the position in it; for a loader, its generator's state when the pass began
+                 and the batches taken in the pass (widenet.dynamics.batches)
     rows         the History rows logged so far (dicts of numbers)
+    measurements {monitor name: its measurement rows so far}
     initial_loss the full-batch loss at step 0 (the divergence reference)
     monitors     each monitor's state_dict
 
@@ -30,13 +33,12 @@ import torch
 from torch import nn
 
 from widenet.dynamics.monitor import Monitor
-from widenet.dynamics.optim import Optimizer
 from widenet.errors import WidenetError
 from widenet.validation import positive_int
 
-FORMAT, VERSION = "widenet-train-checkpoint", 1
+FORMAT, VERSION = "widenet-train-checkpoint", 2
 _KEYS = {"format", "version", "fingerprint", "step", "model", "optimizer", "sampler", "rows",
-         "initial_loss", "monitors"}
+         "measurements", "initial_loss", "monitors"}
 _CUT = 80  # characters of a setting shown in an error message
 
 
@@ -84,24 +86,23 @@ def checkpoint_spec(value: object) -> Checkpoint | None:
 
 
 def fingerprint(model: nn.Module, data: Mapping[str, torch.Tensor | None], loss: object,
-                optimizer: Optimizer, settings: Mapping[str, object],
+                optimizer: Mapping[str, object], settings: Mapping[str, object],
                 monitors: Sequence[Monitor]) -> dict[str, object]:
     """What defines a run, as {aspect: description}: the model's structure (module types,
     parameter and buffer names, shapes and dtypes), a SHA-256 of each data tensor's bytes (with
-    its dtype and shape), the loss, the optimizer and its settings, the other ``settings``
-    (lr, seed, ...) and the monitors (type and cadence)."""
+    its dtype and shape), the loss, the optimizer's description (``Updates.description``: a
+    spec's name, momentum, batch size and gradient scaling, or a torch optimizer's class and
+    group settings), the other ``settings`` (lr, seed, ...) and the monitors (type and
+    cadence)."""
     modules = [f"{name or '<root>'}: {_qualified(type(module))}"
                for name, module in model.named_modules()]
     tensors = [f"{name}: {tensor.dtype} {tuple(tensor.shape)}"
                for name, tensor in (*model.named_parameters(), *model.named_buffers())]
-    scaling = optimizer.gradient_scaling
     return {
         "model": modules + tensors,
         **{name: "none" if tensor is None else _digest(tensor) for name, tensor in data.items()},
         "loss": loss if isinstance(loss, str) else _qualified(loss),
-        "optimizer": optimizer.name, "momentum": repr(optimizer.momentum),
-        "batch_size": repr(optimizer.batch_size),
-        "gradient_scaling": "none" if scaling is None else _settings_of(scaling),
+        **optimizer,
         **{name: repr(value) for name, value in settings.items()},
         "monitors": [f"{_qualified(type(m))}(every={m.every!r})" for m in monitors],
     }
@@ -123,10 +124,11 @@ def save_checkpoint(path: Path, state: Mapping[str, object], run: Mapping[str, o
 
 
 def load_checkpoint(path: Path, run: Mapping[str, object], model: nn.Module, steps: int,
-                    device: torch.device) -> dict:
+                    device: torch.device, sampler_keys: frozenset[str]) -> dict:
     """The checkpoint at ``path``, checked to belong to the run fingerprinted ``run`` (same
     model, data, loss, optimizer, settings and monitors) and to be at most ``steps`` steps in;
-    tensors are mapped to ``device``. Raises WidenetError saying what differs."""
+    tensors are mapped to ``device``; its sampler part must have ``sampler_keys``. Raises
+    WidenetError saying what differs."""
     try:
         content = torch.load(path, weights_only=True, map_location=device)
     except Exception as error:  # any failure to read the file means: not a usable checkpoint
@@ -150,11 +152,12 @@ def load_checkpoint(path: Path, run: Mapping[str, object], model: nn.Module, ste
         raise WidenetError(f"checkpoint {path} is {step} steps into the run but steps={steps} "
                            f"were asked; resume with steps >= {step}, or give a new checkpoint "
                            "path")
-    _check_parts(path, content, model)
+    _check_parts(path, content, model, sampler_keys)
     return content
 
 
-def _check_parts(path: Path, content: dict, model: nn.Module) -> None:
+def _check_parts(path: Path, content: dict, model: nn.Module, sampler_keys: frozenset[str]
+                 ) -> None:
     """Check the parts have the types and the model's tensors before anything is restored, so a
     damaged file leaves the run untouched."""
     expected = model.state_dict()
@@ -166,9 +169,11 @@ def _check_parts(path: Path, content: dict, model: nn.Module) -> None:
     parts_ok = (isinstance(content["optimizer"], dict) and isinstance(content["rows"], list)
                 and all(isinstance(row, dict) for row in content["rows"])
                 and isinstance(content["monitors"], list)
+                and isinstance(content["measurements"], dict)
+                and all(isinstance(rows, list) for rows in content["measurements"].values())
                 and isinstance(content["initial_loss"], float)
                 and isinstance(sampler, dict)
-                and set(sampler) == {"generator", "order", "position"})
+                and set(sampler) == sampler_keys)
     if not (shapes_match and parts_ok):
         raise WidenetError(f"checkpoint {path} is damaged (its parts do not have the expected "
                            "types or the model's tensors); delete it or choose another path")
@@ -214,13 +219,6 @@ def _digest(tensor: torch.Tensor) -> str:
     """dtype, shape and the SHA-256 of the tensor's bytes."""
     data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
     return f"{tensor.dtype} {tuple(tensor.shape)} sha256:{hashlib.sha256(data).hexdigest()}"
-
-
-def _settings_of(scaling: object) -> str:
-    """A gradient scaling rule as Type(public number settings)."""
-    numbers = {name: value for name, value in vars(scaling).items()
-               if not name.startswith("_") and isinstance(value, int | float | str)}
-    return f"{type(scaling).__qualname__}({', '.join(f'{k}={v!r}' for k, v in numbers.items())})"
 
 
 def _qualified(thing: object) -> str:

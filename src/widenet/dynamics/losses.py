@@ -4,6 +4,11 @@
     cross_entropy: (1/n) sum_i -log softmax(f(x_i))_{y_i}   (integer labels)
     logistic:     (1/n) sum_i log(1 + exp(-y_i f(x_i)))     (y in {-1, +1}, one output)
     exponential:  (1/n) sum_i exp(-y_i f(x_i))              (y in {-1, +1}, one output)
+
+Classification losses also have an accuracy (:func:`accuracy_for`): cross-entropy (widenet's,
+``torch.nn.functional.cross_entropy`` or a ``torch.nn.CrossEntropyLoss``) the argmax accuracy
+(1/n) #{i: argmax_k f(x_i)_k = y_i}; logistic and exponential the sign accuracy
+(1/n) #{i: y_i f(x_i) > 0}.
 """
 
 from __future__ import annotations
@@ -51,6 +56,33 @@ def exponential(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 LOSSES: dict[str, Loss] = {"mse": mse, "cross_entropy": cross_entropy, "logistic": logistic,
                            "exponential": exponential}
+
+
+def argmax_accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
+    """(1/n) #{i: argmax_k f(x_i)_k = y_i}; targets shaped like the outputs (one-hot or class
+    probabilities) stand for their argmax."""
+    labels = target.argmax(dim=1) if target.shape == output.shape and target.ndim == 2 \
+        else target.reshape(-1)
+    return float((output.argmax(dim=1) == labels.to(output.device)).double().mean())
+
+
+def sign_accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
+    """(1/n) #{i: y_i f(x_i) > 0} for labels y in {-1, +1} and one output."""
+    return float((_signed_margins(output, target.to(output)) > 0).double().mean())
+
+
+Accuracy = Callable[[torch.Tensor, torch.Tensor], float]
+
+
+def accuracy_for(loss: str | Loss) -> Accuracy | None:
+    """The accuracy that goes with a classification loss (see the module docstring), or None
+    for mse and other losses."""
+    loss = get_loss(loss)
+    if loss in (cross_entropy, F.cross_entropy) or isinstance(loss, torch.nn.CrossEntropyLoss):
+        return argmax_accuracy
+    if loss in (logistic, exponential):
+        return sign_accuracy
+    return None
 
 
 def get_loss(spec: str | Loss) -> Loss:

@@ -2,7 +2,8 @@
 
 A monitor is called at logged steps with the :class:`RunState` (parameters theta_s, the batch
 gradient at theta_s before the update, the data) and returns a flat dict of numbers that becomes
-part of that step's row in the History (a pandas DataFrame, one row per logged step). Monitors
+that step's row in its table of measurements (``TrainResult.measurements[monitor.name]``, a
+pandas DataFrame with ``step`` and those columns; an empty dict adds no row). Monitors
 that compare with the start (theta_0, K_0, ...) record it in :meth:`Monitor.start` and expose it
 through ``state_dict`` so that a resumed run measures against the same reference; that state
 is written into the run's checkpoint, so it must consist of tensors, numbers, strings, booleans,
@@ -22,10 +23,12 @@ from widenet.dynamics.losses import Loss
 
 @dataclass
 class RunState:
-    """What a monitor sees at step s: the model at theta_s, the full training data, the loss,
-    the base learning rate, the batch gradient at theta_s (after any gradient scaling, before
-    the optimizer step; empty at the final row, where no step follows), the optimizer's name,
-    the factor on the loss, the momentum and whether gradient scaling is on."""
+    """What a monitor sees at step s: the model at theta_s, the full training data (a loader's
+    gathered once), the loss, the base learning rate (a torch optimizer object's first group's),
+    the batch gradient at theta_s (after any gradient scaling, before the optimizer step; empty
+    at the final row, where no step follows), the optimizer's name ("gd", "sgd", "adam", or a
+    torch optimizer class's name in lower case), the factor on the loss, the heavy-ball
+    momentum and whether gradient scaling is on."""
 
     model: nn.Module
     x: torch.Tensor
@@ -42,7 +45,8 @@ class RunState:
 
 class Monitor:
     """A diagnostic measured every ``every`` steps (None: every ``log_every`` steps of the
-    training loop) and at the final step; each measurement adds a row if none was due."""
+    training loop) and at the final step; each measurement adds a History row if none was due.
+    ``name`` names its table of measurements (distinct within a run)."""
 
     name: str = "monitor"
     every: int | None = None

@@ -19,6 +19,7 @@ the backward pass and before the optimizer step:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -50,8 +51,11 @@ class Optimizer:
     gradient_scaling: GradientScaling | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.name, str):
-            object.__setattr__(self, "name", self.name.lower())
+        if not isinstance(self.name, str):
+            raise WidenetError(f"Optimizer's name must be one of {', '.join(OPTIMIZERS)}, got a "
+                               f"{type(self.name).__name__}; pass a torch optimizer object to "
+                               "train(optimizer=...) itself")
+        object.__setattr__(self, "name", self.name.lower())
         if self.name not in OPTIMIZERS:
             raise WidenetError(f"unknown optimizer {self.name!r}; choose one of "
                                f"{', '.join(OPTIMIZERS)}")
@@ -104,6 +108,115 @@ def build_optimizer(model: nn.Module, name: str, lr: float, *, momentum: float =
     if family == "adam":
         return torch.optim.Adam(groups, lr=lr)
     return torch.optim.SGD(groups, lr=lr, momentum=spec.momentum)
+
+
+@dataclass(frozen=True)
+class Updates:
+    """The torch optimizer ``train`` steps with, resolved from its ``optimizer=`` argument by
+    :func:`resolve_optimizer`: the optimizer's ``name`` as monitors see it ("gd", "sgd", "adam",
+    or a torch class's name in lower case), its heavy-ball ``momentum``, the :class:`Optimizer`
+    spec it was built from (batch size, gradient scaling; None for a torch optimizer object),
+    the base learning rate (None: the first parameter group's, read at each step) and
+    ``description``, what defines the updates for a checkpoint's fingerprint."""
+
+    optimizer: torch.optim.Optimizer
+    name: str
+    momentum: float
+    spec: Optimizer | None
+    base_lr: float | None
+    description: dict[str, object]
+
+    @property
+    def gradient_scaling(self) -> GradientScaling | None:
+        return None if self.spec is None else self.spec.gradient_scaling
+
+    def batch(self, n: int) -> int:
+        """Points per step for ``n`` training tensors (a spec's batch size, checked)."""
+        return n if self.spec is None else self.spec.batch(n)
+
+    def lr(self) -> float:
+        """The base learning rate: ``lr`` for a name or spec, else the first group's rate."""
+        return self.base_lr if self.base_lr is not None \
+            else float(self.optimizer.param_groups[0]["lr"])
+
+
+OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+
+
+def resolve_optimizer(value: str | Optimizer | torch.optim.Optimizer | OptimizerFactory,
+                      model: nn.Module, lr: float | None, *, loader: bool) -> Updates:
+    """``train``'s ``optimizer=`` as :class:`Updates`.
+
+    A name or :class:`Optimizer` spec is built on ``model`` at base learning rate ``lr`` (the
+    parametrization's per-parameter factors applied, :func:`build_optimizer`); with a ``loader``
+    the loader sets the batches, so a spec's batch size is refused and "gd" steps on the
+    loader's batches as "sgd" without momentum (the same update). A ``torch.optim.Optimizer``
+    must hold only parameters of ``model``; a factory is called with the model's trainable
+    parameters and must return one. Their learning rates are their own: ``lr`` must be None.
+    """
+    if isinstance(value, str | Optimizer):
+        spec = value if isinstance(value, Optimizer) else Optimizer(value)
+        if lr is None:
+            raise WidenetError(f"lr is required with optimizer {spec.name!r}; give lr=... (or "
+                               "pass a torch optimizer object, which carries its own)")
+        if loader and spec.batch_size is not None:
+            raise WidenetError("the DataLoader sets the batches; leave the Optimizer's "
+                               "batch_size at None")
+        if loader and spec.name == "gd":
+            spec = dataclasses.replace(spec, name="sgd")
+        return Updates(spec.build(model, lr), spec.name, spec.momentum, spec, lr,
+                       _spec_description(spec))
+    if not isinstance(value, torch.optim.Optimizer):
+        if not callable(value):
+            raise WidenetError("optimizer must be a name (" + ", ".join(OPTIMIZERS) + "), an "
+                               "Optimizer spec, a torch.optim.Optimizer or a factory "
+                               f"callable(params) -> Optimizer, got {type(value).__name__}")
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        built = value(trainable)
+        if not isinstance(built, torch.optim.Optimizer):
+            raise WidenetError(f"the optimizer factory returned a {type(built).__name__}, not "
+                               "a torch.optim.Optimizer; return e.g. torch.optim.SGD(params, "
+                               "lr=0.1)")
+        value = built
+    kind = type(value).__name__
+    if lr is not None:
+        raise WidenetError(f"the {kind} optimizer carries its own learning rates; leave lr out "
+                           "(or pass the name with lr=...)")
+    owned = {id(p) for p in model.parameters()}
+    foreign = sum(id(p) not in owned for group in value.param_groups for p in group["params"])
+    if foreign:
+        raise WidenetError(f"the {kind} optimizer holds {foreign} parameter(s) that are not the "
+                           "model's; build it on this model's parameters, e.g. "
+                           f"torch.optim.{kind}(model.parameters(), ...)")
+    name = {torch.optim.SGD: "sgd", torch.optim.Adam: "adam"}.get(type(value), kind.lower())
+    momentum = float(value.param_groups[0].get("momentum", 0.0)) if name == "sgd" else 0.0
+    return Updates(value, name, momentum, None, None, _object_description(value))
+
+
+def _spec_description(spec: Optimizer) -> dict[str, object]:
+    scaling = spec.gradient_scaling
+    return {"optimizer": spec.name, "momentum": repr(spec.momentum),
+            "batch_size": repr(spec.batch_size),
+            "gradient_scaling": "none" if scaling is None else _settings_of(scaling)}
+
+
+def _object_description(optimizer: torch.optim.Optimizer) -> dict[str, object]:
+    """The optimizer's class and each group's settings ("group i: key=value" for every plain
+    value, and the number of parameters)."""
+    kind = type(optimizer)
+    settings = []
+    for index, group in enumerate(optimizer.param_groups):
+        settings.append(f"group {index}: parameters={len(group['params'])}")
+        settings.extend(f"group {index}: {key}={value!r}" for key, value in sorted(group.items())
+                        if isinstance(value, bool | int | float | str | tuple | None))
+    return {"optimizer": f"{kind.__module__}.{kind.__qualname__}", "optimizer groups": settings}
+
+
+def _settings_of(scaling: object) -> str:
+    """A gradient scaling rule as Type(public number settings)."""
+    numbers = {name: value for name, value in vars(scaling).items()
+               if not name.startswith("_") and isinstance(value, int | float | str)}
+    return f"{type(scaling).__qualname__}({', '.join(f'{k}={v!r}' for k, v in numbers.items())})"
 
 
 def gd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float,

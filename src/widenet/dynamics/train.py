@@ -1,14 +1,17 @@
-"""The training loop: full-batch GD, minibatch SGD with momentum, or Adam, with monitors.
+"""The training loop: full-batch GD, minibatch SGD with momentum, Adam or any torch optimizer,
+on tensors or a DataLoader, with monitors.
 
 Every ``log_every`` steps (and at the end) one row goes into the History: the step, the
-full-batch training loss at theta_s, the norm of the batch gradient at theta_s, the optimizer's
-base learning rate, the test loss when test data are given, and whatever the monitors measure.
-A non-finite batch loss, or one above ``divergence_factor`` times the initial loss, ends the
-run with status "diverged", keeping every row logged so far plus the diverging one. With
-``checkpoint=Checkpoint(path, every, resume)`` the run state (model, optimizer, sampler,
-monitors, history; widenet.dynamics.checkpoint) is written atomically every ``every`` steps;
-``resume=True`` continues from it after checking that it belongs to this run, and ends exactly
-where the uninterrupted run would have.
+full-batch training loss at theta_s (and the accuracy, for classification losses), the norm of
+the batch gradient at theta_s, the optimizer's base learning rate, the test loss (and accuracy)
+when test data are given. Each monitor's numbers go into its own table of measurements, one row
+per step where it ran (``TrainResult.measurements``; ``TrainResult.measured`` joins them with
+the History). A non-finite batch loss, or one above ``divergence_factor`` times the initial
+loss, ends the run with status "diverged", keeping every row logged so far plus the diverging
+one. With ``checkpoint=Checkpoint(path, every, resume)`` the run state (model, optimizer,
+batches, monitors, rows; widenet.dynamics.checkpoint) is written atomically every ``every``
+steps; ``resume=True`` continues from it after checking that it belongs to this run, and ends
+exactly where the uninterrupted run would have.
 
 Each step is :meth:`_Loop.gradient` (forward and backward on the step's batch), then the row if
 one is due, then the optimizer's update; :meth:`_Loop.finish` measures the final row at theta_T.
@@ -19,15 +22,24 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from widenet.dynamics.batches import (
+    LoaderBatches,
+    TensorBatches,
+    check_loader,
+    check_resumable,
+    gathered,
+    is_loader,
+)
 from widenet.dynamics.checkpoint import (
     Checkpoint,
     checkpoint_spec,
@@ -35,36 +47,68 @@ from widenet.dynamics.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from widenet.dynamics.losses import Loss, get_loss
+from widenet.dynamics.losses import Loss, accuracy_for, get_loss
 from widenet.dynamics.monitor import Monitor, RunState
-from widenet.dynamics.optim import Optimizer
+from widenet.dynamics.optim import Optimizer, OptimizerFactory, Updates, resolve_optimizer
 from widenet.errors import WidenetError
 from widenet.validation import data_matrix, finite_real, nonnegative_int, positive_int
 
 
 @dataclass
 class TrainResult:
-    """The History (one row per logged step), the final status ("completed" or "diverged"),
-    why it diverged (empty otherwise) and the number of optimizer steps taken."""
+    """The History (one row per logged step: step, loss, lr, grad_norm, accuracy, test_loss,
+    test_accuracy, xi/...), the final status ("completed" or "diverged"), why it diverged (empty
+    otherwise), the number of optimizer steps taken, and each monitor's measurements
+    ({monitor.name: a table with ``step`` and the monitor's columns, one row per step where it
+    ran}): no column of either table is empty on most rows."""
 
     history: pd.DataFrame
     status: str
     reason: str
     steps: int
+    measurements: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def measured(self, *monitors: str, how: str = "inner") -> pd.DataFrame:
+        """The History's rows at the steps where every named monitor ran, with those monitors'
+        columns beside: ``result.measured("ntk")[["step", "loss", "ntk_movement"]]``.
+        ``how="left"`` keeps every History row instead (NaN where a monitor did not run)."""
+        if how not in ("inner", "left"):
+            raise WidenetError(f"how must be 'inner' or 'left', got {how!r}")
+        if not monitors:
+            raise WidenetError("name the monitors to join, e.g. result.measured('ntk'); this "
+                               f"run has {', '.join(self.measurements) or 'none'}")
+        table = self.history
+        for name in monitors:
+            if name not in self.measurements:
+                raise WidenetError(f"no monitor named {name!r} in this run; its monitors: "
+                                   f"{', '.join(self.measurements) or 'none'}")
+            table = table.merge(self.measurements[name], on="step", how=how)
+        return table
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float, steps: int,
-          loss: str | Loss = "mse", loss_scale: float = 1.0,
-          optimizer: str | Optimizer = "gd", monitors: Sequence[Monitor] = (),
-          log_every: int = 10, test_data: tuple[torch.Tensor, torch.Tensor] | None = None,
-          seed: int = 0, checkpoint: str | Path | Checkpoint | None = None,
-          divergence_factor: float = 1e6, progress: bool | None = None) -> TrainResult:
+def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None = None, *,
+          lr: float | None = None, steps: int, loss: str | Loss = "mse",
+          loss_scale: float = 1.0,
+          optimizer: str | Optimizer | torch.optim.Optimizer | OptimizerFactory = "gd",
+          monitors: Sequence[Monitor] = (), log_every: int = 10,
+          test_data: tuple[torch.Tensor, torch.Tensor] | None = None, seed: int = 0,
+          checkpoint: str | Path | Checkpoint | None = None, divergence_factor: float = 1e6,
+          progress: bool | None = None) -> TrainResult:
     """Train ``model`` in place for ``steps`` optimizer steps and return its History.
 
+    Data: tensors ``x`` (n, d) and ``y``, or ``x`` a ``torch.utils.data.DataLoader`` (or any
+    re-iterable of (x, y) batches, e.g. a list) and no ``y``. From a loader, step s takes its
+    next batch; when a pass ends the next one begins, so one epoch is ``len(loader)`` steps
+    (``steps = epochs * len(loader)`` trains for whole epochs); the logged loss and the
+    monitors use the whole training set, gathered once (widenet.dynamics.batches).
+
     The objective is loss_scale * loss (e.g. 1/alpha^2 for lazy training). ``optimizer``: a
-    name ("gd", "sgd", "adam") or an :class:`Optimizer` with momentum, batch size and gradient
-    scaling; SGD minibatches are shuffled by ``seed``. The learning rate of each parameter is
-    lr times the model's ``lr_scales`` (the parametrization's). ``checkpoint``: a path or a
+    name in any case ("gd", "sgd", "Adam") or an :class:`Optimizer` spec (momentum, batch size,
+    gradient scaling; SGD minibatches of tensors are shuffled by ``seed``), both built at base
+    learning rate ``lr`` times the model's ``lr_scales`` (the parametrization's); or a
+    ``torch.optim.Optimizer`` on the model's parameters, or a factory ``callable(params) ->
+    Optimizer`` given the model's trainable parameters: these keep their own learning rates
+    (leave ``lr`` out; the History's ``lr`` is the first group's). ``checkpoint``: a path or a
     :class:`Checkpoint` (every, resume). Inputs are cast to the model's dtype and device.
     ``progress=None`` shows a bar only on a terminal.
     """
@@ -74,46 +118,59 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float, step
     parameter = next(model.parameters(), None)
     if parameter is None:
         raise WidenetError("the model has no parameters to train")
-    x = data_matrix(x, "x").to(parameter.dtype).to(parameter.device)
-    y = _targets(y, x.shape[0], "y").to(parameter.device)
-    lr = finite_real(lr, "lr", minimum=0.0, strict=True)
+    if isinstance(x, DataLoader) and y is not None:
+        raise WidenetError("the loader yields the targets; leave y out with a DataLoader")
+    loader = x if y is None and is_loader(x) else None
+    if loader is not None:
+        check_loader(loader)
+        x, y = gathered(loader)
+        where = "the loader's "
+    elif y is None:
+        raise WidenetError("give the targets y (or a DataLoader of (x, y) batches as x)")
+    else:
+        where = ""
+    x = data_matrix(x, f"{where}x").to(parameter.dtype).to(parameter.device)
+    y = _targets(y, x.shape[0], f"{where}y").to(parameter.device)
+    lr = None if lr is None else finite_real(lr, "lr", minimum=0.0, strict=True)
     steps = nonnegative_int(steps, "steps")
     log_every = positive_int(log_every, "log_every")
     loss_scale = finite_real(loss_scale, "loss_scale", minimum=0.0, strict=True)
     divergence_factor = finite_real(divergence_factor, "divergence_factor", minimum=1.0)
     seed = nonnegative_int(seed, "seed")
-    optimizer = optimizer if isinstance(optimizer, Optimizer) else Optimizer(optimizer)
-    batch = optimizer.batch(x.shape[0])
     if test_data is not None:
         if not isinstance(test_data, tuple | list) or len(test_data) != 2:
             raise WidenetError("test_data must be a pair (x_test, y_test)")
         x_test = data_matrix(test_data[0], "test x").to(parameter.dtype).to(parameter.device)
         test_data = (x_test, _targets(test_data[1], x_test.shape[0], "test y").to(x.device))
     checkpoint = checkpoint_spec(checkpoint)
+    if checkpoint is not None and loader is not None:
+        check_resumable(loader)
     monitors = list(monitors)
-    for monitor in monitors:
-        if monitor.every is not None:
-            positive_int(monitor.every, f"{type(monitor).__name__}.every")
+    _check_monitors(monitors)
     _check_inputs_fit(model, x, "x")
     if test_data is not None:
         _check_inputs_fit(model, test_data[0], "test x")
+    updates = resolve_optimizer(optimizer, model, lr, loader=loader is not None)
+    batches = TensorBatches(x, y, updates.batch(x.shape[0]), seed) if loader is None \
+        else LoaderBatches(loader, parameter.dtype, parameter.device)
 
     run = None
     if checkpoint is not None:
         x_test, y_test = (None, None) if test_data is None else test_data
+        settings = {"lr": lr, "loss_scale": loss_scale, "seed": seed, "log_every": log_every,
+                    "divergence_factor": divergence_factor}
+        if loader is not None:
+            settings["loader"] = _loader_description(loader)
         run = fingerprint(model, {"x": x, "y": y, "test x": x_test, "test y": y_test}, loss,
-                          optimizer, {"lr": lr, "loss_scale": loss_scale, "seed": seed,
-                                      "log_every": log_every,
-                                      "divergence_factor": divergence_factor}, monitors)
-    sampler = _Sampler(x.shape[0], batch, seed)
+                          updates.description, settings, monitors)
     show = sys.stderr.isatty() if progress is None else progress
-    scaling = optimizer.gradient_scaling
+    scaling = updates.gradient_scaling
     try:
-        loop = _Loop(model, x, y, loss_fn, loss_scale, lr, optimizer, sampler, monitors,
-                     test_data)
+        loop = _Loop(model, x, y, loss_fn, loss_scale, updates, batches, monitors, test_data)
         start = 0
         if checkpoint is not None and checkpoint.resume and checkpoint.path.exists():
-            start = loop.load(load_checkpoint(checkpoint.path, run, model, steps, x.device))
+            start = loop.load(load_checkpoint(checkpoint.path, run, model, steps, x.device,
+                                              batches.KEYS))
         else:
             loop.start()
         saving = None if checkpoint is None else (checkpoint, run)
@@ -121,6 +178,27 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float, step
     finally:
         if scaling is not None:
             scaling.detach()
+
+
+def _check_monitors(monitors: list[Monitor]) -> None:
+    """Cadences are positive and names distinct (each names its table of measurements)."""
+    names: set[str] = set()
+    for monitor in monitors:
+        if monitor.every is not None:
+            positive_int(monitor.every, f"{type(monitor).__name__}.every")
+        if monitor.name in names:
+            raise WidenetError(f"two monitors are named {monitor.name!r}; give each its own "
+                               "name (monitor.name = ...), which names its measurements")
+        names.add(monitor.name)
+
+
+def _loader_description(loader: Iterable) -> str:
+    """What fixes a loader's batches besides its data: batch size, order and dropped tail."""
+    if isinstance(loader, list | tuple):
+        return f"{type(loader).__name__} of batches of sizes " \
+               f"{[len(batch[0]) for batch in loader]}"
+    return f"DataLoader(batch_size={loader.batch_size!r}, " \
+           f"sampler={type(loader.sampler).__name__}, drop_last={loader.drop_last!r})"
 
 
 def _check_inputs_fit(model: nn.Module, x: torch.Tensor, name: str) -> None:
@@ -154,55 +232,27 @@ def _targets(y: object, n: int, name: str) -> torch.Tensor:
     return y
 
 
-class _Sampler:
-    """Minibatch indices: epochs of a permutation drawn from a seeded generator."""
-
-    def __init__(self, n: int, batch: int, seed: int):
-        self.n, self.batch = n, batch
-        self.generator = torch.Generator().manual_seed(seed)
-        self.order = torch.arange(n)
-        self.position = n
-
-    def next(self) -> torch.Tensor | None:
-        """Indices of the next batch, or None for the full batch."""
-        if self.batch == self.n:
-            return None
-        if self.position + self.batch > self.n:
-            self.order = torch.randperm(self.n, generator=self.generator)
-            self.position = 0
-        indices = self.order[self.position:self.position + self.batch]
-        self.position += self.batch
-        return indices
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "order": self.order,
-                "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        # The generator and the order live on the CPU, wherever the checkpoint was mapped.
-        self.generator.set_state(state["generator"].cpu())
-        self.order, self.position = state["order"].cpu(), state["position"]
-
-
 class _Loop:
     """One training run's moving parts, so that steps, logging and checkpoints share them."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Loss,
-                 loss_scale: float, lr: float, optimizer: Optimizer, sampler: _Sampler,
+                 loss_scale: float, updates: Updates, batches: TensorBatches | LoaderBatches,
                  monitors: list[Monitor], test_data: tuple[torch.Tensor, torch.Tensor] | None):
         self.model, self.x, self.y = model, x, y
-        self.loss_fn, self.loss_scale, self.lr = loss_fn, loss_scale, lr
-        self.spec, self.optimizer = optimizer, optimizer.build(model, lr)
-        self.sampler, self.monitors, self.test_data = sampler, monitors, test_data
-        self.gradient_scaling = optimizer.gradient_scaling
+        self.loss_fn, self.loss_scale, self.accuracy = loss_fn, loss_scale, accuracy_for(loss_fn)
+        self.updates, self.optimizer = updates, updates.optimizer
+        self.batches, self.monitors, self.test_data = batches, monitors, test_data
+        self.gradient_scaling = updates.gradient_scaling
         self.rows: list[dict] = []
+        self.measured: dict[str, list[dict]] = {monitor.name: [] for monitor in monitors}
         self.initial_loss = math.nan
+        self.output: torch.Tensor | None = None  # the last full-batch forward pass's outputs
         if self.gradient_scaling is not None:
             self.gradient_scaling.attach(model)
 
     def state(self, step: int, gradients: dict[str, torch.Tensor]) -> RunState:
-        return RunState(self.model, self.x, self.y, self.loss_fn, self.lr, step, gradients,
-                        self.spec.name, self.loss_scale, self.spec.momentum,
+        return RunState(self.model, self.x, self.y, self.loss_fn, self.updates.lr(), step,
+                        gradients, self.updates.name, self.loss_scale, self.updates.momentum,
                         self.gradient_scaling is not None)
 
     def recording(self) -> contextlib.AbstractContextManager:
@@ -215,75 +265,96 @@ class _Loop:
         for monitor in self.monitors:
             monitor.start(self.state(0, {}))
 
-    def full_loss(self, x: torch.Tensor, y: torch.Tensor) -> float:
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, prefix: str = "") -> dict[str, float]:
+        """The loss (and accuracy, for a classification loss) on (x, y) at the current theta."""
         with torch.no_grad():
-            return float(self.loss_fn(self.model(x), y))
+            output = self.model(x)
+            row = {f"{prefix}loss": float(self.loss_fn(output, y))}
+            if self.accuracy is not None:
+                row[f"{prefix}accuracy"] = self.accuracy(output, y)
+        return row
 
     def run(self, start: int, steps: int, log_every: int, divergence_factor: float,
             saving: tuple[Checkpoint, dict] | None, show: bool) -> TrainResult:
         """Steps start..steps-1 (log, then update), then the final measurement at theta_T."""
         with tqdm(total=steps, initial=start, disable=not show, desc="training") as bar:
             for step in range(start, steps):
-                batch_loss, full_batch, factors = self.gradient(step)
+                batch_loss, full_batch, factors = self.gradient()
                 # Divergence is judged on the batch loss: no extra full pass on unlogged steps.
                 if step == 0:
-                    self.initial_loss = batch_loss if full_batch else self.full_loss(self.x,
-                                                                                     self.y)
+                    self.initial_loss = batch_loss if full_batch \
+                        else self.evaluate(self.x, self.y)["loss"]
                 diverged = _divergence(batch_loss, self.initial_loss, divergence_factor)
                 due = [m for m in self.monitors
                        if diverged or step % (m.every or log_every) == 0]
                 if diverged or due or step % log_every == 0:
-                    full = batch_loss if full_batch else self.full_loss(self.x, self.y)
-                    self.log(step, full, factors, due)
+                    self.log(step, self.training_row(batch_loss, full_batch), factors, due)
                 if diverged:
-                    return TrainResult(self.history(), "diverged", diverged, step)
+                    return self.result("diverged", diverged, step)
                 self.optimizer.step()
                 bar.update()
                 if saving is not None and (step + 1) % saving[0].every == 0:
                     self.save(saving, step + 1)
         return self.finish(steps, divergence_factor)
 
-    def gradient(self, step: int) -> tuple[float, bool, dict[str, float]]:
-        """The forward and backward pass of step s on its batch at theta_s, gradient scaling
-        applied: the batch loss, whether the batch is the whole training set, and the scaling
-        factors xi_l (empty without scaling)."""
-        indices = self.sampler.next()
-        xb, yb = (self.x, self.y) if indices is None else (self.x[indices], self.y[indices])
+    def gradient(self) -> tuple[float, bool, dict[str, float]]:
+        """The forward and backward pass of this step on its batch at theta_s, gradient
+        scaling applied: the batch loss, whether the batch is the whole training set, and the
+        scaling factors xi_l (empty without scaling)."""
+        xb, yb, full_batch = self.batches.next()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad(), self.recording():
-            batch_loss = self.loss_fn(self.model(xb), yb)
+            output = self.model(xb)
+            batch_loss = self.loss_fn(output, yb)
             (self.loss_scale * batch_loss).backward()
+        self.output = output.detach() if full_batch else None
         factors = {} if self.gradient_scaling is None else self.gradient_scaling.apply()
-        return float(batch_loss.detach()), indices is None, factors
+        return float(batch_loss.detach()), full_batch, factors
+
+    def training_row(self, batch_loss: float, full_batch: bool) -> dict[str, float]:
+        """The full-batch loss (and accuracy) at theta_s, from this step's pass when its batch
+        was the whole set."""
+        if not full_batch:
+            return self.evaluate(self.x, self.y)
+        row = {"loss": batch_loss}
+        if self.accuracy is not None:
+            row["accuracy"] = self.accuracy(self.output, self.y)
+        return row
 
     def finish(self, steps: int, divergence_factor: float) -> TrainResult:
         """The final row at theta_T: the full-batch loss and every monitor, with no gradient
         (no step follows); the run diverged if that loss did."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.full_loss(self.x, self.y)
+        row = self.evaluate(self.x, self.y)
         if steps == 0:
-            self.initial_loss = loss
-        diverged = _divergence(loss, self.initial_loss, divergence_factor)
-        self.log(steps, loss, {}, self.monitors)
-        return TrainResult(self.history(), "diverged" if diverged else "completed", diverged,
-                           steps)
+            self.initial_loss = row["loss"]
+        diverged = _divergence(row["loss"], self.initial_loss, divergence_factor)
+        self.log(steps, row, {}, self.monitors)
+        return self.result("diverged" if diverged else "completed", diverged, steps)
 
-    def log(self, step: int, loss: float, factors: dict[str, float],
+    def log(self, step: int, evaluated: dict[str, float], factors: dict[str, float],
             monitors: list[Monitor]) -> None:
-        row: dict[str, float] = {"step": step, "loss": loss, "lr": self.lr, **factors}
+        """Append the History row at this step and each due monitor's measurement (none when
+        the loss is not finite)."""
+        row: dict[str, float] = {"step": step, **evaluated, "lr": self.updates.lr(), **factors}
         gradients = {n: p.grad for n, p in self.model.named_parameters() if p.grad is not None}
         if gradients:
             row["grad_norm"] = math.sqrt(sum(float(g.square().sum()) for g in gradients.values()))
         if self.test_data is not None:
-            row["test_loss"] = self.full_loss(*self.test_data)
-        if math.isfinite(loss):
-            state = self.state(step, gradients)
-            for monitor in monitors:
-                row.update(monitor.measure(state))
+            row.update(self.evaluate(*self.test_data, prefix="test_"))
         self.rows.append(row)
+        if not math.isfinite(evaluated["loss"]):
+            return
+        state = self.state(step, gradients)
+        for monitor in monitors:
+            measured = monitor.measure(state)
+            if measured:
+                self.measured[monitor.name].append({"step": step, **measured})
 
-    def history(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows)
+    def result(self, status: str, reason: str, steps: int) -> TrainResult:
+        measurements = {name: pd.DataFrame(rows) if rows else pd.DataFrame({"step": []})
+                        for name, rows in self.measured.items()}
+        return TrainResult(pd.DataFrame(self.rows), status, reason, steps, measurements)
 
     def save(self, saving: tuple[Checkpoint, dict], step: int) -> None:
         """Write the run state after ``step`` steps to the checkpoint (see widenet.dynamics.
@@ -291,16 +362,21 @@ class _Loop:
         checkpoint, run = saving
         save_checkpoint(checkpoint.path, {
             "step": step, "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "sampler": self.sampler.state_dict(),
-            "rows": self.rows, "initial_loss": self.initial_loss,
+            "optimizer": self.optimizer.state_dict(), "sampler": self.batches.state_dict(),
+            "rows": self.rows, "measurements": self.measured, "initial_loss": self.initial_loss,
             "monitors": [m.state_dict() for m in self.monitors]}, run)
 
     def load(self, content: dict) -> int:
         """Restore the run state from a checked checkpoint; return the step to continue from."""
+        if set(content["measurements"]) != set(self.measured):
+            raise WidenetError("the checkpoint's measurements are for monitors named "
+                               f"{sorted(content['measurements'])}, not this run's "
+                               f"{sorted(self.measured)}; resume with the same monitors")
         self.model.load_state_dict(content["model"])
         self.optimizer.load_state_dict(content["optimizer"])
-        self.sampler.load_state_dict(content["sampler"])
+        self.batches.load_state_dict(content["sampler"])
         self.rows, self.initial_loss = content["rows"], content["initial_loss"]
+        self.measured = content["measurements"]
         for monitor, monitor_state in zip(self.monitors, content["monitors"], strict=True):
             monitor.load_state_dict(monitor_state)
         return content["step"]

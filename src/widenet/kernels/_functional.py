@@ -149,8 +149,12 @@ def check_points(x: object, name: str, *,
     if like is not None:
         other, other_name = like
         if x.shape[1:] != other.shape[1:]:
-            raise WidenetError(f"{name} has points of shape {tuple(x.shape[1:])} but {other_name} "
-                               f"has points of shape {tuple(other.shape[1:])}; they must match")
+            wanted = tuple(other.shape[1:])
+            hint = f"; a single point is {name}.unsqueeze(0)" if x.ndim == 1 else ""
+            raise WidenetError(f"{name} of shape {tuple(x.shape)} has points of shape "
+                               f"{tuple(x.shape[1:])} but {other_name} has points of shape "
+                               f"{wanted}: expected {name} of shape (n, "
+                               f"{', '.join(map(str, wanted))}){hint}")
         if x.dtype != other.dtype or x.device != other.device:
             raise WidenetError(f"{name} is {x.dtype} on {x.device} but {other_name} is "
                                f"{other.dtype} on {other.device}; move both to the same dtype "

@@ -75,7 +75,8 @@ def infinite_kernels(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None
     x2 = x1 if symmetric else data_points(x2, "x2", features=features).detach()
     if x1.shape[1:] != x2.shape[1:]:
         raise WidenetError(f"x1 has points of shape {tuple(x1.shape[1:])} but x2 of shape "
-                           f"{tuple(x2.shape[1:])}; give both the same shape")
+                           f"{tuple(x2.shape[1:])}: expected x2 of shape (n, "
+                           f"{', '.join(map(str, x1.shape[1:]))})")
     if x1.device != x2.device:
         raise WidenetError(f"x1 is on {x1.device} but x2 is on {x2.device}; move both to one "
                            "device")

@@ -24,25 +24,38 @@ class EoSConfig(StudyConfig):
     points: PositiveInt = Field(default=500, le=1797, description="n, the standardized "
                                 "digits training points (a seeded subset of the 1797)")
     activation: str = Field(default="tanh", description="part 1's activation (tanh, relu, "
-                            "...); sigma_w at its edge of chaos, no biases")
+                            "...); no biases")
+    mse_weight_std: float | None = Field(
+        default=0.6, gt=0, description="part 1, MSE runs (and the Taylor task): sigma_w; below "
+        "the edge of chaos (1 for tanh) the signal shrinks with depth, so S_0 is small and S "
+        "sharpens by 1/lr_factor before the edge; null: the edge-of-chaos value")
     depth: PositiveInt = Field(default=3, description="part 1: hidden layers L")
     width: PositiveInt = Field(default=64, description="part 1: width of every hidden layer")
     losses: list[Literal["mse", "cross_entropy"]] = Field(
         default=["mse", "cross_entropy"], description="part 1's losses: 'mse' (one-hot "
         "targets, (1/(2n)) sum ||f - y||^2) and/or 'cross_entropy'")
     lr_factors: list[float] = Field(
-        default=[0.8, 0.9], description="part 1: lr = lr_factor * 2 / S_0, so the edge 2/lr "
-        "= S_0 / lr_factor; each in (0, 0.95) so that S must sharpen to reach it")
-    steps: PositiveInt = Field(default=2500, description="part 1: GD steps per run")
+        default=[0.2, 0.4, 0.8], description="part 1: lr = lr_factor * 2 / S_0, so the edge "
+        "2/lr = S_0 / lr_factor; each in (0, 0.95) so that S must sharpen to reach it")
+    steps: PositiveInt = Field(default=1500, description="part 1: GD steps per run")
     sharpness_every: PositiveInt = Field(default=10, description="steps between sharpness "
                                          "measurements (both parts)")
+    ce_label_noise: float = Field(default=0.5, ge=0, le=1, description="part 1, "
+                                  "cross-entropy runs: the fraction of training labels "
+                                  "replaced by random classes (load_dataset's corrupt): a "
+                                  "task on which the loss stays large while S sharpens")
     late_fraction: float = Field(default=0.5, gt=0, lt=1, description="part 1: the EoS "
-                                 "window is the last late_fraction of the steps after S first "
-                                 "reaches 2/lr")
+                                 "window is the last late_fraction of the judged steps after S "
+                                 "first reaches 2/lr")
+    large_loss_fraction: float = Field(default=0.1, gt=0, lt=1, description="part 1, "
+                                       "cross-entropy: judged only while the loss is at least "
+                                       "this fraction of its initial value (the large-loss "
+                                       "phase; later the softmax saturates and S falls)")
     beyond_width: PositiveInt = Field(default=16, description="part 2: m in m_l = l^2 m")
     beyond_depth: PositiveInt = Field(default=3, description="part 2: hidden layers L")
     beyond_factors: list[float] = Field(
-        default=[0.5, 2.0, 4.0, 8.0], description="part 2: lr = c * 2 / S_0 (S_0 the "
+        default=[1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0], description="part 2: lr = c * 2 / S_0 "
+        "(S_0 the "
         "preconditioned sharpness at init with the scaling); c > 1 is past the classical "
         f"limit; each c in (0, {MAX_BEYOND_FACTOR:g}]")
     beyond_steps: PositiveInt = Field(default=400, description="part 2: GD steps per run")

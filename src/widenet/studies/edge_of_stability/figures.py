@@ -20,7 +20,8 @@ do not hide one arm under the other."""
 
 def eos_sharpness_figure(curves: pd.DataFrame, summary: pd.DataFrame) -> Figure:
     """Sharpness S against the GD step, one panel per loss, one colour per learning rate, with
-    that lr's edge 2/lr dashed in the same colour and the EoS window's start dotted."""
+    that lr's edge 2/lr dashed in the same colour, the EoS window's start dotted and, where the
+    run is judged only in its large-loss phase (cross-entropy), that phase's end dash-dotted."""
     losses = list(dict.fromkeys(summary["loss_name"]))
     figure, axes = new_figure(len(losses))
     for ax, loss in zip(axes[0], losses, strict=True):
@@ -37,13 +38,17 @@ def eos_sharpness_figure(curves: pd.DataFrame, summary: pd.DataFrame) -> Figure:
                        label=f"2/lr = {run['edge']:.3g}")
             if run["reached"]:
                 ax.axvline(run["window_start"], color=color, linestyle=":", linewidth=0.8)
+            if len(curve) and run["phase_end"] < curve["step"].max():
+                ax.axvline(run["phase_end"], color=color, linestyle="-.", linewidth=0.8)
         clip_runaway_lines(ax, peaks)
-        label(ax, f"{loss}: sharpness (dotted: EoS window starts)", "GD step s",
+        label(ax, f"{loss}: sharpness (dotted: EoS window starts; dash-dot: large loss ends)",
+              "GD step s",
               r"$S = \lambda_{max}(\nabla^2 L)$")
         ax.legend(fontsize=7)
     return caption(figure, "Sharpness S along gradient descent, one colour per learning rate: "
                    "Cohen et al. predict S rises (progressive sharpening) until it reaches the "
-                   "dashed edge 2/lr of its colour, then hovers there (edge of stability).")
+                   "dashed edge 2/lr of its colour, then hovers there (edge of stability); with "
+                   "cross-entropy only while the loss is large (dash-dot: that phase ends).")
 
 
 def eos_loss_figure(curves: pd.DataFrame) -> Figure:

@@ -38,12 +38,13 @@ def task_seed(config: EoSConfig, *parts: int) -> int:
     return derived_seed(config.seed, *parts)
 
 
-def digits_data(config: EoSConfig, loss: str, device: torch.device
+def digits_data(config: EoSConfig, loss: str, device: torch.device, label_noise: float = 0.0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """n standardized digits points (float32) and their targets: one-hot rows for 'mse',
-    class indices for 'cross_entropy'."""
+    class indices for 'cross_entropy'; a fraction ``label_noise`` of the labels replaced by
+    random classes (``load_dataset``'s ``corrupt``)."""
     data = load_dataset("digits", n=config.points, seed=config.seed, normalize="standardize",
-                        dtype=torch.float32)
+                        corrupt=label_noise, dtype=torch.float32)
     y = data.y
     if loss == "mse":
         y = torch.nn.functional.one_hot(y, CLASSES).to(torch.float32)
@@ -90,7 +91,8 @@ def loss_explosions(losses: np.ndarray, ratio: float) -> int:
 
 
 def _curve(result, **columns: Any) -> pd.DataFrame:
-    history = result.history
+    # every step's loss, with the monitors' columns where they ran
+    history = result.measured(*result.measurements, how="left")
     keep = [c for c in history.columns if c in ("step", "loss", "sharpness", "taylor_c1",
                                                "taylor_c2", "taylor_c3")
             or c.startswith("participation_ratio/")]
@@ -100,10 +102,14 @@ def _curve(result, **columns: Any) -> pd.DataFrame:
 
 
 def compute_eos_task(config: EoSConfig, loss: str, factor: float, context: StudyContext) -> Tables:
-    x, y = digits_data(config, loss, context.device)
+    """One part-1 run: full-batch GD at lr = factor * 2/S_0 with ``loss``. MSE on clean digits
+    with sigma_w = ``mse_weight_std`` (a small S_0); cross-entropy on digits with a fraction
+    ``ce_label_noise`` of random labels and edge-of-chaos sigma_w."""
+    mse = loss == "mse"
+    x, y = digits_data(config, loss, context.device, 0.0 if mse else config.ce_label_noise)
     net = MLP(x.shape[1], constant(config.width, config.depth), CLASSES, config.activation,
-              bias_std=0.0, seed=task_seed(config, 1), device=context.device,
-              dtype=torch.float32)
+              config.mse_weight_std if mse else None, bias_std=0.0, seed=task_seed(config, 1),
+              device=context.device, dtype=torch.float32)
     s0 = preconditioned_sharpness(net, x, y, loss, None)
     lr = factor * 2 / s0
     result = train(net, x, y, lr=lr, steps=config.steps, loss=loss, log_every=1,
@@ -150,7 +156,8 @@ def compute_taylor_task(config: EoSConfig, replicate: int, context: StudyContext
     the remainder actual - (c1 + c2 + c3) (:func:`widenet.diagnostics.taylor_coefficients`)."""
     x, y = digits_data(config, "mse", context.device)
     net = MLP(x.shape[1], constant(config.width, config.depth), CLASSES, config.activation,
-              bias_std=0.0, seed=task_seed(config, 3, replicate), device=context.device,
+              config.mse_weight_std, bias_std=0.0, seed=task_seed(config, 3, replicate),
+              device=context.device,
               dtype=torch.float64)
     x, y = x.double(), y.double()
     s0 = sharpness(net, get_loss("mse"), x, y).value

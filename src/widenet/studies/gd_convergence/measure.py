@@ -148,7 +148,8 @@ def compute_task(config: GDConfig, m: int, replicate: int, context: StudyContext
     moved = weight_movement(net, start) if finite else None  # None: the run blew up to NaN/inf
     theta_values = torch.linalg.eigvalsh(theta)
     entk_values = torch.linalg.eigvalsh(entk)
-    curve = result.history[["step", "loss", "deviation"]].assign(m=m, seed=replicate)
+    curve = result.measured(_PredictionDeviation.name, how="left")[["step", "loss", "deviation"]]
+    curve = curve.assign(m=m, seed=replicate)
     predicted = dynamics.gd_train(curve["step"].tolist(), lr)
     curve["loss_pred"] = 0.5 * (predicted - y).square().sum(dim=(1, 2)).cpu().numpy() / n
     fit_start = (1 - config.fit_fraction) * steps

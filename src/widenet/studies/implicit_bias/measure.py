@@ -184,15 +184,18 @@ def compute_task(config: ImplicitBiasConfig, activation: str, depth: int, replic
                        monitors=[MarginMonitor(degree), DirectionMonitor(steps, y, degree)],
                        log_every=config.log_every, progress=False)
     smoothed = f"smoothed_margin_{config.loss}"
-    # A run that diverged at step 0 logged no monitor columns: those come back NaN.
-    history = result.history.reindex(columns=["step", "loss", "normalized_margin", smoothed,
+    # A row whose loss was not finite has no margins (a run that diverged at step 0 has none
+    # at all): those come back NaN.
+    history = result.measured(MarginMonitor.name, how="left")
+    history = history.reindex(columns=["step", "loss", "normalized_margin", smoothed,
                                               "parameter_norm"])
     trajectory = pd.DataFrame({
         "step": history["step"].astype(int), "time": config.lr * history["step"],
         "loss": history["loss"], "normalized_margin": history["normalized_margin"],
         "smoothed_margin": history[smoothed],
         "parameter_norm": history["parameter_norm"]}).assign(**parameters)
-    measured = result.history.reindex(columns=["step", *CHECKPOINT_COLUMNS])
+    measured = result.measured(DirectionMonitor.name).reindex(
+        columns=["step", *CHECKPOINT_COLUMNS])
     checkpoints = measured[measured["step"].isin(steps)
                            & measured["gradient_alignment"].notna()].assign(**parameters)
     completed = result.status == "completed"

@@ -167,8 +167,9 @@ def compute_task(config: InfoNuisanceConfig, corrupt: float, replicate: int, sca
     result = train(model, x.float(), targets.float(), lr=lr, steps=config.steps, loss="mse",
                    log_every=max(1, config.steps // LOGGED_ROWS), monitors=[monitor],
                    progress=False)
-    curves = result.history[["step", "loss", "residual_information", "residual_nuisance",
-                             "test_error", "fit_clean", "fit_corrupted"]].copy()
+    curves = result.measured(monitor.name, how="left")[[
+        "step", "loss", "residual_information", "residual_nuisance", "test_error", "fit_clean",
+        "fit_corrupted"]].copy()
     predicted = _predicted_projections(space, kernel0, targets, curves["step"].tolist(),
                                        lr * scale**2)
     curves["residual_information_pred"], curves["residual_nuisance_pred"] = predicted

@@ -136,7 +136,7 @@ def compute_coordinate_task(config: LRTransferConfig, name: str, optimizer: str,
                    loss="cross_entropy",
                    optimizer=Optimizer(optimizer, batch_size=config.batch_size), log_every=1,
                    monitors=[CoordinateMonitor(x[:PROBE_POINTS])], seed=seed, progress=False)
-    history = result.history.dropna(subset=["mean_abs/1"])
+    history = result.measurements[CoordinateMonitor.name]
     rows = [{"parametrization": name, "optimizer": optimizer, "m": m, "seed": replicate,
              "log2_lr": log2_lr, "status": result.status, "step": int(row["step"]),
              "layer": layer, "mean_abs": float(row[f"mean_abs/{layer}"]),
