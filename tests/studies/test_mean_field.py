@@ -19,7 +19,7 @@ from widenet.errors import WidenetError
 from widenet.figures import png_bytes
 from widenet.studies import StudyContext, get_study
 from widenet.studies.common.config import validate_config
-from widenet.studies.mean_field.analysis import iid_transport_slope
+from widenet.studies.mean_field.analysis import iid_transport_slope, neuron_checks, scale_checks
 from widenet.studies.mean_field.config import MeanFieldConfig
 from widenet.studies.mean_field.measure import (
     compute_task,
@@ -32,10 +32,18 @@ from widenet.studies.mean_field.measure import (
     two_layer_net,
     with_bias_coordinate,
 )
+from widenet.studies.mean_field.regimes import symmetrized
 
 STUDY = get_study("mean-field")
 TINY = {"widths": [8, 16, 32], "particle_width": 16, "seeds": 2, "steps": 20, "n": 12,
-        "n_test": 16, "projections": 16}
+        "n_test": 16, "projections": 16, "neuron_counts": [2, 4, 8], "neuron_steps": 20,
+        "scales": [0.1, 10.0], "scale_width": 8, "scale_dim": 3, "scale_n": 12,
+        "scale_steps": 20}
+MAIN_CHECKS = ["movement slope (mean-field)", "movement slope (ntk)",
+               "transport ratio slope (mean-field)"]
+NEW_CHECKS = ["final loss falls with the number of neurons (mean-field)",
+              "loss near 0 at m = 8 (mean-field)", "large tau is lazy (tau = 10 vs 0.1)",
+              "rich generalizes better (tau = 0.1 vs 10)"]
 
 
 def _inputs(n: int = 10, dim: int = 2, seed: int = 0) -> torch.Tensor:
@@ -46,7 +54,8 @@ def _inputs(n: int = 10, dim: int = 2, seed: int = 0) -> torch.Tensor:
 def test_tiny_run_end_to_end(tmp_path):
     config, analysis = run_in_memory(STUDY, tmp_path, **TINY)
     assert [task.key for task in STUDY.plan(config)] == [
-        f"{scaling}/seed={s}" for scaling in ("mean-field", "ntk") for s in (0, 1)]
+        *(f"{scaling}/seed={s}" for scaling in ("mean-field", "ntk") for s in (0, 1)),
+        "neurons/seed=0", "neurons/seed=1", "scales/seed=0", "scales/seed=1"]
     summary = analysis.tables["summary"]
     assert {"scaling", "width", "runs", "movement", "movement_se", "test_loss", "train_loss",
             "initial_test_loss", "zero_test_loss"} <= set(summary.columns)
@@ -57,11 +66,12 @@ def test_tiny_run_end_to_end(tmp_path):
     slopes = analysis.tables["slopes"]
     assert set(slopes["measure"]) == {"movement", "transport_initial", "transport_trained",
                                       "transport_ratio"}
-    assert set(analysis.figures) == {"movement", "particles", "transport", "test_loss"}
+    assert set(analysis.figures) == {"movement", "particles", "transport", "test_loss",
+                                     "neurons", "scales"}
+    assert list(analysis.tables["neurons"]["width"]) == [2, 4, 8] * 2
+    assert list(analysis.tables["scales"]["scale"]) == [0.1, 10.0] * 2
     assert [check.name for check in analysis.checks] == [
-        "movement slope (mean-field)", "movement slope (ntk)",
-        "transport ratio slope (mean-field)",
-        "test loss converged in width (mean-field, m=16 vs 32)"]
+        *MAIN_CHECKS, "test loss converged in width (mean-field, m=16 vs 32)", *NEW_CHECKS]
     assert all(check.verdict in VERDICTS for check in analysis.checks)
     assert analysis.diverged == ""
 
@@ -218,7 +228,72 @@ def _synthetic_tables(trained_distance, finite_seeds: int = 4) -> dict[str, pd.D
                        "neuron": neuron, "angle": 10.0 * neuron, "c": 1.0}
                       for stage in ("initial", "trained") for neuron in range(3)]
     return {"runs": pd.DataFrame(runs), "transport": pd.DataFrame(transport),
-            "particles": pd.DataFrame(cloud)}
+            "particles": pd.DataFrame(cloud), "neurons": _neurons([-1.0] * 4),
+            "scales": _scales([1.0] * 4)}
+
+
+def _neurons(slopes: list[float], noise: float = 0.0) -> pd.DataFrame:
+    """Per seed, final training loss 0.01 (m / 2)^slope over m = 2..256 (L_0 = 1), times a
+    seeded log-normal noise."""
+    rng = np.random.default_rng(1)
+    return pd.DataFrame([
+        {"seed": seed, "width": m, "status": "completed", "zero_train_loss": 1.0,
+         "train_loss": 0.01 * (m / 2) ** slope * math.exp(noise * rng.standard_normal()),
+         "test_loss": 0.02 * (m / 2) ** slope, "relative_movement": 0.5}
+        for seed, slope in enumerate(slopes) for m in (2, 8, 32, 256)])
+
+
+def _scales(effects: list[float]) -> pd.DataFrame:
+    """Per seed, tau in {0.1, 1, 10}: test loss 1e-3 * 10^(effect log10(tau / 0.1) / 2) and
+    relative movement 10^-(effect log10(tau / 0.1) / 2): the largest tau has a test loss 10^effect
+    times the smallest's and a movement 10^-effect times."""
+    return pd.DataFrame([
+        {"seed": seed, "scale": tau, "status": "completed", "lr": 0.5, "zero_test_loss": 1.0,
+         "train_loss": 1e-5, "test_loss": 1e-3 * 10 ** (effect * math.log10(tau / 0.1) / 2),
+         "relative_movement": 10 ** (-effect * math.log10(tau / 0.1) / 2)}
+        for seed, effect in enumerate(effects) for tau in (0.1, 1.0, 10.0)])
+
+
+@pytest.mark.parametrize(("slopes", "effects", "verdict"), [
+    ([-1.0, -1.2, -0.8, -1.1], [1.0, 1.2, 0.8, 1.1], "pass"),
+    ([1.0, 1.2, 0.8, 1.1], [-1.0, -1.2, -0.8, -1.1], "fail"),
+    ([-1.0, 1.2, -0.8, 0.9], [1.0, -1.2, 0.8, -0.9], "inconclusive"),
+])
+def test_neuron_and_scale_checks_on_synthetic_tables(slopes, effects, verdict):
+    """Loss falling with m and rich beating lazy pass; the reverse fails; slopes of both signs
+    across seeds are inconclusive. The "loss near 0" check reads the level at m = 256:
+    0.01 * 128^slope, below 0.01 for negative slopes, far above for positive ones."""
+    config = validate_config(MeanFieldConfig, {"global_loss_tolerance": 0.01})
+    falls, near = neuron_checks(config, _neurons(slopes))
+    lazy, rich = scale_checks(_scales(effects))
+    assert falls.measured == pytest.approx(np.mean(slopes), rel=1e-10)
+    assert rich.measured == pytest.approx(np.mean(effects), rel=1e-10)
+    assert lazy.measured == pytest.approx(-np.mean(effects), rel=1e-10)
+    assert {falls.verdict, lazy.verdict, rich.verdict} == {verdict}
+    if verdict != "inconclusive":
+        assert near.verdict == verdict
+    assert near.name == "loss near 0 at m = 256 (mean-field)"
+
+
+def test_symmetrized_net_starts_at_zero_and_scales_as_tau_squared():
+    """f_0 = 0 on every input; with the pairing undone (neuron i alone), the output of the
+    tau-scaled net is tau^2 times that of tau = 1 (2-homogeneous)."""
+    x = with_bias_coordinate(_inputs(dim=3))
+    for tau in (0.1, 3.0):
+        net = symmetrized(two_layer_net("mean-field", 3, 8, seed=4), tau)
+        torch.testing.assert_close(net(x), torch.zeros(10, 1, dtype=torch.float64))
+        first, second = net.layers
+        np.testing.assert_array_equal(first.weight[:4].detach(), first.weight[4:].detach())
+        np.testing.assert_array_equal(second.weight[:, :4].detach(),
+                                      -second.weight[:, 4:].detach())
+    plain = two_layer_net("mean-field", 3, 8, seed=4)
+    scaled = two_layer_net("mean-field", 3, 8, seed=4)
+    with torch.no_grad():
+        for parameter in scaled.parameters():
+            parameter.mul_(3.0)
+    torch.testing.assert_close(scaled(x), 9.0 * plain(x))
+    with pytest.raises(WidenetError, match="odd"):
+        validate_config(MeanFieldConfig, {"scale_width": 7})
 
 
 def _transport_check(trained_distance, finite_seeds: int = 4):
@@ -257,8 +332,8 @@ def test_checks_on_one_finite_seed_are_inconclusive():
     check, _, checks = _transport_check(lambda initial: 1.3 * initial, finite_seeds=1)
     assert check.measured == pytest.approx(0.0, abs=1e-9)
     assert math.isnan(check.stderr)
-    assert [c.verdict for c in checks] == ["inconclusive"] * 4
-    assert all(math.isfinite(c.measured) for c in checks)
+    assert [c.verdict for c in checks[:4]] == ["inconclusive"] * 4
+    assert all(math.isfinite(c.measured) for c in checks[:4])
 
 
 def test_particle_table_and_teacher_angles():
@@ -285,8 +360,8 @@ def test_a_diverging_training_is_a_data_point(tmp_path):
     assert tables["transport"].query("stage == 'initial'")["distance"].notna().all()
     assert set(tables["particles"]["stage"]) == {"initial"}
     _, analysis = run_in_memory(STUDY, tmp_path, **{**TINY, "lr": 1e4})
-    assert [check.verdict for check in analysis.checks] == ["inconclusive"] * 4
-    assert analysis.diverged.startswith("all 12 training runs diverged")
+    assert [check.verdict for check in analysis.checks] == ["inconclusive"] * 8
+    assert analysis.diverged.startswith("all 22 training runs diverged")
     assert all(png_bytes(figure, dpi=30) for figure in analysis.figures.values())
 
 
@@ -301,6 +376,10 @@ def test_a_diverging_training_is_a_data_point(tmp_path):
     ({"lr": 0}, "lr"),
     ({"slope_tolerance": 0.3}, "slope_tolerance"),
     ({"seed": -1}, "seed"),
+    ({"neuron_counts": [2, 2, 4]}, "neuron_counts"),
+    ({"scales": [0.1]}, "scales"),
+    ({"scales": [0.1, 1e4]}, "scales"),
+    ({"global_loss_tolerance": 1.0}, "global_loss_tolerance"),
 ])
 def test_config_errors_name_the_key(values, key):
     with pytest.raises(WidenetError, match=repr(key)):
@@ -321,5 +400,8 @@ def test_quick_preset_checks_pass(tmp_path):
     if not FULL:
         pytest.skip("set WIDENET_FULL_TESTS=1 to run the quick preset")
     _, analysis = run_in_memory(STUDY, tmp_path)
-    failed = [(c.name, c.measured, c.verdict) for c in analysis.checks if c.verdict != "pass"]
+    # with m = 2, 8, 32 and 3 seeds the loss-in-m slope is carried by one stuck two-neuron
+    # net (docs/studies/mean-field.md): it may be inconclusive, never fail
+    failed = [(c.name, c.measured, c.verdict) for c in analysis.checks if c.verdict != "pass"
+              and not (c.name.startswith("final loss falls") and c.verdict == "inconclusive")]
     assert not failed

@@ -39,6 +39,11 @@ class ImplicitBiasConfig(StudyConfig):
     late_fraction: float = Field(
         default=0.1, gt=0, lt=1,
         description="the norm-growth fits use the logged steps >= late_fraction * steps")
+    checkpoints: int = Field(
+        default=6, ge=3, le=50,
+        description="steps, evenly spaced in log t from late_fraction * steps to steps, at "
+                    "which the direction, its alignment with -grad L and the KKT residual "
+                    "are measured (>= 3: two direction changes to compare)")
     seeds: int = Field(default=3, ge=1, description="independent replicates (data and net)")
 
     QUICK: ClassVar[dict[str, Any]] = {"depths": [1], "width": 32, "steps": 3000,

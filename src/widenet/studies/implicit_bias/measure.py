@@ -36,8 +36,11 @@ from widenet.models import MLP
 from widenet.studies.common.base import StudyContext, Tables, Task
 from widenet.studies.common.seeds import derived_seed
 from widenet.studies.implicit_bias.config import ImplicitBiasConfig
+from widenet.studies.implicit_bias.kkt import DirectionMonitor, checkpoint_steps
 
 RUN_KEYS = ["activation", "depth", "degree", "seed"]
+CHECKPOINT_COLUMNS = ["direction_change", "gradient_alignment", "kkt_stationarity",
+                      "kkt_slackness"]
 GROUP_KEYS = ["activation", "depth", "degree"]
 
 
@@ -164,18 +167,22 @@ def compute_task(config: ImplicitBiasConfig, activation: str, depth: int, replic
                  context: StudyContext) -> Tables:
     """Train one net by full-batch GD with a fixed lr on ``config.loss`` (a mean over the data)
     and return the tables ``trajectory`` (one row per logged step: loss, gamma_t, the smoothed
-    margin of the loss, ||theta_t||) and ``runs`` (one row: status, lazy margin at theta_0,
-    tangent margin at theta_T)."""
+    margin of the loss, ||theta_t||), ``checkpoints`` (one row per checkpoint, evenly spaced in
+    log t from late_fraction * steps to steps: direction change, gradient alignment, KKT
+    residuals; :class:`~widenet.studies.implicit_bias.kkt.DirectionMonitor`) and ``runs`` (one
+    row: status, lazy margin at theta_0, tangent margin at theta_T)."""
     x, y = separable_data(config, replicate, context.device)
     net = small_net(config, activation, depth, replicate, context.device)
     degree = homogeneity_degree(net)
     parameters = {"activation": activation, "depth": depth, "degree": degree,
                   "width": config.width, "seed": replicate}
     lazy = tangent_margin(net, x, y)
+    steps = checkpoint_steps(config.late_fraction * config.steps, config.steps,
+                             config.checkpoints, config.log_every)
     with single_thread():
         result = train(net, x, y, lr=config.lr, steps=config.steps, loss=config.loss,
-                       monitors=[MarginMonitor(degree)], log_every=config.log_every,
-                       progress=False)
+                       monitors=[MarginMonitor(degree), DirectionMonitor(steps, y, degree)],
+                       log_every=config.log_every, progress=False)
     smoothed = f"smoothed_margin_{config.loss}"
     # A row whose loss was not finite has no margins (a run that diverged at step 0 has none
     # at all): those come back NaN.
@@ -187,11 +194,16 @@ def compute_task(config: ImplicitBiasConfig, activation: str, depth: int, replic
         "loss": history["loss"], "normalized_margin": history["normalized_margin"],
         "smoothed_margin": history[smoothed],
         "parameter_norm": history["parameter_norm"]}).assign(**parameters)
+    measured = result.measured(DirectionMonitor.name).reindex(
+        columns=["step", *CHECKPOINT_COLUMNS])
+    checkpoints = measured[measured["step"].isin(steps)
+                           & measured["gradient_alignment"].notna()].assign(**parameters)
     completed = result.status == "completed"
     final = tangent_margin(net, x, y) if completed else math.nan
     runs = {**parameters, "status": result.status, "reason": result.reason,
             "steps": result.steps, "lazy_margin": lazy, "final_tangent_margin": final}
-    return {"trajectory": trajectory, "runs": pd.DataFrame([runs])}
+    return {"trajectory": trajectory, "checkpoints": checkpoints.reset_index(drop=True),
+            "runs": pd.DataFrame([runs])}
 
 
 def plan(config: ImplicitBiasConfig) -> list[Task]:

@@ -27,6 +27,13 @@ class InfoNuisanceConfig(StudyConfig):
     corrupt: float = Field(default=0.5, gt=0, le=1, description="the fraction of training "
                            "labels replaced by random ones in the corrupted runs (the clean "
                            "runs use 0)")
+    sweep: list[float] = Field(default=[0.25, 0.75], description="further corruption "
+                               "fractions, in (0, 1], trained like `corrupt`: the levels 0, "
+                               "corrupt and these relate ||P_N y|| to the test error (fewer "
+                               "than 3 distinct levels: that check is inconclusive)")
+    rich_scale: float = Field(default=0.1, gt=0, lt=1, description="alpha of the non-lazy "
+                              "runs h = alpha (f - f_0), trained at lr / alpha^2 (Chizat et "
+                              "al.'s lazy scale: the weights move 1/alpha times farther)")
     seeds: int = Field(default=3, ge=2, description="replicates per label condition (>= 2, "
                        "for standard errors); each draws data, corruption and weights")
     information_dim: int = Field(default=10, ge=1, description="r = dim I: the information "
@@ -42,9 +49,16 @@ class InfoNuisanceConfig(StudyConfig):
                                   "decay of the two parts and the test error are compared there")
 
     QUICK: ClassVar[dict[str, Any]] = {"points": 200, "test_points": 300, "width": 128,
-                                       "steps": 800}
+                                       "steps": 800, "sweep": [0.25]}
 
     _known_activation = field_validator("activation")(known_activation)
+
+    @field_validator("sweep")
+    @classmethod
+    def _fractions(cls, levels: list[float]) -> list[float]:
+        if any(not 0 < level <= 1 for level in levels):
+            raise ValueError(f"every sweep level must lie in (0, 1], got {levels}")
+        return sorted(set(levels))
 
     @model_validator(mode="after")
     def _sizes_fit(self) -> InfoNuisanceConfig:

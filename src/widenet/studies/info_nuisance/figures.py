@@ -58,32 +58,63 @@ def residual_figure(curves: pd.DataFrame, runs: pd.DataFrame) -> Figure:
 
 
 def label_information_figure(runs: pd.DataFrame) -> Figure:
-    """||P_I y|| / ||y|| with the NTK at init and at the end: bars = mean over seeds with
-    standard-error whiskers, dots = the seeds, crosses = the paper's ResNet20/CIFAR-10 values."""
-    figure, axes = new_figure(panel=(5.6, 3.8))
+    """||P_I y|| / ||y|| with the NTK at init and at the end per (scale alpha, label condition):
+    bars = mean over seeds with standard-error whiskers, dots = the seeds, crosses = the paper's
+    ResNet20/CIFAR-10 values (next to the alpha = 1 bars)."""
+    conditions = sorted({(float(s), float(c)) for s, c in zip(runs["scale"], runs["corrupt"],
+                                                              strict=True)},
+                        key=lambda sc: (-sc[0], sc[1]))
+    figure, axes = new_figure(panel=(2.2 + 1.7 * len(conditions), 3.8))
     ax = axes[0, 0]
-    conditions = sorted(runs["corrupt"].unique())
     for j, (column, when) in enumerate((("label_information_init", "init"),
                                         ("label_information_end", "end"))):
-        for i, corrupt in enumerate(conditions):
-            values = runs.loc[runs["corrupt"] == corrupt, column].to_numpy(dtype=float)
+        for i, (scale, corrupt) in enumerate(conditions):
+            chosen = (runs["scale"] == scale) & (runs["corrupt"] == corrupt)
+            values = runs.loc[chosen, column].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            if not values.size:
+                continue
             x = i + (j - 0.5) * 0.38
             stderr = values.std(ddof=1) / np.sqrt(values.size) if values.size > 1 else 0.0
             ax.bar(x, values.mean(), width=0.36, color=f"C{j}", alpha=0.7, yerr=stderr,
                    capsize=3, label=f"widenet MLP, NTK at {when}" if i == 0 else None)
             ax.scatter(np.full(values.size, x), values, color="black", s=8, zorder=3)
-            paper = PAPER.get(float(corrupt))
+            paper = PAPER.get(corrupt) if scale == 1 else None
             if paper is not None:
                 ax.scatter(x, paper[j], marker="x", color="C3", s=40, zorder=4,
                            label="ResNet20/CIFAR-10 (Oymak et al.)" if i == j == 0 else None)
-    ax.set_xticks(range(len(conditions)), [_condition(c) for c in conditions])
+    ax.set_xticks(range(len(conditions)),
+                  [_condition(c) + ("" if s == 1 else f"\n$\\alpha$ = {s:g} (not lazy)")
+                   for s, c in conditions])
     ax.set_ylim(0, 1.05)
     label(ax, "labels in the NTK's information space", "", r"$\|P_I y\| / \|y\|$")
     ax.legend(fontsize=7, loc="lower left")
     return caption(figure, "The fraction of the labels in the NTK's information space at "
                    "initialization and at the end (bars: mean ± s.e.; crosses: the "
-                   "paper's values): the claim is that training raises it as the kernel "
-                   "adapts to the labels.")
+                   "paper's values), for the lazy-scale net (alpha = 1) and the one that is "
+                   "not lazy: the claim is that training raises it as the kernel adapts to "
+                   "the labels.")
+
+
+def nuisance_error_figure(runs: pd.DataFrame) -> Figure:
+    """Final test error against the labels' nuisance share ||P_N y|| / ||y|| (NTK at init),
+    one point per (corruption level, seed), the levels of a seed joined by a line."""
+    figure, axes = new_figure(panel=(5.0, 3.8))
+    ax = axes[0, 0]
+    for i, (seed, group) in enumerate(runs.groupby("seed", sort=True)):
+        group = group.sort_values("nuisance_labels")
+        ax.plot(group["nuisance_labels"], group["test_error_final"], marker="o", color=f"C{i}",
+                linewidth=1, label=f"seed {seed}")
+        for row in group.itertuples():
+            ax.annotate(f"{row.corrupt:.0%}", (row.nuisance_labels, row.test_error_final),
+                        fontsize=6, xytext=(3, -8), textcoords="offset points")
+    label(ax, "test error against the labels' nuisance part",
+          r"$\|P_N y\| / \|y\|$ (NTK at init)", "final test error")
+    ax.legend(fontsize=7)
+    return caption(figure, "Final test error against the share of the labels in the NTK's "
+                   "nuisance space, one point per corruption level (annotated) and seed: "
+                   "the theory says the larger the nuisance part, the more of the fit is "
+                   "memorization and the higher the test error.")
 
 
 def test_error_figure(curves: pd.DataFrame, runs: pd.DataFrame) -> Figure:

@@ -32,6 +32,7 @@ from widenet.dynamics.lazy import LazyModel
 from widenet.dynamics.monitor import Monitor, RunState
 from widenet.dynamics.predict import KernelDynamics
 from widenet.dynamics.train import train
+from widenet.errors import WidenetError
 from widenet.kernels.empirical import empirical_ntk
 from widenet.models import MLP
 from widenet.studies.common.base import StudyContext, Tables, Task
@@ -108,6 +109,27 @@ class _Progress(Monitor):
                 "fit_clean": clean, "fit_corrupted": flipped}
 
 
+def constant_free_information(space: InformationSpace, targets: torch.Tensor
+                              ) -> tuple[float, float, float]:
+    """The label information with the near-constant eigenvector left out: among the top r + 1
+    eigenvectors of K (r = ``space.dimension``) the one v_c with the largest overlap
+    |<v, 1>| / sqrt(n) with the constant vector is dropped, the other r span I'. Returns
+    (||P_I' y|| / ||y||, ||P_c y|| / ||y|| the share of v_c alone, |<v_c, 1>| / sqrt(n));
+    norms are Frobenius norms over the columns of y (n, k)."""
+    n, r = space.eigenvectors.shape[0], space.dimension
+    if r + 1 > n:
+        raise WidenetError(f"the information space has dimension {r} of {n}: no eigenvector "
+                           "is left to replace the constant one; lower information_dim")
+    top = space.eigenvectors[:, n - r - 1:]
+    overlaps = top.sum(dim=0).abs() / math.sqrt(n)
+    constant = int(overlaps.argmax())
+    kept = torch.cat([top[:, :constant], top[:, constant + 1:]], dim=1)
+    y = targets.to(top)
+    norm = float(torch.linalg.norm(y))
+    return (float(torch.linalg.norm(kept.T @ y)) / norm,
+            float(torch.linalg.norm(top[:, constant] @ y)) / norm, float(overlaps[constant]))
+
+
 def _predicted_projections(space: InformationSpace, kernel: torch.Tensor, targets: torch.Tensor,
                            steps: list[int], lr: float) -> tuple[list[float], list[float]]:
     """||P_I r_s|| / ||r_0|| and ||P_N r_s|| / ||r_0|| of fixed-kernel GD with the per-output
@@ -117,10 +139,15 @@ def _predicted_projections(space: InformationSpace, kernel: torch.Tensor, target
     return [p.information for p in parts], [p.nuisance for p in parts]
 
 
-def compute_task(config: InfoNuisanceConfig, corrupt: float, replicate: int,
+def compute_task(config: InfoNuisanceConfig, corrupt: float, replicate: int, scale: float,
                  context: StudyContext) -> Tables:
-    """Train one centered network on digits with a ``corrupt`` fraction of flipped labels and
-    return its ``curves`` (one row per logged step) and its ``runs`` row."""
+    """Train one centered network h = scale (f - f_0) on digits with a ``corrupt`` fraction of
+    flipped labels and return its ``curves`` (one row per logged step) and its ``runs`` row.
+
+    ``scale`` = alpha is Chizat et al.'s lazy scale: h has the NTK alpha^2 K_0 and trains at
+    lr = lr_factor n / (alpha^2 lambda_max(K_0)), so its function-space dynamics at
+    initialization are those of alpha = 1, while the weights move 1/alpha times farther (the
+    kernel with them): alpha < 1 is a network that is not lazy."""
     data = load_dataset("digits", n=config.points, n_test=config.test_points,
                         normalize="sphere", corrupt=corrupt,
                         seed=replicate_seed(config, replicate, _DATA))
@@ -133,8 +160,8 @@ def compute_task(config: InfoNuisanceConfig, corrupt: float, replicate: int,
     kernel0 = empirical_ntk(net, x).ntk
     space = information_space(kernel0, top=config.information_dim)
     per_output = space.eigenvalues
-    lr = config.lr_factor * config.points / float(per_output[-1])
-    model = LazyModel(net, 1.0)
+    lr = config.lr_factor * config.points / float(per_output[-1]) / scale**2
+    model = LazyModel(net, scale)
     monitor = _Progress(space, labels, corrupted, data.x_test.to(device, torch.float32),
                         data.y_test.to(device))
     result = train(model, x.float(), targets.float(), lr=lr, steps=config.steps, loss="mse",
@@ -143,20 +170,27 @@ def compute_task(config: InfoNuisanceConfig, corrupt: float, replicate: int,
     curves = result.measured(monitor.name, how="left")[[
         "step", "loss", "residual_information", "residual_nuisance", "test_error", "fit_clean",
         "fit_corrupted"]].copy()
-    predicted = _predicted_projections(space, kernel0, targets, curves["step"].tolist(), lr)
+    predicted = _predicted_projections(space, kernel0, targets, curves["step"].tolist(),
+                                       lr * scale**2)
     curves["residual_information_pred"], curves["residual_nuisance_pred"] = predicted
     curves.insert(0, "seed", replicate)
     curves.insert(0, "corrupt", corrupt)
+    curves.insert(0, "scale", scale)
     completed = result.status == "completed"
     kernel_end = empirical_ntk(net, x).ntk if completed else None
+    space_end = information_space(kernel_end, top=config.information_dim) if completed else None
+    free_init, constant_share, constant_overlap = constant_free_information(space, targets)
     row = {
-        "corrupt": corrupt, "seed": replicate, "status": result.status, "lr": lr,
+        "scale": scale, "corrupt": corrupt, "seed": replicate, "status": result.status, "lr": lr,
         "steps": config.steps, "lambda_max": float(per_output[-1]),
         "cutoff": float(per_output[-config.information_dim]),
         "label_information_init": label_information(space, targets),
-        "label_information_end": label_information(
-            information_space(kernel_end, top=config.information_dim), targets)
+        "label_information_end": label_information(space_end, targets)
         if completed else math.nan,
+        "label_information_nc_init": free_init,
+        "label_information_nc_end": constant_free_information(space_end, targets)[0]
+        if completed else math.nan,
+        "constant_share": constant_share, "constant_overlap": constant_overlap,
         "kernel_movement": kernel_movement(kernel_end, kernel0) if completed else math.nan,
         "test_error_final": float(curves["test_error"].iloc[-1]),
         "fit_corrupted_final": float(curves["fit_corrupted"].iloc[-1]),
@@ -167,7 +201,13 @@ def compute_task(config: InfoNuisanceConfig, corrupt: float, replicate: int,
 
 
 def plan(config: InfoNuisanceConfig) -> list[Task]:
-    """One task per (label condition, seed): clean (corrupt = 0) and corrupted runs."""
-    return [Task(f"corrupt={corrupt:g}/seed={replicate}",
-                 partial(compute_task, config, corrupt, replicate))
-            for corrupt in (0.0, config.corrupt) for replicate in range(config.seeds)]
+    """One task per (scale, label condition, seed): the lazy-scale (alpha = 1) runs with clean
+    labels, ``corrupt`` and every ``sweep`` level, then the non-lazy (alpha = ``rich_scale``)
+    runs with clean labels and ``corrupt``."""
+    levels = dict.fromkeys((0.0, config.corrupt, *config.sweep))  # ordered, no repeats
+    conditions = [(1.0, level) for level in levels]
+    conditions += [(config.rich_scale, level) for level in (0.0, config.corrupt)]
+    return [Task(("" if scale == 1 else f"scale={scale:g}/")
+                 + f"corrupt={corrupt:g}/seed={replicate}",
+                 partial(compute_task, config, corrupt, replicate, scale))
+            for scale, corrupt in conditions for replicate in range(config.seeds)]

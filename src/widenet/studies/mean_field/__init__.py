@@ -8,6 +8,8 @@ by m), the particles' empirical measure follows a width-independent Wasserstein 
 each particle travels O(1) and the trained measure converges as m grows. With s_m = sqrt(m) and
 unscaled rates the same net trains lazily: each particle travels O(1/sqrt(m)). Both regimes
 share the initial function-space kernel, so one base rate eta serves both at every width.
+Two more experiments (``regimes.py``): the final loss against the number of neurons (global
+convergence) and the test loss against the initialization scale tau (lazy versus rich).
 Measurements: ``measure.py``; slopes and checks: ``analysis.py``; figures: ``figures.py``;
 docs/studies/mean-field.md explains the checks.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 from widenet.studies.common.base import Study
 from widenet.studies.mean_field.analysis import analyze
 from widenet.studies.mean_field.config import MeanFieldConfig
-from widenet.studies.mean_field.measure import plan
+from widenet.studies.mean_field.regimes import plan
 
 STUDY = Study(name="mean-field",
               summary="two-layer ReLU nets: 1/m (mean field) vs 1/sqrt(m) (NTK) scaling, "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from widenet.checks import Check, check_close
+from widenet.checks import Check, check_close, check_direction, check_interval
 from widenet.studies.common.base import Analysis, Tables
 from widenet.studies.common.fits import (
     all_diverged,
@@ -19,7 +19,9 @@ from widenet.studies.mean_field.figures import (
     iid_transport_law,
     loss_figure,
     movement_figure,
+    neurons_figure,
     particle_figure,
+    scales_figure,
     transport_figure,
 )
 from widenet.studies.mean_field.measure import teacher_angles
@@ -51,12 +53,16 @@ def analyze(config: MeanFieldConfig, tables: Tables) -> Analysis:
                                             teacher_angles(config, first)),
                "transport": transport_figure(transport_summary, config.widths[-1]),
                "test_loss": loss_figure(summary)}
+    neurons, scales = tables["neurons"], tables["scales"]
+    figures |= {"neurons": neurons_figure(neurons), "scales": scales_figure(scales)}
     checks = [*_movement_checks(config, slopes), _transport_check(config, slopes),
-              _loss_check(config, runs)]
-    diverged = all_diverged(runs["status"], "training runs", "lower lr (or noise)")
+              _loss_check(config, runs), *neuron_checks(config, neurons),
+              *scale_checks(scales)]
+    statuses = pd.concat([runs["status"], neurons["status"], scales["status"]])
+    diverged = all_diverged(statuses, "training runs", "lower lr (or noise)")
     return Analysis(tables={"summary": summary, "transport_summary": transport_summary,
-                            "slopes": slopes}, figures=figures, checks=checks,
-                    diverged=diverged)
+                            "slopes": slopes, "neurons": neurons, "scales": scales},
+                    figures=figures, checks=checks, diverged=diverged)
 
 
 def _summarize(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
@@ -162,3 +168,65 @@ def _loss_check(config: MeanFieldConfig, runs: pd.DataFrame) -> Check:
         "(L_test(m_max) - L_test(m_2)) / L_test(m_2) -> 0",
         predicted=0.0, measured=gap, stderr=stderr, tolerance=config.loss_tolerance,
         note="relative change paired per seed; mean and standard error over the seeds")
+
+
+def neuron_checks(config: MeanFieldConfig, neurons: pd.DataFrame) -> list[Check]:
+    """Global convergence in the number of neurons (Chizat & Bach 2018): the per-seed log-log
+    slope of the final relative training loss L_T / L_0 (L_0 = the zero predictor's loss)
+    against m is negative, and at the largest m the relative loss is below
+    ``global_loss_tolerance``; means and standard errors over the seeds."""
+    relative = neurons.assign(value=neurons["train_loss"] / neurons["zero_train_loss"])
+    per_seed = pd.Series([power_law_fit_or_nan(part["width"], part["value"]).slope
+                          for _, part in relative.groupby("seed")], dtype=float)
+    slope, stderr = finite_mean_stderr(per_seed)
+    counts = sorted(relative["width"].unique())
+    largest = relative[relative["width"] == counts[-1]]["value"]
+    level, level_se = finite_mean_stderr(largest)
+    smallest, _ = finite_mean_stderr(relative[relative["width"] == counts[0]]["value"])
+    return [
+        check_direction(
+            "final loss falls with the number of neurons (mean-field)",
+            "a mean-field net with more neurons trains to a lower loss (global convergence "
+            "holds for the limit measure, not for few particles): log-log slope of L_T / L_0 "
+            "against m < 0",
+            measured=slope, stderr=stderr, direction="below",
+            note=f"m = {counts[0]}..{counts[-1]}, {config.neuron_steps} steps, "
+                 f"{int(np.isfinite(per_seed).sum())} seeds; L_T / L_0 = {smallest:.3g} at "
+                 f"m = {counts[0]}, {level:.3g} at m = {counts[-1]}"),
+        check_interval(
+            f"loss near 0 at m = {counts[-1]} (mean-field)",
+            f"the widest net of the sweep reaches a near-global minimum: L_T / L_0 <= "
+            f"{config.global_loss_tolerance:g}", measured=level, stderr=level_se,
+            low=0.0, high=config.global_loss_tolerance, predicted=0.0,
+            note=f"mean over the seeds, {config.neuron_steps} GD steps"),
+    ]
+
+
+def scale_checks(scales: pd.DataFrame) -> list[Check]:
+    """Lazy versus rich (Chizat, Oyallon & Bach 2019), paired per seed between the smallest
+    and the largest initialization scale tau: the large-tau net moves less relative to its
+    initialization (log10 ratio < 0) and generalizes worse (log10 test-loss ratio > 0)."""
+    taus = sorted(scales["scale"].unique())
+    table = scales.pivot(index="seed", columns="scale")
+    movement = np.log10(table["relative_movement"][taus[-1]]
+                        / table["relative_movement"][taus[0]])
+    test = np.log10(table["test_loss"][taus[-1]] / table["test_loss"][taus[0]])
+    train_small, _ = finite_mean_stderr(table["train_loss"][taus[0]])
+    train_large, _ = finite_mean_stderr(table["train_loss"][taus[-1]])
+    pair = f"tau = {taus[-1]:g} against tau = {taus[0]:g}, paired per seed"
+    return [
+        check_direction(
+            f"large tau is lazy (tau = {taus[-1]:g} vs {taus[0]:g})",
+            "the relative movement ||theta_T - theta_0|| / ||theta_0|| falls as the "
+            "initialization scale tau grows: log10(movement ratio) < 0",
+            measured=finite_mean_stderr(movement)[0], stderr=finite_mean_stderr(movement)[1],
+            direction="below", note=pair),
+        check_direction(
+            f"rich generalizes better (tau = {taus[0]:g} vs {taus[-1]:g})",
+            "on a teacher with few neurons the rich (small tau) net has a lower test loss "
+            "than the lazy (large tau) one: log10(L_test(tau_max) / L_test(tau_min)) > 0",
+            measured=finite_mean_stderr(test)[0], stderr=finite_mean_stderr(test)[1],
+            direction="above",
+            note=f"{pair}; final train losses {train_small:.2g} (tau = {taus[0]:g}) and "
+                 f"{train_large:.2g} (tau = {taus[-1]:g})"),
+    ]

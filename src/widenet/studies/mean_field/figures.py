@@ -154,3 +154,51 @@ def loss_figure(summary: pd.DataFrame) -> Figure:
     return caption(figure, "Test loss after training against width for both scalings (open "
                    "markers: before training; dashed: the zero predictor): both should "
                    "improve on the initial loss and on predicting zero.")
+
+
+def _per_seed(ax: Axes, frame: pd.DataFrame, x: str, y: str, color: str, text: str) -> None:
+    """One thin line per seed and the mean over the seeds (thick, with its label)."""
+    for _, part in frame.groupby("seed"):
+        ax.plot(part[x], part[y], color=color, alpha=0.35, linewidth=0.8)
+    mean = frame.groupby(x, as_index=False)[y].mean()
+    ax.plot(mean[x], mean[y], color=color, marker="o", linewidth=1.6, label=text)
+
+
+def neurons_figure(neurons: pd.DataFrame) -> Figure:
+    """Final training and test loss over the zero predictor's training loss against the number
+    of neurons m (log-log), per seed and averaged."""
+    figure, axes = new_figure()
+    ax = axes[0, 0]
+    scaled = neurons.assign(train=neurons["train_loss"] / neurons["zero_train_loss"],
+                            test=neurons["test_loss"] / neurons["zero_train_loss"])
+    _per_seed(ax, scaled, "width", "train", "C0", "train loss / $L_0$")
+    _per_seed(ax, scaled, "width", "test", "C1", "test loss / $L_0$")
+    label(ax, "global convergence in the number of neurons", "neurons m",
+          "final loss / zero predictor's", logx=True, logy=True)
+    ax.legend(fontsize=7)
+    return caption(figure, "Mean-field nets of m neurons trained on the same data: the final "
+                   "loss falls with m towards 0 (Chizat & Bach: global convergence of the "
+                   "many-particle limit); thin lines are seeds.")
+
+
+def scales_figure(scales: pd.DataFrame) -> Figure:
+    """Against the initialization scale tau (log-log): the final test and training loss over
+    the zero predictor's test loss, and the relative movement ||theta_T - theta_0|| /
+    ||theta_0||, per seed and averaged."""
+    figure, axes = new_figure(2)
+    scaled = scales.assign(train=scales["train_loss"] / scales["zero_test_loss"],
+                           test=scales["test_loss"] / scales["zero_test_loss"])
+    _per_seed(axes[0, 0], scaled, "scale", "test", "C1", "test loss / $L_0$")
+    _per_seed(axes[0, 0], scaled, "scale", "train", "C0", "train loss / $L_0$")
+    label(axes[0, 0], "lazy versus rich: loss", r"initialization scale $\tau$", "final loss",
+          logx=True, logy=True)
+    axes[0, 0].legend(fontsize=7)
+    _per_seed(axes[0, 1], scales, "scale", "relative_movement", "C2",
+              r"$\|\theta_T - \theta_0\| / \|\theta_0\|$")
+    label(axes[0, 1], "lazy versus rich: movement", r"initialization scale $\tau$",
+          "relative movement", logx=True, logy=True)
+    axes[0, 1].legend(fontsize=7)
+    return caption(figure, "A symmetrized mean-field net started at scale tau: large tau "
+                   "trains lazily (the weights barely move) and generalizes worse on the "
+                   "few-neuron teacher than small tau, where the neurons move and align "
+                   "(Chizat, Oyallon & Bach's lazy-training figures); thin lines are seeds.")

@@ -16,7 +16,6 @@ trained like a_i, and there is no output bias.
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import numpy as np
 import ot
@@ -28,7 +27,7 @@ from widenet.dynamics.losses import mse
 from widenet.dynamics.train import train
 from widenet.models import MLP
 from widenet.parametrizations import NTK, MeanFieldParametrization, Parametrization
-from widenet.studies.common.base import StudyContext, Tables, Task
+from widenet.studies.common.base import StudyContext, Tables
 from widenet.studies.common.seeds import derived_seed
 from widenet.studies.mean_field.config import MeanFieldConfig
 
@@ -176,10 +175,3 @@ def teacher_angles(config: MeanFieldConfig, replicate: int) -> np.ndarray:
                               seed=data_seed(config, replicate))
     weight = teacher.layers[0].weight.detach().numpy()
     return np.degrees(np.arctan2(weight[:, 1], weight[:, 0]))
-
-
-def plan(config: MeanFieldConfig) -> list[Task]:
-    """One task per (scaling, replicate), each training every width."""
-    return [Task(f"{scaling}/seed={replicate}",
-                 partial(compute_task, config, scaling, replicate))
-            for scaling in SCALINGS for replicate in range(config.seeds)]
