@@ -88,7 +88,7 @@ def test_gradient_alignment_by_hand():
     first = torch.tensor([[1.0, 0.5], [0.2, -0.3]], dtype=torch.float64)
     second = torch.tensor([[0.7, 0.4]], dtype=torch.float64)
     net = linear_net(first, second)
-    c = float(net(X[:1]).reshape(()) / (second @ first @ X[0]))  # the layers' multipliers
+    c = float(net(X[:1]).detach().reshape(()) / (second @ first @ X[0]))  # the layers' multipliers
     q = Y * c * (second @ first @ X.T).reshape(-1)
     weights = torch.exp(-q) * Y * c / 3
     grad_w = -(second.T * (weights @ X))  # d loss / d W

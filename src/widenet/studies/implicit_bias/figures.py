@@ -112,7 +112,7 @@ def convergence_figure(checkpoints: pd.DataFrame) -> Figure:
                 ax.plot(run["step"], values, marker="o", markersize=3, color=f"C{i}",
                         linewidth=1, label=f"{activation}, L={depth}" if j == 0 else None)
         label(ax, title, "GD step", ylabel, logx=True, logy=True)
-    axes[0, 0].legend(fontsize=7)
+    legend(axes[0, 0], fontsize=7)
     return caption(figure, "At checkpoints evenly spaced in log t: the change of the "
                    "normalized weights between checkpoints, the gap of their alignment with "
                    "the negative gradient, and the KKT stationarity residual of the "
