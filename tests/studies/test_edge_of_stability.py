@@ -275,6 +275,21 @@ def test_cross_entropy_that_reaches_the_edge_only_after_the_loss_vanished_fails(
     assert old["progressive sharpening"].verdict == "pass"
 
 
+def test_an_erratic_sharpness_does_not_pass_for_hovering_at_the_edge():
+    """S jumping between 0.45 and 1.9 x 2/lr has a median near 1, but a band of two of its
+    standard deviations would accept almost anything: the band is capped at EDGE_BAND, and an
+    overshoot that large is a plain fail, not the "just above" finding."""
+    steps = np.arange(1001)
+    loss = 1.0 / (1 + steps) * (1 + 0.01 * (steps % 2))
+    erratic = np.where((steps // 10) % 2 == 0, 2 * 0.45, 2 * 1.9)
+    sharp = np.where(steps < 100, 0.4 + 1.6 * steps / 90, erratic)
+    _, checks = _part1_checks("mse", loss, sharp)
+    edge = checks["edge of stability"]
+    assert edge.high - 1.0 == pytest.approx(eos_analysis.EDGE_BAND)
+    assert edge.verdict == "fail"
+    assert not edge.note.startswith("finding")
+
+
 def test_edge_tolerance_comes_from_the_fluctuation_of_the_sharpness():
     """S settling at 0.88 x 2/lr with a fluctuation of 0.005 is not at the edge: inside the
     old fixed band [0.85, 1.25] (a pass), 24 of its standard deviations away from 1 (a

@@ -319,6 +319,11 @@ def test_rich_checks_pass_fail_and_inconclusive():
     assert {c.verdict for c in checks} == {"fail"}
     checks = study_analysis.rich_checks(table([2, 0.5, 1.1], [0.1, -0.1, 0.01]), 0.1, 0.5)
     assert {c.verdict for c in checks} == {"inconclusive"}
+    # the clean and corrupted runs of a seed share its data and weights: 3 values, not 6
+    # (log10 ratios 0.1, 0.5, 0.9: mean 0.5 +- 0.231, 2.17 se; pooled over 6: 0.146, 3.4 se)
+    (moved, *_) = study_analysis.rich_checks(table([10**0.1, 10**0.5, 10**0.9], [0.1] * 3),
+                                             0.1, 0.5)
+    assert moved.stderr == pytest.approx(0.4 / math.sqrt(3))
 
 
 def test_a_diverging_run_is_recorded_not_raised(tmp_path):

@@ -24,6 +24,11 @@ from widenet.studies.edge_of_stability.figures import (
 
 MEDIAN_STDERR = math.sqrt(math.pi / 2)
 """The standard error of a sample median is about sqrt(pi/2) std / sqrt(k) (normal samples)."""
+EDGE_BAND = 0.25
+"""The widest accepted |median of S / (2/lr) - 1|, whatever S's fluctuation: S that strays
+further from the edge does not hover there, and a noisier S must not pass more easily. It is
+also the reach of Cohen et al.'s "just above 2/lr" for :data:`ABOVE_EDGE_FINDING`."""
+
 ABOVE_EDGE_FINDING = ("finding: S hovers above 2/lr by more than its own fluctuation (Cohen et "
                       "al.: 'just above 2/lr'); see the study's page")
 """The note of an MSE edge check that fails because S settles above the edge, S still coming
@@ -114,9 +119,11 @@ def eos_checks(summary: pd.DataFrame, large_loss_fraction: float) -> list[Check]
     """Per part-1 run, within its judged phase (:func:`judged_phase_end`): progressive
     sharpening, S rising from S_0 = lr_factor * 2/lr to the edge (peak of S/(2/lr) >=
     REACHED); where the edge was reached, S/(2/lr) settling at 1: the window's median within
-    SIGNIFICANCE standard deviations of S/(2/lr)'s own fluctuation from 1; and a non-monotone
-    but decreasing loss in the EoS phase. A run that diverged gets inconclusive checks: its
-    sharpness past the blow-up measures the blow-up, not the edge."""
+    SIGNIFICANCE standard deviations of S/(2/lr)'s own fluctuation from 1, at most EDGE_BAND,
+    and the fluctuation itself within EDGE_BAND (S that jumps about does not hover, whatever
+    its median); and a non-monotone but decreasing loss in the EoS phase. A run that diverged
+    gets inconclusive checks: its sharpness past the blow-up measures the blow-up, not the
+    edge."""
     checks = []
     for _, run in summary.iterrows():
         tag = f"{run['loss_name']} lr={run['lr_factor']:g}*2/S0"
@@ -146,12 +153,18 @@ def eos_checks(summary: pd.DataFrame, large_loss_fraction: float) -> list[Check]
         edge = check_close(
             f"edge of stability ({tag})", "S settles at 2/lr: the median of S / (2/lr) over "
             f"the EoS window is 1 within {SIGNIFICANCE:g} standard deviations of S / (2/lr)'s "
-            "own fluctuation there", predicted=1.0, measured=run["ratio_median"],
-            tolerance=SIGNIFICANCE * run["ratio_std"], stderr=run["ratio_stderr"],
+            f"own fluctuation there (at most {EDGE_BAND})", predicted=1.0,
+            measured=run["ratio_median"], stderr=run["ratio_stderr"],
+            tolerance=min(SIGNIFICANCE * run["ratio_std"], EDGE_BAND),
             note=f"{int(run['ratio_points'])} measurements from step {run['window_start']:.0f} "
                  f"(fluctuation std {run['ratio_std']:.3g}); edge reached at step "
                  f"{int(run['t_edge'])}; judged over {phase}; stderr of the median")
-        if run["loss_name"] == "mse" and edge.verdict == "fail" and edge.measured > edge.high:
+        if edge.verdict == "pass" and SIGNIFICANCE * run["ratio_std"] > EDGE_BAND:
+            edge = replace(edge, verdict="fail", note=(
+                f"S does not hover: its fluctuation {run['ratio_std']:.3g} spreads over more "
+                f"than +-{EDGE_BAND} around its median; {edge.note}"))
+        if (run["loss_name"] == "mse" and edge.verdict == "fail"
+                and edge.high < edge.measured <= 1.0 + EDGE_BAND):  # just above the edge
             edge = replace(edge, note=f"{ABOVE_EDGE_FINDING}; {edge.note}")
         checks.append(edge)
         checks.append(check_direction(

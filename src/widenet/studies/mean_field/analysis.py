@@ -208,9 +208,10 @@ def scale_checks(scales: pd.DataFrame) -> list[Check]:
     initialization (log10 ratio < 0) and generalizes worse (log10 test-loss ratio > 0)."""
     taus = sorted(scales["scale"].unique())
     table = scales.pivot(index="seed", columns="scale")
-    movement = np.log10(table["relative_movement"][taus[-1]]
-                        / table["relative_movement"][taus[0]])
-    test = np.log10(table["test_loss"][taus[-1]] / table["test_loss"][taus[0]])
+    movement, movement_se = finite_mean_stderr(np.log10(table["relative_movement"][taus[-1]]
+                                                        / table["relative_movement"][taus[0]]))
+    test, test_se = finite_mean_stderr(np.log10(table["test_loss"][taus[-1]]
+                                                / table["test_loss"][taus[0]]))
     train_small, _ = finite_mean_stderr(table["train_loss"][taus[0]])
     train_large, _ = finite_mean_stderr(table["train_loss"][taus[-1]])
     pair = f"tau = {taus[-1]:g} against tau = {taus[0]:g}, paired per seed"
@@ -219,13 +220,13 @@ def scale_checks(scales: pd.DataFrame) -> list[Check]:
             f"large tau is lazy (tau = {taus[-1]:g} vs {taus[0]:g})",
             "the relative movement ||theta_T - theta_0|| / ||theta_0|| falls as the "
             "initialization scale tau grows: log10(movement ratio) < 0",
-            measured=finite_mean_stderr(movement)[0], stderr=finite_mean_stderr(movement)[1],
+            measured=movement, stderr=movement_se,
             direction="below", note=pair),
         check_direction(
             f"rich generalizes better (tau = {taus[0]:g} vs {taus[-1]:g})",
             "on a teacher with few neurons the rich (small tau) net has a lower test loss "
             "than the lazy (large tau) one: log10(L_test(tau_max) / L_test(tau_min)) > 0",
-            measured=finite_mean_stderr(test)[0], stderr=finite_mean_stderr(test)[1],
+            measured=test, stderr=test_se,
             direction="above",
             note=f"{pair}; final train losses {train_small:.2g} (tau = {taus[0]:g}) and "
                  f"{train_large:.2g} (tau = {taus[-1]:g})"),
