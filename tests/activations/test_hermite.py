@@ -11,6 +11,7 @@ import torch
 
 import widenet.activations as A
 from widenet.activations import _hermite
+from widenet.activations.quadrature import Quadrature
 
 GENERIC_ERF = A.Quadrature(torch.erf, "erf", derivative=A.erf.derivative)
 
@@ -146,3 +147,23 @@ def test_zero_variance_nan_and_float32() -> None:
     for s, d in zip(single, double, strict=True):  # computed in float64, rounded once
         assert s.dtype == torch.float32
         assert torch.allclose(s.double(), d, rtol=4 * torch.finfo(torch.float32).eps, atol=0)
+
+
+def test_a_fast_oscillating_function_is_not_taken_for_converged() -> None:
+    """sin(20 z) folds into a smooth polynomial on a 128-node rule (a small upper half of
+    coefficients): the rule is accepted only once the next rule agrees, so the generic dual
+    matches sin's closed form (it was off by 0.25 at q = 400)."""
+    generic = Quadrature(torch.sin, "sin_generic", derivative=torch.cos)
+    q = torch.full((1, 9), 400.0, dtype=torch.float64)
+    c = torch.linspace(-1.0, 1.0, 9, dtype=torch.float64)[None] * 400.0
+    for got, exact in zip(generic.duals(q, q, c), A.sin.duals(q, q, c), strict=True):
+        torch.testing.assert_close(got, exact, rtol=0, atol=1e-12)
+
+
+def test_a_function_narrower_than_the_rule_warns() -> None:
+    """tanh's derivative at variance 1000 is a spike the largest rule cannot resolve: its
+    E[phi'^2] moves by an order of magnitude between the two largest rules, and the user is
+    told the kernel may be inaccurate instead of getting it silently."""
+    q = torch.tensor([[1000.0]], dtype=torch.float64)
+    with pytest.warns(UserWarning, match="not resolved by 1024 nodes"):
+        A.tanh.duals(q, q, q)

@@ -15,7 +15,9 @@ h_k(z_i) for k < M. These are exactly the Hermite coefficients of p, the polynom
 < M interpolating phi(sqrt(q) z) at the nodes (the rule integrates p h_k exactly), so the series
 is the exact dual E[p1(z1) p2(z2)] of these surrogates, and sum_k a_k^2 = sum_i w_i phi_i^2 is
 the rule's E[phi^2] (discrete Parseval). M doubles from 32 for each point until the upper half
-of its coefficients is below RESOLVED of their norm (a resolved, converged interpolant) or M
+of its coefficients is below RESOLVED of their norm and the coefficients agree with the previous
+rule's to RESOLVED (a resolved, converged interpolant: a small upper half alone can be aliasing,
+a phi oscillating faster than the rule samples folding into a smooth polynomial), or M
 reaches the given maximum (a phi(sqrt(q) z) that is nearly a step: the series then converges
 slowly in rho near +-1, but stays PSD and exact at rho = +-1 and 0 up to the rule's error).
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -34,6 +37,7 @@ from scipy.special import roots_hermitenorm
 SMALLEST_RULE = 32
 EPS = float(np.finfo(np.float64).eps)
 RESOLVED = 1e-10  # upper-half amplitude (relative) below which a rule has converged
+UNRESOLVED_ENERGY = 1e-2  # E[phi^2] change between the two largest rules that warns
 NOISE = 16.0 * EPS  # a coefficient below NOISE * sqrt(sum a_k^2) is round-off: set to 0
 # The series is cut where the rest of a point's coefficients has amplitude TAIL * sqrt(sum a_k^2):
 # by Cauchy-Schwarz the part dropped from a pair is at most TAIL sqrt(E[phi(u)^2] E[phi(v)^2]).
@@ -118,6 +122,7 @@ def _coefficients(f: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, la
     scale = torch.sqrt(q.clamp_min(0.0))[:, None]
     found = torch.zeros(q.shape[0], largest, dtype=torch.float64, device=q.device)
     pending = torch.arange(q.shape[0], device=q.device)
+    coarser = None  # the previous rule's coefficients of the pending entries
     for size in _rule_sizes(largest):
         if pending.numel() == 0:
             break
@@ -125,15 +130,37 @@ def _coefficients(f: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, la
         coefficients = f(scale[pending] * z).to(torch.float64) @ basis
         energy = (coefficients * coefficients).sum(1)
         tail = (coefficients[:, size // 2:] ** 2).sum(1)
-        resolved = (tail <= RESOLVED**2 * energy) | (size == largest)
+        # a small tail alone can be aliasing (phi oscillating faster than the rule samples
+        # folds into a smooth polynomial): the coarser rule must agree as well
+        agrees = (torch.zeros_like(tail, dtype=torch.bool) if coarser is None else
+                  ((coefficients[:, :coarser.shape[1]] - coarser) ** 2).sum(1)
+                  <= RESOLVED**2 * energy)
+        resolved = ((tail <= RESOLVED**2 * energy) & agrees) | (size == largest)
+        if size == largest and coarser is not None:
+            _warn_unresolved(energy, (coarser * coarser).sum(1), q[pending], largest)
         found[pending[resolved], :size] = coefficients[resolved]
-        pending = pending[~resolved]
+        pending, coarser = pending[~resolved], coefficients[~resolved]
     energy = (found * found).sum(1, keepdim=True)
     rest = (found * found).flip(1).cumsum(1).flip(1)  # sum over j >= k of a_j^2
     negligible = (rest <= TAIL**2 * energy) | (found.abs() <= NOISE * torch.sqrt(energy))
     found = torch.where(negligible, 0.0, found)  # keeps NaN: a NaN is never negligible
     used = (found != 0).any(0).nonzero()
     return found[inverse, :int(used.max()) + 1 if used.numel() else 1]
+
+
+def _warn_unresolved(energy: torch.Tensor, coarser_energy: torch.Tensor, q: torch.Tensor,
+                     largest: int) -> None:
+    """Warn when the largest rule has not resolved phi(sqrt(q) z) and even its E[phi^2] moved
+    by more than UNRESOLVED_ENERGY (relative) from the half-size rule's: the function has
+    features narrower than the rule samples (a nearly-step phi, the saturated case the series
+    is built for, keeps E[phi^2] to round-off)."""
+    moved = (energy - coarser_energy).abs() > UNRESOLVED_ENERGY * energy.abs()
+    if bool(moved.any()):
+        warnings.warn(f"the Hermite series of this activation is not resolved by {largest} "
+                      f"nodes at variance q = {float(q[moved][0]):.4g} (its E[phi^2] still "
+                      "changes between the last two rules): the kernel may be inaccurate; "
+                      "pass a larger degree (at most 2048) or a smoother activation",
+                      UserWarning, stacklevel=4)
 
 
 class _Cache:
