@@ -122,3 +122,11 @@ def test_a_reused_reference_gives_the_exact_float64_movement_at_every_call() -> 
         next(net.parameters()).fill_(float("nan"))
     with pytest.raises(WidenetError, match="NaN"):
         weight_movement(net, reference)
+
+
+def test_a_reference_taken_from_a_module_does_not_move_with_it() -> None:
+    layer = nn.Linear(3, 2)
+    reference = weight_reference(layer)
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    assert weight_movement(layer, reference).relative > 0

@@ -155,3 +155,22 @@ def test_bad_loaders() -> None:
         train(net(), x, lr=0.1, steps=1)
     with pytest.raises(wn.WidenetError, match=r"x must be a torch\.Tensor"):
         train(net(), x.numpy(), y, lr=0.1, steps=1)  # an array with y: not a loader
+
+
+def test_a_subset_sampler_gathers_only_its_points() -> None:
+    """A train / validation split through a sampler: the training set (the logged loss, the
+    monitors' probe) is the sampler's points, not the whole dataset."""
+    from torch.utils.data import SubsetRandomSampler
+
+    from widenet.dynamics.batches import gathered
+
+    x, y = torch.arange(36.0).reshape(12, 3), torch.arange(12.0)[:, None]
+    train_points = [0, 3, 5, 8]
+    loader = DataLoader(TensorDataset(x, y), batch_size=2,
+                        sampler=SubsetRandomSampler(train_points,
+                                                    generator=torch.Generator().manual_seed(0)))
+    xs, ys = gathered(loader)
+    assert sorted(ys.flatten().tolist()) == [float(i) for i in train_points]
+    assert xs.shape == (4, 3)
+    full_x, _ = gathered(DataLoader(TensorDataset(x, y), batch_size=5, shuffle=True))
+    assert full_x.shape == (12, 3)

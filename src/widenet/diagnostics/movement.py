@@ -126,8 +126,10 @@ def _named(parameters: Parameters, which: str) -> dict[str, torch.Tensor]:
 
 
 def weight_reference(initial: Parameters) -> MovementReference:
-    """theta_0 as a :class:`MovementReference`, for repeated :func:`weight_movement` calls."""
-    before = _named(initial, "initial")
+    """theta_0 as a :class:`MovementReference`, for repeated :func:`weight_movement` calls; a
+    module's parameters are copied (the reference must not move with the model)."""
+    before = _named(parameter_snapshot(initial) if isinstance(initial, nn.Module) else initial,
+                    "initial")
     if not before:
         raise WidenetError("the model has no parameters, so there is no weight movement")
     return MovementReference(before, lambda name: f"parameter {name!r}")

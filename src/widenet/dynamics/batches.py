@@ -136,9 +136,21 @@ def check_loader(loader: Iterable) -> None:
                            "re-iterable source of (x, y) batches such as a DataLoader or a list")
 
 
+def _covers_the_dataset_once(loader: DataLoader) -> bool:
+    """Whether one pass of ``loader`` visits each point of its dataset exactly once (so the
+    dataset itself is the training set); a subset sampler (a train / validation split) or one
+    with replacement does not, and the set is then gathered from a pass of the loader."""
+    if isinstance(loader.dataset, IterableDataset):
+        return False
+    sampler = loader.sampler
+    return type(sampler) is SequentialSampler or (
+        type(sampler) is RandomSampler and not sampler.replacement
+        and sampler.num_samples == len(loader.dataset))
+
+
 def gathered(loader: Iterable) -> Batch:
     """The whole training set behind ``loader`` as tensors (x, y): see the module docstring."""
-    if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
+    if isinstance(loader, DataLoader) and _covers_the_dataset_once(loader):
         dataset = loader.dataset
         if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
             return dataset.tensors[0], dataset.tensors[1]
