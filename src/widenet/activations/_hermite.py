@@ -109,19 +109,23 @@ def hermite_coefficients(f: Callable[[torch.Tensor], torch.Tensor], q: torch.Ten
     key = (f, largest, flat.device, flat.cpu().numpy().tobytes())
     found = _cache.get(key)
     if found is None:
-        found = _coefficients(f, flat, largest).T.contiguous()
-        _cache.put(key, found)
+        found, unresolved = _coefficients(f, flat, largest)
+        found = found.T.contiguous()
+        if not unresolved:  # an unresolved set is recomputed, so that every call warns
+            _cache.put(key, found)
     return found.reshape(-1, *q.shape)
 
 
 def _coefficients(f: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, largest: int
-                  ) -> torch.Tensor:
+                  ) -> tuple[torch.Tensor, bool]:
     """(n, K) coefficients for the n variances q (see :func:`hermite_coefficients`), computed
-    once per distinct variance (inputs of one norm share one)."""
+    once per distinct variance (inputs of one norm share one), and whether some variance was
+    left unresolved (:func:`_warn_unresolved` warned)."""
     q, inverse = torch.unique(q, return_inverse=True)
     scale = torch.sqrt(q.clamp_min(0.0))[:, None]
     found = torch.zeros(q.shape[0], largest, dtype=torch.float64, device=q.device)
     pending = torch.arange(q.shape[0], device=q.device)
+    unresolved = False
     coarser = None  # the previous rule's coefficients of the pending entries
     for size in _rule_sizes(largest):
         if pending.numel() == 0:
@@ -137,7 +141,8 @@ def _coefficients(f: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, la
                   <= RESOLVED**2 * energy)
         resolved = ((tail <= RESOLVED**2 * energy) & agrees) | (size == largest)
         if size == largest and coarser is not None:
-            _warn_unresolved(energy, (coarser * coarser).sum(1), q[pending], largest)
+            unresolved = _warn_unresolved(energy, (coarser * coarser).sum(1), q[pending],
+                                          largest)
         found[pending[resolved], :size] = coefficients[resolved]
         pending, coarser = pending[~resolved], coefficients[~resolved]
     energy = (found * found).sum(1, keepdim=True)
@@ -145,22 +150,23 @@ def _coefficients(f: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, la
     negligible = (rest <= TAIL**2 * energy) | (found.abs() <= NOISE * torch.sqrt(energy))
     found = torch.where(negligible, 0.0, found)  # keeps NaN: a NaN is never negligible
     used = (found != 0).any(0).nonzero()
-    return found[inverse, :int(used.max()) + 1 if used.numel() else 1]
+    return found[inverse, :int(used.max()) + 1 if used.numel() else 1], unresolved
 
 
 def _warn_unresolved(energy: torch.Tensor, coarser_energy: torch.Tensor, q: torch.Tensor,
-                     largest: int) -> None:
-    """Warn when the largest rule has not resolved phi(sqrt(q) z) and even its E[phi^2] moved
-    by more than UNRESOLVED_ENERGY (relative) from the half-size rule's: the function has
-    features narrower than the rule samples (a nearly-step phi, the saturated case the series
-    is built for, keeps E[phi^2] to round-off)."""
+                     largest: int) -> bool:
+    """Warn (and say so) when the largest rule has not resolved phi(sqrt(q) z) and even its
+    E[phi^2] moved by more than UNRESOLVED_ENERGY (relative) from the half-size rule's: the
+    function has features narrower than the rule samples (a nearly-step phi, the saturated case
+    the series is built for, keeps E[phi^2] to round-off)."""
     moved = (energy - coarser_energy).abs() > UNRESOLVED_ENERGY * energy.abs()
     if bool(moved.any()):
         warnings.warn(f"the Hermite series of this activation is not resolved by {largest} "
                       f"nodes at variance q = {float(q[moved][0]):.4g} (its E[phi^2] still "
                       "changes between the last two rules): the kernel may be inaccurate; "
                       "pass a larger degree (at most 2048) or a smoother activation",
-                      UserWarning, stacklevel=4)
+                      UserWarning, stacklevel=5)
+    return bool(moved.any())
 
 
 class _Cache:
