@@ -72,6 +72,7 @@ def test_a_step_is_exact_at_rho_zero_and_one_and_close_between() -> None:
     assert float(derivative.abs().max()) < 1e-12  # E[phi' phi'] ~ q^(-1/2)
 
 
+@pytest.mark.filterwarnings("ignore:the Hermite series:UserWarning")  # extreme variances on purpose
 def test_kernel_matrices_are_psd_by_construction() -> None:
     """Points with variances from 0 to 1e30 and a random correlation matrix: both dual matrices
     are PSD to round-off, while the earlier per-pair 2-D quadrature missed by about 1e-4."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -102,6 +104,13 @@ class Activation:
             return q - float(self.second_moment(q)) / slope_moment - bias_var
 
         grid = np.logspace(-8, 6, 141)
+        with warnings.catch_warnings():  # a scan: only the root found is used (and may warn)
+            warnings.filterwarnings("ignore", "the Hermite series", UserWarning)
+            return self._smallest_root(gap, grid, bias_var)
+
+    def _smallest_root(self, gap: Callable[[float], float], grid: np.ndarray,
+                       bias_var: float) -> float:
+        """The smallest positive root of ``gap`` bracketed on ``grid``, bisected in log q."""
         values = [gap(float(q)) for q in grid]
         for lo, hi, g_lo, g_hi in zip(grid[:-1], grid[1:], values[:-1], values[1:], strict=True):
             if g_lo == 0.0:
