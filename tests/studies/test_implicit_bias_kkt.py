@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from widenet import MLP
+from widenet.checks import Check
 from widenet.dynamics.losses import exponential
 from widenet.dynamics.monitor import RunState
 from widenet.errors import WidenetError
@@ -142,6 +143,15 @@ def _checkpoints(decays: list[float]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _study_checks(stats: pd.DataFrame) -> dict[str, Check]:
+    """The study's checks, by name without the group tag, on completed runs whose per-run
+    statistics other than the checkpoints' are placeholders."""
+    runs = stats.assign(status="completed", **{name: 1.0 for name in (
+        "decrease_fraction", "norm_slope", "norm_exponent", "margin_gain", "rich_over_lazy",
+        "final_margin", "lazy_margin", "final_tangent_margin", "margin_at_separation")})
+    return {c.name.split(" (")[0]: c for c in _checks(next(summarize(runs).itertuples()))}
+
+
 @pytest.mark.parametrize(("decays", "verdict"), [([-1.0, -1.2, -0.8], "pass"),
                                                  ([1.0, 1.2, 0.8], "fail"),
                                                  ([-1.0, 1.1, 0.1], "inconclusive")])
@@ -151,26 +161,16 @@ def test_convergence_checks_on_synthetic_tables(decays, verdict):
     np.testing.assert_allclose(stats["alignment_decay"], decays, rtol=1e-10)
     np.testing.assert_allclose(stats["direction_decay"], [d * 2 / 3 for d in decays],
                                rtol=1e-10)
-    runs = stats.assign(status="completed", **{name: 1.0 for name in (
-        "decrease_fraction", "norm_slope", "norm_exponent", "margin_gain", "rich_over_lazy",
-        "final_margin", "lazy_margin", "final_tangent_margin", "margin_at_separation")})
-    checks = _checks(next(summarize(runs).itertuples()))
-    new = [c for c in checks if c.name.split(" (")[0] in (
+    checks = _study_checks(stats)
+    new = [checks[name] for name in (
         "direction converges", "weights align with -gradient", "KKT residual shrinks")]
-    assert len(new) == 3
     assert {c.verdict for c in new} == {verdict}
     # a failure whose direction does not converge is not the documented finding
     assert not new[1].note.startswith("finding:")
 
 
-def _alignment_check_of(checkpoints: pd.DataFrame):
-    stats = checkpoint_statistics(checkpoints)
-    runs = stats.assign(status="completed", **{name: 1.0 for name in (
-        "decrease_fraction", "norm_slope", "norm_exponent", "margin_gain", "rich_over_lazy",
-        "final_margin", "lazy_margin", "final_tangent_margin", "margin_at_separation")})
-    (check,) = [c for c in _checks(next(summarize(runs).itertuples()))
-                if c.name.startswith("weights align with -gradient")]
-    return check
+def _alignment_check_of(checkpoints: pd.DataFrame) -> Check:
+    return _study_checks(checkpoint_statistics(checkpoints))["weights align with -gradient"]
 
 
 def test_the_alignment_finding_needs_what_it_says_measured():
@@ -194,12 +194,7 @@ def test_one_separated_checkpoint_is_no_evidence_on_the_kkt_residual():
     table.loc[table["step"] < 800, ["kkt_stationarity", "kkt_slackness"]] = math.nan
     stats = checkpoint_statistics(table)
     assert stats["kkt_decay"].isna().all()
-    runs = stats.assign(status="completed", **{name: 1.0 for name in (
-        "decrease_fraction", "norm_slope", "norm_exponent", "margin_gain", "rich_over_lazy",
-        "final_margin", "lazy_margin", "final_tangent_margin", "margin_at_separation")})
-    (kkt,) = [c for c in _checks(next(summarize(runs).itertuples()))
-              if c.name.startswith("KKT residual shrinks")]
-    assert kkt.verdict == "inconclusive"
+    assert _study_checks(stats)["KKT residual shrinks"].verdict == "inconclusive"
 
 
 def test_kkt_decay_starts_at_the_first_separated_checkpoint():
