@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from widenet.checks import SIGNIFICANCE, Check, check_direction
+from widenet.checks import Check, check_direction, directional_verdict
 from widenet.studies.common.base import Analysis, Tables
 from widenet.studies.common.fits import all_diverged, mean_stderr, power_law_fit
 from widenet.studies.implicit_bias.config import ImplicitBiasConfig
@@ -235,8 +235,8 @@ def _alignment_check(row: Any, where: str, note: str) -> Check:
         "log10[(1 - cos_last) / (1 - cos_first)] over the checkpoints < 0",
         measured=row.alignment_decay, stderr=row.alignment_decay_se, direction="below",
         note=f"final cos {row.final_alignment:.4g}; {note}")
-    converging = (math.isfinite(row.direction_decay) and math.isfinite(row.final_alignment)
-                  and row.direction_decay + SIGNIFICANCE * row.direction_decay_se < 0)
+    converging = directional_verdict(row.direction_decay, 0.0, "below",
+                                     row.direction_decay_se, strict=True) == "pass"
     if check.verdict != "fail" or not (converging and row.final_alignment > 0):
         return check
     return replace(check, note=f"{ALIGNMENT_FINDING}; {check.note}")
