@@ -101,13 +101,18 @@ def _first_use_here(study: str, points: int, warm: bool) -> dict[str, float]:
     values = [build_config(get_study(study).config, quick=True,
                            overrides=[f"seed={seed}"]).model_dump(mode="json")
               for seed in range(points + 1)]
-    fresh: list[tuple[float, float]] = []
+    by_key: dict[str, tuple[float, float]] = {}
     jobs = [Job(f"seed {i}", timed_point, (study, v, "cpu")) for i, v in enumerate(values[1:])]
-    LocalEngine(1, warm=warm).run(jobs, lambda job, outcome: fresh.append(outcome.result))
+    LocalEngine(1, warm=warm).run(
+        jobs, lambda job, outcome: by_key.update({job.label: outcome.result}))
+    fresh = [by_key[job.label] for job in jobs]
     here = [timed_point(study, v) for v in values][1:]  # the first one warms this process
     mean = lambda pairs, i: statistics.mean(p[i] for p in pairs)  # noqa: E731
+    # point i ran with the same config in a worker and here: the paired differences
+    extra = [worker[1] - local[1] for worker, local in zip(fresh, here, strict=True)]
     return {"worker_wall": mean(fresh, 0), "worker_cpu": mean(fresh, 1),
-            "here_wall": mean(here, 0), "here_cpu": mean(here, 1)}
+            "here_wall": mean(here, 0), "here_cpu": mean(here, 1),
+            "extra_cpu_stderr": statistics.stdev(extra) / len(extra) ** 0.5}
 
 
 def _ray_start_stop_seconds(workers: int) -> float:
@@ -142,7 +147,8 @@ def main() -> None:
                       f"{r['worker_wall']:.2f} s wall / {r['worker_cpu']:.2f} s CPU, in process "
                       f"{r['here_wall']:.2f} / {r['here_cpu']:.2f}: first use "
                       f"{r['worker_wall'] - r['here_wall']:+.2f} s wall, "
-                      f"{r['worker_cpu'] - r['here_cpu']:+.2f} s CPU", flush=True)
+                      f"{r['worker_cpu'] - r['here_cpu']:+.2f} +- "
+                      f"{r['extra_cpu_stderr']:.2f} s CPU (paired standard error)", flush=True)
         return
     if "ray" in args.engines:
         print(f"ray: start + stop of a local instance: "
