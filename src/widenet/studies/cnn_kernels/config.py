@@ -27,12 +27,12 @@ class CnnKernelsConfig(StudyConfig):
         default=[16, 32, 64, 128, 256, 512], description="channel counts m for the "
         "concentration fit (part a; at least 3 distinct)")
     seeds: PositiveInt = Field(default=8, description="networks per (readout, m) in part a")
-    train_seeds: PositiveInt = Field(default=4, description="networks trained per (readout, m) "
+    train_seeds: PositiveInt = Field(default=3, description="networks trained per (readout, m) "
                                      "in part b")
-    train_points: PositiveInt = Field(default=200, description="train digits (part b)")
+    train_points: PositiveInt = Field(default=150, description="train digits (part b)")
     test_points: PositiveInt = Field(default=200, description="test digits (part b)")
     train_widths: list[PositiveInt] = Field(
-        default=[32, 64, 128, 256], description="channel counts of the trained CNNs (part b; "
+        default=[16, 32, 64, 128], description="channel counts of the trained CNNs (part b; "
         "at least 2 distinct)")
     steps: PositiveInt = Field(default=200, description="full-batch gradient-descent steps")
     lr_fraction: float = Field(default=0.5, gt=0, lt=1, description="learning rate as a "
