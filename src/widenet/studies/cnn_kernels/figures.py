@@ -67,4 +67,5 @@ def accuracy_figure(summary: pd.DataFrame, kernels: pd.DataFrame) -> Figure:
         legend(ax, fontsize=7)
     return caption(figure, "Test accuracy of the trained CNNs as the width grows, beside the "
                    "kernel-regression accuracies of their infinite-width NNGP and NTK "
-                   "(horizontal lines), which the wide nets should approach.")
+                   "(horizontal lines): nets trained for the same number of steps should "
+                   "approach the NTK's finite-time line (dash-dot), not its limit at t = inf.")
