@@ -169,3 +169,20 @@ def test_a_function_narrower_than_the_rule_warns() -> None:
     for _ in range(2):  # every call warns: an unresolved set is never served from the cache
         with pytest.warns(UserWarning, match="not resolved by 1024 nodes"):
             A.tanh.duals(q, q, q)
+
+
+def test_float32_nearly_identical_points_get_the_float64_dual_rounded_once() -> None:
+    """x = (1, 0) and x' = (1, 2^-k): rho = (1 + 2^-2k)^(-1/2) misses 1 by a few float32 ulps.
+    Computed in float32 (rounding, and the clamp's inflation of 4 float32 ulps) rho became 1
+    and the duals were off by up to 5 float32 eps (relative); computed in float64 from the
+    float32 values, they are the float64 duals of those values rounded once (within 1 eps)."""
+    offsets = torch.tensor([2.0**-20, 2.0**-21, 2.0**-22], dtype=torch.float32)
+    q1 = torch.ones(3, dtype=torch.float32)
+    q2 = 1.0 + offsets
+    c = torch.ones(3, dtype=torch.float32)
+    single = A.tanh.duals(q1, q2, c)
+    double = A.tanh.duals(q1.double(), q2.double(), c.double())
+    for s, d in zip(single, double, strict=True):
+        assert s.dtype == torch.float32
+        ulp = torch.finfo(torch.float32).eps * d.abs()
+        assert bool(((s.double() - d).abs() <= ulp).all()), ((s.double() - d) / ulp).tolist()

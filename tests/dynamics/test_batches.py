@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset, default_collate
 
 import widenet as wn
 from widenet.diagnostics.builtin import LinearizationMonitor
@@ -125,6 +125,25 @@ def test_a_seeded_shuffling_loader_resumes_in_the_same_order(tmp_path) -> None:
         assert torch.equal(p, q)
     assert resumed.history.equals(expected.history)
     assert resumed.measurements["interrupt"].equals(expected.measurements["interrupt"])
+
+
+def test_a_resumed_loader_run_counts_its_batches_on_from_the_checkpoint(tmp_path) -> None:
+    """The loader's 7th batch (step 6: 40 points in batches of 6 leave 4) is not a pair: a run
+    resumed from step 5 names it by its step in the whole run, not by its place after the
+    resume (the batch counter is restored with the loader's position)."""
+    x, y = regression()
+
+    def unshuffled() -> DataLoader:
+        return DataLoader(TensorDataset(x, y), batch_size=6,
+                          collate_fn=lambda items: default_collate(items) if len(items) == 6
+                          else "a short batch")
+
+    kwargs = {"lr": 0.1, "progress": False}
+    train(net(), unshuffled(), steps=5, checkpoint=Checkpoint(tmp_path / "c.pt", every=5),
+          **kwargs)
+    with pytest.raises(wn.WidenetError, match="the loader's batch at step 6 is a str"):
+        train(net(), unshuffled(), steps=10,
+              checkpoint=Checkpoint(tmp_path / "c.pt", every=5, resume=True), **kwargs)
 
 
 def test_a_loader_whose_order_cannot_be_resumed_is_refused_with_a_checkpoint(tmp_path) -> None:

@@ -172,6 +172,54 @@ def test_eos_summary_on_a_constructed_run():
                       "loss still falls (mse lr=0.5*2/S0)": "pass"}
 
 
+def test_batch_medians_cover_an_ar1_median_that_the_independent_formula_understates():
+    """x_t = phi x_(t-1) + e_t (phi = 1/2, stationary, centre 0), k = 101^2 values (b = L = 101
+    batches and values per batch), R = 400 independent series. To first order the median is
+    0 + mean(sign(x_t)) / (2 f(0)), and sign(x_t) has autocorrelation
+    rho_h = (2/pi) arcsin(phi^|h|) (Gaussian pairs), so the median's sd is sqrt(tau) times the
+    independent-values formula, tau = sum_h rho_h = 2.31. The batch medians' standard error is
+    biased low to first order by (Gamma / tau + 2 tau) / (2 L) in sd (Gamma = sum_h |h| rho_h:
+    adjacent batches' correlation; 2 tau / L: a batch median's small-sample variance,
+    pi / (2 (n + 2)) for n independent values, with n = L / tau effective ones): 2.8% here.
+    Tolerance: 3 standard errors of the ratio of RMS(stderr) to the medians' RMS about the true
+    centre over the R series (relative errors 1/sqrt(2R) and sd(stderr^2) / (2 mean(stderr^2)
+    sqrt(R)))."""
+    from scipy.signal import lfilter
+
+    phi, k, replicates = 0.5, 101**2, 400
+    rng = np.random.default_rng(0)
+    start = rng.standard_normal((replicates, 1)) / math.sqrt(1 - phi**2)
+    noise = np.concatenate([start, rng.standard_normal((replicates, k - 1))], axis=1)
+    series = lfilter([1.0], [1.0, -phi], noise, axis=1)  # x_0 stationary, then the recursion
+    medians = np.median(series, axis=1)
+    batch = np.array([eos_analysis.median_stderr(x) for x in series])
+    naive = eos_analysis.MEDIAN_STDERR * series.std(axis=1, ddof=1) / math.sqrt(k)
+    lags = np.arange(1, 200)
+    rho = 2 / math.pi * np.arcsin(phi**lags)
+    tau, gamma = 1 + 2 * rho.sum(), 2 * (lags * rho).sum()
+    bias = (gamma / tau + 2 * tau) / (2 * math.isqrt(k))
+    spread = math.sqrt(np.mean(medians**2))  # the medians' RMS about the true centre 0
+    ratio = math.sqrt(np.mean(batch**2)) / spread
+    error = math.sqrt(1 / (2 * replicates)
+                      + (np.std(batch**2) / (2 * np.mean(batch**2))) ** 2 / replicates)
+    assert 1 - bias - 3 * error <= ratio <= 1 + 3 * error, (ratio, bias, error)
+    naive_ratio = math.sqrt(np.mean(naive**2)) / spread
+    assert naive_ratio == pytest.approx(1 / math.sqrt(tau), abs=3 * error)
+    assert naive_ratio < 1 - bias - 3 * error  # the independent formula is too small
+
+
+def test_a_short_window_gets_the_independent_values_stderr():
+    """Fewer than 16 values make fewer than 4 batches: sqrt(pi/2) sd / sqrt(k), a lower bound;
+    16 make 4 batches of 4."""
+    values = np.array([1.0, 1.2, 0.9, 1.1, 1.05, 0.95, 1.0, 1.3, 0.8, 1.0, 1.1, 1.0, 0.9, 1.2, 1.0])
+    assert eos_analysis.median_stderr(values) == pytest.approx(
+        math.sqrt(math.pi / 2) * values.std(ddof=1) / math.sqrt(15))
+    longer = np.append(values, 1.4)
+    medians = np.median(longer.reshape(4, 4), axis=1)
+    assert eos_analysis.median_stderr(longer) == pytest.approx(medians.std(ddof=1) / 2)
+    assert math.isnan(eos_analysis.median_stderr(values[:1]))
+
+
 def _sharpening_check(sharp: np.ndarray, status: str = "completed") -> tuple[pd.Series, str]:
     """The summary row and progressive-sharpening verdict of a run with edge 2/lr = 2, S_0 = 1,
     S measured every 10 steps as ``sharp`` (one value per step)."""

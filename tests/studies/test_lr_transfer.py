@@ -242,6 +242,44 @@ def test_shift_per_doubling_is_fitted_seed_by_seed():
     assert drift["doublings"] == pytest.approx(3.0)
 
 
+def test_the_optimal_lr_figure_shows_what_the_drift_checks_judge():
+    """The bottom panel draws each seed's shift per doubling (NTK: seed 0 falls one step per
+    doubling, seed 1 stays put; SP: both fall one step, seed 1 a tenth more), their mean
+    ± s.e. (the checks' measured value) and the band each check accepts (+-1/3 for NTK over 3
+    doublings, below -1/3 for SP)."""
+    from matplotlib.collections import PathCollection, PolyCollection
+
+    from widenet.studies.lr_transfer.figures import optimum_figure
+
+    widths = [32, 64, 128, 256]
+    optima = pd.concat([
+        _optima("ntk", widths, lambda m, s: -4.0 - math.log2(m / 32) * (1 - s),
+                lambda m, s: False),
+        _optima("standard", widths, lambda m, s: -4.0 - math.log2(m / 32) * (1 + 0.1 * s),
+                lambda m, s: False)])
+    shifts = lrt_analysis.shift_table(optima)
+    drifts = lrt_analysis.drift_table(optima, widths)
+    figure = optimum_figure(optima, shifts, drifts, 32)
+    assert "what the lr checks judge" in figure.get_label()
+    bottom = figure.axes[1]
+    drawn = [sorted(c.get_offsets()[:, 1]) for c in bottom.collections
+             if isinstance(c, PathCollection)]
+    assert drawn == [pytest.approx([-1.0, 0.0]), pytest.approx([-1.1, -1.0])]
+    bars = [(float(c.lines[0].get_ydata()[0]),
+             float(np.ptp(c.lines[2][0].get_segments()[0][:, 1])) / 2) for c in bottom.containers]
+    assert bars == [(pytest.approx(-0.5), pytest.approx(0.5)),
+                    (pytest.approx(-1.05), pytest.approx(0.05))]
+    checks = lrt_analysis._drift_checks(drifts)
+    assert [check.measured for check in checks] == [pytest.approx(-0.5), pytest.approx(1.05)]
+    bands = [(float(c.get_paths()[0].vertices[:, 1].min()),
+              float(c.get_paths()[0].vertices[:, 1].max())) for c in bottom.collections
+             if isinstance(c, PolyCollection)]
+    assert bands[0] == (pytest.approx(-1 / 3), pytest.approx(1 / 3))
+    assert bands[1][1] == pytest.approx(-1 / 3)  # SP: everything below -1/3, to the panel's end
+    assert bands[1][0] == pytest.approx(bottom.get_ylim()[0])
+    assert png_bytes(figure).startswith(b"\x89PNG")
+
+
 def _ntk_check(optima: pd.DataFrame, widths: list[int]):
     (check,) = lrt_analysis._drift_checks(lrt_analysis.drift_table(optima, widths))
     assert check.name == "NTK lr transfers (sgd)"

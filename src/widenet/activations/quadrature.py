@@ -44,7 +44,8 @@ class Quadrature(Activation):
     and for erf at q1 = q2 = 100: 1e-4 (derivative dual 1e-2); at 1e4 and beyond: 6e-3
     (at q >= 1e4 phi' is a spike narrower than the nodes' spacing: the derivative dual, itself
     of order q^(-1/2), comes out as about 0). The derivative is the one given, or else computed
-    by autograd. Inputs of any floating dtype are computed in float64 and rounded once.
+    by autograd. Inputs of any floating dtype are computed in float64 (rho included) and the
+    duals rounded once to the inputs' dtype.
     """
 
     def __init__(self, function: Callable[[torch.Tensor], torch.Tensor], name: str | None = None,
@@ -74,7 +75,9 @@ class Quadrature(Activation):
     def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
               ) -> tuple[torch.Tensor, torch.Tensor]:
         q1, q2, c = as_tensors(q1, q2, c)
-        rho = correlation(q1, q2, c)[1].to(torch.float64)
+        # in float64 like the series: float32 rounding (and the clamp's float32 inflation) of a
+        # rho near 1 would move the duals by several float32 ulps
+        rho = correlation(*(t.to(torch.float64) for t in (q1, q2, c)))[1]
         return tuple(mehler_sum(*self._coefficients(f, q1, q2), rho).to(c.dtype)
                      for f in (self.function, self.derivative))
 

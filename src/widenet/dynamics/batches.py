@@ -13,7 +13,8 @@ pass over any other iterable, with the random state restored afterwards so that 
 changes nothing.
 
 Resuming a loader run (:meth:`LoaderBatches.state_dict`) restores the loader's generator to
-its state when the interrupted epoch began and skips the batches already taken: the batches
+its state when the interrupted epoch began and skips the batches already taken (the count of
+batches, which names a bad batch by its step, goes on from the checkpoint's): the batches
 then follow exactly as in an uninterrupted run when the loader's order depends on nothing but
 its generator: no shuffling, or ``shuffle=True`` with ``generator=`` a seeded
 ``torch.Generator``; and for a list of batches. :func:`check_resumable` refuses the others
@@ -74,7 +75,7 @@ class TensorBatches:
 class LoaderBatches:
     """Batches from a loader, pass after pass, cast to the model's floating dtype and device."""
 
-    KEYS = frozenset({"generator", "position"})
+    KEYS = frozenset({"generator", "position", "step"})
 
     def __init__(self, loader: Iterable, dtype: torch.dtype, device: torch.device):
         self.loader, self.dtype, self.device = loader, dtype, device
@@ -104,15 +105,16 @@ class LoaderBatches:
         self.iterator, self.position = iter(self.loader), 0
 
     def state_dict(self) -> dict:
-        """The generator's state when this pass began (None without a generator) and the
-        batches taken in it."""
-        return {"generator": self.epoch_start, "position": self.position}
+        """The generator's state when this pass began (None without a generator), the
+        batches taken in it and the batches taken in all (the step the run is at)."""
+        return {"generator": self.epoch_start, "position": self.position, "step": self.step}
 
     def load_state_dict(self, state: dict) -> None:
         """Start the interrupted pass again from the same generator state and skip the
-        batches it had already given."""
+        batches it had already given; count batches on from the checkpoint's step."""
         if state["generator"] is not None and self.generator is not None:
             self.generator.set_state(state["generator"].cpu())
+        self.step = state["step"]
         if state["position"] == 0:  # no pass had begun
             return
         self._new_pass()

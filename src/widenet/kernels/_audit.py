@@ -269,12 +269,9 @@ def _check_independent(out: torch.Tensor, alone: torch.Tensor) -> None:
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """|a - b| <= sqrt(machine epsilon) (1 + max |a|, |b|) everywhere (same shapes)."""
-    a, b = a.detach(), b.detach()
-    if a.numel() == 0:
-        return True
-    scale = max(float(a.abs().max()), float(b.abs().max()))
-    return float((a - b).abs().max()) <= math.sqrt(torch.finfo(a.dtype).eps) * (1.0 + scale)
+    """|a - b| <= sqrt(machine epsilon) (1 + max |a|, |b|) everywhere (same shapes): the whole
+    tensors as one row of :func:`_rows_close`."""
+    return bool(_rows_close(a.reshape(1, -1), b.reshape(1, -1))[0])
 
 
 def _owners(model: nn.Module, trainable: dict[int, str]) -> dict[str, list[nn.Module]]:
@@ -342,7 +339,9 @@ def _row_problem(a: torch.Tensor, z: torch.Tensor,
 
 
 def _rows_close(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``_close`` row by row, all rows at once: a (rows,) boolean tensor (same shapes)."""
+    """Whether each row (first-axis slice) i has max |a_i - b_i| <= sqrt(machine epsilon)
+    (1 + max |a_i|, |b_i|), all rows at once: a (rows,) boolean tensor (same shapes; a NaN
+    difference is never close)."""
     a, b = a.detach().flatten(1), b.detach().flatten(1)
     if a.shape[1] == 0:
         return torch.ones(a.shape[0], dtype=torch.bool, device=a.device)

@@ -24,6 +24,9 @@ from widenet.studies.edge_of_stability.figures import (
 
 MEDIAN_STDERR = math.sqrt(math.pi / 2)
 """The standard error of a sample median is about sqrt(pi/2) std / sqrt(k) (normal samples)."""
+MIN_BATCHES = 4
+"""The fewest batches :func:`median_stderr` takes a batch-medians standard error from (a window
+of at least MIN_BATCHES^2 = 16 measurements)."""
 EDGE_BAND = 0.25
 """The widest accepted |median of S / (2/lr) - 1|, whatever S's fluctuation: S that strays
 further from the edge does not hover there, and a noisier S must not pass more easily. It is
@@ -35,6 +38,33 @@ ABOVE_EDGE_FINDING = ("finding: S hovers above 2/lr by more than its own fluctua
 down from its overshoot at the end of the run: documented, with the measured numbers, in
 docs/studies/edge-of-stability.md (cross-entropy's far larger overshoot in its short large-loss
 phase is a plain fail, explained there too)."""
+
+
+def median_stderr(values: np.ndarray) -> float:
+    """The standard error of the median of k time-ordered, autocorrelated measurements of one
+    run, by batch medians: the last b L values are cut into b = floor(sqrt(k)) consecutive
+    batches of L = floor(k / b) values (the k - b L earliest are left out of the batches only),
+    m_j the median of batch j, and
+
+        stderr = sd(m_1, ..., m_b; ddof=1) / sqrt(b).
+
+    Batches long against the series' correlation time have nearly independent medians, each
+    with about b times the variance of the whole window's median, so this covers the
+    autocorrelation that sqrt(pi/2) sd / sqrt(k) (the formula for independent normal values,
+    which it matches for them) ignores; b and L both grow like sqrt(k). Fewer than MIN_BATCHES
+    batches (k < 16) give no usable spread of batch medians, so there it is sqrt(pi/2) sd /
+    sqrt(k): a lower bound. So it stays for a series that drifts across the window: its batch
+    medians are correlated at every batch length. NaN for fewer than 2 values."""
+    values = np.asarray(values, dtype=float)
+    k = len(values)
+    if k < 2:
+        return math.nan
+    batches = math.isqrt(k)
+    if batches < MIN_BATCHES:
+        return MEDIAN_STDERR * float(values.std(ddof=1)) / math.sqrt(k)
+    length = k // batches
+    medians = np.median(values[k - batches * length:].reshape(batches, length), axis=1)
+    return float(medians.std(ddof=1)) / math.sqrt(batches)
 
 
 def midpoint_sharpening(measured: pd.DataFrame, t_end: float, s0: float
@@ -69,11 +99,11 @@ def eos_summary(curves: pd.DataFrame, runs: pd.DataFrame, late_fraction: float,
     """Per part-1 run, within its judged phase (steps up to ``phase_end``,
     :func:`judged_phase_end`): t_edge, the first step with S >= REACHED * 2/lr; the EoS window,
     the last ``late_fraction`` of the steps from t_edge to ``phase_end``, and there the median
-    of S/(2/lr) with its standard error and the standard deviation of S/(2/lr) (the
-    fluctuation of S about its level); over the EoS phase (t_edge to ``phase_end``) the number
-    of steps s with loss_{s+1} > loss_s and the loss at t_edge and at ``phase_end``; the peak
-    of S/(2/lr) over the judged phase; and S(t_mid) / S_0 halfway to the edge
-    (:func:`midpoint_sharpening`)."""
+    of S/(2/lr) with its standard error (batch medians, :func:`median_stderr`) and the standard
+    deviation of S/(2/lr) (the fluctuation of S about its level); over the EoS phase (t_edge
+    to ``phase_end``) the number of steps s with loss_{s+1} > loss_s and the loss at t_edge
+    and at ``phase_end``; the peak of S/(2/lr) over the judged phase; and S(t_mid) / S_0
+    halfway to the edge (:func:`midpoint_sharpening`)."""
     rows = []
     for _, run in runs.iterrows():
         curve = curves[(curves["loss_name"] == run["loss_name"])
@@ -99,7 +129,7 @@ def eos_summary(curves: pd.DataFrame, runs: pd.DataFrame, late_fraction: float,
             losses = curve[curve["step"] >= t_edge]["loss"].to_numpy()
             row.update(window_start=start, ratio_median=float(window.median()),
                        ratio_std=spread,
-                       ratio_stderr=MEDIAN_STDERR * spread / math.sqrt(len(window)),
+                       ratio_stderr=median_stderr(window.to_numpy()),
                        ratio_points=len(window),
                        loss_increases=int(np.sum(losses[1:] > losses[:-1])),
                        loss_edge=float(losses[0]), loss_end=float(losses[-1]))
@@ -158,7 +188,7 @@ def eos_checks(summary: pd.DataFrame, large_loss_fraction: float) -> list[Check]
             tolerance=min(SIGNIFICANCE * run["ratio_std"], EDGE_BAND),
             note=f"{int(run['ratio_points'])} measurements from step {run['window_start']:.0f} "
                  f"(fluctuation std {run['ratio_std']:.3g}); edge reached at step "
-                 f"{int(run['t_edge'])}; judged over {phase}; stderr of the median")
+                 f"{int(run['t_edge'])}; judged over {phase}; {_stderr_text(run)}")
         if edge.verdict == "pass" and SIGNIFICANCE * run["ratio_std"] > EDGE_BAND:
             edge = replace(edge, verdict="fail", note=(
                 f"S does not hover: its fluctuation {run['ratio_std']:.3g} spreads over more "
@@ -177,6 +207,14 @@ def eos_checks(summary: pd.DataFrame, large_loss_fraction: float) -> list[Check]
             "loss at its end / loss(t_edge) < 1",
             measured=run["loss_end"] / run["loss_edge"], direction="below", threshold=1.0))
     return checks
+
+
+def _stderr_text(run: pd.Series) -> str:
+    """How the edge check's standard error of the median was taken (:func:`median_stderr`)."""
+    if run["ratio_points"] < MIN_BATCHES**2:
+        return ("stderr of the median as for independent points (too few for batch medians): "
+                "a lower bound")
+    return "stderr of the median from batch medians"
 
 
 def beyond_pairs(runs: pd.DataFrame) -> pd.DataFrame:

@@ -84,20 +84,44 @@ def interior_slope(group: pd.DataFrame) -> tuple[float, float, int]:
     return fit.slope, fit.slope_stderr, len(interior)
 
 
+def seed_slopes(group: pd.DataFrame) -> pd.Series:
+    """Each seed's shift of the optimal log2 lr per doubling of the width, d log2 lr* / d log2 m
+    (the OLS slope over that seed's finite interior optima, :func:`interior_slope`), indexed by
+    seed; a seed with fewer than two widths left has none and is left out."""
+    slopes = pd.Series({seed: interior_slope(runs)[0] for seed, runs in group.groupby("seed")},
+                       dtype=float)
+    return slopes[np.isfinite(slopes)]
+
+
 def seed_shifts(group: pd.DataFrame) -> tuple[float, float, int]:
-    """``(shift, stderr, seeds)``: the shift of the optimal log2 lr per doubling of the width,
-    d log2 lr* / d log2 m, fitted for each seed separately (OLS over that seed's finite
-    interior optima, :func:`interior_slope`), then the mean over the seeds with a slope and its
+    """``(shift, stderr, seeds)``: the mean of the seeds' shifts (:func:`seed_slopes`) and its
     standard error std / sqrt(seeds). The stderr is NaN when any optimum of ``group`` is at the
     grid's edge (a bound left out censors the sample) or fewer than two seeds have a slope;
     the shift is NaN when no seed has two widths left."""
-    slopes = [slope for _, runs in group.groupby("seed") if math.isfinite(
-        slope := interior_slope(runs)[0])]
-    if not slopes:
+    slopes = seed_slopes(group)
+    if slopes.empty:
         return math.nan, math.nan, 0
-    mean, stderr = mean_stderr(slopes)
+    mean, stderr = mean_stderr(slopes.tolist())
     censored = bool(group["at_edge"].astype(bool).any())
     return mean, math.nan if censored else stderr, len(slopes)
+
+
+def shift_table(optima: pd.DataFrame) -> pd.DataFrame:
+    """Per (parametrization, optimizer, seed): that seed's shift per doubling of the width
+    (:func:`seed_slopes`), the sample whose mean and standard error the drift checks judge."""
+    keys = ["parametrization", "optimizer"]
+    rows = [{**dict(zip(keys, key, strict=True)), "seed": seed, "shift": shift}
+            for key, group in optima.groupby(keys, sort=False)
+            for seed, shift in seed_slopes(group).items()]
+    return pd.DataFrame(rows, columns=[*keys, "seed", "shift"])
+
+
+def shift_band(name: str, doublings: float) -> tuple[float, float]:
+    """The shifts per doubling the drift check of parametrization ``name`` accepts: SP drifts
+    down, shift <= -DRIFT_TOLERANCE / doublings; muP and NTK transfer,
+    |shift| <= DRIFT_TOLERANCE / doublings (at most one grid step over the width range)."""
+    step = DRIFT_TOLERANCE / doublings
+    return (-math.inf, -step) if name == "standard" else (-step, step)
 
 
 def drift_table(optima: pd.DataFrame, widths: Sequence[int]) -> pd.DataFrame:
@@ -106,16 +130,19 @@ def drift_table(optima: pd.DataFrame, widths: Sequence[int]) -> pd.DataFrame:
     the seeds), the drift = slope * log2(m_max / m_min) in grid steps (one step = a factor 2),
     the predicted drift (:data:`PREDICTED_SLOPE`), the shift per doubling of the width fitted
     seed by seed with its standard error over the seeds (:func:`seed_shifts`: what the checks
-    judge), the raw spread max - min across widths of the seeds' mean grid argmin (rounded),
-    the number of optima, of optima at the grid's edge and of interior optima fitted.
-    ``drift_stderr`` = slope_stderr * log2(m_max / m_min), but NaN when any optimum is at the
-    edge: leaving bounds out of the fit censors the sample (the edge optima are the ones that
-    moved furthest), which the OLS error does not cover, so the checks are then inconclusive."""
+    judge) and the band of shifts the check accepts (``shift_low``, ``shift_high``:
+    :func:`shift_band`), the raw spread max - min across widths of the seeds' mean grid argmin
+    (rounded), the number of optima, of optima at the grid's edge and of interior optima
+    fitted. ``drift_stderr`` = slope_stderr * log2(m_max / m_min), but NaN when any optimum is
+    at the edge: leaving bounds out of the fit censors the sample (the edge optima are the ones
+    that moved furthest), which the OLS error does not cover. The pooled fit (slope, drift) is
+    reported for comparison; neither the checks nor the figures use it."""
     span = math.log2(max(widths) / min(widths))
     rows = []
     for (name, opt), group in optima.groupby(["parametrization", "optimizer"], sort=False):
         slope, stderr, fitted = interior_slope(group)
         shift, shift_stderr, shift_seeds = seed_shifts(group)
+        shift_low, shift_high = shift_band(name, span)
         edge = int(group["at_edge"].sum())
         valid = group[np.isfinite(group["log2_lr_opt"])]
         per_width = valid.groupby("m")["log2_lr_argmin"].mean().round()
@@ -124,6 +151,7 @@ def drift_table(optima: pd.DataFrame, widths: Sequence[int]) -> pd.DataFrame:
                      "drift_stderr": stderr * span if edge == 0 else math.nan,
                      "drift_pred": PREDICTED_SLOPE[(name, opt)] * span,
                      "shift": shift, "shift_stderr": shift_stderr, "shift_seeds": shift_seeds,
+                     "shift_low": shift_low, "shift_high": shift_high,
                      "doublings": span,
                      "argmin_spread": float(per_width.max() - per_width.min())
                      if len(per_width) else math.nan,
@@ -185,15 +213,14 @@ def _supports(check: Check, name: str) -> str:
 
 
 def _drift_checks(drifts: pd.DataFrame) -> list[Check]:
-    """The shift of log2 lr* per doubling of the width, seed by seed (:func:`seed_shifts`):
-    muP and NTK transfer, |shift| <= DRIFT_TOLERANCE / doublings (at most one grid step over
-    the width range); SP drifts down, -shift >= DRIFT_TOLERANCE / doublings (directional).
-    Inconclusive when ``shift_stderr`` is NaN: optima at the grid's edge, or fewer than two
-    seeds with a slope."""
+    """The shift of log2 lr* per doubling of the width, seed by seed (:func:`seed_shifts`),
+    against its band (:func:`shift_band`): muP and NTK transfer, an interval check; SP drifts
+    down, -shift >= DRIFT_TOLERANCE / doublings (directional). Inconclusive when
+    ``shift_stderr`` is NaN: optima at the grid's edge, or fewer than two seeds with a slope."""
     checks = []
     for _, row in drifts.iterrows():
         name, opt = row["parametrization"], row["optimizer"]
-        per_doubling = DRIFT_TOLERANCE / row["doublings"]
+        per_doubling = abs(row["shift_high"])  # one grid step over the range, per doubling
         if name in TRANSFER_CLAIMS:
             label, source = TRANSFER_CLAIMS[name]
             check = check_interval(
@@ -201,8 +228,8 @@ def _drift_checks(drifts: pd.DataFrame) -> list[Check]:
                 f"{label} ({opt}): the optimal learning rate transfers across widths: shift of "
                 f"log2 lr* per doubling of m within +-{per_doubling:.3g} (at most one grid "
                 f"step, a factor 2, over the width range); {source}",
-                measured=row["shift"], stderr=row["shift_stderr"], low=-per_doubling,
-                high=per_doubling, predicted=0.0, note=_drift_note(row))
+                measured=row["shift"], stderr=row["shift_stderr"], low=row["shift_low"],
+                high=row["shift_high"], predicted=0.0, note=_drift_note(row))
             checks.append(replace(check, note=_supports(check, name)))
         elif name == "standard":
             checks.append(check_direction(
@@ -210,7 +237,7 @@ def _drift_checks(drifts: pd.DataFrame) -> list[Check]:
                 f"SP ({opt}): the optimal learning rate moves down with width by more than one "
                 f"grid step over the width range: -(shift of log2 lr* per doubling) >= "
                 f"{per_doubling:.3g}", measured=-row["shift"], stderr=row["shift_stderr"],
-                direction="above", threshold=per_doubling,
+                direction="above", threshold=-row["shift_high"],
                 predicted=-PREDICTED_SLOPE[(name, opt)], note=_drift_note(row)))
     return checks
 
@@ -244,15 +271,16 @@ def analyze(config: LRTransferConfig, tables: Tables) -> Analysis:
     (``diverged`` when every run of the learning-rate sweep diverged)."""
     sweep, coords = tables["sweep"], tables["coords"]
     optima = optimum_table(sweep)
+    shifts = shift_table(optima)
     drifts = drift_table(optima, config.widths)
     slopes = coordinate_slopes(coords, config.coord_steps)
     figures = {"loss_vs_lr": loss_curves_figure(sweep, optima, config.loss),
-               "optimal_lr": optimum_figure(optima, drifts, config.base()),
+               "optimal_lr": optimum_figure(optima, shifts, drifts, config.base()),
                **{f"coordinate_check_{opt}": coordinate_figure(coords, slopes, opt)
                   for opt in config.optimizers}}
     checks = _drift_checks(drifts) + _coordinate_checks(slopes)
     diverged = all_diverged(sweep["status"], "learning-rate sweep runs",
                             "lower sgd_log2_lr and adam_log2_lr")
     return Analysis(tables={"sweep": sweep, "coords": coords, "optima": optima,
-                            "drifts": drifts, "coord_slopes": slopes},
+                            "shifts": shifts, "drifts": drifts, "coord_slopes": slopes},
                     figures=figures, checks=checks, diverged=diverged)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from widenet.figures import (
+    THEORY_STYLE,
     caption,
     horizontal_reference,
     label,
@@ -69,28 +71,30 @@ def loss_curves_figure(sweep: pd.DataFrame, optima: pd.DataFrame, loss: str) -> 
                    "the width grows.")
 
 
-def optimum_figure(optima: pd.DataFrame, drifts: pd.DataFrame, base_width: int) -> Figure:
-    """One panel per optimizer: the refined optimal lr against width (log-log, base 2), mean and
-    standard error over seeds per parametrization (optima at the grid's edge included as
-    plotted; the legend's drift leaves them out and counts them); dashed: the predicted scaling
-    (SP ~ 1/m through SP's points, muP flat at its mean)."""
+def optimum_figure(optima: pd.DataFrame, shifts: pd.DataFrame, drifts: pd.DataFrame,
+                   base_width: int) -> Figure:
+    """One column per optimizer. Top: the refined optimal lr against width (log-log, base 2),
+    mean and standard error over seeds per parametrization (optima at the grid's edge plotted
+    at the edge and counted in the legend); dashed: the predicted scaling (SP ~ 1/m through
+    SP's points, muP flat at its mean). Bottom, what the drift checks judge: each seed's shift
+    of log2 lr* per doubling of m (``shifts``, dots), their mean and standard error (``drifts``'
+    ``shift``, ``shift_stderr``, black), the band the check accepts (``shift_low`` to
+    ``shift_high``, shaded) and the predicted shift (dashed)."""
     opts = list(dict.fromkeys(optima["optimizer"]))
-    figure, axes = new_figure(len(opts))
+    figure, axes = new_figure(len(opts), 2)
     for col, opt in enumerate(opts):
         ax = axes[0, col]
         for index, (name, group) in enumerate(
                 optima[optima["optimizer"] == opt].groupby("parametrization", sort=False)):
             stats = group.groupby("m")["log2_lr_opt"].agg(["mean", "std", "count"])
             error = (stats["std"] / np.sqrt(stats["count"])).fillna(0.0)
-            drift = drifts[(drifts["parametrization"] == name)
-                           & (drifts["optimizer"] == opt)].iloc[0]
+            edge = int(group["at_edge"].sum())
             ax.errorbar(stats.index, np.exp2(stats["mean"]),
                         yerr=[np.exp2(stats["mean"]) - np.exp2(stats["mean"] - error),
                               np.exp2(stats["mean"] + error) - np.exp2(stats["mean"])],
                         fmt="o-", color=f"C{index}", capsize=3,
-                        label=f"{TITLES[name]}: drift {drift['drift']:+.2f} ± "
-                              f"{drift['drift_stderr']:.2f} steps, "
-                              f"{drift['edge_optima']} optima at the edge")
+                        label=TITLES[name] + (f" ({edge} optima at the grid's edge)" if edge
+                                              else ""))
             if name in ("standard", "mup"):
                 slope = PREDICTED_SLOPE[(name, opt)]
                 text = f"theory {TITLES[name]}: " + (r"$\propto m^{-1}$" if slope else "flat")
@@ -104,9 +108,56 @@ def optimum_figure(optima: pd.DataFrame, drifts: pd.DataFrame, base_width: int) 
         log_scale(ax, "x", base=2)
         log_scale(ax, "y", base=2)
         ax.legend(fontsize=6)
-    return caption(figure, "The optimal learning rate against width (± s.e. over seeds): "
-                   "theory predicts a flat line for muP (the dashed level) and a fall like "
-                   "1/m for SP (the dashed slope).")
+        _shift_panel(axes[1, col], shifts[shifts["optimizer"] == opt],
+                     drifts[drifts["optimizer"] == opt], opt)
+    return caption(figure, "Top: the optimal learning rate against width (± s.e. over seeds); "
+                   "theory predicts a flat line for muP (the dashed level) and a fall like 1/m "
+                   "for SP (the dashed slope). Bottom: what the lr checks judge: each seed's "
+                   "shift of log2 lr* per doubling of the width (dots: the slope over that "
+                   "seed's optima inside the grid), their mean ± s.e. (black) and the band the "
+                   "check accepts (shaded: at most one grid step over the width range for muP "
+                   "and NTK, a fall of more than one step for SP; dashed: the shift the width "
+                   "scaling of one update predicts); a transfer check fails only "
+                   "more than 2 s.e. outside its band, SP's passes only 2 s.e. inside; no "
+                   "error bar: the s.e. is unknown (optima at the grid's edge), the check "
+                   "inconclusive.")
+
+
+def _shift_panel(ax: Axes, shifts: pd.DataFrame, drifts: pd.DataFrame, opt: str) -> None:
+    """One optimizer's per-seed shifts, their mean ± s.e. and the check's band, one column per
+    parametrization (in ``drifts``' order, coloured as in the panel above)."""
+    names = list(drifts["parametrization"])
+    drawn = [*shifts["shift"], *drifts["shift"] + drifts["shift_stderr"].fillna(0.0),
+             *drifts["shift"] - drifts["shift_stderr"].fillna(0.0), *drifts["shift_low"],
+             *drifts["shift_high"], *(PREDICTED_SLOPE[(n, opt)] for n in names), 0.0]
+    finite = np.asarray(drawn, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    pad = 0.15 * max(float(finite.max() - finite.min()), 0.5)
+    low, high = float(finite.min()) - pad, float(finite.max()) + pad
+    for x, row in enumerate(drifts.itertuples()):
+        color = f"C{x}"
+        ax.fill_between([x - 0.4, x + 0.4], max(row.shift_low, low), min(row.shift_high, high),
+                        color=color, alpha=0.15, linewidth=0,
+                        label="accepted band" if x == 0 else None)
+        seeds = shifts[shifts["parametrization"] == row.parametrization]["shift"]
+        ax.scatter(x - 0.12 + np.linspace(-0.08, 0.08, len(seeds)), seeds, color=color, s=16,
+                   zorder=3, label="one seed" if x == 0 else None)
+        known = bool(np.isfinite(row.shift_stderr))
+        ax.errorbar(x + 0.15, row.shift, yerr=row.shift_stderr if known else None, fmt="s",
+                    color="black", capsize=4, markersize=5, zorder=4,
+                    label="mean ± s.e." if x == 0 else None)
+        if not known:
+            ax.text(x, high, "s.e. unknown:\ninconclusive", ha="center", va="top", fontsize=7,
+                    color="0.3")
+        ax.hlines(PREDICTED_SLOPE[(row.parametrization, opt)], x - 0.4, x + 0.4,
+                  label="theory" if x == 0 else None, **THEORY_STYLE)
+    ax.axhline(0.0, color="grey", linewidth=0.6)
+    ax.set_xticks(range(len(names)), [TITLES[name] for name in names])
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_ylim(low, high)
+    label(ax, f"what the lr checks judge ({opt})", "",
+          "shift per doubling, d log2 lr* / d log2 m")
+    ax.legend(fontsize=6)
 
 
 def coordinate_figure(coords: pd.DataFrame, slopes: pd.DataFrame, optimizer: str) -> Figure:
