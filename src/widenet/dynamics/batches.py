@@ -13,8 +13,7 @@ pass over any other iterable, with the random state restored afterwards so that 
 changes nothing.
 
 Resuming a loader run (:meth:`LoaderBatches.state_dict`) restores the loader's generator to
-its state when the interrupted epoch began and skips the batches already taken (the count of
-batches, which names a bad batch by its step, goes on from the checkpoint's): the batches
+its state when the interrupted epoch began and skips the batches already taken: the batches
 then follow exactly as in an uninterrupted run when the loader's order depends on nothing but
 its generator: no shuffling, or ``shuffle=True`` with ``generator=`` a seeded
 ``torch.Generator``; and for a list of batches. :func:`check_resumable` refuses the others
@@ -51,8 +50,9 @@ class TensorBatches:
         self.order = torch.arange(self.n)
         self.position = self.n
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """The next batch (x_b, y_b) and whether it is the whole training set."""
+    def next(self, step: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Step ``step``'s batch (x_b, y_b), the next of the epoch, and whether it is the whole
+        training set."""
         if self.batch == self.n:
             return self.x, self.y, True
         if self.position + self.batch > self.n:
@@ -75,7 +75,7 @@ class TensorBatches:
 class LoaderBatches:
     """Batches from a loader, pass after pass, cast to the model's floating dtype and device."""
 
-    KEYS = frozenset({"generator", "position", "step"})
+    KEYS = frozenset({"generator", "position"})
 
     def __init__(self, loader: Iterable, dtype: torch.dtype, device: torch.device):
         self.loader, self.dtype, self.device = loader, dtype, device
@@ -83,10 +83,10 @@ class LoaderBatches:
         self.epoch_start: torch.Tensor | None = None
         self.iterator: Iterator | None = None
         self.position = 0
-        self.step = 0
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """The loader's next batch (a new pass begins when one ends); never the whole set."""
+    def next(self, step: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Step ``step``'s batch: the loader's next (a new pass begins when one ends); never
+        the whole set. A batch that is not an (x, y) pair is named by its step."""
         batch = next(self.iterator, None) if self.iterator is not None else None
         if batch is None:
             self._new_pass()
@@ -95,8 +95,7 @@ class LoaderBatches:
                 raise WidenetError("the loader yielded no batch; give one with at least one "
                                    "(x, y) batch per pass")
         self.position += 1
-        self.step += 1
-        x, y = _pair(batch, f"the loader's batch at step {self.step - 1}")
+        x, y = _pair(batch, f"the loader's batch at step {step}")
         return x.to(self.device, self.dtype), y.to(self.device), False
 
     def _new_pass(self) -> None:
@@ -105,16 +104,15 @@ class LoaderBatches:
         self.iterator, self.position = iter(self.loader), 0
 
     def state_dict(self) -> dict:
-        """The generator's state when this pass began (None without a generator), the
-        batches taken in it and the batches taken in all (the step the run is at)."""
-        return {"generator": self.epoch_start, "position": self.position, "step": self.step}
+        """The generator's state when this pass began (None without a generator) and the
+        batches taken in it."""
+        return {"generator": self.epoch_start, "position": self.position}
 
     def load_state_dict(self, state: dict) -> None:
         """Start the interrupted pass again from the same generator state and skip the
-        batches it had already given; count batches on from the checkpoint's step."""
+        batches it had already given."""
         if state["generator"] is not None and self.generator is not None:
             self.generator.set_state(state["generator"].cpu())
-        self.step = state["step"]
         if state["position"] == 0:  # no pass had begun
             return
         self._new_pass()

@@ -10,7 +10,7 @@ and read with ``torch.load(weights_only=True)``, so loading a file never runs co
     optimizer    the torch optimizer's state_dict (momentum buffers, Adam moments, groups)
     sampler      where the batches are: the minibatch generator's state, the epoch's order and
                  the position in it; for a loader, its generator's state when the pass began
-                 and the batches taken in the pass and in all (widenet.dynamics.batches)
+                 and the batches taken in the pass (widenet.dynamics.batches)
     rows         the History rows logged so far (dicts of numbers)
     measurements {monitor name: its measurement rows so far}
     initial_loss the full-batch loss at step 0 (the divergence reference)

@@ -279,7 +279,7 @@ class _Loop:
         """Steps start..steps-1 (log, then update), then the final measurement at theta_T."""
         with tqdm(total=steps, initial=start, disable=not show, desc="training") as bar:
             for step in range(start, steps):
-                batch_loss, full_batch, factors = self.gradient()
+                batch_loss, full_batch, factors = self.gradient(step)
                 # Divergence is judged on the batch loss: no extra full pass on unlogged steps.
                 if step == 0:
                     self.initial_loss = batch_loss if full_batch \
@@ -297,11 +297,11 @@ class _Loop:
                     self.save(saving, step + 1)
         return self.finish(steps, divergence_factor)
 
-    def gradient(self) -> tuple[float, bool, dict[str, float]]:
-        """The forward and backward pass of this step on its batch at theta_s, gradient
+    def gradient(self, step: int) -> tuple[float, bool, dict[str, float]]:
+        """The forward and backward pass of step ``step`` on its batch at theta_s, gradient
         scaling applied: the batch loss, whether the batch is the whole training set, and the
         scaling factors xi_l (empty without scaling)."""
-        xb, yb, full_batch = self.batches.next()
+        xb, yb, full_batch = self.batches.next(step)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad(), self.recording():
             output = self.model(xb)
