@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -370,13 +371,41 @@ def test_ctrl_c_of_a_kernel_says_to_run_the_same_command_again(
     assert f"Continue with: widenet {' '.join(argv)}\n" in capsys.readouterr().err
 
 
+HEAVY = ("torch", "matplotlib", "pandas")
+"""Modules that take most of a second or more to import."""
+
+
 def test_the_cli_loads_without_torch() -> None:
     """`widenet --version`, `--help` and the store commands import torch only when a command
     needs it (it takes seconds to import)."""
     code = ("import sys, widenet.cli, widenet.studies.common.base\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+            f"heavy = [name for name in {HEAVY} if name in sys.modules]\n"
+            "assert not heavy, f'imported {heavy}'")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def test_commands_that_only_validate_import_no_torch(tmp_path: Path) -> None:
+    """`widenet studies`, `config` and `sweep --dry-run` read configs only and import neither
+    torch, matplotlib nor pandas, for every study but lazy-training, whose config computes the
+    edge of chaos of its activations (run last: it shows that the check sees torch)."""
+    studies = sorted(widenet.studies.study_names(), key=lambda name: name == "lazy-training")
+    commands = [["studies"], ["config", "ntk-spectrum"],
+                *(["sweep", name, "--grid", "seed=0,1", "--dry-run", "--out", str(tmp_path)]
+                  for name in studies)]
+    code = ("import contextlib, io, json, sys\n"
+            "from widenet.cli import main\n"
+            "for args in json.loads(sys.argv[1]):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        assert main(args) == 0, args\n"
+            f"    heavy = [name for name in {HEAVY} if name in sys.modules]\n"
+            "    print(' '.join(args[:2]) + ': ' + ' '.join(heavy))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(commands)], check=True,
+                          env=env, timeout=300, capture_output=True, text=True)
+    imported = dict(line.split(": ") for line in done.stdout.splitlines())
+    assert "torch" in imported.pop("sweep lazy-training")
+    assert imported == {" ".join(args[:2]): "" for args in commands[:-1]}
 
 
 def test_the_kernel_command_builds_cnns_on_images(tmp_path: Path,

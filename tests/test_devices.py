@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from widenet.devices import (
+    check_device,
     describe_device,
     device_named,
     parameter_device,
@@ -36,6 +37,19 @@ def test_a_local_engine_needs_the_device_here_a_ray_engine_only_its_name() -> No
     RayEngine(workers=1).check("cuda:3")
     with pytest.raises(WidenetError, match="unknown device"):
         RayEngine(workers=1).check("quantum")
+
+
+def test_check_device_passes_the_cpu_and_checks_any_other_name() -> None:
+    """The cpu passes unasked (no torch needed); other names are checked as named (here=False)
+    or as present on this machine (here=True)."""
+    check_device("cpu", here=True)
+    check_device("cuda:3", here=False)
+    for here in (False, True):
+        with pytest.raises(WidenetError, match="unknown device"):
+            check_device("quantum", here=here)
+    if not torch.cuda.is_available():
+        with pytest.raises(WidenetError, match="no CUDA device"):
+            check_device("cuda", here=True)
 
 
 def test_a_sweep_point_given_gpus_runs_on_cuda() -> None:

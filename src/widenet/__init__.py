@@ -6,8 +6,9 @@ The names below are imported on first use (PEP 562), so that ``import widenet.cl
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from widenet.deferred import lazy_names
 
 __version__ = "0.1.0"
 
@@ -74,20 +75,7 @@ if TYPE_CHECKING:
     from widenet.store import RunStore, load_checks, load_runs, load_table
 
 
-def __getattr__(name: str) -> Any:
-    """Import the public ``name`` on first access and keep it in the package's namespace."""
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module 'widenet' has no attribute {name!r}")
-    module = import_module(where)
-    value = module if name in _SUBMODULES else getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_WHERE})
-
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, _SUBMODULES)
 
 __all__ = [
     "MLP",

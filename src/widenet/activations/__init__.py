@@ -17,17 +17,21 @@ each other: the kernel recursions pass q1 of shape (n1, 1), q2 of shape (1, n2) 
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable
 
 import torch
 
+from widenet.activation_names import (
+    FAMILY,
+    LEAKY_RELU_SLOPE,
+    leaky_relu_coefficients,
+    parse_activation,
+)
 from widenet.activations._gaussian import arc_cosine_j, correlation, correlation_into
 from widenet.activations.base import Activation
 from widenet.activations.closed_form import AbsLinear, Erf, Sin
 from widenet.activations.quadrature import MAX_DEGREE, Quadrature
-from widenet.errors import WidenetError
 from widenet.validation import finite_real
 
 __all__ = ["MAX_DEGREE", "AbsLinear", "Activation", "Erf", "Quadrature", "Sin", "ab", "absolute",
@@ -40,10 +44,10 @@ def ab(a: float, b: float, name: str | None = None) -> AbsLinear:
     return AbsLinear(a, b, name)
 
 
-def leaky_relu(slope: float = 0.01) -> AbsLinear:
+def leaky_relu(slope: float = LEAKY_RELU_SLOPE) -> AbsLinear:
     """Leaky ReLU with the given negative slope: ab((1 + slope) / 2, (1 - slope) / 2)."""
     slope = finite_real(slope, "slope")
-    return AbsLinear((1.0 + slope) / 2.0, (1.0 - slope) / 2.0, name=f"leaky_relu({slope:g})")
+    return AbsLinear(*leaky_relu_coefficients(slope), name=f"leaky_relu({slope:g})")
 
 
 def _tanh_derivative(s: torch.Tensor) -> torch.Tensor:
@@ -57,9 +61,9 @@ def _gelu_derivative(s: torch.Tensor) -> torch.Tensor:
     return cdf + s * torch.exp(-0.5 * s * s) / math.sqrt(2.0 * math.pi)
 
 
-relu = AbsLinear(0.5, 0.5, name="relu")
-identity = AbsLinear(1.0, 0.0, name="identity")
-absolute = AbsLinear(0.0, 1.0, name="abs")  # looked up as "abs"; not shadowing the builtin
+relu = AbsLinear(*FAMILY["relu"], name="relu")  # (a, b) = (1/2, 1/2)
+identity = AbsLinear(*FAMILY["identity"], name="identity")  # (1, 0)
+absolute = AbsLinear(*FAMILY["abs"], name="abs")  # (0, 1); looked up as "abs", not shadowing abs
 erf = Erf()
 tanh = Quadrature(torch.tanh, "tanh", derivative=_tanh_derivative)
 gelu = Quadrature(torch.nn.functional.gelu, "gelu", derivative=_gelu_derivative)
@@ -73,24 +77,13 @@ _NAMED: dict[str, Activation] = {act.name: act for act in
 def get_activation(spec: str | Activation | Callable[[torch.Tensor], torch.Tensor]) -> Activation:
     """Resolve an activation from a name, an :class:`Activation`, or any elementwise callable.
 
-    Names: relu, abs, identity, erf, tanh, gelu, softplus, sin, and ``leaky_relu`` or
-    ``leaky_relu:SLOPE`` (slope 0.01 by default). A plain callable gets quadrature duals.
+    Names (:mod:`widenet.activation_names`): relu, abs, identity, erf, tanh, gelu, softplus,
+    sin, and ``leaky_relu`` or ``leaky_relu:SLOPE`` (slope 0.01 by default). A plain callable
+    gets quadrature duals.
     """
     if isinstance(spec, Activation):
         return spec
     if isinstance(spec, str):
-        name, _, argument = spec.partition(":")
-        if name == "leaky_relu":
-            try:
-                return leaky_relu(float(argument) if argument else 0.01)
-            except ValueError:
-                raise WidenetError(f"bad leaky_relu slope in {spec!r}; write e.g. "
-                                   "'leaky_relu:0.1'") from None
-        if name in _NAMED and not argument:
-            return _NAMED[name]
-        names = sorted([*_NAMED, "leaky_relu:SLOPE"])
-        close = difflib.get_close_matches(name, [*_NAMED, "leaky_relu"], n=1)
-        guess = f" (did you mean {close[0]!r}?)" if close else ""
-        raise WidenetError(f"unknown activation {spec!r}{guess}; the names are "
-                           f"{', '.join(names)}")
+        parsed = parse_activation(spec)  # raises for an unknown name, listing the names
+        return _NAMED[parsed.name] if parsed.slope is None else leaky_relu(parsed.slope)
     return Quadrature(spec)

@@ -22,10 +22,12 @@ from rich.progress import (
 )
 
 from widenet.errors import WidenetError
-from widenet.store import DEFAULT_ROOT, RunStore
+from widenet.store import DEFAULT_ROOT
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from widenet.store import RunStore
 
 # Piped output is not cut to 80 columns: run ids and study names stay whole for grep and logs.
 # Every string printed is plain text: labels, ids and paths are user text, never rich markup

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
@@ -25,7 +26,9 @@ from widenet.cli.common import (
     strict_status,
 )
 from widenet.errors import WidenetError
-from widenet.store import RunStore
+
+if TYPE_CHECKING:
+    from widenet.store import RunStore
 
 
 @click.command("studies")
@@ -84,6 +87,7 @@ def run_command(study: str, config: Path | None, overrides: tuple[str, ...], qui
     from widenet.devices import resolve_device
     from widenet.report import print_summary
     from widenet.runner import require_study_memory, run_study
+    from widenet.store import RunStore
     from widenet.studies import build_config, get_study
 
     torch.set_num_threads(threads)
@@ -119,6 +123,8 @@ def runs_command(out: Path, study: str | None) -> None:
     """List the stored runs, oldest first: status, pass / fail / inconclusive (inc.) counts of
     their checks, tasks done (if any run is unfinished), creation time (month-day hour:minute,
     UTC) and their sweep and point, if any ran in one."""
+    from widenet.store import RunStore
+
     store = RunStore(out)
     runs = store.runs(study)
     if runs.empty and study is not None:
@@ -160,6 +166,7 @@ def _unfinished_runs(store: RunStore, study: str) -> int:
 def show_command(run: str, out: Path, claims: bool, strict: bool) -> int:
     """Print the checks of the stored RUN (an id or its unique prefix)."""
     from widenet.report import print_summary
+    from widenet.store import RunStore
 
     store = RunStore(out)
     record = store.run(run)
@@ -176,6 +183,7 @@ def show_command(run: str, out: Path, claims: bool, strict: bool) -> int:
 def report_command(run: str, out: Path) -> None:
     """(Re)write the report.html of the stored RUN (an id or its unique prefix)."""
     from widenet.runner import write_run_report
+    from widenet.store import RunStore
 
     out_console.print(str(write_run_report(RunStore(out), run)))
 

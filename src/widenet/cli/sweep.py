@@ -21,7 +21,7 @@ from widenet.cli.common import (
     workers_option_type,
 )
 from widenet.errors import WidenetError
-from widenet.store import RunStore, check_sweep_name
+from widenet.store import check_sweep_name
 
 
 @click.command("sweep")
@@ -53,6 +53,8 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
                   engine: str, address: str | None, workers: int | None, gpus_per_run: float,
                   device: str, name: str | None, out: Path, resume: bool, dry_run: bool) -> None:
     """Run STUDY at every point of a grid / random samples / seeds; one run per point."""
+    # what a --dry-run needs imports neither torch, pandas nor matplotlib (for a study whose
+    # config validation needs no computation); running the sweep imports them below
     from widenet.devices import point_device
     from widenet.studies import build_config, get_study
     from widenet.sweeps import (
@@ -62,7 +64,6 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
         parse_grid,
         parse_random,
         plan_sweep,
-        run_sweep,
     )
 
     if name is not None:
@@ -86,6 +87,9 @@ def sweep_command(study: str, grid: tuple[str, ...], random_: tuple[str, ...], s
             out_console.print(f"{label}  {drawn}".rstrip(), markup=False, highlight=False)
         out_console.print(f"{len(points)} point(s) of {found.name}, all valid; nothing was run")
         return
+    from widenet.store import RunStore
+    from widenet.sweeps import run_sweep
+
     with progress_bar() as progress, resume_hint(resume_command(study)):
         bar = progress.add_task(found.name, total=None)
 

@@ -21,11 +21,9 @@ import pandas as pd
 from widenet.errors import WidenetError
 from widenet.runner import write_run_report
 from widenet.store import FINISHED_STATUSES, RunBundle, RunStore, SweepStore, check_sweep_name
-from widenet.studies import get_study
-from widenet.studies.common.config import cut, validate_config
 from widenet.sweeps.engines import Engine, Job, Outcome
 from widenet.sweeps.report import write_sweep_report
-from widenet.sweeps.spec import SweepSpec
+from widenet.sweeps.spec import SweepSpec, plan_sweep
 from widenet.sweeps.worker import execute_point
 
 PointCallback = Callable[[int, int, str, str], None]
@@ -41,15 +39,6 @@ class SweepOutcome:
     points: pd.DataFrame
     report: Path
     ran: int
-
-
-def plan_sweep(study: str, spec: SweepSpec,
-               base: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """Every point of ``spec`` as (label, full validated config values): the study's defaults
-    < ``base`` < the point's values. Raises, naming the point, if any config is invalid."""
-    schema = get_study(study).config
-    return [(label, _validated(schema, {**(base or {}), **overrides}, label))
-            for label, overrides in spec.points()]
 
 
 def run_sweep(study: str, spec: SweepSpec, *, store: RunStore, engine: Engine,
@@ -132,10 +121,3 @@ def _default_name(study: str) -> str:
     long one is cut so that the name stays within the sweep-name limit)."""
     return (f"{study[:60]}-sweep-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-"
             f"{secrets.token_hex(2)}")
-
-
-def _validated(schema: Any, values: dict[str, Any], label: str) -> dict[str, Any]:
-    try:
-        return validate_config(schema, values).model_dump(mode="json")
-    except WidenetError as error:
-        raise WidenetError(f"sweep point {cut(label)}: {error}") from None

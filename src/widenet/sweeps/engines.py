@@ -26,9 +26,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
-import torch
-
-from widenet.devices import device_named, resolve_device
+from widenet.devices import check_device
 from widenet.errors import WidenetError
 
 
@@ -90,7 +88,7 @@ class LocalEngine:
 
     def check(self, device: str = "cpu") -> None:
         """The workers run on this machine, which must have ``device``."""
-        resolve_device(device)
+        check_device(device, here=True)
 
     def run(self, jobs: list[Job], on_result: OnResult) -> None:
         """Run every job; returns when all have reported. Ctrl-C stops all workers."""
@@ -164,6 +162,8 @@ def _child(sender: Connection, payload: bytes, threads: int, environment: dict[s
            path: list[str]) -> None:
     """Run the pickled job with ``threads`` torch threads, the driver's forwarded
     ``environment`` and import ``path``, and send its pickled outcome to the driver."""
+    import torch  # here, not with the module: a sweep's --dry-run plans without torch
+
     torch.set_num_threads(threads)
     for name in FORWARDED_VARIABLES:
         os.environ.pop(name, None)
@@ -213,7 +213,7 @@ class RayEngine:
     def check(self, device: str = "cpu") -> None:
         """The device's name only (the tasks may run on other machines, which may have it), and
         that something listens at a ``host:port`` address."""
-        device_named(device)
+        check_device(device, here=False)
         _check_reachable(self.address)
 
     def _check_local_gpus(self, ray: Any) -> None:

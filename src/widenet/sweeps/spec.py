@@ -4,6 +4,8 @@ A point is a dict of config overrides on top of the sweep's base values. The gri
 Cartesian product of its keys' values (in the order given); each random sample draws every
 random key uniformly from ``[low, high]`` (integers when both bounds are integers), with the
 sweep's own seed; ``seeds`` repeats every point with ``seed = 0 .. seeds - 1``.
+:func:`plan_sweep` validates every point's whole config against the study's config type (which
+imports only the study's config module, never torch: a ``--dry-run`` stays fast).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from widenet.errors import WidenetError
-from widenet.studies.common.config import parse_value, quote
+from widenet.studies import get_study
+from widenet.studies.common.config import cut, parse_value, quote, validate_config
 
 MAX_POINTS = 100_000
 """The most points of one sweep (grid values x samples x seeds); more is a typo."""
@@ -150,3 +153,19 @@ def _text(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ",".join(_text(v) for v in value) + "]"
     return str(value)
+
+
+def plan_sweep(study: str, spec: SweepSpec,
+               base: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Every point of ``spec`` as (label, full validated config values): the study's defaults
+    < ``base`` < the point's values. Raises, naming the point, if any config is invalid."""
+    schema = get_study(study).config
+    return [(label, _validated(schema, {**(base or {}), **overrides}, label))
+            for label, overrides in spec.points()]
+
+
+def _validated(schema: Any, values: dict[str, Any], label: str) -> dict[str, Any]:
+    try:
+        return validate_config(schema, values).model_dump(mode="json")
+    except WidenetError as error:
+        raise WidenetError(f"sweep point {cut(label)}: {error}") from None

@@ -12,14 +12,15 @@ docs/studies/cnn-kernels.md.
 
 from __future__ import annotations
 
-from widenet.studies.cnn_kernels.analysis import analyze
+from widenet.deferred import Deferred
 from widenet.studies.cnn_kernels.config import CnnKernelsConfig
-from widenet.studies.cnn_kernels.measure import plan
 from widenet.studies.common.base import Study
 
 STUDY = Study(name="cnn-kernels",
               summary="CNNs on digits: the empirical NTK concentrates around the CNTK like "
                       "m^-1/2; kernel regression vs trained CNNs",
-              config=CnnKernelsConfig, plan=plan, analyze=analyze)
+              config=CnnKernelsConfig,
+              plan=Deferred("widenet.studies.cnn_kernels.measure", "plan"),
+              analyze=Deferred("widenet.studies.cnn_kernels.analysis", "analyze"))
 
 __all__ = ["STUDY", "CnnKernelsConfig"]

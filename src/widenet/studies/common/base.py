@@ -15,18 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from widenet.checks import Check
 from widenet.memory import FLOAT64_BYTES, mlp_parameters
 from widenet.studies.common.seeds import MAX_SEED
 
-if TYPE_CHECKING:  # the studies make figures and tensors; this module only names their types
+if TYPE_CHECKING:  # the studies make tables, figures and tensors; this module only names types
+    import pandas as pd
     import torch
     from matplotlib.figure import Figure
 
-Tables = dict[str, pd.DataFrame]
+Tables = dict[str, "pd.DataFrame"]
 
 
 class StudyConfig(BaseModel):
@@ -99,7 +99,12 @@ class Analysis:
 
 @dataclass(frozen=True)
 class Study:
-    """A registered study: its name, a one-line summary, its config type and its two steps."""
+    """A registered study: its name, a one-line summary, its config type and its two steps.
+
+    The built-in studies name their steps as :class:`~widenet.deferred.Deferred` functions,
+    so that :func:`~widenet.studies.get_study` imports only a study's config (validating one
+    needs neither torch nor matplotlib); any callable will do.
+    """
 
     name: str
     summary: str
@@ -110,6 +115,8 @@ class Study:
 
 def merge_tables(parts: list[Tables]) -> Tables:
     """Concatenate the tables of many tasks by name, in task order, with a fresh index."""
+    import pandas as pd
+
     names: dict[str, list[pd.DataFrame]] = {}
     for part in parts:
         for name, frame in part.items():

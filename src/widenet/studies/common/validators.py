@@ -1,18 +1,20 @@
 """Field checks shared by the studies' configs (they raise ValueError, which pydantic turns
-into a one-line config error naming the key)."""
+into a one-line config error naming the key). None imports torch: a config is validated before
+anything runs (``widenet sweep --dry-run``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from widenet.activations import get_activation
+from widenet.activation_names import parse_activation
 from widenet.errors import WidenetError
 
 
 def known_activation(name: str) -> str:
-    """``name`` itself, if :func:`widenet.get_activation` knows it."""
+    """``name`` itself, if it names a built-in activation (one that
+    :func:`widenet.get_activation` resolves; see :mod:`widenet.activation_names`)."""
     try:
-        get_activation(name)
+        parse_activation(name)
     except WidenetError as error:
         raise ValueError(str(error)) from None
     return name

@@ -28,14 +28,15 @@ See docs/studies/edge-of-stability.md.
 
 from __future__ import annotations
 
+from widenet.deferred import Deferred
 from widenet.studies.common.base import Study
-from widenet.studies.edge_of_stability.analysis import analyze
 from widenet.studies.edge_of_stability.config import EoSConfig
-from widenet.studies.edge_of_stability.measure import plan
 
 STUDY = Study(name="edge-of-stability",
               summary="GD sharpens to 2/lr and hovers there; depthwise update scaling trains "
                       "past 2/S without loss explosions",
-              config=EoSConfig, plan=plan, analyze=analyze)
+              config=EoSConfig,
+              plan=Deferred("widenet.studies.edge_of_stability.measure", "plan"),
+              analyze=Deferred("widenet.studies.edge_of_stability.analysis", "analyze"))
 
 __all__ = ["STUDY", "EoSConfig"]

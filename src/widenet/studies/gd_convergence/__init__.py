@@ -21,14 +21,15 @@ records its loss curve beside the kernel prediction. See docs/studies/gd-converg
 
 from __future__ import annotations
 
+from widenet.deferred import Deferred
 from widenet.studies.common.base import Study
-from widenet.studies.gd_convergence.analysis import analyze
 from widenet.studies.gd_convergence.config import GDConfig
-from widenet.studies.gd_convergence.measure import plan
 
 STUDY = Study(name="gd-convergence",
               summary="GD converges linearly at one lr across widths, along the kernel "
                       "prediction, to the nearest interpolant",
-              config=GDConfig, plan=plan, analyze=analyze)
+              config=GDConfig,
+              plan=Deferred("widenet.studies.gd_convergence.measure", "plan"),
+              analyze=Deferred("widenet.studies.gd_convergence.analysis", "analyze"))
 
 __all__ = ["STUDY", "GDConfig"]

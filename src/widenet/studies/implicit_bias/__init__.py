@@ -14,13 +14,14 @@ measurements are in ``measure.py``, statistics and checks in ``analysis.py``, fi
 
 from __future__ import annotations
 
+from widenet.deferred import Deferred
 from widenet.studies.common.base import Study
-from widenet.studies.implicit_bias.analysis import analyze
 from widenet.studies.implicit_bias.config import ImplicitBiasConfig
-from widenet.studies.implicit_bias.measure import plan
 
 STUDY = Study(name="implicit-bias",
               summary="GD on separable data: margins rise, rich margin beats the NTK margin",
-              config=ImplicitBiasConfig, plan=plan, analyze=analyze)
+              config=ImplicitBiasConfig,
+              plan=Deferred("widenet.studies.implicit_bias.measure", "plan"),
+              analyze=Deferred("widenet.studies.implicit_bias.analysis", "analyze"))
 
 __all__ = ["STUDY", "ImplicitBiasConfig"]

@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from widenet.activations import AbsLinear, get_activation
+from widenet.activation_names import parse_activation
 from widenet.errors import WidenetError
 from widenet.studies.common.base import StudyConfig
 from widenet.studies.common.validators import distinct_values
@@ -54,10 +54,10 @@ class ImplicitBiasConfig(StudyConfig):
     def _homogeneous_activations(cls, names: list[str]) -> list[str]:
         for name in names:
             try:
-                activation = get_activation(name)
+                activation = parse_activation(name)
             except WidenetError as error:
                 raise ValueError(f"activation {name!r}: {error}") from None
-            if not isinstance(activation, AbsLinear):
+            if activation.coefficients is None:
                 raise ValueError(f"activation {name!r} is not positively homogeneous; use one "
                                  "of the a s + b|s| family (relu, abs, leaky_relu, identity)")
         return distinct_values(names, "activations")

@@ -15,14 +15,15 @@ docs/studies/info-nuisance.md.
 
 from __future__ import annotations
 
+from widenet.deferred import Deferred
 from widenet.studies.common.base import Study
-from widenet.studies.info_nuisance.analysis import analyze
 from widenet.studies.info_nuisance.config import InfoNuisanceConfig
-from widenet.studies.info_nuisance.measure import plan
 
 STUDY = Study(name="info-nuisance",
               summary="residual's NTK information part decays first; corrupted labels live "
                       "in the nuisance space and are fitted late",
-              config=InfoNuisanceConfig, plan=plan, analyze=analyze)
+              config=InfoNuisanceConfig,
+              plan=Deferred("widenet.studies.info_nuisance.measure", "plan"),
+              analyze=Deferred("widenet.studies.info_nuisance.analysis", "analyze"))
 
 __all__ = ["STUDY", "InfoNuisanceConfig"]

@@ -15,13 +15,14 @@ figures in ``figures.py``; docs/studies/lazy-training.md explains the checks and
 
 from __future__ import annotations
 
+from widenet.deferred import Deferred
 from widenet.studies.common.base import Study
-from widenet.studies.lazy_training.analysis import analyze
 from widenet.studies.lazy_training.config import LazyTrainingConfig
-from widenet.studies.lazy_training.measure import plan
 
 STUDY = Study(name="lazy-training",
               summary="output scale alpha: weight, NTK and linearization movement ~ 1/alpha",
-              config=LazyTrainingConfig, plan=plan, analyze=analyze)
+              config=LazyTrainingConfig,
+              plan=Deferred("widenet.studies.lazy_training.measure", "plan"),
+              analyze=Deferred("widenet.studies.lazy_training.analysis", "analyze"))
 
 __all__ = ["STUDY", "LazyTrainingConfig"]

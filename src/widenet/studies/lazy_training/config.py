@@ -6,7 +6,6 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from widenet.activations import get_activation
 from widenet.errors import WidenetError
 from widenet.studies.common.base import StudyConfig
 from widenet.studies.common.validators import distinct_values
@@ -55,6 +54,8 @@ class LazyTrainingConfig(StudyConfig):
     @field_validator("activations")
     @classmethod
     def _known_activations(cls, names: list[str]) -> list[str]:
+        from widenet.activations import get_activation  # torch, for the edge of chaos
+
         for name in names:
             try:
                 get_activation(name).edge_of_chaos(0.0)

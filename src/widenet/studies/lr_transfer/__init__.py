@@ -23,15 +23,16 @@ See docs/studies/lr-transfer.md.
 
 from __future__ import annotations
 
+from widenet.deferred import Deferred
 from widenet.studies.common.base import Study
-from widenet.studies.lr_transfer.analysis import analyze
 from widenet.studies.lr_transfer.config import LRTransferConfig
-from widenet.studies.lr_transfer.measure import plan
 
 STUDY = Study(
     name="lr-transfer",
     summary="muP vs SP vs NTK: does the optimal learning rate stay put across widths? "
             "(+ coordinate check)",
-    config=LRTransferConfig, plan=plan, analyze=analyze)
+    config=LRTransferConfig,
+    plan=Deferred("widenet.studies.lr_transfer.measure", "plan"),
+    analyze=Deferred("widenet.studies.lr_transfer.analysis", "analyze"))
 
 __all__ = ["STUDY", "LRTransferConfig"]

@@ -16,14 +16,15 @@ docs/studies/mean-field.md explains the checks.
 
 from __future__ import annotations
 
+from widenet.deferred import Deferred
 from widenet.studies.common.base import Study
-from widenet.studies.mean_field.analysis import analyze
 from widenet.studies.mean_field.config import MeanFieldConfig
-from widenet.studies.mean_field.regimes import plan
 
 STUDY = Study(name="mean-field",
               summary="two-layer ReLU nets: 1/m (mean field) vs 1/sqrt(m) (NTK) scaling, "
                       "particle movement and width convergence",
-              config=MeanFieldConfig, plan=plan, analyze=analyze)
+              config=MeanFieldConfig,
+              plan=Deferred("widenet.studies.mean_field.regimes", "plan"),
+              analyze=Deferred("widenet.studies.mean_field.analysis", "analyze"))
 
 __all__ = ["STUDY", "MeanFieldConfig"]

@@ -18,14 +18,15 @@ m_l = l^2 m, sqrt(k) at large k, no dependence on n, and the family ordered by
 
 from __future__ import annotations
 
+from widenet.deferred import Deferred
 from widenet.studies.common.base import Study
-from widenet.studies.ntk_concentration.analysis import analyze
 from widenet.studies.ntk_concentration.config import ConcentrationConfig
-from widenet.studies.ntk_concentration.measure import plan
 
 STUDY = Study(name="ntk-concentration",
               summary="the empirical NTK approaches its limit like m^-1/2; |s| beats ReLU; the "
                       "bound's structure in L, k, n and the activation",
-              config=ConcentrationConfig, plan=plan, analyze=analyze)
+              config=ConcentrationConfig,
+              plan=Deferred("widenet.studies.ntk_concentration.measure", "plan"),
+              analyze=Deferred("widenet.studies.ntk_concentration.analysis", "analyze"))
 
 __all__ = ["STUDY", "ConcentrationConfig"]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, field_validator
 
-from widenet import activations
+from widenet.activation_names import parse_activation
 from widenet.errors import WidenetError
 from widenet.studies.common.base import StudyConfig
 from widenet.studies.common.seeds import MAX_SEED
 from widenet.studies.common.validators import distinct_values
+
+if TYPE_CHECKING:
+    from widenet.activations import AbsLinear
 
 Pattern = Literal["constant", "quadratic"]
 Sweep = Literal["depth", "outputs", "points", "family"]
@@ -78,7 +81,7 @@ class ConcentrationConfig(StudyConfig):
     def _known_activations(cls, names: list[str]) -> list[str]:
         distinct_values(names)
         for name in names:
-            normalized_activation(name)
+            normalized_coefficients(name)
         return names
 
     @field_validator("probe_seeds")
@@ -103,7 +106,7 @@ class ConcentrationConfig(StudyConfig):
         if len(distinct_values(names)) < 3:
             raise ValueError("the family comparison needs at least 3 activations (or none)")
         for name in names:
-            if normalized_activation(name).delta == 0:
+            if normalized_coefficients(name)[1] == 0:
                 raise ValueError(f"{name!r} has b = 0 (Delta = 0): the bound's Delta^-2 is "
                                  "infinite; use activations with b != 0")
         return names
@@ -121,16 +124,25 @@ class ConcentrationConfig(StudyConfig):
         return sorted(values)
 
 
-def normalized_activation(name: str) -> activations.AbsLinear:
-    """The activation ``name`` of the family a s + b|s|, rescaled to a^2 + b^2 = 1.
+def normalized_coefficients(name: str) -> tuple[float, float]:
+    """(a, b) of the activation ``name`` of the family a s + b|s|, rescaled to a^2 + b^2 = 1.
 
     With a^2 + b^2 = 1 the edge of chaos is sigma_w = 1 (docs/theory.md section 2), the setting of
     the concentration bound (section 4); relu becomes (s + |s|) / sqrt(2). Raises
-    WidenetError for an unknown name or one outside the family.
+    WidenetError for an unknown name or one outside the family. Reads the name only (no torch),
+    so that the config validates without it.
     """
-    act = activations.get_activation(name)
-    if not isinstance(act, activations.AbsLinear):
+    coefficients = parse_activation(name).coefficients
+    if coefficients is None:
         raise WidenetError(f"activation {name!r} is not of the form a s + b|s|, which the "
                          "concentration bound covers; use abs, relu, identity or leaky_relu:SLOPE")
-    norm = math.hypot(act.a, act.b)
-    return activations.ab(act.a / norm, act.b / norm, name=name)
+    a, b = coefficients
+    norm = math.hypot(a, b)
+    return a / norm, b / norm
+
+
+def normalized_activation(name: str) -> AbsLinear:
+    """The activation ``name`` with the coefficients :func:`normalized_coefficients` gives."""
+    from widenet.activations import ab
+
+    return ab(*normalized_coefficients(name), name=name)

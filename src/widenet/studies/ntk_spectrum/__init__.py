@@ -16,13 +16,14 @@ tolerances are explained in docs/studies/ntk-spectrum.md.
 
 from __future__ import annotations
 
+from widenet.deferred import Deferred
 from widenet.studies.common.base import Study
-from widenet.studies.ntk_spectrum.analysis import analyze
 from widenet.studies.ntk_spectrum.config import SpectrumConfig
-from widenet.studies.ntk_spectrum.measure import plan
 
 STUDY = Study(name="ntk-spectrum",
               summary="cond(K_inf) -> 1 + n/3 with depth at the EOC; angles shrink like 1/l",
-              config=SpectrumConfig, plan=plan, analyze=analyze)
+              config=SpectrumConfig,
+              plan=Deferred("widenet.studies.ntk_spectrum.measure", "plan"),
+              analyze=Deferred("widenet.studies.ntk_spectrum.analysis", "analyze"))
 
 __all__ = ["STUDY", "SpectrumConfig"]
