@@ -4,6 +4,7 @@ pass, from files read without loading them, and bad kernels are refused."""
 from __future__ import annotations
 
 import os
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,8 @@ def test_a_file_from_kernel_to_disk_is_read_in_blocks_never_whole(
     product = kernel.matmul(v)
     assert max(size for _, size in reads) <= 25 * 120 * 8
     assert sum(size for _, size in reads) == 120 * 120 * 8
-    assert [offset for offset, _ in reads] == sorted(offset for offset, _ in reads)
+    ordered = sorted(reads)  # worker threads may interleave their reads: each byte once
+    assert all(a + size == b for (a, size), (b, _) in pairwise(ordered))
     assert_product(product, disk_kernel["ntk"], v)
 
 
