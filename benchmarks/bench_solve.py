@@ -23,14 +23,18 @@ float64 pass. ``--kernel PATH`` reuses a file of an earlier run instead of writi
 points, computed with torch in blocks (seconds, where the NTK file takes hours on a loaded
 machine): what a pass costs does not depend on the values, only the iterations do.
 ``--passes N`` (with ``--kernel`` or ``--rbf``) only times, alternately N times, a pass that
-reads the file and a product K Y, and with ``--before-src SRC`` also the product of the
-BlockedKernel in that source tree (an earlier widenet checkout): least wall and CPU seconds
-and each product's ratio to the read pass, measured side by side on a shared machine.
+reads the file and a product K Y (with ``--threads`` T > 1, the product runs in T threads,
+and a read pass in T threads, each reading 1/T of the rows, is timed too), and with
+``--before-src SRC`` also the read pass and the product of the BlockedKernel in that source
+tree (an earlier widenet checkout, with its own
+block size): least wall and CPU seconds, median CPU seconds, and each pass's ratio to the
+read pass of this tree, measured side by side on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -90,7 +94,10 @@ def dense(points: int, ridge: float, rank: int) -> None:
 
 def passes(path: Path, y: torch.Tensor, repeats: int, before_src: str | None) -> None:
     """Least wall and CPU seconds of a read pass and of K Y, interleaved (module docstring)."""
+    threads = torch.get_num_threads()
     kernels = {"read pass": BlockedKernel.open(path), "product K Y": BlockedKernel.open(path)}
+    if threads > 1:
+        kernels[f"read pass, {threads} threads"] = BlockedKernel.open(path)
     if before_src is not None:
         import importlib.util
 
@@ -98,12 +105,15 @@ def passes(path: Path, y: torch.Tensor, repeats: int, before_src: str | None) ->
             "before_blocked", Path(before_src) / "widenet" / "solvers" / "blocked.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
+        kernels["read pass (before)"] = module.BlockedKernel.open(path)
         kernels["product K Y (before)"] = module.BlockedKernel.open(path)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in kernels}
     for _ in range(repeats):
         for name, kernel in kernels.items():
             start, start_cpu = time.perf_counter(), time.process_time()
-            if name == "read pass":
+            if name.startswith("read pass,"):
+                _parallel_read(kernel, threads)
+            elif name.startswith("read pass"):
                 for _block in kernel.blocks():
                     pass
             else:
@@ -112,12 +122,28 @@ def passes(path: Path, y: torch.Tensor, repeats: int, before_src: str | None) ->
     read_wall = min(t[0] for t in times["read pass"])
     read_cpu = min(t[1] for t in times["read pass"])
     print(f"{path}: {repeats} alternating runs, {torch.get_num_threads()} torch thread(s)")
-    print("| pass | least wall s | least CPU s | / read pass (wall) | / read pass (CPU) |")
-    print("|---|---|---|---|---|")
+    print("| pass | rows per block | least wall s | least CPU s | median CPU s | / read pass "
+          "(wall) | / read pass (CPU) |")
+    print("|---|---|---|---|---|---|---|")
     for name, runs in times.items():
         wall, cpu = min(t[0] for t in runs), min(t[1] for t in runs)
-        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / read_wall:.2f} | "
-              f"{cpu / read_cpu:.2f} |")
+        median = sorted(t[1] for t in runs)[len(runs) // 2]
+        print(f"| {name} | {kernels[name].block_rows} | {wall:.2f} | {cpu:.2f} | {median:.2f} | "
+              f"{wall / read_wall:.2f} | {cpu / read_cpu:.2f} |")
+    print(f"load average after: {', '.join(f'{load:.1f}' for load in os.getloadavg())}")
+
+
+def _parallel_read(kernel: BlockedKernel, threads: int) -> None:
+    """A read pass in ``threads`` threads, each reading a contiguous share of the rows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows, cols = kernel.shape
+    shares = [kernel.part(range(rows * i // threads, rows * (i + 1) // threads), range(cols))
+              for i in range(threads)]
+    with ThreadPoolExecutor(threads) as pool:
+        for done in [pool.submit(lambda share=share: [None for _ in share.blocks()])
+                     for share in shares]:
+            done.result()
 
 
 def _write_rbf(path: Path, x: torch.Tensor) -> None:

@@ -3,26 +3,34 @@
 A :class:`BlockedKernel` K of shape (rows, cols) gives its rows in blocks, in order
 (:meth:`BlockedKernel.blocks`), a chosen set of rows (:meth:`BlockedKernel.take`) and the
 product K V for a (cols, k) matrix V (:meth:`BlockedKernel.matmul`), each block converted to
-float64 once and dropped before the next is read. Its rows come from
+float64 once and dropped before the next is read (by the same thread: a product may run in
+several, each with its own block). Its rows come from
 
 - a ``.npy`` file (:meth:`BlockedKernel.open`, the format ``widenet kernel`` and
   :func:`widenet.sweeps.kernel.kernel_to_disk` write): blocks are read with ``pread`` into one
-  reused buffer, so the process holds one block, not the pages of a memory map;
+  reused buffer per thread, so the process holds a block per thread, not the pages of a
+  memory map;
 - an array in memory (numpy, ``np.memmap`` or torch);
 - a function of row indices (:meth:`BlockedKernel.from_function`), for instance the
   infinite-width kernel of a net computed on demand (:meth:`BlockedKernel.from_net`); with
   ``ray=True`` its products K V run as Ray tasks, each computing its block where it runs and
-  returning only that block's rows of K V (:mod:`widenet.solvers.ray_products`).
+  returning only that block's rows of K V, and its chosen rows (:meth:`BlockedKernel.take`)
+  are computed by Ray tasks too (:mod:`widenet.solvers.ray_products`); so are those of its
+  parts (:meth:`BlockedKernel.part`).
 
-Products convert a float32 block to float64 a few rows at a time (about 1 MiB, into one
-reused buffer, so the converted rows are still in cache when one torch product per chunk reads
-them): the arithmetic is float64 whatever the stored dtype, and memory is one block of
-``block_rows`` x cols in the stored dtype (default: about 64 MiB) plus that chunk.
+Products multiply each block in float64 (:mod:`widenet.solvers.products`: a float32 block is
+converted a few rows at a time into one reused buffer, still in cache when the product reads
+them): the arithmetic is float64 whatever the stored dtype. Memory is one block of
+``block_rows`` x cols in the stored dtype plus that chunk. The default block is about
+``BLOCK_BYTES`` (64 MiB) of float64 for arrays and row functions, but ``FILE_BLOCK_BYTES``
+(4 MiB) of the stored dtype for a file: a block read with ``pread`` is then still in the
+processor's cache when it is converted (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,13 +38,14 @@ import numpy as np
 import torch
 
 from widenet.errors import WidenetError
-from widenet.solvers.ray_products import ray_matmul
+from widenet.solvers.products import multiply_blocks
+from widenet.solvers.ray_products import ray_matmul, ray_take
 
 RowFunction = Callable[[np.ndarray], torch.Tensor]
 """Row indices (a sorted 1-D int64 array) -> the kernel's rows K[index, :], (len(index), cols)."""
 
 BLOCK_BYTES = 2**26
-CHUNK_BYTES = 2**20
+FILE_BLOCK_BYTES = 2**22
 KINDS = ("ntk", "nngp", "empirical")
 _HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
             (2, 0): np.lib.format.read_array_header_2_0}
@@ -58,14 +67,17 @@ class BlockedKernel:
         elif not np.issubdtype(matrix.dtype, np.floating):
             raise WidenetError(f"the kernel must hold floating-point values, got {matrix.dtype}")
         self._setup(tuple(matrix.shape), lambda start, stop: matrix[start:stop],
-                    lambda index: matrix[index], block_rows)
+                    lambda index: matrix[index], block_rows, threads=True)
 
     @classmethod
     def open(cls, path: str | Path, *, block_rows: int | None = None) -> BlockedKernel:
-        """The kernel in the ``.npy`` file ``path`` (2-D, float32 or float64, C order)."""
+        """The kernel in the ``.npy`` file ``path`` (2-D, float32 or float64, C order), read
+        ``block_rows`` rows at a time (default: about ``FILE_BLOCK_BYTES`` of the file)."""
         reader = _NpyRows(Path(path))
+        if block_rows is None:
+            block_rows = max(1, FILE_BLOCK_BYTES // reader.row_bytes)
         kernel = cls.__new__(cls)
-        kernel._setup(reader.shape, reader.fetch, reader.take, block_rows)
+        kernel._setup(reader.shape, reader.fetch, reader.take, block_rows, threads=True)
         return kernel
 
     @classmethod
@@ -73,7 +85,8 @@ class BlockedKernel:
                       block_rows: int | None = None, ray: bool = False) -> BlockedKernel:
         """The kernel whose rows ``rows(index)`` computes (see :data:`RowFunction`). With
         ``ray=True``, :meth:`matmul` computes each block in a Ray task and brings back only its
-        product (``rows`` must then be picklable by Ray: a closure over tensors is)."""
+        product, and :meth:`take` computes its rows in Ray tasks (``rows`` must then be
+        picklable by Ray: a closure over tensors is); so do the kernel's parts."""
         if (len(shape) != 2 or not all(isinstance(s, int) and s > 0 for s in shape)):
             raise WidenetError(f"shape must be two positive integers, got {shape!r}")
 
@@ -88,8 +101,7 @@ class BlockedKernel:
 
         kernel = cls.__new__(cls)
         kernel._setup(tuple(shape), lambda start, stop: take(np.arange(start, stop)), take,
-                      block_rows)
-        kernel._remote_rows = take if _flag(ray, "ray") else None
+                      block_rows, remote=_flag(ray, "ray"))
         return kernel
 
     @classmethod
@@ -122,7 +134,12 @@ class BlockedKernel:
                                  ray=ray)
 
     def _setup(self, shape: tuple[int, int], fetch: Callable[[int, int], np.ndarray],
-               take: Callable[[np.ndarray], np.ndarray], block_rows: int | None) -> None:
+               take: Callable[[np.ndarray], np.ndarray], block_rows: int | None,
+               remote: bool = False, threads: bool = False) -> None:
+        """``fetch(start, stop)``: rows start..stop-1; ``take(index)``: the rows of a sorted
+        index; ``remote``: ``take`` is a picklable row function that :meth:`matmul` and
+        :meth:`take` run in Ray tasks; ``threads``: ``fetch`` is safe to call from several
+        threads at once (an array, a file), so :meth:`matmul` may run in several."""
         if shape[0] == 0 or shape[1] == 0:
             raise WidenetError(f"the kernel is empty (shape {shape})")
         if block_rows is None:
@@ -131,23 +148,30 @@ class BlockedKernel:
             raise WidenetError(f"block_rows must be a positive integer, got {block_rows!r}")
         self.shape = shape
         self.block_rows = min(block_rows, shape[0])
-        self._fetch, self._take = fetch, take
-        self._remote_rows: Callable[[np.ndarray], np.ndarray] | None = None
+        self._fetch, self._take, self._remote, self._threads = fetch, take, remote, threads
 
     def part(self, rows: range, cols: range) -> BlockedKernel:
         """The sub-matrix K[rows, cols] (contiguous ranges, step 1), read through this kernel:
-        for instance the train-by-train and test-by-train parts of one kernel of all points."""
+        for instance the train-by-train and test-by-train parts of one kernel of all points.
+        It has this kernel's ``block_rows`` (each of its blocks reads that many rows of this
+        kernel). A part of a Ray kernel (``ray=True``) runs its products and :meth:`take` on
+        Ray: each task computes the part's rows of a block, keeps its columns and multiplies
+        them where it runs."""
         for name, span, size in (("rows", rows, self.shape[0]), ("cols", cols, self.shape[1])):
             if (not isinstance(span, range) or span.step != 1 or len(span) == 0
                     or span.start < 0 or span.stop > size):
                 raise WidenetError(f"{name} must be a non-empty range within 0..{size}, got "
                                    f"{span!r}")
+        fetch, take = self._fetch, self._take  # not self: a Ray task gets only the row function
+
+        def part_rows(index: np.ndarray) -> np.ndarray:
+            return take(index + rows.start)[:, cols.start:cols.stop]
+
         part = BlockedKernel.__new__(BlockedKernel)
         part._setup((len(rows), len(cols)),
-                    lambda start, stop: self._fetch(rows.start + start, rows.start + stop)[
+                    lambda start, stop: fetch(rows.start + start, rows.start + stop)[
                         :, cols.start:cols.stop],
-                    lambda index: self._take(index + rows.start)[:, cols.start:cols.stop],
-                    None)
+                    part_rows, self.block_rows, remote=self._remote, threads=self._threads)
         return part
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
@@ -158,40 +182,35 @@ class BlockedKernel:
 
     def take(self, index: np.ndarray) -> torch.Tensor:
         """The rows K[index, :] (index: distinct row numbers), float64, in the order of
-        ``index``."""
+        ``index``. They are computed (or read) ``block_rows`` at a time in increasing order, on
+        Ray one task per ``block_rows`` of them (see :meth:`from_function`): the same batches,
+        hence the same bits, in process and on Ray."""
         index = np.asarray(index, dtype=np.int64)
         order = np.argsort(index)
-        values = np.asarray(self._take(index[order]), dtype=np.float64)
-        return torch.from_numpy(values[np.argsort(order)])
+        batches = [index[order[start:start + self.block_rows]]
+                   for start in range(0, max(len(index), 1), self.block_rows)]
+        values = np.concatenate(ray_take(self._take, batches) if self._remote
+                                else [self._take(batch) for batch in batches])
+        return torch.from_numpy(np.asarray(values, dtype=np.float64)[np.argsort(order)])
 
     def matmul(self, v: torch.Tensor) -> torch.Tensor:
-        """K V in float64 for V of shape (cols, k): one pass over the blocks, in order (on
-        Ray: one task per block, see :meth:`from_function`). Raises if a block holds a value
-        that is not finite."""
+        """K V in float64 for V of shape (cols, k): one pass over the blocks, each read once.
+        An array or a file is multiplied by ``torch.get_num_threads()`` worker threads, each
+        taking the next block and multiplying it with one torch thread; a row function's
+        blocks are computed in order, in this thread (:func:`~widenet.solvers.products.
+        multiply_blocks`); on Ray, one task per block (see :meth:`from_function`). Raises if
+        a block holds a value that is not finite."""
         right = v.detach().to("cpu", torch.float64).contiguous()
-        if self._remote_rows is not None:
-            return ray_matmul(self._remote_rows, self.shape[0], self.block_rows, right)
-        out = torch.empty(self.shape[0], right.shape[1], dtype=torch.float64)
-        chunk = max(1, CHUNK_BYTES // (8 * self.shape[1]))
-        converted = np.empty((chunk, self.shape[1]), dtype=np.float64)  # reused: no page faults
-        for start, block in self.blocks():
-            if block.dtype == np.float64 and block.flags.c_contiguous and block.flags.writeable:
-                torch.matmul(torch.from_numpy(block), right,
-                             out=out[start:start + block.shape[0]])
-            else:  # float32 or a read-only map: converted a few rows at a time, in cache
-                for first in range(0, block.shape[0], chunk):
-                    rows = converted[:min(chunk, block.shape[0] - first)]
-                    np.copyto(rows, block[first:first + rows.shape[0]])
-                    torch.matmul(torch.from_numpy(rows), right,
-                                 out=out[start + first:start + first + rows.shape[0]])
-            if not bool(torch.isfinite(out[start:start + block.shape[0]]).all()):
-                raise WidenetError(f"the kernel has values that are not finite in rows "
-                                   f"{start}..{start + block.shape[0] - 1}; recompute it")
-        return out
+        if self._remote:
+            return ray_matmul(self._take, self.shape[0], self.block_rows, right)
+        blocks = -(-self.shape[0] // self.block_rows)
+        workers = min(torch.get_num_threads(), blocks) if self._threads else 1
+        return multiply_blocks(self._fetch, self.shape[0], self.block_rows, right, workers)
 
 
 class _NpyRows:
-    """Rows of a 2-D ``.npy`` file, read with ``os.pread`` into a reused buffer."""
+    """Rows of a 2-D ``.npy`` file, read with ``os.pread`` into a reused buffer (one per
+    thread that reads)."""
 
     def __init__(self, path: Path):
         if path.suffix != ".npy":
@@ -218,13 +237,14 @@ class _NpyRows:
         if path.stat().st_size < expected:
             raise WidenetError(f"{path} is cut short ({path.stat().st_size} bytes, a "
                                f"{self.shape} {self.dtype} matrix needs {expected})")
-        self._buffer = np.empty(0, dtype=self.dtype)
+        self._buffers = threading.local()  # one reused buffer per reading thread
 
     def fetch(self, start: int, stop: int) -> np.ndarray:
         count = (stop - start) * self.shape[1]
-        if self._buffer.size < count:
-            self._buffer = np.empty(count, dtype=self.dtype)
-        view = self._buffer[:count]
+        buffer = getattr(self._buffers, "rows", None)
+        if buffer is None or buffer.size < count:
+            buffer = self._buffers.rows = np.empty(count, dtype=self.dtype)
+        view = buffer[:count]
         with self.path.open("rb", buffering=0) as file:
             _read_into(file.fileno(), memoryview(view).cast("B"),
                        self.offset + start * self.row_bytes)
