@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from widenet.deferred import Deferred, lazy_names
+from widenet.errors import WidenetError
 
 
 @pytest.fixture
@@ -49,3 +50,22 @@ def test_a_deferred_function_is_called_and_pickled_by_name() -> None:
     copy = pickle.loads(pickle.dumps(deferred))
     assert copy == deferred
     assert copy(6.0, 8.0) == 10.0
+
+
+def test_a_submodule_not_listed_is_still_an_attribute_of_its_lazy_package() -> None:
+    """``widenet.store.runs`` (a submodule that no public name lists) is reached as an
+    attribute of the package, as it was when the package imported it eagerly."""
+    import widenet.store
+    import widenet.sweeps
+
+    assert widenet.store.runs is sys.modules["widenet.store.runs"]
+    assert widenet.sweeps.engines.LocalEngine is widenet.sweeps.LocalEngine
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_module'"):
+        widenet.store.no_such_module  # noqa: B018
+
+
+def test_a_deferred_step_that_cannot_be_imported_is_a_one_line_error() -> None:
+    with pytest.raises(WidenetError, match="cannot import module 'no_such_module_here'"):
+        Deferred("no_such_module_here", "plan")()
+    with pytest.raises(WidenetError, match="module 'math' defines no function 'plan'"):
+        Deferred("math", "plan").function  # noqa: B018

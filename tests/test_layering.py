@@ -15,8 +15,8 @@ SOURCE = Path(__file__).resolve().parent.parent / "src" / "widenet"
 #: import from its own entry and from entries of lower layers; entries of one layer never import
 #: each other. ``widenet`` itself (the public API) re-exports and sits above everything.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "deferred"),
-    ("validation", "devices", "checks", "files", "memory", "activation_names"),
+    ("errors",),
+    ("deferred", "validation", "devices", "checks", "files", "memory", "activation_names"),
     ("activations", "widths", "parametrizations"),
     ("nn",),
     ("models",),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.studies.toy_study import STUDY, ToyConfig
+from widenet.deferred import Deferred
 from widenet.errors import WidenetError
 from widenet.runner import run_study
 from widenet.store import RunStore
@@ -92,4 +94,19 @@ def test_a_config_of_another_study_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(WidenetError, match="must be a ToyConfig"):
         run_study(STUDY, StudyConfig(), store=RunStore(tmp_path))
+    assert not tmp_path.joinpath("runs.db").exists()
+
+
+@pytest.mark.parametrize(("analyze", "message"), [
+    (Deferred("tests.studies.no_such_module", "analyze"),
+     "cannot import module 'tests.studies.no_such_module'"),
+    (Deferred("tests.studies.toy_study", "no_such_function"),
+     "module 'tests.studies.toy_study' defines no function 'no_such_function'")])
+def test_a_deferred_step_that_cannot_be_imported_fails_before_any_task(
+        tmp_path: Path, analyze: Deferred, message: str) -> None:
+    """A study naming its analysis by a module or function that does not exist fails with one
+    line before it creates a run, not after its tasks."""
+    broken = dataclasses.replace(STUDY, analyze=analyze)
+    with pytest.raises(WidenetError, match=message):
+        run_study(broken, ToyConfig(), store=RunStore(tmp_path))
     assert not tmp_path.joinpath("runs.db").exists()

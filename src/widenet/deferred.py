@@ -16,7 +16,10 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import import_module
+from importlib.util import find_spec
 from typing import Any
+
+from widenet.errors import WidenetError
 
 
 def lazy_names(package: str, where: Mapping[str, str], submodules: frozenset[str] = frozenset()
@@ -24,13 +27,17 @@ def lazy_names(package: str, where: Mapping[str, str], submodules: frozenset[str
     """The module-level ``__getattr__`` and ``__dir__`` of ``package``: reading the public
     ``name`` imports ``where[name]`` and takes its attribute ``name`` (or, for a name in
     ``submodules``, the module itself), which is then kept in the package's namespace so that
-    later reads are plain lookups. Any other name raises AttributeError, as a missing
-    attribute does."""
+    later reads are plain lookups. Another name that is a submodule of ``package`` imports
+    it (as an eager package's imports would have made it an attribute); any other raises
+    AttributeError, as a missing attribute does."""
 
     def getattr_(name: str) -> Any:
         module_name = where.get(name)
-        if module_name is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        if module_name is None:  # a submodule not listed is still reached as an attribute
+            if ("__path__" not in vars(sys.modules[package]) or name.startswith("__")
+                    or find_spec(f"{package}.{name}") is None):
+                raise AttributeError(f"module {package!r} has no attribute {name!r}")
+            return import_module(f"{package}.{name}")
         module = import_module(module_name)
         value = module if name in submodules else getattr(module, name)
         setattr(sys.modules[package], name, value)
@@ -52,8 +59,23 @@ class Deferred:
 
     @property
     def function(self) -> Callable[..., Any]:
-        """The function itself (importing its module, if that is not done yet)."""
-        return getattr(import_module(self.module), self.name)
+        """The function itself (importing its module, if that is not done yet); a module that
+        cannot be imported or lacks the name raises a one-line :class:`WidenetError`."""
+        try:
+            module = import_module(self.module)
+        except ImportError as error:
+            raise WidenetError(f"cannot import module {self.module!r} for its {self.name!r} "
+                               f"({error})") from None
+        function = getattr(module, self.name, None)
+        if not callable(function):
+            raise WidenetError(f"module {self.module!r} defines no function {self.name!r}")
+        return function
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.function(*args, **kwargs)
+
+
+def resolved(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` itself, or for a :class:`Deferred` the function it names (imported now, so
+    that a broken name fails before any work rather than after it)."""
+    return function.function if isinstance(function, Deferred) else function

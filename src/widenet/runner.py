@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from widenet.deferred import resolved
 from widenet.devices import describe_device, resolve_device
 from widenet.errors import WidenetError
 from widenet.figures import png_bytes
@@ -57,7 +58,8 @@ def run_study(study: str | Study, config: StudyConfig, *, store: RunStore,
                            f"{study.config.__name__}, got {type(config).__name__}")
     torch_device = resolve_device(device)
     config_dict = config.model_dump(mode="json")
-    tasks = study.plan(config)
+    plan, analyze = resolved(study.plan), resolved(study.analyze)  # fail before any task
+    tasks = plan(config)
     _check_keys([task.key for task in tasks], study.name)
     require_study_memory(study, config, torch_device)
     device_text = describe_device(torch_device)
@@ -80,7 +82,7 @@ def run_study(study: str | Study, config: StudyConfig, *, store: RunStore,
             store.save_task(run_id, task.key, tables, time.perf_counter() - start)
         if on_task is not None:
             on_task(len(tasks), len(tasks), "analysis")
-        analysis = study.analyze(config, store.task_tables(run_id))
+        analysis = analyze(config, store.task_tables(run_id))
         for stem, figure in analysis.figures.items():
             atomic_write(folder / "figures" / f"{_safe_name(stem)}.png", png_bytes(figure))
         store.finish_run(run_id, tables=analysis.tables, checks=analysis.checks,

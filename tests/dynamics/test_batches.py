@@ -127,10 +127,10 @@ def test_a_seeded_shuffling_loader_resumes_in_the_same_order(tmp_path) -> None:
     assert resumed.measurements["interrupt"].equals(expected.measurements["interrupt"])
 
 
-def test_a_resumed_loader_run_counts_its_batches_on_from_the_checkpoint(tmp_path) -> None:
+def test_a_resumed_loader_run_names_a_bad_batch_by_its_step_in_the_whole_run(tmp_path) -> None:
     """The loader's 7th batch (step 6: 40 points in batches of 6 leave 4) is not a pair: a run
-    resumed from step 5 names it by its step in the whole run, not by its place after the
-    resume (the batch counter is restored with the loader's position)."""
+    resumed from step 5 names it by train's step in the whole run, not by its place after the
+    resume."""
     x, y = regression()
 
     def unshuffled() -> DataLoader:
