@@ -28,7 +28,8 @@ COMMANDS = [["--version"], ["studies"], ["config", "ntk-spectrum"], SWEEP]
 
 
 def timed(source: Path, args: list[str], out: Path) -> tuple[float, float]:
-    """(wall, CPU seconds) of ``python -m widenet.cli ARGS --out`` under ``source``."""
+    """(wall, CPU seconds) of ``python -m widenet.cli ARGS`` under ``source``, its run store in
+    ``out`` (``WIDENET_RUNS``)."""
     env = {**os.environ, "PYTHONPATH": str(source), "WIDENET_RUNS": str(out)}
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "widenet.cli", *args], env=env,

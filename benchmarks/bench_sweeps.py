@@ -28,6 +28,7 @@ many in the benchmark's process after a warm-up point. First-use cost = worker -
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -112,7 +113,8 @@ def _first_use_here(study: str, points: int, warm: bool) -> dict[str, float]:
     extra = [worker[1] - local[1] for worker, local in zip(fresh, here, strict=True)]
     return {"worker_wall": mean(fresh, 0), "worker_cpu": mean(fresh, 1),
             "here_wall": mean(here, 0), "here_cpu": mean(here, 1),
-            "extra_cpu_stderr": statistics.stdev(extra) / len(extra) ** 0.5}
+            "extra_cpu_stderr": (statistics.stdev(extra) / len(extra) ** 0.5
+                                 if len(extra) > 1 else math.nan)}
 
 
 def _ray_start_stop_seconds(workers: int) -> float:

@@ -35,6 +35,8 @@ def test_leaky_relu_has_its_slope_below_zero() -> None:
     parsed = parse_activation("leaky_relu:0.2")
     assert (parsed.name, parsed.slope) == ("leaky_relu", 0.2)
     assert parse_activation("leaky_relu").slope == 0.01
+    assert [parse_activation(f"leaky_relu:{text}").slope for text in (".5", "-1e-3", "+2")] == [
+        0.5, -0.001, 2.0]
     a, b = parsed.coefficients or (0.0, 0.0)
     assert (a * 2.0 + b * 2.0, a * -2.0 + b * 2.0) == pytest.approx((2.0, -0.4))
 
@@ -47,6 +49,14 @@ def test_leaky_relu_has_its_slope_below_zero() -> None:
     ("leaky_relu:x", "bad leaky_relu slope in 'leaky_relu:x'"),
     ("leaky_relu:nan", "bad leaky_relu slope"),
     ("leaky_relu:-inf", "bad leaky_relu slope"),
+    ("relu:", "only leaky_relu takes an argument after ':'"),
+    ("RELU", "(did you mean 'relu'?)"),
+    (" Tanh ", "(did you mean 'tanh'?)"),
+    ("leaky_relu:", "or leave out the colon for the slope 0.01"),
+    ("leaky_relu:1e400", "bad leaky_relu slope"),
+    ("leaky_relu:1_0", "bad leaky_relu slope"),
+    ("leaky_relu: 0.1", "bad leaky_relu slope"),
+    ("leaky_relu:\u0661", "bad leaky_relu slope"),  # an Arabic-Indic digit one
 ])
 def test_bad_names_are_refused_in_one_line(spec: str, message: str) -> None:
     """The same message from the name check and from get_activation."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass
 
 from widenet.errors import WidenetError
@@ -53,22 +54,28 @@ def leaky_relu_coefficients(slope: float) -> tuple[float, float]:
     return (1.0 + slope) / 2.0, (1.0 - slope) / 2.0
 
 
+_SLOPE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+"""A slope as written in a name: a plain decimal number, with an optional exponent."""
+
+
 def parse_activation(spec: str) -> ActivationName:
     """The activation that ``spec`` names; raises WidenetError for an unknown name (listing
-    the names and the closest one) or a slope that is not a finite number."""
-    name, _, argument = spec.partition(":")
+    the names and the closest one, whatever its case or surrounding spaces), a colon with
+    nothing after it, or a slope that is not a finite decimal number."""
+    name, colon, argument = spec.partition(":")
     if name == "leaky_relu":
-        try:
-            slope = float(argument) if argument else LEAKY_RELU_SLOPE
-        except ValueError:
-            slope = math.nan
+        if not colon:
+            return ActivationName(name, LEAKY_RELU_SLOPE)
+        slope = float(argument) if _SLOPE.fullmatch(argument) else math.nan
         if not math.isfinite(slope):
-            raise WidenetError(f"bad leaky_relu slope in {spec!r}; write a finite number, e.g. "
-                               "'leaky_relu:0.1'")
+            raise WidenetError(f"bad leaky_relu slope in {spec!r}; write a finite decimal "
+                               "number after the colon, e.g. 'leaky_relu:0.1', or leave out "
+                               f"the colon for the slope {LEAKY_RELU_SLOPE}")
         return ActivationName(name, slope)
-    if name in NAMES and not argument:
+    if name in NAMES and not colon:
         return ActivationName(name)
-    close = difflib.get_close_matches(name, [*NAMES, "leaky_relu"], n=1)
+    close = difflib.get_close_matches(name.strip().lower(), [*NAMES, "leaky_relu"], n=1)
     guess = f" (did you mean {close[0]!r}?)" if close else ""
-    raise WidenetError(f"unknown activation {spec!r}{guess}; the names are "
+    takes = "; only leaky_relu takes an argument after ':'" if name in NAMES else ""
+    raise WidenetError(f"unknown activation {spec!r}{guess}{takes}; the names are "
                        f"{', '.join(sorted([*NAMES, 'leaky_relu:SLOPE']))}")

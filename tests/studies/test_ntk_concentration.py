@@ -229,6 +229,8 @@ def test_equal_parameter_comparison_of_exact_power_laws() -> None:
     ({"outputs_sweep": [1, 2]}, "at least 3 distinct values"),
     ({"family": ["abs", "relu"]}, "at least 3 activations"),
     ({"family": ["abs", "relu", "identity"]}, "Delta = 0"),
+    ({"family": ["abs", "relu", "leaky_relu:-1"]}, "'leaky_relu:-1' and 'abs' are the same"),
+    ({"activations": ["relu", "relu"]}, "repeated activations"),
     ({"probe_seeds": 1}, "at least 2 networks"),
 ])
 def test_config_errors(values: dict, message: str) -> None:

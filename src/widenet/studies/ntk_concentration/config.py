@@ -79,9 +79,7 @@ class ConcentrationConfig(StudyConfig):
     @field_validator("activations")
     @classmethod
     def _known_activations(cls, names: list[str]) -> list[str]:
-        distinct_values(names)
-        for name in names:
-            normalized_coefficients(name)
+        distinct_activations(names)
         return names
 
     @field_validator("probe_seeds")
@@ -103,7 +101,7 @@ class ConcentrationConfig(StudyConfig):
     def _family(cls, names: list[str]) -> list[str]:
         if not names:
             return names
-        if len(distinct_values(names)) < 3:
+        if len(distinct_activations(names)) < 3:
             raise ValueError("the family comparison needs at least 3 activations (or none)")
         for name in names:
             if normalized_coefficients(name)[1] == 0:
@@ -139,6 +137,19 @@ def normalized_coefficients(name: str) -> tuple[float, float]:
     a, b = coefficients
     norm = math.hypot(a, b)
     return a / norm, b / norm
+
+
+def distinct_activations(names: list[str]) -> list[str]:
+    """``names`` itself, if it is not empty and no two name the same activation of the family
+    (compared by their normalized coefficients: 'leaky_relu:-1' is abs, 'leaky_relu:1' is
+    identity)."""
+    distinct_values(names, "activations")
+    seen: dict[tuple[float, float], str] = {}
+    for name in names:
+        twin = seen.setdefault(normalized_coefficients(name), name)
+        if twin != name:
+            raise ValueError(f"{name!r} and {twin!r} are the same activation; list each once")
+    return names
 
 
 def normalized_activation(name: str) -> AbsLinear:
