@@ -56,7 +56,9 @@ class Audit:
     and ``layer_sizes`` (T, p, q) per layer, for memory estimates; ``untracked`` the trainable
     parameters the model uses with gradient recording off (forward-mode derivatives, which
     ignore torch.no_grad, would count those uses); ``unbatched`` the operations of
-    ``UNBATCHED_OPS`` the model calls.
+    ``UNBATCHED_OPS`` the model calls; ``in_place`` says, per layer, whether the layer's input
+    or output was modified in place after the layer ran (``ReLU(inplace=True)`` after it), so
+    that the layer-wise pass copies them for that layer only.
     """
 
     outputs: int
@@ -67,6 +69,7 @@ class Audit:
     layer_sizes: tuple[tuple[int, int, int], ...]
     untracked: tuple[str, ...] = ()
     unbatched: tuple[str, ...] = ()
+    in_place: tuple[bool, ...] = ()
 
 
 # torch functions whose derivatives vmap batches wrongly or not at all (torch 2.x): prelu's are
@@ -100,7 +103,8 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     return Audit(out.shape[1], tuple(raw.shape[1:]), layers, problem,
                  record.activations // probe.shape[0], sizes,
                  tuple(name for name in fmodel.params if name in record.untracked),
-                 tuple(sorted(record.unbatched)))
+                 tuple(sorted(record.unbatched)),
+                 tuple(record.modified_in_place(layer.module) for layer in layers))
 
 
 def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
@@ -135,7 +139,9 @@ class _Record:
     """Bookkeeping of the probe pass: calls per module, the module stack, parameter uses.
 
     ``calls``, ``call_order``, ``first_call`` and ``activations`` cover the recorded calls (made
-    with gradient recording on); ``stack`` holds (module, recorded) for every call in progress.
+    with gradient recording on); ``stack`` holds (module, recorded) for every call in progress;
+    ``versions`` holds the input and output of each module's first recorded call with their
+    version counters at its end, which in-place operations advance.
     """
 
     batch: int
@@ -147,7 +153,15 @@ class _Record:
     untracked: set[str] = field(default_factory=set)
     unbatched: set[str] = field(default_factory=set)
     first_call: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    versions: dict[nn.Module, tuple[torch.Tensor, torch.Tensor, int, int]] = field(
+        default_factory=dict)
     activations: int = 0
+
+    def modified_in_place(self, module: nn.Module) -> bool:
+        """Whether the input or output of ``module``'s first recorded call changed in place
+        after the call (to be asked once the pass is over)."""
+        a, z, a_version, z_version = self.versions[module]
+        return a._version != a_version or z._version != z_version
 
 
 @contextlib.contextmanager
@@ -190,6 +204,7 @@ def _leave(record: _Record):
         if (args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor)
                 and module not in record.first_call):
             record.first_call[module] = (args[0].detach().clone(), output.detach().clone())
+            record.versions[module] = (args[0], output, args[0]._version, output._version)
     return hook
 
 
