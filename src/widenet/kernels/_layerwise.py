@@ -19,7 +19,7 @@ import torch
 
 from widenet.errors import WidenetError
 from widenet.kernels._audit import Audit
-from widenet.kernels._factors import Factor, FactorMethod, arrange, output_pairs
+from widenet.kernels._factors import Factor, FactorMethod, Group, arrange, output_pairs
 from widenet.kernels._functional import FunctionalModel
 from widenet.kernels._layers import LayerAdapter
 
@@ -34,7 +34,7 @@ class LayerwiseMethod(FactorMethod):
         self.per_example = tuple(_per_example_cheaper(*sizes, output_pairs(mode, audit.outputs))
                                  for sizes in audit.layer_sizes)
 
-    def features(self, x: torch.Tensor, outs: slice) -> list[Factor]:
+    def features(self, x: torch.Tensor, outs: slice) -> list[Group]:
         """Factors of all trainable parameters on the points ``x`` for the outputs ``outs``."""
         layers = self.audit.layers
         with torch.enable_grad(), _capture(layers, self.audit.in_place) as captured:
