@@ -39,8 +39,8 @@ class BlockMethod(Protocol):
 
     def select(self, features: object, points: slice) -> object: ...
 
-    def contract(self, left: object, right: object,
-                 per_layer: bool) -> dict[str, torch.Tensor]: ...
+    def contract(self, left: object, right: object, out: dict[str, torch.Tensor], *,
+                 add: bool) -> None: ...
 
     def feature_memory(self, c: int, kc: int) -> int: ...
 
@@ -129,22 +129,26 @@ def slices(n: int, size: int) -> list[slice]:
 
 
 def assemble(method: BlockMethod, x1: torch.Tensor, x2: torch.Tensor | None, k: int, plan: Plan,
-             per_layer: bool) -> dict[str, torch.Tensor]:
-    """The kernel K(x1, x2) (x2 = None: K(x1, x1)) as {key: tensor}, one key per block kind."""
+             keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The kernel K(x1, x2) (x2 = None: K(x1, x1)) as {key: tensor}, one per block kind in
+    ``keys`` (TOTAL, or the parameter names), each in the mode's layout (see ``_factors``)."""
     symmetric = x2 is None
     right_x = x1 if symmetric else x2
-    sizes = (x1.shape[0], right_x.shape[0], k)
+    shape = {"trace": (x1.shape[0], right_x.shape[0]),
+             "diagonal": (x1.shape[0], right_x.shape[0], k),
+             "full": (x1.shape[0], right_x.shape[0], k, k)}[method.mode]
+    result = {key: x1.new_empty(shape) for key in keys}
     outs = slices(k, plan.outputs)
-    result: dict[str, torch.Tensor] = {}
     for s, out_left in enumerate(outs):
         for out_right in (outs if method.mode == "full" else (out_left,)):
             for panel in slices(right_x.shape[0], plan.panel):
                 right = method.features(right_x[panel], out_right)
                 for rows, cols, left, right_part in _row_blocks(
                         method, x1, plan.rows, (panel, right), (out_left, out_right), symmetric):
-                    blocks = method.contract(left, right_part, per_layer)
-                    _store(result, blocks, (rows, cols, out_left, out_right), method.mode, sizes,
-                           add=method.mode == "trace" and s > 0)
+                    where = (rows, cols, out_left, out_right)[:len(shape)]
+                    method.contract(left, right_part, {key: block[where]
+                                                       for key, block in result.items()},
+                                    add=method.mode == "trace" and s > 0)
     if symmetric:
         _mirror(result, slices(x1.shape[0], plan.rows), method.mode)
     return result
@@ -172,25 +176,7 @@ def _row_blocks(method: BlockMethod, x1: torch.Tensor, size: int, panel: tuple[s
         yield rows, slice(start, points.stop), left, right_part
 
 
-_SHAPES = {"trace": lambda n1, n2, k: (n1, n2), "diagonal": lambda n1, n2, k: (n1, n2, k),
-           "full": lambda n1, n2, k: (n1, n2, k, k)}
 _TRANSPOSED = {"trace": (1, 0), "diagonal": (1, 0, 2), "full": (1, 0, 3, 2)}
-
-
-def _store(result: dict[str, torch.Tensor], blocks: dict[str, torch.Tensor],
-           region: tuple[slice, slice, slice, slice], mode: str, sizes: tuple[int, int, int], *,
-           add: bool) -> None:
-    """Write (or add, for trace over output chunks) each block at ``region`` (rows, columns,
-    left outputs, right outputs) of the result."""
-    shape = _SHAPES[mode](*sizes)
-    where = region[:len(shape)]
-    for name, block in blocks.items():
-        if name not in result:
-            result[name] = block.new_empty(shape)
-        if add:
-            result[name][where] += block
-        else:
-            result[name][where] = block
 
 
 def _mirror(result: dict[str, torch.Tensor], chunks: list[slice], mode: str) -> None:

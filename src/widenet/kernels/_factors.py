@@ -70,10 +70,11 @@ class FactorMethod:
     def select(self, groups: list[Group], points: slice) -> list[Group]:
         return select(groups, points, self.mode)
 
-    def contract(self, left: list[Group], right: list[Group],
-                 per_layer: bool) -> dict[str, torch.Tensor]:
-        """The kernel block between two chunks' factors (see ``contract``)."""
-        return contract(left, right, self.mode, per_layer)
+    def contract(self, left: list[Group], right: list[Group], out: dict[str, torch.Tensor], *,
+                 add: bool) -> None:
+        """The kernel blocks between two chunks' factors, written into ``out`` (see
+        ``contract``)."""
+        contract(left, right, self.mode, out, add=add)
 
 
 def arrange(factors: Sequence[Factor], mode: str) -> list[Group]:
@@ -104,22 +105,21 @@ def select(groups: Sequence[Group], points: slice, mode: str) -> list[Group]:
 
 
 def contract(left: Sequence[Group], right: Sequence[Group], mode: str,
-             per_layer: bool) -> dict[str, torch.Tensor]:
-    """Kernel blocks between two chunks: {name: block} per parameter, or {TOTAL: their sum}.
-
-    ``left`` and ``right`` list the same groups in the same order.
+             out: dict[str, torch.Tensor], *, add: bool) -> None:
+    """Write (with ``add``: add) the kernel blocks between two chunks into ``out``, views of the
+    result in the mode's block layout: {TOTAL: block}, the sum over all parameters, or
+    {name: block} per parameter. ``left`` and ``right`` list the same groups in the same order.
     """
-    blocks: dict[str, torch.Tensor] = {}
+    total = out.get(TOTAL)
     for a, b in zip(left, right, strict=True):
         gg = _grad_gram(a, b, mode)
-        if per_layer:
+        if total is None:
             for term, other in zip(a.terms, b.terms, strict=True):
-                blocks[term[0]] = _weighted(gg, _input_weight(term, other, a.positions), mode,
-                                            a.positions)
+                _weighted(gg, _input_weight(term, other, a.positions), mode, a.positions,
+                          _internal(out[term[0]], mode), add)
         else:
-            blocks[TOTAL] = _weighted(gg, _summed_weight(a, b), mode, a.positions,
-                                      blocks.get(TOTAL))
-    return {name: _final(block, mode) for name, block in blocks.items()}
+            _weighted(gg, _summed_weight(a, b), mode, a.positions, _internal(total, mode), add)
+            add = True
 
 
 def _summed_weight(a: Group, b: Group) -> torch.Tensor | float:
@@ -170,20 +170,20 @@ def _input_weight(term: tuple, other: tuple, t: int, plus: float = 0.0) -> torch
 
 
 def _weighted(gg: torch.Tensor, weight: torch.Tensor | float, mode: str, t: int,
-              out: torch.Tensor | None = None) -> torch.Tensor:
-    """sum_{t,s} weight[i,t,j,s] * gg[..., i, t, j, s] (positions summed out), added to ``out``.
-
-    With one position per point (dense layers) the product is accumulated in place.
-    """
+              out: torch.Tensor, add: bool) -> None:
+    """out = (with ``add``: out +=) sum_{t,s} weight[i,t,j,s] * gg[..., i, t, j, s], the
+    positions summed out; with one position per point (dense layers), in one pass over out."""
     if isinstance(weight, torch.Tensor):
         weight = _align(weight, mode, t)
     if t > 1:
         summed = (gg * weight).sum(_POSITIONS[mode])
-        return summed if out is None else out.add_(summed)
-    if out is None:
-        return gg * weight
-    return out.addcmul_(gg, weight) if isinstance(weight, torch.Tensor) else out.add_(
-        gg, alpha=weight)
+        out.add_(summed) if add else out.copy_(summed)
+    elif not add:
+        torch.mul(gg, weight, out=out)
+    elif isinstance(weight, torch.Tensor):
+        out.addcmul_(gg, weight)
+    else:
+        out.add_(gg, alpha=weight)
 
 
 def _align(weight: torch.Tensor, mode: str, t: int) -> torch.Tensor:
@@ -195,10 +195,11 @@ def _align(weight: torch.Tensor, mode: str, t: int) -> torch.Tensor:
     return weight
 
 
-def _final(block: torch.Tensor, mode: str) -> torch.Tensor:
-    """Internal layout -> (c1, c2), (c1, c2, kc) or (c1, c2, kc1, kc2) (a view)."""
+def _internal(block: torch.Tensor, mode: str) -> torch.Tensor:
+    """A block (c1, c2), (c1, c2, kc) or (c1, c2, kc1, kc2) as a view in the internal layout of
+    the G-Grams: (c1, c2), (kc, c1, c2), (c1, kc1, c2, kc2)."""
     if mode == "diagonal":
-        return block.permute(1, 2, 0)
+        return block.permute(2, 0, 1)
     if mode == "full":
         return block.permute(0, 2, 1, 3)
     return block

@@ -71,7 +71,8 @@ def empirical_ntk(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor | N
     plan = plan_blocks(implementation, x1.shape[0], n2, audit.outputs,
                        itemsize=x1.element_size(), budget=memory_budget, chunk_size=chunk_size,
                        per_layer=per_layer, symmetric=x2 is None)
-    blocks = assemble(implementation, x1, x2, audit.outputs, plan, per_layer)
+    blocks = assemble(implementation, x1, x2, audit.outputs, plan,
+                      tuple(fmodel.params) if per_layer else (TOTAL,))
     return _result(blocks, fmodel, outputs, per_layer, audit.outputs)
 
 
