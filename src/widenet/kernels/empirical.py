@@ -126,7 +126,7 @@ def _per_output_unit(block: torch.Tensor, outputs: str, k: int) -> torch.Tensor:
         block = torch.diagonal(block, dim1=2, dim2=3)
     if outputs != "trace":
         block = block.sum(-1)
-    return block / k
+    return block if k == 1 else block / k
 
 
 def _kept(outputs: str, total: Callable[[], torch.Tensor]) -> dict[str, torch.Tensor]:
