@@ -26,12 +26,14 @@ def test_the_windowed_search_finds_what_a_scan_of_every_row_finds():
         return torch.stack(chosen if len(chosen) > 1 else chosen * 2)
 
     generator = torch.Generator().manual_seed(0)
-    for n1, n2, values in [(1, 1, 1), (7, 3, 2), (40, 5, 2), (100, 100, 3), (9, 1, 1)]:
+    for n1, n2, values in [(1, 1, 1), (7, 3, 2), (40, 5, 2), (100, 100, 3), (9, 1, 1),
+                           (5, 2, 1000)]:
         x1 = torch.randint(values, (n1, 2), generator=generator).float()
         x2 = torch.randint(values, (n2, 2), generator=generator).float()
-        x1[: n1 // 2] = x1[0]  # a long run of equal leading points
-        assert torch.equal(probe_points(x1, x2), scanned(x1, x2))
-        assert torch.equal(probe_points(x1), scanned(x1))
+        for run in (0, n1 // 2):  # distinct leading points or a long run of equal ones
+            x1[:run] = x1[0]
+            assert torch.equal(probe_points(x1, x2), scanned(x1, x2))
+            assert torch.equal(probe_points(x1), scanned(x1))
 
 
 def test_equal_points_give_a_probe_of_two_copies_and_two_distinct_points_a_probe_of_two():

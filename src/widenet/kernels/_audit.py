@@ -88,15 +88,16 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     owners = _owners(model, trainable)
     candidates = {module for modules in owners.values() for module in modules}
     record = _Record(probe.shape[0], paths, candidates)
-    raw = _probe_pass(fmodel, probe, record, uses=True)
-    out = raw.reshape(probe.shape[0], -1)
-    if out.shape[1] == 0:
-        raise WidenetError(f"the model returns no output units per point (output shape "
-                           f"{tuple(raw.shape)}), so its NTK is empty; give it at least one "
-                           "output")
     alone = [_Record(1, paths, candidates) for _ in range(probe.shape[0])]
-    outs = [_probe_pass(fmodel, probe[i:i + 1], single, batch=False)
-            for i, single in enumerate(alone)]
+    with fmodel.applied(fmodel.params) as module:
+        raw = _probe_pass(module, fmodel.params, probe, record, uses=True)
+        out = raw.reshape(probe.shape[0], -1)
+        if out.shape[1] == 0:
+            raise WidenetError(f"the model returns no output units per point (output shape "
+                               f"{tuple(raw.shape)}), so its NTK is empty; give it at least one "
+                               "output")
+        outs = [_probe_pass(module, fmodel.params, probe[i:i + 1], single, batch=False)
+                for i, single in enumerate(alone)]
     _check_independent(out, torch.cat([_one_point(o, out.shape[1]) for o in outs]))
     problem = _layerwise_problem(fmodel, owners, record, alone)
     holders = {modules[0] for modules in owners.values()} if problem is None else set()
@@ -110,14 +111,15 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
                  tuple(record.modified_in_place(layer.module) for layer in layers))
 
 
-def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
-                uses: bool = False, batch: bool = True) -> torch.Tensor:
-    """The model's raw output on ``x`` (with ``batch``, checked to be one (n, ...) tensor),
-    filling ``record``; ``uses``: also record where each trainable parameter is used."""
-    watch_uses = _ParameterUses(fmodel.params, record) if uses else contextlib.nullcontext()
+def _probe_pass(module: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
+                record: _Record, *, uses: bool = False, batch: bool = True) -> torch.Tensor:
+    """The output of ``module`` (with ``params`` in its slots) on ``x`` (with ``batch``, checked
+    to be one (n, ...) tensor), filling ``record``; ``uses``: also record where each trainable
+    parameter is used."""
+    watch_uses = _ParameterUses(params, record) if uses else contextlib.nullcontext()
     try:
         with torch.enable_grad(), _watch(record), watch_uses:
-            raw = fmodel.raw(fmodel.params, x)
+            raw = module(x)
     except RuntimeError as error:
         raise WidenetError(f"the model cannot be applied to {x.shape[0]} point(s) of shape "
                            f"{tuple(x.shape[1:])}: {first_line(error)}") from error
@@ -397,6 +399,10 @@ def probe_points(*xs: torch.Tensor) -> torch.Tensor:
     there are, and the one point twice when all are equal), so that the probe can tell a layer's
     rows apart and a coupling between the points of a batch shows. With fewer distinct points,
     a permutation of equal points in the data cannot change the kernel either."""
+    head = xs[0][:PROBE_POINTS].reshape(min(PROBE_POINTS, xs[0].shape[0]), -1)
+    pairs = PROBE_POINTS * (PROBE_POINTS - 1)
+    if head.shape[0] == PROBE_POINTS and int((head[:, None] != head[None]).any(-1).sum()) == pairs:
+        return xs[0][:PROBE_POINTS].clone()  # the usual case: the first points are distinct
     chosen = [xs[0][0]]
     for x in xs:
         flat = x.reshape(x.shape[0], -1)

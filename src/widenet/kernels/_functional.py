@@ -50,8 +50,15 @@ class FunctionalModel:
 
     def raw(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """The model's own output for the points ``x`` (shape (n, *output_shape))."""
+        with self.applied(params) as module:
+            return module(x)
+
+    @contextlib.contextmanager
+    def applied(self, params: Params) -> Iterator[nn.Module]:
+        """The module with ``params`` and the constants in its slots, for several passes in one
+        block (see ``substituted``)."""
         with substituted(self.module, self.slots, {**self.constants, **params}):
-            return self.module(x)
+            yield self.module
 
     def numel(self) -> int:
         """P, the number of trainable scalars."""
