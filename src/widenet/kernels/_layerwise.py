@@ -87,20 +87,27 @@ class _Call:
 def _capture(layers: tuple[LayerAdapter, ...], in_place: tuple[bool, ...]) -> Iterator[dict]:
     """Forward hooks recording module -> _Call and making layer outputs differentiable.
 
-    An output that does not require grad (nothing upstream does) is replaced by a detached leaf
-    that does, so that gradients with respect to it exist; the graph behind it is not needed,
-    and the model continues with a copy of the leaf, which in-place operations may change.
-    Otherwise the input and output are kept as they are, without copies, unless the audit saw
-    them modified in place after the layer ran (``in_place``, e.g. ReLU(inplace=True) next):
-    then the input is copied and the model continues with a copy of the output, so that
-    neither the recorded input nor the output the gradients are taken with respect to change.
-    The version counters of what is kept uncopied are recorded for ``_check_calls`` to verify.
-    Calls made with gradient recording off are left alone: they add nothing to the derivatives,
-    and the audit has checked that each layer has exactly one recorded call.
+    A layer whose input does not require grad (nothing upstream does: the first layer, or one
+    after a part run under no_grad) is called on a detached leaf of it that does, so that its
+    output requires grad and gradients with respect to it exist (the graph behind the input is
+    not needed; a leaf is a view, not a copy). The input and output are then kept as they are,
+    without copies, unless the audit saw them modified in place after the layer ran
+    (``in_place``, e.g. ReLU(inplace=True) next): then the input is copied and the model
+    continues with a copy of the output, so that neither the recorded input nor the output the
+    gradients are taken with respect to change. The version counters of what is kept uncopied
+    are recorded for ``_check_calls`` to verify. An output that still does not require grad is
+    replaced by a detached leaf that does, and the model continues with a copy of it. Calls
+    made with gradient recording off are left alone: they add nothing to the derivatives, and
+    the audit has checked that each layer has exactly one recorded call.
     """
     captured: dict = {}
 
-    def hook(module, args, output, copy):
+    def enter(module, args):
+        if not torch.is_grad_enabled() or args[0].requires_grad:
+            return None
+        return (args[0].detach().requires_grad_(), *args[1:])
+
+    def leave(module, args, output, copy):
         if not torch.is_grad_enabled():
             return None
         a = args[0].detach()
@@ -113,8 +120,10 @@ def _capture(layers: tuple[LayerAdapter, ...], in_place: tuple[bool, ...]) -> It
         captured[module] = _Call(a, z, None if copy else (a._version, z._version))
         return z.clone()
 
-    handles = [layer.module.register_forward_hook(functools.partial(hook, copy=copy))
-               for layer, copy in zip(layers, in_place, strict=True)]
+    handles = [hook for layer, copy in zip(layers, in_place, strict=True)
+               for hook in (layer.module.register_forward_pre_hook(enter),
+                            layer.module.register_forward_hook(
+                                functools.partial(leave, copy=copy)))]
     try:
         yield captured
     finally:
