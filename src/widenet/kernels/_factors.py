@@ -177,7 +177,10 @@ def _weighted(gg: torch.Tensor, weight: torch.Tensor | float, mode: str, t: int,
         weight = _align(weight, mode, t)
     if t > 1:
         summed = (gg * weight).sum(_POSITIONS[mode])
-        out.add_(summed) if add else out.copy_(summed)
+        if add:
+            out.add_(summed)
+        else:
+            out.copy_(summed)
     elif not add:
         torch.mul(gg, weight, out=out)
     elif isinstance(weight, torch.Tensor):

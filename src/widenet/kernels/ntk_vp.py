@@ -127,7 +127,10 @@ class VectorProductMethod:
         for key, block in out.items():
             names = tuple(self.fmodel.params) if key == TOTAL else (key,)
             columns = self._select(self._columns(left, right.rows(), names))
-            block.add_(columns) if add else block.copy_(columns)
+            if add:
+                block.add_(columns)
+            else:
+                block.copy_(columns)
 
     def _columns(self, left: _Chunk, rows: Params, names: tuple[str, ...]) -> torch.Tensor:
         """(c1, c2, kc1, kc2): JVPs of the left chunk along the rows, restricted to ``names``."""
