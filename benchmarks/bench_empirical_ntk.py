@@ -10,12 +10,14 @@ median wall time of ``--repeats`` runs after ``--warmup`` runs.
 (nn.Linear / nn.Conv2d layers, which nngeometry knows): widenet's empirical_ntk (auto, and every
 method on the MLP at k = 1), nngeometry's GramMatrix (if installed: the ``bench`` extra) and,
 for the MLP at k = 1, the bare Gram products A_l A_l^T, G_l G_l^T of the layer inputs and output
-gradients, precomputed (what any layer-wise method must multiply). Settings: the MLP at k = 1
-and k = 10 (full kernel), and a CNN (two 3x3 convolutions of 64 channels on 8x8 images, 300
-points) at k = 1 and 10. The repeats of all cases of a setting are interleaved, so that a load
-that changes during the run touches them alike (a case whose first run takes over SLOW_SECONDS
-of CPU is timed by that run alone); the table gives median wall and CPU (process) times, their
-ratios to widenet's auto, and each kernel's largest difference from widenet auto's.
+gradients, precomputed (what any layer-wise method must multiply): as full squares, and as the
+blocks on and above the diagonal that widenet's assembly of K(x, x) multiplies (like with like).
+Settings: the MLP at k = 1 and k = 10 (full kernel), and a CNN (two 3x3 convolutions of 64
+channels on 8x8 images, 300 points) at k = 1 and 10. The repeats of all cases of a setting are
+interleaved, so that a load that changes during the run touches them alike (a case whose first
+run takes over SLOW_SECONDS of CPU is timed by that run alone); the table gives median wall and
+CPU (process) times, their ratios to widenet's auto, and each kernel's largest difference from
+widenet auto's.
 ``--rounds R`` repeats the whole comparison in R fresh processes, and ``--before-src DIR`` runs
 each round also with the widenet sources in DIR (e.g. an export of an earlier commit), for a
 before/after comparison in the same run.
@@ -43,6 +45,7 @@ import torch
 from timing import wall_times
 from torch.func import functional_call, jacrev, vmap
 
+from widenet.kernels._blocks import _cache_rows, slices
 from widenet.kernels.empirical import empirical_ntk
 from widenet.models import MLP
 
@@ -160,6 +163,31 @@ def gram_products(inputs: list[torch.Tensor], grads: list[torch.Tensor]) -> list
     return [a @ a.T for a in inputs] + [g @ g.T for g in grads]
 
 
+def triangle_chunks(n: int) -> list[slice]:
+    """The row chunks of widenet's symmetric assembly of an n x n kernel at k = 1."""
+    return slices(n, _cache_rows(n, n, 1, "trace", symmetric=True))
+
+
+def gram_triangle(inputs: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The same Gram products restricted, as in widenet's assembly of K(x, x), to the blocks of
+    row chunks against the columns from their own first point on: 5/8 of the squares at 4
+    chunks (per factor, the blocks of ``triangle_chunks`` in turn)."""
+    chunks = triangle_chunks(inputs[0].shape[0])
+    return [m[rows] @ m[rows.start:].T for m in inputs + grads for rows in chunks]
+
+
+def from_triangle(blocks: list[torch.Tensor], layers: int, n: int) -> torch.Tensor:
+    """K = sum_l (A_l A_l^T + 1) * (G_l G_l^T) from ``gram_triangle``'s blocks, mirrored."""
+    chunks = triangle_chunks(n)
+    kernel = blocks[0].new_zeros(n, n)
+    for layer in range(layers):
+        for j, rows in enumerate(chunks):
+            a = blocks[layer * len(chunks) + j]
+            g = blocks[(layers + layer) * len(chunks) + j]
+            kernel[rows, rows.start:] += (a + 1) * g
+    return kernel.triu() + kernel.triu(1).T
+
+
 def peer_cases(name: str, model: torch.nn.Module, x: torch.Tensor, k: int, outputs: str
                ) -> tuple[dict, dict]:
     """{label: (compute, kernel of the result as (n, n, k, k))} of one setting, and notes."""
@@ -194,6 +222,9 @@ def peer_cases(name: str, model: torch.nn.Module, x: torch.Tensor, k: int, outpu
                                                    strict=True))[:, :, None, None]
         cases["bare Gram products (torch, factors precomputed)"] = (
             lambda: gram_products(inputs, grads), from_grams)
+        cases["bare Gram products, widenet's triangle of row chunks"] = (
+            lambda: gram_triangle(inputs, grads),
+            lambda blocks: from_triangle(blocks, len(inputs), x.shape[0])[:, :, None, None])
     return cases, notes
 
 

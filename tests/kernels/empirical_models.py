@@ -98,6 +98,24 @@ def inplace_relu_stack() -> nn.Module:
                          nn.ReLU(inplace=True), nn.Linear(5, 2)).double()
 
 
+class RewrittenAbove(nn.Module):
+    """The second layer's output is rewritten in place (through a view) after the layer ran, on
+    batches of more than ``points`` points only."""
+
+    def __init__(self, points: int):
+        super().__init__()
+        torch.manual_seed(9)
+        self.first, self.second = nn.Linear(4, 5), nn.Linear(5, 2)
+        self.points = points
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.second(torch.tanh(self.first(x)))
+        if x.shape[0] > self.points:
+            z[:, :1].mul_(2.0)
+        return z
+
+
 class SmallCNN(nn.Module):
     """Conv2d (padding, stride) -> Conv1d over rows -> Linear on a sequence -> Linear."""
 

@@ -16,6 +16,26 @@ def test_the_probe_takes_the_first_distinct_points_of_x1_then_x2():
     assert torch.equal(probe_points(x2[1:]), x2[[1, 3, 4]])
 
 
+def test_the_windowed_search_finds_what_a_scan_of_every_row_finds():
+    def scanned(*xs):
+        chosen = [xs[0][0]]
+        for x in xs:
+            for row in x:
+                if len(chosen) < PROBE_POINTS and all(not torch.equal(row, c) for c in chosen):
+                    chosen.append(row)
+        return torch.stack(chosen if len(chosen) > 1 else chosen * 2)
+
+    generator = torch.Generator().manual_seed(0)
+    for n1, n2, values in [(1, 1, 1), (7, 3, 2), (40, 5, 2), (100, 100, 3), (9, 1, 1),
+                           (5, 2, 1000)]:
+        x1 = torch.randint(values, (n1, 2), generator=generator).float()
+        x2 = torch.randint(values, (n2, 2), generator=generator).float()
+        for run in (0, n1 // 2):  # distinct leading points or a long run of equal ones
+            x1[:run] = x1[0]
+            assert torch.equal(probe_points(x1, x2), scanned(x1, x2))
+            assert torch.equal(probe_points(x1), scanned(x1))
+
+
 def test_equal_points_give_a_probe_of_two_copies_and_two_distinct_points_a_probe_of_two():
     x = torch.ones(4, 3)
     assert torch.equal(probe_points(x), torch.ones(2, 3))

@@ -15,6 +15,7 @@ from tests.kernels.empirical_models import (
     NO_FORWARD_MODE,
     Aliased,
     CenterBatch,
+    RewrittenAbove,
     SmallCNN,
     brute_blocks,
     brute_ntk,
@@ -225,6 +226,15 @@ def test_a_layer_that_stops_following_the_points_after_the_probe_is_refused():
     with pytest.raises(WidenetError, match="not called on the 6 points of a chunk"):
         empirical_ntk(model, x)
     result = empirical_ntk(model, x, outputs="full", method="jacobian")
+    assert relative_error(result.full, brute_ntk(model, x)) < TOL
+
+
+def test_a_layer_output_rewritten_in_place_only_after_the_probe_is_refused():
+    x = points(6)
+    with pytest.raises(WidenetError, match="modified in place on the 6 points of a chunk"):
+        empirical_ntk(RewrittenAbove(3), x)
+    model = RewrittenAbove(0)  # rewritten on the probe too: the layer-wise pass copies
+    result = empirical_ntk(model, x, outputs="full", method="layerwise")
     assert relative_error(result.full, brute_ntk(model, x)) < TOL
 
 

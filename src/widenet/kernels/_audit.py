@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
@@ -56,7 +57,9 @@ class Audit:
     and ``layer_sizes`` (T, p, q) per layer, for memory estimates; ``untracked`` the trainable
     parameters the model uses with gradient recording off (forward-mode derivatives, which
     ignore torch.no_grad, would count those uses); ``unbatched`` the operations of
-    ``UNBATCHED_OPS`` the model calls.
+    ``UNBATCHED_OPS`` the model calls; ``in_place`` says, per layer, whether the layer's input
+    or output was modified in place after the layer ran (``ReLU(inplace=True)`` after it), so
+    that the layer-wise pass copies them for that layer only.
     """
 
     outputs: int
@@ -67,6 +70,7 @@ class Audit:
     layer_sizes: tuple[tuple[int, int, int], ...]
     untracked: tuple[str, ...] = ()
     unbatched: tuple[str, ...] = ()
+    in_place: tuple[bool, ...] = ()
 
 
 # torch functions whose derivatives vmap batches wrongly or not at all (torch 2.x): prelu's are
@@ -79,19 +83,22 @@ PROBE_POINTS = 3  # distinct points in the probe batch; the passes on single poi
 def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     """Run the model on the batch ``probe`` and on each of its points alone, and audit it."""
     model = fmodel.module
-    record = _Record(batch=probe.shape[0])
-    raw = _probe_pass(fmodel, probe, record, uses=True)
-    out = raw.reshape(probe.shape[0], -1)
-    if out.shape[1] == 0:
-        raise WidenetError(f"the model returns no output units per point (output shape "
-                           f"{tuple(raw.shape)}), so its NTK is empty; give it at least one "
-                           "output")
-    alone = [_Record(batch=1) for _ in range(probe.shape[0])]
-    outs = [_probe_pass(fmodel, probe[i:i + 1], single, batch=False)
-            for i, single in enumerate(alone)]
-    _check_independent(out, torch.cat([_one_point(o, out.shape[1]) for o in outs]))
+    paths = {module: path or type(model).__name__ for path, module in model.named_modules()}
     trainable = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
     owners = _owners(model, trainable)
+    candidates = {module for modules in owners.values() for module in modules}
+    record = _Record(probe.shape[0], paths, candidates)
+    alone = [_Record(1, paths, candidates) for _ in range(probe.shape[0])]
+    with fmodel.applied(fmodel.params) as module:
+        raw = _probe_pass(module, fmodel.params, probe, record, uses=True)
+        out = raw.reshape(probe.shape[0], -1)
+        if out.shape[1] == 0:
+            raise WidenetError(f"the model returns no output units per point (output shape "
+                               f"{tuple(raw.shape)}), so its NTK is empty; give it at least one "
+                               "output")
+        outs = [_probe_pass(module, fmodel.params, probe[i:i + 1], single, batch=False)
+                for i, single in enumerate(alone)]
+    _check_independent(out, torch.cat([_one_point(o, out.shape[1]) for o in outs]))
     problem = _layerwise_problem(fmodel, owners, record, alone)
     holders = {modules[0] for modules in owners.values()} if problem is None else set()
     layers = tuple(make_adapter(record.paths[m], m, trainable)
@@ -100,17 +107,19 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     return Audit(out.shape[1], tuple(raw.shape[1:]), layers, problem,
                  record.activations // probe.shape[0], sizes,
                  tuple(name for name in fmodel.params if name in record.untracked),
-                 tuple(sorted(record.unbatched)))
+                 tuple(sorted(record.unbatched)),
+                 tuple(record.modified_in_place(layer.module) for layer in layers))
 
 
-def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
-                uses: bool = False, batch: bool = True) -> torch.Tensor:
-    """The model's raw output on ``x`` (with ``batch``, checked to be one (n, ...) tensor),
-    filling ``record``; ``uses``: also record where each trainable parameter is used."""
-    watch_uses = _ParameterUses(fmodel.params, record) if uses else contextlib.nullcontext()
+def _probe_pass(module: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
+                record: _Record, *, uses: bool = False, batch: bool = True) -> torch.Tensor:
+    """The output of ``module`` (with ``params`` in its slots) on ``x`` (with ``batch``, checked
+    to be one (n, ...) tensor), filling ``record``; ``uses``: also record where each trainable
+    parameter is used."""
+    watch_uses = _ParameterUses(params, record) if uses else contextlib.nullcontext()
     try:
-        with torch.enable_grad(), _watch(fmodel.module, record), watch_uses:
-            raw = fmodel.raw(fmodel.params, x)
+        with torch.enable_grad(), _watch(record), watch_uses:
+            raw = module(x)
     except RuntimeError as error:
         raise WidenetError(f"the model cannot be applied to {x.shape[0]} point(s) of shape "
                            f"{tuple(x.shape[1:])}: {first_line(error)}") from error
@@ -135,29 +144,44 @@ class _Record:
     """Bookkeeping of the probe pass: calls per module, the module stack, parameter uses.
 
     ``calls``, ``call_order``, ``first_call`` and ``activations`` cover the recorded calls (made
-    with gradient recording on); ``stack`` holds (module, recorded) for every call in progress.
+    with gradient recording on); ``stack`` holds (module, recorded) for every call in progress;
+    ``first_call`` (copies) and ``versions`` (the tensors themselves, with their version
+    counters, which in-place operations advance) keep the input and output of the first
+    recorded call of each module in ``holders``, those that register trainable parameters.
     """
 
     batch: int
+    paths: dict[nn.Module, str]
+    holders: set[nn.Module]
     calls: Counter = field(default_factory=Counter)
     call_order: list[nn.Module] = field(default_factory=list)
-    paths: dict[nn.Module, str] = field(default_factory=dict)
     stack: list[tuple[nn.Module, bool]] = field(default_factory=list)
     uses: defaultdict = field(default_factory=lambda: defaultdict(set))
     untracked: set[str] = field(default_factory=set)
     unbatched: set[str] = field(default_factory=set)
     first_call: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    versions: dict[nn.Module, tuple[torch.Tensor, torch.Tensor, int, int]] = field(
+        default_factory=dict)
     activations: int = 0
+
+    def modified_in_place(self, module: nn.Module) -> bool:
+        """Whether the input or output of ``module``'s first recorded call changed in place
+        after the call (to be asked once the pass is over)."""
+        a, z, a_version, z_version = self.versions[module]
+        return a._version != a_version or z._version != z_version
 
 
 @contextlib.contextmanager
-def _watch(model: nn.Module, record: _Record) -> Iterator[None]:
-    """Forward hooks on every submodule that fill ``record``; removed on exit."""
-    handles = []
-    for path, module in model.named_modules():
-        record.paths[module] = path or type(model).__name__
-        handles.append(module.register_forward_pre_hook(_enter(record)))
-        handles.append(module.register_forward_hook(_leave(record)))
+def _watch(record: _Record) -> Iterator[None]:
+    """Forward hooks that fill ``record`` from the calls of the modules of ``record.paths`` (the
+    model and its submodules); removed on exit. They are registered for all modules at once, two
+    registrations instead of two per module, and skip modules that are not the model's."""
+    enter, leave = _enter(record), _leave(record)
+    handles = [register_module_forward_pre_hook(
+                   lambda module, args: enter(module, args) if module in record.paths else None),
+               register_module_forward_hook(
+                   lambda module, args, output: leave(module, args, output)
+                   if module in record.paths else None)]
     try:
         yield
     finally:
@@ -179,17 +203,20 @@ def _enter(record: _Record):
 
 
 def _leave(record: _Record):
-    """A hook: pop the stack; for a recorded call, count output scalars and keep the module's
-    first recorded (input, output)."""
+    """A hook: pop the stack; for a recorded call, count output scalars and keep a holder's
+    first recorded (input, output). Its own tensor operations are hidden from torch-function
+    modes (``_ParameterUses``): they are bookkeeping, not uses by the model."""
     def hook(module: nn.Module, args: tuple, output: object) -> None:
         _, recorded = record.stack.pop()
         if not recorded:
             return
-        record.activations += sum(t.numel() for t in _leaves(output)
-                                  if isinstance(t, torch.Tensor))
-        if (args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor)
-                and module not in record.first_call):
-            record.first_call[module] = (args[0].detach().clone(), output.detach().clone())
+        with torch._C.DisableTorchFunction():
+            record.activations += sum(t.numel() for t in _leaves(output)
+                                      if isinstance(t, torch.Tensor))
+            if (module in record.holders and args and isinstance(args[0], torch.Tensor)
+                    and isinstance(output, torch.Tensor) and module not in record.first_call):
+                record.first_call[module] = (args[0].detach().clone(), output.detach().clone())
+                record.versions[module] = (args[0], output, args[0]._version, output._version)
     return hook
 
 
@@ -287,12 +314,15 @@ def _owners(model: nn.Module, trainable: dict[int, str]) -> dict[str, list[nn.Mo
 def _layerwise_problem(fmodel: FunctionalModel, owners: dict[str, list[nn.Module]],
                        record: _Record, alone: list[_Record]) -> str | None:
     """Why the layer-wise method would be wrong for this model, or None when it is exact."""
+    problems: dict[nn.Module, str | None] = {}  # a module's weight and bias share its checks
     for name in fmodel.params:
         if len(owners[name]) > 1:
             return f"parameter {name!r} is shared by several modules (weight sharing)"
         module = owners[name][0]
         path = record.paths[module]
-        reason = _module_problem(module, record, alone)
+        if module not in problems:
+            problems[module] = _module_problem(module, record, alone)
+        reason = problems[module]
         if reason is not None:
             return f"parameter {name!r} belongs to {path}, and {reason}"
         if record.uses[name] - {module}:
@@ -368,14 +398,34 @@ def probe_points(*xs: torch.Tensor) -> torch.Tensor:
     there are, and the one point twice when all are equal), so that the probe can tell a layer's
     rows apart and a coupling between the points of a batch shows. With fewer distinct points,
     a permutation of equal points in the data cannot change the kernel either."""
+    head = xs[0][:PROBE_POINTS].reshape(min(PROBE_POINTS, xs[0].shape[0]), -1)
+    pairs = PROBE_POINTS * (PROBE_POINTS - 1)
+    if head.shape[0] == PROBE_POINTS and int((head[:, None] != head[None]).any(-1).sum()) == pairs:
+        return xs[0][:PROBE_POINTS].clone()  # the usual case: the first points are distinct
     chosen = [xs[0][0]]
     for x in xs:
         flat = x.reshape(x.shape[0], -1)
-        while len(chosen) < PROBE_POINTS:
-            differs = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-            for point in chosen:
-                differs &= (flat != point.reshape(-1)).any(1)
-            if not bool(differs.any()):
+        start = 0  # the rows before ``start`` equal a chosen point
+        while len(chosen) < PROBE_POINTS and start < x.shape[0]:
+            first = _first_new_row(flat, start, chosen)
+            if first is None:
                 break
-            chosen.append(x[int(differs.nonzero()[0])])
+            chosen.append(x[first])
+            start = first + 1
     return torch.stack(chosen if len(chosen) > 1 else chosen * 2)
+
+
+def _first_new_row(flat: torch.Tensor, start: int, chosen: list[torch.Tensor]) -> int | None:
+    """The first row from ``start`` on that differs from every chosen point, or None; the rows
+    are searched in windows that double, so that distinct leading rows are found at once."""
+    window = PROBE_POINTS
+    while start < flat.shape[0]:
+        rows = flat[start:start + window]
+        differs = torch.ones(rows.shape[0], dtype=torch.bool, device=flat.device)
+        for point in chosen:
+            differs &= (rows != point.reshape(-1)).any(1)
+        found = differs.nonzero()
+        if found.numel():
+            return start + int(found[0])
+        start, window = start + window, 2 * window
+    return None

@@ -5,10 +5,10 @@ a kernel block. The assembly computes the features of a *panel* of right-hand po
 of x2 when they fit in the budget) and contracts it with row chunks of x1 small enough that a
 block stays in cache (about ``BLOCK_SCALARS`` scalars). Without x2 the kernel is symmetric,
 K(x_i, x_j)_ab = K(x_j, x_i)_ba: a row chunk is only contracted with the columns from its own
-first point on, the rest is mirrored, and its features are sliced out of the panel's instead of
-recomputed. With the kernel split into r row chunks this computes (r + 1) / (2 r) of the
-products, so a symmetric kernel gets at least ``TRIANGLE_CHUNKS`` row chunks when they stay
-efficient (``MIN_BLOCK_ROWS`` rows or more).
+first point on, its features are sliced out of the panel's instead of recomputed, and the rest
+is mirrored once all blocks are in. With the kernel split into r row chunks this computes
+(r + 1) / (2 r) of the products, so a symmetric kernel gets at least ``TRIANGLE_CHUNKS`` row
+chunks when they stay efficient (``MIN_BLOCK_ROWS`` rows or more).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class BlockMethod(Protocol):
 
     def select(self, features: object, points: slice) -> object: ...
 
-    def contract(self, left: object, right: object,
-                 per_layer: bool) -> dict[str, torch.Tensor]: ...
+    def contract(self, left: object, right: object, out: dict[str, torch.Tensor], *,
+                 add: bool) -> None: ...
 
     def feature_memory(self, c: int, kc: int) -> int: ...
 
@@ -129,23 +129,28 @@ def slices(n: int, size: int) -> list[slice]:
 
 
 def assemble(method: BlockMethod, x1: torch.Tensor, x2: torch.Tensor | None, k: int, plan: Plan,
-             per_layer: bool) -> dict[str, torch.Tensor]:
-    """The kernel K(x1, x2) (x2 = None: K(x1, x1)) as {key: tensor}, one key per block kind."""
+             keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The kernel K(x1, x2) (x2 = None: K(x1, x1)) as {key: tensor}, one per block kind in
+    ``keys`` (TOTAL, or the parameter names), each in the mode's layout (see ``_factors``)."""
     symmetric = x2 is None
     right_x = x1 if symmetric else x2
-    sizes = (x1.shape[0], right_x.shape[0], k)
+    shape = {"trace": (x1.shape[0], right_x.shape[0]),
+             "diagonal": (x1.shape[0], right_x.shape[0], k),
+             "full": (x1.shape[0], right_x.shape[0], k, k)}[method.mode]
+    result = {key: x1.new_empty(shape) for key in keys}
     outs = slices(k, plan.outputs)
-    result: dict[str, torch.Tensor] = {}
     for s, out_left in enumerate(outs):
         for out_right in (outs if method.mode == "full" else (out_left,)):
             for panel in slices(right_x.shape[0], plan.panel):
                 right = method.features(right_x[panel], out_right)
                 for rows, cols, left, right_part in _row_blocks(
                         method, x1, plan.rows, (panel, right), (out_left, out_right), symmetric):
-                    blocks = method.contract(left, right_part, per_layer)
-                    _store(result, blocks, (rows, cols, out_left, out_right), method.mode, sizes,
-                           add=method.mode == "trace" and s > 0,
-                           mirror_from=max(rows.stop - cols.start, 0) if symmetric else None)
+                    where = (rows, cols, out_left, out_right)[:len(shape)]
+                    method.contract(left, right_part, {key: block[where]
+                                                       for key, block in result.items()},
+                                    add=method.mode == "trace" and s > 0)
+    if symmetric:
+        _mirror(result, slices(x1.shape[0], plan.rows), method.mode)
     return result
 
 
@@ -171,35 +176,18 @@ def _row_blocks(method: BlockMethod, x1: torch.Tensor, size: int, panel: tuple[s
         yield rows, slice(start, points.stop), left, right_part
 
 
-def _store(result: dict[str, torch.Tensor], blocks: dict[str, torch.Tensor],
-           region: tuple[slice, slice, slice, slice], mode: str, sizes: tuple[int, int, int], *,
-           add: bool, mirror_from: int | None) -> None:
-    """Write (or add, for trace over output chunks) each block at ``region``.
+_TRANSPOSED = {"trace": (1, 0), "diagonal": (1, 0, 2), "full": (1, 0, 3, 2)}
 
-    For a symmetric kernel (``mirror_from`` given), the block's first ``mirror_from`` columns
-    are the points of its rows: that square is made exactly symmetric when it pairs an output
-    chunk with itself; the other columns are also written transposed, block (rows, cols, a, b)
-    going to (cols, rows, b, a).
-    """
-    rows, cols, outs_left, outs_right = region
-    n1, n2, k = sizes
-    shape, axes = {"trace": ((n1, n2), (1, 0)), "diagonal": ((n1, n2, k), (1, 0, 2)),
-                   "full": ((n1, n2, k, k), (1, 0, 3, 2))}[mode]
-    for name, block in blocks.items():
-        if name not in result:
-            result[name] = block.new_empty(shape)
-        places = [((rows, cols, outs_left, outs_right), block)]
-        if mirror_from is not None:
-            square, rest = block[:, :mirror_from], block[:, mirror_from:]
-            if outs_left == outs_right and mirror_from > 0:
-                square = (square + square.permute(axes)) / 2
-            own, others = (slice(cols.start, cols.start + mirror_from),
-                           slice(cols.start + mirror_from, cols.stop))
-            places = [((rows, own, outs_left, outs_right), square),
-                      ((rows, others, outs_left, outs_right), rest),
-                      ((others, rows, outs_right, outs_left), rest.permute(axes))]
-        for where, value in places:
-            if add:
-                result[name][where[:len(shape)]] += value
-            else:
-                result[name][where[:len(shape)]] = value
+
+def _mirror(result: dict[str, torch.Tensor], chunks: list[slice], mode: str) -> None:
+    """Complete a symmetric kernel of which each row chunk holds the columns from its own first
+    point on: K(x_i, x_j)_ab = K(x_j, x_i)_ba. The square of a chunk's own points is made exactly
+    symmetric (the mean of it and its transpose), the columns after it are copied transposed
+    below it."""
+    axes = _TRANSPOSED[mode]
+    for block in result.values():
+        for rows in chunks:
+            square = block[rows, rows]
+            square.copy_((square + square.permute(axes)) / 2)
+            others = slice(rows.stop, block.shape[0])
+            block[others, rows] = block[rows, others].permute(axes)

@@ -6,8 +6,8 @@ without materializing it when it factorizes (see ``_layers``):
     <J(x_i)_a, J(x'_j)_b> = scale * sum_{t,s} (A_it . A'_js) (G_ait . G'_bjs),
 
 with A of shape (c, T, p) and G of shape (kc, c, T, q). A plain Jacobian is the special case
-A = 1, T = 1, G = rows of J. Factors of one layer that share G (a dense layer's weight and bias)
-share the G-Gram, so a biased layer costs one Gram product, not two.
+A = 1, T = 1, G = rows of J. Consecutive factors that share G (a dense layer's weight and bias)
+form one ``Group`` and share its G-Gram, so a biased layer costs one Gram product, not two.
 
 Output modes and block layouts: "trace" sums over a = b, shape (c1, c2); "diagonal" keeps
 a = b, shape (c1, c2, kc); "full" keeps all pairs, shape (c1, c2, kc1, kc2).
@@ -22,9 +22,10 @@ import torch
 
 TOTAL = ""  # key of the summed block; parameter names are never empty
 MODES = ("trace", "diagonal", "full")
-_POSITIONS = {"trace": (1, 3), "diagonal": (2, 4), "full": (2, 5)}
-_MEMORY_ORDER = {"trace": ((1, 2, 0, 3), (2, 0, 1, 3)), "diagonal": ((0, 1, 2, 3), (0, 1, 2, 3)),
-                 "full": ((1, 0, 2, 3), (1, 0, 2, 3))}
+# per mode: G's memory order, as a permutation of (kc, c, T, q); the axis of the points in it
+_ORDER = {"trace": (1, 2, 0, 3), "diagonal": (0, 1, 2, 3), "full": (1, 0, 2, 3)}
+_POINTS = {"trace": 0, "diagonal": 1, "full": 0}
+_POSITIONS = {"trace": (1, 3), "diagonal": (2, 4), "full": (2, 5)}  # summed out when T > 1
 
 
 def output_pairs(mode: str, k: int) -> int:
@@ -45,159 +46,163 @@ class Factor:
     inputs: torch.Tensor | None
 
 
+@dataclass(frozen=True)
+class Group:
+    """Factors sharing one G, laid out for the Gram products of one mode.
+
+    ``grads`` is G with its axes in the mode's memory order (``_ORDER``: (c, T, kc, q) for
+    "trace", (kc, c, T, q) for "diagonal", (c, kc, T, q) for "full"), contiguous, so that
+    selecting points and flattening it into the matrix of the Gram product are views;
+    ``terms`` are the factors' (name, scale, A) with A contiguous; T positions, kc outputs.
+    """
+
+    grads: torch.Tensor
+    terms: tuple[tuple[str, float, torch.Tensor | None], ...]
+    positions: int
+    outputs: int
+
+
 class FactorMethod:
-    """Selection and contraction for the methods whose features are lists of factors."""
+    """Selection and contraction for the methods whose features are lists of factor groups."""
 
     mode: str
 
-    def select(self, factors: list[Factor], points: slice) -> list[Factor]:
-        return select(factors, points)
+    def select(self, groups: list[Group], points: slice) -> list[Group]:
+        return select(groups, points, self.mode)
 
-    def contract(self, left: list[Factor], right: list[Factor],
-                 per_layer: bool) -> dict[str, torch.Tensor]:
-        """The kernel block between two chunks' factors (see ``contract``)."""
-        return contract(left, right, self.mode, per_layer)
-
-
-def select(factors: Sequence[Factor], points: slice) -> list[Factor]:
-    """The factors of a sub-range of the points (views)."""
-    return _map(factors, lambda g: g[:, points], lambda a: a[points])
+    def contract(self, left: list[Group], right: list[Group], out: dict[str, torch.Tensor], *,
+                 add: bool) -> None:
+        """The kernel blocks between two chunks' factors, written into ``out`` (see
+        ``contract``)."""
+        contract(left, right, self.mode, out, add=add)
 
 
-def arrange(factors: Sequence[Factor], mode: str) -> list[Factor]:
-    """The factors with G stored in the memory order that the mode's Gram product reads.
-
-    G keeps its (kc, c, T, q) shape, but its memory is ordered (c, kc, T, q) for "full" and
-    (c, T, kc, q) for "trace", so that selecting points and flattening for the matrix product
-    are views: copied once here instead of at every block.
-    """
-    order, inverse = _MEMORY_ORDER[mode]
-    return _map(factors, lambda g: g.permute(order).contiguous().permute(inverse),
-                lambda a: a.contiguous())
-
-
-def _map(factors: Sequence[Factor], on_grads, on_inputs) -> list[Factor]:
-    """Apply functions to every G and A, keeping a G shared by several factors shared."""
-    done: dict[int, torch.Tensor] = {}
-    mapped = []
+def arrange(factors: Sequence[Factor], mode: str) -> list[Group]:
+    """Consecutive factors sharing G (the same tensor) as groups laid out for ``mode``: G and
+    every A are copied at most once here instead of being rearranged at every block."""
+    groups: list[Group] = []
+    last = None
     for f in factors:
-        if id(f.grads) not in done:
-            done[id(f.grads)] = on_grads(f.grads)
-        inputs = None if f.inputs is None else on_inputs(f.inputs)
-        mapped.append(Factor(f.name, f.scale, done[id(f.grads)], inputs))
-    return mapped
-
-
-def contract(left: Sequence[Factor], right: Sequence[Factor], mode: str,
-             per_layer: bool) -> dict[str, torch.Tensor]:
-    """Kernel blocks between two chunks: {name: block} per parameter, or {TOTAL: their sum}.
-
-    ``left`` and ``right`` list the same parameters in the same order.
-    """
-    blocks: dict[str, torch.Tensor] = {}
-    for group in _groups(left, right):
-        gg = _grad_gram(group[0][0].grads, group[0][1].grads, mode)
-        if per_layer:
-            for a, b in group:
-                blocks[a.name] = _weighted(gg, _input_weight(a, b), mode)
-        else:
-            blocks[TOTAL] = _weighted(gg, _summed_weight(group), mode, blocks.get(TOTAL))
-    return {name: _final(block, mode) for name, block in blocks.items()}
-
-
-def _summed_weight(group: list[tuple[Factor, Factor]]) -> torch.Tensor | float:
-    """sum over a group's factors of scale * (A_it . A'_js), the A = 1 terms (biases) added
-    into the first A-Gram's product instead of in passes of their own."""
-    constant = float(sum(a.scale for a, _ in group if a.inputs is None))
-    weight: torch.Tensor | float = constant
-    for a, b in group:
-        if a.inputs is not None:
-            weight = (weight.add_(_input_weight(a, b)) if isinstance(weight, torch.Tensor)
-                      else _input_weight(a, b, plus=constant))
-    return weight
-
-
-def _groups(left: Sequence[Factor], right: Sequence[Factor]) -> list[list[tuple[Factor, Factor]]]:
-    """Consecutive (left, right) pairs sharing their G tensors."""
-    groups: list[list[tuple[Factor, Factor]]] = []
-    for a, b in zip(left, right, strict=True):
-        if groups and groups[-1][0][0].grads is a.grads:
-            groups[-1].append((a, b))
-        else:
-            groups.append([(a, b)])
+        inputs = None if f.inputs is None else f.inputs.contiguous()
+        if f.grads is last:
+            groups[-1] = Group(groups[-1].grads, (*groups[-1].terms, (f.name, f.scale, inputs)),
+                               groups[-1].positions, groups[-1].outputs)
+            continue
+        last = f.grads
+        kc, _, positions, _ = f.grads.shape
+        groups.append(Group(f.grads.permute(_ORDER[mode]).contiguous(),
+                            ((f.name, f.scale, inputs),), positions, kc))
     return groups
 
 
-def _grad_gram(g1: torch.Tensor, g2: torch.Tensor, mode: str) -> torch.Tensor:
-    """<G_ait, G'_bjs> in the mode's layout with positions kept.
+def select(groups: Sequence[Group], points: slice, mode: str) -> list[Group]:
+    """The groups of a sub-range of the points (views)."""
+    axis = _POINTS[mode]
+    return [Group(g.grads[points] if axis == 0 else g.grads[:, points],
+                  tuple((name, scale, None if a is None else a[points])
+                        for name, scale, a in g.terms), g.positions, g.outputs)
+            for g in groups]
 
-    trace: sum_a, (c1, T1, c2, T2); diagonal: a = b, (kc, c1, T1, c2, T2);
-    full: (c1, kc1, T1, c2, kc2, T2). One matrix product each (batched over a for diagonal).
+
+def contract(left: Sequence[Group], right: Sequence[Group], mode: str,
+             out: dict[str, torch.Tensor], *, add: bool) -> None:
+    """Write (with ``add``: add) the kernel blocks between two chunks into ``out``, views of the
+    result in the mode's block layout: {TOTAL: block}, the sum over all parameters, or
+    {name: block} per parameter. ``left`` and ``right`` list the same groups in the same order.
     """
-    kc1, c1, t1, q = g1.shape
-    kc2, c2, t2, _ = g2.shape
-    if mode == "trace":
-        left = g1.permute(1, 2, 0, 3).reshape(c1 * t1, kc1 * q)
-        right = g2.permute(1, 2, 0, 3).reshape(c2 * t2, kc2 * q)
-        return (left @ right.T).view(c1, t1, c2, t2)
-    if mode == "diagonal":
-        left = g1.reshape(kc1, c1 * t1, q)
-        right = g2.reshape(kc2, c2 * t2, q)
-        return torch.bmm(left, right.transpose(1, 2)).view(kc1, c1, t1, c2, t2)
-    left = g1.permute(1, 0, 2, 3).reshape(c1 * kc1 * t1, q)
-    right = g2.permute(1, 0, 2, 3).reshape(c2 * kc2 * t2, q)
-    return (left @ right.T).view(c1, kc1, t1, c2, kc2, t2)
+    total = out.get(TOTAL)
+    for a, b in zip(left, right, strict=True):
+        gg = _grad_gram(a, b, mode)
+        if total is None:
+            for term, other in zip(a.terms, b.terms, strict=True):
+                _weighted(gg, _input_weight(term, other, a.positions), mode, a.positions,
+                          _internal(out[term[0]], mode), add)
+        else:
+            _weighted(gg, _summed_weight(a, b), mode, a.positions, _internal(total, mode), add)
+            add = True
 
 
-def _input_weight(a: Factor, b: Factor, plus: float = 0.0) -> torch.Tensor | float:
-    """plus + scale * (A_it . A'_js), shape (c1, T1, c2, T2), or plus + scale when A = 1 (one
-    matrix product, the scale and the constant applied by it)."""
-    if a.inputs is None:
-        return plus + a.scale
-    c1, t1, p = a.inputs.shape
-    c2, t2, _ = b.inputs.shape
-    left, right = a.inputs.reshape(c1 * t1, p), b.inputs.reshape(c2 * t2, p).T
-    if plus == 0.0 and a.scale == 1.0:
-        gram = left @ right
-    else:
-        gram = torch.addmm(left.new_tensor(plus), left, right, beta=1.0 if plus else 0.0,
-                           alpha=a.scale)
-    return gram.view(c1, t1, c2, t2)
-
-
-def _weighted(gg: torch.Tensor, weight: torch.Tensor | float, mode: str,
-              out: torch.Tensor | None = None) -> torch.Tensor:
-    """sum_{t,s} weight[i,t,j,s] * gg[..., i, t, j, s] (positions summed out), added to ``out``.
-
-    With one position per point (dense layers) the positions are squeezed and the product is
-    accumulated in place.
-    """
-    dims = _POSITIONS[mode]
-    if isinstance(weight, torch.Tensor):
-        weight = _align(weight, mode)
-    if gg.shape[dims[0]] == 1 and gg.shape[dims[1]] == 1:
-        gg = gg.squeeze(dims)
-        if isinstance(weight, torch.Tensor):
-            weight = weight.squeeze(dims)
-            return gg * weight if out is None else out.addcmul_(gg, weight)
-        return gg * weight if out is None else out.add_(gg, alpha=weight)
-    summed = (gg * weight).sum(dims)
-    return summed if out is None else out.add_(summed)
-
-
-def _align(weight: torch.Tensor, mode: str) -> torch.Tensor:
-    """(c1, T1, c2, T2) -> a view that broadcasts against the mode's G-Gram, positions aligned."""
-    if mode == "diagonal":
-        return weight[None]
-    if mode == "full":
-        return weight[:, None, :, :, None, :]
+def _summed_weight(a: Group, b: Group) -> torch.Tensor | float:
+    """sum over a group's terms of scale * (A_it . A'_js), the A = 1 terms (biases) added into
+    the first A-Gram's product instead of in passes of their own."""
+    constant = float(sum(scale for _, scale, inputs in a.terms if inputs is None))
+    weight: torch.Tensor | float = constant
+    for term, other in zip(a.terms, b.terms, strict=True):
+        if term[2] is not None:
+            weight = (weight.add_(_input_weight(term, other, a.positions))
+                      if isinstance(weight, torch.Tensor)
+                      else _input_weight(term, other, a.positions, plus=constant))
     return weight
 
 
-def _final(block: torch.Tensor, mode: str) -> torch.Tensor:
-    """Internal layout -> (c1, c2), (c1, c2, kc) or (c1, c2, kc1, kc2) (a view)."""
+def _grad_gram(a: Group, b: Group, mode: str) -> torch.Tensor:
+    """<G_ait, G'_bjs> in the mode's layout, positions kept when T > 1 (one matrix product).
+
+    trace: sum_a, (c1, [T1,] c2[, T2]); diagonal: a = b, (kc, c1, [T1,] c2[, T2]);
+    full: (c1, kc1, [T1,] c2, kc2[, T2]).
+    """
+    t = a.positions
     if mode == "diagonal":
-        return block.permute(1, 2, 0)
+        gram = torch.bmm(a.grads.flatten(1, 2), b.grads.flatten(1, 2).transpose(1, 2))
+        return gram if t == 1 else gram.view(a.outputs, -1, t, b.grads.shape[1], t)
+    if mode == "trace":
+        gram = a.grads.flatten(0, 1).flatten(1) @ b.grads.flatten(0, 1).flatten(1).T
+        return gram if t == 1 else gram.view(-1, t, b.grads.shape[0], t)
+    gram = a.grads.flatten(0, 2) @ b.grads.flatten(0, 2).T
+    shape = (a.outputs, b.grads.shape[0], b.outputs) if t == 1 else (
+        a.outputs, t, b.grads.shape[0], b.outputs, t)
+    return gram.view(-1, *shape)
+
+
+def _input_weight(term: tuple, other: tuple, t: int, plus: float = 0.0) -> torch.Tensor | float:
+    """plus + scale * (A_it . A'_js), shape (c1, c2), or (c1, T, c2, T) when T > 1, or
+    plus + scale when A = 1 (one matrix product, the scale and the constant applied by it)."""
+    _, scale, inputs = term
+    if inputs is None:
+        return plus + scale
+    left, right = inputs.flatten(0, 1), other[2].flatten(0, 1).T
+    if plus == 0.0 and scale == 1.0:
+        gram = left @ right
+    else:
+        gram = torch.addmm(left.new_tensor(plus), left, right, beta=1.0 if plus else 0.0,
+                           alpha=scale)
+    return gram if t == 1 else gram.view(inputs.shape[0], t, -1, t)
+
+
+def _weighted(gg: torch.Tensor, weight: torch.Tensor | float, mode: str, t: int,
+              out: torch.Tensor, add: bool) -> None:
+    """out = (with ``add``: out +=) sum_{t,s} weight[i,t,j,s] * gg[..., i, t, j, s], the
+    positions summed out; with one position per point (dense layers), in one pass over out."""
+    if isinstance(weight, torch.Tensor):
+        weight = _align(weight, mode, t)
+    if t > 1:
+        summed = (gg * weight).sum(_POSITIONS[mode])
+        if add:
+            out.add_(summed)
+        else:
+            out.copy_(summed)
+    elif not add:
+        torch.mul(gg, weight, out=out)
+    elif isinstance(weight, torch.Tensor):
+        out.addcmul_(gg, weight)
+    else:
+        out.add_(gg, alpha=weight)
+
+
+def _align(weight: torch.Tensor, mode: str, t: int) -> torch.Tensor:
+    """The weight (c1, [T1,] c2[, T2]) as a view that broadcasts against the mode's G-Gram."""
+    if mode == "diagonal":
+        return weight[None]
+    if mode == "full":
+        return weight[:, None, :, None] if t == 1 else weight[:, None, :, :, None, :]
+    return weight
+
+
+def _internal(block: torch.Tensor, mode: str) -> torch.Tensor:
+    """A block (c1, c2), (c1, c2, kc) or (c1, c2, kc1, kc2) as a view in the internal layout of
+    the G-Grams: (c1, c2), (kc, c1, c2), (c1, kc1, c2, kc2)."""
+    if mode == "diagonal":
+        return block.permute(2, 0, 1)
     if mode == "full":
         return block.permute(0, 2, 1, 3)
     return block

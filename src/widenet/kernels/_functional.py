@@ -13,6 +13,7 @@ touched, and float64 data give float64 derivatives of a float32 model.
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Iterator
 
 import torch
@@ -49,8 +50,15 @@ class FunctionalModel:
 
     def raw(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """The model's own output for the points ``x`` (shape (n, *output_shape))."""
+        with self.applied(params) as module:
+            return module(x)
+
+    @contextlib.contextmanager
+    def applied(self, params: Params) -> Iterator[nn.Module]:
+        """The module with ``params`` and the constants in its slots, for several passes in one
+        block (see ``substituted``)."""
         with substituted(self.module, self.slots, {**self.constants, **params}):
-            return self.module(x)
+            yield self.module
 
     def numel(self) -> int:
         """P, the number of trainable scalars."""
@@ -112,7 +120,11 @@ def substituted(model: nn.Module, slots: list[tuple[nn.Module, str, str]],
 
 def _restore_tensor_attributes(now: dict, before: dict) -> None:
     """Make the tensor-valued entries of a module's ``__dict__`` those of its copy ``before``:
-    drop tensors that were not there (or not tensors), put back the tensors that were."""
+    drop tensors that were not there (or not tensors), put back the tensors that were. Nothing
+    to do when the keys, in order, and every entry are still the very objects they were (checked
+    without a Python loop)."""
+    if list(now) == list(before) and all(map(operator.is_, now.values(), before.values())):
+        return
     for key in [key for key, value in now.items() if isinstance(value, torch.Tensor)
                 and not isinstance(before.get(key), torch.Tensor)]:
         del now[key]

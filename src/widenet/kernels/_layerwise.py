@@ -11,13 +11,15 @@ per-example weight gradients sum_t G_t A_t^T (q x p) are formed instead and Gram
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
 from widenet.errors import WidenetError
 from widenet.kernels._audit import Audit
-from widenet.kernels._factors import Factor, FactorMethod, arrange, output_pairs
+from widenet.kernels._factors import Factor, FactorMethod, Group, arrange, output_pairs
 from widenet.kernels._functional import FunctionalModel
 from widenet.kernels._layers import LayerAdapter
 
@@ -32,16 +34,16 @@ class LayerwiseMethod(FactorMethod):
         self.per_example = tuple(_per_example_cheaper(*sizes, output_pairs(mode, audit.outputs))
                                  for sizes in audit.layer_sizes)
 
-    def features(self, x: torch.Tensor, outs: slice) -> list[Factor]:
+    def features(self, x: torch.Tensor, outs: slice) -> list[Group]:
         """Factors of all trainable parameters on the points ``x`` for the outputs ``outs``."""
         layers = self.audit.layers
-        with torch.enable_grad(), _capture(layers) as captured:
+        with torch.enable_grad(), _capture(layers, self.audit.in_place) as captured:
             f = self.fmodel(self.fmodel.params, x)[:, outs]
-        _check_rows(layers, captured, x.shape[0])
-        grads = _output_gradients(f, [captured[layer.module][1] for layer in layers])
+        _check_calls(layers, captured, x.shape[0])
+        grads = _output_gradients(f, [captured[layer.module].output for layer in layers])
         factors: list[Factor] = []
         for layer, per_example, g in zip(layers, self.per_example, grads, strict=True):
-            a = layer.inputs(captured[layer.module][0])
+            a = layer.inputs(captured[layer.module].input)
             factors += _layer_factors(layer, a, layer.grads(g), per_example)
         return arrange(factors, self.mode)
 
@@ -66,27 +68,62 @@ def _per_example_cheaper(positions: int, p: int, q: int, pairs: int) -> bool:
     return positions > 1 and pairs * p * q < positions * positions * (p + pairs * q)
 
 
-@contextlib.contextmanager
-def _capture(layers: tuple[LayerAdapter, ...]) -> Iterator[dict]:
-    """Forward hooks recording module -> (input, output) and making outputs differentiable.
+@dataclass(frozen=True)
+class _Call:
+    """A layer's recorded call: its input, the output that gradients are taken with respect to,
+    and their version counters when the call returned (None: copies, which nothing changes)."""
 
-    An output that does not require grad (nothing upstream does) is replaced by a detached leaf
-    that does, so that gradients with respect to it exist; the graph behind it is not needed.
-    The model continues with copies, so that in-place operations downstream (ReLU(inplace=True))
-    change neither the recorded input nor the output the gradients are taken with respect to.
-    Calls made with gradient recording off are left alone: they add nothing to the derivatives,
-    and the audit has checked that each layer has exactly one recorded call.
+    input: torch.Tensor
+    output: torch.Tensor
+    versions: tuple[int, int] | None
+
+    def changed(self) -> bool:
+        """Whether the input or output was modified in place after the call."""
+        return (self.versions is not None
+                and self.versions != (self.input._version, self.output._version))
+
+
+@contextlib.contextmanager
+def _capture(layers: tuple[LayerAdapter, ...], in_place: tuple[bool, ...]) -> Iterator[dict]:
+    """Forward hooks recording module -> _Call and making layer outputs differentiable.
+
+    A layer whose input does not require grad (nothing upstream does: the first layer, or one
+    after a part run under no_grad) is called on a detached leaf of it that does, so that its
+    output requires grad and gradients with respect to it exist (the graph behind the input is
+    not needed; a leaf is a view, not a copy). The input and output are then kept as they are,
+    without copies, unless the audit saw them modified in place after the layer ran
+    (``in_place``, e.g. ReLU(inplace=True) next): then the input is copied and the model
+    continues with a copy of the output, so that neither the recorded input nor the output the
+    gradients are taken with respect to change. The version counters of what is kept uncopied
+    are recorded for ``_check_calls`` to verify. An output that still does not require grad is
+    replaced by a detached leaf that does, and the model continues with a copy of it. Calls
+    made with gradient recording off are left alone: they add nothing to the derivatives, and
+    the audit has checked that each layer has exactly one recorded call.
     """
     captured: dict = {}
 
-    def hook(module, args, output):
+    def enter(module, args):
+        if not torch.is_grad_enabled() or args[0].requires_grad:
+            return None
+        return (args[0].detach().requires_grad_(), *args[1:])
+
+    def leave(module, args, output, copy):
         if not torch.is_grad_enabled():
             return None
+        a = args[0].detach()
+        if copy:
+            a = a.clone()
+        if output.requires_grad and not copy:
+            captured[module] = _Call(a, output, (a._version, output._version))
+            return None
         z = output if output.requires_grad else output.detach().requires_grad_()
-        captured[module] = (args[0].detach().clone(), z)
+        captured[module] = _Call(a, z, None if copy else (a._version, z._version))
         return z.clone()
 
-    handles = [layer.module.register_forward_hook(hook) for layer in layers]
+    handles = [hook for layer, copy in zip(layers, in_place, strict=True)
+               for hook in (layer.module.register_forward_pre_hook(enter),
+                            layer.module.register_forward_hook(
+                                functools.partial(leave, copy=copy)))]
     try:
         yield captured
     finally:
@@ -94,15 +131,20 @@ def _capture(layers: tuple[LayerAdapter, ...]) -> Iterator[dict]:
             handle.remove()
 
 
-def _check_rows(layers: tuple[LayerAdapter, ...], captured: dict, c: int) -> None:
-    """Raise unless every layer was called once with gradient recording on, on a tensor of c rows
-    (a guard behind the audit, for a model that changes with the number of points)."""
+def _check_calls(layers: tuple[LayerAdapter, ...], captured: dict, c: int) -> None:
+    """Raise unless every layer was called once with gradient recording on, on a tensor of c rows,
+    and what was kept of it uncopied was not modified in place (guards behind the audit, for a
+    model that changes with the number of points)."""
     for layer in layers:
         call = captured.get(layer.module)
-        if call is None or call[0].shape[0] != c or call[1].shape[0] != c:
+        if call is None or call.input.shape[0] != c or call.output.shape[0] != c:
             raise WidenetError(f"{layer.path} was not called on the {c} points of a chunk as on "
                                "the probe, so the layer-wise method does not apply to this "
                                "model; use method='jacobian'")
+        if call.changed():
+            raise WidenetError(f"the input or output of {layer.path} was modified in place on the "
+                               f"{c} points of a chunk but not on the probe, so the layer-wise "
+                               "method does not apply to this model; use method='jacobian'")
 
 
 def _output_gradients(f: torch.Tensor, zs: list[torch.Tensor]) -> list[torch.Tensor]:

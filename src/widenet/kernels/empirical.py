@@ -71,7 +71,8 @@ def empirical_ntk(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor | N
     plan = plan_blocks(implementation, x1.shape[0], n2, audit.outputs,
                        itemsize=x1.element_size(), budget=memory_budget, chunk_size=chunk_size,
                        per_layer=per_layer, symmetric=x2 is None)
-    blocks = assemble(implementation, x1, x2, audit.outputs, plan, per_layer)
+    blocks = assemble(implementation, x1, x2, audit.outputs, plan,
+                      tuple(fmodel.params) if per_layer else (TOTAL,))
     return _result(blocks, fmodel, outputs, per_layer, audit.outputs)
 
 
@@ -125,7 +126,7 @@ def _per_output_unit(block: torch.Tensor, outputs: str, k: int) -> torch.Tensor:
         block = torch.diagonal(block, dim1=2, dim2=3)
     if outputs != "trace":
         block = block.sum(-1)
-    return block / k
+    return block if k == 1 else block / k
 
 
 def _kept(outputs: str, total: Callable[[], torch.Tensor]) -> dict[str, torch.Tensor]:

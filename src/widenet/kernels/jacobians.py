@@ -18,7 +18,7 @@ from widenet.kernels._blocks import (
     points_per_chunk,
     slices,
 )
-from widenet.kernels._factors import Factor, FactorMethod, arrange, output_pairs
+from widenet.kernels._factors import Factor, FactorMethod, Group, arrange, output_pairs
 from widenet.kernels._functional import UNBATCHABLE, FunctionalModel, unbatched
 
 
@@ -78,7 +78,7 @@ class JacobianMethod(FactorMethod):
         self.audit = audit
         self.mode = mode
 
-    def features(self, x: torch.Tensor, outs: slice) -> list[Factor]:
+    def features(self, x: torch.Tensor, outs: slice) -> list[Group]:
         """Jacobian rows as factors with A = 1: G = rows, shape (kc, c, 1, parameter size)."""
         rows = jacobian_rows(self.fmodel, x, outs, batched=not self.audit.unbatched)
         return arrange([Factor(name, 1.0, j.flatten(2).transpose(0, 1).unsqueeze(2), None)

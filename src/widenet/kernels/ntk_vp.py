@@ -120,12 +120,17 @@ class VectorProductMethod:
     def select(self, chunk: _Chunk, points: slice) -> _Chunk:
         return chunk.select(points)
 
-    def contract(self, left: _Chunk, right: _Chunk, per_layer: bool) -> dict[str, torch.Tensor]:
-        """{name or TOTAL: block}: K[i, j, a, b] = <J(x_i)_a, J(x'_j)_b>, by JVPs along rows."""
-        groups = {name: (name,) for name in self.fmodel.params} if per_layer else {
-            TOTAL: tuple(self.fmodel.params)}
-        return {key: self._select(self._columns(left, right.rows(), names))
-                for key, names in groups.items()}
+    def contract(self, left: _Chunk, right: _Chunk, out: dict[str, torch.Tensor], *,
+                 add: bool) -> None:
+        """Write (with ``add``: add) into ``out`` {name or TOTAL: block} the blocks
+        K[i, j, a, b] = <J(x_i)_a, J(x'_j)_b>, by JVPs along rows."""
+        for key, block in out.items():
+            names = tuple(self.fmodel.params) if key == TOTAL else (key,)
+            columns = self._select(self._columns(left, right.rows(), names))
+            if add:
+                block.add_(columns)
+            else:
+                block.copy_(columns)
 
     def _columns(self, left: _Chunk, rows: Params, names: tuple[str, ...]) -> torch.Tensor:
         """(c1, c2, kc1, kc2): JVPs of the left chunk along the rows, restricted to ``names``."""
