@@ -546,3 +546,29 @@ def test_cuda_inputs_with_a_cpu_model_run_on_cuda():
     assert all(block.device.type == "cuda" for block in kernel.blocks.values())
     assert next(model.parameters()).device.type == "cpu"
     assert relative_error(kernel.full.cpu(), brute_ntk(model, x)) < TOL
+
+
+@pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian", "ntk-vp"])
+def test_points_made_in_inference_mode_and_calls_under_it_give_the_kernel(method):
+    """Inference mode turns autograd off and its tensors refuse requires_grad: the kernel is
+    computed outside it, from ordinary copies of such points."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).double()
+    with torch.inference_mode():
+        x = torch.randn(6, 4, dtype=torch.float64)
+    expected = reduce_outputs(brute_ntk(model, x.clone()), "trace")
+    torch.testing.assert_close(empirical_ntk(model, x, method=method).ntk, expected)
+    with torch.inference_mode():
+        inside = empirical_ntk(model, x, x.clone(), method=method).ntk
+    torch.testing.assert_close(inside.clone(), expected)
+
+
+@pytest.mark.parametrize("method", ["auto", "jacobian"])
+def test_points_that_require_grad_give_the_kernel(method):
+    """A model that is not layer-wise (LayerNorm: "auto" takes the Jacobians) on points that
+    require grad: the same kernel as on detached points."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Linear(6, 1)).double()
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(empirical_ntk(model, x, method=method).ntk.detach(),
+                               reduce_outputs(brute_ntk(model, x.detach()), "trace"))

@@ -161,3 +161,11 @@ def test_bad_kernels_are_refused(tmp_path: Path) -> None:
         wrong.matmul(torch.ones(3, 1, dtype=torch.float64))
     with pytest.raises(WidenetError, match="range"):
         BlockedKernel(torch.eye(4)).part(range(2, 6), range(4))
+
+
+@pytest.mark.parametrize("index", [[7], [-1], [[0, 1]]])
+def test_rows_outside_the_kernel_or_its_part_are_refused(index: list) -> None:
+    """take() of a 7-row part is refused rows 7 and -1 (they are rows of its parent)."""
+    part = BlockedKernel(_kernel()).part(range(3, 10), range(0, 5))
+    with pytest.raises(WidenetError, match=r"row numbers must be a 1-D list within 0\.\.6"):
+        part.take(np.array(index))

@@ -69,3 +69,28 @@ def test_a_pass_in_two_worker_threads_has_the_bits_of_one_thread() -> None:
     stored[31, 2] = np.nan
     with pytest.raises(WidenetError, match=r"not finite in rows 30\.\.35"):
         multiply_blocks(lambda start, stop: stored[start:stop], 50, 6, right, 2)
+
+
+def test_ctrl_c_during_a_pass_in_worker_threads_stops_the_workers() -> None:
+    """Ctrl-C reaches the calling thread while it waits for the workers: they stop taking
+    blocks (each of the 80 takes 0.1 s, so the pass would go on for 4 s), and torch's threads
+    are restored."""
+    import os
+    import signal
+    import time
+
+    stored = np.zeros((80, 8), dtype=np.float32)
+    fetched: list[int] = []
+
+    def fetch(start: int, stop: int) -> np.ndarray:
+        fetched.append(start)
+        if start == 10:
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        return stored[start:stop]
+
+    previous = torch.get_num_threads()
+    with pytest.raises(KeyboardInterrupt):
+        multiply_blocks(fetch, 80, 1, torch.ones(8, 1, dtype=torch.float64), 2)
+    assert torch.get_num_threads() == previous
+    assert len(fetched) < 40, len(fetched)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from widenet.errors import WidenetError
-from widenet.kernels._audit import Audit, prepare
+from widenet.kernels._audit import Audit, outside_inference_mode, prepare
 from widenet.kernels._blocks import (
     DEFAULT_MEMORY_BUDGET,
     assemble,
@@ -44,6 +44,7 @@ _IMPLEMENTATIONS = {"layerwise": LayerwiseMethod, "jacobian": JacobianMethod,
                     "ntk-vp": VectorProductMethod}
 
 
+@outside_inference_mode
 def empirical_ntk(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
                   outputs: str = "trace", per_layer: bool = False, method: str = "auto",
                   chunk_size: int | None = None,

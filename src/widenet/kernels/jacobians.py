@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch.func import jacrev, vmap
 
-from widenet.kernels._audit import Audit, prepare
+from widenet.kernels._audit import Audit, outside_inference_mode, prepare
 from widenet.kernels._blocks import (
     DEFAULT_MEMORY_BUDGET,
     check_chunking,
@@ -22,6 +22,7 @@ from widenet.kernels._factors import Factor, FactorMethod, Group, arrange, outpu
 from widenet.kernels._functional import UNBATCHABLE, FunctionalModel, unbatched
 
 
+@outside_inference_mode
 def jacobian(model: torch.nn.Module, x: torch.Tensor, *, chunk_size: int | None = None,
              memory_budget: int = DEFAULT_MEMORY_BUDGET) -> dict[str, torch.Tensor]:
     """The Jacobian of ``model`` at the points ``x`` with respect to its trainable parameters.

@@ -14,7 +14,7 @@ import torch
 from torch.func import jvp, vjp, vmap
 
 from widenet.errors import WidenetError
-from widenet.kernels._audit import Audit, prepare
+from widenet.kernels._audit import Audit, outside_inference_mode, prepare
 from widenet.kernels._blocks import (
     DEFAULT_MEMORY_BUDGET,
     check_chunking,
@@ -26,6 +26,7 @@ from widenet.kernels._functional import UNBATCHABLE, FunctionalModel, Params, un
 from widenet.kernels.jacobians import jacobian_rows
 
 
+@outside_inference_mode
 def ntk_vector_product(model: torch.nn.Module, x: torch.Tensor, v: torch.Tensor, *,
                        x2: torch.Tensor | None = None, chunk_size: int | None = None,
                        memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:

@@ -186,6 +186,10 @@ class BlockedKernel:
         Ray one task per ``block_rows`` of them (see :meth:`from_function`): the same batches,
         hence the same bits, in process and on Ray."""
         index = np.asarray(index, dtype=np.int64)
+        if index.ndim != 1 or (index.size and (index.min() < 0 or index.max() >= self.shape[0])):
+            raise WidenetError(f"row numbers must be a 1-D list within 0..{self.shape[0] - 1}, "
+                               f"got {index.size} of shape {index.shape}"
+                               + (f" from {index.min()} to {index.max()}" if index.size else ""))
         order = np.argsort(index)
         batches = [index[order[start:start + self.block_rows]]
                    for start in range(0, max(len(index), 1), self.block_rows)]

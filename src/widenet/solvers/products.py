@@ -108,8 +108,12 @@ def multiply_blocks(fetch: Callable[[int, int], np.ndarray], rows: int, block_ro
     previous = torch.get_num_threads()
     try:
         with ThreadPoolExecutor(workers) as pool:
-            for done in [pool.submit(single_threaded_work) for _ in range(workers)]:
-                done.result()
+            try:
+                for done in [pool.submit(single_threaded_work) for _ in range(workers)]:
+                    done.result()
+            except BaseException:  # Ctrl-C here, or a worker's error: the others stop too
+                failed.set()
+                raise
     finally:
         torch.set_num_threads(previous)  # MKL's setting is process-wide
     return out
