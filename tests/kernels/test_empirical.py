@@ -572,3 +572,25 @@ def test_points_that_require_grad_give_the_kernel(method):
     x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(empirical_ntk(model, x, method=method).ntk.detach(),
                                reduce_outputs(brute_ntk(model, x.detach()), "trace"))
+
+
+class _ChangesASavedTensor(nn.Module):
+    """tanh's output, which autograd saves for its derivative, is changed in place afterwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 1)
+
+    def forward(self, x):
+        hidden = torch.tanh(self.a(x))
+        out = self.b(hidden)
+        hidden.mul_(2.0)
+        return out
+
+
+@pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian"])
+def test_a_model_autograd_cannot_differentiate_is_refused_in_one_line(method):
+    model = _ChangesASavedTensor().double()
+    with pytest.raises(WidenetError, match="cannot take the reverse-mode derivatives") as error:
+        empirical_ntk(model, torch.randn(5, 3, dtype=torch.float64), method=method)
+    assert "\n" not in str(error.value)
