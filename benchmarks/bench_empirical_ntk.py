@@ -34,6 +34,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -255,8 +256,9 @@ def side_by_side(names: list[str], repeats: int, warmup: int) -> None:
             agree[label] = float((as_full(result) - reference).abs().max() / reference.abs().max())
         repeated = [label for label in cases if label not in times]
         times.update({label: [] for label in repeated})
-        for _ in range(repeats):
-            for label in repeated:
+        order = random.Random(0)  # each repetition in a new order: no case always follows
+        for _ in range(repeats):  # the same one (the case before a case sets its cache)
+            for label in order.sample(repeated, len(repeated)):
                 times[label].append(timed(cases[label][0])[1])
         base = [statistics.median(t[i] for t in times["widenet empirical_ntk(auto)"])
                 for i in (0, 1)]
