@@ -24,12 +24,10 @@ modules there). The probe pass itself runs with recording on, whatever the calle
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -46,8 +44,6 @@ from widenet.kernels._layers import (
     make_adapter,
     unsupported_reason,
 )
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -381,26 +377,6 @@ def _rows_close(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
     scale = torch.maximum(a.abs().amax(1), b.abs().amax(1))
     return (a - b).abs().amax(1) <= math.sqrt(torch.finfo(a.dtype).eps) * (1.0 + scale)
-
-
-def outside_inference_mode(function: Callable[..., T]) -> Callable[..., T]:
-    """``function`` (a kernel of a model at some points) run outside ``torch.inference_mode``,
-    its tensor arguments made in that mode copied to ordinary tensors: derivatives need
-    autograd, which inference mode turns off, and inference tensors neither take
-    ``requires_grad`` nor keep the version counters the audit reads."""
-
-    @functools.wraps(function)
-    def outside(*args: Any, **kwargs: Any) -> T:
-        with torch.inference_mode(False):
-            return function(*map(_ordinary, args),
-                            **{name: _ordinary(value) for name, value in kwargs.items()})
-
-    return outside
-
-
-def _ordinary(value: Any) -> Any:
-    """``value``, or an ordinary copy of it if it is a tensor made in inference mode."""
-    return value.clone() if isinstance(value, torch.Tensor) and value.is_inference() else value
 
 
 def prepare(model: object, x1: object, x2: object = None,

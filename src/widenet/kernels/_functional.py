@@ -13,8 +13,10 @@ touched, and float64 data give float64 derivatives of a float32 model.
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -22,6 +24,8 @@ from torch.nn.utils._named_member_accessor import swap_tensor
 
 from widenet.errors import WidenetError
 from widenet.validation import trainable_module
+
+T = TypeVar("T")
 
 Params = dict[str, torch.Tensor]
 
@@ -175,3 +179,23 @@ def check_points(x: object, name: str, *,
                                f"{other.dtype} on {other.device}; move both to the same dtype "
                                "and device")
     return x
+
+
+def outside_inference_mode(function: Callable[..., T]) -> Callable[..., T]:
+    """``function`` (a kernel of a model at some points) run outside ``torch.inference_mode``,
+    its tensor arguments made in that mode copied to ordinary tensors: derivatives need
+    autograd, which inference mode turns off, and inference tensors neither take
+    ``requires_grad`` nor keep the version counters the audit reads."""
+
+    @functools.wraps(function)
+    def outside(*args: Any, **kwargs: Any) -> T:
+        with torch.inference_mode(False):
+            return function(*map(_ordinary, args),
+                            **{name: _ordinary(value) for name, value in kwargs.items()})
+
+    return outside
+
+
+def _ordinary(value: Any) -> Any:
+    """``value``, or an ordinary copy of it if it is a tensor made in inference mode."""
+    return value.clone() if isinstance(value, torch.Tensor) and value.is_inference() else value

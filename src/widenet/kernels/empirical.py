@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from widenet.errors import WidenetError
-from widenet.kernels._audit import Audit, outside_inference_mode, prepare
+from widenet.kernels._audit import Audit, prepare
 from widenet.kernels._blocks import (
     DEFAULT_MEMORY_BUDGET,
     assemble,
@@ -33,7 +33,7 @@ from widenet.kernels._blocks import (
     plan_blocks,
 )
 from widenet.kernels._factors import MODES, TOTAL
-from widenet.kernels._functional import FunctionalModel
+from widenet.kernels._functional import FunctionalModel, outside_inference_mode
 from widenet.kernels._layerwise import LayerwiseMethod
 from widenet.kernels.jacobians import JacobianMethod
 from widenet.kernels.ntk_vp import VectorProductMethod

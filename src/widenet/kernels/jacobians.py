@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch.func import jacrev, vmap
 
-from widenet.kernels._audit import Audit, outside_inference_mode, prepare
+from widenet.kernels._audit import Audit, prepare
 from widenet.kernels._blocks import (
     DEFAULT_MEMORY_BUDGET,
     check_chunking,
@@ -19,7 +19,12 @@ from widenet.kernels._blocks import (
     slices,
 )
 from widenet.kernels._factors import Factor, FactorMethod, Group, arrange, output_pairs
-from widenet.kernels._functional import UNBATCHABLE, FunctionalModel, unbatched
+from widenet.kernels._functional import (
+    UNBATCHABLE,
+    FunctionalModel,
+    outside_inference_mode,
+    unbatched,
+)
 
 
 @outside_inference_mode

@@ -14,7 +14,7 @@ import torch
 from torch.func import jvp, vjp, vmap
 
 from widenet.errors import WidenetError
-from widenet.kernels._audit import Audit, outside_inference_mode, prepare
+from widenet.kernels._audit import Audit, prepare
 from widenet.kernels._blocks import (
     DEFAULT_MEMORY_BUDGET,
     check_chunking,
@@ -22,7 +22,13 @@ from widenet.kernels._blocks import (
     slices,
 )
 from widenet.kernels._factors import TOTAL
-from widenet.kernels._functional import UNBATCHABLE, FunctionalModel, Params, unbatched
+from widenet.kernels._functional import (
+    UNBATCHABLE,
+    FunctionalModel,
+    Params,
+    outside_inference_mode,
+    unbatched,
+)
 from widenet.kernels.jacobians import jacobian_rows
 
 
