@@ -221,18 +221,27 @@ class PaddedAboveThree(nn.Module):
         return self.head(torch.tanh(self.inner(padded)))[:x.shape[0]]
 
 
-def test_a_layer_that_stops_following_the_points_after_the_probe_is_refused():
+def test_a_layer_that_stops_following_the_points_after_the_probe_is_left_to_the_jacobians():
+    """The probe (3 points) cannot see it; the layer-wise pass's guard does: "layerwise" refuses,
+    "auto" falls back to the Jacobian method, which is exact for it."""
     model, x = PaddedAboveThree(), points(6)
     with pytest.raises(WidenetError, match="not called on the 6 points of a chunk"):
-        empirical_ntk(model, x)
-    result = empirical_ntk(model, x, outputs="full", method="jacobian")
-    assert relative_error(result.full, brute_ntk(model, x)) < TOL
+        empirical_ntk(model, x, method="layerwise")
+    for method in ("auto", "jacobian"):
+        result = empirical_ntk(model, x, outputs="full", method=method)
+        assert relative_error(result.full, brute_ntk(model, x)) < TOL, method
 
 
-def test_a_layer_output_rewritten_in_place_only_after_the_probe_is_refused():
+def test_a_layer_output_rewritten_in_place_only_after_the_probe_is_left_to_the_jacobians():
     x = points(6)
     with pytest.raises(WidenetError, match="modified in place on the 6 points of a chunk"):
-        empirical_ntk(RewrittenAbove(3), x)
+        empirical_ntk(RewrittenAbove(3), x, method="layerwise")
+    fallback = empirical_ntk(RewrittenAbove(3), x, outputs="full", per_layer=True)
+    jacobians = empirical_ntk(RewrittenAbove(3), x, outputs="full", per_layer=True,
+                              method="jacobian")
+    assert torch.equal(fallback.full, jacobians.full)
+    assert all(torch.equal(fallback.blocks[name], block)
+               for name, block in jacobians.blocks.items())
     model = RewrittenAbove(0)  # rewritten on the probe too: the layer-wise pass copies
     result = empirical_ntk(model, x, outputs="full", method="layerwise")
     assert relative_error(result.full, brute_ntk(model, x)) < TOL

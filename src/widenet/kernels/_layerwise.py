@@ -133,20 +133,26 @@ def _capture(layers: tuple[LayerAdapter, ...], in_place: tuple[bool, ...]) -> It
             handle.remove()
 
 
+class LayerwiseInapplicableError(WidenetError):
+    """The layer-wise pass found, on the points of a chunk, what the probe did not show: a layer
+    not called once on the chunk's rows, or its input or output changed in place afterwards."""
+
+
 def _check_calls(layers: tuple[LayerAdapter, ...], captured: dict, c: int) -> None:
-    """Raise unless every layer was called once with gradient recording on, on a tensor of c rows,
-    and what was kept of it uncopied was not modified in place (guards behind the audit, for a
-    model that changes with the number of points)."""
+    """Raise ``LayerwiseInapplicableError`` unless every layer was called once with gradient
+    recording on, on a tensor of c rows, and what was kept of it uncopied was not modified in
+    place (guards behind the audit, for a model that changes with the number of points)."""
     for layer in layers:
         call = captured.get(layer.module)
         if call is None or call.input.shape[0] != c or call.output.shape[0] != c:
-            raise WidenetError(f"{layer.path} was not called on the {c} points of a chunk as on "
-                               "the probe, so the layer-wise method does not apply to this "
-                               "model; use method='jacobian'")
+            raise LayerwiseInapplicableError(
+                f"{layer.path} was not called on the {c} points of a chunk as on the probe, so "
+                "the layer-wise method does not apply to this model; use method='jacobian'")
         if call.changed():
-            raise WidenetError(f"the input or output of {layer.path} was modified in place on the "
-                               f"{c} points of a chunk but not on the probe, so the layer-wise "
-                               "method does not apply to this model; use method='jacobian'")
+            raise LayerwiseInapplicableError(
+                f"the input or output of {layer.path} was modified in place on the {c} points "
+                "of a chunk but not on the probe, so the layer-wise method does not apply to "
+                "this model; use method='jacobian'")
 
 
 def _output_gradients(f: torch.Tensor, zs: list[torch.Tensor]) -> list[torch.Tensor]:

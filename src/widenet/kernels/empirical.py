@@ -11,11 +11,13 @@ G^(h) of Du et al. (2018), which sum to K. Three exact methods compute it:
 
 "auto" takes "layerwise" when one probe forward pass shows it is exact for the model (every
 trainable parameter in one supported module, called once, used nowhere else) and "jacobian"
-otherwise. Calls and uses under torch.no_grad do not count (they add nothing to reverse-mode
-derivatives), so that LazyModel(f, alpha), whose f(x; w_0) term runs under no_grad, takes the
-fast path: its kernel is alpha^2 times that of f. Models whose outputs couple the points of a batch
-(BatchNorm in training mode) or are random (dropout in training mode) are refused: their NTK
-is not defined.
+otherwise; it also falls back to "jacobian" when the layer-wise pass finds the model behaving on
+the points of a chunk otherwise than on the probe (a layer that stops following the points, an
+output changed in place only in larger batches), where method="layerwise" raises. Calls and
+uses under torch.no_grad do not count (they add nothing to reverse-mode derivatives), so that
+LazyModel(f, alpha), whose f(x; w_0) term runs under no_grad, takes the fast path: its kernel is
+alpha^2 times that of f. Models whose outputs couple the points of a batch (BatchNorm in
+training mode) or are random (dropout in training mode) are refused: their NTK is not defined.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from widenet.errors import WidenetError
 from widenet.kernels._audit import Audit, prepare
 from widenet.kernels._blocks import (
     DEFAULT_MEMORY_BUDGET,
+    BlockMethod,
     assemble,
     check_chunking,
     plan_blocks,
 )
 from widenet.kernels._factors import MODES, TOTAL
 from widenet.kernels._functional import FunctionalModel, outside_inference_mode
-from widenet.kernels._layerwise import LayerwiseMethod
+from widenet.kernels._layerwise import LayerwiseInapplicableError, LayerwiseMethod
 from widenet.kernels.jacobians import JacobianMethod
 from widenet.kernels.ntk_vp import VectorProductMethod
 from widenet.kernels.result import Kernels
@@ -67,14 +70,28 @@ def empirical_ntk(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor | N
     """
     _check_options(outputs, per_layer, method, chunk_size, memory_budget)
     fmodel, audit = prepare(model, x1, x2)
-    implementation = _IMPLEMENTATIONS[_choose(method, audit)](fmodel, audit, outputs)
+    chosen = _choose(method, audit)
+    options = (x1, x2, outputs, per_layer, chunk_size, memory_budget)
+    try:
+        blocks = _blocks(_IMPLEMENTATIONS[chosen](fmodel, audit, outputs), fmodel, audit,
+                         *options)
+    except LayerwiseInapplicableError:
+        if method != "auto":
+            raise
+        blocks = _blocks(JacobianMethod(fmodel, audit, outputs), fmodel, audit, *options)
+    return _result(blocks, fmodel, outputs, per_layer, audit.outputs)
+
+
+def _blocks(implementation: BlockMethod, fmodel: FunctionalModel, audit: Audit,
+            x1: torch.Tensor, x2: torch.Tensor | None, outputs: str, per_layer: bool,
+            chunk_size: int | None, memory_budget: int) -> dict[str, torch.Tensor]:
+    """The kernel's blocks, assembled by ``implementation`` within the memory budget."""
     n2 = (x1 if x2 is None else x2).shape[0]
     plan = plan_blocks(implementation, x1.shape[0], n2, audit.outputs,
                        itemsize=x1.element_size(), budget=memory_budget, chunk_size=chunk_size,
                        per_layer=per_layer, symmetric=x2 is None)
-    blocks = assemble(implementation, x1, x2, audit.outputs, plan,
-                      tuple(fmodel.params) if per_layer else (TOTAL,))
-    return _result(blocks, fmodel, outputs, per_layer, audit.outputs)
+    return assemble(implementation, x1, x2, audit.outputs, plan,
+                    tuple(fmodel.params) if per_layer else (TOTAL,))
 
 
 def _check_options(outputs: object, per_layer: object, method: object, chunk_size: object,
