@@ -16,7 +16,8 @@ SOURCE = Path(__file__).resolve().parent.parent / "src" / "widenet"
 #: each other. ``widenet`` itself (the public API) re-exports and sits above everything.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
-    ("deferred", "validation", "devices", "checks", "files", "memory", "activation_names"),
+    ("deferred", "validation", "devices", "checks", "files", "memory", "activation_names",
+     "seeds"),
     ("activations", "widths", "parametrizations"),
     ("nn",),
     ("models",),

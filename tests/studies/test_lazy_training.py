@@ -19,9 +19,9 @@ from widenet.checks import VERDICTS
 from widenet.data import load_dataset
 from widenet.errors import WidenetError
 from widenet.figures import png_bytes
+from widenet.seeds import derived_seed
 from widenet.studies import StudyContext, get_study
 from widenet.studies.common.config import validate_config
-from widenet.studies.common.seeds import derived_seed
 from widenet.studies.lazy_training.analysis import GAP_ROUNDING, MEASURES, fit_slopes, poisson_slope
 from widenet.studies.lazy_training.config import LazyTrainingConfig
 from widenet.studies.lazy_training.measure import (

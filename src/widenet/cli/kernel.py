@@ -16,7 +16,7 @@ from widenet.cli.common import (
     workers_option_type,
 )
 from widenet.errors import WidenetError
-from widenet.studies.common.seeds import MAX_SEED
+from widenet.seeds import MAX_SEED
 
 if TYPE_CHECKING:
     import torch

@@ -15,9 +15,9 @@ from widenet import nn as wnn
 from widenet.data import Dataset, load_dataset
 from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.infinite import infinite_kernels
+from widenet.seeds import derived_seed
 from widenet.studies.cnn_kernels.config import CnnKernelsConfig, Readout
 from widenet.studies.common.base import StudyContext, Tables, Task
-from widenet.studies.common.seeds import derived_seed
 
 
 def cnn(readout: Readout, depth: int, m: int, outputs: int, seed: int,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from widenet.checks import Check
 from widenet.memory import FLOAT64_BYTES, mlp_parameters
-from widenet.studies.common.seeds import MAX_SEED
+from widenet.seeds import MAX_SEED
 
 if TYPE_CHECKING:  # the studies make tables, figures and tensors; this module only names types
     import pandas as pd

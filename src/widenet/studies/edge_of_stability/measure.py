@@ -20,8 +20,8 @@ from widenet.dynamics.losses import get_loss
 from widenet.dynamics.optim import NormalizedUpdateScaling, Optimizer, dense_layers
 from widenet.dynamics.train import train
 from widenet.models import MLP
+from widenet.seeds import derived_seed
 from widenet.studies.common.base import StudyContext, Tables, Task
-from widenet.studies.common.seeds import derived_seed
 from widenet.studies.edge_of_stability.config import EoSConfig
 from widenet.widths import constant, polynomial
 

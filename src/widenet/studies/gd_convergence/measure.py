@@ -19,8 +19,8 @@ from widenet.errors import WidenetError
 from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.infinite import infinite_kernels
 from widenet.models import MLP
+from widenet.seeds import derived_seed
 from widenet.studies.common.base import StudyContext, Tables, Task
-from widenet.studies.common.seeds import derived_seed
 from widenet.studies.gd_convergence.config import GDConfig
 
 LOGGED_STEPS = 100

@@ -33,8 +33,8 @@ from widenet.dynamics.train import train
 from widenet.errors import WidenetError
 from widenet.kernels.empirical import empirical_ntk
 from widenet.models import MLP
+from widenet.seeds import derived_seed
 from widenet.studies.common.base import StudyContext, Tables, Task
-from widenet.studies.common.seeds import derived_seed
 from widenet.studies.implicit_bias.config import ImplicitBiasConfig
 from widenet.studies.implicit_bias.kkt import DirectionMonitor, checkpoint_steps
 

@@ -35,8 +35,8 @@ from widenet.dynamics.train import train
 from widenet.errors import WidenetError
 from widenet.kernels.empirical import empirical_ntk
 from widenet.models import MLP
+from widenet.seeds import derived_seed
 from widenet.studies.common.base import StudyContext, Tables, Task
-from widenet.studies.common.seeds import derived_seed
 from widenet.studies.info_nuisance.config import InfoNuisanceConfig
 
 LOGGED_ROWS = 150

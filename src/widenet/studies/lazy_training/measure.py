@@ -30,8 +30,8 @@ from widenet.dynamics.losses import mse
 from widenet.dynamics.train import train
 from widenet.kernels.empirical import empirical_ntk
 from widenet.models import MLP
+from widenet.seeds import derived_seed
 from widenet.studies.common.base import StudyContext, Tables, Task
-from widenet.studies.common.seeds import derived_seed
 from widenet.studies.lazy_training.config import LazyTrainingConfig
 
 HESSIAN_ITERATIONS = 30

@@ -16,8 +16,8 @@ from widenet.dynamics.optim import Optimizer
 from widenet.dynamics.train import train
 from widenet.models import MLP
 from widenet.parametrizations import NTK, STANDARD, MuP, Parametrization
+from widenet.seeds import derived_seed
 from widenet.studies.common.base import StudyContext, Tables, Task
-from widenet.studies.common.seeds import derived_seed
 from widenet.studies.lr_transfer.config import PROBE_POINTS, LRTransferConfig
 
 

@@ -27,8 +27,8 @@ from widenet.dynamics.losses import mse
 from widenet.dynamics.train import train
 from widenet.models import MLP
 from widenet.parametrizations import NTK, MeanFieldParametrization, Parametrization
+from widenet.seeds import derived_seed
 from widenet.studies.common.base import StudyContext, Tables
-from widenet.studies.common.seeds import derived_seed
 from widenet.studies.mean_field.config import MeanFieldConfig
 
 SCALINGS: dict[str, Parametrization] = {"mean-field": MeanFieldParametrization(base_width=1),

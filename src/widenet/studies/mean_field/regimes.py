@@ -26,8 +26,8 @@ import torch
 from widenet.data.synthetic import teacher_student
 from widenet.dynamics.losses import mse
 from widenet.dynamics.train import train
+from widenet.seeds import derived_seed
 from widenet.studies.common.base import StudyContext, Tables, Task
-from widenet.studies.common.seeds import derived_seed
 from widenet.studies.mean_field.config import MeanFieldConfig
 from widenet.studies.mean_field.measure import (
     SCALINGS,

@@ -9,8 +9,8 @@ from pydantic import Field, PositiveInt, field_validator
 
 from widenet.activation_names import parse_activation
 from widenet.errors import WidenetError
+from widenet.seeds import MAX_SEED
 from widenet.studies.common.base import StudyConfig
-from widenet.studies.common.seeds import MAX_SEED
 from widenet.studies.common.validators import distinct_values
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from widenet.data.synthetic import sphere_points
 from widenet.kernels.infinite import infinite_kernels
 from widenet.kernels.spectra import spectrum
 from widenet.models import MLP
+from widenet.seeds import derived_seed
 from widenet.studies.common.base import StudyContext, Tables, Task
-from widenet.studies.common.seeds import derived_seed
 from widenet.studies.ntk_spectrum.config import SpectrumConfig
 
 
