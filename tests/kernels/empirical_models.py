@@ -148,6 +148,18 @@ class Scale(nn.Module):
         return x * self.gain
 
 
+class ScaledOutput(nn.Module):
+    """A learnable scalar (a 0-dim parameter) times an MLP, used in the parent's forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = linear_stack()
+        self.scale = nn.Parameter(torch.tensor(1.7, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.net(x)
+
+
 def custom_model(k: int = 2) -> nn.Module:
     torch.manual_seed(4)
     return nn.Sequential(nn.Linear(4, 6), Scale(6), nn.Tanh(), nn.LayerNorm(6),
@@ -351,6 +363,7 @@ MODELS = {
     "scalar-output": (ScalarOutput, (4,), True),
     "squeezed": (Squeezed, (4,), True),
     "custom": (custom_model, (4,), False),
+    "scalar-parameter": (ScaledOutput, (4,), False),
     "called-twice": (CalledTwice, (4,), False),
     "tied-weights": (TiedWeights, (4,), False),
     "used-outside": (UsedOutside, (3,), False),
