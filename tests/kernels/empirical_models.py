@@ -160,6 +160,26 @@ class ScaledOutput(nn.Module):
         return self.scale * self.net(x)
 
 
+class UpdatesBuffers(nn.Module):
+    """Counts its calls and keeps a running mean of its inputs (buffers updated in place in
+    forward, the second one from the points), which it subtracts before the update: the output
+    is that of the current state. ``update=False``: the same function without the updates."""
+
+    def __init__(self, update: bool = True):
+        super().__init__()
+        self.net = linear_stack()
+        self.register_buffer("calls", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.full((4,), 0.5, dtype=torch.float64))
+        self.update = update
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x - self.mean)
+        if self.update:
+            self.calls += 1
+            self.mean.mul_(0.9).add_(0.1 * x.detach().mean(0))
+        return out
+
+
 def custom_model(k: int = 2) -> nn.Module:
     torch.manual_seed(4)
     return nn.Sequential(nn.Linear(4, 6), Scale(6), nn.Tanh(), nn.LayerNorm(6),

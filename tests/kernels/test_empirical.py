@@ -17,6 +17,7 @@ from tests.kernels.empirical_models import (
     CenterBatch,
     RewrittenAbove,
     SmallCNN,
+    UpdatesBuffers,
     brute_blocks,
     brute_ntk,
     kept,
@@ -421,6 +422,17 @@ def test_the_model_is_left_untouched():
     assert all(p.grad is None for name, p in model.named_parameters() if name != "0.weight")
     assert all(p.requires_grad for p in model.parameters())
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian", "ntk-vp"])
+def test_buffers_updated_in_forward_give_the_kernel_of_the_current_state(method):
+    """Every pass starts from the model's buffers as they are (the in-place updates neither
+    drift from pass to pass nor trip torch.func), and the model's own are left as they were."""
+    model, x1, x2 = UpdatesBuffers(), points(4, seed=1), points(3, seed=2)
+    kernel = empirical_ntk(model, x1, x2, outputs="full", method=method, chunk_size=2)
+    assert relative_error(kernel.full, brute_ntk(UpdatesBuffers(update=False), x1, x2)) < TOL
+    assert float(model.calls) == 0.0
+    assert torch.equal(model.mean, torch.full((4,), 0.5, dtype=torch.float64))
 
 
 def test_dtype_follows_the_inputs():

@@ -89,15 +89,14 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     candidates = {module for modules in owners.values() for module in modules}
     record = _Record(probe.shape[0], paths, candidates)
     alone = [_Record(1, paths, candidates) for _ in range(probe.shape[0])]
-    with fmodel.applied(fmodel.params) as module:
-        raw = _probe_pass(module, fmodel.params, probe, record, uses=True)
-        out = raw.reshape(probe.shape[0], -1)
-        if out.shape[1] == 0:
-            raise WidenetError(f"the model returns no output units per point (output shape "
-                               f"{tuple(raw.shape)}), so its NTK is empty; give it at least one "
-                               "output")
-        outs = [_probe_pass(module, fmodel.params, probe[i:i + 1], single, batch=False)
-                for i, single in enumerate(alone)]
+    raw = _probe_pass(fmodel, probe, record, uses=True)
+    out = raw.reshape(probe.shape[0], -1)
+    if out.shape[1] == 0:
+        raise WidenetError(f"the model returns no output units per point (output shape "
+                           f"{tuple(raw.shape)}), so its NTK is empty; give it at least one "
+                           "output")
+    outs = [_probe_pass(fmodel, probe[i:i + 1], single, batch=False)
+            for i, single in enumerate(alone)]
     _check_independent(out, torch.cat([_one_point(o, out.shape[1]) for o in outs]))
     problem = _layerwise_problem(fmodel, owners, record, alone)
     holders = {modules[0] for modules in owners.values()} if problem is None else set()
@@ -111,14 +110,15 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
                  tuple(record.modified_in_place(layer.module) for layer in layers))
 
 
-def _probe_pass(module: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
-                record: _Record, *, uses: bool = False, batch: bool = True) -> torch.Tensor:
-    """The output of ``module`` (with ``params`` in its slots) on ``x`` (with ``batch``, checked
-    to be one (n, ...) tensor), filling ``record``; ``uses``: also record where each trainable
-    parameter is used."""
-    watch_uses = _ParameterUses(params, record) if uses else contextlib.nullcontext()
+def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
+                uses: bool = False, batch: bool = True) -> torch.Tensor:
+    """The output of the model (with its parameters, fresh buffers) on ``x`` (with ``batch``,
+    checked to be one (n, ...) tensor), filling ``record``; ``uses``: also record where each
+    trainable parameter is used."""
+    watch_uses = _ParameterUses(fmodel.params, record) if uses else contextlib.nullcontext()
     try:
-        with torch.enable_grad(), _watch(record), watch_uses:
+        with (torch.enable_grad(), fmodel.applied(fmodel.params) as module, _watch(record),
+              watch_uses):
             raw = module(x)
     except RuntimeError as error:
         raise WidenetError(f"the model cannot be applied to {x.shape[0]} point(s) of shape "

@@ -34,19 +34,20 @@ class FunctionalModel:
     """f(params, x) -> (n, k): the model's outputs for n points, flattened to k units per point.
 
     ``params`` are the trainable parameters, keyed by their names in ``model.named_parameters()``
-    (a parameter tied to several names appears once, under its first name). Frozen parameters and
-    buffers are held fixed in ``constants``; buffers are copies, so that a forward pass updating
-    them in place leaves the model's own untouched.
+    (a parameter tied to several names appears once, under its first name). Frozen parameters are
+    held fixed in ``constants``, buffers in ``buffers``; every pass gets fresh copies of the
+    buffers, so that a forward pass updating them in place (a step counter, spectral_norm's power
+    iteration in training mode) sees the model's current state every time, leaves the model's
+    own untouched, and mutates a tensor made inside torch.func's transforms, which they allow.
     """
 
     def __init__(self, model: nn.Module, like: torch.Tensor):
         self.module = model
         self.params: Params = {name: _cast(p, like) for name, p in model.named_parameters()
                                if p.requires_grad}
-        frozen = {name: _cast(p, like) for name, p in model.named_parameters()
-                  if not p.requires_grad}
-        buffers = {name: _cast(b, like).clone() for name, b in model.named_buffers()}
-        self.constants: Params = {**frozen, **buffers}
+        self.constants: Params = {name: _cast(p, like) for name, p in model.named_parameters()
+                                  if not p.requires_grad}
+        self.buffers: Params = {name: _cast(b, like) for name, b in model.named_buffers()}
         self.slots = _slots(model)
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -59,9 +60,10 @@ class FunctionalModel:
 
     @contextlib.contextmanager
     def applied(self, params: Params) -> Iterator[nn.Module]:
-        """The module with ``params`` and the constants in its slots, for several passes in one
-        block (see ``substituted``)."""
-        with substituted(self.module, self.slots, {**self.constants, **params}):
+        """The module with ``params``, the constants and fresh copies of the buffers in its slots,
+        for one pass (see ``substituted``)."""
+        fresh = {name: b.clone() for name, b in self.buffers.items()}
+        with substituted(self.module, self.slots, {**self.constants, **fresh, **params}):
             yield self.module
 
     def numel(self) -> int:
