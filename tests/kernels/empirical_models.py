@@ -273,6 +273,18 @@ class CenterBatch(nn.Module):
         return self.net(x - x.mean(0))
 
 
+class DoubledAboveThree(nn.Module):
+    """Doubles its output on batches of more than 3 points, which the probe (3 points, and 1)
+    does not see: per point (alone), a linear stack."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = linear_stack()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) * (2.0 if x.shape[0] > 3 else 1.0)
+
+
 class Prototypes(nn.Module):
     """Scores against class prototypes: a Linear applied to a fixed (classes, d) tensor, whose
     first axis is not the points whatever their number."""

@@ -15,6 +15,7 @@ from tests.kernels.empirical_models import (
     NO_FORWARD_MODE,
     Aliased,
     CenterBatch,
+    DoubledAboveThree,
     RewrittenAbove,
     SmallCNN,
     UpdatesBuffers,
@@ -226,6 +227,17 @@ def test_a_layer_that_stops_following_the_points_after_the_probe_is_refused():
     model, x = PaddedAboveThree(), points(6)
     with pytest.raises(WidenetError, match="not called on the 6 points of a chunk"):
         empirical_ntk(model, x)
+    result = empirical_ntk(model, x, outputs="full", method="jacobian")
+    assert relative_error(result.full, brute_ntk(model, x)) < TOL
+
+
+@pytest.mark.parametrize("method", ["auto", "layerwise", "ntk-vp"])
+def test_a_model_that_changes_with_the_number_of_points_after_the_probe_is_refused(method):
+    """The batched methods would differentiate the doubled output; the Jacobian of each point
+    alone is the brute-force one."""
+    model, x = DoubledAboveThree(), points(6)
+    with pytest.raises(WidenetError, match="changes when it is evaluated with 6 points"):
+        empirical_ntk(model, x, method=method)
     result = empirical_ntk(model, x, outputs="full", method="jacobian")
     assert relative_error(result.full, brute_ntk(model, x)) < TOL
 

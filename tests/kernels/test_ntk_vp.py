@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from tests.kernels.empirical_models import (  # one_thread: an autouse fixture
     MODELS,
     NO_FORWARD_MODE,
+    DoubledAboveThree,
     brute_ntk,
     one_thread,  # noqa: F401
     points,
@@ -42,6 +43,14 @@ def test_a_model_without_forward_mode_derivatives_is_refused_clearly(name):
     model, x = factory(), points(3, shape)
     with pytest.raises(WidenetError, match="forward-mode derivatives of this model"):
         ntk_vector_product(model, x, _vector(model, x, seed=1))
+
+
+def test_a_model_that_changes_with_the_number_of_points_after_the_probe_is_refused():
+    model, x = DoubledAboveThree(), points(6)
+    with pytest.raises(WidenetError, match="changes when it is evaluated with 6 points"):
+        ntk_vector_product(model, x, _vector(model, x, seed=1))
+    with pytest.raises(WidenetError, match="changes when it is evaluated with 6 points"):
+        ntk_vector_product(model, x[:2], _vector(model, x, seed=1), x2=x)
 
 
 @settings(max_examples=10, deadline=None)

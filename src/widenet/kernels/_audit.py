@@ -24,7 +24,6 @@ modules there). The probe pass itself runs with recording on, whatever the calle
 from __future__ import annotations
 
 import contextlib
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +35,13 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from widenet.errors import WidenetError
-from widenet.kernels._functional import FunctionalModel, check_model, check_points, first_line
+from widenet.kernels._functional import (
+    FunctionalModel,
+    check_model,
+    check_points,
+    first_line,
+    rows_close,
+)
 from widenet.kernels._layers import (
     LayerAdapter,
     factor_sizes,
@@ -297,8 +302,8 @@ def _check_independent(out: torch.Tensor, alone: torch.Tensor) -> None:
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     """|a - b| <= sqrt(machine epsilon) (1 + max |a|, |b|) everywhere (same shapes): the whole
-    tensors as one row of :func:`_rows_close`."""
-    return bool(_rows_close(a.reshape(1, -1), b.reshape(1, -1))[0])
+    tensors as one row of :func:`rows_close`."""
+    return bool(rows_close(a.reshape(1, -1), b.reshape(1, -1))[0])
 
 
 def _owners(model: nn.Module, trainable: dict[int, str]) -> dict[str, list[nn.Module]]:
@@ -359,24 +364,13 @@ def _row_problem(a: torch.Tensor, z: torch.Tensor,
         if a_i.shape[1:] != a.shape[1:] or z_i.shape[1:] != z.shape[1:]:
             return (f"its input has shape {tuple(a.shape)} for {a.shape[0]} points but "
                     f"{tuple(a_i.shape)} for one, so its first axis is not the points")
-    close = (_rows_close(a, torch.cat([a_i for a_i, _ in alone]))
-             & _rows_close(z, torch.cat([z_i for _, z_i in alone])))
+    close = (rows_close(a, torch.cat([a_i for a_i, _ in alone]))
+             & rows_close(z, torch.cat([z_i for _, z_i in alone])))
     if not bool(close.all()):
         i = int((~close).nonzero()[0])
         return (f"row {i} of its input or output for {a.shape[0]} points is not what point "
                 f"{i} alone gives, so its first axis does not follow the points")
     return None
-
-
-def _rows_close(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Whether each row (first-axis slice) i has max |a_i - b_i| <= sqrt(machine epsilon)
-    (1 + max |a_i|, |b_i|), all rows at once: a (rows,) boolean tensor (same shapes; a NaN
-    difference is never close)."""
-    a, b = a.detach().flatten(1), b.detach().flatten(1)
-    if a.shape[1] == 0:
-        return torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
-    scale = torch.maximum(a.abs().amax(1), b.abs().amax(1))
-    return (a - b).abs().amax(1) <= math.sqrt(torch.finfo(a.dtype).eps) * (1.0 + scale)
 
 
 def prepare(model: object, x1: object, x2: object = None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import operator
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -85,6 +86,33 @@ def unbatched(mode: str, advice: str) -> Iterator[None]:
             raise
         raise WidenetError(f"torch cannot take the {mode} derivatives of this model "
                            f"({type(error).__name__}: {first_line(error)}); {advice}") from error
+
+
+def check_per_point(fmodel: FunctionalModel, x: torch.Tensor, f: torch.Tensor, outs: slice,
+                    advice: str) -> None:
+    """Raise unless the last row of ``f``, the outputs ``outs`` (flattened) of one pass on the
+    points ``x``, is what the last point alone gives (to ``rows_close``'s tolerance, NaN equal to
+    NaN): a guard, on every batch a method evaluates, behind the audit's probe on a few points,
+    for a model that changes with the number of points. ``advice`` ends the message."""
+    if x.shape[0] == 1:
+        return
+    with torch.no_grad():
+        alone = fmodel(fmodel.params, x[-1:])[:, outs]
+    if not bool(rows_close(f[-1:].nan_to_num(), alone.nan_to_num())[0]):
+        raise WidenetError(f"the model's output for a point changes when it is evaluated with "
+                           f"{x.shape[0]} points rather than alone (the probe on fewer points did "
+                           f"not show it), so this method does not apply to the model; {advice}")
+
+
+def rows_close(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Whether each row (first-axis slice) i has max |a_i - b_i| <= sqrt(machine epsilon)
+    (1 + max |a_i|, |b_i|), all rows at once: a (rows,) boolean tensor (same shapes; a NaN
+    difference is never close)."""
+    a, b = a.detach().flatten(1), b.detach().flatten(1)
+    if a.shape[1] == 0:
+        return torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
+    scale = torch.maximum(a.abs().amax(1), b.abs().amax(1))
+    return (a - b).abs().amax(1) <= math.sqrt(torch.finfo(a.dtype).eps) * (1.0 + scale)
 
 
 def first_line(error: BaseException) -> str:

@@ -20,7 +20,7 @@ import torch
 from widenet.errors import WidenetError
 from widenet.kernels._audit import Audit
 from widenet.kernels._factors import Factor, FactorMethod, Group, arrange, output_pairs
-from widenet.kernels._functional import FunctionalModel, unbatched
+from widenet.kernels._functional import FunctionalModel, check_per_point, unbatched
 from widenet.kernels._layers import LayerAdapter
 
 
@@ -40,6 +40,8 @@ class LayerwiseMethod(FactorMethod):
         with torch.enable_grad(), _capture(layers, self.audit.in_place) as captured:
             f = self.fmodel(self.fmodel.params, x)[:, outs]
         _check_calls(layers, captured, x.shape[0])
+        check_per_point(self.fmodel, x, f.detach(), outs,
+                        "use method='jacobian', which differentiates every point alone")
         with unbatched("reverse-mode", "check that autograd can differentiate its forward pass "
                        "(a tensor it saved must not be changed in place)"):
             grads = _output_gradients(f, [captured[layer.module].output for layer in layers])
