@@ -475,6 +475,41 @@ def test_random_and_batch_coupled_models_are_refused():
         empirical_ntk(CenterBatch(), points(3))
 
 
+class Sqrt(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = linear_stack(k=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).sqrt()
+
+
+def test_a_model_whose_output_is_not_finite_at_the_points_is_refused_as_such():
+    with pytest.raises(WidenetError, match="output is NaN or inf at some of the points"):
+        empirical_ntk(Sqrt(), points(4))
+
+
+@pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian", "ntk-vp"])
+def test_points_of_huge_norm_give_the_kernel_or_say_what_to_do_never_nan(method):
+    """float32 points of norm 1e20: tanh saturates, so the derivatives reach only the last layer
+    and the kernel is finite, but A A'^T of the earlier layers overflows (inf * 0 = NaN in the
+    layer-wise Grams); without tanh the kernel itself (about 1e40) overflows."""
+    x = points(3) * 1e20
+    saturated = linear_stack()
+    expected = brute_ntk(saturated, x, outputs="trace")
+    assert bool(torch.isfinite(expected).all())
+    assert relative_error(empirical_ntk(saturated, x, method=method).ntk, expected) < TOL
+    overflow = r"NaN or inf entries in torch\.float32.*pass float64 points"
+    if method in ("auto", "layerwise"):
+        with pytest.raises(WidenetError, match=overflow):
+            empirical_ntk(saturated.float(), x.float(), method=method)
+    else:
+        kernel = empirical_ntk(saturated.float(), x.float(), method=method).ntk
+        assert relative_error(kernel, expected) < 1e-5
+    with pytest.raises(WidenetError, match=overflow):
+        empirical_ntk(nn.Sequential(*saturated[:2]).float(), x.float(), method=method)
+
+
 @pytest.mark.parametrize("outputs", MODES)
 def test_a_wide_mlp_approaches_its_infinite_width_ntk(outputs):
     """NTK parametrization: J J^T -> Theta (x) I_k as the width grows, block by block; ``.ntk``

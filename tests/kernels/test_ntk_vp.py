@@ -53,6 +53,13 @@ def test_a_model_that_changes_with_the_number_of_points_after_the_probe_is_refus
         ntk_vector_product(model, x[:2], _vector(model, x, seed=1), x2=x)
 
 
+def test_a_product_that_overflows_is_refused_not_returned():
+    torch.manual_seed(0)
+    model, x = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU()), points(3).float()
+    with pytest.raises(WidenetError, match=r"K v has NaN or inf entries in torch\.float32"):
+        ntk_vector_product(model, x * 1e20, torch.ones(3, 5))
+
+
 @settings(max_examples=10, deadline=None)
 @given(n=st.integers(1, 6), chunk=st.integers(1, 7))
 def test_chunked_self_product_matches(n, chunk):

@@ -293,11 +293,16 @@ def _check_output(out: object, batch: int) -> None:
 
 def _check_independent(out: torch.Tensor, alone: torch.Tensor) -> None:
     """Raise unless the model maps each point on its own: the outputs of the batch, ``out``, are
-    the outputs of the points one by one, ``alone`` (to ``_close``'s tolerance)."""
+    the outputs of the points one by one, ``alone`` (to ``_close``'s tolerance), all finite."""
+    if not bool(torch.isfinite(alone).all()):
+        raise WidenetError("the model's output is NaN or inf at some of the points, so its "
+                           "derivatives there are not defined; check the model at these points "
+                           "(or rescale them)")
     if not _close(out, alone):
         raise WidenetError("the model's output for one point depends on the other points of the "
-                           "batch, so the per-point Jacobian and the NTK are not defined; put "
-                           "batch-dependent layers in eval mode (model.eval()) or remove them")
+                           "batch (or is random), so the per-point Jacobian and the NTK are not "
+                           "defined; put batch-dependent or random layers in eval mode "
+                           "(model.eval()) or remove them")
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:

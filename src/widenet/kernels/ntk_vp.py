@@ -18,6 +18,7 @@ from widenet.kernels._audit import Audit, prepare
 from widenet.kernels._blocks import (
     DEFAULT_MEMORY_BUDGET,
     check_chunking,
+    check_finite,
     points_per_chunk,
     slices,
 )
@@ -61,7 +62,9 @@ def ntk_vector_product(model: torch.nn.Module, x: torch.Tensor, v: torch.Tensor,
                         (pulled,))
         check_per_point(fmodel, x[points], f, slice(None), _MULTIPLY)
         pushed.append(jv)
-    return torch.cat(pushed).reshape(x.shape[0], *audit.output_shape)
+    result = torch.cat(pushed)
+    check_finite("K v", result)
+    return result.reshape(x.shape[0], *audit.output_shape)
 
 
 _MULTIPLY = "use empirical_ntk(..., method='jacobian') and multiply"
