@@ -546,6 +546,9 @@ def test_a_wide_mlp_approaches_its_infinite_width_ntk(outputs):
      r"x2 of shape \(\d+,\) has points of shape \(\) but x1 has points of shape \(4,\): "
      r"expected x2 of shape \(n, 4\); a single point is x2.unsqueeze\(0\)"),
     (lambda m, x: empirical_ntk(m, x, x.float()), "same dtype"),
+    (lambda m, x: empirical_ntk(m, x.to("meta")), "x1 is on the meta device"),
+    (lambda m, x: empirical_ntk(m, x, x.to_sparse()), r"x2 must be a dense tensor.*to_dense"),
+    (lambda m, x: empirical_ntk(nn.Linear(4, 2, device="meta"), x), "meta device"),
     (lambda m, x: empirical_ntk(m, x[:, :3]), "cannot be applied"),
     (lambda m, x: empirical_ntk(m, x, chunk_size=0), "chunk_size must be a positive integer"),
     (lambda m, x: empirical_ntk(m, x, chunk_size=-2), "chunk_size must be a positive integer"),

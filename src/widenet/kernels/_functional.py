@@ -172,8 +172,14 @@ def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def check_model(model: object) -> nn.Module:
-    """Return ``model`` if it is an nn.Module with at least one trainable parameter."""
-    return trainable_module(model, "its NTK is zero")
+    """Return ``model`` if it is an nn.Module with at least one trainable parameter, and tensors
+    that hold values (none on the meta device)."""
+    model = trainable_module(model, "its NTK is zero")
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise WidenetError("model has parameters or buffers on the meta device, which hold no "
+                           "values; materialize them first (model.to_empty(device=...) and "
+                           "initialize them, or load a state dict)")
+    return model
 
 
 def check_points(x: object, name: str, *,
@@ -186,6 +192,12 @@ def check_points(x: object, name: str, *,
     if not isinstance(x, torch.Tensor):
         raise WidenetError(f"{name} must be a torch.Tensor of shape (n, ...), "
                            f"got {type(x).__name__}")
+    if x.is_meta:
+        raise WidenetError(f"{name} is on the meta device, which holds no values; pass a tensor "
+                           "on a real device")
+    if x.layout != torch.strided:
+        raise WidenetError(f"{name} must be a dense tensor, got layout {x.layout}; pass "
+                           f"{name}.to_dense()")
     if x.ndim == 0 or x.shape[0] == 0 or x.numel() == 0:
         raise WidenetError(f"{name} must hold at least one point, shape (n, ...) with n >= 1, "
                            f"got shape {tuple(x.shape)}; reshape a single point with "
