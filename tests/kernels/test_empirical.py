@@ -236,8 +236,35 @@ def test_a_model_that_changes_with_the_number_of_points_after_the_probe_is_refus
     """The batched methods would differentiate the doubled output; the Jacobian of each point
     alone is the brute-force one."""
     model, x = DoubledAboveThree(), points(6)
-    with pytest.raises(WidenetError, match="changes when it is evaluated with 6 points"):
+    with pytest.raises(WidenetError, match="last of the 6 points of a batch is not what"):
         empirical_ntk(model, x, method=method)
+    result = empirical_ntk(model, x, outputs="full", method="jacobian")
+    assert relative_error(result.full, brute_ntk(model, x)) < TOL
+
+
+class SortsItsBatch(nn.Module):
+    """Runs its first layer on the batch sorted by the first feature, then unsorts: exact per
+    point, but the layer's rows follow the points only on batches that come sorted."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(19)
+        self.inner = nn.Linear(4, 5)
+        self.head = nn.Linear(5, 2)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        order = x[:, 0].argsort()
+        return self.head(torch.tanh(self.inner(x[order]))[order.argsort()])
+
+
+def test_a_layer_whose_rows_stop_following_the_points_after_the_probe_is_refused():
+    x = points(6)
+    x[:, 0] = torch.tensor([0.0, 1.0, 2.0, -1.0, 5.0, -3.0])  # the probe's 3 points in order
+    model = SortsItsBatch()
+    for method in ("auto", "layerwise"):
+        with pytest.raises(WidenetError, match="input of inner for the last of the 6 points"):
+            empirical_ntk(model, x, method=method)
     result = empirical_ntk(model, x, outputs="full", method="jacobian")
     assert relative_error(result.full, brute_ntk(model, x)) < TOL
 

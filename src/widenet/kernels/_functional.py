@@ -91,17 +91,28 @@ def unbatched(mode: str, advice: str) -> Iterator[None]:
 def check_per_point(fmodel: FunctionalModel, x: torch.Tensor, f: torch.Tensor, outs: slice,
                     advice: str) -> None:
     """Raise unless the last row of ``f``, the outputs ``outs`` (flattened) of one pass on the
-    points ``x``, is what the last point alone gives (to ``rows_close``'s tolerance, NaN equal to
-    NaN): a guard, on every batch a method evaluates, behind the audit's probe on a few points,
-    for a model that changes with the number of points. ``advice`` ends the message."""
+    points ``x``, is what the last point alone gives (see ``check_last_point``)."""
     if x.shape[0] == 1:
         return
     with torch.no_grad():
         alone = fmodel(fmodel.params, x[-1:])[:, outs]
-    if not bool(rows_close(f[-1:].nan_to_num(), alone.nan_to_num())[0]):
-        raise WidenetError(f"the model's output for a point changes when it is evaluated with "
-                           f"{x.shape[0]} points rather than alone (the probe on fewer points did "
-                           f"not show it), so this method does not apply to the model; {advice}")
+    check_last_point([("the model's output", f, alone)], x.shape[0], advice)
+
+
+def check_last_point(pairs: list[tuple[str, torch.Tensor, torch.Tensor | None]], c: int,
+                     advice: str) -> None:
+    """Raise unless, for every (what, batch, alone), the last row of ``batch``, a tensor of a pass
+    on c points, is ``alone``, the same tensor of a pass on the last point alone (None: not
+    made), to ``rows_close``'s tolerance, NaN equal to NaN: a guard, on every batch a method
+    evaluates, behind the audit's probe on a few points, for a model that changes, reorders or
+    mixes the points of larger batches. ``advice`` ends the message."""
+    for what, batch, alone in pairs:
+        if (alone is None or batch.shape[1:] != alone.shape[1:] or not bool(rows_close(
+                batch[-1:].detach().nan_to_num(), alone.detach().nan_to_num())[0])):
+            raise WidenetError(f"{what} for the last of the {c} points of a batch is not what "
+                               "that point alone gives (the model changes, reorders or mixes the "
+                               "points of batches larger than the probe's), so this method does "
+                               f"not apply to the model; {advice}")
 
 
 def rows_close(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
