@@ -273,6 +273,17 @@ class CenterBatch(nn.Module):
         return self.net(x - x.mean(0))
 
 
+class WritesItsInput(nn.Module):
+    """Shifts its input in place before a linear stack (as ReLU(inplace=True) first would)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = linear_stack()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.sub_(0.5))
+
+
 class DoubledAboveThree(nn.Module):
     """Doubles its output on batches of more than 3 points, which the probe (3 points, and 1)
     does not see: per point (alone), a linear stack."""

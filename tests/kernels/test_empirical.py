@@ -19,6 +19,7 @@ from tests.kernels.empirical_models import (
     RewrittenAbove,
     SmallCNN,
     UpdatesBuffers,
+    WritesItsInput,
     brute_blocks,
     brute_ntk,
     kept,
@@ -472,6 +473,19 @@ def test_buffers_updated_in_forward_give_the_kernel_of_the_current_state(method)
     assert relative_error(kernel.full, brute_ntk(UpdatesBuffers(update=False), x1, x2)) < TOL
     assert float(model.calls) == 0.0
     assert torch.equal(model.mean, torch.full((4,), 0.5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian", "ntk-vp"])
+def test_a_model_that_writes_to_its_input_leaves_the_points_and_the_kernel_intact(method):
+    """Every pass gets its own copy of the points (the probe's passes were fed points already
+    shifted by earlier passes, and the caller's points were shifted)."""
+    x1, x2 = points(4, seed=1), points(3, seed=2)
+    before = x1.clone(), x2.clone()
+    kernel = empirical_ntk(WritesItsInput(), x1, x2, outputs="full", method=method, chunk_size=2)
+    assert torch.equal(x1, before[0])
+    assert torch.equal(x2, before[1])
+    expected = brute_ntk(WritesItsInput(), x1.clone(), x2.clone())  # each point shifted once
+    assert relative_error(kernel.full, expected) < TOL
 
 
 def test_dtype_follows_the_inputs():

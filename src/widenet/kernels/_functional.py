@@ -55,9 +55,12 @@ class FunctionalModel:
         return self.raw(params, x).reshape(x.shape[0], -1)
 
     def raw(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """The model's own output for the points ``x`` (shape (n, *output_shape))."""
+        """The model's own output for the points ``x`` (shape (n, *output_shape)), fed a copy of
+        them, so that a model writing to its input in place (``ReLU(inplace=True)`` first)
+        changes neither the caller's points nor those of later passes (nor a tensor that
+        torch.func's transforms capture, which they refuse)."""
         with self.applied(params) as module:
-            return module(x)
+            return module(x.clone())
 
     @contextlib.contextmanager
     def applied(self, params: Params) -> Iterator[nn.Module]:
