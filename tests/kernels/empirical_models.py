@@ -148,6 +148,38 @@ class Scale(nn.Module):
         return x * self.gain
 
 
+class ScaledOutput(nn.Module):
+    """A learnable scalar (a 0-dim parameter) times an MLP, used in the parent's forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = linear_stack()
+        self.scale = nn.Parameter(torch.tensor(1.7, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.net(x)
+
+
+class UpdatesBuffers(nn.Module):
+    """Counts its calls and keeps a running mean of its inputs (buffers updated in place in
+    forward, the second one from the points), which it subtracts before the update: the output
+    is that of the current state. ``update=False``: the same function without the updates."""
+
+    def __init__(self, update: bool = True):
+        super().__init__()
+        self.net = linear_stack()
+        self.register_buffer("calls", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.full((4,), 0.5, dtype=torch.float64))
+        self.update = update
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x - self.mean)
+        if self.update:
+            self.calls += 1
+            self.mean.mul_(0.9).add_(0.1 * x.detach().mean(0))
+        return out
+
+
 def custom_model(k: int = 2) -> nn.Module:
     torch.manual_seed(4)
     return nn.Sequential(nn.Linear(4, 6), Scale(6), nn.Tanh(), nn.LayerNorm(6),
@@ -239,6 +271,29 @@ class CenterBatch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x - x.mean(0))
+
+
+class WritesItsInput(nn.Module):
+    """Shifts its input in place before a linear stack (as ReLU(inplace=True) first would)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = linear_stack()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.sub_(0.5))
+
+
+class DoubledAboveThree(nn.Module):
+    """Doubles its output on batches of more than 3 points, which the probe (3 points, and 1)
+    does not see: per point (alone), a linear stack."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = linear_stack()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) * (2.0 if x.shape[0] > 3 else 1.0)
 
 
 class Prototypes(nn.Module):
@@ -351,6 +406,7 @@ MODELS = {
     "scalar-output": (ScalarOutput, (4,), True),
     "squeezed": (Squeezed, (4,), True),
     "custom": (custom_model, (4,), False),
+    "scalar-parameter": (ScaledOutput, (4,), False),
     "called-twice": (CalledTwice, (4,), False),
     "tied-weights": (TiedWeights, (4,), False),
     "used-outside": (UsedOutside, (3,), False),

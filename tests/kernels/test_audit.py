@@ -75,12 +75,13 @@ def test_the_fast_leaf_walk_gives_what_pytree_gives():
 
 
 def test_rows_close_is_close_row_by_row():
-    from widenet.kernels._audit import _close, _rows_close
+    from widenet.kernels._audit import _close
+    from widenet.kernels._functional import rows_close
 
     a = torch.randn(4, 3, 2, generator=torch.Generator().manual_seed(0))
     b = a.clone()
     b[1, 0, 0] += 1e-2  # far off
     b[2, 2, 1] += 1e-9  # within sqrt(eps) (float32)
     b[3, 0, 1] = float("nan")
-    rows = _rows_close(a, b)
+    rows = rows_close(a, b)
     assert rows.tolist() == [_close(a[i], b[i]) for i in range(4)] == [True, False, True, False]

@@ -15,8 +15,11 @@ from tests.kernels.empirical_models import (
     NO_FORWARD_MODE,
     Aliased,
     CenterBatch,
+    DoubledAboveThree,
     RewrittenAbove,
     SmallCNN,
+    UpdatesBuffers,
+    WritesItsInput,
     brute_blocks,
     brute_ntk,
     kept,
@@ -232,6 +235,45 @@ def test_a_layer_that_stops_following_the_points_after_the_probe_is_left_to_the_
         assert relative_error(result.full, brute_ntk(model, x)) < TOL, method
 
 
+@pytest.mark.parametrize("method", ["layerwise", "ntk-vp"])
+def test_a_model_that_changes_with_the_number_of_points_after_the_probe_is_refused(method):
+    """The batched methods would differentiate the doubled output; the Jacobian of each point
+    alone is the brute-force one, which "auto" falls back to."""
+    model, x = DoubledAboveThree(), points(6)
+    with pytest.raises(WidenetError, match="last of the 6 points of a batch is not what"):
+        empirical_ntk(model, x, method=method)
+    for fallback in ("auto", "jacobian"):
+        result = empirical_ntk(model, x, outputs="full", method=fallback)
+        assert relative_error(result.full, brute_ntk(model, x)) < TOL, fallback
+
+
+class SortsItsBatch(nn.Module):
+    """Runs its first layer on the batch sorted by the first feature, then unsorts: exact per
+    point, but the layer's rows follow the points only on batches that come sorted."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(19)
+        self.inner = nn.Linear(4, 5)
+        self.head = nn.Linear(5, 2)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        order = x[:, 0].argsort()
+        return self.head(torch.tanh(self.inner(x[order]))[order.argsort()])
+
+
+def test_a_layer_whose_rows_stop_following_the_points_after_the_probe_is_left_to_jacobians():
+    x = points(6)
+    x[:, 0] = torch.tensor([0.0, 1.0, 2.0, -1.0, 5.0, -3.0])  # the probe's 3 points in order
+    model = SortsItsBatch()
+    with pytest.raises(WidenetError, match="input of inner for the last of the 6 points"):
+        empirical_ntk(model, x, method="layerwise")
+    for method in ("auto", "jacobian"):
+        result = empirical_ntk(model, x, outputs="full", method=method)
+        assert relative_error(result.full, brute_ntk(model, x)) < TOL, method
+
+
 def test_a_layer_output_rewritten_in_place_only_after_the_probe_is_left_to_the_jacobians():
     x = points(6)
     with pytest.raises(WidenetError, match="modified in place on the 6 points of a chunk"):
@@ -432,6 +474,30 @@ def test_the_model_is_left_untouched():
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
+@pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian", "ntk-vp"])
+def test_buffers_updated_in_forward_give_the_kernel_of_the_current_state(method):
+    """Every pass starts from the model's buffers as they are (the in-place updates neither
+    drift from pass to pass nor trip torch.func), and the model's own are left as they were."""
+    model, x1, x2 = UpdatesBuffers(), points(4, seed=1), points(3, seed=2)
+    kernel = empirical_ntk(model, x1, x2, outputs="full", method=method, chunk_size=2)
+    assert relative_error(kernel.full, brute_ntk(UpdatesBuffers(update=False), x1, x2)) < TOL
+    assert float(model.calls) == 0.0
+    assert torch.equal(model.mean, torch.full((4,), 0.5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian", "ntk-vp"])
+def test_a_model_that_writes_to_its_input_leaves_the_points_and_the_kernel_intact(method):
+    """Every pass gets its own copy of the points (the probe's passes were fed points already
+    shifted by earlier passes, and the caller's points were shifted)."""
+    x1, x2 = points(4, seed=1), points(3, seed=2)
+    before = x1.clone(), x2.clone()
+    kernel = empirical_ntk(WritesItsInput(), x1, x2, outputs="full", method=method, chunk_size=2)
+    assert torch.equal(x1, before[0])
+    assert torch.equal(x2, before[1])
+    expected = brute_ntk(WritesItsInput(), x1.clone(), x2.clone())  # each point shifted once
+    assert relative_error(kernel.full, expected) < TOL
+
+
 def test_dtype_follows_the_inputs():
     model = MLP(4, [8], 2, seed=0)  # float32 parameters
     x = points(3)
@@ -458,6 +524,41 @@ def test_random_and_batch_coupled_models_are_refused():
         empirical_ntk(dropout, points(3))
     with pytest.raises(WidenetError, match="depends on the other points"):
         empirical_ntk(CenterBatch(), points(3))
+
+
+class Sqrt(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = linear_stack(k=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).sqrt()
+
+
+def test_a_model_whose_output_is_not_finite_at_the_points_is_refused_as_such():
+    with pytest.raises(WidenetError, match="output is NaN or inf at some of the points"):
+        empirical_ntk(Sqrt(), points(4))
+
+
+@pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian", "ntk-vp"])
+def test_points_of_huge_norm_give_the_kernel_or_say_what_to_do_never_nan(method):
+    """float32 points of norm 1e20: tanh saturates, so the derivatives reach only the last layer
+    and the kernel is finite, but A A'^T of the earlier layers overflows (inf * 0 = NaN in the
+    layer-wise Grams); without tanh the kernel itself (about 1e40) overflows."""
+    x = points(3) * 1e20
+    saturated = linear_stack()
+    expected = brute_ntk(saturated, x, outputs="trace")
+    assert bool(torch.isfinite(expected).all())
+    assert relative_error(empirical_ntk(saturated, x, method=method).ntk, expected) < TOL
+    overflow = r"NaN or inf entries in torch\.float32.*pass float64 points"
+    if method in ("auto", "layerwise"):
+        with pytest.raises(WidenetError, match=overflow):
+            empirical_ntk(saturated.float(), x.float(), method=method)
+    else:
+        kernel = empirical_ntk(saturated.float(), x.float(), method=method).ntk
+        assert relative_error(kernel, expected) < 1e-5
+    with pytest.raises(WidenetError, match=overflow):
+        empirical_ntk(nn.Sequential(*saturated[:2]).float(), x.float(), method=method)
 
 
 @pytest.mark.parametrize("outputs", MODES)
@@ -496,6 +597,9 @@ def test_a_wide_mlp_approaches_its_infinite_width_ntk(outputs):
      r"x2 of shape \(\d+,\) has points of shape \(\) but x1 has points of shape \(4,\): "
      r"expected x2 of shape \(n, 4\); a single point is x2.unsqueeze\(0\)"),
     (lambda m, x: empirical_ntk(m, x, x.float()), "same dtype"),
+    (lambda m, x: empirical_ntk(m, x.to("meta")), "x1 is on the meta device"),
+    (lambda m, x: empirical_ntk(m, x, x.to_sparse()), r"x2 must be a dense tensor.*to_dense"),
+    (lambda m, x: empirical_ntk(nn.Linear(4, 2, device="meta"), x), "meta device"),
     (lambda m, x: empirical_ntk(m, x[:, :3]), "cannot be applied"),
     (lambda m, x: empirical_ntk(m, x, chunk_size=0), "chunk_size must be a positive integer"),
     (lambda m, x: empirical_ntk(m, x, chunk_size=-2), "chunk_size must be a positive integer"),

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from tests.kernels.empirical_models import (  # one_thread: an autouse fixture
     MODELS,
     NO_FORWARD_MODE,
+    DoubledAboveThree,
+    WritesItsInput,
     brute_ntk,
     one_thread,  # noqa: F401
     points,
@@ -42,6 +44,32 @@ def test_a_model_without_forward_mode_derivatives_is_refused_clearly(name):
     model, x = factory(), points(3, shape)
     with pytest.raises(WidenetError, match="forward-mode derivatives of this model"):
         ntk_vector_product(model, x, _vector(model, x, seed=1))
+
+
+def test_a_model_that_changes_with_the_number_of_points_after_the_probe_is_refused():
+    model, x = DoubledAboveThree(), points(6)
+    with pytest.raises(WidenetError, match="last of the 6 points of a batch is not what"):
+        ntk_vector_product(model, x, _vector(model, x, seed=1))
+    with pytest.raises(WidenetError, match="last of the 6 points of a batch is not what"):
+        ntk_vector_product(model, x[:2], _vector(model, x, seed=1), x2=x)
+
+
+def test_a_model_that_writes_to_its_input_leaves_the_points_intact():
+    model, x1, x2 = WritesItsInput(), points(4, seed=1), points(3, seed=2)
+    before = x1.clone(), x2.clone()
+    v = _vector(model, x2.clone(), seed=3)
+    result = ntk_vector_product(model, x1, v, x2=x2, chunk_size=2)
+    assert torch.equal(x1, before[0])
+    assert torch.equal(x2, before[1])
+    kernel = brute_ntk(model, x1.clone(), x2.clone())
+    assert relative_error(result, torch.einsum("ijab,jb->ia", kernel, v)) < 1e-10
+
+
+def test_a_product_that_overflows_is_refused_not_returned():
+    torch.manual_seed(0)
+    model, x = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU()), points(3).float()
+    with pytest.raises(WidenetError, match=r"K v has NaN or inf entries in torch\.float32"):
+        ntk_vector_product(model, x * 1e20, torch.ones(3, 5))
 
 
 @settings(max_examples=10, deadline=None)

@@ -24,7 +24,6 @@ modules there). The probe pass itself runs with recording on, whatever the calle
 from __future__ import annotations
 
 import contextlib
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +35,13 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from widenet.errors import WidenetError
-from widenet.kernels._functional import FunctionalModel, check_model, check_points, first_line
+from widenet.kernels._functional import (
+    FunctionalModel,
+    check_model,
+    check_points,
+    first_line,
+    rows_close,
+)
 from widenet.kernels._layers import (
     LayerAdapter,
     factor_sizes,
@@ -89,15 +94,14 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     candidates = {module for modules in owners.values() for module in modules}
     record = _Record(probe.shape[0], paths, candidates)
     alone = [_Record(1, paths, candidates) for _ in range(probe.shape[0])]
-    with fmodel.applied(fmodel.params) as module:
-        raw = _probe_pass(module, fmodel.params, probe, record, uses=True)
-        out = raw.reshape(probe.shape[0], -1)
-        if out.shape[1] == 0:
-            raise WidenetError(f"the model returns no output units per point (output shape "
-                               f"{tuple(raw.shape)}), so its NTK is empty; give it at least one "
-                               "output")
-        outs = [_probe_pass(module, fmodel.params, probe[i:i + 1], single, batch=False)
-                for i, single in enumerate(alone)]
+    raw = _probe_pass(fmodel, probe, record, uses=True)
+    out = raw.reshape(probe.shape[0], -1)
+    if out.shape[1] == 0:
+        raise WidenetError(f"the model returns no output units per point (output shape "
+                           f"{tuple(raw.shape)}), so its NTK is empty; give it at least one "
+                           "output")
+    outs = [_probe_pass(fmodel, probe[i:i + 1], single, batch=False)
+            for i, single in enumerate(alone)]
     _check_independent(out, torch.cat([_one_point(o, out.shape[1]) for o in outs]))
     problem = _layerwise_problem(fmodel, owners, record, alone)
     holders = {modules[0] for modules in owners.values()} if problem is None else set()
@@ -111,15 +115,16 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
                  tuple(record.modified_in_place(layer.module) for layer in layers))
 
 
-def _probe_pass(module: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
-                record: _Record, *, uses: bool = False, batch: bool = True) -> torch.Tensor:
-    """The output of ``module`` (with ``params`` in its slots) on ``x`` (with ``batch``, checked
-    to be one (n, ...) tensor), filling ``record``; ``uses``: also record where each trainable
-    parameter is used."""
-    watch_uses = _ParameterUses(params, record) if uses else contextlib.nullcontext()
+def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
+                uses: bool = False, batch: bool = True) -> torch.Tensor:
+    """The output of the model (with its parameters, fresh buffers) on ``x`` (with ``batch``,
+    checked to be one (n, ...) tensor), filling ``record``; ``uses``: also record where each
+    trainable parameter is used."""
+    watch_uses = _ParameterUses(fmodel.params, record) if uses else contextlib.nullcontext()
     try:
-        with torch.enable_grad(), _watch(record), watch_uses:
-            raw = module(x)
+        with (torch.enable_grad(), fmodel.applied(fmodel.params) as module, _watch(record),
+              watch_uses):
+            raw = module(x.clone())  # a model may write to its input (see FunctionalModel.raw)
     except RuntimeError as error:
         raise WidenetError(f"the model cannot be applied to {x.shape[0]} point(s) of shape "
                            f"{tuple(x.shape[1:])}: {first_line(error)}") from error
@@ -288,17 +293,22 @@ def _check_output(out: object, batch: int) -> None:
 
 def _check_independent(out: torch.Tensor, alone: torch.Tensor) -> None:
     """Raise unless the model maps each point on its own: the outputs of the batch, ``out``, are
-    the outputs of the points one by one, ``alone`` (to ``_close``'s tolerance)."""
+    the outputs of the points one by one, ``alone`` (to ``_close``'s tolerance), all finite."""
+    if not bool(torch.isfinite(alone).all()):
+        raise WidenetError("the model's output is NaN or inf at some of the points, so its "
+                           "derivatives there are not defined; check the model at these points "
+                           "(or rescale them)")
     if not _close(out, alone):
         raise WidenetError("the model's output for one point depends on the other points of the "
-                           "batch, so the per-point Jacobian and the NTK are not defined; put "
-                           "batch-dependent layers in eval mode (model.eval()) or remove them")
+                           "batch (or is random), so the per-point Jacobian and the NTK are not "
+                           "defined; put batch-dependent or random layers in eval mode "
+                           "(model.eval()) or remove them")
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     """|a - b| <= sqrt(machine epsilon) (1 + max |a|, |b|) everywhere (same shapes): the whole
-    tensors as one row of :func:`_rows_close`."""
-    return bool(_rows_close(a.reshape(1, -1), b.reshape(1, -1))[0])
+    tensors as one row of :func:`rows_close`."""
+    return bool(rows_close(a.reshape(1, -1), b.reshape(1, -1))[0])
 
 
 def _owners(model: nn.Module, trainable: dict[int, str]) -> dict[str, list[nn.Module]]:
@@ -359,24 +369,13 @@ def _row_problem(a: torch.Tensor, z: torch.Tensor,
         if a_i.shape[1:] != a.shape[1:] or z_i.shape[1:] != z.shape[1:]:
             return (f"its input has shape {tuple(a.shape)} for {a.shape[0]} points but "
                     f"{tuple(a_i.shape)} for one, so its first axis is not the points")
-    close = (_rows_close(a, torch.cat([a_i for a_i, _ in alone]))
-             & _rows_close(z, torch.cat([z_i for _, z_i in alone])))
+    close = (rows_close(a, torch.cat([a_i for a_i, _ in alone]))
+             & rows_close(z, torch.cat([z_i for _, z_i in alone])))
     if not bool(close.all()):
         i = int((~close).nonzero()[0])
         return (f"row {i} of its input or output for {a.shape[0]} points is not what point "
                 f"{i} alone gives, so its first axis does not follow the points")
     return None
-
-
-def _rows_close(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Whether each row (first-axis slice) i has max |a_i - b_i| <= sqrt(machine epsilon)
-    (1 + max |a_i|, |b_i|), all rows at once: a (rows,) boolean tensor (same shapes; a NaN
-    difference is never close)."""
-    a, b = a.detach().flatten(1), b.detach().flatten(1)
-    if a.shape[1] == 0:
-        return torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
-    scale = torch.maximum(a.abs().amax(1), b.abs().amax(1))
-    return (a - b).abs().amax(1) <= math.sqrt(torch.finfo(a.dtype).eps) * (1.0 + scale)
 
 
 def prepare(model: object, x1: object, x2: object = None,

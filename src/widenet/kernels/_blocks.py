@@ -151,7 +151,22 @@ def assemble(method: BlockMethod, x1: torch.Tensor, x2: torch.Tensor | None, k: 
                                     add=method.mode == "trace" and s > 0)
     if symmetric:
         _mirror(result, slices(x1.shape[0], plan.rows), method.mode)
+    check_finite("the kernel", *result.values())
     return result
+
+
+def check_finite(what: str, *tensors: torch.Tensor) -> None:
+    """Raise unless the tensors (``what`` was computed) are finite: the sum of one is finite
+    unless an entry is not (or, rarely, they overflow when added, which the exact test rules out).
+    """
+    for t in tensors:
+        if bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all()):
+            continue
+        remedy = "" if t.dtype == torch.float64 else ", pass float64 points (x.double())"
+        raise WidenetError(f"{what} has NaN or inf entries in {t.dtype}: the model's derivatives "
+                           "at some points, or their products, are not finite in it (points of "
+                           f"huge norm overflow); rescale the points{remedy} or check the model "
+                           "there")
 
 
 def _row_blocks(method: BlockMethod, x1: torch.Tensor, size: int, panel: tuple[slice, object],

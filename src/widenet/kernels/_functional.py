@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import operator
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -34,34 +35,39 @@ class FunctionalModel:
     """f(params, x) -> (n, k): the model's outputs for n points, flattened to k units per point.
 
     ``params`` are the trainable parameters, keyed by their names in ``model.named_parameters()``
-    (a parameter tied to several names appears once, under its first name). Frozen parameters and
-    buffers are held fixed in ``constants``; buffers are copies, so that a forward pass updating
-    them in place leaves the model's own untouched.
+    (a parameter tied to several names appears once, under its first name). Frozen parameters are
+    held fixed in ``constants``, buffers in ``buffers``; every pass gets fresh copies of the
+    buffers, so that a forward pass updating them in place (a step counter, spectral_norm's power
+    iteration in training mode) sees the model's current state every time, leaves the model's
+    own untouched, and mutates a tensor made inside torch.func's transforms, which they allow.
     """
 
     def __init__(self, model: nn.Module, like: torch.Tensor):
         self.module = model
         self.params: Params = {name: _cast(p, like) for name, p in model.named_parameters()
                                if p.requires_grad}
-        frozen = {name: _cast(p, like) for name, p in model.named_parameters()
-                  if not p.requires_grad}
-        buffers = {name: _cast(b, like).clone() for name, b in model.named_buffers()}
-        self.constants: Params = {**frozen, **buffers}
+        self.constants: Params = {name: _cast(p, like) for name, p in model.named_parameters()
+                                  if not p.requires_grad}
+        self.buffers: Params = {name: _cast(b, like) for name, b in model.named_buffers()}
         self.slots = _slots(model)
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         return self.raw(params, x).reshape(x.shape[0], -1)
 
     def raw(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """The model's own output for the points ``x`` (shape (n, *output_shape))."""
+        """The model's own output for the points ``x`` (shape (n, *output_shape)), fed a copy of
+        them, so that a model writing to its input in place (``ReLU(inplace=True)`` first)
+        changes neither the caller's points nor those of later passes (nor a tensor that
+        torch.func's transforms capture, which they refuse)."""
         with self.applied(params) as module:
-            return module(x)
+            return module(x.clone())
 
     @contextlib.contextmanager
     def applied(self, params: Params) -> Iterator[nn.Module]:
-        """The module with ``params`` and the constants in its slots, for several passes in one
-        block (see ``substituted``)."""
-        with substituted(self.module, self.slots, {**self.constants, **params}):
+        """The module with ``params``, the constants and fresh copies of the buffers in its slots,
+        for one pass (see ``substituted``)."""
+        fresh = {name: b.clone() for name, b in self.buffers.items()}
+        with substituted(self.module, self.slots, {**self.constants, **fresh, **params}):
             yield self.module
 
     def numel(self) -> int:
@@ -83,6 +89,44 @@ def unbatched(mode: str, advice: str) -> Iterator[None]:
             raise
         raise WidenetError(f"torch cannot take the {mode} derivatives of this model "
                            f"({type(error).__name__}: {first_line(error)}); {advice}") from error
+
+
+def check_per_point(fmodel: FunctionalModel, x: torch.Tensor, f: torch.Tensor, outs: slice,
+                    advice: str) -> None:
+    """Raise unless the last row of ``f``, the outputs ``outs`` (flattened) of one pass on the
+    points ``x``, is what the last point alone gives (see ``check_last_point``)."""
+    if x.shape[0] == 1:
+        return
+    with torch.no_grad():
+        alone = fmodel(fmodel.params, x[-1:])[:, outs]
+    check_last_point([("the model's output", f, alone)], x.shape[0], advice)
+
+
+def check_last_point(pairs: list[tuple[str, torch.Tensor, torch.Tensor | None]], c: int,
+                     advice: str, error: type[WidenetError] = WidenetError) -> None:
+    """Raise unless, for every (what, batch, alone), the last row of ``batch``, a tensor of a pass
+    on c points, is ``alone``, the same tensor of a pass on the last point alone (None: not
+    made), to ``rows_close``'s tolerance, NaN equal to NaN: a guard, on every batch a method
+    evaluates, behind the audit's probe on a few points, for a model that changes, reorders or
+    mixes the points of larger batches. ``advice`` ends the message; ``error`` is raised."""
+    for what, batch, alone in pairs:
+        if (alone is None or batch.shape[1:] != alone.shape[1:] or not bool(rows_close(
+                batch[-1:].detach().nan_to_num(), alone.detach().nan_to_num())[0])):
+            raise error(f"{what} for the last of the {c} points of a batch is not what that "
+                        "point alone gives (the model changes, reorders or mixes the points of "
+                        "batches larger than the probe's), so this method does not apply to the "
+                        f"model; {advice}")
+
+
+def rows_close(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Whether each row (first-axis slice) i has max |a_i - b_i| <= sqrt(machine epsilon)
+    (1 + max |a_i|, |b_i|), all rows at once: a (rows,) boolean tensor (same shapes; a NaN
+    difference is never close)."""
+    a, b = a.detach().flatten(1), b.detach().flatten(1)
+    if a.shape[1] == 0:
+        return torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
+    scale = torch.maximum(a.abs().amax(1), b.abs().amax(1))
+    return (a - b).abs().amax(1) <= math.sqrt(torch.finfo(a.dtype).eps) * (1.0 + scale)
 
 
 def first_line(error: BaseException) -> str:
@@ -142,8 +186,14 @@ def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def check_model(model: object) -> nn.Module:
-    """Return ``model`` if it is an nn.Module with at least one trainable parameter."""
-    return trainable_module(model, "its NTK is zero")
+    """Return ``model`` if it is an nn.Module with at least one trainable parameter, and tensors
+    that hold values (none on the meta device)."""
+    model = trainable_module(model, "its NTK is zero")
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise WidenetError("model has parameters or buffers on the meta device, which hold no "
+                           "values; materialize them first (model.to_empty(device=...) and "
+                           "initialize them, or load a state dict)")
+    return model
 
 
 def check_points(x: object, name: str, *,
@@ -156,6 +206,12 @@ def check_points(x: object, name: str, *,
     if not isinstance(x, torch.Tensor):
         raise WidenetError(f"{name} must be a torch.Tensor of shape (n, ...), "
                            f"got {type(x).__name__}")
+    if x.is_meta:
+        raise WidenetError(f"{name} is on the meta device, which holds no values; pass a tensor "
+                           "on a real device")
+    if x.layout != torch.strided:
+        raise WidenetError(f"{name} must be a dense tensor, got layout {x.layout}; pass "
+                           f"{name}.to_dense()")
     if x.ndim == 0 or x.shape[0] == 0 or x.numel() == 0:
         raise WidenetError(f"{name} must hold at least one point, shape (n, ...) with n >= 1, "
                            f"got shape {tuple(x.shape)}; reshape a single point with "

@@ -20,7 +20,7 @@ import torch
 from widenet.errors import WidenetError
 from widenet.kernels._audit import Audit
 from widenet.kernels._factors import Factor, FactorMethod, Group, arrange, output_pairs
-from widenet.kernels._functional import FunctionalModel, unbatched
+from widenet.kernels._functional import FunctionalModel, check_last_point, unbatched
 from widenet.kernels._layers import LayerAdapter
 
 
@@ -40,6 +40,7 @@ class LayerwiseMethod(FactorMethod):
         with torch.enable_grad(), _capture(layers, self.audit.in_place) as captured:
             f = self.fmodel(self.fmodel.params, x)[:, outs]
         _check_calls(layers, captured, x.shape[0])
+        self._check_last_point(x, outs, f, captured)
         with unbatched("reverse-mode", "check that autograd can differentiate its forward pass "
                        "(a tensor it saved must not be changed in place)"):
             grads = _output_gradients(f, [captured[layer.module].output for layer in layers])
@@ -48,6 +49,26 @@ class LayerwiseMethod(FactorMethod):
             a = layer.inputs(captured[layer.module].input)
             factors += _layer_factors(layer, a, layer.grads(g), per_example)
         return arrange(factors, self.mode)
+
+    def _check_last_point(self, x: torch.Tensor, outs: slice, f: torch.Tensor,
+                          captured: dict) -> None:
+        """Raise unless the last of the points ``x`` alone gives the last row of the outputs
+        ``f`` and of every layer's input and output as ``captured`` on them: the rows must follow
+        the points on every batch, not only on the probe (a model that sorts its batch by a
+        feature does so on a probe whose points are in order, and not on others)."""
+        if x.shape[0] == 1:
+            return
+        layers = self.audit.layers
+        with torch.enable_grad(), _capture(layers, self.audit.in_place) as alone:
+            last = self.fmodel(self.fmodel.params, x[-1:])[:, outs]
+        pairs = [("the model's output", f, last)]
+        for layer in layers:
+            call, one = captured[layer.module], alone.get(layer.module)
+            pairs += [(f"the {part} of {layer.path}", getattr(call, part),
+                       None if one is None else getattr(one, part)) for part in ("input", "output")]
+        check_last_point(pairs, x.shape[0],
+                         "use method='jacobian', which differentiates every point alone",
+                         LayerwiseInapplicableError)
 
     def feature_memory(self, c: int, kc: int) -> int:
         """Scalars held while forming the factors of c points and kc outputs."""

@@ -85,9 +85,10 @@ class JacobianMethod(FactorMethod):
         self.mode = mode
 
     def features(self, x: torch.Tensor, outs: slice) -> list[Group]:
-        """Jacobian rows as factors with A = 1: G = rows, shape (kc, c, 1, parameter size)."""
+        """Jacobian rows as factors with A = 1: G = rows, shape (kc, c, 1, parameter size)
+        (size 1 for a scalar parameter, whose rows j are (c, kc))."""
         rows = jacobian_rows(self.fmodel, x, outs, batched=not self.audit.unbatched)
-        return arrange([Factor(name, 1.0, j.flatten(2).transpose(0, 1).unsqueeze(2), None)
+        return arrange([Factor(name, 1.0, j.reshape(*j.shape[:2], 1, -1).transpose(0, 1), None)
                         for name, j in rows.items()], self.mode)
 
     def feature_memory(self, c: int, kc: int) -> int:

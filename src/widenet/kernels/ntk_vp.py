@@ -18,6 +18,7 @@ from widenet.kernels._audit import Audit, prepare
 from widenet.kernels._blocks import (
     DEFAULT_MEMORY_BUDGET,
     check_chunking,
+    check_finite,
     points_per_chunk,
     slices,
 )
@@ -26,6 +27,7 @@ from widenet.kernels._functional import (
     UNBATCHABLE,
     FunctionalModel,
     Params,
+    check_per_point,
     outside_inference_mode,
     unbatched,
 )
@@ -53,17 +55,27 @@ def ntk_vector_product(model: torch.nn.Module, x: torch.Tensor, v: torch.Tensor,
                          fixed=2 * x.element_size() * fmodel.numel(), budget=memory_budget,
                          chunk_size=chunk_size)
     pulled = _pull_back(fmodel, other, v, c)
-    with unbatched("forward-mode", "use empirical_ntk(..., method='jacobian') and multiply"):
-        pushed = [jvp(lambda p, points=points: fmodel(p, x[points]), (fmodel.params,),
-                      (pulled,))[1] for points in slices(x.shape[0], c)]
-    return torch.cat(pushed).reshape(x.shape[0], *audit.output_shape)
+    pushed = []
+    for points in slices(x.shape[0], c):
+        with unbatched("forward-mode", _MULTIPLY):
+            f, jv = jvp(lambda p, points=points: fmodel(p, x[points]), (fmodel.params,),
+                        (pulled,))
+        check_per_point(fmodel, x[points], f, slice(None), _MULTIPLY)
+        pushed.append(jv)
+    result = torch.cat(pushed)
+    check_finite("K v", result)
+    return result.reshape(x.shape[0], *audit.output_shape)
+
+
+_MULTIPLY = "use empirical_ntk(..., method='jacobian') and multiply"
 
 
 def _pull_back(fmodel: FunctionalModel, x: torch.Tensor, v: torch.Tensor, c: int) -> Params:
     """J(x)^T v = sum_i J(x_i)^T v_i, one VJP per chunk of c points."""
     total: Params = {}
     for points in slices(x.shape[0], c):
-        _, pullback = vjp(lambda p, points=points: fmodel(p, x[points]), fmodel.params)
+        f, pullback = vjp(lambda p, points=points: fmodel(p, x[points]), fmodel.params)
+        check_per_point(fmodel, x[points], f, slice(None), _MULTIPLY)
         (part,) = pullback(v[points])
         total = {name: total[name] + g for name, g in part.items()} if total else part
     return total
@@ -130,7 +142,12 @@ class VectorProductMethod:
     def contract(self, left: _Chunk, right: _Chunk, out: dict[str, torch.Tensor], *,
                  add: bool) -> None:
         """Write (with ``add``: add) into ``out`` {name or TOTAL: block} the blocks
-        K[i, j, a, b] = <J(x_i)_a, J(x'_j)_b>, by JVPs along rows."""
+        K[i, j, a, b] = <J(x_i)_a, J(x'_j)_b>, by JVPs along rows (on the left chunk's points
+        as one batch, so first checked to give what its points alone give)."""
+        with torch.no_grad():
+            f = self.fmodel(self.fmodel.params, left.x)[:, left.outs]
+        check_per_point(self.fmodel, left.x, f, left.outs,
+                        "use method='jacobian', which differentiates every point alone")
         for key, block in out.items():
             names = tuple(self.fmodel.params) if key == TOTAL else (key,)
             columns = self._select(self._columns(left, right.rows(), names))
