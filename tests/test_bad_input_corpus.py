@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from widenet.cli import main
@@ -40,6 +41,11 @@ FILES = {
     "a_file": "not a folder\n",
     "bad.npz": "PK not a zip\n",
 }
+
+ARRAYS = {"kernel.npy": np.eye(2), "labels.npy": np.array([0, 1])}
+"""Small .npy inputs of ``widenet fit``."""
+
+FIT = ["fit", "kernel.npy", "--labels", "labels.npy"]
 
 CLI_CASES: dict[str, tuple[list[str], str]] = {
     # item 7: oversized requests, refused before anything is made
@@ -168,6 +174,11 @@ CLI_CASES: dict[str, tuple[list[str], str]] = {
                                 "--out", "store"], "'--threads'"),
     "sweep negative seeds": (["sweep", "gd-convergence", "--seeds", "-1", "--dry-run"],
                              "--seeds"),
+    # widenet fit: the predictions never replace an input, nor are computed for nowhere
+    "fit out onto its kernel": ([*FIT, "--out", "kernel.npy"], "one of the input files"),
+    "fit out onto its labels": ([*FIT, "--out", "./labels.npy"], "one of the input files"),
+    "fit out under a file": ([*FIT, "--out", "a_file/p.npy"], "a_file is a file"),
+    "fit out a folder": ([*FIT, "--out", "folder.npy"], "is a folder"),
 }
 
 
@@ -182,6 +193,9 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_study(STUDY, ToyConfig(values=[1]), store=RunStore(folder / "store"))
     for name, text in FILES.items():
         (folder / name).write_text(text)
+    for name, array in ARRAYS.items():
+        np.save(folder / name, array)
+    (folder / "folder.npy").mkdir()
     return folder
 
 

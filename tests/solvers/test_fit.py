@@ -141,6 +141,25 @@ def test_bad_labels_and_files_are_refused(ill_conditioned: dict, tmp_path: Path)
     assert not (tmp_path / "out.npy").exists()
 
 
+def test_the_predictions_never_replace_an_input(ill_conditioned: dict, tmp_path: Path) -> None:
+    np.save(tmp_path / "k.npy", ill_conditioned["train"].numpy())
+    np.save(tmp_path / "cross.npy", ill_conditioned["cross"].numpy())
+    np.save(tmp_path / "labels.npy", ill_conditioned["labels"].numpy())
+    (tmp_path / "a_file").write_text("x")
+    before = {path: path.read_bytes() for path in tmp_path.iterdir()}
+    files = {"kernel": tmp_path / "k.npy", "labels": tmp_path / "labels.npy",
+             "test_kernel": tmp_path / "cross.npy"}
+    for out in files.values():
+        with pytest.raises(WidenetError, match="is one of the input files"):
+            fit_files(**files, out=out)
+    with pytest.raises(WidenetError, match="a_file is a file"):
+        fit_files(**files, out=tmp_path / "a_file" / "out.npy")
+    (tmp_path / "folder.npy").mkdir()
+    with pytest.raises(WidenetError, match="is a folder"):
+        fit_files(**files, out=tmp_path / "folder.npy")
+    assert {path: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()} == before
+
+
 def test_the_fit_command(disk_kernel: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from widenet.cli import main
 

@@ -194,9 +194,7 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
     entries, or one per point (the rest are the test labels). Otherwise ``test_kernel`` is
     the (m, n) test-by-train kernel file. ``test_labels`` (``.npy``) gives the test labels.
     ``options`` go to :func:`fit`."""
-    out = Path(out)
-    if out.suffix != ".npy":
-        raise WidenetError(f"the output file must end in .npy, got {out}")
+    out = _output_path(out, (kernel, labels, test_kernel, test_labels))
     whole = BlockedKernel.open(kernel)
     values = _load(labels, "labels")
     known_test = None if test_labels is None else _load(test_labels, "test labels")
@@ -229,8 +227,31 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
                 if known is not None and result.classes is not None else None)
     buffer = io.BytesIO()
     np.save(buffer, predicted)
-    atomic_write(out, buffer.getvalue())
+    try:
+        atomic_write(out, buffer.getvalue())
+    except OSError as error:
+        raise WidenetError(f"cannot write {out}: {error.strerror or error}; choose another "
+                           "path") from None
     return FileFit(result, on, accuracy, out)
+
+
+def _output_path(out: str | Path, inputs: tuple[str | Path | None, ...]) -> Path:
+    """``out``, checked before anything is computed: a ``.npy`` path that is none of the
+    ``inputs`` files (the predictions would replace it) and not a folder, under a folder that
+    exists or can be made (no file in the way). Another file there is replaced whole."""
+    out = Path(out)
+    if out.suffix != ".npy":
+        raise WidenetError(f"the output file must end in .npy, got {out}")
+    if out.is_dir():
+        raise WidenetError(f"the output path {out} is a folder; name a .npy file")
+    if out.exists() and any(path is not None and Path(path).exists() and out.samefile(path)
+                            for path in inputs):
+        raise WidenetError(f"the output file {out} is one of the input files (kernel or "
+                           "labels), which the predictions would replace; choose another path")
+    nearest = next(folder for folder in out.absolute().parents if folder.exists())
+    if not nearest.is_dir():
+        raise WidenetError(f"cannot write {out}: {nearest} is a file; choose another path")
+    return out
 
 
 def _load(path: str | Path, name: str) -> np.ndarray:
