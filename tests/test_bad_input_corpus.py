@@ -42,7 +42,7 @@ FILES = {
     "bad.npz": "PK not a zip\n",
 }
 
-ARRAYS = {"kernel.npy": np.eye(2), "labels.npy": np.array([0, 1])}
+ARRAYS = {"kernel.npy": np.eye(2), "labels.npy": np.array([0, 1]), "empty.npy": np.zeros((2, 0))}
 """Small .npy inputs of ``widenet fit``."""
 
 FIT = ["fit", "kernel.npy", "--labels", "labels.npy"]
@@ -179,6 +179,8 @@ CLI_CASES: dict[str, tuple[list[str], str]] = {
     "fit out onto its labels": ([*FIT, "--out", "./labels.npy"], "one of the input files"),
     "fit out under a file": ([*FIT, "--out", "a_file/p.npy"], "a_file is a file"),
     "fit out a folder": ([*FIT, "--out", "folder.npy"], "is a folder"),
+    "fit of an empty kernel file": (["fit", "empty.npy", "--labels", "labels.npy", "--out",
+                                     "p.npy"], "non-empty 2-D"),
 }
 
 

@@ -138,6 +138,10 @@ def test_bad_kernels_are_refused(tmp_path: Path) -> None:
     np.save(tmp_path / "ints.npy", np.zeros((3, 3), dtype=np.int64))
     with pytest.raises(WidenetError, match="2-D float32 or float64"):
         BlockedKernel.open(tmp_path / "ints.npy")
+    for shape in [(0, 0), (3, 0), (0, 3)]:
+        np.save(tmp_path / "empty.npy", np.zeros(shape))
+        with pytest.raises(WidenetError, match="non-empty 2-D float32 or float64"):
+            BlockedKernel.open(tmp_path / "empty.npy")
     np.save(tmp_path / "short.npy", np.zeros((30, 30)))
     with (tmp_path / "short.npy").open("r+b") as file:
         file.truncate(500)

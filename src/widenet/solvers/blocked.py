@@ -231,10 +231,10 @@ class _NpyRows:
                                "`widenet kernel` or check the path") from None
         except (OSError, ValueError) as error:
             raise WidenetError(f"cannot read {path} as a .npy file ({error})") from None
-        if len(shape) != 2 or dtype not in (np.float32, np.float64) or fortran:
+        if len(shape) != 2 or 0 in shape or dtype not in (np.float32, np.float64) or fortran:
             raise WidenetError(f"{path} holds a {dtype} array of shape {shape}"
                                f"{' in Fortran order' if fortran else ''}; a kernel file holds "
-                               "a 2-D float32 or float64 matrix in C order")
+                               "a non-empty 2-D float32 or float64 matrix in C order")
         self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
         self.row_bytes = self.shape[1] * self.dtype.itemsize
         expected = self.offset + self.shape[0] * self.row_bytes
