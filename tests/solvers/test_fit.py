@@ -56,6 +56,9 @@ def test_a_finite_time_is_gradient_flow(ill_conditioned: dict) -> None:
     assert _relative(result.train, dynamics.train(50.0)) < 1e-8
     infinite = fit(kernel, ill_conditioned["labels"].numpy(), time=float("inf"), tol=1e-10)
     assert infinite.history.shape[1] == 3  # conjugate gradients' residuals per class
+    for inf in [np.float32("inf"), np.float64("inf"), torch.tensor(float("inf"))]:
+        again = fit(kernel, ill_conditioned["labels"].numpy(), time=inf, tol=1e-10)
+        torch.testing.assert_close(again.train, infinite.train, rtol=0, atol=0)
     with pytest.raises(WidenetError, match="ridge must be 0 with a finite time"):
         fit(kernel, ill_conditioned["labels"].numpy(), time=50.0, ridge=1.0)
     with pytest.raises(WidenetError, match="time must be >= 0"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,10 @@ def fit(kernel: KernelLike, labels: np.ndarray | torch.Tensor, *, ridge: float =
 
 def _flow_time(time: float | None) -> float | None:
     """The finite time of a gradient-flow fit, or None for regression (None or inf)."""
-    if time is None or (isinstance(time, float | int) and time == math.inf):
+    if isinstance(time, torch.Tensor) and time.numel() == 1:
+        time = time.item()
+    if time is None or (isinstance(time, Real) and not isinstance(time, bool)
+                        and time == math.inf):
         return None
     return finite_real(time, "time", minimum=0.0)
 
