@@ -260,6 +260,16 @@ def _parse(text: str) -> None:
     parse_value(text)
 
 
+def _train_classifier(labels: object) -> None:
+    import torch
+
+    from widenet.dynamics.train import train
+    from widenet.models import MLP
+
+    train(MLP(2, [4], 3, seed=0), torch.ones(4, 2), torch.as_tensor(labels), lr=0.1, steps=1,
+          loss="cross_entropy")
+
+
 API_CASES = {
     "MLP with widths 10^6": (_huge_mlp, "an MLP with 2,000,074,000,000 parameters needs"),
     "run_study with 10^12 points": (_huge_run, "needs"),
@@ -268,6 +278,13 @@ API_CASES = {
     "build_config alias bomb --set": (lambda: _config(f"widths={FLOW_BOMB}"), "more than"),
     "parse_value nested 5000 deep": (lambda: _parse(DEEP), "nested deeper"),
     "parse_value of 2 MB": (lambda: _parse("1" * 2_000_000), "longer than"),
+    "cross_entropy on one-hot targets": (
+        lambda: _train_classifier([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 0, 0]]),
+        r"argmax\(1\)"),
+    "cross_entropy label 3 of 3 classes": (lambda: _train_classifier([0, 1, 2, 3]),
+                                           r"class indices 0\.\.2"),
+    "cross_entropy on real targets": (lambda: _train_classifier([0.2, 1.7, 0.0, 1.0]),
+                                      r"class indices 0\.\.2"),
 }
 
 

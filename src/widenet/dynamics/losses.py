@@ -1,7 +1,7 @@
 """Training losses, each a mean over the n points of a batch.
 
     mse:          (1/(2n)) sum_i ||f(x_i) - y_i||^2        (docs/theory.md section 5's convention)
-    cross_entropy: (1/n) sum_i -log softmax(f(x_i))_{y_i}   (integer labels)
+    cross_entropy: (1/n) sum_i -log softmax(f(x_i))_{y_i}   (class labels 0..k-1)
     logistic:     (1/n) sum_i log(1 + exp(-y_i f(x_i)))     (y in {-1, +1}, one output)
     exponential:  (1/n) sum_i exp(-y_i f(x_i))              (y in {-1, +1}, one output)
 
@@ -33,8 +33,20 @@ def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(1/n) sum_i -log softmax(f(x_i))_{y_i}, for integer class labels y."""
-    return F.cross_entropy(output, target.long())
+    """(1/n) sum_i -log softmax(f(x_i))_{y_i}, for class labels y (n,) in 0..k-1 (integers, or
+    whole numbers stored as floats) and outputs (n, k)."""
+    points, classes = output.shape[0], output.shape[-1]
+    if target.shape != (points,):
+        hint = "; for one-hot targets pass y.argmax(1)" if target.shape == output.shape else ""
+        raise WidenetError(f"cross_entropy takes one class label per point, shape ({points},), "
+                           f"got {tuple(target.shape)}{hint}")
+    labels = target.long()
+    if points and (bool((labels != target).any()) or int(labels.min()) < 0
+                   or int(labels.max()) >= classes):
+        raise WidenetError(f"cross_entropy labels must be the class indices 0..{classes - 1} "
+                           f"of the {classes} outputs, got values from {target.min().item():g} "
+                           f"to {target.max().item():g}")
+    return F.cross_entropy(output, labels)
 
 
 def _signed_margins(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

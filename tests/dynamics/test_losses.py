@@ -1,0 +1,30 @@
+"""Losses against their formulas, and cross_entropy's refusal of targets that are not labels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from widenet.dynamics.losses import cross_entropy
+from widenet.errors import WidenetError
+
+
+def test_cross_entropy_is_the_mean_negative_log_softmax_of_the_labels() -> None:
+    output = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 2, 1, 1, 0, 2])
+    expected = -torch.log_softmax(output, dim=1)[torch.arange(6), labels].mean()
+    torch.testing.assert_close(cross_entropy(output, labels), expected, rtol=1e-15, atol=0)
+    assert torch.equal(cross_entropy(output, labels.double()), cross_entropy(output, labels))
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    (torch.nn.functional.one_hot(torch.tensor([0, 2, 1, 1])).double(), r"y\.argmax\(1\)"),
+    (torch.tensor([0, 2, 1, 3]), r"class indices 0\.\.2 .* from 0 to 3"),
+    (torch.tensor([0, -1, 1, 1]), r"class indices 0\.\.2"),
+    (torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64), r"from 0 to 2"),
+    (torch.tensor([0, 1]), r"shape \(4,\), got \(2,\)"),
+])
+def test_cross_entropy_refuses_targets_that_are_not_class_labels(target: torch.Tensor,
+                                                                  expected: str) -> None:
+    with pytest.raises(WidenetError, match=expected):
+        cross_entropy(torch.zeros(4, 3, dtype=torch.float64), target)
