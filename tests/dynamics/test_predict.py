@@ -390,6 +390,10 @@ def _indefinite() -> torch.Tensor:
     return torch.diag(torch.tensor([1.0, -0.5, 2.0], dtype=F64))
 
 
+def _dynamics() -> predict.KernelDynamics:
+    return predict.KernelDynamics(_kernel(), _y(), randn(3, seed=40))
+
+
 def _singular() -> torch.Tensor:
     return torch.ones(3, 3, dtype=F64)
 
@@ -438,6 +442,10 @@ BAD_CALLS = {
     "infinite steps": (lambda: predict.KernelDynamics(_kernel(), _y()).gd_train(math.inf, 0.1),
                        "whole numbers"),
     "zero lr": (lambda: predict.KernelDynamics(_kernel(), _y()).gd_train(1, 0.0), "lr must be >"),
+    "GD overflowing": (lambda: _dynamics().gd_train([10, 10**6], 3 * _dynamics().max_stable_lr),
+                       "overflow torch.float64 .* above max_stable_lr"),
+    "GD overflowing on test points": (lambda: _dynamics().gd_test(
+        randn(2, 3, seed=0), 10**6, 3 * _dynamics().max_stable_lr), "diverges"),
     "nan lr": (lambda: predict.KernelDynamics(_kernel(), _y()).gd_test(
         randn(2, 3, seed=0), 1, math.nan), "lr must be a finite"),
     "negative ridge": (lambda: predict.kernel_regression(_kernel(), randn(2, 3, seed=0), _y(),
