@@ -41,6 +41,14 @@ def finite_real(value: object, name: str, *, minimum: float | None = None,
     return float(value)
 
 
+def floating_dtype(dtype: object) -> torch.dtype:
+    """Return ``dtype`` if it is a floating-point torch dtype, else raise a WidenetError."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise WidenetError(f"dtype must be a floating-point torch dtype such as torch.float64, "
+                           f"got {dtype!r}")
+    return dtype
+
+
 def data_matrix(x: object, name: str, *, features: int | None = None) -> torch.Tensor:
     """Check that ``x`` is a finite, non-empty (n, d) floating-point tensor and return it.
 
