@@ -179,6 +179,8 @@ CLI_CASES: dict[str, tuple[list[str], str]] = {
     "fit out onto its labels": ([*FIT, "--out", "./labels.npy"], "one of the input files"),
     "fit out under a file": ([*FIT, "--out", "a_file/p.npy"], "a_file is a file"),
     "fit out a folder": ([*FIT, "--out", "folder.npy"], "is a folder"),
+    "fit test labels without test points": ([*FIT, "--test-labels", "labels.npy", "--out",
+                                             "p.npy"], "test labels without test points"),
     "fit of an empty kernel file": (["fit", "empty.npy", "--labels", "labels.npy", "--out",
                                      "p.npy"], "non-empty 2-D"),
 }

@@ -218,6 +218,10 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
         cross = whole.part(range(train, total), range(train))
     else:
         square, cross = whole, None if test_kernel is None else BlockedKernel.open(test_kernel)
+        if cross is None and known_test is not None:
+            raise WidenetError("test labels without test points: give --train N (the kernel's "
+                               "points after the first N are the test points) or "
+                               "--test-kernel")
     result = fit(square, values, test_kernel=cross, **options)
     outputs = result.train if result.test is None else result.test
     on = "train" if result.test is None else "test"
