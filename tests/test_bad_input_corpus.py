@@ -262,14 +262,14 @@ def _parse(text: str) -> None:
     parse_value(text)
 
 
-def _train_classifier(labels: object) -> None:
+def _train_classifier(labels: object, loss: object = "cross_entropy", outputs: int = 3) -> None:
     import torch
 
     from widenet.dynamics.train import train
     from widenet.models import MLP
 
-    train(MLP(2, [4], 3, seed=0), torch.ones(4, 2), torch.as_tensor(labels), lr=0.1, steps=1,
-          loss="cross_entropy")
+    train(MLP(2, [4], outputs, seed=0), torch.ones(4, 2), torch.as_tensor(labels), lr=0.1,
+          steps=1, loss=loss)
 
 
 API_CASES = {
@@ -287,6 +287,11 @@ API_CASES = {
                                            r"class indices 0\.\.2"),
     "cross_entropy on real targets": (lambda: _train_classifier([0.2, 1.7, 0.0, 1.0]),
                                       r"class indices 0\.\.2"),
+    "logistic on 0/1 labels": (lambda: _train_classifier([0.0, 1.0, 1.0, 0.0], "logistic", 1),
+                               r"labels -1 and \+1"),
+    "a loss that is not a scalar": (
+        lambda: _train_classifier([0.0, 1.0, 1.0, 0.0], lambda f, y: (f[:, 0] - y) ** 2, 1),
+        "must return a scalar tensor"),
 }
 
 

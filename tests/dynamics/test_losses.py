@@ -1,11 +1,11 @@
-"""Losses against their formulas, and cross_entropy's refusal of targets that are not labels."""
+"""Losses against their formulas, and their refusal of targets that are not their labels."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from widenet.dynamics.losses import cross_entropy
+from widenet.dynamics.losses import cross_entropy, exponential, logistic
 from widenet.errors import WidenetError
 
 
@@ -28,3 +28,15 @@ def test_cross_entropy_refuses_targets_that_are_not_class_labels(target: torch.T
                                                                   expected: str) -> None:
     with pytest.raises(WidenetError, match=expected):
         cross_entropy(torch.zeros(4, 3, dtype=torch.float64), target)
+
+
+@pytest.mark.parametrize("loss", [logistic, exponential])
+def test_signed_losses_refuse_labels_other_than_plus_and_minus_one(loss) -> None:
+    output = torch.tensor([[0.5], [-1.0], [2.0]], dtype=torch.float64)
+    labels = torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)
+    margins = labels * output[:, 0]
+    expected = torch.log1p(torch.exp(-margins)).mean() if loss is logistic \
+        else torch.exp(-margins).mean()
+    torch.testing.assert_close(loss(output, labels), expected, rtol=1e-15, atol=0)
+    with pytest.raises(WidenetError, match=r"labels -1 and \+1; map 0/1 labels with 2 \* y - 1"):
+        loss(output, torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64))

@@ -50,9 +50,13 @@ def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _signed_margins(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """y_i f(x_i) for one output and labels y in {-1, +1}."""
     if output.ndim == 2 and output.shape[1] != 1:
         raise WidenetError(f"logistic and exponential losses need one output, got "
                            f"{output.shape[1]}; use cross_entropy for several classes")
+    if not bool((target.abs() == 1).all()):
+        raise WidenetError("logistic and exponential losses take labels -1 and +1; map 0/1 "
+                           "labels with 2 * y - 1")
     return output.reshape(-1) * target.reshape(-1)
 
 
