@@ -42,8 +42,9 @@ FILES = {
     "bad.npz": "PK not a zip\n",
 }
 
-ARRAYS = {"kernel.npy": np.eye(2), "labels.npy": np.array([0, 1]), "empty.npy": np.zeros((2, 0))}
-"""Small .npy inputs of ``widenet fit``."""
+ARRAYS = {"kernel.npy": np.eye(2), "labels.npy": np.array([0, 1]), "empty.npy": np.zeros((2, 0)),
+          "unfinished.npy": np.eye(2), "unfinished.npy.blocks.npy": np.zeros((1, 1), dtype=bool)}
+"""Small .npy inputs of ``widenet fit`` (and an interrupted ``widenet kernel``'s file)."""
 
 FIT = ["fit", "kernel.npy", "--labels", "labels.npy"]
 
@@ -181,6 +182,8 @@ CLI_CASES: dict[str, tuple[list[str], str]] = {
     "fit out a folder": ([*FIT, "--out", "folder.npy"], "is a folder"),
     "fit test labels without test points": ([*FIT, "--test-labels", "labels.npy", "--out",
                                              "p.npy"], "test labels without test points"),
+    "fit of an unfinished kernel file": (["fit", "unfinished.npy", "--labels", "labels.npy",
+                                          "--out", "p.npy"], "is an unfinished kernel"),
     "fit of an empty kernel file": (["fit", "empty.npy", "--labels", "labels.npy", "--out",
                                      "p.npy"], "non-empty 2-D"),
 }

@@ -49,6 +49,9 @@ FILE_BLOCK_BYTES = 2**22
 KINDS = ("ntk", "nngp", "empirical")
 _HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
             (2, 0): np.lib.format.read_array_header_2_0}
+UNFINISHED = ".blocks.npy"
+"""The suffix of the record of finished blocks that :func:`widenet.sweeps.kernel.kernel_to_disk`
+keeps beside a kernel file until every block is written (the rest of the file is zeros)."""
 
 
 class BlockedKernel:
@@ -219,6 +222,10 @@ class _NpyRows:
     def __init__(self, path: Path):
         if path.suffix != ".npy":
             raise WidenetError(f"the kernel file must end in .npy, got {path}")
+        if path.with_name(path.name + UNFINISHED).exists():
+            raise WidenetError(f"{path} is an unfinished kernel ({path.name + UNFINISHED} beside "
+                               "it records the blocks written so far; the others are zeros): "
+                               "run the `widenet kernel` command that made it again to finish it")
         try:
             with path.open("rb") as file:
                 version = np.lib.format.read_magic(file)
