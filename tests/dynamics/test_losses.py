@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from widenet.dynamics.losses import cross_entropy, exponential, logistic
+from widenet.dynamics.losses import cross_entropy, exponential, logistic, mse
 from widenet.errors import WidenetError
 
 
@@ -40,3 +40,8 @@ def test_signed_losses_refuse_labels_other_than_plus_and_minus_one(loss) -> None
     torch.testing.assert_close(loss(output, labels), expected, rtol=1e-15, atol=0)
     with pytest.raises(WidenetError, match=r"labels -1 and \+1; map 0/1 labels with 2 \* y - 1"):
         loss(output, torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64))
+
+
+def test_mse_on_class_labels_for_several_outputs_says_how_to_one_hot_them() -> None:
+    with pytest.raises(WidenetError, match=r"one_hot\(y, 3\)\.double\(\), or loss='cross_entropy'"):
+        mse(torch.zeros(4, 3), torch.tensor([0, 2, 1, 1]))

@@ -26,8 +26,11 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(1/(2n)) sum_i ||f(x_i) - y_i||^2; a target of shape (n,) is read as (n, 1)."""
     if target.numel() != output.numel():
+        hint = (f"; for class labels use one-hot targets, torch.nn.functional.one_hot(y, "
+                f"{output.shape[-1]}).double(), or loss='cross_entropy'"
+                if not target.is_floating_point() and target.numel() == output.shape[0] else "")
         raise WidenetError(f"mse targets have {target.numel()} entries but the outputs have "
-                           f"shape {tuple(output.shape)}; give one target per output")
+                           f"shape {tuple(output.shape)}; give one target per output{hint}")
     target = target.reshape(output.shape)
     return 0.5 * (output - target).square().sum() / output.shape[0]
 
