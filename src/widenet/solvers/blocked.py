@@ -206,7 +206,13 @@ class BlockedKernel:
         taking the next block and multiplying it with one torch thread; a row function's
         blocks are computed in order, in this thread (:func:`~widenet.solvers.products.
         multiply_blocks`); on Ray, one task per block (see :meth:`from_function`). Raises if
-        a block holds a value that is not finite."""
+        V or a block holds a value that is not finite."""
+        if not isinstance(v, torch.Tensor) or v.ndim != 2 or v.shape[0] != self.shape[1]:
+            raise WidenetError(f"V must be a tensor of shape ({self.shape[1]}, k) for the "
+                               f"kernel's {self.shape[1]} columns, got {_describe(v)}")
+        if not bool(torch.isfinite(v).all()):
+            raise WidenetError("V contains NaN or inf values (the kernel's are checked block "
+                               "by block)")
         right = v.detach().to("cpu", torch.float64).contiguous()
         if self._remote:
             return ray_matmul(self._take, self.shape[0], self.block_rows, right)
