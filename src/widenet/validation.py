@@ -10,6 +10,8 @@ from torch import nn
 
 from widenet.errors import WidenetError
 
+_FLOAT_MAX = int(torch.finfo(torch.float64).max)
+
 
 def positive_int(value: object, name: str) -> int:
     """Return ``value`` as an int, or raise if it is not an integer >= 1."""
@@ -33,6 +35,9 @@ def finite_real(value: object, name: str, *, minimum: float | None = None,
     """
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
+    if isinstance(value, Integral) and not isinstance(value, bool) and abs(value) > _FLOAT_MAX:
+        raise WidenetError(f"{name} must be a finite real number, got an integer beyond "
+                           "float64's range (1.8e308)")
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
         raise WidenetError(f"{name} must be a finite real number, got {value!r}")
     if minimum is not None and (value <= minimum if strict else value < minimum):

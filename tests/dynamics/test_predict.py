@@ -429,6 +429,13 @@ BAD_CALLS = {
         torch.full((2, 3), math.nan, dtype=F64), 1.0), "ntk_test_train contains"),
     "f0_test": (lambda: predict.KernelDynamics(_kernel(), _y()).test(
         randn(2, 3, seed=0), 1.0, randn(3, seed=0)), "f0_test must have shape"),
+    "t beyond float64": (lambda: _dynamics().test(randn(2, 3, seed=0), 10**400),
+                         r"t holds an integer beyond float64's range .* use math\.inf"),
+    "steps beyond float64": (lambda: _dynamics().gd_train([1, 10**400], 0.1),
+                             r"steps holds an integer beyond float64's range \(1\.8e308\)$"),
+    "ridge beyond float64": (lambda: predict.kernel_regression(_kernel(), randn(2, 3, seed=0),
+                                                               _y(), 10**400),
+                             "ridge must be a finite real number, got an integer beyond"),
     "negative t": (lambda: predict.KernelDynamics(_kernel(), _y()).train([1.0, -1.0]),
                    "t must be times >= 0"),
     "nan t": (lambda: predict.KernelDynamics(_kernel(), _y()).train(math.nan), "t must be"),
