@@ -44,8 +44,7 @@ def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise WidenetError(f"cross_entropy takes one class label per point, shape ({points},), "
                            f"got {tuple(target.shape)}{hint}")
     labels = target.long()
-    if points and (bool((labels != target).any()) or int(labels.min()) < 0
-                   or int(labels.max()) >= classes):
+    if bool(((labels != target) | (labels < 0) | (labels >= classes)).any()):
         raise WidenetError(f"cross_entropy labels must be the class indices 0..{classes - 1} "
                            f"of the {classes} outputs, got values from {target.min().item():g} "
                            f"to {target.max().item():g}")
