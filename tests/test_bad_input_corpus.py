@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from widenet.cli import main
@@ -40,6 +41,12 @@ FILES = {
     "a_file": "not a folder\n",
     "bad.npz": "PK not a zip\n",
 }
+
+ARRAYS = {"kernel.npy": np.eye(2), "labels.npy": np.array([0, 1]), "empty.npy": np.zeros((2, 0)),
+          "unfinished.npy": np.eye(2), "unfinished.npy.blocks.npy": np.zeros((1, 1), dtype=bool)}
+"""Small .npy inputs of ``widenet fit`` (and an interrupted ``widenet kernel``'s file)."""
+
+FIT = ["fit", "kernel.npy", "--labels", "labels.npy"]
 
 CLI_CASES: dict[str, tuple[list[str], str]] = {
     # item 7: oversized requests, refused before anything is made
@@ -168,6 +175,17 @@ CLI_CASES: dict[str, tuple[list[str], str]] = {
                                 "--out", "store"], "'--threads'"),
     "sweep negative seeds": (["sweep", "gd-convergence", "--seeds", "-1", "--dry-run"],
                              "--seeds"),
+    # widenet fit: the predictions never replace an input, nor are computed for nowhere
+    "fit out onto its kernel": ([*FIT, "--out", "kernel.npy"], "one of the input files"),
+    "fit out onto its labels": ([*FIT, "--out", "./labels.npy"], "one of the input files"),
+    "fit out under a file": ([*FIT, "--out", "a_file/p.npy"], "a_file is a file"),
+    "fit out a folder": ([*FIT, "--out", "folder.npy"], "is a folder"),
+    "fit test labels without test points": ([*FIT, "--test-labels", "labels.npy", "--out",
+                                             "p.npy"], "test labels without test points"),
+    "fit of an unfinished kernel file": (["fit", "unfinished.npy", "--labels", "labels.npy",
+                                          "--out", "p.npy"], "is an unfinished kernel"),
+    "fit of an empty kernel file": (["fit", "empty.npy", "--labels", "labels.npy", "--out",
+                                     "p.npy"], "non-empty 2-D"),
 }
 
 
@@ -182,6 +200,9 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_study(STUDY, ToyConfig(values=[1]), store=RunStore(folder / "store"))
     for name, text in FILES.items():
         (folder / name).write_text(text)
+    for name, array in ARRAYS.items():
+        np.save(folder / name, array)
+    (folder / "folder.npy").mkdir()
     return folder
 
 
@@ -244,6 +265,16 @@ def _parse(text: str) -> None:
     parse_value(text)
 
 
+def _train_classifier(labels: object, loss: object = "cross_entropy", outputs: int = 3) -> None:
+    import torch
+
+    from widenet.dynamics.train import train
+    from widenet.models import MLP
+
+    train(MLP(2, [4], outputs, seed=0), torch.ones(4, 2), torch.as_tensor(labels), lr=0.1,
+          steps=1, loss=loss)
+
+
 API_CASES = {
     "MLP with widths 10^6": (_huge_mlp, "an MLP with 2,000,074,000,000 parameters needs"),
     "run_study with 10^12 points": (_huge_run, "needs"),
@@ -252,6 +283,18 @@ API_CASES = {
     "build_config alias bomb --set": (lambda: _config(f"widths={FLOW_BOMB}"), "more than"),
     "parse_value nested 5000 deep": (lambda: _parse(DEEP), "nested deeper"),
     "parse_value of 2 MB": (lambda: _parse("1" * 2_000_000), "longer than"),
+    "cross_entropy on one-hot targets": (
+        lambda: _train_classifier([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 0, 0]]),
+        r"argmax\(1\)"),
+    "cross_entropy label 3 of 3 classes": (lambda: _train_classifier([0, 1, 2, 3]),
+                                           r"class indices 0\.\.2"),
+    "cross_entropy on real targets": (lambda: _train_classifier([0.2, 1.7, 0.0, 1.0]),
+                                      r"class indices 0\.\.2"),
+    "logistic on 0/1 labels": (lambda: _train_classifier([0.0, 1.0, 1.0, 0.0], "logistic", 1),
+                               r"labels -1 and \+1"),
+    "a loss that is not a scalar": (
+        lambda: _train_classifier([0.0, 1.0, 1.0, 0.0], lambda f, y: (f[:, 0] - y) ** 2, 1),
+        "must return a scalar tensor"),
 }
 
 

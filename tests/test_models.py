@@ -85,6 +85,11 @@ def test_same_seed_same_network_on_cuda() -> None:
     ({"bias_std": float("nan")}, "bias_std must be a finite"),
     ({"parametrization": "mup?"}, "unknown parametrization"),
     ({"seed": 1, "generator": torch.Generator()}, "either seed or generator"),
+    ({"seed": 2.7}, "seed must be a non-negative integer"),
+    ({"seed": "1"}, "seed must be a non-negative integer"),
+    ({"dtype": torch.int64}, "floating-point torch dtype"),
+    ({"dtype": "float64"}, "floating-point torch dtype"),
+    ({"device": "nosuch"}, "unknown device 'nosuch'"),
 ])
 def test_bad_arguments(kwargs: dict, message: str) -> None:
     arguments = {"in_features": 3, "hidden": [4], "out_features": 1, **kwargs}

@@ -89,3 +89,16 @@ def test_bad_parametrization_arguments() -> None:
         wn.infinite_kernels(wn.MLP(4, [10], 1, parametrization=MuP(10)), torch.randn(3, 4))
     with pytest.raises(wn.WidenetError, match="relative to base widths"):
         wn.MLP(4, [10], 1, parametrization="mup")
+
+
+@pytest.mark.parametrize(("base", "message"), [
+    (0, "base_hidden must be a positive integer, got 0"),
+    (-8, "base_hidden must be a positive integer"),
+    (float("nan"), "base_hidden must be a positive integer, got nan"),
+    ("64", "base_hidden must be a positive integer"),
+    ([64, 0], r"base_hidden\[1\] must be a positive integer, got 0"),
+])
+def test_mup_refuses_base_widths_that_are_not_positive_integers(base: object,
+                                                                message: str) -> None:
+    with pytest.raises(wn.WidenetError, match=message):
+        MuP(base_hidden=base)

@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from widenet.activations import Activation, get_activation
+from widenet.devices import parameter_device
 from widenet.errors import WidenetError
 from widenet.memory import FLOAT64_BYTES, mlp_parameters, require_memory
 from widenet.nn._weighted import draw_normal_, seeded_generator
 from widenet.nn.dense import Dense
 from widenet.parametrizations import Parametrization, get_parametrization
-from widenet.validation import finite_real, positive_int
+from widenet.validation import finite_real, floating_dtype, positive_int
 
 
 class MLP(nn.Module):
@@ -62,6 +63,8 @@ class MLP(nn.Module):
         sizes = (self.in_features, *self.hidden, self.out_features)
         self.scalings = tuple(self.parametrization.scalings(sizes, self.weight_std,
                                                             self.bias_std))
+        device = parameter_device(device)
+        dtype = None if dtype is None else floating_dtype(dtype)
         _require_parameter_memory(sizes, self.bias_std > 0, device, dtype)
         self.layers = nn.ModuleList(
             Dense(fan_in, fan_out, self.weight_std, self.bias_std, self.parametrization,

@@ -141,15 +141,18 @@ class MuP(Parametrization):
     kernel_limit = False
 
     def __init__(self, base_hidden: int | Sequence[int]):
-        self.base_hidden = base_hidden
+        listed = isinstance(base_hidden, Sequence) and not isinstance(base_hidden, str)
+        self.base_hidden = ([positive_int(b, f"base_hidden[{i}]")
+                             for i, b in enumerate(base_hidden)] if listed
+                            else positive_int(base_hidden, "base_hidden"))
 
     def _ratios(self, hidden: Sequence[int]) -> list[float]:
         base = ([self.base_hidden] * len(hidden) if isinstance(self.base_hidden, int)
-                else list(self.base_hidden))
+                else self.base_hidden)
         if len(base) != len(hidden):
             raise WidenetError(f"muP base_hidden has {len(base)} widths but the net has "
                                f"{len(hidden)} hidden layers; give one base width per layer")
-        return [n / positive_int(b, "base width") for n, b in zip(hidden, base, strict=True)]
+        return [n / b for n, b in zip(hidden, base, strict=True)]
 
     def scalings(self, sizes: Sequence[int], weight_std: float, bias_std: float
                  ) -> list[DenseScaling]:

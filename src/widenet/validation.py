@@ -10,6 +10,8 @@ from torch import nn
 
 from widenet.errors import WidenetError
 
+_FLOAT_MAX = int(torch.finfo(torch.float64).max)
+
 
 def positive_int(value: object, name: str) -> int:
     """Return ``value`` as an int, or raise if it is not an integer >= 1."""
@@ -33,12 +35,23 @@ def finite_real(value: object, name: str, *, minimum: float | None = None,
     """
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
+    if isinstance(value, Integral) and not isinstance(value, bool) and abs(value) > _FLOAT_MAX:
+        raise WidenetError(f"{name} must be a finite real number, got an integer beyond "
+                           "float64's range (1.8e308)")
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
         raise WidenetError(f"{name} must be a finite real number, got {value!r}")
     if minimum is not None and (value <= minimum if strict else value < minimum):
         relation = ">" if strict else ">="
         raise WidenetError(f"{name} must be {relation} {minimum}, got {value!r}")
     return float(value)
+
+
+def floating_dtype(dtype: object) -> torch.dtype:
+    """Return ``dtype`` if it is a floating-point torch dtype, else raise a WidenetError."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise WidenetError(f"dtype must be a floating-point torch dtype such as torch.float64, "
+                           f"got {dtype!r}")
+    return dtype
 
 
 def data_matrix(x: object, name: str, *, features: int | None = None) -> torch.Tensor:

@@ -177,6 +177,34 @@ def test_bad_monitor_arguments() -> None:
         SoftRankMonitor(layers="first")
 
 
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: FeatureMovementMonitor(probe=torch.zeros(3)), r"probe must have shape \(n, d\)"),
+    (lambda: SoftRankMonitor(probe=torch.full((4, 3), float("nan"))), "probe contains NaN"),
+    (lambda: FeatureMovementMonitor(probe=torch.zeros(4, 3, dtype=torch.int64)),
+     "floating-point"),
+    (lambda: KernelMonitor(probe=(torch.zeros(4, 3),)), r"pair \(x, y\) .* tuple of 1"),
+    (lambda: KernelMonitor(probe=torch.zeros(4, 3)), r"pair \(x, y\) .* got Tensor"),
+    (lambda: KernelMonitor(probe=(torch.zeros(0, 3), torch.zeros(0))), "probe x is empty"),
+])
+def test_bad_probes_are_refused_when_the_monitor_is_made(make, message: str) -> None:
+    with pytest.raises(wn.WidenetError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("monitor", [
+    lambda probe: FeatureMovementMonitor(probe=probe),
+    lambda probe: SoftRankMonitor(probe=probe),
+    lambda probe: KernelMonitor(probe=(probe, torch.zeros(4, 1, dtype=torch.float64)))])
+def test_probe_points_of_another_dimension_are_refused_before_training(monitor) -> None:
+    x, y = regression()
+    model = net()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(wn.WidenetError, match=r"probe points have shape \(5,\) but the "
+                                              r"training points \(3,\)"):
+        wn.train(model, x, y, lr=0.1, steps=3, monitors=[monitor(torch.zeros(4, 5))])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_monitors_with_normalized_update_scaling_and_classification() -> None:
     """Gradient-scaling hooks record only the training pass (the NTK monitor's passes run
     through vmap); class labels are one-hot for the alignment; (n, 1) labels for margins."""

@@ -167,6 +167,40 @@ def test_a_checkpoint_path_under_a_file_is_refused_before_training(tmp_path) -> 
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("foreign", [b"", b"the user's notes", None])
+def test_a_fresh_run_never_replaces_a_file_that_is_not_a_checkpoint(tmp_path, foreign) -> None:
+    path = tmp_path / "c.pt"
+    if foreign is None:
+        torch.save(net().state_dict(), path)
+    else:
+        path.write_bytes(foreign)
+    before = path.read_bytes()
+    x, y = regression()
+    with pytest.raises(wn.WidenetError, match="not a widenet training checkpoint, which this run"):
+        train(net(), x, y, lr=0.1, steps=8, checkpoint=Checkpoint(path, every=4))
+    assert path.read_bytes() == before
+    eight_steps(tmp_path / "old.pt")  # a checkpoint (of any run) is replaced by a fresh run
+    train(net(seed=1), x, y, lr=0.2, steps=4, checkpoint=Checkpoint(tmp_path / "old.pt", 4))
+    assert torch.load(tmp_path / "old.pt", weights_only=True)["step"] == 4
+
+
+def test_an_interrupted_write_leaves_the_last_checkpoint_and_no_temporary_file(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    eight_steps(tmp_path / "c.pt")
+    before = (tmp_path / "c.pt").read_bytes()
+
+    def interrupted(content: object, path: object) -> None:
+        with open(path, "wb") as file:
+            file.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        eight_steps(tmp_path / "c.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+    assert (tmp_path / "c.pt").read_bytes() == before
+
+
 class Opaque(Monitor):
     """A monitor whose state is an arbitrary object: it cannot go into a checkpoint."""
 

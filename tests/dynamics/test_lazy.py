@@ -1,4 +1,5 @@
-"""LazyModel's empirical NTK: alpha^2 times the wrapped network's, by the layer-wise method."""
+"""LazyModel: its alpha, and its empirical NTK: alpha^2 times the wrapped network's, by the
+layer-wise method."""
 
 from __future__ import annotations
 
@@ -27,6 +28,19 @@ def moved_lazy_model() -> tuple[wn.LazyModel, wn.MLP]:
         for p in net.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
     return lazy, net
+
+
+@pytest.mark.parametrize(("alpha", "message"), [
+    (0.0, "alpha must be > 0"), (-1.0, "alpha must be > 0"), (float("nan"), "finite"),
+    (1e200, "between 1e-150 and 1e150"), (1e-200, "between 1e-150 and 1e150")])
+def test_an_alpha_without_a_loss_scale_is_refused(alpha: float, message: str) -> None:
+    with pytest.raises(wn.WidenetError, match=message):
+        wn.LazyModel(wn.MLP(3, [4], 1, seed=0), alpha)
+
+
+def test_the_loss_scale_is_one_over_alpha_squared_at_the_ends_of_the_range() -> None:
+    for alpha in (1e-150, 1e150):
+        assert wn.LazyModel(wn.MLP(3, [4], 1, seed=0), alpha).loss_scale == 1 / alpha**2
 
 
 def points(n: int, seed: int) -> torch.Tensor:

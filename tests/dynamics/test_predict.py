@@ -390,6 +390,10 @@ def _indefinite() -> torch.Tensor:
     return torch.diag(torch.tensor([1.0, -0.5, 2.0], dtype=F64))
 
 
+def _dynamics() -> predict.KernelDynamics:
+    return predict.KernelDynamics(_kernel(), _y(), randn(3, seed=40))
+
+
 def _singular() -> torch.Tensor:
     return torch.ones(3, 3, dtype=F64)
 
@@ -425,6 +429,13 @@ BAD_CALLS = {
         torch.full((2, 3), math.nan, dtype=F64), 1.0), "ntk_test_train contains"),
     "f0_test": (lambda: predict.KernelDynamics(_kernel(), _y()).test(
         randn(2, 3, seed=0), 1.0, randn(3, seed=0)), "f0_test must have shape"),
+    "t beyond float64": (lambda: _dynamics().test(randn(2, 3, seed=0), 10**400),
+                         r"t holds an integer beyond float64's range .* use math\.inf"),
+    "steps beyond float64": (lambda: _dynamics().gd_train([1, 10**400], 0.1),
+                             r"steps holds an integer beyond float64's range \(1\.8e308\)$"),
+    "ridge beyond float64": (lambda: predict.kernel_regression(_kernel(), randn(2, 3, seed=0),
+                                                               _y(), 10**400),
+                             "ridge must be a finite real number, got an integer beyond"),
     "negative t": (lambda: predict.KernelDynamics(_kernel(), _y()).train([1.0, -1.0]),
                    "t must be times >= 0"),
     "nan t": (lambda: predict.KernelDynamics(_kernel(), _y()).train(math.nan), "t must be"),
@@ -438,6 +449,10 @@ BAD_CALLS = {
     "infinite steps": (lambda: predict.KernelDynamics(_kernel(), _y()).gd_train(math.inf, 0.1),
                        "whole numbers"),
     "zero lr": (lambda: predict.KernelDynamics(_kernel(), _y()).gd_train(1, 0.0), "lr must be >"),
+    "GD overflowing": (lambda: _dynamics().gd_train([10, 10**6], 3 * _dynamics().max_stable_lr),
+                       "overflow torch.float64 .* above max_stable_lr"),
+    "GD overflowing on test points": (lambda: _dynamics().gd_test(
+        randn(2, 3, seed=0), 10**6, 3 * _dynamics().max_stable_lr), "diverges"),
     "nan lr": (lambda: predict.KernelDynamics(_kernel(), _y()).gd_test(
         randn(2, 3, seed=0), 1, math.nan), "lr must be a finite"),
     "negative ridge": (lambda: predict.kernel_regression(_kernel(), randn(2, 3, seed=0), _y(),

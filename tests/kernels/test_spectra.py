@@ -34,7 +34,8 @@ def test_singular_matrix_has_infinite_condition_number() -> None:
 
 @pytest.mark.parametrize(("kernel", "message"), [
     (torch.ones(3, 4), "square"), (torch.ones(0, 0), "square"), (torch.ones(3), "square"),
-    (torch.tensor([[1.0, float("nan")], [0.0, 1.0]]), "NaN or inf")])
+    (torch.tensor([[1.0, float("nan")], [0.0, 1.0]]), "NaN or inf"),
+    (torch.eye(2, dtype=torch.complex128), "complex")])
 def test_bad_kernels(kernel: torch.Tensor, message: str) -> None:
     with pytest.raises(wn.WidenetError, match=message):
         wn.spectrum(kernel)

@@ -85,6 +85,8 @@ def test_meta_models_build_without_storage() -> None:
     (lambda: wnn.Sum([]), "at least one branch"),
     (lambda: wnn.Sum([torch.nn.Identity()], [1.0, 2.0]), "1 branches but 2 weights"),
     (lambda: wnn.AvgPool2d((2, 2, 2)), "window needs 2 values"),
+    (lambda: wnn.Dense(3, 4, dtype=torch.int64), "floating-point torch dtype"),
+    (lambda: wnn.Conv2d(3, 4, 3, dtype="float64"), "floating-point torch dtype"),
 ])
 def test_bad_layer_arguments(make, message: str) -> None:
     with pytest.raises(wn.WidenetError, match=message):

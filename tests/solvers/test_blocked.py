@@ -16,7 +16,7 @@ from widenet.errors import WidenetError
 from widenet.kernels.infinite import infinite_kernels
 from widenet.solvers.blocked import BlockedKernel
 
-from .conftest import assert_product, relu_net
+from .conftest import InlineEngine, assert_product, relu_net
 
 
 def _kernel(n: int = 50) -> torch.Tensor:
@@ -104,6 +104,28 @@ def test_a_file_from_kernel_to_disk_is_read_in_blocks_never_whole(
     assert_product(product, disk_kernel["ntk"], v)
 
 
+class OneBlockThenCtrlC(InlineEngine):
+    """Runs the first job, then stops as Ctrl-C would."""
+
+    def run(self, jobs: list, on_result) -> None:
+        super().run(jobs[:1], on_result)
+        raise KeyboardInterrupt
+
+
+def test_an_unfinished_kernel_file_is_refused_until_it_is_finished(tmp_path: Path) -> None:
+    from widenet.sweeps.kernel import kernel_to_disk
+
+    net, x, path = relu_net(3, 2), sphere_points(30, 3, seed=5), tmp_path / "k.npy"
+    with pytest.raises(KeyboardInterrupt):
+        kernel_to_disk(net, x, path, block=10, engine=OneBlockThenCtrlC())
+    with pytest.raises(WidenetError, match=r"k\.npy is an unfinished kernel .* run the `widenet "
+                                           r"kernel` command that made it again"):
+        BlockedKernel.open(path)
+    kernel_to_disk(net, x, path, block=10, engine=InlineEngine())  # resumes and finishes
+    assert_product(BlockedKernel.open(path).matmul(_right(30)), infinite_kernels(net, x).ntk,
+                   _right(30))
+
+
 def test_take_and_part_give_the_rows_and_sub_matrices(tmp_path: Path) -> None:
     matrix = _kernel()
     np.save(tmp_path / "k.npy", matrix.numpy())
@@ -138,6 +160,10 @@ def test_bad_kernels_are_refused(tmp_path: Path) -> None:
     np.save(tmp_path / "ints.npy", np.zeros((3, 3), dtype=np.int64))
     with pytest.raises(WidenetError, match="2-D float32 or float64"):
         BlockedKernel.open(tmp_path / "ints.npy")
+    for shape in [(0, 0), (3, 0), (0, 3)]:
+        np.save(tmp_path / "empty.npy", np.zeros(shape))
+        with pytest.raises(WidenetError, match="non-empty 2-D float32 or float64"):
+            BlockedKernel.open(tmp_path / "empty.npy")
     np.save(tmp_path / "short.npy", np.zeros((30, 30)))
     with (tmp_path / "short.npy").open("r+b") as file:
         file.truncate(500)

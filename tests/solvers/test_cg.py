@@ -134,6 +134,17 @@ def test_bad_input_is_refused(ill_conditioned: dict) -> None:
         conjugate_gradients(blocked, y, preconditioner="eigenpro")
     with pytest.raises(WidenetError, match="BlockedKernel"):
         conjugate_gradients(kernel, y)
+    with pytest.raises(WidenetError, match=r"residual of shape \(300, 3\) to a tensor of that "
+                                           r"shape, got \(10, 3\)"):
+        conjugate_gradients(blocked, y, preconditioner=lambda r: r[:10])
+    with pytest.raises(WidenetError, match="got ndarray"):
+        conjugate_gradients(blocked, y, preconditioner=lambda r: r.numpy())
+    with pytest.raises(WidenetError, match="preconditioner gave NaN or inf"):
+        conjugate_gradients(blocked, y, preconditioner=lambda r: r / 0)
+    with pytest.raises(WidenetError, match=r"V must be a tensor of shape \(300, k\)"):
+        blocked.matmul(y[:-1])
+    with pytest.raises(WidenetError, match="V contains NaN or inf"):
+        blocked.matmul(bad)
     with pytest.raises(WidenetError, match="not positive definite"):
         conjugate_gradients(BlockedKernel(-kernel), y, preconditioner=None)
     with pytest.raises(WidenetError, match="real numbers"):

@@ -56,6 +56,9 @@ def test_a_finite_time_is_gradient_flow(ill_conditioned: dict) -> None:
     assert _relative(result.train, dynamics.train(50.0)) < 1e-8
     infinite = fit(kernel, ill_conditioned["labels"].numpy(), time=float("inf"), tol=1e-10)
     assert infinite.history.shape[1] == 3  # conjugate gradients' residuals per class
+    for inf in [np.float32("inf"), np.float64("inf"), torch.tensor(float("inf"))]:
+        again = fit(kernel, ill_conditioned["labels"].numpy(), time=inf, tol=1e-10)
+        torch.testing.assert_close(again.train, infinite.train, rtol=0, atol=0)
     with pytest.raises(WidenetError, match="ridge must be 0 with a finite time"):
         fit(kernel, ill_conditioned["labels"].numpy(), time=50.0, ridge=1.0)
     with pytest.raises(WidenetError, match="time must be >= 0"):
@@ -113,6 +116,8 @@ def test_bad_labels_and_files_are_refused(ill_conditioned: dict, tmp_path: Path)
     kernel, labels = ill_conditioned["train"], ill_conditioned["labels"].numpy()
     with pytest.raises(WidenetError, match=r"integer labels must have shape \(300,\)"):
         fit(kernel, labels[:-1])
+    with pytest.raises(WidenetError, match=r"for one-hot rows pass labels\.argmax\(1\)"):
+        fit(kernel, np.eye(3, dtype=int)[labels])
     with pytest.raises(WidenetError, match="one class only"):
         fit(kernel, np.zeros(300, dtype=int))
     with pytest.raises(WidenetError, match=r"integers .* or real numbers"):
@@ -139,6 +144,25 @@ def test_bad_labels_and_files_are_refused(ill_conditioned: dict, tmp_path: Path)
         fit_files(tmp_path / "k.npy", tmp_path / "labels.npy", tmp_path / "out.npy", train=10,
                   test_kernel=tmp_path / "k.npy")
     assert not (tmp_path / "out.npy").exists()
+
+
+def test_the_predictions_never_replace_an_input(ill_conditioned: dict, tmp_path: Path) -> None:
+    np.save(tmp_path / "k.npy", ill_conditioned["train"].numpy())
+    np.save(tmp_path / "cross.npy", ill_conditioned["cross"].numpy())
+    np.save(tmp_path / "labels.npy", ill_conditioned["labels"].numpy())
+    (tmp_path / "a_file").write_text("x")
+    before = {path: path.read_bytes() for path in tmp_path.iterdir()}
+    files = {"kernel": tmp_path / "k.npy", "labels": tmp_path / "labels.npy",
+             "test_kernel": tmp_path / "cross.npy"}
+    for out in files.values():
+        with pytest.raises(WidenetError, match="is one of the input files"):
+            fit_files(**files, out=out)
+    with pytest.raises(WidenetError, match="a_file is a file"):
+        fit_files(**files, out=tmp_path / "a_file" / "out.npy")
+    (tmp_path / "folder.npy").mkdir()
+    with pytest.raises(WidenetError, match="is a folder"):
+        fit_files(**files, out=tmp_path / "folder.npy")
+    assert {path: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()} == before
 
 
 def test_the_fit_command(disk_kernel: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -65,7 +65,8 @@ def test_a_zero_column_and_the_iteration_cap(ill_conditioned: dict) -> None:
     assert bool((capped.train[:, 2] == 0).all())
 
 
-@pytest.mark.parametrize("times", [-1.0, float("inf"), float("nan"), [[1.0]], [], "soon"])
+@pytest.mark.parametrize("times", [-1.0, float("inf"), float("nan"), [[1.0]], [], "soon", "1",
+                                   True, [1.0, None]])
 def test_bad_times_are_refused(ill_conditioned: dict, times: object) -> None:
     with pytest.raises(WidenetError, match="times must be"):
         gradient_flow(BlockedKernel(ill_conditioned["train"]), ill_conditioned["y"], times)

@@ -74,6 +74,8 @@ def test_default_rank_and_bad_arguments() -> None:
         NystromPreconditioner(kernel, -1.0)
     with pytest.raises(WidenetError, match="square"):
         NystromPreconditioner(BlockedKernel(torch.ones(5, 4, dtype=torch.float64)))
+    with pytest.raises(WidenetError, match="wrap an array with BlockedKernel"):
+        NystromPreconditioner(torch.eye(5, dtype=torch.float64))
     with pytest.raises(WidenetError, match="positive semi-definite"):
         NystromPreconditioner(BlockedKernel(-torch.eye(5, dtype=torch.float64)), rank=3)
     identity = NystromPreconditioner(BlockedKernel(torch.zeros(5, 5, dtype=torch.float64)), 1.0,

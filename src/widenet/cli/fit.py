@@ -16,7 +16,7 @@ from widenet.cli.common import err_console, out_console
                    "targets. With --train: the first N, or one per point of KERNEL.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Where the predicted labels (or values) of the test points go (.npy); the "
-                   "training points' without test points.")
+                   "training points' without test points. Never one of the input files.")
 @click.option("--train", type=click.IntRange(min=1),
               help="KERNEL holds all points: the first N train, the rest are test points.")
 @click.option("--test-kernel", type=click.Path(path_type=Path),

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from widenet.data.dataset import INPUT_RANKS, Dataset, floating_dtype
+from widenet.data.dataset import INPUT_RANKS, Dataset
 from widenet.errors import WidenetError
-from widenet.validation import nonnegative_int, positive_int
+from widenet.validation import floating_dtype, nonnegative_int, positive_int
 
 #: numpy dtype kinds read as class labels (bool, integers, strings, objects that are all
 #: strings) and as numeric features.

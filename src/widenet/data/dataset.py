@@ -16,14 +16,6 @@ TASKS: tuple[Task, ...] = ("regression", "classification")
 INPUT_RANKS = (2, 3, 4)
 
 
-def floating_dtype(dtype: object) -> torch.dtype:
-    """Return ``dtype`` if it is a floating-point torch dtype, else raise a WidenetError."""
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise WidenetError(f"dtype must be a floating-point torch dtype such as torch.float64, "
-                           f"got {dtype!r}")
-    return dtype
-
-
 @dataclass(frozen=True)
 class Dataset:
     """Inputs ``x`` and targets ``y``, with a held-out test split (possibly empty).

@@ -10,7 +10,7 @@ import torch
 
 from widenet.data.arrays import from_arrays
 from widenet.data.corruption import corrupt_labels, corruption_fraction
-from widenet.data.dataset import Dataset, Task, floating_dtype
+from widenet.data.dataset import Dataset, Task
 from widenet.data.files import read_csv, read_npz
 from widenet.data.image_files import read_image_folder
 from widenet.data.sklearn_sets import SKLEARN_SETS, sklearn_arrays
@@ -24,7 +24,7 @@ from widenet.data.synthetic import (
 from widenet.data.transforms import normalization
 from widenet.data.transforms import normalize as normalize_inputs
 from widenet.errors import ARGUMENT, WidenetError
-from widenet.validation import finite_real, nonnegative_int, positive_int
+from widenet.validation import finite_real, floating_dtype, nonnegative_int, positive_int
 
 
 @dataclass(frozen=True)

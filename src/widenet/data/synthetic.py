@@ -15,11 +15,11 @@ from collections.abc import Callable
 
 import torch
 
-from widenet.data.dataset import Dataset, Task, floating_dtype
+from widenet.data.dataset import Dataset, Task
 from widenet.data.transforms import sphere_normalize
 from widenet.errors import WidenetError
 from widenet.models import MLP
-from widenet.validation import finite_real, nonnegative_int, positive_int
+from widenet.validation import finite_real, floating_dtype, nonnegative_int, positive_int
 
 Draw = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 

@@ -67,11 +67,24 @@ from widenet.dynamics.optim import gd_step, lr_scales
 from widenet.errors import WidenetError
 from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.spectra import spectrum
+from widenet.validation import data_points
+
+
+def _checked_probe(probe: object, name: str = "probe") -> torch.Tensor | None:
+    """A monitor's probe inputs when it is made: None, or finite points ((n, d) or images)."""
+    return None if probe is None else data_points(probe, name)
 
 
 def _probe(state: RunState, probe: torch.Tensor | None, size: int) -> torch.Tensor:
-    """The given probe inputs, or the first ``size`` training points."""
-    return state.x[:size] if probe is None else probe.to(state.x)
+    """The given probe inputs (shaped like the training points), or the first ``size``
+    training points."""
+    if probe is None:
+        return state.x[:size]
+    if probe.shape[1:] != state.x.shape[1:]:
+        raise WidenetError(f"the probe points have shape {tuple(probe.shape[1:])} but the "
+                           f"training points {tuple(state.x.shape[1:])}; give probe points "
+                           "the model takes")
+    return probe.to(state.x)
 
 
 class _InitialReference(Monitor):
@@ -128,7 +141,7 @@ class FeatureMovementMonitor(_InitialReference):
 
     def __init__(self, probe: torch.Tensor | None = None, every: int | None = None,
                  size: int = 256, modules: FeatureModules | HiddenFeatures | None = None):
-        self.probe_x, self.every, self.size = probe, every, size
+        self.probe_x, self.every, self.size = _checked_probe(probe), every, size
         self.features = _hidden_features(modules)
         self.initial: list[torch.Tensor] = []
         self.reference: MovementReference | None = None
@@ -162,14 +175,20 @@ class KernelMonitor(_InitialReference):
 
     def __init__(self, probe: tuple[torch.Tensor, torch.Tensor] | None = None,
                  every: int | None = None, size: int = 256):
-        self.probe, self.every, self.size = probe, every, size
+        if probe is not None and (not isinstance(probe, tuple | list) or len(probe) != 2
+                                  or not isinstance(probe[1], torch.Tensor)):
+            raise WidenetError("probe must be a pair (x, y) of probe points and their targets "
+                               f"(tensors), got {type(probe).__name__}"
+                               + (f" of {len(probe)}" if isinstance(probe, tuple | list) else ""))
+        self.probe = None if probe is None else (_checked_probe(probe[0], "probe x"), probe[1])
+        self.every, self.size = every, size
         self.initial: torch.Tensor | None = None
 
     def _kernel_and_targets(self, state: RunState) -> tuple[torch.Tensor, torch.Tensor]:
         if self.probe is None:
             x, y = state.x[:self.size], state.y[:self.size]
         else:
-            x, y = self.probe[0].to(state.x), self.probe[1]
+            x, y = _probe(state, self.probe[0], self.size), self.probe[1]
         return empirical_ntk(state.model, x).ntk, y
 
     def start(self, state: RunState) -> None:
@@ -270,7 +289,8 @@ class SoftRankMonitor(Monitor):
                  modules: FeatureModules | HiddenFeatures | None = None):
         if layers not in ("last", "all"):
             raise WidenetError(f"layers must be 'last' or 'all', got {layers!r}")
-        self.probe_x, self.layers, self.every, self.size = probe, layers, every, size
+        self.probe_x, self.layers = _checked_probe(probe), layers
+        self.every, self.size = every, size
         self.features = _hidden_features(modules)
 
     def start(self, state: RunState) -> None:

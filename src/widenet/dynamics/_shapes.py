@@ -140,6 +140,10 @@ def schedule(value: object, name: str, *, integer: bool, device: torch.device
     try:  # Python numbers straight to float64: the default float32 would round 0.3
         tensor = value.detach() if isinstance(value, torch.Tensor) \
             else torch.as_tensor(np.array(value, dtype=np.float64))
+    except OverflowError:
+        advice = "" if integer else "; use math.inf for an infinite time"
+        raise WidenetError(f"{name} holds an integer beyond float64's range (1.8e308)"
+                           f"{advice}") from None
     except (TypeError, ValueError, RuntimeError) as error:
         raise WidenetError(f"{name} must be a number or a 1-D sequence of numbers, got "
                            f"{value!r}") from error

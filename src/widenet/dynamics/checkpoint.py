@@ -64,7 +64,8 @@ class Checkpoint:
 
 def checkpoint_spec(value: object) -> Checkpoint | None:
     """``train``'s ``checkpoint=`` argument as a Checkpoint (a path means the defaults), with a
-    location where the file can be written: its folder is a folder, or can become one."""
+    location where the file can be written: its folder is a folder, or can become one, and a
+    file already there (which a fresh run replaces) is a widenet training checkpoint."""
     if value is None:
         return None
     if isinstance(value, str | os.PathLike):
@@ -82,7 +83,20 @@ def checkpoint_spec(value: object) -> Checkpoint | None:
                 raise WidenetError(f"checkpoint {path} cannot be written: {parent} is a file, "
                                    "not a folder; choose a path inside a folder")
             break
+    if not value.resume and path.is_file() and not _is_checkpoint(path):
+        raise WidenetError(f"checkpoint {path} is a file that is not a widenet training "
+                           "checkpoint, which this run would replace; delete it or choose "
+                           "another path")
     return value
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` holds a widenet training checkpoint (of any version and run)."""
+    try:
+        content = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception:  # any failure to read it means: not a checkpoint
+        return False
+    return isinstance(content, dict) and content.get("format") == FORMAT
 
 
 def fingerprint(model: nn.Module, data: Mapping[str, torch.Tensor | None], loss: object,
@@ -118,9 +132,11 @@ def save_checkpoint(path: Path, state: Mapping[str, object], run: Mapping[str, o
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(content, temporary)
         os.replace(temporary, path)
-    except OSError as error:
+    except BaseException as error:  # Ctrl-C included: no temporary file is left behind
         temporary.unlink(missing_ok=True)
-        raise WidenetError(f"could not write checkpoint {path}: {error}") from error
+        if isinstance(error, OSError):
+            raise WidenetError(f"could not write checkpoint {path}: {error}") from error
+        raise
 
 
 def load_checkpoint(path: Path, run: Mapping[str, object], model: nn.Module, steps: int,

@@ -27,6 +27,9 @@ class LazyModel(nn.Module):
         if not isinstance(model, nn.Module):
             raise WidenetError(f"LazyModel needs an nn.Module, got {type(model).__name__}")
         self.alpha = finite_real(alpha, "alpha", minimum=0.0, strict=True)
+        if not 1e-150 <= self.alpha <= 1e150:
+            raise WidenetError(f"alpha must be between 1e-150 and 1e150, got {alpha!r}: the loss "
+                               "scale 1 / alpha^2 must be a float64 number, not 0 or inf")
         self.model = model
         self._names = [name for name, _ in model.named_parameters()]
         for index, (_, p) in enumerate(model.named_parameters()):

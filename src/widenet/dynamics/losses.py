@@ -1,7 +1,7 @@
 """Training losses, each a mean over the n points of a batch.
 
     mse:          (1/(2n)) sum_i ||f(x_i) - y_i||^2        (docs/theory.md section 5's convention)
-    cross_entropy: (1/n) sum_i -log softmax(f(x_i))_{y_i}   (integer labels)
+    cross_entropy: (1/n) sum_i -log softmax(f(x_i))_{y_i}   (class labels 0..k-1)
     logistic:     (1/n) sum_i log(1 + exp(-y_i f(x_i)))     (y in {-1, +1}, one output)
     exponential:  (1/n) sum_i exp(-y_i f(x_i))              (y in {-1, +1}, one output)
 
@@ -26,21 +26,39 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(1/(2n)) sum_i ||f(x_i) - y_i||^2; a target of shape (n,) is read as (n, 1)."""
     if target.numel() != output.numel():
+        hint = (f"; for class labels use one-hot targets, torch.nn.functional.one_hot(y, "
+                f"{output.shape[-1]}).double(), or loss='cross_entropy'"
+                if not target.is_floating_point() and target.numel() == output.shape[0] else "")
         raise WidenetError(f"mse targets have {target.numel()} entries but the outputs have "
-                           f"shape {tuple(output.shape)}; give one target per output")
+                           f"shape {tuple(output.shape)}; give one target per output{hint}")
     target = target.reshape(output.shape)
     return 0.5 * (output - target).square().sum() / output.shape[0]
 
 
 def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(1/n) sum_i -log softmax(f(x_i))_{y_i}, for integer class labels y."""
-    return F.cross_entropy(output, target.long())
+    """(1/n) sum_i -log softmax(f(x_i))_{y_i}, for class labels y (n,) in 0..k-1 (integers, or
+    whole numbers stored as floats) and outputs (n, k)."""
+    points, classes = output.shape[0], output.shape[-1]
+    if target.shape != (points,):
+        hint = "; for one-hot targets pass y.argmax(1)" if target.shape == output.shape else ""
+        raise WidenetError(f"cross_entropy takes one class label per point, shape ({points},), "
+                           f"got {tuple(target.shape)}{hint}")
+    labels = target.long()
+    if bool(((labels != target) | (labels < 0) | (labels >= classes)).any()):
+        raise WidenetError(f"cross_entropy labels must be the class indices 0..{classes - 1} "
+                           f"of the {classes} outputs, got values from {target.min().item():g} "
+                           f"to {target.max().item():g}")
+    return F.cross_entropy(output, labels)
 
 
 def _signed_margins(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """y_i f(x_i) for one output and labels y in {-1, +1}."""
     if output.ndim == 2 and output.shape[1] != 1:
         raise WidenetError(f"logistic and exponential losses need one output, got "
                            f"{output.shape[1]}; use cross_entropy for several classes")
+    if not bool((target.abs() == 1).all()):
+        raise WidenetError("logistic and exponential losses take labels -1 and +1; map 0/1 "
+                           "labels with 2 * y - 1")
     return output.reshape(-1) * target.reshape(-1)
 
 

@@ -145,7 +145,7 @@ class KernelDynamics:
         """
         counts, scalar = schedule(steps, "steps", integer=True, device=self._layout.device)
         decay, _ = self._gd_factors(counts, lr)
-        return finish(self._train(decay), scalar, self._dtype)
+        return self._representable(finish(self._train(decay), scalar, self._dtype), lr)
 
     def gd_test(self, ntk_test_train: torch.Tensor, steps: object, lr: float,
                 f0_test: torch.Tensor | None = None) -> torch.Tensor:
@@ -157,7 +157,17 @@ class KernelDynamics:
         """
         counts, scalar = schedule(steps, "steps", integer=True, device=self._layout.device)
         _, gain = self._gd_factors(counts, lr)
-        return self._test(ntk_test_train, gain, f0_test, scalar)
+        return self._representable(self._test(ntk_test_train, gain, f0_test, scalar), lr)
+
+    def _representable(self, outputs: torch.Tensor, lr: float) -> torch.Tensor:
+        """GD's ``outputs`` if they are finite; raises where they overflowed their dtype (the
+        modes above max_stable_lr grow without bound, and inf - inf gives NaN)."""
+        if not bool(torch.isfinite(outputs).all()):
+            cause = (f"GD with lr={lr:.3g} above max_stable_lr={self.max_stable_lr:.3g} "
+                     "diverges" if lr > self.max_stable_lr else "the outputs are too large")
+            raise WidenetError(f"the outputs overflow {outputs.dtype} within the steps asked "
+                               f"for: {cause}; use fewer steps, a smaller lr or float64 inputs")
+        return outputs
 
     def _flow_factors(self, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """exp(-lambda t / n) and (1 - exp(-lambda t / n)) / lambda, each (T, N)."""

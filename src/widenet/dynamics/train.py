@@ -306,6 +306,11 @@ class _Loop:
         with torch.enable_grad(), self.recording():
             output = self.model(xb)
             batch_loss = self.loss_fn(output, yb)
+            if not isinstance(batch_loss, torch.Tensor) or batch_loss.numel() != 1:
+                raise WidenetError("the loss must return a scalar tensor (reduce the per-point "
+                                   "losses with .mean() or .sum()), got "
+                                   f"{type(batch_loss).__name__} of shape "
+                                   f"{tuple(getattr(batch_loss, 'shape', ()))}")
             (self.loss_scale * batch_loss).backward()
         self.output = output.detach() if full_batch else None
         factors = {} if self.gradient_scaling is None else self.gradient_scaling.apply()

@@ -40,6 +40,9 @@ def symmetric_part(kernel: torch.Tensor) -> torch.Tensor:
         shape = tuple(kernel.shape) if isinstance(kernel, torch.Tensor) else type(kernel).__name__
         raise WidenetError(f"expected a non-empty square kernel matrix, got {shape}; flatten "
                            "multi-output kernels to (n k, n k) first")
+    if kernel.is_complex():
+        raise WidenetError(f"the kernel matrix is complex ({kernel.dtype}); a kernel is real: "
+                           "pass its real part, kernel.real, if that is what you mean")
     if not bool(torch.isfinite(kernel).all()):
         raise WidenetError("the kernel matrix contains NaN or inf; its spectrum is undefined")
     kernel = kernel.to(torch.float64)

@@ -16,7 +16,7 @@ from torch import nn
 from widenet.devices import parameter_device
 from widenet.errors import WidenetError
 from widenet.parametrizations import DenseScaling, Parametrization, get_parametrization
-from widenet.validation import finite_real
+from widenet.validation import finite_real, floating_dtype, nonnegative_int
 
 
 class Weighted(nn.Module):
@@ -41,7 +41,8 @@ class Weighted(nn.Module):
             raise WidenetError(f"widenet.nn layers take parametrization 'ntk' or 'standard', "
                                f"not {self.parametrization.name!r} (whose scaling depends on "
                                "the whole net; use widenet.MLP for it)")
-        factory = {"device": parameter_device(device), "dtype": dtype}
+        factory = {"device": parameter_device(device),
+                   "dtype": None if dtype is None else floating_dtype(dtype)}
         self.weight = nn.Parameter(torch.empty(weight_shape, **factory))
         self.bias = (nn.Parameter(torch.empty(bias_size, **factory)) if self.bias_std > 0
                      else None)
@@ -92,7 +93,8 @@ def seeded_generator(seed: int | None, generator: torch.Generator | None
     ``generator``, or None (torch's global generator); giving both is a mistake."""
     if seed is not None and generator is not None:
         raise WidenetError("give either seed or generator, not both")
-    return generator if seed is None else torch.Generator().manual_seed(int(seed))
+    return generator if seed is None \
+        else torch.Generator().manual_seed(nonnegative_int(seed, "seed"))
 
 
 @torch.no_grad()

@@ -49,6 +49,9 @@ FILE_BLOCK_BYTES = 2**22
 KINDS = ("ntk", "nngp", "empirical")
 _HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
             (2, 0): np.lib.format.read_array_header_2_0}
+UNFINISHED = ".blocks.npy"
+"""The suffix of the record of finished blocks that :func:`widenet.sweeps.kernel.kernel_to_disk`
+keeps beside a kernel file until every block is written (the rest of the file is zeros)."""
 
 
 class BlockedKernel:
@@ -203,7 +206,13 @@ class BlockedKernel:
         taking the next block and multiplying it with one torch thread; a row function's
         blocks are computed in order, in this thread (:func:`~widenet.solvers.products.
         multiply_blocks`); on Ray, one task per block (see :meth:`from_function`). Raises if
-        a block holds a value that is not finite."""
+        V or a block holds a value that is not finite."""
+        if not isinstance(v, torch.Tensor) or v.ndim != 2 or v.shape[0] != self.shape[1]:
+            raise WidenetError(f"V must be a tensor of shape ({self.shape[1]}, k) for the "
+                               f"kernel's {self.shape[1]} columns, got {_describe(v)}")
+        if not bool(torch.isfinite(v).all()):
+            raise WidenetError("V contains NaN or inf values (the kernel's are checked block "
+                               "by block)")
         right = v.detach().to("cpu", torch.float64).contiguous()
         if self._remote:
             return ray_matmul(self._take, self.shape[0], self.block_rows, right)
@@ -219,6 +228,10 @@ class _NpyRows:
     def __init__(self, path: Path):
         if path.suffix != ".npy":
             raise WidenetError(f"the kernel file must end in .npy, got {path}")
+        if path.with_name(path.name + UNFINISHED).exists():
+            raise WidenetError(f"{path} is an unfinished kernel ({path.name + UNFINISHED} beside "
+                               "it records the blocks written so far; the others are zeros): "
+                               "run the `widenet kernel` command that made it again to finish it")
         try:
             with path.open("rb") as file:
                 version = np.lib.format.read_magic(file)
@@ -231,10 +244,10 @@ class _NpyRows:
                                "`widenet kernel` or check the path") from None
         except (OSError, ValueError) as error:
             raise WidenetError(f"cannot read {path} as a .npy file ({error})") from None
-        if len(shape) != 2 or dtype not in (np.float32, np.float64) or fortran:
+        if len(shape) != 2 or 0 in shape or dtype not in (np.float32, np.float64) or fortran:
             raise WidenetError(f"{path} holds a {dtype} array of shape {shape}"
                                f"{' in Fortran order' if fortran else ''}; a kernel file holds "
-                               "a 2-D float32 or float64 matrix in C order")
+                               "a non-empty 2-D float32 or float64 matrix in C order")
         self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
         self.row_bytes = self.shape[1] * self.dtype.itemsize
         expected = self.offset + self.shape[0] * self.row_bytes

@@ -115,5 +115,22 @@ def _preconditioner(choice: object, kernel: BlockedKernel, ridge: float, rank: i
     if choice == "nystrom":
         return NystromPreconditioner(kernel, ridge, rank=rank, seed=seed)
     if callable(choice):
-        return choice
+        return _checked(choice)
     raise WidenetError(f"preconditioner must be 'nystrom', None or a function, got {choice!r}")
+
+
+def _checked(preconditioner: Callable[[torch.Tensor], torch.Tensor]
+             ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A user's preconditioner whose every result is checked: a finite tensor shaped like R."""
+    def apply(residual: torch.Tensor) -> torch.Tensor:
+        applied = preconditioner(residual)
+        if not isinstance(applied, torch.Tensor) or applied.shape != residual.shape:
+            got = tuple(applied.shape) if isinstance(applied, torch.Tensor) \
+                else type(applied).__name__
+            raise WidenetError(f"the preconditioner must map a residual of shape "
+                               f"{tuple(residual.shape)} to a tensor of that shape, got {got}")
+        if not bool(torch.isfinite(applied).all()):
+            raise WidenetError("the preconditioner gave NaN or inf values for a finite residual")
+        return applied.to(residual)
+
+    return apply

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,10 @@ def fit(kernel: KernelLike, labels: np.ndarray | torch.Tensor, *, ridge: float =
 
 def _flow_time(time: float | None) -> float | None:
     """The finite time of a gradient-flow fit, or None for regression (None or inf)."""
-    if time is None or (isinstance(time, float | int) and time == math.inf):
+    if isinstance(time, torch.Tensor) and time.numel() == 1:
+        time = time.item()
+    if time is None or (isinstance(time, Real) and not isinstance(time, bool)
+                        and time == math.inf):
         return None
     return finite_real(time, "time", minimum=0.0)
 
@@ -144,8 +148,10 @@ def targets_and_classes(labels: np.ndarray | torch.Tensor, n: int
                            f"{type(labels).__name__}")
     if labels.dtype.kind in "iub":
         if labels.shape != (n,):
+            hint = ("; for one-hot rows pass labels.argmax(1) (or labels.astype(float) to fit "
+                    "them as real targets)") if labels.shape[:1] == (n,) else ""
             raise WidenetError(f"integer labels must have shape ({n},) to match the kernel's "
-                               f"{n} points, got {labels.shape}")
+                               f"{n} points, got {labels.shape}{hint}")
         classes, index = np.unique(labels, return_inverse=True)
         if len(classes) < 2:
             raise WidenetError(f"the labels hold one class only ({classes[0]}); a classifier "
@@ -194,9 +200,7 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
     entries, or one per point (the rest are the test labels). Otherwise ``test_kernel`` is
     the (m, n) test-by-train kernel file. ``test_labels`` (``.npy``) gives the test labels.
     ``options`` go to :func:`fit`."""
-    out = Path(out)
-    if out.suffix != ".npy":
-        raise WidenetError(f"the output file must end in .npy, got {out}")
+    out = _output_path(out, (kernel, labels, test_kernel, test_labels))
     whole = BlockedKernel.open(kernel)
     values = _load(labels, "labels")
     known_test = None if test_labels is None else _load(test_labels, "test labels")
@@ -216,6 +220,10 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
         cross = whole.part(range(train, total), range(train))
     else:
         square, cross = whole, None if test_kernel is None else BlockedKernel.open(test_kernel)
+        if cross is None and known_test is not None:
+            raise WidenetError("test labels without test points: give --train N (the kernel's "
+                               "points after the first N are the test points) or "
+                               "--test-kernel")
     result = fit(square, values, test_kernel=cross, **options)
     outputs = result.train if result.test is None else result.test
     on = "train" if result.test is None else "test"
@@ -229,8 +237,31 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
                 if known is not None and result.classes is not None else None)
     buffer = io.BytesIO()
     np.save(buffer, predicted)
-    atomic_write(out, buffer.getvalue())
+    try:
+        atomic_write(out, buffer.getvalue())
+    except OSError as error:
+        raise WidenetError(f"cannot write {out}: {error.strerror or error}; choose another "
+                           "path") from None
     return FileFit(result, on, accuracy, out)
+
+
+def _output_path(out: str | Path, inputs: tuple[str | Path | None, ...]) -> Path:
+    """``out``, checked before anything is computed: a ``.npy`` path that is none of the
+    ``inputs`` files (the predictions would replace it) and not a folder, under a folder that
+    exists or can be made (no file in the way). Another file there is replaced whole."""
+    out = Path(out)
+    if out.suffix != ".npy":
+        raise WidenetError(f"the output file must end in .npy, got {out}")
+    if out.is_dir():
+        raise WidenetError(f"the output path {out} is a folder; name a .npy file")
+    if out.exists() and any(path is not None and Path(path).exists() and out.samefile(path)
+                            for path in inputs):
+        raise WidenetError(f"the output file {out} is one of the input files (kernel or "
+                           "labels), which the predictions would replace; choose another path")
+    nearest = next(folder for folder in out.absolute().parents if folder.exists())
+    if not nearest.is_dir():
+        raise WidenetError(f"cannot write {out}: {nearest} is a file; choose another path")
+    return out
 
 
 def _load(path: str | Path, name: str) -> np.ndarray:

@@ -154,8 +154,11 @@ def _change(new: torch.Tensor, old: torch.Tensor) -> float:
 def _times(times: object) -> torch.Tensor:
     """The times as a 1-D float64 tensor; raises unless finite and >= 0."""
     try:
-        grid = torch.as_tensor(np.asarray(times, dtype=np.float64)).reshape(-1)
-    except (TypeError, ValueError):
+        raw = np.asarray(times)
+        if raw.dtype.kind not in "iuf":  # not booleans, text or objects
+            raise TypeError
+        grid = torch.as_tensor(raw.astype(np.float64)).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
         raise WidenetError(f"times must be a number or a 1-D sequence of numbers, got "
                            f"{times!r}") from None
     if np.ndim(times) > 1 or grid.numel() == 0:

@@ -44,6 +44,7 @@ import scipy.linalg
 import torch
 
 from widenet.errors import WidenetError
+from widenet.solvers.arguments import square_size
 from widenet.solvers.blocked import BlockedKernel
 from widenet.validation import finite_real, nonnegative_int, positive_int
 
@@ -62,9 +63,7 @@ class NystromPreconditioner:
 
     def __init__(self, kernel: BlockedKernel, ridge: float = 0.0, *, rank: int | None = None,
                  seed: int = 0):
-        n = kernel.shape[0]
-        if kernel.shape[0] != kernel.shape[1]:
-            raise WidenetError(f"the kernel must be square (n, n), got shape {kernel.shape}")
+        n = square_size(kernel)
         ridge = finite_real(ridge, "ridge", minimum=0.0)
         rank = default_rank(n) if rank is None else positive_int(rank, "rank")
         if rank > n:

@@ -32,6 +32,7 @@ from torch import nn
 
 from widenet.errors import WidenetError
 from widenet.files import atomic_write
+from widenet.solvers.blocked import UNFINISHED
 from widenet.sweeps.engines import Engine, Job, LocalEngine, Outcome
 
 KINDS = ("ntk", "nngp", "empirical")
@@ -92,7 +93,7 @@ def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: s
 
     engine.run(jobs, record)
     _raise_failures(failed, lost)
-    for suffix in (".blocks.npy", ".json"):  # the resume state: not needed once finished
+    for suffix in (UNFINISHED, ".json"):  # the resume state: not needed once finished
         _sidecar(path, suffix).unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
 
@@ -141,7 +142,7 @@ def compute_block(net: nn.Module, kind: str, path: str, index: tuple[int, int], 
 
 def _open(path: Path, identity: dict[str, object], count: int) -> np.ndarray:
     """The done-map of blocks: a fresh one (and a fresh matrix file), or the earlier one."""
-    meta, blocks = _sidecar(path, ".json"), _sidecar(path, ".blocks.npy")
+    meta, blocks = _sidecar(path, ".json"), _sidecar(path, UNFINISHED)
     if path.exists() and meta.exists() and blocks.exists():
         if json.loads(meta.read_text()) != identity:
             raise WidenetError(f"{path} holds a kernel of another net, inputs, kind, block "
@@ -169,7 +170,7 @@ def _create(path: Path, identity: dict[str, object], count: int) -> np.ndarray:
     except OSError as error:
         raise WidenetError(f"cannot create the folder of {path}: {_reason(error)}; choose "
                            "another path") from None
-    files = [path, *(_sidecar(path, suffix) for suffix in (".blocks.npy", ".blocks.tmp.npy",
+    files = [path, *(_sidecar(path, suffix) for suffix in (UNFINISHED, ".blocks.tmp.npy",
                                                            ".json"))]
     new = [file for file in files if not file.exists()]
     try:
@@ -215,7 +216,7 @@ def _reason(error: OSError) -> str:
 def _save_done(path: Path, done: np.ndarray) -> None:
     temporary = _sidecar(path, ".blocks.tmp.npy")
     np.save(temporary, done)
-    os.replace(temporary, _sidecar(path, ".blocks.npy"))
+    os.replace(temporary, _sidecar(path, UNFINISHED))
 
 
 def _sidecar(path: Path, suffix: str) -> Path:

@@ -1,0 +1,47 @@
+"""Losses against their formulas, and their refusal of targets that are not their labels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from widenet.dynamics.losses import cross_entropy, exponential, logistic, mse
+from widenet.errors import WidenetError
+
+
+def test_cross_entropy_is_the_mean_negative_log_softmax_of_the_labels() -> None:
+    output = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 2, 1, 1, 0, 2])
+    expected = -torch.log_softmax(output, dim=1)[torch.arange(6), labels].mean()
+    torch.testing.assert_close(cross_entropy(output, labels), expected, rtol=1e-15, atol=0)
+    assert torch.equal(cross_entropy(output, labels.double()), cross_entropy(output, labels))
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    (torch.nn.functional.one_hot(torch.tensor([0, 2, 1, 1])).double(), r"y\.argmax\(1\)"),
+    (torch.tensor([0, 2, 1, 3]), r"class indices 0\.\.2 .* from 0 to 3"),
+    (torch.tensor([0, -1, 1, 1]), r"class indices 0\.\.2"),
+    (torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64), r"from 0 to 2"),
+    (torch.tensor([0, 1]), r"shape \(4,\), got \(2,\)"),
+])
+def test_cross_entropy_refuses_targets_that_are_not_class_labels(target: torch.Tensor,
+                                                                  expected: str) -> None:
+    with pytest.raises(WidenetError, match=expected):
+        cross_entropy(torch.zeros(4, 3, dtype=torch.float64), target)
+
+
+@pytest.mark.parametrize("loss", [logistic, exponential])
+def test_signed_losses_refuse_labels_other_than_plus_and_minus_one(loss) -> None:
+    output = torch.tensor([[0.5], [-1.0], [2.0]], dtype=torch.float64)
+    labels = torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)
+    margins = labels * output[:, 0]
+    expected = torch.log1p(torch.exp(-margins)).mean() if loss is logistic \
+        else torch.exp(-margins).mean()
+    torch.testing.assert_close(loss(output, labels), expected, rtol=1e-15, atol=0)
+    with pytest.raises(WidenetError, match=r"labels -1 and \+1; map 0/1 labels with 2 \* y - 1"):
+        loss(output, torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64))
+
+
+def test_mse_on_class_labels_for_several_outputs_says_how_to_one_hot_them() -> None:
+    with pytest.raises(WidenetError, match=r"one_hot\(y, 3\)\.double\(\), or loss='cross_entropy'"):
+        mse(torch.zeros(4, 3), torch.tensor([0, 2, 1, 1]))
