@@ -7,9 +7,20 @@ which only validate their options (``widenet kernel --help``, ``widenet --versio
 
 from __future__ import annotations
 
+from numbers import Integral
+
+from widenet.errors import WidenetError
+
 MAX_SEED = 2**63 - 1
 """The largest seed of a study or a command: the run store keeps seeds as signed 64-bit
 integers."""
+
+
+def check_seed(value: object, name: str = "seed") -> int:
+    """Return ``value`` as an int, or raise unless it is an integer in [0, MAX_SEED]."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or not 0 <= value <= MAX_SEED:
+        raise WidenetError(f"{name} must be an integer from 0 to 2**63 - 1, got {value!r}")
+    return int(value)
 
 
 def derived_seed(*parts: int) -> int:

@@ -89,7 +89,7 @@ def test_fixed_test_split_is_kept_whole_and_encoded_jointly() -> None:
     ({"x_test": X[:, :2], "y_test": LABELS}, "x has 3 features but x_test has 2"),
     ({"x_test": X, "y_test": X[:, 0]}, "y holds numeric class labels but y_test holds float"),
     ({"dtype": torch.int32}, "floating-point torch dtype"),
-    ({"seed": 1.5}, "seed must be a non-negative integer"),
+    ({"seed": 1.5}, "seed must be an integer from 0 to"),
 ])
 def test_bad_arrays(kwargs: dict[str, object], message: str) -> None:
     arguments = {"x": X, "y": LABELS, **kwargs}

@@ -90,7 +90,7 @@ def test_no_corruption_gives_an_all_false_mask() -> None:
     ("iris", {"label_column": "y"}, "label_column applies to .csv files only"),
     ("iris", {"normalize": "l2"}, "normalize must be one of none, standardize, sphere"),
     ("iris", {"corrupt": 1.5}, r"must lie in \[0, 1\]"),
-    ("iris", {"seed": -1}, "seed must be a non-negative integer"),
+    ("iris", {"seed": -1}, "seed must be an integer from 0 to"),
     ("iris", {"n": 0}, "n must be a positive integer"),
     ("iris", {"n_test": 2.0}, "n_test must be a non-negative integer"),
     ("iris", {"dtype": torch.int64}, "floating-point torch dtype"),

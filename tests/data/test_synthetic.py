@@ -157,7 +157,7 @@ def test_spirals_follow_their_formula() -> None:
 @pytest.mark.parametrize(("call", "message"), [
     (lambda: sphere_points(0, 3), "n must be a positive integer"),
     (lambda: sphere_points(3, 2.5), "dim must be a positive integer"),
-    (lambda: sphere_regression(3, 2, seed=-1), "seed must be a non-negative integer"),
+    (lambda: sphere_regression(3, 2, seed=-1), "seed must be an integer from 0 to"),
     (lambda: sphere_regression(3, 2, n_test=-1), "n_test must be a non-negative integer"),
     (lambda: sphere_regression(3, 2, dtype=torch.int64), "floating-point torch dtype"),
     (lambda: teacher_student(3, 2, noise=-0.1), "noise must be >= 0"),

@@ -326,7 +326,7 @@ NAN = torch.tensor([[math.nan]], dtype=torch.float64)
     ({"max_hvps": 0}, "max_hvps must be a positive integer"),
     ({"k": 2, "max_hvps": 1}, "less than one block"),
     ({"max_basis": 2}, "max_basis"),
-    ({"seed": -1}, "seed must be a non-negative integer"),
+    ({"seed": -1}, "seed must be an integer from 0 to"),
     ({"init": torch.ones(5)}, "flat vector of the model's 2"),
     ({"init": torch.ones(1, 1, 2)}, "init must be a Sharpness result"),
     ({"init": torch.tensor([math.inf, 1.0])}, "init contains NaN or inf"),

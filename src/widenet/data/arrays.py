@@ -10,6 +10,7 @@ import torch
 
 from widenet.data.dataset import INPUT_RANKS, Dataset
 from widenet.errors import WidenetError
+from widenet.seeds import check_seed
 from widenet.validation import floating_dtype, nonnegative_int, positive_int
 
 #: numpy dtype kinds read as class labels (bool, integers, strings, objects that are all
@@ -169,7 +170,7 @@ def from_arrays(name: str, x: object, y: object, *, x_test: object = None,
     dtype = floating_dtype(dtype)
     n = None if n is None else positive_int(n, "n")
     n_test = nonnegative_int(n_test, "n_test")
-    seed = nonnegative_int(seed, "seed")
+    seed = check_seed(seed)
     x_np = _features(x, "x")
     y_np = _targets(y, "y", x_np.shape[0])
     fixed_test = _fixed_test(name, x_np, y_np, x_test, y_test)

@@ -9,7 +9,8 @@ import torch
 
 from widenet.data.dataset import Dataset
 from widenet.errors import WidenetError
-from widenet.validation import finite_real, nonnegative_int
+from widenet.seeds import check_seed
+from widenet.validation import finite_real
 
 #: Spawn key of the corruption's random stream, so that which labels get corrupted is
 #: independent of the draws that made the data from the same seed.
@@ -19,7 +20,7 @@ _CORRUPTION_STREAM = 1
 def corruption_generator(seed: int) -> torch.Generator:
     """The torch generator :func:`corrupt_labels` draws from for ``seed``: seeded with a
     64-bit state derived from ``numpy.random.SeedSequence(seed, spawn_key=(1,))``."""
-    seed = nonnegative_int(seed, "seed")
+    seed = check_seed(seed)
     state = np.random.SeedSequence(seed, spawn_key=(_CORRUPTION_STREAM,)).generate_state(
         1, dtype=np.uint64)
     return torch.Generator().manual_seed(int(state[0]))

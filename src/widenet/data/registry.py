@@ -24,6 +24,7 @@ from widenet.data.synthetic import (
 from widenet.data.transforms import normalization
 from widenet.data.transforms import normalize as normalize_inputs
 from widenet.errors import ARGUMENT, WidenetError
+from widenet.seeds import check_seed
 from widenet.validation import finite_real, floating_dtype, nonnegative_int, positive_int
 
 
@@ -85,7 +86,7 @@ def load_dataset(name: str | os.PathLike[str], *, n: int | None = None, n_test: 
     n = None if n is None else positive_int(n, "n")
     n_test = nonnegative_int(n_test, "n_test")
     dim = None if dim is None else positive_int(dim, "dim")
-    seed = nonnegative_int(seed, "seed")
+    seed = check_seed(seed)
     normalize = normalization(normalize)
     corrupt = corruption_fraction(corrupt)
     noise = finite_real(noise, "noise", minimum=0.0)

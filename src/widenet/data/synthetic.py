@@ -19,6 +19,7 @@ from widenet.data.dataset import Dataset, Task
 from widenet.data.transforms import sphere_normalize
 from widenet.errors import WidenetError
 from widenet.models import MLP
+from widenet.seeds import check_seed
 from widenet.validation import finite_real, floating_dtype, nonnegative_int, positive_int
 
 Draw = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
@@ -26,7 +27,7 @@ Draw = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 
 def _generator(seed: int) -> torch.Generator:
     """A CPU generator seeded with ``seed`` (a non-negative integer)."""
-    return torch.Generator().manual_seed(nonnegative_int(seed, "seed"))
+    return torch.Generator().manual_seed(check_seed(seed))
 
 
 def _sphere_draw(generator: torch.Generator, n: int, dim: int) -> torch.Tensor:

@@ -26,7 +26,8 @@ from torch import nn
 
 from widenet.diagnostics._functional_loss import FlatLoss, LossFunction
 from widenet.errors import WidenetError
-from widenet.validation import finite_real, nonnegative_int, positive_int
+from widenet.seeds import check_seed
+from widenet.validation import finite_real, positive_int
 
 DEFAULT_TOL = 1e-4
 DEFAULT_MAX_HVPS = 500
@@ -89,7 +90,7 @@ def sharpness(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor, y: torch
     Krylov method, a start exactly orthogonal to a top eigenvector can miss it.
     """
     k, tol, max_hvps, max_basis = _settings(k, tol, max_hvps, max_basis)
-    seed = nonnegative_int(seed, "seed")
+    seed = check_seed(seed)
     loss = FlatLoss(model, loss_fn, x, y)
     if k > loss.numel:
         raise WidenetError(f"k = {k} eigenvalues asked of a model with only {loss.numel} "
@@ -117,7 +118,7 @@ class SharpnessTracker:
     def __init__(self, k: int = 1, *, tol: float = DEFAULT_TOL,
                  max_hvps: int = DEFAULT_MAX_HVPS, max_basis: int | None = None, seed: int = 0):
         self.k, self.tol, self.max_hvps, self.max_basis = _settings(k, tol, max_hvps, max_basis)
-        self.seed = nonnegative_int(seed, "seed")
+        self.seed = check_seed(seed)
         self.last: Sharpness | None = None
 
     def __call__(self, model: nn.Module, loss_fn: LossFunction, x: torch.Tensor,

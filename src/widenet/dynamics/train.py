@@ -51,6 +51,7 @@ from widenet.dynamics.losses import Loss, accuracy_for, get_loss
 from widenet.dynamics.monitor import Monitor, RunState
 from widenet.dynamics.optim import Optimizer, OptimizerFactory, Updates, resolve_optimizer
 from widenet.errors import WidenetError
+from widenet.seeds import check_seed
 from widenet.validation import data_matrix, finite_real, nonnegative_int, positive_int
 
 
@@ -136,7 +137,7 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
     log_every = positive_int(log_every, "log_every")
     loss_scale = finite_real(loss_scale, "loss_scale", minimum=0.0, strict=True)
     divergence_factor = finite_real(divergence_factor, "divergence_factor", minimum=1.0)
-    seed = nonnegative_int(seed, "seed")
+    seed = check_seed(seed)
     if test_data is not None:
         if not isinstance(test_data, tuple | list) or len(test_data) != 2:
             raise WidenetError("test_data must be a pair (x_test, y_test)")

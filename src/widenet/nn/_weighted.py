@@ -16,7 +16,8 @@ from torch import nn
 from widenet.devices import parameter_device
 from widenet.errors import WidenetError
 from widenet.parametrizations import DenseScaling, Parametrization, get_parametrization
-from widenet.validation import finite_real, floating_dtype, nonnegative_int
+from widenet.seeds import check_seed
+from widenet.validation import finite_real, floating_dtype
 
 
 class Weighted(nn.Module):
@@ -94,7 +95,7 @@ def seeded_generator(seed: int | None, generator: torch.Generator | None
     if seed is not None and generator is not None:
         raise WidenetError("give either seed or generator, not both")
     return generator if seed is None \
-        else torch.Generator().manual_seed(nonnegative_int(seed, "seed"))
+        else torch.Generator().manual_seed(check_seed(seed))
 
 
 @torch.no_grad()

@@ -44,9 +44,10 @@ import scipy.linalg
 import torch
 
 from widenet.errors import WidenetError
+from widenet.seeds import check_seed
 from widenet.solvers.arguments import square_size
 from widenet.solvers.blocked import BlockedKernel
-from widenet.validation import finite_real, nonnegative_int, positive_int
+from widenet.validation import finite_real, positive_int
 
 MAX_DEFAULT_RANK = 500
 
@@ -68,7 +69,7 @@ class NystromPreconditioner:
         rank = default_rank(n) if rank is None else positive_int(rank, "rank")
         if rank > n:
             raise WidenetError(f"rank must be at most the number of points ({n}), got {rank}")
-        seed = nonnegative_int(seed, "seed")
+        seed = check_seed(seed)
         subset = np.sort(np.random.default_rng(seed).choice(n, size=rank, replace=False))
         rows = kernel.take(subset).numpy()  # K_Sn, (m, n)
         if not np.isfinite(rows).all():
