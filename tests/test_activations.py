@@ -196,6 +196,17 @@ def test_duals_are_finite_at_zero_variance(act: A.Activation) -> None:
         assert torch.isfinite(value)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_correlations_of_variances_below_the_smallest_normal_number(dtype: torch.dtype) -> None:
+    """rho = c / (sqrt(q1) sqrt(q2)) stays exact for subnormal variances (1 / sqrt(q1 q2)
+    overflowed there: rho came out NaN for c = 0 and 1 for c = q / 2)."""
+    q = torch.tensor(torch.finfo(dtype).tiny / 64, dtype=dtype)
+    expected = torch.tensor([0.0, 0.5, 1.0, -1.0], dtype=dtype)
+    assert torch.allclose(A.correlation(q, q, expected * q)[1], expected, rtol=1e-6, atol=0)
+    derivative_product = A.relu.derivative_dual(q, q, expected * q)
+    assert torch.allclose(derivative_product, A.relu.derivative_dual(1.0, 1.0, expected).to(dtype))
+
+
 def test_duals_broadcast_over_kernel_shapes() -> None:
     q1 = torch.rand(4, 1, dtype=torch.float64) + 0.5
     q2 = torch.rand(1, 3, dtype=torch.float64) + 0.5

@@ -174,6 +174,21 @@ def test_float32_inputs_give_float32_kernels() -> None:
     assert torch.allclose(single.ntk.double(), wn.infinite_kernels(model, x).ntk, rtol=1e-4)
 
 
+@pytest.mark.parametrize("scale", [1e-20, 1e-22])
+def test_tiny_float32_images_give_finite_scaled_kernels(scale: float) -> None:
+    """Bias-free ReLU CNN: K(s x) = s^2 K(x). At s = 1e-20 the float32 variances are subnormal
+    (1e-40), where 1 / sqrt(q1 q2) overflowed: NaN rho, then an 'overflowed' error."""
+    x = images(4, 1, 4, 4, seed=10)
+    x[1] = 0.0
+    model = wnn.Sequential(wnn.Conv2d(1, 4, 3, weight_std=2**0.5), wnn.Activation("relu"),
+                           wnn.GlobalAvgPool(), wnn.Dense(4, 1))
+    exact = wn.infinite_kernels(model, x).ntk * scale**2
+    tiny = wn.infinite_kernels(model, (scale * x).float()).ntk.double()
+    assert bool(torch.isfinite(tiny).all())
+    # float32's subnormals hold about 1e-45 absolutely
+    assert torch.allclose(tiny, exact, rtol=1e-5, atol=1e-44)
+
+
 @pytest.mark.parametrize(("model", "x", "message"), [
     (wnn.Sequential(wnn.Conv2d(1, 4, 5, padding="valid"), wnn.Flatten(), wnn.Dense(4, 1)),
      images(2, 1, 3, 3), "window of 5 along an axis of only 3 positions"),
