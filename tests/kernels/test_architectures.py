@@ -206,6 +206,8 @@ def test_tiny_float32_images_give_finite_scaled_kernels(scale: float) -> None:
     (nn.Sequential(nn.Conv2d(1, 4, 3, padding_mode="reflect", padding=1)), images(2, 1, 4, 4),
      "padding_mode='reflect'"),
     (nn.Sequential(nn.AdaptiveAvgPool2d(2)), images(2, 1, 4, 4), "output size 1"),
+    (nn.Sequential(nn.AvgPool2d(2, divisor_override=3)), images(2, 1, 4, 4),
+     "divisor_override=None"),
 ])
 def test_bad_architectures_and_inputs(model: nn.Module, x: torch.Tensor, message: str) -> None:
     with pytest.raises(wn.WidenetError, match=message):
