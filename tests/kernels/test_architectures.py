@@ -208,10 +208,29 @@ def test_tiny_float32_images_give_finite_scaled_kernels(scale: float) -> None:
     (nn.Sequential(nn.AdaptiveAvgPool2d(2)), images(2, 1, 4, 4), "output size 1"),
     (nn.Sequential(nn.AvgPool2d(2, divisor_override=3)), images(2, 1, 4, 4),
      "divisor_override=None"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.ReLU(), nn.Flatten(), nn.Linear(16, 1)),
+     images(2, 1, 4, 4), r"activation 'relu' at '2' gets inputs that are not Gaussian"),
+    (nn.Sequential(nn.Tanh(), nn.Conv2d(1, 4, 3)), images(2, 1, 4, 4),
+     r"activation 'tanh' at '0' .* put a weighted layer before it"),
 ])
 def test_bad_architectures_and_inputs(model: nn.Module, x: torch.Tensor, message: str) -> None:
     with pytest.raises(wn.WidenetError, match=message):
         wn.infinite_kernels(model, x)
+
+
+def test_activations_need_gaussian_inputs_unless_linear() -> None:
+    """A ReLU of a ReLU is the ReLU, but the duals composed as if its input were Gaussian gave
+    half its kernel, and a ReLU of the raw input the arc-cosine kernel of K0 instead of
+    <relu(x), relu(x')>: both are refused; a linear activation is exact on any input."""
+    x = images(3, 4, seed=11)
+    linear = wnn.Activation(wn.activations.ab(0.7, 0.0))
+    scaled = nn.Sequential(linear, nn.Linear(4, 4), linear, nn.ReLU(), nn.Linear(4, 1))
+    plain = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+    assert_same_kernels(wn.infinite_kernels(scaled, x, weight_std=1.3),
+                        wn.infinite_kernels(plain, 0.49 * x, weight_std=1.3))
+    relu_of_relu = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), linear, nn.ReLU(), nn.Linear(4, 1))
+    with pytest.raises(wn.WidenetError, match=r"activation 'relu' at '3' gets inputs that are "):
+        wn.infinite_kernels(relu_of_relu, x)
 
 
 def test_shared_weights_are_refused() -> None:

@@ -157,7 +157,9 @@ class Op:
     mode_in: Mode = Mode.FLAT  # the mode the engine runs it in, set by branch_need
 
     def zero_mean_out(self, zero_mean_in: bool) -> bool:
-        """Whether the output is zero-mean over the random init, given whether the input is."""
+        """Whether the output is zero-mean Gaussian over the random init in the limit (a linear
+        image of weighted layers' outputs), given whether the input is; an op whose map needs
+        such inputs (a nonlinear activation, layer norm) raises when they are not."""
         return zero_mean_in
 
     def need(self, mode_out: Mode) -> Mode:

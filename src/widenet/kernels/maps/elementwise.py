@@ -2,7 +2,9 @@
 
 Activation (docs/theory.md sections 3 and 7), with (u, v) ~ N(0, [[q, c], [c, q']]),
 q = Sigma_{ii}(x, x), q' = Sigma_{i'i'}(x', x'), c = Sigma_{ii'}(x, x'):
-    K = E[phi(u) phi(v)],   Kdot = E[phi'(u) phi'(v)],   Theta -> Kdot * Theta.
+    K = E[phi(u) phi(v)],   Kdot = E[phi'(u) phi'(v)],   Theta -> Kdot * Theta;
+exact when the inputs are zero-mean Gaussian in the limit (a linear image of weighted layers'
+outputs), so a nonlinear activation of the raw input or of another activation is refused.
 Layer norm over channels, for zero-mean inputs: every kernel is divided by
 sqrt((q + eps)(q' + eps)).
 """
@@ -29,8 +31,14 @@ class ActivationOp(Op):
         self.activation = activation
 
     def zero_mean_out(self, zero_mean_in: bool) -> bool:
-        linear = isinstance(self.activation, AbsLinear) and self.activation.b == 0.0
-        return zero_mean_in and linear
+        if isinstance(self.activation, AbsLinear) and self.activation.b == 0.0:
+            return zero_mean_in  # linear: its map is exact on any input
+        if not zero_mean_in:
+            raise WidenetError(f"activation {self.activation.name!r} at {self.name!r} gets "
+                               "inputs that are not Gaussian in the limit (the raw input or an "
+                               "activation's output), where its kernel map does not hold; put a "
+                               "weighted layer before it, or apply it to the data beforehand")
+        return False
 
     def apply(self, state: State, context: Context) -> State:
         q1, q2 = context.variances(self, state)
