@@ -185,6 +185,9 @@ def test_dtype_follows_the_inputs_unless_overridden() -> None:
     assert single.ntk.dtype == torch.float32
     assert double.ntk.dtype == torch.float64
     assert torch.allclose(single.ntk.double(), double.ntk, rtol=1e-5)
+    for bad in ("float64", torch.int32):  # a string used to raise AttributeError
+        with pytest.raises(wn.WidenetError, match="dtype must be a floating-point torch dtype"):
+            wn.infinite_kernels(net, x, dtype=bad)
 
 
 def test_positive_homogeneity_of_bias_free_family_kernels() -> None:

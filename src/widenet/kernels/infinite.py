@@ -81,8 +81,9 @@ def infinite_kernels(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None
         raise WidenetError(f"x1 is on {x1.device} but x2 is on {x2.device}; move both to one "
                            "device")
     dtype = dtype or torch.promote_types(x1.dtype, x2.dtype)
-    if not dtype.is_floating_point:
-        raise WidenetError(f"dtype must be a floating-point dtype, got {dtype}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise WidenetError(f"dtype must be a floating-point torch dtype such as torch.float64, "
+                           f"got {dtype!r}")
     torch_parametrization = get_parametrization(parametrization)
     if not torch_parametrization.kernel_limit:
         raise WidenetError(f"parametrization must be 'ntk' or 'standard' for plain torch "
