@@ -92,6 +92,19 @@ def test_layer_norm_divides_by_the_variances() -> None:
                                            wnn.GlobalAvgPool(), wnn.Dense(4, 1)), x)
 
 
+def test_layer_norm_without_eps_is_scale_free_down_to_subnormal_variances() -> None:
+    """eps = 0: K(s x) = K(x), also in float32 at s = 1e-20 (variances 1e-40, where
+    1/sqrt(q1) 1/sqrt(q2) overflowed: an 'overflowed' error); a zero image keeps a zero row."""
+    x = images(4, 2, 4, 4, seed=12)
+    x[1] = 0.0
+    model = wnn.Sequential(wnn.Conv2d(2, 3, 3, weight_std=1.4), wnn.LayerNorm(eps=0.0),
+                           wnn.Activation("relu"), wnn.GlobalAvgPool(), wnn.Dense(3, 1))
+    exact = wn.infinite_kernels(model, x).ntk
+    assert bool((exact[1] == 0).all())
+    tiny = wn.infinite_kernels(model, (1e-20 * x).float()).ntk.double()
+    assert torch.allclose(tiny, exact, rtol=1e-4, atol=0)
+
+
 def small_cnn(torch_layers: bool) -> nn.Module:
     if torch_layers:
         return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),

@@ -71,10 +71,11 @@ class LayerNormOp(Op):
 
     def apply(self, state: State, context: Context) -> State:
         q1, q2 = context.variances(self, state)
-        inverse1, inverse2 = (torch.where(q + self.eps > 0, torch.rsqrt(q + self.eps),
-                                          torch.zeros_like(q)) for q in (q1, q2))
-        scale = inverse1 * inverse2
-        state = state.map(lambda t: t * scale)  # not in place: sigma may be recorded
+        # a product of roots, divided by: 1/sqrt(q1 + eps) 1/sqrt(q2 + eps) overflows for
+        # variances below the smallest normal number (eps = 0); a zero root gives 0 (t / inf)
+        roots = torch.sqrt(q1 + self.eps) * torch.sqrt(q2 + self.eps)
+        roots = torch.where(roots > 0, roots, torch.inf)
+        state = state.map(lambda t: t / roots)  # not in place: sigma may be recorded
         state.kdot = None
         return state
 
