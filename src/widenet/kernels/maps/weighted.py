@@ -167,6 +167,11 @@ def _conv_ops(module: nn.Module, name: str, shape: Shape, in_channels: int, out_
     spatial = tuple(output_size(n, k, s, before, after, f"{kind} {name!r}")
                     for n, k, s, (before, after) in zip(shape.spatial, kernel, stride, pads,
                                                         strict=True))
+    wrapped = [(n, max(pad)) for n, pad in zip(shape.spatial, pads, strict=True) if max(pad) > n]
+    if circular and wrapped:
+        raise WidenetError(f"{kind} {name!r} pads circularly by {wrapped[0][1]} along an axis of "
+                           f"only {wrapped[0][0]} positions (it can wrap around once); use larger "
+                           "inputs or a smaller filter")
     out = Shape(out_channels, spatial)
     op = WeightedOp(name, shape, out, weight_std, bias_std, has_bias, finite_ntk,
                     conv=(kernel, stride, pads, circular))
