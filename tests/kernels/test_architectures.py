@@ -92,6 +92,16 @@ def test_layer_norm_divides_by_the_variances() -> None:
                                            wnn.GlobalAvgPool(), wnn.Dense(4, 1)), x)
 
 
+def test_erf_cnn_on_huge_float32_images() -> None:
+    """Pixels of 1e10 (variances 1e20): erf's duals overflowed in float32 (q1 q2 > 3e38) and
+    the kernel was refused as 'overflowed', though erf is bounded; it matches float64."""
+    x = 1e10 * images(3, 1, 4, 4, seed=13)
+    model = wnn.Sequential(wnn.Conv2d(1, 3, 3), wnn.Activation("erf"), wnn.Conv2d(3, 3, 3),
+                           wnn.Activation("erf"), wnn.GlobalAvgPool(), wnn.Dense(3, 1))
+    single = wn.infinite_kernels(model, x.float()).ntk.double()
+    assert torch.allclose(single, wn.infinite_kernels(model, x).ntk, rtol=1e-5, atol=0)
+
+
 def test_layer_norm_without_eps_is_scale_free_down_to_subnormal_variances() -> None:
     """eps = 0: K(s x) = K(x), also in float32 at s = 1e-20 (variances 1e-40, where
     1/sqrt(q1) 1/sqrt(q2) overflowed: an 'overflowed' error); a zero image keeps a zero row."""
