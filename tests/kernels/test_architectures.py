@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import widenet as wn
 from widenet import nn as wnn
@@ -287,3 +288,58 @@ def test_empirical_ntk_keeps_its_layerwise_path_on_convolutions() -> None:
                          wnn.GlobalAvgPool(), wnn.Dense(6, 2), seed=0).double()
     layerwise = wn.empirical_ntk(net, x, method="layerwise").ntk
     assert torch.allclose(layerwise, wn.empirical_ntk(net, x, method="jacobian").ntk, rtol=1e-12)
+
+
+def offset_matrices(conv: nn.Conv2d, size: tuple[int, int]) -> list[torch.Tensor]:
+    """For each filter offset delta, the (P_out, P_in) matrix that torch's convolution with a
+    one-hot filter at delta applies to one channel (its padding and stride included)."""
+    units = torch.eye(size[0] * size[1], dtype=torch.float64).view(-1, 1, *size)
+    if conv.padding_mode == "circular":
+        pads = [p for p in reversed(conv.padding) for _ in (0, 1)]
+        units, padding = F.pad(units, pads, mode="circular"), 0
+    else:
+        padding = conv.padding
+    matrices = []
+    for delta in range(conv.kernel_size[0] * conv.kernel_size[1]):
+        filter_ = torch.zeros(conv.kernel_size[0] * conv.kernel_size[1], dtype=torch.float64)
+        filter_[delta] = 1.0
+        out = F.conv2d(units, filter_.view(1, 1, *conv.kernel_size), stride=conv.stride,
+                       padding=padding)
+        matrices.append(out.flatten(1).T)
+    return matrices
+
+
+@pytest.mark.parametrize(("kernel", "stride", "padding", "mode", "size"), [
+    (3, 2, 1, "zeros", (5, 7)), ((2, 3), (3, 1), (0, 1), "zeros", (4, 5)),
+    (3, 1, 1, "circular", (3, 4)), (4, 2, 2, "zeros", (3, 3)), (5, 3, 2, "zeros", (2, 2))])
+def test_torch_cnns_against_joint_covariances(kernel, stride, padding, mode, size) -> None:
+    """conv, relu, conv 1x1, relu, global pooling, linear on odd sizes, strides and paddings,
+    against the covariance of all n P pre-activations at once: Sigma' = (w / |N|) sum_delta
+    S_delta Sigma S_delta^T + b with S_delta from torch's own convolution, the ReLU duals on the
+    joint matrix, and Theta' = Sigma' + (w / |N|) sum_delta S_delta (Kdot * Theta) S_delta^T."""
+    x = images(3, 2, *size, seed=14)
+    x[1] = 0.0
+    first = nn.Conv2d(2, 4, kernel, stride=stride, padding=padding, padding_mode=mode)
+    model = nn.Sequential(first, nn.ReLU(), nn.Conv2d(4, 4, 1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
+    weight_var, bias_var = 1.7, 0.09
+    kernels = wn.infinite_kernels(model, x, x[[2, 0]], weight_std=weight_var**0.5,
+                                  bias_std=bias_var**0.5)
+    n, flat = x.shape[0], x.flatten(2).transpose(1, 2).reshape(-1, 2)  # (n P, C)
+    sigma, theta = flat @ flat.T / 2, None
+    strided = offset_matrices(first, size)
+    for offsets in (strided, [torch.eye(strided[0].shape[0], dtype=torch.float64)]):
+        lifted = [torch.block_diag(*[s] * n) for s in offsets]
+        sigma, theta = (None if t is None else sum(s @ t @ s.T for s in lifted) / len(lifted)
+                        for t in (sigma, theta))
+        sigma = weight_var * sigma + bias_var
+        theta = sigma if theta is None else sigma + weight_var * theta
+        q = sigma.diagonal()
+        product, derivative_product = wn.activations.relu.duals(q[:, None], q[None, :], sigma)
+        sigma, theta = product, derivative_product * theta
+    positions = sigma.shape[0] // n
+    pooled = [t.view(n, positions, n, positions).mean(dim=(1, 3)) for t in (sigma, theta)]
+    nngp = weight_var * pooled[0] + bias_var
+    ntk = nngp + weight_var * pooled[1]
+    assert torch.allclose(kernels.nngp, nngp[:, [2, 0]], rtol=1e-12, atol=1e-14)
+    assert torch.allclose(kernels.ntk, ntk[:, [2, 0]], rtol=1e-12, atol=1e-14)
