@@ -246,6 +246,9 @@ def test_float32_overflow_is_a_clear_error() -> None:
         wn.infinite_kernels(wn.MLP(3, [4], 1), x)
     assert bool(torch.isfinite(wn.infinite_kernels(wn.MLP(3, [4], 1), x,
                                                    dtype=torch.float64).ntk).all())
+    deep = wn.MLP(3, [4] * 400, 1, weight_std=10.0, bias_std=1.0)  # variance x 50 per layer
+    with pytest.raises(wn.WidenetError, match="weight_std and bias_std build up over the layers"):
+        wn.infinite_kernels(deep, x, dtype=torch.float64)
 
 
 @pytest.mark.gpu
