@@ -152,6 +152,12 @@ def test_per_layer_torch_stds_and_standard_parametrization() -> None:
     assert_same_kernels(per_layer, wn.infinite_kernels(mlp_like, x))
     with pytest.raises(wn.WidenetError, match=r"names '1', which are not torch weighted layers"):
         wn.infinite_kernels(model, x, weight_std={"0": 1.0, "1": 2.0})
+    # a layer the dicts do not name gets the defaults: the rule's std, no bias (a missing
+    # bias_std entry raised "bias_std of 2 must be a finite real number, got None")
+    partial = wn.infinite_kernels(model, x, weight_std={"2": 2.0}, bias_std={"0": 0.1})
+    mlp_like = wnn.Sequential(wnn.Dense(4, 8, bias_std=0.1), wnn.Activation("relu"),
+                              wnn.Dense(8, 1, weight_std=2.0))
+    assert_same_kernels(partial, wn.infinite_kernels(mlp_like, x))
     default = wn.infinite_kernels(model, x)  # weight_std None: relu's edge of chaos, sqrt(2)
     assert torch.allclose(default.nngp, wn.infinite_kernels(wn.MLP(4, [8], 1), x).nngp)
     standard = wn.infinite_kernels(model, x, parametrization="standard")

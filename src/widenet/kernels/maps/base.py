@@ -185,10 +185,11 @@ class Builder:
     seen: set[int] = field(default_factory=set)
     asked: set[str] = field(default_factory=set)
 
-    def std(self, spec: object, name: str) -> object:
-        """The std of the torch layer ``name`` from one value or a dict by layer name."""
+    def std(self, spec: object, name: str, default: float | None = None) -> object:
+        """The std of the torch layer ``name`` from one value or a dict by layer name (a layer
+        the dict does not name gets ``default``, the argument's own default)."""
         self.asked.add(name)
-        return spec.get(name) if isinstance(spec, dict) else spec
+        return spec.get(name, default) if isinstance(spec, dict) else spec
 
     def check_names(self) -> None:
         """Refuse dict keys that name no plain torch weighted layer (a typo would otherwise

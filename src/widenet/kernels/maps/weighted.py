@@ -145,7 +145,7 @@ def _(module: Dense, shape: Shape, builder: Builder, name: str) -> tuple[list[Op
 def _(module: nn.Linear, shape: Shape, builder: Builder, name: str) -> tuple[list[Op], Shape]:
     builder.claim(module, name)
     return dense_ops(name, shape, module.in_features, module.out_features,
-                      _torch_weight_std(builder, name), builder.std(builder.bias_std, name),
+                      _torch_weight_std(builder, name), builder.std(builder.bias_std, name, 0.0),
                       module.bias is not None, builder.finite_ntk)
 
 
@@ -212,5 +212,5 @@ def _(module: nn.Conv1d | nn.Conv2d, shape: Shape, builder: Builder, name: str
     return _conv_ops(module, name, shape, module.in_channels, module.out_channels,
                      module.kernel_size, module.stride, pads,
                      module.padding_mode == "circular", _torch_weight_std(builder, name),
-                     builder.std(builder.bias_std, name), module.bias is not None,
+                     builder.std(builder.bias_std, name, 0.0), module.bias is not None,
                      builder.finite_ntk)
