@@ -142,6 +142,18 @@ def test_a_torch_model_has_the_kernels_of_its_widenet_twin() -> None:
     assert ours.outputs == theirs.outputs == 2
 
 
+def test_adaptive_pooling_to_one_position_in_every_spelling() -> None:
+    """torch keeps output_size as given: 1, (1, 1) and [1, 1] are global pooling alike (the
+    list was refused as 'output_size=[1, 1]; infinite_kernels covers output size 1')."""
+    x = images(3, 2, 4, 5, seed=15)
+    kernels = [wn.infinite_kernels(nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(),
+                                                 nn.AdaptiveAvgPool2d(size), nn.Flatten(),
+                                                 nn.Linear(3, 1)), x)
+               for size in (1, (1, 1), [1, 1])]
+    for other in kernels[1:]:
+        assert_same_kernels(other, kernels[0], rtol=0)
+
+
 def test_per_layer_torch_stds_and_standard_parametrization() -> None:
     x = images(3, 4, seed=6).flatten(1)[:, :4]
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))

@@ -194,7 +194,8 @@ def _(module: nn.AvgPool1d | nn.AvgPool2d, shape: Shape, builder: Builder, name:
 @ops_of.register(nn.AdaptiveAvgPool2d)
 def _(module: nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d, shape: Shape, builder: Builder,
       name: str) -> tuple[list[Op], Shape]:
-    sizes = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,)
+    sizes = (tuple(module.output_size) if isinstance(module.output_size, tuple | list)
+             else (module.output_size,))
     if any(size != 1 for size in sizes):
         raise WidenetError(f"{type(module).__name__} {name!r} has output_size="
                            f"{module.output_size}; infinite_kernels covers output size 1")
