@@ -196,6 +196,36 @@ def test_duals_are_finite_at_zero_variance(act: A.Activation) -> None:
         assert torch.isfinite(value)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_correlations_of_variances_below_the_smallest_normal_number(dtype: torch.dtype) -> None:
+    """rho = c / (sqrt(q1) sqrt(q2)) stays exact for subnormal variances (1 / sqrt(q1 q2)
+    overflowed there: rho came out NaN for c = 0 and 1 for c = q / 2)."""
+    q = torch.tensor(torch.finfo(dtype).tiny / 64, dtype=dtype)
+    expected = torch.tensor([0.0, 0.5, 1.0, -1.0], dtype=dtype)
+    assert torch.allclose(A.correlation(q, q, expected * q)[1], expected, rtol=1e-6, atol=0)
+    derivative_product = A.relu.derivative_dual(q, q, expected * q)
+    assert torch.allclose(derivative_product, A.relu.derivative_dual(1.0, 1.0, expected).to(dtype))
+
+
+@pytest.mark.parametrize(("dtype", "variance"), [(torch.float32, 1e10), (torch.float32, 1e30),
+                                                (torch.float64, 1e20), (torch.float64, 1e150)])
+def test_erf_duals_at_huge_variances(dtype: torch.dtype, variance: float) -> None:
+    """At q1 = q2 = q and c = q, q/2, 0: det(I + 2 Sigma) = 1 + 4q, 1 + 4q + 3q^2, (1 + 2q)^2,
+    closed forms without cancellation. 4 q1 q2 (1 - rho^2) overflowed past q ~ 2e19 in float32
+    (inf * 0: NaN), and arcsin of a ratio rounded to 1 lost the 1 - O(q^-1/2) gap."""
+    q = torch.tensor(variance, dtype=dtype)
+    product, derivative_product = A.erf.duals(q, q, torch.tensor([1.0, 0.5, 0.0], dtype=dtype) * q)
+    dets = [1 + 4 * variance, 1 + 4 * variance + 3 * variance**2, (1 + 2 * variance)**2]
+    expected = [2 / math.pi * math.atan2(2 * c, math.sqrt(det))
+                for c, det in zip((variance, variance / 2, 0.0), dets, strict=True)]
+    rtol = 1e-6 if dtype == torch.float32 else 1e-14
+    assert torch.allclose(product.double(), torch.tensor(expected, dtype=torch.float64),
+                          rtol=rtol, atol=0)
+    expected = [4 / math.pi / math.sqrt(det) for det in dets]
+    assert torch.allclose(derivative_product.double(), torch.tensor(expected, dtype=torch.float64),
+                          rtol=rtol, atol=0)
+
+
 def test_duals_broadcast_over_kernel_shapes() -> None:
     q1 = torch.rand(4, 1, dtype=torch.float64) + 0.5
     q2 = torch.rand(1, 3, dtype=torch.float64) + 0.5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import widenet as wn
 from widenet import nn as wnn
@@ -92,6 +93,29 @@ def test_layer_norm_divides_by_the_variances() -> None:
                                            wnn.GlobalAvgPool(), wnn.Dense(4, 1)), x)
 
 
+def test_erf_cnn_on_huge_float32_images() -> None:
+    """Pixels of 1e10 (variances 1e20): erf's duals overflowed in float32 (q1 q2 > 3e38) and
+    the kernel was refused as 'overflowed', though erf is bounded; it matches float64."""
+    x = 1e10 * images(3, 1, 4, 4, seed=13)
+    model = wnn.Sequential(wnn.Conv2d(1, 3, 3), wnn.Activation("erf"), wnn.Conv2d(3, 3, 3),
+                           wnn.Activation("erf"), wnn.GlobalAvgPool(), wnn.Dense(3, 1))
+    single = wn.infinite_kernels(model, x.float()).ntk.double()
+    assert torch.allclose(single, wn.infinite_kernels(model, x).ntk, rtol=1e-5, atol=0)
+
+
+def test_layer_norm_without_eps_is_scale_free_down_to_subnormal_variances() -> None:
+    """eps = 0: K(s x) = K(x), also in float32 at s = 1e-20 (variances 1e-40, where
+    1/sqrt(q1) 1/sqrt(q2) overflowed: an 'overflowed' error); a zero image keeps a zero row."""
+    x = images(4, 2, 4, 4, seed=12)
+    x[1] = 0.0
+    model = wnn.Sequential(wnn.Conv2d(2, 3, 3, weight_std=1.4), wnn.LayerNorm(eps=0.0),
+                           wnn.Activation("relu"), wnn.GlobalAvgPool(), wnn.Dense(3, 1))
+    exact = wn.infinite_kernels(model, x).ntk
+    assert bool((exact[1] == 0).all())
+    tiny = wn.infinite_kernels(model, (1e-20 * x).float()).ntk.double()
+    assert torch.allclose(tiny, exact, rtol=1e-4, atol=0)
+
+
 def small_cnn(torch_layers: bool) -> nn.Module:
     if torch_layers:
         return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
@@ -118,6 +142,18 @@ def test_a_torch_model_has_the_kernels_of_its_widenet_twin() -> None:
     assert ours.outputs == theirs.outputs == 2
 
 
+def test_adaptive_pooling_to_one_position_in_every_spelling() -> None:
+    """torch keeps output_size as given: 1, (1, 1) and [1, 1] are global pooling alike (the
+    list was refused as 'output_size=[1, 1]; infinite_kernels covers output size 1')."""
+    x = images(3, 2, 4, 5, seed=15)
+    kernels = [wn.infinite_kernels(nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(),
+                                                 nn.AdaptiveAvgPool2d(size), nn.Flatten(),
+                                                 nn.Linear(3, 1)), x)
+               for size in (1, (1, 1), [1, 1])]
+    for other in kernels[1:]:
+        assert_same_kernels(other, kernels[0], rtol=0)
+
+
 def test_per_layer_torch_stds_and_standard_parametrization() -> None:
     x = images(3, 4, seed=6).flatten(1)[:, :4]
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
@@ -128,6 +164,12 @@ def test_per_layer_torch_stds_and_standard_parametrization() -> None:
     assert_same_kernels(per_layer, wn.infinite_kernels(mlp_like, x))
     with pytest.raises(wn.WidenetError, match=r"names '1', which are not torch weighted layers"):
         wn.infinite_kernels(model, x, weight_std={"0": 1.0, "1": 2.0})
+    # a layer the dicts do not name gets the defaults: the rule's std, no bias (a missing
+    # bias_std entry raised "bias_std of 2 must be a finite real number, got None")
+    partial = wn.infinite_kernels(model, x, weight_std={"2": 2.0}, bias_std={"0": 0.1})
+    mlp_like = wnn.Sequential(wnn.Dense(4, 8, bias_std=0.1), wnn.Activation("relu"),
+                              wnn.Dense(8, 1, weight_std=2.0))
+    assert_same_kernels(partial, wn.infinite_kernels(mlp_like, x))
     default = wn.infinite_kernels(model, x)  # weight_std None: relu's edge of chaos, sqrt(2)
     assert torch.allclose(default.nngp, wn.infinite_kernels(wn.MLP(4, [8], 1), x).nngp)
     standard = wn.infinite_kernels(model, x, parametrization="standard")
@@ -174,6 +216,21 @@ def test_float32_inputs_give_float32_kernels() -> None:
     assert torch.allclose(single.ntk.double(), wn.infinite_kernels(model, x).ntk, rtol=1e-4)
 
 
+@pytest.mark.parametrize("scale", [1e-20, 1e-22])
+def test_tiny_float32_images_give_finite_scaled_kernels(scale: float) -> None:
+    """Bias-free ReLU CNN: K(s x) = s^2 K(x). At s = 1e-20 the float32 variances are subnormal
+    (1e-40), where 1 / sqrt(q1 q2) overflowed: NaN rho, then an 'overflowed' error."""
+    x = images(4, 1, 4, 4, seed=10)
+    x[1] = 0.0
+    model = wnn.Sequential(wnn.Conv2d(1, 4, 3, weight_std=2**0.5), wnn.Activation("relu"),
+                           wnn.GlobalAvgPool(), wnn.Dense(4, 1))
+    exact = wn.infinite_kernels(model, x).ntk * scale**2
+    tiny = wn.infinite_kernels(model, (scale * x).float()).ntk.double()
+    assert bool(torch.isfinite(tiny).all())
+    # float32's subnormals hold about 1e-45 absolutely
+    assert torch.allclose(tiny, exact, rtol=1e-5, atol=1e-44)
+
+
 @pytest.mark.parametrize(("model", "x", "message"), [
     (wnn.Sequential(wnn.Conv2d(1, 4, 5, padding="valid"), wnn.Flatten(), wnn.Dense(4, 1)),
      images(2, 1, 3, 3), "window of 5 along an axis of only 3 positions"),
@@ -191,10 +248,35 @@ def test_float32_inputs_give_float32_kernels() -> None:
     (nn.Sequential(nn.Conv2d(1, 4, 3, padding_mode="reflect", padding=1)), images(2, 1, 4, 4),
      "padding_mode='reflect'"),
     (nn.Sequential(nn.AdaptiveAvgPool2d(2)), images(2, 1, 4, 4), "output size 1"),
+    (nn.Sequential(nn.AvgPool2d(2, divisor_override=3)), images(2, 1, 4, 4),
+     "divisor_override=None"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3, padding=3, padding_mode="circular")), images(2, 1, 2, 2),
+     "Conv2d '0' pads circularly by 3 along an axis of only 2 positions"),
+    (wnn.Sequential(wnn.Conv2d(1, 1, 1), wnn.Conv2d(1, 4, 5, padding="circular")),
+     images(2, 1, 1, 1), "Conv2d '1' pads circularly by 2 along an axis of only 1 positions"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.ReLU(), nn.Flatten(), nn.Linear(16, 1)),
+     images(2, 1, 4, 4), r"activation 'relu' at '2' gets inputs that are not Gaussian"),
+    (nn.Sequential(nn.Tanh(), nn.Conv2d(1, 4, 3)), images(2, 1, 4, 4),
+     r"activation 'tanh' at '0' .* put a weighted layer before it"),
 ])
 def test_bad_architectures_and_inputs(model: nn.Module, x: torch.Tensor, message: str) -> None:
     with pytest.raises(wn.WidenetError, match=message):
         wn.infinite_kernels(model, x)
+
+
+def test_activations_need_gaussian_inputs_unless_linear() -> None:
+    """A ReLU of a ReLU is the ReLU, but the duals composed as if its input were Gaussian gave
+    half its kernel, and a ReLU of the raw input the arc-cosine kernel of K0 instead of
+    <relu(x), relu(x')>: both are refused; a linear activation is exact on any input."""
+    x = images(3, 4, seed=11)
+    linear = wnn.Activation(wn.activations.ab(0.7, 0.0))
+    scaled = nn.Sequential(linear, nn.Linear(4, 4), linear, nn.ReLU(), nn.Linear(4, 1))
+    plain = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+    assert_same_kernels(wn.infinite_kernels(scaled, x, weight_std=1.3),
+                        wn.infinite_kernels(plain, 0.49 * x, weight_std=1.3))
+    relu_of_relu = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), linear, nn.ReLU(), nn.Linear(4, 1))
+    with pytest.raises(wn.WidenetError, match=r"activation 'relu' at '3' gets inputs that are "):
+        wn.infinite_kernels(relu_of_relu, x)
 
 
 def test_shared_weights_are_refused() -> None:
@@ -224,3 +306,58 @@ def test_empirical_ntk_keeps_its_layerwise_path_on_convolutions() -> None:
                          wnn.GlobalAvgPool(), wnn.Dense(6, 2), seed=0).double()
     layerwise = wn.empirical_ntk(net, x, method="layerwise").ntk
     assert torch.allclose(layerwise, wn.empirical_ntk(net, x, method="jacobian").ntk, rtol=1e-12)
+
+
+def offset_matrices(conv: nn.Conv2d, size: tuple[int, int]) -> list[torch.Tensor]:
+    """For each filter offset delta, the (P_out, P_in) matrix that torch's convolution with a
+    one-hot filter at delta applies to one channel (its padding and stride included)."""
+    units = torch.eye(size[0] * size[1], dtype=torch.float64).view(-1, 1, *size)
+    if conv.padding_mode == "circular":
+        pads = [p for p in reversed(conv.padding) for _ in (0, 1)]
+        units, padding = F.pad(units, pads, mode="circular"), 0
+    else:
+        padding = conv.padding
+    matrices = []
+    for delta in range(conv.kernel_size[0] * conv.kernel_size[1]):
+        filter_ = torch.zeros(conv.kernel_size[0] * conv.kernel_size[1], dtype=torch.float64)
+        filter_[delta] = 1.0
+        out = F.conv2d(units, filter_.view(1, 1, *conv.kernel_size), stride=conv.stride,
+                       padding=padding)
+        matrices.append(out.flatten(1).T)
+    return matrices
+
+
+@pytest.mark.parametrize(("kernel", "stride", "padding", "mode", "size"), [
+    (3, 2, 1, "zeros", (5, 7)), ((2, 3), (3, 1), (0, 1), "zeros", (4, 5)),
+    (3, 1, 1, "circular", (3, 4)), (4, 2, 2, "zeros", (3, 3)), (5, 3, 2, "zeros", (2, 2))])
+def test_torch_cnns_against_joint_covariances(kernel, stride, padding, mode, size) -> None:
+    """conv, relu, conv 1x1, relu, global pooling, linear on odd sizes, strides and paddings,
+    against the covariance of all n P pre-activations at once: Sigma' = (w / |N|) sum_delta
+    S_delta Sigma S_delta^T + b with S_delta from torch's own convolution, the ReLU duals on the
+    joint matrix, and Theta' = Sigma' + (w / |N|) sum_delta S_delta (Kdot * Theta) S_delta^T."""
+    x = images(3, 2, *size, seed=14)
+    x[1] = 0.0
+    first = nn.Conv2d(2, 4, kernel, stride=stride, padding=padding, padding_mode=mode)
+    model = nn.Sequential(first, nn.ReLU(), nn.Conv2d(4, 4, 1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
+    weight_var, bias_var = 1.7, 0.09
+    kernels = wn.infinite_kernels(model, x, x[[2, 0]], weight_std=weight_var**0.5,
+                                  bias_std=bias_var**0.5)
+    n, flat = x.shape[0], x.flatten(2).transpose(1, 2).reshape(-1, 2)  # (n P, C)
+    sigma, theta = flat @ flat.T / 2, None
+    strided = offset_matrices(first, size)
+    for offsets in (strided, [torch.eye(strided[0].shape[0], dtype=torch.float64)]):
+        lifted = [torch.block_diag(*[s] * n) for s in offsets]
+        sigma, theta = (None if t is None else sum(s @ t @ s.T for s in lifted) / len(lifted)
+                        for t in (sigma, theta))
+        sigma = weight_var * sigma + bias_var
+        theta = sigma if theta is None else sigma + weight_var * theta
+        q = sigma.diagonal()
+        product, derivative_product = wn.activations.relu.duals(q[:, None], q[None, :], sigma)
+        sigma, theta = product, derivative_product * theta
+    positions = sigma.shape[0] // n
+    pooled = [t.view(n, positions, n, positions).mean(dim=(1, 3)) for t in (sigma, theta)]
+    nngp = weight_var * pooled[0] + bias_var
+    ntk = nngp + weight_var * pooled[1]
+    assert torch.allclose(kernels.nngp, nngp[:, [2, 0]], rtol=1e-12, atol=1e-14)
+    assert torch.allclose(kernels.ntk, ntk[:, [2, 0]], rtol=1e-12, atol=1e-14)

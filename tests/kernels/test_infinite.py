@@ -185,6 +185,9 @@ def test_dtype_follows_the_inputs_unless_overridden() -> None:
     assert single.ntk.dtype == torch.float32
     assert double.ntk.dtype == torch.float64
     assert torch.allclose(single.ntk.double(), double.ntk, rtol=1e-5)
+    for bad in ("float64", torch.int32):  # a string used to raise AttributeError
+        with pytest.raises(wn.WidenetError, match="dtype must be a floating-point torch dtype"):
+            wn.infinite_kernels(net, x, dtype=bad)
 
 
 def test_positive_homogeneity_of_bias_free_family_kernels() -> None:
@@ -243,6 +246,9 @@ def test_float32_overflow_is_a_clear_error() -> None:
         wn.infinite_kernels(wn.MLP(3, [4], 1), x)
     assert bool(torch.isfinite(wn.infinite_kernels(wn.MLP(3, [4], 1), x,
                                                    dtype=torch.float64).ntk).all())
+    deep = wn.MLP(3, [4] * 400, 1, weight_std=10.0, bias_std=1.0)  # variance x 50 per layer
+    with pytest.raises(wn.WidenetError, match="weight_std and bias_std build up over the layers"):
+        wn.infinite_kernels(deep, x, dtype=torch.float64)
 
 
 @pytest.mark.gpu
@@ -297,3 +303,60 @@ def test_the_diagonal_is_exact_in_high_dimension() -> None:
                  dtype=torch.float64)
     diagonal = wn.infinite_kernels(net, x).ntk.diagonal()
     assert torch.allclose(diagonal, torch.full_like(diagonal, depth + 1), rtol=1e-13, atol=0)
+
+
+def arc_cosine_recursion(x1: torch.Tensor, x2: torch.Tensor, depth: int, weight_var: float,
+                         bias_var: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The ReLU NNGP and each layer's (weight + bias) share of the NTK, from Cho & Saul's
+    closed form written out here: with t = arccos(Sigma12 / sqrt(Sigma11 Sigma22)),
+    E[relu(u) relu(v)] = sqrt(Sigma11 Sigma22) (sin t + (pi - t) cos t) / (2 pi) and
+    E[relu'(u) relu'(v)] = (pi - t) / (2 pi); a share below layer l is multiplied by
+    sigma_w^2 E[relu' relu'] at every layer above it. Float64, for tests only."""
+    d = x1.shape[1]
+    s12 = weight_var * (x1 @ x2.T) / d + bias_var
+    s11 = weight_var * (x1 * x1).sum(1) / d + bias_var
+    s22 = weight_var * (x2 * x2).sum(1) / d + bias_var
+    shares = [s12.clone()]
+    for _ in range(depth):
+        norms = torch.sqrt(torch.outer(s11, s22))
+        safe = torch.where(norms > 0, norms, torch.ones_like(norms))
+        rho = torch.where(norms > 0, s12 / safe, torch.zeros_like(s12)).clamp(-1, 1)
+        # duplicates and antipodes have rho = +-1 up to round-off, where arccos is vertical
+        t = torch.arccos(torch.where(1 - rho.abs() < 1e-12, rho.sign(), rho))
+        product = norms * (torch.sin(t) + (math.pi - t) * torch.cos(t)) / (2 * math.pi)
+        derivative_product = (math.pi - t) / (2 * math.pi)
+        shares = [weight_var * derivative_product * share for share in shares]
+        s12 = weight_var * product + bias_var
+        shares.append(s12.clone())
+        s11, s22 = weight_var * s11 / 2 + bias_var, weight_var * s22 / 2 + bias_var
+    return s12, shares
+
+
+@pytest.mark.parametrize(("weight_std", "bias_std"), [(2**0.5, 0.0), (1.3, 0.4)])
+@pytest.mark.parametrize("depth", [1, 3, 8])
+def test_relu_mlps_follow_the_arc_cosine_recursion(weight_std: float, bias_std: float,
+                                                   depth: int) -> None:
+    """widenet.MLP and a torch Sequential of Linear/ReLU, on points with a zero one and an
+    antipodal pair, against the closed form; the NTK is the sum of the layers' shares."""
+    x = sphere_points(7, 5, seed=5)
+    x[1], x[2] = 0.0, -x[0]
+    x2 = torch.cat([sphere_points(3, 5, seed=6), x[:2]])
+    torch_net = torch.nn.Sequential(torch.nn.Linear(5, 4), *(
+        module for _ in range(depth) for module in (torch.nn.ReLU(), torch.nn.Linear(4, 4))))
+    torch_net[-1] = torch.nn.Linear(4, 1)
+    nets = [(wn.MLP(5, [4] * depth, 1, "relu", weight_std, bias_std), {}),
+            (torch_net, {"weight_std": weight_std, "bias_std": bias_std})]
+    for net, stds in nets:
+        for second in (None, x2):
+            nngp, shares = arc_cosine_recursion(x, x if second is None else second, depth,
+                                                weight_std**2, bias_std**2)
+            kernels = wn.infinite_kernels(net, x, second, per_layer=True, **stds)
+            scale = float(nngp.abs().max())
+            assert torch.allclose(kernels.nngp, nngp, rtol=1e-12, atol=1e-12 * scale)
+            assert torch.allclose(kernels.ntk, sum(shares), rtol=1e-12, atol=1e-12 * scale)
+            per_layer: dict[str, torch.Tensor] = {}  # weight + bias of each layer, in order
+            for name, block in kernels.blocks.items():
+                layer = name.rpartition(".")[0]
+                per_layer[layer] = per_layer.get(layer, 0) + block
+            for mine, share in zip(per_layer.values(), shares, strict=True):
+                assert torch.allclose(mine, share, rtol=1e-12, atol=1e-12 * scale)

@@ -40,16 +40,18 @@ def correlation_into(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor, out: t
     """rho = c / sqrt(q1 q2) clamped to [-1, 1], written into ``out`` (which must not alias c).
 
     Where q1 q2 = 0 (a zero-variance coordinate) rho is set to 0, the value every dual below
-    takes as its limit there. The square roots are taken separately, so q1 q2 cannot overflow
-    or underflow for huge or tiny variances. rho is inflated by 4 units of round-off before the
-    clamp, so that identical points, whose computed c / sqrt(q1 q2) can miss 1 by a few ulps,
-    get rho = 1 exactly: arcsin is so steep there that a 1e-16 miss would cost 1e-8 (float32:
-    1e-7 would cost 5e-4) in E[phi'(u) phi'(v)].
+    takes as its limit there. The root is taken as sqrt(q1) sqrt(q2), a product of two numbers
+    (so rho(x, x') == rho(x', x)) that neither overflows nor underflows for any positive
+    variances; c is divided by it (1 / sqrt(q1 q2) would overflow for variances below the
+    dtype's smallest normal number, about 1e-38 in float32, and 0 * inf gave NaN). rho is
+    inflated by 4 units of round-off before the clamp, so that identical points, whose computed
+    c / sqrt(q1 q2) can miss 1 by a few ulps, get rho = 1 exactly: arcsin is so steep there that
+    a 1e-16 miss would cost 1e-8 (float32: 1e-7 would cost 5e-4) in E[phi'(u) phi'(v)].
     """
-    inverse1, inverse2 = (torch.where(q > 0, torch.rsqrt(q), torch.zeros_like(q)) for q in (q1, q2))
+    roots = product_into(torch.sqrt(q1), torch.sqrt(q2), out)
     inflate = 1.0 + 4.0 * torch.finfo(c.dtype).eps
-    # (1/sqrt(q1)) (1/sqrt(q2)) first: a product of two numbers, so rho(x, x') == rho(x', x).
-    return product_into(inverse1, inverse2, out).mul_(c).mul_(inflate).clamp_(-1.0, 1.0)
+    rho = torch.div(c, roots, out=out).nan_to_num_(0.0, 0.0, 0.0)  # 0 where a root is 0
+    return rho.mul_(inflate).clamp_(-1.0, 1.0)
 
 
 def product_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

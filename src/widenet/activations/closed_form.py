@@ -123,13 +123,21 @@ class Erf(Activation):
         q1, q2, c = as_tensors(q1, q2, c)
         # Through rho (snapped to +-1 for identical points) rather than c: arcsin is steep near 1
         # and huge variances put the ratio there, where an ulp in c would cost 1e-11 or more.
-        scale, rho = correlation(q1, q2, c)
-        shrink1, shrink2 = torch.sqrt(q1 / (1.0 + 2.0 * q1)), torch.sqrt(q2 / (1.0 + 2.0 * q2))
-        ratio = (2.0 * rho * (shrink1 * shrink2)).clamp_(-1.0, 1.0)
-        product = TWO_OVER_PI * torch.asin(ratio)
-        # det(I + 2 Sigma) = 1 + 2 (q1 + q2) + 4 q1 q2 (1 - rho^2): no cancellation for huge q.
-        det = 1.0 + 2.0 * (q1 + q2) + 4.0 * scale**2 * ((1.0 - rho) * (1.0 + rho))
-        derivative_product = (2.0 * TWO_OVER_PI) * torch.rsqrt(det)
+        rho = correlation(q1, q2, c)[1]
+        # With u = 1 / (1 + 2q) and t = 2q u = 1 - u, the argument of arcsin is
+        # r = 2c / sqrt((1 + 2q1)(1 + 2q2)) = rho sqrt(t1 t2), and
+        # 1 - r^2 = det(I + 2 Sigma) u1 u2 = u1 u2 + (t1 u2 + t2 u1) + t1 t2 (1 - rho^2):
+        # terms in [0, 1], so 1 - r^2 has no cancellation (arcsin r = atan2(r, sqrt(1 - r^2))
+        # stays accurate as r -> 1 at huge variances) and nothing overflows (4 q1 q2 (1 - rho^2)
+        # overflowed at q ~ 2e19 in float32, giving inf * 0).
+        u1, u2 = 1.0 / (1.0 + 2.0 * q1), 1.0 / (1.0 + 2.0 * q2)
+        t1, t2 = 2.0 * q1 * u1, 2.0 * q2 * u2
+        ratio = rho * (torch.sqrt(t1) * torch.sqrt(t2))
+        complement = (u1 * u2 + (t1 * u2 + t2 * u1)
+                      + t1 * t2 * ((1.0 - rho) * (1.0 + rho)))
+        product = TWO_OVER_PI * torch.atan2(ratio, torch.sqrt(complement))
+        root = torch.sqrt(u1) * torch.sqrt(u2)
+        derivative_product = (2.0 * TWO_OVER_PI) * root * torch.rsqrt(complement)
         return product, derivative_product
 
 

@@ -280,7 +280,8 @@ def check_finite(block: torch.Tensor, work_dtype: torch.dtype) -> None:
     entries are so large that they overflow when added, which the exact test then rules out)."""
     if bool(torch.isfinite(block.sum())) or bool(torch.isfinite(block).all()):
         return
-    remedy = ("rescale the inputs" if block.dtype == torch.float64
-              else "pass dtype=torch.float64 or rescale the inputs")
-    raise WidenetError(f"the kernel overflowed in {block.dtype}: the inputs' norms are too large "
-                       f"for it; {remedy}")
+    remedy = ("rescale the inputs or lower weight_std" if block.dtype == torch.float64
+              else "pass dtype=torch.float64, rescale the inputs or lower weight_std")
+    raise WidenetError(f"the kernel overflowed in {block.dtype}: the inputs' norms, or the "
+                       "variance that weight_std and bias_std build up over the layers, are too "
+                       f"large for it; {remedy}")

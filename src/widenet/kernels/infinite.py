@@ -56,8 +56,9 @@ def infinite_kernels(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None
     ``device="meta"`` works). Inputs: (n, d) vectors, (n, C, L) sequences or (n, C, H, W)
     images. ``weight_std``, ``bias_std`` and ``parametrization`` apply to plain torch layers
     (widenet layers carry their own): one value for every weighted layer, or a dict from the
-    layer's name in ``model.named_modules()`` to its value; ``weight_std=None`` means the
-    edge-of-chaos std of the activation that follows the layer.
+    layer's name in ``model.named_modules()`` to its value (a layer it does not name gets the
+    default); ``weight_std=None`` means the edge-of-chaos std of the activation that follows the
+    layer.
 
     Returns :class:`~widenet.kernels.result.Kernels`: ``.nngp`` and ``.ntk`` per output unit,
     (n1, n2), in the inputs' dtype (``dtype=`` overrides) and on their device; ``x2=None`` gives
@@ -81,8 +82,9 @@ def infinite_kernels(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None
         raise WidenetError(f"x1 is on {x1.device} but x2 is on {x2.device}; move both to one "
                            "device")
     dtype = dtype or torch.promote_types(x1.dtype, x2.dtype)
-    if not dtype.is_floating_point:
-        raise WidenetError(f"dtype must be a floating-point dtype, got {dtype}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise WidenetError(f"dtype must be a floating-point torch dtype such as torch.float64, "
+                           f"got {dtype!r}")
     torch_parametrization = get_parametrization(parametrization)
     if not torch_parametrization.kernel_limit:
         raise WidenetError(f"parametrization must be 'ntk' or 'standard' for plain torch "

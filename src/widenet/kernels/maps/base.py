@@ -157,7 +157,9 @@ class Op:
     mode_in: Mode = Mode.FLAT  # the mode the engine runs it in, set by branch_need
 
     def zero_mean_out(self, zero_mean_in: bool) -> bool:
-        """Whether the output is zero-mean over the random init, given whether the input is."""
+        """Whether the output is zero-mean Gaussian over the random init in the limit (a linear
+        image of weighted layers' outputs), given whether the input is; an op whose map needs
+        such inputs (a nonlinear activation, layer norm) raises when they are not."""
         return zero_mean_in
 
     def need(self, mode_out: Mode) -> Mode:
@@ -183,10 +185,11 @@ class Builder:
     seen: set[int] = field(default_factory=set)
     asked: set[str] = field(default_factory=set)
 
-    def std(self, spec: object, name: str) -> object:
-        """The std of the torch layer ``name`` from one value or a dict by layer name."""
+    def std(self, spec: object, name: str, default: float | None = None) -> object:
+        """The std of the torch layer ``name`` from one value or a dict by layer name (a layer
+        the dict does not name gets ``default``, the argument's own default)."""
         self.asked.add(name)
-        return spec.get(name) if isinstance(spec, dict) else spec
+        return spec.get(name, default) if isinstance(spec, dict) else spec
 
     def check_names(self) -> None:
         """Refuse dict keys that name no plain torch weighted layer (a typo would otherwise

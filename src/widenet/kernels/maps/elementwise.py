@@ -2,7 +2,9 @@
 
 Activation (docs/theory.md sections 3 and 7), with (u, v) ~ N(0, [[q, c], [c, q']]),
 q = Sigma_{ii}(x, x), q' = Sigma_{i'i'}(x', x'), c = Sigma_{ii'}(x, x'):
-    K = E[phi(u) phi(v)],   Kdot = E[phi'(u) phi'(v)],   Theta -> Kdot * Theta.
+    K = E[phi(u) phi(v)],   Kdot = E[phi'(u) phi'(v)],   Theta -> Kdot * Theta;
+exact when the inputs are zero-mean Gaussian in the limit (a linear image of weighted layers'
+outputs), so a nonlinear activation of the raw input or of another activation is refused.
 Layer norm over channels, for zero-mean inputs: every kernel is divided by
 sqrt((q + eps)(q' + eps)).
 """
@@ -29,8 +31,14 @@ class ActivationOp(Op):
         self.activation = activation
 
     def zero_mean_out(self, zero_mean_in: bool) -> bool:
-        linear = isinstance(self.activation, AbsLinear) and self.activation.b == 0.0
-        return zero_mean_in and linear
+        if isinstance(self.activation, AbsLinear) and self.activation.b == 0.0:
+            return zero_mean_in  # linear: its map is exact on any input
+        if not zero_mean_in:
+            raise WidenetError(f"activation {self.activation.name!r} at {self.name!r} gets "
+                               "inputs that are not Gaussian in the limit (the raw input or an "
+                               "activation's output), where its kernel map does not hold; put a "
+                               "weighted layer before it, or apply it to the data beforehand")
+        return False
 
     def apply(self, state: State, context: Context) -> State:
         q1, q2 = context.variances(self, state)
@@ -63,10 +71,11 @@ class LayerNormOp(Op):
 
     def apply(self, state: State, context: Context) -> State:
         q1, q2 = context.variances(self, state)
-        inverse1, inverse2 = (torch.where(q + self.eps > 0, torch.rsqrt(q + self.eps),
-                                          torch.zeros_like(q)) for q in (q1, q2))
-        scale = inverse1 * inverse2
-        state = state.map(lambda t: t * scale)  # not in place: sigma may be recorded
+        # a product of roots, divided by: 1/sqrt(q1 + eps) 1/sqrt(q2 + eps) overflows for
+        # variances below the smallest normal number (eps = 0); a zero root gives 0 (t / inf)
+        roots = torch.sqrt(q1 + self.eps) * torch.sqrt(q2 + self.eps)
+        roots = torch.where(roots > 0, roots, torch.inf)
+        state = state.map(lambda t: t / roots)  # not in place: sigma may be recorded
         state.kdot = None
         return state
 

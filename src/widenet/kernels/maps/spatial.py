@@ -38,10 +38,7 @@ def _pad(t: torch.Tensor, dim: int, before: int, after: int, circular: bool) -> 
     if not before and not after:
         return t
     size = t.shape[dim]
-    if circular:
-        if before > size or after > size:
-            raise WidenetError(f"circular padding of {max(before, after)} exceeds the axis "
-                               f"of {size} positions; use larger inputs or a smaller filter")
+    if circular:  # at most one wrap (checked when the convolution's op is built)
         return torch.cat([t.narrow(dim, size - before, before), t, t.narrow(dim, 0, after)],
                          dim=dim)
     shape = list(t.shape)

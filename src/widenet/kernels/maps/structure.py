@@ -181,10 +181,12 @@ def _(module: nn.AvgPool1d | nn.AvgPool2d, shape: Shape, builder: Builder, name:
     window, stride, padding = (tuple(v) if isinstance(v, tuple | list) else (v,) * dims
                                for v in (module.kernel_size, module.stride or module.kernel_size,
                                          module.padding))
-    if any(padding) or module.ceil_mode:
+    divisor = getattr(module, "divisor_override", None)  # AvgPool1d has none
+    if any(padding) or module.ceil_mode or divisor is not None:
         raise WidenetError(f"{type(module).__name__} {name!r} has padding={module.padding}, "
-                           f"ceil_mode={module.ceil_mode}; infinite_kernels covers padding=0 "
-                           "and ceil_mode=False")
+                           f"ceil_mode={module.ceil_mode}, divisor_override={divisor}; "
+                           "infinite_kernels covers padding=0, ceil_mode=False and "
+                           "divisor_override=None")
     return _pool_ops(module, name, shape, window, stride)
 
 
@@ -192,7 +194,8 @@ def _(module: nn.AvgPool1d | nn.AvgPool2d, shape: Shape, builder: Builder, name:
 @ops_of.register(nn.AdaptiveAvgPool2d)
 def _(module: nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d, shape: Shape, builder: Builder,
       name: str) -> tuple[list[Op], Shape]:
-    sizes = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,)
+    sizes = (tuple(module.output_size) if isinstance(module.output_size, tuple | list)
+             else (module.output_size,))
     if any(size != 1 for size in sizes):
         raise WidenetError(f"{type(module).__name__} {name!r} has output_size="
                            f"{module.output_size}; infinite_kernels covers output size 1")

@@ -145,7 +145,7 @@ def _(module: Dense, shape: Shape, builder: Builder, name: str) -> tuple[list[Op
 def _(module: nn.Linear, shape: Shape, builder: Builder, name: str) -> tuple[list[Op], Shape]:
     builder.claim(module, name)
     return dense_ops(name, shape, module.in_features, module.out_features,
-                      _torch_weight_std(builder, name), builder.std(builder.bias_std, name),
+                      _torch_weight_std(builder, name), builder.std(builder.bias_std, name, 0.0),
                       module.bias is not None, builder.finite_ntk)
 
 
@@ -167,6 +167,11 @@ def _conv_ops(module: nn.Module, name: str, shape: Shape, in_channels: int, out_
     spatial = tuple(output_size(n, k, s, before, after, f"{kind} {name!r}")
                     for n, k, s, (before, after) in zip(shape.spatial, kernel, stride, pads,
                                                         strict=True))
+    wrapped = [(n, max(pad)) for n, pad in zip(shape.spatial, pads, strict=True) if max(pad) > n]
+    if circular and wrapped:
+        raise WidenetError(f"{kind} {name!r} pads circularly by {wrapped[0][1]} along an axis of "
+                           f"only {wrapped[0][0]} positions (it can wrap around once); use larger "
+                           "inputs or a smaller filter")
     out = Shape(out_channels, spatial)
     op = WeightedOp(name, shape, out, weight_std, bias_std, has_bias, finite_ntk,
                     conv=(kernel, stride, pads, circular))
@@ -207,5 +212,5 @@ def _(module: nn.Conv1d | nn.Conv2d, shape: Shape, builder: Builder, name: str
     return _conv_ops(module, name, shape, module.in_channels, module.out_channels,
                      module.kernel_size, module.stride, pads,
                      module.padding_mode == "circular", _torch_weight_std(builder, name),
-                     builder.std(builder.bias_std, name), module.bias is not None,
+                     builder.std(builder.bias_std, name, 0.0), module.bias is not None,
                      builder.finite_ntk)
