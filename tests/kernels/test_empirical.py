@@ -576,6 +576,15 @@ def test_a_wide_mlp_approaches_its_infinite_width_ntk(outputs):
     assert all(w < v for w, v in zip(wide, narrow, strict=True))
 
 
+class CastsToFloat32(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.float())
+
+
 @pytest.mark.parametrize(("call", "message"), [
     (lambda m, x: empirical_ntk(m, x.numpy()), "torch.Tensor"),
     (lambda m, x: empirical_ntk(m, x[:0]), "at least one point"),
@@ -591,6 +600,8 @@ def test_a_wide_mlp_approaches_its_infinite_width_ntk(outputs):
     (lambda m, x: empirical_ntk(m, x, x.to_sparse()), r"x2 must be a dense tensor.*to_dense"),
     (lambda m, x: empirical_ntk(nn.Linear(4, 2, device="meta"), x), "meta device"),
     (lambda m, x: empirical_ntk(m, x[:, :3]), "cannot be applied"),
+    (lambda m, x: empirical_ntk(CastsToFloat32(), x),
+     r"evaluated in the points' dtype, torch\.float64.*pass points of that dtype"),
     (lambda m, x: empirical_ntk(m, x, chunk_size=0), "chunk_size must be a positive integer"),
     (lambda m, x: empirical_ntk(m, x, chunk_size=-2), "chunk_size must be a positive integer"),
     (lambda m, x: empirical_ntk(m, x, chunk_size=1.5), "chunk_size must be a positive integer"),

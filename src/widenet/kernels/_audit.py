@@ -127,10 +127,22 @@ def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
             raw = module(x.clone())  # a model may write to its input (see FunctionalModel.raw)
     except RuntimeError as error:
         raise WidenetError(f"the model cannot be applied to {x.shape[0]} point(s) of shape "
-                           f"{tuple(x.shape[1:])}: {first_line(error)}") from error
+                           f"{tuple(x.shape[1:])}: {first_line(error)}"
+                           f"{_dtype_hint(fmodel, x) if 'type' in str(error) else ''}") from error
     if batch:
         _check_output(raw, x.shape[0])
     return raw
+
+
+def _dtype_hint(fmodel: FunctionalModel, x: torch.Tensor) -> str:
+    """For a dtype error of a model whose parameters have another floating dtype than the points:
+    that it is evaluated in the points' dtype (a forward that casts to its own, ``x.float()``,
+    fails)."""
+    own = {p.dtype for p in fmodel.module.parameters() if p.is_floating_point()} - {x.dtype}
+    if not own:
+        return ""
+    return (f" (the model is evaluated in the points' dtype, {x.dtype}, not its own, "
+            f"{min(own, key=str)}; if its forward casts to that, pass points of that dtype)")
 
 
 def _one_point(raw: object, k: int) -> torch.Tensor:
