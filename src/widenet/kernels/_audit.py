@@ -95,7 +95,8 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     candidates = {module for modules in owners.values() for module in modules}
     record = _Record(probe.shape[0], paths, candidates)
     alone = [_Record(1, paths, candidates) for _ in range(probe.shape[0])]
-    raw = _probe_pass(fmodel, probe, record, uses=True)
+    raw = _probe_pass(fmodel, probe.detach(), record, uses=True)
+    _check_no_cached_parameters(fmodel, raw)
     out = raw.reshape(probe.shape[0], -1)
     if out.shape[1] == 0:
         raise WidenetError(f"the model returns no output units per point (output shape "
@@ -133,6 +134,27 @@ def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
     if batch:
         _check_output(raw, x.shape[0])
     return raw
+
+
+def _check_no_cached_parameters(fmodel: FunctionalModel, raw: torch.Tensor) -> None:
+    """Raise if the output of a pass on detached points reaches one of the model's own trainable
+    parameters through autograd: the copies in the slots do not require grad, so the model uses
+    a tensor computed from the parameter before the call (``self.w_t = self.w.t()`` in
+    ``__init__``), whose share of the kernel every method would miss."""
+    if not raw.requires_grad:
+        return
+    own = [(name, p) for name, p in fmodel.module.named_parameters() if p.requires_grad]
+    try:  # the graph is kept: parts of it may be the user's
+        grads = torch.autograd.grad(raw.sum(), [p for _, p in own], retain_graph=True,
+                                    allow_unused=True)
+    except RuntimeError:  # a model autograd cannot differentiate: the methods say so
+        return
+    for (name, _), grad in zip(own, grads, strict=True):
+        if grad is not None:
+            raise WidenetError(f"the model's output depends on parameter {name!r} through a "
+                               "tensor computed from it before the call (a view or copy kept "
+                               "as an attribute, e.g. self.w_t = self.w.t() in __init__), which "
+                               "the kernel cannot follow; compute that tensor in forward")
 
 
 def _dtype_hint(fmodel: FunctionalModel, x: torch.Tensor) -> str:
