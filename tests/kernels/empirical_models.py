@@ -369,6 +369,23 @@ class Aliased(nn.Module):
         return self.alias(torch.tanh(x))
 
 
+class Distances(nn.Module):
+    """Distances (torch.cdist) of a Linear's features to 3 fixed prototypes, then a Linear:
+    jacrev's batched derivatives of cdist are a few per cent off."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(20)
+        self.embed = nn.Linear(4, 5)
+        self.head = nn.Linear(3, 2)
+        self.register_buffer("prototypes", torch.randn(1, 3, 5))
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        distances = torch.cdist(self.embed(x)[:, None], self.prototypes)[:, 0]
+        return self.head(torch.tanh(distances))
+
+
 def prelu_stack() -> nn.Module:
     torch.manual_seed(16)
     return nn.Sequential(nn.Linear(4, 5), nn.PReLU(5), nn.Linear(5, 2)).double()
@@ -418,8 +435,9 @@ MODELS = {
     "parametrized-weight-norm": (parametrized_weight_norm, (4,), False),
     "aliased": (Aliased, (4,), True),
     "prelu": (prelu_stack, (4,), False),
+    "cdist": (Distances, (4,), True),
     "lstm": (lambda: Recurrent(nn.LSTM), (3, 4), False),
     "gru": (lambda: Recurrent(nn.GRU), (3, 4), False),
 }
 # models for which torch has no forward-mode derivatives (method="ntk-vp" refuses them)
-NO_FORWARD_MODE = {"weight-norm", "parametrized-weight-norm"}
+NO_FORWARD_MODE = {"weight-norm", "parametrized-weight-norm", "cdist"}

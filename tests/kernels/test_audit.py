@@ -45,11 +45,11 @@ def test_equal_points_give_a_probe_of_two_copies_and_two_distinct_points_a_probe
 
 def test_the_audit_names_the_operations_vmap_cannot_batch():
     for name, ops in (("prelu", ("prelu",)), ("lstm", ("lstm",)), ("gru", ("gru",)),
-                      ("mlp", ())):
+                      ("cdist", ("cdist",)), ("mlp", ())):
         factory, shape, _ = MODELS[name]
         _, audit = prepare(factory(), points(3, shape))
         assert audit.unbatched == ops, name
-    assert {"prelu", "lstm", "gru"} <= UNBATCHED_OPS
+    assert {"prelu", "cdist", "lstm", "gru"} <= UNBATCHED_OPS
 
 
 def test_rows_that_do_not_follow_the_points_are_seen_even_when_shapes_match():

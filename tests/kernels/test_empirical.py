@@ -498,6 +498,36 @@ def test_a_model_that_writes_to_its_input_leaves_the_points_and_the_kernel_intac
     assert relative_error(kernel.full, expected) < TOL
 
 
+class CachedTranspose(nn.Module):
+    """Keeps a view of its parameter, made in __init__, as a plain attribute."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3, 4, dtype=torch.float64,
+                                               generator=torch.Generator().manual_seed(21)))
+        self.weight_t = self.weight.t()
+        self.head = nn.Linear(3, 2).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(x @ self.weight_t))
+
+
+@pytest.mark.parametrize("method", ["auto", "jacobian", "ntk-vp"])
+def test_a_parameter_used_through_a_tensor_cached_before_the_call_is_refused(method):
+    """The swapped-in copies never reach such a tensor: its share was silently left out."""
+    with pytest.raises(WidenetError, match=r"depends on parameter 'weight' through a tensor"):
+        empirical_ntk(CachedTranspose(), points(3), method=method)
+
+
+def test_points_computed_by_the_model_itself_are_taken_as_they_are():
+    """Points that require grad through the model's own parameters are not a cached use."""
+    model = linear_stack()
+    x = model[0](points(3))[:, :4]
+    assert x.requires_grad
+    expected = brute_ntk(model, x.detach())
+    assert relative_error(empirical_ntk(model, x, outputs="full").full, expected) < TOL
+
+
 def test_dtype_follows_the_inputs():
     model = MLP(4, [8], 2, seed=0)  # float32 parameters
     x = points(3)
@@ -586,6 +616,15 @@ def test_a_wide_mlp_approaches_its_infinite_width_ntk(outputs):
     assert all(w < v for w, v in zip(wide, narrow, strict=True))
 
 
+class CastsToFloat32(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.float())
+
+
 @pytest.mark.parametrize(("call", "message"), [
     (lambda m, x: empirical_ntk(m, x.numpy()), "torch.Tensor"),
     (lambda m, x: empirical_ntk(m, x[:0]), "at least one point"),
@@ -601,6 +640,8 @@ def test_a_wide_mlp_approaches_its_infinite_width_ntk(outputs):
     (lambda m, x: empirical_ntk(m, x, x.to_sparse()), r"x2 must be a dense tensor.*to_dense"),
     (lambda m, x: empirical_ntk(nn.Linear(4, 2, device="meta"), x), "meta device"),
     (lambda m, x: empirical_ntk(m, x[:, :3]), "cannot be applied"),
+    (lambda m, x: empirical_ntk(CastsToFloat32(), x),
+     r"evaluated in the points' dtype, torch\.float64.*pass points of that dtype"),
     (lambda m, x: empirical_ntk(m, x, chunk_size=0), "chunk_size must be a positive integer"),
     (lambda m, x: empirical_ntk(m, x, chunk_size=-2), "chunk_size must be a positive integer"),
     (lambda m, x: empirical_ntk(m, x, chunk_size=1.5), "chunk_size must be a positive integer"),

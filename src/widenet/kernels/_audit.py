@@ -79,9 +79,10 @@ class Audit:
 
 
 # torch functions whose derivatives vmap batches wrongly or not at all (torch 2.x): prelu's are
-# silently wrong when the batch has as many points as the model has outputs; the recurrent ones
-# raise. Matched by name, so that functional calls count as much as nn.PReLU, nn.LSTM, nn.GRU.
-UNBATCHED_OPS = frozenset({"prelu", "lstm", "gru", "rnn_tanh", "rnn_relu"})
+# silently wrong when the batch has as many points as the model has outputs, cdist's when jacrev
+# batches the output units (a few per cent off); the recurrent ones raise. Matched by name, so
+# that functional calls count as much as nn.PReLU, nn.LSTM, nn.GRU.
+UNBATCHED_OPS = frozenset({"prelu", "cdist", "lstm", "gru", "rnn_tanh", "rnn_relu"})
 PROBE_POINTS = 3  # distinct points in the probe batch; the passes on single points have 1
 
 
@@ -94,7 +95,8 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     candidates = {module for modules in owners.values() for module in modules}
     record = _Record(probe.shape[0], paths, candidates)
     alone = [_Record(1, paths, candidates) for _ in range(probe.shape[0])]
-    raw = _probe_pass(fmodel, probe, record, uses=True)
+    raw = _probe_pass(fmodel, probe.detach(), record, uses=True)
+    _check_no_cached_parameters(fmodel, raw)
     out = raw.reshape(probe.shape[0], -1)
     if out.shape[1] == 0:
         raise WidenetError(f"the model returns no output units per point (output shape "
@@ -127,10 +129,43 @@ def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
             raw = module(x.clone())  # a model may write to its input (see FunctionalModel.raw)
     except RuntimeError as error:
         raise WidenetError(f"the model cannot be applied to {x.shape[0]} point(s) of shape "
-                           f"{tuple(x.shape[1:])}: {first_line(error)}") from error
+                           f"{tuple(x.shape[1:])}: {first_line(error)}"
+                           f"{_dtype_hint(fmodel, x) if 'type' in str(error) else ''}") from error
     if batch:
         _check_output(raw, x.shape[0])
     return raw
+
+
+def _check_no_cached_parameters(fmodel: FunctionalModel, raw: torch.Tensor) -> None:
+    """Raise if the output of a pass on detached points reaches one of the model's own trainable
+    parameters through autograd: the copies in the slots do not require grad, so the model uses
+    a tensor computed from the parameter before the call (``self.w_t = self.w.t()`` in
+    ``__init__``), whose share of the kernel every method would miss."""
+    if not raw.requires_grad:
+        return
+    own = [(name, p) for name, p in fmodel.module.named_parameters() if p.requires_grad]
+    try:  # the graph is kept: parts of it may be the user's
+        grads = torch.autograd.grad(raw.sum(), [p for _, p in own], retain_graph=True,
+                                    allow_unused=True)
+    except RuntimeError:  # a model autograd cannot differentiate: the methods say so
+        return
+    for (name, _), grad in zip(own, grads, strict=True):
+        if grad is not None:
+            raise WidenetError(f"the model's output depends on parameter {name!r} through a "
+                               "tensor computed from it before the call (a view or copy kept "
+                               "as an attribute, e.g. self.w_t = self.w.t() in __init__), which "
+                               "the kernel cannot follow; compute that tensor in forward")
+
+
+def _dtype_hint(fmodel: FunctionalModel, x: torch.Tensor) -> str:
+    """For a dtype error of a model whose parameters have another floating dtype than the points:
+    that it is evaluated in the points' dtype (a forward that casts to its own, ``x.float()``,
+    fails)."""
+    own = {p.dtype for p in fmodel.module.parameters() if p.is_floating_point()} - {x.dtype}
+    if not own:
+        return ""
+    return (f" (the model is evaluated in the points' dtype, {x.dtype}, not its own, "
+            f"{min(own, key=str)}; if its forward casts to that, pass points of that dtype)")
 
 
 def _one_point(raw: object, k: int) -> torch.Tensor:

@@ -39,7 +39,8 @@ class FunctionalModel:
     held fixed in ``constants``, buffers in ``buffers``; every pass gets fresh copies of the
     buffers, so that a forward pass updating them in place (a step counter, spectral_norm's power
     iteration in training mode) sees the model's current state every time, leaves the model's
-    own untouched, and mutates a tensor made inside torch.func's transforms, which they allow.
+    own untouched, and writes to a tensor made inside torch.func's transforms (which refuse
+    writes to the tensors they capture).
     """
 
     def __init__(self, model: nn.Module, like: torch.Tensor):
