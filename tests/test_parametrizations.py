@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -102,3 +103,10 @@ def test_mup_refuses_base_widths_that_are_not_positive_integers(base: object,
                                                                 message: str) -> None:
     with pytest.raises(wn.WidenetError, match=message):
         MuP(base_hidden=base)
+
+
+def test_mup_takes_base_widths_as_numpy_integers_and_arrays() -> None:
+    sizes = (3, 16, 32, 1)
+    assert MuP(np.array([8, 8])).scalings(sizes, 1.0, 1.0) == MuP([8, 8]).scalings(sizes, 1.0, 1.0)
+    assert MuP(np.int64(8)).scalings(sizes, 1.0, 1.0) == MuP(8).scalings(sizes, 1.0, 1.0)
+    assert MuP((8, 16)).scalings(sizes, 1.0, 1.0) != MuP(8).scalings(sizes, 1.0, 1.0)

@@ -18,6 +18,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from widenet.errors import WidenetError
 from widenet.validation import positive_int
 
@@ -140,8 +142,9 @@ class MuP(Parametrization):
     finite_ntk = False
     kernel_limit = False
 
-    def __init__(self, base_hidden: int | Sequence[int]):
-        listed = isinstance(base_hidden, Sequence) and not isinstance(base_hidden, str)
+    def __init__(self, base_hidden: int | Sequence[int] | np.ndarray):
+        listed = (isinstance(base_hidden, Sequence) and not isinstance(base_hidden, str)) or (
+            isinstance(base_hidden, np.ndarray) and base_hidden.ndim == 1)
         self.base_hidden = ([positive_int(b, f"base_hidden[{i}]")
                              for i, b in enumerate(base_hidden)] if listed
                             else positive_int(base_hidden, "base_hidden"))

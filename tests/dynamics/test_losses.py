@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from widenet.dynamics.losses import cross_entropy, exponential, logistic, mse
+from widenet.dynamics.losses import (
+    check_targets,
+    cross_entropy,
+    exponential,
+    logistic,
+    mse,
+    unchecked,
+)
 from widenet.errors import WidenetError
 
 
@@ -45,3 +52,21 @@ def test_signed_losses_refuse_labels_other_than_plus_and_minus_one(loss) -> None
 def test_mse_on_class_labels_for_several_outputs_says_how_to_one_hot_them() -> None:
     with pytest.raises(WidenetError, match=r"one_hot\(y, 3\)\.double\(\), or loss='cross_entropy'"):
         mse(torch.zeros(4, 3), torch.tensor([0, 2, 1, 1]))
+
+
+@pytest.mark.parametrize(("loss", "outputs", "labels"), [
+    (cross_entropy, 3, torch.tensor([0, 2, 1, 1])),
+    (logistic, 1, torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64)),
+    (exponential, 1, torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))])
+def test_a_labelled_loss_checked_once_is_the_loss_without_its_check(loss, outputs: int,
+                                                                    labels: torch.Tensor) -> None:
+    """check_targets refuses what the loss refuses; unchecked(loss) gives the loss's values
+    bit for bit; other losses are their own unchecked form and take any targets here."""
+    output = torch.randn(4, outputs, dtype=torch.float64,
+                         generator=torch.Generator().manual_seed(1))
+    check_targets(loss, labels, output.shape)
+    assert torch.equal(unchecked(loss)(output, labels), loss(output, labels))
+    with pytest.raises(WidenetError, match="labels"):
+        check_targets(loss, labels + 5, output.shape)
+    assert unchecked(mse) is mse
+    check_targets(mse, labels + 5, output.shape)

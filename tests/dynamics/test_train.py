@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -138,6 +139,32 @@ def test_classification_losses_train(loss: str, lr: float) -> None:
     model = wn.MLP(4, [32], outputs, "relu", seed=0, dtype=torch.float64)
     result = train(model, x, y, lr=lr, steps=100, loss=loss)
     assert result.history["loss"].iloc[-1] < 0.7 * result.history["loss"].iloc[0]
+
+
+@pytest.mark.parametrize(("loss", "check"), [("cross_entropy", "_class_labels"),
+                                           ("logistic", "_signed_labels")])
+def test_the_labels_are_checked_once_before_training_not_at_every_step(
+        loss: str, check: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A per-step check would cost a device sync each step: the training steps use the loss
+    without it, and labels it refuses (in y or the test targets) stop the run before a step."""
+    import widenet.dynamics.losses as losses
+
+    x, _ = regression(n=12)
+    labels = (x[:, 0] > 0).long()
+    y = labels if loss == "cross_entropy" else 2.0 * labels.double() - 1
+    outputs = 2 if loss == "cross_entropy" else 1
+    calls = []
+    checked = getattr(losses, check)
+    monkeypatch.setattr(losses, check, lambda *args: calls.append(1) or checked(*args))
+    model = wn.MLP(4, [8], outputs, "relu", seed=0, dtype=torch.float64)
+    train(model, x, y, lr=0.1, steps=10, loss=loss, test_data=(x, y), log_every=100)
+    assert len(calls) <= 4  # the accuracies of the two rows logged, at steps 0 and 10
+    before = copy.deepcopy(model.state_dict())
+    bad = y + 2
+    for arguments in ({"y": bad}, {"y": y, "test_data": (x, bad)}):
+        with pytest.raises(wn.WidenetError, match="labels"):
+            train(model, x, lr=0.1, steps=10, loss=loss, **arguments)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_classification_losses_log_their_accuracy() -> None:

@@ -118,6 +118,9 @@ def test_bad_labels_and_files_are_refused(ill_conditioned: dict, tmp_path: Path)
         fit(kernel, labels[:-1])
     with pytest.raises(WidenetError, match=r"for one-hot rows pass labels\.argmax\(1\)"):
         fit(kernel, np.eye(3, dtype=int)[labels])
+    with pytest.raises(WidenetError, match=r"\(300, 1\); for a column of labels pass "
+                                           r"labels\.ravel\(\)$"):
+        fit(kernel, labels[:, None])
     with pytest.raises(WidenetError, match="one class only"):
         fit(kernel, np.zeros(300, dtype=int))
     with pytest.raises(WidenetError, match=r"integers .* or real numbers"):

@@ -72,6 +72,16 @@ def test_bad_times_are_refused(ill_conditioned: dict, times: object) -> None:
         gradient_flow(BlockedKernel(ill_conditioned["train"]), ill_conditioned["y"], times)
 
 
+def test_times_may_be_tensors_of_any_float_dtype_or_with_grad(ill_conditioned: dict) -> None:
+    kernel, y = BlockedKernel(ill_conditioned["train"]), ill_conditioned["y"]
+    expected = gradient_flow(kernel, y, [0.5, 2.0]).train
+    for times in (torch.tensor([0.5, 2.0], dtype=torch.bfloat16),
+                  torch.tensor([0.5, 2.0], requires_grad=True)):
+        assert torch.equal(gradient_flow(kernel, y, times).train, expected)
+    with pytest.raises(WidenetError, match="times must be"):
+        gradient_flow(kernel, y, torch.tensor([True]))
+
+
 def test_bad_kernels_and_targets_are_refused(ill_conditioned: dict) -> None:
     kernel, y = ill_conditioned["train"], ill_conditioned["y"]
     with pytest.raises(WidenetError, match="must be square"):

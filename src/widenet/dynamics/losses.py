@@ -37,10 +37,23 @@ def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(1/n) sum_i -log softmax(f(x_i))_{y_i}, for class labels y (n,) in 0..k-1 (integers, or
-    whole numbers stored as floats) and outputs (n, k)."""
-    points, classes = output.shape[0], output.shape[-1]
+    whole numbers stored as floats) and outputs (n, k). The labels are checked on every call
+    (one device sync); ``train`` checks its targets once (:func:`check_targets`) and steps with
+    :func:`unchecked` (cross_entropy)."""
+    _class_labels(target, output.shape)
+    return _cross_entropy(output, target)
+
+
+def _cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`cross_entropy` of labels already checked by :func:`_class_labels`."""
+    return F.cross_entropy(output, target.long())
+
+
+def _class_labels(target: torch.Tensor, output_shape: tuple[int, ...]) -> None:
+    """Raise unless ``target`` is (n,) class labels 0..k-1 for outputs of shape (n, k)."""
+    points, classes = output_shape[0], output_shape[-1]
     if target.shape != (points,):
-        hint = "; for one-hot targets pass y.argmax(1)" if target.shape == output.shape else ""
+        hint = "; for one-hot targets pass y.argmax(1)" if target.shape == output_shape else ""
         raise WidenetError(f"cross_entropy takes one class label per point, shape ({points},), "
                            f"got {tuple(target.shape)}{hint}")
     labels = target.long()
@@ -48,7 +61,13 @@ def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise WidenetError(f"cross_entropy labels must be the class indices 0..{classes - 1} "
                            f"of the {classes} outputs, got values from {target.min().item():g} "
                            f"to {target.max().item():g}")
-    return F.cross_entropy(output, labels)
+
+
+def _signed_labels(target: torch.Tensor, output_shape: tuple[int, ...]) -> None:
+    """Raise unless every label is -1 or +1 (the outputs' shape is checked with the margins)."""
+    if not bool((target.abs() == 1).all()):
+        raise WidenetError("logistic and exponential losses take labels -1 and +1; map 0/1 "
+                           "labels with 2 * y - 1")
 
 
 def _signed_margins(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -56,20 +75,53 @@ def _signed_margins(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if output.ndim == 2 and output.shape[1] != 1:
         raise WidenetError(f"logistic and exponential losses need one output, got "
                            f"{output.shape[1]}; use cross_entropy for several classes")
-    if not bool((target.abs() == 1).all()):
-        raise WidenetError("logistic and exponential losses take labels -1 and +1; map 0/1 "
-                           "labels with 2 * y - 1")
     return output.reshape(-1) * target.reshape(-1)
 
 
 def logistic(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(1/n) sum_i log(1 + exp(-y_i f(x_i))), computed as softplus(-y f)."""
+    """(1/n) sum_i log(1 + exp(-y_i f(x_i))), computed as softplus(-y f); the labels are
+    checked on every call, like :func:`cross_entropy`'s."""
+    _signed_labels(target, output.shape)
+    return _logistic(output, target)
+
+
+def _logistic(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`logistic` of labels already checked by :func:`_signed_labels`."""
     return F.softplus(-_signed_margins(output, target)).mean()
 
 
 def exponential(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(1/n) sum_i exp(-y_i f(x_i))."""
+    """(1/n) sum_i exp(-y_i f(x_i)); the labels are checked on every call, like
+    :func:`cross_entropy`'s."""
+    _signed_labels(target, output.shape)
+    return _exponential(output, target)
+
+
+def _exponential(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`exponential` of labels already checked by :func:`_signed_labels`."""
     return torch.exp(-_signed_margins(output, target)).mean()
+
+
+_LABEL_CHECKS: tuple[tuple[Loss, Callable[[torch.Tensor, tuple[int, ...]], None], Loss], ...] = (
+    (cross_entropy, _class_labels, _cross_entropy), (logistic, _signed_labels, _logistic),
+    (exponential, _signed_labels, _exponential))
+"""Each loss that checks its labels on every call, that check, and the loss without it."""
+
+
+def check_targets(loss: Loss, target: torch.Tensor, output_shape: tuple[int, ...]) -> None:
+    """Raise unless ``target`` holds labels that ``loss`` takes, for outputs of shape
+    ``output_shape``: class labels for cross_entropy, -1/+1 for logistic and exponential (one
+    pass over the values, one device sync). Other losses take any targets here."""
+    for checked, check, _ in _LABEL_CHECKS:
+        if loss is checked:
+            check(target, tuple(output_shape))
+
+
+def unchecked(loss: Loss) -> Loss:
+    """``loss`` without its per-call check of the labels, for targets that passed
+    :func:`check_targets`: the check costs a device sync, once per training step. Other losses
+    are returned as they are."""
+    return next((fast for checked, _, fast in _LABEL_CHECKS if loss is checked), loss)
 
 
 LOSSES: dict[str, Loss] = {"mse": mse, "cross_entropy": cross_entropy, "logistic": logistic,
@@ -86,6 +138,7 @@ def argmax_accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
 
 def sign_accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
     """(1/n) #{i: y_i f(x_i) > 0} for labels y in {-1, +1} and one output."""
+    _signed_labels(target, output.shape)
     return float((_signed_margins(output, target.to(output)) > 0).double().mean())
 
 

@@ -47,7 +47,7 @@ from widenet.dynamics.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from widenet.dynamics.losses import Loss, accuracy_for, get_loss
+from widenet.dynamics.losses import Loss, accuracy_for, check_targets, get_loss, unchecked
 from widenet.dynamics.monitor import Monitor, RunState
 from widenet.dynamics.optim import Optimizer, OptimizerFactory, Updates, resolve_optimizer
 from widenet.errors import WidenetError
@@ -148,9 +148,11 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
         check_resumable(loader)
     monitors = list(monitors)
     _check_monitors(monitors)
-    _check_inputs_fit(model, x, "x")
+    outputs = _check_inputs_fit(model, x, "x")
+    check_targets(loss_fn, y, (x.shape[0], *outputs))
     if test_data is not None:
         _check_inputs_fit(model, test_data[0], "test x")
+        check_targets(loss_fn, test_data[1], (test_data[0].shape[0], *outputs))
     updates = resolve_optimizer(optimizer, model, lr, loader=loader is not None)
     batches = TensorBatches(x, y, updates.batch(x.shape[0]), seed) if loader is None \
         else LoaderBatches(loader, parameter.dtype, parameter.device)
@@ -202,15 +204,16 @@ def _loader_description(loader: Iterable) -> str:
            f"sampler={type(loader.sampler).__name__}, drop_last={loader.drop_last!r})"
 
 
-def _check_inputs_fit(model: nn.Module, x: torch.Tensor, name: str) -> None:
+def _check_inputs_fit(model: nn.Module, x: torch.Tensor, name: str) -> tuple[int, ...]:
     """Apply the model to the first two points of ``x``, leaving no trace (random state and
     buffers are restored), so that inputs the model cannot take (another input dimension, say)
-    are refused with a WidenetError before the run starts instead of failing inside it."""
+    are refused with a WidenetError before the run starts instead of failing inside it. Returns
+    the shape of one point's output (k,), or () for scalar outputs."""
     saved = [(buffer, buffer.clone()) for buffer in model.buffers()]
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
-            model(x[:2])
+            output = model(x[:2])
     except RuntimeError as error:
         lines = str(error).strip().splitlines() or [type(error).__name__]
         raise WidenetError(f"the model cannot be applied to {name} of shape {tuple(x.shape)} "
@@ -220,6 +223,7 @@ def _check_inputs_fit(model: nn.Module, x: torch.Tensor, name: str) -> None:
         with torch.no_grad():
             for buffer, value in saved:
                 buffer.copy_(value)
+    return tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else ()
 
 
 def _targets(y: object, n: int, name: str) -> torch.Tensor:
@@ -241,6 +245,7 @@ class _Loop:
                  monitors: list[Monitor], test_data: tuple[torch.Tensor, torch.Tensor] | None):
         self.model, self.x, self.y = model, x, y
         self.loss_fn, self.loss_scale, self.accuracy = loss_fn, loss_scale, accuracy_for(loss_fn)
+        self.step_loss = unchecked(loss_fn)  # train checked the targets' labels once
         self.updates, self.optimizer = updates, updates.optimizer
         self.batches, self.monitors, self.test_data = batches, monitors, test_data
         self.gradient_scaling = updates.gradient_scaling
@@ -270,7 +275,7 @@ class _Loop:
         """The loss (and accuracy, for a classification loss) on (x, y) at the current theta."""
         with torch.no_grad():
             output = self.model(x)
-            row = {f"{prefix}loss": float(self.loss_fn(output, y))}
+            row = {f"{prefix}loss": float(self.step_loss(output, y))}
             if self.accuracy is not None:
                 row[f"{prefix}accuracy"] = self.accuracy(output, y)
         return row
@@ -306,7 +311,7 @@ class _Loop:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad(), self.recording():
             output = self.model(xb)
-            batch_loss = self.loss_fn(output, yb)
+            batch_loss = self.step_loss(output, yb)
             if not isinstance(batch_loss, torch.Tensor) or batch_loss.numel() != 1:
                 raise WidenetError("the loss must return a scalar tensor (reduce the per-point "
                                    "losses with .mean() or .sum()), got "

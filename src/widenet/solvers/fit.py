@@ -148,8 +148,9 @@ def targets_and_classes(labels: np.ndarray | torch.Tensor, n: int
                            f"{type(labels).__name__}")
     if labels.dtype.kind in "iub":
         if labels.shape != (n,):
-            hint = ("; for one-hot rows pass labels.argmax(1) (or labels.astype(float) to fit "
-                    "them as real targets)") if labels.shape[:1] == (n,) else ""
+            hint = ("; for a column of labels pass labels.ravel()" if labels.shape == (n, 1)
+                    else "; for one-hot rows pass labels.argmax(1) (or labels.astype(float) to "
+                    "fit them as real targets)" if labels.shape[:1] == (n,) else "")
             raise WidenetError(f"integer labels must have shape ({n},) to match the kernel's "
                                f"{n} points, got {labels.shape}{hint}")
         classes, index = np.unique(labels, return_inverse=True)

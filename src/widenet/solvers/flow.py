@@ -153,6 +153,8 @@ def _change(new: torch.Tensor, old: torch.Tensor) -> float:
 
 def _times(times: object) -> torch.Tensor:
     """The times as a 1-D float64 tensor; raises unless finite and >= 0."""
+    if isinstance(times, torch.Tensor):  # any device, grad or float dtype (numpy has no bfloat16)
+        times = times.detach().to("cpu", torch.float64 if times.is_floating_point() else None)
     try:
         raw = np.asarray(times)
         if raw.dtype.kind not in "iuf":  # not booleans, text or objects
