@@ -208,20 +208,24 @@ def test_correlations_of_variances_below_the_smallest_normal_number(dtype: torch
 
 
 @pytest.mark.parametrize(("dtype", "variance"), [(torch.float32, 1e10), (torch.float32, 1e30),
-                                                (torch.float64, 1e20), (torch.float64, 1e150)])
+                                                (torch.float32, 2e38), (torch.float64, 1e20),
+                                                (torch.float64, 1e150), (torch.float64, 1e308)])
 def test_erf_duals_at_huge_variances(dtype: torch.dtype, variance: float) -> None:
     """At q1 = q2 = q and c = q, q/2, 0: det(I + 2 Sigma) = 1 + 4q, 1 + 4q + 3q^2, (1 + 2q)^2,
-    closed forms without cancellation. 4 q1 q2 (1 - rho^2) overflowed past q ~ 2e19 in float32
-    (inf * 0: NaN), and arcsin of a ratio rounded to 1 lost the 1 - O(q^-1/2) gap."""
+    closed forms without cancellation (taken here as q^2 times det / q^2, which cannot
+    overflow). 4 q1 q2 (1 - rho^2) overflowed past q ~ 2e19 in float32 (inf * 0: NaN), arcsin
+    of a ratio rounded to 1 lost the 1 - O(q^-1/2) gap, and 1 + 2q overflowed for q above half
+    the largest number (2e38 in float32, 1e308 in float64: NaN)."""
     q = torch.tensor(variance, dtype=dtype)
     product, derivative_product = A.erf.duals(q, q, torch.tensor([1.0, 0.5, 0.0], dtype=dtype) * q)
-    dets = [1 + 4 * variance, 1 + 4 * variance + 3 * variance**2, (1 + 2 * variance)**2]
-    expected = [2 / math.pi * math.atan2(2 * c, math.sqrt(det))
-                for c, det in zip((variance, variance / 2, 0.0), dets, strict=True)]
+    inverse = 1.0 / variance
+    scaled_dets = [inverse**2 + 4 * inverse, inverse**2 + 4 * inverse + 3, (inverse + 2)**2]
+    expected = [2 / math.pi * math.atan2(2 * share, math.sqrt(det))
+                for share, det in zip((1.0, 0.5, 0.0), scaled_dets, strict=True)]
     rtol = 1e-6 if dtype == torch.float32 else 1e-14
     assert torch.allclose(product.double(), torch.tensor(expected, dtype=torch.float64),
                           rtol=rtol, atol=0)
-    expected = [4 / math.pi / math.sqrt(det) for det in dets]
+    expected = [4 / math.pi * inverse / math.sqrt(det) for det in scaled_dets]
     assert torch.allclose(derivative_product.double(), torch.tensor(expected, dtype=torch.float64),
                           rtol=rtol, atol=0)
 

@@ -258,6 +258,7 @@ def test_tiny_float32_images_give_finite_scaled_kernels(scale: float) -> None:
      images(2, 1, 4, 4), r"activation 'relu' at '2' gets inputs that are not Gaussian"),
     (nn.Sequential(nn.Tanh(), nn.Conv2d(1, 4, 3)), images(2, 1, 4, 4),
      r"activation 'tanh' at '0' .* put a weighted layer before it"),
+    (nn.ReLU(), images(2, 1, 4, 4), r"^activation 'relu' gets inputs that are not Gaussian"),
 ])
 def test_bad_architectures_and_inputs(model: nn.Module, x: torch.Tensor, message: str) -> None:
     with pytest.raises(wn.WidenetError, match=message):
@@ -277,6 +278,24 @@ def test_activations_need_gaussian_inputs_unless_linear() -> None:
     relu_of_relu = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), linear, nn.ReLU(), nn.Linear(4, 1))
     with pytest.raises(wn.WidenetError, match=r"activation 'relu' at '3' gets inputs that are "):
         wn.infinite_kernels(relu_of_relu, x)
+
+
+def test_a_sum_with_the_raw_input_keeps_the_input_width() -> None:
+    """x + alpha Dense(x) has the input's finite width d, so a layer after it is Gaussian only
+    given the branch's weights. Linear maps keep exact second moments, NNGP = w2 (K0 +
+    alpha^2 (w1 K0 + b1)); a tanh after such a layer was accepted and wrong (d = 1, x = 0.3:
+    0.409, Monte Carlo at width 2048 over 3000 draws 0.309 +- 0.012), as was a layer norm."""
+    x = images(3, 4, seed=16)
+    residual = wnn.Residual(wnn.Dense(4, 4, weight_std=1.1, bias_std=0.3), alpha=0.5)
+    nngp = wn.infinite_kernels(wnn.Sequential(residual, wnn.Dense(4, 1, weight_std=1.2)), x).nngp
+    k0 = x @ x.T / 4
+    assert torch.allclose(nngp, 1.44 * (k0 + 0.25 * (1.21 * k0 + 0.09)), rtol=1e-14, atol=0)
+    for after in (wnn.Activation("tanh"), wnn.LayerNorm()):
+        model = wnn.Sequential(wnn.Residual(wnn.Dense(4, 4), alpha=0.5), wnn.Dense(4, 8), after,
+                               wnn.Dense(8, 1))
+        with pytest.raises(wn.WidenetError, match=r"the raw input plus a random branch.*; put "
+                                                  r"a weighted layer \(a stem\) before the sum"):
+            wn.infinite_kernels(model, x)
 
 
 def test_shared_weights_are_refused() -> None:

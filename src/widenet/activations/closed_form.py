@@ -129,9 +129,11 @@ class Erf(Activation):
         # 1 - r^2 = det(I + 2 Sigma) u1 u2 = u1 u2 + (t1 u2 + t2 u1) + t1 t2 (1 - rho^2):
         # terms in [0, 1], so 1 - r^2 has no cancellation (arcsin r = atan2(r, sqrt(1 - r^2))
         # stays accurate as r -> 1 at huge variances) and nothing overflows (4 q1 q2 (1 - rho^2)
-        # overflowed at q ~ 2e19 in float32, giving inf * 0).
-        u1, u2 = 1.0 / (1.0 + 2.0 * q1), 1.0 / (1.0 + 2.0 * q2)
-        t1, t2 = 2.0 * q1 * u1, 2.0 * q2 * u2
+        # overflowed at q ~ 2e19 in float32, giving inf * 0). u and t are taken as 0.5 / (q + 0.5)
+        # and q / (q + 0.5): 1 + 2q would overflow for q above half the dtype's largest number.
+        half1, half2 = q1 + 0.5, q2 + 0.5
+        u1, u2 = 0.5 / half1, 0.5 / half2
+        t1, t2 = q1 / half1, q2 / half2
         ratio = rho * (torch.sqrt(t1) * torch.sqrt(t2))
         complement = (u1 * u2 + (t1 * u2 + t2 * u1)
                       + t1 * t2 * ((1.0 - rho) * (1.0 + rho)))

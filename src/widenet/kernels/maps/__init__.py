@@ -2,7 +2,8 @@
 
 :func:`compile_plan` turns a model into a list of ops (one module per layer family registers
 its maps on :func:`~widenet.kernels.maps.base.ops_of`), resolves the stds of plain torch layers,
-checks what the limit needs (zero-mean inputs of layer norms, uncorrelated branches) and decides,
+checks what the limit needs (Gaussian inputs of nonlinear activations and layer norms,
+uncorrelated branches) and decides,
 walking backwards from the output, in which mode (FLAT, DIAG, FULL) each op runs.
 """
 
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from widenet.kernels.maps import elementwise, mlp, structure, weighted  # noqa: F401 (register)
-from widenet.kernels.maps.base import Builder, Mode, Op, Shape, ops_of
+from widenet.kernels.maps.base import Builder, Law, Mode, Op, Shape, ops_of
 from widenet.kernels.maps.elementwise import ActivationOp
-from widenet.kernels.maps.structure import branch_need, zero_mean_after
+from widenet.kernels.maps.structure import branch_need, law_after
 from widenet.kernels.maps.weighted import WeightedOp
 
 __all__ = ["Builder", "Mode", "Plan", "Shape", "compile_plan"]
@@ -64,7 +65,7 @@ def compile_plan(model: nn.Module, shape: Shape, builder: Builder) -> Plan:
     for index, op in enumerate(ordered):
         op.index = index
     _resolve_weight_stds(ordered)
-    zero_mean_after(ops, False)
+    law_after(ops, Law.INPUT)
     mode_out = Mode.DIAG if shape_out.spatial else Mode.FLAT
     mode_in = branch_need(ops, mode_out)
     finite = all(op.finite_ntk for op in ordered if isinstance(op, WeightedOp))

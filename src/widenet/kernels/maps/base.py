@@ -146,6 +146,18 @@ class Context(Protocol):
         """Keep an intermediate kernel (per-layer runs)."""
 
 
+class Law(enum.Enum):
+    """What the limit knows of an op's output over the random init; the maps of nonlinear
+    activations and layer norms hold for GAUSSIAN inputs only (the value says what a refusal
+    names)."""
+
+    INPUT = "the raw input"  # deterministic, of the input's finite width
+    GAUSSIAN = "zero-mean Gaussian"  # a linear image of weighted layers' outputs
+    ACTIVATED = "an activation's output, or a sum with one"  # wide and random, not Gaussian
+    INPUT_SUM = ("the raw input plus a random branch, or a layer after that sum: it keeps the "
+                 "input's finite width, so its covariance stays random")
+
+
 class Op:
     """One kernel map. ``shape_in``/``shape_out`` are set when it is built, ``index`` by the
     engine. ``need(mode_out)`` is the least mode its input must be tracked in."""
@@ -156,11 +168,10 @@ class Op:
     index: int = -1
     mode_in: Mode = Mode.FLAT  # the mode the engine runs it in, set by branch_need
 
-    def zero_mean_out(self, zero_mean_in: bool) -> bool:
-        """Whether the output is zero-mean Gaussian over the random init in the limit (a linear
-        image of weighted layers' outputs), given whether the input is; an op whose map needs
-        such inputs (a nonlinear activation, layer norm) raises when they are not."""
-        return zero_mean_in
+    def law_out(self, law_in: Law) -> Law:
+        """The output's :class:`Law` given the input's (a linear map keeps it); an op whose map
+        needs GAUSSIAN inputs (a nonlinear activation, layer norm) raises when they are not."""
+        return law_in
 
     def need(self, mode_out: Mode) -> Mode:
         return mode_out

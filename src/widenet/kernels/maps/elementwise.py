@@ -17,7 +17,7 @@ from torch import nn
 from widenet import activations
 from widenet.activations import AbsLinear, Activation
 from widenet.errors import WidenetError
-from widenet.kernels.maps.base import Builder, Context, Op, Shape, State, ops_of
+from widenet.kernels.maps.base import Builder, Context, Law, Op, Shape, State, ops_of
 from widenet.nn.elementwise import Activation as ActivationLayer
 from widenet.nn.elementwise import LayerNorm
 
@@ -30,15 +30,16 @@ class ActivationOp(Op):
         self.shape_in = self.shape_out = shape
         self.activation = activation
 
-    def zero_mean_out(self, zero_mean_in: bool) -> bool:
+    def law_out(self, law_in: Law) -> Law:
         if isinstance(self.activation, AbsLinear) and self.activation.b == 0.0:
-            return zero_mean_in  # linear: its map is exact on any input
-        if not zero_mean_in:
-            raise WidenetError(f"activation {self.activation.name!r} at {self.name!r} gets "
-                               "inputs that are not Gaussian in the limit (the raw input or an "
-                               "activation's output), where its kernel map does not hold; put a "
-                               "weighted layer before it, or apply it to the data beforehand")
-        return False
+            return law_in  # linear: its map is exact on any input
+        if law_in is not Law.GAUSSIAN:
+            where = f" at {self.name!r}" if self.name else ""
+            raise _refusal(f"activation {self.activation.name!r}{where} gets inputs that are "
+                           "not Gaussian in the limit", law_in, "its kernel map needs Gaussian "
+                           "ones: put a weighted layer before it, or apply it to the data "
+                           "beforehand")
+        return Law.ACTIVATED
 
     def apply(self, state: State, context: Context) -> State:
         q1, q2 = context.variances(self, state)
@@ -61,13 +62,12 @@ class LayerNormOp(Op):
         self.shape_in = self.shape_out = shape
         self.eps = eps
 
-    def zero_mean_out(self, zero_mean_in: bool) -> bool:
-        if not zero_mean_in:
-            raise WidenetError(f"LayerNorm {self.name!r} gets inputs that are not zero-mean "
-                               "(the raw input or an activation's output); its limit is "
-                               "covered right after a weighted layer (pre-activations): move it "
-                               "there")
-        return True
+    def law_out(self, law_in: Law) -> Law:
+        if law_in is not Law.GAUSSIAN:
+            raise _refusal(f"LayerNorm {self.name!r} gets inputs that are not zero-mean "
+                           "Gaussian", law_in, "its limit is covered right after a weighted "
+                           "layer (pre-activations): move it there")
+        return Law.GAUSSIAN
 
     def apply(self, state: State, context: Context) -> State:
         q1, q2 = context.variances(self, state)
@@ -78,6 +78,14 @@ class LayerNormOp(Op):
         state = state.map(lambda t: t / roots)  # not in place: sigma may be recorded
         state.kdot = None
         return state
+
+
+def _refusal(problem: str, law: Law, fix: str) -> WidenetError:
+    """One line: the problem, what the input is, and the fix (after a sum with the raw input,
+    a weighted layer before that sum)."""
+    if law is Law.INPUT_SUM:
+        fix = "put a weighted layer (a stem) before the sum with the raw input"
+    return WidenetError(f"{problem} ({law.value}); {fix}")
 
 
 def _activation_ops(name: str, shape: Shape, activation: Activation) -> tuple[list[Op], Shape]:

@@ -16,6 +16,7 @@ from widenet.errors import WidenetError
 from widenet.kernels.maps.base import (
     Builder,
     Context,
+    Law,
     Mode,
     Op,
     Shape,
@@ -78,8 +79,12 @@ class SumOp(Op):
         self.needs: list[Mode] = []  # each branch's input mode, set by need()
         self.mode_out = Mode.FLAT
 
-    def zero_mean_out(self, zero_mean_in: bool) -> bool:
-        return all([zero_mean_after(branch, zero_mean_in) for branch in self.branches])
+    def law_out(self, law_in: Law) -> Law:
+        laws = {law_after(branch, law_in) for branch in self.branches}  # checks every branch
+        if len(laws) == 1:
+            return laws.pop()
+        # a random branch added to the raw input has its finite width; else wide, not Gaussian
+        return Law.INPUT_SUM if laws & {Law.INPUT, Law.INPUT_SUM} else Law.ACTIVATED
 
     def children(self) -> list[list[Op]]:
         return self.branches
@@ -123,11 +128,11 @@ def branch_need(ops: list[Op], mode_out: Mode) -> Mode:
     return mode
 
 
-def zero_mean_after(ops: list[Op], zero_mean: bool) -> bool:
-    """Whether a sequence's output is zero-mean over the init (and each op accepts its input)."""
+def law_after(ops: list[Op], law: Law) -> Law:
+    """The :class:`Law` of a sequence's output given its input's (each op checks its input)."""
     for op in ops:
-        zero_mean = op.zero_mean_out(zero_mean)
-    return zero_mean
+        law = op.law_out(law)
+    return law
 
 
 def run_ops(ops: list[Op], state: State, context: Context) -> State:

@@ -23,6 +23,7 @@ from widenet.kernels.maps.base import (
     BufferPool,
     Builder,
     Context,
+    Law,
     Mode,
     Op,
     Shape,
@@ -55,8 +56,10 @@ class WeightedOp(Op):
         self.finite_ntk = finite_ntk
         self.conv = conv
 
-    def zero_mean_out(self, zero_mean_in: bool) -> bool:
-        return True
+    def law_out(self, law_in: Law) -> Law:
+        # fresh weights over a wide or deterministic input: Gaussian; over the raw input plus a
+        # random branch (finite width), Gaussian given that branch only
+        return Law.INPUT_SUM if law_in is Law.INPUT_SUM else Law.GAUSSIAN
 
     def set_weight_std(self, weight_std: float) -> None:
         """sigma_w (a torch layer given weight_std=None gets it from the activation rule)."""
