@@ -52,6 +52,7 @@ from torch.func import functional_call, jacrev, vmap
 
 from widenet.kernels._audit import prepare
 from widenet.kernels._blocks import _cache_rows, slices
+from widenet.kernels._gram import lower_gram, mirror_lower_
 from widenet.kernels.empirical import empirical_ntk
 from widenet.models import MLP
 
@@ -171,7 +172,7 @@ def gram_products(inputs: list[torch.Tensor], grads: list[torch.Tensor]) -> list
 
 def triangle_chunks(n: int) -> list[slice]:
     """The row chunks of widenet's symmetric assembly of an n x n kernel at k = 1."""
-    return slices(n, _cache_rows(n, n, 1, "trace", symmetric=True))
+    return slices(n, _cache_rows(n, n, 1, "trace", triangle=True))
 
 
 def gram_triangle(inputs: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -180,6 +181,12 @@ def gram_triangle(inputs: list[torch.Tensor], grads: list[torch.Tensor]) -> list
     chunks (per factor, the blocks of ``triangle_chunks`` in turn)."""
     chunks = triangle_chunks(inputs[0].shape[0])
     return [m[rows] @ m[rows.start:].T for m in inputs + grads for rows in chunks]
+
+
+def gram_lower(inputs: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The same Gram products as lower triangles by the symmetric rank-k update where torch
+    carries MKL (half the squares' multiply-adds; the full squares elsewhere)."""
+    return [lower_gram(m) for m in inputs + grads]
 
 
 def from_triangle(blocks: list[torch.Tensor], layers: int, n: int) -> torch.Tensor:
@@ -231,6 +238,9 @@ def peer_cases(name: str, model: torch.nn.Module, x: torch.Tensor, k: int, outpu
         cases["bare Gram products, widenet's triangle of row chunks"] = (
             lambda: gram_triangle(inputs, grads),
             lambda blocks: from_triangle(blocks, len(inputs), x.shape[0])[:, :, None, None])
+        cases["bare Gram products, lower triangles (rank-k update)"] = (
+            lambda: gram_lower(inputs, grads),
+            lambda grams: mirror_lower_(from_grams(grams)[:, :, 0, 0])[:, :, None, None])
         cases["hand-written pipeline: forward, backward, Gram triangle, assembly"] = (
             lambda: from_triangle(gram_triangle(*mlp_factors(model, x)), len(inputs), x.shape[0]),
             lambda kernel: kernel[:, :, None, None])

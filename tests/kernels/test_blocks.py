@@ -3,6 +3,7 @@ its upper triangle of blocks is computed."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from widenet.kernels._blocks import TRIANGLE_CHUNKS, plan_blocks, slices
@@ -41,3 +42,51 @@ def test_the_triangle_of_blocks_gives_the_jacobian_methods_kernel_exactly_symmet
                              else (fast.full, exact.full))
         torch.testing.assert_close(kernel, reference, rtol=1e-10, atol=1e-12)
         assert torch.equal(fast.ntk, fast.ntk.T)
+
+
+def test_squares_at_half_cost_take_one_chunk_unless_its_features_do_not_fit_beside_the_panel():
+    options = {"itemsize": 4, "chunk_size": None, "per_layer": False, "symmetric": True,
+               "halved_squares": True}
+    assert plan_blocks(_Free(), 1000, 1000, 1, budget=2**30, **options).rows == 1000
+
+    class _Heavy(_Free):
+        def feature_memory(self, c: int, kc: int) -> int:
+            return 1000 * c
+
+    # the panel's features (4 MB) fit in 6 MB, the row chunk's beside them only at 1/4
+    heavy = plan_blocks(_Heavy(), 1000, 1000, 1, budget=6 * 10**6, **options)
+    assert (heavy.rows, heavy.panel) == (250, 1000)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 7, 16])
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_square_blocks_as_lower_triangles_give_the_cross_kernel_exactly_symmetric(chunk_size,
+                                                                                  per_layer):
+    """K(x, x) from square blocks (lower triangles, mirrored) and rectangles, over several
+    panels and row chunks, is the kernel of x against a copy of itself (rectangles only)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(45, 5, generator=g)
+    net = MLP(5, [24, 24], 3, activation="relu", bias_std=0.5, seed=2)
+    options = {"chunk_size": chunk_size, "per_layer": per_layer}
+    fast = empirical_ntk(net, x, **options)
+    cross = empirical_ntk(net, x, x.clone(), **options)
+    pairs = [(fast.ntk, cross.ntk)] + [(fast.blocks[name], cross.blocks[name])
+                                       for name in fast.blocks]
+    assert len(pairs) == (7 if per_layer else 1)
+    for kernel, reference in pairs:
+        assert torch.equal(kernel, kernel.T)
+        torch.testing.assert_close(kernel, reference, rtol=2e-5, atol=2e-5 * float(
+            reference.abs().max()))
+
+
+def test_square_blocks_of_a_convolution_sum_positions_over_both_triangles():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(20, 2, 6, 6, generator=g)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(64, 2))
+    fast = empirical_ntk(net, x, chunk_size=6)
+    cross = empirical_ntk(net, x, x.clone(), chunk_size=6)
+    assert torch.equal(fast.ntk, fast.ntk.T)
+    torch.testing.assert_close(fast.ntk, cross.ntk, rtol=2e-5,
+                               atol=2e-5 * float(cross.ntk.abs().max()))

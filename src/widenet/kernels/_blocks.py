@@ -6,9 +6,13 @@ of x2 when they fit in the budget) and contracts it with row chunks of x1 small 
 block stays in cache (about ``BLOCK_SCALARS`` scalars). Without x2 the kernel is symmetric,
 K(x_i, x_j)_ab = K(x_j, x_i)_ba: a row chunk is only contracted with the columns from its own
 first point on, its features are sliced out of the panel's instead of recomputed, and the rest
-is mirrored once all blocks are in. With the kernel split into r row chunks this computes
-(r + 1) / (2 r) of the products, so a symmetric kernel gets at least ``TRIANGLE_CHUNKS`` row
-chunks when they stay efficient (``MIN_BLOCK_ROWS`` rows or more).
+is mirrored once all blocks are in. A row chunk's square of its own points (and outputs) is a
+*square* block, symmetric, which a method may compute as its lower triangle alone ("trace"
+mode); the rest of the chunk's columns are another block. With the kernel split into r row
+chunks this computes (r + 1) / (2 r) of the products, or half of them where the squares cost
+half (``halved_squares``: then one chunk is as good as many, and the cache decides); so
+otherwise a symmetric kernel gets at least ``TRIANGLE_CHUNKS`` row chunks when they stay
+efficient (``MIN_BLOCK_ROWS`` rows or more).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 
 from widenet.errors import WidenetError
 from widenet.kernels._factors import output_pairs
+from widenet.kernels._gram import mirror_lower_
 from widenet.validation import positive_int
 
 DEFAULT_MEMORY_BUDGET = 2**30  # bytes of working memory, beyond the result itself
@@ -40,7 +45,11 @@ class BlockMethod(Protocol):
     def select(self, features: object, points: slice) -> object: ...
 
     def contract(self, left: object, right: object, out: dict[str, torch.Tensor], *,
-                 add: bool) -> None: ...
+                 add: bool, square: bool = False) -> None: ...
+
+    def halves_squares(self, like: torch.Tensor) -> bool:
+        """Whether square blocks of points like these cost half a block's products."""
+        ...
 
     def feature_memory(self, c: int, kc: int) -> int: ...
 
@@ -61,13 +70,16 @@ class Plan:
 
 
 def plan_blocks(method: BlockMethod, n1: int, n2: int, k: int, *, itemsize: int, budget: int,
-                chunk_size: int | None, per_layer: bool, symmetric: bool = False) -> Plan:
+                chunk_size: int | None, per_layer: bool, symmetric: bool = False,
+                halved_squares: bool = False) -> Plan:
     """Chunk sizes whose working memory (features of a row chunk and a panel, one block) fits.
 
     With ``chunk_size``, rows = panel = chunk_size and only the outputs are split; otherwise
     the panel starts as all of x2 and rows at a cache-sized block (for a ``symmetric`` kernel,
-    K(x1, x1), also at most 1 / TRIANGLE_CHUNKS of the points), and the panel, then rows and
-    panel together, then the outputs are halved until the estimate fits ``budget`` bytes.
+    K(x1, x1), also at most 1 / TRIANGLE_CHUNKS of the points unless the method computes square
+    blocks at half cost, ``halved_squares``, and the row chunk's features fit beside the
+    panel's), and the panel, then rows and panel together, then the outputs are halved until
+    the estimate fits ``budget`` bytes.
     """
     def need(rows: int, panel: int, kc: int) -> int:
         scalars = (method.feature_memory(rows, kc) + method.feature_memory(panel, kc)
@@ -79,7 +91,9 @@ def plan_blocks(method: BlockMethod, n1: int, n2: int, k: int, *, itemsize: int,
         rows = panel = min(chunk_size, max(n1, n2))
     else:
         panel = n2
-        rows = _cache_rows(n1, panel, k, method.mode, symmetric)
+        rows = _cache_rows(n1, panel, k, method.mode, symmetric and not halved_squares)
+        if symmetric and need(rows, panel, kc) > budget:
+            rows = _cache_rows(n1, panel, k, method.mode, True)
     while need(rows, panel, kc) > budget:
         if chunk_size is None and panel > rows:
             panel = max(rows, panel // 2 // rows * rows)
@@ -95,11 +109,11 @@ def plan_blocks(method: BlockMethod, n1: int, n2: int, k: int, *, itemsize: int,
     return Plan(rows, panel, kc)
 
 
-def _cache_rows(n1: int, panel: int, k: int, mode: str, symmetric: bool) -> int:
-    """Rows per chunk: a block of about BLOCK_SCALARS scalars (symmetric: and at most
+def _cache_rows(n1: int, panel: int, k: int, mode: str, triangle: bool) -> int:
+    """Rows per chunk: a block of about BLOCK_SCALARS scalars (``triangle``: and at most
     n1 / TRIANGLE_CHUNKS points), and MIN_BLOCK_ROWS rows (points x outputs) or more."""
     rows = BLOCK_SCALARS // (panel * output_pairs(mode, k))
-    if symmetric:
+    if triangle:
         rows = min(rows, math.ceil(n1 / TRIANGLE_CHUNKS))
     return min(max(rows, math.ceil(MIN_BLOCK_ROWS / k), 1), n1)
 
@@ -148,7 +162,8 @@ def assemble(method: BlockMethod, x1: torch.Tensor, x2: torch.Tensor | None, k: 
                     where = (rows, cols, out_left, out_right)[:len(shape)]
                     method.contract(left, right_part, {key: block[where]
                                                        for key, block in result.items()},
-                                    add=method.mode == "trace" and s > 0)
+                                    add=method.mode == "trace" and s > 0,
+                                    square=right_part is left)
     if symmetric:
         _mirror(result, slices(x1.shape[0], plan.rows), method.mode)
     check_finite("the kernel", *result.values())
@@ -171,24 +186,31 @@ def check_finite(what: str, *tensors: torch.Tensor) -> None:
 
 def _row_blocks(method: BlockMethod, x1: torch.Tensor, size: int, panel: tuple[slice, object],
                 outs: tuple[slice, slice], symmetric: bool) -> Iterator[tuple]:
-    """(rows, cols, left features, right features) for each row chunk against one panel.
+    """(rows, cols, left features, right features) for each block of the row chunks against
+    one panel; a square block's right features are its left ones (the same object).
 
-    For a symmetric kernel, rows below the panel are skipped (they are mirrored), only the
-    columns from the rows' first point on are taken, and the left features of rows inside the
-    panel are sliced out of the panel's when the outputs are the same.
+    For a symmetric kernel, rows below the panel are skipped (they are mirrored) and only the
+    columns from the rows' first point on are taken; when the outputs are the same, the left
+    features of rows inside the panel are sliced out of the panel's, and their own square is a
+    block of its own.
     """
     points, right = panel
+
+    def part(start: int, stop: int) -> object:
+        return method.select(right, slice(start - points.start, stop - points.start))
+
     for rows in slices(x1.shape[0], size):
         if symmetric and rows.start >= points.stop:
             return
-        start = max(points.start, rows.start) if symmetric else points.start
-        right_part = method.select(right, slice(start - points.start, points.stop - points.start))
         if symmetric and outs[0] == outs[1] and points.start <= rows.start:
-            left = method.select(right, slice(rows.start - points.start,
-                                              rows.stop - points.start))
-        else:
-            left = method.features(x1[rows], outs[0])
-        yield rows, slice(start, points.stop), left, right_part
+            left = part(rows.start, rows.stop)
+            yield rows, rows, left, left
+            if rows.stop < points.stop:
+                yield rows, slice(rows.stop, points.stop), left, part(rows.stop, points.stop)
+            continue
+        start = max(points.start, rows.start) if symmetric else points.start
+        yield rows, slice(start, points.stop), method.features(x1[rows], outs[0]), part(
+            start, points.stop)
 
 
 _TRANSPOSED = {"trace": (1, 0), "diagonal": (1, 0, 2), "full": (1, 0, 3, 2)}
@@ -197,12 +219,16 @@ _TRANSPOSED = {"trace": (1, 0), "diagonal": (1, 0, 2), "full": (1, 0, 3, 2)}
 def _mirror(result: dict[str, torch.Tensor], chunks: list[slice], mode: str) -> None:
     """Complete a symmetric kernel of which each row chunk holds the columns from its own first
     point on: K(x_i, x_j)_ab = K(x_j, x_i)_ba. The square of a chunk's own points is made exactly
-    symmetric (the mean of it and its transpose), the columns after it are copied transposed
-    below it."""
+    symmetric ("trace": its lower triangle, all that a square block need hold, copied onto the
+    upper one; otherwise the mean of it and its transpose), the columns after it are copied
+    transposed below it."""
     axes = _TRANSPOSED[mode]
     for block in result.values():
         for rows in chunks:
             square = block[rows, rows]
-            square.copy_((square + square.permute(axes)) / 2)
+            if mode == "trace":
+                mirror_lower_(square)
+            else:
+                square.copy_((square + square.permute(axes)) / 2)
             others = slice(rows.stop, block.shape[0])
             block[others, rows] = block[rows, others].permute(axes)

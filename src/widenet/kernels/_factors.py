@@ -11,6 +11,10 @@ form one ``Group`` and share its G-Gram, so a biased layer costs one Gram produc
 
 Output modes and block layouts: "trace" sums over a = b, shape (c1, c2); "diagonal" keeps
 a = b, shape (c1, c2, kc); "full" keeps all pairs, shape (c1, c2, kc1, kc2).
+
+A *square* block, a chunk's factors against themselves, is symmetric: in "trace" mode its Gram
+products are taken as lower triangles (``_gram.lower_gram``, half the multiply-adds), so that
+only its lower triangle (i >= j) is right and the caller mirrors it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from widenet.kernels._gram import lower_gram, mirror_lower_, rank_k_update_available
 
 TOTAL = ""  # key of the summed block; parameter names are never empty
 MODES = ("trace", "diagonal", "full")
@@ -70,11 +76,15 @@ class FactorMethod:
     def select(self, groups: list[Group], points: slice) -> list[Group]:
         return select(groups, points, self.mode)
 
+    def halves_squares(self, like: torch.Tensor) -> bool:
+        """Whether square blocks cost half: their Grams as lower triangles ("trace" mode)."""
+        return self.mode == "trace" and rank_k_update_available(like)
+
     def contract(self, left: list[Group], right: list[Group], out: dict[str, torch.Tensor], *,
-                 add: bool) -> None:
+                 add: bool, square: bool = False) -> None:
         """The kernel blocks between two chunks' factors, written into ``out`` (see
         ``contract``)."""
-        contract(left, right, self.mode, out, add=add)
+        contract(left, right, self.mode, out, add=add, square=square)
 
 
 def arrange(factors: Sequence[Factor], mode: str) -> list[Group]:
@@ -105,38 +115,43 @@ def select(groups: Sequence[Group], points: slice, mode: str) -> list[Group]:
 
 
 def contract(left: Sequence[Group], right: Sequence[Group], mode: str,
-             out: dict[str, torch.Tensor], *, add: bool) -> None:
+             out: dict[str, torch.Tensor], *, add: bool, square: bool = False) -> None:
     """Write (with ``add``: add) the kernel blocks between two chunks into ``out``, views of the
     result in the mode's block layout: {TOTAL: block}, the sum over all parameters, or
-    {name: block} per parameter. ``left`` and ``right`` list the same groups in the same order.
+    {name: block} per parameter. ``left`` and ``right`` list the same groups in the same order;
+    with ``square`` they are the same chunk's, and in "trace" mode only the blocks' lower
+    triangles are written right (see the module's docstring).
     """
+    lower = square and mode == "trace"
     total = out.get(TOTAL)
     for a, b in zip(left, right, strict=True):
-        gg = _grad_gram(a, b, mode)
+        gg = _grad_gram(a, b, mode, lower)
         if total is None:
             for term, other in zip(a.terms, b.terms, strict=True):
-                _weighted(gg, _input_weight(term, other, a.positions), mode, a.positions,
-                          _internal(out[term[0]], mode), add)
+                _weighted(gg, _input_weight(term, other, a.positions, lower=lower), mode,
+                          a.positions, _internal(out[term[0]], mode), add)
         else:
-            _weighted(gg, _summed_weight(a, b), mode, a.positions, _internal(total, mode), add)
+            _weighted(gg, _summed_weight(a, b, lower), mode, a.positions,
+                      _internal(total, mode), add)
             add = True
 
 
-def _summed_weight(a: Group, b: Group) -> torch.Tensor | float:
+def _summed_weight(a: Group, b: Group, lower: bool) -> torch.Tensor | float:
     """sum over a group's terms of scale * (A_it . A'_js), the A = 1 terms (biases) added into
     the first A-Gram's product instead of in passes of their own."""
     constant = float(sum(scale for _, scale, inputs in a.terms if inputs is None))
     weight: torch.Tensor | float = constant
     for term, other in zip(a.terms, b.terms, strict=True):
         if term[2] is not None:
-            weight = (weight.add_(_input_weight(term, other, a.positions))
+            weight = (weight.add_(_input_weight(term, other, a.positions, lower=lower))
                       if isinstance(weight, torch.Tensor)
-                      else _input_weight(term, other, a.positions, plus=constant))
+                      else _input_weight(term, other, a.positions, plus=constant, lower=lower))
     return weight
 
 
-def _grad_gram(a: Group, b: Group, mode: str) -> torch.Tensor:
-    """<G_ait, G'_bjs> in the mode's layout, positions kept when T > 1 (one matrix product).
+def _grad_gram(a: Group, b: Group, mode: str, lower: bool) -> torch.Tensor:
+    """<G_ait, G'_bjs> in the mode's layout, positions kept when T > 1 (one matrix product;
+    with ``lower``, a = b in "trace" mode, only its lower triangle is right when T = 1).
 
     trace: sum_a, (c1, [T1,] c2[, T2]); diagonal: a = b, (kc, c1, [T1,] c2[, T2]);
     full: (c1, kc1, [T1,] c2, kc2[, T2]).
@@ -146,7 +161,9 @@ def _grad_gram(a: Group, b: Group, mode: str) -> torch.Tensor:
         gram = torch.bmm(a.grads.flatten(1, 2), b.grads.flatten(1, 2).transpose(1, 2))
         return gram if t == 1 else gram.view(a.outputs, -1, t, b.grads.shape[1], t)
     if mode == "trace":
-        gram = a.grads.flatten(0, 1).flatten(1) @ b.grads.flatten(0, 1).flatten(1).T
+        matrix = a.grads.flatten(0, 1).flatten(1)
+        gram = (_symmetric_gram(matrix, t) if lower
+                else matrix @ b.grads.flatten(0, 1).flatten(1).T)
         return gram if t == 1 else gram.view(-1, t, b.grads.shape[0], t)
     gram = a.grads.flatten(0, 2) @ b.grads.flatten(0, 2).T
     shape = (a.outputs, b.grads.shape[0], b.outputs) if t == 1 else (
@@ -154,19 +171,32 @@ def _grad_gram(a: Group, b: Group, mode: str) -> torch.Tensor:
     return gram.view(-1, *shape)
 
 
-def _input_weight(term: tuple, other: tuple, t: int, plus: float = 0.0) -> torch.Tensor | float:
+def _input_weight(term: tuple, other: tuple, t: int, plus: float = 0.0, *,
+                  lower: bool = False) -> torch.Tensor | float:
     """plus + scale * (A_it . A'_js), shape (c1, c2), or (c1, T, c2, T) when T > 1, or
-    plus + scale when A = 1 (one matrix product, the scale and the constant applied by it)."""
+    plus + scale when A = 1 (one matrix product, the scale and the constant applied by it;
+    with ``lower``, A = A', only its lower triangle is right when T = 1)."""
     _, scale, inputs = term
     if inputs is None:
         return plus + scale
-    left, right = inputs.flatten(0, 1), other[2].flatten(0, 1).T
-    if plus == 0.0 and scale == 1.0:
-        gram = left @ right
+    left = inputs.flatten(0, 1)
+    if lower:
+        gram = _symmetric_gram(left, t, alpha=scale, plus=plus)
+    elif plus == 0.0 and scale == 1.0:
+        gram = left @ other[2].flatten(0, 1).T
     else:
-        gram = torch.addmm(left.new_tensor(plus), left, right, beta=1.0 if plus else 0.0,
-                           alpha=scale)
+        gram = torch.addmm(left.new_tensor(plus), left, other[2].flatten(0, 1).T,
+                           beta=1.0 if plus else 0.0, alpha=scale)
     return gram if t == 1 else gram.view(inputs.shape[0], t, -1, t)
+
+
+def _symmetric_gram(matrix: torch.Tensor, t: int, *, alpha: float = 1.0,
+                    plus: float = 0.0) -> torch.Tensor:
+    """plus + alpha * M M^T, its lower triangle only when T = 1 (then the block's lower triangle
+    is all that is used), symmetrized when T > 1 (the positions of a point are summed over both
+    triangles of the point's own square)."""
+    gram = lower_gram(matrix, alpha=alpha, plus=plus)
+    return gram if t == 1 else mirror_lower_(gram)
 
 
 def _weighted(gg: torch.Tensor, weight: torch.Tensor | float, mode: str, t: int,

@@ -89,7 +89,8 @@ def _blocks(implementation: BlockMethod, fmodel: FunctionalModel, audit: Audit,
     n2 = (x1 if x2 is None else x2).shape[0]
     plan = plan_blocks(implementation, x1.shape[0], n2, audit.outputs,
                        itemsize=x1.element_size(), budget=memory_budget, chunk_size=chunk_size,
-                       per_layer=per_layer, symmetric=x2 is None)
+                       per_layer=per_layer, symmetric=x2 is None,
+                       halved_squares=implementation.halves_squares(x1))
     return assemble(implementation, x1, x2, audit.outputs, plan,
                     tuple(fmodel.params) if per_layer else (TOTAL,))
 

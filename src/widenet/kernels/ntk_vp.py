@@ -139,11 +139,16 @@ class VectorProductMethod:
     def select(self, chunk: _Chunk, points: slice) -> _Chunk:
         return chunk.select(points)
 
+    def halves_squares(self, like: torch.Tensor) -> bool:
+        """False: a square block costs as many vector products as any other."""
+        return False
+
     def contract(self, left: _Chunk, right: _Chunk, out: dict[str, torch.Tensor], *,
-                 add: bool) -> None:
+                 add: bool, square: bool = False) -> None:
         """Write (with ``add``: add) into ``out`` {name or TOTAL: block} the blocks
         K[i, j, a, b] = <J(x_i)_a, J(x'_j)_b>, by JVPs along rows (on the left chunk's points
-        as one batch, so first checked to give what its points alone give)."""
+        as one batch, so first checked to give what its points alone give); a ``square`` block
+        is computed in full like any other."""
         with torch.no_grad():
             f = self.fmodel(self.fmodel.params, left.x)[:, left.outs]
         check_per_point(self.fmodel, left.x, f, left.outs,
