@@ -442,6 +442,13 @@ BAD_CALLS = {
     "2-d t": (lambda: predict.KernelDynamics(_kernel(), _y()).train([[1.0]]), "1-D"),
     "empty t": (lambda: predict.KernelDynamics(_kernel(), _y()).train([]), "non-empty"),
     "text t": (lambda: predict.KernelDynamics(_kernel(), _y()).train("soon"), "t must be"),
+    # numpy would read these as 1.0: text, booleans in a list or numpy booleans are no times
+    "numeric text t": (lambda: predict.KernelDynamics(_kernel(), _y()).train("1"),
+                       "t must be a real number or a non-empty 1-D sequence"),
+    "boolean list t": (lambda: predict.KernelDynamics(_kernel(), _y()).train([True, False]),
+                       "t must be a real number"),
+    "numpy boolean steps": (lambda: predict.KernelDynamics(_kernel(), _y()).gd_train(
+        np.bool_(True), 0.1), "steps must be a real number"),
     "fractional steps": (lambda: predict.KernelDynamics(_kernel(), _y()).gd_train(1.5, 0.1),
                          "whole numbers"),
     "negative steps": (lambda: predict.KernelDynamics(_kernel(), _y()).gd_train(-1, 0.1),

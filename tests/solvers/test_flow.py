@@ -82,6 +82,18 @@ def test_times_may_be_tensors_of_any_float_dtype_or_with_grad(ill_conditioned: d
         gradient_flow(kernel, y, torch.tensor([True]))
 
 
+def test_times_share_the_time_grid_rules(ill_conditioned: dict) -> None:
+    kernel, y = BlockedKernel(ill_conditioned["train"]), ill_conditioned["y"]
+    huge = gradient_flow(kernel, y, [2**70, 1.0])  # an integer beyond int64 is a finite time
+    assert torch.equal(huge.times, torch.tensor([2.0**70, 1.0], dtype=torch.float64))
+    with pytest.raises(WidenetError, match=r"times holds an integer beyond float64's range "
+                                           r"\(1\.8e308\); for t = inf use conjugate_gradients"):
+        gradient_flow(kernel, y, 10**400)
+    with pytest.raises(WidenetError, match="times must be finite times >= 0, got inf; for t = "
+                                           "inf use conjugate_gradients with ridge 0"):
+        gradient_flow(kernel, y, float("inf"))
+
+
 def test_bad_kernels_and_targets_are_refused(ill_conditioned: dict) -> None:
     kernel, y = ill_conditioned["train"], ill_conditioned["y"]
     with pytest.raises(WidenetError, match="must be square"):

@@ -29,12 +29,11 @@ from widenet.dynamics._shapes import (
     finish,
     result_dtype,
     rows_of,
-    schedule,
     training_layout,
 )
 from widenet.errors import WidenetError
 from widenet.kernels.spectra import spectrum, symmetric_part
-from widenet.validation import finite_real
+from widenet.validation import finite_real, time_grid
 
 __all__ = ["GaussianPrediction", "KernelDynamics", "gp_posterior", "kernel_regression",
            "max_stable_lr", "ntk_gp"]
@@ -122,7 +121,7 @@ class KernelDynamics:
         f_train(t) = y + V exp(-Lambda t / n) V^T (f_0 - y); shape like y, with a leading T axis
         for a sequence of times.
         """
-        times, scalar = schedule(t, "t", integer=False, device=self._layout.device)
+        times, scalar = time_grid(t, "t", device=self._layout.device)
         decay, _ = self._flow_factors(times)
         return finish(self._train(decay), scalar, self._dtype)
 
@@ -134,7 +133,7 @@ class KernelDynamics:
         K_*X = ``ntk_test_train`` (m, n) (or (m, n, k, k)) and f0_test (default 0) shaped like
         the outputs on the test points; shape (m,) or (m, k), leading T for a sequence of times.
         """
-        times, scalar = schedule(t, "t", integer=False, device=self._layout.device)
+        times, scalar = time_grid(t, "t", device=self._layout.device)
         _, gain = self._flow_factors(times)
         return self._test(ntk_test_train, gain, f0_test, scalar)
 
@@ -143,7 +142,7 @@ class KernelDynamics:
 
         f_train = y + V (1 - lr Lambda / n)^steps V^T (f_0 - y); shapes as in :meth:`train`.
         """
-        counts, scalar = schedule(steps, "steps", integer=True, device=self._layout.device)
+        counts, scalar = time_grid(steps, "steps", steps=True, device=self._layout.device)
         decay, _ = self._gd_factors(counts, lr)
         return self._representable(finish(self._train(decay), scalar, self._dtype), lr)
 
@@ -155,7 +154,7 @@ class KernelDynamics:
         is what iterating f_test <- f_test - (lr/n) K_*X (f_train - y) gives; shapes as in
         :meth:`test`.
         """
-        counts, scalar = schedule(steps, "steps", integer=True, device=self._layout.device)
+        counts, scalar = time_grid(steps, "steps", steps=True, device=self._layout.device)
         _, gain = self._gd_factors(counts, lr)
         return self._representable(self._test(ntk_test_train, gain, f0_test, scalar), lr)
 
@@ -250,7 +249,7 @@ def ntk_gp(y: torch.Tensor, t: object = math.inf, *, ntk_train: torch.Tensor,
     """
     dynamics = KernelDynamics(ntk_train, y)
     layout, n = dynamics._layout, dynamics.n
-    times, scalar = schedule(t, "t", integer=False, device=layout.device)
+    times, scalar = time_grid(t, "t", device=layout.device)
     _, gain = dynamics._flow_factors(times)
     m = rows_of(ntk_test_train, "ntk_test_train")
     projected = dynamics._project(ntk_test_train, m)

@@ -34,11 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from widenet.errors import WidenetError
 from widenet.solvers.arguments import square_size, targets_matrix
 from widenet.solvers.blocked import BlockedKernel
 from widenet.solvers.progress import Progress, Reporter
-from widenet.validation import finite_real, positive_int
+from widenet.validation import finite_real, positive_int, time_grid
 
 DEFAULT_MAX_ITERATIONS = 300
 BREAKDOWN = 1e3
@@ -72,7 +71,8 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
     t of ``times`` (a number or a 1-D sequence of finite times >= 0)."""
     n = square_size(kernel)
     targets = targets_matrix(y, n)
-    grid = _times(times)
+    grid, scalar = time_grid(times, "times", infinite=False,
+                             advice="; for t = inf use conjugate_gradients with ridge 0")
     tol = finite_real(tol, "tol", minimum=0.0, strict=True)
     max_iterations = positive_int(max_iterations, "max_iterations")
     report = Reporter(progress, max_iterations, "Lanczos")
@@ -114,7 +114,7 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
     weights = weights[0]
     if torch.as_tensor(y).ndim == 1:
         weights, train = weights[..., 0], train[..., 0]
-    if np.ndim(times) == 0:
+    if scalar:
         weights, train = weights[0], train[0]
     return FlowResult(grid, weights, train, steps,
                       invariant or bool(changes and changes[-1] <= tol), changes)
@@ -149,24 +149,3 @@ def _change(new: torch.Tensor, old: torch.Tensor) -> float:
     difference = (new - padded).norm(dim=-1)
     relative = torch.where(size > 0, difference / torch.where(size > 0, size, 1.0), 0.0)
     return float(relative.max())
-
-
-def _times(times: object) -> torch.Tensor:
-    """The times as a 1-D float64 tensor; raises unless finite and >= 0."""
-    if isinstance(times, torch.Tensor):  # any device, grad or float dtype (numpy has no bfloat16)
-        times = times.detach().to("cpu", torch.float64 if times.is_floating_point() else None)
-    try:
-        raw = np.asarray(times)
-        if raw.dtype.kind not in "iuf":  # not booleans, text or objects
-            raise TypeError
-        grid = torch.as_tensor(raw.astype(np.float64)).reshape(-1)
-    except (TypeError, ValueError, RuntimeError):
-        raise WidenetError(f"times must be a number or a 1-D sequence of numbers, got "
-                           f"{times!r}") from None
-    if np.ndim(times) > 1 or grid.numel() == 0:
-        raise WidenetError(f"times must be a number or a non-empty 1-D sequence, got {times!r}")
-    if not bool(torch.isfinite(grid).all()) or bool((grid < 0).any()):
-        raise WidenetError(f"times must be finite and >= 0, got {times!r}; for t = inf use "
-                           "conjugate_gradients with ridge 0")
-    return grid
-
