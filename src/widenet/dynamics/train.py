@@ -52,6 +52,7 @@ from widenet.dynamics.checkpoint import (
     fingerprint,
     load_checkpoint,
     save_checkpoint,
+    saved,
 )
 from widenet.dynamics.losses import Loss, accuracy_for, check_targets, get_loss, unchecked
 from widenet.dynamics.monitor import Monitor, RunState
@@ -180,7 +181,7 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
         loop = _Loop(model, x, y, loss_fn, loss_scale, updates, batches, monitors, test_data,
                      outputs)
         start = 0
-        if checkpoint is not None and checkpoint.resume and checkpoint.path.exists():
+        if checkpoint is not None and checkpoint.resume and saved(checkpoint.path):
             start = loop.load(load_checkpoint(checkpoint.path, run, model, steps, x.device,
                                               batches.KEYS))
         else:
