@@ -4,9 +4,14 @@ Gradient flow on L = (1/(2n)) ||f(X) - y||^2 from f_0 = 0 in the kernel regime (
 conventions of ``widenet.predict``, docs/predict.md) gives
 
     f_train(t) = y - exp(-K t/n) y,        f_test(t) = K_*X phi_t(K) y,
-    phi_t(lambda) = (1 - exp(-lambda t/n)) / lambda          (= t/n at lambda = 0),
+    phi_t(lambda) = (1 - exp(-lambda t/n)) / lambda,
 
-so both need a function of K applied to y. For each column y, j steps of the Lanczos process
+so both need a function of K applied to y. As in ``widenet.predict.KernelDynamics``, K's
+numerical null space (here Ritz values |theta| <= n eps max|theta|) neither moves nor reaches
+the test outputs: exp(-theta t/n) = 1 and phi_t(theta) = 0 there, at every t, so that large t
+approaches the interpolant K_*X K^+ y instead of multiplying round-off by t (exact for the
+cross block K_*X of any positive semi-definite joint kernel, which vanishes on K's null
+space). For each column y, j steps of the Lanczos process
 (with full reorthogonalization) give an orthonormal basis Q_j of the Krylov space
 span{y, K y, ..., K^(j-1) y} and the tridiagonal T_j = Q_j^T K Q_j, and
 
@@ -129,11 +134,13 @@ def _coefficients(diagonal: torch.Tensor, off: list[torch.Tensor], norms: torch.
         beta = torch.stack(off).T  # (k, j - 1)
         tridiagonal += torch.diag_embed(beta, 1) + torch.diag_embed(beta, -1)
     theta, vectors = torch.linalg.eigh(tridiagonal)  # (k, j), (k, j, j)
+    null = theta.abs() <= n * torch.finfo(torch.float64).eps * theta.abs().amax(-1, True)
+    theta = torch.where(null, 0.0, theta)
     x = theta[None] * times[:, None, None] / n  # (T, k, j)
-    decay = torch.exp(-x)
+    decay = torch.where(null, 1.0, torch.exp(-x))
     ratio = torch.where(x.abs() > 1e-8, -torch.expm1(-x) / torch.where(x == 0, 1.0, x),
                         1 - x / 2)
-    phi = times[:, None, None] / n * ratio
+    phi = torch.where(null, 0.0, times[:, None, None] / n * ratio)
     first = vectors[:, 0, :]  # (k, j): e_1 in the eigenbasis
     both = torch.stack([phi, decay], dim=1) * first  # (T, 2, k, j)
     coefficients = torch.einsum("kij,tgkj->tgki", vectors, both) * norms[:, None]
