@@ -7,6 +7,7 @@ which only validate their options (``widenet kernel --help``, ``widenet --versio
 
 from __future__ import annotations
 
+import sys
 from numbers import Integral
 
 from widenet.errors import WidenetError
@@ -17,10 +18,31 @@ integers."""
 
 
 def check_seed(value: object, name: str = "seed") -> int:
-    """Return ``value`` as an int, or raise unless it is an integer in [0, MAX_SEED]."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or not 0 <= value <= MAX_SEED:
+    """Return ``value`` as an int, or raise unless it is an integer in [0, MAX_SEED].
+
+    Integers are Python and numpy integers and 0-dim integer torch tensors or numpy arrays
+    (``torch.tensor(3)``); booleans and floating-point numbers are refused.
+    """
+    number = _integer_scalar(value)
+    if isinstance(number, bool) or not isinstance(number, Integral) \
+            or not 0 <= number <= MAX_SEED:
         raise WidenetError(f"{name} must be an integer from 0 to 2**63 - 1, got {value!r}")
-    return int(value)
+    return int(number)
+
+
+def _integer_scalar(value: object) -> object:
+    """A 0-dim integer torch tensor or numpy array as an int; anything else unchanged. Neither
+    library is imported here: a value of one exists only once its library is loaded."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor) and value.ndim == 0 \
+            and not (value.is_floating_point() or value.is_complex()) \
+            and value.dtype != torch.bool:
+        return int(value.item())
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.ndarray) and value.ndim == 0 \
+            and value.dtype.kind in "iu":
+        return int(value)
+    return value
 
 
 def derived_seed(*parts: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,6 +45,56 @@ def finite_real(value: object, name: str, *, minimum: float | None = None,
         relation = ">" if strict else ">="
         raise WidenetError(f"{name} must be {relation} {minimum}, got {value!r}")
     return float(value)
+
+
+def time_grid(value: object, name: str, *, steps: bool = False, infinite: bool = True,
+              advice: str = "", device: torch.device | str = "cpu"
+              ) -> tuple[torch.Tensor, bool]:
+    """``value`` (a real number, or a non-empty 1-D sequence, array or tensor of them) as a 1-D
+    float64 tensor on ``device``, and whether it was a single number.
+
+    Times must be >= 0, and finite unless ``infinite``; with ``steps``, values are step counts:
+    non-negative whole numbers. Booleans, text and complex numbers are refused. ``advice`` is
+    appended to the message about values out of range (e.g. what to use instead of t = inf).
+    """
+    shape = f"{name} must be a real number or a non-empty 1-D sequence of them, got {value!r}"
+    if isinstance(value, torch.Tensor):  # any device, grad or dtype (numpy has no bfloat16)
+        if value.dtype == torch.bool or value.is_complex():
+            raise WidenetError(shape)
+        tensor = value.detach()
+    else:
+        try:
+            raw = np.asarray(value)
+        except (TypeError, ValueError) as error:  # ragged nesting, say
+            raise WidenetError(shape) from error
+        # object arrays hold Python integers beyond int64 (or mixed items): numbers, no text
+        wrong = raw.dtype.kind not in "iufO" or (raw.dtype.kind == "O" and any(
+            isinstance(item, bool | np.bool_ | str | bytes) for item in raw.flat))
+        if wrong:
+            raise WidenetError(shape)
+        try:
+            tensor = torch.from_numpy(raw.astype(np.float64))
+        except OverflowError:
+            hint = "; use math.inf for an infinite time" if infinite and not steps else advice
+            raise WidenetError(f"{name} holds an integer beyond float64's range (1.8e308)"
+                               f"{hint}") from None
+        except (TypeError, ValueError) as error:
+            raise WidenetError(shape) from error
+    if tensor.ndim > 1 or tensor.numel() == 0:
+        raise WidenetError(shape)
+    values = tensor.to(device=device, dtype=torch.float64).reshape(-1)
+    bad = torch.isnan(values) | (values < 0)
+    if steps:
+        what = "non-negative whole numbers of steps"
+        bad |= ~torch.isfinite(values) | (values != values.round())
+    elif infinite:
+        what = "times >= 0 (inf allowed)"
+    else:
+        what = "finite times >= 0"
+        bad |= torch.isinf(values)
+    if bool(bad.any()):
+        raise WidenetError(f"{name} must be {what}, got {value!r}{advice}")
+    return values, tensor.ndim == 0
 
 
 def floating_dtype(dtype: object) -> torch.dtype:

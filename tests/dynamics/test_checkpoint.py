@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import pickle
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,7 +123,7 @@ def test_a_checkpoint_past_the_requested_steps_is_refused(tmp_path) -> None:
         train(net(), x, y, lr=0.1, steps=4, checkpoint=Checkpoint(tmp_path / "c.pt", 4, True))
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage, not a checkpoint", b"PK\x03\x04broken zip"])
+@pytest.mark.parametrize("content", [b"garbage, not a checkpoint", b"PK\x03\x04broken zip"])
 def test_garbage_files_are_refused(tmp_path, content: bytes) -> None:
     (tmp_path / "c.pt").write_bytes(content)
     x, y = regression()
@@ -167,7 +169,20 @@ def test_a_checkpoint_path_under_a_file_is_refused_before_training(tmp_path) -> 
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-@pytest.mark.parametrize("foreign", [b"", b"the user's notes", None])
+@pytest.mark.parametrize("resume", [False, True])
+def test_an_empty_file_holds_no_work_and_is_replaced(tmp_path, resume: bool) -> None:
+    with tempfile.NamedTemporaryFile(dir=tmp_path, suffix=".pt", delete=False) as file:
+        path = Path(file.name)
+    assert path.stat().st_size == 0
+    x, y = regression()
+    model, reference = net(), net()
+    result = train(model, x, y, lr=0.1, steps=8, checkpoint=Checkpoint(path, 4, resume))
+    expected = train(reference, x, y, lr=0.1, steps=8)
+    assert result.history.equals(expected.history)
+    assert torch.load(path, weights_only=True)["step"] == 8
+
+
+@pytest.mark.parametrize("foreign", [b"the user's notes", None])
 def test_a_fresh_run_never_replaces_a_file_that_is_not_a_checkpoint(tmp_path, foreign) -> None:
     path = tmp_path / "c.pt"
     if foreign is None:

@@ -113,18 +113,40 @@ def test_gradient_flow_property(n: int, rank: int, seed: int, scale: float, t: f
     torch.testing.assert_close(dynamics.test(k_cross, time), expected, rtol=1e-8, atol=1e-8)
 
 
-def test_zero_eigenvalues_use_the_continuous_limit() -> None:
-    # K = diag(0, 2): the null mode's test gain is t/n exactly, the other (1 - e^{-2t/n}) / 2.
-    k = torch.diag(torch.tensor([0.0, 2.0], dtype=F64))
-    k_cross = torch.tensor([[1.0, 1.0]], dtype=F64)  # deliberately not orthogonal to null(K)
+def test_the_null_space_neither_moves_nor_reaches_the_test_outputs() -> None:
+    # K = diag(0, 2): the null mode's residual stays and its test gain is 0 at every t (a
+    # K_*X not vanishing there, as here, is no cross block of a PSD kernel: its drift is left
+    # out); the other mode's gain is (1 - e^{-2t/n}) / 2, 1/2 at t = inf.
+    k_cross = torch.tensor([[1.0, 1.0]], dtype=F64)
     y = torch.tensor([1.0, 1.0], dtype=F64)
-    t = 3.0
-    expected = t / 2 + (1 - math.exp(-2 * t / 2)) / 2
-    got = predict.KernelDynamics(k, y).test(k_cross, t)
-    torch.testing.assert_close(got, torch.tensor([expected], dtype=F64), rtol=1e-14, atol=0)
-    tiny = torch.diag(torch.tensor([1e-300, 2.0], dtype=F64))  # x = lambda t / n underflows
-    got = predict.KernelDynamics(tiny, y).test(k_cross, t)
-    torch.testing.assert_close(got, torch.tensor([expected], dtype=F64), rtol=1e-14, atol=0)
+    times = [3.0, 1e300, math.inf]
+    expected = torch.tensor([(1 - math.exp(-3.0)) / 2, 0.5, 0.5], dtype=F64)[:, None]
+    for zero in (0.0, 1e-300):  # an eigenvalue below round-off counts as zero
+        dynamics = predict.KernelDynamics(torch.diag(torch.tensor([zero, 2.0], dtype=F64)), y)
+        torch.testing.assert_close(dynamics.test(k_cross, times), expected, rtol=1e-14, atol=0)
+        assert bool((dynamics.train(times)[:, 0] == 0).all())
+        assert bool((dynamics.gd_train([1, 10**300], 0.5)[:, 0] == 0).all())
+
+
+def test_large_finite_times_and_step_counts_reach_t_inf_on_a_rank_deficient_kernel() -> None:
+    n, m = 12, 3
+    k, k_cross, _ = split(joint_kernel(n + m, 3, seed=16), n)
+    y, f0, f0_test = randn(n, 2, seed=17), randn(n, 2, seed=18), randn(m, 2, seed=19)
+    dynamics = predict.KernelDynamics(k, y, f0)
+    assert int((dynamics.eigenvalues > dynamics._tolerance).sum()) == 3
+    at_inf = dynamics.train(math.inf), dynamics.test(k_cross, math.inf, f0_test)
+    # lambda t / n >= 1e20 tol / n > 745 for every eigenvalue above tol: exp(-x) is exactly 0
+    for t in (1e20, 1e30):
+        assert torch.equal(dynamics.train(t), at_inf[0])
+        assert torch.equal(dynamics.test(k_cross, t, f0_test), at_inf[1])
+    # GD's gain (s lr/n)(1 - q^s)/(s lr lambda/n) is 1/lambda within 4 eps, for each of the
+    # 3 modes, whose terms are at most ||K_*X|| ||y - f0|| / lambda
+    lr = 0.5 * dynamics.max_stable_lr
+    assert torch.equal(dynamics.gd_train(10**30, lr), at_inf[0])
+    smallest = float(dynamics.eigenvalues[dynamics.eigenvalues > dynamics._tolerance].min())
+    bound = 4 * 3 * torch.finfo(F64).eps * float(k_cross.norm() * (y - f0).norm()) / smallest
+    error = float((dynamics.gd_test(k_cross, 10**30, lr, f0_test) - at_inf[1]).abs().max())
+    assert error <= bound
 
 
 def test_infinite_time_interpolates_on_a_positive_definite_kernel() -> None:
@@ -442,6 +464,13 @@ BAD_CALLS = {
     "2-d t": (lambda: predict.KernelDynamics(_kernel(), _y()).train([[1.0]]), "1-D"),
     "empty t": (lambda: predict.KernelDynamics(_kernel(), _y()).train([]), "non-empty"),
     "text t": (lambda: predict.KernelDynamics(_kernel(), _y()).train("soon"), "t must be"),
+    # numpy would read these as 1.0: text, booleans in a list or numpy booleans are no times
+    "numeric text t": (lambda: predict.KernelDynamics(_kernel(), _y()).train("1"),
+                       "t must be a real number or a non-empty 1-D sequence"),
+    "boolean list t": (lambda: predict.KernelDynamics(_kernel(), _y()).train([True, False]),
+                       "t must be a real number"),
+    "numpy boolean steps": (lambda: predict.KernelDynamics(_kernel(), _y()).gd_train(
+        np.bool_(True), 0.1), "steps must be a real number"),
     "fractional steps": (lambda: predict.KernelDynamics(_kernel(), _y()).gd_train(1.5, 0.1),
                          "whole numbers"),
     "negative steps": (lambda: predict.KernelDynamics(_kernel(), _y()).gd_train(-1, 0.1),

@@ -21,7 +21,7 @@ from widenet.dynamics.losses import (
 )
 from widenet.dynamics.monitor import Monitor, RunState
 from widenet.dynamics.optim import NormalizedUpdateScaling, Optimizer
-from widenet.dynamics.train import train
+from widenet.dynamics.train import _divergence, train
 
 
 def regression(n: int = 24, d: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,6 +106,28 @@ def test_a_diverging_run_is_recorded_not_raised() -> None:
     assert last["step"] == result.steps
     assert not last["loss"] < 1e3
     assert len(result.history) >= 2
+
+
+def test_a_net_that_fits_its_targets_at_the_start_is_not_called_diverged() -> None:
+    x, _ = regression()
+    model = net()
+    with torch.no_grad():
+        y = model(x)  # initial loss exactly 0; weight decay then moves the net off the targets
+    result = train(model, x, y, steps=30, log_every=10,
+                   optimizer=lambda p: torch.optim.SGD(p, lr=0.1, weight_decay=0.1))
+    assert result.history["loss"].iloc[0] == 0
+    assert 0 < result.history["loss"].iloc[-1] < float(y.square().mean()) / 2  # zero-output loss
+    assert (result.status, result.reason, result.steps) == ("completed", "", 30)
+
+
+def test_divergence_is_judged_against_the_initial_or_the_zero_output_loss() -> None:
+    assert _divergence(1e-3, 0.0, 0.5, 1e6) == ""
+    assert "exceeded 1e+06 x 0.5, the larger of its initial value 0 and the loss of zero " \
+           "outputs 0.5" in _divergence(6e5, 0.0, 0.5, 1e6)
+    assert "initial value 2" in _divergence(3e6, 2.0, 0.5, 1e6)
+    assert _divergence(1e300, 0.0, 0.0, 1e6) == ""  # no scale: only non-finite losses count
+    assert _divergence(1e300, 0.0, math.inf, 1e6) == ""  # a non-finite zero-output loss is no scale
+    assert "became nan" in _divergence(math.nan, 0.0, 0.0, 1e6)
 
 
 def test_monitor_cadence_test_loss_and_progress_off() -> None:

@@ -11,6 +11,8 @@ from widenet.errors import WidenetError
 from widenet.solvers.blocked import BlockedKernel
 from widenet.solvers.flow import gradient_flow
 
+from ..dynamics.test_predict import flow_test_reference, flow_train_reference
+
 TIMES = [0.0, 1.0, 30.0, 1e3, 1e5]
 
 
@@ -56,6 +58,25 @@ def test_stops_exactly_on_an_invariant_krylov_space() -> None:
         assert _relative(kernel @ result.weights[i], dynamics.test(kernel, t)) < 1e-10
 
 
+def test_a_rank_deficient_kernel_against_matrix_exponentials_and_t_inf() -> None:
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(60, 4, generator=generator, dtype=torch.float64)  # 50 train, 10 test
+    kernel, cross = features[:50] @ features[:50].T, features[50:] @ features[:50].T  # rank 4
+    y = torch.randn(50, 2, generator=generator, dtype=torch.float64)
+    zeros, zeros_test = torch.zeros_like(y), torch.zeros(10, 2, dtype=torch.float64)
+    times = [0.5, 5.0, 1e30]
+    result = gradient_flow(BlockedKernel(kernel), y, times, tol=1e-14)
+    assert result.converged
+    assert result.iterations <= 5
+    for i, t in enumerate(times[:2]):  # where the flow still moves: the brute force
+        assert _relative(result.train[i], flow_train_reference(kernel, y, zeros, t), y) < 1e-10
+        expected = flow_test_reference(kernel, cross, y, zeros, zeros_test, t)
+        assert _relative(cross @ result.weights[i], expected) < 1e-10
+    dynamics = KernelDynamics(kernel, y)  # t = 1e30 is t = inf: the null space stays put
+    assert _relative(result.train[2], dynamics.train(float("inf")), y) < 1e-10
+    assert _relative(cross @ result.weights[2], dynamics.test(cross, float("inf"))) < 1e-10
+
+
 def test_a_zero_column_and_the_iteration_cap(ill_conditioned: dict) -> None:
     y = ill_conditioned["y"].clone()
     y[:, 2] = 0
@@ -80,6 +101,18 @@ def test_times_may_be_tensors_of_any_float_dtype_or_with_grad(ill_conditioned: d
         assert torch.equal(gradient_flow(kernel, y, times).train, expected)
     with pytest.raises(WidenetError, match="times must be"):
         gradient_flow(kernel, y, torch.tensor([True]))
+
+
+def test_times_share_the_time_grid_rules(ill_conditioned: dict) -> None:
+    kernel, y = BlockedKernel(ill_conditioned["train"]), ill_conditioned["y"]
+    huge = gradient_flow(kernel, y, [2**70, 1.0])  # an integer beyond int64 is a finite time
+    assert torch.equal(huge.times, torch.tensor([2.0**70, 1.0], dtype=torch.float64))
+    with pytest.raises(WidenetError, match=r"times holds an integer beyond float64's range "
+                                           r"\(1\.8e308\); for t = inf use conjugate_gradients"):
+        gradient_flow(kernel, y, 10**400)
+    with pytest.raises(WidenetError, match="times must be finite times >= 0, got inf; for t = "
+                                           "inf use conjugate_gradients with ridge 0"):
+        gradient_flow(kernel, y, float("inf"))
 
 
 def test_bad_kernels_and_targets_are_refused(ill_conditioned: dict) -> None:

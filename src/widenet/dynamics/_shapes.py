@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from widenet.errors import WidenetError
@@ -129,36 +128,6 @@ def rows_of(value: object, name: str) -> int:
         raise WidenetError(f"{name} must have one row per test point (at least one), got shape "
                            f"{tuple(tensor.shape)}")
     return tensor.shape[0]
-
-
-def schedule(value: object, name: str, *, integer: bool, device: torch.device
-             ) -> tuple[torch.Tensor, bool]:
-    """Times (or step counts) as a float64 1-D tensor, and whether a scalar was given.
-
-    Times must be >= 0 (t = inf allowed); step counts non-negative whole numbers.
-    """
-    try:  # Python numbers straight to float64: the default float32 would round 0.3
-        tensor = value.detach() if isinstance(value, torch.Tensor) \
-            else torch.as_tensor(np.array(value, dtype=np.float64))
-    except OverflowError:
-        advice = "" if integer else "; use math.inf for an infinite time"
-        raise WidenetError(f"{name} holds an integer beyond float64's range (1.8e308)"
-                           f"{advice}") from None
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise WidenetError(f"{name} must be a number or a 1-D sequence of numbers, got "
-                           f"{value!r}") from error
-    if isinstance(value, bool) or tensor.dtype == torch.bool or tensor.is_complex() \
-            or tensor.ndim > 1 or tensor.numel() == 0:
-        raise WidenetError(f"{name} must be a real number or a non-empty 1-D sequence of them, "
-                           f"got {value!r}")
-    values = tensor.to(device=device, dtype=F64).reshape(-1)
-    what = "non-negative whole numbers of steps" if integer else "times >= 0 (inf allowed)"
-    bad = torch.isnan(values) | (values < 0)
-    if integer:
-        bad |= ~torch.isfinite(values) | (values != values.round())
-    if bool(bad.any()):
-        raise WidenetError(f"{name} must be {what}, got {value!r}")
-    return values, tensor.ndim == 0
 
 
 def finish(matrix: torch.Tensor, scalar: bool, dtype: torch.dtype) -> torch.Tensor:

@@ -65,7 +65,8 @@ class Checkpoint:
 def checkpoint_spec(value: object) -> Checkpoint | None:
     """``train``'s ``checkpoint=`` argument as a Checkpoint (a path means the defaults), with a
     location where the file can be written: its folder is a folder, or can become one, and a
-    file already there (which a fresh run replaces) is a widenet training checkpoint."""
+    non-empty file already there (which a fresh run replaces) is a widenet training
+    checkpoint; an empty one (as ``tempfile.mkstemp`` makes) holds no run, see :func:`saved`."""
     if value is None:
         return None
     if isinstance(value, str | os.PathLike):
@@ -83,11 +84,18 @@ def checkpoint_spec(value: object) -> Checkpoint | None:
                 raise WidenetError(f"checkpoint {path} cannot be written: {parent} is a file, "
                                    "not a folder; choose a path inside a folder")
             break
-    if not value.resume and path.is_file() and not _is_checkpoint(path):
+    if not value.resume and saved(path) and not _is_checkpoint(path):
         raise WidenetError(f"checkpoint {path} is a file that is not a widenet training "
                            "checkpoint, which this run would replace; delete it or choose "
                            "another path")
     return value
+
+
+def saved(path: Path) -> bool:
+    """Whether ``path`` is a non-empty file: one a run resumes from, or must not replace unless
+    it is a checkpoint. An empty file holds no work (checkpoints are written whole, by a
+    rename), so a run starts afresh and replaces it."""
+    return path.is_file() and path.stat().st_size > 0
 
 
 def _is_checkpoint(path: Path) -> bool:

@@ -24,17 +24,15 @@ from dataclasses import dataclass
 import torch
 
 from widenet.dynamics._shapes import (
-    F64,
     Layout,
     finish,
     result_dtype,
     rows_of,
-    schedule,
     training_layout,
 )
 from widenet.errors import WidenetError
 from widenet.kernels.spectra import spectrum, symmetric_part
-from widenet.validation import finite_real
+from widenet.validation import finite_real, time_grid
 
 __all__ = ["GaussianPrediction", "KernelDynamics", "gp_posterior", "kernel_regression",
            "max_stable_lr", "ntk_gp"]
@@ -74,16 +72,22 @@ class KernelDynamics:
 
     - gradient flow: f_train(t) = y + V exp(-Lambda t / n) V^T (f_0 - y),
       f_test(t) = f_test,0 + K_*X V Lambda^-1 (I - exp(-Lambda t / n)) V^T (y - f_0),
-      where (1 - e^{-lambda t/n}) / lambda is evaluated with expm1 and equals t/n at lambda = 0;
+      where (1 - e^{-lambda t/n}) / lambda is evaluated with expm1 (1/lambda at t = inf);
     - GD with step lr: r_{s+1} = (I - (lr/n) K) r_s, so f_train = y + V (1 - lr Lambda/n)^s V^T r_0
       and f_test = f_test,0 + K_*X V Lambda^-1 (I - (1 - lr Lambda/n)^s) V^T (y - f_0), the
-      geometric sum (lr/n) sum_{j<s} (1 - lr lambda/n)^j (s lr/n at lambda = 0).
+      geometric sum (lr/n) sum_{j<s} (1 - lr lambda/n)^j.
 
     The kernel must be positive semi-definite up to round-off: eigenvalues above
     -tol = -(n k) eps max|lambda| (eps of the kernel's dtype) are clipped at 0, lower ones raise.
-    At t = inf, eigenvalues <= tol count as zero: their residual stays and the test prediction
-    uses the pseudo-inverse, f_test = f_test,0 + K_*X K^+ (y - f_0). That is the limit whenever
-    K_*X vanishes on K's null space, as it does for any kernel J J^T.
+    Eigenvalues <= tol count as zero, at every time and step count: the residual's component
+    along them stays (factor 1) and they add nothing to test outputs (gain 0), so large finite
+    t converges to t = inf, f_test = f_test,0 + K_*X K^+ (y - f_0) (the pseudo-inverse). That
+    is exact whenever K_*X vanishes on K's null space, as it does for the cross block of any
+    positive semi-definite joint kernel (J J^T, every NTK and NNGP): the exact flow's term
+    (t/n) K_*X v v^T (y - f_0) of a null eigenvector v is then zero, and computing it would
+    only multiply K_*X v's round-off by t (by 1/lambda for a round-off eigenvalue lambda). A
+    K_*X that does not vanish there is no such block; its exact flow drifts linearly in t
+    along the null space, without limit, and that drift is left out.
 
     ``eigenvalues``: lambda, float64, ascending, (n k,) for a full kernel and (n,) otherwise.
     """
@@ -122,7 +126,7 @@ class KernelDynamics:
         f_train(t) = y + V exp(-Lambda t / n) V^T (f_0 - y); shape like y, with a leading T axis
         for a sequence of times.
         """
-        times, scalar = schedule(t, "t", integer=False, device=self._layout.device)
+        times, scalar = time_grid(t, "t", device=self._layout.device)
         decay, _ = self._flow_factors(times)
         return finish(self._train(decay), scalar, self._dtype)
 
@@ -134,7 +138,7 @@ class KernelDynamics:
         K_*X = ``ntk_test_train`` (m, n) (or (m, n, k, k)) and f0_test (default 0) shaped like
         the outputs on the test points; shape (m,) or (m, k), leading T for a sequence of times.
         """
-        times, scalar = schedule(t, "t", integer=False, device=self._layout.device)
+        times, scalar = time_grid(t, "t", device=self._layout.device)
         _, gain = self._flow_factors(times)
         return self._test(ntk_test_train, gain, f0_test, scalar)
 
@@ -143,7 +147,7 @@ class KernelDynamics:
 
         f_train = y + V (1 - lr Lambda / n)^steps V^T (f_0 - y); shapes as in :meth:`train`.
         """
-        counts, scalar = schedule(steps, "steps", integer=True, device=self._layout.device)
+        counts, scalar = time_grid(steps, "steps", steps=True, device=self._layout.device)
         decay, _ = self._gd_factors(counts, lr)
         return self._representable(finish(self._train(decay), scalar, self._dtype), lr)
 
@@ -155,7 +159,7 @@ class KernelDynamics:
         is what iterating f_test <- f_test - (lr/n) K_*X (f_train - y) gives; shapes as in
         :meth:`test`.
         """
-        counts, scalar = schedule(steps, "steps", integer=True, device=self._layout.device)
+        counts, scalar = time_grid(steps, "steps", steps=True, device=self._layout.device)
         _, gain = self._gd_factors(counts, lr)
         return self._representable(self._test(ntk_test_train, gain, f0_test, scalar), lr)
 
@@ -170,16 +174,18 @@ class KernelDynamics:
         return outputs
 
     def _flow_factors(self, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """exp(-lambda t / n) and (1 - exp(-lambda t / n)) / lambda, each (T, N)."""
-        x = times[:, None] / self.n * self.eigenvalues
-        decay, gain = torch.exp(-x), _gain(-torch.expm1(-x), times, self.eigenvalues, self.n)
-        if bool(torch.isinf(times).any()):
-            null = self.eigenvalues <= self._tolerance
-            at_inf = torch.isinf(times)[:, None]
-            decay = torch.where(at_inf, null.to(F64), decay)
-            inverse = torch.where(null, 0.0, 1 / torch.where(null, 1.0, self.eigenvalues))
-            gain = torch.where(at_inf, inverse, gain)
-        return decay, gain
+        """exp(-lambda t / n) and -expm1(-lambda t / n) / lambda (1/lambda at t = inf), each
+        (T, N); 1 and 0 on the null space (class docstring)."""
+        x = times[:, None] / self.n * self.eigenvalues  # NaN at 0 * inf: on the null space
+        positive = torch.where(self.eigenvalues > 0, self.eigenvalues, 1.0)
+        return self._off_null(torch.exp(-x), -torch.expm1(-x) / positive)
+
+    def _off_null(self, decay: torch.Tensor, gain: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``decay`` and ``gain`` (T, N) with 1 and 0 at the eigenvalues <= tol: the null space
+        neither moves nor reaches the test outputs (class docstring)."""
+        null = self.eigenvalues <= self._tolerance
+        return torch.where(null, 1.0, decay), torch.where(null, 0.0, gain)
 
     def _gd_factors(self, steps: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """q^s and (1 - q^s) / lambda with q = 1 - lr lambda / n, each (T, N).
@@ -196,7 +202,7 @@ class KernelDynamics:
         power = torch.exp(exponent)
         decay = torch.where(negative, -power, power)
         one_minus = torch.where(negative, 1 + power, -torch.expm1(exponent))
-        return decay, _gain(one_minus, steps * lr, self.eigenvalues, self.n)
+        return self._off_null(decay, _gain(one_minus, steps * lr, self.eigenvalues, self.n))
 
     def _train(self, decay: torch.Tensor) -> torch.Tensor:
         """y + V diag(decay_t) V^T (f_0 - y) for each row of decay, in output form."""
@@ -244,13 +250,13 @@ def ntk_gp(y: torch.Tensor, t: object = math.inf, *, ntk_train: torch.Tensor,
     the test outputs at time t are Gaussian with
         mean       A_t y
         covariance K_** + A_t K A_t^T - (A_t K_X* + K_*X A_t^T).
-    A_t = Theta_*X V Lambda^-1 (I - exp(-Lambda t/n)) V^T as in :class:`KernelDynamics` (t/n at
-    zero eigenvalues; t = inf, the default, gives Theta_*X Theta^+). Kernels: ``*_train``
+    A_t = Theta_*X V Lambda^-1 (I - exp(-Lambda t/n)) V^T as in :class:`KernelDynamics` (0 on
+    Theta's null space; t = inf, the default, gives Theta_*X Theta^+). Kernels: ``*_train``
     (n, n), ``*_test_train`` (m, n), ``nngp_test`` (m, m), or all full (..., k, k).
     """
     dynamics = KernelDynamics(ntk_train, y)
     layout, n = dynamics._layout, dynamics.n
-    times, scalar = schedule(t, "t", integer=False, device=layout.device)
+    times, scalar = time_grid(t, "t", device=layout.device)
     _, gain = dynamics._flow_factors(times)
     m = rows_of(ntk_test_train, "ntk_test_train")
     projected = dynamics._project(ntk_test_train, m)

@@ -6,12 +6,18 @@ full-batch training loss at theta_s (and the accuracy, for classification losses
 the batch gradient at theta_s, the optimizer's base learning rate, the test loss (and accuracy)
 when test data are given. Each monitor's numbers go into its own table of measurements, one row
 per step where it ran (``TrainResult.measurements``; ``TrainResult.measured`` joins them with
-the History). A non-finite batch loss, or one above ``divergence_factor`` times the initial
-loss, ends the run with status "diverged", keeping every row logged so far plus the diverging
-one. With ``checkpoint=Checkpoint(path, every, resume)`` the run state (model, optimizer,
-batches, monitors, rows; widenet.dynamics.checkpoint) is written atomically every ``every``
-steps; ``resume=True`` continues from it after checking that it belongs to this run, and ends
-exactly where the uninterrupted run would have.
+the History). A non-finite batch loss, or one above ``divergence_factor`` times the loss scale
+(the larger of the initial full-batch loss and the loss of zero outputs on the training set),
+ends the run with status "diverged", keeping every row logged so far plus the diverging one.
+The zero-output loss (||y||^2/(2n) for MSE, log k for cross-entropy over k classes) sets the
+scale when the initial loss is about 0, as for a net that already fits its targets: a loss
+compared with a vanishing initial one alone would count every rounding error as divergence.
+Where both are 0 only a non-finite loss counts.
+
+With ``checkpoint=Checkpoint(path, every, resume)`` the run state (model, optimizer, batches,
+monitors, rows; widenet.dynamics.checkpoint) is written atomically every ``every`` steps;
+``resume=True`` continues from it after checking that it belongs to this run, and ends exactly
+where the uninterrupted run would have.
 
 Each step is :meth:`_Loop.gradient` (forward and backward on the step's batch), then the row if
 one is due, then the optimizer's update; :meth:`_Loop.finish` measures the final row at theta_T.
@@ -46,6 +52,7 @@ from widenet.dynamics.checkpoint import (
     fingerprint,
     load_checkpoint,
     save_checkpoint,
+    saved,
 )
 from widenet.dynamics.losses import Loss, accuracy_for, check_targets, get_loss, unchecked
 from widenet.dynamics.monitor import Monitor, RunState
@@ -110,7 +117,9 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
     ``torch.optim.Optimizer`` on the model's parameters, or a factory ``callable(params) ->
     Optimizer`` given the model's trainable parameters: these keep their own learning rates
     (leave ``lr`` out; the History's ``lr`` is the first group's). ``checkpoint``: a path or a
-    :class:`Checkpoint` (every, resume). Inputs are cast to the model's dtype and device.
+    :class:`Checkpoint` (every, resume). The run stops with status "diverged" at a non-finite
+    loss or one above ``divergence_factor`` times the larger of the initial loss and the loss of
+    zero outputs (module docstring). Inputs are cast to the model's dtype and device.
     ``progress=None`` shows a bar only on a terminal.
     """
     loss_fn = get_loss(loss)
@@ -169,9 +178,10 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
     show = sys.stderr.isatty() if progress is None else progress
     scaling = updates.gradient_scaling
     try:
-        loop = _Loop(model, x, y, loss_fn, loss_scale, updates, batches, monitors, test_data)
+        loop = _Loop(model, x, y, loss_fn, loss_scale, updates, batches, monitors, test_data,
+                     outputs)
         start = 0
-        if checkpoint is not None and checkpoint.resume and checkpoint.path.exists():
+        if checkpoint is not None and checkpoint.resume and saved(checkpoint.path):
             start = loop.load(load_checkpoint(checkpoint.path, run, model, steps, x.device,
                                               batches.KEYS))
         else:
@@ -242,7 +252,8 @@ class _Loop:
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Loss,
                  loss_scale: float, updates: Updates, batches: TensorBatches | LoaderBatches,
-                 monitors: list[Monitor], test_data: tuple[torch.Tensor, torch.Tensor] | None):
+                 monitors: list[Monitor], test_data: tuple[torch.Tensor, torch.Tensor] | None,
+                 outputs: tuple[int, ...]):
         self.model, self.x, self.y = model, x, y
         self.loss_fn, self.loss_scale, self.accuracy = loss_fn, loss_scale, accuracy_for(loss_fn)
         self.step_loss = unchecked(loss_fn)  # train checked the targets' labels once
@@ -252,6 +263,9 @@ class _Loop:
         self.rows: list[dict] = []
         self.measured: dict[str, list[dict]] = {monitor.name: [] for monitor in monitors}
         self.initial_loss = math.nan
+        with torch.no_grad():  # the loss of zero outputs: the divergence scale's floor
+            zeros = torch.zeros(x.shape[0], *outputs, dtype=x.dtype, device=x.device)
+            self.zero_loss = float(_scalar(self.step_loss(zeros, y)))
         self.output: torch.Tensor | None = None  # the last full-batch forward pass's outputs
         if self.gradient_scaling is not None:
             self.gradient_scaling.attach(model)
@@ -290,7 +304,8 @@ class _Loop:
                 if step == 0:
                     self.initial_loss = batch_loss if full_batch \
                         else self.evaluate(self.x, self.y)["loss"]
-                diverged = _divergence(batch_loss, self.initial_loss, divergence_factor)
+                diverged = _divergence(batch_loss, self.initial_loss, self.zero_loss,
+                                       divergence_factor)
                 due = [m for m in self.monitors
                        if diverged or step % (m.every or log_every) == 0]
                 if diverged or due or step % log_every == 0:
@@ -311,12 +326,7 @@ class _Loop:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad(), self.recording():
             output = self.model(xb)
-            batch_loss = self.step_loss(output, yb)
-            if not isinstance(batch_loss, torch.Tensor) or batch_loss.numel() != 1:
-                raise WidenetError("the loss must return a scalar tensor (reduce the per-point "
-                                   "losses with .mean() or .sum()), got "
-                                   f"{type(batch_loss).__name__} of shape "
-                                   f"{tuple(getattr(batch_loss, 'shape', ()))}")
+            batch_loss = _scalar(self.step_loss(output, yb))
             (self.loss_scale * batch_loss).backward()
         self.output = output.detach() if full_batch else None
         factors = {} if self.gradient_scaling is None else self.gradient_scaling.apply()
@@ -339,7 +349,7 @@ class _Loop:
         row = self.evaluate(self.x, self.y)
         if steps == 0:
             self.initial_loss = row["loss"]
-        diverged = _divergence(row["loss"], self.initial_loss, divergence_factor)
+        diverged = _divergence(row["loss"], self.initial_loss, self.zero_loss, divergence_factor)
         self.log(steps, row, {}, self.monitors)
         return self.result("diverged" if diverged else "completed", diverged, steps)
 
@@ -393,10 +403,24 @@ class _Loop:
         return content["step"]
 
 
-def _divergence(loss: float, initial: float, factor: float) -> str:
-    """Why the run diverged at this loss, or "" if it did not."""
+def _scalar(loss: object) -> torch.Tensor:
+    """The loss's value, checked to be a one-element tensor."""
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise WidenetError("the loss must return a scalar tensor (reduce the per-point losses "
+                           f"with .mean() or .sum()), got {type(loss).__name__} of shape "
+                           f"{tuple(getattr(loss, 'shape', ()))}")
+    return loss
+
+
+def _divergence(loss: float, initial: float, zero: float, factor: float) -> str:
+    """Why the run diverged at this loss, or "" if it did not: the loss is not finite, or above
+    ``factor`` times the larger of the ``initial`` loss and the ``zero``-output loss (module
+    docstring; a non-finite zero-output loss is left out); when both are 0 only a non-finite
+    loss counts."""
     if not math.isfinite(loss):
         return f"the training loss became {loss}"
-    if loss > factor * max(initial, 1e-300):
-        return f"the training loss {loss:.3g} exceeded {factor:g} x its initial {initial:.3g}"
+    scale = max(initial, zero if math.isfinite(zero) else 0.0)
+    if scale > 0 and loss > factor * scale:
+        return (f"the training loss {loss:.3g} exceeded {factor:g} x {scale:.3g}, the larger "
+                f"of its initial value {initial:.3g} and the loss of zero outputs {zero:.3g}")
     return ""

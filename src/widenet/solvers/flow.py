@@ -4,9 +4,14 @@ Gradient flow on L = (1/(2n)) ||f(X) - y||^2 from f_0 = 0 in the kernel regime (
 conventions of ``widenet.predict``, docs/predict.md) gives
 
     f_train(t) = y - exp(-K t/n) y,        f_test(t) = K_*X phi_t(K) y,
-    phi_t(lambda) = (1 - exp(-lambda t/n)) / lambda          (= t/n at lambda = 0),
+    phi_t(lambda) = (1 - exp(-lambda t/n)) / lambda,
 
-so both need a function of K applied to y. For each column y, j steps of the Lanczos process
+so both need a function of K applied to y. As in ``widenet.predict.KernelDynamics``, K's
+numerical null space (here Ritz values |theta| <= n eps max|theta|) neither moves nor reaches
+the test outputs: exp(-theta t/n) = 1 and phi_t(theta) = 0 there, at every t, so that large t
+approaches the interpolant K_*X K^+ y instead of multiplying round-off by t (exact for the
+cross block K_*X of any positive semi-definite joint kernel, which vanishes on K's null
+space). For each column y, j steps of the Lanczos process
 (with full reorthogonalization) give an orthonormal basis Q_j of the Krylov space
 span{y, K y, ..., K^(j-1) y} and the tridiagonal T_j = Q_j^T K Q_j, and
 
@@ -34,11 +39,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from widenet.errors import WidenetError
 from widenet.solvers.arguments import square_size, targets_matrix
 from widenet.solvers.blocked import BlockedKernel
 from widenet.solvers.progress import Progress, Reporter
-from widenet.validation import finite_real, positive_int
+from widenet.validation import finite_real, positive_int, time_grid
 
 DEFAULT_MAX_ITERATIONS = 300
 BREAKDOWN = 1e3
@@ -72,7 +76,8 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
     t of ``times`` (a number or a 1-D sequence of finite times >= 0)."""
     n = square_size(kernel)
     targets = targets_matrix(y, n)
-    grid = _times(times)
+    grid, scalar = time_grid(times, "times", infinite=False,
+                             advice="; for t = inf use conjugate_gradients with ridge 0")
     tol = finite_real(tol, "tol", minimum=0.0, strict=True)
     max_iterations = positive_int(max_iterations, "max_iterations")
     report = Reporter(progress, max_iterations, "Lanczos")
@@ -114,7 +119,7 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
     weights = weights[0]
     if torch.as_tensor(y).ndim == 1:
         weights, train = weights[..., 0], train[..., 0]
-    if np.ndim(times) == 0:
+    if scalar:
         weights, train = weights[0], train[0]
     return FlowResult(grid, weights, train, steps,
                       invariant or bool(changes and changes[-1] <= tol), changes)
@@ -129,11 +134,13 @@ def _coefficients(diagonal: torch.Tensor, off: list[torch.Tensor], norms: torch.
         beta = torch.stack(off).T  # (k, j - 1)
         tridiagonal += torch.diag_embed(beta, 1) + torch.diag_embed(beta, -1)
     theta, vectors = torch.linalg.eigh(tridiagonal)  # (k, j), (k, j, j)
+    null = theta.abs() <= n * torch.finfo(torch.float64).eps * theta.abs().amax(-1, True)
+    theta = torch.where(null, 0.0, theta)
     x = theta[None] * times[:, None, None] / n  # (T, k, j)
-    decay = torch.exp(-x)
+    decay = torch.where(null, 1.0, torch.exp(-x))
     ratio = torch.where(x.abs() > 1e-8, -torch.expm1(-x) / torch.where(x == 0, 1.0, x),
                         1 - x / 2)
-    phi = times[:, None, None] / n * ratio
+    phi = torch.where(null, 0.0, times[:, None, None] / n * ratio)
     first = vectors[:, 0, :]  # (k, j): e_1 in the eigenbasis
     both = torch.stack([phi, decay], dim=1) * first  # (T, 2, k, j)
     coefficients = torch.einsum("kij,tgkj->tgki", vectors, both) * norms[:, None]
@@ -149,24 +156,3 @@ def _change(new: torch.Tensor, old: torch.Tensor) -> float:
     difference = (new - padded).norm(dim=-1)
     relative = torch.where(size > 0, difference / torch.where(size > 0, size, 1.0), 0.0)
     return float(relative.max())
-
-
-def _times(times: object) -> torch.Tensor:
-    """The times as a 1-D float64 tensor; raises unless finite and >= 0."""
-    if isinstance(times, torch.Tensor):  # any device, grad or float dtype (numpy has no bfloat16)
-        times = times.detach().to("cpu", torch.float64 if times.is_floating_point() else None)
-    try:
-        raw = np.asarray(times)
-        if raw.dtype.kind not in "iuf":  # not booleans, text or objects
-            raise TypeError
-        grid = torch.as_tensor(raw.astype(np.float64)).reshape(-1)
-    except (TypeError, ValueError, RuntimeError):
-        raise WidenetError(f"times must be a number or a 1-D sequence of numbers, got "
-                           f"{times!r}") from None
-    if np.ndim(times) > 1 or grid.numel() == 0:
-        raise WidenetError(f"times must be a number or a non-empty 1-D sequence, got {times!r}")
-    if not bool(torch.isfinite(grid).all()) or bool((grid < 0).any()):
-        raise WidenetError(f"times must be finite and >= 0, got {times!r}; for t = inf use "
-                           "conjugate_gradients with ridge 0")
-    return grid
-
