@@ -76,6 +76,26 @@ class Audit:
     untracked: tuple[str, ...] = ()
     unbatched: tuple[str, ...] = ()
     in_place: tuple[bool, ...] = ()
+    singles: tuple[SinglePass, ...] = ()
+
+    def single(self, point: torch.Tensor) -> SinglePass | None:
+        """The probe's pass on ``point`` alone (the same bits: values and signs of zeros), or
+        None when no probe point is that point."""
+        for run in self.singles:
+            if (run.point.shape == point.shape and torch.equal(run.point, point)
+                    and torch.equal(run.point.signbit(), point.signbit())):
+                return run
+        return None
+
+
+@dataclass(frozen=True)
+class SinglePass:
+    """What the probe's pass on one of its points alone gave: the point, the model's output
+    (1, k), and the (input, output) of each layer's call, in the order of ``Audit.layers``."""
+
+    point: torch.Tensor
+    output: torch.Tensor
+    calls: tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
 
 # torch functions whose derivatives vmap batches wrongly or not at all (torch 2.x): prelu's are
@@ -110,11 +130,14 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     layers = tuple(make_adapter(record.paths[m], m, trainable)
                    for m in record.call_order if m in holders)
     sizes = tuple(factor_sizes(layer, *record.first_call[layer.module]) for layer in layers)
+    singles = tuple(SinglePass(probe[i], _one_point(o, out.shape[1]),
+                               tuple(run.first_call[layer.module] for layer in layers))
+                    for i, (o, run) in enumerate(zip(outs, alone, strict=True))) if layers else ()
     return Audit(out.shape[1], tuple(raw.shape[1:]), layers, problem,
                  record.activations // probe.shape[0], sizes,
                  tuple(name for name in fmodel.params if name in record.untracked),
                  tuple(sorted(record.unbatched)),
-                 tuple(record.modified_in_place(layer.module) for layer in layers))
+                 tuple(record.modified_in_place(layer.module) for layer in layers), singles)
 
 
 def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
@@ -428,16 +451,21 @@ def prepare(model: object, x1: object, x2: object = None,
 
 
 def probe_points(*xs: torch.Tensor) -> torch.Tensor:
-    """The first PROBE_POINTS pairwise distinct points of the tensors ``xs`` in turn (as many as
-    there are, and the one point twice when all are equal), so that the probe can tell a layer's
-    rows apart and a coupling between the points of a batch shows. With fewer distinct points,
-    a permutation of equal points in the data cannot change the kernel either."""
-    head = xs[0][:PROBE_POINTS].reshape(min(PROBE_POINTS, xs[0].shape[0]), -1)
+    """The first PROBE_POINTS pairwise distinct points of the last point of each tensor of
+    ``xs``, then of the tensors in turn (as many as there are, and the one point twice when all
+    are equal), so that the probe can tell a layer's rows apart and a coupling between the
+    points of a batch shows. With fewer distinct points, a permutation of equal points in the
+    data cannot change the kernel either. The last points come first because a batch of all
+    the points ends with them: the guard behind the probe then finds its pass on that point
+    alone already made (``Audit.single``)."""
+    sources = [x[-1:] for x in xs] + list(xs)
+    head = torch.cat([x[:PROBE_POINTS] for x in sources[:PROBE_POINTS]])[:PROBE_POINTS]
+    flat = head.reshape(head.shape[0], -1)
     pairs = PROBE_POINTS * (PROBE_POINTS - 1)
-    if head.shape[0] == PROBE_POINTS and int((head[:, None] != head[None]).any(-1).sum()) == pairs:
-        return xs[0][:PROBE_POINTS].clone()  # the usual case: the first points are distinct
-    chosen = [xs[0][0]]
-    for x in xs:
+    if head.shape[0] == PROBE_POINTS and int((flat[:, None] != flat[None]).any(-1).sum()) == pairs:
+        return head  # the usual case: the last points and the first ones are distinct
+    chosen = [sources[0][0]]
+    for x in sources:
         flat = x.reshape(x.shape[0], -1)
         start = 0  # the rows before ``start`` equal a chosen point
         while len(chosen) < PROBE_POINTS and start < x.shape[0]:

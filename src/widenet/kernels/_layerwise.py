@@ -55,17 +55,26 @@ class LayerwiseMethod(FactorMethod):
         """Raise unless the last of the points ``x`` alone gives the last row of the outputs
         ``f`` and of every layer's input and output as ``captured`` on them: the rows must follow
         the points on every batch, not only on the probe (a model that sorts its batch by a
-        feature does so on a probe whose points are in order, and not on others)."""
+        feature does so on a probe whose points are in order, and not on others). The pass on
+        the last point alone is the probe's when that point was one of its points (the last of
+        the data always is, see ``probe_points``), else made here."""
         if x.shape[0] == 1:
             return
         layers = self.audit.layers
-        with torch.enable_grad(), _capture(layers, self.audit.in_place) as alone:
-            last = self.fmodel(self.fmodel.params, x[-1:])[:, outs]
-        pairs = [("the model's output", f, last)]
-        for layer in layers:
-            call, one = captured[layer.module], alone.get(layer.module)
+        single = self.audit.single(x[-1])
+        if single is None:
+            with torch.enable_grad(), _capture(layers, self.audit.in_place) as alone:
+                last = self.fmodel(self.fmodel.params, x[-1:])
+            calls = [None if alone.get(layer.module) is None else
+                     (alone[layer.module].input, alone[layer.module].output) for layer in layers]
+        else:
+            last, calls = single.output, single.calls
+        pairs = [("the model's output", f, last[:, outs])]
+        for layer, one in zip(layers, calls, strict=True):
+            call = captured[layer.module]
             pairs += [(f"the {part} of {layer.path}", getattr(call, part),
-                       None if one is None else getattr(one, part)) for part in ("input", "output")]
+                       None if one is None else one[i]) for i, part in enumerate(("input",
+                                                                                  "output"))]
         check_last_point(pairs, x.shape[0],
                          "use method='jacobian', which differentiates every point alone",
                          LayerwiseInapplicableError)
