@@ -728,6 +728,24 @@ def test_points_that_require_grad_give_the_kernel(method):
                                reduce_outputs(brute_ntk(model, x.detach()), "trace"))
 
 
+def test_points_that_require_grad_get_a_kernel_differentiable_in_them():
+    """On a layer-wise model "auto" takes the Jacobians for such points (the layer-wise factors
+    are detached): its kernel's derivatives in the points pass gradcheck against finite
+    differences; method="layerwise" refuses them instead of returning a detached kernel."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    assert empirical_ntk(model, x).ntk.requires_grad
+    assert torch.autograd.gradcheck(lambda a, b: empirical_ntk(model, a, b).ntk, (x, y))
+    assert torch.autograd.gradcheck(lambda a: empirical_ntk(model, a, outputs="full").full, (x,))
+    with pytest.raises(WidenetError, match="detached from the points, which require grad"):
+        empirical_ntk(model, x, method="layerwise")
+    with torch.no_grad():  # nothing to differentiate: the layer-wise path
+        torch.testing.assert_close(empirical_ntk(model, x, method="layerwise").ntk,
+                                   empirical_ntk(model, x).ntk.detach())
+
+
 class _ChangesASavedTensor(nn.Module):
     """tanh's output, which autograd saves for its derivative, is changed in place afterwards."""
 

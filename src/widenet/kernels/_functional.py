@@ -242,11 +242,14 @@ def outside_inference_mode(function: Callable[..., T]) -> Callable[..., T]:
     """``function`` (a kernel of a model at some points) run outside ``torch.inference_mode``,
     its tensor arguments made in that mode copied to ordinary tensors: derivatives need
     autograd, which inference mode turns off, and inference tensors neither take
-    ``requires_grad`` nor keep the version counters the audit reads."""
+    ``requires_grad`` nor keep the version counters the audit reads. Leaving inference mode
+    turns gradient recording on; the caller's own torch.no_grad is kept (it says whether the
+    kernel need be differentiable in the points)."""
 
     @functools.wraps(function)
     def outside(*args: Any, **kwargs: Any) -> T:
-        with torch.inference_mode(False):
+        recording = torch.is_grad_enabled() or torch.is_inference_mode_enabled()
+        with torch.inference_mode(False), torch.set_grad_enabled(recording):
             return function(*map(_ordinary, args),
                             **{name: _ordinary(value) for name, value in kwargs.items()})
 
