@@ -51,6 +51,9 @@ def test_the_lower_triangle_is_the_gram_product(dtype, alpha, plus):
     lambda w: w[:1],  # one row
     lambda w: w[:, :1],  # one column
     lambda w: w[2:9, 3:4].expand(7, 5),  # stride 0 across the columns
+    lambda w: w[2:3, :1].expand(7, 1),  # stride 0 across the rows
+    lambda w: w[:7, 4:5].clone().T,  # one row whose row stride (1) is below its width
+    lambda w: w[:, 4:5],  # one column, strided
 ])
 def test_strided_views_give_the_same_lower_triangle(make):
     m = make(_integers(11, 11, seed=1))
@@ -59,9 +62,11 @@ def test_strided_views_give_the_same_lower_triangle(make):
 
 def test_what_the_update_may_not_take_gets_torchs_full_product():
     for m in (_integers(5, 3, dtype=torch.float16), _integers(0, 4), _integers(4, 0),
-              _integers(5, 3, dtype=torch.complex64)):
+              _integers(5, 3, dtype=torch.complex64), _integers(5, 3)._neg_view()):
         expected = m @ m.T
         assert torch.equal(lower_gram(m), expected)
+    sparse = _integers(5, 3).to_sparse()
+    assert torch.equal(lower_gram(sparse).to_dense(), (sparse @ sparse.T).to_dense())
 
 
 def test_a_tracked_matrix_keeps_its_gradient():
@@ -73,7 +78,7 @@ def test_a_tracked_matrix_keeps_its_gradient():
 
 
 def test_a_call_that_fails_its_self_test_is_never_used(monkeypatch):
-    def wrong(m, out, alpha, beta):  # an upper triangle, as a mismatched binding would give
+    def wrong(m, ld, out, alpha, beta):  # an upper triangle, as a mismatched binding would give
         out.copy_((beta * out + alpha * m @ m.T).triu())
 
     monkeypatch.setattr(_gram, "_mkl_call", lambda dtype: wrong)

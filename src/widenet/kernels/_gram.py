@@ -41,10 +41,11 @@ def lower_gram(m: torch.Tensor, *, alpha: float = 1.0, plus: float = 0.0) -> tor
         if plus == 0.0 and alpha == 1.0:
             return m @ m.T
         return torch.addmm(m.new_tensor(plus), m, m.T, beta=1.0 if plus else 0.0, alpha=alpha)
-    m = m if m.stride(1) == 1 and m.stride(0) >= m.shape[1] else m.contiguous()
+    if _row_stride(m) is None:
+        m = m.contiguous()
     out = torch.full((m.shape[0], m.shape[0]), plus, dtype=m.dtype) if plus else torch.empty(
         m.shape[0], m.shape[0], dtype=m.dtype)
-    update(m, out, alpha, 1.0 if plus else 0.0)
+    update(m, _row_stride(m), out, alpha, 1.0 if plus else 0.0)
     return out
 
 
@@ -75,24 +76,38 @@ def mirror_lower_(square: torch.Tensor) -> torch.Tensor:
 
 
 def _may_update(m: torch.Tensor) -> bool:
-    """Whether ``m`` is a matrix the rank-k update can take: CPU, float32/64, not tracked by
-    autograd, not empty, and its sizes and row stride within 32-bit BLAS integers."""
-    return (m.dim() == 2 and m.device.type == "cpu" and m.dtype in _SYMBOLS
-            and not (torch.is_grad_enabled() and m.requires_grad) and not m.is_conj()
-            and min(m.shape) > 0 and max(*m.shape, m.stride(0)) <= _MAX_INT)
+    """Whether ``m`` is a matrix the rank-k update can take: a dense CPU float32/64 matrix, not
+    tracked by autograd, not a lazily negated view, not empty, and its sizes and row stride
+    (after a copy, its width) within 32-bit BLAS integers."""
+    return (m.dim() == 2 and m.layout == torch.strided and m.device.type == "cpu"
+            and m.dtype in _SYMBOLS and not (torch.is_grad_enabled() and m.requires_grad)
+            and not m.is_neg() and min(m.shape) > 0
+            and max(*m.shape, _row_stride(m) or 0) <= _MAX_INT)
+
+
+def _row_stride(m: torch.Tensor) -> int | None:
+    """ld with m[i, k] at element i * ld + k of its data and ld >= its width (what BLAS calls
+    the leading dimension of the column-major transpose), or None when ``m`` is not laid out so.
+    A stride of a dimension of size one says nothing and is not read."""
+    rows, width = m.shape
+    if width > 1 and m.stride(1) != 1:
+        return None
+    ld = m.stride(0) if rows > 1 else width
+    return ld if ld >= width else None
 
 
 @functools.cache
 def _rank_k_update(dtype: torch.dtype):
-    """out (row-major, lower triangle) = beta * out + alpha * m m^T through MKL's ?syrk, or None
-    when torch carries no MKL with it or the call fails its self-test."""
+    """call(m, ld, out, alpha, beta): out (row-major, contiguous, its lower triangle) = beta * out
+    + alpha * m m^T, m laid out with row stride ld (``_row_stride``), through MKL's ?syrk; or
+    None when torch carries no MKL with it or the call fails its self-test."""
     call = _mkl_call(dtype)
     if call is None:
         return None
     g = torch.Generator().manual_seed(0)
     probe = torch.randint(-4, 5, (7, 6), generator=g).to(dtype)[:, :5]  # row stride 6 > width 5
     out = torch.full((7, 7), 0.5, dtype=dtype)
-    call(probe, out, 2.0, 1.0)
+    call(probe, 6, out, 2.0, 1.0)
     expected = 0.5 + 2.0 * probe @ probe.T
     untouched = torch.full((7, 7), 0.5, dtype=dtype)
     if torch.equal(out.tril(), expected.tril()) and torch.equal(out.triu(1), untouched.triu(1)):
@@ -116,9 +131,9 @@ def _mkl_call(dtype: torch.dtype):
     scalar = _SYMBOLS[dtype][1]
     symbol.restype = None
 
-    def call(m: torch.Tensor, out: torch.Tensor, alpha: float, beta: float) -> None:
+    def call(m: torch.Tensor, ld: int, out: torch.Tensor, alpha: float, beta: float) -> None:
         c, p = m.shape
-        n, k, ld, ldc = (ctypes.c_int64(v) for v in (c, p, max(m.stride(0), 1), c))
+        n, k, ld, ldc = (ctypes.c_int64(v) for v in (c, p, ld, c))
         symbol(b"U", b"T", ctypes.byref(n), ctypes.byref(k), ctypes.byref(scalar(alpha)),
                ctypes.c_void_p(m.data_ptr()), ctypes.byref(ld), ctypes.byref(scalar(beta)),
                ctypes.c_void_p(out.data_ptr()), ctypes.byref(ldc))
