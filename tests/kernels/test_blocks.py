@@ -90,3 +90,17 @@ def test_square_blocks_of_a_convolution_sum_positions_over_both_triangles():
     assert torch.equal(fast.ntk, fast.ntk.T)
     torch.testing.assert_close(fast.ntk, cross.ntk, rtol=2e-5,
                                atol=2e-5 * float(cross.ntk.abs().max()))
+
+
+@pytest.mark.parametrize("memory_budget", [60_000, 20_000])
+def test_square_blocks_summed_over_chunks_of_outputs_give_the_cross_kernel(memory_budget):
+    """A budget that splits the k = 6 outputs into chunks: the trace's square blocks add the
+    chunks' lower triangles (then mirrored once)."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(30, 5, generator=g)
+    net = MLP(5, [40], 6, activation="relu", seed=5)
+    fast = empirical_ntk(net, x, memory_budget=memory_budget)
+    cross = empirical_ntk(net, x, x.clone(), method="jacobian")
+    assert torch.equal(fast.ntk, fast.ntk.T)
+    torch.testing.assert_close(fast.ntk, cross.ntk, rtol=2e-5,
+                               atol=2e-5 * float(cross.ntk.abs().max()))
