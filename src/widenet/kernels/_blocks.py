@@ -92,7 +92,7 @@ def plan_blocks(method: BlockMethod, n1: int, n2: int, k: int, *, itemsize: int,
     else:
         panel = n2
         rows = _cache_rows(n1, panel, k, method.mode, symmetric and not halved_squares)
-        if symmetric and need(rows, panel, kc) > budget:
+        if symmetric and halved_squares and need(rows, panel, kc) > budget:
             rows = _cache_rows(n1, panel, k, method.mode, True)
     while need(rows, panel, kc) > budget:
         if chunk_size is None and panel > rows:
