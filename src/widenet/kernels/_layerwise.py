@@ -72,9 +72,9 @@ class LayerwiseMethod(FactorMethod):
         pairs = [("the model's output", f, last[:, outs])]
         for layer, one in zip(layers, calls, strict=True):
             call = captured[layer.module]
-            pairs += [(f"the {part} of {layer.path}", getattr(call, part),
-                       None if one is None else one[i]) for i, part in enumerate(("input",
-                                                                                  "output"))]
+            a, z = (None, None) if one is None else one
+            pairs += [(f"the input of {layer.path}", call.input, a),
+                      (f"the output of {layer.path}", call.output, z)]
         check_last_point(pairs, x.shape[0],
                          "use method='jacobian', which differentiates every point alone",
                          LayerwiseInapplicableError)
