@@ -87,6 +87,22 @@ def test_a_call_that_fails_its_self_test_is_never_used(monkeypatch):
         _gram._rank_k_update.cache_clear()
 
 
+
+def test_a_call_that_reads_the_output_when_beta_is_zero_is_never_used(monkeypatch):
+    """lower_gram hands beta = 0 an uninitialized output: a call that reads it (0 * NaN) would
+    give NaN kernels where the memory held NaN, so the self-test must catch it."""
+    def reads(m, out, alpha, beta):  # right for beta = 1, but multiplies the old output by beta
+        out.copy_(torch.where(torch.ones_like(out, dtype=torch.bool).tril(),
+                              beta * out + alpha * m @ m.T, out))
+
+    monkeypatch.setattr(_gram, "_mkl_call", lambda dtype: reads)
+    _gram._rank_k_update.cache_clear()
+    try:
+        assert not rank_k_update_available(torch.zeros(1))
+    finally:
+        monkeypatch.undo()
+        _gram._rank_k_update.cache_clear()
+
 @pytest.mark.parametrize("n", [1, 2, 3, 127, 128, 129, 300, 513])
 def test_mirror_copies_the_strict_lower_triangle_onto_the_upper_one(n):
     square = torch.randn(n, n, generator=torch.Generator().manual_seed(n))

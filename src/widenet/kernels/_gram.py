@@ -11,8 +11,10 @@ Known to work means: a CPU float32 or float64 matrix that autograd does not trac
 call is invisible to it), the symbol found in torch's loaded library, and, once per process, a
 self-test of the call against torch's product on a small matrix of integers (exact in floating
 point) with a row stride larger than its width, which would notice swapped triangles or
-transposes and a mismatched integer width. Integers are passed as 64-bit values below 2^31:
-read as 32-bit (MKL's LP64 interface) or as 64-bit (ILP64), they are the same numbers.
+transposes and a mismatched integer width, with beta = 1 and with beta = 0 on an output of
+NaNs (``lower_gram`` passes uninitialized memory then, which must be overwritten, not read).
+Integers are passed as 64-bit values below 2^31: ``mkl_blas_?syrk``, the layer below MKL's
+LP64 and ILP64 interfaces, reads 64-bit ones, and read as 32-bit they are the same numbers.
 """
 
 from __future__ import annotations
@@ -95,7 +97,10 @@ def _rank_k_update(dtype: torch.dtype):
     call(probe, out, 2.0, 1.0)
     expected = 0.5 + 2.0 * probe @ probe.T
     untouched = torch.full((7, 7), 0.5, dtype=dtype)
-    if torch.equal(out.tril(), expected.tril()) and torch.equal(out.triu(1), untouched.triu(1)):
+    overwritten = torch.full((7, 7), float("nan"), dtype=dtype)  # beta = 0 must not read it
+    call(probe, overwritten, 1.0, 0.0)
+    if (torch.equal(out.tril(), expected.tril()) and torch.equal(out.triu(1), untouched.triu(1))
+            and torch.equal(overwritten.tril(), (probe @ probe.T).tril())):
         return call
     return None
 
