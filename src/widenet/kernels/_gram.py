@@ -77,9 +77,12 @@ def mirror_lower_(square: torch.Tensor) -> torch.Tensor:
 
 
 def _may_update(m: torch.Tensor) -> bool:
-    """Whether ``m`` is a matrix the rank-k update can take: CPU, float32/64, not tracked by
-    autograd, not empty, and its sizes and row stride within 32-bit BLAS integers."""
-    return (m.dim() == 2 and m.device.type == "cpu" and m.dtype in _SYMBOLS
+    """Whether ``m`` is a matrix the rank-k update can take: a plain tensor with memory of its
+    own (no subclass, no torch.func wrapper as inside vmap or torch.func.grad), CPU, float32/64,
+    not tracked by autograd, not empty, and its sizes and row stride within 32-bit BLAS
+    integers."""
+    return (type(m) is torch.Tensor and not torch._C._functorch.is_functorch_wrapped_tensor(m)
+            and m.dim() == 2 and m.device.type == "cpu" and m.dtype in _SYMBOLS
             and not (torch.is_grad_enabled() and m.requires_grad) and not m.is_conj()
             and min(m.shape) > 0 and max(*m.shape, m.stride(0)) <= _MAX_INT)
 
@@ -91,17 +94,19 @@ def _rank_k_update(dtype: torch.dtype):
     call = _mkl_call(dtype)
     if call is None:
         return None
-    g = torch.Generator().manual_seed(0)
-    probe = torch.randint(-4, 5, (7, 6), generator=g).to(dtype)[:, :5]  # row stride 6 > width 5
-    out = torch.full((7, 7), 0.5, dtype=dtype)
-    call(probe, out, 2.0, 1.0)
-    expected = 0.5 + 2.0 * probe @ probe.T
-    untouched = torch.full((7, 7), 0.5, dtype=dtype)
-    overwritten = torch.full((7, 7), float("nan"), dtype=dtype)  # beta = 0 must not read it
-    call(probe, overwritten, 1.0, 0.0)
-    if (torch.equal(out.tril(), expected.tril()) and torch.equal(out.triu(1), untouched.triu(1))
-            and torch.equal(overwritten.tril(), (probe @ probe.T).tril())):
-        return call
+    with torch._C._DisableFuncTorch():  # plain tensors even when first called inside vmap
+        g = torch.Generator().manual_seed(0)
+        probe = torch.randint(-4, 5, (7, 6), generator=g).to(dtype)[:, :5]  # row stride 6 > width 5
+        out = torch.full((7, 7), 0.5, dtype=dtype)
+        call(probe, out, 2.0, 1.0)
+        expected = 0.5 + 2.0 * probe @ probe.T
+        untouched = torch.full((7, 7), 0.5, dtype=dtype)
+        overwritten = torch.full((7, 7), float("nan"), dtype=dtype)  # beta = 0 must not read it
+        call(probe, overwritten, 1.0, 0.0)
+        if (torch.equal(out.tril(), expected.tril())
+                and torch.equal(out.triu(1), untouched.triu(1))
+                and torch.equal(overwritten.tril(), (probe @ probe.T).tril())):
+            return call
     return None
 
 
