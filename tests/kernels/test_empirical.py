@@ -766,3 +766,14 @@ def test_a_model_autograd_cannot_differentiate_is_refused_in_one_line(method):
     with pytest.raises(WidenetError, match="cannot take the reverse-mode derivatives") as error:
         empirical_ntk(model, torch.randn(5, 3, dtype=torch.float64), method=method)
     assert "\n" not in str(error.value)
+
+
+def test_the_jacobian_methods_kernel_can_be_differentiated_by_torch_func_grad():
+    """torch.func.grad through K(x, x) gives what autograd gives (points that require grad)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    by_func = torch.func.grad(lambda p: empirical_ntk(model, p, method="jacobian").ntk.sum())(x)
+    tracked = x.clone().requires_grad_()
+    empirical_ntk(model, tracked, method="jacobian").ntk.sum().backward()
+    torch.testing.assert_close(by_func, tracked.grad)

@@ -77,6 +77,18 @@ def test_a_tracked_matrix_keeps_its_gradient():
     assert torch.equal(m.grad, reference.grad)
 
 
+def test_tensors_of_torch_func_transforms_get_torchs_product():
+    """vmap's batched tensors and torch.func.grad's wrappers have no memory of their own; the
+    self-test, first run inside the transform here, makes plain tensors all the same."""
+    _gram._rank_k_update.cache_clear()
+    batch = _integers(3, 6, 4, dtype=torch.float64)
+    batched = torch.func.vmap(lambda m: lower_gram(m, plus=1.0))(batch)
+    assert torch.equal(batched.tril(), (1 + batch @ batch.mT).tril())
+    constant = _integers(6, 4, dtype=torch.float64, seed=2)
+    grad = torch.func.grad(lambda v: (lower_gram(constant * v.detach()).tril() * v).sum())(
+        torch.tensor(2.0, dtype=torch.float64))
+    assert float(grad) == float((4 * constant @ constant.T).tril().sum())
+
 def test_a_call_that_fails_its_self_test_is_never_used(monkeypatch):
     def wrong(m, ld, out, alpha, beta):  # an upper triangle, as a mismatched binding would give
         out.copy_((beta * out + alpha * m @ m.T).triu())
@@ -87,6 +99,22 @@ def test_a_call_that_fails_its_self_test_is_never_used(monkeypatch):
         assert not rank_k_update_available(torch.zeros(1))
         m = _integers(8, 5)
         assert torch.equal(lower_gram(m), m @ m.T)
+    finally:
+        monkeypatch.undo()
+        _gram._rank_k_update.cache_clear()
+
+
+def test_a_call_that_reads_the_output_when_beta_is_zero_is_never_used(monkeypatch):
+    """lower_gram hands beta = 0 an uninitialized output: a call that reads it (0 * NaN) would
+    give NaN kernels where the memory held NaN, so the self-test must catch it."""
+    def reads(m, ld, out, alpha, beta):  # right for beta = 1, but multiplies the old output by beta
+        out.copy_(torch.where(torch.ones_like(out, dtype=torch.bool).tril(),
+                              beta * out + alpha * m @ m.T, out))
+
+    monkeypatch.setattr(_gram, "_mkl_call", lambda dtype: reads)
+    _gram._rank_k_update.cache_clear()
+    try:
+        assert not rank_k_update_available(torch.zeros(1))
     finally:
         monkeypatch.undo()
         _gram._rank_k_update.cache_clear()

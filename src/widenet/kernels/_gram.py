@@ -11,8 +11,10 @@ Known to work means: a CPU float32 or float64 matrix that autograd does not trac
 call is invisible to it), the symbol found in torch's loaded library, and, once per process, a
 self-test of the call against torch's product on a small matrix of integers (exact in floating
 point) with a row stride larger than its width, which would notice swapped triangles or
-transposes and a mismatched integer width. Integers are passed as 64-bit values below 2^31:
-read as 32-bit (MKL's LP64 interface) or as 64-bit (ILP64), they are the same numbers.
+transposes and a mismatched integer width, with beta = 1 and with beta = 0 on an output of
+NaNs (``lower_gram`` passes uninitialized memory then, which must be overwritten, not read).
+Integers are passed as 64-bit values below 2^31: ``mkl_blas_?syrk``, the layer below MKL's
+LP64 and ILP64 interfaces, reads 64-bit ones, and read as 32-bit they are the same numbers.
 """
 
 from __future__ import annotations
@@ -76,10 +78,12 @@ def mirror_lower_(square: torch.Tensor) -> torch.Tensor:
 
 
 def _may_update(m: torch.Tensor) -> bool:
-    """Whether ``m`` is a matrix the rank-k update can take: a dense CPU float32/64 matrix, not
-    tracked by autograd, not a lazily negated view, not empty, and its sizes and row stride
-    (after a copy, its width) within 32-bit BLAS integers."""
-    return (m.dim() == 2 and m.layout == torch.strided and m.device.type == "cpu"
+    """Whether ``m`` is a matrix the rank-k update can take: a plain dense tensor with memory of
+    its own (no subclass, no torch.func wrapper as inside vmap or torch.func.grad), CPU,
+    float32/64, not tracked by autograd, not a lazily negated view, not empty, and its sizes
+    and row stride (after a copy, its width) within 32-bit BLAS integers."""
+    return (type(m) is torch.Tensor and not torch._C._functorch.is_functorch_wrapped_tensor(m)
+            and m.dim() == 2 and m.layout == torch.strided and m.device.type == "cpu"
             and m.dtype in _SYMBOLS and not (torch.is_grad_enabled() and m.requires_grad)
             and not m.is_neg() and min(m.shape) > 0
             and max(*m.shape, _row_stride(m) or 0) <= _MAX_INT)
@@ -104,14 +108,19 @@ def _rank_k_update(dtype: torch.dtype):
     call = _mkl_call(dtype)
     if call is None:
         return None
-    g = torch.Generator().manual_seed(0)
-    probe = torch.randint(-4, 5, (7, 6), generator=g).to(dtype)[:, :5]  # row stride 6 > width 5
-    out = torch.full((7, 7), 0.5, dtype=dtype)
-    call(probe, 6, out, 2.0, 1.0)
-    expected = 0.5 + 2.0 * probe @ probe.T
-    untouched = torch.full((7, 7), 0.5, dtype=dtype)
-    if torch.equal(out.tril(), expected.tril()) and torch.equal(out.triu(1), untouched.triu(1)):
-        return call
+    with torch._C._DisableFuncTorch():  # plain tensors even when first called inside vmap
+        g = torch.Generator().manual_seed(0)
+        probe = torch.randint(-4, 5, (7, 6), generator=g).to(dtype)[:, :5]  # row stride 6
+        out = torch.full((7, 7), 0.5, dtype=dtype)
+        call(probe, 6, out, 2.0, 1.0)
+        expected = 0.5 + 2.0 * probe @ probe.T
+        untouched = torch.full((7, 7), 0.5, dtype=dtype)
+        overwritten = torch.full((7, 7), float("nan"), dtype=dtype)  # beta = 0 must not read it
+        call(probe, 6, overwritten, 1.0, 0.0)
+        if (torch.equal(out.tril(), expected.tril())
+                and torch.equal(out.triu(1), untouched.triu(1))
+                and torch.equal(overwritten.tril(), (probe @ probe.T).tril())):
+            return call
     return None
 
 
