@@ -64,20 +64,6 @@ def test_rows_that_do_not_follow_the_points_are_seen_even_when_shapes_match():
     assert fine.layerwise_problem is None
 
 
-def test_the_fast_leaf_walk_gives_what_pytree_gives():
-    from collections import OrderedDict, namedtuple
-
-    from torch.utils._pytree import tree_leaves
-
-    from widenet.kernels._audit import _leaves
-
-    pair = namedtuple("pair", "a b")
-    t = [torch.zeros(1) for _ in range(6)]
-    tree = ((t[0], [t[1], {"x": t[2], "y": (3, None)}]),
-            {"k": pair(t[3], OrderedDict(z=t[4]))}, t[5], "s")
-    assert [id(leaf) for leaf in _leaves(tree)] == [id(leaf) for leaf in tree_leaves(tree)]
-
-
 def test_rows_close_is_close_row_by_row():
     from widenet.kernels._audit import _close
     from widenet.kernels._functional import rows_close

@@ -717,6 +717,27 @@ def test_points_made_in_inference_mode_and_calls_under_it_give_the_kernel(method
     torch.testing.assert_close(inside.clone(), expected)
 
 
+@pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian", "ntk-vp"])
+def test_a_model_built_in_inference_mode_gives_the_kernel(method):
+    """Its parameters, frozen parameters and buffers are inference tensors, which autograd
+    refuses to save for the derivatives: the kernel is that of the same model built outside."""
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(),
+                              nn.Linear(8, 2)).double().eval()
+        model[0].bias.requires_grad_(False)
+        model[1].requires_grad_(False)
+        return model
+
+    with torch.inference_mode():
+        built_inside = build()
+    assert next(built_inside.parameters()).is_inference()
+    model, x = build(), points(6)
+    expected = reduce_outputs(brute_ntk(model, x), "trace")
+    torch.testing.assert_close(empirical_ntk(built_inside, x, method=method).ntk, expected)
+
+
 @pytest.mark.parametrize("method", ["auto", "jacobian"])
 def test_points_that_require_grad_give_the_kernel(method):
     """A model that is not layer-wise (LayerNorm: "auto" takes the Jacobians) on points that

@@ -1,38 +1,34 @@
-"""Instrumented probe passes that tell what an empirical NTK of a model needs to know.
+"""The audit of a model: what an empirical NTK of it needs to know, from a few probe passes.
 
-A pass on a batch of up to ``PROBE_POINTS`` distinct points counts module calls and keeps each
-module's first input and output (forward hooks), and records which module each trainable
-parameter is used in (a torch-function mode that watches the parameter tensors); one pass per
-point alone does the same for a batch of one. The audit refuses models whose outputs are
-random or couple the points of a batch, and decides whether the layer-wise method is exact for
-the model: every trainable parameter must belong to exactly one supported module (nn.Linear,
-nn.Conv1d/2d, Dense) that is called exactly once, is the only place the parameter is used, and
-whose input and output have the points as their first axis. That last property is checked so
-that no coincidence of sizes can fake it: the first axis must have the batch's size in the pass
-on several points and in the passes on one, and row i of the layer's input and output in the
-batch must be what point i alone gives (a (2, d) tensor of prototypes, a sequence-first
-(T, n, d) input, a batch taken in reverse order all fail it, whatever T and n are). The audit
-also notes operations whose derivatives torch.func.vmap batches wrongly or not at all
-(``UNBATCHED_OPS``), for which the Jacobian methods loop over points instead.
+A pass on a batch of up to ``PROBE_POINTS`` distinct points and one pass per point alone are
+instrumented (``_probe``: module calls, each parameter-holding module's first input and output,
+and, on the batch, where each trainable parameter is used). The audit refuses models whose
+outputs are random or couple the points of a batch, and decides whether the layer-wise method is
+exact for the model: every trainable parameter must belong to exactly one supported module
+(nn.Linear, nn.Conv1d/2d, Dense) that is called exactly once, is the only place the parameter is
+used, and whose input and output have the points as their first axis. That last property is
+checked so that no coincidence of sizes can fake it: the first axis must have the batch's size
+in the pass on several points and in the passes on one, and row i of the layer's input and
+output in the batch must be what point i alone gives (a (2, d) tensor of prototypes, a
+sequence-first (T, n, d) input, a batch taken in reverse order all fail it, whatever T and n
+are). The audit also notes operations whose derivatives torch.func.vmap batches wrongly or not
+at all (``UNBATCHED_OPS``), for which the Jacobian methods loop over points instead.
 
 Only what autograd records counts: module calls and parameter uses made with gradient recording
 off (inside torch.no_grad, e.g. LazyModel's f(x; w_0)) add no term to any reverse-mode
-derivative d f / d theta, so the audit ignores them (it still refuses random or batch-coupling
-modules there). The probe pass itself runs with recording on, whatever the caller's mode.
+derivative d f / d theta, so the probe does not record them (it still refuses random or
+batch-coupling modules there). The probe passes themselves run with recording on, whatever the
+caller's mode.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections import Counter, defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_leaves
 
 from widenet.errors import WidenetError
 from widenet.kernels._functional import (
@@ -49,6 +45,7 @@ from widenet.kernels._layers import (
     make_adapter,
     unsupported_reason,
 )
+from widenet.kernels._probe import ParameterUses, Record, watch
 
 
 @dataclass(frozen=True)
@@ -113,8 +110,8 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     trainable = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
     owners = _owners(model, trainable)
     candidates = {module for modules in owners.values() for module in modules}
-    record = _Record(probe.shape[0], paths, candidates)
-    alone = [_Record(1, paths, candidates) for _ in range(probe.shape[0])]
+    record = Record(probe.shape[0], paths, candidates)
+    alone = [Record(1, paths, candidates) for _ in range(probe.shape[0])]
     raw = _probe_pass(fmodel, probe.detach(), record, uses=True)
     _check_no_cached_parameters(fmodel, raw)
     out = raw.reshape(probe.shape[0], -1)
@@ -140,14 +137,15 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
                  tuple(record.modified_in_place(layer.module) for layer in layers), singles)
 
 
-def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
+def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: Record, *,
                 uses: bool = False, batch: bool = True) -> torch.Tensor:
     """The output of the model (with its parameters, fresh buffers) on ``x`` (with ``batch``,
     checked to be one (n, ...) tensor), filling ``record``; ``uses``: also record where each
     trainable parameter is used."""
-    watch_uses = _ParameterUses(fmodel.params, record) if uses else contextlib.nullcontext()
+    watch_uses = (ParameterUses(fmodel.params, record, UNBATCHED_OPS) if uses
+                  else contextlib.nullcontext())
     try:
-        with (torch.enable_grad(), fmodel.applied(fmodel.params) as module, _watch(record),
+        with (torch.enable_grad(), fmodel.applied(fmodel.params) as module, watch(record),
               watch_uses):
             raw = module(x.clone())  # a model may write to its input (see FunctionalModel.raw)
     except RuntimeError as error:
@@ -202,143 +200,6 @@ def _one_point(raw: object, k: int) -> torch.Tensor:
     return raw.reshape(1, k)
 
 
-@dataclass
-class _Record:
-    """Bookkeeping of the probe pass: calls per module, the module stack, parameter uses.
-
-    ``calls``, ``call_order``, ``first_call`` and ``activations`` cover the recorded calls (made
-    with gradient recording on); ``stack`` holds (module, recorded) for every call in progress;
-    ``first_call`` (copies) and ``versions`` (the tensors themselves, with their version
-    counters, which in-place operations advance) keep the input and output of the first
-    recorded call of each module in ``holders``, those that register trainable parameters.
-    """
-
-    batch: int
-    paths: dict[nn.Module, str]
-    holders: set[nn.Module]
-    calls: Counter = field(default_factory=Counter)
-    call_order: list[nn.Module] = field(default_factory=list)
-    stack: list[tuple[nn.Module, bool]] = field(default_factory=list)
-    uses: defaultdict = field(default_factory=lambda: defaultdict(set))
-    untracked: set[str] = field(default_factory=set)
-    unbatched: set[str] = field(default_factory=set)
-    first_call: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    versions: dict[nn.Module, tuple[torch.Tensor, torch.Tensor, int, int]] = field(
-        default_factory=dict)
-    activations: int = 0
-
-    def modified_in_place(self, module: nn.Module) -> bool:
-        """Whether the input or output of ``module``'s first recorded call changed in place
-        after the call (to be asked once the pass is over)."""
-        a, z, a_version, z_version = self.versions[module]
-        return a._version != a_version or z._version != z_version
-
-
-@contextlib.contextmanager
-def _watch(record: _Record) -> Iterator[None]:
-    """Forward hooks that fill ``record`` from the calls of the modules of ``record.paths`` (the
-    model and its submodules); removed on exit. They are registered for all modules at once, two
-    registrations instead of two per module, and skip modules that are not the model's."""
-    enter, leave = _enter(record), _leave(record)
-    handles = [register_module_forward_pre_hook(
-                   lambda module, args: enter(module, args) if module in record.paths else None),
-               register_module_forward_hook(
-                   lambda module, args, output: leave(module, args, output)
-                   if module in record.paths else None)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _enter(record: _Record):
-    """A pre-hook: refuse batch-coupling or random modules, count a recorded call, push."""
-    def hook(module: nn.Module, args: tuple) -> None:
-        _refuse_batch_coupling_or_randomness(module, record.paths[module])
-        recorded = torch.is_grad_enabled()
-        if recorded:
-            record.calls[module] += 1
-            if record.calls[module] == 1:
-                record.call_order.append(module)
-        record.stack.append((module, recorded))
-    return hook
-
-
-def _leave(record: _Record):
-    """A hook: pop the stack; for a recorded call, count output scalars and keep a holder's
-    first recorded (input, output). Its own tensor operations are hidden from torch-function
-    modes (``_ParameterUses``): they are bookkeeping, not uses by the model."""
-    def hook(module: nn.Module, args: tuple, output: object) -> None:
-        _, recorded = record.stack.pop()
-        if not recorded:
-            return
-        with torch._C.DisableTorchFunction():
-            record.activations += sum(t.numel() for t in _leaves(output)
-                                      if isinstance(t, torch.Tensor))
-            if (module in record.holders and args and isinstance(args[0], torch.Tensor)
-                    and isinstance(output, torch.Tensor) and module not in record.first_call):
-                record.first_call[module] = (args[0].detach().clone(), output.detach().clone())
-                record.versions[module] = (args[0], output, args[0]._version, output._version)
-    return hook
-
-
-class _ParameterUses(TorchFunctionMode):
-    """Records, for each trainable parameter, the innermost modules whose forward used it with
-    gradient recording on (None: outside every module's forward, e.g. in a pre-hook of the model
-    itself), which parameters were used with it off, and which UNBATCHED_OPS were called."""
-
-    def __init__(self, params: dict[str, torch.Tensor], record: _Record):
-        super().__init__()
-        self.names = {id(t): name for name, t in params.items()}
-        self.record = record
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if getattr(func, "__name__", None) in UNBATCHED_OPS:
-            self.record.unbatched.add(func.__name__)
-        recording = torch.is_grad_enabled()
-        for leaf in _leaves((args, kwargs)):
-            name = self.names.get(id(leaf))
-            if name is None:
-                continue
-            if not recording:
-                self.record.untracked.add(name)
-            else:
-                self.record.uses[name].add(self.record.stack[-1][0] if self.record.stack
-                                           else None)
-        return func(*args, **kwargs)
-
-
-def _leaves(tree: object) -> list:
-    """The leaves of a pytree, as ``tree_leaves`` gives them, with plain tuples, lists and dicts
-    (the arguments of nearly every torch call) walked directly: pytree's generic walk costs more
-    than the small operations of a probe pass."""
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    if type(tree) in (tuple, list):
-        return [leaf for item in tree for leaf in _leaves(item)]
-    if type(tree) is dict:
-        return [leaf for item in tree.values() for leaf in _leaves(item)]
-    return tree_leaves(tree)
-
-
-def _refuse_batch_coupling_or_randomness(module: nn.Module, path: str) -> None:
-    """Raise for modules that make a point's output depend on the batch or on chance."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        if module.training:
-            raise WidenetError(f"{path} ({type(module).__name__}) is in training mode: its batch "
-                               "statistics couple the points, so the per-point Jacobian and the "
-                               "NTK are not defined; call model.eval() first")
-        if not module.track_running_stats:
-            raise WidenetError(f"{path} ({type(module).__name__}) has track_running_stats=False "
-                               "and so normalizes with batch statistics even in eval mode, which "
-                               "couples the points; use running statistics")
-    if isinstance(module, nn.modules.dropout._DropoutNd) and module.training and module.p > 0:
-        raise WidenetError(f"{path} ({type(module).__name__}) is in training mode and makes the "
-                           "network random, so its NTK is not defined; call model.eval() first")
-
-
 def _check_output(out: object, batch: int) -> None:
     """Raise unless the model returned one floating-point tensor with the batch as first axis."""
     if (not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != batch
@@ -380,7 +241,7 @@ def _owners(model: nn.Module, trainable: dict[int, str]) -> dict[str, list[nn.Mo
 
 
 def _layerwise_problem(fmodel: FunctionalModel, owners: dict[str, list[nn.Module]],
-                       record: _Record, alone: list[_Record]) -> str | None:
+                       record: Record, alone: list[Record]) -> str | None:
     """Why the layer-wise method would be wrong for this model, or None when it is exact."""
     problems: dict[nn.Module, str | None] = {}  # a module's weight and bias share its checks
     for name in fmodel.params:
@@ -398,7 +259,7 @@ def _layerwise_problem(fmodel: FunctionalModel, owners: dict[str, list[nn.Module
     return None
 
 
-def _module_problem(module: nn.Module, record: _Record, alone: list[_Record]) -> str | None:
+def _module_problem(module: nn.Module, record: Record, alone: list[Record]) -> str | None:
     """Why the parameters of ``module`` cannot be handled layer-wise, or None."""
     reason = unsupported_reason(module)
     if reason is not None:

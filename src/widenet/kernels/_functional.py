@@ -181,9 +181,12 @@ def _restore_tensor_attributes(now: dict, before: dict) -> None:
 
 
 def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``t`` detached, on ``like``'s device and in its dtype when floating (a view if no change)."""
+    """``t`` detached, on ``like``'s device and in its dtype when floating (a view if no change),
+    copied to an ordinary tensor if it is one made in inference mode (a model built under
+    torch.inference_mode), which autograd refuses to save for the derivatives."""
     dtype = like.dtype if t.is_floating_point() else t.dtype
-    return t.detach().to(device=like.device, dtype=dtype)
+    cast = t.detach().to(device=like.device, dtype=dtype)
+    return cast.clone() if cast.is_inference() else cast
 
 
 def check_model(model: object) -> nn.Module:
