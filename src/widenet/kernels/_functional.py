@@ -241,24 +241,33 @@ def check_points(x: object, name: str, *,
     return x
 
 
-def outside_inference_mode(function: Callable[..., T]) -> Callable[..., T]:
-    """``function`` (a kernel of a model at some points) run outside ``torch.inference_mode``,
-    its tensor arguments made in that mode copied to ordinary tensors: derivatives need
-    autograd, which inference mode turns off, and inference tensors neither take
-    ``requires_grad`` nor keep the version counters the audit reads. Leaving inference mode
-    turns gradient recording on; the caller's own torch.no_grad is kept (it says whether the
-    kernel need be differentiable in the points)."""
+def on_values(function: Callable[..., T]) -> Callable[..., T]:
+    """``function`` (a kernel of a model at some points) run on the values of its tensor
+    arguments: outside ``torch.inference_mode`` (derivatives need autograd, which it turns off),
+    with tensors made in that mode copied to ordinary ones (they neither take ``requires_grad``
+    nor keep the version counters the audit reads), and every tensor argument detached, so that
+    the result is not differentiable in them: torch.func's derivatives through a Jacobian are
+    not exact for every model (LayerNorm's), and a kernel that autograd could differentiate
+    wrongly must not be offered. Tensors of torch.func transforms (vmap, grad), which cannot be
+    detached from them, are refused."""
 
     @functools.wraps(function)
     def outside(*args: Any, **kwargs: Any) -> T:
-        recording = torch.is_grad_enabled() or torch.is_inference_mode_enabled()
-        with torch.inference_mode(False), torch.set_grad_enabled(recording):
-            return function(*map(_ordinary, args),
-                            **{name: _ordinary(value) for name, value in kwargs.items()})
+        with torch.inference_mode(False):
+            return function(*map(_value, args),
+                            **{name: _value(value) for name, value in kwargs.items()})
 
     return outside
 
 
-def _ordinary(value: Any) -> Any:
-    """``value``, or an ordinary copy of it if it is a tensor made in inference mode."""
-    return value.clone() if isinstance(value, torch.Tensor) and value.is_inference() else value
+def _value(value: Any) -> Any:
+    """``value``, or, for a tensor, an ordinary detached one with its values (a copy if it was
+    made in inference mode)."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if torch._C._functorch.is_functorch_wrapped_tensor(value):
+        raise WidenetError("the kernels take points, not tensors of torch.func transforms (vmap, "
+                           "grad): they are not differentiable in the points (torch.func's "
+                           "derivatives through a Jacobian are not exact for every model); call "
+                           "them outside the transform")
+    return value.clone() if value.is_inference() else value.detach()

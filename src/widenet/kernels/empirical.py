@@ -18,9 +18,9 @@ uses under torch.no_grad do not count (they add nothing to reverse-mode derivati
 LazyModel(f, alpha), whose f(x; w_0) term runs under no_grad, takes the fast path: its kernel is
 alpha^2 times that of f. Models whose outputs couple the points of a batch (BatchNorm in
 training mode) or are random (dropout in training mode) are refused: their NTK is not defined.
-Points that require grad (with gradient recording on) get a kernel that autograd can
-differentiate with respect to them: "jacobian" and "ntk-vp" give one, so "auto" takes "jacobian"
-for them and method="layerwise", whose factors are detached, refuses them.
+The kernel is a value at the points: points that require grad give the same kernel as detached
+ones, detached from them (torch.func's derivatives through a Jacobian are not exact for every
+model, e.g. with LayerNorm, so no method offers a derivative in the points).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from widenet.kernels._blocks import (
     plan_blocks,
 )
 from widenet.kernels._factors import MODES, TOTAL
-from widenet.kernels._functional import FunctionalModel, outside_inference_mode
+from widenet.kernels._functional import FunctionalModel, on_values
 from widenet.kernels._layerwise import LayerwiseInapplicableError, LayerwiseMethod
 from widenet.kernels.jacobians import JacobianMethod
 from widenet.kernels.ntk_vp import VectorProductMethod
@@ -50,7 +50,7 @@ _IMPLEMENTATIONS = {"layerwise": LayerwiseMethod, "jacobian": JacobianMethod,
                     "ntk-vp": VectorProductMethod}
 
 
-@outside_inference_mode
+@on_values
 def empirical_ntk(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
                   outputs: str = "trace", per_layer: bool = False, method: str = "auto",
                   chunk_size: int | None = None,
@@ -73,7 +73,7 @@ def empirical_ntk(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor | N
     """
     _check_options(outputs, per_layer, method, chunk_size, memory_budget)
     fmodel, audit = prepare(model, x1, x2)
-    chosen = _choose(method, audit, _tracked(x1, x2))
+    chosen = _choose(method, audit)
     options = (x1, x2, outputs, per_layer, chunk_size, memory_budget)
     try:
         blocks = _blocks(_IMPLEMENTATIONS[chosen](fmodel, audit, outputs), fmodel, audit,
@@ -111,24 +111,14 @@ def _check_options(outputs: object, per_layer: object, method: object, chunk_siz
     check_chunking(chunk_size, memory_budget)
 
 
-def _tracked(*xs: torch.Tensor | None) -> bool:
-    """Whether autograd records operations on some of the points ``xs`` (None: absent)."""
-    return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in xs)
-
-
-def _choose(method: str, audit: Audit, tracked: bool) -> str:
-    """The method to run: "auto" -> "layerwise" when exact for the model and the points are not
-    ``tracked`` by autograd, else "jacobian"."""
+def _choose(method: str, audit: Audit) -> str:
+    """The method to run: "auto" -> "layerwise" when exact for the model, else "jacobian"."""
     problem = audit.layerwise_problem
     if method == "auto":
-        return "jacobian" if problem or tracked else "layerwise"
+        return "jacobian" if problem else "layerwise"
     if method == "layerwise" and problem:
         raise WidenetError(f"method='layerwise' would be wrong for this model: {problem}; "
                            "use method='auto', 'jacobian' or 'ntk-vp'")
-    if method == "layerwise" and tracked:
-        raise WidenetError("method='layerwise' gives a kernel detached from the points, which "
-                           "require grad here; use method='auto' or 'jacobian' for a kernel "
-                           "differentiable in the points, or pass x.detach()")
     if method == "ntk-vp" and audit.untracked:
         raise WidenetError(f"method='ntk-vp' would be wrong for this model: parameter "
                            f"{audit.untracked[0]!r} is used under torch.no_grad, which "

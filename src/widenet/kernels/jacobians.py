@@ -22,12 +22,12 @@ from widenet.kernels._factors import Factor, FactorMethod, Group, arrange, outpu
 from widenet.kernels._functional import (
     UNBATCHABLE,
     FunctionalModel,
-    outside_inference_mode,
+    on_values,
     unbatched,
 )
 
 
-@outside_inference_mode
+@on_values
 def jacobian(model: torch.nn.Module, x: torch.Tensor, *, chunk_size: int | None = None,
              memory_budget: int = DEFAULT_MEMORY_BUDGET) -> dict[str, torch.Tensor]:
     """The Jacobian of ``model`` at the points ``x`` with respect to its trainable parameters.

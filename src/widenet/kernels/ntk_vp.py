@@ -28,13 +28,13 @@ from widenet.kernels._functional import (
     FunctionalModel,
     Params,
     check_per_point,
-    outside_inference_mode,
+    on_values,
     unbatched,
 )
 from widenet.kernels.jacobians import jacobian_rows
 
 
-@outside_inference_mode
+@on_values
 def ntk_vector_product(model: torch.nn.Module, x: torch.Tensor, v: torch.Tensor, *,
                        x2: torch.Tensor | None = None, chunk_size: int | None = None,
                        memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
