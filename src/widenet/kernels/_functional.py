@@ -16,6 +16,7 @@ import contextlib
 import functools
 import math
 import operator
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -188,8 +189,9 @@ def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def check_model(model: object) -> nn.Module:
     """Return ``model`` if it is an nn.Module with at least one trainable parameter, and tensors
-    that hold values (none on the meta device)."""
-    model = trainable_module(model, "its NTK is zero")
+    that hold values (none on the meta device); for a ``torch.compile``d module, the module it
+    wraps (see ``uncompiled``)."""
+    model = uncompiled(trainable_module(model, "its NTK is zero"))
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
         raise WidenetError("model has parameters or buffers on the meta device, which hold no "
                            "values; materialize them first (model.to_empty(device=...) and "
@@ -259,3 +261,15 @@ def outside_inference_mode(function: Callable[..., T]) -> Callable[..., T]:
 def _ordinary(value: Any) -> Any:
     """``value``, or an ordinary copy of it if it is a tensor made in inference mode."""
     return value.clone() if isinstance(value, torch.Tensor) and value.is_inference() else value
+
+
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The module that ``torch.compile`` wrapped in ``model`` (``model._orig_mod``, through every
+    layer of wrapping), else ``model`` itself. It has the same parameters and computes the same
+    function, so the same kernel, and its parameters are named without the wrapper's
+    ``_orig_mod.`` prefix; dynamo cannot trace the probe's hooks and swapped parameters, and
+    torch.func's transforms differentiate the module's own code anyway."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # absent: nothing was compiled
+    while eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
+        model = model._orig_mod
+    return model
