@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from tests.kernels.empirical_models import (
     brute_ntk,
@@ -12,6 +13,7 @@ from tests.kernels.empirical_models import (
     points,
     relative_error,
 )
+from widenet.errors import WidenetError
 from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.jacobians import jacobian
 
@@ -28,3 +30,25 @@ def test_a_compiled_model_has_the_kernel_of_the_module_it_wraps(method):
     assert relative_error(result.full, brute_ntk(model, x)) < TOL
     assert list(result.blocks) == [name for name, _ in model.named_parameters()]
     assert list(jacobian(compiled, x)) == list(result.blocks)
+
+
+class Embedded(nn.Module):
+    """Token indices, passed as floats, converted back to indices for an embedding."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(6)
+        self.embedding = nn.Embedding(7, 3, padding_idx=0)
+        self.head = nn.Linear(2 * 3, 2)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.embedding(x.long())).flatten(1))
+
+
+def test_integer_points_are_refused_saying_how_an_embedding_takes_float_ones():
+    model, tokens = Embedded(), torch.tensor([[1, 0], [3, 3], [6, 2], [0, 0]])
+    with pytest.raises(WidenetError, match=r"dtype torch\.int64; .*nn\.Embedding.*x\.long\(\)"):
+        empirical_ntk(model, tokens)
+    result = empirical_ntk(model, tokens.double(), outputs="full")
+    assert relative_error(result.full, brute_ntk(model, tokens.double())) < TOL

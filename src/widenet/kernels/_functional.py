@@ -220,8 +220,10 @@ def check_points(x: object, name: str, *,
                            f"got shape {tuple(x.shape)}; reshape a single point with "
                            "x.unsqueeze(0)")
     if not x.is_floating_point():
-        raise WidenetError(f"{name} must be a real floating-point tensor, got dtype {x.dtype}; "
-                           "convert it with x.double() or x.float()")
+        raise WidenetError(f"{name} must be a real floating-point tensor (the kernel takes its "
+                           f"dtype), got dtype {x.dtype}; convert it with x.double() or "
+                           "x.float(), and a model that takes indices (nn.Embedding) converts "
+                           "them back in its forward: self.embedding(x.long())")
     if not bool(torch.isfinite(x).all()):
         raise WidenetError(f"{name} contains NaN or inf values; clean or drop those points first")
     if like is not None:
