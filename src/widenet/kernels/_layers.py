@@ -56,6 +56,14 @@ def register_layer(kind: type[nn.Module], spec: LayerKind) -> None:
     LAYER_KINDS[kind] = spec
 
 
+def _qualified_name(kind: type) -> str:
+    """``nn.Linear`` for torch's layers, the full path (``widenet.nn.conv.Conv1d``) for others, so
+    that same-named types of two libraries are told apart."""
+    if kind.__module__.startswith("torch.nn."):
+        return f"nn.{kind.__qualname__}"
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 @dataclass(frozen=True)
 class LayerAdapter:
     """How one supported module's trainable parameters factorize.
@@ -80,7 +88,7 @@ def unsupported_reason(module: nn.Module) -> str | None:
     """Why the layer-wise method cannot handle ``module``'s parameters, or None if it can."""
     spec = LAYER_KINDS.get(type(module))
     if spec is None:
-        known = ", ".join(kind.__name__ for kind in LAYER_KINDS)
+        known = ", ".join(map(_qualified_name, LAYER_KINDS))
         return f"it is a {type(module).__name__}; the layer-wise method knows {known}"
     extra = [name for name in module._parameters if name not in ("weight", "bias")]
     if extra or not isinstance(module._parameters.get("weight"), torch.Tensor):
