@@ -52,3 +52,13 @@ def test_integer_points_are_refused_saying_how_an_embedding_takes_float_ones():
         empirical_ntk(model, tokens)
     result = empirical_ntk(model, tokens.double(), outputs="full")
     assert relative_error(result.full, brute_ntk(model, tokens.double())) < TOL
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_uninitialized_lazy_module_is_refused_saying_to_run_it_first(method):
+    model = nn.Sequential(nn.LazyLinear(3), nn.Tanh(), nn.Linear(3, 2)).double()
+    with pytest.raises(WidenetError, match=r"uninitialized.*run the model once"):
+        empirical_ntk(model, points(3), method=method)
+    model(points(1))
+    assert relative_error(empirical_ntk(model, points(3), method=method).ntk,
+                          brute_ntk(model, points(3), outputs="trace")) < TOL

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 from torch.nn.utils._named_member_accessor import swap_tensor
 
 from widenet.errors import WidenetError
@@ -189,9 +190,13 @@ def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def check_model(model: object) -> nn.Module:
     """Return ``model`` if it is an nn.Module with at least one trainable parameter, and tensors
-    that hold values (none on the meta device); for a ``torch.compile``d module, the module it
-    wraps (see ``uncompiled``)."""
+    that hold values (none uninitialized or on the meta device); for a ``torch.compile``d
+    module, the module it wraps (see ``uncompiled``)."""
     model = uncompiled(trainable_module(model, "its NTK is zero"))
+    if any(map(is_lazy, (*model.parameters(), *model.buffers()))):
+        raise WidenetError("model has uninitialized parameters or buffers (a lazy module such as "
+                           "nn.LazyLinear before its first call), which hold no values; run the "
+                           "model once on a batch of points first")
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
         raise WidenetError("model has parameters or buffers on the meta device, which hold no "
                            "values; materialize them first (model.to_empty(device=...) and "
