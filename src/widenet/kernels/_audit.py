@@ -167,9 +167,10 @@ def _check_no_cached_parameters(fmodel: FunctionalModel, raw: torch.Tensor) -> N
     if not raw.requires_grad:
         return
     own = [(name, p) for name, p in fmodel.module.named_parameters() if p.requires_grad]
-    try:  # the graph is kept: parts of it may be the user's
-        grads = torch.autograd.grad(raw.sum(), [p for _, p in own], retain_graph=True,
-                                    allow_unused=True)
+    try:  # the graph is kept: parts of it may be the user's; the caller may be in no_grad
+        with torch.enable_grad():
+            grads = torch.autograd.grad(raw.sum(), [p for _, p in own], retain_graph=True,
+                                        allow_unused=True)
     except RuntimeError:  # a model autograd cannot differentiate: the methods say so
         return
     for (name, _), grad in zip(own, grads, strict=True):
