@@ -35,10 +35,10 @@ def test_a_compiled_model_has_the_kernel_of_the_module_it_wraps(method):
 class Embedded(nn.Module):
     """Token indices, passed as floats, converted back to indices for an embedding."""
 
-    def __init__(self):
+    def __init__(self, sparse: bool = False):
         super().__init__()
         torch.manual_seed(6)
-        self.embedding = nn.Embedding(7, 3, padding_idx=0)
+        self.embedding = nn.Embedding(7, 3, padding_idx=0, sparse=sparse)
         self.head = nn.Linear(2 * 3, 2)
         self.double()
 
@@ -62,3 +62,13 @@ def test_an_uninitialized_lazy_module_is_refused_saying_to_run_it_first(method):
     model(points(1))
     assert relative_error(empirical_ntk(model, points(3), method=method).ntk,
                           brute_ntk(model, points(3), outputs="trace")) < TOL
+
+
+@pytest.mark.parametrize("method", ["auto", "jacobian", "ntk-vp"])
+def test_an_embedding_with_sparse_gradients_has_the_kernel_of_a_dense_one(method):
+    """sparse=True changes the layout of the gradients, not the function; torch.func raised."""
+    tokens = torch.tensor([[1, 0], [3, 3], [6, 2], [0, 0]], dtype=torch.float64)
+    model = Embedded(sparse=True)
+    result = empirical_ntk(model, tokens, tokens[:2], outputs="full", method=method)
+    assert relative_error(result.full, brute_ntk(Embedded(), tokens, tokens[:2])) < TOL
+    assert model.embedding.sparse

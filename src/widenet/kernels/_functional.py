@@ -53,6 +53,8 @@ class FunctionalModel:
                                   if not p.requires_grad}
         self.buffers: Params = {name: _cast(b, like) for name, b in model.named_buffers()}
         self.slots = _slots(model)
+        self.sparse = [module for module in model.modules()
+                       if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.sparse]
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         return self.raw(params, x).reshape(x.shape[0], -1)
@@ -68,10 +70,18 @@ class FunctionalModel:
     @contextlib.contextmanager
     def applied(self, params: Params) -> Iterator[nn.Module]:
         """The module with ``params``, the constants and fresh copies of the buffers in its slots,
-        for one pass (see ``substituted``)."""
+        for one pass (see ``substituted``), its embeddings made with ``sparse=True`` set to dense
+        gradients meanwhile: the same function, whose derivatives torch.func can take (it cannot
+        batch sparse gradients)."""
         fresh = {name: b.clone() for name, b in self.buffers.items()}
         with substituted(self.module, self.slots, {**self.constants, **fresh, **params}):
-            yield self.module
+            for module in self.sparse:
+                module.sparse = False
+            try:
+                yield self.module
+            finally:
+                for module in self.sparse:
+                    module.sparse = True
 
     def numel(self) -> int:
         """P, the number of trainable scalars."""
