@@ -72,3 +72,11 @@ def test_an_embedding_with_sparse_gradients_has_the_kernel_of_a_dense_one(method
     result = empirical_ntk(model, tokens, tokens[:2], outputs="full", method=method)
     assert relative_error(result.full, brute_ntk(Embedded(), tokens, tokens[:2])) < TOL
     assert model.embedding.sparse
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_budget_too_small_for_one_block_says_how_much_it_needs(method):
+    """The need was printed in MiB to one decimal: '0.0 MiB, more than memory_budget=1000'."""
+    with pytest.raises(WidenetError, match=r"needs about [1-9]\d*(\.\d+)? kB, more than "
+                                           r"memory_budget=1000 bytes"):
+        empirical_ntk(linear_stack(), points(4), memory_budget=1000, method=method)
