@@ -16,6 +16,7 @@ from tests.kernels.empirical_models import (
 from widenet.errors import WidenetError
 from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.jacobians import jacobian
+from widenet.kernels.ntk_vp import ntk_vector_product
 
 TOL = 1e-10
 METHODS = ("auto", "layerwise", "jacobian", "ntk-vp")
@@ -80,3 +81,34 @@ def test_a_budget_too_small_for_one_block_says_how_much_it_needs(method):
     with pytest.raises(WidenetError, match=r"needs about [1-9]\d*(\.\d+)? kB, more than "
                                            r"memory_budget=1000 bytes"):
         empirical_ntk(linear_stack(), points(4), memory_budget=1000, method=method)
+
+
+class Attention(nn.Module):
+    """A Transformer encoder layer on (n, T, d) points (sequence-first inside when not
+    ``batch_first``), in eval mode, where torch takes fused attention kernels."""
+
+    def __init__(self, batch_first: bool):
+        super().__init__()
+        torch.manual_seed(7)
+        self.batch_first = batch_first
+        self.layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.0,
+                                                batch_first=batch_first)
+        self.head = nn.Linear(3 * 4, 2)
+        self.double().eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.layer(x) if self.batch_first else self.layer(x.transpose(0, 1)).transpose(0, 1)
+        return self.head(h.flatten(1))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_attention_in_eval_mode_has_forward_mode_derivatives(batch_first):
+    """The fused attention kernels have none: ntk-vp and ntk_vector_product raised."""
+    model, x1, x2 = Attention(batch_first), points(4, (3, 4), seed=1), points(3, (3, 4), seed=2)
+    expected = brute_ntk(model, x1, x2)
+    result = empirical_ntk(model, x1, x2, outputs="full", method="ntk-vp")
+    assert relative_error(result.full, expected) < TOL
+    v = points(3, (2,), seed=3)
+    assert relative_error(ntk_vector_product(model, x1, v, x2=x2),
+                          torch.einsum("ijab,jb->ia", expected, v)) < TOL
+    assert torch.backends.mha.get_fastpath_enabled()
