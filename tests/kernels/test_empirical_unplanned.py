@@ -112,3 +112,25 @@ def test_attention_in_eval_mode_has_forward_mode_derivatives(batch_first):
     assert relative_error(ntk_vector_product(model, x1, v, x2=x2),
                           torch.einsum("ijab,jb->ia", expected, v)) < TOL
     assert torch.backends.mha.get_fastpath_enabled()
+
+
+class TakesAMask(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(4, 2).double()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.head(x * mask)
+
+
+@pytest.mark.parametrize(("model", "x", "torch_says"), [
+    (Embedded(), torch.tensor([[1.0, 9.0], [0.0, 2.0]], dtype=torch.float64), "index out of range"),
+    (linear_stack(), points(3, (4, 2)), "mat1 and mat2 shapes"),
+    (TakesAMask(), points(3), "missing 1 required positional argument"),
+])
+@pytest.mark.parametrize("method", ["auto", "jacobian"])
+def test_points_the_model_cannot_take_are_refused_as_such(model, x, torch_says, method):
+    """torch's IndexError (an index out of an embedding's range) and TypeError (a forward that
+    takes more arguments) came through raw, where a RuntimeError got the WidenetError."""
+    with pytest.raises(WidenetError, match=f"the model cannot be applied to .*{torch_says}"):
+        empirical_ntk(model, x, method=method)
