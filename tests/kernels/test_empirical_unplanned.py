@@ -134,3 +134,28 @@ def test_points_the_model_cannot_take_are_refused_as_such(model, x, torch_says, 
     takes more arguments) came through raw, where a RuntimeError got the WidenetError."""
     with pytest.raises(WidenetError, match=f"the model cannot be applied to .*{torch_says}"):
         empirical_ntk(model, x, method=method)
+
+
+class EmptyLayers(nn.Module):
+    """A Linear with no inputs (only its bias acts) and one with no outputs beside an MLP."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(8)
+        self.no_inputs, self.no_outputs = nn.Linear(0, 3), nn.Linear(4, 0)
+        self.hidden, self.head = nn.Linear(4, 3), nn.Linear(3, 2)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.hidden(x) + self.no_inputs(x[:, :0]) + self.no_outputs(x).sum(-1, keepdim=True)
+        return self.head(torch.tanh(h))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_layers_with_no_inputs_or_no_outputs_count_for_what_they_are(method):
+    """The layer-wise factors of p = 0 inputs or q = 0 outputs failed to reshape (in the probe,
+    for every method)."""
+    model, x1, x2 = EmptyLayers(), points(4, seed=1), points(3, seed=2)
+    result = empirical_ntk(model, x1, x2, outputs="full", per_layer=True, method=method)
+    assert relative_error(result.full, brute_ntk(model, x1, x2)) < TOL
+    assert list(result.blocks) == [name for name, _ in model.named_parameters()]

@@ -17,6 +17,7 @@ its output gradients as the (k, n, T, q) factor G.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -135,13 +136,14 @@ def multiplier_scales(module: nn.Module) -> tuple[float, float]:
 
 
 def dense_patches(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """(c, ..., p) -> (c, T, p): every leading position of a dense layer's input is a patch."""
-    return lambda a: a.reshape(a.shape[0], -1, a.shape[-1])
+    """(c, ..., p) -> (c, T, p): every leading position of a dense layer's input is a patch (T
+    counted, not inferred, so that p = 0 inputs reshape too)."""
+    return lambda a: a.reshape(a.shape[0], math.prod(a.shape[1:-1]), a.shape[-1])
 
 
 def dense_grads(g: torch.Tensor) -> torch.Tensor:
-    """(kc, c, ..., q) -> (kc, c, T, q)."""
-    return g.reshape(g.shape[0], g.shape[1], -1, g.shape[-1])
+    """(kc, c, ..., q) -> (kc, c, T, q) (T counted, so that q = 0 outputs reshape too)."""
+    return g.reshape(g.shape[0], g.shape[1], math.prod(g.shape[2:-1]), g.shape[-1])
 
 
 def conv_grads(g: torch.Tensor) -> torch.Tensor:
