@@ -22,14 +22,30 @@ TOL = 1e-10
 METHODS = ("auto", "layerwise", "jacobian", "ntk-vp")
 
 
+class Outer(nn.Module):
+    """A head on ``inner``, which may be compiled."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        torch.manual_seed(9)
+        self.head = nn.Linear(2, 2).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.inner(x)))
+
+
+@pytest.mark.parametrize("nested", [False, True])
 @pytest.mark.parametrize("method", METHODS)
-def test_a_compiled_model_has_the_kernel_of_the_module_it_wraps(method):
-    model = linear_stack()
-    compiled = torch.compile(model, backend="eager")
+def test_a_compiled_model_or_part_runs_eagerly_with_its_own_names(method, nested):
+    """Dynamo failed (an AssertionError) on the probe's hooks and swapped parameters."""
+    model = Outer(linear_stack()) if nested else linear_stack()
+    compiled = (Outer(torch.compile(model.inner, backend="eager")) if nested
+                else torch.compile(model, backend="eager"))
     x = points(4)
     result = empirical_ntk(compiled, x, outputs="full", per_layer=True, method=method)
     assert relative_error(result.full, brute_ntk(model, x)) < TOL
-    assert list(result.blocks) == [name for name, _ in model.named_parameters()]
+    assert list(result.blocks) == [name for name, _ in compiled.named_parameters()]
     assert list(jacobian(compiled, x)) == list(result.blocks)
 
 

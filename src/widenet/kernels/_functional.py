@@ -71,10 +71,12 @@ class FunctionalModel:
     def applied(self, params: Params) -> Iterator[nn.Module]:
         """The module with ``params``, the constants and fresh copies of the buffers in its slots,
         for one pass (see ``substituted``), its embeddings made with ``sparse=True`` set to dense
-        gradients meanwhile: the same function, whose derivatives torch.func can take (it cannot
-        batch sparse gradients)."""
+        gradients meanwhile (the same function, whose derivatives torch.func can take; it cannot
+        batch sparse gradients) and the parts compiled by ``torch.compile`` run eagerly (see
+        ``_eager``)."""
         fresh = {name: b.clone() for name, b in self.buffers.items()}
-        with substituted(self.module, self.slots, {**self.constants, **fresh, **params}):
+        with (substituted(self.module, self.slots, {**self.constants, **fresh, **params}),
+              _eager()):
             for module in self.sparse:
                 module.sparse = False
             try:
@@ -86,6 +88,16 @@ class FunctionalModel:
     def numel(self) -> int:
         """P, the number of trainable scalars."""
         return sum(p.numel() for p in self.params.values())
+
+
+def _eager() -> contextlib.AbstractContextManager:
+    """A context in which modules and functions compiled by ``torch.compile`` run their own
+    Python code, eagerly: the same function, whose passes the probe's hooks, the swapped
+    parameters and torch.func's transforms can follow (dynamo fails on them). Nothing to do when
+    dynamo was never imported, so nothing was compiled."""
+    if "torch._dynamo.eval_frame" not in sys.modules:
+        return contextlib.nullcontext()
+    return torch.compiler.set_stance("force_eager")
 
 
 UNBATCHABLE = (RuntimeError, NotImplementedError)  # what torch.func.vmap raises when it cannot
@@ -200,9 +212,8 @@ def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def check_model(model: object) -> nn.Module:
     """Return ``model`` if it is an nn.Module with at least one trainable parameter, and tensors
-    that hold values (none uninitialized or on the meta device); for a ``torch.compile``d
-    module, the module it wraps (see ``uncompiled``)."""
-    model = uncompiled(trainable_module(model, "its NTK is zero"))
+    that hold values (none uninitialized or on the meta device)."""
+    model = trainable_module(model, "its NTK is zero")
     if any(map(is_lazy, (*model.parameters(), *model.buffers()))):
         raise WidenetError("model has uninitialized parameters or buffers (a lazy module such as "
                            "nn.LazyLinear before its first call), which hold no values; run the "
@@ -279,14 +290,3 @@ def _ordinary(value: Any) -> Any:
     """``value``, or an ordinary copy of it if it is a tensor made in inference mode."""
     return value.clone() if isinstance(value, torch.Tensor) and value.is_inference() else value
 
-
-def uncompiled(model: nn.Module) -> nn.Module:
-    """The module that ``torch.compile`` wrapped in ``model`` (``model._orig_mod``, through every
-    layer of wrapping), else ``model`` itself. It has the same parameters and computes the same
-    function, so the same kernel, and its parameters are named without the wrapper's
-    ``_orig_mod.`` prefix; dynamo cannot trace the probe's hooks and swapped parameters, and
-    torch.func's transforms differentiate the module's own code anyway."""
-    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # absent: nothing was compiled
-    while eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
-        model = model._orig_mod
-    return model
