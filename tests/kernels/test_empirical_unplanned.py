@@ -175,3 +175,9 @@ def test_layers_with_no_inputs_or_no_outputs_count_for_what_they_are(method):
     result = empirical_ntk(model, x1, x2, outputs="full", per_layer=True, method=method)
     assert relative_error(result.full, brute_ntk(model, x1, x2)) < TOL
     assert list(result.blocks) == [name for name, _ in model.named_parameters()]
+
+
+def test_the_probes_own_refusals_are_not_taken_for_points_the_model_cannot_take():
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2)).double()
+    with pytest.raises(WidenetError, match=r"^1 \(BatchNorm1d\) is in training mode"):
+        empirical_ntk(model, points(3))

@@ -150,6 +150,8 @@ def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: _Record, *,
         with (torch.enable_grad(), fmodel.applied(fmodel.params) as module, _watch(record),
               watch_uses):
             raw = module(x.clone())  # a model may write to its input (see FunctionalModel.raw)
+    except WidenetError:  # the probe's own refusals (a ValueError too) say what they refuse
+        raise
     except (RuntimeError, IndexError, TypeError, ValueError) as error:
         raise WidenetError(f"the model cannot be applied to {x.shape[0]} point(s) of shape "
                            f"{tuple(x.shape[1:])}: {first_line(error)}"
