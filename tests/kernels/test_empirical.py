@@ -513,11 +513,15 @@ class CachedTranspose(nn.Module):
         return self.head(torch.tanh(x @ self.weight_t))
 
 
+@pytest.mark.parametrize("grad", [True, False])
 @pytest.mark.parametrize("method", ["auto", "jacobian", "ntk-vp"])
-def test_a_parameter_used_through_a_tensor_cached_before_the_call_is_refused(method):
-    """The swapped-in copies never reach such a tensor: its share was silently left out."""
-    with pytest.raises(WidenetError, match=r"depends on parameter 'weight' through a tensor"):
-        empirical_ntk(CachedTranspose(), points(3), method=method)
+def test_a_parameter_used_through_a_tensor_cached_before_the_call_is_refused(method, grad):
+    """The swapped-in copies never reach such a tensor: its share was silently left out (inside
+    torch.no_grad too, where the check's own backward pass once found no graph and let it by)."""
+    model = CachedTranspose()
+    with (torch.set_grad_enabled(grad),
+          pytest.raises(WidenetError, match=r"depends on parameter 'weight' through a tensor")):
+        empirical_ntk(model, points(3), method=method)
 
 
 def test_points_computed_by_the_model_itself_are_taken_as_they_are():

@@ -37,6 +37,13 @@ def test_the_builtin_kinds_are_registered_by_exact_type():
     assert "ScaledLinear" in _layers.unsupported_reason(ScaledLinear(2, 2))
 
 
+def test_the_known_kinds_are_named_apart_from_same_named_ones():
+    """torch's Conv1d and widenet's are both registered: the message names each once."""
+    known = _layers.unsupported_reason(nn.Embedding(3, 2)).split("knows ")[1].split(", ")
+    assert len(known) == len(set(known)) == len(_layers.LAYER_KINDS)
+    assert {"nn.Linear", "nn.Conv1d", "nn.Conv2d"} <= set(known)
+
+
 def test_a_subclass_is_not_taken_for_its_parent():
     """Looking up by exact type: ScaledLinear's own forward would make the Linear rule wrong."""
     with pytest.raises(WidenetError, match="it is a ScaledLinear"):

@@ -148,7 +148,9 @@ def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: Record, *,
         with (torch.enable_grad(), fmodel.applied(fmodel.params) as module, watch(record),
               watch_uses):
             raw = module(x.clone())  # a model may write to its input (see FunctionalModel.raw)
-    except RuntimeError as error:
+    except WidenetError:  # the probe's own refusals (a ValueError too) say what they refuse
+        raise
+    except (RuntimeError, IndexError, TypeError, ValueError) as error:
         raise WidenetError(f"the model cannot be applied to {x.shape[0]} point(s) of shape "
                            f"{tuple(x.shape[1:])}: {first_line(error)}"
                            f"{_dtype_hint(fmodel, x) if 'type' in str(error) else ''}") from error
@@ -165,9 +167,10 @@ def _check_no_cached_parameters(fmodel: FunctionalModel, raw: torch.Tensor) -> N
     if not raw.requires_grad:
         return
     own = [(name, p) for name, p in fmodel.module.named_parameters() if p.requires_grad]
-    try:  # the graph is kept: parts of it may be the user's
-        grads = torch.autograd.grad(raw.sum(), [p for _, p in own], retain_graph=True,
-                                    allow_unused=True)
+    try:  # the graph is kept: parts of it may be the user's; the caller may be in no_grad
+        with torch.enable_grad():
+            grads = torch.autograd.grad(raw.sum(), [p for _, p in own], retain_graph=True,
+                                        allow_unused=True)
     except RuntimeError:  # a model autograd cannot differentiate: the methods say so
         return
     for (name, _), grad in zip(own, grads, strict=True):

@@ -27,6 +27,7 @@ import torch
 from widenet.errors import WidenetError
 from widenet.kernels._factors import output_pairs
 from widenet.kernels._gram import mirror_lower_
+from widenet.memory import format_bytes
 from widenet.validation import positive_int
 
 DEFAULT_MEMORY_BUDGET = 2**30  # bytes of working memory, beyond the result itself
@@ -104,7 +105,7 @@ def plan_blocks(method: BlockMethod, n1: int, n2: int, k: int, *, itemsize: int,
         else:
             advice = "lower chunk_size or raise" if chunk_size is not None and rows > 1 else "raise"
             raise WidenetError(f"a block of {rows} x {panel} point(s) and one output needs about "
-                               f"{need(rows, panel, kc) / 2**20:.1f} MiB, more than "
+                               f"{format_bytes(need(rows, panel, kc))}, more than "
                                f"memory_budget={budget} bytes; {advice} memory_budget")
     return Plan(rows, panel, kc)
 
@@ -132,7 +133,7 @@ def points_per_chunk(n: int, *, per_point: int, fixed: int, budget: int,
         return min(chunk_size, n)
     c = min(n, (budget - fixed) // max(per_point, 1))
     if c < 1:
-        raise WidenetError(f"one point needs about {(fixed + per_point) / 2**20:.1f} MiB, more "
+        raise WidenetError(f"one point needs about {format_bytes(fixed + per_point)}, more "
                            f"than memory_budget={budget} bytes; raise memory_budget")
     return c
 

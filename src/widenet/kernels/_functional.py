@@ -16,11 +16,13 @@ import contextlib
 import functools
 import math
 import operator
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 from torch.nn.utils._named_member_accessor import swap_tensor
 
 from widenet.errors import WidenetError
@@ -51,6 +53,8 @@ class FunctionalModel:
                                   if not p.requires_grad}
         self.buffers: Params = {name: _cast(b, like) for name, b in model.named_buffers()}
         self.slots = _slots(model)
+        self.sparse = [module for module in model.modules()
+                       if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.sparse]
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         return self.raw(params, x).reshape(x.shape[0], -1)
@@ -66,14 +70,34 @@ class FunctionalModel:
     @contextlib.contextmanager
     def applied(self, params: Params) -> Iterator[nn.Module]:
         """The module with ``params``, the constants and fresh copies of the buffers in its slots,
-        for one pass (see ``substituted``)."""
+        for one pass (see ``substituted``), its embeddings made with ``sparse=True`` set to dense
+        gradients meanwhile (the same function, whose derivatives torch.func can take; it cannot
+        batch sparse gradients) and the parts compiled by ``torch.compile`` run eagerly (see
+        ``_eager``)."""
         fresh = {name: b.clone() for name, b in self.buffers.items()}
-        with substituted(self.module, self.slots, {**self.constants, **fresh, **params}):
-            yield self.module
+        with (substituted(self.module, self.slots, {**self.constants, **fresh, **params}),
+              _eager()):
+            for module in self.sparse:
+                module.sparse = False
+            try:
+                yield self.module
+            finally:
+                for module in self.sparse:
+                    module.sparse = True
 
     def numel(self) -> int:
         """P, the number of trainable scalars."""
         return sum(p.numel() for p in self.params.values())
+
+
+def _eager() -> contextlib.AbstractContextManager:
+    """A context in which modules and functions compiled by ``torch.compile`` run their own
+    Python code, eagerly: the same function, whose passes the probe's hooks, the swapped
+    parameters and torch.func's transforms can follow (dynamo fails on them). Nothing to do when
+    dynamo was never imported, so nothing was compiled."""
+    if "torch._dynamo.eval_frame" not in sys.modules:
+        return contextlib.nullcontext()
+    return torch.compiler.set_stance("force_eager")
 
 
 UNBATCHABLE = (RuntimeError, NotImplementedError)  # what torch.func.vmap raises when it cannot
@@ -191,8 +215,12 @@ def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def check_model(model: object) -> nn.Module:
     """Return ``model`` if it is an nn.Module with at least one trainable parameter, and tensors
-    that hold values (none on the meta device)."""
+    that hold values (none uninitialized or on the meta device)."""
     model = trainable_module(model, "its NTK is zero")
+    if any(map(is_lazy, (*model.parameters(), *model.buffers()))):
+        raise WidenetError("model has uninitialized parameters or buffers (a lazy module such as "
+                           "nn.LazyLinear before its first call), which hold no values; run the "
+                           "model once on a batch of points first")
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
         raise WidenetError("model has parameters or buffers on the meta device, which hold no "
                            "values; materialize them first (model.to_empty(device=...) and "
@@ -221,8 +249,10 @@ def check_points(x: object, name: str, *,
                            f"got shape {tuple(x.shape)}; reshape a single point with "
                            "x.unsqueeze(0)")
     if not x.is_floating_point():
-        raise WidenetError(f"{name} must be a real floating-point tensor, got dtype {x.dtype}; "
-                           "convert it with x.double() or x.float()")
+        raise WidenetError(f"{name} must be a real floating-point tensor (the kernel takes its "
+                           f"dtype), got dtype {x.dtype}; convert it with x.double() or "
+                           "x.float(), and a model that takes indices (nn.Embedding) converts "
+                           "them back in its forward: self.embedding(x.long())")
     if not bool(torch.isfinite(x).all()):
         raise WidenetError(f"{name} contains NaN or inf values; clean or drop those points first")
     if like is not None:
@@ -271,3 +301,4 @@ def _value(value: Any) -> Any:
                            "derivatives through a Jacobian are not exact for every model); call "
                            "them outside the transform")
     return value.clone() if value.is_inference() else value.detach()
+

@@ -17,6 +17,7 @@ its output gradients as the (k, n, T, q) factor G.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,6 +57,14 @@ def register_layer(kind: type[nn.Module], spec: LayerKind) -> None:
     LAYER_KINDS[kind] = spec
 
 
+def _qualified_name(kind: type) -> str:
+    """``nn.Linear`` for torch's layers, the full path (``widenet.nn.conv.Conv1d``) for others, so
+    that same-named types of two libraries are told apart."""
+    if kind.__module__.startswith("torch.nn."):
+        return f"nn.{kind.__qualname__}"
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 @dataclass(frozen=True)
 class LayerAdapter:
     """How one supported module's trainable parameters factorize.
@@ -80,7 +89,7 @@ def unsupported_reason(module: nn.Module) -> str | None:
     """Why the layer-wise method cannot handle ``module``'s parameters, or None if it can."""
     spec = LAYER_KINDS.get(type(module))
     if spec is None:
-        known = ", ".join(kind.__name__ for kind in LAYER_KINDS)
+        known = ", ".join(map(_qualified_name, LAYER_KINDS))
         return f"it is a {type(module).__name__}; the layer-wise method knows {known}"
     extra = [name for name in module._parameters if name not in ("weight", "bias")]
     if extra or not isinstance(module._parameters.get("weight"), torch.Tensor):
@@ -127,13 +136,14 @@ def multiplier_scales(module: nn.Module) -> tuple[float, float]:
 
 
 def dense_patches(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """(c, ..., p) -> (c, T, p): every leading position of a dense layer's input is a patch."""
-    return lambda a: a.reshape(a.shape[0], -1, a.shape[-1])
+    """(c, ..., p) -> (c, T, p): every leading position of a dense layer's input is a patch (T
+    counted, not inferred, so that p = 0 inputs reshape too)."""
+    return lambda a: a.reshape(a.shape[0], math.prod(a.shape[1:-1]), a.shape[-1])
 
 
 def dense_grads(g: torch.Tensor) -> torch.Tensor:
-    """(kc, c, ..., q) -> (kc, c, T, q)."""
-    return g.reshape(g.shape[0], g.shape[1], -1, g.shape[-1])
+    """(kc, c, ..., q) -> (kc, c, T, q) (T counted, so that q = 0 outputs reshape too)."""
+    return g.reshape(g.shape[0], g.shape[1], math.prod(g.shape[2:-1]), g.shape[-1])
 
 
 def conv_grads(g: torch.Tensor) -> torch.Tensor:

@@ -8,10 +8,13 @@ output b is J(x) (J(x')^T e_jb), where J(x')^T e_jb is the per-point Jacobian ro
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch.func import jvp, vjp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from widenet.errors import WidenetError
 from widenet.kernels._audit import Audit, prepare
@@ -57,7 +60,7 @@ def ntk_vector_product(model: torch.nn.Module, x: torch.Tensor, v: torch.Tensor,
     pulled = _pull_back(fmodel, other, v, c)
     pushed = []
     for points in slices(x.shape[0], c):
-        with unbatched("forward-mode", _MULTIPLY):
+        with unbatched("forward-mode", _MULTIPLY), _differentiable_attention():
             f, jv = jvp(lambda p, points=points: fmodel(p, x[points]), (fmodel.params,),
                         (pulled,))
         check_per_point(fmodel, x[points], f, slice(None), _MULTIPLY)
@@ -68,6 +71,21 @@ def ntk_vector_product(model: torch.nn.Module, x: torch.Tensor, v: torch.Tensor,
 
 
 _MULTIPLY = "use empirical_ntk(..., method='jacobian') and multiply"
+
+
+@contextlib.contextmanager
+def _differentiable_attention() -> Iterator[None]:
+    """Attention by its plain composite operations for the block: in eval mode
+    nn.MultiheadAttention and the Transformer layers take a fused fast path, and
+    scaled_dot_product_attention fused kernels, that have no forward-mode derivatives; the
+    composite path computes the same function and has them."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 def _pull_back(fmodel: FunctionalModel, x: torch.Tensor, v: torch.Tensor, c: int) -> Params:
@@ -174,15 +192,16 @@ class VectorProductMethod:
 
         c2, kc2 = rows[names[0]].shape[:2]
         tangents = {name: rows[name].flatten(0, 1) for name in names}
-        if not self.audit.unbatched:
-            try:
-                return _layout(vmap(push)(tangents), c2, kc2)
-            except UNBATCHABLE as error:  # a model vmap cannot batch: one JVP per column
-                if isinstance(error, torch.OutOfMemoryError):
-                    raise
-        with unbatched("forward-mode", "use method='jacobian'"):
-            return _layout(torch.stack([push({name: t[column] for name, t in tangents.items()})
-                                        for column in range(c2 * kc2)]), c2, kc2)
+        with _differentiable_attention():
+            if not self.audit.unbatched:
+                try:
+                    return _layout(vmap(push)(tangents), c2, kc2)
+                except UNBATCHABLE as error:  # a model vmap cannot batch: one JVP per column
+                    if isinstance(error, torch.OutOfMemoryError):
+                        raise
+            with unbatched("forward-mode", "use method='jacobian'"):
+                return _layout(torch.stack([push({n: t[column] for n, t in tangents.items()})
+                                            for column in range(c2 * kc2)]), c2, kc2)
 
     def _select(self, block: torch.Tensor) -> torch.Tensor:
         """The full (c1, c2, kc, kc) block reduced to the mode: trace or diagonal over a = b."""
