@@ -806,3 +806,23 @@ def test_a_model_autograd_cannot_differentiate_is_refused_in_one_line(method):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian", "ntk-vp"])
+def test_backward_hooks_that_change_the_gradients_are_refused(method):
+    """A full backward hook scaling a Tanh's input gradient by 10: the layer-wise method used the
+    changed gradients (the kernel was 165 off), the others failed inside torch.func."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    expected = reduce_outputs(brute_ntk(model, x), "trace")
+    handle = model[1].register_full_backward_hook(lambda module, gi, go: (gi[0] * 10,))
+    with pytest.raises(WidenetError, match="module 1 of the model has backward hooks"):
+        empirical_ntk(model, x, method=method)
+    handle.remove()
+    handle = torch.nn.modules.module.register_module_full_backward_hook(
+        lambda module, gi, go: None)
+    try:
+        with pytest.raises(WidenetError, match="torch has global module backward hooks"):
+            empirical_ntk(model, x, method=method)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(empirical_ntk(model, x, method=method).ntk, expected)

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
+from torch.nn.modules.module import _global_backward_hooks, _global_backward_pre_hooks
 from torch.nn.parameter import is_lazy
 from torch.nn.utils._named_member_accessor import swap_tensor
 
@@ -214,8 +215,9 @@ def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def check_model(model: object) -> nn.Module:
-    """Return ``model`` if it is an nn.Module with at least one trainable parameter, and tensors
-    that hold values (none uninitialized or on the meta device)."""
+    """Return ``model`` if it is an nn.Module with at least one trainable parameter, tensors that
+    hold values (none uninitialized or on the meta device), and no backward hooks (its own
+    modules' or torch's global ones), which change the gradients the kernels are made of."""
     model = trainable_module(model, "its NTK is zero")
     if any(map(is_lazy, (*model.parameters(), *model.buffers()))):
         raise WidenetError("model has uninitialized parameters or buffers (a lazy module such as "
@@ -225,6 +227,15 @@ def check_model(model: object) -> nn.Module:
         raise WidenetError("model has parameters or buffers on the meta device, which hold no "
                            "values; materialize them first (model.to_empty(device=...) and "
                            "initialize them, or load a state dict)")
+    hooked = [path or type(model).__name__ for path, module in model.named_modules()
+              if module._backward_hooks or module._backward_pre_hooks]
+    if hooked or _global_backward_hooks or _global_backward_pre_hooks:
+        where = f"module {hooked[0]} of the model has" if hooked else "torch has global module"
+        raise WidenetError(f"{where} backward hooks (register_full_backward_hook and the like), "
+                           "which change the gradients the kernel is made of, while the NTK is "
+                           "that of the forward function (the layer-wise method would use the "
+                           "changed gradients, the others cannot run); remove them for the kernel "
+                           "(handle.remove())")
     return model
 
 
