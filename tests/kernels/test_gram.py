@@ -135,3 +135,20 @@ def test_mirror_works_on_a_view_of_a_larger_kernel():
     block.copy_(block.tril() + block.tril(-1).T)
     mirror_lower_(kernel[100:350, 100:350])
     assert torch.equal(kernel, expected)
+
+
+def test_torchs_default_device_does_not_reach_the_update():
+    """With torch.set_default_device("cuda") (here "meta"), buffers made without a device were
+    not on the CPU: MKL wrote through their pointers and the process died (segfault)."""
+    _gram._rank_k_update.cache_clear()
+    m = _integers(9, 4)
+    torch.set_default_device("meta")
+    try:
+        for plus in (0.0, 1.5):
+            result = lower_gram(m, plus=plus)
+            assert result.device.type == "cpu"
+            assert torch.equal(result.tril(), (plus + m @ m.T).tril())
+        assert rank_k_update_available(m)
+    finally:
+        torch.set_default_device(None)
+        _gram._rank_k_update.cache_clear()

@@ -45,8 +45,9 @@ def lower_gram(m: torch.Tensor, *, alpha: float = 1.0, plus: float = 0.0) -> tor
         return torch.addmm(m.new_tensor(plus), m, m.T, beta=1.0 if plus else 0.0, alpha=alpha)
     if _row_stride(m) is None:
         m = m.contiguous()
-    out = torch.full((m.shape[0], m.shape[0]), plus, dtype=m.dtype) if plus else torch.empty(
-        m.shape[0], m.shape[0], dtype=m.dtype)
+    shape = (m.shape[0], m.shape[0])
+    out = (torch.full(shape, plus, dtype=m.dtype, device="cpu") if plus
+           else torch.empty(shape, dtype=m.dtype, device="cpu"))  # not torch's default device
     update(m, _row_stride(m), out, alpha, 1.0 if plus else 0.0)
     return out
 
@@ -110,12 +111,12 @@ def _rank_k_update(dtype: torch.dtype):
         return None
     with torch._C._DisableFuncTorch():  # plain tensors even when first called inside vmap
         g = torch.Generator().manual_seed(0)
-        probe = torch.randint(-4, 5, (7, 6), generator=g).to(dtype)[:, :5]  # row stride 6
-        out = torch.full((7, 7), 0.5, dtype=dtype)
+        probe = torch.randint(-4, 5, (7, 6), generator=g, device="cpu").to(dtype)[:, :5]
+        out = torch.full((7, 7), 0.5, dtype=dtype, device="cpu")
         call(probe, 6, out, 2.0, 1.0)
         expected = 0.5 + 2.0 * probe @ probe.T
-        untouched = torch.full((7, 7), 0.5, dtype=dtype)
-        overwritten = torch.full((7, 7), float("nan"), dtype=dtype)  # beta = 0 must not read it
+        untouched = torch.full((7, 7), 0.5, dtype=dtype, device="cpu")
+        overwritten = torch.full((7, 7), float("nan"), dtype=dtype, device="cpu")  # beta = 0
         call(probe, 6, overwritten, 1.0, 0.0)
         if (torch.equal(out.tril(), expected.tril())
                 and torch.equal(out.triu(1), untouched.triu(1))
@@ -142,6 +143,11 @@ def _mkl_call(dtype: torch.dtype):
 
     def call(m: torch.Tensor, ld: int, out: torch.Tensor, alpha: float, beta: float) -> None:
         c, p = m.shape
+        if not (type(m) is type(out) is torch.Tensor and m.device.type == out.device.type == "cpu"
+                and m.dtype == out.dtype == dtype and out.shape == (c, c)
+                and out.is_contiguous() and _row_stride(m) == ld):
+            # a guard: C code handed a pointer it cannot take would crash the process
+            raise RuntimeError("the rank-k update got tensors it cannot take")
         n, k, ld, ldc = (ctypes.c_int64(v) for v in (c, p, ld, c))
         symbol(b"U", b"T", ctypes.byref(n), ctypes.byref(k), ctypes.byref(scalar(alpha)),
                ctypes.c_void_p(m.data_ptr()), ctypes.byref(ld), ctypes.byref(scalar(beta)),
