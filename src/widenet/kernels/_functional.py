@@ -286,15 +286,16 @@ def on_values(function: Callable[..., T]) -> Callable[..., T]:
     """``function`` (a kernel of a model at some points) run on the values of its tensor
     arguments: outside ``torch.inference_mode`` (derivatives need autograd, which it turns off),
     with tensors made in that mode copied to ordinary ones (they neither take ``requires_grad``
-    nor keep the version counters the audit reads), and every tensor argument detached, so that
-    the result is not differentiable in them: torch.func's derivatives through a Jacobian are
-    not exact for every model (LayerNorm's), and a kernel that autograd could differentiate
-    wrongly must not be offered. Tensors of torch.func transforms (vmap, grad), which cannot be
-    detached from them, are refused."""
+    nor keep the version counters the audit reads), every tensor argument detached, and under
+    ``torch.no_grad`` (the passes that need recording turn it on themselves), so that the result
+    is differentiable neither in them nor in tensors the model holds that require grad:
+    torch.func's derivatives through a Jacobian are not exact for every model (LayerNorm's), and
+    a kernel that autograd could differentiate wrongly must not be offered. Tensors of
+    torch.func transforms (vmap, grad), which cannot be detached from them, are refused."""
 
     @functools.wraps(function)
     def outside(*args: Any, **kwargs: Any) -> T:
-        with torch.inference_mode(False):
+        with torch.inference_mode(False), torch.no_grad():
             return function(*map(_value, args),
                             **{name: _value(value) for name, value in kwargs.items()})
 
