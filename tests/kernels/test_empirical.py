@@ -837,6 +837,25 @@ def test_a_model_autograd_cannot_differentiate_is_refused_in_one_line(method):
     assert "\n" not in str(error.value)
 
 
+def test_the_refusal_of_backward_hooks_says_where_they_are():
+    """A hook on the model itself is the model's, not that of a module named by its class; the
+    global ones are registered by register_module_*, which the message names."""
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    handle = model.register_full_backward_pre_hook(lambda module, go: None)
+    with pytest.raises(WidenetError, match=r"^the model has backward hooks \(register_full_"):
+        empirical_ntk(model, x)
+    handle.remove()
+    handle = torch.nn.modules.module.register_module_full_backward_pre_hook(
+        lambda module, go: None)
+    try:
+        with pytest.raises(WidenetError, match=r"^torch has global module backward hooks "
+                                               r"\(register_module_full_backward_hook"):
+            empirical_ntk(model, x)
+    finally:
+        handle.remove()
+
+
 @pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian", "ntk-vp"])
 def test_backward_hooks_that_change_the_gradients_are_refused(method):
     """A full backward hook scaling a Tanh's input gradient by 10: the layer-wise method used the

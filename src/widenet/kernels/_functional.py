@@ -227,15 +227,17 @@ def check_model(model: object) -> nn.Module:
         raise WidenetError("model has parameters or buffers on the meta device, which hold no "
                            "values; materialize them first (model.to_empty(device=...) and "
                            "initialize them, or load a state dict)")
-    hooked = [path or type(model).__name__ for path, module in model.named_modules()
+    hooked = [path for path, module in model.named_modules()
               if module._backward_hooks or module._backward_pre_hooks]
     if hooked or _global_backward_hooks or _global_backward_pre_hooks:
-        where = f"module {hooked[0]} of the model has" if hooked else "torch has global module"
-        raise WidenetError(f"{where} backward hooks (register_full_backward_hook and the like), "
-                           "which change the gradients the kernel is made of, while the NTK is "
-                           "that of the forward function (the layer-wise method would use the "
-                           "changed gradients, the others cannot run); remove them for the kernel "
-                           "(handle.remove())")
+        where = ("torch has global module backward hooks (register_module_full_backward_hook "
+                 "and the like)" if not hooked else
+                 f"{f'module {hooked[0]} of the model' if hooked[0] else 'the model'} has "
+                 "backward hooks (register_full_backward_hook and the like)")
+        raise WidenetError(f"{where}, which change the gradients the kernel is made of, while "
+                           "the NTK is that of the forward function (the layer-wise method would "
+                           "use the changed gradients, the others cannot run); remove them for "
+                           "the kernel (handle.remove())")
     return model
 
 
