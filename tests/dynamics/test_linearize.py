@@ -70,3 +70,20 @@ def test_bad_models() -> None:
         linearize("net")
     with pytest.raises(wn.WidenetError, match="no trainable parameters"):
         linearize(torch.nn.Linear(2, 1).requires_grad_(False))
+
+
+def test_the_copy_keeps_no_hooks_of_the_original() -> None:
+    """The copy drops every module hook of the original, backward pre-hooks included: their
+    handles cannot reach the copy, and the NTK refuses a model with backward hooks."""
+    net, x, _ = setup()
+    handles = [net.layers[0].register_forward_hook(lambda m, i, o: None),
+               net.layers[0].register_forward_pre_hook(lambda m, i: None),
+               net.layers[0].register_full_backward_hook(lambda m, gi, go: None),
+               net.layers[0].register_full_backward_pre_hook(lambda m, go: None)]
+    lin = linearize(net)
+    for handle in handles:
+        handle.remove()
+    assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                   or m._backward_pre_hooks for m in lin.modules())
+    assert torch.allclose(wn.empirical_ntk(lin, x).ntk, wn.empirical_ntk(net, x).ntk,
+                          rtol=1e-12, atol=0)

@@ -784,6 +784,37 @@ def test_jacobians_products_and_layerwise_kernels_are_values_detached_from_their
     assert relative_error(layerwise.full, brute_ntk(model, x.detach())) < TOL
 
 
+class _ScaledByAHeldTensor(nn.Module):
+    """A LayerNorm MLP whose hidden units are scaled by a plain tensor attribute that requires
+    grad (not a parameter, so not differentiated in the NTK)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.last = nn.Linear(3, 6), nn.Linear(6, 2)
+        self.norm = nn.LayerNorm(6, elementwise_affine=False)
+        self.scale = torch.linspace(0.7, 1.3, 6, dtype=torch.float64, requires_grad=True)
+
+    def forward(self, x):
+        return self.last(torch.tanh(self.norm(self.first(x) * self.scale)))
+
+
+@pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian", "ntk-vp"])
+def test_the_kernel_is_a_value_detached_from_tensors_the_model_holds(method):
+    """Tensors the model holds that require grad are no more a way to a kernel autograd would
+    differentiate (wrongly, through LayerNorm's Jacobian) than the points are."""
+    torch.manual_seed(0)
+    model = _ScaledByAHeldTensor().double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    kernel = empirical_ntk(model, x, method=method, outputs="full")
+    assert not kernel.ntk.requires_grad
+    assert not kernel.full.requires_grad
+    assert relative_error(kernel.full, brute_ntk(model, x)) < TOL
+    if method == "jacobian":
+        assert not any(j.requires_grad for j in jacobian(model, x).values())
+        v = torch.randn(4, 2, dtype=torch.float64)
+        assert not ntk_vector_product(model, x, v).requires_grad
+
+
 class _ChangesASavedTensor(nn.Module):
     """tanh's output, which autograd saves for its derivative, is changed in place afterwards."""
 
@@ -804,6 +835,25 @@ def test_a_model_autograd_cannot_differentiate_is_refused_in_one_line(method):
     with pytest.raises(WidenetError, match="cannot take the reverse-mode derivatives") as error:
         empirical_ntk(model, torch.randn(5, 3, dtype=torch.float64), method=method)
     assert "\n" not in str(error.value)
+
+
+def test_the_refusal_of_backward_hooks_says_where_they_are():
+    """A hook on the model itself is the model's, not that of a module named by its class; the
+    global ones are registered by register_module_*, which the message names."""
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    handle = model.register_full_backward_pre_hook(lambda module, go: None)
+    with pytest.raises(WidenetError, match=r"^the model has backward hooks \(register_full_"):
+        empirical_ntk(model, x)
+    handle.remove()
+    handle = torch.nn.modules.module.register_module_full_backward_pre_hook(
+        lambda module, go: None)
+    try:
+        with pytest.raises(WidenetError, match=r"^torch has global module backward hooks "
+                                               r"\(register_module_full_backward_hook"):
+            empirical_ntk(model, x)
+    finally:
+        handle.remove()
 
 
 @pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian", "ntk-vp"])

@@ -29,6 +29,7 @@ class LinearizedModel(nn.Module):
             module._forward_hooks.clear()      # must not fire, or be pickled, with the copy
             module._forward_pre_hooks.clear()
             module._backward_hooks.clear()
+            module._backward_pre_hooks.clear()
         self._names = [name for name, p in self.model.named_parameters() if p.requires_grad]
         for index, name in enumerate(self._names):
             self.register_buffer(f"theta0_{index}", self.model.get_parameter(name).detach().clone())

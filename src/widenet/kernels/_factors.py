@@ -211,20 +211,12 @@ def _weighted(gg: torch.Tensor, weight: torch.Tensor | float, mode: str, t: int,
             out.add_(summed)
         else:
             out.copy_(summed)
-    elif not add and not _needs_autograd(gg, weight):
+    elif not add:
         torch.mul(gg, weight, out=out)
-    elif not add:  # out= refuses inputs that autograd tracks (points that require grad)
-        out.copy_(gg * weight)
     elif isinstance(weight, torch.Tensor):
         out.addcmul_(gg, weight)
     else:
         out.add_(gg, alpha=weight)
-
-
-def _needs_autograd(*tensors: object) -> bool:
-    """Whether autograd records an operation on these (grad mode on and one requires grad)."""
-    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad
-                                           for t in tensors)
 
 
 def _align(weight: torch.Tensor, mode: str, t: int) -> torch.Tensor:

@@ -227,15 +227,17 @@ def check_model(model: object) -> nn.Module:
         raise WidenetError("model has parameters or buffers on the meta device, which hold no "
                            "values; materialize them first (model.to_empty(device=...) and "
                            "initialize them, or load a state dict)")
-    hooked = [path or type(model).__name__ for path, module in model.named_modules()
+    hooked = [path for path, module in model.named_modules()
               if module._backward_hooks or module._backward_pre_hooks]
     if hooked or _global_backward_hooks or _global_backward_pre_hooks:
-        where = f"module {hooked[0]} of the model has" if hooked else "torch has global module"
-        raise WidenetError(f"{where} backward hooks (register_full_backward_hook and the like), "
-                           "which change the gradients the kernel is made of, while the NTK is "
-                           "that of the forward function (the layer-wise method would use the "
-                           "changed gradients, the others cannot run); remove them for the kernel "
-                           "(handle.remove())")
+        where = ("torch has global module backward hooks (register_module_full_backward_hook "
+                 "and the like)" if not hooked else
+                 f"{f'module {hooked[0]} of the model' if hooked[0] else 'the model'} has "
+                 "backward hooks (register_full_backward_hook and the like)")
+        raise WidenetError(f"{where}, which change the gradients the kernel is made of, while "
+                           "the NTK is that of the forward function (the layer-wise method would "
+                           "use the changed gradients, the others cannot run); remove them for "
+                           "the kernel (handle.remove())")
     return model
 
 
@@ -286,15 +288,16 @@ def on_values(function: Callable[..., T]) -> Callable[..., T]:
     """``function`` (a kernel of a model at some points) run on the values of its tensor
     arguments: outside ``torch.inference_mode`` (derivatives need autograd, which it turns off),
     with tensors made in that mode copied to ordinary ones (they neither take ``requires_grad``
-    nor keep the version counters the audit reads), and every tensor argument detached, so that
-    the result is not differentiable in them: torch.func's derivatives through a Jacobian are
-    not exact for every model (LayerNorm's), and a kernel that autograd could differentiate
-    wrongly must not be offered. Tensors of torch.func transforms (vmap, grad), which cannot be
-    detached from them, are refused."""
+    nor keep the version counters the audit reads), every tensor argument detached, and under
+    ``torch.no_grad`` (the passes that need recording turn it on themselves), so that the result
+    is differentiable neither in them nor in tensors the model holds that require grad:
+    torch.func's derivatives through a Jacobian are not exact for every model (LayerNorm's), and
+    a kernel that autograd could differentiate wrongly must not be offered. Tensors of
+    torch.func transforms (vmap, grad), which cannot be detached from them, are refused."""
 
     @functools.wraps(function)
     def outside(*args: Any, **kwargs: Any) -> T:
-        with torch.inference_mode(False):
+        with torch.inference_mode(False), torch.no_grad():
             return function(*map(_value, args),
                             **{name: _value(value) for name, value in kwargs.items()})
 

@@ -20,7 +20,8 @@ alpha^2 times that of f. Models whose outputs couple the points of a batch (Batc
 training mode) or are random (dropout in training mode) are refused: their NTK is not defined.
 The kernel is a value at the points: points that require grad give the same kernel as detached
 ones, detached from them (torch.func's derivatives through a Jacobian are not exact for every
-model, e.g. with LayerNorm, so no method offers a derivative in the points).
+model, e.g. with LayerNorm, so no method offers a derivative in the points, nor in tensors the
+model holds that require grad).
 """
 
 from __future__ import annotations
