@@ -127,7 +127,7 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     layers = tuple(make_adapter(record.paths[m], m, trainable)
                    for m in record.call_order if m in holders)
     sizes = tuple(factor_sizes(layer, *record.first_call[layer.module]) for layer in layers)
-    singles = tuple(SinglePass(probe[i], _one_point(o, out.shape[1]),
+    singles = tuple(SinglePass(probe[i], _one_point(o, out.shape[1]).detach(),
                                tuple(run.first_call[layer.module] for layer in layers))
                     for i, (o, run) in enumerate(zip(outs, alone, strict=True))) if layers else ()
     return Audit(out.shape[1], tuple(raw.shape[1:]), layers, problem,
