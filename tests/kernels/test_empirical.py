@@ -876,3 +876,23 @@ def test_backward_hooks_that_change_the_gradients_are_refused(method):
     finally:
         handle.remove()
     torch.testing.assert_close(empirical_ntk(model, x, method=method).ntk, expected)
+
+
+class _Checkpointed(nn.Module):
+    """A hidden layer run through torch.utils.checkpoint (non-reentrant)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 5), nn.Linear(5, 1)
+
+    def forward(self, x):
+        hidden = torch.utils.checkpoint.checkpoint(lambda t: torch.tanh(self.a(t)), x,
+                                                   use_reentrant=False)
+        return self.b(hidden)
+
+
+@pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian", "ntk-vp"])
+def test_a_checkpointed_model_is_refused_saying_so(method):
+    """The layer-wise pass's advice was about tensors changed in place."""
+    with pytest.raises(WidenetError, match=r"no method can run through torch\.utils\.checkpoint"):
+        empirical_ntk(_Checkpointed(), torch.randn(4, 3), method=method)

@@ -107,12 +107,16 @@ UNBATCHABLE = (RuntimeError, NotImplementedError)  # what torch.func.vmap raises
 @contextlib.contextmanager
 def unbatched(mode: str, advice: str) -> Iterator[None]:
     """Turn a failure of the model's unbatched ``mode`` derivatives into a one-line WidenetError
-    ending with ``advice``."""
+    ending with ``advice`` (or, for a model run through torch.utils.checkpoint, which no method
+    can differentiate, saying so)."""
     try:
         yield
     except UNBATCHABLE as error:
         if isinstance(error, torch.OutOfMemoryError):
             raise
+        if type(error).__name__ == "CheckpointError" or "saved tensor hooks" in str(error):
+            advice = ("no method can run through torch.utils.checkpoint (or other saved-tensor "
+                      "hooks); call the model without it for the kernel")
         raise WidenetError(f"torch cannot take the {mode} derivatives of this model "
                            f"({type(error).__name__}: {first_line(error)}); {advice}") from error
 
