@@ -78,6 +78,21 @@ def test_sum_adds_weighted_kernels_of_uncorrelated_branches() -> None:
     assert torch.allclose(summed.nngp, expected, rtol=1e-12)
 
 
+def test_per_layer_sigma_dot_of_parallel_dense_branches() -> None:
+    """Two dense branches after one activation each record their own sigma_w^2 Kdot (they
+    shared the activation's Kdot and scaled it in place: both read 36 Kdot for stds 2 and 3)."""
+    x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    model = wnn.Sequential(wnn.Dense(4, 8, weight_std=1.0), wnn.Activation("relu"),
+                           wnn.Sum([wnn.Dense(8, 8, weight_std=2.0),
+                                    wnn.Dense(8, 8, weight_std=3.0)]))
+    k = wn.infinite_kernels(model, x, per_layer=True)
+    sigma = k.layers.sigma[0]
+    q = sigma.diagonal()
+    kdot = wn.activations.relu.derivative_dual(q[:, None], q[None, :], sigma)
+    for recorded, weight_var in zip(k.layers.sigma_dot, (4.0, 9.0), strict=True):
+        assert torch.allclose(recorded, weight_var * kdot, rtol=1e-12, atol=0)
+
+
 def test_layer_norm_divides_by_the_variances() -> None:
     x = images(4, 3, 5, 5, seed=4)
     conv = wnn.Conv2d(3, 4, 3, bias_std=0.3)

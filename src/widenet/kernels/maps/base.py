@@ -81,7 +81,8 @@ class State:
     def clone(self) -> State:
         return replace(self, sigma=self.sigma.clone(),
                        theta=None if self.theta is None else self.theta.clone(),
-                       parts={k: v.clone() for k, v in self.parts.items()})
+                       parts={k: v.clone() for k, v in self.parts.items()},
+                       kdot=None if self.kdot is None else self.kdot.clone())
 
     def map(self, function) -> State:
         """Apply one linear map to Sigma, Theta and every part."""
