@@ -7,7 +7,8 @@ conventions of ``widenet.predict``, docs/predict.md) gives
     phi_t(lambda) = (1 - exp(-lambda t/n)) / lambda,
 
 so both need a function of K applied to y. As in ``widenet.predict.KernelDynamics``, K's
-numerical null space (here Ritz values |theta| <= n eps max|theta|) neither moves nor reaches
+numerical null space (here Ritz values |theta| <= n eps max|theta|, eps that of the stored
+values, ``kernel.eps``: a float32 file's round-off is float32's) neither moves nor reaches
 the test outputs: exp(-theta t/n) = 1 and phi_t(theta) = 0 there, at every t, so that large t
 approaches the interpolant K_*X K^+ y instead of multiplying round-off by t (exact for the
 cross block K_*X of any positive semi-definite joint kernel, which vanishes on K's null
@@ -101,7 +102,8 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
         invariant = bool((beta == 0).all())
         steps = len(diagonal)
         if steps >= next_check or invariant or steps == max_iterations:
-            coefficients = _coefficients(torch.stack(diagonal), off, norms, grid, n)
+            coefficients = _coefficients(torch.stack(diagonal), off, norms, grid, n,
+                                         kernel.eps)
             if previous is not None:
                 changes.append(_change(coefficients, previous))
                 report(steps, changes[-1])
@@ -126,15 +128,15 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
 
 
 def _coefficients(diagonal: torch.Tensor, off: list[torch.Tensor], norms: torch.Tensor,
-                  times: torch.Tensor, n: int) -> torch.Tensor:
+                  times: torch.Tensor, n: int, eps: float) -> torch.Tensor:
     """||y|| g(T_j) e_1 for each time, g = phi_t (index 0) and exp(-. t/n) (index 1) and
-    column: shape (T, 2, k, j)."""
+    column: shape (T, 2, k, j); Ritz values |theta| <= n eps max|theta| count as 0."""
     tridiagonal = torch.diag_embed(diagonal.T)
     if off:
         beta = torch.stack(off).T  # (k, j - 1)
         tridiagonal += torch.diag_embed(beta, 1) + torch.diag_embed(beta, -1)
     theta, vectors = torch.linalg.eigh(tridiagonal)  # (k, j), (k, j, j)
-    null = theta.abs() <= n * torch.finfo(torch.float64).eps * theta.abs().amax(-1, True)
+    null = theta.abs() <= n * eps * theta.abs().amax(-1, True)
     theta = torch.where(null, 0.0, theta)
     x = theta[None] * times[:, None, None] / n  # (T, k, j)
     decay = torch.where(null, 1.0, torch.exp(-x))
