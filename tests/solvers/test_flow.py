@@ -152,3 +152,21 @@ def test_a_float32_kernel_has_the_null_space_of_its_float32_round_off(stored: st
         train, test = dynamics.train(t).double(), dynamics.test(cross, t).double()
         assert _relative(result.train[i], train, y) < 1e-6  # float32 results of KernelDynamics
         assert _relative(cross.double() @ result.weights[i], test) < 1e-6
+
+
+def test_a_kernel_that_is_not_positive_semi_definite_is_refused() -> None:
+    """A Ritz value below -n eps max|theta| bounds lambda_min(K) below round-off: the flow
+    would grow like exp(|lambda| t/n) (NaN, reported as converged, before the fix)."""
+    generator = torch.Generator().manual_seed(6)
+    matrix = torch.randn(40, 40, generator=generator, dtype=torch.float64)
+    y = torch.randn(40, generator=generator, dtype=torch.float64)
+    with pytest.raises(WidenetError, match="not positive semi-definite: a Ritz value is -"):
+        gradient_flow(BlockedKernel(matrix + matrix.T), y, 1e5)
+    features = torch.randn(40, 5, generator=generator, dtype=torch.float64)
+    kernel = features @ features.T  # rank 5, with eigenvalues of order -eps ||K|| in float64
+    values, vectors = torch.linalg.eigh(kernel)
+    assert float(values[0]) < 0
+    y = vectors[:, 0]  # the first Ritz value, y^T K y = lambda_min < 0, is round-off alone
+    result = gradient_flow(BlockedKernel(kernel), y, [1.0, 1e6])
+    assert float(result.train.abs().max()) < 1e-12  # a unit y that never moves: round-off
+    assert float(result.weights.abs().max()) < 1e-12
