@@ -133,7 +133,7 @@ class BlockedKernel:
 
             points = x[torch.as_tensor(index, device=x.device)]
             if kind == "empirical":
-                return empirical_ntk(net, points, columns)
+                return empirical_ntk(net, points, columns).ntk
             kernels = infinite_kernels(net, points, columns, dtype=torch.float64)
             return kernels.ntk if kind == "ntk" else kernels.nngp
 
