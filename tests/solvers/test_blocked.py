@@ -13,6 +13,7 @@ import torch
 
 from widenet.data import sphere_points
 from widenet.errors import WidenetError
+from widenet.kernels.empirical import empirical_ntk
 from widenet.kernels.infinite import infinite_kernels
 from widenet.solvers.blocked import BlockedKernel
 
@@ -147,6 +148,19 @@ def test_on_demand_rows_of_a_net_are_its_kernel() -> None:
         assert kernel.shape == (30, 9)
         v = _right(9)
         assert_product(kernel.matmul(v), exact, v)
+
+
+def test_on_demand_rows_of_a_net_empirical_ntk() -> None:
+    """kind="empirical": the rows of empirical_ntk(...).ntk (the call failed on the Kernels
+    object itself, not a tensor, before the fix)."""
+    net, x, x2 = relu_net(4, 2), sphere_points(30, 4), sphere_points(9, 4, seed=1)
+    for columns in (None, x2):
+        kernel = BlockedKernel.from_net(net, x, columns, kind="empirical", block_rows=7)
+        exact = empirical_ntk(net, x, x if columns is None else columns).ntk
+        v = _right(exact.shape[1])
+        assert_product(kernel.matmul(v), exact, v)
+        torch.testing.assert_close(kernel.take(np.array([20, 3])), exact[[20, 3]], rtol=1e-13,
+                                   atol=0)
 
 
 def test_bad_kernels_are_refused(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ every time, exact termination on an invariant Krylov space, early stopping, bad 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -123,3 +124,49 @@ def test_bad_kernels_and_targets_are_refused(ill_conditioned: dict) -> None:
         gradient_flow(BlockedKernel(kernel), y[:-1], 1.0)
     with pytest.raises(WidenetError, match="tol must be > 0"):
         gradient_flow(BlockedKernel(kernel), y, 1.0, tol=-1.0)
+
+
+@pytest.mark.parametrize("stored", ["numpy", "torch", "file"])
+def test_a_float32_kernel_has_the_null_space_of_its_float32_round_off(stored: str,
+                                                                       tmp_path) -> None:
+    """A rank-4 kernel stored in float32 has eigenvalues of order -eps32 ||K|| where its null
+    space was: they are round-off, as KernelDynamics (eps of the kernel's dtype) counts them,
+    not modes to grow like exp(|lambda| t/n) (NaN by t = 1e12 before the fix)."""
+    generator = torch.Generator().manual_seed(5)
+    features = torch.randn(60, 4, generator=generator, dtype=torch.float64)
+    kernel = (features[:50] @ features[:50].T).float()
+    cross = (features[50:] @ features[:50].T).float()
+    assert float(torch.linalg.eigvalsh(kernel.double())[0]) < 0  # the round-off at stake
+    y = torch.randn(50, 2, generator=generator, dtype=torch.float64)
+    if stored == "file":
+        np.save(tmp_path / "kernel.npy", kernel.numpy())
+        blocked = BlockedKernel.open(tmp_path / "kernel.npy", block_rows=7)
+    else:
+        blocked = BlockedKernel(kernel.numpy() if stored == "numpy" else kernel)
+    assert blocked.eps == torch.finfo(torch.float32).eps
+    times = [5.0, 1e6, 1e12]
+    result = gradient_flow(blocked, y, times, tol=1e-12)
+    assert result.converged
+    dynamics = KernelDynamics(kernel, y.float())
+    for i, t in enumerate(times):
+        train, test = dynamics.train(t).double(), dynamics.test(cross, t).double()
+        assert _relative(result.train[i], train, y) < 1e-6  # float32 results of KernelDynamics
+        assert _relative(cross.double() @ result.weights[i], test) < 1e-6
+
+
+def test_a_kernel_that_is_not_positive_semi_definite_is_refused() -> None:
+    """A Ritz value below -n eps max|theta| bounds lambda_min(K) below round-off: the flow
+    would grow like exp(|lambda| t/n) (NaN, reported as converged, before the fix)."""
+    generator = torch.Generator().manual_seed(6)
+    matrix = torch.randn(40, 40, generator=generator, dtype=torch.float64)
+    y = torch.randn(40, generator=generator, dtype=torch.float64)
+    with pytest.raises(WidenetError, match="not positive semi-definite: a Ritz value is -"):
+        gradient_flow(BlockedKernel(matrix + matrix.T), y, 1e5)
+    features = torch.randn(40, 5, generator=generator, dtype=torch.float64)
+    kernel = features @ features.T  # rank 5, with eigenvalues of order -eps ||K|| in float64
+    values, vectors = torch.linalg.eigh(kernel)
+    assert float(values[0]) < 0
+    y = vectors[:, 0]  # the first Ritz value, y^T K y = lambda_min < 0, is round-off alone
+    result = gradient_flow(BlockedKernel(kernel), y, [1.0, 1e6])
+    assert float(result.train.abs().max()) < 1e-12  # a unit y that never moves: round-off
+    assert float(result.weights.abs().max()) < 1e-12

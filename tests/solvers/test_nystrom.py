@@ -10,6 +10,7 @@ import torch
 
 from widenet.errors import WidenetError
 from widenet.solvers.blocked import BlockedKernel
+from widenet.solvers.cg import conjugate_gradients
 from widenet.solvers.nystrom import NystromPreconditioner, default_rank
 
 
@@ -82,3 +83,22 @@ def test_default_rank_and_bad_arguments() -> None:
                                      rank=2)
     r = torch.from_numpy(np.arange(10.0).reshape(5, 2))
     torch.testing.assert_close(identity(r), r)
+
+
+def test_a_rank_deficient_float32_kernel_with_a_ridge() -> None:
+    """Duplicated points stored in float32: K_SS has eigenvalues of order -eps32 ||K||, which
+    the shift nu = n eps ||K_Sn||_F must cover with float32's eps (the preconditioner refused
+    the kernel as not positive semi-definite before the fix). K + ridge I is well posed, and
+    conjugate gradients solve it."""
+    generator = torch.Generator().manual_seed(7)
+    features = torch.randn(100, 4, generator=generator, dtype=torch.float64)
+    points = torch.cat([features, features])
+    kernel = ((1 + points @ points.T) ** 2).float()  # rank 15 at most, on 200 points
+    y = torch.randn(200, generator=generator, dtype=torch.float64)
+    blocked = BlockedKernel(kernel.numpy())
+    preconditioner = NystromPreconditioner(blocked, 1e-3, rank=50, seed=0)
+    assert 0 < len(preconditioner.eigenvalues) <= 15
+    solved = conjugate_gradients(blocked, y, ridge=1e-3, rank=50, tol=1e-10)
+    assert solved.converged
+    expected = torch.linalg.solve(kernel.double() + 1e-3 * torch.eye(200, dtype=torch.float64), y)
+    assert float((solved.weights - expected).norm() / expected.norm()) < 1e-8

@@ -66,11 +66,14 @@ class BlockedKernel:
             if not matrix.dtype.is_floating_point:
                 raise WidenetError(f"the kernel must hold floating-point values, got "
                                    f"{matrix.dtype}")
+            eps = torch.finfo(matrix.dtype).eps
             matrix = matrix.detach().to("cpu", torch.float64).numpy()
         elif not np.issubdtype(matrix.dtype, np.floating):
             raise WidenetError(f"the kernel must hold floating-point values, got {matrix.dtype}")
+        else:
+            eps = float(np.finfo(matrix.dtype).eps)
         self._setup(tuple(matrix.shape), lambda start, stop: matrix[start:stop],
-                    lambda index: matrix[index], block_rows, threads=True)
+                    lambda index: matrix[index], block_rows, eps, threads=True)
 
     @classmethod
     def open(cls, path: str | Path, *, block_rows: int | None = None) -> BlockedKernel:
@@ -80,7 +83,8 @@ class BlockedKernel:
         if block_rows is None:
             block_rows = max(1, FILE_BLOCK_BYTES // reader.row_bytes)
         kernel = cls.__new__(cls)
-        kernel._setup(reader.shape, reader.fetch, reader.take, block_rows, threads=True)
+        kernel._setup(reader.shape, reader.fetch, reader.take, block_rows,
+                      float(np.finfo(reader.dtype).eps), threads=True)
         return kernel
 
     @classmethod
@@ -104,7 +108,7 @@ class BlockedKernel:
 
         kernel = cls.__new__(cls)
         kernel._setup(tuple(shape), lambda start, stop: take(np.arange(start, stop)), take,
-                      block_rows, remote=_flag(ray, "ray"))
+                      block_rows, torch.finfo(torch.float64).eps, remote=_flag(ray, "ray"))
         return kernel
 
     @classmethod
@@ -129,7 +133,7 @@ class BlockedKernel:
 
             points = x[torch.as_tensor(index, device=x.device)]
             if kind == "empirical":
-                return empirical_ntk(net, points, columns)
+                return empirical_ntk(net, points, columns).ntk
             kernels = infinite_kernels(net, points, columns, dtype=torch.float64)
             return kernels.ntk if kind == "ntk" else kernels.nngp
 
@@ -137,12 +141,13 @@ class BlockedKernel:
                                  ray=ray)
 
     def _setup(self, shape: tuple[int, int], fetch: Callable[[int, int], np.ndarray],
-               take: Callable[[np.ndarray], np.ndarray], block_rows: int | None,
+               take: Callable[[np.ndarray], np.ndarray], block_rows: int | None, eps: float,
                remote: bool = False, threads: bool = False) -> None:
         """``fetch(start, stop)``: rows start..stop-1; ``take(index)``: the rows of a sorted
-        index; ``remote``: ``take`` is a picklable row function that :meth:`matmul` and
-        :meth:`take` run in Ray tasks; ``threads``: ``fetch`` is safe to call from several
-        threads at once (an array, a file), so :meth:`matmul` may run in several."""
+        index; ``eps``: the machine epsilon of the stored values; ``remote``: ``take`` is a
+        picklable row function that :meth:`matmul` and :meth:`take` run in Ray tasks;
+        ``threads``: ``fetch`` is safe to call from several threads at once (an array, a
+        file), so :meth:`matmul` may run in several."""
         if shape[0] == 0 or shape[1] == 0:
             raise WidenetError(f"the kernel is empty (shape {shape})")
         if block_rows is None:
@@ -151,6 +156,9 @@ class BlockedKernel:
             raise WidenetError(f"block_rows must be a positive integer, got {block_rows!r}")
         self.shape = shape
         self.block_rows = min(block_rows, shape[0])
+        self.eps = eps
+        """The machine epsilon of the dtype the values are stored in (float32 for a float32
+        file, array or tensor; float64 for a row function): the relative round-off of K."""
         self._fetch, self._take, self._remote, self._threads = fetch, take, remote, threads
 
     def part(self, rows: range, cols: range) -> BlockedKernel:
@@ -174,7 +182,8 @@ class BlockedKernel:
         part._setup((len(rows), len(cols)),
                     lambda start, stop: fetch(rows.start + start, rows.start + stop)[
                         :, cols.start:cols.stop],
-                    part_rows, self.block_rows, remote=self._remote, threads=self._threads)
+                    part_rows, self.block_rows, self.eps, remote=self._remote,
+                    threads=self._threads)
         return part
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:

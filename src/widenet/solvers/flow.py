@@ -7,7 +7,8 @@ conventions of ``widenet.predict``, docs/predict.md) gives
     phi_t(lambda) = (1 - exp(-lambda t/n)) / lambda,
 
 so both need a function of K applied to y. As in ``widenet.predict.KernelDynamics``, K's
-numerical null space (here Ritz values |theta| <= n eps max|theta|) neither moves nor reaches
+numerical null space (here Ritz values |theta| <= n eps max|theta|, eps that of the stored
+values, ``kernel.eps``: a float32 file's round-off is float32's) neither moves nor reaches
 the test outputs: exp(-theta t/n) = 1 and phi_t(theta) = 0 there, at every t, so that large t
 approaches the interpolant K_*X K^+ y instead of multiplying round-off by t (exact for the
 cross block K_*X of any positive semi-definite joint kernel, which vanishes on K's null
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from widenet.errors import WidenetError
 from widenet.solvers.arguments import square_size, targets_matrix
 from widenet.solvers.blocked import BlockedKernel
 from widenet.solvers.progress import Progress, Reporter
@@ -101,7 +103,8 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
         invariant = bool((beta == 0).all())
         steps = len(diagonal)
         if steps >= next_check or invariant or steps == max_iterations:
-            coefficients = _coefficients(torch.stack(diagonal), off, norms, grid, n)
+            coefficients, theta = _coefficients(torch.stack(diagonal), off, norms, grid, n,
+                                                kernel.eps)
             if previous is not None:
                 changes.append(_change(coefficients, previous))
                 report(steps, changes[-1])
@@ -112,6 +115,7 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
         q = torch.where(beta > 0, w / torch.where(beta > 0, beta, 1.0), 0.0)
         basis.append(q)
     report.close()
+    _check_semidefinite(theta, n, kernel.eps)
     steps = len(diagonal)
     stacked = torch.stack(basis[:steps], dim=-1)  # (n, k, steps)
     weights = torch.einsum("nks,tgks->gtnk", stacked, previous)
@@ -126,16 +130,17 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
 
 
 def _coefficients(diagonal: torch.Tensor, off: list[torch.Tensor], norms: torch.Tensor,
-                  times: torch.Tensor, n: int) -> torch.Tensor:
+                  times: torch.Tensor, n: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """||y|| g(T_j) e_1 for each time, g = phi_t (index 0) and exp(-. t/n) (index 1) and
-    column: shape (T, 2, k, j)."""
+    column, shape (T, 2, k, j), and the Ritz values theta, (k, j); those with
+    |theta| <= n eps max|theta| count as 0."""
     tridiagonal = torch.diag_embed(diagonal.T)
     if off:
         beta = torch.stack(off).T  # (k, j - 1)
         tridiagonal += torch.diag_embed(beta, 1) + torch.diag_embed(beta, -1)
     theta, vectors = torch.linalg.eigh(tridiagonal)  # (k, j), (k, j, j)
-    null = theta.abs() <= n * torch.finfo(torch.float64).eps * theta.abs().amax(-1, True)
-    theta = torch.where(null, 0.0, theta)
+    null = theta.abs() <= n * eps * theta.abs().amax(-1, True)
+    ritz, theta = theta, torch.where(null, 0.0, theta)
     x = theta[None] * times[:, None, None] / n  # (T, k, j)
     decay = torch.where(null, 1.0, torch.exp(-x))
     ratio = torch.where(x.abs() > 1e-8, -torch.expm1(-x) / torch.where(x == 0, 1.0, x),
@@ -144,7 +149,21 @@ def _coefficients(diagonal: torch.Tensor, off: list[torch.Tensor], norms: torch.
     first = vectors[:, 0, :]  # (k, j): e_1 in the eigenbasis
     both = torch.stack([phi, decay], dim=1) * first  # (T, 2, k, j)
     coefficients = torch.einsum("kij,tgkj->tgki", vectors, both) * norms[:, None]
-    return coefficients
+    return coefficients, ritz
+
+
+def _check_semidefinite(theta: torch.Tensor, n: int, eps: float) -> None:
+    """Raise if a final Ritz value is below -n eps max|theta| (over every column): Ritz values
+    lie within [lambda_min(K), lambda_max(K)], so K is then not positive semi-definite. Only
+    the last ones are judged: the smallest Ritz value falls and the largest grows with the
+    steps, so that an early step of a column in K's null space sees round-off alone."""
+    tolerance = n * eps * float(theta.abs().max())
+    lowest = float(theta.min())
+    if lowest < -tolerance:
+        raise WidenetError(
+            f"the kernel is not positive semi-definite: a Ritz value is {lowest:.3g}, beyond "
+            f"round-off (tolerance {tolerance:.3g}), and gradient flow would grow like "
+            "exp(|lambda| t/n) along it; a kernel J J^T never is: check how it was computed")
 
 
 def _change(new: torch.Tensor, old: torch.Tensor) -> float:

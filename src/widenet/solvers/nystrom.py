@@ -9,7 +9,10 @@ chosen at random already see them. With S a uniform random subset of m points,
 and, K being symmetric, the columns K_nS are the rows K_Sn read back: m rows of the file, not
 a pass over it. K_hat is computed in the stable form of Frangella, Tropp & Udell (2023,
 "Randomized Nystrom preconditioning", Algorithm 2.1, with the sketch Omega = the columns S of
-the identity): with a shift nu = n eps ||K_Sn||_F,
+the identity): with a shift nu = max(n eps ||K_Sn||_F, eps_K ||K_SS||_F) (eps float64's, eps_K
+that of the stored values, ``kernel.eps``: their rounding E has ||E||_2 <= eps_K ||K_SS||_F / 2,
+so K_SS + nu I is positive definite even where a float32 K_SS of duplicated points has
+eigenvalues of order -eps32 ||K||),
 
     C C^T = K_SS + nu I           (Cholesky),    X = C^-1 K_Sn        (m x n),
     X X^T = W Sigma^2 W^T         (eigendecomposition, m x m),
@@ -75,9 +78,9 @@ class NystromPreconditioner:
         if not np.isfinite(rows).all():
             raise WidenetError("the kernel has values that are not finite in the preconditioner's "
                                "rows; recompute it")
-        shift = max(n * np.finfo(np.float64).eps * float(np.linalg.norm(rows)),
-                    np.finfo(np.float64).tiny)
         inner = rows[:, subset]
+        shift = max(n * np.finfo(np.float64).eps * float(np.linalg.norm(rows)),
+                    kernel.eps * float(np.linalg.norm(inner)), np.finfo(np.float64).tiny)
         inner = (inner + inner.T) / 2 + shift * np.eye(rank)
         try:
             factor = scipy.linalg.cholesky(inner, lower=True)
