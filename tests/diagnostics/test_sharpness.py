@@ -333,6 +333,8 @@ NAN = torch.tensor([[math.nan]], dtype=torch.float64)
     ({"model": _no_parameters()}, "no trainable parameters"),
     ({"model": _nan_parameters()}, "parameters contain NaN or inf"),
     ({"model": "net"}, "must be a torch.nn.Module"),
+    ({"model": nn.LazyLinear(1).double()}, "uninitialized parameters"),
+    ({"model": nn.Linear(1, 1, device="meta")}, "on the meta device"),
     ({"x": NAN}, "x contains NaN or inf"),
     ({"x": torch.ones(2, 1, dtype=torch.long)}, "floating-point"),
     ({"y": NAN}, "y contains NaN or inf"),
@@ -355,3 +357,54 @@ def test_tracker_validates_its_settings_and_threshold_its_lr() -> None:
     result = Sharpness(torch.tensor([2.0]), torch.ones(1, 1), torch.zeros(1), 1, True)
     with pytest.raises(wn.WidenetError, match="lr must be > 0"):
         result.threshold(0.0)
+
+
+def brute_force_hessian(model: nn.Module, loss_fn, x: torch.Tensor,
+                        y: torch.Tensor) -> torch.Tensor:
+    """The (P, P) Hessian by torch.autograd.functional.hessian of the loss written out by hand
+    for the tiny tanh net below: no module is called, so no module hook can reach it."""
+    w1, b1, w2, b2 = (p.detach() for p in model.parameters())
+    sizes = [w1.numel(), b1.numel(), w2.numel(), b2.numel()]
+
+    def loss(flat: torch.Tensor) -> torch.Tensor:
+        a, b, c, d = torch.split(flat, sizes)
+        hidden = torch.tanh(x @ a.view(w1.shape).T + b)
+        return loss_fn(hidden @ c.view(w2.shape).T + d, y)
+
+    flat = torch.cat([w1.reshape(-1), b1, w2.reshape(-1), b2])
+    return torch.autograd.functional.hessian(loss, flat)
+
+
+def tiny_tanh_net() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(4)
+    x, y = regression(n=6, d=2, seed=5)
+    return nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2)).double(), x, y
+
+
+def test_backward_hooks_are_refused_not_differentiated_through() -> None:
+    """A full backward hook multiplying the Tanh's input gradient by 10 made the Hessian-vector
+    products those of the hooked backward pass: the sharpness came out 21.3 for 2.19."""
+    net, x, y = tiny_tanh_net()
+    exact = torch.linalg.eigvalsh(brute_force_hessian(net, mse, x, y))
+    handle = net[1].register_full_backward_hook(lambda module, grad_in, grad_out:
+                                                (10 * grad_in[0],))
+    with pytest.raises(wn.WidenetError, match=r"^module 1 of the model has backward hooks .*"
+                       r"would not be those of the loss; remove them"):
+        sharpness(net, mse, x, y)
+    handle.remove()
+    handle = net.register_full_backward_pre_hook(lambda module, grad_out: None)
+    with pytest.raises(wn.WidenetError, match=r"^the model has backward hooks"):
+        sharpness(net, mse, x, y)
+    handle.remove()
+    handle = nn.modules.module.register_module_full_backward_hook(
+        lambda module, grad_in, grad_out: None)
+    try:
+        with pytest.raises(wn.WidenetError, match=r"^torch has global module backward hooks"):
+            sharpness(net, mse, x, y)
+    finally:
+        handle.remove()
+    tol = 1e-10
+    result = sharpness(net, mse, x, y, k=2, tol=tol)
+    assert result.converged
+    expected = exact.flip(0)[:2]
+    assert (result.eigenvalues - expected).abs().max() <= 2 * tol * exact.abs().max()

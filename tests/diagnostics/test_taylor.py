@@ -184,3 +184,22 @@ def test_bad_input(direction, lr: float, message: str) -> None:
     net, x, y, _ = tanh_problem()
     with pytest.raises(wn.WidenetError, match=message):
         taylor_coefficients(net, mse, x, y, direction, lr)
+
+
+def test_backward_hooks_are_refused() -> None:
+    """A backward hook scaling an input gradient by 10 changed c1, c2 and c3 silently (and the
+    default direction, the gradient by torch.func, failed with a RuntimeError)."""
+    torch.manual_seed(4)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(),
+                              torch.nn.Linear(3, 1)).double()
+    x = torch.randn(5, 2, dtype=torch.float64)
+    y = torch.randn(5, 1, dtype=torch.float64)
+    direction = torch.ones(sum(p.numel() for p in net.parameters()), dtype=torch.float64)
+    handle = net[1].register_full_backward_hook(lambda module, grad_in, grad_out:
+                                                (10 * grad_in[0],))
+    try:
+        for step in (direction, None):
+            with pytest.raises(wn.WidenetError, match="module 1 of the model has backward hooks"):
+                taylor_coefficients(net, mse, x, y, step, 0.1)
+    finally:
+        handle.remove()

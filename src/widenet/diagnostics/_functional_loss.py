@@ -4,7 +4,9 @@ L(theta) = loss_fn(f(x; theta), y), theta in R^P the model's trainable parameter
 flattened and concatenated in ``model.named_parameters()`` order. The model is evaluated with
 ``torch.func.functional_call`` on detached copies of its tensors (see
 :class:`widenet.kernels._functional.FunctionalModel`), so its parameters, their ``.grad`` and
-``requires_grad`` are never touched. Everything is computed in the promoted dtype of the model's
+``requires_grad`` are never touched. A model with backward hooks (its modules' or torch's
+global ones) is refused, as by the empirical NTK: a hook that changes gradients would change
+every derivative taken here. Everything is computed in the promoted dtype of the model's
 parameters and x, on x's device.
 """
 
@@ -17,10 +19,14 @@ from torch import nn
 from torch.func import grad
 
 from widenet.errors import WidenetError
-from widenet.kernels._functional import FunctionalModel, check_points
-from widenet.validation import trainable_module
+from widenet.kernels._functional import FunctionalModel, check_model, check_points
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# Why a model with backward hooks is refused: its derivatives would be taken through the hooks.
+_LOSS_HOOKS = ("the loss's derivatives are taken from, so the Hessian and the Taylor "
+               "coefficients computed would not be those of the loss; remove them for the "
+               "diagnostic (handle.remove())")
 
 
 class FlatLoss:
@@ -31,7 +37,7 @@ class FlatLoss:
 
     def __init__(self, model: nn.Module, loss_fn: LossFunction, x: torch.Tensor,
                  y: torch.Tensor):
-        trainable_module(model, "the loss has no derivatives to take")
+        check_model(model, "the loss has no derivatives to take", _LOSS_HOOKS)
         if not callable(loss_fn):
             raise WidenetError(f"loss_fn must be a callable loss_fn(outputs, y) -> scalar, got "
                                f"{type(loss_fn).__name__}")

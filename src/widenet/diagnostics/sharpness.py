@@ -76,7 +76,8 @@ def sharpness(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor, y: torch
     """The k algebraically largest eigenvalues of H = nabla^2 L(theta), L the full-batch loss.
 
     L(theta) = loss_fn(model(x; theta), y) over the model's trainable parameters; the model
-    itself is not modified. Each eigenvalue is accepted when its Ritz residual is at most
+    itself is not modified, and one with backward hooks (which would change the products) is
+    refused. Each eigenvalue is accepted when its Ritz residual is at most
     ``tol`` times the largest Ritz value in magnitude (see the module docstring), or the search
     stops after ``max_hvps`` Hessian-vector products (each one backward pass through the
     gradient's graph, built once per call) with ``converged=False``. The Krylov basis holds at

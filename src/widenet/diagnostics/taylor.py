@@ -55,7 +55,8 @@ def taylor_coefficients(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor
     """c_m = lr^m g^(m)(0) / m! (m = 1, 2, 3) for g(s) = L(theta - s G), L the full-batch loss.
 
     L(theta) = loss_fn(model(x; theta), y) over the trainable parameters; the model is not
-    modified. ``direction`` is G: a dict keyed like the trainable ``named_parameters()`` (for an
+    modified, and one with backward hooks (which would change the derivatives) is refused.
+    ``direction`` is G: a dict keyed like the trainable ``named_parameters()`` (for an
     optimizer step from theta to theta', G = (theta - theta') / lr), a flat vector of P scalars
     (e.g. a :class:`~widenet.diagnostics.sharpness.Sharpness` eigenvector), or None for the
     gradient itself (a plain GD step, c1 = -lr ||grad L||^2). Costs a forward pass and three
