@@ -340,6 +340,12 @@ NAN = torch.tensor([[math.nan]], dtype=torch.float64)
     ({"y": NAN}, "y contains NaN or inf"),
     ({"loss_fn": lambda out, y: torch.cat([out, out]).sum(1)}, "must return a real scalar"),
     ({"loss_fn": "mse"}, "loss_fn must be a callable"),
+    ({"loss_fn": lambda out, y: mse(out.detach(), y)}, "not connected to the trainable"),
+    ({"loss_fn": lambda out, y: torch.tensor(1.0)}, "not connected to the trainable"),
+    ({"loss_fn": lambda out, y: (out - out.detach()).abs().sqrt().sum()},
+     "gradient at the model's parameters contains NaN or inf"),
+    ({"loss_fn": lambda out, y: (out - out.detach()).norm()},
+     "Hessian-vector product at the model's parameters contains NaN or inf"),
     ({"loss_fn": lambda out, y: (out - y.reshape(3)).sum()},
      "loss_fn\\(model\\(x\\), y\\) failed"),
 ])
@@ -408,3 +414,15 @@ def test_backward_hooks_are_refused_not_differentiated_through() -> None:
     assert result.converged
     expected = exact.flip(0)[:2]
     assert (result.eigenvalues - expected).abs().max() <= 2 * tol * exact.abs().max()
+
+
+def test_a_random_loss_is_refused() -> None:
+    """Dropout in training mode: each Hessian-vector product was that of one random mask, the
+    sharpness a random number; the loss differs between two passes at the same parameters."""
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Linear(3, 64), nn.Dropout(0.5), nn.Linear(64, 1)).double()
+    x, y = regression(n=16)
+    with pytest.raises(wn.WidenetError, match="the model or loss_fn is random"):
+        sharpness(net, mse, x, y[:, :1])
+    net.eval()
+    assert sharpness(net, mse, x, y[:, :1]).converged

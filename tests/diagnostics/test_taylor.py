@@ -203,3 +203,31 @@ def test_backward_hooks_are_refused() -> None:
                 taylor_coefficients(net, mse, x, y, step, 0.1)
     finally:
         handle.remove()
+
+
+@pytest.mark.parametrize(("loss_fn", "direction", "message"), [
+    # g'(0) and the rest were 0.0: the graph was cut, not the loss flat.
+    (lambda out, y: (out.detach() ** 2).sum(), torch.ones(3, dtype=torch.float64),
+     "not connected to the trainable parameters"),
+    # ||theta|| at theta = 0: g'' came back NaN as c2 and c3.
+    (lambda out, y: out.norm(), torch.ones(3, dtype=torch.float64),
+     "derivative of order 2 along the direction .* contains NaN or inf"),
+    (lambda out, y: out.abs().sqrt().sum(), None, "gradient .* contains NaN or inf"),
+])
+def test_a_loss_without_derivatives_is_refused(loss_fn, direction, message: str) -> None:
+    model = ParameterOutput(torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(wn.WidenetError, match=message):
+        taylor_coefficients(model, loss_fn, DUMMY_X, DUMMY_Y, direction, 0.1)
+
+
+def test_a_random_loss_is_refused() -> None:
+    """Dropout in training mode made the coefficients and ``actual`` those of different masks."""
+    torch.manual_seed(6)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 64), torch.nn.Dropout(0.5),
+                              torch.nn.Linear(64, 1)).double()
+    x = torch.randn(16, 3, dtype=torch.float64)
+    y = torch.randn(16, 1, dtype=torch.float64)
+    for direction in (None, torch.ones(sum(p.numel() for p in net.parameters()),
+                                       dtype=torch.float64)):
+        with pytest.raises(wn.WidenetError, match="the model or loss_fn is random"):
+            taylor_coefficients(net, mse, x, y, direction, 0.1)

@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
-from torch.func import grad
+from torch.func import grad_and_value
 
 from widenet.errors import WidenetError
-from widenet.kernels._functional import FunctionalModel, check_model, check_points
+from widenet.kernels._functional import FunctionalModel, check_model, check_points, rows_close
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -108,8 +108,10 @@ class FlatLoss:
         return v.detach().to(self.theta)
 
     def gradient(self) -> torch.Tensor:
-        """grad L(theta), a vector in R^P."""
-        return grad(self)(self.theta)
+        """grad L(theta), a vector in R^P (finite, or a WidenetError)."""
+        gradient, value = grad_and_value(self)(self.theta)
+        self.check_repeatable(value)
+        return finite_derivative(gradient, "gradient")
 
     def hessian_product(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """v -> H v, H = nabla^2 L(theta), without forming H.
@@ -122,21 +124,41 @@ class FlatLoss:
         """
         theta = self.theta.clone().requires_grad_(True)
         with torch.enable_grad():
-            (gradient,) = torch.autograd.grad(self(theta), theta, create_graph=True)
+            value = self(theta)
+            self.check_repeatable(value)
+            (gradient,) = torch.autograd.grad(value, theta, create_graph=True)
+        finite_derivative(gradient, "gradient")
 
         def product(v: torch.Tensor) -> torch.Tensor:
             if not gradient.requires_grad:  # the loss is linear in theta: H = 0
                 return torch.zeros_like(v)
             with torch.enable_grad():
-                return torch.autograd.grad(gradient, theta, v, retain_graph=True,
-                                           allow_unused=True, materialize_grads=True)[0]
+                return finite_derivative(torch.autograd.grad(gradient, theta, v, retain_graph=True,
+                                                   allow_unused=True, materialize_grads=True)[0],
+                               "Hessian-vector product")
 
         return product
 
+    def check_repeatable(self, value: torch.Tensor) -> None:
+        """Raise unless ``value``, L(theta) evaluated once more, is ``self.value`` to round-off
+        (see ``rows_close``): a loss that differs between two passes at the same parameters
+        is random, and has no derivatives to take."""
+        if not bool(rows_close(value.detach().reshape(1, 1), self.value.reshape(1, 1))[0]):
+            raise WidenetError(f"two evaluations of the loss at the same parameters gave "
+                               f"{self.value.item()!r} and {value.item()!r}: the model or "
+                               "loss_fn is random (dropout in training mode?), so the loss has "
+                               "no derivatives; put random layers in eval mode for the "
+                               "diagnostic (model.eval(), which also makes batch norm use its "
+                               "running statistics)")
+
     def _first_value(self) -> torch.Tensor:
-        """L(theta), checking that the model and loss_fn run and give a finite scalar."""
+        """L(theta), checking that the model and loss_fn run and give a finite scalar that
+        autograd can differentiate in theta."""
+        theta = self.theta.clone().requires_grad_(True)
+        params = dict(zip(self.names, self.unflatten(theta), strict=True))
         try:
-            value = self.loss_fn(self.fmodel.raw(self.fmodel.params, self.x), self.y)
+            with torch.enable_grad():
+                value = self.loss_fn(self.fmodel.raw(params, self.x), self.y)
         except (RuntimeError, TypeError) as error:
             raise WidenetError(f"loss_fn(model(x), y) failed: {error}") from error
         if not isinstance(value, torch.Tensor) or value.numel() != 1 \
@@ -147,6 +169,12 @@ class FlatLoss:
         if not bool(torch.isfinite(value).all()):
             raise WidenetError(f"the loss at the model's parameters is {value.item()} (has "
                                "training diverged?); it has no derivatives there")
+        if not value.requires_grad:
+            raise WidenetError("loss_fn(model(x), y) is not connected to the trainable "
+                               "parameters in autograd's graph (the model or loss_fn detaches "
+                               "the outputs, calls .item() or builds a new tensor from them), so "
+                               "its derivatives cannot be taken; compute the loss with torch "
+                               "operations on the outputs")
         return value.detach().reshape(())
 
 
@@ -159,6 +187,16 @@ def _check_targets(y: object, x: torch.Tensor) -> torch.Tensor:
             raise WidenetError("y contains NaN or inf values; clean or drop those points first")
         return y.detach().to(device=x.device, dtype=x.dtype)
     return y.detach().to(device=x.device)
+
+
+def finite_derivative(derivative: torch.Tensor, what: str) -> torch.Tensor:
+    """``derivative`` (of the loss at theta), if it is finite; otherwise a WidenetError."""
+    if not bool(torch.isfinite(derivative).all()):
+        raise WidenetError(f"the loss's {what} at the model's parameters contains NaN or inf: "
+                           "the loss is not differentiable enough there (a norm or a sqrt at "
+                           "0, an overflow); move the parameters or the data off that point, or "
+                           "rescale them")
+    return derivative
 
 
 def _describe(value: object) -> str:

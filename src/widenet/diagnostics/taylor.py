@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from widenet.diagnostics._functional_loss import FlatLoss, LossFunction
+from widenet.diagnostics._functional_loss import FlatLoss, LossFunction, finite_derivative
 from widenet.validation import finite_real
 
 ORDER = 3
@@ -61,8 +61,10 @@ def taylor_coefficients(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor
     (e.g. a :class:`~widenet.diagnostics.sharpness.Sharpness` eigenvector), or None for the
     gradient itself (a plain GD step, c1 = -lr ||grad L||^2). Costs a forward pass and three
     backward passes through growing graphs (about 20 forward passes' time for a small MLP),
-    plus a gradient for the default G and a forward pass for ``actual``. A coefficient that is
-    not a finite float (an astronomically large lr) comes back NaN.
+    plus a gradient for the default G and a forward pass for ``actual``. A derivative of g that
+    is NaN or inf (a loss not differentiable at theta) raises a WidenetError; a coefficient
+    that is not a finite float although g's derivative is (an astronomically large lr) comes
+    back NaN.
     """
     lr = finite_real(lr, "lr", minimum=0.0, strict=True)
     loss = FlatLoss(model, loss_fn, x, y)
@@ -77,6 +79,9 @@ def taylor_coefficients(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor
         return loss(loss.theta - s * step)
 
     values = _derivatives(along, loss.theta.new_zeros(()), ORDER)
+    loss.check_repeatable(values[0])
+    for m, value in enumerate(values[1:], start=1):
+        finite_derivative(value, f"derivative of order {m} along the direction")
     coefficients = [_coefficient(lr, float(value), m)
                     for m, value in enumerate(values[1:], start=1)]
     with torch.no_grad():
