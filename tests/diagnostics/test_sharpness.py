@@ -426,3 +426,23 @@ def test_a_random_loss_is_refused() -> None:
         sharpness(net, mse, x, y[:, :1])
     net.eval()
     assert sharpness(net, mse, x, y[:, :1]).converged
+
+
+@pytest.mark.parametrize(("dtype", "scale"), [(torch.float32, 1e-22), (torch.float32, 1e20),
+                                              (torch.float64, 1e-300), (torch.float64, 1e300)])
+def test_hessians_of_extreme_scale(dtype: torch.dtype, scale: float) -> None:
+    """Norms squared the entries of the products: at scale 1e-300 they underflowed to 0 and the
+    search stopped after one product, 'converged' at -2.1e-301 for lambda_max = 2e-300 (float32,
+    1e-22: 1% off); at 1e300 they overflowed (-2.1e299). The Lanczos residual bound holds at
+    any scale."""
+    values = [3.0, 2.0, 1.0, -1.0, 0.5]
+    a = with_spectrum(values, seed=1) * scale
+    model = ParameterOutput(torch.randn(5, dtype=torch.float64)).to(dtype)
+    tol = 1e-4
+    result = sharpness(model, quadratic_loss(a.to(dtype)), DUMMY_X.to(dtype), DUMMY_Y.to(dtype),
+                       k=2, tol=tol)
+    assert result.converged
+    # tol * ||H|| from the residuals, plus the float32 rounding of A and of the products.
+    rounding = 10 * torch.finfo(dtype).eps
+    expected = torch.tensor([3.0, 2.0], dtype=torch.float64)
+    assert (result.eigenvalues / scale - expected).abs().max() <= (tol + rounding) * 3.0

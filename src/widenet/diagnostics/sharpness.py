@@ -18,6 +18,7 @@ within that residual of an eigenvalue of H.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -177,17 +178,24 @@ def _lanczos(apply: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
 
     ``apply`` maps a block of rows V to the rows H V. ``basis`` holds the orthonormal rows Q,
     ``t`` = Q H Q^T (float64, filled one block of columns per round of products); ``block`` is
-    the newest rows, to which H is applied next.
+    the newest rows, to which H is applied next. The iteration runs on s H, s the power of two
+    (exact to multiply by) that brings the first nonzero block of products to entries of
+    order 1: far from 1 (a loss at 1e-300, or at 1e-22 in float32), the squares in the norms
+    underflow or overflow and the rounding noise of the orthogonalization turns subnormal, and
+    the basis stops being orthonormal. Earlier blocks of zero products are the same at any s.
     """
     empty = start.new_zeros(0, start.shape[1])
     _, block, _ = _extend(empty, start, fresh)
     basis, t, hvps = empty, torch.zeros(0, 0, dtype=torch.float64), 0
+    scale = None
     while True:
         old = basis.shape[0]
         basis = torch.cat([basis, block])
         t = torch.nn.functional.pad(t, (0, block.shape[0], 0, block.shape[0]))
         products = apply(block)
         hvps += block.shape[0]
+        scale = _unit_scale(products) if scale is None else scale
+        products = products if scale is None else products * scale
         projections, block, coupling = _extend(basis, products, fresh)
         t[:, old:] = projections
         t[old:, :] = projections.T
@@ -202,7 +210,18 @@ def _lanczos(apply: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
             basis = vectors[:, :keep].T.to(basis) @ basis
             t = torch.diag(values[:keep])
     eigenvectors = vectors[:, :k].T.to(basis) @ basis
-    return Sharpness(values[:k], eigenvectors, residuals, hvps, converged)
+    scale = 1.0 if scale is None else scale
+    return Sharpness(values[:k] / scale, eigenvectors, residuals / scale, hvps, converged)
+
+
+def _unit_scale(products: torch.Tensor) -> float | None:
+    """The power of two s with s max |products| in [1/2, 1) (kept within the dtype's range),
+    or None for products that are all zero."""
+    largest = float(products.abs().max())
+    if largest == 0.0:
+        return None
+    limit = math.frexp(torch.finfo(products.dtype).max)[1] - 1
+    return math.ldexp(1.0, max(-limit, min(limit, -math.frexp(largest)[1])))
 
 
 def _extend(basis: torch.Tensor, products: torch.Tensor, fresh: Callable[[], torch.Tensor]
