@@ -250,3 +250,30 @@ def test_bad_margin_arguments() -> None:
             p.zero_()
     with pytest.raises(WidenetError, match="all parameters of the model are zero"):
         margins_of(net, x, y)
+
+
+def test_norms_whose_power_leaves_the_float_range() -> None:
+    """rho^-L was formed first: for rho = 1e-100, L = 4 it overflowed (an OverflowError), although
+    q / rho^L = 1e-310 / 1e-400 = 1e90 is a float. (The logistic smoothed min of such a q is
+    only accurate to round-off of order 1e-16 in q, its condition, so it is not checked.)"""
+    tiny = margins_from_outputs(torch.tensor([1e-310], dtype=F64), torch.tensor([1]),
+                                parameter_norm=1e-100, degree=4)
+    assert tiny.normalized == pytest.approx(1e90, rel=1e-9)
+    assert tiny.smoothed_exponential == pytest.approx(1e90, rel=1e-9)
+    with pytest.raises(WidenetError, match=r"normalized margin 2 / .* beyond the floating-point"):
+        margins_from_outputs(torch.tensor([2.0, 3.0], dtype=F64), torch.tensor([1, 1]),
+                             parameter_norm=1e-160, degree=2)
+
+
+def test_points_the_model_cannot_take() -> None:
+    """model(x) and scale**degree were not checked: a RuntimeError, an OverflowError, and NaN for
+    NaN points."""
+    net, x = _mlp(), _points()
+    with pytest.raises(WidenetError, match="model\\(x\\) failed: mat1 and mat2"):
+        margins_of(net, x[:, :2], torch.ones(x.shape[0]))
+    with pytest.raises(WidenetError, match="model\\(x\\) failed"):
+        homogeneity_error(net, x.float(), 3)
+    with pytest.raises(WidenetError, match="x contains NaN"):
+        homogeneity_error(net, torch.full_like(x, math.nan), 3)
+    with pytest.raises(WidenetError, match="outside the floating-point range"):
+        homogeneity_error(net, x, 3, scale=1e300)

@@ -32,6 +32,7 @@ from torch.func import functional_call
 
 from widenet.activations import AbsLinear
 from widenet.errors import WidenetError
+from widenet.kernels._functional import check_points, first_line
 from widenet.models import MLP
 from widenet.nn import Dense
 from widenet.validation import finite_real, positive_int
@@ -131,10 +132,15 @@ def homogeneity_error(model: nn.Module, x: torch.Tensor, degree: int, *,
     """
     degree = positive_int(degree, "degree")
     scale = finite_real(scale, "scale", minimum=0.0, strict=True)
+    factor = _power(scale, degree)
+    if factor is None or factor == 0.0:
+        raise WidenetError(f"scale**degree = {scale:g}**{degree} is outside the floating-point "
+                           "range; use a scale nearer 1 (the default is 2)")
+    x = check_points(x, "x")
     with torch.no_grad():
         scaled = {name: scale * p for name, p in model.named_parameters()}
-        reference = model(x).to(torch.float64) * scale**degree
-        moved = functional_call(model, scaled, (x,)).to(torch.float64)
+        reference = _outputs(model, x).to(torch.float64) * factor
+        moved = _outputs(model, x, scaled).to(torch.float64)
     error = float((moved - reference).abs().max())
     size = float(reference.abs().max())
     if size == 0.0:
@@ -245,11 +251,27 @@ def margins_from_outputs(outputs: torch.Tensor, labels: torch.Tensor, *,
     degree = positive_int(degree, "degree")
     rho = finite_real(parameter_norm, "parameter_norm", minimum=0.0, strict=True)
     q = pointwise_margins(outputs, labels)
-    inverse_scale = math.exp(-degree * math.log(rho))  # rho^-L, underflowing to 0, never inf
     min_margin = float(q.min())
-    return Margins(normalized=min_margin * inverse_scale,
-                   smoothed_exponential=exponential_smoothed_min(q) * inverse_scale,
-                   smoothed_logistic=logistic_smoothed_min(q) * inverse_scale,
+
+    def normalized(value: float, what: str) -> float:
+        """value / rho^L, from logarithms: rho^L itself may over- or underflow (to 0 when
+        the quotient does)."""
+        if value == 0.0:
+            return 0.0
+        log_quotient = math.log(abs(value)) - degree * math.log(rho)
+        if not math.isfinite(value) or log_quotient > _LOG_MAX_FLOAT:
+            raise WidenetError(f"the {what} margin {value:g} / ||theta||^{degree} with "
+                               f"||theta|| = {rho:g} is beyond the floating-point range: the "
+                               f"outputs are far too large for a {degree}-homogeneous net of "
+                               "that parameter norm (is the degree right?), or the parameters "
+                               "are nearly all zero; rescale the parameters (the normalized "
+                               "margin does not change)")
+        return math.copysign(math.exp(log_quotient), value)
+
+    return Margins(normalized=normalized(min_margin, "normalized"),
+                   smoothed_exponential=normalized(exponential_smoothed_min(q),
+                                                   "exponential smoothed"),
+                   smoothed_logistic=normalized(logistic_smoothed_min(q), "logistic smoothed"),
                    min_margin=min_margin, parameter_norm=rho, degree=degree)
 
 
@@ -263,12 +285,30 @@ def margins_of(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *,
     labels are +-1 for a single output, class indices for k >= 2 outputs.
     """
     degree = homogeneity_degree(model) if degree is None else positive_int(degree, "degree")
-    if not isinstance(x, torch.Tensor):
-        raise WidenetError(f"x must be a torch.Tensor of inputs, got {type(x).__name__}")
+    x = check_points(x, "x")
     rho = parameter_norm(model)
     if rho == 0.0:
         raise WidenetError("all parameters of the model are zero, so ||theta||^L = 0 and the "
                            "normalized margin is undefined")
     with torch.no_grad():
-        outputs = model(x)
+        outputs = _outputs(model, x)
     return margins_from_outputs(outputs, labels, parameter_norm=rho, degree=degree)
+
+
+def _outputs(model: nn.Module, x: torch.Tensor,
+             parameters: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """model(x), with ``parameters`` in place of the model's own when given; a model that
+    fails on x (points of the wrong shape or dtype) raises a WidenetError saying so."""
+    try:
+        return model(x) if parameters is None else functional_call(model, parameters, (x,))
+    except (RuntimeError, TypeError) as error:
+        raise WidenetError(f"model(x) failed: {first_line(error)}; pass the points the model "
+                           "takes (their shape, dtype and device)") from error
+
+
+def _power(base: float, exponent: int) -> float | None:
+    """base**exponent for base > 0, or None where it overflows."""
+    try:
+        return base**exponent
+    except OverflowError:
+        return None
