@@ -32,7 +32,7 @@ from torch.func import functional_call
 
 from widenet.activations import AbsLinear
 from widenet.errors import WidenetError
-from widenet.kernels._functional import check_points, first_line
+from widenet.kernels._functional import first_line
 from widenet.models import MLP
 from widenet.nn import Dense
 from widenet.validation import finite_real, positive_int
@@ -136,7 +136,7 @@ def homogeneity_error(model: nn.Module, x: torch.Tensor, degree: int, *,
     if factor is None or factor == 0.0:
         raise WidenetError(f"scale**degree = {scale:g}**{degree} is outside the floating-point "
                            "range; use a scale nearer 1 (the default is 2)")
-    x = check_points(x, "x")
+    x = _inputs(x)
     with torch.no_grad():
         scaled = {name: scale * p for name, p in model.named_parameters()}
         reference = _outputs(model, x).to(torch.float64) * factor
@@ -285,7 +285,7 @@ def margins_of(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *,
     labels are +-1 for a single output, class indices for k >= 2 outputs.
     """
     degree = homogeneity_degree(model) if degree is None else positive_int(degree, "degree")
-    x = check_points(x, "x")
+    x = _inputs(x)
     rho = parameter_norm(model)
     if rho == 0.0:
         raise WidenetError("all parameters of the model are zero, so ||theta||^L = 0 and the "
@@ -293,6 +293,15 @@ def margins_of(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *,
     with torch.no_grad():
         outputs = _outputs(model, x)
     return margins_from_outputs(outputs, labels, parameter_norm=rho, degree=degree)
+
+
+def _inputs(x: object) -> torch.Tensor:
+    """x if it is a tensor, finite when floating (a model may take integer indices)."""
+    if not isinstance(x, torch.Tensor):
+        raise WidenetError(f"x must be a torch.Tensor of inputs, got {type(x).__name__}")
+    if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
+        raise WidenetError("x contains NaN or inf values; clean or drop those points first")
+    return x
 
 
 def _outputs(model: nn.Module, x: torch.Tensor,
