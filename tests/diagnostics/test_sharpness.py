@@ -261,6 +261,15 @@ def test_works_under_no_grad() -> None:
     assert result.value == pytest.approx(2.0, abs=1e-9)
 
 
+def test_works_under_inference_mode() -> None:
+    """Autograd is off in inference mode: the gradient's graph was missing (a RuntimeError)."""
+    net, loss_fn, x, y = tanh_mlp()
+    expected = sharpness(net, loss_fn, x, y, tol=1e-10)
+    with torch.inference_mode():
+        result = sharpness(net, loss_fn, x, y, tol=1e-10, init=expected.eigenvectors * 1.0)
+    assert result.value == pytest.approx(expected.value, rel=1e-9)
+
+
 def test_the_model_is_not_touched() -> None:
     net, loss_fn, x, y = partly_frozen()
     net.train()

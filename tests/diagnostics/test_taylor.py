@@ -231,3 +231,13 @@ def test_a_random_loss_is_refused() -> None:
                                        dtype=torch.float64)):
         with pytest.raises(wn.WidenetError, match="the model or loss_fn is random"):
             taylor_coefficients(net, mse, x, y, direction, 0.1)
+
+
+def test_works_under_inference_mode() -> None:
+    """Autograd is off in inference mode: g had no graph in s, and c1 = c2 = c3 = 0.0 came back."""
+    model, loss_fn, _ = cubic()
+    direction = torch.linspace(-1.0, 1.0, 5, dtype=torch.float64)
+    expected = taylor_coefficients(model, loss_fn, DUMMY_X, DUMMY_Y, direction, 0.1)
+    with torch.inference_mode():
+        got = taylor_coefficients(model, loss_fn, DUMMY_X, DUMMY_Y, direction * 1.0, 0.1)
+    assert got == expected

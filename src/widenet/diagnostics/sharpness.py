@@ -27,6 +27,7 @@ from torch import nn
 
 from widenet.diagnostics._functional_loss import FlatLoss, LossFunction
 from widenet.errors import WidenetError
+from widenet.kernels._functional import on_values
 from widenet.seeds import check_seed
 from widenet.validation import finite_real, positive_int
 
@@ -70,6 +71,7 @@ class Sharpness:
         return self.value / self.threshold(lr, momentum)
 
 
+@on_values
 def sharpness(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor, y: torch.Tensor,
               k: int = 1, *, tol: float = DEFAULT_TOL, max_hvps: int = DEFAULT_MAX_HVPS,
               max_basis: int | None = None, init: Sharpness | torch.Tensor | None = None,
@@ -78,12 +80,12 @@ def sharpness(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor, y: torch
 
     L(theta) = loss_fn(model(x; theta), y) over the model's trainable parameters; the model
     itself is not modified, and one with backward hooks (which would change the products) is
-    refused. Each eigenvalue is accepted when its Ritz residual is at most
-    ``tol`` times the largest Ritz value in magnitude (see the module docstring), or the search
-    stops after ``max_hvps`` Hessian-vector products (each one backward pass through the
-    gradient's graph, built once per call) with ``converged=False``. The Krylov basis holds at
-    most ``max_basis`` vectors of P scalars (default max(40, 4k)); when full it restarts from
-    the best Ritz vectors.
+    refused; it may be called under torch.no_grad or torch.inference_mode. Each eigenvalue is
+    accepted when its Ritz residual is at most ``tol`` times the largest Ritz value in magnitude
+    (see the module docstring), or the search stops after ``max_hvps`` Hessian-vector products
+    (each one backward pass through the gradient's graph, built once per call) with
+    ``converged=False``. The Krylov basis holds at most ``max_basis`` vectors of P scalars
+    (default max(40, 4k)); when full it restarts from the best Ritz vectors.
 
     ``init`` seeds the first block: a previous :class:`Sharpness` (its eigenvectors) or a
     tensor of shape (P,) or (m, P); the first k rows are used, missing rows are drawn at random

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from widenet.diagnostics._functional_loss import FlatLoss, LossFunction, finite_derivative
+from widenet.kernels._functional import on_values
 from widenet.validation import finite_real
 
 ORDER = 3
@@ -49,13 +50,15 @@ class TaylorCoefficients:
         return self.actual - self.predicted
 
 
+@on_values
 def taylor_coefficients(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor,
                         y: torch.Tensor, direction: Mapping[str, torch.Tensor] | torch.Tensor
                         | None, lr: float) -> TaylorCoefficients:
     """c_m = lr^m g^(m)(0) / m! (m = 1, 2, 3) for g(s) = L(theta - s G), L the full-batch loss.
 
     L(theta) = loss_fn(model(x; theta), y) over the trainable parameters; the model is not
-    modified, and one with backward hooks (which would change the derivatives) is refused.
+    modified, and one with backward hooks (which would change the derivatives) is refused; it
+    may be called under torch.no_grad or torch.inference_mode.
     ``direction`` is G: a dict keyed like the trainable ``named_parameters()`` (for an
     optimizer step from theta to theta', G = (theta - theta') / lr), a flat vector of P scalars
     (e.g. a :class:`~widenet.diagnostics.sharpness.Sharpness` eigenvector), or None for the
