@@ -374,19 +374,18 @@ def test_tracker_validates_its_settings_and_threshold_its_lr() -> None:
         result.threshold(0.0)
 
 
-def brute_force_hessian(model: nn.Module, loss_fn, x: torch.Tensor,
-                        y: torch.Tensor) -> torch.Tensor:
-    """The (P, P) Hessian by torch.autograd.functional.hessian of the loss written out by hand
-    for the tiny tanh net below: no module is called, so no module hook can reach it."""
-    w1, b1, w2, b2 = (p.detach() for p in model.parameters())
-    sizes = [w1.numel(), b1.numel(), w2.numel(), b2.numel()]
+def autograd_hessian(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The (P, P) Hessian in the trainable parameters by torch.autograd.functional.hessian (a
+    second brute-force route beside ``dense_hessian``; tied parameters appear once)."""
+    named = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    sizes = [p.numel() for p in named.values()]
 
     def loss(flat: torch.Tensor) -> torch.Tensor:
-        a, b, c, d = torch.split(flat, sizes)
-        hidden = torch.tanh(x @ a.view(w1.shape).T + b)
-        return loss_fn(hidden @ c.view(w2.shape).T + d, y)
+        params = {n: part.view(p.shape) for (n, p), part in
+                  zip(named.items(), torch.split(flat, sizes), strict=True)}
+        return loss_fn(functional_call(model, params, (x,)), y)
 
-    flat = torch.cat([w1.reshape(-1), b1, w2.reshape(-1), b2])
+    flat = torch.cat([p.reshape(-1) for p in named.values()])
     return torch.autograd.functional.hessian(loss, flat)
 
 
@@ -396,11 +395,60 @@ def tiny_tanh_net() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2)).double(), x, y
 
 
+class TiedNet(nn.Module):
+    """tanh(W tanh(W x + b) + c), one W used twice, then a readout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.first, self.second = nn.Linear(2, 2).double(), nn.Linear(2, 2).double()
+        self.second.weight = self.first.weight
+        self.readout = nn.Linear(2, 2).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(torch.tanh(self.second(torch.tanh(self.first(x)))))
+
+
+def tied() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    x, y = regression(n=6, d=2, seed=5)
+    return TiedNet(), x, y
+
+
+def zero_loss() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A net fitting its own outputs: L = 0, H = J^T J / n (positive semi-definite)."""
+    net, x, _ = tiny_tanh_net()
+    with torch.no_grad():
+        return net, x, net(x)
+
+
+def frozen_tiny() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    net, x, y = tiny_tanh_net()
+    net[0].weight.requires_grad_(False)
+    return net, x, y
+
+
+@pytest.mark.parametrize("problem", [tiny_tanh_net, tied, zero_loss, frozen_tiny])
+def test_the_whole_spectrum_matches_the_brute_force_hessian(problem) -> None:
+    """k = P: every eigenvalue, the negative ones of these saddle points (and 0 at a zero loss)
+    included, against eigvalsh of torch.autograd.functional.hessian."""
+    net, x, y = problem()
+    exact = torch.linalg.eigvalsh(autograd_hessian(net, mse, x, y)).flip(0)
+    tol = 1e-10
+    result = sharpness(net, mse, x, y, k=exact.shape[0], tol=tol)
+    assert result.converged
+    assert (result.eigenvalues - exact).abs().max() <= 2 * tol * exact.abs().max()
+    if problem is zero_loss:
+        assert result.value > 0
+        assert exact.min() >= -1e-12 * exact.max()
+    else:
+        assert exact.min() < 0  # a negative-curvature point
+
+
 def test_backward_hooks_are_refused_not_differentiated_through() -> None:
     """A full backward hook multiplying the Tanh's input gradient by 10 made the Hessian-vector
     products those of the hooked backward pass: the sharpness came out 21.3 for 2.19."""
     net, x, y = tiny_tanh_net()
-    exact = torch.linalg.eigvalsh(brute_force_hessian(net, mse, x, y))
+    exact = torch.linalg.eigvalsh(autograd_hessian(net, mse, x, y))
     handle = net[1].register_full_backward_hook(lambda module, grad_in, grad_out:
                                                 (10 * grad_in[0],))
     with pytest.raises(wn.WidenetError, match=r"^module 1 of the model has backward hooks .*"
