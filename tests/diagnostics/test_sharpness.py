@@ -372,6 +372,8 @@ def test_tracker_validates_its_settings_and_threshold_its_lr() -> None:
     result = Sharpness(torch.tensor([2.0]), torch.ones(1, 1), torch.zeros(1), 1, True)
     with pytest.raises(wn.WidenetError, match="lr must be > 0"):
         result.threshold(0.0)
+    with pytest.raises(wn.WidenetError, match=r"momentum must be in \[0, 1\), got 1.0"):
+        result.threshold(0.1, momentum=1.0)  # was (2 + 2)/lr, for a method that diverges
 
 
 def autograd_hessian(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -64,6 +64,9 @@ class Sharpness:
         without momentum): on a quadratic, GD diverges iff S exceeds it."""
         lr = finite_real(lr, "lr", minimum=0.0, strict=True)
         momentum = finite_real(momentum, "momentum", minimum=0.0)
+        if momentum >= 1.0:
+            raise WidenetError(f"momentum must be in [0, 1), got {momentum}: heavy ball with "
+                               "beta >= 1 diverges at any learning rate, there is no threshold")
         return (2.0 + 2.0 * momentum) / lr
 
     def ratio(self, lr: float, momentum: float = 0.0) -> float:
