@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from widenet import MLP, WidenetError, activations
+from widenet import nn as wn_nn
 from widenet.diagnostics.margins import (
     Margins,
     exponential_smoothed_min,
@@ -277,3 +278,15 @@ def test_points_the_model_cannot_take() -> None:
         homogeneity_error(net, torch.full_like(x, math.nan), 3)
     with pytest.raises(WidenetError, match="outside the floating-point range"):
         homogeneity_error(net, x, 3, scale=1e300)
+
+
+def test_widenet_layer_stacks_are_recognised() -> None:
+    """widenet.nn's own Activation (a s + b|s| family) and Flatten were 'not known to be
+    positively homogeneous'; a smooth Activation still is not."""
+    torch.manual_seed(0)
+    net = wn_nn.Sequential(wn_nn.Flatten(), wn_nn.Dense(4, 6), wn_nn.Activation("leaky_relu"),
+                           wn_nn.Dense(6, 1)).double()
+    assert homogeneity_degree(net) == 2
+    assert homogeneity_error(net, torch.randn(5, 2, 2, dtype=F64), 2) < 1e-12
+    with pytest.raises(WidenetError, match="not known to be positively homogeneous"):
+        homogeneity_degree(wn_nn.Sequential(wn_nn.Dense(4, 6), wn_nn.Activation("tanh")))

@@ -34,13 +34,13 @@ from widenet.activations import AbsLinear
 from widenet.errors import WidenetError
 from widenet.kernels._functional import first_line
 from widenet.models import MLP
-from widenet.nn import Dense
+from widenet.nn import Activation, Dense, Flatten
 from widenet.validation import finite_real, positive_int
 
 # Modules with a positively 1-homogeneous map in their own parameters (counted once each), and
 # parameter-free modules that are positively 1-homogeneous in their input (counted zero times).
 _LINEAR_TYPES = (nn.Linear, Dense)
-_HOMOGENEOUS_MAPS = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Flatten)
+_HOMOGENEOUS_MAPS = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Flatten, Flatten)
 _LOG_MAX_FLOAT = math.log(sys.float_info.max)
 
 
@@ -67,7 +67,8 @@ def homogeneity_degree(model: nn.Module) -> int:
     Known cases: a bias-free :class:`~widenet.MLP` with an activation of the ``ab`` family
     (a s + b|s|: relu, abs, identity, leaky_relu), L = number of dense layers = depth + 1; and an
     ``nn.Sequential`` (nested ones included) of bias-free ``nn.Linear`` / widenet ``Dense`` layers
-    and ReLU, LeakyReLU, Identity or Flatten modules, L = number of linear layers. Anything else
+    and ReLU, LeakyReLU, Identity or Flatten modules (torch's or widenet's) or widenet
+    ``Activation`` modules of the ``ab`` family, L = number of linear layers. Anything else
     raises a WidenetError saying why; pass ``degree=`` to the margin functions for other
     homogeneous nets (and check it with :func:`homogeneity_error`).
     """
@@ -112,12 +113,14 @@ def _sequential_degrees(module: nn.Sequential, prefix: str) -> Iterator[int]:
                                    "net is not homogeneous and its margin is not defined; build "
                                    "it with bias=False")
             yield 1
-        elif isinstance(child, _HOMOGENEOUS_MAPS):
+        elif isinstance(child, _HOMOGENEOUS_MAPS) or (isinstance(child, Activation) and
+                                                      isinstance(child.activation, AbsLinear)):
             yield 0
         else:
             raise WidenetError(f"module {path!r} ({type(child).__name__}) is not known to be "
                                "positively homogeneous (recognised: bias-free Linear/Dense, "
-                               "ReLU, LeakyReLU, Identity, Flatten); pass degree=L if the net "
+                               "ReLU, LeakyReLU, Identity, Flatten, widenet Activation of the "
+                               "a s + b|s| family); pass degree=L if the net "
                                "satisfies f(c theta) = c^L f(theta) (check it with "
                                "homogeneity_error)")
 
