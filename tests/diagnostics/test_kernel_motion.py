@@ -176,3 +176,13 @@ def test_scale_invariant_diagnostics_at_extreme_scales(scale: float) -> None:
         scale * expected.information, rel=1e-13)
     assert label_information(space, y * scale) == pytest.approx(label_information(space, y),
                                                                  rel=1e-13)
+
+
+def test_complex_kernels_are_refused() -> None:
+    """The imaginary part was dropped with a warning: the movement of (1 + 5i) I from I was
+    0.0, the alignment of i I 0.0."""
+    identity = torch.eye(3, dtype=torch.complex128)
+    with pytest.raises(WidenetError, match=r"kernel is complex .* pass its real part"):
+        kernel_movement(identity * (1 + 5j), identity)
+    with pytest.raises(WidenetError, match="kernel is complex"):
+        kernel_target_alignment(identity * 1j, torch.ones(3))

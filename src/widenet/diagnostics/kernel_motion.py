@@ -30,6 +30,9 @@ def _matrix(kernel: torch.Tensor, name: str) -> torch.Tensor:
     if not isinstance(kernel, torch.Tensor) or kernel.ndim != 2 or kernel.numel() == 0:
         shape = tuple(kernel.shape) if isinstance(kernel, torch.Tensor) else type(kernel).__name__
         raise WidenetError(f"{name} must be a non-empty 2-D kernel matrix, got {shape}")
+    if kernel.is_complex():
+        raise WidenetError(f"{name} is complex ({kernel.dtype}); a kernel is real: pass its "
+                           f"real part, {name}.real, if that is what you mean")
     if not bool(torch.isfinite(kernel).all()):
         raise WidenetError(f"{name} contains NaN or inf; the diagnostic is undefined")
     return kernel.to(torch.float64)
