@@ -241,3 +241,41 @@ def test_works_under_inference_mode() -> None:
     with torch.inference_mode():
         got = taylor_coefficients(model, loss_fn, DUMMY_X, DUMMY_Y, direction * 1.0, 0.1)
     assert got == expected
+
+
+class _OldStyleCube(torch.autograd.Function):
+    """s^3 / 3 + s in the old style (ctx in forward, no setup_context): torch.func refuses it."""
+
+    @staticmethod
+    def forward(ctx, s: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(s)
+        return s**3 / 3 + s
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        (s,) = ctx.saved_tensors
+        return grad_output * (s**2 + 1)
+
+
+class _CubeNet(torch.nn.Module):
+    def __init__(self, custom: bool) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.first = torch.nn.Linear(3, 4).double()
+        self.second = torch.nn.Linear(4, 1).double()
+        self.custom = custom
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.first(x)
+        return self.second(_OldStyleCube.apply(h) if self.custom else h**3 / 3 + h)
+
+
+def test_the_default_direction_with_an_old_style_autograd_function() -> None:
+    """The gradient came from torch.func.grad, which raised a RuntimeError for an
+    autograd.Function without setup_context; the derivatives along it from torch.autograd."""
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.sin(x[:, :1])
+    got = taylor_coefficients(_CubeNet(custom=True), mse, x, y, None, 0.1)
+    expected = taylor_coefficients(_CubeNet(custom=False), mse, x, y, None, 0.1)
+    for name in ("loss", "c1", "c2", "c3", "actual"):
+        assert getattr(got, name) == pytest.approx(getattr(expected, name), rel=1e-12)

@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
-from torch.func import grad_and_value
 
 from widenet.errors import WidenetError
 from widenet.kernels._functional import FunctionalModel, check_model, check_points, rows_close
@@ -109,9 +108,19 @@ class FlatLoss:
 
     def gradient(self) -> torch.Tensor:
         """grad L(theta), a vector in R^P (finite, or a WidenetError)."""
-        gradient, value = grad_and_value(self)(self.theta)
-        self.check_repeatable(value)
-        return finite_derivative(gradient, "gradient")
+        return self._gradient(create_graph=False)[1].detach()
+
+    def _gradient(self, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(theta', grad L(theta')) at a copy theta' of theta that requires grad, by reverse
+        mode (torch.autograd, which runs any autograd.Function, torch.func not all of them),
+        with the gradient's own graph when ``create_graph``; the loss is checked to be what it
+        was (not random) and the gradient finite."""
+        theta = self.theta.clone().requires_grad_(True)
+        with torch.enable_grad():
+            value = self(theta)
+            self.check_repeatable(value)
+            (gradient,) = torch.autograd.grad(value, theta, create_graph=create_graph)
+        return theta, finite_derivative(gradient, "gradient")
 
     def hessian_product(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """v -> H v, H = nabla^2 L(theta), without forming H.
@@ -122,20 +131,15 @@ class FlatLoss:
         rebuilds the gradient for every product: 5x for the benchmark's MLP, 2.4x at n = 4096.
         The graph, about the memory of one double backward pass, lives as long as the callable.
         """
-        theta = self.theta.clone().requires_grad_(True)
-        with torch.enable_grad():
-            value = self(theta)
-            self.check_repeatable(value)
-            (gradient,) = torch.autograd.grad(value, theta, create_graph=True)
-        finite_derivative(gradient, "gradient")
+        theta, gradient = self._gradient(create_graph=True)
 
         def product(v: torch.Tensor) -> torch.Tensor:
             if not gradient.requires_grad:  # the loss is linear in theta: H = 0
                 return torch.zeros_like(v)
             with torch.enable_grad():
-                return finite_derivative(torch.autograd.grad(gradient, theta, v, retain_graph=True,
-                                                   allow_unused=True, materialize_grads=True)[0],
-                               "Hessian-vector product")
+                (hv,) = torch.autograd.grad(gradient, theta, v, retain_graph=True,
+                                            allow_unused=True, materialize_grads=True)
+            return finite_derivative(hv, "Hessian-vector product")
 
         return product
 
