@@ -261,8 +261,8 @@ def margins_from_outputs(outputs: torch.Tensor, labels: torch.Tensor, *,
         the quotient does)."""
         if value == 0.0:
             return 0.0
-        log_quotient = math.log(abs(value)) - degree * math.log(rho)
-        if not math.isfinite(value) or log_quotient > _LOG_MAX_FLOAT:
+        log_quotient = math.log(abs(value)) - degree * math.log(rho)  # inf for value = -inf
+        if log_quotient > _LOG_MAX_FLOAT:
             raise WidenetError(f"the {what} margin {value:g} / ||theta||^{degree} with "
                                f"||theta|| = {rho:g} is beyond the floating-point range: the "
                                f"outputs are far too large for a {degree}-homogeneous net of "

@@ -58,11 +58,11 @@ def taylor_coefficients(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor
 
     L(theta) = loss_fn(model(x; theta), y) over the trainable parameters; the model is not
     modified, and one with backward hooks (which would change the derivatives) is refused; it
-    may be called under torch.no_grad or torch.inference_mode.
-    ``direction`` is G: a dict keyed like the trainable ``named_parameters()`` (for an
-    optimizer step from theta to theta', G = (theta - theta') / lr), a flat vector of P scalars
-    (e.g. a :class:`~widenet.diagnostics.sharpness.Sharpness` eigenvector), or None for the
-    gradient itself (a plain GD step, c1 = -lr ||grad L||^2). Costs a forward pass and three
+    may be called under torch.no_grad or torch.inference_mode. ``direction`` is G: a dict keyed
+    like the trainable ``named_parameters()`` (for an optimizer step from theta to theta',
+    G = (theta - theta') / lr), a flat vector of P scalars (e.g. a
+    :class:`~widenet.diagnostics.sharpness.Sharpness` eigenvector), or None for the gradient
+    itself (a plain GD step, c1 = -lr ||grad L||^2). Costs a forward pass and three
     backward passes through growing graphs (about 20 forward passes' time for a small MLP),
     plus a gradient for the default G and a forward pass for ``actual``. A derivative of g that
     is NaN or inf (a loss not differentiable at theta) raises a WidenetError; a coefficient
