@@ -28,11 +28,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from widenet.activations import AbsLinear
+from widenet.diagnostics.features import call_model
 from widenet.errors import WidenetError
-from widenet.kernels._functional import first_line
 from widenet.models import MLP
 from widenet.nn import Activation, Dense, Flatten
 from widenet.validation import finite_real, positive_int
@@ -142,8 +141,8 @@ def homogeneity_error(model: nn.Module, x: torch.Tensor, degree: int, *,
     x = _inputs(x)
     with torch.no_grad():
         scaled = {name: scale * p for name, p in model.named_parameters()}
-        reference = _outputs(model, x).to(torch.float64) * factor
-        moved = _outputs(model, x, scaled).to(torch.float64)
+        reference = call_model(model, x).to(torch.float64) * factor
+        moved = call_model(model, x, scaled).to(torch.float64)
     error = float((moved - reference).abs().max())
     size = float(reference.abs().max())
     if size == 0.0:
@@ -294,7 +293,7 @@ def margins_of(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *,
         raise WidenetError("all parameters of the model are zero, so ||theta||^L = 0 and the "
                            "normalized margin is undefined")
     with torch.no_grad():
-        outputs = _outputs(model, x)
+        outputs = call_model(model, x)
     return margins_from_outputs(outputs, labels, parameter_norm=rho, degree=degree)
 
 
@@ -305,17 +304,6 @@ def _inputs(x: object) -> torch.Tensor:
     if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
         raise WidenetError("x contains NaN or inf values; clean or drop those points first")
     return x
-
-
-def _outputs(model: nn.Module, x: torch.Tensor,
-             parameters: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """model(x), with ``parameters`` in place of the model's own when given; a model that
-    fails on x (points of the wrong shape or dtype) raises a WidenetError saying so."""
-    try:
-        return model(x) if parameters is None else functional_call(model, parameters, (x,))
-    except (RuntimeError, TypeError) as error:
-        raise WidenetError(f"model(x) failed: {first_line(error)}; pass the points the model "
-                           "takes (their shape, dtype and device)") from error
 
 
 def _power(base: float, exponent: int) -> float | None:
