@@ -160,3 +160,12 @@ def test_points_the_model_cannot_take() -> None:
         hidden_features(net, torch.randn(5, 3))
     with pytest.raises(WidenetError, match="model\\(x\\) failed: mat1 and mat2"):
         module_outputs(net, torch.randn(5, 4, dtype=F64), [net.layers[0]])
+
+
+def test_running_out_of_memory_is_not_reported_as_bad_points() -> None:
+    class Exhausted(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise torch.OutOfMemoryError("out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        module_outputs(Exhausted(), torch.ones(2, 3), [])

@@ -505,3 +505,14 @@ def test_hessians_of_extreme_scale(dtype: torch.dtype, scale: float) -> None:
     rounding = 10 * torch.finfo(dtype).eps
     expected = torch.tensor([3.0, 2.0], dtype=torch.float64)
     assert (result.eigenvalues / scale - expected).abs().max() <= (tol + rounding) * 3.0
+
+
+def test_running_out_of_memory_is_not_reported_as_a_failing_loss() -> None:
+    """torch.OutOfMemoryError is a RuntimeError: it became 'loss_fn(model(x), y) failed'."""
+
+    def exhausted(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        sharpness(LINEAR, exhausted, torch.ones(1, 1, dtype=torch.float64),
+                  torch.ones(1, 1, dtype=torch.float64))

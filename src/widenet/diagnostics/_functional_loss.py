@@ -163,6 +163,8 @@ class FlatLoss:
         try:
             with torch.enable_grad():
                 value = self.loss_fn(self.fmodel.raw(params, self.x), self.y)
+        except torch.OutOfMemoryError:
+            raise
         except (RuntimeError, TypeError) as error:
             raise WidenetError(f"loss_fn(model(x), y) failed: {error}") from error
         if not isinstance(value, torch.Tensor) or value.numel() != 1 \

@@ -130,9 +130,11 @@ def call_model(model: nn.Module, x: torch.Tensor,
                parameters: dict[str, torch.Tensor] | None = None) -> object:
     """model(x), with ``parameters`` in place of the model's own when given
     (torch.func.functional_call); a model that fails on x (points of the wrong shape or dtype)
-    raises a WidenetError saying so."""
+    raises a WidenetError saying so (running out of memory stays an OutOfMemoryError)."""
     try:
         return model(x) if parameters is None else functional_call(model, parameters, (x,))
+    except torch.OutOfMemoryError:
+        raise
     except (RuntimeError, TypeError) as error:
         raise WidenetError(f"model(x) failed: {first_line(error)}; pass the points the model "
                            "takes (their shape, dtype and device)") from error
