@@ -516,3 +516,15 @@ def test_running_out_of_memory_is_not_reported_as_a_failing_loss() -> None:
     with pytest.raises(torch.OutOfMemoryError):
         sharpness(LINEAR, exhausted, torch.ones(1, 1, dtype=torch.float64),
                   torch.ones(1, 1, dtype=torch.float64))
+
+
+def test_a_dominant_negative_eigenvalue_does_not_loosen_the_tolerance() -> None:
+    """Residuals were compared with tol ||H||: beside an eigenvalue -1e6, a Ritz value -0.007
+    with residual 0.58 was accepted after two products as the sharpness, which is 1.0."""
+    values = [-1e6, *torch.linspace(-1.0, 1.0, 201).tolist()]
+    model, loss_fn = quadratic(values, seed=2)
+    tol = 1e-4
+    result = sharpness(model, loss_fn, DUMMY_X, DUMMY_Y, tol=tol)
+    assert result.converged
+    # Within its residual (<= tol * 1.0) of an eigenvalue; the next one down is 0.99.
+    assert abs(result.value - 1.0) <= tol

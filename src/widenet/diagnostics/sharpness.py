@@ -11,9 +11,13 @@ gradient's graph once more, never forming H), with a block of k vectors, full
 reorthogonalization and thick restarts: with Q the orthonormal Krylov basis (rows) and
 T = Q H Q^T, the Ritz pairs (theta_i, y_i = Q^T s_i) of T satisfy
 ||H y_i - theta_i y_i|| = ||R s_i[last block]||, R being the coupling of the last block to the
-next one. The top k pairs are accepted when every such residual is <= tol * max_j |theta_j|
-(tol relative to the estimate of ||H||_2); since H is symmetric each accepted theta_i is then
-within that residual of an eigenvalue of H.
+next one. The top k pairs are accepted when every such residual is at most
+tol * max(max_{i <= k} |theta_i|, sqrt(eps) max_j |theta_j|): tol relative to the size of the
+eigenvalues sought, floored at sqrt(machine epsilon) times the estimate of ||H||_2 (the
+products' rounding, about eps ||H||, stays below it). Since H is symmetric each accepted theta_i
+is then within that residual of an eigenvalue of H. (Relative to ||H||_2 alone, a Hessian with
+a large negative eigenvalue accepted as its top one a Ritz value that was only within
+tol ||H||_2 of some eigenvalue: -0.007 for lambda_max = 1 beside -1e6, after two products.)
 """
 
 from __future__ import annotations
@@ -193,6 +197,7 @@ def _lanczos(apply: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
     _, block, _ = _extend(empty, start, fresh)
     basis, t, hvps = empty, torch.zeros(0, 0, dtype=torch.float64), 0
     scale = None
+    floor = math.sqrt(torch.finfo(start.dtype).eps)
     while True:
         old = basis.shape[0]
         basis = torch.cat([basis, block])
@@ -207,7 +212,8 @@ def _lanczos(apply: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
         values, vectors = torch.linalg.eigh(t)
         values, vectors = values.flip(0), vectors.flip(1)
         residuals = torch.linalg.vector_norm(coupling @ vectors[old:, :k], dim=0)
-        converged = bool((residuals <= tol * values.abs().max()).all())
+        size = torch.maximum(values[:k].abs().max(), floor * values.abs().max())
+        converged = bool((residuals <= tol * size).all())
         if converged or block.shape[0] == 0 or hvps + block.shape[0] > max_hvps:
             break
         if basis.shape[0] + block.shape[0] > max_basis:
