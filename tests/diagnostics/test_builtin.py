@@ -263,3 +263,24 @@ def test_sharpness_and_taylor_monitors() -> None:
                           torch.tensor(change), rtol=1e-9)
     c = history[["taylor_c1", "taylor_c2", "taylor_c3"]].iloc[:-1].sum(axis=1).to_numpy()
     assert torch.allclose(torch.tensor(c), torch.tensor(change), rtol=1e-3)
+
+
+def test_taylor_monitor_with_a_parameter_the_forward_pass_does_not_use() -> None:
+    """A trainable parameter without a gradient was missing from the direction, and the
+    monitor raised at the first step; it does not move, so its direction is zero."""
+
+    class WithSpare(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = wn.MLP(3, [16], 1, "tanh", seed=0, dtype=torch.float64)
+            self.spare = torch.nn.Linear(2, 2).double()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+    x, y = regression()
+    history = wn.train(WithSpare(), x, y, lr=0.25, steps=3, log_every=1,
+                       monitors=[TaylorMonitor()]).measured("taylor", how="left")
+    change = history["loss"].diff().shift(-1).iloc[:-1].to_numpy()
+    assert torch.allclose(torch.tensor(history["taylor_actual"].iloc[:-1].to_numpy()),
+                          torch.tensor(change), rtol=1e-9)

@@ -211,6 +211,6 @@ def test_hooks_are_removed_when_the_forward_pass_raises() -> None:
             raise RuntimeError("boom")
 
     model = Failing()
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(wn.WidenetError, match=r"model\(x\) failed: boom"):
         feature_layers(model, ["act"]).read(model, torch.randn(2, 3))
     assert no_hooks(model)

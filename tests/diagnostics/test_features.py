@@ -150,3 +150,22 @@ def test_module_outputs_measure_in_eval_mode_and_leave_the_model_as_it_was() -> 
     assert torch.equal(norm.running_var, before[1])
     assert norm.num_batches_tracked.item() == before[2]
     assert [module.training for module in model.modules()] == [True, True, True, False, True]
+
+
+def test_points_the_model_cannot_take() -> None:
+    """The model's own RuntimeError (float32 points for a float64 net, points of the wrong
+    width) came out of hidden_features and module_outputs unexplained."""
+    net = MLP(3, [4], 1, "relu", seed=0, dtype=F64)
+    with pytest.raises(WidenetError, match=r"model\(x\) failed: .*dtype"):
+        hidden_features(net, torch.randn(5, 3))
+    with pytest.raises(WidenetError, match="model\\(x\\) failed: mat1 and mat2"):
+        module_outputs(net, torch.randn(5, 4, dtype=F64), [net.layers[0]])
+
+
+def test_running_out_of_memory_is_not_reported_as_bad_points() -> None:
+    class Exhausted(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise torch.OutOfMemoryError("out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        module_outputs(Exhausted(), torch.ones(2, 3), [])

@@ -151,3 +151,38 @@ def test_gradient_descent_drains_the_information_space_first() -> None:
 def test_bad_input(call, message: str) -> None:
     with pytest.raises(WidenetError, match=message):
         call()
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_scale_invariant_diagnostics_at_extreme_scales(scale: float) -> None:
+    """Every quantity here is a ratio, invariant to scaling its arguments; torch's norms square
+    the entries, which underflowed or overflowed: the alignment of 1e200 K was 0.0, that of
+    1e-200 y 'targets are all zero', the movement of 1e200 K NaN (1e-200 K: 0.0), the
+    residual's projections NaN or 'r_0 is zero'."""
+    kernel, _ = _psd(6, [5.0, 3.0, 1.0, 0.5, 0.1, 0.01])
+    y, r = _random(6, 2, seed=1), _random(6, seed=2)
+    space = information_space(kernel, top=2)
+    assert kernel_target_alignment(kernel * scale, y) == pytest.approx(
+        kernel_target_alignment(kernel, y), rel=1e-13)
+    assert kernel_target_alignment(kernel, y * scale) == pytest.approx(
+        kernel_target_alignment(kernel, y), rel=1e-13)
+    assert kernel_movement(1.5 * scale * kernel, scale * kernel) == pytest.approx(0.5, rel=1e-13)
+    expected = residual_projections(space, r)
+    for got in (residual_projections(space, r * scale),
+                residual_projections(space, r * scale, r * scale)):
+        assert got.information == pytest.approx(expected.information, rel=1e-13)
+        assert got.nuisance == pytest.approx(expected.nuisance, rel=1e-13)
+    assert residual_projections(space, r * scale, r).information == pytest.approx(
+        scale * expected.information, rel=1e-13)
+    assert label_information(space, y * scale) == pytest.approx(label_information(space, y),
+                                                                 rel=1e-13)
+
+
+def test_complex_kernels_are_refused() -> None:
+    """The imaginary part was dropped with a warning: the movement of (1 + 5i) I from I was
+    0.0, the alignment of i I 0.0."""
+    identity = torch.eye(3, dtype=torch.complex128)
+    with pytest.raises(WidenetError, match=r"kernel is complex .* pass its real part"):
+        kernel_movement(identity * (1 + 5j), identity)
+    with pytest.raises(WidenetError, match="kernel is complex"):
+        kernel_target_alignment(identity * 1j, torch.ones(3))

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from widenet import MLP, WidenetError, activations
+from widenet import nn as wn_nn
 from widenet.diagnostics.margins import (
     Margins,
     exponential_smoothed_min,
@@ -250,3 +251,42 @@ def test_bad_margin_arguments() -> None:
             p.zero_()
     with pytest.raises(WidenetError, match="all parameters of the model are zero"):
         margins_of(net, x, y)
+
+
+def test_norms_whose_power_leaves_the_float_range() -> None:
+    """rho^-L was formed first: for rho = 1e-100, L = 4 it overflowed (an OverflowError), although
+    q / rho^L = 1e-310 / 1e-400 = 1e90 is a float. (The logistic smoothed min of such a q is
+    only accurate to round-off of order 1e-16 in q, its condition, so it is not checked.)"""
+    tiny = margins_from_outputs(torch.tensor([1e-310], dtype=F64), torch.tensor([1]),
+                                parameter_norm=1e-100, degree=4)
+    assert tiny.normalized == pytest.approx(1e90, rel=1e-9)
+    assert tiny.smoothed_exponential == pytest.approx(1e90, rel=1e-9)
+    with pytest.raises(WidenetError, match=r"normalized margin 2 / .* beyond the floating-point"):
+        margins_from_outputs(torch.tensor([2.0, 3.0], dtype=F64), torch.tensor([1, 1]),
+                             parameter_norm=1e-160, degree=2)
+
+
+def test_points_the_model_cannot_take() -> None:
+    """model(x) and scale**degree were not checked: a RuntimeError, an OverflowError, and NaN for
+    NaN points."""
+    net, x = _mlp(), _points()
+    with pytest.raises(WidenetError, match="model\\(x\\) failed: mat1 and mat2"):
+        margins_of(net, x[:, :2], torch.ones(x.shape[0]))
+    with pytest.raises(WidenetError, match="model\\(x\\) failed"):
+        homogeneity_error(net, x.float(), 3)
+    with pytest.raises(WidenetError, match="x contains NaN"):
+        homogeneity_error(net, torch.full_like(x, math.nan), 3)
+    with pytest.raises(WidenetError, match="outside the floating-point range"):
+        homogeneity_error(net, x, 3, scale=1e300)
+
+
+def test_widenet_layer_stacks_are_recognised() -> None:
+    """widenet.nn's own Activation (a s + b|s| family) and Flatten were 'not known to be
+    positively homogeneous'; a smooth Activation still is not."""
+    torch.manual_seed(0)
+    net = wn_nn.Sequential(wn_nn.Flatten(), wn_nn.Dense(4, 6), wn_nn.Activation("leaky_relu"),
+                           wn_nn.Dense(6, 1)).double()
+    assert homogeneity_degree(net) == 2
+    assert homogeneity_error(net, torch.randn(5, 2, 2, dtype=F64), 2) < 1e-12
+    with pytest.raises(WidenetError, match="not known to be positively homogeneous"):
+        homogeneity_degree(wn_nn.Sequential(wn_nn.Dense(4, 6), wn_nn.Activation("tanh")))

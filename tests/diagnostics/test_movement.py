@@ -130,3 +130,19 @@ def test_a_reference_taken_from_a_module_does_not_move_with_it() -> None:
     with torch.no_grad():
         layer.weight.add_(1.0)
     assert weight_movement(layer, reference).relative > 0
+
+
+def test_movements_below_and_above_the_squares_range() -> None:
+    """Norms summed squares: a parameter moving by 1e-200 had an overall movement of 0.0 (and
+    relative_change of 1e-200 tensors was 0 / 0 = 0.0), one of 1e200 entries NaN."""
+    moved = weight_movement({"a": torch.tensor([1e-200, 0.0], dtype=F64)},
+                            {"a": torch.zeros(2, dtype=F64)})
+    assert moved.absolute == pytest.approx(1e-200, rel=1e-15)
+    assert moved.per_parameter_absolute["a"] == pytest.approx(1e-200, rel=1e-15)
+    for scale in (1e-200, 1e200):
+        initial = torch.tensor([3.0, 4.0], dtype=F64) * scale
+        assert relative_change(2 * initial, initial) == pytest.approx(1.0, rel=1e-15)
+        movement = weight_movement({"a": 2 * initial, "b": torch.ones(2)},
+                                   {"a": initial, "b": torch.ones(2)})
+        assert movement.absolute == pytest.approx(5 * scale, rel=1e-15)
+        assert movement.per_parameter_relative["a"] == pytest.approx(1.0, rel=1e-15)

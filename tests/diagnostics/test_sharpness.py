@@ -261,6 +261,15 @@ def test_works_under_no_grad() -> None:
     assert result.value == pytest.approx(2.0, abs=1e-9)
 
 
+def test_works_under_inference_mode() -> None:
+    """Autograd is off in inference mode: the gradient's graph was missing (a RuntimeError)."""
+    net, loss_fn, x, y = tanh_mlp()
+    expected = sharpness(net, loss_fn, x, y, tol=1e-10)
+    with torch.inference_mode():
+        result = sharpness(net, loss_fn, x, y, tol=1e-10, init=expected.eigenvectors * 1.0)
+    assert result.value == pytest.approx(expected.value, rel=1e-9)
+
+
 def test_the_model_is_not_touched() -> None:
     net, loss_fn, x, y = partly_frozen()
     net.train()
@@ -333,11 +342,19 @@ NAN = torch.tensor([[math.nan]], dtype=torch.float64)
     ({"model": _no_parameters()}, "no trainable parameters"),
     ({"model": _nan_parameters()}, "parameters contain NaN or inf"),
     ({"model": "net"}, "must be a torch.nn.Module"),
+    ({"model": nn.LazyLinear(1).double()}, "uninitialized parameters"),
+    ({"model": nn.Linear(1, 1, device="meta")}, "on the meta device"),
     ({"x": NAN}, "x contains NaN or inf"),
     ({"x": torch.ones(2, 1, dtype=torch.long)}, "floating-point"),
     ({"y": NAN}, "y contains NaN or inf"),
     ({"loss_fn": lambda out, y: torch.cat([out, out]).sum(1)}, "must return a real scalar"),
     ({"loss_fn": "mse"}, "loss_fn must be a callable"),
+    ({"loss_fn": lambda out, y: mse(out.detach(), y)}, "not connected to the trainable"),
+    ({"loss_fn": lambda out, y: torch.tensor(1.0)}, "not connected to the trainable"),
+    ({"loss_fn": lambda out, y: (out - out.detach()).abs().sqrt().sum()},
+     "gradient at the model's parameters contains NaN or inf"),
+    ({"loss_fn": lambda out, y: (out - out.detach()).norm()},
+     "Hessian-vector product at the model's parameters contains NaN or inf"),
     ({"loss_fn": lambda out, y: (out - y.reshape(3)).sum()},
      "loss_fn\\(model\\(x\\), y\\) failed"),
 ])
@@ -355,3 +372,159 @@ def test_tracker_validates_its_settings_and_threshold_its_lr() -> None:
     result = Sharpness(torch.tensor([2.0]), torch.ones(1, 1), torch.zeros(1), 1, True)
     with pytest.raises(wn.WidenetError, match="lr must be > 0"):
         result.threshold(0.0)
+    with pytest.raises(wn.WidenetError, match=r"momentum must be in \[0, 1\), got 1.0"):
+        result.threshold(0.1, momentum=1.0)  # was (2 + 2)/lr, for a method that diverges
+
+
+def autograd_hessian(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The (P, P) Hessian in the trainable parameters by torch.autograd.functional.hessian (a
+    second brute-force route beside ``dense_hessian``; tied parameters appear once)."""
+    named = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    sizes = [p.numel() for p in named.values()]
+
+    def loss(flat: torch.Tensor) -> torch.Tensor:
+        params = {n: part.view(p.shape) for (n, p), part in
+                  zip(named.items(), torch.split(flat, sizes), strict=True)}
+        return loss_fn(functional_call(model, params, (x,)), y)
+
+    flat = torch.cat([p.reshape(-1) for p in named.values()])
+    return torch.autograd.functional.hessian(loss, flat)
+
+
+def tiny_tanh_net() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(4)
+    x, y = regression(n=6, d=2, seed=5)
+    return nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2)).double(), x, y
+
+
+class TiedNet(nn.Module):
+    """tanh(W tanh(W x + b) + c), one W used twice, then a readout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.first, self.second = nn.Linear(2, 2).double(), nn.Linear(2, 2).double()
+        self.second.weight = self.first.weight
+        self.readout = nn.Linear(2, 2).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(torch.tanh(self.second(torch.tanh(self.first(x)))))
+
+
+def tied() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    x, y = regression(n=6, d=2, seed=5)
+    return TiedNet(), x, y
+
+
+def zero_loss() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A net fitting its own outputs: L = 0, H = J^T J / n (positive semi-definite)."""
+    net, x, _ = tiny_tanh_net()
+    with torch.no_grad():
+        return net, x, net(x)
+
+
+def frozen_tiny() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    net, x, y = tiny_tanh_net()
+    net[0].weight.requires_grad_(False)
+    return net, x, y
+
+
+@pytest.mark.parametrize("problem", [tiny_tanh_net, tied, zero_loss, frozen_tiny])
+def test_the_whole_spectrum_matches_the_brute_force_hessian(problem) -> None:
+    """k = P: every eigenvalue, the negative ones of these saddle points (and 0 at a zero loss)
+    included, against eigvalsh of torch.autograd.functional.hessian."""
+    net, x, y = problem()
+    exact = torch.linalg.eigvalsh(autograd_hessian(net, mse, x, y)).flip(0)
+    tol = 1e-10
+    result = sharpness(net, mse, x, y, k=exact.shape[0], tol=tol)
+    assert result.converged
+    assert (result.eigenvalues - exact).abs().max() <= 2 * tol * exact.abs().max()
+    if problem is zero_loss:
+        assert result.value > 0
+        assert exact.min() >= -1e-12 * exact.max()
+    else:
+        assert exact.min() < 0  # a negative-curvature point
+
+
+def test_backward_hooks_are_refused_not_differentiated_through() -> None:
+    """A full backward hook multiplying the Tanh's input gradient by 10 made the Hessian-vector
+    products those of the hooked backward pass: the sharpness came out 21.3 for 2.19."""
+    net, x, y = tiny_tanh_net()
+    exact = torch.linalg.eigvalsh(autograd_hessian(net, mse, x, y))
+    handle = net[1].register_full_backward_hook(lambda module, grad_in, grad_out:
+                                                (10 * grad_in[0],))
+    with pytest.raises(wn.WidenetError, match=r"^module 1 of the model has backward hooks .*"
+                       r"would not be those of the loss; remove them"):
+        sharpness(net, mse, x, y)
+    handle.remove()
+    handle = net.register_full_backward_pre_hook(lambda module, grad_out: None)
+    with pytest.raises(wn.WidenetError, match=r"^the model has backward hooks"):
+        sharpness(net, mse, x, y)
+    handle.remove()
+    handle = nn.modules.module.register_module_full_backward_hook(
+        lambda module, grad_in, grad_out: None)
+    try:
+        with pytest.raises(wn.WidenetError, match=r"^torch has global module backward hooks"):
+            sharpness(net, mse, x, y)
+    finally:
+        handle.remove()
+    tol = 1e-10
+    result = sharpness(net, mse, x, y, k=2, tol=tol)
+    assert result.converged
+    expected = exact.flip(0)[:2]
+    assert (result.eigenvalues - expected).abs().max() <= 2 * tol * exact.abs().max()
+
+
+def test_a_random_loss_is_refused() -> None:
+    """Dropout in training mode: each Hessian-vector product was that of one random mask, the
+    sharpness a random number; the loss differs between two passes at the same parameters."""
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Linear(3, 64), nn.Dropout(0.5), nn.Linear(64, 1)).double()
+    x, y = regression(n=16)
+    with pytest.raises(wn.WidenetError, match="the model or loss_fn is random"):
+        sharpness(net, mse, x, y[:, :1])
+    net.eval()
+    assert sharpness(net, mse, x, y[:, :1]).converged
+
+
+@pytest.mark.parametrize(("dtype", "scale"), [(torch.float32, 1e-22), (torch.float32, 1e20),
+                                              (torch.float64, 1e-300), (torch.float64, 1e300)])
+def test_hessians_of_extreme_scale(dtype: torch.dtype, scale: float) -> None:
+    """Norms squared the entries of the products: at scale 1e-300 they underflowed to 0 and the
+    search stopped after one product, 'converged' at -2.1e-301 for lambda_max = 2e-300 (float32,
+    1e-22: 1% off); at 1e300 they overflowed (-2.1e299). The Lanczos residual bound holds at
+    any scale."""
+    values = [3.0, 2.0, 1.0, -1.0, 0.5]
+    a = with_spectrum(values, seed=1) * scale
+    model = ParameterOutput(torch.randn(5, dtype=torch.float64)).to(dtype)
+    tol = 1e-4
+    result = sharpness(model, quadratic_loss(a.to(dtype)), DUMMY_X.to(dtype), DUMMY_Y.to(dtype),
+                       k=2, tol=tol)
+    assert result.converged
+    # tol * ||H|| from the residuals, plus the float32 rounding of A and of the products.
+    rounding = 10 * torch.finfo(dtype).eps
+    expected = torch.tensor([3.0, 2.0], dtype=torch.float64)
+    assert (result.eigenvalues / scale - expected).abs().max() <= (tol + rounding) * 3.0
+
+
+def test_running_out_of_memory_is_not_reported_as_a_failing_loss() -> None:
+    """torch.OutOfMemoryError is a RuntimeError: it became 'loss_fn(model(x), y) failed'."""
+
+    def exhausted(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        sharpness(LINEAR, exhausted, torch.ones(1, 1, dtype=torch.float64),
+                  torch.ones(1, 1, dtype=torch.float64))
+
+
+def test_a_dominant_negative_eigenvalue_does_not_loosen_the_tolerance() -> None:
+    """Residuals were compared with tol ||H||: beside an eigenvalue -1e6, a Ritz value -0.007
+    with residual 0.58 was accepted after two products as the sharpness, which is 1.0."""
+    values = [-1e6, *torch.linspace(-1.0, 1.0, 201).tolist()]
+    model, loss_fn = quadratic(values, seed=2)
+    tol = 1e-4
+    result = sharpness(model, loss_fn, DUMMY_X, DUMMY_Y, tol=tol)
+    assert result.converged
+    # Within its residual (<= tol * 1.0) of an eigenvalue; the next one down is 0.99.
+    assert abs(result.value - 1.0) <= tol

@@ -184,3 +184,98 @@ def test_bad_input(direction, lr: float, message: str) -> None:
     net, x, y, _ = tanh_problem()
     with pytest.raises(wn.WidenetError, match=message):
         taylor_coefficients(net, mse, x, y, direction, lr)
+
+
+def test_backward_hooks_are_refused() -> None:
+    """A backward hook scaling an input gradient by 10 changed c1, c2 and c3 silently (and the
+    default direction, the gradient by torch.func, failed with a RuntimeError)."""
+    torch.manual_seed(4)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(),
+                              torch.nn.Linear(3, 1)).double()
+    x = torch.randn(5, 2, dtype=torch.float64)
+    y = torch.randn(5, 1, dtype=torch.float64)
+    direction = torch.ones(sum(p.numel() for p in net.parameters()), dtype=torch.float64)
+    handle = net[1].register_full_backward_hook(lambda module, grad_in, grad_out:
+                                                (10 * grad_in[0],))
+    try:
+        for step in (direction, None):
+            with pytest.raises(wn.WidenetError, match="module 1 of the model has backward hooks"):
+                taylor_coefficients(net, mse, x, y, step, 0.1)
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize(("loss_fn", "direction", "message"), [
+    # g'(0) and the rest were 0.0: the graph was cut, not the loss flat.
+    (lambda out, y: (out.detach() ** 2).sum(), torch.ones(3, dtype=torch.float64),
+     "not connected to the trainable parameters"),
+    # ||theta|| at theta = 0: g'' came back NaN as c2 and c3.
+    (lambda out, y: out.norm(), torch.ones(3, dtype=torch.float64),
+     "derivative of order 2 along the direction .* contains NaN or inf"),
+    (lambda out, y: out.abs().sqrt().sum(), None, "gradient .* contains NaN or inf"),
+])
+def test_a_loss_without_derivatives_is_refused(loss_fn, direction, message: str) -> None:
+    model = ParameterOutput(torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(wn.WidenetError, match=message):
+        taylor_coefficients(model, loss_fn, DUMMY_X, DUMMY_Y, direction, 0.1)
+
+
+def test_a_random_loss_is_refused() -> None:
+    """Dropout in training mode made the coefficients and ``actual`` those of different masks."""
+    torch.manual_seed(6)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 64), torch.nn.Dropout(0.5),
+                              torch.nn.Linear(64, 1)).double()
+    x = torch.randn(16, 3, dtype=torch.float64)
+    y = torch.randn(16, 1, dtype=torch.float64)
+    for direction in (None, torch.ones(sum(p.numel() for p in net.parameters()),
+                                       dtype=torch.float64)):
+        with pytest.raises(wn.WidenetError, match="the model or loss_fn is random"):
+            taylor_coefficients(net, mse, x, y, direction, 0.1)
+
+
+def test_works_under_inference_mode() -> None:
+    """Autograd is off in inference mode: g had no graph in s, and c1 = c2 = c3 = 0.0 came back."""
+    model, loss_fn, _ = cubic()
+    direction = torch.linspace(-1.0, 1.0, 5, dtype=torch.float64)
+    expected = taylor_coefficients(model, loss_fn, DUMMY_X, DUMMY_Y, direction, 0.1)
+    with torch.inference_mode():
+        got = taylor_coefficients(model, loss_fn, DUMMY_X, DUMMY_Y, direction * 1.0, 0.1)
+    assert got == expected
+
+
+class _OldStyleCube(torch.autograd.Function):
+    """s^3 / 3 + s in the old style (ctx in forward, no setup_context): torch.func refuses it."""
+
+    @staticmethod
+    def forward(ctx, s: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(s)
+        return s**3 / 3 + s
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        (s,) = ctx.saved_tensors
+        return grad_output * (s**2 + 1)
+
+
+class _CubeNet(torch.nn.Module):
+    def __init__(self, custom: bool) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.first = torch.nn.Linear(3, 4).double()
+        self.second = torch.nn.Linear(4, 1).double()
+        self.custom = custom
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.first(x)
+        return self.second(_OldStyleCube.apply(h) if self.custom else h**3 / 3 + h)
+
+
+def test_the_default_direction_with_an_old_style_autograd_function() -> None:
+    """The gradient came from torch.func.grad, which raised a RuntimeError for an
+    autograd.Function without setup_context; the derivatives along it from torch.autograd."""
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.sin(x[:, :1])
+    got = taylor_coefficients(_CubeNet(custom=True), mse, x, y, None, 0.1)
+    expected = taylor_coefficients(_CubeNet(custom=False), mse, x, y, None, 0.1)
+    for name in ("loss", "c1", "c2", "c3", "actual"):
+        assert getattr(got, name) == pytest.approx(getattr(expected, name), rel=1e-12)

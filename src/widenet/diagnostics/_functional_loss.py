@@ -4,7 +4,9 @@ L(theta) = loss_fn(f(x; theta), y), theta in R^P the model's trainable parameter
 flattened and concatenated in ``model.named_parameters()`` order. The model is evaluated with
 ``torch.func.functional_call`` on detached copies of its tensors (see
 :class:`widenet.kernels._functional.FunctionalModel`), so its parameters, their ``.grad`` and
-``requires_grad`` are never touched. Everything is computed in the promoted dtype of the model's
+``requires_grad`` are never touched. A model with backward hooks (its modules' or torch's
+global ones) is refused, as by the empirical NTK: a hook that changes gradients would change
+every derivative taken here. Everything is computed in the promoted dtype of the model's
 parameters and x, on x's device.
 """
 
@@ -14,13 +16,16 @@ from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
-from torch.func import grad
 
 from widenet.errors import WidenetError
-from widenet.kernels._functional import FunctionalModel, check_points
-from widenet.validation import trainable_module
+from widenet.kernels._functional import FunctionalModel, check_model, check_points, rows_close
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# Why a model with backward hooks is refused: its derivatives would be taken through the hooks.
+_LOSS_HOOKS = ("the loss's derivatives are taken from, so the Hessian and the Taylor "
+               "coefficients computed would not be those of the loss; remove them for the "
+               "diagnostic (handle.remove())")
 
 
 class FlatLoss:
@@ -31,7 +36,7 @@ class FlatLoss:
 
     def __init__(self, model: nn.Module, loss_fn: LossFunction, x: torch.Tensor,
                  y: torch.Tensor):
-        trainable_module(model, "the loss has no derivatives to take")
+        check_model(model, "the loss has no derivatives to take", _LOSS_HOOKS)
         if not callable(loss_fn):
             raise WidenetError(f"loss_fn must be a callable loss_fn(outputs, y) -> scalar, got "
                                f"{type(loss_fn).__name__}")
@@ -102,8 +107,20 @@ class FlatLoss:
         return v.detach().to(self.theta)
 
     def gradient(self) -> torch.Tensor:
-        """grad L(theta), a vector in R^P."""
-        return grad(self)(self.theta)
+        """grad L(theta), a vector in R^P (finite, or a WidenetError)."""
+        return self._gradient(create_graph=False)[1].detach()
+
+    def _gradient(self, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(theta', grad L(theta')) at a copy theta' of theta that requires grad, by reverse
+        mode (torch.autograd, which runs any autograd.Function, torch.func not all of them),
+        with the gradient's own graph when ``create_graph``; the loss is checked to be what it
+        was (not random) and the gradient finite."""
+        theta = self.theta.clone().requires_grad_(True)
+        with torch.enable_grad():
+            value = self(theta)
+            self.check_repeatable(value)
+            (gradient,) = torch.autograd.grad(value, theta, create_graph=create_graph)
+        return theta, finite_derivative(gradient, "gradient")
 
     def hessian_product(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """v -> H v, H = nabla^2 L(theta), without forming H.
@@ -114,23 +131,40 @@ class FlatLoss:
         rebuilds the gradient for every product: 5x for the benchmark's MLP, 2.4x at n = 4096.
         The graph, about the memory of one double backward pass, lives as long as the callable.
         """
-        theta = self.theta.clone().requires_grad_(True)
-        with torch.enable_grad():
-            (gradient,) = torch.autograd.grad(self(theta), theta, create_graph=True)
+        theta, gradient = self._gradient(create_graph=True)
 
         def product(v: torch.Tensor) -> torch.Tensor:
             if not gradient.requires_grad:  # the loss is linear in theta: H = 0
                 return torch.zeros_like(v)
             with torch.enable_grad():
-                return torch.autograd.grad(gradient, theta, v, retain_graph=True,
-                                           allow_unused=True, materialize_grads=True)[0]
+                (hv,) = torch.autograd.grad(gradient, theta, v, retain_graph=True,
+                                            allow_unused=True, materialize_grads=True)
+            return finite_derivative(hv, "Hessian-vector product")
 
         return product
 
+    def check_repeatable(self, value: torch.Tensor) -> None:
+        """Raise unless ``value``, L(theta) evaluated once more, is ``self.value`` to round-off
+        (see ``rows_close``): a loss that differs between two passes at the same parameters
+        is random, and has no derivatives to take."""
+        if not bool(rows_close(value.detach().reshape(1, 1), self.value.reshape(1, 1))[0]):
+            raise WidenetError(f"two evaluations of the loss at the same parameters gave "
+                               f"{self.value.item()!r} and {value.item()!r}: the model or "
+                               "loss_fn is random (dropout in training mode?), so the loss has "
+                               "no derivatives; put random layers in eval mode for the "
+                               "diagnostic (model.eval(), which also makes batch norm use its "
+                               "running statistics)")
+
     def _first_value(self) -> torch.Tensor:
-        """L(theta), checking that the model and loss_fn run and give a finite scalar."""
+        """L(theta), checking that the model and loss_fn run and give a finite scalar that
+        autograd can differentiate in theta."""
+        theta = self.theta.clone().requires_grad_(True)
+        params = dict(zip(self.names, self.unflatten(theta), strict=True))
         try:
-            value = self.loss_fn(self.fmodel.raw(self.fmodel.params, self.x), self.y)
+            with torch.enable_grad():
+                value = self.loss_fn(self.fmodel.raw(params, self.x), self.y)
+        except torch.OutOfMemoryError:
+            raise
         except (RuntimeError, TypeError) as error:
             raise WidenetError(f"loss_fn(model(x), y) failed: {error}") from error
         if not isinstance(value, torch.Tensor) or value.numel() != 1 \
@@ -141,6 +175,12 @@ class FlatLoss:
         if not bool(torch.isfinite(value).all()):
             raise WidenetError(f"the loss at the model's parameters is {value.item()} (has "
                                "training diverged?); it has no derivatives there")
+        if not value.requires_grad:
+            raise WidenetError("loss_fn(model(x), y) is not connected to the trainable "
+                               "parameters in autograd's graph (the model or loss_fn detaches "
+                               "the outputs, calls .item() or builds a new tensor from them), so "
+                               "its derivatives cannot be taken; compute the loss with torch "
+                               "operations on the outputs")
         return value.detach().reshape(())
 
 
@@ -153,6 +193,16 @@ def _check_targets(y: object, x: torch.Tensor) -> torch.Tensor:
             raise WidenetError("y contains NaN or inf values; clean or drop those points first")
         return y.detach().to(device=x.device, dtype=x.dtype)
     return y.detach().to(device=x.device)
+
+
+def finite_derivative(derivative: torch.Tensor, what: str) -> torch.Tensor:
+    """``derivative`` (of the loss at theta), if it is finite; otherwise a WidenetError."""
+    if not bool(torch.isfinite(derivative).all()):
+        raise WidenetError(f"the loss's {what} at the model's parameters contains NaN or inf: "
+                           "the loss is not differentiable enough there (a norm or a sqrt at "
+                           "0, an overflow); move the parameters or the data off that point, or "
+                           "rescale them")
+    return derivative
 
 
 def _describe(value: object) -> str:

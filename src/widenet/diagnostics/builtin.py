@@ -410,8 +410,11 @@ class TaylorMonitor(Monitor):
         if not state.gradients:  # the final row: no step follows
             return {}
         scales = lr_scales(state.model, "adam" if state.optimizer == "adam" else "sgd")
-        direction = {name: gradient * scales.get(name, 1.0)
-                     for name, gradient in state.gradients.items()}
+        # A trainable parameter without a gradient (unused by the forward pass) is not moved
+        # by the step: its direction is zero.
+        direction = {name: state.gradients[name] * scales.get(name, 1.0)
+                     if name in state.gradients else torch.zeros_like(p)
+                     for name, p in state.model.named_parameters() if p.requires_grad}
         result = taylor_coefficients(state.model, _objective(state), state.x, state.y,
                                      direction, state.lr)
         return {"taylor_c1": result.c1, "taylor_c2": result.c2, "taylor_c3": result.c3,

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from widenet.errors import WidenetError
+from widenet.kernels._functional import first_line
 from widenet.models import MLP
 from widenet.validation import data_matrix
 
@@ -109,7 +111,7 @@ def module_outputs(model: nn.Module, x: torch.Tensor,
     try:
         model.eval()
         with torch.no_grad():
-            model(x)
+            call_model(model, x)
     finally:
         for handle in handles:
             handle.remove()
@@ -122,6 +124,20 @@ def module_outputs(model: nn.Module, x: torch.Tensor,
             raise WidenetError(f"modules[{i}] ({type(module).__name__}) {what} in the forward "
                                "pass; hook a module that is called once and returns a tensor")
     return [outputs[0].detach() for outputs in captured]
+
+
+def call_model(model: nn.Module, x: torch.Tensor,
+               parameters: dict[str, torch.Tensor] | None = None) -> object:
+    """model(x), with ``parameters`` in place of the model's own when given
+    (torch.func.functional_call); a model that fails on x (points of the wrong shape or dtype)
+    raises a WidenetError saying so (running out of memory stays an OutOfMemoryError)."""
+    try:
+        return model(x) if parameters is None else functional_call(model, parameters, (x,))
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, TypeError) as error:
+        raise WidenetError(f"model(x) failed: {first_line(error)}; pass the points the model "
+                           "takes (their shape, dtype and device)") from error
 
 
 def hidden_features(net: MLP, x: torch.Tensor) -> list[torch.Tensor]:

@@ -30,6 +30,9 @@ def _matrix(kernel: torch.Tensor, name: str) -> torch.Tensor:
     if not isinstance(kernel, torch.Tensor) or kernel.ndim != 2 or kernel.numel() == 0:
         shape = tuple(kernel.shape) if isinstance(kernel, torch.Tensor) else type(kernel).__name__
         raise WidenetError(f"{name} must be a non-empty 2-D kernel matrix, got {shape}")
+    if kernel.is_complex():
+        raise WidenetError(f"{name} is complex ({kernel.dtype}); a kernel is real: pass its "
+                           f"real part, {name}.real, if that is what you mean")
     if not bool(torch.isfinite(kernel).all()):
         raise WidenetError(f"{name} contains NaN or inf; the diagnostic is undefined")
     return kernel.to(torch.float64)
@@ -72,12 +75,16 @@ def kernel_target_alignment(kernel: torch.Tensor, targets: torch.Tensor) -> floa
     if k.shape[0] != k.shape[1]:
         raise WidenetError(f"kernel must be square (n, n), got {tuple(k.shape)}")
     y = _columns(targets, k.shape[0], "targets").to(k.device)
-    target_norm = float(torch.linalg.matrix_norm(y.T @ y))
-    if target_norm == 0.0:
+    # A is invariant to scaling K and Y by positive constants: both are divided by their
+    # largest entry first, so that the norms' squares neither overflow nor underflow.
+    y_largest, k_largest = float(y.abs().max()), float(k.abs().max())
+    if y_largest == 0.0:
         raise WidenetError("targets are all zero, so Y Y^T = 0 and the alignment is undefined")
-    kernel_norm = float(torch.linalg.matrix_norm(k))
-    if kernel_norm == 0.0:
+    if k_largest == 0.0:
         return 0.0
+    k, y = k / k_largest, y / y_largest
+    target_norm = float(torch.linalg.matrix_norm(y.T @ y))
+    kernel_norm = float(torch.linalg.matrix_norm(k))
     return float(((k @ y) * y).sum()) / (kernel_norm * target_norm)
 
 
@@ -152,18 +159,22 @@ def information_space(kernel: torch.Tensor, *, cutoff: float | None = None,
 
 
 def _projection_norms(space: InformationSpace, values: torch.Tensor,
-                      name: str) -> tuple[float, float, float]:
-    """(||P_I v||_F, ||P_N v||_F, ||v||_F) for v (n,) or (n, k), from the coefficients V^T v."""
+                      name: str) -> tuple[float, float, float, float]:
+    """(||P_I u||_F, ||P_N u||_F, ||u||_F, c) for v = c u, v (n,) or (n, k), c = max |v_ij| (1 for
+    v = 0), from the coefficients V^T u: the ratios of these norms are those of v's, and u's
+    squares neither overflow nor underflow as v's can."""
     if not isinstance(space, InformationSpace):
         raise WidenetError(f"space must be an InformationSpace from information_space(kernel, "
                            f"...), got {type(space).__name__}")
     n = space.eigenvectors.shape[0]
     v = _columns(values, n, name).to(space.eigenvectors.device)
+    scale = float(v.abs().max()) or 1.0
+    v = v / scale
     coefficients = space.eigenvectors.T @ v
     split = n - space.dimension
     information = float(torch.linalg.matrix_norm(coefficients[split:]))
     nuisance = float(torch.linalg.matrix_norm(coefficients[:split]))
-    return information, nuisance, float(torch.linalg.matrix_norm(v))
+    return information, nuisance, float(torch.linalg.matrix_norm(v)), scale
 
 
 def residual_projections(space: InformationSpace, residual: torch.Tensor,
@@ -173,13 +184,17 @@ def residual_projections(space: InformationSpace, residual: torch.Tensor,
     r_0 = ``reference`` (usually the residual at initialization, f_0 - y), r itself when None;
     shapes (n,) or (n, k), each column projected. A zero reference raises.
     """
-    information, nuisance, norm = _projection_norms(space, residual, "residual")
-    if reference is not None:
-        norm = _projection_norms(space, reference, "reference")[2]
+    information, nuisance, norm, scale = _projection_norms(space, residual, "residual")
+    if reference is None:
+        scale = 1.0  # r / r_0 = u / u
+    else:
+        _, _, norm, reference_scale = _projection_norms(space, reference, "reference")
+        scale /= reference_scale
     if norm == 0.0:
         raise WidenetError("the reference residual r_0 is zero, so ||P r|| / ||r_0|| is "
                            "undefined; pass the residual at initialization as reference")
-    return ResidualProjections(information=information / norm, nuisance=nuisance / norm)
+    return ResidualProjections(information=information / norm * scale,
+                               nuisance=nuisance / norm * scale)
 
 
 def label_information(space: InformationSpace, labels: torch.Tensor) -> float:
@@ -187,7 +202,7 @@ def label_information(space: InformationSpace, labels: torch.Tensor) -> float:
 
     A zero y raises.
     """
-    information, _, norm = _projection_norms(space, labels, "labels")
+    information, _, norm, _ = _projection_norms(space, labels, "labels")
     if norm == 0.0:
         raise WidenetError("labels are all zero, so ||P_I y|| / ||y|| is undefined")
     return information / norm

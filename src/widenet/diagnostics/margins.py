@@ -28,18 +28,18 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from widenet.activations import AbsLinear
+from widenet.diagnostics.features import call_model
 from widenet.errors import WidenetError
 from widenet.models import MLP
-from widenet.nn import Dense
+from widenet.nn import Activation, Dense, Flatten
 from widenet.validation import finite_real, positive_int
 
 # Modules with a positively 1-homogeneous map in their own parameters (counted once each), and
 # parameter-free modules that are positively 1-homogeneous in their input (counted zero times).
 _LINEAR_TYPES = (nn.Linear, Dense)
-_HOMOGENEOUS_MAPS = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Flatten)
+_HOMOGENEOUS_MAPS = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Flatten, Flatten)
 _LOG_MAX_FLOAT = math.log(sys.float_info.max)
 
 
@@ -66,7 +66,8 @@ def homogeneity_degree(model: nn.Module) -> int:
     Known cases: a bias-free :class:`~widenet.MLP` with an activation of the ``ab`` family
     (a s + b|s|: relu, abs, identity, leaky_relu), L = number of dense layers = depth + 1; and an
     ``nn.Sequential`` (nested ones included) of bias-free ``nn.Linear`` / widenet ``Dense`` layers
-    and ReLU, LeakyReLU, Identity or Flatten modules, L = number of linear layers. Anything else
+    and ReLU, LeakyReLU, Identity or Flatten modules (torch's or widenet's) or widenet
+    ``Activation`` modules of the ``ab`` family, L = number of linear layers. Anything else
     raises a WidenetError saying why; pass ``degree=`` to the margin functions for other
     homogeneous nets (and check it with :func:`homogeneity_error`).
     """
@@ -111,12 +112,14 @@ def _sequential_degrees(module: nn.Sequential, prefix: str) -> Iterator[int]:
                                    "net is not homogeneous and its margin is not defined; build "
                                    "it with bias=False")
             yield 1
-        elif isinstance(child, _HOMOGENEOUS_MAPS):
+        elif isinstance(child, _HOMOGENEOUS_MAPS) or (isinstance(child, Activation) and
+                                                      isinstance(child.activation, AbsLinear)):
             yield 0
         else:
             raise WidenetError(f"module {path!r} ({type(child).__name__}) is not known to be "
                                "positively homogeneous (recognised: bias-free Linear/Dense, "
-                               "ReLU, LeakyReLU, Identity, Flatten); pass degree=L if the net "
+                               "ReLU, LeakyReLU, Identity, Flatten, widenet Activation of the "
+                               "a s + b|s| family); pass degree=L if the net "
                                "satisfies f(c theta) = c^L f(theta) (check it with "
                                "homogeneity_error)")
 
@@ -131,10 +134,15 @@ def homogeneity_error(model: nn.Module, x: torch.Tensor, degree: int, *,
     """
     degree = positive_int(degree, "degree")
     scale = finite_real(scale, "scale", minimum=0.0, strict=True)
+    factor = _power(scale, degree)
+    if factor is None or factor == 0.0:
+        raise WidenetError(f"scale**degree = {scale:g}**{degree} is outside the floating-point "
+                           "range; use a scale nearer 1 (the default is 2)")
+    x = _inputs(x)
     with torch.no_grad():
         scaled = {name: scale * p for name, p in model.named_parameters()}
-        reference = model(x).to(torch.float64) * scale**degree
-        moved = functional_call(model, scaled, (x,)).to(torch.float64)
+        reference = call_model(model, x).to(torch.float64) * factor
+        moved = call_model(model, x, scaled).to(torch.float64)
     error = float((moved - reference).abs().max())
     size = float(reference.abs().max())
     if size == 0.0:
@@ -245,11 +253,27 @@ def margins_from_outputs(outputs: torch.Tensor, labels: torch.Tensor, *,
     degree = positive_int(degree, "degree")
     rho = finite_real(parameter_norm, "parameter_norm", minimum=0.0, strict=True)
     q = pointwise_margins(outputs, labels)
-    inverse_scale = math.exp(-degree * math.log(rho))  # rho^-L, underflowing to 0, never inf
     min_margin = float(q.min())
-    return Margins(normalized=min_margin * inverse_scale,
-                   smoothed_exponential=exponential_smoothed_min(q) * inverse_scale,
-                   smoothed_logistic=logistic_smoothed_min(q) * inverse_scale,
+
+    def normalized(value: float, what: str) -> float:
+        """value / rho^L, from logarithms: rho^L itself may over- or underflow (to 0 when
+        the quotient does)."""
+        if value == 0.0:
+            return 0.0
+        log_quotient = math.log(abs(value)) - degree * math.log(rho)  # inf for value = -inf
+        if log_quotient > _LOG_MAX_FLOAT:
+            raise WidenetError(f"the {what} margin {value:g} / ||theta||^{degree} with "
+                               f"||theta|| = {rho:g} is beyond the floating-point range: the "
+                               f"outputs are far too large for a {degree}-homogeneous net of "
+                               "that parameter norm (is the degree right?), or the parameters "
+                               "are nearly all zero; rescale the parameters (the normalized "
+                               "margin does not change)")
+        return math.copysign(math.exp(log_quotient), value)
+
+    return Margins(normalized=normalized(min_margin, "normalized"),
+                   smoothed_exponential=normalized(exponential_smoothed_min(q),
+                                                   "exponential smoothed"),
+                   smoothed_logistic=normalized(logistic_smoothed_min(q), "logistic smoothed"),
                    min_margin=min_margin, parameter_norm=rho, degree=degree)
 
 
@@ -263,12 +287,28 @@ def margins_of(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *,
     labels are +-1 for a single output, class indices for k >= 2 outputs.
     """
     degree = homogeneity_degree(model) if degree is None else positive_int(degree, "degree")
-    if not isinstance(x, torch.Tensor):
-        raise WidenetError(f"x must be a torch.Tensor of inputs, got {type(x).__name__}")
+    x = _inputs(x)
     rho = parameter_norm(model)
     if rho == 0.0:
         raise WidenetError("all parameters of the model are zero, so ||theta||^L = 0 and the "
                            "normalized margin is undefined")
     with torch.no_grad():
-        outputs = model(x)
+        outputs = call_model(model, x)
     return margins_from_outputs(outputs, labels, parameter_norm=rho, degree=degree)
+
+
+def _inputs(x: object) -> torch.Tensor:
+    """x if it is a tensor, finite when floating (a model may take integer indices)."""
+    if not isinstance(x, torch.Tensor):
+        raise WidenetError(f"x must be a torch.Tensor of inputs, got {type(x).__name__}")
+    if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
+        raise WidenetError("x contains NaN or inf values; clean or drop those points first")
+    return x
+
+
+def _power(base: float, exponent: int) -> float | None:
+    """base**exponent for base > 0, or None where it overflows."""
+    try:
+        return base**exponent
+    except OverflowError:
+        return None

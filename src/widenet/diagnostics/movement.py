@@ -68,7 +68,8 @@ class MovementReference:
         self.initial = {name: _check_tensor(t, "initial", describe(name)).detach()
                         for name, t in initial.items()}
         norms = [torch.linalg.vector_norm(t, dtype=torch.float64) for t in self.initial.values()]
-        self.initial_norms = dict(zip(self.initial, _floats(norms), strict=True))
+        self.initial_norms = {name: _rescued(norm, t) for (name, t), norm in
+                              zip(self.initial.items(), _floats(norms), strict=True)}
         self._scratch: torch.Tensor | None = None
 
     def _difference(self, current: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
@@ -96,8 +97,31 @@ class MovementReference:
         if not all(math.isfinite(value) for value in moved):  # NaN/inf in current, or overflow
             for name in self.initial:
                 _check_tensor(current[name], "current", self.describe(name))
+        moved = [_rescued(value, self._difference(current[name], initial))
+                 if value == math.inf or (value == 0.0 and self.initial_norms[name] < _UNDERFLOW)
+                 else value for (name, initial), value in zip(self.initial.items(), moved,
+                                                              strict=True)]
         return {name: (value, self.initial_norms[name])
                 for name, value in zip(self.initial, moved, strict=True)}
+
+
+_EXTREMES = (0.0, math.inf)
+# A difference whose norm came out 0 by underflow has entries below 1.5e-154, so a norm below
+# 1e-148 (up to 1e12 entries): negligible beside a reference norm of 1e-130 or more (1e-18 of
+# it), and recomputed only below that.
+_UNDERFLOW = 1e-130
+
+
+def _rescued(norm: float, tensor: torch.Tensor) -> float:
+    """``norm`` = ||tensor||_F as torch computes it, by summing squares; where that gave 0 or
+    inf (squares of entries below 1e-154 underflow in float64, above 1e154 overflow), the norm
+    recomputed with the largest |entry| factored out (a second pass, for these cases only)."""
+    if norm not in _EXTREMES:
+        return norm
+    largest = float(tensor.detach().abs().max().to(torch.float64)) if tensor.numel() else 0.0
+    if largest in _EXTREMES:
+        return largest
+    return largest * float(torch.linalg.vector_norm(tensor.detach().to(torch.float64) / largest))
 
 
 def _floats(scalars: list[torch.Tensor]) -> list[float]:
@@ -151,8 +175,8 @@ def weight_movement(current: Parameters,
         raise WidenetError(f"current and initial parameters differ in names (missing now: "
                            f"{missing}, new: {extra}); compare snapshots of the same model")
     norms = reference.norms(now)
-    absolute = math.sqrt(sum(moved**2 for moved, _ in norms.values()))
-    initial_norm = math.sqrt(sum(size**2 for _, size in norms.values()))
+    absolute = math.hypot(*(moved for moved, _ in norms.values()))  # no squares to overflow
+    initial_norm = math.hypot(*(size for _, size in norms.values()))
     return WeightMovement(
         relative=_ratio(absolute, initial_norm), absolute=absolute,
         per_parameter_relative={name: _ratio(*pair) for name, pair in norms.items()},

@@ -11,13 +11,18 @@ gradient's graph once more, never forming H), with a block of k vectors, full
 reorthogonalization and thick restarts: with Q the orthonormal Krylov basis (rows) and
 T = Q H Q^T, the Ritz pairs (theta_i, y_i = Q^T s_i) of T satisfy
 ||H y_i - theta_i y_i|| = ||R s_i[last block]||, R being the coupling of the last block to the
-next one. The top k pairs are accepted when every such residual is <= tol * max_j |theta_j|
-(tol relative to the estimate of ||H||_2); since H is symmetric each accepted theta_i is then
-within that residual of an eigenvalue of H.
+next one. The top k pairs are accepted when every such residual is at most
+tol * max(max_{i <= k} |theta_i|, sqrt(eps) max_j |theta_j|): tol relative to the size of the
+eigenvalues sought, floored at sqrt(machine epsilon) times the estimate of ||H||_2 (the
+products' rounding, about eps ||H||, stays below it). Since H is symmetric each accepted theta_i
+is then within that residual of an eigenvalue of H. (Relative to ||H||_2 alone, a Hessian with
+a large negative eigenvalue accepted as its top one a Ritz value that was only within
+tol ||H||_2 of some eigenvalue: -0.007 for lambda_max = 1 beside -1e6, after two products.)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +31,7 @@ from torch import nn
 
 from widenet.diagnostics._functional_loss import FlatLoss, LossFunction
 from widenet.errors import WidenetError
+from widenet.kernels._functional import on_values
 from widenet.seeds import check_seed
 from widenet.validation import finite_real, positive_int
 
@@ -62,6 +68,9 @@ class Sharpness:
         without momentum): on a quadratic, GD diverges iff S exceeds it."""
         lr = finite_real(lr, "lr", minimum=0.0, strict=True)
         momentum = finite_real(momentum, "momentum", minimum=0.0)
+        if momentum >= 1.0:
+            raise WidenetError(f"momentum must be in [0, 1), got {momentum}: heavy ball with "
+                               "beta >= 1 diverges at any learning rate, there is no threshold")
         return (2.0 + 2.0 * momentum) / lr
 
     def ratio(self, lr: float, momentum: float = 0.0) -> float:
@@ -69,6 +78,7 @@ class Sharpness:
         return self.value / self.threshold(lr, momentum)
 
 
+@on_values
 def sharpness(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor, y: torch.Tensor,
               k: int = 1, *, tol: float = DEFAULT_TOL, max_hvps: int = DEFAULT_MAX_HVPS,
               max_basis: int | None = None, init: Sharpness | torch.Tensor | None = None,
@@ -76,12 +86,13 @@ def sharpness(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor, y: torch
     """The k algebraically largest eigenvalues of H = nabla^2 L(theta), L the full-batch loss.
 
     L(theta) = loss_fn(model(x; theta), y) over the model's trainable parameters; the model
-    itself is not modified. Each eigenvalue is accepted when its Ritz residual is at most
-    ``tol`` times the largest Ritz value in magnitude (see the module docstring), or the search
-    stops after ``max_hvps`` Hessian-vector products (each one backward pass through the
-    gradient's graph, built once per call) with ``converged=False``. The Krylov basis holds at
-    most ``max_basis`` vectors of P scalars (default max(40, 4k)); when full it restarts from
-    the best Ritz vectors.
+    itself is not modified, and one with backward hooks (which would change the products) is
+    refused; it may be called under torch.no_grad or torch.inference_mode. Each eigenvalue is
+    accepted when its Ritz residual is at most ``tol`` times the largest Ritz value in magnitude
+    (see the module docstring), or the search stops after ``max_hvps`` Hessian-vector products
+    (each one backward pass through the gradient's graph, built once per call) with
+    ``converged=False``. The Krylov basis holds at most ``max_basis`` vectors of P scalars
+    (default max(40, 4k)); when full it restarts from the best Ritz vectors.
 
     ``init`` seeds the first block: a previous :class:`Sharpness` (its eigenvectors) or a
     tensor of shape (P,) or (m, P); the first k rows are used, missing rows are drawn at random
@@ -176,24 +187,33 @@ def _lanczos(apply: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
 
     ``apply`` maps a block of rows V to the rows H V. ``basis`` holds the orthonormal rows Q,
     ``t`` = Q H Q^T (float64, filled one block of columns per round of products); ``block`` is
-    the newest rows, to which H is applied next.
+    the newest rows, to which H is applied next. The iteration runs on s H, s the power of two
+    (exact to multiply by) that brings the first nonzero block of products to entries of
+    order 1: far from 1 (a loss at 1e-300, or at 1e-22 in float32), the squares in the norms
+    underflow or overflow and the rounding noise of the orthogonalization turns subnormal, and
+    the basis stops being orthonormal. Earlier blocks of zero products are the same at any s.
     """
     empty = start.new_zeros(0, start.shape[1])
     _, block, _ = _extend(empty, start, fresh)
     basis, t, hvps = empty, torch.zeros(0, 0, dtype=torch.float64), 0
+    scale = None
+    floor = math.sqrt(torch.finfo(start.dtype).eps)
     while True:
         old = basis.shape[0]
         basis = torch.cat([basis, block])
         t = torch.nn.functional.pad(t, (0, block.shape[0], 0, block.shape[0]))
         products = apply(block)
         hvps += block.shape[0]
+        scale = _unit_scale(products) if scale is None else scale
+        products = products if scale is None else products * scale
         projections, block, coupling = _extend(basis, products, fresh)
         t[:, old:] = projections
         t[old:, :] = projections.T
         values, vectors = torch.linalg.eigh(t)
         values, vectors = values.flip(0), vectors.flip(1)
         residuals = torch.linalg.vector_norm(coupling @ vectors[old:, :k], dim=0)
-        converged = bool((residuals <= tol * values.abs().max()).all())
+        size = torch.maximum(values[:k].abs().max(), floor * values.abs().max())
+        converged = bool((residuals <= tol * size).all())
         if converged or block.shape[0] == 0 or hvps + block.shape[0] > max_hvps:
             break
         if basis.shape[0] + block.shape[0] > max_basis:
@@ -201,7 +221,18 @@ def _lanczos(apply: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
             basis = vectors[:, :keep].T.to(basis) @ basis
             t = torch.diag(values[:keep])
     eigenvectors = vectors[:, :k].T.to(basis) @ basis
-    return Sharpness(values[:k], eigenvectors, residuals, hvps, converged)
+    scale = 1.0 if scale is None else scale
+    return Sharpness(values[:k] / scale, eigenvectors, residuals / scale, hvps, converged)
+
+
+def _unit_scale(products: torch.Tensor) -> float | None:
+    """The power of two s with s max |products| in [1/2, 1) (kept within the dtype's range),
+    or None for products that are all zero."""
+    largest = float(products.abs().max())
+    if largest == 0.0:
+        return None
+    limit = math.frexp(torch.finfo(products.dtype).max)[1] - 1
+    return math.ldexp(1.0, max(-limit, min(limit, -math.frexp(largest)[1])))
 
 
 def _extend(basis: torch.Tensor, products: torch.Tensor, fresh: Callable[[], torch.Tensor]

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from widenet.diagnostics._functional_loss import FlatLoss, LossFunction
+from widenet.diagnostics._functional_loss import FlatLoss, LossFunction, finite_derivative
+from widenet.kernels._functional import on_values
 from widenet.validation import finite_real
 
 ORDER = 3
@@ -49,19 +50,24 @@ class TaylorCoefficients:
         return self.actual - self.predicted
 
 
+@on_values
 def taylor_coefficients(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor,
                         y: torch.Tensor, direction: Mapping[str, torch.Tensor] | torch.Tensor
                         | None, lr: float) -> TaylorCoefficients:
     """c_m = lr^m g^(m)(0) / m! (m = 1, 2, 3) for g(s) = L(theta - s G), L the full-batch loss.
 
     L(theta) = loss_fn(model(x; theta), y) over the trainable parameters; the model is not
-    modified. ``direction`` is G: a dict keyed like the trainable ``named_parameters()`` (for an
-    optimizer step from theta to theta', G = (theta - theta') / lr), a flat vector of P scalars
-    (e.g. a :class:`~widenet.diagnostics.sharpness.Sharpness` eigenvector), or None for the
-    gradient itself (a plain GD step, c1 = -lr ||grad L||^2). Costs a forward pass and three
+    modified, and one with backward hooks (which would change the derivatives) is refused; it
+    may be called under torch.no_grad or torch.inference_mode. ``direction`` is G: a dict keyed
+    like the trainable ``named_parameters()`` (for an optimizer step from theta to theta',
+    G = (theta - theta') / lr), a flat vector of P scalars (e.g. a
+    :class:`~widenet.diagnostics.sharpness.Sharpness` eigenvector), or None for the gradient
+    itself (a plain GD step, c1 = -lr ||grad L||^2). Costs a forward pass and three
     backward passes through growing graphs (about 20 forward passes' time for a small MLP),
-    plus a gradient for the default G and a forward pass for ``actual``. A coefficient that is
-    not a finite float (an astronomically large lr) comes back NaN.
+    plus a gradient for the default G and a forward pass for ``actual``. A derivative of g that
+    is NaN or inf (a loss not differentiable at theta) raises a WidenetError; a coefficient
+    that is not a finite float although g's derivative is (an astronomically large lr) comes
+    back NaN.
     """
     lr = finite_real(lr, "lr", minimum=0.0, strict=True)
     loss = FlatLoss(model, loss_fn, x, y)
@@ -76,6 +82,9 @@ def taylor_coefficients(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor
         return loss(loss.theta - s * step)
 
     values = _derivatives(along, loss.theta.new_zeros(()), ORDER)
+    loss.check_repeatable(values[0])
+    for m, value in enumerate(values[1:], start=1):
+        finite_derivative(value, f"derivative of order {m} along the direction")
     coefficients = [_coefficient(lr, float(value), m)
                     for m, value in enumerate(values[1:], start=1)]
     with torch.no_grad():

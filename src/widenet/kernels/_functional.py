@@ -31,6 +31,10 @@ from widenet.validation import trainable_module
 
 T = TypeVar("T")
 
+_KERNEL_HOOKS = ("the kernel is made of, while the NTK is that of the forward function (the "
+                "layer-wise method would use the changed gradients, the others cannot run); "
+                "remove them for the kernel (handle.remove())")
+
 Params = dict[str, torch.Tensor]
 
 
@@ -218,11 +222,15 @@ def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return cast.clone() if cast.is_inference() else cast
 
 
-def check_model(model: object) -> nn.Module:
+def check_model(model: object, consequence: str = "its NTK is zero",
+                hooks: str = _KERNEL_HOOKS) -> nn.Module:
     """Return ``model`` if it is an nn.Module with at least one trainable parameter, tensors that
     hold values (none uninitialized or on the meta device), and no backward hooks (its own
-    modules' or torch's global ones), which change the gradients the kernels are made of."""
-    model = trainable_module(model, "its NTK is zero")
+    modules' or torch's global ones), which change the gradients that derivatives of the forward
+    function are made of. ``consequence`` says what having no trainable parameter means for
+    the caller, ``hooks`` (after "which change the gradients ") why the hooks are refused and
+    how to remove them."""
+    model = trainable_module(model, consequence)
     if any(map(is_lazy, (*model.parameters(), *model.buffers()))):
         raise WidenetError("model has uninitialized parameters or buffers (a lazy module such as "
                            "nn.LazyLinear before its first call), which hold no values; run the "
@@ -238,10 +246,7 @@ def check_model(model: object) -> nn.Module:
                  "and the like)" if not hooked else
                  f"{f'module {hooked[0]} of the model' if hooked[0] else 'the model'} has "
                  "backward hooks (register_full_backward_hook and the like)")
-        raise WidenetError(f"{where}, which change the gradients the kernel is made of, while "
-                           "the NTK is that of the forward function (the layer-wise method would "
-                           "use the changed gradients, the others cannot run); remove them for "
-                           "the kernel (handle.remove())")
+        raise WidenetError(f"{where}, which change the gradients {hooks}")
     return model
 
 
