@@ -126,12 +126,14 @@ def test_bad_kernels_and_targets_are_refused(ill_conditioned: dict) -> None:
         gradient_flow(BlockedKernel(kernel), y, 1.0, tol=-1.0)
 
 
-@pytest.mark.parametrize("stored", ["numpy", "torch", "file"])
+@pytest.mark.parametrize("stored", ["numpy", "torch", "file", "function", "function, eps"])
 def test_a_float32_kernel_has_the_null_space_of_its_float32_round_off(stored: str,
                                                                        tmp_path) -> None:
     """A rank-4 kernel stored in float32 has eigenvalues of order -eps32 ||K|| where its null
     space was: they are round-off, as KernelDynamics (eps of the kernel's dtype) counts them,
-    not modes to grow like exp(|lambda| t/n) (NaN by t = 1e12 before the fix)."""
+    not modes to grow like exp(|lambda| t/n) (NaN by t = 1e12 before the fix). A row function
+    giving float32 rows has float32's eps, and one giving them in float64 the eps it is told
+    (from_function took float64's for both before the fix)."""
     generator = torch.Generator().manual_seed(5)
     features = torch.randn(60, 4, generator=generator, dtype=torch.float64)
     kernel = (features[:50] @ features[:50].T).float()
@@ -141,6 +143,11 @@ def test_a_float32_kernel_has_the_null_space_of_its_float32_round_off(stored: st
     if stored == "file":
         np.save(tmp_path / "kernel.npy", kernel.numpy())
         blocked = BlockedKernel.open(tmp_path / "kernel.npy", block_rows=7)
+    elif stored == "function":
+        blocked = BlockedKernel.from_function(lambda index: kernel[index], (50, 50))
+    elif stored == "function, eps":
+        blocked = BlockedKernel.from_function(lambda index: kernel[index].double(), (50, 50),
+                                              eps=torch.finfo(torch.float32).eps)
     else:
         blocked = BlockedKernel(kernel.numpy() if stored == "numpy" else kernel)
     assert blocked.eps == torch.finfo(torch.float32).eps

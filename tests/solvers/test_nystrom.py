@@ -85,17 +85,20 @@ def test_default_rank_and_bad_arguments() -> None:
     torch.testing.assert_close(identity(r), r)
 
 
-def test_a_rank_deficient_float32_kernel_with_a_ridge() -> None:
+@pytest.mark.parametrize("stored", ["array", "function"])
+def test_a_rank_deficient_float32_kernel_with_a_ridge(stored: str) -> None:
     """Duplicated points stored in float32: K_SS has eigenvalues of order -eps32 ||K||, which
     the shift nu = n eps ||K_Sn||_F must cover with float32's eps (the preconditioner refused
-    the kernel as not positive semi-definite before the fix). K + ridge I is well posed, and
-    conjugate gradients solve it."""
+    the kernel as not positive semi-definite before the fix, and still did for float32 rows
+    of a function, given float64's eps). K + ridge I is well posed, and conjugate gradients
+    solve it."""
     generator = torch.Generator().manual_seed(7)
     features = torch.randn(100, 4, generator=generator, dtype=torch.float64)
     points = torch.cat([features, features])
     kernel = ((1 + points @ points.T) ** 2).float()  # rank 15 at most, on 200 points
     y = torch.randn(200, generator=generator, dtype=torch.float64)
-    blocked = BlockedKernel(kernel.numpy())
+    blocked = (BlockedKernel(kernel.numpy()) if stored == "array"
+               else BlockedKernel.from_function(lambda index: kernel[index], (200, 200)))
     preconditioner = NystromPreconditioner(blocked, 1e-3, rank=50, seed=0)
     assert 0 < len(preconditioner.eigenvalues) <= 15
     solved = conjugate_gradients(blocked, y, ridge=1e-3, rank=50, tol=1e-10)
