@@ -177,3 +177,20 @@ def test_a_kernel_that_is_not_positive_semi_definite_is_refused() -> None:
     result = gradient_flow(BlockedKernel(kernel), y, [1.0, 1e6])
     assert float(result.train.abs().max()) < 1e-12  # a unit y that never moves: round-off
     assert float(result.weights.abs().max()) < 1e-12
+
+
+def test_training_outputs_keep_their_relative_precision_at_a_tiny_time(
+        ill_conditioned: dict) -> None:
+    """f_train(t) = (I - exp(-K t/n)) y equals the series (t/n) K y - (t/n)^2 K^2 y / 2 up to
+    (t ||K|| / n)^3 ||y|| / 6 and round-off, 10 n eps (t/n) ||K||_F ||y|| at t = 1e-12;
+    y - exp(-K t/n) y cancelled to eps ||y||, 1e-4 relative (before the fix)."""
+    kernel, y = ill_conditioned["train"], ill_conditioned["y"]
+    n, t = kernel.shape[0], 1e-12
+    scale = t / n
+    series = scale * kernel @ y - scale**2 / 2 * kernel @ (kernel @ y)
+    norm = float(torch.linalg.matrix_norm(kernel))
+    bound = 10 * n * torch.finfo(torch.float64).eps * scale * norm * float(y.norm()) \
+        + (scale * norm) ** 3 / 6 * float(y.norm())
+    result = gradient_flow(BlockedKernel(kernel), y, [t, 1.0], tol=1e-12)
+    assert result.converged
+    assert float((result.train[0] - series).norm()) <= bound
