@@ -57,14 +57,16 @@ class SolveResult:
 def conjugate_gradients(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, *,
                         ridge: float = 0.0,
                         preconditioner: str | Callable[[torch.Tensor], torch.Tensor] | None
-                        = "nystrom", rank: int | None = None, seed: int = 0, tol: float = 1e-6,
+                        = "nystrom", rank: int | None = None, seed: int | None = None,
+                        tol: float = 1e-6,
                         max_iterations: int = DEFAULT_MAX_ITERATIONS,
                         progress: bool | Progress = False) -> SolveResult:
     """Solve (K + ridge I) alpha = Y by preconditioned conjugate gradients (module docstring).
 
     ``y``: (n,) or (n, k) targets, finite. ``preconditioner``: "nystrom" (a
     :class:`~widenet.solvers.nystrom.NystromPreconditioner` of ``rank`` columns drawn with
-    ``seed``), None (plain CG) or a function R -> M R on (n, k) tensors. ``progress``: a
+    ``seed``, default 0), None (plain CG) or a function R -> M R on (n, k) tensors; ``rank``
+    and ``seed`` are refused with the other two, which have no use for them. ``progress``: a
     function (see :data:`Progress`), or True for a tqdm bar on stderr when it is a terminal.
     Raises if K + ridge I is found not to be positive definite (p^T (K + ridge I) p <= 0).
     """
@@ -109,11 +111,18 @@ def conjugate_gradients(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, *,
 
 
 def _preconditioner(choice: object, kernel: BlockedKernel, ridge: float, rank: int | None,
-                    seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
+                    seed: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    if not (isinstance(choice, str) and choice == "nystrom") and (rank, seed) != (None, None):
+        given = " and ".join(name for name, value in (("rank", rank), ("seed", seed))
+                             if value is not None)
+        what = "None (plain CG)" if choice is None else repr(choice)
+        raise WidenetError(f"{given} set the Nystrom preconditioner's columns, but the "
+                           f"preconditioner is {what}: leave out {given}, or use "
+                           "preconditioner='nystrom'")
     if choice is None:
         return lambda residual: residual
     if choice == "nystrom":
-        return NystromPreconditioner(kernel, ridge, rank=rank, seed=seed)
+        return NystromPreconditioner(kernel, ridge, rank=rank, seed=0 if seed is None else seed)
     if callable(choice):
         return _checked(choice)
     raise WidenetError(f"preconditioner must be 'nystrom', None or a function, got {choice!r}")
