@@ -268,3 +268,28 @@ def test_a_part_of_a_net_kernel_computes_only_its_columns(
     torch.testing.assert_close(part.take(np.array([4, 1])), dense[[36, 33], 5:25],
                                rtol=1e-13, atol=0)
     assert widths == [20, 20]
+
+
+def test_a_file_longer_than_its_header_says_is_refused_and_big_endian_is_read(
+        tmp_path: Path) -> None:
+    """A header that does not describe the data (float32 claimed for float64 values, or bytes
+    after the matrix) was read as garbage or silently cut (before the fix); a big-endian file
+    was refused, and is now read (its values converted exactly)."""
+    matrix = _kernel(12)
+    np.save(tmp_path / "k.npy", matrix.numpy())
+    raw = (tmp_path / "k.npy").read_bytes()
+    (tmp_path / "wrong.npy").write_bytes(raw.replace(b"'descr': '<f8'", b"'descr': '<f4'"))
+    with pytest.raises(WidenetError, match=r"longer than its header says \(1280 bytes, a "
+                                           r"\(12, 12\) float32 matrix takes 704\)"):
+        BlockedKernel.open(tmp_path / "wrong.npy")
+    (tmp_path / "junk.npy").write_bytes(raw + b"x")
+    with pytest.raises(WidenetError, match="longer than its header says"):
+        BlockedKernel.open(tmp_path / "junk.npy")
+    for dtype in (">f8", ">f4"):
+        np.save(tmp_path / "big.npy", matrix.numpy().astype(dtype))
+        kernel = BlockedKernel.open(tmp_path / "big.npy", block_rows=5)
+        stored = torch.from_numpy(matrix.numpy().astype(dtype).astype(np.float64))
+        assert kernel.eps == np.finfo(dtype).eps
+        assert_product(kernel.matmul(_right(12)), stored, _right(12))
+        torch.testing.assert_close(kernel.part(range(3, 9), range(2, 7)).take(np.array([4, 0])),
+                                   stored[[7, 3], 2:7], rtol=0, atol=0)

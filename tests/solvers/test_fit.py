@@ -217,9 +217,10 @@ def test_options_that_a_fit_would_ignore_are_refused(ill_conditioned: dict) -> N
 def test_label_files_that_do_not_fit_are_refused_before_the_solve(
         disk_kernel: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Labels of neither N nor all points with --train, test labels of the wrong length,
-    test labels that contradict the labels' own, test labels of a regression and a scalar
-    labels file are refused before anything is solved (the wrong length was found after the
-    solve, the scalar was a TypeError, the rest were ignored, before the fix)."""
+    test labels that contradict the labels' own, test labels of a regression, a scalar
+    labels file and an .npz archive are refused before anything is solved (the wrong length
+    was found after the solve, the scalar and the archive were a TypeError and an
+    AttributeError, the rest were ignored, before the fix)."""
     import importlib
 
     module = importlib.import_module("widenet.solvers.fit")  # the attribute is the function
@@ -235,7 +236,9 @@ def test_label_files_that_do_not_fit_are_refused_before_the_solve(
              "test count": (labels[:100], labels[:19], r"test labels must have shape \(20,\)"),
              "contradiction": (labels, 1 - labels[100:], "differs from them: give only one"),
              "regression": (labels[:100].astype(float), labels[100:],
-                            r"labels are float64 \(real targets: a regression\)")}
+                            r"labels are float64 \(real targets: a regression\)"),
+             "test shape": (labels, labels[None, 100:], r"must have shape \(20,\), one per "
+                                                        r"test point, got \(1, 20\)")}
     for name, (train_labels, test_labels, message) in cases.items():
         np.save(tmp_path / "labels.npy", train_labels)
         options = {}
@@ -246,6 +249,9 @@ def test_label_files_that_do_not_fit_are_refused_before_the_solve(
             fit_files(disk_kernel["path"], tmp_path / "labels.npy", tmp_path / "out.npy",
                       train=100, **options)
         assert not (tmp_path / "out.npy").exists(), name
+    np.savez(tmp_path / "archive.npz", labels)
+    with pytest.raises(WidenetError, match=r"is an \.npz archive of several arrays"):
+        fit_files(disk_kernel["path"], tmp_path / "archive.npz", tmp_path / "out.npy")
 
 
 def test_the_fit_command_refuses_options_it_would_ignore(disk_kernel: dict, tmp_path: Path,

@@ -86,8 +86,9 @@ class BlockedKernel:
 
     @classmethod
     def open(cls, path: str | Path, *, block_rows: int | None = None) -> BlockedKernel:
-        """The kernel in the ``.npy`` file ``path`` (2-D, float32 or float64, C order), read
-        ``block_rows`` rows at a time (default: about ``FILE_BLOCK_BYTES`` of the file)."""
+        """The kernel in the ``.npy`` file ``path`` (2-D, float32 or float64 of either byte
+        order, C order, exactly as long as its header says), read ``block_rows`` rows at a
+        time (default: about ``FILE_BLOCK_BYTES`` of the file)."""
         reader = _NpyRows(Path(path))
         if block_rows is None:
             block_rows = max(1, FILE_BLOCK_BYTES // reader.row_bytes)
@@ -350,16 +351,24 @@ class _NpyRows:
                                "`widenet kernel` or check the path") from None
         except (OSError, ValueError) as error:
             raise WidenetError(f"cannot read {path} as a .npy file ({error})") from None
-        if len(shape) != 2 or 0 in shape or dtype not in (np.float32, np.float64) or fortran:
+        dtype = np.dtype(dtype)
+        if (len(shape) != 2 or 0 in shape or dtype.newbyteorder("=") not in (np.float32,
+                                                                              np.float64)
+                or fortran):
             raise WidenetError(f"{path} holds a {dtype} array of shape {shape}"
                                f"{' in Fortran order' if fortran else ''}; a kernel file holds "
                                "a non-empty 2-D float32 or float64 matrix in C order")
-        self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
+        self.path, self.shape, self.dtype = path, tuple(shape), dtype
         self.row_bytes = self.shape[1] * self.dtype.itemsize
         expected = self.offset + self.shape[0] * self.row_bytes
-        if path.stat().st_size < expected:
-            raise WidenetError(f"{path} is cut short ({path.stat().st_size} bytes, a "
-                               f"{self.shape} {self.dtype} matrix needs {expected})")
+        size = path.stat().st_size
+        if size != expected:
+            raise WidenetError(
+                f"{path} is cut short ({size} bytes, a {self.shape} {self.dtype} matrix needs "
+                f"{expected})" if size < expected else
+                f"{path} is longer than its header says ({size} bytes, a {self.shape} "
+                f"{self.dtype} matrix takes {expected}): the header does not describe the "
+                "data; write the kernel again with np.save or `widenet kernel`")
         self._buffers = threading.local()  # one reused buffer per reading thread
 
     def fetch(self, start: int, stop: int, cols: range) -> np.ndarray:

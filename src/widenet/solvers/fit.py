@@ -232,11 +232,12 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
                                f"being test labels), got shape {values.shape}")
         if len(values) == total:
             rest = values[train:]
-            if known_test is not None and not np.array_equal(known_test, rest):
+            if known_test is not None and known_test.shape == rest.shape and not (
+                    np.array_equal(known_test, rest)):
                 raise WidenetError(f"the labels have one entry per point, so their last "
                                    f"{total - train} are the test labels, and the test labels "
                                    "file differs from them: give only one of the two")
-            known_test, values = rest, values[:train]
+            known_test, values = rest if known_test is None else known_test, values[:train]
         square = whole.part(range(train), range(train))
         cross = whole.part(range(train, total), range(train))
     else:
@@ -245,7 +246,7 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
             raise WidenetError("test labels without test points: give --train N (the kernel's "
                                "points after the first N are the test points) or "
                                "--test-kernel")
-    if known_test is not None:
+    if test_labels is not None:
         points = cross.shape[0]
         if known_test.shape != (points,):
             raise WidenetError(f"the test labels must have shape ({points},), one per test "
@@ -295,8 +296,13 @@ def _load(path: str | Path, name: str) -> np.ndarray:
     """The array in the ``.npy`` file ``path`` (not pickled objects)."""
     path = Path(path)
     try:
-        return np.load(path, allow_pickle=False)
+        values = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise WidenetError(f"the {name} file {path} does not exist") from None
     except (OSError, ValueError) as error:
         raise WidenetError(f"cannot read the {name} file {path} as .npy ({error})") from None
+    if not isinstance(values, np.ndarray):
+        values.close()
+        raise WidenetError(f"the {name} file {path} is an .npz archive of several arrays; "
+                           "save the one array with np.save")
+    return values
