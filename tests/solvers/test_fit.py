@@ -267,3 +267,18 @@ def test_the_fit_command_refuses_options_it_would_ignore(disk_kernel: dict, tmp_
         assert main([*command, *extra]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out.npy").exists()
+
+
+def test_bfloat16_targets_and_meta_tensors(ill_conditioned: dict) -> None:
+    """bfloat16 targets (a TypeError of numpy before the fix) are the float32 numbers they
+    hold; a meta tensor, which has no values, is refused (NotImplementedError before)."""
+    kernel, x = ill_conditioned["train"], ill_conditioned["x"]
+    y = torch.sin(2 * x[:, 0]).bfloat16()
+    result = fit(kernel, y, ridge=1e-2, tol=1e-10)
+    torch.testing.assert_close(result.weights,
+                               fit(kernel, y.float(), ridge=1e-2, tol=1e-10).weights,
+                               rtol=0, atol=0)
+    with pytest.raises(WidenetError, match="kernel is a meta tensor"):
+        fit(torch.empty(300, 300, device="meta"), y)
+    with pytest.raises(WidenetError, match="labels is a meta tensor"):
+        fit(kernel, torch.empty(300, device="meta"))

@@ -194,3 +194,33 @@ def test_training_outputs_keep_their_relative_precision_at_a_tiny_time(
     result = gradient_flow(BlockedKernel(kernel), y, [t, 1.0], tol=1e-12)
     assert result.converged
     assert float((result.train[0] - series).norm()) <= bound
+
+
+@pytest.mark.parametrize("power", [-1040, 1000])
+def test_targets_of_any_scale_flow(power: int) -> None:
+    """Both results are linear in y: y 2^p gives 2^p times those of y. Targets of 2^-1040
+    (subnormal) had norm 0 and did not move, targets of 2^1000 gave non-finite outputs
+    (before the fix). Bound: the Lanczos tolerance, and 2^-33 for a subnormal's 34 bits."""
+    generator = torch.Generator().manual_seed(11)
+    a = torch.randn(12, 3, generator=generator, dtype=torch.float64)
+    kernel = torch.eye(12, dtype=torch.float64) + a @ a.T / 3
+    y = torch.randint(-4, 5, (12,), generator=generator).double()
+    y[0] = 1.0
+    result = gradient_flow(BlockedKernel(kernel), y * 2.0**power, [0.5, 20.0], tol=1e-12)
+    assert result.converged
+    dynamics = KernelDynamics(kernel, y)
+    for i, t in enumerate([0.5, 20.0]):
+        unscaled = torch.ldexp(result.train[i], torch.tensor(-power))  # exact
+        assert _relative(unscaled, dynamics.train(t)) <= 1e-10 + 2.0**-33
+        assert _relative(kernel @ torch.ldexp(result.weights[i], torch.tensor(-power)),
+                         dynamics.test(kernel, t)) <= 1e-10 + 2.0**-33
+
+
+def test_a_kernel_whose_products_overflow_is_refused() -> None:
+    """Entries of 2^600: the squares in the Lanczos norms overflow; a clear error (NaN or inf
+    outputs reported as converged before the fix)."""
+    a = torch.randn(12, 3, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    kernel = (torch.eye(12, dtype=torch.float64) + a @ a.T) * 2.0**600
+    with pytest.raises(WidenetError, match=r"Lanczos products K q overflow float64: .* divide "
+                                           "the kernel"):
+        gradient_flow(BlockedKernel(kernel), torch.ones(12, dtype=torch.float64), 1.0)

@@ -34,7 +34,26 @@ def targets_matrix(y: torch.Tensor | np.ndarray, n: int, name: str = "y") -> tor
                            f"{n} points, got {tuple(y.shape)}")
     if y.dtype.is_complex:
         raise WidenetError(f"{name} must hold real numbers, got {y.dtype}")
+    if y.device.type == "meta":
+        raise WidenetError(f"{name} is a meta tensor, which holds no values")
     y = y.detach().to("cpu", torch.float64)
     if not bool(torch.isfinite(y).all()):
         raise WidenetError(f"{name} contains NaN or inf values; drop or fix those points")
     return y.reshape(n, -1).clone()
+
+
+def column_scales(y: torch.Tensor) -> torch.Tensor:
+    """Powers of two s, shape (k,), with max |y[:, j]| / s_j in [1, 2) (1 for a zero column):
+    dividing by them is exact, and the norms of y / s neither overflow (y of 1e200) nor
+    underflow to 0 (y of 1e-310, taken for a zero column otherwise)."""
+    peak = y.abs().amax(0)
+    exponent = torch.frexp(peak).exponent - 1  # peak = m 2^e with m in [1/2, 1)
+    return torch.where(peak > 0, torch.ldexp(torch.ones_like(peak), exponent), 1.0)
+
+
+def overflow_error(what: str) -> WidenetError:
+    """The error for a solver whose float64 arithmetic overflowed in ``what``."""
+    return WidenetError(f"{what} overflow float64: the kernel's values (or the weights they "
+                        "give) are too large; divide the kernel (and the ridge) by its largest "
+                        "diagonal value, which divides the weights by it and leaves the "
+                        "predictions as they are")

@@ -70,6 +70,8 @@ class BlockedKernel:
             raise WidenetError("the kernel must be a 2-D numpy array or torch tensor, got "
                                f"{_describe(matrix)}")
         if isinstance(matrix, torch.Tensor):
+            if matrix.device.type == "meta":
+                raise WidenetError("the kernel is a meta tensor, which holds no values")
             if not matrix.dtype.is_floating_point:
                 raise WidenetError(f"the kernel must hold floating-point values, got "
                                    f"{matrix.dtype}")

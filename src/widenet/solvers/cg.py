@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from widenet.errors import WidenetError
-from widenet.solvers.arguments import square_size, targets_matrix
+from widenet.solvers.arguments import column_scales, overflow_error, square_size, targets_matrix
 from widenet.solvers.blocked import BlockedKernel
 from widenet.solvers.nystrom import NystromPreconditioner
 from widenet.solvers.progress import Progress, Reporter
@@ -72,6 +72,8 @@ def conjugate_gradients(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, *,
     """
     n = square_size(kernel)
     targets = targets_matrix(y, n)
+    scales = column_scales(targets)  # solved for y / scales, exactly: alpha is linear in y
+    targets /= scales
     ridge = finite_real(ridge, "ridge", minimum=0.0)
     tol = finite_real(tol, "tol", minimum=0.0, strict=True)
     max_iterations = positive_int(max_iterations, "max_iterations")
@@ -91,6 +93,8 @@ def conjugate_gradients(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, *,
     while bool(active.any()) and iterations < max_iterations:
         q = kernel.matmul(p) + ridge * p
         curvature = (p * q).sum(0)
+        if not bool(torch.isfinite(curvature[active]).all()):
+            raise overflow_error("the products p^T (K + ridge I) p")
         if bool((curvature[active] <= 0).any()):
             raise WidenetError(f"K + ridge I is not positive definite (p^T (K + ridge I) p <= 0 "
                                f"at iteration {iterations + 1}); use a positive ridge")
@@ -106,6 +110,9 @@ def conjugate_gradients(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, *,
         p = z + torch.where(active, rz_next / torch.where(active, rz, 1.0), 0.0) * p
         rz = rz_next
     report.close()
+    alpha *= scales
+    if not bool(torch.isfinite(alpha).all()):
+        raise overflow_error("the weights (K + ridge I)^-1 y")
     weights = alpha if torch.as_tensor(y).ndim == 2 else alpha[:, 0]
     return SolveResult(weights, iterations, not bool(active.any()), torch.stack(history))
 

@@ -154,7 +154,11 @@ def targets_and_classes(labels: np.ndarray | torch.Tensor, n: int
     """(targets (n, k), classes): integer or boolean labels (n,) give one-hot targets and the
     sorted distinct labels; real labels are the targets themselves (classes None)."""
     if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
+        if labels.device.type == "meta":
+            raise WidenetError("labels is a meta tensor, which holds no values")
+        labels = labels.detach().cpu()
+        # numpy has no bfloat16; its values are float32 numbers
+        labels = (labels.float() if labels.dtype == torch.bfloat16 else labels).numpy()
     if not isinstance(labels, np.ndarray):
         raise WidenetError(f"labels must be a numpy array or tensor, got "
                            f"{type(labels).__name__}")

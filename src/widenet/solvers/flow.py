@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from widenet.errors import WidenetError
-from widenet.solvers.arguments import square_size, targets_matrix
+from widenet.solvers.arguments import column_scales, overflow_error, square_size, targets_matrix
 from widenet.solvers.blocked import BlockedKernel
 from widenet.solvers.progress import Progress, Reporter
 from widenet.validation import finite_real, positive_int, time_grid
@@ -83,6 +83,8 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
     t of ``times`` (a number or a 1-D sequence of finite times >= 0)."""
     n = square_size(kernel)
     targets = targets_matrix(y, n)
+    scales = column_scales(targets)  # run for y / scales, exactly: both results are linear in y
+    targets /= scales
     grid, scalar = time_grid(times, "times", infinite=False,
                              advice="; for t = inf use conjugate_gradients with ridge 0")
     tol = finite_real(tol, "tol", minimum=0.0, strict=True)
@@ -102,6 +104,8 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
             for vector in basis:
                 w -= vector * (vector * w).sum(0)
         beta = w.norm(dim=0)
+        if not bool(torch.isfinite(beta).all() and torch.isfinite(diagonal[-1]).all()):
+            raise overflow_error("the Lanczos products K q")
         scale = torch.stack(diagonal).abs().amax(0)
         beta = torch.where(beta > BREAKDOWN * n * torch.finfo(torch.float64).eps * scale, beta,
                            0.0)
@@ -124,7 +128,9 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
     steps = len(diagonal)
     stacked = torch.stack(basis[:steps], dim=-1)  # (n, k, steps)
     weights = torch.einsum("nks,tgks->gtnk", stacked, previous)
-    weights, train = weights[0], weights[1]
+    weights, train = weights[0] * scales, weights[1] * scales
+    if not bool(torch.isfinite(weights).all() and torch.isfinite(train).all()):
+        raise overflow_error("the weights phi_t(K) y or the outputs")
     if torch.as_tensor(y).ndim == 1:
         weights, train = weights[..., 0], train[..., 0]
     if scalar:
