@@ -224,3 +224,17 @@ def test_a_kernel_whose_products_overflow_is_refused() -> None:
     with pytest.raises(WidenetError, match=r"Lanczos products K q overflow float64: .* divide "
                                            "the kernel"):
         gradient_flow(BlockedKernel(kernel), torch.ones(12, dtype=torch.float64), 1.0)
+
+
+def test_a_kernel_that_is_not_symmetric_is_refused(ill_conditioned: dict) -> None:
+    """q_i^T K q_j of the Lanczos basis is tridiagonal and symmetric for a symmetric K; a
+    square test-by-train kernel is refused (it went on with a wrong tridiagonal, or was
+    called not positive semi-definite, before the fix)."""
+    from widenet.kernels.infinite import infinite_kernels
+
+    from .conftest import relu_net
+
+    x = ill_conditioned["x"]
+    cross = infinite_kernels(relu_net(3, 8), x[:40] + 0.1, x[:40]).ntk
+    with pytest.raises(WidenetError, match="kernel is not symmetric: q_i"):
+        gradient_flow(BlockedKernel(cross), torch.ones(40, dtype=torch.float64), 1.0)

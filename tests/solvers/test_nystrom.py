@@ -105,3 +105,18 @@ def test_a_rank_deficient_float32_kernel_with_a_ridge(stored: str) -> None:
     assert solved.converged
     expected = torch.linalg.solve(kernel.double() + 1e-3 * torch.eye(200, dtype=torch.float64), y)
     assert float((solved.weights - expected).norm() / expected.norm()) < 1e-8
+
+
+def test_a_kernel_that_is_not_symmetric_is_refused(ill_conditioned: dict) -> None:
+    """A square test-by-train kernel (as many test as training points) passed as the training
+    kernel: K_SS - K_SS^T is of the order of K_SS, where a symmetric kernel's is round-off
+    (the preconditioner symmetrized it silently before the fix)."""
+    from widenet.kernels.infinite import infinite_kernels
+
+    from .conftest import relu_net
+
+    x = ill_conditioned["x"]
+    cross = infinite_kernels(relu_net(3, 8), x[:40] + 0.1, x[:40]).ntk
+    with pytest.raises(WidenetError, match=r"not symmetric: on the preconditioner's 10 points"):
+        NystromPreconditioner(BlockedKernel(cross), rank=10)
+    NystromPreconditioner(BlockedKernel(ill_conditioned["train"].float()), rank=60)  # round-off

@@ -97,7 +97,9 @@ def conjugate_gradients(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, *,
             raise overflow_error("the products p^T (K + ridge I) p")
         if bool((curvature[active] <= 0).any()):
             raise WidenetError(f"K + ridge I is not positive definite (p^T (K + ridge I) p <= 0 "
-                               f"at iteration {iterations + 1}); use a positive ridge")
+                               f"at iteration {iterations + 1}); use a positive ridge, and "
+                               "check that the kernel is a training kernel K(x, x), symmetric "
+                               "positive semi-definite")
         step = torch.where(active, rz / torch.where(active, curvature, 1.0), 0.0)
         alpha += step * p
         r -= step * q

@@ -100,13 +100,18 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
     while len(diagonal) < max_iterations:
         w = kernel.matmul(q)
         diagonal.append((q * w).sum(0))
-        for _ in range(2):  # full reorthogonalization, twice (Gram-Schmidt is twice enough)
+        projections = []
+        for sweep in range(2):  # full reorthogonalization, twice (Gram-Schmidt is twice enough)
             for vector in basis:
-                w -= vector * (vector * w).sum(0)
+                projection = (vector * w).sum(0)
+                w -= vector * projection
+                if sweep == 0:
+                    projections.append(projection)
         beta = w.norm(dim=0)
         if not bool(torch.isfinite(beta).all() and torch.isfinite(diagonal[-1]).all()):
             raise overflow_error("the Lanczos products K q")
         scale = torch.stack(diagonal).abs().amax(0)
+        _check_symmetric(projections, off, scale, kernel.eps)
         beta = torch.where(beta > BREAKDOWN * n * torch.finfo(torch.float64).eps * scale, beta,
                            0.0)
         invariant = bool((beta == 0).all())
@@ -159,6 +164,25 @@ def _coefficients(diagonal: torch.Tensor, off: list[torch.Tensor], norms: torch.
     both = torch.stack([phi, torch.where(null, 0.0, moved)], dim=1) * first  # (T, 2, k, j)
     coefficients = torch.einsum("kij,tgkj->tgki", vectors, both) * norms[:, None]
     return coefficients, ritz
+
+
+def _check_symmetric(projections: list[torch.Tensor], off: list[torch.Tensor],
+                     scale: torch.Tensor, eps: float) -> None:
+    """Raise unless q_i^T K q_j (``projections``, i = 0..j, of the newest q_j) is tridiagonal
+    with q_(j-1)^T K q_j = beta_(j-1) = q_j^T K q_(j-1), up to sqrt(eps) max|alpha| for each
+    column: what a symmetric K gives (to round-off, eps ||K||, with the orthonormal basis of
+    full reorthogonalization); a kernel of another kind (test-by-train, say) is far off."""
+    if len(projections) < 2:
+        return
+    gaps = [projection.abs() for projection in projections[:-2]]
+    gaps.append((projections[-2] - off[-1]).abs())
+    gap = torch.stack(gaps).amax(0)
+    if bool((gap > eps**0.5 * scale).any()):
+        worst = float((gap / torch.where(scale > 0, scale, 1.0)).max())
+        raise WidenetError(
+            f"the kernel is not symmetric: q_i^T K q_j and q_j^T K q_i of the Lanczos vectors "
+            f"differ by {worst:.3g} times max|q^T K q|, beyond half its digits; a training "
+            "kernel K(x, x) is symmetric: check that it is not a test-by-train kernel")
 
 
 def _check_semidefinite(theta: torch.Tensor, n: int, eps: float) -> None:

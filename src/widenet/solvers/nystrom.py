@@ -83,6 +83,13 @@ class NystromPreconditioner:
         c = float(column_scales(torch.from_numpy(rows.reshape(-1, 1)))[0])
         rows /= c
         inner = rows[:, subset]
+        asymmetry = float(np.linalg.norm(inner - inner.T))
+        if asymmetry > kernel.eps**0.5 * float(np.linalg.norm(inner)):
+            raise WidenetError(
+                f"the kernel is not symmetric: on the preconditioner's {rank} points, "
+                f"||K_SS - K_SS^T||_F is {asymmetry / float(np.linalg.norm(inner)):.3g} times "
+                "||K_SS||_F, beyond half its digits; a training kernel K(x, x) is symmetric: "
+                "check that it is not a test-by-train kernel")
         shift = max(n * np.finfo(np.float64).eps * float(np.linalg.norm(rows)),
                     kernel.eps * float(np.linalg.norm(inner)), np.finfo(np.float64).tiny)
         inner = (inner + inner.T) / 2 + shift * np.eye(rank)
