@@ -293,3 +293,18 @@ def test_a_file_longer_than_its_header_says_is_refused_and_big_endian_is_read(
         assert_product(kernel.matmul(_right(12)), stored, _right(12))
         torch.testing.assert_close(kernel.part(range(3, 9), range(2, 7)).take(np.array([4, 0])),
                                    stored[[7, 3], 2:7], rtol=0, atol=0)
+
+
+def test_numpy_integers_are_sizes_and_fractional_row_numbers_are_refused() -> None:
+    """numpy integers for shape and block_rows were refused as not integers; row numbers 1.5
+    were truncated to 1 (before the fix)."""
+    matrix = _kernel(10)
+    kernel = BlockedKernel.from_function(lambda index: matrix[index], (np.int64(10), 10),
+                                         block_rows=np.int32(4))
+    assert kernel.shape == (10, 10)
+    assert kernel.block_rows == 4
+    assert type(kernel.block_rows) is int
+    with pytest.raises(WidenetError, match="row numbers must be integers, got float64"):
+        kernel.take(np.array([1.5, 3.0]))
+    torch.testing.assert_close(kernel.take(np.array([], dtype=float)),
+                               torch.empty(0, 10, dtype=torch.float64))

@@ -190,3 +190,16 @@ def test_a_kernel_of_huge_values_is_solved() -> None:
     unscaled = torch.ldexp(solved.weights, torch.tensor(1000))  # exact
     assert solved.converged
     assert float((unscaled - expected).norm() / expected.norm()) <= condition * 1e-12
+
+
+def test_a_tolerance_of_one_or_more_is_refused() -> None:
+    """A relative residual of 1 is met by alpha = 0: tol >= 1 returned zero weights,
+    "converged", after no iteration (before the fix); Lanczos likewise."""
+    from widenet.solvers.flow import gradient_flow
+
+    kernel, y, _ = _small_problem()
+    for tol in (1.0, 10.0):
+        with pytest.raises(WidenetError, match=r"tol .* must be below 1"):
+            conjugate_gradients(BlockedKernel(kernel), y, tol=tol)
+        with pytest.raises(WidenetError, match=r"tol .* must be below 1"):
+            gradient_flow(BlockedKernel(kernel), y, 1.0, tol=tol)

@@ -35,7 +35,8 @@ from widenet.cli.common import err_console, out_console
 @click.option("--no-preconditioner", is_flag=True,
               help="Plain conjugate gradients (not with --rank).")
 @click.option("--tol", type=float, default=1e-6, show_default=True,
-              help="Stop at this relative residual (Lanczos: estimated relative error).")
+              help="Stop at this relative residual, below 1 (Lanczos: estimated relative "
+                   "error).")
 @click.option("--max-iterations", type=click.IntRange(min=1),
               help="Most passes over the kernel (default 1000; Lanczos 300).")
 def fit_command(kernel: Path, labels: Path, out: Path, train: int | None,

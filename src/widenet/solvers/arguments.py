@@ -7,6 +7,7 @@ import torch
 
 from widenet.errors import WidenetError
 from widenet.solvers.blocked import BlockedKernel
+from widenet.validation import finite_real
 
 
 def square_size(kernel: BlockedKernel) -> int:
@@ -57,3 +58,13 @@ def overflow_error(what: str) -> WidenetError:
                         "give) are too large; divide the kernel (and the ridge) by its largest "
                         "diagonal value, which divides the weights by it and leaves the "
                         "predictions as they are")
+
+
+def relative_tolerance(tol: object) -> float:
+    """``tol`` as a float in (0, 1): a relative residual or error of 1 or more is met by the
+    zero solution before any work (it returned zero weights, "converged")."""
+    tol = finite_real(tol, "tol", minimum=0.0, strict=True)
+    if tol >= 1:
+        raise WidenetError(f"tol is a relative residual (or error) and must be below 1, got "
+                           f"{tol!r}: zero weights already meet it; 1e-6 is the default")
+    return tol

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -113,9 +114,11 @@ class BlockedKernel:
         float64. By default it is the machine epsilon of the dtype of the rows ``rows``
         returns, found from one row (row 0, computed the first time :attr:`eps` is read, on
         Ray with ``ray=True``)."""
-        if (len(shape) != 2 or not all(isinstance(s, int) and not isinstance(s, bool)
-                                       and s > 0 for s in shape)):
+        if (not isinstance(shape, tuple | list) or len(shape) != 2
+                or not all(isinstance(s, Integral) and not isinstance(s, bool | np.bool_)
+                           and s > 0 for s in shape)):
             raise WidenetError(f"shape must be two positive integers, got {shape!r}")
+        shape = (int(shape[0]), int(shape[1]))
         return cls._from_rows(_CheckedRows(rows, shape[1]), shape, block_rows, ray, eps)
 
     @classmethod
@@ -184,8 +187,10 @@ class BlockedKernel:
             raise WidenetError(f"the kernel is empty (shape {shape})")
         if block_rows is None:
             block_rows = max(1, BLOCK_BYTES // (8 * shape[1]))
-        if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
+        if (isinstance(block_rows, bool | np.bool_) or not isinstance(block_rows, Integral)
+                or block_rows < 1):
             raise WidenetError(f"block_rows must be a positive integer, got {block_rows!r}")
+        block_rows = int(block_rows)
         self.shape = shape
         self.block_rows = min(block_rows, shape[0])
         self._precision = _Precision(eps)
@@ -246,7 +251,10 @@ class BlockedKernel:
         ``index``. They are computed (or read) ``block_rows`` at a time in increasing order, on
         Ray one task per ``block_rows`` of them (see :meth:`from_function`): the same batches,
         hence the same bits, in process and on Ray."""
-        index = np.asarray(index, dtype=np.int64)
+        given = np.asarray(index)
+        if given.size and given.dtype.kind not in "iu":
+            raise WidenetError(f"row numbers must be integers, got {given.dtype}")
+        index = given.astype(np.int64)
         if index.ndim != 1 or (index.size and (index.min() < 0 or index.max() >= self.shape[0])):
             raise WidenetError(f"row numbers must be a 1-D list within 0..{self.shape[0] - 1}, "
                                f"got {index.size} of shape {index.shape}"

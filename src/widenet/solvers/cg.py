@@ -26,7 +26,13 @@ import numpy as np
 import torch
 
 from widenet.errors import WidenetError
-from widenet.solvers.arguments import column_scales, overflow_error, square_size, targets_matrix
+from widenet.solvers.arguments import (
+    column_scales,
+    overflow_error,
+    relative_tolerance,
+    square_size,
+    targets_matrix,
+)
 from widenet.solvers.blocked import BlockedKernel
 from widenet.solvers.nystrom import NystromPreconditioner
 from widenet.solvers.progress import Progress, Reporter
@@ -75,7 +81,7 @@ def conjugate_gradients(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, *,
     scales = column_scales(targets)  # solved for y / scales, exactly: alpha is linear in y
     targets /= scales
     ridge = finite_real(ridge, "ridge", minimum=0.0)
-    tol = finite_real(tol, "tol", minimum=0.0, strict=True)
+    tol = relative_tolerance(tol)
     max_iterations = positive_int(max_iterations, "max_iterations")
     apply = _preconditioner(preconditioner, kernel, ridge, rank, seed)
     report = Reporter(progress, max_iterations, "conjugate gradients")

@@ -46,10 +46,16 @@ import numpy as np
 import torch
 
 from widenet.errors import WidenetError
-from widenet.solvers.arguments import column_scales, overflow_error, square_size, targets_matrix
+from widenet.solvers.arguments import (
+    column_scales,
+    overflow_error,
+    relative_tolerance,
+    square_size,
+    targets_matrix,
+)
 from widenet.solvers.blocked import BlockedKernel
 from widenet.solvers.progress import Progress, Reporter
-from widenet.validation import finite_real, positive_int, time_grid
+from widenet.validation import positive_int, time_grid
 
 DEFAULT_MAX_ITERATIONS = 300
 BREAKDOWN = 1e3
@@ -87,7 +93,7 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
     targets /= scales
     grid, scalar = time_grid(times, "times", infinite=False,
                              advice="; for t = inf use conjugate_gradients with ridge 0")
-    tol = finite_real(tol, "tol", minimum=0.0, strict=True)
+    tol = relative_tolerance(tol)
     max_iterations = positive_int(max_iterations, "max_iterations")
     report = Reporter(progress, max_iterations, "Lanczos")
     norms = targets.norm(dim=0)
