@@ -238,3 +238,18 @@ def test_a_kernel_that_is_not_symmetric_is_refused(ill_conditioned: dict) -> Non
     cross = infinite_kernels(relu_net(3, 8), x[:40] + 0.1, x[:40]).ntk
     with pytest.raises(WidenetError, match="kernel is not symmetric: q_i"):
         gradient_flow(BlockedKernel(cross), torch.ones(40, dtype=torch.float64), 1.0)
+
+
+def test_a_time_so_large_that_theta_t_overflows_gives_the_interpolant() -> None:
+    """phi_t(theta) = (1 - exp(-theta t/n)) / theta -> 1/theta: at t = 1e300 and theta of
+    1e10, theta t/n is inf, and phi was computed as (t/n) (1 - e^-x) / x = 0 (before the
+    fix). The weights are then K^-1 y, to the Lanczos tolerance times cond(K)."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    kernel = (a @ a.T + torch.eye(6, dtype=torch.float64)) * 1e10
+    y = torch.randn(6, generator=generator, dtype=torch.float64)
+    result = gradient_flow(BlockedKernel(kernel), y, [1e290, 1e300], tol=1e-12)
+    expected = torch.linalg.solve(kernel, y)
+    condition = float(torch.linalg.cond(kernel))
+    for weights in result.weights:
+        assert _relative(weights, expected) <= condition * 1e-12

@@ -164,8 +164,12 @@ def _coefficients(diagonal: torch.Tensor, off: list[torch.Tensor], norms: torch.
     ritz, theta = theta, torch.where(null, 0.0, theta)
     x = theta[None] * times[:, None, None] / n  # (T, k, j)
     moved = -torch.expm1(-x)
-    ratio = torch.where(x.abs() > 1e-8, moved / torch.where(x == 0, 1.0, x), 1 - x / 2)
-    phi = torch.where(null, 0.0, times[:, None, None] / n * ratio)
+    # phi = (1 - e^-x) / theta; (t/n)(1 - x/2) below |x| = 1e-8, where that series is exact
+    # to 1e-24 relative (theta may be 0 there, and x = theta t/n may be inf above)
+    small = x.abs() <= 1e-8
+    phi = torch.where(small, times[:, None, None] / n * (1 - x / 2),
+                      moved / torch.where(small, 1.0, theta))
+    phi = torch.where(null, 0.0, phi)
     first = vectors[:, 0, :]  # (k, j): e_1 in the eigenbasis
     both = torch.stack([phi, torch.where(null, 0.0, moved)], dim=1) * first  # (T, 2, k, j)
     coefficients = torch.einsum("kij,tgkj->tgki", vectors, both) * norms[:, None]
