@@ -179,16 +179,17 @@ def _coefficients(diagonal: torch.Tensor, off: list[torch.Tensor], norms: torch.
 def _check_symmetric(projections: list[torch.Tensor], off: list[torch.Tensor],
                      scale: torch.Tensor, eps: float) -> None:
     """Raise unless q_i^T K q_j (``projections``, i = 0..j, of the newest q_j) is tridiagonal
-    with q_(j-1)^T K q_j = beta_(j-1) = q_j^T K q_(j-1), up to sqrt(eps) max|alpha| for each
-    column: what a symmetric K gives (to round-off, eps ||K||, with the orthonormal basis of
-    full reorthogonalization); a kernel of another kind (test-by-train, say) is far off."""
+    with q_(j-1)^T K q_j = beta_(j-1) = q_j^T K q_(j-1), up to sqrt(eps) max|alpha| (over all
+    columns: a lower bound on ||K||): what a symmetric K gives (to round-off, eps ||K||, with
+    the orthonormal basis of full reorthogonalization); a kernel of another kind
+    (test-by-train, say) is far off."""
     if len(projections) < 2:
         return
     gaps = [projection.abs() for projection in projections[:-2]]
     gaps.append((projections[-2] - off[-1]).abs())
-    gap = torch.stack(gaps).amax(0)
-    if bool((gap > eps**0.5 * scale).any()):
-        worst = float((gap / torch.where(scale > 0, scale, 1.0)).max())
+    gap, norm = float(torch.stack(gaps).max()), float(scale.max())
+    if gap > eps**0.5 * norm:
+        worst = gap / norm
         raise WidenetError(
             f"the kernel is not symmetric: q_i^T K q_j and q_j^T K q_i of the Lanczos vectors "
             f"differ by {worst:.3g} times max|q^T K q|, beyond half its digits; a training "
