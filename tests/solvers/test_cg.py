@@ -203,3 +203,15 @@ def test_a_tolerance_of_one_or_more_is_refused() -> None:
             conjugate_gradients(BlockedKernel(kernel), y, tol=tol)
         with pytest.raises(WidenetError, match=r"tol .* must be below 1"):
             gradient_flow(BlockedKernel(kernel), y, 1.0, tol=tol)
+
+
+def test_progress_that_is_neither_a_flag_nor_a_function_is_refused() -> None:
+    """progress="yes" (or 1) was taken for False, silently (before the fix)."""
+    from widenet.solvers.flow import gradient_flow
+
+    kernel, y, _ = _small_problem()
+    for progress in ("yes", 1, None):
+        with pytest.raises(WidenetError, match="progress must be True, False or a function"):
+            conjugate_gradients(BlockedKernel(kernel), y, progress=progress)
+        with pytest.raises(WidenetError, match="progress must be True, False or a function"):
+            gradient_flow(BlockedKernel(kernel), y, 1.0, progress=progress)
