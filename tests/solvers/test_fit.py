@@ -218,7 +218,8 @@ def test_label_files_that_do_not_fit_are_refused_before_the_solve(
         disk_kernel: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Labels of neither N nor all points with --train, test labels of the wrong length,
     test labels that contradict the labels' own, test labels of a regression, a scalar
-    labels file and an .npz archive are refused before anything is solved (the wrong length
+    labels file, an .npz archive and a kernel of all points that is not square (its parts
+    were taken silently) are refused before anything is solved (the wrong length
     was found after the solve, the scalar and the archive were a TypeError and an
     AttributeError, the rest were ignored, before the fix)."""
     import importlib
@@ -249,6 +250,12 @@ def test_label_files_that_do_not_fit_are_refused_before_the_solve(
             fit_files(disk_kernel["path"], tmp_path / "labels.npy", tmp_path / "out.npy",
                       train=100, **options)
         assert not (tmp_path / "out.npy").exists(), name
+    np.save(tmp_path / "labels.npy", labels[:100])
+    np.save(tmp_path / "wide.npy", np.load(disk_kernel["path"])[:, :110])
+    with pytest.raises(WidenetError, match=r"kernel of all points, square, but .* has shape "
+                                           r"\(120, 110\)"):
+        fit_files(tmp_path / "wide.npy", tmp_path / "labels.npy", tmp_path / "out.npy",
+                  train=100)
     np.savez(tmp_path / "archive.npz", labels)
     with pytest.raises(WidenetError, match=r"is an \.npz archive of several arrays"):
         fit_files(disk_kernel["path"], tmp_path / "archive.npz", tmp_path / "out.npy")

@@ -227,6 +227,9 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
                                "--test-kernel, not both")
         train = positive_int(train, "train")
         total = whole.shape[0]
+        if whole.shape[1] != total:
+            raise WidenetError(f"with --train the kernel file holds the kernel of all points, "
+                               f"square, but {kernel} has shape {whole.shape}")
         if not train < total:
             raise WidenetError(f"--train must be below the kernel's {total} points, got "
                                f"{train}")
