@@ -78,6 +78,7 @@ def test_parts_of_a_ray_kernel_run_on_ray_with_the_bits_of_the_parts_in_process(
     here = BlockedKernel.from_function(_ntk_rows(net, x, -1), (70, 70), block_rows=16)
     with pytest.raises(AssertionError, match="calling process"):  # the guard works
         remote.part(range(50), range(50)).blocks().__next__()
+    assert remote.part(range(50), range(50)).eps == torch.finfo(torch.float64).eps  # on Ray
     v = torch.randn(50, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     for rows, cols in ((range(50), range(50)), (range(50, 70), range(50)),
                        (range(13, 45), range(7, 57))):
