@@ -218,10 +218,11 @@ def test_label_files_that_do_not_fit_are_refused_before_the_solve(
         disk_kernel: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Labels of neither N nor all points with --train, test labels of the wrong length,
     test labels that contradict the labels' own, test labels of a regression, a scalar
-    labels file, an .npz archive and a kernel of all points that is not square (its parts
-    were taken silently) are refused before anything is solved (the wrong length
-    was found after the solve, the scalar and the archive were a TypeError and an
-    AttributeError, the rest were ignored, before the fix)."""
+    labels file, an .npz archive, the kernel file as labels (a regression on its columns)
+    and a kernel of all points that is not square (its parts were taken silently) are
+    refused before anything is solved (the wrong length was found after the solve, the
+    scalar and the archive were a TypeError and an AttributeError, the rest were ignored,
+    before the fix)."""
     import importlib
 
     module = importlib.import_module("widenet.solvers.fit")  # the attribute is the function
@@ -256,6 +257,8 @@ def test_label_files_that_do_not_fit_are_refused_before_the_solve(
                                            r"\(120, 110\)"):
         fit_files(tmp_path / "wide.npy", tmp_path / "labels.npy", tmp_path / "out.npy",
                   train=100)
+    with pytest.raises(WidenetError, match=r"labels file .* is the kernel file"):
+        fit_files(disk_kernel["path"], disk_kernel["path"], tmp_path / "out.npy")
     np.savez(tmp_path / "archive.npz", labels)
     with pytest.raises(WidenetError, match=r"is an \.npz archive of several arrays"):
         fit_files(disk_kernel["path"], tmp_path / "archive.npz", tmp_path / "out.npy")

@@ -219,6 +219,10 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
     ``options`` go to :func:`fit`."""
     out = _output_path(out, (kernel, labels, test_kernel, test_labels))
     whole = BlockedKernel.open(kernel)
+    for name, path in (("labels", labels), ("test labels", test_labels)):
+        if path is not None and Path(path).exists() and Path(path).samefile(kernel):
+            raise WidenetError(f"the {name} file {path} is the kernel file; give the .npy file "
+                               f"of the {name}")
     values = _load(labels, "labels")
     known_test = None if test_labels is None else _load(test_labels, "test labels")
     if train is not None:
