@@ -83,7 +83,8 @@ def dense(points: int, ridge: float, rank: int) -> None:
             for tol in (1e-6, 1e-10):
                 start = time.perf_counter()
                 result = conjugate_gradients(kernel, y, ridge=ridge, preconditioner=preconditioner,
-                                             rank=rank, tol=tol, max_iterations=5000)
+                                             rank=rank if preconditioner else None, tol=tol,
+                                             max_iterations=5000)
                 wall = time.perf_counter() - start
                 error = float((result.weights - reference).norm() / reference.norm())
                 print(f"| {dim} | {preconditioner or 'none'} | {tol:g} | {result.iterations} | "
@@ -216,7 +217,8 @@ def _solve_on_disk(path: Path, y: torch.Tensor, ridge: float, rank: int, plain_c
 
         with PeakMemory() as memory:
             result = conjugate_gradients(kernel, y, ridge=ridge, preconditioner=preconditioner,
-                                         rank=rank, tol=1e-6, max_iterations=cap, progress=show)
+                                         rank=rank if preconditioner else None, tol=1e-6,
+                                         max_iterations=cap, progress=show)
             wall = time.perf_counter() - start
         checked = _true_residual(kernel, y, result.weights, ridge)
         rows.append(f"| {name} | {result.iterations}{'' if result.converged else ' (cap)'} | "

@@ -545,3 +545,24 @@ def test_gd_on_a_linearized_network_matches_its_empirical_ntk() -> None:
     torch.testing.assert_close(dynamics.gd_train(steps, lr), f0 + j_train @ delta)
     torch.testing.assert_close(dynamics.gd_test(cross, steps, lr, f0_test),
                                f0_test + j_test @ delta)
+
+
+@pytest.mark.parametrize("t", [1e-12, 1e-7])
+def test_training_outputs_keep_their_relative_precision_at_tiny_times(t: float) -> None:
+    """From f_0 = 0, f_train(t) = V (1 - exp(-Lambda t/n)) V^T y equals the series
+    (t/n) K y - (t/n)^2 K^2 y / 2 up to (t ||K|| / n)^3 ||y|| / 6 and the eigendecomposition's
+    round-off, 10 n eps (t/n) ||K||_F ||y||. y + V exp(..) V^T (0 - y) cancelled to eps ||y||,
+    1e-4 relative at t = 1e-12 (before the fix); one GD step of size lr = t is exactly
+    (t/n) K y."""
+    n = 30
+    kernel = joint_kernel(n, n, seed=21)
+    y = torch.randn(n, 2, generator=generator(22), dtype=F64)
+    scale = t / n
+    series = scale * kernel @ y - scale**2 / 2 * kernel @ (kernel @ y)
+    norm = float(torch.linalg.matrix_norm(kernel))
+    bound = 10 * n * torch.finfo(F64).eps * scale * norm * float(y.norm()) \
+        + (scale * norm) ** 3 / 6 * float(y.norm())
+    dynamics = predict.KernelDynamics(kernel, y)
+    assert float((dynamics.train(t) - series).norm()) <= bound
+    assert float((dynamics.train([0.0, t])[1] - series).norm()) <= bound
+    assert float((dynamics.gd_train(1, t) - scale * kernel @ y).norm()) <= bound

@@ -209,3 +209,102 @@ def test_rows_outside_the_kernel_or_its_part_are_refused(index: list) -> None:
     part = BlockedKernel(_kernel()).part(range(3, 10), range(0, 5))
     with pytest.raises(WidenetError, match=r"row numbers must be a 1-D list within 0\.\.6"):
         part.take(np.array(index))
+
+
+def test_the_eps_of_a_row_function_is_that_of_its_rows_or_the_one_given() -> None:
+    """eps is the relative round-off of the values (float64's for every row function before
+    the fix): that of the rows' dtype, found from one row, or given; from_net's empirical NTK
+    has the dtype of x."""
+    matrix = _kernel(20)
+    calls = []
+
+    def rows(index: np.ndarray) -> torch.Tensor:
+        calls.append(list(index))
+        return matrix[index].half()
+
+    kernel = BlockedKernel.from_function(rows, (20, 20))
+    assert calls == []  # nothing is computed before eps is needed
+    assert kernel.eps == torch.finfo(torch.float16).eps
+    assert kernel.part(range(5, 9), range(3, 20)).eps == kernel.eps
+    assert calls == [[0]]  # one row, once, shared with the parts
+    given = BlockedKernel.from_function(lambda index: matrix[index], (20, 20), eps=1e-7)
+    assert given.eps == 1e-7
+    assert given.part(range(3), range(3)).eps == 1e-7
+    assert BlockedKernel.from_function(lambda index: matrix[index], (20, 20)).eps == (
+        torch.finfo(torch.float64).eps)
+    net, x = relu_net(4, 2).float(), sphere_points(10, 4).float()
+    assert BlockedKernel.from_net(net, x, kind="empirical").eps == torch.finfo(
+        torch.float32).eps
+    assert BlockedKernel.from_net(net, x).eps == torch.finfo(torch.float64).eps
+    for bad in (0.0, -1e-7, 1.0, float("nan"), "1e-7"):
+        with pytest.raises(WidenetError, match="eps"):
+            BlockedKernel.from_function(lambda index: matrix[index], (20, 20), eps=bad)
+    brain = BlockedKernel.from_function(lambda index: matrix[index].bfloat16(), (20, 20))
+    with pytest.raises(WidenetError, match=r"bfloat16 .* eps=torch\.finfo\(torch\.bfloat16\)"):
+        brain.take(np.array([1]))
+
+
+def test_a_part_of_a_net_kernel_computes_only_its_columns(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """part(rows, cols) of from_net computes K(x[block], x2[cols]), not the whole rows (it
+    computed every column and dropped those outside the part before the fix); the values are
+    the dense ones."""
+    import widenet.kernels.infinite as infinite
+
+    net, x = relu_net(4, 3), sphere_points(40, 4, seed=2)
+    dense = infinite_kernels(net, x).ntk
+    widths = []
+    real = infinite.infinite_kernels
+
+    def recording(net: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor, **options):
+        widths.append(x2.shape[0])
+        return real(net, x1, x2, **options)
+
+    monkeypatch.setattr(infinite, "infinite_kernels", recording)
+    kernel = BlockedKernel.from_net(net, x, block_rows=8)
+    part = kernel.part(range(30, 40), range(30)).part(range(2, 10), range(5, 25))
+    v = _right(20)
+    assert_product(part.matmul(v), dense[32:40, 5:25], v)
+    torch.testing.assert_close(part.take(np.array([4, 1])), dense[[36, 33], 5:25],
+                               rtol=1e-13, atol=0)
+    assert widths == [20, 20]
+
+
+def test_a_file_longer_than_its_header_says_is_refused_and_big_endian_is_read(
+        tmp_path: Path) -> None:
+    """A header that does not describe the data (float32 claimed for float64 values, or bytes
+    after the matrix) was read as garbage or silently cut (before the fix); a big-endian file
+    was refused, and is now read (its values converted exactly)."""
+    matrix = _kernel(12)
+    np.save(tmp_path / "k.npy", matrix.numpy())
+    raw = (tmp_path / "k.npy").read_bytes()
+    (tmp_path / "wrong.npy").write_bytes(raw.replace(b"'descr': '<f8'", b"'descr': '<f4'"))
+    with pytest.raises(WidenetError, match=r"longer than its header says \(1280 bytes, a "
+                                           r"\(12, 12\) float32 matrix takes 704\)"):
+        BlockedKernel.open(tmp_path / "wrong.npy")
+    (tmp_path / "junk.npy").write_bytes(raw + b"x")
+    with pytest.raises(WidenetError, match="longer than its header says"):
+        BlockedKernel.open(tmp_path / "junk.npy")
+    for dtype in (">f8", ">f4"):
+        np.save(tmp_path / "big.npy", matrix.numpy().astype(dtype))
+        kernel = BlockedKernel.open(tmp_path / "big.npy", block_rows=5)
+        stored = torch.from_numpy(matrix.numpy().astype(dtype).astype(np.float64))
+        assert kernel.eps == np.finfo(dtype).eps
+        assert_product(kernel.matmul(_right(12)), stored, _right(12))
+        torch.testing.assert_close(kernel.part(range(3, 9), range(2, 7)).take(np.array([4, 0])),
+                                   stored[[7, 3], 2:7], rtol=0, atol=0)
+
+
+def test_numpy_integers_are_sizes_and_fractional_row_numbers_are_refused() -> None:
+    """numpy integers for shape and block_rows were refused as not integers; row numbers 1.5
+    were truncated to 1 (before the fix)."""
+    matrix = _kernel(10)
+    kernel = BlockedKernel.from_function(lambda index: matrix[index], (np.int64(10), 10),
+                                         block_rows=np.int32(4))
+    assert kernel.shape == (10, 10)
+    assert kernel.block_rows == 4
+    assert type(kernel.block_rows) is int
+    with pytest.raises(WidenetError, match="row numbers must be integers, got float64"):
+        kernel.take(np.array([1.5, 3.0]))
+    torch.testing.assert_close(kernel.take(np.array([], dtype=float)),
+                               torch.empty(0, 10, dtype=torch.float64))

@@ -149,3 +149,69 @@ def test_bad_input_is_refused(ill_conditioned: dict) -> None:
         conjugate_gradients(BlockedKernel(-kernel), y, preconditioner=None)
     with pytest.raises(WidenetError, match="real numbers"):
         conjugate_gradients(blocked, np.array(["a"] * 300))
+
+
+def _small_problem() -> tuple[torch.Tensor, torch.Tensor, float]:
+    """A 12-point kernel I + A A^T (condition number below 40), targets that are small
+    integers (exact at any power-of-two scale, subnormals of 2^-1040 included) and the
+    condition number."""
+    generator = torch.Generator().manual_seed(11)
+    a = torch.randn(12, 3, generator=generator, dtype=torch.float64)
+    kernel = torch.eye(12, dtype=torch.float64) + a @ a.T / 3
+    y = torch.randint(-4, 5, (12, 2), generator=generator).double()
+    y[0] = 1.0  # no zero column
+    values = torch.linalg.eigvalsh(kernel)
+    return kernel, y, float(values[-1] / values[0])
+
+
+@pytest.mark.parametrize("power", [-1040, -600, 1000])
+def test_targets_of_any_scale_are_solved(power: int) -> None:
+    """alpha is linear in y: y 2^p gives alpha 2^p. Targets of 2^-1040 (subnormal) had norm 0
+    and got alpha = 0, targets of 2^1000 a norm of inf and non-finite weights, each reported
+    as converged (before the fix). Error bound: cond(K) tol of the residual, and 2^-33 for
+    the 34 bits of a subnormal 2^-1040."""
+    kernel, y, condition = _small_problem()
+    expected = torch.linalg.solve(kernel, y)
+    for preconditioner in ("nystrom", None):
+        solved = conjugate_gradients(BlockedKernel(kernel), y * 2.0**power, tol=1e-12,
+                                     preconditioner=preconditioner)
+        assert solved.converged
+        error = (torch.ldexp(solved.weights, torch.tensor(-power)) - expected).norm() / (
+            expected.norm())  # ldexp: exact
+        assert float(error) <= condition * 1e-12 + 2.0**-33
+
+
+def test_a_kernel_of_huge_values_is_solved() -> None:
+    """K 2^1000 (entries near 1e301): the Nystrom preconditioner's norms overflowed (a
+    ValueError of scipy before the fix); it works with K / c for a power of two c."""
+    kernel, y, condition = _small_problem()
+    solved = conjugate_gradients(BlockedKernel(kernel * 2.0**1000), y, tol=1e-12)
+    expected = torch.linalg.solve(kernel, y)
+    unscaled = torch.ldexp(solved.weights, torch.tensor(1000))  # exact
+    assert solved.converged
+    assert float((unscaled - expected).norm() / expected.norm()) <= condition * 1e-12
+
+
+def test_a_tolerance_of_one_or_more_is_refused() -> None:
+    """A relative residual of 1 is met by alpha = 0: tol >= 1 returned zero weights,
+    "converged", after no iteration (before the fix); Lanczos likewise."""
+    from widenet.solvers.flow import gradient_flow
+
+    kernel, y, _ = _small_problem()
+    for tol in (1.0, 10.0):
+        with pytest.raises(WidenetError, match=r"tol .* must be below 1"):
+            conjugate_gradients(BlockedKernel(kernel), y, tol=tol)
+        with pytest.raises(WidenetError, match=r"tol .* must be below 1"):
+            gradient_flow(BlockedKernel(kernel), y, 1.0, tol=tol)
+
+
+def test_progress_that_is_neither_a_flag_nor_a_function_is_refused() -> None:
+    """progress="yes" (or 1) was taken for False, silently (before the fix)."""
+    from widenet.solvers.flow import gradient_flow
+
+    kernel, y, _ = _small_problem()
+    for progress in ("yes", 1, None):
+        with pytest.raises(WidenetError, match="progress must be True, False or a function"):
+            conjugate_gradients(BlockedKernel(kernel), y, progress=progress)
+        with pytest.raises(WidenetError, match="progress must be True, False or a function"):
+            gradient_flow(BlockedKernel(kernel), y, 1.0, progress=progress)

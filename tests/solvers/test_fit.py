@@ -188,3 +188,107 @@ def test_the_fit_command(disk_kernel: dict, tmp_path: Path, capsys: pytest.Captu
     assert main(["fit", str(tmp_path / "missing.npy"), "--labels",
                  str(tmp_path / "labels.npy"), "--out", str(tmp_path / "x.npy")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_options_that_a_fit_would_ignore_are_refused(ill_conditioned: dict) -> None:
+    """Gradient flow (a finite time) has no preconditioner, and only Nystrom has a rank and a
+    seed: they were silently ignored before the fix. time=inf with a ridge is kernel ridge
+    regression (the t -> inf limit with a weight decay), as documented."""
+    from widenet.solvers.cg import conjugate_gradients
+
+    kernel, labels = ill_conditioned["train"], ill_conditioned["labels"].numpy()
+    for options, named in (({"rank": 20}, "rank"), ({"seed": 1}, "seed"),
+                           ({"preconditioner": None}, "preconditioner"),
+                           ({"preconditioner": None, "rank": 5}, "preconditioner and rank")):
+        with pytest.raises(WidenetError, match=f"^{named} apply to conjugate gradients .* "
+                                               f"leave out {named} or the time$"):
+            fit(kernel, labels, time=5.0, **options)
+    blocked, y = BlockedKernel(kernel), ill_conditioned["y"]
+    for options, named in (({"rank": 20}, "rank"), ({"seed": 3}, "seed"),
+                           ({"rank": 20, "seed": 3}, "rank and seed")):
+        for preconditioner, what in ((None, "None"), (lambda r: r, "<function")):
+            with pytest.raises(WidenetError, match=f"^{named} set the Nystrom .* preconditioner "
+                                                   f"is {what}"):
+                conjugate_gradients(blocked, y, preconditioner=preconditioner, **options)
+    ridge = fit(kernel, labels, time=float("inf"), ridge=1e-2, tol=1e-10)
+    assert _relative(ridge.train, kernel_regression(kernel, kernel, y, ridge=1e-2)) < 1e-7
+
+
+def test_label_files_that_do_not_fit_are_refused_before_the_solve(
+        disk_kernel: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Labels of neither N nor all points with --train, test labels of the wrong length,
+    test labels that contradict the labels' own, test labels of a regression, a scalar
+    labels file, an .npz archive, the kernel file as labels (a regression on its columns)
+    and a kernel of all points that is not square (its parts were taken silently) are
+    refused before anything is solved (the wrong length was found after the solve, the
+    scalar and the archive were a TypeError and an AttributeError, the rest were ignored,
+    before the fix)."""
+    import importlib
+
+    module = importlib.import_module("widenet.solvers.fit")  # the attribute is the function
+
+    def no_solve(*_args: object, **_options: object) -> None:
+        raise AssertionError("solved before the labels were checked")
+
+    monkeypatch.setattr(module, "fit", no_solve)
+    labels = (disk_kernel["x"][:, 0] > 0).long().numpy()  # 120 points
+    cases = {"wrong count": (labels[:90], None, r"with --train 100 the labels must have 100 "
+                                                r"entries .* or 120 .* got shape \(90,\)"),
+             "scalar": (np.array(3), None, r"must have 100 entries .* got shape \(\)"),
+             "test count": (labels[:100], labels[:19], r"test labels must have shape \(20,\)"),
+             "contradiction": (labels, 1 - labels[100:], "differs from them: give only one"),
+             "regression": (labels[:100].astype(float), labels[100:],
+                            r"labels are float64 \(real targets: a regression\)"),
+             "test shape": (labels, labels[None, 100:], r"must have shape \(20,\), one per "
+                                                        r"test point, got \(1, 20\)")}
+    for name, (train_labels, test_labels, message) in cases.items():
+        np.save(tmp_path / "labels.npy", train_labels)
+        options = {}
+        if test_labels is not None:
+            np.save(tmp_path / "test.npy", test_labels)
+            options["test_labels"] = tmp_path / "test.npy"
+        with pytest.raises(WidenetError, match=message):
+            fit_files(disk_kernel["path"], tmp_path / "labels.npy", tmp_path / "out.npy",
+                      train=100, **options)
+        assert not (tmp_path / "out.npy").exists(), name
+    np.save(tmp_path / "labels.npy", labels[:100])
+    np.save(tmp_path / "wide.npy", np.load(disk_kernel["path"])[:, :110])
+    with pytest.raises(WidenetError, match=r"kernel of all points, square, but .* has shape "
+                                           r"\(120, 110\)"):
+        fit_files(tmp_path / "wide.npy", tmp_path / "labels.npy", tmp_path / "out.npy",
+                  train=100)
+    with pytest.raises(WidenetError, match=r"labels file .* is the kernel file"):
+        fit_files(disk_kernel["path"], disk_kernel["path"], tmp_path / "out.npy")
+    np.savez(tmp_path / "archive.npz", labels)
+    with pytest.raises(WidenetError, match=r"is an \.npz archive of several arrays"):
+        fit_files(disk_kernel["path"], tmp_path / "archive.npz", tmp_path / "out.npy")
+
+
+def test_the_fit_command_refuses_options_it_would_ignore(disk_kernel: dict, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from widenet.cli import main
+
+    np.save(tmp_path / "labels.npy", (disk_kernel["x"][:, 0] > 0).long().numpy())
+    command = ["fit", str(disk_kernel["path"]), "--labels", str(tmp_path / "labels.npy"),
+               "--train", "100", "--out", str(tmp_path / "out.npy")]
+    for extra, message in ((["--time", "10", "--rank", "20"], "rank apply to conjugate"),
+                           (["--time", "10", "--no-preconditioner"], "preconditioner apply"),
+                           (["--no-preconditioner", "--rank", "20"], "rank set the Nystrom")):
+        assert main([*command, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_bfloat16_targets_and_meta_tensors(ill_conditioned: dict) -> None:
+    """bfloat16 targets (a TypeError of numpy before the fix) are the float32 numbers they
+    hold; a meta tensor, which has no values, is refused (NotImplementedError before)."""
+    kernel, x = ill_conditioned["train"], ill_conditioned["x"]
+    y = torch.sin(2 * x[:, 0]).bfloat16()
+    result = fit(kernel, y, ridge=1e-2, tol=1e-10)
+    torch.testing.assert_close(result.weights,
+                               fit(kernel, y.float(), ridge=1e-2, tol=1e-10).weights,
+                               rtol=0, atol=0)
+    with pytest.raises(WidenetError, match="kernel is a meta tensor"):
+        fit(torch.empty(300, 300, device="meta"), y)
+    with pytest.raises(WidenetError, match="labels is a meta tensor"):
+        fit(kernel, torch.empty(300, device="meta"))

@@ -126,12 +126,14 @@ def test_bad_kernels_and_targets_are_refused(ill_conditioned: dict) -> None:
         gradient_flow(BlockedKernel(kernel), y, 1.0, tol=-1.0)
 
 
-@pytest.mark.parametrize("stored", ["numpy", "torch", "file"])
+@pytest.mark.parametrize("stored", ["numpy", "torch", "file", "function", "function, eps"])
 def test_a_float32_kernel_has_the_null_space_of_its_float32_round_off(stored: str,
                                                                        tmp_path) -> None:
     """A rank-4 kernel stored in float32 has eigenvalues of order -eps32 ||K|| where its null
     space was: they are round-off, as KernelDynamics (eps of the kernel's dtype) counts them,
-    not modes to grow like exp(|lambda| t/n) (NaN by t = 1e12 before the fix)."""
+    not modes to grow like exp(|lambda| t/n) (NaN by t = 1e12 before the fix). A row function
+    giving float32 rows has float32's eps, and one giving them in float64 the eps it is told
+    (from_function took float64's for both before the fix)."""
     generator = torch.Generator().manual_seed(5)
     features = torch.randn(60, 4, generator=generator, dtype=torch.float64)
     kernel = (features[:50] @ features[:50].T).float()
@@ -141,6 +143,11 @@ def test_a_float32_kernel_has_the_null_space_of_its_float32_round_off(stored: st
     if stored == "file":
         np.save(tmp_path / "kernel.npy", kernel.numpy())
         blocked = BlockedKernel.open(tmp_path / "kernel.npy", block_rows=7)
+    elif stored == "function":
+        blocked = BlockedKernel.from_function(lambda index: kernel[index], (50, 50))
+    elif stored == "function, eps":
+        blocked = BlockedKernel.from_function(lambda index: kernel[index].double(), (50, 50),
+                                              eps=torch.finfo(torch.float32).eps)
     else:
         blocked = BlockedKernel(kernel.numpy() if stored == "numpy" else kernel)
     assert blocked.eps == torch.finfo(torch.float32).eps
@@ -170,3 +177,79 @@ def test_a_kernel_that_is_not_positive_semi_definite_is_refused() -> None:
     result = gradient_flow(BlockedKernel(kernel), y, [1.0, 1e6])
     assert float(result.train.abs().max()) < 1e-12  # a unit y that never moves: round-off
     assert float(result.weights.abs().max()) < 1e-12
+
+
+def test_training_outputs_keep_their_relative_precision_at_a_tiny_time(
+        ill_conditioned: dict) -> None:
+    """f_train(t) = (I - exp(-K t/n)) y equals the series (t/n) K y - (t/n)^2 K^2 y / 2 up to
+    (t ||K|| / n)^3 ||y|| / 6 and round-off, 10 n eps (t/n) ||K||_F ||y|| at t = 1e-12;
+    y - exp(-K t/n) y cancelled to eps ||y||, 1e-4 relative (before the fix)."""
+    kernel, y = ill_conditioned["train"], ill_conditioned["y"]
+    n, t = kernel.shape[0], 1e-12
+    scale = t / n
+    series = scale * kernel @ y - scale**2 / 2 * kernel @ (kernel @ y)
+    norm = float(torch.linalg.matrix_norm(kernel))
+    bound = 10 * n * torch.finfo(torch.float64).eps * scale * norm * float(y.norm()) \
+        + (scale * norm) ** 3 / 6 * float(y.norm())
+    result = gradient_flow(BlockedKernel(kernel), y, [t, 1.0], tol=1e-12)
+    assert result.converged
+    assert float((result.train[0] - series).norm()) <= bound
+
+
+@pytest.mark.parametrize("power", [-1040, 1000])
+def test_targets_of_any_scale_flow(power: int) -> None:
+    """Both results are linear in y: y 2^p gives 2^p times those of y. Targets of 2^-1040
+    (subnormal) had norm 0 and did not move, targets of 2^1000 gave non-finite outputs
+    (before the fix). Bound: the Lanczos tolerance, and 2^-33 for a subnormal's 34 bits."""
+    generator = torch.Generator().manual_seed(11)
+    a = torch.randn(12, 3, generator=generator, dtype=torch.float64)
+    kernel = torch.eye(12, dtype=torch.float64) + a @ a.T / 3
+    y = torch.randint(-4, 5, (12,), generator=generator).double()
+    y[0] = 1.0
+    result = gradient_flow(BlockedKernel(kernel), y * 2.0**power, [0.5, 20.0], tol=1e-12)
+    assert result.converged
+    dynamics = KernelDynamics(kernel, y)
+    for i, t in enumerate([0.5, 20.0]):
+        unscaled = torch.ldexp(result.train[i], torch.tensor(-power))  # exact
+        assert _relative(unscaled, dynamics.train(t)) <= 1e-10 + 2.0**-33
+        assert _relative(kernel @ torch.ldexp(result.weights[i], torch.tensor(-power)),
+                         dynamics.test(kernel, t)) <= 1e-10 + 2.0**-33
+
+
+def test_a_kernel_whose_products_overflow_is_refused() -> None:
+    """Entries of 2^600: the squares in the Lanczos norms overflow; a clear error (NaN or inf
+    outputs reported as converged before the fix)."""
+    a = torch.randn(12, 3, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    kernel = (torch.eye(12, dtype=torch.float64) + a @ a.T) * 2.0**600
+    with pytest.raises(WidenetError, match=r"Lanczos products K q overflow float64: .* divide "
+                                           "the kernel"):
+        gradient_flow(BlockedKernel(kernel), torch.ones(12, dtype=torch.float64), 1.0)
+
+
+def test_a_kernel_that_is_not_symmetric_is_refused(ill_conditioned: dict) -> None:
+    """q_i^T K q_j of the Lanczos basis is tridiagonal and symmetric for a symmetric K; a
+    square test-by-train kernel is refused (it went on with a wrong tridiagonal, or was
+    called not positive semi-definite, before the fix)."""
+    from widenet.kernels.infinite import infinite_kernels
+
+    from .conftest import relu_net
+
+    x = ill_conditioned["x"]
+    cross = infinite_kernels(relu_net(3, 8), x[:40] + 0.1, x[:40]).ntk
+    with pytest.raises(WidenetError, match="kernel is not symmetric: q_i"):
+        gradient_flow(BlockedKernel(cross), torch.ones(40, dtype=torch.float64), 1.0)
+
+
+def test_a_time_so_large_that_theta_t_overflows_gives_the_interpolant() -> None:
+    """phi_t(theta) = (1 - exp(-theta t/n)) / theta -> 1/theta: at t = 1e300 and theta of
+    1e10, theta t/n is inf, and phi was computed as (t/n) (1 - e^-x) / x = 0 (before the
+    fix). The weights are then K^-1 y, to the Lanczos tolerance times cond(K)."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    kernel = (a @ a.T + torch.eye(6, dtype=torch.float64)) * 1e10
+    y = torch.randn(6, generator=generator, dtype=torch.float64)
+    result = gradient_flow(BlockedKernel(kernel), y, [1e290, 1e300], tol=1e-12)
+    expected = torch.linalg.solve(kernel, y)
+    condition = float(torch.linalg.cond(kernel))
+    for weights in result.weights:
+        assert _relative(weights, expected) <= condition * 1e-12

@@ -85,20 +85,38 @@ def test_default_rank_and_bad_arguments() -> None:
     torch.testing.assert_close(identity(r), r)
 
 
-def test_a_rank_deficient_float32_kernel_with_a_ridge() -> None:
+@pytest.mark.parametrize("stored", ["array", "function"])
+def test_a_rank_deficient_float32_kernel_with_a_ridge(stored: str) -> None:
     """Duplicated points stored in float32: K_SS has eigenvalues of order -eps32 ||K||, which
     the shift nu = n eps ||K_Sn||_F must cover with float32's eps (the preconditioner refused
-    the kernel as not positive semi-definite before the fix). K + ridge I is well posed, and
-    conjugate gradients solve it."""
+    the kernel as not positive semi-definite before the fix, and still did for float32 rows
+    of a function, given float64's eps). K + ridge I is well posed, and conjugate gradients
+    solve it."""
     generator = torch.Generator().manual_seed(7)
     features = torch.randn(100, 4, generator=generator, dtype=torch.float64)
     points = torch.cat([features, features])
     kernel = ((1 + points @ points.T) ** 2).float()  # rank 15 at most, on 200 points
     y = torch.randn(200, generator=generator, dtype=torch.float64)
-    blocked = BlockedKernel(kernel.numpy())
+    blocked = (BlockedKernel(kernel.numpy()) if stored == "array"
+               else BlockedKernel.from_function(lambda index: kernel[index], (200, 200)))
     preconditioner = NystromPreconditioner(blocked, 1e-3, rank=50, seed=0)
     assert 0 < len(preconditioner.eigenvalues) <= 15
     solved = conjugate_gradients(blocked, y, ridge=1e-3, rank=50, tol=1e-10)
     assert solved.converged
     expected = torch.linalg.solve(kernel.double() + 1e-3 * torch.eye(200, dtype=torch.float64), y)
     assert float((solved.weights - expected).norm() / expected.norm()) < 1e-8
+
+
+def test_a_kernel_that_is_not_symmetric_is_refused(ill_conditioned: dict) -> None:
+    """A square test-by-train kernel (as many test as training points) passed as the training
+    kernel: K_SS - K_SS^T is of the order of K_SS, where a symmetric kernel's is round-off
+    (the preconditioner symmetrized it silently before the fix)."""
+    from widenet.kernels.infinite import infinite_kernels
+
+    from .conftest import relu_net
+
+    x = ill_conditioned["x"]
+    cross = infinite_kernels(relu_net(3, 8), x[:40] + 0.1, x[:40]).ntk
+    with pytest.raises(WidenetError, match=r"not symmetric: on the preconditioner's 10 points"):
+        NystromPreconditioner(BlockedKernel(cross), rank=10)
+    NystromPreconditioner(BlockedKernel(ill_conditioned["train"].float()), rank=60)  # round-off

@@ -78,6 +78,7 @@ def test_parts_of_a_ray_kernel_run_on_ray_with_the_bits_of_the_parts_in_process(
     here = BlockedKernel.from_function(_ntk_rows(net, x, -1), (70, 70), block_rows=16)
     with pytest.raises(AssertionError, match="calling process"):  # the guard works
         remote.part(range(50), range(50)).blocks().__next__()
+    assert remote.part(range(50), range(50)).eps == torch.finfo(torch.float64).eps  # on Ray
     v = torch.randn(50, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     for rows, cols in ((range(50), range(50)), (range(50, 70), range(50)),
                        (range(13, 45), range(7, 57))):
@@ -119,3 +120,19 @@ def test_a_block_that_is_not_finite_fails_the_product_naming_its_rows(local_ray)
 def test_ray_must_be_a_flag() -> None:
     with pytest.raises(WidenetError, match="ray must be True or False"):
         BlockedKernel.from_function(lambda index: torch.zeros(len(index), 2), (2, 2), ray=1)
+
+
+@pytest.mark.slow
+def test_a_part_of_a_ray_net_kernel_gives_the_bits_of_the_part_in_process(
+        local_ray, one_thread) -> None:
+    """The tasks of a part of from_net(..., ray=True) compute the part's columns only, as the
+    part in process does: the same bits."""
+    net, x = relu_net(3, 3), sphere_points(50, 3, seed=8)
+    parts = [BlockedKernel.from_net(net, x, block_rows=12, ray=ray_).part(range(30, 50),
+                                                                        range(10, 40))
+             for ray_ in (True, False)]
+    v = torch.randn(30, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert torch.equal(parts[0].matmul(v), parts[1].matmul(v))
+    assert_product(parts[1].matmul(v), infinite_kernels(net, x).ntk[30:50, 10:40], v)
+    assert torch.equal(parts[0].take(np.array([7, 2])), parts[1].take(np.array([7, 2])))
+    assert parts[0].eps == torch.finfo(torch.float64).eps

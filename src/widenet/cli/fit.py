@@ -24,15 +24,19 @@ from widenet.cli.common import err_console, out_console
 @click.option("--test-labels", type=click.Path(path_type=Path),
               help="The test labels (.npy), to print the accuracy.")
 @click.option("--ridge", type=float, default=0.0, show_default=True,
-              help="Added to the kernel's diagonal (kernel ridge regression).")
+              help="Added to the kernel's diagonal (kernel ridge regression; not with a "
+                   "finite --time).")
 @click.option("--time", "time_", type=float,
               help="Predict the net trained by gradient flow for this time (Lanczos) instead "
-                   "of the t = inf limit; needs --ridge 0.")
+                   "of the t = inf limit; needs --ridge 0 and no --rank or "
+                   "--no-preconditioner. --time inf is the regression.")
 @click.option("--rank", type=click.IntRange(min=1),
               help="Columns of the Nystrom preconditioner (default: n/4, at most 500).")
-@click.option("--no-preconditioner", is_flag=True, help="Plain conjugate gradients.")
+@click.option("--no-preconditioner", is_flag=True,
+              help="Plain conjugate gradients (not with --rank).")
 @click.option("--tol", type=float, default=1e-6, show_default=True,
-              help="Stop at this relative residual (Lanczos: estimated relative error).")
+              help="Stop at this relative residual, below 1 (Lanczos: estimated relative "
+                   "error).")
 @click.option("--max-iterations", type=click.IntRange(min=1),
               help="Most passes over the kernel (default 1000; Lanczos 300).")
 def fit_command(kernel: Path, labels: Path, out: Path, train: int | None,

@@ -70,12 +70,14 @@ class KernelDynamics:
     With the (flattened, symmetrized) training kernel K = V diag(lambda) V^T, eigendecomposed
     once in float64, targets y and initial outputs f_0 (default 0) on the n training points:
 
-    - gradient flow: f_train(t) = y + V exp(-Lambda t / n) V^T (f_0 - y),
+    - gradient flow: f_train(t) = f_0 + V (I - exp(-Lambda t / n)) V^T (y - f_0),
       f_test(t) = f_test,0 + K_*X V Lambda^-1 (I - exp(-Lambda t / n)) V^T (y - f_0),
-      where (1 - e^{-lambda t/n}) / lambda is evaluated with expm1 (1/lambda at t = inf);
-    - GD with step lr: r_{s+1} = (I - (lr/n) K) r_s, so f_train = y + V (1 - lr Lambda/n)^s V^T r_0
-      and f_test = f_test,0 + K_*X V Lambda^-1 (I - (1 - lr Lambda/n)^s) V^T (y - f_0), the
-      geometric sum (lr/n) sum_{j<s} (1 - lr lambda/n)^j.
+      where 1 - e^{-lambda t/n} is evaluated with expm1 (1/lambda at t = inf), so that the
+      change f(t) - f_0 keeps its relative precision at small t (y + V exp(..) V^T (f_0 - y)
+      would cancel to the round-off of y);
+    - GD with step lr: r_{s+1} = (I - (lr/n) K) r_s, so f_train = f_0 + V (1 - q^s) V^T (y - f_0)
+      with q = 1 - lr Lambda/n, and f_test = f_test,0 + K_*X V Lambda^-1 (I - q^s) V^T (y - f_0),
+      the geometric sum (lr/n) sum_{j<s} q^j.
 
     The kernel must be positive semi-definite up to round-off: eigenvalues above
     -tol = -(n k) eps max|lambda| (eps of the kernel's dtype) are clipped at 0, lower ones raise.
@@ -97,7 +99,7 @@ class KernelDynamics:
         self._layout, matrix = training_layout(ntk_train, y, "ntk_train")
         self._dtype = result_dtype(ntk_train, y, f0)
         self._targets = self._layout.values(y, self.n, "y")
-        start = torch.zeros_like(self._targets) if f0 is None \
+        self._start = torch.zeros_like(self._targets) if f0 is None \
             else self._layout.values(f0, self.n, "f0")
         values, self._vectors = torch.linalg.eigh(symmetric_part(matrix))
         self._tolerance = values.numel() * torch.finfo(ntk_train.dtype).eps \
@@ -108,7 +110,7 @@ class KernelDynamics:
                 f"{float(values[0]):.3g}, beyond round-off (tolerance {self._tolerance:.3g}); "
                 "a kernel J J^T never is: check how it was computed and flattened")
         self.eigenvalues = values.clamp(min=0)
-        self._residual = self._vectors.T @ (start - self._targets)
+        self._residual = self._vectors.T @ (self._start - self._targets)
 
     @property
     def n(self) -> int:
@@ -123,12 +125,12 @@ class KernelDynamics:
     def train(self, t: object) -> torch.Tensor:
         """Gradient-flow outputs on the training points at time(s) t = lr * steps.
 
-        f_train(t) = y + V exp(-Lambda t / n) V^T (f_0 - y); shape like y, with a leading T axis
-        for a sequence of times.
+        f_train(t) = f_0 + V (I - exp(-Lambda t / n)) V^T (y - f_0); shape like y, with a
+        leading T axis for a sequence of times.
         """
         times, scalar = time_grid(t, "t", device=self._layout.device)
-        decay, _ = self._flow_factors(times)
-        return finish(self._train(decay), scalar, self._dtype)
+        moved, _ = self._flow_factors(times)
+        return finish(self._train(moved), scalar, self._dtype)
 
     def test(self, ntk_test_train: torch.Tensor, t: object,
              f0_test: torch.Tensor | None = None) -> torch.Tensor:
@@ -145,11 +147,12 @@ class KernelDynamics:
     def gd_train(self, steps: object, lr: float) -> torch.Tensor:
         """Outputs on the training points after ``steps`` full-batch GD steps of size lr.
 
-        f_train = y + V (1 - lr Lambda / n)^steps V^T (f_0 - y); shapes as in :meth:`train`.
+        f_train = f_0 + V (I - (I - lr Lambda / n)^steps) V^T (y - f_0); shapes as in
+        :meth:`train`.
         """
         counts, scalar = time_grid(steps, "steps", steps=True, device=self._layout.device)
-        decay, _ = self._gd_factors(counts, lr)
-        return self._representable(finish(self._train(decay), scalar, self._dtype), lr)
+        moved, _ = self._gd_factors(counts, lr)
+        return self._representable(finish(self._train(moved), scalar, self._dtype), lr)
 
     def gd_test(self, ntk_test_train: torch.Tensor, steps: object, lr: float,
                 f0_test: torch.Tensor | None = None) -> torch.Tensor:
@@ -174,21 +177,22 @@ class KernelDynamics:
         return outputs
 
     def _flow_factors(self, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """exp(-lambda t / n) and -expm1(-lambda t / n) / lambda (1/lambda at t = inf), each
-        (T, N); 1 and 0 on the null space (class docstring)."""
+        """1 - exp(-lambda t / n) = -expm1(-lambda t / n) and that divided by lambda
+        (1/lambda at t = inf), each (T, N); 0 on the null space (class docstring)."""
         x = times[:, None] / self.n * self.eigenvalues  # NaN at 0 * inf: on the null space
         positive = torch.where(self.eigenvalues > 0, self.eigenvalues, 1.0)
-        return self._off_null(torch.exp(-x), -torch.expm1(-x) / positive)
+        moved = -torch.expm1(-x)
+        return self._off_null(moved, moved / positive)
 
-    def _off_null(self, decay: torch.Tensor, gain: torch.Tensor
+    def _off_null(self, moved: torch.Tensor, gain: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``decay`` and ``gain`` (T, N) with 1 and 0 at the eigenvalues <= tol: the null space
+        """``moved`` and ``gain`` (T, N) with 0 at the eigenvalues <= tol: the null space
         neither moves nor reaches the test outputs (class docstring)."""
         null = self.eigenvalues <= self._tolerance
-        return torch.where(null, 1.0, decay), torch.where(null, 0.0, gain)
+        return torch.where(null, 0.0, moved), torch.where(null, 0.0, gain)
 
     def _gd_factors(self, steps: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """q^s and (1 - q^s) / lambda with q = 1 - lr lambda / n, each (T, N).
+        """1 - q^s and (1 - q^s) / lambda with q = 1 - lr lambda / n, each (T, N).
 
         |q|^s = exp(s log|q|) with log|q| = log1p(-a) for a = lr lambda / n < 1, so that slow
         modes keep their precision; 1 - q^s uses expm1 unless q^s < 0 (q < 0, s odd).
@@ -199,15 +203,13 @@ class KernelDynamics:
         s = steps[:, None]
         exponent = torch.where(s == 0, 0.0, s * log_abs_q)
         negative = (a > 1) & (torch.remainder(s, 2) == 1)
-        power = torch.exp(exponent)
-        decay = torch.where(negative, -power, power)
-        one_minus = torch.where(negative, 1 + power, -torch.expm1(exponent))
-        return self._off_null(decay, _gain(one_minus, steps * lr, self.eigenvalues, self.n))
+        one_minus = torch.where(negative, 1 + torch.exp(exponent), -torch.expm1(exponent))
+        return self._off_null(one_minus, _gain(one_minus, steps * lr, self.eigenvalues, self.n))
 
-    def _train(self, decay: torch.Tensor) -> torch.Tensor:
-        """y + V diag(decay_t) V^T (f_0 - y) for each row of decay, in output form."""
-        coefficients = decay[:, :, None] * self._residual
-        return self._layout.unflatten(self._targets + self._vectors @ coefficients, self.n)
+    def _train(self, moved: torch.Tensor) -> torch.Tensor:
+        """f_0 + V diag(moved_t) V^T (y - f_0) for each row of ``moved``, in output form."""
+        coefficients = moved[:, :, None] * self._residual
+        return self._layout.unflatten(self._start - self._vectors @ coefficients, self.n)
 
     def _test(self, ntk_test_train: torch.Tensor, gain: torch.Tensor,
               f0_test: torch.Tensor | None, scalar: bool) -> torch.Tensor:

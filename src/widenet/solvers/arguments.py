@@ -7,6 +7,7 @@ import torch
 
 from widenet.errors import WidenetError
 from widenet.solvers.blocked import BlockedKernel
+from widenet.validation import finite_real
 
 
 def square_size(kernel: BlockedKernel) -> int:
@@ -34,7 +35,36 @@ def targets_matrix(y: torch.Tensor | np.ndarray, n: int, name: str = "y") -> tor
                            f"{n} points, got {tuple(y.shape)}")
     if y.dtype.is_complex:
         raise WidenetError(f"{name} must hold real numbers, got {y.dtype}")
+    if y.device.type == "meta":
+        raise WidenetError(f"{name} is a meta tensor, which holds no values")
     y = y.detach().to("cpu", torch.float64)
     if not bool(torch.isfinite(y).all()):
         raise WidenetError(f"{name} contains NaN or inf values; drop or fix those points")
     return y.reshape(n, -1).clone()
+
+
+def column_scales(y: torch.Tensor) -> torch.Tensor:
+    """Powers of two s, shape (k,), with max |y[:, j]| / s_j in [1, 2) (1 for a zero column):
+    dividing by them is exact, and the norms of y / s neither overflow (y of 1e200) nor
+    underflow to 0 (y of 1e-310, taken for a zero column otherwise)."""
+    peak = y.abs().amax(0)
+    exponent = torch.frexp(peak).exponent - 1  # peak = m 2^e with m in [1/2, 1)
+    return torch.where(peak > 0, torch.ldexp(torch.ones_like(peak), exponent), 1.0)
+
+
+def overflow_error(what: str) -> WidenetError:
+    """The error for a solver whose float64 arithmetic overflowed in ``what``."""
+    return WidenetError(f"{what} overflow float64: the kernel's values (or the weights they "
+                        "give) are too large; divide the kernel (and the ridge) by its largest "
+                        "diagonal value, which divides the weights by it and leaves the "
+                        "predictions as they are")
+
+
+def relative_tolerance(tol: object) -> float:
+    """``tol`` as a float in (0, 1): a relative residual or error of 1 or more is met by the
+    zero solution before any work (it returned zero weights, "converged")."""
+    tol = finite_real(tol, "tol", minimum=0.0, strict=True)
+    if tol >= 1:
+        raise WidenetError(f"tol is a relative residual (or error) and must be below 1, got "
+                           f"{tol!r}: zero weights already meet it; 1e-6 is the default")
+    return tol

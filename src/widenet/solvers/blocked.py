@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +41,16 @@ import torch
 from widenet.errors import WidenetError
 from widenet.solvers.products import multiply_blocks
 from widenet.solvers.ray_products import ray_matmul, ray_take
+from widenet.validation import finite_real
 
 RowFunction = Callable[[np.ndarray], torch.Tensor]
-"""Row indices (a sorted 1-D int64 array) -> the kernel's rows K[index, :], (len(index), cols)."""
+"""Row indices (a sorted 1-D int64 array) -> the kernel's rows K[index, :], (len(index), cols),
+a float16, float32 or float64 tensor."""
+ColumnRows = Callable[[np.ndarray, range], np.ndarray]
+"""(sorted row indices, a range of columns) -> K[index, cols] as a numpy array: the row
+function of a kernel's source (an array, a file, a function), shared by its parts."""
+ColumnBlock = Callable[[int, int, range], np.ndarray]
+"""(start, stop, a range of columns) -> K[start:stop, cols], possibly a reused buffer."""
 
 BLOCK_BYTES = 2**26
 FILE_BLOCK_BYTES = 2**22
@@ -63,6 +71,8 @@ class BlockedKernel:
             raise WidenetError("the kernel must be a 2-D numpy array or torch tensor, got "
                                f"{_describe(matrix)}")
         if isinstance(matrix, torch.Tensor):
+            if matrix.device.type == "meta":
+                raise WidenetError("the kernel is a meta tensor, which holds no values")
             if not matrix.dtype.is_floating_point:
                 raise WidenetError(f"the kernel must hold floating-point values, got "
                                    f"{matrix.dtype}")
@@ -72,13 +82,16 @@ class BlockedKernel:
             raise WidenetError(f"the kernel must hold floating-point values, got {matrix.dtype}")
         else:
             eps = float(np.finfo(matrix.dtype).eps)
-        self._setup(tuple(matrix.shape), lambda start, stop: matrix[start:stop],
-                    lambda index: matrix[index], block_rows, eps, threads=True)
+        self._setup(tuple(matrix.shape),
+                    lambda start, stop, cols: matrix[start:stop, cols.start:cols.stop],
+                    lambda index, cols: matrix[index, cols.start:cols.stop], block_rows, eps,
+                    threads=True)
 
     @classmethod
     def open(cls, path: str | Path, *, block_rows: int | None = None) -> BlockedKernel:
-        """The kernel in the ``.npy`` file ``path`` (2-D, float32 or float64, C order), read
-        ``block_rows`` rows at a time (default: about ``FILE_BLOCK_BYTES`` of the file)."""
+        """The kernel in the ``.npy`` file ``path`` (2-D, float32 or float64 of either byte
+        order, C order, exactly as long as its header says), read ``block_rows`` rows at a
+        time (default: about ``FILE_BLOCK_BYTES`` of the file)."""
         reader = _NpyRows(Path(path))
         if block_rows is None:
             block_rows = max(1, FILE_BLOCK_BYTES // reader.row_bytes)
@@ -89,27 +102,24 @@ class BlockedKernel:
 
     @classmethod
     def from_function(cls, rows: RowFunction, shape: tuple[int, int], *,
-                      block_rows: int | None = None, ray: bool = False) -> BlockedKernel:
+                      block_rows: int | None = None, ray: bool = False,
+                      eps: float | None = None) -> BlockedKernel:
         """The kernel whose rows ``rows(index)`` computes (see :data:`RowFunction`). With
         ``ray=True``, :meth:`matmul` computes each block in a Ray task and brings back only its
         product, and :meth:`take` computes its rows in Ray tasks (``rows`` must then be
-        picklable by Ray: a closure over tensors is); so do the kernel's parts."""
-        if (len(shape) != 2 or not all(isinstance(s, int) and s > 0 for s in shape)):
+        picklable by Ray: a closure over tensors is); so do the kernel's parts.
+
+        ``eps``: the relative round-off of the values (:attr:`eps`), for instance
+        ``torch.finfo(torch.float32).eps`` for rows computed in float32 and returned in
+        float64. By default it is the machine epsilon of the dtype of the rows ``rows``
+        returns, found from one row (row 0, computed the first time :attr:`eps` is read, on
+        Ray with ``ray=True``)."""
+        if (not isinstance(shape, tuple | list) or len(shape) != 2
+                or not all(isinstance(s, Integral) and not isinstance(s, bool | np.bool_)
+                           and s > 0 for s in shape)):
             raise WidenetError(f"shape must be two positive integers, got {shape!r}")
-
-        def take(index: np.ndarray) -> np.ndarray:
-            values = rows(index)
-            if not isinstance(values, torch.Tensor) or tuple(values.shape) != (len(index),
-                                                                                shape[1]):
-                raise WidenetError(f"the row function gave {_describe(values)} for "
-                                   f"{len(index)} rows; it must give a tensor of shape "
-                                   f"({len(index)}, {shape[1]})")
-            return values.detach().to("cpu", torch.float64).numpy()
-
-        kernel = cls.__new__(cls)
-        kernel._setup(tuple(shape), lambda start, stop: take(np.arange(start, stop)), take,
-                      block_rows, torch.finfo(torch.float64).eps, remote=_flag(ray, "ray"))
-        return kernel
+        shape = (int(shape[0]), int(shape[1]))
+        return cls._from_rows(_CheckedRows(rows, shape[1]), shape, block_rows, ray, eps)
 
     @classmethod
     def from_net(cls, net: torch.nn.Module, x: torch.Tensor, x2: torch.Tensor | None = None, *,
@@ -117,8 +127,10 @@ class BlockedKernel:
                  ) -> BlockedKernel:
         """K(x, x2) (x2 = x by default) of ``net``, computed block by block when asked for:
         ``ntk`` or ``nngp`` of the infinite-width limit (in float64), or the ``empirical``
-        NTK (trace over outputs). Every pass over the kernel computes it again; with
-        ``ray=True`` each block of a product in a Ray task (:meth:`from_function`)."""
+        NTK (trace over outputs, in the dtype of ``x``, which sets :attr:`eps`). Every pass
+        over the kernel computes it again; with ``ray=True`` each block of a product in a Ray
+        task (:meth:`from_function`). A block of a part (:meth:`part`) computes the kernel
+        of the part's columns only."""
         if kind not in KINDS:
             raise WidenetError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[0] == 0:
@@ -127,64 +139,102 @@ class BlockedKernel:
         if not isinstance(columns, torch.Tensor) or columns.ndim != 2 or columns.shape[0] == 0:
             raise WidenetError(f"x2 must be a non-empty (n2, d) tensor, got {_describe(x2)}")
 
-        def rows(index: np.ndarray) -> torch.Tensor:
+        def rows(index: np.ndarray, cols: range) -> np.ndarray:
             from widenet.kernels.empirical import empirical_ntk
             from widenet.kernels.infinite import infinite_kernels
 
             points = x[torch.as_tensor(index, device=x.device)]
+            others = columns[cols.start:cols.stop]
             if kind == "empirical":
-                return empirical_ntk(net, points, columns).ntk
-            kernels = infinite_kernels(net, points, columns, dtype=torch.float64)
-            return kernels.ntk if kind == "ntk" else kernels.nngp
+                values = empirical_ntk(net, points, others).ntk
+            else:
+                kernels = infinite_kernels(net, points, others, dtype=torch.float64)
+                values = kernels.ntk if kind == "ntk" else kernels.nngp
+            return values.detach().to("cpu", torch.float64).numpy()
 
-        return cls.from_function(rows, (x.shape[0], columns.shape[0]), block_rows=block_rows,
-                                 ray=ray)
+        eps = (torch.finfo(x.dtype).eps if kind == "empirical" and x.dtype.is_floating_point
+               else torch.finfo(torch.float64).eps)
+        return cls._from_rows(rows, (x.shape[0], columns.shape[0]), block_rows, ray, eps)
 
-    def _setup(self, shape: tuple[int, int], fetch: Callable[[int, int], np.ndarray],
-               take: Callable[[np.ndarray], np.ndarray], block_rows: int | None, eps: float,
-               remote: bool = False, threads: bool = False) -> None:
-        """``fetch(start, stop)``: rows start..stop-1; ``take(index)``: the rows of a sorted
-        index; ``eps``: the machine epsilon of the stored values; ``remote``: ``take`` is a
-        picklable row function that :meth:`matmul` and :meth:`take` run in Ray tasks;
-        ``threads``: ``fetch`` is safe to call from several threads at once (an array, a
-        file), so :meth:`matmul` may run in several."""
+    @classmethod
+    def _from_rows(cls, rows: ColumnRows, shape: tuple[int, int], block_rows: int | None,
+                   ray: bool, eps: float | None) -> BlockedKernel:
+        """The kernel of the row function ``rows(index, cols)`` (:data:`ColumnRows`);
+        ``eps`` None: found from the dtype of one row (:meth:`from_function`)."""
+        remote = _flag(ray, "ray")
+        if eps is not None:
+            eps = finite_real(eps, "eps", minimum=0.0, strict=True)
+            if eps >= 1:
+                raise WidenetError(f"eps is the relative round-off of the kernel's values, "
+                                   f"below 1 (float32's is {torch.finfo(torch.float32).eps:.3g}"
+                                   f"), got {eps!r}")
+        kernel = cls.__new__(cls)
+        kernel._setup(tuple(shape),
+                      lambda start, stop, cols: rows(np.arange(start, stop), cols), rows,
+                      block_rows, eps, remote=remote)
+        return kernel
+
+    def _setup(self, shape: tuple[int, int], fetch: ColumnBlock, take: ColumnRows,
+               block_rows: int | None, eps: float | None, remote: bool = False,
+               threads: bool = False) -> None:
+        """``fetch(start, stop, cols)``: K[start:stop, cols]; ``take(index, cols)``:
+        K[index, cols] for a sorted index (``cols`` a range of columns); ``eps``: the machine
+        epsilon of the stored values (None: that of the dtype of a row, found when first
+        needed); ``remote``: ``take`` is a picklable row function that :meth:`matmul` and
+        :meth:`take` run in Ray tasks; ``threads``: ``fetch`` is safe to call from several
+        threads at once (an array, a file), so :meth:`matmul` may run in several."""
         if shape[0] == 0 or shape[1] == 0:
             raise WidenetError(f"the kernel is empty (shape {shape})")
         if block_rows is None:
             block_rows = max(1, BLOCK_BYTES // (8 * shape[1]))
-        if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
+        if (isinstance(block_rows, bool | np.bool_) or not isinstance(block_rows, Integral)
+                or block_rows < 1):
             raise WidenetError(f"block_rows must be a positive integer, got {block_rows!r}")
+        block_rows = int(block_rows)
         self.shape = shape
         self.block_rows = min(block_rows, shape[0])
-        self.eps = eps
+        self._precision = _Precision(eps)
+        self._source_fetch, self._source_take = fetch, take
+        self._first_row, self._cols = 0, range(shape[1])
+        self._remote, self._threads = remote, threads
+
+    @property
+    def eps(self) -> float:
         """The machine epsilon of the dtype the values are stored in (float32 for a float32
-        file, array or tensor; float64 for a row function): the relative round-off of K."""
-        self._fetch, self._take, self._remote, self._threads = fetch, take, remote, threads
+        file, array or tensor; for a row function, see :meth:`from_function`): the relative
+        round-off of K."""
+        return self._precision.value(lambda: self._rows(np.zeros(1, dtype=np.int64)))
 
     def part(self, rows: range, cols: range) -> BlockedKernel:
         """The sub-matrix K[rows, cols] (contiguous ranges, step 1), read through this kernel:
         for instance the train-by-train and test-by-train parts of one kernel of all points.
-        It has this kernel's ``block_rows`` (each of its blocks reads that many rows of this
-        kernel). A part of a Ray kernel (``ray=True``) runs its products and :meth:`take` on
-        Ray: each task computes the part's rows of a block, keeps its columns and multiplies
-        them where it runs."""
+        It has this kernel's ``block_rows`` and ``eps`` (each of its blocks reads that many
+        rows of this kernel). Its blocks and rows hold only its columns: a row function of
+        :meth:`from_net` computes only those, a file's blocks are read whole and cut, an
+        array is sliced, and a function of :meth:`from_function` computes whole rows (it
+        cannot do less). A part of a Ray kernel (``ray=True``) runs its products and
+        :meth:`take` on Ray: each task computes the part's rows of a block, keeps its
+        columns and multiplies them where it runs."""
         for name, span, size in (("rows", rows, self.shape[0]), ("cols", cols, self.shape[1])):
             if (not isinstance(span, range) or span.step != 1 or len(span) == 0
                     or span.start < 0 or span.stop > size):
                 raise WidenetError(f"{name} must be a non-empty range within 0..{size}, got "
                                    f"{span!r}")
-        fetch, take = self._fetch, self._take  # not self: a Ray task gets only the row function
-
-        def part_rows(index: np.ndarray) -> np.ndarray:
-            return take(index + rows.start)[:, cols.start:cols.stop]
-
         part = BlockedKernel.__new__(BlockedKernel)
-        part._setup((len(rows), len(cols)),
-                    lambda start, stop: fetch(rows.start + start, rows.start + stop)[
-                        :, cols.start:cols.stop],
-                    part_rows, self.block_rows, self.eps, remote=self._remote,
-                    threads=self._threads)
+        part.__dict__.update(self.__dict__)
+        part.shape = (len(rows), len(cols))
+        part._first_row = self._first_row + rows.start
+        part._cols = self._cols[cols.start:cols.stop]
         return part
+
+    def _rows(self, index: np.ndarray) -> np.ndarray:
+        """K[index, :] (sorted index), computed here or, for a Ray kernel, in a Ray task."""
+        function = self._row_function()
+        return ray_take(function, [index])[0] if self._remote else function(index)
+
+    def _row_function(self) -> _PartRows:
+        """index -> K[index, :] through the source's row function (picklable for Ray)."""
+        return _PartRows(self._source_take, self._first_row, self._cols)
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, K[first row:first row + block_rows]) for each block, in order, in the
@@ -192,12 +242,19 @@ class BlockedKernel:
         for start in range(0, self.shape[0], self.block_rows):
             yield start, self._fetch(start, min(start + self.block_rows, self.shape[0]))
 
+    def _fetch(self, start: int, stop: int) -> np.ndarray:
+        """K[start:stop, :] of this kernel (or part), from the source's blocks."""
+        return self._source_fetch(self._first_row + start, self._first_row + stop, self._cols)
+
     def take(self, index: np.ndarray) -> torch.Tensor:
         """The rows K[index, :] (index: distinct row numbers), float64, in the order of
         ``index``. They are computed (or read) ``block_rows`` at a time in increasing order, on
         Ray one task per ``block_rows`` of them (see :meth:`from_function`): the same batches,
         hence the same bits, in process and on Ray."""
-        index = np.asarray(index, dtype=np.int64)
+        given = np.asarray(index)
+        if given.size and given.dtype.kind not in "iu":
+            raise WidenetError(f"row numbers must be integers, got {given.dtype}")
+        index = given.astype(np.int64)
         if index.ndim != 1 or (index.size and (index.min() < 0 or index.max() >= self.shape[0])):
             raise WidenetError(f"row numbers must be a 1-D list within 0..{self.shape[0] - 1}, "
                                f"got {index.size} of shape {index.shape}"
@@ -205,8 +262,9 @@ class BlockedKernel:
         order = np.argsort(index)
         batches = [index[order[start:start + self.block_rows]]
                    for start in range(0, max(len(index), 1), self.block_rows)]
-        values = np.concatenate(ray_take(self._take, batches) if self._remote
-                                else [self._take(batch) for batch in batches])
+        function = self._row_function()
+        values = np.concatenate(ray_take(function, batches) if self._remote
+                                else [function(batch) for batch in batches])
         return torch.from_numpy(np.asarray(values, dtype=np.float64)[np.argsort(order)])
 
     def matmul(self, v: torch.Tensor) -> torch.Tensor:
@@ -224,10 +282,60 @@ class BlockedKernel:
                                "by block)")
         right = v.detach().to("cpu", torch.float64).contiguous()
         if self._remote:
-            return ray_matmul(self._take, self.shape[0], self.block_rows, right)
+            return ray_matmul(self._row_function(), self.shape[0], self.block_rows, right)
         blocks = -(-self.shape[0] // self.block_rows)
         workers = min(torch.get_num_threads(), blocks) if self._threads else 1
         return multiply_blocks(self._fetch, self.shape[0], self.block_rows, right, workers)
+
+
+class _Precision:
+    """A kernel's eps, shared with its parts: given, or found from the dtype of one row the
+    first time it is asked for."""
+
+    def __init__(self, eps: float | None):
+        self._eps = eps
+        self._lock = threading.Lock()
+
+    def value(self, one_row: Callable[[], np.ndarray]) -> float:
+        with self._lock:
+            if self._eps is None:
+                self._eps = float(np.finfo(one_row().dtype).eps)
+            return self._eps
+
+
+class _CheckedRows:
+    """A user's row function (:data:`RowFunction`) as a :data:`ColumnRows`: each result is
+    checked to be a float16, float32 or float64 tensor of shape (len(index), cols) and given as
+    a numpy array in its own dtype, cut to the columns asked for."""
+
+    def __init__(self, rows: RowFunction, cols: int):
+        self.rows, self.cols = rows, cols
+
+    def __call__(self, index: np.ndarray, cols: range) -> np.ndarray:
+        values = self.rows(index)
+        if not isinstance(values, torch.Tensor) or tuple(values.shape) != (len(index),
+                                                                            self.cols):
+            raise WidenetError(f"the row function gave {_describe(values)} for "
+                               f"{len(index)} rows; it must give a tensor of shape "
+                               f"({len(index)}, {self.cols})")
+        if values.dtype not in (torch.float16, torch.float32, torch.float64):
+            raise WidenetError(
+                f"the row function gave {values.dtype} values; it must give float16, float32 "
+                "or float64 rows" + (" (return values.float() and pass "
+                                     "eps=torch.finfo(torch.bfloat16).eps)"
+                                     if values.dtype == torch.bfloat16 else ""))
+        return values.detach()[:, cols.start:cols.stop].cpu().numpy()
+
+
+class _PartRows:
+    """index -> K[first + index, cols] for a source's row function ``take(index, cols)``: the
+    rows of a kernel or of its part, the function that Ray tasks run."""
+
+    def __init__(self, take: ColumnRows, first: int, cols: range):
+        self.take, self.first, self.cols = take, first, cols
+
+    def __call__(self, index: np.ndarray) -> np.ndarray:
+        return self.take(index + self.first, self.cols)
 
 
 class _NpyRows:
@@ -253,19 +361,28 @@ class _NpyRows:
                                "`widenet kernel` or check the path") from None
         except (OSError, ValueError) as error:
             raise WidenetError(f"cannot read {path} as a .npy file ({error})") from None
-        if len(shape) != 2 or 0 in shape or dtype not in (np.float32, np.float64) or fortran:
+        dtype = np.dtype(dtype)
+        if (len(shape) != 2 or 0 in shape or dtype.newbyteorder("=") not in (np.float32,
+                                                                              np.float64)
+                or fortran):
             raise WidenetError(f"{path} holds a {dtype} array of shape {shape}"
                                f"{' in Fortran order' if fortran else ''}; a kernel file holds "
                                "a non-empty 2-D float32 or float64 matrix in C order")
-        self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
+        self.path, self.shape, self.dtype = path, tuple(shape), dtype
         self.row_bytes = self.shape[1] * self.dtype.itemsize
         expected = self.offset + self.shape[0] * self.row_bytes
-        if path.stat().st_size < expected:
-            raise WidenetError(f"{path} is cut short ({path.stat().st_size} bytes, a "
-                               f"{self.shape} {self.dtype} matrix needs {expected})")
+        size = path.stat().st_size
+        if size != expected:
+            raise WidenetError(
+                f"{path} is cut short ({size} bytes, a {self.shape} {self.dtype} matrix needs "
+                f"{expected})" if size < expected else
+                f"{path} is longer than its header says ({size} bytes, a {self.shape} "
+                f"{self.dtype} matrix takes {expected}): the header does not describe the "
+                "data; write the kernel again with np.save or `widenet kernel`")
         self._buffers = threading.local()  # one reused buffer per reading thread
 
-    def fetch(self, start: int, stop: int) -> np.ndarray:
+    def fetch(self, start: int, stop: int, cols: range) -> np.ndarray:
+        """Rows start..stop-1, read whole (one contiguous read) and cut to ``cols``."""
         count = (stop - start) * self.shape[1]
         buffer = getattr(self._buffers, "rows", None)
         if buffer is None or buffer.size < count:
@@ -274,14 +391,16 @@ class _NpyRows:
         with self.path.open("rb", buffering=0) as file:
             _read_into(file.fileno(), memoryview(view).cast("B"),
                        self.offset + start * self.row_bytes)
-        return view.reshape(stop - start, self.shape[1])
+        return view.reshape(stop - start, self.shape[1])[:, cols.start:cols.stop]
 
-    def take(self, index: np.ndarray) -> np.ndarray:
-        out = np.empty((len(index), self.shape[1]), dtype=self.dtype)
+    def take(self, index: np.ndarray, cols: range) -> np.ndarray:
+        """The ``cols`` of the rows ``index``, one read each."""
+        out = np.empty((len(index), len(cols)), dtype=self.dtype)
+        skip = cols.start * self.dtype.itemsize
         with self.path.open("rb", buffering=0) as file:
             for row, i in enumerate(index):
                 _read_into(file.fileno(), memoryview(out[row]).cast("B"),
-                           self.offset + int(i) * self.row_bytes)
+                           self.offset + int(i) * self.row_bytes + skip)
         return out
 
 

@@ -26,7 +26,13 @@ import numpy as np
 import torch
 
 from widenet.errors import WidenetError
-from widenet.solvers.arguments import square_size, targets_matrix
+from widenet.solvers.arguments import (
+    column_scales,
+    overflow_error,
+    relative_tolerance,
+    square_size,
+    targets_matrix,
+)
 from widenet.solvers.blocked import BlockedKernel
 from widenet.solvers.nystrom import NystromPreconditioner
 from widenet.solvers.progress import Progress, Reporter
@@ -57,21 +63,25 @@ class SolveResult:
 def conjugate_gradients(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, *,
                         ridge: float = 0.0,
                         preconditioner: str | Callable[[torch.Tensor], torch.Tensor] | None
-                        = "nystrom", rank: int | None = None, seed: int = 0, tol: float = 1e-6,
+                        = "nystrom", rank: int | None = None, seed: int | None = None,
+                        tol: float = 1e-6,
                         max_iterations: int = DEFAULT_MAX_ITERATIONS,
                         progress: bool | Progress = False) -> SolveResult:
     """Solve (K + ridge I) alpha = Y by preconditioned conjugate gradients (module docstring).
 
     ``y``: (n,) or (n, k) targets, finite. ``preconditioner``: "nystrom" (a
     :class:`~widenet.solvers.nystrom.NystromPreconditioner` of ``rank`` columns drawn with
-    ``seed``), None (plain CG) or a function R -> M R on (n, k) tensors. ``progress``: a
+    ``seed``, default 0), None (plain CG) or a function R -> M R on (n, k) tensors; ``rank``
+    and ``seed`` are refused with the other two, which have no use for them. ``progress``: a
     function (see :data:`Progress`), or True for a tqdm bar on stderr when it is a terminal.
     Raises if K + ridge I is found not to be positive definite (p^T (K + ridge I) p <= 0).
     """
     n = square_size(kernel)
     targets = targets_matrix(y, n)
+    scales = column_scales(targets)  # solved for y / scales, exactly: alpha is linear in y
+    targets /= scales
     ridge = finite_real(ridge, "ridge", minimum=0.0)
-    tol = finite_real(tol, "tol", minimum=0.0, strict=True)
+    tol = relative_tolerance(tol)
     max_iterations = positive_int(max_iterations, "max_iterations")
     apply = _preconditioner(preconditioner, kernel, ridge, rank, seed)
     report = Reporter(progress, max_iterations, "conjugate gradients")
@@ -89,9 +99,13 @@ def conjugate_gradients(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, *,
     while bool(active.any()) and iterations < max_iterations:
         q = kernel.matmul(p) + ridge * p
         curvature = (p * q).sum(0)
+        if not bool(torch.isfinite(curvature[active]).all()):
+            raise overflow_error("the products p^T (K + ridge I) p")
         if bool((curvature[active] <= 0).any()):
             raise WidenetError(f"K + ridge I is not positive definite (p^T (K + ridge I) p <= 0 "
-                               f"at iteration {iterations + 1}); use a positive ridge")
+                               f"at iteration {iterations + 1}); use a positive ridge, and "
+                               "check that the kernel is a training kernel K(x, x), symmetric "
+                               "positive semi-definite")
         step = torch.where(active, rz / torch.where(active, curvature, 1.0), 0.0)
         alpha += step * p
         r -= step * q
@@ -104,16 +118,26 @@ def conjugate_gradients(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, *,
         p = z + torch.where(active, rz_next / torch.where(active, rz, 1.0), 0.0) * p
         rz = rz_next
     report.close()
+    alpha *= scales
+    if not bool(torch.isfinite(alpha).all()):
+        raise overflow_error("the weights (K + ridge I)^-1 y")
     weights = alpha if torch.as_tensor(y).ndim == 2 else alpha[:, 0]
     return SolveResult(weights, iterations, not bool(active.any()), torch.stack(history))
 
 
 def _preconditioner(choice: object, kernel: BlockedKernel, ridge: float, rank: int | None,
-                    seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
+                    seed: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    if not (isinstance(choice, str) and choice == "nystrom") and (rank, seed) != (None, None):
+        given = " and ".join(name for name, value in (("rank", rank), ("seed", seed))
+                             if value is not None)
+        what = "None (plain CG)" if choice is None else repr(choice)
+        raise WidenetError(f"{given} set the Nystrom preconditioner's columns, but the "
+                           f"preconditioner is {what}: leave out {given}, or use "
+                           "preconditioner='nystrom'")
     if choice is None:
         return lambda residual: residual
     if choice == "nystrom":
-        return NystromPreconditioner(kernel, ridge, rank=rank, seed=seed)
+        return NystromPreconditioner(kernel, ridge, rank=rank, seed=0 if seed is None else seed)
     if callable(choice):
         return _checked(choice)
     raise WidenetError(f"preconditioner must be 'nystrom', None or a function, got {choice!r}")

@@ -4,14 +4,16 @@
 sorted order; real targets as given), solves for the weights with the kernel read a block at
 a time and predicts:
 
-- ``time=None``: kernel ridge regression, alpha = (K + ridge I)^-1 Y by preconditioned
-  conjugate gradients (:mod:`widenet.solvers.cg`); the training predictions are
-  K alpha = Y - ridge alpha (exact up to the residual, tol ||Y||), the test predictions
-  K_*X alpha. ``time=inf`` is the same (with ridge 0: the t -> inf limit of gradient
-  flow for a positive definite K).
+- ``time=None`` or ``time=inf``: kernel ridge regression, alpha = (K + ridge I)^-1 Y by
+  preconditioned conjugate gradients (:mod:`widenet.solvers.cg`); the training predictions
+  are K alpha = Y - ridge alpha (exact up to the residual, tol ||Y||), the test predictions
+  K_*X alpha. With ridge 0 it is the t -> inf limit of gradient flow for a positive definite
+  K; with a ridge, the t -> inf limit of gradient flow on the loss plus
+  (ridge / (2n)) ||f||_K^2 (a weight decay in the kernel regime), whose minimizer this is.
 - ``time=t`` (finite): the network trained by gradient flow for time t in the kernel regime
-  (:mod:`widenet.solvers.flow`, Lanczos): f_train(t) = Y - exp(-K t/n) Y and
-  f_test(t) = K_*X phi_t(K) Y; ``ridge`` must be 0.
+  (:mod:`widenet.solvers.flow`, Lanczos): f_train(t) = (I - exp(-K t/n)) Y and
+  f_test(t) = K_*X phi_t(K) Y. It has no ridge and no preconditioner: a ridge, ``rank``,
+  ``seed`` or a ``preconditioner`` other than the default are refused with it, not ignored.
 
 Test predictions come from the test-by-train kernel K_*X (m, n), read a block of test rows at
 a time in one pass. :func:`fit_files` does the same from ``.npy`` files and writes the
@@ -72,14 +74,17 @@ class KernelFit:
 
 def fit(kernel: KernelLike, labels: np.ndarray | torch.Tensor, *, ridge: float = 0.0,
         time: float | None = None, test_kernel: KernelLike | None = None,
-        preconditioner: str | None = "nystrom", rank: int | None = None, seed: int = 0,
+        preconditioner: str | None = "nystrom", rank: int | None = None,
+        seed: int | None = None,
         tol: float = 1e-6, max_iterations: int | None = None,
         progress: bool | Progress = False) -> KernelFit:
     """Fit a kernel machine on the training kernel ``kernel`` (n, n) and ``labels`` (n,)
     integers or (n,) / (n, k) reals, and predict on the test points of ``test_kernel``
     (m, n) (module docstring). Kernels are :class:`BlockedKernel`, ``.npy`` paths or arrays.
-    ``tol`` and ``max_iterations`` stop conjugate gradients (relative residual) or Lanczos
-    (estimated relative error; default 300 iterations, 1000 for conjugate gradients)."""
+    ``preconditioner``, ``rank`` and ``seed`` are those of
+    :func:`~widenet.solvers.cg.conjugate_gradients` (regression only). ``tol`` and
+    ``max_iterations`` stop conjugate gradients (relative residual) or Lanczos (estimated
+    relative error; default 300 iterations, 1000 for conjugate gradients)."""
     train_kernel = as_blocked(kernel, "kernel")
     n = square_size(train_kernel)
     targets, classes = targets_and_classes(labels, n)
@@ -95,6 +100,13 @@ def fit(kernel: KernelLike, labels: np.ndarray | torch.Tensor, *, ridge: float =
         if ridge != 0:
             raise WidenetError("ridge must be 0 with a finite time (gradient flow has no "
                                "ridge); leave out the ridge or the time")
+        unused = [name for name, value in (("rank", rank), ("seed", seed)) if value is not None]
+        if not (isinstance(preconditioner, str) and preconditioner == "nystrom"):
+            unused.insert(0, "preconditioner")
+        if unused:
+            raise WidenetError(f"{' and '.join(unused)} apply to conjugate gradients (no time, "
+                               "or time=inf); gradient flow for a finite time (Lanczos) has "
+                               f"none: leave out {' and '.join(unused)} or the time")
         flow = gradient_flow(train_kernel, targets, flow_time, tol=tol,
                              max_iterations=max_iterations or 300, progress=progress)
         weights, train, iterations = flow.weights, flow.train, flow.iterations
@@ -142,7 +154,11 @@ def targets_and_classes(labels: np.ndarray | torch.Tensor, n: int
     """(targets (n, k), classes): integer or boolean labels (n,) give one-hot targets and the
     sorted distinct labels; real labels are the targets themselves (classes None)."""
     if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
+        if labels.device.type == "meta":
+            raise WidenetError("labels is a meta tensor, which holds no values")
+        labels = labels.detach().cpu()
+        # numpy has no bfloat16; its values are float32 numbers
+        labels = (labels.float() if labels.dtype == torch.bfloat16 else labels).numpy()
     if not isinstance(labels, np.ndarray):
         raise WidenetError(f"labels must be a numpy array or tensor, got "
                            f"{type(labels).__name__}")
@@ -203,6 +219,10 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
     ``options`` go to :func:`fit`."""
     out = _output_path(out, (kernel, labels, test_kernel, test_labels))
     whole = BlockedKernel.open(kernel)
+    for name, path in (("labels", labels), ("test labels", test_labels)):
+        if path is not None and Path(path).exists() and Path(path).samefile(kernel):
+            raise WidenetError(f"the {name} file {path} is the kernel file; give the .npy file "
+                               f"of the {name}")
     values = _load(labels, "labels")
     known_test = None if test_labels is None else _load(test_labels, "test labels")
     if train is not None:
@@ -211,12 +231,24 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
                                "--test-kernel, not both")
         train = positive_int(train, "train")
         total = whole.shape[0]
+        if whole.shape[1] != total:
+            raise WidenetError(f"with --train the kernel file holds the kernel of all points, "
+                               f"square, but {kernel} has shape {whole.shape}")
         if not train < total:
             raise WidenetError(f"--train must be below the kernel's {total} points, got "
                                f"{train}")
+        if values.ndim == 0 or len(values) not in (train, total):
+            raise WidenetError(f"with --train {train} the labels must have {train} entries "
+                               f"(the training points) or {total} (all points, the rest "
+                               f"being test labels), got shape {values.shape}")
         if len(values) == total:
-            known_test = values[train:] if known_test is None else known_test
-            values = values[:train]
+            rest = values[train:]
+            if known_test is not None and known_test.shape == rest.shape and not (
+                    np.array_equal(known_test, rest)):
+                raise WidenetError(f"the labels have one entry per point, so their last "
+                                   f"{total - train} are the test labels, and the test labels "
+                                   "file differs from them: give only one of the two")
+            known_test, values = rest if known_test is None else known_test, values[:train]
         square = whole.part(range(train), range(train))
         cross = whole.part(range(train, total), range(train))
     else:
@@ -225,15 +257,21 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
             raise WidenetError("test labels without test points: give --train N (the kernel's "
                                "points after the first N are the test points) or "
                                "--test-kernel")
+    if test_labels is not None:
+        points = cross.shape[0]
+        if known_test.shape != (points,):
+            raise WidenetError(f"the test labels must have shape ({points},), one per test "
+                               f"point, got {known_test.shape}")
+        if test_labels is not None and values.dtype.kind not in "iub":
+            raise WidenetError(f"test labels give a classifier's accuracy, but the labels are "
+                               f"{values.dtype} (real targets: a regression); save integer "
+                               "class labels to classify")
     result = fit(square, values, test_kernel=cross, **options)
     outputs = result.train if result.test is None else result.test
     on = "train" if result.test is None else "test"
     predicted = (result.labels(on) if result.classes is not None
                  else outputs.numpy())
     known = values if on == "train" else known_test
-    if known is not None and len(known) != len(predicted):
-        raise WidenetError(f"{len(known)} {on} labels for {len(predicted)} {on} points; "
-                           "pass one label per point")
     accuracy = (float(np.mean(predicted == known))
                 if known is not None and result.classes is not None else None)
     buffer = io.BytesIO()
@@ -269,8 +307,13 @@ def _load(path: str | Path, name: str) -> np.ndarray:
     """The array in the ``.npy`` file ``path`` (not pickled objects)."""
     path = Path(path)
     try:
-        return np.load(path, allow_pickle=False)
+        values = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise WidenetError(f"the {name} file {path} does not exist") from None
     except (OSError, ValueError) as error:
         raise WidenetError(f"cannot read the {name} file {path} as .npy ({error})") from None
+    if not isinstance(values, np.ndarray):
+        values.close()
+        raise WidenetError(f"the {name} file {path} is an .npz archive of several arrays; "
+                           "save the one array with np.save")
+    return values

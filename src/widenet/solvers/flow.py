@@ -3,20 +3,25 @@
 Gradient flow on L = (1/(2n)) ||f(X) - y||^2 from f_0 = 0 in the kernel regime (the
 conventions of ``widenet.predict``, docs/predict.md) gives
 
-    f_train(t) = y - exp(-K t/n) y,        f_test(t) = K_*X phi_t(K) y,
+    f_train(t) = (I - exp(-K t/n)) y,      f_test(t) = K_*X phi_t(K) y,
     phi_t(lambda) = (1 - exp(-lambda t/n)) / lambda,
 
-so both need a function of K applied to y. As in ``widenet.predict.KernelDynamics``, K's
-numerical null space (here Ritz values |theta| <= n eps max|theta|, eps that of the stored
-values, ``kernel.eps``: a float32 file's round-off is float32's) neither moves nor reaches
-the test outputs: exp(-theta t/n) = 1 and phi_t(theta) = 0 there, at every t, so that large t
-approaches the interpolant K_*X K^+ y instead of multiplying round-off by t (exact for the
-cross block K_*X of any positive semi-definite joint kernel, which vanishes on K's null
-space). For each column y, j steps of the Lanczos process
-(with full reorthogonalization) give an orthonormal basis Q_j of the Krylov space
-span{y, K y, ..., K^(j-1) y} and the tridiagonal T_j = Q_j^T K Q_j, and
+so both need a function of K applied to y; 1 - exp(-x) is computed as -expm1(-x), so that
+f_train keeps its relative precision at small t (y - exp(-K t/n) y would cancel to the
+round-off of y: about eps ||y|| / ||f_train||, 2e-4 relative at t ||K|| / n = 1e-12).
 
-    g(K) y ~ ||y|| Q_j g(T_j) e_1          (g = phi_t, or exp(-. t/n)),
+As in ``widenet.predict.KernelDynamics``, K's numerical null space (here Ritz values
+|theta| <= n eps max|theta|, eps that of the stored values, ``kernel.eps``: a float32 file's
+round-off is float32's) neither moves nor reaches the test outputs: 1 - exp(-theta t/n) = 0
+and phi_t(theta) = 0 there, at every t, so that large t approaches the interpolant
+K_*X K^+ y instead of multiplying round-off by t (exact for the cross block K_*X of any
+positive semi-definite joint kernel, which vanishes on K's null space).
+
+For each column y, j steps of the Lanczos process (with full reorthogonalization) give an
+orthonormal basis Q_j of the Krylov space span{y, K y, ..., K^(j-1) y} and the tridiagonal
+T_j = Q_j^T K Q_j, and
+
+    g(K) y ~ ||y|| Q_j g(T_j) e_1          (g = phi_t, or 1 - exp(-. t/n)),
 
 evaluated through the eigendecomposition of T_j for every t at once. In exact arithmetic the
 error is at most 2 ||y|| min over polynomials p of degree < j of max |g - p| on
@@ -41,10 +46,16 @@ import numpy as np
 import torch
 
 from widenet.errors import WidenetError
-from widenet.solvers.arguments import square_size, targets_matrix
+from widenet.solvers.arguments import (
+    column_scales,
+    overflow_error,
+    relative_tolerance,
+    square_size,
+    targets_matrix,
+)
 from widenet.solvers.blocked import BlockedKernel
 from widenet.solvers.progress import Progress, Reporter
-from widenet.validation import finite_real, positive_int, time_grid
+from widenet.validation import positive_int, time_grid
 
 DEFAULT_MAX_ITERATIONS = 300
 BREAKDOWN = 1e3
@@ -58,7 +69,7 @@ class FlowResult:
     """Gradient flow at the requested times, from Lanczos.
 
     ``weights``: phi_t(K) y, (T, n) or (T, n, k) (no leading T for a single time given as a
-    number), so that f_test(t) = K_*X weights[t]. ``train``: f_train(t) = y - exp(-K t/n) y,
+    number), so that f_test(t) = K_*X weights[t]. ``train``: f_train(t) = (I - exp(-K t/n)) y,
     same shape. ``changes``: the estimated relative
     error at each check (the largest change of the coefficients since the previous check).
     ``converged``: the last change is at most tol, or the Krylov space became invariant."""
@@ -74,13 +85,15 @@ class FlowResult:
 def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: object, *,
                   tol: float = 1e-8, max_iterations: int = DEFAULT_MAX_ITERATIONS,
                   progress: bool | Progress = False) -> FlowResult:
-    """Lanczos approximations of phi_t(K) y and y - exp(-K t/n) y (module docstring) for every
+    """Lanczos approximations of phi_t(K) y and (I - exp(-K t/n)) y (module docstring) for every
     t of ``times`` (a number or a 1-D sequence of finite times >= 0)."""
     n = square_size(kernel)
     targets = targets_matrix(y, n)
+    scales = column_scales(targets)  # run for y / scales, exactly: both results are linear in y
+    targets /= scales
     grid, scalar = time_grid(times, "times", infinite=False,
                              advice="; for t = inf use conjugate_gradients with ridge 0")
-    tol = finite_real(tol, "tol", minimum=0.0, strict=True)
+    tol = relative_tolerance(tol)
     max_iterations = positive_int(max_iterations, "max_iterations")
     report = Reporter(progress, max_iterations, "Lanczos")
     norms = targets.norm(dim=0)
@@ -93,11 +106,18 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
     while len(diagonal) < max_iterations:
         w = kernel.matmul(q)
         diagonal.append((q * w).sum(0))
-        for _ in range(2):  # full reorthogonalization, twice (Gram-Schmidt is twice enough)
+        projections = []
+        for sweep in range(2):  # full reorthogonalization, twice (Gram-Schmidt is twice enough)
             for vector in basis:
-                w -= vector * (vector * w).sum(0)
+                projection = (vector * w).sum(0)
+                w -= vector * projection
+                if sweep == 0:
+                    projections.append(projection)
         beta = w.norm(dim=0)
+        if not bool(torch.isfinite(beta).all() and torch.isfinite(diagonal[-1]).all()):
+            raise overflow_error("the Lanczos products K q")
         scale = torch.stack(diagonal).abs().amax(0)
+        _check_symmetric(projections, off, scale, kernel.eps)
         beta = torch.where(beta > BREAKDOWN * n * torch.finfo(torch.float64).eps * scale, beta,
                            0.0)
         invariant = bool((beta == 0).all())
@@ -119,8 +139,9 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
     steps = len(diagonal)
     stacked = torch.stack(basis[:steps], dim=-1)  # (n, k, steps)
     weights = torch.einsum("nks,tgks->gtnk", stacked, previous)
-    train = targets - weights[1]
-    weights = weights[0]
+    weights, train = weights[0] * scales, weights[1] * scales
+    if not bool(torch.isfinite(weights).all() and torch.isfinite(train).all()):
+        raise overflow_error("the weights phi_t(K) y or the outputs")
     if torch.as_tensor(y).ndim == 1:
         weights, train = weights[..., 0], train[..., 0]
     if scalar:
@@ -131,7 +152,7 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
 
 def _coefficients(diagonal: torch.Tensor, off: list[torch.Tensor], norms: torch.Tensor,
                   times: torch.Tensor, n: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """||y|| g(T_j) e_1 for each time, g = phi_t (index 0) and exp(-. t/n) (index 1) and
+    """||y|| g(T_j) e_1 for each time, g = phi_t (index 0) and 1 - exp(-. t/n) (index 1) and
     column, shape (T, 2, k, j), and the Ritz values theta, (k, j); those with
     |theta| <= n eps max|theta| count as 0."""
     tridiagonal = torch.diag_embed(diagonal.T)
@@ -142,14 +163,37 @@ def _coefficients(diagonal: torch.Tensor, off: list[torch.Tensor], norms: torch.
     null = theta.abs() <= n * eps * theta.abs().amax(-1, True)
     ritz, theta = theta, torch.where(null, 0.0, theta)
     x = theta[None] * times[:, None, None] / n  # (T, k, j)
-    decay = torch.where(null, 1.0, torch.exp(-x))
-    ratio = torch.where(x.abs() > 1e-8, -torch.expm1(-x) / torch.where(x == 0, 1.0, x),
-                        1 - x / 2)
-    phi = torch.where(null, 0.0, times[:, None, None] / n * ratio)
+    moved = -torch.expm1(-x)
+    # phi = (1 - e^-x) / theta; (t/n)(1 - x/2) below |x| = 1e-8, where that series is exact
+    # to 1e-24 relative (theta may be 0 there, and x = theta t/n may be inf above)
+    small = x.abs() <= 1e-8
+    phi = torch.where(small, times[:, None, None] / n * (1 - x / 2),
+                      moved / torch.where(small, 1.0, theta))
+    phi = torch.where(null, 0.0, phi)
     first = vectors[:, 0, :]  # (k, j): e_1 in the eigenbasis
-    both = torch.stack([phi, decay], dim=1) * first  # (T, 2, k, j)
+    both = torch.stack([phi, torch.where(null, 0.0, moved)], dim=1) * first  # (T, 2, k, j)
     coefficients = torch.einsum("kij,tgkj->tgki", vectors, both) * norms[:, None]
     return coefficients, ritz
+
+
+def _check_symmetric(projections: list[torch.Tensor], off: list[torch.Tensor],
+                     scale: torch.Tensor, eps: float) -> None:
+    """Raise unless q_i^T K q_j (``projections``, i = 0..j, of the newest q_j) is tridiagonal
+    with q_(j-1)^T K q_j = beta_(j-1) = q_j^T K q_(j-1), up to sqrt(eps) max|alpha| (over all
+    columns: a lower bound on ||K||): what a symmetric K gives (to round-off, eps ||K||, with
+    the orthonormal basis of full reorthogonalization); a kernel of another kind
+    (test-by-train, say) is far off."""
+    if len(projections) < 2:
+        return
+    gaps = [projection.abs() for projection in projections[:-2]]
+    gaps.append((projections[-2] - off[-1]).abs())
+    gap, norm = float(torch.stack(gaps).max()), float(scale.max())
+    if gap > eps**0.5 * norm:
+        worst = gap / norm
+        raise WidenetError(
+            f"the kernel is not symmetric: q_i^T K q_j and q_j^T K q_i of the Lanczos vectors "
+            f"differ by {worst:.3g} times max|q^T K q|, beyond half its digits; a training "
+            "kernel K(x, x) is symmetric: check that it is not a test-by-train kernel")
 
 
 def _check_semidefinite(theta: torch.Tensor, n: int, eps: float) -> None:

@@ -48,7 +48,7 @@ import torch
 
 from widenet.errors import WidenetError
 from widenet.seeds import check_seed
-from widenet.solvers.arguments import square_size
+from widenet.solvers.arguments import column_scales, square_size
 from widenet.solvers.blocked import BlockedKernel
 from widenet.validation import finite_real, positive_int
 
@@ -78,7 +78,18 @@ class NystromPreconditioner:
         if not np.isfinite(rows).all():
             raise WidenetError("the kernel has values that are not finite in the preconditioner's "
                                "rows; recompute it")
+        # K / c and ridge / c for a power of two c ~ max |K_Sn| (exact): P^-1 is the same, and
+        # the norms below neither overflow (K of 1e300) nor underflow
+        c = float(column_scales(torch.from_numpy(rows.reshape(-1, 1)))[0])
+        rows /= c
         inner = rows[:, subset]
+        asymmetry = float(np.linalg.norm(inner - inner.T))
+        if asymmetry > kernel.eps**0.5 * float(np.linalg.norm(inner)):
+            raise WidenetError(
+                f"the kernel is not symmetric: on the preconditioner's {rank} points, "
+                f"||K_SS - K_SS^T||_F is {asymmetry / float(np.linalg.norm(inner)):.3g} times "
+                "||K_SS||_F, beyond half its digits; a training kernel K(x, x) is symmetric: "
+                "check that it is not a test-by-train kernel")
         shift = max(n * np.finfo(np.float64).eps * float(np.linalg.norm(rows)),
                     kernel.eps * float(np.linalg.norm(inner)), np.finfo(np.float64).tiny)
         inner = (inner + inner.T) / 2 + shift * np.eye(rank)
@@ -92,11 +103,12 @@ class NystromPreconditioner:
         squares, w = np.linalg.eigh(x @ x.T)
         floor = max(shift, rank * np.finfo(np.float64).eps * float(squares[-1]))
         keep = np.flatnonzero(squares - shift > floor)[::-1]  # descending
-        self.eigenvalues = torch.from_numpy(squares[keep] - shift)
+        scaled = torch.from_numpy(squares[keep] - shift)
+        self.eigenvalues = scaled * c
         """Lambda, the kept eigenvalues of K_hat, descending."""
         self._basis_t = torch.from_numpy((w[:, keep] / np.sqrt(squares[keep])).T @ x)  # U^T
-        smallest = float(self.eigenvalues[-1]) if len(keep) else 0.0
-        self._scale = (smallest + ridge) / (self.eigenvalues + ridge) - 1.0
+        smallest = float(scaled[-1]) if len(keep) else 0.0
+        self._scale = (smallest + ridge / c) / (scaled + ridge / c) - 1.0
         self.rank, self.ridge, self.subset = rank, ridge, subset
 
     def __call__(self, residual: torch.Tensor) -> torch.Tensor:

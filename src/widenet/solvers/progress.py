@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from widenet.errors import WidenetError
+
 Progress = Callable[[int, float], None]
 """Called after each iteration with (iteration, the largest relative residual or error
 estimate over the columns)."""
@@ -14,6 +16,9 @@ class Reporter:
     """Forwards progress to a function, or to a tqdm bar on a terminal, or nowhere."""
 
     def __init__(self, progress: bool | Progress, total: int, description: str):
+        if not isinstance(progress, bool) and not callable(progress):
+            raise WidenetError(f"progress must be True, False or a function of (iteration, "
+                               f"residual), got {progress!r}")
         self._bar = None
         self._function = progress if callable(progress) else None
         if progress is True and sys.stderr.isatty():

@@ -13,8 +13,9 @@ is one task per block: the task computes K[B_i, :] (block_rows x cols) and multi
 (block_rows x k) product. The row function and V are put in Ray's object store once per
 product; no block ever leaves the worker that computed it. The row function may be that of a
 part K[rows, cols] of a kernel (:meth:`BlockedKernel.part`): the task then computes only the
-part's rows. :func:`ray_take` computes chosen rows K[index, :] (the Nystrom preconditioner's
-m rows) the same way, one task per batch of ``block_rows`` of them; those rows do come back, since
+part's rows (and, for a kernel of ``BlockedKernel.from_net``, only its columns).
+:func:`ray_take` computes chosen rows K[index, :] (the Nystrom preconditioner's m rows) the
+same way, one task per batch of ``block_rows`` of them; those rows do come back, since
 the caller needs them. The tasks use the Ray instance this process is connected to
 (``ray.init(...)`` or ``ray.init(address=...)`` first; without one, Ray starts a local
 instance).
@@ -32,7 +33,8 @@ from widenet.errors import WidenetError
 from widenet.solvers.products import RowProduct
 
 ComputeRows = Callable[[np.ndarray], np.ndarray]
-"""Row indices -> K[index, :] as a float64 numpy array (BlockedKernel's checked row function)."""
+"""Row indices -> K[index, :] as a float16, float32 or float64 numpy array (the rows of a
+BlockedKernel or of its part, checked)."""
 
 
 def block_product(rows: ComputeRows, start: int, stop: int, right: torch.Tensor
@@ -57,7 +59,7 @@ def ray_matmul(rows: ComputeRows, n_rows: int, block_rows: int, right: torch.Ten
 
 
 def ray_take(rows: ComputeRows, batches: list[np.ndarray]) -> list[np.ndarray]:
-    """K[batch, :] (float64) for each batch of sorted row numbers, each computed by one Ray
+    """K[batch, :] for each batch of sorted row numbers, each computed by one Ray
     task and brought back."""
     ray = _ray()
     task = ray.remote(num_cpus=1)(rows_of)
