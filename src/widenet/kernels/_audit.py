@@ -230,7 +230,7 @@ def _check_independent(out: torch.Tensor, alone: torch.Tensor) -> None:
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     """|a - b| <= sqrt(machine epsilon) (1 + max |a|, |b|) everywhere (same shapes): the whole
     tensors as one row of :func:`rows_close`."""
-    return bool(rows_close(a.reshape(1, -1), b.reshape(1, -1))[0])
+    return bool(rows_close([(a.reshape(1, -1), b.reshape(1, -1))])[0, 0])
 
 
 def _owners(model: nn.Module, trainable: dict[int, str]) -> dict[str, list[nn.Module]]:
@@ -291,8 +291,8 @@ def _row_problem(a: torch.Tensor, z: torch.Tensor,
         if a_i.shape[1:] != a.shape[1:] or z_i.shape[1:] != z.shape[1:]:
             return (f"its input has shape {tuple(a.shape)} for {a.shape[0]} points but "
                     f"{tuple(a_i.shape)} for one, so its first axis is not the points")
-    close = (rows_close(a, torch.cat([a_i for a_i, _ in alone]))
-             & rows_close(z, torch.cat([z_i for _, z_i in alone])))
+    close = rows_close([(a, torch.cat([a_i for a_i, _ in alone])),
+                        (z, torch.cat([z_i for _, z_i in alone]))]).all(0)
     if not bool(close.all()):
         i = int((~close).nonzero()[0])
         return (f"row {i} of its input or output for {a.shape[0]} points is not what point "

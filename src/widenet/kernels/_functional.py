@@ -139,24 +139,53 @@ def check_last_point(pairs: list[tuple[str, torch.Tensor, torch.Tensor | None]],
     made), to ``rows_close``'s tolerance, NaN equal to NaN: a guard, on every batch a method
     evaluates, behind the audit's probe on a few points, for a model that changes, reorders or
     mixes the points of larger batches. ``advice`` ends the message; ``error`` is raised."""
+    made = [(batch[-1:], alone) for _, batch, alone in pairs
+            if alone is not None and alone.shape == batch[-1:].shape]
+    close = iter(rows_close(made, nan_equal=True)[:, 0].tolist() if made else ())
     for what, batch, alone in pairs:
-        if (alone is None or batch.shape[1:] != alone.shape[1:] or not bool(rows_close(
-                batch[-1:].detach().nan_to_num(), alone.detach().nan_to_num())[0])):
+        if alone is None or alone.shape != batch[-1:].shape or not next(close):
             raise error(f"{what} for the last of the {c} points of a batch is not what that "
                         "point alone gives (the model changes, reorders or mixes the points of "
                         "batches larger than the probe's), so this method does not apply to the "
                         f"model; {advice}")
 
 
-def rows_close(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Whether each row (first-axis slice) i has max |a_i - b_i| <= sqrt(machine epsilon)
-    (1 + max |a_i|, |b_i|), all rows at once: a (rows,) boolean tensor (same shapes; a NaN
-    difference is never close)."""
-    a, b = a.detach().flatten(1), b.detach().flatten(1)
-    if a.shape[1] == 0:
-        return torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
-    scale = torch.maximum(a.abs().amax(1), b.abs().amax(1))
-    return (a - b).abs().amax(1) <= math.sqrt(torch.finfo(a.dtype).eps) * (1.0 + scale)
+def rows_close(pairs: list[tuple[torch.Tensor, torch.Tensor]], *,
+               nan_equal: bool = False) -> torch.Tensor:
+    """Whether, for each pair (a, b) of tensors of one shape, each row (first-axis slice) i has
+    max |a_i - b_i| <= sqrt(machine epsilon of a) (1 + max |a_i|, |b_i|): a (pairs, rows)
+    boolean tensor, all pairs, which have as many rows, at once. A NaN difference is never
+    close, unless ``nan_equal``: then NaN equals NaN (and an infinity the same infinity)."""
+    groups: dict[tuple, list[int]] = {}  # pairs of one dtype and device are compared together
+    for i, (a, b) in enumerate(pairs):
+        groups.setdefault((a.dtype, b.dtype, a.device, b.device), []).append(i)
+    with torch.no_grad():
+        if len(groups) == 1:
+            return _rows_close(pairs, nan_equal)
+        close = torch.empty(len(pairs), pairs[0][0].shape[0], dtype=torch.bool)
+        for indices in groups.values():
+            close[indices] = _rows_close([pairs[i] for i in indices], nan_equal).cpu()
+        return close
+
+
+def _rows_close(pairs: list[tuple[torch.Tensor, torch.Tensor]], nan_equal: bool) -> torch.Tensor:
+    """``rows_close`` for pairs of one dtype and device: their rows side by side, one set of
+    elementwise operations. Every entry within the tolerance of its own magnitude,
+    |a_ij - b_ij| <= tol (1 + max |a_ij|, |b_ij|), makes every row close (the row's maximum
+    magnitude is no smaller), the usual case, seen without a reduction per pair; otherwise the
+    maxima of each pair's columns decide."""
+    rows = pairs[0][0].shape[0]
+    a = torch.cat([a.reshape(rows, -1) for a, _ in pairs], 1)
+    b = torch.cat([b.reshape(rows, -1) for _, b in pairs], 1)
+    if nan_equal:
+        a, b = a.nan_to_num(), b.nan_to_num()
+    values = torch.stack((a - b, a, b)).abs_()
+    tolerance = math.sqrt(torch.finfo(pairs[0][0].dtype).eps)
+    if bool((values[0] <= values[1:].amax(0).add_(1.0).mul_(tolerance)).all()):
+        return torch.ones(len(pairs), rows, dtype=torch.bool, device=a.device)
+    maxima = torch.stack([part.amax(2) if part.shape[2] else part.new_zeros(3, rows)
+                          for part in values.split([t.numel() // rows for t, _ in pairs], 2)])
+    return maxima[:, 0] <= maxima[:, 1:].amax(1).add_(1.0).mul_(tolerance)
 
 
 def first_line(error: BaseException) -> str:

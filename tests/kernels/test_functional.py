@@ -1,0 +1,49 @@
+"""The checks of ``_functional``: row comparisons made for several pairs at once."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from widenet.kernels._functional import rows_close
+
+
+def _one_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The definition, row by row: max |a_i - b_i| <= sqrt(eps) (1 + max |a_i|, |b_i|)."""
+    a, b = a.flatten(1), b.flatten(1)
+    if a.shape[1] == 0:
+        return torch.ones(a.shape[0], dtype=torch.bool)
+    scale = torch.maximum(a.abs().amax(1), b.abs().amax(1))
+    return (a - b).abs().amax(1) <= math.sqrt(torch.finfo(a.dtype).eps) * (1.0 + scale)
+
+
+def test_pairs_compared_at_once_are_compared_as_one_by_one():
+    generator = torch.Generator().manual_seed(0)
+    tol = math.sqrt(torch.finfo(torch.float32).eps)
+    pairs = []
+    for shape, gap in [((3, 5), 0.5), ((3, 2, 4), 2.0), ((3, 1), 0.9), ((3, 7), 1.1)]:
+        a = 100 * torch.randn(shape, generator=generator)
+        b = a.clone()
+        b[1] += gap * tol * (1 + a[1].abs().max())  # row 1 on either side of the tolerance
+        pairs.append((a, b))
+    pairs[0][1][2, 0] = math.nan  # a NaN difference is never close
+    pairs.insert(2, (torch.zeros(3, 0), torch.zeros(3, 0)))  # no columns: close
+    a = torch.randn(3, 4, dtype=torch.float64, generator=generator)
+    pairs += [(a, a + 1e-6), (a, a + 1e-9)]  # another dtype: its own tolerance
+    expected = torch.stack([_one_pair(a, b) for a, b in pairs])
+    assert torch.equal(rows_close(pairs), expected)
+    assert expected[[0, 3], 1].all()
+    assert not expected[[0, 1, 4], [2, 1, 1]].any()
+    assert expected[2].all()
+    assert expected[6].all()
+    assert not expected[5].any()
+    assert torch.equal(rows_close(pairs[:3]), expected[:3])
+
+
+def test_nan_equal_makes_nan_equal_to_nan_and_an_infinity_to_itself():
+    a = torch.tensor([[math.nan, 1.0], [math.inf, 1.0], [math.nan, 1.0], [math.inf, 1.0]])
+    b = torch.tensor([[math.nan, 1.0], [math.inf, 1.0], [1.0, 1.0], [-math.inf, 1.0]])
+    assert rows_close([(a, b)], nan_equal=True).tolist() == [[True, True, False, False]]
+    assert rows_close([(a, b)])[0, :3].tolist() == [False, False, False]
+
