@@ -1,12 +1,14 @@
-"""The checks of ``_functional``: row comparisons made for several pairs at once."""
+"""The checks of ``_functional``: data points, row comparisons made for several pairs at once."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from widenet.kernels._functional import rows_close
+from widenet.errors import WidenetError
+from widenet.kernels._functional import check_points, rows_close
 
 
 def _one_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -47,3 +49,14 @@ def test_nan_equal_makes_nan_equal_to_nan_and_an_infinity_to_itself():
     assert rows_close([(a, b)], nan_equal=True).tolist() == [[True, True, False, False]]
     assert rows_close([(a, b)])[0, :3].tolist() == [False, False, False]
 
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_points_with_one_nan_or_infinity_anywhere_are_refused(dtype, value):
+    x = torch.randn(50, 3, 4).to(dtype)
+    check_points(x, "x")
+    for index in [(0, 0, 0), (31, 2, 1), (49, 2, 3)]:
+        bad = x.clone()
+        bad[index] = value
+        with pytest.raises(WidenetError, match="x contains NaN or inf"):
+            check_points(bad, "x")

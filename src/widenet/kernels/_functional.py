@@ -299,7 +299,7 @@ def check_points(x: object, name: str, *,
                            f"dtype), got dtype {x.dtype}; convert it with x.double() or "
                            "x.float(), and a model that takes indices (nn.Embedding) converts "
                            "them back in its forward: self.embedding(x.long())")
-    if not bool(torch.isfinite(x).all()):
+    if not bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()):  # NaN propagates
         raise WidenetError(f"{name} contains NaN or inf values; clean or drop those points first")
     if like is not None:
         other, other_name = like
