@@ -41,6 +41,8 @@ def test_pairs_compared_at_once_are_compared_as_one_by_one():
     assert expected[6].all()
     assert not expected[5].any()
     assert torch.equal(rows_close(pairs[:3]), expected[:3])
+    near = [(a, a + tol / 2) for a, _ in pairs[1:4]]  # every entry within tol: all rows close
+    assert rows_close(near).all()
 
 
 def test_nan_equal_makes_nan_equal_to_nan_and_an_infinity_to_itself():

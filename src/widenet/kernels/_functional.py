@@ -154,8 +154,8 @@ def rows_close(pairs: list[tuple[torch.Tensor, torch.Tensor]], *,
                nan_equal: bool = False) -> torch.Tensor:
     """Whether, for each pair (a, b) of tensors of one shape, each row (first-axis slice) i has
     max |a_i - b_i| <= sqrt(machine epsilon of a) (1 + max |a_i|, |b_i|): a (pairs, rows)
-    boolean tensor, all pairs, which have as many rows, at once. A NaN difference is never
-    close, unless ``nan_equal``: then NaN equals NaN (and an infinity the same infinity)."""
+    boolean tensor on the CPU, all pairs, which have as many rows, at once. A NaN difference is
+    never close, unless ``nan_equal``: then NaN equals NaN (and an infinity the same infinity)."""
     groups: dict[tuple, list[int]] = {}  # pairs of one dtype and device are compared together
     for i, (a, b) in enumerate(pairs):
         groups.setdefault((a.dtype, b.dtype, a.device, b.device), []).append(i)
@@ -164,28 +164,26 @@ def rows_close(pairs: list[tuple[torch.Tensor, torch.Tensor]], *,
             return _rows_close(pairs, nan_equal)
         close = torch.empty(len(pairs), pairs[0][0].shape[0], dtype=torch.bool)
         for indices in groups.values():
-            close[indices] = _rows_close([pairs[i] for i in indices], nan_equal).cpu()
+            close[indices] = _rows_close([pairs[i] for i in indices], nan_equal)
         return close
 
 
 def _rows_close(pairs: list[tuple[torch.Tensor, torch.Tensor]], nan_equal: bool) -> torch.Tensor:
-    """``rows_close`` for pairs of one dtype and device: their rows side by side, one set of
-    elementwise operations. Every entry within the tolerance of its own magnitude,
-    |a_ij - b_ij| <= tol (1 + max |a_ij|, |b_ij|), makes every row close (the row's maximum
-    magnitude is no smaller), the usual case, seen without a reduction per pair; otherwise the
-    maxima of each pair's columns decide."""
+    """``rows_close`` for pairs of one dtype and device, their rows side by side: entries that
+    all differ by at most the tolerance tol = sqrt(eps), which makes every row close, the usual
+    case, are seen in three operations; otherwise the maxima of each pair's columns decide."""
     rows = pairs[0][0].shape[0]
     a = torch.cat([a.reshape(rows, -1) for a, _ in pairs], 1)
     b = torch.cat([b.reshape(rows, -1) for _, b in pairs], 1)
     if nan_equal:
         a, b = a.nan_to_num(), b.nan_to_num()
-    values = torch.stack((a - b, a, b)).abs_()
     tolerance = math.sqrt(torch.finfo(pairs[0][0].dtype).eps)
-    if bool((values[0] <= values[1:].amax(0).add_(1.0).mul_(tolerance)).all()):
-        return torch.ones(len(pairs), rows, dtype=torch.bool, device=a.device)
+    if bool(((a - b).abs_() <= tolerance).all()):
+        return torch.ones(len(pairs), rows, dtype=torch.bool)
+    values = torch.stack((a - b, a, b)).abs_()
     maxima = torch.stack([part.amax(2) if part.shape[2] else part.new_zeros(3, rows)
                           for part in values.split([t.numel() // rows for t, _ in pairs], 2)])
-    return maxima[:, 0] <= maxima[:, 1:].amax(1).add_(1.0).mul_(tolerance)
+    return (maxima[:, 0] <= maxima[:, 1:].amax(1).add_(1.0).mul_(tolerance)).cpu()
 
 
 def first_line(error: BaseException) -> str:
