@@ -24,7 +24,6 @@ import torch
 from torch import nn
 from torch.nn.modules.module import _global_backward_hooks, _global_backward_pre_hooks
 from torch.nn.parameter import is_lazy
-from torch.nn.utils._named_member_accessor import swap_tensor
 
 from widenet.errors import WidenetError
 from widenet.validation import trainable_module
@@ -48,13 +47,14 @@ class FunctionalModel:
 
     def __init__(self, model: nn.Module, like: torch.Tensor):
         self.module = model
-        self.params: Params = {name: _cast(p, like) for name, p in model.named_parameters()
-                               if p.requires_grad}
-        self.constants: Params = {name: _cast(p, like) for name, p in model.named_parameters()
+        parameters, buffers = list(model.named_parameters()), list(model.named_buffers())
+        self.params: Params = {name: _cast(p, like) for name, p in parameters if p.requires_grad}
+        self.constants: Params = {name: _cast(p, like) for name, p in parameters
                                   if not p.requires_grad}
-        self.buffers: Params = {name: _cast(b, like) for name, b in model.named_buffers()}
-        self.slots = _slots(model)
-        self.sparse = [module for module in model.modules()
+        self.buffers: Params = {name: _cast(b, like) for name, b in buffers}
+        self.modules = list(model.modules())
+        self.slots = _slots(self.modules, parameters + buffers)
+        self.sparse = [module for module in self.modules
                        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.sparse]
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +76,7 @@ class FunctionalModel:
         batch sparse gradients) and the parts compiled by ``torch.compile`` run eagerly (see
         ``_eager``)."""
         fresh = {name: b.clone() for name, b in self.buffers.items()}
-        with (substituted(self.module, self.slots, {**self.constants, **fresh, **params}),
+        with (substituted(self.modules, self.slots, {**self.constants, **fresh, **params}),
               _eager()):
             for module in self.sparse:
                 module.sparse = False
@@ -191,34 +191,36 @@ def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [""])[0]
 
 
-def _slots(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
-    """(module, attribute, name) for every parameter and buffer slot of every distinct module.
-
-    ``name`` is the tensor's first name in ``named_parameters()`` / ``named_buffers()``: a tensor
+def _slots(modules: list[nn.Module],
+           named: list[tuple[str, torch.Tensor]]) -> list[tuple[dict, str, str]]:
+    """(tensors, attribute, name) for every parameter and buffer slot of the distinct
+    ``modules``: ``tensors`` is the module's ``_parameters`` or ``_buffers``, ``name`` the
+    tensor's first name in ``named``, ``named_parameters()`` then ``named_buffers()``. A tensor
     tied to several slots, or a module reachable under several paths, is one entry of the maps
     but each slot is listed (and later swapped) exactly once.
     """
-    names = {id(t): name for name, t in model.named_parameters()}
-    names.update({id(t): name for name, t in model.named_buffers()})
-    return [(module, attribute, names[id(t)]) for module in model.modules()
-            for attribute, t in (*module._parameters.items(), *module._buffers.items())
-            if t is not None]
+    names = {id(t): name for name, t in named}
+    return [(tensors, attribute, names[id(t)]) for module in modules
+            for tensors in (module._parameters, module._buffers)
+            for attribute, t in tensors.items() if t is not None]
 
 
 @contextlib.contextmanager
-def substituted(model: nn.Module, slots: list[tuple[nn.Module, str, str]],
+def substituted(modules: list[nn.Module], slots: list[tuple[dict, str, str]],
                 tensors: Params) -> Iterator[None]:
-    """Put ``tensors[name]`` in every slot for the duration of the block, then restore the slots
-    and every module's plain tensor attributes (as hooks like weight_norm's set them), always."""
-    attributes = [(module, vars(module).copy()) for module in model.modules()]
+    """Put ``tensors[name]`` in every slot (see ``_slots``) for the duration of the block, then
+    restore the slots and the plain tensor attributes of every module of ``modules`` (as hooks
+    like weight_norm's set them), always."""
+    attributes = [(module, vars(module).copy()) for module in modules]
     originals = []
     try:
-        for module, attribute, name in slots:
-            originals.append((module, attribute, swap_tensor(module, attribute, tensors[name])))
+        for held, attribute, name in slots:
+            originals.append((held, attribute, held[attribute]))
+            held[attribute] = tensors[name]
         yield
     finally:
-        for module, attribute, original in reversed(originals):
-            swap_tensor(module, attribute, original)
+        for held, attribute, original in reversed(originals):
+            held[attribute] = original
         for module, before in attributes:
             _restore_tensor_attributes(vars(module), before)
 
