@@ -246,14 +246,15 @@ def _owners(model: nn.Module, trainable: dict[int, str]) -> dict[str, list[nn.Mo
 def _layerwise_problem(fmodel: FunctionalModel, owners: dict[str, list[nn.Module]],
                        record: Record, alone: list[Record]) -> str | None:
     """Why the layer-wise method would be wrong for this model, or None when it is exact."""
-    problems: dict[nn.Module, str | None] = {}  # a module's weight and bias share its checks
+    modules = dict.fromkeys(modules[0] for modules in owners.values() if len(modules) == 1)
+    problems = {module: _module_problem(module, record, alone) for module in modules}
+    problems |= _row_problems([module for module in modules if problems[module] is None],
+                              record, alone)  # a module's weight and bias share its checks
     for name in fmodel.params:
         if len(owners[name]) > 1:
             return f"parameter {name!r} is shared by several modules (weight sharing)"
         module = owners[name][0]
         path = record.paths[module]
-        if module not in problems:
-            problems[module] = _module_problem(module, record, alone)
         reason = problems[module]
         if reason is not None:
             return f"parameter {name!r} belongs to {path}, and {reason}"
@@ -263,7 +264,8 @@ def _layerwise_problem(fmodel: FunctionalModel, owners: dict[str, list[nn.Module
 
 
 def _module_problem(module: nn.Module, record: Record, alone: list[Record]) -> str | None:
-    """Why the parameters of ``module`` cannot be handled layer-wise, or None."""
+    """Why the parameters of ``module`` cannot be handled layer-wise, as far as its kind, its
+    calls and the shapes of their inputs tell (its rows: ``_row_problems``), or None."""
     reason = unsupported_reason(module)
     if reason is not None:
         return reason
@@ -280,24 +282,38 @@ def _module_problem(module: nn.Module, record: Record, alone: list[Record]) -> s
         reason = input_reason(module, *run.first_call[module], run.batch)
         if reason is not None:
             return reason
-    return _row_problem(*record.first_call[module], [run.first_call[module] for run in alone])
-
-
-def _row_problem(a: torch.Tensor, z: torch.Tensor,
-                 alone: list[tuple[torch.Tensor, torch.Tensor]]) -> str | None:
-    """Why the rows of a call's input ``a`` and output ``z`` on a batch are not the calls on
-    the points alone (``alone[i]`` for point i), or None: the first axis must follow the points."""
-    for a_i, z_i in alone:
-        if a_i.shape[1:] != a.shape[1:] or z_i.shape[1:] != z.shape[1:]:
-            return (f"its input has shape {tuple(a.shape)} for {a.shape[0]} points but "
-                    f"{tuple(a_i.shape)} for one, so its first axis is not the points")
-    close = rows_close([(a, torch.cat([a_i for a_i, _ in alone])),
-                        (z, torch.cat([z_i for _, z_i in alone]))]).all(0)
-    if not bool(close.all()):
-        i = int((~close).nonzero()[0])
-        return (f"row {i} of its input or output for {a.shape[0]} points is not what point "
-                f"{i} alone gives, so its first axis does not follow the points")
     return None
+
+
+def _row_problems(modules: list[nn.Module], record: Record,
+                  alone: list[Record]) -> dict[nn.Module, str | None]:
+    """Why the rows of each module's input a and output z on the batch are not its calls on
+    the points alone (``alone[i]`` for point i), or None: the first axis must follow the points.
+    The modules' calls, with the batch as first axis, are compared all at once."""
+    problems: dict[nn.Module, str | None] = {}
+    pairs = []
+    for module in modules:
+        a, z = record.first_call[module]
+        singles = [run.first_call[module] for run in alone]
+        odd = [a_i for a_i, z_i in singles
+               if a_i.shape[1:] != a.shape[1:] or z_i.shape[1:] != z.shape[1:]]
+        if odd:
+            problems[module] = (f"its input has shape {tuple(a.shape)} for {a.shape[0]} points "
+                                f"but {tuple(odd[0].shape)} for one, so its first axis is not "
+                                "the points")
+        else:
+            pairs += [(a, torch.cat([a_i for a_i, _ in singles])),
+                      (z, torch.cat([z_i for _, z_i in singles]))]
+    if not pairs:
+        return problems
+    compared = [module for module in modules if module not in problems]
+    close = rows_close(pairs).reshape(len(compared), 2, -1).all(1).tolist()  # input and output
+    for module, rows in zip(compared, close, strict=True):
+        i = rows.index(False) if False in rows else None
+        problems[module] = None if i is None else (
+            f"row {i} of its input or output for {len(rows)} points is not what point {i} alone "
+            "gives, so its first axis does not follow the points")
+    return problems
 
 
 def prepare(model: object, x1: object, x2: object = None,
