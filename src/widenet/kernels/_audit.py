@@ -33,6 +33,7 @@ from torch import nn
 from widenet.errors import WidenetError
 from widenet.kernels._functional import (
     FunctionalModel,
+    all_finite,
     check_model,
     check_points,
     first_line,
@@ -216,7 +217,7 @@ def _check_output(out: object, batch: int) -> None:
 def _check_independent(out: torch.Tensor, alone: torch.Tensor) -> None:
     """Raise unless the model maps each point on its own: the outputs of the batch, ``out``, are
     the outputs of the points one by one, ``alone`` (to ``_close``'s tolerance), all finite."""
-    if not bool(torch.isfinite(alone).all()):
+    if not all_finite(alone):
         raise WidenetError("the model's output is NaN or inf at some of the points, so its "
                            "derivatives there are not defined; check the model at these points "
                            "(or rescale them)")

@@ -299,7 +299,7 @@ def check_points(x: object, name: str, *,
                            f"dtype), got dtype {x.dtype}; convert it with x.double() or "
                            "x.float(), and a model that takes indices (nn.Embedding) converts "
                            "them back in its forward: self.embedding(x.long())")
-    if not bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()):  # NaN propagates
+    if not all_finite(x):
         raise WidenetError(f"{name} contains NaN or inf values; clean or drop those points first")
     if like is not None:
         other, other_name = like
@@ -315,6 +315,12 @@ def check_points(x: object, name: str, *,
                                f"{other.dtype} on {other.device}; move both to the same dtype "
                                "and device")
     return x
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry of the non-empty real tensor ``t`` is finite: its minimum and maximum
+    are (a NaN is both), one reduction instead of an elementwise test."""
+    return all(map(math.isfinite, torch.aminmax(t)))
 
 
 def on_values(function: Callable[..., T]) -> Callable[..., T]:
