@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -107,9 +108,9 @@ PROBE_POINTS = 3  # distinct points in the probe batch; the passes on single poi
 def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     """Run the model on the batch ``probe`` and on each of its points alone, and audit it."""
     model = fmodel.module
-    paths = {module: path or type(model).__name__ for path, module in model.named_modules()}
+    paths = {module: path or type(model).__name__ for module, path in fmodel.paths.items()}
     trainable = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
-    owners = _owners(model, trainable)
+    owners = _owners(paths, trainable)
     candidates = {module for modules in owners.values() for module in modules}
     record = Record(probe.shape[0], paths, candidates)
     alone = [Record(1, paths, candidates) for _ in range(probe.shape[0])]
@@ -234,13 +235,15 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(rows_close([(a.reshape(1, -1), b.reshape(1, -1))])[0, 0])
 
 
-def _owners(model: nn.Module, trainable: dict[int, str]) -> dict[str, list[nn.Module]]:
-    """name -> the modules that register that trainable parameter (more than one: it is shared)."""
+def _owners(modules: Iterable[nn.Module],
+            trainable: dict[int, str]) -> dict[str, list[nn.Module]]:
+    """name -> the modules of ``modules`` that register that trainable parameter (more than one:
+    it is shared); ``trainable`` names the parameters by their ids."""
     owners = defaultdict(list)
-    for module in model.modules():
-        for p in module.parameters(recurse=False):
-            if id(p) in trainable:
-                owners[trainable[id(p)]].append(module)
+    for module in modules:
+        for name in dict.fromkeys(trainable[id(p)] for p in module._parameters.values()
+                                  if id(p) in trainable):
+            owners[name].append(module)
     return owners
 
 

@@ -17,7 +17,7 @@ import functools
 import math
 import operator
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -52,9 +52,9 @@ class FunctionalModel:
         self.constants: Params = {name: _cast(p, like) for name, p in parameters
                                   if not p.requires_grad}
         self.buffers: Params = {name: _cast(b, like) for name, b in buffers}
-        self.modules = list(model.modules())
-        self.slots = _slots(self.modules, parameters + buffers)
-        self.sparse = [module for module in self.modules
+        self.paths = {module: path for path, module in model.named_modules()}
+        self.slots = _slots(self.paths, parameters + buffers)
+        self.sparse = [module for module in self.paths
                        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.sparse]
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +76,7 @@ class FunctionalModel:
         batch sparse gradients) and the parts compiled by ``torch.compile`` run eagerly (see
         ``_eager``)."""
         fresh = {name: b.clone() for name, b in self.buffers.items()}
-        with (substituted(self.modules, self.slots, {**self.constants, **fresh, **params}),
+        with (substituted(self.paths, self.slots, {**self.constants, **fresh, **params}),
               _eager()):
             for module in self.sparse:
                 module.sparse = False
@@ -191,7 +191,7 @@ def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [""])[0]
 
 
-def _slots(modules: list[nn.Module],
+def _slots(modules: Iterable[nn.Module],
            named: list[tuple[str, torch.Tensor]]) -> list[tuple[dict, str, str]]:
     """(tensors, attribute, name) for every parameter and buffer slot of the distinct
     ``modules``: ``tensors`` is the module's ``_parameters`` or ``_buffers``, ``name`` the
@@ -206,7 +206,7 @@ def _slots(modules: list[nn.Module],
 
 
 @contextlib.contextmanager
-def substituted(modules: list[nn.Module], slots: list[tuple[dict, str, str]],
+def substituted(modules: Iterable[nn.Module], slots: list[tuple[dict, str, str]],
                 tensors: Params) -> Iterator[None]:
     """Put ``tensors[name]`` in every slot (see ``_slots``) for the duration of the block, then
     restore the slots and the plain tensor attributes of every module of ``modules`` (as hooks
@@ -252,11 +252,12 @@ def check_model(model: object) -> nn.Module:
     hold values (none uninitialized or on the meta device), and no backward hooks (its own
     modules' or torch's global ones), which change the gradients the kernels are made of."""
     model = trainable_module(model, "its NTK is zero")
-    if any(map(is_lazy, (*model.parameters(), *model.buffers()))):
+    tensors = (*model.parameters(), *model.buffers())
+    if any(map(is_lazy, tensors)):
         raise WidenetError("model has uninitialized parameters or buffers (a lazy module such as "
                            "nn.LazyLinear before its first call), which hold no values; run the "
                            "model once on a batch of points first")
-    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+    if any(t.is_meta for t in tensors):
         raise WidenetError("model has parameters or buffers on the meta device, which hold no "
                            "values; materialize them first (model.to_empty(device=...) and "
                            "initialize them, or load a state dict)")
