@@ -121,15 +121,15 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
         raise WidenetError(f"the model returns no output units per point (output shape "
                            f"{tuple(raw.shape)}), so its NTK is empty; give it at least one "
                            "output")
-    outs = [_probe_pass(fmodel, probe[i:i + 1], single, batch=False)
+    outs = [_one_point(_probe_pass(fmodel, probe[i:i + 1], single, batch=False), out.shape[1])
             for i, single in enumerate(alone)]
-    _check_independent(out, torch.cat([_one_point(o, out.shape[1]) for o in outs]))
+    _check_independent(out, torch.cat(outs))
     problem = _layerwise_problem(fmodel, owners, record, alone)
     holders = {modules[0] for modules in owners.values()} if problem is None else set()
     layers = tuple(make_adapter(record.paths[m], m, trainable)
                    for m in record.call_order if m in holders)
     sizes = tuple(factor_sizes(layer, *record.first_call[layer.module]) for layer in layers)
-    singles = tuple(SinglePass(probe[i], _one_point(o, out.shape[1]).detach(),
+    singles = tuple(SinglePass(probe[i], o.detach(),
                                tuple(run.first_call[layer.module] for layer in layers))
                     for i, (o, run) in enumerate(zip(outs, alone, strict=True))) if layers else ()
     return Audit(out.shape[1], tuple(raw.shape[1:]), layers, problem,
