@@ -250,10 +250,12 @@ def _owners(modules: Iterable[nn.Module],
 def _layerwise_problem(fmodel: FunctionalModel, owners: dict[str, list[nn.Module]],
                        record: Record, alone: list[Record]) -> str | None:
     """Why the layer-wise method would be wrong for this model, or None when it is exact."""
+    # the checks of each module, which its weight and bias share: its kind, calls and shapes,
+    # then, for all the modules that pass those at once, its rows
     modules = dict.fromkeys(modules[0] for modules in owners.values() if len(modules) == 1)
     problems = {module: _module_problem(module, record, alone) for module in modules}
     problems |= _row_problems([module for module in modules if problems[module] is None],
-                              record, alone)  # a module's weight and bias share its checks
+                              record, alone)
     for name in fmodel.params:
         if len(owners[name]) > 1:
             return f"parameter {name!r} is shared by several modules (weight sharing)"
