@@ -73,7 +73,7 @@ def test_rows_close_is_close_row_by_row():
     b[1, 0, 0] += 1e-2  # far off
     b[2, 2, 1] += 1e-9  # within sqrt(eps) (float32)
     b[3, 0, 1] = float("nan")
-    rows = rows_close(a, b)
+    rows = rows_close([(a, b)])[0]
     assert rows.tolist() == [_close(a[i], b[i]) for i in range(4)] == [True, False, True, False]
 
 

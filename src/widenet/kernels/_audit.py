@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,7 @@ from torch import nn
 from widenet.errors import WidenetError
 from widenet.kernels._functional import (
     FunctionalModel,
+    all_finite,
     check_model,
     check_points,
     first_line,
@@ -106,9 +108,9 @@ PROBE_POINTS = 3  # distinct points in the probe batch; the passes on single poi
 def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     """Run the model on the batch ``probe`` and on each of its points alone, and audit it."""
     model = fmodel.module
-    paths = {module: path or type(model).__name__ for path, module in model.named_modules()}
+    paths = {module: path or type(model).__name__ for module, path in fmodel.paths.items()}
     trainable = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
-    owners = _owners(model, trainable)
+    owners = _owners(paths, trainable)
     candidates = {module for modules in owners.values() for module in modules}
     record = Record(probe.shape[0], paths, candidates)
     alone = [Record(1, paths, candidates) for _ in range(probe.shape[0])]
@@ -119,15 +121,15 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
         raise WidenetError(f"the model returns no output units per point (output shape "
                            f"{tuple(raw.shape)}), so its NTK is empty; give it at least one "
                            "output")
-    outs = [_probe_pass(fmodel, probe[i:i + 1], single, batch=False)
+    outs = [_one_point(_probe_pass(fmodel, probe[i:i + 1], single, batch=False), out.shape[1])
             for i, single in enumerate(alone)]
-    _check_independent(out, torch.cat([_one_point(o, out.shape[1]) for o in outs]))
+    _check_independent(out, torch.cat(outs))
     problem = _layerwise_problem(fmodel, owners, record, alone)
     holders = {modules[0] for modules in owners.values()} if problem is None else set()
     layers = tuple(make_adapter(record.paths[m], m, trainable)
                    for m in record.call_order if m in holders)
     sizes = tuple(factor_sizes(layer, *record.first_call[layer.module]) for layer in layers)
-    singles = tuple(SinglePass(probe[i], _one_point(o, out.shape[1]).detach(),
+    singles = tuple(SinglePass(probe[i], o.detach(),
                                tuple(run.first_call[layer.module] for layer in layers))
                     for i, (o, run) in enumerate(zip(outs, alone, strict=True))) if layers else ()
     return Audit(out.shape[1], tuple(raw.shape[1:]), layers, problem,
@@ -216,7 +218,7 @@ def _check_output(out: object, batch: int) -> None:
 def _check_independent(out: torch.Tensor, alone: torch.Tensor) -> None:
     """Raise unless the model maps each point on its own: the outputs of the batch, ``out``, are
     the outputs of the points one by one, ``alone`` (to ``_close``'s tolerance), all finite."""
-    if not bool(torch.isfinite(alone).all()):
+    if not all_finite(alone):
         raise WidenetError("the model's output is NaN or inf at some of the points, so its "
                            "derivatives there are not defined; check the model at these points "
                            "(or rescale them)")
@@ -230,30 +232,35 @@ def _check_independent(out: torch.Tensor, alone: torch.Tensor) -> None:
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     """|a - b| <= sqrt(machine epsilon) (1 + max |a|, |b|) everywhere (same shapes): the whole
     tensors as one row of :func:`rows_close`."""
-    return bool(rows_close(a.reshape(1, -1), b.reshape(1, -1))[0])
+    return bool(rows_close([(a.reshape(1, -1), b.reshape(1, -1))])[0, 0])
 
 
-def _owners(model: nn.Module, trainable: dict[int, str]) -> dict[str, list[nn.Module]]:
-    """name -> the modules that register that trainable parameter (more than one: it is shared)."""
+def _owners(modules: Iterable[nn.Module],
+            trainable: dict[int, str]) -> dict[str, list[nn.Module]]:
+    """name -> the modules of ``modules`` that register that trainable parameter (more than one:
+    it is shared); ``trainable`` names the parameters by their ids."""
     owners = defaultdict(list)
-    for module in model.modules():
-        for p in module.parameters(recurse=False):
-            if id(p) in trainable:
-                owners[trainable[id(p)]].append(module)
+    for module in modules:
+        for name in dict.fromkeys(trainable[id(p)] for p in module._parameters.values()
+                                  if id(p) in trainable):
+            owners[name].append(module)
     return owners
 
 
 def _layerwise_problem(fmodel: FunctionalModel, owners: dict[str, list[nn.Module]],
                        record: Record, alone: list[Record]) -> str | None:
     """Why the layer-wise method would be wrong for this model, or None when it is exact."""
-    problems: dict[nn.Module, str | None] = {}  # a module's weight and bias share its checks
+    # the checks of each module, which its weight and bias share: its kind, calls and shapes,
+    # then, for all the modules that pass those at once, its rows
+    modules = dict.fromkeys(modules[0] for modules in owners.values() if len(modules) == 1)
+    problems = {module: _module_problem(module, record, alone) for module in modules}
+    problems |= _row_problems([module for module in modules if problems[module] is None],
+                              record, alone)
     for name in fmodel.params:
         if len(owners[name]) > 1:
             return f"parameter {name!r} is shared by several modules (weight sharing)"
         module = owners[name][0]
         path = record.paths[module]
-        if module not in problems:
-            problems[module] = _module_problem(module, record, alone)
         reason = problems[module]
         if reason is not None:
             return f"parameter {name!r} belongs to {path}, and {reason}"
@@ -263,7 +270,8 @@ def _layerwise_problem(fmodel: FunctionalModel, owners: dict[str, list[nn.Module
 
 
 def _module_problem(module: nn.Module, record: Record, alone: list[Record]) -> str | None:
-    """Why the parameters of ``module`` cannot be handled layer-wise, or None."""
+    """Why the parameters of ``module`` cannot be handled layer-wise, as far as its kind, its
+    calls and the shapes of their inputs tell (its rows: ``_row_problems``), or None."""
     reason = unsupported_reason(module)
     if reason is not None:
         return reason
@@ -280,24 +288,38 @@ def _module_problem(module: nn.Module, record: Record, alone: list[Record]) -> s
         reason = input_reason(module, *run.first_call[module], run.batch)
         if reason is not None:
             return reason
-    return _row_problem(*record.first_call[module], [run.first_call[module] for run in alone])
-
-
-def _row_problem(a: torch.Tensor, z: torch.Tensor,
-                 alone: list[tuple[torch.Tensor, torch.Tensor]]) -> str | None:
-    """Why the rows of a call's input ``a`` and output ``z`` on a batch are not the calls on
-    the points alone (``alone[i]`` for point i), or None: the first axis must follow the points."""
-    for a_i, z_i in alone:
-        if a_i.shape[1:] != a.shape[1:] or z_i.shape[1:] != z.shape[1:]:
-            return (f"its input has shape {tuple(a.shape)} for {a.shape[0]} points but "
-                    f"{tuple(a_i.shape)} for one, so its first axis is not the points")
-    close = (rows_close(a, torch.cat([a_i for a_i, _ in alone]))
-             & rows_close(z, torch.cat([z_i for _, z_i in alone])))
-    if not bool(close.all()):
-        i = int((~close).nonzero()[0])
-        return (f"row {i} of its input or output for {a.shape[0]} points is not what point "
-                f"{i} alone gives, so its first axis does not follow the points")
     return None
+
+
+def _row_problems(modules: list[nn.Module], record: Record,
+                  alone: list[Record]) -> dict[nn.Module, str | None]:
+    """Why the rows of each module's input a and output z on the batch are not its calls on
+    the points alone (``alone[i]`` for point i), or None: the first axis must follow the points.
+    The modules' calls, with the batch as first axis, are compared all at once."""
+    problems: dict[nn.Module, str | None] = {}
+    pairs = []
+    for module in modules:
+        a, z = record.first_call[module]
+        singles = [run.first_call[module] for run in alone]
+        odd = [a_i for a_i, z_i in singles
+               if a_i.shape[1:] != a.shape[1:] or z_i.shape[1:] != z.shape[1:]]
+        if odd:
+            problems[module] = (f"its input has shape {tuple(a.shape)} for {a.shape[0]} points "
+                                f"but {tuple(odd[0].shape)} for one, so its first axis is not "
+                                "the points")
+        else:
+            pairs += [(a, torch.cat([a_i for a_i, _ in singles])),
+                      (z, torch.cat([z_i for _, z_i in singles]))]
+    if not pairs:
+        return problems
+    compared = [module for module in modules if module not in problems]
+    close = rows_close(pairs).reshape(len(compared), 2, -1).all(1).tolist()  # input and output
+    for module, rows in zip(compared, close, strict=True):
+        i = rows.index(False) if False in rows else None
+        problems[module] = None if i is None else (
+            f"row {i} of its input or output for {len(rows)} points is not what point {i} alone "
+            "gives, so its first axis does not follow the points")
+    return problems
 
 
 def prepare(model: object, x1: object, x2: object = None,

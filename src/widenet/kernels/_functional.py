@@ -17,14 +17,13 @@ import functools
 import math
 import operator
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 from torch.nn.modules.module import _global_backward_hooks, _global_backward_pre_hooks
 from torch.nn.parameter import is_lazy
-from torch.nn.utils._named_member_accessor import swap_tensor
 
 from widenet.errors import WidenetError
 from widenet.validation import trainable_module
@@ -52,13 +51,14 @@ class FunctionalModel:
 
     def __init__(self, model: nn.Module, like: torch.Tensor):
         self.module = model
-        self.params: Params = {name: _cast(p, like) for name, p in model.named_parameters()
-                               if p.requires_grad}
-        self.constants: Params = {name: _cast(p, like) for name, p in model.named_parameters()
+        parameters, buffers = list(model.named_parameters()), list(model.named_buffers())
+        self.params: Params = {name: _cast(p, like) for name, p in parameters if p.requires_grad}
+        self.constants: Params = {name: _cast(p, like) for name, p in parameters
                                   if not p.requires_grad}
-        self.buffers: Params = {name: _cast(b, like) for name, b in model.named_buffers()}
-        self.slots = _slots(model)
-        self.sparse = [module for module in model.modules()
+        self.buffers: Params = {name: _cast(b, like) for name, b in buffers}
+        self.paths = {module: path for path, module in model.named_modules()}
+        self.slots = _slots(self.paths, parameters + buffers)
+        self.sparse = [module for module in self.paths
                        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.sparse]
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +80,7 @@ class FunctionalModel:
         batch sparse gradients) and the parts compiled by ``torch.compile`` run eagerly (see
         ``_eager``)."""
         fresh = {name: b.clone() for name, b in self.buffers.items()}
-        with (substituted(self.module, self.slots, {**self.constants, **fresh, **params}),
+        with (substituted(self.paths, self.slots, {**self.constants, **fresh, **params}),
               _eager()):
             for module in self.sparse:
                 module.sparse = False
@@ -143,24 +143,51 @@ def check_last_point(pairs: list[tuple[str, torch.Tensor, torch.Tensor | None]],
     made), to ``rows_close``'s tolerance, NaN equal to NaN: a guard, on every batch a method
     evaluates, behind the audit's probe on a few points, for a model that changes, reorders or
     mixes the points of larger batches. ``advice`` ends the message; ``error`` is raised."""
+    made = [(batch[-1:], alone) for _, batch, alone in pairs
+            if alone is not None and alone.shape == batch[-1:].shape]
+    close = iter(rows_close(made, nan_equal=True)[:, 0].tolist() if made else ())
     for what, batch, alone in pairs:
-        if (alone is None or batch.shape[1:] != alone.shape[1:] or not bool(rows_close(
-                batch[-1:].detach().nan_to_num(), alone.detach().nan_to_num())[0])):
+        if alone is None or alone.shape != batch[-1:].shape or not next(close):
             raise error(f"{what} for the last of the {c} points of a batch is not what that "
                         "point alone gives (the model changes, reorders or mixes the points of "
                         "batches larger than the probe's), so this method does not apply to the "
                         f"model; {advice}")
 
 
-def rows_close(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Whether each row (first-axis slice) i has max |a_i - b_i| <= sqrt(machine epsilon)
-    (1 + max |a_i|, |b_i|), all rows at once: a (rows,) boolean tensor (same shapes; a NaN
-    difference is never close)."""
-    a, b = a.detach().flatten(1), b.detach().flatten(1)
-    if a.shape[1] == 0:
-        return torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
-    scale = torch.maximum(a.abs().amax(1), b.abs().amax(1))
-    return (a - b).abs().amax(1) <= math.sqrt(torch.finfo(a.dtype).eps) * (1.0 + scale)
+def rows_close(pairs: list[tuple[torch.Tensor, torch.Tensor]], *,
+               nan_equal: bool = False) -> torch.Tensor:
+    """Whether, for each pair (a, b) of tensors of one shape, each row (first-axis slice) i has
+    max |a_i - b_i| <= sqrt(machine epsilon of a) (1 + max |a_i|, |b_i|): a (pairs, rows)
+    boolean tensor on the CPU, all pairs, which have as many rows, at once. A NaN difference is
+    never close, unless ``nan_equal``: then NaN equals NaN (and an infinity the same infinity)."""
+    groups: dict[tuple, list[int]] = {}  # pairs of one dtype and device are compared together
+    for i, (a, b) in enumerate(pairs):
+        groups.setdefault((a.dtype, b.dtype, a.device, b.device), []).append(i)
+    with torch.no_grad():
+        if len(groups) == 1:
+            return _rows_close(pairs, nan_equal)
+        close = torch.empty(len(pairs), pairs[0][0].shape[0], dtype=torch.bool)
+        for indices in groups.values():
+            close[indices] = _rows_close([pairs[i] for i in indices], nan_equal)
+        return close
+
+
+def _rows_close(pairs: list[tuple[torch.Tensor, torch.Tensor]], nan_equal: bool) -> torch.Tensor:
+    """``rows_close`` for pairs of one dtype and device, their rows side by side: entries that
+    all differ by at most the tolerance tol = sqrt(eps), which makes every row close, the usual
+    case, are seen in three operations; otherwise the maxima of each pair's columns decide."""
+    rows = pairs[0][0].shape[0]
+    a = torch.cat([a.reshape(rows, -1) for a, _ in pairs], 1)
+    b = torch.cat([b.reshape(rows, -1) for _, b in pairs], 1)
+    if nan_equal:
+        a, b = a.nan_to_num(), b.nan_to_num()
+    tolerance = math.sqrt(torch.finfo(pairs[0][0].dtype).eps)
+    if bool(((a - b).abs_() <= tolerance).all()):
+        return torch.ones(len(pairs), rows, dtype=torch.bool)
+    values = torch.stack((a - b, a, b)).abs_()
+    maxima = torch.stack([part.amax(2) if part.shape[2] else part.new_zeros(3, rows)
+                          for part in values.split([t.numel() // rows for t, _ in pairs], 2)])
+    return (maxima[:, 0] <= maxima[:, 1:].amax(1).add_(1.0).mul_(tolerance)).cpu()
 
 
 def first_line(error: BaseException) -> str:
@@ -168,34 +195,36 @@ def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [""])[0]
 
 
-def _slots(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
-    """(module, attribute, name) for every parameter and buffer slot of every distinct module.
-
-    ``name`` is the tensor's first name in ``named_parameters()`` / ``named_buffers()``: a tensor
+def _slots(modules: Iterable[nn.Module],
+           named: list[tuple[str, torch.Tensor]]) -> list[tuple[dict, str, str]]:
+    """(tensors, attribute, name) for every parameter and buffer slot of the distinct
+    ``modules``: ``tensors`` is the module's ``_parameters`` or ``_buffers``, ``name`` the
+    tensor's first name in ``named``, ``named_parameters()`` then ``named_buffers()``. A tensor
     tied to several slots, or a module reachable under several paths, is one entry of the maps
     but each slot is listed (and later swapped) exactly once.
     """
-    names = {id(t): name for name, t in model.named_parameters()}
-    names.update({id(t): name for name, t in model.named_buffers()})
-    return [(module, attribute, names[id(t)]) for module in model.modules()
-            for attribute, t in (*module._parameters.items(), *module._buffers.items())
-            if t is not None]
+    names = {id(t): name for name, t in named}
+    return [(tensors, attribute, names[id(t)]) for module in modules
+            for tensors in (module._parameters, module._buffers)
+            for attribute, t in tensors.items() if t is not None]
 
 
 @contextlib.contextmanager
-def substituted(model: nn.Module, slots: list[tuple[nn.Module, str, str]],
+def substituted(modules: Iterable[nn.Module], slots: list[tuple[dict, str, str]],
                 tensors: Params) -> Iterator[None]:
-    """Put ``tensors[name]`` in every slot for the duration of the block, then restore the slots
-    and every module's plain tensor attributes (as hooks like weight_norm's set them), always."""
-    attributes = [(module, vars(module).copy()) for module in model.modules()]
+    """Put ``tensors[name]`` in every slot (see ``_slots``) for the duration of the block, then
+    restore the slots and the plain tensor attributes of every module of ``modules`` (as hooks
+    like weight_norm's set them), always."""
+    attributes = [(module, vars(module).copy()) for module in modules]
     originals = []
     try:
-        for module, attribute, name in slots:
-            originals.append((module, attribute, swap_tensor(module, attribute, tensors[name])))
+        for held, attribute, name in slots:
+            originals.append((held, attribute, held[attribute]))
+            held[attribute] = tensors[name]
         yield
     finally:
-        for module, attribute, original in reversed(originals):
-            swap_tensor(module, attribute, original)
+        for held, attribute, original in reversed(originals):
+            held[attribute] = original
         for module, before in attributes:
             _restore_tensor_attributes(vars(module), before)
 
@@ -231,11 +260,12 @@ def check_model(model: object, consequence: str = "its NTK is zero",
     the caller, ``hooks`` (after "which change the gradients ") why the hooks are refused and
     how to remove them."""
     model = trainable_module(model, consequence)
-    if any(map(is_lazy, (*model.parameters(), *model.buffers()))):
+    tensors = (*model.parameters(), *model.buffers())
+    if any(map(is_lazy, tensors)):
         raise WidenetError("model has uninitialized parameters or buffers (a lazy module such as "
                            "nn.LazyLinear before its first call), which hold no values; run the "
                            "model once on a batch of points first")
-    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+    if any(t.is_meta for t in tensors):
         raise WidenetError("model has parameters or buffers on the meta device, which hold no "
                            "values; materialize them first (model.to_empty(device=...) and "
                            "initialize them, or load a state dict)")
@@ -275,7 +305,7 @@ def check_points(x: object, name: str, *,
                            f"dtype), got dtype {x.dtype}; convert it with x.double() or "
                            "x.float(), and a model that takes indices (nn.Embedding) converts "
                            "them back in its forward: self.embedding(x.long())")
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise WidenetError(f"{name} contains NaN or inf values; clean or drop those points first")
     if like is not None:
         other, other_name = like
@@ -291,6 +321,12 @@ def check_points(x: object, name: str, *,
                                f"{other.dtype} on {other.device}; move both to the same dtype "
                                "and device")
     return x
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry of the non-empty real tensor ``t`` is finite: its minimum and maximum
+    are (a NaN is both), one reduction instead of an elementwise test."""
+    return all(map(math.isfinite, torch.aminmax(t)))
 
 
 def on_values(function: Callable[..., T]) -> Callable[..., T]:
