@@ -147,7 +147,7 @@ class FlatLoss:
         """Raise unless ``value``, L(theta) evaluated once more, is ``self.value`` to round-off
         (see ``rows_close``): a loss that differs between two passes at the same parameters
         is random, and has no derivatives to take."""
-        if not bool(rows_close(value.detach().reshape(1, 1), self.value.reshape(1, 1))[0]):
+        if not bool(rows_close([(value.detach().reshape(1, 1), self.value.reshape(1, 1))])[0, 0]):
             raise WidenetError(f"two evaluations of the loss at the same parameters gave "
                                f"{self.value.item()!r} and {value.item()!r}: the model or "
                                "loss_fn is random (dropout in training mode?), so the loss has "
