@@ -240,6 +240,23 @@ def test_a_kernel_that_is_not_symmetric_is_refused(ill_conditioned: dict) -> Non
         gradient_flow(BlockedKernel(cross), torch.ones(40, dtype=torch.float64), 1.0)
 
 
+def test_a_float32_kernel_stored_in_float64_is_not_refused_as_asymmetric() -> None:
+    """A kernel computed in float32 and stored in float64 is symmetric to float32's round-off
+    only: it was refused as not symmetric (sqrt(eps64) of the stored dtype) before the fix.
+    f_train(t) moves by at most (t/n) ||dK||_2 ||y|| when K does by dK, so it matches the
+    dynamics of K's symmetric part to (t/n) ||K - K^T||_2 ||y|| and the Lanczos tolerance."""
+    from .conftest import float32_computed
+
+    kernel = float32_computed()
+    n, asymmetry = kernel.shape[0], float(torch.linalg.matrix_norm(kernel - kernel.T, 2))
+    y = torch.randn(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    times = [1.0, 100.0, 1e4]
+    result = gradient_flow(BlockedKernel(kernel), y, times, tol=1e-10)
+    dynamics = KernelDynamics(kernel, y)  # of (K + K^T) / 2
+    for i, t in enumerate(times):
+        assert _relative(result.train[i], dynamics.train(t), y) <= t / n * asymmetry + 1e-8
+
+
 def test_a_time_so_large_that_theta_t_overflows_gives_the_interpolant() -> None:
     """phi_t(theta) = (1 - exp(-theta t/n)) / theta -> 1/theta: at t = 1e300 and theta of
     1e10, theta t/n is inf, and phi was computed as (t/n) (1 - e^-x) / x = 0 (before the

@@ -52,6 +52,15 @@ def column_scales(y: torch.Tensor) -> torch.Tensor:
     return torch.where(peak > 0, torch.ldexp(torch.ones_like(peak), exponent), 1.0)
 
 
+def asymmetry_tolerance(eps: float) -> float:
+    """The relative asymmetry a training kernel whose values have round-off ``eps`` may show
+    before it is refused as not symmetric: sqrt(eps), but at least float32's sqrt(eps) (3.5e-4).
+    A kernel stored in float64 is often computed in float32 (a float32 net, a GPU, one block
+    of rows at a time), which leaves K - K^T of order 1e-7 ||K||; a kernel that is not
+    symmetric (a square test-by-train kernel) is off by far more."""
+    return max(eps, float(torch.finfo(torch.float32).eps)) ** 0.5
+
+
 def overflow_error(what: str) -> WidenetError:
     """The error for a solver whose float64 arithmetic overflowed in ``what``."""
     return WidenetError(f"{what} overflow float64: the kernel's values (or the weights they "
