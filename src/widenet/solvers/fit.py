@@ -264,7 +264,7 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
         if known_test.shape != (points,):
             raise WidenetError(f"the test labels must have shape ({points},), one per test "
                                f"point, got {known_test.shape}")
-        if test_labels is not None and values.dtype.kind not in "iub":
+        if values.dtype.kind not in "iub":
             raise WidenetError(f"test labels give a classifier's accuracy, but the labels are "
                                f"{values.dtype} (real targets: a regression); save integer "
                                "class labels to classify")
