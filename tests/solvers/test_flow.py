@@ -221,9 +221,20 @@ def test_a_kernel_whose_products_overflow_is_refused() -> None:
     outputs reported as converged before the fix)."""
     a = torch.randn(12, 3, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
     kernel = (torch.eye(12, dtype=torch.float64) + a @ a.T) * 2.0**600
+    y = torch.ones(12, dtype=torch.float64)
     with pytest.raises(WidenetError, match=r"Lanczos products K q overflow float64: .* divide "
-                                           "the kernel"):
-        gradient_flow(BlockedKernel(kernel), torch.ones(12, dtype=torch.float64), 1.0)
+                                           r"the kernel and the test kernel by .* c and "
+                                           "multiply the times by c: the weights are then c "
+                                           "times as large"):
+        gradient_flow(BlockedKernel(kernel), y, 1.0)
+    # the advice (it did not say to scale the times before the fix): exp(-(K/c) (c t)/n) is
+    # exp(-K t/n), and phi_(c t)(K/c) = c phi_t(K)
+    c = float(kernel.diagonal().max())
+    result = gradient_flow(BlockedKernel(kernel / c), y, [c * 2.0**-600, c * 2.0**-590],
+                           tol=1e-10)
+    dynamics = KernelDynamics(kernel * 2.0**-600, y)  # of K t/n at t = 2^-600, 2^-590 (exact)
+    for i, t in enumerate([1.0, 2.0**10]):
+        assert _relative(result.train[i], dynamics.train(t), y) < 1e-8
 
 
 def test_a_kernel_that_is_not_symmetric_is_refused(ill_conditioned: dict) -> None:

@@ -61,12 +61,17 @@ def asymmetry_tolerance(eps: float) -> float:
     return max(eps, float(torch.finfo(torch.float32).eps)) ** 0.5
 
 
-def overflow_error(what: str) -> WidenetError:
-    """The error for a solver whose float64 arithmetic overflowed in ``what``."""
+def overflow_error(what: str, flow: bool = False) -> WidenetError:
+    """The error for a solver whose float64 arithmetic overflowed in ``what``, with the
+    rescaling that avoids it: K / c (and ridge / c) gives c times the weights and the same
+    predictions with the test kernel divided by c too; gradient flow (``flow``) on K / c
+    also needs the times c t, since phi_(c t)(K / c) = c phi_t(K)."""
+    rescale = "multiply the times by c" if flow else "divide the ridge by c"
     return WidenetError(f"{what} overflow float64: the kernel's values (or the weights they "
-                        "give) are too large; divide the kernel (and the ridge) by its largest "
-                        "diagonal value, which divides the weights by it and leaves the "
-                        "predictions as they are")
+                        "give) are too large or too small; divide the kernel and the test "
+                        "kernel by the kernel's largest diagonal value c and "
+                        f"{rescale}: the weights are then c times as large and the "
+                        "predictions the same")
 
 
 def relative_tolerance(tol: object) -> float:

@@ -116,7 +116,7 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
                     projections.append(projection)
         beta = w.norm(dim=0)
         if not bool(torch.isfinite(beta).all() and torch.isfinite(diagonal[-1]).all()):
-            raise overflow_error("the Lanczos products K q")
+            raise overflow_error("the Lanczos products K q", flow=True)
         scale = torch.stack(diagonal).abs().amax(0)
         _check_symmetric(projections, off, scale, kernel.eps)
         beta = torch.where(beta > BREAKDOWN * n * torch.finfo(torch.float64).eps * scale, beta,
@@ -142,7 +142,7 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
     weights = torch.einsum("nks,tgks->gtnk", stacked, previous)
     weights, train = weights[0] * scales, weights[1] * scales
     if not bool(torch.isfinite(weights).all() and torch.isfinite(train).all()):
-        raise overflow_error("the weights phi_t(K) y or the outputs")
+        raise overflow_error("the weights phi_t(K) y or the outputs", flow=True)
     if torch.as_tensor(y).ndim == 1:
         weights, train = weights[..., 0], train[..., 0]
     if scalar:
