@@ -28,6 +28,19 @@ def ill_conditioned() -> dict[str, torch.Tensor]:
             "x": x, "x_test": x_test}
 
 
+def float32_computed(n: int = 50) -> torch.Tensor:
+    """A positive definite kernel (Gaussian + 1 + 0.1 I on n points of the sphere, so that
+    float32 round-off cannot make it indefinite) computed in float32 and stored in float64:
+    its upper triangle one float32 ulp above the lower one, K - K^T of the round-off that
+    rows computed in float32 one block at a time give."""
+    x = sphere_points(n, 3, seed=0)
+    kernel = (torch.exp(-torch.cdist(x, x) ** 2) + 1.0
+              + 0.1 * torch.eye(n, dtype=torch.float64)).float()
+    upper = torch.triu(torch.ones(n, n, dtype=torch.bool), 1)
+    return torch.where(upper, torch.nextafter(kernel, torch.tensor(float("inf"))),
+                       kernel).double()
+
+
 def dense_solve(kernel: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
     return torch.linalg.solve(kernel + ridge * torch.eye(kernel.shape[0], dtype=kernel.dtype), y)
 

@@ -244,6 +244,23 @@ def test_the_eps_of_a_row_function_is_that_of_its_rows_or_the_one_given() -> Non
         brain.take(np.array([1]))
 
 
+def test_kernels_and_their_parts_travel_by_cloudpickle() -> None:
+    """A kernel in memory or of a row function (and its parts) is sent to another process or
+    a Ray task by cloudpickle, with its eps (the lock of its lazily found eps could not be
+    pickled before the fix); the copy gives the same products."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    matrix = _kernel(20)
+    v = torch.ones(20, 2, dtype=torch.float64)
+    for kernel in (BlockedKernel(matrix.float(), block_rows=6),
+                   BlockedKernel.from_function(lambda index: matrix[index].float(), (20, 20),
+                                               block_rows=6)):
+        for original in (kernel, kernel.part(range(3, 20), range(20))):
+            copy = cloudpickle.loads(cloudpickle.dumps(original))
+            assert copy.eps == original.eps == torch.finfo(torch.float32).eps
+            assert torch.equal(copy.matmul(v[:original.shape[1]]),
+                               original.matmul(v[:original.shape[1]]))
+
+
 def test_a_part_of_a_net_kernel_computes_only_its_columns(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """part(rows, cols) of from_net computes K(x[block], x2[cols]), not the whole rows (it

@@ -192,6 +192,23 @@ def test_a_kernel_of_huge_values_is_solved() -> None:
     assert float((unscaled - expected).norm() / expected.norm()) <= condition * 1e-12
 
 
+def test_weights_that_overflow_are_refused_with_a_rescaling_that_works() -> None:
+    """K 2^-1020 and targets up to 2^8: the weights (K^-1 y, up to 2^1028) overflow. The error
+    says to divide K by its largest diagonal value c (it said that this divides the weights,
+    which it multiplies, before the fix); done, the weights are c K^-1 y and K alpha = y."""
+    kernel, y, condition = _small_problem()
+    tiny = kernel * 2.0**-1020
+    with pytest.raises(WidenetError, match=r"weights .* overflow float64: .* divide the kernel "
+                                           r"and the test kernel by .* c and divide the ridge "
+                                           "by c: the weights are then c times as large"):
+        conjugate_gradients(BlockedKernel(tiny), y * 2.0**8)
+    c = float(tiny.diagonal().max())
+    solved = conjugate_gradients(BlockedKernel(tiny / c), y * 2.0**8, tol=1e-12)
+    assert solved.converged
+    assert float(((tiny / c) @ solved.weights - y * 2.0**8).norm() / (y * 2.0**8).norm()) <= (
+        1e-12 * condition)
+
+
 def test_a_tolerance_of_one_or_more_is_refused() -> None:
     """A relative residual of 1 is met by alpha = 0: tol >= 1 returned zero weights,
     "converged", after no iteration (before the fix); Lanczos likewise."""

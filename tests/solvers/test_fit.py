@@ -197,17 +197,19 @@ def test_options_that_a_fit_would_ignore_are_refused(ill_conditioned: dict) -> N
     from widenet.solvers.cg import conjugate_gradients
 
     kernel, labels = ill_conditioned["train"], ill_conditioned["labels"].numpy()
-    for options, named in (({"rank": 20}, "rank"), ({"seed": 1}, "seed"),
-                           ({"preconditioner": None}, "preconditioner"),
-                           ({"preconditioner": None, "rank": 5}, "preconditioner and rank")):
-        with pytest.raises(WidenetError, match=f"^{named} apply to conjugate gradients .* "
-                                               f"leave out {named} or the time$"):
+    for options, named in (({"rank": 20}, "rank applies"), ({"seed": 1}, "seed applies"),
+                           ({"preconditioner": None}, "preconditioner applies"),
+                           ({"preconditioner": None, "rank": 5},
+                            "preconditioner and rank apply")):
+        with pytest.raises(WidenetError, match=f"^{named} to conjugate gradients .* "
+                                               f"leave out {named.rsplit(' ', 1)[0]} or the "
+                                               "time$"):
             fit(kernel, labels, time=5.0, **options)
     blocked, y = BlockedKernel(kernel), ill_conditioned["y"]
-    for options, named in (({"rank": 20}, "rank"), ({"seed": 3}, "seed"),
-                           ({"rank": 20, "seed": 3}, "rank and seed")):
+    for options, named in (({"rank": 20}, "rank chooses"), ({"seed": 3}, "seed chooses"),
+                           ({"rank": 20, "seed": 3}, "rank and seed choose")):
         for preconditioner, what in ((None, "None"), (lambda r: r, "<function")):
-            with pytest.raises(WidenetError, match=f"^{named} set the Nystrom .* preconditioner "
+            with pytest.raises(WidenetError, match=f"^{named} the Nystrom .* preconditioner "
                                                    f"is {what}"):
                 conjugate_gradients(blocked, y, preconditioner=preconditioner, **options)
     ridge = fit(kernel, labels, time=float("inf"), ridge=1e-2, tol=1e-10)
@@ -271,9 +273,9 @@ def test_the_fit_command_refuses_options_it_would_ignore(disk_kernel: dict, tmp_
     np.save(tmp_path / "labels.npy", (disk_kernel["x"][:, 0] > 0).long().numpy())
     command = ["fit", str(disk_kernel["path"]), "--labels", str(tmp_path / "labels.npy"),
                "--train", "100", "--out", str(tmp_path / "out.npy")]
-    for extra, message in ((["--time", "10", "--rank", "20"], "rank apply to conjugate"),
-                           (["--time", "10", "--no-preconditioner"], "preconditioner apply"),
-                           (["--no-preconditioner", "--rank", "20"], "rank set the Nystrom")):
+    for extra, message in ((["--time", "10", "--rank", "20"], "rank applies to conjugate"),
+                           (["--time", "10", "--no-preconditioner"], "preconditioner applies"),
+                           (["--no-preconditioner", "--rank", "20"], "rank chooses the Nystrom")):
         assert main([*command, *extra]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out.npy").exists()

@@ -221,9 +221,20 @@ def test_a_kernel_whose_products_overflow_is_refused() -> None:
     outputs reported as converged before the fix)."""
     a = torch.randn(12, 3, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
     kernel = (torch.eye(12, dtype=torch.float64) + a @ a.T) * 2.0**600
+    y = torch.ones(12, dtype=torch.float64)
     with pytest.raises(WidenetError, match=r"Lanczos products K q overflow float64: .* divide "
-                                           "the kernel"):
-        gradient_flow(BlockedKernel(kernel), torch.ones(12, dtype=torch.float64), 1.0)
+                                           r"the kernel and the test kernel by .* c and "
+                                           "multiply the times by c: the weights are then c "
+                                           "times as large"):
+        gradient_flow(BlockedKernel(kernel), y, 1.0)
+    # the advice (it did not say to scale the times before the fix): exp(-(K/c) (c t)/n) is
+    # exp(-K t/n), and phi_(c t)(K/c) = c phi_t(K)
+    c = float(kernel.diagonal().max())
+    result = gradient_flow(BlockedKernel(kernel / c), y, [c * 2.0**-600, c * 2.0**-590],
+                           tol=1e-10)
+    dynamics = KernelDynamics(kernel * 2.0**-600, y)  # of K t/n at t = 2^-600, 2^-590 (exact)
+    for i, t in enumerate([1.0, 2.0**10]):
+        assert _relative(result.train[i], dynamics.train(t), y) < 1e-8
 
 
 def test_a_kernel_that_is_not_symmetric_is_refused(ill_conditioned: dict) -> None:
@@ -238,6 +249,23 @@ def test_a_kernel_that_is_not_symmetric_is_refused(ill_conditioned: dict) -> Non
     cross = infinite_kernels(relu_net(3, 8), x[:40] + 0.1, x[:40]).ntk
     with pytest.raises(WidenetError, match="kernel is not symmetric: q_i"):
         gradient_flow(BlockedKernel(cross), torch.ones(40, dtype=torch.float64), 1.0)
+
+
+def test_a_float32_kernel_stored_in_float64_is_not_refused_as_asymmetric() -> None:
+    """A kernel computed in float32 and stored in float64 is symmetric to float32's round-off
+    only: it was refused as not symmetric (sqrt(eps64) of the stored dtype) before the fix.
+    f_train(t) moves by at most (t/n) ||dK||_2 ||y|| when K does by dK, so it matches the
+    dynamics of K's symmetric part to (t/n) ||K - K^T||_2 ||y|| and the Lanczos tolerance."""
+    from .conftest import float32_computed
+
+    kernel = float32_computed()
+    n, asymmetry = kernel.shape[0], float(torch.linalg.matrix_norm(kernel - kernel.T, 2))
+    y = torch.randn(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    times = [1.0, 100.0, 1e4]
+    result = gradient_flow(BlockedKernel(kernel), y, times, tol=1e-10)
+    dynamics = KernelDynamics(kernel, y)  # of (K + K^T) / 2
+    for i, t in enumerate(times):
+        assert _relative(result.train[i], dynamics.train(t), y) <= t / n * asymmetry + 1e-8
 
 
 def test_a_time_so_large_that_theta_t_overflows_gives_the_interpolant() -> None:

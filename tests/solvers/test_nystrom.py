@@ -120,3 +120,23 @@ def test_a_kernel_that_is_not_symmetric_is_refused(ill_conditioned: dict) -> Non
     with pytest.raises(WidenetError, match=r"not symmetric: on the preconditioner's 10 points"):
         NystromPreconditioner(BlockedKernel(cross), rank=10)
     NystromPreconditioner(BlockedKernel(ill_conditioned["train"].float()), rank=60)  # round-off
+
+
+def test_a_float32_kernel_stored_in_float64_is_not_refused_as_asymmetric() -> None:
+    """A kernel computed in float32 and stored in float64 is symmetric to float32's round-off
+    only: the preconditioner refused it as not symmetric (sqrt(eps64) of the stored dtype)
+    before the fix. The weights solve K alpha = y to the tolerance, hence (first-order
+    perturbation) those of K's symmetric part to cond(K) ||K - K^T||_2 / ||K||_2."""
+    from .conftest import float32_computed
+
+    kernel = float32_computed()
+    y = torch.randn(kernel.shape[0], 2, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0))
+    solved = conjugate_gradients(BlockedKernel(kernel), y, tol=1e-10)
+    assert solved.converged
+    condition = float(torch.linalg.cond(kernel))
+    asymmetry = float(torch.linalg.matrix_norm(kernel - kernel.T, 2)
+                      / torch.linalg.matrix_norm(kernel, 2))
+    expected = torch.linalg.solve((kernel + kernel.T) / 2, y)
+    assert float((solved.weights - expected).norm() / expected.norm()) <= (
+        condition * (asymmetry + 1e-10))

@@ -52,12 +52,26 @@ def column_scales(y: torch.Tensor) -> torch.Tensor:
     return torch.where(peak > 0, torch.ldexp(torch.ones_like(peak), exponent), 1.0)
 
 
-def overflow_error(what: str) -> WidenetError:
-    """The error for a solver whose float64 arithmetic overflowed in ``what``."""
+def asymmetry_tolerance(eps: float) -> float:
+    """The relative asymmetry a training kernel whose values have round-off ``eps`` may show
+    before it is refused as not symmetric: sqrt(eps), but at least float32's sqrt(eps) (3.5e-4).
+    A kernel stored in float64 is often computed in float32 (a float32 net, a GPU, one block
+    of rows at a time), which leaves K - K^T of order 1e-7 ||K||; a kernel that is not
+    symmetric (a square test-by-train kernel) is off by far more."""
+    return max(eps, float(torch.finfo(torch.float32).eps)) ** 0.5
+
+
+def overflow_error(what: str, flow: bool = False) -> WidenetError:
+    """The error for a solver whose float64 arithmetic overflowed in ``what``, with the
+    rescaling that avoids it: K / c (and ridge / c) gives c times the weights and the same
+    predictions with the test kernel divided by c too; gradient flow (``flow``) on K / c
+    also needs the times c t, since phi_(c t)(K / c) = c phi_t(K)."""
+    rescale = "multiply the times by c" if flow else "divide the ridge by c"
     return WidenetError(f"{what} overflow float64: the kernel's values (or the weights they "
-                        "give) are too large; divide the kernel (and the ridge) by its largest "
-                        "diagonal value, which divides the weights by it and leaves the "
-                        "predictions as they are")
+                        "give) are too large or too small; divide the kernel and the test "
+                        "kernel by the kernel's largest diagonal value c and "
+                        f"{rescale}: the weights are then c times as large and the "
+                        "predictions the same")
 
 
 def relative_tolerance(tol: object) -> float:

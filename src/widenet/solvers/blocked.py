@@ -296,6 +296,14 @@ class _Precision:
         self._eps = eps
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        """The eps without the lock (not picklable): a kernel is sent to processes or Ray
+        tasks by cloudpickle."""
+        return {"eps": self._eps}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["eps"])
+
     def value(self, one_row: Callable[[], np.ndarray]) -> float:
         with self._lock:
             if self._eps is None:

@@ -128,10 +128,11 @@ def conjugate_gradients(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, *,
 def _preconditioner(choice: object, kernel: BlockedKernel, ridge: float, rank: int | None,
                     seed: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
     if not (isinstance(choice, str) and choice == "nystrom") and (rank, seed) != (None, None):
-        given = " and ".join(name for name, value in (("rank", rank), ("seed", seed))
-                             if value is not None)
+        names = [name for name, value in (("rank", rank), ("seed", seed)) if value is not None]
+        given = " and ".join(names)
         what = "None (plain CG)" if choice is None else repr(choice)
-        raise WidenetError(f"{given} set the Nystrom preconditioner's columns, but the "
+        raise WidenetError(f"{given} {'choose' if len(names) > 1 else 'chooses'} the Nystrom "
+                           "preconditioner's columns, but the "
                            f"preconditioner is {what}: leave out {given}, or use "
                            "preconditioner='nystrom'")
     if choice is None:

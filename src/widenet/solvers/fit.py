@@ -104,9 +104,11 @@ def fit(kernel: KernelLike, labels: np.ndarray | torch.Tensor, *, ridge: float =
         if not (isinstance(preconditioner, str) and preconditioner == "nystrom"):
             unused.insert(0, "preconditioner")
         if unused:
-            raise WidenetError(f"{' and '.join(unused)} apply to conjugate gradients (no time, "
-                               "or time=inf); gradient flow for a finite time (Lanczos) has "
-                               f"none: leave out {' and '.join(unused)} or the time")
+            names = " and ".join(unused)
+            raise WidenetError(f"{names} {'apply' if len(unused) > 1 else 'applies'} to "
+                               "conjugate gradients (no time, or time=inf); gradient flow for "
+                               f"a finite time (Lanczos) has none: leave out {names} or the "
+                               "time")
         flow = gradient_flow(train_kernel, targets, flow_time, tol=tol,
                              max_iterations=max_iterations or 300, progress=progress)
         weights, train, iterations = flow.weights, flow.train, flow.iterations
@@ -262,7 +264,7 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
         if known_test.shape != (points,):
             raise WidenetError(f"the test labels must have shape ({points},), one per test "
                                f"point, got {known_test.shape}")
-        if test_labels is not None and values.dtype.kind not in "iub":
+        if values.dtype.kind not in "iub":
             raise WidenetError(f"test labels give a classifier's accuracy, but the labels are "
                                f"{values.dtype} (real targets: a regression); save integer "
                                "class labels to classify")

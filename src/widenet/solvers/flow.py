@@ -47,6 +47,7 @@ import torch
 
 from widenet.errors import WidenetError
 from widenet.solvers.arguments import (
+    asymmetry_tolerance,
     column_scales,
     overflow_error,
     relative_tolerance,
@@ -115,7 +116,7 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
                     projections.append(projection)
         beta = w.norm(dim=0)
         if not bool(torch.isfinite(beta).all() and torch.isfinite(diagonal[-1]).all()):
-            raise overflow_error("the Lanczos products K q")
+            raise overflow_error("the Lanczos products K q", flow=True)
         scale = torch.stack(diagonal).abs().amax(0)
         _check_symmetric(projections, off, scale, kernel.eps)
         beta = torch.where(beta > BREAKDOWN * n * torch.finfo(torch.float64).eps * scale, beta,
@@ -141,7 +142,7 @@ def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: ob
     weights = torch.einsum("nks,tgks->gtnk", stacked, previous)
     weights, train = weights[0] * scales, weights[1] * scales
     if not bool(torch.isfinite(weights).all() and torch.isfinite(train).all()):
-        raise overflow_error("the weights phi_t(K) y or the outputs")
+        raise overflow_error("the weights phi_t(K) y or the outputs", flow=True)
     if torch.as_tensor(y).ndim == 1:
         weights, train = weights[..., 0], train[..., 0]
     if scalar:
@@ -179,21 +180,23 @@ def _coefficients(diagonal: torch.Tensor, off: list[torch.Tensor], norms: torch.
 def _check_symmetric(projections: list[torch.Tensor], off: list[torch.Tensor],
                      scale: torch.Tensor, eps: float) -> None:
     """Raise unless q_i^T K q_j (``projections``, i = 0..j, of the newest q_j) is tridiagonal
-    with q_(j-1)^T K q_j = beta_(j-1) = q_j^T K q_(j-1), up to sqrt(eps) max|alpha| (over all
-    columns: a lower bound on ||K||): what a symmetric K gives (to round-off, eps ||K||, with
-    the orthonormal basis of full reorthogonalization); a kernel of another kind
+    with q_(j-1)^T K q_j = beta_(j-1) = q_j^T K q_(j-1), up to
+    :func:`~widenet.solvers.arguments.asymmetry_tolerance` (sqrt(eps), at least float32's)
+    times max|alpha| (over all columns: a lower bound on ||K||): what a symmetric K gives (to
+    round-off, eps ||K||, with the orthonormal basis of full reorthogonalization; a kernel
+    computed in float32 and stored in float64, to float32's); a kernel of another kind
     (test-by-train, say) is far off."""
     if len(projections) < 2:
         return
     gaps = [projection.abs() for projection in projections[:-2]]
     gaps.append((projections[-2] - off[-1]).abs())
     gap, norm = float(torch.stack(gaps).max()), float(scale.max())
-    if gap > eps**0.5 * norm:
-        worst = gap / norm
+    allowed = asymmetry_tolerance(eps)
+    if gap > allowed * norm:
         raise WidenetError(
             f"the kernel is not symmetric: q_i^T K q_j and q_j^T K q_i of the Lanczos vectors "
-            f"differ by {worst:.3g} times max|q^T K q|, beyond half its digits; a training "
-            "kernel K(x, x) is symmetric: check that it is not a test-by-train kernel")
+            f"differ by {gap / norm:.3g} times max|q^T K q|, beyond round-off ({allowed:.3g}); a "
+            "training kernel K(x, x) is symmetric: check that it is not a test-by-train kernel")
 
 
 def _check_semidefinite(theta: torch.Tensor, n: int, eps: float) -> None:

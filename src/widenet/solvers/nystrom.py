@@ -48,7 +48,7 @@ import torch
 
 from widenet.errors import WidenetError
 from widenet.seeds import check_seed
-from widenet.solvers.arguments import column_scales, square_size
+from widenet.solvers.arguments import asymmetry_tolerance, column_scales, square_size
 from widenet.solvers.blocked import BlockedKernel
 from widenet.validation import finite_real, positive_int
 
@@ -83,13 +83,14 @@ class NystromPreconditioner:
         c = float(column_scales(torch.from_numpy(rows.reshape(-1, 1)))[0])
         rows /= c
         inner = rows[:, subset]
-        asymmetry = float(np.linalg.norm(inner - inner.T))
-        if asymmetry > kernel.eps**0.5 * float(np.linalg.norm(inner)):
+        asymmetry, size = float(np.linalg.norm(inner - inner.T)), float(np.linalg.norm(inner))
+        allowed = asymmetry_tolerance(kernel.eps)
+        if asymmetry > allowed * size:
             raise WidenetError(
                 f"the kernel is not symmetric: on the preconditioner's {rank} points, "
-                f"||K_SS - K_SS^T||_F is {asymmetry / float(np.linalg.norm(inner)):.3g} times "
-                "||K_SS||_F, beyond half its digits; a training kernel K(x, x) is symmetric: "
-                "check that it is not a test-by-train kernel")
+                f"||K_SS - K_SS^T||_F is {asymmetry / size:.3g} times ||K_SS||_F, beyond round-off "
+                f"({allowed:.3g}); a training kernel K(x, x) is symmetric: check that it is "
+                "not a test-by-train kernel")
         shift = max(n * np.finfo(np.float64).eps * float(np.linalg.norm(rows)),
                     kernel.eps * float(np.linalg.norm(inner)), np.finfo(np.float64).tiny)
         inner = (inner + inner.T) / 2 + shift * np.eye(rank)
