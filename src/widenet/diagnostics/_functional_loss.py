@@ -63,8 +63,12 @@ class FlatLoss:
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         """L(theta), a 0-dim tensor."""
+        return self._loss(theta).reshape(())
+
+    def _loss(self, theta: torch.Tensor) -> object:
+        """loss_fn(model(x; theta), y), as loss_fn returns it."""
         params = dict(zip(self.names, self.unflatten(theta), strict=True))
-        return self.loss_fn(self.fmodel.raw(params, self.x), self.y).reshape(())
+        return self.loss_fn(self.fmodel.raw(params, self.x), self.y)
 
     def unflatten(self, theta: torch.Tensor) -> list[torch.Tensor]:
         """The flat vector cut into tensors of the parameters' shapes, in ``names`` order."""
@@ -158,11 +162,9 @@ class FlatLoss:
     def _first_value(self) -> torch.Tensor:
         """L(theta), checking that the model and loss_fn run and give a finite scalar that
         autograd can differentiate in theta."""
-        theta = self.theta.clone().requires_grad_(True)
-        params = dict(zip(self.names, self.unflatten(theta), strict=True))
         try:
             with torch.enable_grad():
-                value = self.loss_fn(self.fmodel.raw(params, self.x), self.y)
+                value = self._loss(self.theta.clone().requires_grad_(True))
         except torch.OutOfMemoryError:
             raise
         except (RuntimeError, TypeError) as error:
