@@ -284,3 +284,22 @@ def test_taylor_monitor_with_a_parameter_the_forward_pass_does_not_use() -> None
     change = history["loss"].diff().shift(-1).iloc[:-1].to_numpy()
     assert torch.allclose(torch.tensor(history["taylor_actual"].iloc[:-1].to_numpy()),
                           torch.tensor(change), rtol=1e-9)
+
+
+@pytest.mark.parametrize("monitor", [SharpnessMonitor, TaylorMonitor])
+def test_loss_monitors_refuse_a_model_trained_with_dropout_before_training(monitor) -> None:
+    """The loss of a model with dropout in training mode is random: the diagnostics refused it
+    at the first measurement, advising model.eval(), which before train() would turn dropout off
+    for the training itself."""
+    x, y = regression()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Dropout(0.2),
+                                torch.nn.Linear(16, 1)).double()
+    initial = copy.deepcopy(model.state_dict())
+    with pytest.raises(wn.WidenetError, match=rf"^{monitor.__name__}: module '2' \(Dropout\) is "
+                       r"in training mode.*leave the monitor out and measure the trained model "
+                       r"in eval mode"):
+        wn.train(model, x, y, lr=0.1, steps=3, monitors=[monitor()])
+    assert all(torch.equal(initial[name], t) for name, t in model.state_dict().items())
+    model.eval()  # dropout off: measured
+    assert wn.train(model, x, y, lr=0.1, steps=3, monitors=[monitor()]).status == "completed"

@@ -373,6 +373,9 @@ class SharpnessMonitor(Monitor):
         self.tracker = SharpnessTracker(k, tol=tol)
         self.warned = False
 
+    def start(self, state: RunState) -> None:
+        _refuse_dropout_in_training(self, state.model)
+
     def measure(self, state: RunState) -> dict[str, float]:
         result = self.tracker(state.model, _objective(state), state.x, state.y)
         threshold = result.threshold(state.lr, state.momentum) \
@@ -406,6 +409,9 @@ class TaylorMonitor(Monitor):
     def __init__(self, every: int | None = None):
         self.every = every
 
+    def start(self, state: RunState) -> None:
+        _refuse_dropout_in_training(self, state.model)
+
     def measure(self, state: RunState) -> dict[str, float]:
         if not state.gradients:  # the final row: no step follows
             return {}
@@ -419,6 +425,21 @@ class TaylorMonitor(Monitor):
                                      direction, state.lr)
         return {"taylor_c1": result.c1, "taylor_c2": result.c2, "taylor_c3": result.c3,
                 "taylor_actual": result.actual}
+
+
+def _refuse_dropout_in_training(monitor: Monitor, model: nn.Module) -> None:
+    """Raise before training if ``model`` trains with dropout: its loss is random, which the
+    loss diagnostics refuse at every measurement, and their advice (model.eval()) would, before
+    train(), turn dropout off for the training itself."""
+    for path, module in model.named_modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.training and module.p > 0:
+            raise WidenetError(f"{type(monitor).__name__}: module {path!r} "
+                               f"({type(module).__name__}) is in training mode, so the training "
+                               "loss is random and has no derivatives for the monitor to "
+                               "measure (model.eval() before train() would train without "
+                               "dropout); leave the monitor out and measure the trained model in "
+                               "eval mode (widenet.diagnostics.sharpness, taylor_coefficients), "
+                               "or train without dropout")
 
 
 def _objective(state: RunState):
