@@ -197,13 +197,19 @@ def _check_targets(y: object, x: torch.Tensor) -> torch.Tensor:
     return y.detach().to(device=x.device)
 
 
+class NonFiniteDerivativeError(WidenetError):
+    """A derivative of the loss at theta is NaN or inf: the loss is not differentiable there,
+    or the derivative overflows the dtype of the computation (a diverging run's last step)."""
+
+
 def finite_derivative(derivative: torch.Tensor, what: str) -> torch.Tensor:
-    """``derivative`` (of the loss at theta), if it is finite; otherwise a WidenetError."""
+    """``derivative`` (of the loss at theta), if it is finite; otherwise a
+    :class:`NonFiniteDerivativeError`."""
     if not bool(torch.isfinite(derivative).all()):
-        raise WidenetError(f"the loss's {what} at the model's parameters contains NaN or inf: "
-                           "the loss is not differentiable enough there (a norm or a sqrt at "
-                           "0, an overflow); move the parameters or the data off that point, or "
-                           "rescale them")
+        raise NonFiniteDerivativeError(
+            f"the loss's {what} at the model's parameters contains NaN or inf: the loss is not "
+            "differentiable enough there (a norm or a sqrt at 0, an overflow); move the "
+            "parameters or the data off that point, or rescale them")
     return derivative
 
 
