@@ -284,3 +284,50 @@ def test_taylor_monitor_with_a_parameter_the_forward_pass_does_not_use() -> None
     change = history["loss"].diff().shift(-1).iloc[:-1].to_numpy()
     assert torch.allclose(torch.tensor(history["taylor_actual"].iloc[:-1].to_numpy()),
                           torch.tensor(change), rtol=1e-9)
+
+
+@pytest.mark.parametrize("monitor", [SharpnessMonitor, TaylorMonitor])
+def test_loss_monitors_refuse_a_model_trained_with_dropout_before_training(monitor) -> None:
+    """The loss of a model with dropout in training mode is random: the diagnostics refused it
+    at the first measurement, advising model.eval(), which before train() would turn dropout off
+    for the training itself."""
+    x, y = regression()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Dropout(0.2),
+                                torch.nn.Linear(16, 1)).double()
+    initial = copy.deepcopy(model.state_dict())
+    with pytest.raises(wn.WidenetError, match=rf"^{monitor.__name__}: module '2' \(Dropout\) is "
+                       r"in training mode.*leave the monitor out and measure the trained model "
+                       r"in eval mode"):
+        wn.train(model, x, y, lr=0.1, steps=3, monitors=[monitor()])
+    assert all(torch.equal(initial[name], t) for name, t in model.state_dict().items())
+    model.eval()  # dropout off: measured
+    assert wn.train(model, x, y, lr=0.1, steps=3, monitors=[monitor()]).status == "completed"
+
+
+class _Chain(torch.nn.Module):
+    """f(x) = a b x, a = b = 1 at the start: L = (a b)^2 / 2 for x = 1, y = 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Parameter(torch.ones(())), torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a * self.b * x
+
+
+def test_taylor_monitor_records_nan_at_the_step_where_a_run_diverges() -> None:
+    """GD at lr 1e7 takes a = b to about -1e7 in one step: the loss, 5e27, is finite in float32
+    and the loop measures that step (it diverged), but g'(0) = -||grad L||^2 (about 2e42)
+    overflows. The monitor raised and ended the run (the edge-of-stability study's c = 8 runs);
+    before the loss diagnostics refused non-finite derivatives it recorded NaN."""
+    x, y = torch.ones(1, 1), torch.zeros(1, 1)
+    with pytest.warns(UserWarning, match=r"TaylorMonitor: at step 1, .*contains NaN or inf.*"
+                      "recorded as NaN"):
+        result = wn.train(_Chain(), x, y, lr=1e7, steps=5, log_every=1,
+                          monitors=[TaylorMonitor()], progress=False)
+    assert (result.status, result.steps) == ("diverged", 1)
+    rows = result.measurements["taylor"].set_index("step")
+    assert rows.loc[1].isna().all()
+    # Step 0, from a = b = 1 along G = grad L = (1, 1): g(s) = (1 - s)^4 / 2.
+    assert rows.loc[0, "taylor_c1"] == pytest.approx(-2.0 * 1e7, rel=1e-6)

@@ -290,3 +290,22 @@ def test_widenet_layer_stacks_are_recognised() -> None:
     assert homogeneity_error(net, torch.randn(5, 2, 2, dtype=F64), 2) < 1e-12
     with pytest.raises(WidenetError, match="not known to be positively homogeneous"):
         homogeneity_degree(wn_nn.Sequential(wn_nn.Dense(4, 6), wn_nn.Activation("tanh")))
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_parameter_norm_and_margin_at_extreme_parameter_scales(scale: float) -> None:
+    """rho summed the squares of the parameters: at 1e-200 they underflowed (rho = 0, 'all
+    parameters of the model are zero'), at 1e200 they overflowed (rho = inf). A linear net
+    (L = 1) has gamma(c theta) = gamma(theta) for any c > 0."""
+    net = nn.Sequential(nn.Linear(3, 1, bias=False)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, -2.0, 2.0]], dtype=F64))
+    labels = torch.ones(9)
+    expected = margins_of(net, _points(), labels).normalized
+    with torch.no_grad():
+        net[0].weight.mul_(scale)
+    # ||(1, -2, 2)|| = 3 exactly; the rescaling costs a few roundings.
+    assert parameter_norm(net) == pytest.approx(3.0 * scale, rel=8 * torch.finfo(F64).eps,
+                                                abs=0.0)
+    assert margins_of(net, _points(), labels).normalized == pytest.approx(
+        expected, rel=16 * torch.finfo(F64).eps)

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 import widenet as wn
 from tests.diagnostics.parameter_models import DUMMY_X, DUMMY_Y, ParameterOutput
 from widenet.diagnostics.sharpness import Sharpness, SharpnessTracker, sharpness
+from widenet.diagnostics.taylor import taylor_coefficients
 from widenet.dynamics.losses import mse
 
 
@@ -268,6 +269,18 @@ def test_works_under_inference_mode() -> None:
     with torch.inference_mode():
         result = sharpness(net, loss_fn, x, y, tol=1e-10, init=expected.eigenvectors * 1.0)
     assert result.value == pytest.approx(expected.value, rel=1e-9)
+
+
+def test_a_torch_func_transform_is_refused_naming_the_diagnostic() -> None:
+    """Under torch.func.grad the refusal said 'the kernels take points', for a call of
+    sharpness or taylor_coefficients."""
+    net, loss_fn, x, y = tanh_mlp()
+    with pytest.raises(wn.WidenetError, match=r"^sharpness takes values, not tensors of "
+                       r"torch\.func transforms .*call sharpness outside the transform"):
+        torch.func.grad(lambda points: sharpness(net, loss_fn, points, y).eigenvalues.sum())(x)
+    with pytest.raises(wn.WidenetError, match=r"^taylor_coefficients takes values"):
+        torch.func.grad(lambda points: torch.tensor(
+            taylor_coefficients(net, loss_fn, points, y, None, 0.1).c1))(x)
 
 
 def test_the_model_is_not_touched() -> None:

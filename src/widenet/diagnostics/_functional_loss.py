@@ -63,8 +63,12 @@ class FlatLoss:
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         """L(theta), a 0-dim tensor."""
+        return self._loss(theta).reshape(())
+
+    def _loss(self, theta: torch.Tensor) -> object:
+        """loss_fn(model(x; theta), y), as loss_fn returns it."""
         params = dict(zip(self.names, self.unflatten(theta), strict=True))
-        return self.loss_fn(self.fmodel.raw(params, self.x), self.y).reshape(())
+        return self.loss_fn(self.fmodel.raw(params, self.x), self.y)
 
     def unflatten(self, theta: torch.Tensor) -> list[torch.Tensor]:
         """The flat vector cut into tensors of the parameters' shapes, in ``names`` order."""
@@ -158,11 +162,9 @@ class FlatLoss:
     def _first_value(self) -> torch.Tensor:
         """L(theta), checking that the model and loss_fn run and give a finite scalar that
         autograd can differentiate in theta."""
-        theta = self.theta.clone().requires_grad_(True)
-        params = dict(zip(self.names, self.unflatten(theta), strict=True))
         try:
             with torch.enable_grad():
-                value = self.loss_fn(self.fmodel.raw(params, self.x), self.y)
+                value = self._loss(self.theta.clone().requires_grad_(True))
         except torch.OutOfMemoryError:
             raise
         except (RuntimeError, TypeError) as error:
@@ -195,13 +197,19 @@ def _check_targets(y: object, x: torch.Tensor) -> torch.Tensor:
     return y.detach().to(device=x.device)
 
 
+class NonFiniteDerivativeError(WidenetError):
+    """A derivative of the loss at theta is NaN or inf: the loss is not differentiable there,
+    or the derivative overflows the dtype of the computation (a diverging run's last step)."""
+
+
 def finite_derivative(derivative: torch.Tensor, what: str) -> torch.Tensor:
-    """``derivative`` (of the loss at theta), if it is finite; otherwise a WidenetError."""
+    """``derivative`` (of the loss at theta), if it is finite; otherwise a
+    :class:`NonFiniteDerivativeError`."""
     if not bool(torch.isfinite(derivative).all()):
-        raise WidenetError(f"the loss's {what} at the model's parameters contains NaN or inf: "
-                           "the loss is not differentiable enough there (a norm or a sqrt at "
-                           "0, an overflow); move the parameters or the data off that point, or "
-                           "rescale them")
+        raise NonFiniteDerivativeError(
+            f"the loss's {what} at the model's parameters contains NaN or inf: the loss is not "
+            "differentiable enough there (a norm or a sqrt at 0, an overflow); move the "
+            "parameters or the data off that point, or rescale them")
     return derivative
 
 

@@ -41,6 +41,7 @@ import warnings
 import torch
 from torch import nn
 
+from widenet.diagnostics._functional_loss import NonFiniteDerivativeError
 from widenet.diagnostics.feature_layers import FeatureModules, HiddenFeatures
 from widenet.diagnostics.features import soft_ranks
 from widenet.diagnostics.kernel_motion import (
@@ -373,6 +374,9 @@ class SharpnessMonitor(Monitor):
         self.tracker = SharpnessTracker(k, tol=tol)
         self.warned = False
 
+    def start(self, state: RunState) -> None:
+        _refuse_dropout_in_training(self, state.model)
+
     def measure(self, state: RunState) -> dict[str, float]:
         result = self.tracker(state.model, _objective(state), state.x, state.y)
         threshold = result.threshold(state.lr, state.momentum) \
@@ -399,12 +403,18 @@ class SharpnessMonitor(Monitor):
 
 
 class TaylorMonitor(Monitor):
-    """The loss's Taylor coefficients along the step taken at this step."""
+    """The loss's Taylor coefficients along the step taken at this step; all NaN at a step
+    where a derivative of the loss along it is NaN or inf (the step where a run diverges, whose
+    loss may be finite while the derivatives overflow), with a warning the first time."""
 
     name = "taylor"
 
     def __init__(self, every: int | None = None):
         self.every = every
+        self.warned = False
+
+    def start(self, state: RunState) -> None:
+        _refuse_dropout_in_training(self, state.model)
 
     def measure(self, state: RunState) -> dict[str, float]:
         if not state.gradients:  # the final row: no step follows
@@ -415,10 +425,36 @@ class TaylorMonitor(Monitor):
         direction = {name: state.gradients[name] * scales.get(name, 1.0)
                      if name in state.gradients else torch.zeros_like(p)
                      for name, p in state.model.named_parameters() if p.requires_grad}
-        result = taylor_coefficients(state.model, _objective(state), state.x, state.y,
-                                     direction, state.lr)
+        try:
+            result = taylor_coefficients(state.model, _objective(state), state.x, state.y,
+                                         direction, state.lr)
+        except NonFiniteDerivativeError as error:
+            # The loop also measures the step where a run diverges, whose loss can be finite
+            # while its derivatives overflow: that step's coefficients are undefined, not an
+            # error that ends the run (the row is NaN, as for a coefficient that overflows).
+            if not self.warned:
+                self.warned = True
+                warnings.warn(f"TaylorMonitor: at step {state.step}, {error}; the coefficients "
+                              "are recorded as NaN", stacklevel=2)
+            return dict.fromkeys(("taylor_c1", "taylor_c2", "taylor_c3", "taylor_actual"),
+                                 math.nan)
         return {"taylor_c1": result.c1, "taylor_c2": result.c2, "taylor_c3": result.c3,
                 "taylor_actual": result.actual}
+
+
+def _refuse_dropout_in_training(monitor: Monitor, model: nn.Module) -> None:
+    """Raise before training if ``model`` trains with dropout: its loss is random, which the
+    loss diagnostics refuse at every measurement, and their advice (model.eval()) would, before
+    train(), turn dropout off for the training itself."""
+    for path, module in model.named_modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.training and module.p > 0:
+            raise WidenetError(f"{type(monitor).__name__}: module {path!r} "
+                               f"({type(module).__name__}) is in training mode, so the training "
+                               "loss is random and has no derivatives for the monitor to "
+                               "measure (model.eval() before train() would train without "
+                               "dropout); leave the monitor out and measure the trained model in "
+                               "eval mode (widenet.diagnostics.sharpness, taylor_coefficients), "
+                               "or train without dropout")
 
 
 def _objective(state: RunState):

@@ -31,6 +31,7 @@ from torch import nn
 
 from widenet.activations import AbsLinear
 from widenet.diagnostics.features import call_model
+from widenet.diagnostics.movement import rescued_norm
 from widenet.errors import WidenetError
 from widenet.models import MLP
 from widenet.nn import Activation, Dense, Flatten
@@ -151,10 +152,14 @@ def homogeneity_error(model: nn.Module, x: torch.Tensor, degree: int, *,
 
 
 def parameter_norm(model: nn.Module) -> float:
-    """rho = ||theta||_2 = sqrt(sum over all parameters p of sum(p^2)), in float64."""
-    squares = sum(float(p.detach().to(torch.float64).square().sum())
-                  for p in model.parameters())
-    return math.sqrt(squares)
+    """rho = ||theta||_2 = sqrt(sum over all parameters p of sum(p^2)), in float64, with no
+    square to under- or overflow: the 2-norms of the parameters (one recomputed with its
+    largest |entry| factored out where torch's sum of squares gave 0 or inf) combined by
+    math.hypot."""
+    parameters = [p.detach() for p in model.parameters()]
+    norms = [torch.linalg.vector_norm(p, dtype=torch.float64) for p in parameters]
+    return math.hypot(*(rescued_norm(float(norm), p)
+                        for norm, p in zip(norms, parameters, strict=True)))
 
 
 def pointwise_margins(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -68,7 +68,7 @@ class MovementReference:
         self.initial = {name: _check_tensor(t, "initial", describe(name)).detach()
                         for name, t in initial.items()}
         norms = [torch.linalg.vector_norm(t, dtype=torch.float64) for t in self.initial.values()]
-        self.initial_norms = {name: _rescued(norm, t) for (name, t), norm in
+        self.initial_norms = {name: rescued_norm(norm, t) for (name, t), norm in
                               zip(self.initial.items(), _floats(norms), strict=True)}
         self._scratch: torch.Tensor | None = None
 
@@ -97,7 +97,7 @@ class MovementReference:
         if not all(math.isfinite(value) for value in moved):  # NaN/inf in current, or overflow
             for name in self.initial:
                 _check_tensor(current[name], "current", self.describe(name))
-        moved = [_rescued(value, self._difference(current[name], initial))
+        moved = [rescued_norm(value, self._difference(current[name], initial))
                  if value == math.inf or (value == 0.0 and self.initial_norms[name] < _UNDERFLOW)
                  else value for (name, initial), value in zip(self.initial.items(), moved,
                                                               strict=True)]
@@ -112,7 +112,7 @@ _EXTREMES = (0.0, math.inf)
 _UNDERFLOW = 1e-130
 
 
-def _rescued(norm: float, tensor: torch.Tensor) -> float:
+def rescued_norm(norm: float, tensor: torch.Tensor) -> float:
     """``norm`` = ||tensor||_F as torch computes it, by summing squares; where that gave 0 or
     inf (squares of entries below 1e-154 underflow in float64, above 1e154 overflow), the norm
     recomputed with the largest |entry| factored out (a second pass, for these cases only)."""

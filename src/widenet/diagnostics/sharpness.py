@@ -87,9 +87,10 @@ def sharpness(model: nn.Module, loss_fn: LossFunction, x: torch.Tensor, y: torch
 
     L(theta) = loss_fn(model(x; theta), y) over the model's trainable parameters; the model
     itself is not modified, and one with backward hooks (which would change the products) is
-    refused; it may be called under torch.no_grad or torch.inference_mode. Each eigenvalue is
-    accepted when its Ritz residual is at most ``tol`` times the largest Ritz value in magnitude
-    (see the module docstring), or the search stops after ``max_hvps`` Hessian-vector products
+    refused; it may be called under torch.no_grad or torch.inference_mode. The k eigenvalues are
+    accepted when each Ritz residual is at most ``tol`` times the largest of the k Ritz values in
+    magnitude, floored at sqrt(machine epsilon) times the largest Ritz value in magnitude (see
+    the module docstring), or the search stops after ``max_hvps`` Hessian-vector products
     (each one backward pass through the gradient's graph, built once per call) with
     ``converged=False``. The Krylov basis holds at most ``max_basis`` vectors of P scalars
     (default max(40, 4k)); when full it restarts from the best Ritz vectors.

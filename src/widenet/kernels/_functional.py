@@ -330,34 +330,36 @@ def all_finite(t: torch.Tensor) -> bool:
 
 
 def on_values(function: Callable[..., T]) -> Callable[..., T]:
-    """``function`` (a kernel of a model at some points) run on the values of its tensor
-    arguments: outside ``torch.inference_mode`` (derivatives need autograd, which it turns off),
-    with tensors made in that mode copied to ordinary ones (they neither take ``requires_grad``
-    nor keep the version counters the audit reads), every tensor argument detached, and under
-    ``torch.no_grad`` (the passes that need recording turn it on themselves), so that the result
-    is differentiable neither in them nor in tensors the model holds that require grad:
-    torch.func's derivatives through a Jacobian are not exact for every model (LayerNorm's), and
-    a kernel that autograd could differentiate wrongly must not be offered. Tensors of
-    torch.func transforms (vmap, grad), which cannot be detached from them, are refused."""
+    """``function`` (a kernel of a model at some points, or a derivative of a model's loss) run
+    on the values of its tensor arguments: outside ``torch.inference_mode`` (derivatives need
+    autograd, which it turns off), with tensors made in that mode copied to ordinary ones (they
+    neither take ``requires_grad`` nor keep the version counters the audit reads), every tensor
+    argument detached, and under ``torch.no_grad`` (the passes that need recording turn it on
+    themselves), so that the result is differentiable neither in them nor in tensors the model
+    holds that require grad: torch.func's derivatives through a Jacobian are not exact for every
+    model (LayerNorm's), and a kernel that autograd could differentiate wrongly must not be
+    offered. Tensors of torch.func transforms (vmap, grad), which cannot be detached from them,
+    are refused."""
 
     @functools.wraps(function)
     def outside(*args: Any, **kwargs: Any) -> T:
         with torch.inference_mode(False), torch.no_grad():
-            return function(*map(_value, args),
-                            **{name: _value(value) for name, value in kwargs.items()})
+            return function(*(_value(value, function.__name__) for value in args),
+                            **{name: _value(value, function.__name__)
+                               for name, value in kwargs.items()})
 
     return outside
 
 
-def _value(value: Any) -> Any:
+def _value(value: Any, caller: str) -> Any:
     """``value``, or, for a tensor, an ordinary detached one with its values (a copy if it was
-    made in inference mode)."""
+    made in inference mode); a tensor of a torch.func transform raises, naming ``caller``."""
     if not isinstance(value, torch.Tensor):
         return value
     if torch._C._functorch.is_functorch_wrapped_tensor(value):
-        raise WidenetError("the kernels take points, not tensors of torch.func transforms (vmap, "
-                           "grad): they are not differentiable in the points (torch.func's "
-                           "derivatives through a Jacobian are not exact for every model); call "
-                           "them outside the transform")
+        raise WidenetError(f"{caller} takes values, not tensors of torch.func transforms (vmap, "
+                           "grad): its result is not differentiable in its tensor arguments "
+                           "(torch.func's derivatives through a Jacobian are not exact for every "
+                           f"model); call {caller} outside the transform")
     return value.clone() if value.is_inference() else value.detach()
 
