@@ -9,6 +9,7 @@ import torch
 
 from widenet.errors import WidenetError
 from widenet.kernels._functional import check_points, rows_close
+from widenet.kernels.empirical import empirical_ntk
 
 
 def _one_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -62,3 +63,30 @@ def test_points_with_one_nan_or_infinity_anywhere_are_refused(dtype, value):
         bad[index] = value
         with pytest.raises(WidenetError, match="x contains NaN or inf"):
             check_points(bad, "x")
+
+
+def test_complex_rows_are_compared_by_the_modulus_of_their_difference():
+    generator = torch.Generator().manual_seed(1)
+    tol = math.sqrt(torch.finfo(torch.float64).eps)
+    a = torch.randn(3, 4, dtype=torch.complex128, generator=generator)
+    b = a.clone()
+    b[1, 2] += 1e-3j  # far off
+    b[2, 0] += tol / 2  # within the tolerance
+    pairs = [(a, b), (a, a + tol / 4)]
+    assert rows_close(pairs).tolist() == [_one_pair(a, b).tolist(), [True] * 3]
+    assert rows_close(pairs).tolist() == [[True, False, True], [True] * 3]
+
+
+def test_a_model_with_complex_parameters_gets_a_widenet_error_not_a_crash():
+    class ComplexLayer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.Linear(4, 3, dtype=torch.complex128)
+            self.head = torch.nn.Linear(3, 2, dtype=torch.float64)
+
+        def forward(self, x):
+            return self.head(self.inner(x.to(torch.complex128)).real)
+
+    x = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(WidenetError, match="cannot take the reverse-mode derivatives"):
+        empirical_ntk(ComplexLayer(), x, method="jacobian")

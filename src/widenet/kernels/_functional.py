@@ -175,16 +175,17 @@ def rows_close(pairs: list[tuple[torch.Tensor, torch.Tensor]], *,
 def _rows_close(pairs: list[tuple[torch.Tensor, torch.Tensor]], nan_equal: bool) -> torch.Tensor:
     """``rows_close`` for pairs of one dtype and device, their rows side by side: entries that
     all differ by at most the tolerance tol = sqrt(eps), which makes every row close, the usual
-    case, are seen in three operations; otherwise the maxima of each pair's columns decide."""
+    case, are seen in three operations; otherwise the maxima of each pair's columns decide
+    (moduli, for complex pairs)."""
     rows = pairs[0][0].shape[0]
     a = torch.cat([a.reshape(rows, -1) for a, _ in pairs], 1)
     b = torch.cat([b.reshape(rows, -1) for _, b in pairs], 1)
     if nan_equal:
         a, b = a.nan_to_num(), b.nan_to_num()
     tolerance = math.sqrt(torch.finfo(pairs[0][0].dtype).eps)
-    if bool(((a - b).abs_() <= tolerance).all()):
+    if bool(((a - b).abs() <= tolerance).all()):  # abs, not abs_: complex rows too
         return torch.ones(len(pairs), rows, dtype=torch.bool)
-    values = torch.stack((a - b, a, b)).abs_()
+    values = torch.stack((a - b, a, b)).abs()
     maxima = torch.stack([part.amax(2) if part.shape[2] else part.new_zeros(3, rows)
                           for part in values.split([t.numel() // rows for t, _ in pairs], 2)])
     return (maxima[:, 0] <= maxima[:, 1:].amax(1).add_(1.0).mul_(tolerance)).cpu()
