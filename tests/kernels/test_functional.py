@@ -88,5 +88,6 @@ def test_a_model_with_complex_parameters_gets_a_widenet_error_not_a_crash():
             return self.head(self.inner(x.to(torch.complex128)).real)
 
     x = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    with pytest.raises(WidenetError, match="cannot take the reverse-mode derivatives"):
-        empirical_ntk(ComplexLayer(), x, method="jacobian")
+    for method in ("auto", "layerwise", "jacobian", "ntk-vp"):
+        with pytest.raises(WidenetError, match=r"'inner\.weight' of the model is complex"):
+            empirical_ntk(ComplexLayer(), x, method=method)

@@ -255,11 +255,11 @@ def _cast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def check_model(model: object, consequence: str = "its NTK is zero",
                 hooks: str = _KERNEL_HOOKS) -> nn.Module:
     """Return ``model`` if it is an nn.Module with at least one trainable parameter, tensors that
-    hold values (none uninitialized or on the meta device), and no backward hooks (its own
-    modules' or torch's global ones), which change the gradients that derivatives of the forward
-    function are made of. ``consequence`` says what having no trainable parameter means for
-    the caller, ``hooks`` (after "which change the gradients ") why the hooks are refused and
-    how to remove them."""
+    hold values (none uninitialized or on the meta device), real trainable parameters, and no
+    backward hooks (its own modules' or torch's global ones), which change the gradients that
+    derivatives of the forward function are made of. ``consequence`` says what having no
+    trainable parameter means for the caller, ``hooks`` (after "which change the gradients ")
+    why the hooks are refused and how to remove them."""
     model = trainable_module(model, consequence)
     tensors = (*model.parameters(), *model.buffers())
     if any(map(is_lazy, tensors)):
@@ -270,6 +270,13 @@ def check_model(model: object, consequence: str = "its NTK is zero",
         raise WidenetError("model has parameters or buffers on the meta device, which hold no "
                            "values; materialize them first (model.to_empty(device=...) and "
                            "initialize them, or load a state dict)")
+    complex_names = [name for name, p in model.named_parameters()
+                     if p.requires_grad and p.is_complex()]
+    if complex_names:
+        raise WidenetError(f"parameter {complex_names[0]!r} of the model is complex: derivatives "
+                           "with respect to complex parameters (J J^T or J J^H?) are not defined "
+                           "here; hold its real and imaginary parts as two real parameters, or "
+                           "freeze it (requires_grad_(False))")
     hooked = [path for path, module in model.named_modules()
               if module._backward_hooks or module._backward_pre_hooks]
     if hooked or _global_backward_hooks or _global_backward_pre_hooks:
