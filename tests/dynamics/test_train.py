@@ -284,6 +284,21 @@ def test_bad_data() -> None:
         train(net(), x, torch.full_like(y, float("nan")), lr=0.1, steps=1)
 
 
+@pytest.mark.parametrize("dtype", [torch.bool, torch.complex128])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "logistic"])
+def test_boolean_and_complex_targets_are_refused_before_training(dtype: torch.dtype,
+                                                                 loss: str) -> None:
+    """No loss takes them (torch fails inside the first step); the model is left untouched."""
+    x, y = regression()
+    model = net()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(wn.WidenetError, match=f"y has dtype {dtype}; .* y.double()"):
+        train(model, x, (y > 0).to(dtype), lr=0.1, steps=2, loss=loss)
+    with pytest.raises(wn.WidenetError, match=f"test y has dtype {dtype}"):
+        train(model, x, y, lr=0.1, steps=2, test_data=(x, (y > 0).to(dtype)))
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
 def test_checkpoint_path_may_be_a_string(tmp_path) -> None:
     x, y = regression()
     result = train(net(), x, y, lr=0.1, steps=4,

@@ -237,11 +237,16 @@ def _check_inputs_fit(model: nn.Module, x: torch.Tensor, name: str) -> tuple[int
 
 
 def _targets(y: object, n: int, name: str) -> torch.Tensor:
+    """``y``, checked to be a real or integer tensor with ``n`` rows and no NaN or inf."""
     if not isinstance(y, torch.Tensor) or y.ndim == 0:
         raise WidenetError(f"{name} must be a torch.Tensor with one row per point, got "
                            f"{type(y).__name__} {tuple(getattr(y, 'shape', ()))}")
     if y.shape[0] != n:
         raise WidenetError(f"{name} has {y.shape[0]} rows but the inputs have {n}")
+    if y.dtype == torch.bool or y.is_complex():
+        raise WidenetError(f"{name} has dtype {y.dtype}; the losses take real targets or "
+                           "integer class labels: convert with y.double() (regression, -1/+1 "
+                           "labels) or y.long() (class labels)")
     if y.is_floating_point() and not bool(torch.isfinite(y).all()):
         raise WidenetError(f"{name} contains NaN or inf values")
     return y
