@@ -216,6 +216,41 @@ def test_an_interrupted_write_leaves_the_last_checkpoint_and_no_temporary_file(
     assert (tmp_path / "c.pt").read_bytes() == before
 
 
+def test_a_path_that_cannot_be_written_is_refused_before_the_first_step(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a read-only folder does to a non-root user (root ignores the mode bits): the first
+    write fails, before the model has moved."""
+    def read_only(content: object, path: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(torch, "save", read_only)
+    x, y = regression()
+    model = net()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(wn.WidenetError, match=r"could not write checkpoint .*Permission denied"):
+        train(model, x, y, lr=0.1, steps=8, checkpoint=Checkpoint(tmp_path / "c.pt", every=4))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_killed_before_its_first_cadence_resumes_from_step_0(tmp_path) -> None:
+    """The checkpoint written before the first step is a valid start: resuming from it ends
+    where an uninterrupted run does, bit for bit."""
+    x, y = regression()
+    arguments = {"lr": 0.1, "steps": 6, "optimizer": Optimizer("sgd", momentum=0.9,
+                                                                batch_size=5)}
+    path = tmp_path / "c.pt"
+    train(net(), x, y, **{**arguments, "steps": 3}, checkpoint=Checkpoint(path, every=100))
+    assert torch.load(path, weights_only=True)["step"] == 0
+    resumed, plain = net(seed=7), net()
+    result = train(resumed, x, y, **arguments, checkpoint=Checkpoint(path, every=100,
+                                                                     resume=True))
+    expected = train(plain, x, y, **arguments)
+    assert result.history.equals(expected.history)
+    assert all(torch.equal(p, q) for p, q in zip(resumed.parameters(), plain.parameters(),
+                                                strict=True))
+
+
 class Opaque(Monitor):
     """A monitor whose state is an arbitrary object: it cannot go into a checkpoint."""
 
