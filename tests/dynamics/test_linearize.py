@@ -8,8 +8,10 @@ import torch
 
 import widenet as wn
 from tests.conftest import brute_force_ntk
+from widenet.dynamics import predict
 from widenet.dynamics.linearize import linearize
 from widenet.dynamics.train import train
+from widenet.parametrizations import MuP
 
 
 def setup(width: int = 32) -> tuple[wn.MLP, torch.Tensor, torch.Tensor]:
@@ -48,6 +50,28 @@ def test_gd_on_the_linearized_model_follows_the_kernel_recurrence_exactly() -> N
     step = torch.eye(n, dtype=torch.float64) - (lr / n) * kernel
     expected = torch.linalg.matrix_power(step, steps) @ residual
     assert torch.allclose(lin(x).detach() - y, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("parametrization", [MuP(base_hidden=8), "mean-field"])
+def test_per_parameter_learning_rates_weight_the_kernel_gd_follows(parametrization) -> None:
+    """train gives parameter p the rate lr s_p (model.lr_scales("sgd")), so GD on the linearized
+    model follows K = sum_p s_p J_p J_p^T exactly (docs/theory.md section 5.4), not J J^T."""
+    _, x, y = setup()
+    net = wn.MLP(3, [32], 1, "tanh", bias_std=0.2, parametrization=parametrization, seed=1,
+                 dtype=torch.float64)
+    scales = net.lr_scales("sgd")
+    assert len(set(scales.values())) > 1
+    blocks = wn.empirical_ntk(net, x, per_layer=True).blocks
+    weighted = sum(scales[name] * block for name, block in blocks.items())
+    with torch.no_grad():
+        f0 = net(x)
+    dynamics = predict.KernelDynamics(weighted, y, f0)
+    lr, steps = 0.5 * dynamics.max_stable_lr, 20
+    lin = linearize(net)
+    train(lin, x, y, lr=lr, steps=steps)
+    assert torch.allclose(lin(x).detach(), dynamics.gd_train(steps, lr), rtol=0, atol=1e-12)
+    unweighted = predict.KernelDynamics(wn.empirical_ntk(net, x).ntk, y, f0)
+    assert not torch.allclose(lin(x).detach(), unweighted.gd_train(steps, lr), atol=1e-3)
 
 
 def test_small_steps_approach_gradient_flow() -> None:
