@@ -197,7 +197,7 @@ def check_resumable(loader: Iterable) -> None:
 
 
 def _pair(batch: object, where: str) -> Batch:
-    """``batch`` as a pair of tensors (x, y) with one row per point."""
+    """``batch`` as a pair of tensors (x, y) with one row per point, at least one point."""
     if not isinstance(batch, tuple | list) or len(batch) != 2 \
             or not all(isinstance(part, torch.Tensor) for part in batch):
         raise WidenetError(f"{where} is a {type(batch).__name__}, not an (x, y) pair of "
@@ -206,4 +206,7 @@ def _pair(batch: object, where: str) -> Batch:
     if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
         raise WidenetError(f"{where} has x of shape {tuple(x.shape)} and y of shape "
                            f"{tuple(y.shape)}; give one row of each per point")
+    if x.shape[0] == 0:  # its mean loss is 0/0: the step would read as a divergence
+        raise WidenetError(f"{where} is empty (x of shape {tuple(x.shape)}); give batches of "
+                           "at least one point")
     return x, y
