@@ -251,6 +251,52 @@ def test_a_run_killed_before_its_first_cadence_resumes_from_step_0(tmp_path) -> 
                                                 strict=True))
 
 
+def dropout_net(seed: int = 0) -> torch.nn.Module:
+    """A net that draws from torch's global generator at every forward pass."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Dropout(0.3),
+                               torch.nn.Linear(16, 1)).double()
+
+
+def test_a_resumed_run_draws_the_global_random_numbers_of_an_uninterrupted_one(
+        tmp_path) -> None:
+    """Dropout draws from torch's global generator; the resumed run (a new process: another
+    global state) restores it from the checkpoint and continues bit for bit."""
+    x, y = regression()
+    path = tmp_path / "c.pt"
+    uninterrupted = dropout_net()
+    torch.manual_seed(1)
+    expected = train(uninterrupted, x, y, lr=0.1, steps=8, log_every=1)
+    interrupted = dropout_net()
+    torch.manual_seed(1)
+    train(interrupted, x, y, lr=0.1, steps=4, log_every=1, checkpoint=Checkpoint(path, 4))
+    resumed = dropout_net(seed=2)
+    torch.manual_seed(2)
+    result = train(resumed, x, y, lr=0.1, steps=8, log_every=1,
+                   checkpoint=Checkpoint(path, 4, resume=True))
+    assert result.history.equals(expected.history)
+    assert all(torch.equal(p, q) for p, q in zip(resumed.parameters(),
+                                                uninterrupted.parameters(), strict=True))
+
+
+def test_a_version_2_checkpoint_without_random_state_still_resumes(tmp_path) -> None:
+    path = tmp_path / "c.pt"
+    eight_steps(path)
+    content = torch.load(path, weights_only=True)
+    del content["rng"]
+    torch.save({**content, "version": 2}, path)
+    x, y = regression()
+    resumed, plain = net(seed=3), net()
+    train(resumed, x, y, lr=0.1, steps=12, checkpoint=Checkpoint(path, 4, resume=True))
+    train(plain, x, y, lr=0.1, steps=12)
+    assert all(torch.equal(p, q) for p, q in zip(resumed.parameters(), plain.parameters(),
+                                                strict=True))
+    torch.save({**content, "version": 3}, path)  # version 3 has the random state
+    with pytest.raises(wn.WidenetError, match=r"not a widenet training checkpoint \(version 2 "
+                       r"or 3\)"):
+        train(net(), x, y, lr=0.1, steps=12, checkpoint=Checkpoint(path, 4, resume=True))
+
+
 class Opaque(Monitor):
     """A monitor whose state is an arbitrary object: it cannot go into a checkpoint."""
 

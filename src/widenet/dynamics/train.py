@@ -52,6 +52,8 @@ from widenet.dynamics.checkpoint import (
     checkpoint_spec,
     fingerprint,
     load_checkpoint,
+    random_state,
+    restore_random_state,
     save_checkpoint,
     saved,
 )
@@ -393,7 +395,8 @@ class _Loop:
             "step": step, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "sampler": self.batches.state_dict(),
             "rows": self.rows, "measurements": self.measured, "initial_loss": self.initial_loss,
-            "monitors": [m.state_dict() for m in self.monitors]}, run)
+            "monitors": [m.state_dict() for m in self.monitors],
+            "rng": random_state(self.x.device)}, run)
 
     def load(self, content: dict) -> int:
         """Restore the run state from a checked checkpoint; return the step to continue from."""
@@ -408,6 +411,7 @@ class _Loop:
         self.measured = content["measurements"]
         for monitor, monitor_state in zip(self.monitors, content["monitors"], strict=True):
             monitor.load_state_dict(monitor_state)
+        restore_random_state(content["rng"], self.x.device)
         return content["step"]
 
 
