@@ -54,6 +54,50 @@ def test_gd_equals_a_hand_written_loop() -> None:
     assert result.history["loss"].iloc[1] == pytest.approx(losses[5], rel=1e-12)
 
 
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_minibatch_sgd_with_momentum_equals_a_hand_written_loop(loss: str) -> None:
+    """Epochs of torch.randperm(n) from a generator seeded by ``seed``, consecutive batches,
+    the n mod batch_size points left over sitting out their epoch; heavy-ball v <- mu v + g,
+    theta <- theta - lr v; the loss a mean over the batch, times loss_scale. Every step's
+    parameters agree to round-off (a few ulps of 1)."""
+    x, y = regression(n=10)
+    classes = 3
+    if loss == "cross_entropy":
+        y = (torch.arange(10) % classes)
+
+    def model_() -> wn.MLP:
+        return wn.MLP(4, [16], 1 if loss == "mse" else classes, "tanh", seed=0,
+                      dtype=torch.float64)
+
+    def objective(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if loss == "mse":
+            return 0.5 * (output - target).square().sum() / output.shape[0]
+        picked = torch.log_softmax(output, 1)[torch.arange(len(target)), target]
+        return -picked.mean()
+
+    lr, mu, batch, scale, seed, steps = 0.2, 0.9, 4, 0.7, 5, 9
+    reference = model_()
+    parameters = list(reference.parameters())
+    velocity = [torch.zeros_like(p) for p in parameters]
+    generator, order, position = torch.Generator().manual_seed(seed), None, 10
+    for _ in range(steps):
+        if position + batch > 10:
+            order, position = torch.randperm(10, generator=generator), 0
+        index = order[position:position + batch]
+        position += batch
+        gradients = torch.autograd.grad(scale * objective(reference(x[index]), y[index]),
+                                        parameters)
+        with torch.no_grad():
+            for p, v, g in zip(parameters, velocity, gradients, strict=True):
+                v.mul_(mu).add_(g)
+                p.sub_(lr * v)
+    model = model_()
+    train(model, x, y, lr=lr, steps=steps, loss=loss, loss_scale=scale, seed=seed,
+          optimizer=Optimizer("sgd", momentum=mu, batch_size=batch))
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=8 * torch.finfo(torch.float64).eps)
+
+
 class Counting(Monitor):
     """Records sum of parameters and a counter that lives in its state (tests resume)."""
 

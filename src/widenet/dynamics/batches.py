@@ -40,7 +40,8 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class TensorBatches:
-    """Minibatch indices: epochs of a permutation drawn from a seeded generator."""
+    """Minibatch indices: epochs of a permutation drawn from a seeded generator, each
+    floor(n / batch) consecutive batches of it (the n mod batch points left sit it out)."""
 
     KEYS = frozenset({"generator", "order", "position"})
 
