@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.func import functional_call, jvp
 
 import widenet as wn
 from tests.conftest import brute_force_ntk
@@ -37,6 +38,23 @@ def test_equals_the_model_at_init_and_is_affine_in_the_parameters() -> None:
     base, one, two = output_at(0.0), output_at(1.0), output_at(2.0)
     assert torch.allclose(two - base, 2 * (one - base), atol=1e-12)
     assert not torch.allclose(one, net(x).detach())  # the original net is untouched by lin
+
+
+def test_after_training_it_is_f0_plus_the_jvp_of_the_parameter_change() -> None:
+    """f_lin(theta) = f(theta_0) + J(theta_0) (theta - theta_0), against torch.func.jvp on the
+    original net, for two outputs and a frozen layer (which stays at theta_0's value)."""
+    _, x, _ = setup()
+    net = wn.MLP(3, [16, 16], 2, "tanh", bias_std=0.2, seed=1, dtype=torch.float64)
+    net.layers[1].weight.requires_grad_(False)
+    lin = linearize(net)
+    y = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    train(lin, x, y, lr=0.3, steps=10)
+    theta0 = {n: p.detach() for n, p in net.named_parameters() if p.requires_grad}
+    delta = {n: lin.model.get_parameter(n).detach() - p for n, p in theta0.items()}
+    assert all(float(d.abs().max()) > 0 for d in delta.values())
+    assert torch.equal(lin.model.layers[1].weight, net.layers[1].weight)
+    f0, tangent = jvp(lambda params: functional_call(net, params, (x,)), (theta0,), (delta,))
+    torch.testing.assert_close(lin(x).detach(), f0 + tangent, rtol=0, atol=1e-14)
 
 
 def test_gd_on_the_linearized_model_follows_the_kernel_recurrence_exactly() -> None:
