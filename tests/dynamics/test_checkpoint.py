@@ -231,6 +231,14 @@ def test_a_path_that_cannot_be_written_is_refused_before_the_first_step(
         train(model, x, y, lr=0.1, steps=8, checkpoint=Checkpoint(tmp_path / "c.pt", every=4))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    eight_steps(tmp_path / "c.pt")  # a resumed run: it fails at the checkpoint's own step
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)["model"]
+    monkeypatch.setattr(torch, "save", read_only)
+    with pytest.raises(wn.WidenetError, match=r"could not write checkpoint .*Permission denied"):
+        train(model, x, y, lr=0.1, steps=16, checkpoint=Checkpoint(tmp_path / "c.pt", every=4,
+                                                                   resume=True))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
 
 
 def test_a_run_killed_before_its_first_cadence_resumes_from_step_0(tmp_path) -> None:

@@ -15,8 +15,8 @@ compared with a vanishing initial one alone would count every rounding error as 
 Where both are 0 only a non-finite loss counts.
 
 With ``checkpoint=Checkpoint(path, every, resume)`` the run state (model, optimizer, batches,
-monitors, rows; widenet.dynamics.checkpoint) is written atomically before the first step and
-every ``every`` steps;
+monitors, rows; widenet.dynamics.checkpoint) is written atomically before the first step
+(the run's first, or a resumed run's) and every ``every`` steps;
 ``resume=True`` continues from it after checking that it belongs to this run, and ends exactly
 where the uninterrupted run would have.
 
@@ -190,8 +190,8 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
         else:
             loop.start()
         saving = None if checkpoint is None else (checkpoint, run)
-        if saving is not None and start == 0:  # a path that cannot be written (a read-only
-            loop.save(saving, 0)                # folder) fails here, with the model untouched
+        if saving is not None:  # a path that cannot be written (a read-only folder) fails
+            loop.save(saving, start)  # here, before any step
         return loop.run(start, steps, log_every, divergence_factor, saving, show)
     finally:
         if scaling is not None:
