@@ -4,6 +4,7 @@ run, are past the requested steps, are damaged or foreign, or cannot be written.
 from __future__ import annotations
 
 import copy
+import io
 import pickle
 import tempfile
 from pathlib import Path
@@ -204,9 +205,8 @@ def test_an_interrupted_write_leaves_the_last_checkpoint_and_no_temporary_file(
     eight_steps(tmp_path / "c.pt")
     before = (tmp_path / "c.pt").read_bytes()
 
-    def interrupted(content: object, path: object) -> None:
-        with open(path, "wb") as file:
-            file.write(b"half a checkpoint")
+    def interrupted(content: object, file: io.BufferedWriter) -> None:
+        file.write(b"half a checkpoint")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", interrupted)
@@ -216,18 +216,50 @@ def test_an_interrupted_write_leaves_the_last_checkpoint_and_no_temporary_file(
     assert (tmp_path / "c.pt").read_bytes() == before
 
 
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder in which no file can be created: a read-only one, or (for root, who ignores
+    the mode bits) /sys; skips the test where neither is."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (folder, Path("/sys")):
+        try:
+            (candidate / "probe").open("wb").close()
+        except OSError:
+            return candidate
+        (candidate / "probe").unlink()
+    pytest.skip("no folder here refuses to be written to")
+
+
+def test_a_read_only_folder_is_a_widenet_error_before_the_first_step(tmp_path) -> None:
+    """torch.save raised its own RuntimeError ("open file failed"), after the model moved."""
+    folder = unwritable_folder(tmp_path)
+    x, y = regression()
+    model = net()
+    before = copy.deepcopy(model.state_dict())
+    try:
+        with pytest.raises(wn.WidenetError, match=r"could not write checkpoint .*c\.pt: .*"
+                           "Permission denied.*choose a path in a folder you can write to"):
+            train(model, x, y, lr=0.1, steps=8, checkpoint=Checkpoint(folder / "c.pt", 4))
+    finally:
+        (tmp_path / "read-only").chmod(0o755)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert not (folder / "c.pt.tmp").exists()
+
+
 def test_a_path_that_cannot_be_written_is_refused_before_the_first_step(
         tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What a read-only folder does to a non-root user (root ignores the mode bits): the first
-    write fails, before the model has moved."""
-    def read_only(content: object, path: object) -> None:
-        raise PermissionError(13, "Permission denied", str(path))
+    """A write that fails (torch.save raises a RuntimeError, as on a full disk): the first
+    write fails, before the model has moved, and so does a resumed run's."""
+    def read_only(content: object, file: io.BufferedWriter) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter "
+                           "failed writing file data/0: file write failed")
 
     monkeypatch.setattr(torch, "save", read_only)
     x, y = regression()
     model = net()
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(wn.WidenetError, match=r"could not write checkpoint .*Permission denied"):
+    with pytest.raises(wn.WidenetError, match=r"could not write checkpoint .*file write failed"):
         train(model, x, y, lr=0.1, steps=8, checkpoint=Checkpoint(tmp_path / "c.pt", every=4))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     assert list(tmp_path.iterdir()) == []
@@ -235,7 +267,7 @@ def test_a_path_that_cannot_be_written_is_refused_before_the_first_step(
     eight_steps(tmp_path / "c.pt")  # a resumed run: it fails at the checkpoint's own step
     saved = torch.load(tmp_path / "c.pt", weights_only=True)["model"]
     monkeypatch.setattr(torch, "save", read_only)
-    with pytest.raises(wn.WidenetError, match=r"could not write checkpoint .*Permission denied"):
+    with pytest.raises(wn.WidenetError, match=r"could not write checkpoint .*file write failed"):
         train(model, x, y, lr=0.1, steps=16, checkpoint=Checkpoint(tmp_path / "c.pt", every=4,
                                                                    resume=True))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())

@@ -143,12 +143,16 @@ def save_checkpoint(path: Path, state: Mapping[str, object], run: Mapping[str, o
     temporary = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(content, temporary)
+        with open(temporary, "wb") as file:  # a folder that cannot be written: an OSError
+            torch.save(content, file)
         os.replace(temporary, path)
     except BaseException as error:  # Ctrl-C included: no temporary file is left behind
         temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise WidenetError(f"could not write checkpoint {path}: {error}") from error
+        # torch.save reports a failed write (a full disk) as a RuntimeError; the content is
+        # plain data, so nothing else it raises is expected.
+        if isinstance(error, OSError | RuntimeError):
+            raise WidenetError(f"could not write checkpoint {path}: {_first_line(error, False)}; "
+                               "choose a path in a folder you can write to") from error
         raise
 
 
@@ -289,7 +293,8 @@ def _cut(value: object) -> str:
     return text if len(text) <= _CUT else text[:_CUT - 3] + "..."
 
 
-def _first_line(error: BaseException) -> str:
+def _first_line(error: BaseException, cut: bool = True) -> str:
+    """The error message's first line (shortened to the length of a setting with ``cut``)."""
     lines = str(error).strip().splitlines()
-    return _cut(lines[0]) if lines else type(error).__name__
+    return (_cut(lines[0]) if cut else lines[0]) if lines else type(error).__name__
 
