@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 import widenet as wn
 from widenet.diagnostics.builtin import SharpnessMonitor, WeightMovementMonitor
@@ -298,22 +299,29 @@ def dropout_net(seed: int = 0) -> torch.nn.Module:
                                torch.nn.Linear(16, 1)).double()
 
 
+@pytest.mark.parametrize("loader", [False, True])
 def test_a_resumed_run_draws_the_global_random_numbers_of_an_uninterrupted_one(
-        tmp_path) -> None:
+        tmp_path, loader: bool) -> None:
     """Dropout draws from torch's global generator; the resumed run (a new process: another
-    global state) restores it from the checkpoint and continues bit for bit."""
+    global state) restores it from the checkpoint and continues bit for bit. A DataLoader
+    without a generator of its own also draws from it when a pass begins, and the resumed
+    run's replay of the interrupted pass must not count twice."""
     x, y = regression()
     path = tmp_path / "c.pt"
+
+    def data() -> tuple:
+        return (DataLoader(TensorDataset(x, y), batch_size=5),) if loader else (x, y)
+
     uninterrupted = dropout_net()
     torch.manual_seed(1)
-    expected = train(uninterrupted, x, y, lr=0.1, steps=8, log_every=1)
+    expected = train(uninterrupted, *data(), lr=0.1, steps=8, log_every=1)
     interrupted = dropout_net()
     torch.manual_seed(1)
-    train(interrupted, x, y, lr=0.1, steps=4, log_every=1, checkpoint=Checkpoint(path, 4))
+    train(interrupted, *data(), lr=0.1, steps=3, log_every=1, checkpoint=Checkpoint(path, 3))
     resumed = dropout_net(seed=2)
     torch.manual_seed(2)
-    result = train(resumed, x, y, lr=0.1, steps=8, log_every=1,
-                   checkpoint=Checkpoint(path, 4, resume=True))
+    result = train(resumed, *data(), lr=0.1, steps=8, log_every=1,
+                   checkpoint=Checkpoint(path, 3, resume=True))
     assert result.history.equals(expected.history)
     assert all(torch.equal(p, q) for p, q in zip(resumed.parameters(),
                                                 uninterrupted.parameters(), strict=True))

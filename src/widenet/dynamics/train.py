@@ -411,6 +411,8 @@ class _Loop:
         self.measured = content["measurements"]
         for monitor, monitor_state in zip(self.monitors, content["monitors"], strict=True):
             monitor.load_state_dict(monitor_state)
+        # Last: replaying the interrupted pass of a loader draws from the global generator
+        # (a DataLoader's base seed), a draw the saved state already followed.
         restore_random_state(content["rng"], self.x.device)
         return content["step"]
 
