@@ -343,6 +343,36 @@ def test_boolean_and_complex_targets_are_refused_before_training(dtype: torch.dt
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
 
 
+class _Flat(torch.nn.Module):
+    """One score per point, shape (n,): no class axis."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 1, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)[:, 0]
+
+
+class _Pair(_Flat):
+    """Returns a tuple, as recurrent torch modules do."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.linear(x), x
+
+
+def test_outputs_a_loss_cannot_take_are_refused_before_training() -> None:
+    """cross_entropy on outputs without a class axis, and a model that returns a tuple, failed
+    with a raw torch error inside the first step (or a message about mse's shapes)."""
+    x, y = regression()
+    labels = (y[:, 0] > 0).long()
+    with pytest.raises(wn.WidenetError, match=r"cross_entropy needs outputs of shape \(n, k\)"
+                       r", one score per class, but the model's are \(24,\).*'logistic'"):
+        train(_Flat(), x, labels, lr=0.1, steps=1, loss="cross_entropy")
+    with pytest.raises(wn.WidenetError, match="the model returns a tuple, not a tensor"):
+        train(_Pair(), x, y, lr=0.1, steps=1)
+
+
 def test_checkpoint_path_may_be_a_string(tmp_path) -> None:
     x, y = regression()
     result = train(net(), x, y, lr=0.1, steps=4,

@@ -56,7 +56,11 @@ def _cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def _class_labels(target: torch.Tensor, output_shape: tuple[int, ...]) -> None:
     """Raise unless ``target`` is (n,) class labels 0..k-1 for outputs of shape (n, k)."""
-    points, classes = output_shape[0], output_shape[-1]
+    if len(output_shape) != 2:
+        raise WidenetError(f"cross_entropy needs outputs of shape (n, k), one score per class, "
+                           f"but the model's are {tuple(output_shape)}; give the model k "
+                           "outputs (for two classes and one output, loss='logistic')")
+    points, classes = output_shape
     if target.shape != (points,):
         hint = "; for one-hot targets pass y.argmax(1)" if target.shape == output_shape else ""
         raise WidenetError(f"cross_entropy takes one class label per point, shape ({points},), "

@@ -222,8 +222,9 @@ def _loader_description(loader: Iterable) -> str:
 def _check_inputs_fit(model: nn.Module, x: torch.Tensor, name: str) -> tuple[int, ...]:
     """Apply the model to the first two points of ``x``, leaving no trace (random state and
     buffers are restored), so that inputs the model cannot take (another input dimension, say)
-    are refused with a WidenetError before the run starts instead of failing inside it. Returns
-    the shape of one point's output (k,), or () for scalar outputs."""
+    are refused with a WidenetError before the run starts instead of failing inside it, and so
+    is an output that is not a tensor. Returns the shape of one point's output (k,), or () for
+    scalar outputs."""
     saved = [(buffer, buffer.clone()) for buffer in model.buffers()]
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     try:
@@ -238,7 +239,11 @@ def _check_inputs_fit(model: nn.Module, x: torch.Tensor, name: str) -> tuple[int
         with torch.no_grad():
             for buffer, value in saved:
                 buffer.copy_(value)
-    return tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else ()
+    if not isinstance(output, torch.Tensor):
+        raise WidenetError(f"the model returns a {type(output).__name__}, not a tensor of "
+                           "outputs; wrap it in a module whose forward returns the output "
+                           "tensor, one row per point")
+    return tuple(output.shape[1:])
 
 
 def _targets(y: object, n: int, name: str) -> torch.Tensor:
