@@ -373,6 +373,27 @@ def test_outputs_a_loss_cannot_take_are_refused_before_training() -> None:
         train(_Pair(), x, y, lr=0.1, steps=1)
 
 
+@pytest.mark.parametrize("loader", [False, True])
+def test_targets_computed_with_gradients_are_constants(loader: bool) -> None:
+    """A teacher's outputs computed without torch.no_grad: the second step back-propagated
+    through the teacher's freed graph (a raw RuntimeError), and the first gave the teacher and
+    the inputs gradients. The run equals one on the detached targets."""
+    x, _ = regression()
+    x = x.clone().requires_grad_(True)
+    teacher = net(seed=5)
+    y = teacher(x)
+    data = ([(x[:12], y[:12]), (x[12:], y[12:])],) if loader else (x, y)
+    model, reference = net(), net()
+    train(model, *data, lr=0.1, steps=4, test_data=(x, y))
+    assert all(p.grad is None for p in teacher.parameters())
+    assert x.grad is None
+    plain = ([(x[:12].detach(), y[:12].detach()), (x[12:].detach(), y[12:].detach())],) \
+        if loader else (x.detach(), y.detach())
+    train(reference, *plain, lr=0.1, steps=4)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reference.parameters(),
+                                                strict=True))
+
+
 def test_checkpoint_path_may_be_a_string(tmp_path) -> None:
     x, y = regression()
     result = train(net(), x, y, lr=0.1, steps=4,

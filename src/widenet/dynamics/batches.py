@@ -74,7 +74,8 @@ class TensorBatches:
 
 
 class LoaderBatches:
-    """Batches from a loader, pass after pass, cast to the model's floating dtype and device."""
+    """Batches from a loader, pass after pass, detached and cast to the model's floating dtype
+    and device."""
 
     KEYS = frozenset({"generator", "position"})
 
@@ -97,7 +98,7 @@ class LoaderBatches:
                                    "(x, y) batch per pass")
         self.position += 1
         x, y = _pair(batch, f"the loader's batch at step {step}")
-        return x.to(self.device, self.dtype), y.to(self.device), False
+        return x.detach().to(self.device, self.dtype), y.detach().to(self.device), False
 
     def _new_pass(self) -> None:
         if self.generator is not None:

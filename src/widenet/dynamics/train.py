@@ -142,8 +142,10 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
         raise WidenetError("give the targets y (or a DataLoader of (x, y) batches as x)")
     else:
         where = ""
-    x = data_matrix(x, f"{where}x").to(parameter.dtype).to(parameter.device)
-    y = _targets(y, x.shape[0], f"{where}y").to(parameter.device)
+    # The data are constants: detached, so that targets computed with gradients (a teacher's
+    # outputs) neither receive gradients nor have their graph back-propagated at every step.
+    x = data_matrix(x, f"{where}x").detach().to(parameter.dtype).to(parameter.device)
+    y = _targets(y, x.shape[0], f"{where}y").detach().to(parameter.device)
     lr = None if lr is None else finite_real(lr, "lr", minimum=0.0, strict=True)
     steps = nonnegative_int(steps, "steps")
     log_every = positive_int(log_every, "log_every")
@@ -153,8 +155,10 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
     if test_data is not None:
         if not isinstance(test_data, tuple | list) or len(test_data) != 2:
             raise WidenetError("test_data must be a pair (x_test, y_test)")
-        x_test = data_matrix(test_data[0], "test x").to(parameter.dtype).to(parameter.device)
-        test_data = (x_test, _targets(test_data[1], x_test.shape[0], "test y").to(x.device))
+        x_test = data_matrix(test_data[0], "test x").detach().to(parameter.dtype) \
+            .to(parameter.device)
+        test_data = (x_test,
+                     _targets(test_data[1], x_test.shape[0], "test y").detach().to(x.device))
     checkpoint = checkpoint_spec(checkpoint)
     if checkpoint is not None and loader is not None:
         check_resumable(loader)
