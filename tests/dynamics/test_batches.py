@@ -176,6 +176,17 @@ def test_bad_loaders() -> None:
         train(net(), x.numpy(), y, lr=0.1, steps=1)  # an array with y: not a loader
 
 
+def test_an_empty_batch_is_refused_not_reported_as_a_divergence() -> None:
+    """Its mean loss is 0/0 = NaN, which the loop would read as a diverged run."""
+    x, y = regression()
+    model = net()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(wn.WidenetError, match=r"batch 1 of the loader is empty \(x of shape "
+                       r"\(0, 4\)\); give batches of at least one point"):
+        train(model, [(x[:6], y[:6]), (x[:0], y[:0])], lr=0.1, steps=3)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
 def test_a_subset_sampler_gathers_only_its_points() -> None:
     """A train / validation split through a sampler: the training set (the logged loss, the
     monitors' probe) is the sampler's points, not the whole dataset."""

@@ -4,12 +4,14 @@ run, are past the requested steps, are damaged or foreign, or cannot be written.
 from __future__ import annotations
 
 import copy
+import io
 import pickle
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 import widenet as wn
 from widenet.diagnostics.builtin import SharpnessMonitor, WeightMovementMonitor
@@ -204,9 +206,8 @@ def test_an_interrupted_write_leaves_the_last_checkpoint_and_no_temporary_file(
     eight_steps(tmp_path / "c.pt")
     before = (tmp_path / "c.pt").read_bytes()
 
-    def interrupted(content: object, path: object) -> None:
-        with open(path, "wb") as file:
-            file.write(b"half a checkpoint")
+    def interrupted(content: object, file: io.BufferedWriter) -> None:
+        file.write(b"half a checkpoint")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", interrupted)
@@ -214,6 +215,134 @@ def test_an_interrupted_write_leaves_the_last_checkpoint_and_no_temporary_file(
         eight_steps(tmp_path / "c.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
     assert (tmp_path / "c.pt").read_bytes() == before
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder in which no file can be created: a read-only one, or (for root, who ignores
+    the mode bits) /sys; skips the test where neither is."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (folder, Path("/sys")):
+        try:
+            (candidate / "probe").open("wb").close()
+        except OSError:
+            return candidate
+        (candidate / "probe").unlink()
+    pytest.skip("no folder here refuses to be written to")
+
+
+def test_a_read_only_folder_is_a_widenet_error_before_the_first_step(tmp_path) -> None:
+    """torch.save raised its own RuntimeError ("open file failed"), after the model moved."""
+    folder = unwritable_folder(tmp_path)
+    x, y = regression()
+    model = net()
+    before = copy.deepcopy(model.state_dict())
+    try:
+        with pytest.raises(wn.WidenetError, match=r"could not write checkpoint .*c\.pt: .*"
+                           "Permission denied.*choose a path in a folder you can write to"):
+            train(model, x, y, lr=0.1, steps=8, checkpoint=Checkpoint(folder / "c.pt", 4))
+    finally:
+        (tmp_path / "read-only").chmod(0o755)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert not (folder / "c.pt.tmp").exists()
+
+
+def test_a_path_that_cannot_be_written_is_refused_before_the_first_step(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails (torch.save raises a RuntimeError, as on a full disk): the first
+    write fails, before the model has moved, and so does a resumed run's."""
+    def read_only(content: object, file: io.BufferedWriter) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter "
+                           "failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", read_only)
+    x, y = regression()
+    model = net()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(wn.WidenetError, match=r"could not write checkpoint .*file write failed"):
+        train(model, x, y, lr=0.1, steps=8, checkpoint=Checkpoint(tmp_path / "c.pt", every=4))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    eight_steps(tmp_path / "c.pt")  # a resumed run: it fails at the checkpoint's own step
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)["model"]
+    monkeypatch.setattr(torch, "save", read_only)
+    with pytest.raises(wn.WidenetError, match=r"could not write checkpoint .*file write failed"):
+        train(model, x, y, lr=0.1, steps=16, checkpoint=Checkpoint(tmp_path / "c.pt", every=4,
+                                                                   resume=True))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+
+
+def test_a_run_killed_before_its_first_cadence_resumes_from_step_0(tmp_path) -> None:
+    """The checkpoint written before the first step is a valid start: resuming from it ends
+    where an uninterrupted run does, bit for bit."""
+    x, y = regression()
+    arguments = {"lr": 0.1, "steps": 6, "optimizer": Optimizer("sgd", momentum=0.9,
+                                                                batch_size=5)}
+    path = tmp_path / "c.pt"
+    train(net(), x, y, **{**arguments, "steps": 3}, checkpoint=Checkpoint(path, every=100))
+    assert torch.load(path, weights_only=True)["step"] == 0
+    resumed, plain = net(seed=7), net()
+    result = train(resumed, x, y, **arguments, checkpoint=Checkpoint(path, every=100,
+                                                                     resume=True))
+    expected = train(plain, x, y, **arguments)
+    assert result.history.equals(expected.history)
+    assert all(torch.equal(p, q) for p, q in zip(resumed.parameters(), plain.parameters(),
+                                                strict=True))
+
+
+def dropout_net(seed: int = 0) -> torch.nn.Module:
+    """A net that draws from torch's global generator at every forward pass."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Dropout(0.3),
+                               torch.nn.Linear(16, 1)).double()
+
+
+@pytest.mark.parametrize("loader", [False, True])
+def test_a_resumed_run_draws_the_global_random_numbers_of_an_uninterrupted_one(
+        tmp_path, loader: bool) -> None:
+    """Dropout draws from torch's global generator; the resumed run (a new process: another
+    global state) restores it from the checkpoint and continues bit for bit. A DataLoader
+    without a generator of its own also draws from it when a pass begins, and the resumed
+    run's replay of the interrupted pass must not count twice."""
+    x, y = regression()
+    path = tmp_path / "c.pt"
+
+    def data() -> tuple:
+        return (DataLoader(TensorDataset(x, y), batch_size=5),) if loader else (x, y)
+
+    uninterrupted = dropout_net()
+    torch.manual_seed(1)
+    expected = train(uninterrupted, *data(), lr=0.1, steps=8, log_every=1)
+    interrupted = dropout_net()
+    torch.manual_seed(1)
+    train(interrupted, *data(), lr=0.1, steps=3, log_every=1, checkpoint=Checkpoint(path, 3))
+    resumed = dropout_net(seed=2)
+    torch.manual_seed(2)
+    result = train(resumed, *data(), lr=0.1, steps=8, log_every=1,
+                   checkpoint=Checkpoint(path, 3, resume=True))
+    assert result.history.equals(expected.history)
+    assert all(torch.equal(p, q) for p, q in zip(resumed.parameters(),
+                                                uninterrupted.parameters(), strict=True))
+
+
+def test_a_version_2_checkpoint_without_random_state_still_resumes(tmp_path) -> None:
+    path = tmp_path / "c.pt"
+    eight_steps(path)
+    content = torch.load(path, weights_only=True)
+    del content["rng"]
+    torch.save({**content, "version": 2}, path)
+    x, y = regression()
+    resumed, plain = net(seed=3), net()
+    train(resumed, x, y, lr=0.1, steps=12, checkpoint=Checkpoint(path, 4, resume=True))
+    train(plain, x, y, lr=0.1, steps=12)
+    assert all(torch.equal(p, q) for p, q in zip(resumed.parameters(), plain.parameters(),
+                                                strict=True))
+    torch.save({**content, "version": 3}, path)  # version 3 has the random state
+    with pytest.raises(wn.WidenetError, match=r"not a widenet training checkpoint \(version 2 "
+                       r"or 3\)"):
+        train(net(), x, y, lr=0.1, steps=12, checkpoint=Checkpoint(path, 4, resume=True))
 
 
 class Opaque(Monitor):

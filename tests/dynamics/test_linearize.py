@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.func import functional_call, jvp
 
 import widenet as wn
 from tests.conftest import brute_force_ntk
+from widenet.dynamics import predict
 from widenet.dynamics.linearize import linearize
 from widenet.dynamics.train import train
+from widenet.parametrizations import MuP
 
 
 def setup(width: int = 32) -> tuple[wn.MLP, torch.Tensor, torch.Tensor]:
@@ -37,6 +40,23 @@ def test_equals_the_model_at_init_and_is_affine_in_the_parameters() -> None:
     assert not torch.allclose(one, net(x).detach())  # the original net is untouched by lin
 
 
+def test_after_training_it_is_f0_plus_the_jvp_of_the_parameter_change() -> None:
+    """f_lin(theta) = f(theta_0) + J(theta_0) (theta - theta_0), against torch.func.jvp on the
+    original net, for two outputs and a frozen layer (which stays at theta_0's value)."""
+    _, x, _ = setup()
+    net = wn.MLP(3, [16, 16], 2, "tanh", bias_std=0.2, seed=1, dtype=torch.float64)
+    net.layers[1].weight.requires_grad_(False)
+    lin = linearize(net)
+    y = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    train(lin, x, y, lr=0.3, steps=10)
+    theta0 = {n: p.detach() for n, p in net.named_parameters() if p.requires_grad}
+    delta = {n: lin.model.get_parameter(n).detach() - p for n, p in theta0.items()}
+    assert all(float(d.abs().max()) > 0 for d in delta.values())
+    assert torch.equal(lin.model.layers[1].weight, net.layers[1].weight)
+    f0, tangent = jvp(lambda params: functional_call(net, params, (x,)), (theta0,), (delta,))
+    torch.testing.assert_close(lin(x).detach(), f0 + tangent, rtol=0, atol=1e-14)
+
+
 def test_gd_on_the_linearized_model_follows_the_kernel_recurrence_exactly() -> None:
     """MSE (1/(2n))||f - y||^2 and GD: r_{s+1} = (I - (lr/n) K_0) r_s, K_0 = J(theta_0) J^T."""
     net, x, y = setup()
@@ -48,6 +68,28 @@ def test_gd_on_the_linearized_model_follows_the_kernel_recurrence_exactly() -> N
     step = torch.eye(n, dtype=torch.float64) - (lr / n) * kernel
     expected = torch.linalg.matrix_power(step, steps) @ residual
     assert torch.allclose(lin(x).detach() - y, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("parametrization", [MuP(base_hidden=8), "mean-field"])
+def test_per_parameter_learning_rates_weight_the_kernel_gd_follows(parametrization) -> None:
+    """train gives parameter p the rate lr s_p (model.lr_scales("sgd")), so GD on the linearized
+    model follows K = sum_p s_p J_p J_p^T exactly (docs/theory.md section 5.4), not J J^T."""
+    _, x, y = setup()
+    net = wn.MLP(3, [32], 1, "tanh", bias_std=0.2, parametrization=parametrization, seed=1,
+                 dtype=torch.float64)
+    scales = net.lr_scales("sgd")
+    assert len(set(scales.values())) > 1
+    blocks = wn.empirical_ntk(net, x, per_layer=True).blocks
+    weighted = sum(scales[name] * block for name, block in blocks.items())
+    with torch.no_grad():
+        f0 = net(x)
+    dynamics = predict.KernelDynamics(weighted, y, f0)
+    lr, steps = 0.5 * dynamics.max_stable_lr, 20
+    lin = linearize(net)
+    train(lin, x, y, lr=lr, steps=steps)
+    assert torch.allclose(lin(x).detach(), dynamics.gd_train(steps, lr), rtol=0, atol=1e-12)
+    unweighted = predict.KernelDynamics(wn.empirical_ntk(net, x).ntk, y, f0)
+    assert not torch.allclose(lin(x).detach(), unweighted.gd_train(steps, lr), atol=1e-3)
 
 
 def test_small_steps_approach_gradient_flow() -> None:

@@ -13,7 +13,9 @@ from widenet.dynamics.losses import (
     mse,
     unchecked,
 )
+from widenet.dynamics.train import train
 from widenet.errors import WidenetError
+from widenet.models import MLP
 
 
 def test_cross_entropy_is_the_mean_negative_log_softmax_of_the_labels() -> None:
@@ -52,6 +54,22 @@ def test_signed_losses_refuse_labels_other_than_plus_and_minus_one(loss) -> None
 def test_mse_on_class_labels_for_several_outputs_says_how_to_one_hot_them() -> None:
     with pytest.raises(WidenetError, match=r"one_hot\(y, 3\)\.double\(\), or loss='cross_entropy'"):
         mse(torch.zeros(4, 3), torch.tensor([0, 2, 1, 1]))
+
+
+@pytest.mark.parametrize("shape", [(4,), (4, 1)])
+def test_mse_refuses_integer_targets_for_one_output_too(shape: tuple[int, ...]) -> None:
+    """One output and one integer per point fit in shape, but they are class labels (or
+    need an explicit cast); train regressed on them silently."""
+    labels = torch.tensor([0, 2, 1, 1]).reshape(shape)
+    with pytest.raises(WidenetError, match=r"integers \(dtype torch.int64\).*loss='logistic' "
+                       r"with labels 2 \* y - 1; for real-valued targets y\.double\(\)"):
+        mse(torch.zeros(4, 1), labels)
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    model = MLP(3, [8], 1, seed=0, dtype=torch.float64)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(WidenetError, match="mse targets hold integers"):
+        train(model, x, labels, lr=0.1, steps=2)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
 
 
 @pytest.mark.parametrize(("loss", "outputs", "labels"), [

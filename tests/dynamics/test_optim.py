@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -216,6 +218,26 @@ def test_optimizer_objects_and_factories_are_checked() -> None:
     with pytest.raises(wn.WidenetError, match="got a Adam") as error:
         Optimizer(torch.optim.Adam(model.parameters()))
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("rate", [math.nan, math.inf, -0.1])
+def test_an_optimizer_object_with_a_rate_that_is_not_finite_or_negative_is_refused(
+        rate: float) -> None:
+    """torch's SGD takes lr=nan and inf (and a group's rate may be changed after it was
+    built); the first step would write NaN into the model (the run then reported as
+    diverged). Refused before training, the model untouched."""
+    x, y = _regression()
+    model = _net()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD([
+        {"params": [model.layers[0].weight]},
+        {"params": [p for n, p in model.named_parameters() if n != "layers.0.weight"]}],
+        lr=0.1)
+    optimizer.param_groups[1]["lr"] = rate
+    with pytest.raises(wn.WidenetError, match=r"the SGD optimizer's learning rate \(group 1\) "
+                       r"must be"):
+        wn.train(model, x, y, steps=2, optimizer=optimizer)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
 
 
 def test_an_optimizer_object_resumes_from_a_weights_only_checkpoint(tmp_path) -> None:

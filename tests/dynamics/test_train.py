@@ -54,6 +54,50 @@ def test_gd_equals_a_hand_written_loop() -> None:
     assert result.history["loss"].iloc[1] == pytest.approx(losses[5], rel=1e-12)
 
 
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_minibatch_sgd_with_momentum_equals_a_hand_written_loop(loss: str) -> None:
+    """Epochs of torch.randperm(n) from a generator seeded by ``seed``, consecutive batches,
+    the n mod batch_size points left over sitting out their epoch; heavy-ball v <- mu v + g,
+    theta <- theta - lr v; the loss a mean over the batch, times loss_scale. Every step's
+    parameters agree to round-off (a few ulps of 1)."""
+    x, y = regression(n=10)
+    classes = 3
+    if loss == "cross_entropy":
+        y = (torch.arange(10) % classes)
+
+    def model_() -> wn.MLP:
+        return wn.MLP(4, [16], 1 if loss == "mse" else classes, "tanh", seed=0,
+                      dtype=torch.float64)
+
+    def objective(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if loss == "mse":
+            return 0.5 * (output - target).square().sum() / output.shape[0]
+        picked = torch.log_softmax(output, 1)[torch.arange(len(target)), target]
+        return -picked.mean()
+
+    lr, mu, batch, scale, seed, steps = 0.2, 0.9, 4, 0.7, 5, 9
+    reference = model_()
+    parameters = list(reference.parameters())
+    velocity = [torch.zeros_like(p) for p in parameters]
+    generator, order, position = torch.Generator().manual_seed(seed), None, 10
+    for _ in range(steps):
+        if position + batch > 10:
+            order, position = torch.randperm(10, generator=generator), 0
+        index = order[position:position + batch]
+        position += batch
+        gradients = torch.autograd.grad(scale * objective(reference(x[index]), y[index]),
+                                        parameters)
+        with torch.no_grad():
+            for p, v, g in zip(parameters, velocity, gradients, strict=True):
+                v.mul_(mu).add_(g)
+                p.sub_(lr * v)
+    model = model_()
+    train(model, x, y, lr=lr, steps=steps, loss=loss, loss_scale=scale, seed=seed,
+          optimizer=Optimizer("sgd", momentum=mu, batch_size=batch))
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=8 * torch.finfo(torch.float64).eps)
+
+
 class Counting(Monitor):
     """Records sum of parameters and a counter that lives in its state (tests resume)."""
 
@@ -282,6 +326,72 @@ def test_bad_data() -> None:
         train(net(), x, y[:5], lr=0.1, steps=1)
     with pytest.raises(wn.WidenetError, match="NaN or inf"):
         train(net(), x, torch.full_like(y, float("nan")), lr=0.1, steps=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.complex128])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "logistic"])
+def test_boolean_and_complex_targets_are_refused_before_training(dtype: torch.dtype,
+                                                                 loss: str) -> None:
+    """No loss takes them (torch fails inside the first step); the model is left untouched."""
+    x, y = regression()
+    model = net()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(wn.WidenetError, match=f"y has dtype {dtype}; .* y.double()"):
+        train(model, x, (y > 0).to(dtype), lr=0.1, steps=2, loss=loss)
+    with pytest.raises(wn.WidenetError, match=f"test y has dtype {dtype}"):
+        train(model, x, y, lr=0.1, steps=2, test_data=(x, (y > 0).to(dtype)))
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+class _Flat(torch.nn.Module):
+    """One score per point, shape (n,): no class axis."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 1, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)[:, 0]
+
+
+class _Pair(_Flat):
+    """Returns a tuple, as recurrent torch modules do."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.linear(x), x
+
+
+def test_outputs_a_loss_cannot_take_are_refused_before_training() -> None:
+    """cross_entropy on outputs without a class axis, and a model that returns a tuple, failed
+    with a raw torch error inside the first step (or a message about mse's shapes)."""
+    x, y = regression()
+    labels = (y[:, 0] > 0).long()
+    with pytest.raises(wn.WidenetError, match=r"cross_entropy needs outputs of shape \(n, k\)"
+                       r", one score per class, but the model's are \(24,\).*'logistic'"):
+        train(_Flat(), x, labels, lr=0.1, steps=1, loss="cross_entropy")
+    with pytest.raises(wn.WidenetError, match="the model returns a tuple, not a tensor"):
+        train(_Pair(), x, y, lr=0.1, steps=1)
+
+
+@pytest.mark.parametrize("loader", [False, True])
+def test_targets_computed_with_gradients_are_constants(loader: bool) -> None:
+    """A teacher's outputs computed without torch.no_grad: the second step back-propagated
+    through the teacher's freed graph (a raw RuntimeError), and the first gave the teacher and
+    the inputs gradients. The run equals one on the detached targets."""
+    x, _ = regression()
+    x = x.clone().requires_grad_(True)
+    teacher = net(seed=5)
+    y = teacher(x)
+    data = ([(x[:12], y[:12]), (x[12:], y[12:])],) if loader else (x, y)
+    model, reference = net(), net()
+    train(model, *data, lr=0.1, steps=4, test_data=(x, y))
+    assert all(p.grad is None for p in teacher.parameters())
+    assert x.grad is None
+    plain = ([(x[:12].detach(), y[:12].detach()), (x[12:].detach(), y[12:].detach())],) \
+        if loader else (x.detach(), y.detach())
+    train(reference, *plain, lr=0.1, steps=4)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reference.parameters(),
+                                                strict=True))
 
 
 def test_checkpoint_path_may_be_a_string(tmp_path) -> None:

@@ -40,7 +40,8 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class TensorBatches:
-    """Minibatch indices: epochs of a permutation drawn from a seeded generator."""
+    """Minibatch indices: epochs of a permutation drawn from a seeded generator, each
+    floor(n / batch) consecutive batches of it (the n mod batch points left sit it out)."""
 
     KEYS = frozenset({"generator", "order", "position"})
 
@@ -73,7 +74,8 @@ class TensorBatches:
 
 
 class LoaderBatches:
-    """Batches from a loader, pass after pass, cast to the model's floating dtype and device."""
+    """Batches from a loader, pass after pass, detached and cast to the model's floating dtype
+    and device."""
 
     KEYS = frozenset({"generator", "position"})
 
@@ -96,7 +98,7 @@ class LoaderBatches:
                                    "(x, y) batch per pass")
         self.position += 1
         x, y = _pair(batch, f"the loader's batch at step {step}")
-        return x.to(self.device, self.dtype), y.to(self.device), False
+        return x.detach().to(self.device, self.dtype), y.detach().to(self.device), False
 
     def _new_pass(self) -> None:
         if self.generator is not None:
@@ -197,7 +199,7 @@ def check_resumable(loader: Iterable) -> None:
 
 
 def _pair(batch: object, where: str) -> Batch:
-    """``batch`` as a pair of tensors (x, y) with one row per point."""
+    """``batch`` as a pair of tensors (x, y) with one row per point, at least one point."""
     if not isinstance(batch, tuple | list) or len(batch) != 2 \
             or not all(isinstance(part, torch.Tensor) for part in batch):
         raise WidenetError(f"{where} is a {type(batch).__name__}, not an (x, y) pair of "
@@ -206,4 +208,7 @@ def _pair(batch: object, where: str) -> Batch:
     if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
         raise WidenetError(f"{where} has x of shape {tuple(x.shape)} and y of shape "
                            f"{tuple(y.shape)}; give one row of each per point")
+    if x.shape[0] == 0:  # its mean loss is 0/0: the step would read as a divergence
+        raise WidenetError(f"{where} is empty (x of shape {tuple(x.shape)}); give batches of "
+                           "at least one point")
     return x, y

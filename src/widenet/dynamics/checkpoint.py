@@ -3,7 +3,8 @@
 A checkpoint file is one dict of plain data, written atomically (a temporary file, then a rename)
 and read with ``torch.load(weights_only=True)``, so loading a file never runs code from it:
 
-    format       "widenet-train-checkpoint", version 2 (version 1 kept monitor columns in rows)
+    format       "widenet-train-checkpoint", version 3 (version 2 files, without ``rng``, are
+                 resumed without it; version 1 kept monitor columns in rows and is refused)
     fingerprint  {aspect: description} of what defines the run (see :func:`fingerprint`)
     step         the number of optimizer steps taken
     model        the model's state_dict (parameters and buffers, tensors)
@@ -15,6 +16,9 @@ and read with ``torch.load(weights_only=True)``, so loading a file never runs co
     measurements {monitor name: its measurement rows so far}
     initial_loss the full-batch loss at step 0 (the divergence reference)
     monitors     each monitor's state_dict
+    rng          torch's global random state: {"cpu": torch.get_rng_state(), "cuda": the
+                 run's CUDA device's state, or None on the CPU}, which dropout layers and
+                 monitors draw from, so that a resumed run draws the same numbers
 
 Only tensors, numbers, strings, booleans, None, lists, tuples and dicts are stored; anything
 else (a monitor state holding another object) is refused when the checkpoint is written.
@@ -36,9 +40,10 @@ from widenet.dynamics.monitor import Monitor
 from widenet.errors import WidenetError
 from widenet.validation import positive_int
 
-FORMAT, VERSION = "widenet-train-checkpoint", 2
+FORMAT, VERSION = "widenet-train-checkpoint", 3
 _KEYS = {"format", "version", "fingerprint", "step", "model", "optimizer", "sampler", "rows",
-         "measurements", "initial_loss", "monitors"}
+         "measurements", "initial_loss", "monitors", "rng"}
+_KEYS_OF = {2: _KEYS - {"rng"}, 3: _KEYS}  # the versions read, and their keys
 _CUT = 80  # characters of a setting shown in an error message
 
 
@@ -138,12 +143,16 @@ def save_checkpoint(path: Path, state: Mapping[str, object], run: Mapping[str, o
     temporary = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(content, temporary)
+        with open(temporary, "wb") as file:  # a folder that cannot be written: an OSError
+            torch.save(content, file)
         os.replace(temporary, path)
     except BaseException as error:  # Ctrl-C included: no temporary file is left behind
         temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise WidenetError(f"could not write checkpoint {path}: {error}") from error
+        # torch.save reports a failed write (a full disk) as a RuntimeError; the content is
+        # plain data, so nothing else it raises is expected.
+        if isinstance(error, OSError | RuntimeError):
+            raise WidenetError(f"could not write checkpoint {path}: {_first_line(error, False)}; "
+                               "choose a path in a folder you can write to") from error
         raise
 
 
@@ -161,9 +170,11 @@ def load_checkpoint(path: Path, run: Mapping[str, object], model: nn.Module, ste
                            "numbers, strings, lists and dicts, which are never loaded): "
                            f"{_first_line(error)}; delete it or choose another path") from error
     if not isinstance(content, dict) or content.get("format") != FORMAT \
-            or content.get("version") != VERSION or set(content) != _KEYS:
+            or set(content) != _KEYS_OF.get(content.get("version"), set()):
         raise WidenetError(f"checkpoint {path} is not a widenet training checkpoint (version "
-                           f"{VERSION}); delete it or choose another path")
+                           f"{' or '.join(map(str, _KEYS_OF))}); delete it or choose another "
+                           "path")
+    content.setdefault("rng", None)  # version 2: no random state to restore
     differences = _differences(content["fingerprint"], run)
     if differences:
         raise WidenetError(f"checkpoint {path} belongs to a different run ({'; '.join(differences)}"
@@ -197,10 +208,37 @@ def _check_parts(path: Path, content: dict, model: nn.Module, sampler_keys: froz
                 and all(isinstance(rows, list) for rows in content["measurements"].values())
                 and isinstance(content["initial_loss"], float)
                 and isinstance(sampler, dict)
-                and set(sampler) == sampler_keys)
+                and set(sampler) == sampler_keys
+                and _is_random_state(content["rng"]))
     if not (shapes_match and parts_ok):
         raise WidenetError(f"checkpoint {path} is damaged (its parts do not have the expected "
                            "types or the model's tensors); delete it or choose another path")
+
+
+def random_state(device: torch.device) -> dict[str, torch.Tensor | None]:
+    """torch's global random state: the CPU generator's, and ``device``'s when it is a GPU."""
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore_random_state(state: dict[str, torch.Tensor | None] | None,
+                         device: torch.device) -> None:
+    """Set torch's global random state to ``state`` (from :func:`random_state`); None (a
+    version 2 checkpoint) and a GPU state without a GPU run leave it as it is."""
+    if state is None:
+        return
+    torch.set_rng_state(state["cpu"].cpu())
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def _is_random_state(state: object) -> bool:
+    """Whether ``state`` is None or what :func:`random_state` returns."""
+    return state is None or (
+        isinstance(state, dict) and set(state) == {"cpu", "cuda"}
+        and all(isinstance(part, torch.Tensor) and part.dtype == torch.uint8
+                for part in state.values() if part is not None)
+        and state["cpu"] is not None)
 
 
 def _differences(saved: object, current: Mapping[str, object]) -> list[str]:
@@ -255,7 +293,8 @@ def _cut(value: object) -> str:
     return text if len(text) <= _CUT else text[:_CUT - 3] + "..."
 
 
-def _first_line(error: BaseException) -> str:
+def _first_line(error: BaseException, cut: bool = True) -> str:
+    """The error message's first line (shortened to the length of a setting with ``cut``)."""
     lines = str(error).strip().splitlines()
-    return _cut(lines[0]) if lines else type(error).__name__
+    return (_cut(lines[0]) if cut else lines[0]) if lines else type(error).__name__
 

@@ -1,6 +1,6 @@
 """Training losses, each a mean over the n points of a batch.
 
-    mse:          (1/(2n)) sum_i ||f(x_i) - y_i||^2        (docs/theory.md section 5's convention)
+    mse:          (1/(2n)) sum_i ||f(x_i) - y_i||^2        (real targets; docs/theory.md section 5)
     cross_entropy: (1/n) sum_i -log softmax(f(x_i))_{y_i}   (class labels 0..k-1)
     logistic:     (1/n) sum_i log(1 + exp(-y_i f(x_i)))     (y in {-1, +1}, one output)
     exponential:  (1/n) sum_i exp(-y_i f(x_i))              (y in {-1, +1}, one output)
@@ -24,13 +24,18 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(1/(2n)) sum_i ||f(x_i) - y_i||^2; a target of shape (n,) is read as (n, 1)."""
+    """(1/(2n)) sum_i ||f(x_i) - y_i||^2 for real targets; a target of shape (n,) is read as
+    (n, 1). Integer targets are refused: regressing on class indices would treat class 2 as
+    twice class 1."""
+    if not target.is_floating_point():
+        k = output.shape[-1] if output.ndim > 1 else 1
+        labels = f"one-hot targets, torch.nn.functional.one_hot(y, {k}).double(), or " \
+            "loss='cross_entropy'" if k > 1 else "loss='logistic' with labels 2 * y - 1"
+        raise WidenetError(f"mse targets hold integers (dtype {target.dtype}); for class labels "
+                           f"use {labels}; for real-valued targets y.double()")
     if target.numel() != output.numel():
-        hint = (f"; for class labels use one-hot targets, torch.nn.functional.one_hot(y, "
-                f"{output.shape[-1]}).double(), or loss='cross_entropy'"
-                if not target.is_floating_point() and target.numel() == output.shape[0] else "")
         raise WidenetError(f"mse targets have {target.numel()} entries but the outputs have "
-                           f"shape {tuple(output.shape)}; give one target per output{hint}")
+                           f"shape {tuple(output.shape)}; give one target per output")
     target = target.reshape(output.shape)
     return 0.5 * (output - target).square().sum() / output.shape[0]
 
@@ -51,7 +56,11 @@ def _cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def _class_labels(target: torch.Tensor, output_shape: tuple[int, ...]) -> None:
     """Raise unless ``target`` is (n,) class labels 0..k-1 for outputs of shape (n, k)."""
-    points, classes = output_shape[0], output_shape[-1]
+    if len(output_shape) != 2:
+        raise WidenetError(f"cross_entropy needs outputs of shape (n, k), one score per class, "
+                           f"but the model's are {tuple(output_shape)}; give the model k "
+                           "outputs (for two classes and one output, loss='logistic')")
+    points, classes = output_shape
     if target.shape != (points,):
         hint = "; for one-hot targets pass y.argmax(1)" if target.shape == output_shape else ""
         raise WidenetError(f"cross_entropy takes one class label per point, shape ({points},), "

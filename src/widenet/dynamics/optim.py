@@ -151,8 +151,9 @@ def resolve_optimizer(value: str | Optimizer | torch.optim.Optimizer | Optimizer
     parametrization's per-parameter factors applied, :func:`build_optimizer`); with a ``loader``
     the loader sets the batches, so a spec's batch size is refused and "gd" steps on the
     loader's batches as "sgd" without momentum (the same update). A ``torch.optim.Optimizer``
-    must hold only parameters of ``model``; a factory is called with the model's trainable
-    parameters and must return one. Their learning rates are their own: ``lr`` must be None.
+    must hold only parameters of ``model``, at finite learning rates >= 0; a factory is called
+    with the model's trainable parameters and must return one. Their learning rates are their
+    own: ``lr`` must be None.
     """
     if isinstance(value, str | Optimizer):
         spec = value if isinstance(value, Optimizer) else Optimizer(value)
@@ -188,6 +189,10 @@ def resolve_optimizer(value: str | Optimizer | torch.optim.Optimizer | Optimizer
         raise WidenetError(f"the {kind} optimizer holds {foreign} parameter(s) that are not the "
                            "model's; build it on this model's parameters, e.g. "
                            f"torch.optim.{kind}(model.parameters(), ...)")
+    for index, group in enumerate(value.param_groups):  # a NaN rate would write NaN into
+        if "lr" in group:                                 # the model at the first step
+            finite_real(group["lr"], f"the {kind} optimizer's learning rate (group {index})",
+                        minimum=0.0)
     name = {torch.optim.SGD: "sgd", torch.optim.Adam: "adam"}.get(type(value), kind.lower())
     momentum = float(value.param_groups[0].get("momentum", 0.0)) if name == "sgd" else 0.0
     return Updates(value, name, momentum, None, None, _object_description(value))

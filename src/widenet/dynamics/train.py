@@ -15,7 +15,8 @@ compared with a vanishing initial one alone would count every rounding error as 
 Where both are 0 only a non-finite loss counts.
 
 With ``checkpoint=Checkpoint(path, every, resume)`` the run state (model, optimizer, batches,
-monitors, rows; widenet.dynamics.checkpoint) is written atomically every ``every`` steps;
+monitors, rows; widenet.dynamics.checkpoint) is written atomically before the first step
+(the run's first, or a resumed run's) and every ``every`` steps;
 ``resume=True`` continues from it after checking that it belongs to this run, and ends exactly
 where the uninterrupted run would have.
 
@@ -51,6 +52,8 @@ from widenet.dynamics.checkpoint import (
     checkpoint_spec,
     fingerprint,
     load_checkpoint,
+    random_state,
+    restore_random_state,
     save_checkpoint,
     saved,
 )
@@ -139,8 +142,10 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
         raise WidenetError("give the targets y (or a DataLoader of (x, y) batches as x)")
     else:
         where = ""
-    x = data_matrix(x, f"{where}x").to(parameter.dtype).to(parameter.device)
-    y = _targets(y, x.shape[0], f"{where}y").to(parameter.device)
+    # The data are constants: detached, so that targets computed with gradients (a teacher's
+    # outputs) neither receive gradients nor have their graph back-propagated at every step.
+    x = data_matrix(x, f"{where}x").detach().to(parameter.dtype).to(parameter.device)
+    y = _targets(y, x.shape[0], f"{where}y").detach().to(parameter.device)
     lr = None if lr is None else finite_real(lr, "lr", minimum=0.0, strict=True)
     steps = nonnegative_int(steps, "steps")
     log_every = positive_int(log_every, "log_every")
@@ -150,8 +155,10 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
     if test_data is not None:
         if not isinstance(test_data, tuple | list) or len(test_data) != 2:
             raise WidenetError("test_data must be a pair (x_test, y_test)")
-        x_test = data_matrix(test_data[0], "test x").to(parameter.dtype).to(parameter.device)
-        test_data = (x_test, _targets(test_data[1], x_test.shape[0], "test y").to(x.device))
+        x_test = data_matrix(test_data[0], "test x").detach().to(parameter.dtype) \
+            .to(parameter.device)
+        test_data = (x_test,
+                     _targets(test_data[1], x_test.shape[0], "test y").detach().to(x.device))
     checkpoint = checkpoint_spec(checkpoint)
     if checkpoint is not None and loader is not None:
         check_resumable(loader)
@@ -187,6 +194,8 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
         else:
             loop.start()
         saving = None if checkpoint is None else (checkpoint, run)
+        if saving is not None:  # a path that cannot be written (a read-only folder) fails
+            loop.save(saving, start)  # here, before any step
         return loop.run(start, steps, log_every, divergence_factor, saving, show)
     finally:
         if scaling is not None:
@@ -217,8 +226,9 @@ def _loader_description(loader: Iterable) -> str:
 def _check_inputs_fit(model: nn.Module, x: torch.Tensor, name: str) -> tuple[int, ...]:
     """Apply the model to the first two points of ``x``, leaving no trace (random state and
     buffers are restored), so that inputs the model cannot take (another input dimension, say)
-    are refused with a WidenetError before the run starts instead of failing inside it. Returns
-    the shape of one point's output (k,), or () for scalar outputs."""
+    are refused with a WidenetError before the run starts instead of failing inside it, and so
+    is an output that is not a tensor. Returns the shape of one point's output (k,), or () for
+    scalar outputs."""
     saved = [(buffer, buffer.clone()) for buffer in model.buffers()]
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     try:
@@ -233,15 +243,24 @@ def _check_inputs_fit(model: nn.Module, x: torch.Tensor, name: str) -> tuple[int
         with torch.no_grad():
             for buffer, value in saved:
                 buffer.copy_(value)
-    return tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else ()
+    if not isinstance(output, torch.Tensor):
+        raise WidenetError(f"the model returns a {type(output).__name__}, not a tensor of "
+                           "outputs; wrap it in a module whose forward returns the output "
+                           "tensor, one row per point")
+    return tuple(output.shape[1:])
 
 
 def _targets(y: object, n: int, name: str) -> torch.Tensor:
+    """``y``, checked to be a real or integer tensor with ``n`` rows and no NaN or inf."""
     if not isinstance(y, torch.Tensor) or y.ndim == 0:
         raise WidenetError(f"{name} must be a torch.Tensor with one row per point, got "
                            f"{type(y).__name__} {tuple(getattr(y, 'shape', ()))}")
     if y.shape[0] != n:
         raise WidenetError(f"{name} has {y.shape[0]} rows but the inputs have {n}")
+    if y.dtype == torch.bool or y.is_complex():
+        raise WidenetError(f"{name} has dtype {y.dtype}; the losses take real targets or "
+                           "integer class labels: convert with y.double() (regression, -1/+1 "
+                           "labels) or y.long() (class labels)")
     if y.is_floating_point() and not bool(torch.isfinite(y).all()):
         raise WidenetError(f"{name} contains NaN or inf values")
     return y
@@ -385,7 +404,8 @@ class _Loop:
             "step": step, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "sampler": self.batches.state_dict(),
             "rows": self.rows, "measurements": self.measured, "initial_loss": self.initial_loss,
-            "monitors": [m.state_dict() for m in self.monitors]}, run)
+            "monitors": [m.state_dict() for m in self.monitors],
+            "rng": random_state(self.x.device)}, run)
 
     def load(self, content: dict) -> int:
         """Restore the run state from a checked checkpoint; return the step to continue from."""
@@ -400,6 +420,9 @@ class _Loop:
         self.measured = content["measurements"]
         for monitor, monitor_state in zip(self.monitors, content["monitors"], strict=True):
             monitor.load_state_dict(monitor_state)
+        # Last: replaying the interrupted pass of a loader draws from the global generator
+        # (a DataLoader's base seed), a draw the saved state already followed.
+        restore_random_state(content["rng"], self.x.device)
         return content["step"]
 
 
