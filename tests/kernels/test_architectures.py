@@ -401,3 +401,31 @@ def test_torch_cnns_against_joint_covariances(kernel, stride, padding, mode, siz
     ntk = nngp + weight_var * pooled[1]
     assert torch.allclose(kernels.nngp, nngp[:, [2, 0]], rtol=1e-12, atol=1e-14)
     assert torch.allclose(kernels.ntk, ntk[:, [2, 0]], rtol=1e-12, atol=1e-14)
+
+
+class _SkipSequential(nn.Sequential):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)
+
+
+class _ScaledLinear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 3.0 * super().forward(x)
+
+
+class _PlainLinear(nn.Linear):
+    """A subclass that keeps Linear's forward (like torch's own NonDynamicallyQuantizableLinear)."""
+
+
+def test_a_subclass_that_overrides_forward_is_refused() -> None:
+    """A residual written as a Sequential subclass, or a rescaled Linear, compute something the
+    base class's map does not; a subclass that keeps the forward has the base class's kernels."""
+    x = images(3, 4)
+    skip = nn.Sequential(nn.Linear(4, 8), _SkipSequential(nn.ReLU(), nn.Linear(8, 8)))
+    with pytest.raises(wn.WidenetError, match=r"_SkipSequential \(at '1'\): it subclasses "
+                                              "Sequential but overrides its forward"):
+        wn.infinite_kernels(skip, x)
+    with pytest.raises(wn.WidenetError, match="_ScaledLinear: it subclasses Linear but"):
+        wn.infinite_kernels(_ScaledLinear(4, 1), x)
+    assert_same_kernels(wn.infinite_kernels(_PlainLinear(4, 1), x),
+                        wn.infinite_kernels(nn.Linear(4, 1), x))

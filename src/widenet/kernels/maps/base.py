@@ -221,18 +221,41 @@ class Builder:
         self.seen.add(id(module))
 
 
+def _supported() -> str:
+    return ", ".join(sorted({cls.__module__.split(".")[0] + "." + cls.__qualname__
+                             for cls in _maps.registry if cls is not object}))
+
+
 def _unsupported(module: nn.Module, shape: Shape, builder: Builder, name: str
                  ) -> tuple[list[Op], Shape]:
-    supported = sorted({cls.__module__.split(".")[0] + "." + cls.__qualname__
-                        for cls in ops_of.registry if cls is not object})
     where = f" (at {name!r})" if name else ""
     raise WidenetError(f"infinite_kernels does not support {type(module).__name__}{where}; "
-                       f"supported modules: {', '.join(supported)}")
+                       f"supported modules: {_supported()}")
 
 
-ops_of = functools.singledispatch(_unsupported)
-ops_of.__doc__ = """ops_of(module, shape, builder, name) -> (ops, output shape): the kernel ops
-of ``module`` (whose parameters are named ``name.*``) applied to inputs of ``shape``."""
+_maps = functools.singledispatch(_unsupported)
+
+
+def ops_of(module: nn.Module, shape: Shape, builder: Builder, name: str
+           ) -> tuple[list[Op], Shape]:
+    """The kernel ops of ``module`` (whose parameters are named ``name.*``) applied to inputs of
+    ``shape``, and its output shape, from the maps registered for its class (``ops_of.register``)
+    or for the nearest base class. A subclass that overrides ``forward`` computes something the
+    base class's map does not describe (a residual written as a Sequential subclass), so it is
+    refused."""
+    kind = type(module)
+    known = next((cls for cls in kind.__mro__ if cls in _maps.registry), object)
+    if known is not object and getattr(kind, "forward", None) is not getattr(known, "forward",
+                                                                               None):
+        where = f" (at {name!r})" if name else ""
+        raise WidenetError(f"infinite_kernels does not support {kind.__name__}{where}: it "
+                           f"subclasses {known.__qualname__} but overrides its forward, whose "
+                           "kernel map is not known; build the model from the supported "
+                           f"modules: {_supported()}")
+    return _maps(module, shape, builder, name)
+
+
+ops_of.register = _maps.register
 
 
 def child_name(prefix: str, name: str) -> str:
