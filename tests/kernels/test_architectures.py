@@ -429,3 +429,26 @@ def test_a_subclass_that_overrides_forward_is_refused() -> None:
         wn.infinite_kernels(_ScaledLinear(4, 1), x)
     assert_same_kernels(wn.infinite_kernels(_PlainLinear(4, 1), x),
                         wn.infinite_kernels(nn.Linear(4, 1), x))
+
+
+@pytest.mark.parametrize("mode", ["constant", "circular"])
+def test_strided_same_convolution_is_a_valid_one_on_the_padded_input(mode: str) -> None:
+    """A first convolution with stride (2, 4) and "same" (or "circular") padding, 3 x 2 filters
+    on 8 x 6 images, equals a valid one on the images padded by (0, 1) rows and no columns
+    (neural-tangents' SAME / CIRCULAR)."""
+    x = images(3, 2, 8, 6, seed=21)
+    padding = "same" if mode == "constant" else "circular"
+
+    def tail() -> list[nn.Module]:
+        return [wnn.Activation("relu"), wnn.Conv2d(4, 4, 3, bias_std=0.1),
+                wnn.Activation("erf"), wnn.AvgPool2d(2, 1), wnn.Flatten(),
+                wnn.Dense(4 * 3 * 1, 1)]
+
+    strided = wnn.Sequential(wnn.Conv2d(2, 4, (3, 2), stride=(2, 4), padding=padding,
+                                        bias_std=0.3), *tail())
+    valid = wnn.Sequential(wnn.Conv2d(2, 4, (3, 2), stride=(2, 4), padding="valid",
+                                      bias_std=0.3), *tail())
+    padded = F.pad(x, (0, 0, 0, 1), mode=mode)
+    assert_same_kernels(wn.infinite_kernels(strided, x), wn.infinite_kernels(valid, padded))
+    assert_same_kernels(wn.infinite_kernels(strided, x, x[:2]),
+                        wn.infinite_kernels(valid, padded, padded[:2]))
