@@ -248,9 +248,10 @@ def test_tiny_float32_images_give_finite_scaled_kernels(scale: float) -> None:
 
 @pytest.mark.parametrize(("model", "x", "message"), [
     (wnn.Sequential(wnn.Conv2d(1, 4, 5, padding="valid"), wnn.Flatten(), wnn.Dense(4, 1)),
-     images(2, 1, 3, 3), "window of 5 along an axis of only 3 positions"),
+     images(2, 1, 3, 3), "window of 5 along an axis of only 3 positions; use larger inputs or "
+     "a smaller filter or 'same' padding"),
     (wnn.Sequential(wnn.AvgPool2d(4), wnn.Flatten(), wnn.Dense(1, 1)), images(2, 1, 3, 3),
-     "window of 4"),
+     "window of 4 along an axis of only 3 positions; use larger inputs or a smaller window$"),
     (wnn.Sequential(wnn.Conv2d(3, 4, 3), wnn.GlobalAvgPool(), wnn.Dense(4, 1)),
      images(2, 1, 4, 4), "expects 3 channels"),
     (wnn.Sequential(wnn.Conv2d(1, 4, 3), wnn.Dense(4, 1)), images(2, 1, 4, 4),

@@ -172,7 +172,8 @@ def _conv_ops(module: nn.Module, name: str, shape: Shape, in_channels: int, out_
                            f"{shape.describe()}")
     pads = (padding_amounts(kernel, padding, shape.spatial, stride) if isinstance(padding, str)
             else padding)
-    spatial = tuple(output_size(n, k, s, before, after, f"{kind} {name!r}")
+    spatial = tuple(output_size(n, k, s, before, after, f"{kind} {name!r}",
+                                "a smaller filter or 'same' padding")
                     for n, k, s, (before, after) in zip(shape.spatial, kernel, stride, pads,
                                                         strict=True))
     wrapped = [(n, max(pad)) for n, pad in zip(shape.spatial, pads, strict=True) if max(pad) > n]
