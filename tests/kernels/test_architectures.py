@@ -281,6 +281,9 @@ def test_tiny_float32_images_give_finite_scaled_kernels(scale: float) -> None:
     (nn.Sequential(nn.Tanh(), nn.Conv2d(1, 4, 3)), images(2, 1, 4, 4),
      r"activation 'tanh' at '0' .* put a weighted layer before it"),
     (nn.ReLU(), images(2, 1, 4, 4), r"^activation 'relu' gets inputs that are not Gaussian"),
+    (nn.Sequential(nn.Flatten(), nn.Linear(8, 1)), images(2, 1, 2, 2, 2),
+     r"x1 must be \(n, d\) vectors, \(n, C, L\) sequences or \(n, C, H, W\) images, got "
+     r"shape \(2, 1, 2, 2, 2\)"),
 ])
 def test_bad_architectures_and_inputs(model: nn.Module, x: torch.Tensor, message: str) -> None:
     with pytest.raises(wn.WidenetError, match=message):
