@@ -231,6 +231,24 @@ def test_float32_inputs_give_float32_kernels() -> None:
     assert torch.allclose(single.ntk.double(), wn.infinite_kernels(model, x).ntk, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_images_give_the_kernels_rounded_once(dtype: torch.dtype) -> None:
+    """float16 and bfloat16 images give kernels in their dtype within one unit (eps, relative)
+    of the float64 kernels of the same images: worked in the half type through three
+    convolutions, a pool and the duals, the NNGP was off by 4.6 (float16) and 4.9 (bfloat16)
+    units, 0.4% and 4%; rounded once, by 0.35."""
+    x = images(6, 3, 8, 8, seed=15).to(dtype)
+    model = wnn.Sequential(wnn.Conv2d(3, 3, 3, bias_std=0.1), wnn.Activation("relu"),
+                           wnn.Conv2d(3, 3, 3), wnn.Activation("relu"), wnn.AvgPool2d(2),
+                           wnn.Conv2d(3, 3, 3), wnn.Activation("erf"), wnn.GlobalAvgPool(),
+                           wnn.Dense(3, 1))
+    half, exact = wn.infinite_kernels(model, x), wn.infinite_kernels(model, x.double())
+    assert half.ntk.dtype == dtype
+    unit = torch.finfo(dtype).eps
+    for kernel, reference in ((half.nngp, exact.nngp), (half.ntk, exact.ntk)):
+        assert bool(((kernel.double() - reference).abs() <= unit * reference.abs()).all())
+
+
 @pytest.mark.parametrize("scale", [1e-20, 1e-22])
 def test_tiny_float32_images_give_finite_scaled_kernels(scale: float) -> None:
     """Bias-free ReLU CNN: K(s x) = s^2 K(x). At s = 1e-20 the float32 variances are subnormal
