@@ -345,6 +345,12 @@ def test_shared_weights_are_refused() -> None:
     conv = wnn.Conv1d(2, 2, 3)
     with pytest.raises(wn.WidenetError, match="used twice"):
         wn.infinite_kernels(nn.Sequential(conv, wnn.Activation("relu"), conv), images(2, 2, 5))
+    tied = nn.Linear(8, 8)
+    tied.weight = (first := nn.Linear(8, 8)).weight
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), first, nn.ReLU(), tied, nn.ReLU(),
+                          nn.Linear(8, 1))
+    with pytest.raises(wn.WidenetError, match=r"4.weight is also a parameter of '2' \(tied"):
+        wn.infinite_kernels(model, images(2, 4))
 
 
 def test_memory_budget() -> None:

@@ -188,13 +188,15 @@ class Op:
 @dataclass
 class Builder:
     """What turning a model into ops needs besides the module: the stds and parametrization
-    of plain torch layers, and the weighted modules seen so far (a module used twice shares
-    its weights, which the limit does not cover)."""
+    of plain torch layers, and the weighted modules and parameters seen so far (a module used
+    twice, or a parameter held by two layers, shares weights, which the limit does not
+    cover)."""
 
     weight_std: float | dict[str, float | None] | None = None
     bias_std: float | dict[str, float] = 0.0
     finite_ntk: bool = True
     seen: set[int] = field(default_factory=set)
+    owners: dict[int, str] = field(default_factory=dict)  # parameter id -> its layer's name
     asked: set[str] = field(default_factory=set)
 
     def std(self, spec: object, name: str, default: float | None = None) -> object:
@@ -219,6 +221,12 @@ class Builder:
                                "infinite-width limit covers nets whose layers have their own "
                                "weights")
         self.seen.add(id(module))
+        for parameter_name, parameter in module.named_parameters(recurse=False):
+            owner = self.owners.setdefault(id(parameter), name)
+            if owner != name:
+                raise WidenetError(f"{child_name(name, parameter_name)} is also a parameter "
+                                   f"of {owner!r} (tied weights); the infinite-width limit "
+                                   "covers nets whose layers have their own weights")
 
 
 def _supported() -> str:
