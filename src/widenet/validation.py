@@ -133,6 +133,9 @@ def data_matrix(x: object, name: str, *, features: int | None = None) -> torch.T
 def data_points(x: object, name: str, *, features: int | None = None) -> torch.Tensor:
     """Like :func:`data_matrix`, but also accepting batches of sequences (n, C, L) and images
     (n, C, H, W) in torch's layout; ``features`` applies to (n, d) matrices."""
+    if isinstance(x, torch.Tensor) and x.ndim > 4:
+        raise WidenetError(f"{name} must be (n, d) vectors, (n, C, L) sequences or (n, C, H, W) "
+                           f"images, got shape {tuple(x.shape)}")
     if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
         return data_matrix(x, name, features=features)
     if 0 in x.shape:

@@ -73,9 +73,20 @@ def layer_norm_net(m: int, seed: int) -> torch.nn.Module:
                           seed=seed)
 
 
+def strided(m: int, seed: int) -> torch.nn.Module:
+    """An even filter with strides (1, 2), a pool whose stride differs from its window, a
+    strided circular convolution that pads one side only, global pooling after it."""
+    return wnn.Sequential(wnn.Conv2d(1, m, 2, stride=(1, 2), weight_std=RELU_STD, bias_std=0.3,
+                                     dtype=torch.float64), _relu(),
+                          wnn.AvgPool2d((3, 1), stride=(1, 1)),
+                          wnn.Conv2d(m, m, 3, stride=2, padding="circular", weight_std=RELU_STD,
+                                     dtype=torch.float64), _relu(), wnn.GlobalAvgPool(),
+                          wnn.Dense(m, 1, weight_std=1.0, dtype=torch.float64), seed=seed)
+
+
 ARCHITECTURES: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "cnn-flatten": cnn_flatten, "cnn-pooling": cnn_pooling, "resnet": resnet,
-    "layer-norm": layer_norm_net}
+    "layer-norm": layer_norm_net, "strided": strided}
 
 
 def images(n: int = 3, seed: int = 0) -> torch.Tensor:

@@ -96,3 +96,20 @@ def test_bad_layer_arguments(make, message: str) -> None:
 def test_conv_rejects_inputs_of_the_wrong_shape() -> None:
     with pytest.raises(wn.WidenetError, match=r"expects inputs \(N, 3, H, W\)"):
         wnn.Conv2d(3, 4, 3)(torch.randn(2, 5, 4, 4))
+
+
+@pytest.mark.parametrize(("padding", "mode"), [("same", "constant"), ("circular", "circular")])
+def test_strided_same_padding_follows_tensorflow_and_jax(padding: str, mode: str) -> None:
+    """With stride s, "same" and "circular" give ceil(n / s) outputs and pad t = (ceil(n / s)
+    - 1) s + k - n, t // 2 before (neural-tangents' SAME and CIRCULAR): a 3 x 2 filter with
+    strides (2, 4) on 8 x 6 images pads rows by (0, 1) and columns by (0, 0); a filter of 3 with
+    stride 4 on 6 positions pads by (0, 1)."""
+    x = torch.randn(2, 3, 8, 6, dtype=torch.float64)
+    conv = wnn.Conv2d(3, 4, (3, 2), stride=(2, 4), padding=padding, weight_std=1.3, bias_std=0.2,
+                      dtype=torch.float64)
+    expected = F.conv2d(F.pad(x, (0, 0, 0, 1), mode=mode), conv.weight, stride=(2, 4))
+    expected = expected * 1.3 / math.sqrt(3 * 6) + 0.2 * conv.bias.view(-1, 1, 1)
+    assert torch.allclose(conv(x), expected)
+    conv = wnn.Conv1d(3, 4, 3, stride=4, padding=padding, dtype=torch.float64)
+    expected = F.conv1d(F.pad(x[:, :, 0], (0, 1), mode=mode), conv.weight, stride=4)
+    assert torch.allclose(conv(x[:, :, 0]), expected / math.sqrt(3 * 3))

@@ -196,12 +196,14 @@ register_layer(nn.Conv2d, _CONV)
 
 def widenet_conv_patches(conv: Conv1d | Conv2d) -> Callable[[torch.Tensor], torch.Tensor]:
     """widenet's convolutions pad explicitly (zeros or circular), then convolve unpadded."""
-    pads = [p for pair in reversed(padding_amounts(conv.kernel_size, conv.padding)) for p in pair]
     mode = "circular" if conv.padding == "circular" else "constant"
     ones = (1,) * (2 - conv.dims)
     geometry = {"kernel_size": ones + conv.kernel_size, "stride": ones + conv.stride}
 
     def patches(a: torch.Tensor) -> torch.Tensor:
+        pads = [p for pair in reversed(padding_amounts(conv.kernel_size, conv.padding,
+                                                       tuple(a.shape[2:]), conv.stride))
+                for p in pair]
         padded = F.pad(a, pads, mode=mode) if any(pads) else a
         image = padded.unsqueeze(2) if conv.dims == 1 else padded
         return F.unfold(image, **geometry).transpose(1, 2)

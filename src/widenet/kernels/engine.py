@@ -11,8 +11,8 @@ pairs of inputs under a memory budget (docs/theory.md sections 3 and 7).
    mirror images, and diagonal blocks are made exactly symmetric, so the result is exactly
    symmetric.
 3. The block results, computed in the working dtype (float64 for the flat recursion of MLPs,
-   whose float32 rounding breaks positive semi-definiteness at depth; the inputs' dtype for
-   spatial kernels), are rounded once into the output dtype.
+   whose float32 rounding breaks positive semi-definiteness at depth; the inputs' dtype, at
+   least float32, for spatial kernels), are rounded once into the output dtype.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Conv1d and Conv2d with padding "same", "valid" or "circular" (docs/theory.md section 7).
 
 z[j] = m_w * sum_{delta} W[:, :, delta] y[s j + delta] + m_b * b, fan-in C_in * |filter|.
-"same" and "circular" pad the input by (k - 1) // 2 before and k - 1 - (k - 1) // 2 after
-along each axis (zeros, or the wrapped-around input), "valid" not at all.
+"same" and "circular" give ceil(n / s) outputs along an axis of n inputs: they pad it by
+t = max((ceil(n / s) - 1) s + k - n, 0) positions, t // 2 before and the rest after (zeros, or
+the wrapped-around input), the convention of TensorFlow, JAX and neural-tangents ("SAME",
+"CIRCULAR"); with stride 1, t = k - 1 as in torch's padding="same". "valid" does not pad.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ from widenet.validation import positive_int
 PADDINGS = ("same", "valid", "circular")
 
 
-def padding_amounts(kernel_size: tuple[int, ...], padding: str) -> tuple[tuple[int, int], ...]:
-    """(before, after) padding per spatial axis for a filter of ``kernel_size``."""
+def padding_amounts(kernel_size: tuple[int, ...], padding: str, size: tuple[int, ...],
+                    stride: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """(before, after) padding per spatial axis of ``size`` inputs for a filter of
+    ``kernel_size`` moved by ``stride`` (the module docstring)."""
     if padding == "valid":
         return tuple((0, 0) for _ in kernel_size)
-    return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_size)
+    totals = (max((-(-n // s) - 1) * s + k - n, 0)
+              for k, n, s in zip(kernel_size, size, stride, strict=True))
+    return tuple((t // 2, t - t // 2) for t in totals)
 
 
 class _Conv(Weighted):
@@ -55,7 +61,8 @@ class _Conv(Weighted):
             raise WidenetError(f"{type(self).__name__} expects inputs (N, {self.in_channels}, "
                                f"{', '.join('L' * self.dims) if self.dims == 1 else 'H, W'}), "
                                f"got shape {tuple(x.shape)}")
-        pads = [p for pair in reversed(padding_amounts(self.kernel_size, self.padding))
+        pads = [p for pair in reversed(padding_amounts(self.kernel_size, self.padding,
+                                                       tuple(x.shape[2:]), self.stride))
                 for p in pair]
         if any(pads):
             x = F.pad(x, pads, mode="circular" if self.padding == "circular" else "constant")

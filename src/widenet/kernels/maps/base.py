@@ -188,13 +188,15 @@ class Op:
 @dataclass
 class Builder:
     """What turning a model into ops needs besides the module: the stds and parametrization
-    of plain torch layers, and the weighted modules seen so far (a module used twice shares
-    its weights, which the limit does not cover)."""
+    of plain torch layers, and the weighted modules and parameters seen so far (a module used
+    twice, or a parameter held by two layers, shares weights, which the limit does not
+    cover)."""
 
     weight_std: float | dict[str, float | None] | None = None
     bias_std: float | dict[str, float] = 0.0
     finite_ntk: bool = True
     seen: set[int] = field(default_factory=set)
+    owners: dict[int, str] = field(default_factory=dict)  # parameter id -> its layer's name
     asked: set[str] = field(default_factory=set)
 
     def std(self, spec: object, name: str, default: float | None = None) -> object:
@@ -219,20 +221,49 @@ class Builder:
                                "infinite-width limit covers nets whose layers have their own "
                                "weights")
         self.seen.add(id(module))
+        for parameter_name, parameter in module.named_parameters(recurse=False):
+            owner = self.owners.setdefault(id(parameter), name)
+            if owner != name:
+                raise WidenetError(f"{child_name(name, parameter_name)} is also a parameter "
+                                   f"of {owner!r} (tied weights); the infinite-width limit "
+                                   "covers nets whose layers have their own weights")
+
+
+def _supported() -> str:
+    return ", ".join(sorted({cls.__module__.split(".")[0] + "." + cls.__qualname__
+                             for cls in _maps.registry if cls is not object}))
 
 
 def _unsupported(module: nn.Module, shape: Shape, builder: Builder, name: str
                  ) -> tuple[list[Op], Shape]:
-    supported = sorted({cls.__module__.split(".")[0] + "." + cls.__qualname__
-                        for cls in ops_of.registry if cls is not object})
     where = f" (at {name!r})" if name else ""
     raise WidenetError(f"infinite_kernels does not support {type(module).__name__}{where}; "
-                       f"supported modules: {', '.join(supported)}")
+                       f"supported modules: {_supported()}")
 
 
-ops_of = functools.singledispatch(_unsupported)
-ops_of.__doc__ = """ops_of(module, shape, builder, name) -> (ops, output shape): the kernel ops
-of ``module`` (whose parameters are named ``name.*``) applied to inputs of ``shape``."""
+_maps = functools.singledispatch(_unsupported)
+
+
+def ops_of(module: nn.Module, shape: Shape, builder: Builder, name: str
+           ) -> tuple[list[Op], Shape]:
+    """The kernel ops of ``module`` (whose parameters are named ``name.*``) applied to inputs of
+    ``shape``, and its output shape, from the maps registered for its class (``ops_of.register``)
+    or for the nearest base class. A subclass that overrides ``forward`` computes something the
+    base class's map does not describe (a residual written as a Sequential subclass), so it is
+    refused."""
+    kind = type(module)
+    known = next((cls for cls in kind.__mro__ if cls in _maps.registry), object)
+    if known is not object and getattr(kind, "forward", None) is not getattr(known, "forward",
+                                                                               None):
+        where = f" (at {name!r})" if name else ""
+        raise WidenetError(f"infinite_kernels does not support {kind.__name__}{where}: it "
+                           f"subclasses {known.__qualname__} but overrides its forward, whose "
+                           "kernel map is not known; build the model from the supported "
+                           f"modules: {_supported()}")
+    return _maps(module, shape, builder, name)
+
+
+ops_of.register = _maps.register
 
 
 def child_name(prefix: str, name: str) -> str:

@@ -16,15 +16,16 @@ from widenet.errors import WidenetError
 from widenet.kernels.maps.base import BufferPool
 
 
-def output_size(size: int, window: int, stride: int, before: int, after: int, what: str) -> int:
+def output_size(size: int, window: int, stride: int, before: int, after: int, what: str,
+                fix: str = "a smaller window") -> int:
     """Positions along one axis after a window of ``window`` moved by ``stride`` over
-    ``size`` inputs padded by ``before`` and ``after``; at least one window must fit."""
+    ``size`` inputs padded by ``before`` and ``after``; at least one window must fit (else the
+    error suggests larger inputs or ``fix``)."""
     padded = size + before + after
     if padded < window:
         padded_note = f" ({padded} after padding)" if padded != size else ""
         raise WidenetError(f"{what} has a window of {window} along an axis of only {size} "
-                           f"positions{padded_note}; use larger inputs, a smaller window or "
-                           "'same' padding")
+                           f"positions{padded_note}; use larger inputs or {fix}")
     return (padded - window) // stride + 1
 
 

@@ -199,6 +199,13 @@ def _(module: nn.AvgPool1d | nn.AvgPool2d, shape: Shape, builder: Builder, name:
 @ops_of.register(nn.AdaptiveAvgPool2d)
 def _(module: nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d, shape: Shape, builder: Builder,
       name: str) -> tuple[list[Op], Shape]:
+    dims = 1 if isinstance(module, nn.AdaptiveAvgPool1d) else 2
+    if len(shape.spatial) != dims or shape.flattened:
+        # torch reads a batch with one spatial axis too few as one unbatched input and pools
+        # over the channels as well (AdaptiveAvgPool2d on sequences, AdaptiveAvgPool1d on
+        # vectors), and refuses one axis too many
+        raise WidenetError(f"{type(module).__name__} {name!r} needs inputs with {dims} spatial "
+                           f"axes, gets {shape.describe()}")
     sizes = (tuple(module.output_size) if isinstance(module.output_size, tuple | list)
              else (module.output_size,))
     if any(size != 1 for size in sizes):

@@ -158,8 +158,11 @@ def _torch_weight_std(builder: Builder, name: str) -> float | None:
 
 def _conv_ops(module: nn.Module, name: str, shape: Shape, in_channels: int, out_channels: int,
               kernel: tuple[int, ...], stride: tuple[int, ...],
-              pads: tuple[tuple[int, int], ...], circular: bool, weight_std: float | None,
-              bias_std: float, has_bias: bool, finite_ntk: bool) -> tuple[list[Op], Shape]:
+              padding: str | tuple[tuple[int, int], ...], circular: bool,
+              weight_std: float | None, bias_std: float, has_bias: bool, finite_ntk: bool
+              ) -> tuple[list[Op], Shape]:
+    """The op of a convolution; ``padding`` is "same", "valid" or "circular" (amounts from
+    :func:`~widenet.nn.conv.padding_amounts`) or (before, after) per axis."""
     kind = type(module).__name__
     if len(shape.spatial) != len(kernel) or shape.flattened:
         raise WidenetError(f"{kind} {name!r} needs inputs with {len(kernel)} spatial axes, "
@@ -167,7 +170,10 @@ def _conv_ops(module: nn.Module, name: str, shape: Shape, in_channels: int, out_
     if shape.channels != in_channels:
         raise WidenetError(f"{kind} {name!r} expects {in_channels} channels, gets "
                            f"{shape.describe()}")
-    spatial = tuple(output_size(n, k, s, before, after, f"{kind} {name!r}")
+    pads = (padding_amounts(kernel, padding, shape.spatial, stride) if isinstance(padding, str)
+            else padding)
+    spatial = tuple(output_size(n, k, s, before, after, f"{kind} {name!r}",
+                                "a smaller filter or 'same' padding")
                     for n, k, s, (before, after) in zip(shape.spatial, kernel, stride, pads,
                                                         strict=True))
     wrapped = [(n, max(pad)) for n, pad in zip(shape.spatial, pads, strict=True) if max(pad) > n]
@@ -187,8 +193,7 @@ def _(module: Conv1d | Conv2d, shape: Shape, builder: Builder, name: str
       ) -> tuple[list[Op], Shape]:
     builder.claim(module, name)
     return _conv_ops(module, name, shape, module.in_channels, module.out_channels,
-                     module.kernel_size, module.stride,
-                     padding_amounts(module.kernel_size, module.padding),
+                     module.kernel_size, module.stride, module.padding,
                      module.padding == "circular", module.weight_std, module.bias_std,
                      module.bias is not None, module.parametrization.finite_ntk)
 
@@ -206,14 +211,11 @@ def _(module: nn.Conv1d | nn.Conv2d, shape: Shape, builder: Builder, name: str
     if module.padding_mode not in ("zeros", "circular"):
         raise WidenetError(f"{kind} {name!r} pads with padding_mode={module.padding_mode!r}; "
                            "infinite_kernels covers 'zeros' and 'circular'")
-    if module.padding == "valid":
-        pads = tuple((0, 0) for _ in module.kernel_size)
-    elif module.padding == "same":
-        pads = padding_amounts(module.kernel_size, "same")
-    else:
-        pads = tuple((p, p) for p in module.padding)
+    # torch's "same" (stride 1 only) pads like widenet's
+    padding = (module.padding if isinstance(module.padding, str)
+               else tuple((p, p) for p in module.padding))
     return _conv_ops(module, name, shape, module.in_channels, module.out_channels,
-                     module.kernel_size, module.stride, pads,
+                     module.kernel_size, module.stride, padding,
                      module.padding_mode == "circular", _torch_weight_std(builder, name),
                      builder.std(builder.bias_std, name, 0.0), module.bias is not None,
                      builder.finite_ntk)
