@@ -43,9 +43,9 @@ class Quadrature(Activation):
 
     and for erf at q1 = q2 = 100: 1e-4 (derivative dual 1e-2); at 1e4 and beyond: 6e-3
     (at q >= 1e4 phi' is a spike narrower than the nodes' spacing: the derivative dual, itself
-    of order q^(-1/2), comes out as about 0). The derivative is the one given, or else computed
-    by autograd. Inputs of any floating dtype are computed in float64 (rho included) and the
-    duals rounded once to the inputs' dtype.
+    of order q^(-1/2), comes out as about 0, with a warning). The derivative is the one given,
+    or else computed by autograd. Inputs of any floating dtype are computed in float64 (rho
+    included) and the duals rounded once to the inputs' dtype.
     """
 
     def __init__(self, function: Callable[[torch.Tensor], torch.Tensor], name: str | None = None,
