@@ -174,11 +174,26 @@ def test_tanh_edge_of_chaos_without_bias_is_one() -> None:
     assert A.tanh.edge_of_chaos(0.0) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize(("function", "family"), [
+    (torch.relu, A.relu), (torch.abs, A.absolute), (torch.nn.ReLU(), A.relu),
+    (lambda s: torch.nn.functional.leaky_relu(s, 0.2), A.leaky_relu(0.2))],
+    ids=["torch.relu", "torch.abs", "nn.ReLU()", "leaky_relu(0.2)"])
+def test_edge_of_chaos_of_a_callable_with_a_kink_at_zero(function, family) -> None:
+    """A kinked phi given as a callable has the edge of chaos of its ab-family twin,
+    1 / sqrt(a^2 + b^2) with a^2 + b^2 = (phi'(0+)^2 + phi'(0-)^2) / 2 = lim E[phi'^2] as
+    q -> 0. It was refused: autograd's phi'(0) is 0 for torch.relu and torch.abs, and
+    1 / |phi'(0)| was taken as the slope."""
+    weight_std = A.get_activation(function).edge_of_chaos()
+    assert weight_std == pytest.approx(1.0 / math.hypot(family.a, family.b), rel=1e-14)
+
+
 def test_no_edge_of_chaos_is_an_error() -> None:
     with pytest.raises(WidenetError, match="no edge-of-chaos"):
         A.softplus.edge_of_chaos(0.1)
     with pytest.raises(WidenetError, match="no edge-of-chaos"):  # q* = 0 repels for gelu
         A.gelu.edge_of_chaos(0.0)
+    with pytest.raises(WidenetError, match="no edge-of-chaos"):  # phi'(0) = 0: chi_1 = 0
+        A.get_activation(lambda s: s * s).edge_of_chaos(0.0)
 
 
 def test_duals_broadcast_scalar_variances_against_a_covariance_vector() -> None:
