@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import widenet.activations as A
-from widenet import WidenetError
+from widenet import MLP, WidenetError, infinite_kernels
 
 # (q1, q2, rho): unequal variances, both signs, and the degenerate ends rho = +-1.
 COVARIANCES = [(1.0, 1.0, 0.0), (0.5, 2.0, 0.6), (2.0, 0.3, -0.8), (1.5, 1.5, 1.0),
@@ -185,6 +185,25 @@ def test_edge_of_chaos_of_a_callable_with_a_kink_at_zero(function, family) -> No
     1 / |phi'(0)| was taken as the slope."""
     weight_std = A.get_activation(function).edge_of_chaos()
     assert weight_std == pytest.approx(1.0 / math.hypot(family.a, family.b), rel=1e-14)
+
+
+@pytest.mark.parametrize("function", [
+    lambda s: [1.0], lambda s: s.sum(-1), lambda s: 1.0, torch.nn.ReLU], ids=[
+        "list", "a reduction", "a number", "a class"])
+def test_a_callable_that_is_not_elementwise_is_a_widenet_error(function) -> None:
+    """A callable must map a tensor to a tensor of its shape; a list, a reduction, a number or
+    a module class (nn.ReLU for nn.ReLU()) raised AttributeError, TypeError or a shape error
+    from deep inside the kernel code, or silently gave a kernel of the reduced function."""
+    def kernels() -> object:
+        net = MLP(4, [5], 1, activation=function, weight_std=1.0, device="meta")
+        return infinite_kernels(net, torch.randn(3, 4, dtype=torch.float64))
+
+    with pytest.raises(WidenetError, match="activation"):
+        kernels()
+
+
+def test_a_module_instance_is_named_after_its_class() -> None:
+    assert A.get_activation(torch.nn.ReLU()).name == "ReLU"
 
 
 def test_no_edge_of_chaos_is_an_error() -> None:

@@ -53,24 +53,39 @@ class Quadrature(Activation):
                  degree: int = 1024):
         if not callable(function):
             raise WidenetError(f"activation must be a name or a callable, got {function!r}")
+        if isinstance(function, type):
+            raise WidenetError(f"activation must be a function or a module instance, got the "
+                               f"class {function.__name__}; pass an instance such as "
+                               f"{function.__name__}()")
         self._function = function
         self._derivative = derivative
         self.degree = positive_int(degree, "degree")
         if self.degree > MAX_DEGREE:
             raise WidenetError(f"degree must be at most {MAX_DEGREE} (the rule's basis matrix "
                                f"grows as degree^2), got {degree}")
-        self.name = name or getattr(function, "__name__", "custom")
+        self.name = name or getattr(function, "__name__", type(function).__name__)
 
     def function(self, s: torch.Tensor) -> torch.Tensor:
-        return self._function(s)
+        return self._elementwise(self._function(s), s, "phi")
 
     def derivative(self, s: torch.Tensor) -> torch.Tensor:
         if self._derivative is not None:
-            return self._derivative(s)
+            return self._elementwise(self._derivative(s), s, "the derivative")
         with torch.enable_grad():
             leaf = s.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self._function(leaf).sum(), leaf)
+            (grad,) = torch.autograd.grad(self.function(leaf).sum(), leaf)
         return grad
+
+    def _elementwise(self, value: object, s: torch.Tensor, what: str) -> torch.Tensor:
+        """``value``, checked to be what an elementwise function of ``s`` returns: a tensor of
+        s's shape (a user function returning anything else raised torch's errors far away)."""
+        if not isinstance(value, torch.Tensor) or value.shape != s.shape:
+            got = (f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor)
+                   else type(value).__name__)
+            raise WidenetError(f"the {what} of activation {self.name!r} must map a tensor to a "
+                               f"tensor of the same shape (elementwise): given shape "
+                               f"{tuple(s.shape)}, it returned {got}")
+        return value
 
     def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
               ) -> tuple[torch.Tensor, torch.Tensor]:
