@@ -241,6 +241,20 @@ def test_a_duplicate_of_a_point_beside_a_parallel_one_gets_its_row(activation: s
     for matrix in (kernels.nngp, kernels.ntk):
         assert torch.equal(matrix[3], matrix[0])
 
+@pytest.mark.parametrize("stds", [{"weight_std": 1e200}, {"weight_std": 1.0, "bias_std": 1e200}],
+                         ids=["weight", "bias"])
+def test_a_std_whose_square_overflows_is_a_clear_error(stds) -> None:
+    """sigma^2 beyond float64's range is an overflowing kernel, reported as one; std ** 2
+    raised Python's raw OverflowError while the layers were compiled."""
+    x = torch.randn(3, 2, dtype=torch.float64)
+    net = wn.MLP(2, [3], 1, device="meta", **stds)
+    with pytest.raises(wn.WidenetError, match=r"overflowed in torch\.float64"):
+        wn.infinite_kernels(net, x)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    with pytest.raises(wn.WidenetError, match=r"overflowed in torch\.float64"):
+        wn.infinite_kernels(model, x, **stds)
+
+
 def test_float32_overflow_is_a_clear_error() -> None:
     x = torch.full((2, 3), 1e30)
     with pytest.raises(wn.WidenetError, match=r"overflowed in torch\.float32"):

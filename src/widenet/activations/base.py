@@ -79,7 +79,8 @@ class Activation:
         provided q* = 0 attracts the variance map (gelu's does not: give it a bias or an explicit
         weight std).
         """
-        bias_var = finite_real(bias_std, "bias_std", minimum=0.0) ** 2
+        bias_std = finite_real(bias_std, "bias_std", minimum=0.0)
+        bias_var = bias_std * bias_std  # inf past 1.3e154 (** 2 raised OverflowError): no root
         if bias_var == 0.0 and self._vanishes_at_zero():
             slope = self._slope_at_zero()
             # s^2 = 0 (phi'(0) = 0: s * s has s = 2e-308 here) leaves no edge of chaos
