@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -89,7 +88,11 @@ class Activation:
                 raise self._no_edge_of_chaos(bias_std)
             return 1.0 / slope
         q_star = self._fixed_point_variance(bias_var)
-        return 1.0 / math.sqrt(float(self.derivative_second_moment(q_star)))
+        return 1.0 / math.sqrt(self._moments(q_star)[1])
+
+    def _moments(self, q: float) -> tuple[float, float]:
+        """(E[phi(u)^2], E[phi'(u)^2]) for u ~ N(0, q), as the edge of chaos reads them."""
+        return float(self.second_moment(q)), float(self.derivative_second_moment(q))
 
     def _slope_at_zero(self) -> float:
         """sqrt((phi'(0+)^2 + phi'(0-)^2) / 2), the limit of E[phi'(sqrt(q) z)^2]^(1/2) as
@@ -108,22 +111,19 @@ class Activation:
         q; gelu grows it by 2%). A positively homogeneous phi (relu given as a callable) leaves
         every q where it is: neutral, accepted up to round-off (1e-9 relative)."""
         q = 1e-2
-        return weight_var * float(self.second_moment(q)) <= q * (1.0 + 1e-9)
+        return weight_var * self._moments(q)[0] <= q * (1.0 + 1e-9)
 
     def _vanishes_at_zero(self) -> bool:
         return float(self.function(torch.zeros((), dtype=torch.float64))) == 0.0
 
     def _fixed_point_variance(self, bias_var: float) -> float:
         def gap(q: float) -> float:
-            slope_moment = float(self.derivative_second_moment(q))
-            if slope_moment <= 0.0:  # phi' vanishes on the rule's nodes: no fixed point here
+            moment, slope_moment = self._moments(q)
+            if slope_moment <= 0.0:  # phi' is 0 (to round-off) at this variance: no root here
                 return math.inf
-            return q - float(self.second_moment(q)) / slope_moment - bias_var
+            return q - moment / slope_moment - bias_var
 
-        grid = np.logspace(-8, 6, 141)
-        with warnings.catch_warnings():  # a scan: only the root found is used (and may warn)
-            warnings.filterwarnings("ignore", "the Hermite series", UserWarning)
-            return self._smallest_root(gap, grid, bias_var)
+        return self._smallest_root(gap, np.logspace(-8, 6, 141), bias_var)
 
     def _smallest_root(self, gap: Callable[[float], float], grid: np.ndarray,
                        bias_var: float) -> float:
@@ -132,7 +132,7 @@ class Activation:
         for lo, hi, g_lo, g_hi in zip(grid[:-1], grid[1:], values[:-1], values[1:], strict=True):
             if g_lo == 0.0:
                 return float(lo)
-            if g_lo * g_hi < 0:
+            if -math.inf < g_lo * g_hi < 0:  # a jump from or to inf is no root
                 lo, hi = math.log(lo), math.log(hi)
                 for _ in range(200):
                     mid = 0.5 * (lo + hi)
