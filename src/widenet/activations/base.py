@@ -79,7 +79,9 @@ class Activation:
         weight std).
         """
         bias_std = finite_real(bias_std, "bias_std", minimum=0.0)
-        bias_var = bias_std * bias_std  # inf past 1.3e154 (** 2 raised OverflowError): no root
+        bias_var = bias_std * bias_std  # inf past 1.3e154 (** 2 raised OverflowError)
+        if math.isinf(bias_var):  # no finite fixed point (and the message names bias_std)
+            raise self._no_edge_of_chaos(bias_std)
         if bias_var == 0.0 and self._vanishes_at_zero():
             slope = self._slope_at_zero()
             # s^2 = 0 (phi'(0) = 0: s * s has s = 2e-308 here) leaves no edge of chaos
