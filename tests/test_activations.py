@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
+from scipy.integrate import quad
+from scipy.optimize import brentq
 
 import widenet.activations as A
-from widenet import WidenetError
+from widenet import MLP, WidenetError, infinite_kernels
 
 # (q1, q2, rho): unequal variances, both signs, and the degenerate ends rho = +-1.
 COVARIANCES = [(1.0, 1.0, 0.0), (0.5, 2.0, 0.6), (2.0, 0.3, -0.8), (1.5, 1.5, 1.0),
@@ -170,8 +173,75 @@ def test_edge_of_chaos_of_general_activations(act: A.Activation, bias_std: float
     assert weight_std**2 * float(act.derivative_second_moment(q_star)) == pytest.approx(1.0)
 
 
+def _gaussian_expectation(f, q: float) -> float:
+    """E[f(u)], u ~ N(0, q), by adaptive quadrature in u, split at 0 and +-20 (where tanh's
+    features end) so that a feature of width 1 is found at any q."""
+    root = math.sqrt(q)
+
+    def integrand(s: float) -> float:
+        return f(s) * math.exp(-s * s / (2 * q)) / math.sqrt(2 * math.pi * q)
+
+    edges = sorted({-40 * root, -min(20.0, 40 * root), 0.0, min(20.0, 40 * root), 40 * root})
+    return sum(quad(integrand, lo, hi, limit=500, epsabs=0.0, epsrel=1e-13)[0]
+               for lo, hi in itertools.pairwise(edges))
+
+
+@pytest.mark.parametrize("bias_std", [8.0, 16.0, 30.0])
+def test_tanh_edge_of_chaos_at_large_biases_against_adaptive_quadrature(bias_std) -> None:
+    """q* solves q = E[tanh^2] / E[tanh'^2] + sigma_b^2, sigma_w = E[tanh'^2](q*)^(-1/2), with
+    both moments by adaptive quadrature. At q* = 80, 300, 950 tanh' is a spike the Hermite
+    series resolved badly or not at all: sigma_w was 0.4% and 21% off, and sigma_b = 30 raised
+    ZeroDivisionError (E[tanh'^2] = 0 on every node)."""
+    moment = _gaussian_expectation
+
+    def square(s):
+        return math.tanh(s) ** 2
+
+    def slope(s):
+        return (1.0 - math.tanh(s) ** 2) ** 2
+
+    def gap(q):
+        return q - moment(square, q) / moment(slope, q) - bias_std**2
+
+    q_star = brentq(gap, bias_std**2, 4 * bias_std**2 + 100, xtol=1e-12, rtol=1e-14)
+    expected = moment(slope, q_star) ** -0.5
+    assert A.tanh.edge_of_chaos(bias_std) == pytest.approx(expected, rel=1e-10)
+
+
 def test_tanh_edge_of_chaos_without_bias_is_one() -> None:
     assert A.tanh.edge_of_chaos(0.0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("function", "family"), [
+    (torch.relu, A.relu), (torch.abs, A.absolute), (torch.nn.ReLU(), A.relu),
+    (lambda s: torch.nn.functional.leaky_relu(s, 0.2), A.leaky_relu(0.2))],
+    ids=["torch.relu", "torch.abs", "nn.ReLU()", "leaky_relu(0.2)"])
+def test_edge_of_chaos_of_a_callable_with_a_kink_at_zero(function, family) -> None:
+    """A kinked phi given as a callable has the edge of chaos of its ab-family twin,
+    1 / sqrt(a^2 + b^2) with a^2 + b^2 = (phi'(0+)^2 + phi'(0-)^2) / 2 = lim E[phi'^2] as
+    q -> 0. It was refused: autograd's phi'(0) is 0 for torch.relu and torch.abs, and
+    1 / |phi'(0)| was taken as the slope."""
+    weight_std = A.get_activation(function).edge_of_chaos()
+    assert weight_std == pytest.approx(1.0 / math.hypot(family.a, family.b), rel=1e-14)
+
+
+@pytest.mark.parametrize("function", [
+    lambda s: [1.0], lambda s: s.sum(-1), lambda s: 1.0, torch.nn.ReLU], ids=[
+        "list", "a reduction", "a number", "a class"])
+def test_a_callable_that_is_not_elementwise_is_a_widenet_error(function) -> None:
+    """A callable must map a tensor to a tensor of its shape; a list, a reduction, a number or
+    a module class (nn.ReLU for nn.ReLU()) raised AttributeError, TypeError or a shape error
+    from deep inside the kernel code, or silently gave a kernel of the reduced function."""
+    def kernels() -> object:
+        net = MLP(4, [5], 1, activation=function, weight_std=1.0, device="meta")
+        return infinite_kernels(net, torch.randn(3, 4, dtype=torch.float64))
+
+    with pytest.raises(WidenetError, match="activation"):
+        kernels()
+
+
+def test_a_module_instance_is_named_after_its_class() -> None:
+    assert A.get_activation(torch.nn.ReLU()).name == "ReLU"
 
 
 def test_no_edge_of_chaos_is_an_error() -> None:
@@ -179,6 +249,10 @@ def test_no_edge_of_chaos_is_an_error() -> None:
         A.softplus.edge_of_chaos(0.1)
     with pytest.raises(WidenetError, match="no edge-of-chaos"):  # q* = 0 repels for gelu
         A.gelu.edge_of_chaos(0.0)
+    with pytest.raises(WidenetError, match="bias_std=1e"):  # sigma_b^2 overflows, not inf
+        A.tanh.edge_of_chaos(1e200)
+    with pytest.raises(WidenetError, match="no edge-of-chaos"):  # phi'(0) = 0: chi_1 = 0
+        A.get_activation(lambda s: s * s).edge_of_chaos(0.0)
 
 
 def test_duals_broadcast_scalar_variances_against_a_covariance_vector() -> None:

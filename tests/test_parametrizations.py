@@ -110,3 +110,12 @@ def test_mup_takes_base_widths_as_numpy_integers_and_arrays() -> None:
     assert MuP(np.array([8, 8])).scalings(sizes, 1.0, 1.0) == MuP([8, 8]).scalings(sizes, 1.0, 1.0)
     assert MuP(np.int64(8)).scalings(sizes, 1.0, 1.0) == MuP(8).scalings(sizes, 1.0, 1.0)
     assert MuP((8, 16)).scalings(sizes, 1.0, 1.0) != MuP(8).scalings(sizes, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("family", ["Adam", "adamw", "SGD", ""])
+def test_an_unknown_optimizer_family_is_refused(family: str) -> None:
+    """Only "sgd" and "adam" name a family; any other name silently got SGD's factors (a muP
+    net's input layer then trained 4x too fast under Adam at 4x its base width)."""
+    net = wn.MLP(3, [128], 1, parametrization=MuP(32))
+    with pytest.raises(wn.WidenetError, match="'sgd' or 'adam'"):
+        net.lr_scales(family)

@@ -31,8 +31,9 @@ class MLP(nn.Module):
             given ``bias_std`` (sigma_w^2 = 1 / (a^2 + b^2) for phi = a s + b |s|).
         bias_std: sigma_b. With 0 the net has no bias parameters at all (the bias-free MLP of the
             edge-of-chaos papers, positively homogeneous for the ``ab`` family).
-        parametrization: ``"ntk"`` (default), ``"standard"``, ``"mup"``, ``"mean-field"`` or an
-            instance such as ``MuP(base_hidden=64)``; see :mod:`widenet.parametrizations`.
+        parametrization: ``"ntk"`` (default), ``"standard"``, ``"mean-field"`` or an instance
+            such as ``MuP(base_hidden=64)`` (muP needs its base widths: the name ``"mup"`` alone
+            is refused); see :mod:`widenet.parametrizations`.
         seed, generator: make the initialization reproducible (give at most one); without
             either it draws from torch's global generator. Draws happen in float64 on the CPU,
             so a seed gives the same network in every dtype and on every device.

@@ -35,7 +35,10 @@ class TensorScaling:
     adam_lr_scale: float = 1.0
 
     def lr_scale(self, optimizer: str) -> float:
-        """The learning-rate factor for an optimizer family, "sgd" or "adam"."""
+        """The learning-rate factor for an optimizer family, "sgd" or "adam" (any other name
+        raises: "Adam" or "adamw" got SGD's factors, which muP's differ from)."""
+        if optimizer not in ("sgd", "adam"):
+            raise WidenetError(f"optimizer family must be 'sgd' or 'adam', got {optimizer!r}")
         return self.adam_lr_scale if optimizer == "adam" else self.sgd_lr_scale
 
 

@@ -4,6 +4,7 @@ accuracy against exact duals and a brute-force 2-D rule, PSD by construction, ed
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -59,6 +60,7 @@ def test_generic_erf_matches_its_closed_form(q: float) -> None:
         assert torch.allclose(computed, exact, rtol=0, atol=1e-8 * float(exact.abs().max()))
 
 
+@pytest.mark.filterwarnings("ignore:the Hermite series:UserWarning")  # tanh's phi' spike
 def test_a_step_is_exact_at_rho_zero_and_one_and_close_between() -> None:
     """At q = 1e30 erf(sqrt(q) z) is sign(z): E[sign u sign v] = (2/pi) arcsin(rho). The series
     of the interpolant is exact at rho = 0, +-1 and within the documented 6e-3 elsewhere."""
@@ -92,6 +94,7 @@ def test_kernel_matrices_are_psd_by_construction() -> None:
                 matrix.abs().max()), (act.name, smallest)
 
 
+@pytest.mark.filterwarnings("ignore:the Hermite series:UserWarning")  # tanh's phi' spike
 def test_diagonal_is_the_second_moment_and_parseval_holds() -> None:
     q = torch.tensor([0.0, 0.5, 3.0, 1e6], dtype=torch.float64)
     for act in (A.tanh, A.softplus):
@@ -169,6 +172,29 @@ def test_a_function_narrower_than_the_rule_warns() -> None:
     for _ in range(2):  # every call warns: an unresolved set is never served from the cache
         with pytest.warns(UserWarning, match="not resolved by 1024 nodes"):
             A.tanh.duals(q, q, q)
+
+
+def test_a_function_vanishing_on_every_node_is_not_taken_for_resolved() -> None:
+    """tanh's derivative at variance 1e4 and beyond is a spike of width about 1 / sqrt(q) in z;
+    on the 32- and 64-node rules 1 - tanh(s)^2 rounds to 0 at every node, and two zero rules
+    agreed, so E[phi'^2] (truly (4/3) / sqrt(2 pi q) = 5.3e-3 at 1e4) came out as exactly 0
+    without a warning. Zero energy at a positive variance is no evidence of resolution: the
+    rule is doubled, and the user is told (q = 1e8 is 0 even on 1024 nodes)."""
+    for variance in (1e4, 1e8):
+        q = torch.tensor([[variance]], dtype=torch.float64)
+        with pytest.warns(UserWarning, match="not resolved by 1024 nodes"):
+            A.tanh.duals(q, q, 0.5 * q)
+
+
+def test_a_zero_variance_with_phi_0_vanishing_is_resolved_silently() -> None:
+    """At q = 0 phi(sqrt(q) z) = phi(0) on every node: a zero there (tanh(0)) is exact, so a
+    zero input's kernel neither warns nor runs the rule up to its largest size."""
+    q = torch.zeros(1, 1, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        product, derivative = A.tanh.duals(q, q, q)
+    assert float(product) == 0.0
+    assert abs(float(derivative) - 1.0) <= 4 * np.finfo(float).eps
 
 
 def test_float32_nearly_identical_points_get_the_float64_dual_rounded_once() -> None:

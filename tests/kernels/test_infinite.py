@@ -203,6 +203,7 @@ def test_positive_homogeneity_of_bias_free_family_kernels() -> None:
 finite_floats = st.floats(-1e3, 1e3, allow_nan=False)
 
 
+@pytest.mark.filterwarnings("ignore:the Hermite series:UserWarning")  # tanh at norms 1e30
 @settings(max_examples=40 if FULL else 15, deadline=None)
 @given(log_norms=st.lists(st.floats(-30, 30), min_size=2, max_size=5),
        bias_std=st.sampled_from([0.0, 0.5]),
@@ -239,6 +240,20 @@ def test_a_duplicate_of_a_point_beside_a_parallel_one_gets_its_row(activation: s
     kernels = wn.infinite_kernels(wn.MLP(3, [4] * 3, 1, activation, bias_std=0.5), x)
     for matrix in (kernels.nngp, kernels.ntk):
         assert torch.equal(matrix[3], matrix[0])
+
+@pytest.mark.parametrize("stds", [{"weight_std": 1e200}, {"weight_std": 1.0, "bias_std": 1e200}],
+                         ids=["weight", "bias"])
+def test_a_std_whose_square_overflows_is_a_clear_error(stds) -> None:
+    """sigma^2 beyond float64's range is an overflowing kernel, reported as one; std ** 2
+    raised Python's raw OverflowError while the layers were compiled."""
+    x = torch.randn(3, 2, dtype=torch.float64)
+    net = wn.MLP(2, [3], 1, device="meta", **stds)
+    with pytest.raises(wn.WidenetError, match=r"overflowed in torch\.float64"):
+        wn.infinite_kernels(net, x)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    with pytest.raises(wn.WidenetError, match=r"overflowed in torch\.float64"):
+        wn.infinite_kernels(model, x, **stds)
+
 
 def test_float32_overflow_is_a_clear_error() -> None:
     x = torch.full((2, 3), 1e30)

@@ -139,7 +139,10 @@ def _coefficients(f: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, la
         agrees = (torch.zeros_like(tail, dtype=torch.bool) if coarser is None else
                   ((coefficients[:, :coarser.shape[1]] - coarser) ** 2).sum(1)
                   <= RESOLVED**2 * energy)
-        resolved = ((tail <= RESOLVED**2 * energy) & agrees) | (size == largest)
+        # f vanishing on every node of a positive variance says nothing of f between the nodes
+        # (tanh's derivative at q >= 1e4 is a spike the coarse rules step over): not resolved
+        seen = (energy > 0) | (q[pending] == 0)
+        resolved = ((tail <= RESOLVED**2 * energy) & agrees & seen) | (size == largest)
         if size == largest and coarser is not None:
             unresolved = _warn_unresolved(energy, (coarser * coarser).sum(1), q[pending],
                                           largest)
@@ -156,14 +159,17 @@ def _coefficients(f: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, la
 def _warn_unresolved(energy: torch.Tensor, coarser_energy: torch.Tensor, q: torch.Tensor,
                      largest: int) -> bool:
     """Warn (and say so) when the largest rule has not resolved phi(sqrt(q) z) and even its
-    E[phi^2] moved by more than UNRESOLVED_ENERGY (relative) from the half-size rule's: the
-    function has features narrower than the rule samples (a nearly-step phi, the saturated case
-    the series is built for, keeps E[phi^2] to round-off)."""
-    moved = (energy - coarser_energy).abs() > UNRESOLVED_ENERGY * energy.abs()
+    E[phi^2] moved by more than UNRESOLVED_ENERGY (relative) from the half-size rule's, or is 0
+    at a variance q > 0 (phi vanished on every node): the function has features narrower than
+    the rule samples (a nearly-step phi, the saturated case the series is built for, keeps
+    E[phi^2] to round-off)."""
+    moved = ((energy - coarser_energy).abs() > UNRESOLVED_ENERGY * energy.abs()) | (
+        (energy == 0) & (q > 0))
     if bool(moved.any()):
         warnings.warn(f"the Hermite series of this activation is not resolved by {largest} "
                       f"nodes at variance q = {float(q[moved][0]):.4g} (its E[phi^2] still "
-                      "changes between the last two rules): the kernel may be inaccurate; "
+                      "changes between the last two rules, or is 0 on every node): the "
+                      "kernel may be inaccurate; "
                       "pass a larger degree (at most 2048) or a smoother activation",
                       UserWarning, stacklevel=5)
     return bool(moved.any())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -74,39 +73,59 @@ class Activation:
         chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2] = 1. Eliminating sigma_w leaves one equation in q*,
         g(q) = q - E[phi^2](q) / E[phi'^2](q) - sigma_b^2 = 0, solved by bracketing its smallest
         positive root on a logarithmic grid and bisecting. With sigma_b = 0 and phi(0) = 0 the
-        fixed point is q* = 0 and sigma_w = 1 / |phi'(0)|, provided q* = 0 attracts the variance
-        map (gelu's does not: give it a bias or an explicit weight std).
+        fixed point is q* = 0 and sigma_w = 1 / s, s^2 = lim_{q -> 0} E[phi'(sqrt(q) z)^2] (see
+        :meth:`_slope_at_zero`: |phi'(0)| where phi is differentiable, 1 / sqrt(2) for relu),
+        provided q* = 0 attracts the variance map (gelu's does not: give it a bias or an explicit
+        weight std).
         """
-        bias_var = finite_real(bias_std, "bias_std", minimum=0.0) ** 2
+        bias_std = finite_real(bias_std, "bias_std", minimum=0.0)
+        bias_var = bias_std * bias_std  # inf past 1.3e154 (** 2 raised OverflowError)
+        if math.isinf(bias_var):  # no finite fixed point (and the message names bias_std)
+            raise self._no_edge_of_chaos(bias_std)
         if bias_var == 0.0 and self._vanishes_at_zero():
-            slope = float(self.derivative(torch.zeros((), dtype=torch.float64)).abs())
-            if slope == 0.0 or not self._attracts_zero(1.0 / slope**2):
+            slope = self._slope_at_zero()
+            # s^2 = 0 (phi'(0) = 0: s * s has s = 2e-308 here) leaves no edge of chaos
+            weight_var = 1.0 / slope**2 if slope**2 > 0.0 else math.inf
+            if not math.isfinite(weight_var) or not self._attracts_zero(weight_var):
                 raise self._no_edge_of_chaos(bias_std)
             return 1.0 / slope
         q_star = self._fixed_point_variance(bias_var)
-        return 1.0 / math.sqrt(float(self.derivative_second_moment(q_star)))
+        return 1.0 / math.sqrt(self._moments(q_star)[1])
+
+    def _moments(self, q: float) -> tuple[float, float]:
+        """(E[phi(u)^2], E[phi'(u)^2]) for u ~ N(0, q), as the edge of chaos reads them."""
+        return float(self.second_moment(q)), float(self.derivative_second_moment(q))
+
+    def _slope_at_zero(self) -> float:
+        """sqrt((phi'(0+)^2 + phi'(0-)^2) / 2), the limit of E[phi'(sqrt(q) z)^2]^(1/2) as
+        q -> 0, from phi' at plus and minus the smallest normal float64: |phi'(0)| where phi is
+        differentiable, and the right value at a kink, where phi'(0) itself is a convention (a
+        callable relu's autograd derivative there is 0, which refused relu's sqrt(2))."""
+        tiny = torch.finfo(torch.float64).tiny
+        right, left = self.derivative(torch.tensor([tiny, -tiny], dtype=torch.float64)).abs()
+        if right == left:
+            return float(right)
+        return math.sqrt(0.5 * float(right**2 + left**2))
 
     def _attracts_zero(self, weight_var: float) -> bool:
         """Whether q* = 0 attracts the variance map q -> sigma_w^2 E[phi(sqrt(q) z)^2]: chi_1 = 1
         there, so the sign of the next order decides; tested at q = 1e-2 (tanh, erf, sin shrink
-        q; gelu grows it)."""
+        q; gelu grows it by 2%). A positively homogeneous phi (relu given as a callable) leaves
+        every q where it is: neutral, accepted up to round-off (1e-9 relative)."""
         q = 1e-2
-        return weight_var * float(self.second_moment(q)) <= q
+        return weight_var * self._moments(q)[0] <= q * (1.0 + 1e-9)
 
     def _vanishes_at_zero(self) -> bool:
         return float(self.function(torch.zeros((), dtype=torch.float64))) == 0.0
 
     def _fixed_point_variance(self, bias_var: float) -> float:
         def gap(q: float) -> float:
-            slope_moment = float(self.derivative_second_moment(q))
-            if slope_moment <= 0.0:  # phi' vanishes on the rule's nodes: no fixed point here
+            moment, slope_moment = self._moments(q)
+            if slope_moment <= 0.0:  # phi' is 0 (to round-off) at this variance: no root here
                 return math.inf
-            return q - float(self.second_moment(q)) / slope_moment - bias_var
+            return q - moment / slope_moment - bias_var
 
-        grid = np.logspace(-8, 6, 141)
-        with warnings.catch_warnings():  # a scan: only the root found is used (and may warn)
-            warnings.filterwarnings("ignore", "the Hermite series", UserWarning)
-            return self._smallest_root(gap, grid, bias_var)
+        return self._smallest_root(gap, np.logspace(-8, 6, 141), bias_var)
 
     def _smallest_root(self, gap: Callable[[float], float], grid: np.ndarray,
                        bias_var: float) -> float:
@@ -115,7 +134,7 @@ class Activation:
         for lo, hi, g_lo, g_hi in zip(grid[:-1], grid[1:], values[:-1], values[1:], strict=True):
             if g_lo == 0.0:
                 return float(lo)
-            if g_lo * g_hi < 0:
+            if -math.inf < g_lo * g_hi < 0:  # a jump from or to inf is no root
                 lo, hi = math.log(lo), math.log(hi)
                 for _ in range(200):
                     mid = 0.5 * (lo + hi)

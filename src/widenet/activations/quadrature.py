@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -43,9 +46,9 @@ class Quadrature(Activation):
 
     and for erf at q1 = q2 = 100: 1e-4 (derivative dual 1e-2); at 1e4 and beyond: 6e-3
     (at q >= 1e4 phi' is a spike narrower than the nodes' spacing: the derivative dual, itself
-    of order q^(-1/2), comes out as about 0). The derivative is the one given, or else computed
-    by autograd. Inputs of any floating dtype are computed in float64 (rho included) and the
-    duals rounded once to the inputs' dtype.
+    of order q^(-1/2), comes out as about 0, with a warning). The derivative is the one given,
+    or else computed by autograd. Inputs of any floating dtype are computed in float64 (rho
+    included) and the duals rounded once to the inputs' dtype.
     """
 
     def __init__(self, function: Callable[[torch.Tensor], torch.Tensor], name: str | None = None,
@@ -53,24 +56,39 @@ class Quadrature(Activation):
                  degree: int = 1024):
         if not callable(function):
             raise WidenetError(f"activation must be a name or a callable, got {function!r}")
+        if isinstance(function, type):
+            raise WidenetError(f"activation must be a function or a module instance, got the "
+                               f"class {function.__name__}; pass an instance such as "
+                               f"{function.__name__}()")
         self._function = function
         self._derivative = derivative
         self.degree = positive_int(degree, "degree")
         if self.degree > MAX_DEGREE:
             raise WidenetError(f"degree must be at most {MAX_DEGREE} (the rule's basis matrix "
                                f"grows as degree^2), got {degree}")
-        self.name = name or getattr(function, "__name__", "custom")
+        self.name = name or getattr(function, "__name__", type(function).__name__)
 
     def function(self, s: torch.Tensor) -> torch.Tensor:
-        return self._function(s)
+        return self._elementwise(self._function(s), s, "phi")
 
     def derivative(self, s: torch.Tensor) -> torch.Tensor:
         if self._derivative is not None:
-            return self._derivative(s)
+            return self._elementwise(self._derivative(s), s, "the derivative")
         with torch.enable_grad():
             leaf = s.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self._function(leaf).sum(), leaf)
+            (grad,) = torch.autograd.grad(self.function(leaf).sum(), leaf)
         return grad
+
+    def _elementwise(self, value: object, s: torch.Tensor, what: str) -> torch.Tensor:
+        """``value``, checked to be what an elementwise function of ``s`` returns: a tensor of
+        s's shape (a user function returning anything else raised torch's errors far away)."""
+        if not isinstance(value, torch.Tensor) or value.shape != s.shape:
+            got = (f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor)
+                   else type(value).__name__)
+            raise WidenetError(f"the {what} of activation {self.name!r} must map a tensor to a "
+                               f"tensor of the same shape (elementwise): given shape "
+                               f"{tuple(s.shape)}, it returned {got}")
+        return value
 
     def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,6 +113,14 @@ class Quadrature(Activation):
         coefficients = hermite_coefficients(f, q, self.degree)
         return (coefficients * coefficients).sum(0).to(q.dtype)
 
+    def _moments(self, q: float) -> tuple[float, float]:
+        """(E[phi(u)^2], E[phi'(u)^2]) for u ~ N(0, q) by :func:`gaussian_panels`, for the edge
+        of chaos: its root finder needs them at variances where the Hermite series cannot resolve
+        phi' (tanh's at q = 300, sigma_b = 16, was 20% off; past q ~ 1e4 it is 0 on every node,
+        which put a root at sigma_w = 1.6e16 or divided by zero)."""
+        s, weights = gaussian_panels(q)
+        return tuple(float((weights * f(s) ** 2).sum()) for f in (self.function, self.derivative))
+
     def second_moment(self, q: TensorLike) -> torch.Tensor:
         """E[phi(u)^2] = sum_k a_k(q)^2, u ~ N(0, q): the diagonal of the dual."""
         return self._moment(self.function, q)
@@ -102,3 +128,38 @@ class Quadrature(Activation):
     def derivative_second_moment(self, q: TensorLike) -> torch.Tensor:
         """E[phi'(u)^2] = sum_k b_k(q)^2, u ~ N(0, q)."""
         return self._moment(self.derivative, q)
+
+
+NEAR = 40.0  # |s| below which phi may have features of width ~1 (tanh' and gelu's bend)
+REACH = 38.0  # N(0, 1)'s density underflows float64 past 38 standard deviations
+PANELS = 152  # panels of the outer range (and of the inner one at q < 1)
+
+
+@functools.cache
+def _legendre(nodes: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gauss-Legendre rule on [-1, 1] as float64 tensors."""
+    return tuple(torch.from_numpy(t) for t in np.polynomial.legendre.leggauss(nodes))
+
+
+def gaussian_panels(q: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes s and weights w with sum_i w_i f(s_i) = E[f(u)], u ~ N(0, q), for functions whose
+    features have width ~1 in s or sqrt(q): 16-point Gauss-Legendre panels, symmetric about 0
+    (a kink there falls on a panel's edge), at most min(1/4, sqrt(q)/4) wide for
+    |s| < min(NEAR, REACH sqrt(q)) and sqrt(q)/4 beyond, out to REACH sqrt(q): about 10^4 nodes
+    at any q > 0; q = 0 gives the single node 0."""
+    if q <= 0.0:
+        return torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    root = math.sqrt(q)
+    reach = REACH * root
+    near = min(reach, NEAR)
+    edges = torch.linspace(0.0, near, math.ceil(near / min(0.25, root / 4.0)) + 1,
+                           dtype=torch.float64)
+    if reach > near:
+        edges = torch.cat([edges, torch.linspace(near, reach, PANELS + 1,
+                                                 dtype=torch.float64)[1:]])
+    edges = torch.cat([-edges.flip(0)[:-1], edges])
+    x, v = _legendre()
+    middle, half = (edges[1:] + edges[:-1])[:, None] / 2, (edges[1:] - edges[:-1])[:, None] / 2
+    s = (middle + half * x).reshape(-1)
+    density = torch.exp(-0.5 * (s / root) ** 2) / (root * math.sqrt(2.0 * math.pi))
+    return s, (half * v).reshape(-1) * density

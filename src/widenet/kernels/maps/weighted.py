@@ -49,8 +49,8 @@ class WeightedOp(Op):
         self.weight_var: float | None = None
         if weight_std is not None:
             self.set_weight_std(weight_std)
-        self.bias_var = (finite_real(bias_std, f"bias_std of {name or 'the model'}",
-                                     minimum=0.0) ** 2 if has_bias else 0.0)
+        self.bias_var = (_variance(bias_std, f"bias_std of {name or 'the model'}") if has_bias
+                         else 0.0)
         self.weight_name = child_name(name, "weight")
         self.bias_name = child_name(name, "bias") if has_bias else None
         self.finite_ntk = finite_ntk
@@ -63,8 +63,7 @@ class WeightedOp(Op):
 
     def set_weight_std(self, weight_std: float) -> None:
         """sigma_w (a torch layer given weight_std=None gets it from the activation rule)."""
-        self.weight_var = finite_real(weight_std, f"weight_std of {self.name or 'the model'}",
-                                      minimum=0.0) ** 2
+        self.weight_var = _variance(weight_std, f"weight_std of {self.name or 'the model'}")
 
     def need(self, mode_out: Mode) -> Mode:
         if self.conv is not None:
@@ -122,6 +121,13 @@ class WeightedOp(Op):
         if context.per_layer:
             context.record(sigma.clone(), "sigma", mode, dims)
         return State(sigma, theta, mode, dims, parts)
+
+
+def _variance(std: float, name: str) -> float:
+    """std^2 for a finite std >= 0, inf where it overflows (std > 1.3e154), which the engine
+    then reports as an overflowing kernel (std ** 2 raised Python's raw OverflowError)."""
+    std = finite_real(std, name, minimum=0.0)
+    return std * std
 
 
 def dense_ops(name: str, shape: Shape, in_features: int, out_features: int, weight_std: float,
