@@ -460,6 +460,29 @@ def test_a_subclass_that_overrides_forward_is_refused() -> None:
                         wn.infinite_kernels(nn.Linear(4, 1), x))
 
 
+class _DoubledConv(nn.Conv2d):
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor | None) -> torch.Tensor:
+        return super()._conv_forward(x, 2.0 * weight, bias)
+
+
+class _ShiftedConv(wnn.Conv2d):
+    def _bias_shaped(self, z: torch.Tensor, trailing: int) -> torch.Tensor:
+        return super()._bias_shaped(z, trailing) + 1.0
+
+
+@pytest.mark.parametrize(("kind", "method"), [(_DoubledConv, "_conv_forward"),
+                                              (_ShiftedConv, "_bias_shaped")])
+def test_a_subclass_that_overrides_what_forward_computes_with_is_refused(kind: type[nn.Module],
+                                                                        method: str) -> None:
+    """A torch Conv2d whose _conv_forward doubles the weight, or a widenet Conv2d that shifts
+    its outputs, keeps the base class's forward: the base class's kernels were returned."""
+    model = nn.Sequential(kind(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(2, 1))
+    with pytest.raises(wn.WidenetError, match=f"it subclasses Conv2d but overrides its {method}"):
+        wn.infinite_kernels(model, images(2, 1, 4, 4))
+
+
 @pytest.mark.parametrize("mode", ["constant", "circular"])
 def test_strided_same_convolution_is_a_valid_one_on_the_padded_input(mode: str) -> None:
     """A first convolution with stride (2, 4) and "same" (or "circular") padding, 3 x 2 filters
