@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 import widenet as wn
 from widenet import nn as wnn
+from widenet.kernels import infinite
 
 
 def images(n: int, channels: int, *size: int, seed: int = 0) -> torch.Tensor:
@@ -459,6 +460,29 @@ def test_a_subclass_that_overrides_forward_is_refused() -> None:
                         wn.infinite_kernels(nn.Linear(4, 1), x))
 
 
+class _DoubledConv(nn.Conv2d):
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor | None) -> torch.Tensor:
+        return super()._conv_forward(x, 2.0 * weight, bias)
+
+
+class _ShiftedConv(wnn.Conv2d):
+    def _bias_shaped(self, z: torch.Tensor, trailing: int) -> torch.Tensor:
+        return super()._bias_shaped(z, trailing) + 1.0
+
+
+@pytest.mark.parametrize(("kind", "method"), [(_DoubledConv, "_conv_forward"),
+                                              (_ShiftedConv, "_bias_shaped")])
+def test_a_subclass_that_overrides_what_forward_computes_with_is_refused(kind: type[nn.Module],
+                                                                        method: str) -> None:
+    """A torch Conv2d whose _conv_forward doubles the weight, or a widenet Conv2d that shifts
+    its outputs, keeps the base class's forward: the base class's kernels were returned."""
+    model = nn.Sequential(kind(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(2, 1))
+    with pytest.raises(wn.WidenetError, match=f"it subclasses Conv2d but overrides its {method}"):
+        wn.infinite_kernels(model, images(2, 1, 4, 4))
+
+
 @pytest.mark.parametrize("mode", ["constant", "circular"])
 def test_strided_same_convolution_is_a_valid_one_on_the_padded_input(mode: str) -> None:
     """A first convolution with stride (2, 4) and "same" (or "circular") padding, 3 x 2 filters
@@ -480,3 +504,27 @@ def test_strided_same_convolution_is_a_valid_one_on_the_padded_input(mode: str) 
     assert_same_kernels(wn.infinite_kernels(strided, x), wn.infinite_kernels(valid, padded))
     assert_same_kernels(wn.infinite_kernels(strided, x, x[:2]),
                         wn.infinite_kernels(valid, padded, padded[:2]))
+
+
+@pytest.mark.parametrize("case", ["half images", "float32 vectors"])
+def test_a_symmetric_call_keeps_one_copy_of_the_inputs(case: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With x2=None the inputs converted to the working dtype (float32 for half images, float64
+    for an MLP's float32 vectors) and the first convolution's patches (|filter| times the
+    images) exist once: each was made twice, x2 = x1 converted and unfolded again."""
+    engines = []
+
+    class Recorded(infinite.Engine):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            engines.append(self)
+
+    monkeypatch.setattr(infinite, "Engine", Recorded)
+    if case == "half images":
+        model = wnn.Sequential(wnn.Conv2d(2, 4, 3), wnn.Activation("relu"), wnn.GlobalAvgPool(),
+                               wnn.Dense(4, 1))
+        x = images(3, 2, 5, 5, seed=22).half()
+    else:
+        model, x = wn.MLP(6, [8], 1, seed=0), images(3, 6, seed=22).float()
+    wn.infinite_kernels(model, x)
+    assert engines[0].x2 is engines[0].x1

@@ -134,7 +134,8 @@ class Engine:
         self.ops = plan.ops[1:] if self.first is not None else plan.ops
         if self.first is not None:  # (n, C |N|, P_out) patches of the first convolution
             self.spatial = self.first.shape_out.spatial
-            self.x1, self.x2 = (conv_patches(x, *self.first.conv) for x in (x1, x2))
+            self.x1 = conv_patches(x1, *self.first.conv)
+            self.x2 = self.x1 if symmetric else conv_patches(x2, *self.first.conv)
         else:  # (n, C, P) or (n, F)
             self.spatial = plan.shape_in.spatial
             self.x1, self.x2 = (x if x.ndim == 2 else x.flatten(2) for x in (x1, x2))

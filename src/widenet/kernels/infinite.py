@@ -100,7 +100,9 @@ def infinite_kernels(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None
     if block_size is not None:
         side = positive_int(block_size, "block_size")
     want_ntk = plan.finite_ntk
-    engine = Engine(plan, x1.to(work), x2.to(work), symmetric=symmetric, per_layer=per_layer,
+    x1 = x1.to(work)
+    x2 = x1 if symmetric else x2.to(work)  # one copy of the inputs in the working dtype
+    engine = Engine(plan, x1, x2, symmetric=symmetric, per_layer=per_layer,
                     want_ntk=want_ntk, block_side=side, out_dtype=dtype)
     heads, records, part_names = engine.run()
     return _assemble(model, plan, heads, records, part_names, per_layer, want_ntk)

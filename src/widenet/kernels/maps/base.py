@@ -242,23 +242,28 @@ def _unsupported(module: nn.Module, shape: Shape, builder: Builder, name: str
 
 
 _maps = functools.singledispatch(_unsupported)
+# forward, and the methods the supported modules' forwards compute with: torch's convolutions'
+# _conv_forward, widenet's weighted layers' multipliers and bias
+_COMPUTING = ("forward", "_conv_forward", "_scale", "_bias_shaped")
 
 
 def ops_of(module: nn.Module, shape: Shape, builder: Builder, name: str
            ) -> tuple[list[Op], Shape]:
     """The kernel ops of ``module`` (whose parameters are named ``name.*``) applied to inputs of
     ``shape``, and its output shape, from the maps registered for its class (``ops_of.register``)
-    or for the nearest base class. A subclass that overrides ``forward`` computes something the
-    base class's map does not describe (a residual written as a Sequential subclass), so it is
-    refused."""
+    or for the nearest base class. A subclass that overrides ``forward``, or a method of
+    ``_COMPUTING`` that the base class's forward computes with, computes something the base
+    class's map does not describe (a residual written as a Sequential subclass, a Conv2d whose
+    ``_conv_forward`` standardizes the weight), so it is refused."""
     kind = type(module)
     known = next((cls for cls in kind.__mro__ if cls in _maps.registry), object)
-    if known is not object and getattr(kind, "forward", None) is not getattr(known, "forward",
-                                                                               None):
+    overridden = next((method for method in _COMPUTING if known is not object
+                       and getattr(kind, method, None) is not getattr(known, method, None)), None)
+    if overridden is not None:
         where = f" (at {name!r})" if name else ""
         raise WidenetError(f"infinite_kernels does not support {kind.__name__}{where}: it "
-                           f"subclasses {known.__qualname__} but overrides its forward, whose "
-                           "kernel map is not known; build the model from the supported "
+                           f"subclasses {known.__qualname__} but overrides its {overridden}, "
+                           "whose kernel map is not known; build the model from the supported "
                            f"modules: {_supported()}")
     return _maps(module, shape, builder, name)
 
