@@ -483,6 +483,20 @@ def test_a_subclass_that_overrides_what_forward_computes_with_is_refused(kind: t
         wn.infinite_kernels(model, images(2, 1, 4, 4))
 
 
+@pytest.mark.parametrize("wrap", [
+    lambda m: torch.nn.utils.parametrizations.weight_norm(m),
+    lambda m: torch.nn.utils.parametrizations.spectral_norm(m),
+    lambda m: torch.nn.utils.weight_norm(m),  # the old API: a forward pre-hook
+])
+def test_a_weight_normalized_layer_is_refused(wrap) -> None:
+    """weight = g v / ||v|| (or W / sigma(W)) is not a Gaussian weight of the plain layer: the
+    plain Linear's kernels were returned."""
+    model = nn.Sequential(wrap(nn.Linear(4, 8)), nn.ReLU(), nn.Linear(8, 1))
+    with pytest.raises(wn.WidenetError, match=r"Linear \(at '0'\) has (parametrizations|forward "
+                                              "pre-hooks)"):
+        wn.infinite_kernels(model, images(3, 4))
+
+
 @pytest.mark.parametrize("mode", ["constant", "circular"])
 def test_strided_same_convolution_is_a_valid_one_on_the_padded_input(mode: str) -> None:
     """A first convolution with stride (2, 4) and "same" (or "circular") padding, 3 x 2 filters

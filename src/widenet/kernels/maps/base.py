@@ -24,6 +24,7 @@ from typing import Protocol
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from widenet.errors import WidenetError
 
@@ -255,6 +256,7 @@ def ops_of(module: nn.Module, shape: Shape, builder: Builder, name: str
     ``_COMPUTING`` that the base class's forward computes with, computes something the base
     class's map does not describe (a residual written as a Sequential subclass, a Conv2d whose
     ``_conv_forward`` standardizes the weight), so it is refused."""
+    _check_plain(module, name)
     kind = type(module)
     known = next((cls for cls in kind.__mro__ if cls in _maps.registry), object)
     overridden = next((method for method in _COMPUTING if known is not object
@@ -269,6 +271,26 @@ def ops_of(module: nn.Module, shape: Shape, builder: Builder, name: str
 
 
 ops_of.register = _maps.register
+
+
+def _check_plain(module: nn.Module, name: str) -> None:
+    """Raise for a module whose call computes with something else than its own parameters and
+    input: a parametrization (``torch.nn.utils.parametrizations.weight_norm``, spectral_norm,
+    orthogonal: the weight is a function of other tensors) or a forward pre-hook (the old
+    ``torch.nn.utils.weight_norm`` and ``spectral_norm`` are pre-hooks; any such hook may
+    change the input or the weights before the call)."""
+    where = f" (at {name!r})" if name else ""
+    if parametrize.is_parametrized(module):
+        raise WidenetError(f"{type(module).__name__}{where} has parametrizations "
+                           f"({', '.join(module.parametrizations.keys())} computed from other "
+                           "tensors, e.g. weight_norm or spectral_norm), whose infinite-width "
+                           "limit is not that of the plain layer; infinite_kernels needs the "
+                           "plain module (torch.nn.utils.parametrize.remove_parametrizations)")
+    if module._forward_pre_hooks:
+        raise WidenetError(f"{type(module).__name__}{where} has forward pre-hooks (e.g. the old "
+                           "torch.nn.utils.weight_norm or spectral_norm), which may change its "
+                           "input or weights before each call, so its kernel map is not known; "
+                           "remove them for infinite_kernels")
 
 
 def child_name(prefix: str, name: str) -> str:
