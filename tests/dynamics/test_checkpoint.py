@@ -145,15 +145,25 @@ def test_foreign_torch_files_are_refused(tmp_path, foreign) -> None:
         train(net(), x, y, lr=0.1, steps=4, checkpoint=Checkpoint(tmp_path / "c.pt", 4, True))
 
 
-def test_a_damaged_part_is_refused_before_anything_is_restored(tmp_path) -> None:
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda content: content["model"].update({"layers.0.weight": torch.zeros(3)}), "is damaged"),
+    # torch.set_rng_state refused it with a raw RuntimeError, after the model was restored
+    (lambda content: content["rng"].update({"cpu": torch.zeros(7, dtype=torch.uint8)}),
+     "is damaged"),
+    # an unhashable version raised a raw TypeError
+    (lambda content: content.update({"version": [3]}),
+     r"not a widenet training checkpoint \(version 2 or 3\)"),
+], ids=["model", "random state", "version"])
+def test_a_damaged_part_is_refused_before_anything_is_restored(tmp_path, damage,
+                                                               message: str) -> None:
     eight_steps(tmp_path / "c.pt")
     content = torch.load(tmp_path / "c.pt", weights_only=True)
-    content["model"]["layers.0.weight"] = torch.zeros(3)
+    damage(content)
     torch.save(content, tmp_path / "c.pt")
     x, y = regression()
-    model = net()
+    model = net(seed=1)
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(wn.WidenetError, match="is damaged"):
+    with pytest.raises(wn.WidenetError, match=message):
         train(model, x, y, lr=0.1, steps=8, checkpoint=Checkpoint(tmp_path / "c.pt", 4, True))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 

@@ -169,8 +169,9 @@ def load_checkpoint(path: Path, run: Mapping[str, object], model: nn.Module, ste
                            "from another program, or holding objects other than tensors, "
                            "numbers, strings, lists and dicts, which are never loaded): "
                            f"{_first_line(error)}; delete it or choose another path") from error
-    if not isinstance(content, dict) or content.get("format") != FORMAT \
-            or set(content) != _KEYS_OF.get(content.get("version"), set()):
+    version = content.get("version") if isinstance(content, dict) else None
+    keys = _KEYS_OF.get(version) if isinstance(version, int) else None  # a list: unhashable
+    if not isinstance(content, dict) or content.get("format") != FORMAT or set(content) != keys:
         raise WidenetError(f"checkpoint {path} is not a widenet training checkpoint (version "
                            f"{' or '.join(map(str, _KEYS_OF))}); delete it or choose another "
                            "path")
@@ -187,14 +188,15 @@ def load_checkpoint(path: Path, run: Mapping[str, object], model: nn.Module, ste
         raise WidenetError(f"checkpoint {path} is {step} steps into the run but steps={steps} "
                            f"were asked; resume with steps >= {step}, or give a new checkpoint "
                            "path")
-    _check_parts(path, content, model, sampler_keys)
+    _check_parts(path, content, model, sampler_keys, device)
     return content
 
 
-def _check_parts(path: Path, content: dict, model: nn.Module, sampler_keys: frozenset[str]
-                 ) -> None:
-    """Check the parts have the types and the model's tensors before anything is restored, so a
-    damaged file leaves the run untouched."""
+def _check_parts(path: Path, content: dict, model: nn.Module, sampler_keys: frozenset[str],
+                 device: torch.device) -> None:
+    """Check the parts have the types and the model's tensors (and the random state the sizes
+    of this run's generators) before anything is restored, so a damaged file leaves the run
+    untouched."""
     expected = model.state_dict()
     saved = content["model"]
     shapes_match = isinstance(saved, dict) and set(saved) == set(expected) and all(
@@ -209,7 +211,7 @@ def _check_parts(path: Path, content: dict, model: nn.Module, sampler_keys: froz
                 and isinstance(content["initial_loss"], float)
                 and isinstance(sampler, dict)
                 and set(sampler) == sampler_keys
-                and _is_random_state(content["rng"]))
+                and _is_random_state(content["rng"], device))
     if not (shapes_match and parts_ok):
         raise WidenetError(f"checkpoint {path} is damaged (its parts do not have the expected "
                            "types or the model's tensors); delete it or choose another path")
@@ -232,13 +234,18 @@ def restore_random_state(state: dict[str, torch.Tensor | None] | None,
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
-def _is_random_state(state: object) -> bool:
-    """Whether ``state`` is None or what :func:`random_state` returns."""
-    return state is None or (
-        isinstance(state, dict) and set(state) == {"cpu", "cuda"}
-        and all(isinstance(part, torch.Tensor) and part.dtype == torch.uint8
-                for part in state.values() if part is not None)
-        and state["cpu"] is not None)
+def _is_random_state(state: object, device: torch.device) -> bool:
+    """Whether ``state`` is None or what :func:`random_state` returns, each generator's state a
+    uint8 tensor of the size of this run's generator on ``device`` (torch refuses another
+    size); a GPU state on a CPU run, which ignores it, need only be a uint8 tensor."""
+    if state is None:
+        return True
+    if not isinstance(state, dict) or set(state) != {"cpu", "cuda"} or state["cpu"] is None:
+        return False
+    current = random_state(device)
+    return all(part is None or (isinstance(part, torch.Tensor) and part.dtype == torch.uint8
+                                and (current[key] is None or part.shape == current[key].shape))
+               for key, part in state.items())
 
 
 def _differences(saved: object, current: Mapping[str, object]) -> list[str]:
