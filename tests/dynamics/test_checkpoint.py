@@ -302,6 +302,28 @@ def test_a_run_killed_before_its_first_cadence_resumes_from_step_0(tmp_path) -> 
                                                 strict=True))
 
 
+def test_a_loader_run_killed_before_its_first_cadence_resumes_in_its_order(tmp_path) -> None:
+    """The checkpoint before the first step keeps the loader generator's state, as later ones
+    do: it kept none, and the resuming process's generator (seeded otherwise) set the order."""
+    x, y = regression()
+
+    def loader(seed: int) -> DataLoader:
+        return DataLoader(TensorDataset(x, y), batch_size=5, shuffle=True,
+                          generator=torch.Generator().manual_seed(seed))
+
+    path = tmp_path / "c.pt"
+    train(net(), loader(0), lr=0.1, steps=3, log_every=1,
+          checkpoint=Checkpoint(path, every=100))
+    # killed again before the first cadence: the resumed run's rewrite keeps the state too
+    train(net(seed=6), loader(1), lr=0.1, steps=3, log_every=1,
+          checkpoint=Checkpoint(path, every=100, resume=True))
+    assert torch.load(path, weights_only=True)["step"] == 0
+    result = train(net(seed=7), loader(2), lr=0.1, steps=8, log_every=1,
+                   checkpoint=Checkpoint(path, every=100, resume=True))
+    expected = train(net(), loader(0), lr=0.1, steps=8, log_every=1)
+    assert result.history.equals(expected.history)
+
+
 def dropout_net(seed: int = 0) -> torch.nn.Module:
     """A net that draws from torch's global generator at every forward pass."""
     torch.manual_seed(seed)
