@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import widenet as wn
 from widenet.diagnostics.builtin import SharpnessMonitor, WeightMovementMonitor
-from widenet.dynamics.checkpoint import Checkpoint
+from widenet.dynamics.checkpoint import Checkpoint, save_checkpoint
 from widenet.dynamics.losses import mse
 from widenet.dynamics.monitor import Monitor, RunState
 from widenet.dynamics.optim import LayerPowerScaling, Optimizer
@@ -227,6 +227,25 @@ def test_an_interrupted_write_leaves_the_last_checkpoint_and_no_temporary_file(
     assert (tmp_path / "c.pt").read_bytes() == before
 
 
+def test_writers_of_one_path_at_once_each_replace_it_whole(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second write of the path begins and ends while the first is writing (the same run
+    started twice): they shared one temporary file, so the first wrote into the file the
+    second had renamed into place (a damaged checkpoint) and its own rename failed."""
+    path = tmp_path / "c.pt"
+    plain_save = torch.save
+
+    def interleaved(content: object, file: io.BufferedWriter) -> None:
+        monkeypatch.setattr(torch, "save", plain_save)
+        save_checkpoint(path, {"who": "second", "more": torch.zeros(1000)}, {})
+        plain_save(content, file)
+
+    monkeypatch.setattr(torch, "save", interleaved)
+    save_checkpoint(path, {"who": "first"}, {})
+    assert torch.load(path, weights_only=True)["who"] == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+
+
 def unwritable_folder(tmp_path: Path) -> Path:
     """A folder in which no file can be created: a read-only one, or (for root, who ignores
     the mode bits) /sys; skips the test where neither is."""
@@ -255,7 +274,7 @@ def test_a_read_only_folder_is_a_widenet_error_before_the_first_step(tmp_path) -
     finally:
         (tmp_path / "read-only").chmod(0o755)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
-    assert not (folder / "c.pt.tmp").exists()
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
 
 
 def test_a_path_that_cannot_be_written_is_refused_before_the_first_step(
@@ -393,8 +412,7 @@ def test_monitor_state_that_is_not_plain_data_is_refused_when_written(tmp_path) 
                                               "hold a object"):
         train(net(), x, y, lr=0.1, steps=4, monitors=[Opaque()],
               checkpoint=Checkpoint(tmp_path / "c.pt", every=2))
-    assert not (tmp_path / "c.pt").exists()
-    assert not (tmp_path / "c.pt.tmp").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.filterwarnings("ignore:SharpnessMonitor")  # no GD threshold under Adam

@@ -1,7 +1,8 @@
 """Checkpoints of a training run: where and how often, what defines the run, safe files.
 
-A checkpoint file is one dict of plain data, written atomically (a temporary file, then a rename)
-and read with ``torch.load(weights_only=True)``, so loading a file never runs code from it:
+A checkpoint file is one dict of plain data, written atomically (a temporary file of the write's
+own, then a rename) and read with ``torch.load(weights_only=True)``, so loading a file never
+runs code from it:
 
     format       "widenet-train-checkpoint", version 3 (version 2 files, without ``rng``, are
                  resumed without it; version 1 kept monitor columns in rows and is refused)
@@ -38,6 +39,7 @@ from torch import nn
 
 from widenet.dynamics.monitor import Monitor
 from widenet.errors import WidenetError
+from widenet.files import atomic_write
 from widenet.validation import positive_int
 
 FORMAT, VERSION = "widenet-train-checkpoint", 3
@@ -140,20 +142,14 @@ def save_checkpoint(path: Path, state: Mapping[str, object], run: Mapping[str, o
     run's fingerprint ``run`` to ``path`` atomically."""
     content = _plain({"format": FORMAT, "version": VERSION, "fingerprint": run, **state},
                      "checkpoint")
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb") as file:  # a folder that cannot be written: an OSError
-            torch.save(content, file)
-        os.replace(temporary, path)
-    except BaseException as error:  # Ctrl-C included: no temporary file is left behind
-        temporary.unlink(missing_ok=True)
-        # torch.save reports a failed write (a full disk) as a RuntimeError; the content is
-        # plain data, so nothing else it raises is expected.
-        if isinstance(error, OSError | RuntimeError):
-            raise WidenetError(f"could not write checkpoint {path}: {_first_line(error, False)}; "
-                               "choose a path in a folder you can write to") from error
-        raise
+    try:  # a temporary file of its own: writers of one path at once each leave a whole file
+        atomic_write(path, lambda file: torch.save(content, file))
+    except (OSError, RuntimeError) as error:  # Ctrl-C passes: atomic_write leaves no temporary
+        # A folder that cannot be written raises an OSError; torch.save reports a failed write
+        # (a full disk) as a RuntimeError; the content is plain data, so nothing else it
+        # raises is expected.
+        raise WidenetError(f"could not write checkpoint {path}: {_first_line(error, False)}; "
+                           "choose a path in a folder you can write to") from error
 
 
 def load_checkpoint(path: Path, run: Mapping[str, object], model: nn.Module, steps: int,
