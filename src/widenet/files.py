@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
-def atomic_write(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and
-    ``os.replace``: readers see the old file or the new one, never a part. The file gets the
-    mode of any newly created file (``0o666`` less the umask), not the temporary file's
-    private ``0o600``. Creates the parent folder; returns ``path``."""
+def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], object]) -> Path:
+    """Write ``data`` (bytes, or a function that writes to the open binary file, such as
+    ``lambda file: torch.save(content, file)``) to ``path`` through a temporary file of its own
+    in the same folder and ``os.replace``: readers see the old file or the new one, never a
+    part, also while other writers write the same path. The file gets the mode of any newly
+    created file (``0o666`` less the umask), not the temporary file's private ``0o600``.
+    Creates the parent folder; returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                          suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            file.write(data)
+            if callable(data):
+                data(file)
+            else:
+                file.write(data)
             os.fchmod(file.fileno(), 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:

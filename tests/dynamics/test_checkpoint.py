@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import widenet as wn
 from widenet.diagnostics.builtin import SharpnessMonitor, WeightMovementMonitor
-from widenet.dynamics.checkpoint import Checkpoint
+from widenet.dynamics.checkpoint import Checkpoint, save_checkpoint
 from widenet.dynamics.losses import mse
 from widenet.dynamics.monitor import Monitor, RunState
 from widenet.dynamics.optim import LayerPowerScaling, Optimizer
@@ -145,15 +145,25 @@ def test_foreign_torch_files_are_refused(tmp_path, foreign) -> None:
         train(net(), x, y, lr=0.1, steps=4, checkpoint=Checkpoint(tmp_path / "c.pt", 4, True))
 
 
-def test_a_damaged_part_is_refused_before_anything_is_restored(tmp_path) -> None:
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda content: content["model"].update({"layers.0.weight": torch.zeros(3)}), "is damaged"),
+    # torch.set_rng_state refused it with a raw RuntimeError, after the model was restored
+    (lambda content: content["rng"].update({"cpu": torch.zeros(7, dtype=torch.uint8)}),
+     "is damaged"),
+    # an unhashable version raised a raw TypeError
+    (lambda content: content.update({"version": [3]}),
+     r"not a widenet training checkpoint \(version 2 or 3\)"),
+], ids=["model", "random state", "version"])
+def test_a_damaged_part_is_refused_before_anything_is_restored(tmp_path, damage,
+                                                               message: str) -> None:
     eight_steps(tmp_path / "c.pt")
     content = torch.load(tmp_path / "c.pt", weights_only=True)
-    content["model"]["layers.0.weight"] = torch.zeros(3)
+    damage(content)
     torch.save(content, tmp_path / "c.pt")
     x, y = regression()
-    model = net()
+    model = net(seed=1)
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(wn.WidenetError, match="is damaged"):
+    with pytest.raises(wn.WidenetError, match=message):
         train(model, x, y, lr=0.1, steps=8, checkpoint=Checkpoint(tmp_path / "c.pt", 4, True))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -217,6 +227,25 @@ def test_an_interrupted_write_leaves_the_last_checkpoint_and_no_temporary_file(
     assert (tmp_path / "c.pt").read_bytes() == before
 
 
+def test_writers_of_one_path_at_once_each_replace_it_whole(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second write of the path begins and ends while the first is writing (the same run
+    started twice): they shared one temporary file, so the first wrote into the file the
+    second had renamed into place (a damaged checkpoint) and its own rename failed."""
+    path = tmp_path / "c.pt"
+    plain_save = torch.save
+
+    def interleaved(content: object, file: io.BufferedWriter) -> None:
+        monkeypatch.setattr(torch, "save", plain_save)
+        save_checkpoint(path, {"who": "second", "more": torch.zeros(1000)}, {})
+        plain_save(content, file)
+
+    monkeypatch.setattr(torch, "save", interleaved)
+    save_checkpoint(path, {"who": "first"}, {})
+    assert torch.load(path, weights_only=True)["who"] == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+
+
 def unwritable_folder(tmp_path: Path) -> Path:
     """A folder in which no file can be created: a read-only one, or (for root, who ignores
     the mode bits) /sys; skips the test where neither is."""
@@ -245,7 +274,7 @@ def test_a_read_only_folder_is_a_widenet_error_before_the_first_step(tmp_path) -
     finally:
         (tmp_path / "read-only").chmod(0o755)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
-    assert not (folder / "c.pt.tmp").exists()
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
 
 
 def test_a_path_that_cannot_be_written_is_refused_before_the_first_step(
@@ -290,6 +319,28 @@ def test_a_run_killed_before_its_first_cadence_resumes_from_step_0(tmp_path) -> 
     assert result.history.equals(expected.history)
     assert all(torch.equal(p, q) for p, q in zip(resumed.parameters(), plain.parameters(),
                                                 strict=True))
+
+
+def test_a_loader_run_killed_before_its_first_cadence_resumes_in_its_order(tmp_path) -> None:
+    """The checkpoint before the first step keeps the loader generator's state, as later ones
+    do: it kept none, and the resuming process's generator (seeded otherwise) set the order."""
+    x, y = regression()
+
+    def loader(seed: int) -> DataLoader:
+        return DataLoader(TensorDataset(x, y), batch_size=5, shuffle=True,
+                          generator=torch.Generator().manual_seed(seed))
+
+    path = tmp_path / "c.pt"
+    train(net(), loader(0), lr=0.1, steps=3, log_every=1,
+          checkpoint=Checkpoint(path, every=100))
+    # killed again before the first cadence: the resumed run's rewrite keeps the state too
+    train(net(seed=6), loader(1), lr=0.1, steps=3, log_every=1,
+          checkpoint=Checkpoint(path, every=100, resume=True))
+    assert torch.load(path, weights_only=True)["step"] == 0
+    result = train(net(seed=7), loader(2), lr=0.1, steps=8, log_every=1,
+                   checkpoint=Checkpoint(path, every=100, resume=True))
+    expected = train(net(), loader(0), lr=0.1, steps=8, log_every=1)
+    assert result.history.equals(expected.history)
 
 
 def dropout_net(seed: int = 0) -> torch.nn.Module:
@@ -361,8 +412,7 @@ def test_monitor_state_that_is_not_plain_data_is_refused_when_written(tmp_path) 
                                               "hold a object"):
         train(net(), x, y, lr=0.1, steps=4, monitors=[Opaque()],
               checkpoint=Checkpoint(tmp_path / "c.pt", every=2))
-    assert not (tmp_path / "c.pt").exists()
-    assert not (tmp_path / "c.pt.tmp").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.filterwarnings("ignore:SharpnessMonitor")  # no GD threshold under Adam

@@ -56,13 +56,29 @@ def test_mse_on_class_labels_for_several_outputs_says_how_to_one_hot_them() -> N
         mse(torch.zeros(4, 3), torch.tensor([0, 2, 1, 1]))
 
 
+def test_mse_on_integer_one_hot_rows_says_to_cast_them() -> None:
+    """torch.nn.functional.one_hot returns integers; the message told such targets to use
+    one-hot targets."""
+    one_hot = torch.nn.functional.one_hot(torch.tensor([0, 2, 1, 1]), 3)
+    with pytest.raises(WidenetError, match=r"integers \(dtype torch.int64\); cast them with "
+                       r"y\.double\(\) \(torch\.nn\.functional\.one_hot returns integers\), "
+                       r"or train on the class labels y\.argmax\(1\) with "
+                       r"loss='cross_entropy'$"):
+        mse(torch.zeros(4, 3), one_hot)
+    torch.testing.assert_close(mse(torch.zeros(4, 3, dtype=torch.float64), one_hot.double()),
+                               torch.tensor(0.5, dtype=torch.float64), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("shape", [(4,), (4, 1)])
 def test_mse_refuses_integer_targets_for_one_output_too(shape: tuple[int, ...]) -> None:
     """One output and one integer per point fit in shape, but they are class labels (or
     need an explicit cast); train regressed on them silently."""
     labels = torch.tensor([0, 2, 1, 1]).reshape(shape)
-    with pytest.raises(WidenetError, match=r"integers \(dtype torch.int64\).*loss='logistic' "
-                       r"with labels 2 \* y - 1; for real-valued targets y\.double\(\)"):
+    # It advised 2 * y - 1 for any labels: wrong for -1/+1 labels and for three classes.
+    with pytest.raises(WidenetError, match=r"integers \(dtype torch.int64\); for two classes "
+                       r"use loss='logistic' with labels -1/\+1 \(2 \* y - 1 maps 0/1 labels\), "
+                       r"for more one output per class and loss='cross_entropy'; to regress on "
+                       r"the integers, y\.double\(\)"):
         mse(torch.zeros(4, 1), labels)
     x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     model = MLP(3, [8], 1, seed=0, dtype=torch.float64)

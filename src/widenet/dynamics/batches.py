@@ -82,7 +82,8 @@ class LoaderBatches:
     def __init__(self, loader: Iterable, dtype: torch.dtype, device: torch.device):
         self.loader, self.dtype, self.device = loader, dtype, device
         self.generator = loader.generator if isinstance(loader, DataLoader) else None
-        self.epoch_start: torch.Tensor | None = None
+        # The generator's state when the current pass began; before the first, its state now.
+        self.epoch_start = None if self.generator is None else self.generator.get_state()
         self.iterator: Iterator | None = None
         self.position = 0
 
@@ -106,8 +107,8 @@ class LoaderBatches:
         self.iterator, self.position = iter(self.loader), 0
 
     def state_dict(self) -> dict:
-        """The generator's state when this pass began (None without a generator) and the
-        batches taken in it."""
+        """The generator's state when this pass began (before the first pass: its state when
+        training began; None without a generator) and the batches taken in it."""
         return {"generator": self.epoch_start, "position": self.position}
 
     def load_state_dict(self, state: dict) -> None:
@@ -115,7 +116,8 @@ class LoaderBatches:
         batches it had already given."""
         if state["generator"] is not None and self.generator is not None:
             self.generator.set_state(state["generator"].cpu())
-        if state["position"] == 0:  # no pass had begun
+        if state["position"] == 0:  # no pass had begun: the first begins from this state
+            self.epoch_start = None if self.generator is None else self.generator.get_state()
             return
         self._new_pass()
         for _ in range(state["position"]):

@@ -1,7 +1,8 @@
 """Checkpoints of a training run: where and how often, what defines the run, safe files.
 
-A checkpoint file is one dict of plain data, written atomically (a temporary file, then a rename)
-and read with ``torch.load(weights_only=True)``, so loading a file never runs code from it:
+A checkpoint file is one dict of plain data, written atomically (a temporary file of the write's
+own, then a rename) and read with ``torch.load(weights_only=True)``, so loading a file never
+runs code from it:
 
     format       "widenet-train-checkpoint", version 3 (version 2 files, without ``rng``, are
                  resumed without it; version 1 kept monitor columns in rows and is refused)
@@ -38,6 +39,7 @@ from torch import nn
 
 from widenet.dynamics.monitor import Monitor
 from widenet.errors import WidenetError
+from widenet.files import atomic_write
 from widenet.validation import positive_int
 
 FORMAT, VERSION = "widenet-train-checkpoint", 3
@@ -140,20 +142,14 @@ def save_checkpoint(path: Path, state: Mapping[str, object], run: Mapping[str, o
     run's fingerprint ``run`` to ``path`` atomically."""
     content = _plain({"format": FORMAT, "version": VERSION, "fingerprint": run, **state},
                      "checkpoint")
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb") as file:  # a folder that cannot be written: an OSError
-            torch.save(content, file)
-        os.replace(temporary, path)
-    except BaseException as error:  # Ctrl-C included: no temporary file is left behind
-        temporary.unlink(missing_ok=True)
-        # torch.save reports a failed write (a full disk) as a RuntimeError; the content is
-        # plain data, so nothing else it raises is expected.
-        if isinstance(error, OSError | RuntimeError):
-            raise WidenetError(f"could not write checkpoint {path}: {_first_line(error, False)}; "
-                               "choose a path in a folder you can write to") from error
-        raise
+    try:  # a temporary file of its own: writers of one path at once each leave a whole file
+        atomic_write(path, lambda file: torch.save(content, file))
+    except (OSError, RuntimeError) as error:  # Ctrl-C passes: atomic_write leaves no temporary
+        # A folder that cannot be written raises an OSError; torch.save reports a failed write
+        # (a full disk) as a RuntimeError; the content is plain data, so nothing else it
+        # raises is expected.
+        raise WidenetError(f"could not write checkpoint {path}: {_first_line(error, False)}; "
+                           "choose a path in a folder you can write to") from error
 
 
 def load_checkpoint(path: Path, run: Mapping[str, object], model: nn.Module, steps: int,
@@ -169,8 +165,9 @@ def load_checkpoint(path: Path, run: Mapping[str, object], model: nn.Module, ste
                            "from another program, or holding objects other than tensors, "
                            "numbers, strings, lists and dicts, which are never loaded): "
                            f"{_first_line(error)}; delete it or choose another path") from error
-    if not isinstance(content, dict) or content.get("format") != FORMAT \
-            or set(content) != _KEYS_OF.get(content.get("version"), set()):
+    version = content.get("version") if isinstance(content, dict) else None
+    keys = _KEYS_OF.get(version) if isinstance(version, int) else None  # a list: unhashable
+    if not isinstance(content, dict) or content.get("format") != FORMAT or set(content) != keys:
         raise WidenetError(f"checkpoint {path} is not a widenet training checkpoint (version "
                            f"{' or '.join(map(str, _KEYS_OF))}); delete it or choose another "
                            "path")
@@ -187,14 +184,15 @@ def load_checkpoint(path: Path, run: Mapping[str, object], model: nn.Module, ste
         raise WidenetError(f"checkpoint {path} is {step} steps into the run but steps={steps} "
                            f"were asked; resume with steps >= {step}, or give a new checkpoint "
                            "path")
-    _check_parts(path, content, model, sampler_keys)
+    _check_parts(path, content, model, sampler_keys, device)
     return content
 
 
-def _check_parts(path: Path, content: dict, model: nn.Module, sampler_keys: frozenset[str]
-                 ) -> None:
-    """Check the parts have the types and the model's tensors before anything is restored, so a
-    damaged file leaves the run untouched."""
+def _check_parts(path: Path, content: dict, model: nn.Module, sampler_keys: frozenset[str],
+                 device: torch.device) -> None:
+    """Check the parts have the types and the model's tensors (and the random state the sizes
+    of this run's generators) before anything is restored, so a damaged file leaves the run
+    untouched."""
     expected = model.state_dict()
     saved = content["model"]
     shapes_match = isinstance(saved, dict) and set(saved) == set(expected) and all(
@@ -209,7 +207,7 @@ def _check_parts(path: Path, content: dict, model: nn.Module, sampler_keys: froz
                 and isinstance(content["initial_loss"], float)
                 and isinstance(sampler, dict)
                 and set(sampler) == sampler_keys
-                and _is_random_state(content["rng"]))
+                and _is_random_state(content["rng"], device))
     if not (shapes_match and parts_ok):
         raise WidenetError(f"checkpoint {path} is damaged (its parts do not have the expected "
                            "types or the model's tensors); delete it or choose another path")
@@ -232,13 +230,18 @@ def restore_random_state(state: dict[str, torch.Tensor | None] | None,
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
-def _is_random_state(state: object) -> bool:
-    """Whether ``state`` is None or what :func:`random_state` returns."""
-    return state is None or (
-        isinstance(state, dict) and set(state) == {"cpu", "cuda"}
-        and all(isinstance(part, torch.Tensor) and part.dtype == torch.uint8
-                for part in state.values() if part is not None)
-        and state["cpu"] is not None)
+def _is_random_state(state: object, device: torch.device) -> bool:
+    """Whether ``state`` is None or what :func:`random_state` returns, each generator's state a
+    uint8 tensor of the size of this run's generator on ``device`` (torch refuses another
+    size); a GPU state on a CPU run, which ignores it, need only be a uint8 tensor."""
+    if state is None:
+        return True
+    if not isinstance(state, dict) or set(state) != {"cpu", "cuda"} or state["cpu"] is None:
+        return False
+    current = random_state(device)
+    return all(part is None or (isinstance(part, torch.Tensor) and part.dtype == torch.uint8
+                                and (current[key] is None or part.shape == current[key].shape))
+               for key, part in state.items())
 
 
 def _differences(saved: object, current: Mapping[str, object]) -> list[str]:

@@ -28,16 +28,29 @@ def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     (n, 1). Integer targets are refused: regressing on class indices would treat class 2 as
     twice class 1."""
     if not target.is_floating_point():
-        k = output.shape[-1] if output.ndim > 1 else 1
-        labels = f"one-hot targets, torch.nn.functional.one_hot(y, {k}).double(), or " \
-            "loss='cross_entropy'" if k > 1 else "loss='logistic' with labels 2 * y - 1"
-        raise WidenetError(f"mse targets hold integers (dtype {target.dtype}); for class labels "
-                           f"use {labels}; for real-valued targets y.double()")
+        raise WidenetError(f"mse targets hold integers (dtype {target.dtype}); "
+                           f"{_integer_targets_hint(output, target)}")
     if target.numel() != output.numel():
         raise WidenetError(f"mse targets have {target.numel()} entries but the outputs have "
                            f"shape {tuple(output.shape)}; give one target per output")
     target = target.reshape(output.shape)
     return 0.5 * (output - target).square().sum() / output.shape[0]
+
+
+def _integer_targets_hint(output: torch.Tensor, target: torch.Tensor) -> str:
+    """How to give mse an integer ``target`` for ``output``: one integer per output (one-hot
+    rows, say) is cast; class labels for one output go to logistic (two classes) or to
+    cross_entropy on one output per class; class labels for k outputs are one-hot encoded."""
+    k = output.shape[-1] if output.ndim > 1 else 1
+    if k == 1:
+        return ("for two classes use loss='logistic' with labels -1/+1 (2 * y - 1 maps 0/1 "
+                "labels), for more one output per class and loss='cross_entropy'; to regress on "
+                "the integers, y.double()")
+    if target.numel() == output.numel():
+        return ("cast them with y.double() (torch.nn.functional.one_hot returns integers), or "
+                "train on the class labels y.argmax(1) with loss='cross_entropy'")
+    return (f"for class labels use one-hot targets, torch.nn.functional.one_hot(y, {k})"
+            ".double(), or loss='cross_entropy'")
 
 
 def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -258,9 +258,11 @@ def _targets(y: object, n: int, name: str) -> torch.Tensor:
     if y.shape[0] != n:
         raise WidenetError(f"{name} has {y.shape[0]} rows but the inputs have {n}")
     if y.dtype == torch.bool or y.is_complex():
+        real = "y.double() (regression), 2 * y.double() - 1 (labels -1/+1 from True/False)" \
+            if y.dtype == torch.bool else "y.double() (regression, -1/+1 labels)"
         raise WidenetError(f"{name} has dtype {y.dtype}; the losses take real targets or "
-                           "integer class labels: convert with y.double() (regression, -1/+1 "
-                           "labels) or y.long() (class labels)")
+                           f"integer class labels: convert with {real} or y.long() (class "
+                           "labels)")
     if y.is_floating_point() and not bool(torch.isfinite(y).all()):
         raise WidenetError(f"{name} contains NaN or inf values")
     return y
