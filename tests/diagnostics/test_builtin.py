@@ -27,7 +27,7 @@ from widenet.diagnostics.kernel_motion import (
 )
 from widenet.diagnostics.movement import weight_movement
 from widenet.diagnostics.sharpness import sharpness
-from widenet.dynamics.checkpoint import Checkpoint
+from widenet.dynamics.checkpoint import Checkpoint, fingerprint
 from widenet.dynamics.losses import mse
 from widenet.dynamics.optim import LayerPowerScaling, NormalizedUpdateScaling, Optimizer
 
@@ -150,6 +150,19 @@ def test_resume_with_built_in_monitors(tmp_path) -> None:
                        **kwargs).measured(*names, how="left")
     assert torch.equal(whole.layers[0].weight, resumed.layers[0].weight)
     assert history.equals(expected)
+
+
+def test_a_checkpoint_names_the_built_in_monitors_by_their_public_module() -> None:
+    """A run's fingerprint records each monitor's class: the built-in ones as
+    widenet.diagnostics.builtin's, as when they were defined there, so that the runs
+    checkpointed then still resume (they are defined by concept in other modules now)."""
+    monitors = [WeightMovementMonitor(), SharpnessMonitor(every=5), MarginMonitor(),
+                KernelMonitor(every=3)]
+    recorded = fingerprint(net(), {}, "mse", {}, {}, monitors)["monitors"]
+    assert recorded == ["widenet.diagnostics.builtin.WeightMovementMonitor(every=None)",
+                        "widenet.diagnostics.builtin.SharpnessMonitor(every=5)",
+                        "widenet.diagnostics.builtin.MarginMonitor(every=None)",
+                        "widenet.diagnostics.builtin.KernelMonitor(every=3)"]
 
 
 def test_sharpness_under_adam_reports_no_gd_threshold() -> None:

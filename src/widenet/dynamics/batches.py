@@ -200,6 +200,16 @@ def check_resumable(loader: Iterable) -> None:
                        "be checkpointed)")
 
 
+def loader_description(loader: Iterable) -> str:
+    """What fixes a loader's batches besides its data: batch size, order and dropped tail (part
+    of a checkpoint's fingerprint of the run)."""
+    if isinstance(loader, list | tuple):
+        return f"{type(loader).__name__} of batches of sizes " \
+               f"{[len(batch[0]) for batch in loader]}"
+    return f"DataLoader(batch_size={loader.batch_size!r}, " \
+           f"sampler={type(loader.sampler).__name__}, drop_last={loader.drop_last!r})"
+
+
 def _pair(batch: object, where: str) -> Batch:
     """``batch`` as a pair of tensors (x, y) with one row per point, at least one point."""
     if not isinstance(batch, tuple | list) or len(batch) != 2 \

@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from widenet.dynamics.arguments import check_inputs_fit, check_monitors, checked_targets
 from widenet.dynamics.batches import (
     LoaderBatches,
     TensorBatches,
@@ -46,6 +47,7 @@ from widenet.dynamics.batches import (
     check_resumable,
     gathered,
     is_loader,
+    loader_description,
 )
 from widenet.dynamics.checkpoint import (
     Checkpoint,
@@ -145,7 +147,7 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
     # The data are constants: detached, so that targets computed with gradients (a teacher's
     # outputs) neither receive gradients nor have their graph back-propagated at every step.
     x = data_matrix(x, f"{where}x").detach().to(parameter.dtype).to(parameter.device)
-    y = _targets(y, x.shape[0], f"{where}y").detach().to(parameter.device)
+    y = checked_targets(y, x.shape[0], f"{where}y").detach().to(parameter.device)
     lr = None if lr is None else finite_real(lr, "lr", minimum=0.0, strict=True)
     steps = nonnegative_int(steps, "steps")
     log_every = positive_int(log_every, "log_every")
@@ -157,17 +159,17 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
             raise WidenetError("test_data must be a pair (x_test, y_test)")
         x_test = data_matrix(test_data[0], "test x").detach().to(parameter.dtype) \
             .to(parameter.device)
-        test_data = (x_test,
-                     _targets(test_data[1], x_test.shape[0], "test y").detach().to(x.device))
+        y_test = checked_targets(test_data[1], x_test.shape[0], "test y")
+        test_data = (x_test, y_test.detach().to(x.device))
     checkpoint = checkpoint_spec(checkpoint)
     if checkpoint is not None and loader is not None:
         check_resumable(loader)
     monitors = list(monitors)
-    _check_monitors(monitors)
-    outputs = _check_inputs_fit(model, x, "x")
+    check_monitors(monitors)
+    outputs = check_inputs_fit(model, x, "x")
     check_targets(loss_fn, y, (x.shape[0], *outputs))
     if test_data is not None:
-        _check_inputs_fit(model, test_data[0], "test x")
+        check_inputs_fit(model, test_data[0], "test x")
         check_targets(loss_fn, test_data[1], (test_data[0].shape[0], *outputs))
     updates = resolve_optimizer(optimizer, model, lr, loader=loader is not None)
     batches = TensorBatches(x, y, updates.batch(x.shape[0]), seed) if loader is None \
@@ -179,7 +181,7 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
         settings = {"lr": lr, "loss_scale": loss_scale, "seed": seed, "log_every": log_every,
                     "divergence_factor": divergence_factor}
         if loader is not None:
-            settings["loader"] = _loader_description(loader)
+            settings["loader"] = loader_description(loader)
         run = fingerprint(model, {"x": x, "y": y, "test x": x_test, "test y": y_test}, loss,
                           updates.description, settings, monitors)
     show = sys.stderr.isatty() if progress is None else progress
@@ -200,72 +202,6 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
     finally:
         if scaling is not None:
             scaling.detach()
-
-
-def _check_monitors(monitors: list[Monitor]) -> None:
-    """Cadences are positive and names distinct (each names its table of measurements)."""
-    names: set[str] = set()
-    for monitor in monitors:
-        if monitor.every is not None:
-            positive_int(monitor.every, f"{type(monitor).__name__}.every")
-        if monitor.name in names:
-            raise WidenetError(f"two monitors are named {monitor.name!r}; give each its own "
-                               "name (monitor.name = ...), which names its measurements")
-        names.add(monitor.name)
-
-
-def _loader_description(loader: Iterable) -> str:
-    """What fixes a loader's batches besides its data: batch size, order and dropped tail."""
-    if isinstance(loader, list | tuple):
-        return f"{type(loader).__name__} of batches of sizes " \
-               f"{[len(batch[0]) for batch in loader]}"
-    return f"DataLoader(batch_size={loader.batch_size!r}, " \
-           f"sampler={type(loader.sampler).__name__}, drop_last={loader.drop_last!r})"
-
-
-def _check_inputs_fit(model: nn.Module, x: torch.Tensor, name: str) -> tuple[int, ...]:
-    """Apply the model to the first two points of ``x``, leaving no trace (random state and
-    buffers are restored), so that inputs the model cannot take (another input dimension, say)
-    are refused with a WidenetError before the run starts instead of failing inside it, and so
-    is an output that is not a tensor. Returns the shape of one point's output (k,), or () for
-    scalar outputs."""
-    saved = [(buffer, buffer.clone()) for buffer in model.buffers()]
-    devices = [x.device.index or 0] if x.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            output = model(x[:2])
-    except RuntimeError as error:
-        lines = str(error).strip().splitlines() or [type(error).__name__]
-        raise WidenetError(f"the model cannot be applied to {name} of shape {tuple(x.shape)} "
-                           f"({lines[0][:120]}); give inputs with the model's input "
-                           "dimension") from error
-    finally:
-        with torch.no_grad():
-            for buffer, value in saved:
-                buffer.copy_(value)
-    if not isinstance(output, torch.Tensor):
-        raise WidenetError(f"the model returns a {type(output).__name__}, not a tensor of "
-                           "outputs; wrap it in a module whose forward returns the output "
-                           "tensor, one row per point")
-    return tuple(output.shape[1:])
-
-
-def _targets(y: object, n: int, name: str) -> torch.Tensor:
-    """``y``, checked to be a real or integer tensor with ``n`` rows and no NaN or inf."""
-    if not isinstance(y, torch.Tensor) or y.ndim == 0:
-        raise WidenetError(f"{name} must be a torch.Tensor with one row per point, got "
-                           f"{type(y).__name__} {tuple(getattr(y, 'shape', ()))}")
-    if y.shape[0] != n:
-        raise WidenetError(f"{name} has {y.shape[0]} rows but the inputs have {n}")
-    if y.dtype == torch.bool or y.is_complex():
-        real = "y.double() (regression), 2 * y.double() - 1 (labels -1/+1 from True/False)" \
-            if y.dtype == torch.bool else "y.double() (regression, -1/+1 labels)"
-        raise WidenetError(f"{name} has dtype {y.dtype}; the losses take real targets or "
-                           f"integer class labels: convert with {real} or y.long() (class "
-                           "labels)")
-    if y.is_floating_point() and not bool(torch.isfinite(y).all()):
-        raise WidenetError(f"{name} contains NaN or inf values")
-    return y
 
 
 class _Loop:
