@@ -1,4 +1,5 @@
-"""Accuracy and speed of the numerical activation duals (tanh, gelu, softplus, any callable).
+"""Accuracy and speed of the numerical activation duals (tanh, softplus, any callable; gelu and
+erf through the series, against their closed forms).
 
 Accuracy: both duals E[phi(u) phi(v)] and E[phi'(u) phi'(v)] against a brute-force reference,
 a composite Gauss-Legendre rule in the Cholesky coordinates (z1, z2) of (u, v) on [-12, 12]^2
@@ -59,14 +60,17 @@ def reference_dual(f, q1: float, q2: float, rho: float) -> float:
 def accuracy() -> None:
     print("max error relative to sqrt(E[f(u)^2] E[f(v)^2]) over q1, q2 <= Q, rho in grid")
     generic_erf = A.Quadrature(torch.erf, "erf (generic)", derivative=A.erf.derivative)
-    for act in (A.tanh, A.gelu, A.softplus, generic_erf):
+    series_gelu = A.Quadrature(torch.nn.functional.gelu, "gelu (series)",
+                               derivative=A.gelu.derivative)
+    closed = {generic_erf: A.erf, series_gelu: A.gelu}
+    for act in (A.tanh, series_gelu, A.softplus, generic_erf):
         worst: dict[tuple[float, int], float] = {}
         for q1, q2 in itertools.combinations_with_replacement(VARIANCES, 2):
             for rho in CORRELATIONS:
                 c = torch.tensor(rho * math.sqrt(q1 * q2), dtype=torch.float64)
                 t1, t2 = (torch.tensor(q, dtype=torch.float64) for q in (q1, q2))
                 computed = act.duals(t1, t2, c)
-                exact = (A.erf.duals(t1, t2, c) if act is generic_erf else
+                exact = (closed[act].duals(t1, t2, c) if act in closed else
                          [reference_dual(f, q1, q2, rho) for f in (act.function, act.derivative)])
                 for which, f in enumerate((act.function, act.derivative)):
                     scale = math.sqrt(reference_dual(f, q1, q1, 1.0)

@@ -8,16 +8,14 @@ expectations the infinite-width recursions need, for (u, v) ~ N(0, [[q1, c], [c,
 
 Closed forms exist for the family phi(s) = a s + b |s| (:func:`ab`, with ``relu``,
 ``absolute`` (looked up as "abs"), ``identity`` and :func:`leaky_relu` as members) and for
-``erf`` and ``sin``. Every other activation (``tanh``, ``gelu``, ``softplus`` or any user function)
-gets its duals from a Mehler series in its Hermite coefficients, PSD by construction, see
-:class:`Quadrature`. Arguments broadcast against
-each other: the kernel recursions pass q1 of shape (n1, 1), q2 of shape (1, n2) and c of shape
-(n1, n2).
+``erf``, ``sin`` and ``gelu`` (s Phi(s)). Every other activation (``tanh``, ``softplus`` or any
+user function) gets its duals from a Mehler series in its Hermite coefficients, PSD by
+construction, see :class:`Quadrature`. Arguments broadcast against each other: the kernel
+recursions pass q1 of shape (n1, 1), q2 of shape (1, n2) and c of shape (n1, n2).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -30,13 +28,13 @@ from widenet.activation_names import (
 )
 from widenet.activations._gaussian import arc_cosine_j, correlation, correlation_into
 from widenet.activations.base import Activation
-from widenet.activations.closed_form import AbsLinear, Erf, Sin
+from widenet.activations.closed_form import AbsLinear, Erf, Gelu, Sin
 from widenet.activations.quadrature import MAX_DEGREE, Quadrature
 from widenet.validation import finite_real
 
-__all__ = ["MAX_DEGREE", "AbsLinear", "Activation", "Erf", "Quadrature", "Sin", "ab", "absolute",
-           "arc_cosine_j", "correlation", "correlation_into", "erf", "gelu", "get_activation",
-           "identity", "leaky_relu", "relu", "sin", "softplus", "tanh"]
+__all__ = ["MAX_DEGREE", "AbsLinear", "Activation", "Erf", "Gelu", "Quadrature", "Sin", "ab",
+           "absolute", "arc_cosine_j", "correlation", "correlation_into", "erf", "gelu",
+           "get_activation", "identity", "leaky_relu", "relu", "sin", "softplus", "tanh"]
 
 
 def ab(a: float, b: float, name: str | None = None) -> AbsLinear:
@@ -55,18 +53,12 @@ def _tanh_derivative(s: torch.Tensor) -> torch.Tensor:
     return 1.0 - torch.tanh(s) ** 2
 
 
-def _gelu_derivative(s: torch.Tensor) -> torch.Tensor:
-    """d/ds [s Phi(s)] = Phi(s) + s N(s)."""
-    cdf = 0.5 * (1.0 + torch.erf(s / math.sqrt(2.0)))
-    return cdf + s * torch.exp(-0.5 * s * s) / math.sqrt(2.0 * math.pi)
-
-
 relu = AbsLinear(*FAMILY["relu"], name="relu")  # (a, b) = (1/2, 1/2)
 identity = AbsLinear(*FAMILY["identity"], name="identity")  # (1, 0)
 absolute = AbsLinear(*FAMILY["abs"], name="abs")  # (0, 1); looked up as "abs", not shadowing abs
 erf = Erf()
 tanh = Quadrature(torch.tanh, "tanh", derivative=_tanh_derivative)
-gelu = Quadrature(torch.nn.functional.gelu, "gelu", derivative=_gelu_derivative)
+gelu = Gelu()
 softplus = Quadrature(torch.nn.functional.softplus, "softplus", derivative=torch.sigmoid)
 sin = Sin()
 

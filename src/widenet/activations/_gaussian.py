@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 
 TensorLike = torch.Tensor | float
@@ -76,3 +77,38 @@ def arc_cosine_j(rho: torch.Tensor) -> torch.Tensor:
     """
     root = ((1.0 - rho) * (1.0 + rho)).sqrt_()
     return root.addcmul_(rho, torch.asin(rho)).mul_(TWO_OVER_PI)
+
+
+NEAR = 40.0  # |s| below which phi may have features of width ~1 (tanh' and gelu's bend)
+REACH = 38.0  # N(0, 1)'s density underflows float64 past 38 standard deviations
+PANELS = 152  # panels of the outer range (and of the inner one at q < 1)
+
+
+@functools.cache
+def _legendre(nodes: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gauss-Legendre rule on [-1, 1] as float64 tensors."""
+    return tuple(torch.from_numpy(t) for t in np.polynomial.legendre.leggauss(nodes))
+
+
+def gaussian_panels(q: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes s and weights w with sum_i w_i f(s_i) = E[f(u)], u ~ N(0, q), for functions whose
+    features have width ~1 in s or sqrt(q): 16-point Gauss-Legendre panels, symmetric about 0
+    (a kink there falls on a panel's edge), at most min(1/4, sqrt(q)/4) wide for
+    |s| < min(NEAR, REACH sqrt(q)) and sqrt(q)/4 beyond, out to REACH sqrt(q): about 10^4 nodes
+    at any q > 0; q = 0 gives the single node 0."""
+    if q <= 0.0:
+        return torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    root = math.sqrt(q)
+    reach = REACH * root
+    near = min(reach, NEAR)
+    edges = torch.linspace(0.0, near, math.ceil(near / min(0.25, root / 4.0)) + 1,
+                           dtype=torch.float64)
+    if reach > near:
+        edges = torch.cat([edges, torch.linspace(near, reach, PANELS + 1,
+                                                 dtype=torch.float64)[1:]])
+    edges = torch.cat([-edges.flip(0)[:-1], edges])
+    x, v = _legendre()
+    middle, half = (edges[1:] + edges[:-1])[:, None] / 2, (edges[1:] - edges[:-1])[:, None] / 2
+    s = (middle + half * x).reshape(-1)
+    density = torch.exp(-0.5 * (s / root) ** 2) / (root * math.sqrt(2.0 * math.pi))
+    return s, (half * v).reshape(-1) * density

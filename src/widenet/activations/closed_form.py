@@ -1,4 +1,4 @@
-"""Activations with closed-form Gaussian duals: the family a s + b|s|, and erf."""
+"""Activations with closed-form Gaussian duals: the family a s + b|s|, erf, sin and gelu."""
 
 from __future__ import annotations
 
@@ -172,3 +172,80 @@ class Sin(Activation):
         ratio = torch.exp(-2.0 * size)  # exp(-|c| - m) / exp(|c| - m)
         # sinh through expm1: exp(|c|) - exp(-|c|) would cancel to eps absolute for tiny c
         return torch.sign(c) * half_up * -torch.expm1(-2.0 * size), half_up * (1.0 + ratio)
+
+
+def gelu_derivative(s: torch.Tensor) -> torch.Tensor:
+    """d/ds [s Phi(s)] = Phi(s) + s N(s), Phi and N the standard normal CDF and density."""
+    cdf = 0.5 * (1.0 + torch.erf(s / math.sqrt(2.0)))
+    return cdf + s * torch.exp(-0.5 * s * s) / math.sqrt(2.0 * math.pi)
+
+
+def _sin_minus_theta_cos(theta: torch.Tensor) -> torch.Tensor:
+    """sin(theta) - theta cos(theta) for theta in [0, pi/2]; below 1/2 by its Taylor series
+    sum_k (-1)^(k+1) 2k theta^(2k+1) / (2k+1)! (to k = 8: truncation below 1e-17 relative),
+    where the difference would cancel (to eps / theta^2 relative)."""
+    square = theta * theta
+    series = torch.zeros_like(theta)
+    for k in range(8, 0, -1):  # Horner in theta^2
+        series = series * square + (-1.0) ** (k + 1) * 2 * k / math.factorial(2 * k + 1)
+    series = series * square * theta
+    return torch.where(theta < 0.5, series, torch.sin(theta) - theta * torch.cos(theta))
+
+
+class Gelu(Activation):
+    """phi(s) = s Phi(s) (torch's exact gelu), with closed-form duals (Tsuchida et al. 2021).
+
+    With A = u - z1, B = v - z2 (z1, z2 independent standard normals), phi(u) phi(v) =
+    E_z[u v 1{A >= 0} 1{B >= 0}], and Gaussian integration by parts gives, for
+    Q = (1 + q1)(1 + q2) and D = Q - c^2 >= 1 + q1 + q2,
+
+        E[phi(u) phi(v)]   = c (1/4 + arcsin(c / sqrt Q) / (2 pi))
+                             + (q1 q2 - c^2 + c^2 (w1 + w2)) / (2 pi sqrt D)
+        E[phi'(u) phi'(v)] = 1/4 + arcsin(c / sqrt Q) / (2 pi)
+                             + c (w1 + w2 + 1 / D) / (2 pi sqrt D),
+
+    w_i = 1 / (1 + q_i); the second is the c-derivative of the first (Price's theorem). They are
+    evaluated in the scaled quantities of :class:`Erf`: r = c / sqrt Q = rho sqrt(t1 t2) and
+    1 - r^2 = D / Q = w1 w2 + t1 w2 + t2 w1 + t1 t2 (1 - rho^2) (t_i = q_i w_i), a sum of
+    non-negative terms, so nothing cancels or overflows at huge variances or |rho| = 1.
+    """
+
+    name = "gelu"
+
+    def function(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(s)
+
+    def derivative(self, s: torch.Tensor) -> torch.Tensor:
+        return gelu_derivative(s)
+
+    def duals(self, q1: TensorLike, q2: TensorLike, c: TensorLike
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        q1, q2, c = as_tensors(q1, q2, c)
+        rho = correlation(q1, q2, c)[1]  # snapped to +-1 for identical points
+        w1, w2 = 1.0 / (1.0 + q1), 1.0 / (1.0 + q2)
+        t1, t2 = q1 * w1, q2 * w2
+        ratio = rho * (torch.sqrt(t1) * torch.sqrt(t2))  # r = c / sqrt(Q), |r| < 1
+        gap = (1.0 - rho) * (1.0 + rho)
+        complement = w1 * w2 + (t1 * w2 + t2 * w1) + t1 * t2 * gap  # 1 - r^2 = D / Q
+        root_complement = torch.sqrt(complement)
+        # P(A, B >= 0) = 1/4 + arcsin(r) / (2 pi) = arccos(-r) / (2 pi), as an angle: the sum
+        # cancelled to eps absolute as r -> -1, which c ~ q multiplied into a wrong sign
+        angle = torch.atan2(root_complement, -ratio)
+        orthant = angle / (2.0 * math.pi)
+        # E[phi(u) phi(v)] = sqrt(Q) (r arccos(-r) sqrt(1 - r^2) + t1 t2 M) / (2 pi sqrt(1 - r^2))
+        # with M = 1 - rho^2 + rho^2 (w1 + w2) and t1 t2 M = (1 - r^2)(1 - w1 - w2) + w1 w2.
+        # For r >= 0 both terms are >= 0. For r < 0 write |r| = cos(theta), theta = arccos|r|:
+        # the bracket is sin(theta) g(theta) - (w1 + w2) sin(theta)^2 + w1 w2 with
+        # g = sin - theta cos, whose terms no longer cancel as theta -> 0 (rho -> -1 at huge
+        # variances, where c arccos(-r) and the second term each exceed the result by q).
+        positive = ratio * angle * root_complement + t1 * t2 * (gap + rho * rho * (w1 + w2))
+        theta = torch.atan2(root_complement, ratio.abs())
+        negative = (root_complement * _sin_minus_theta_cos(theta)
+                    - (w1 + w2) * complement + w1 * w2)
+        bracket = torch.where(ratio < -0.5, negative, positive)
+        product = (torch.sqrt(1.0 + q1) * torch.sqrt(1.0 + q2)) * bracket / (
+            2.0 * math.pi * root_complement)
+        # c / sqrt(D) = r / sqrt(1 - r^2) and 1 / D = w1 w2 / (1 - r^2)
+        derivative = orthant + ratio * ((w1 + w2) + w1 * w2 / complement) / (
+            2.0 * math.pi * root_complement)
+        return product, derivative
