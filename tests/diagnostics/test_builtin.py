@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -335,8 +336,8 @@ def test_taylor_monitor_records_nan_at_the_step_where_a_run_diverges() -> None:
     overflows. The monitor raised and ended the run (the edge-of-stability study's c = 8 runs);
     before the loss diagnostics refused non-finite derivatives it recorded NaN."""
     x, y = torch.ones(1, 1), torch.zeros(1, 1)
-    with pytest.warns(UserWarning, match=r"TaylorMonitor: at step 1, .*contains NaN or inf.*"
-                      "recorded as NaN"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the row says it; the run's status says it diverged
         result = wn.train(_Chain(), x, y, lr=1e7, steps=5, log_every=1,
                           monitors=[TaylorMonitor()], progress=False)
     assert (result.status, result.steps) == ("diverged", 1)

@@ -65,13 +65,12 @@ class SharpnessMonitor(Monitor):
 class TaylorMonitor(Monitor):
     """The loss's Taylor coefficients along the step taken at this step; all NaN at a step
     where a derivative of the loss along it is NaN or inf (the step where a run diverges, whose
-    loss may be finite while the derivatives overflow), with a warning the first time."""
+    loss may be finite while the derivatives overflow; the run's status says it diverged)."""
 
     name = "taylor"
 
     def __init__(self, every: int | None = None):
         self.every = every
-        self.warned = False
 
     def start(self, state: RunState) -> None:
         _refuse_dropout_in_training(self, state.model)
@@ -88,14 +87,10 @@ class TaylorMonitor(Monitor):
         try:
             result = taylor_coefficients(state.model, _objective(state), state.x, state.y,
                                          direction, state.lr)
-        except NonFiniteDerivativeError as error:
+        except NonFiniteDerivativeError:
             # The loop also measures the step where a run diverges, whose loss can be finite
             # while its derivatives overflow: that step's coefficients are undefined, not an
             # error that ends the run (the row is NaN, as for a coefficient that overflows).
-            if not self.warned:
-                self.warned = True
-                warnings.warn(f"TaylorMonitor: at step {state.step}, {error}; the coefficients "
-                              "are recorded as NaN", stacklevel=2)
             return dict.fromkeys(("taylor_c1", "taylor_c2", "taylor_c3", "taylor_actual"),
                                  math.nan)
         return {"taylor_c1": result.c1, "taylor_c2": result.c2, "taylor_c3": result.c3,
