@@ -175,8 +175,8 @@ def _warn_unresolved(f: Callable[[torch.Tensor], torch.Tensor], energy: torch.Te
         (energy == 0) & (q > 0))
     if bool(moved.any()):
         warnings.warn(f"the Hermite series of this activation is not resolved by {largest} "
-                      f"nodes at variance q = {float(q[moved][0]):.4g} (its E[phi^2] is more "
-                      f"than {UNRESOLVED_ENERGY:g} off, or 0 on every node): the "
+                      f"nodes at variance q = {float(q[moved][0]):.4g} (E[f^2], f = phi or "
+                      f"phi', is more than {UNRESOLVED_ENERGY:g} off, or 0 on every node): the "
                       "kernel may be inaccurate; "
                       "pass a larger degree (at most 2048) or a smoother activation",
                       UserWarning, stacklevel=5)
