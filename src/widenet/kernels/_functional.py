@@ -261,7 +261,8 @@ def check_model(model: object, consequence: str = "its NTK is zero",
     trainable parameter means for the caller, ``hooks`` (after "which change the gradients ")
     why the hooks are refused and how to remove them."""
     model = trainable_module(model, consequence)
-    tensors = (*model.parameters(), *model.buffers())
+    named = list(model.named_parameters())
+    tensors = (*(p for _, p in named), *model.buffers())
     if any(map(is_lazy, tensors)):
         raise WidenetError("model has uninitialized parameters or buffers (a lazy module such as "
                            "nn.LazyLinear before its first call), which hold no values; run the "
@@ -270,8 +271,7 @@ def check_model(model: object, consequence: str = "its NTK is zero",
         raise WidenetError("model has parameters or buffers on the meta device, which hold no "
                            "values; materialize them first (model.to_empty(device=...) and "
                            "initialize them, or load a state dict)")
-    complex_names = [name for name, p in model.named_parameters()
-                     if p.requires_grad and p.is_complex()]
+    complex_names = [name for name, p in named if p.requires_grad and p.is_complex()]
     if complex_names:
         raise WidenetError(f"parameter {complex_names[0]!r} of the model is complex: derivatives "
                            "with respect to complex parameters (J J^T or J J^H?) are not defined "
