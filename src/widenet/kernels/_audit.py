@@ -48,6 +48,7 @@ from widenet.kernels._layers import (
     unsupported_reason,
 )
 from widenet.kernels._probe import ParameterUses, Record, watch
+from widenet.kernels._structure import is_plain_stack
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,32 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
                  tuple(name for name in fmodel.params if name in record.untracked),
                  tuple(sorted(record.unbatched)),
                  tuple(record.modified_in_place(layer.module) for layer in layers), singles)
+
+
+def audit_plain_stack(fmodel: FunctionalModel, point: torch.Tensor) -> Audit | None:
+    """The audit of a plain stack (``_structure``), whose points are mapped each on its own and
+    whose parameters are each used in one layer by construction: one instrumented pass on
+    ``point`` (1, ...) gives the output's shape, the layers' sizes and in-place changes, and is
+    kept as the pass on that point alone. None when that pass shows anything the construction
+    does not promise (then the full audit decides)."""
+    model = fmodel.module
+    paths = {module: path or type(model).__name__ for module, path in fmodel.paths.items()}
+    trainable = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
+    holders = {modules[0] for modules in _owners(paths, trainable).values()}
+    record = Record(1, paths, holders)
+    raw = _probe_pass(fmodel, point.detach(), record)
+    out = raw.reshape(1, -1)
+    if (out.shape[1] == 0 or not all_finite(out)
+            or any(_module_problem(module, record, []) is not None for module in holders)):
+        return None
+    layers = tuple(make_adapter(record.paths[m], m, trainable)
+                   for m in record.call_order if m in holders)
+    calls = tuple(record.first_call[layer.module] for layer in layers)
+    return Audit(out.shape[1], tuple(raw.shape[1:]), layers, None, record.activations,
+                 tuple(factor_sizes(layer, *call) for layer, call in zip(layers, calls,
+                                                                         strict=True)),
+                 in_place=tuple(record.modified_in_place(layer.module) for layer in layers),
+                 singles=(SinglePass(point[0], out.detach(), calls),))
 
 
 def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: Record, *,
@@ -333,6 +360,9 @@ def prepare(model: object, x1: object, x2: object = None,
     if x2 is not None:
         check_points(x2, names[1], like=(x1, names[0]))
     fmodel = FunctionalModel(model, x1)
+    found = audit_plain_stack(fmodel, x1[-1:]) if is_plain_stack(model, x1) else None
+    if found is not None:
+        return fmodel, found
     return fmodel, audit(fmodel, probe_points(x1) if x2 is None else probe_points(x1, x2))
 
 
