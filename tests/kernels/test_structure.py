@@ -11,12 +11,18 @@ from torch.overrides import TorchFunctionMode
 
 import widenet.kernels._audit as audit_module
 import widenet.nn as wnn
-from tests.kernels.empirical_models import inplace_relu_stack, linear_stack, points
+from tests.kernels.empirical_models import (
+    inplace_relu_stack,
+    linear_stack,
+    points,
+    widenet_mlp,
+)
 from widenet import activations
 from widenet.kernels._audit import audit, audit_plain_stack, prepare, probe_points
 from widenet.kernels._functional import FunctionalModel
 from widenet.kernels._structure import is_plain_stack
 from widenet.kernels.empirical import empirical_ntk
+from widenet.models import MLP
 
 
 def _conv_stack() -> nn.Module:
@@ -45,6 +51,8 @@ PLAIN = {  # name -> (model factory, per-point input shape)
     "conv": (_conv_stack, (2, 6, 6)),
     "nested, frozen bias": (_nested_stack, (4,)),
     "widenet layers": (_widenet_stack, (2, 6)),
+    "widenet MLP": (widenet_mlp, (4,)),
+    "widenet MLP without biases": (lambda: widenet_mlp(bias=False), (4,)),
 }
 
 
@@ -146,6 +154,15 @@ NOT_PLAIN = {
         wnn.Dense(4, 3, weight_std=1.0), wnn.Activation(lambda s: s * torch.sigmoid(s)),
         seed=0).double(),
     "a grouped convolution": lambda: nn.Sequential(nn.Conv1d(2, 2, 1, groups=2)).double(),
+    "an MLP of a user function": lambda: MLP(4, [3], 2, lambda s: s * torch.sigmoid(s),
+                                             weight_std=1.0, seed=0),
+    "an MLP subclass": lambda: type("Scaled", (MLP,), {})(4, [3], 2, seed=0),
+    "an MLP with a hooked layer": lambda: _with(
+        MLP(4, [3], 2, seed=0), lambda m: m.layers[0].register_forward_hook(lambda *a: None)),
+    "an MLP with a module added": lambda: _with(
+        MLP(4, [3], 2, seed=0), lambda m: m.add_module("extra", nn.Linear(4, 4))),
+    "an MLP with a layer replaced": lambda: _with(
+        MLP(4, [3], 2, seed=0), lambda m: m.layers.__setitem__(0, nn.Linear(4, 3))),
 }
 
 

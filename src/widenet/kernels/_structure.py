@@ -1,6 +1,7 @@
 """Models whose batch structure is known from their modules alone: plain stacks of known layers.
 
-A *plain stack* is an ``nn.Sequential`` (exactly that type, or widenet's, nested ones too) of
+A *plain stack* is a widenet ``MLP`` as its class builds it (Dense layers and a built-in
+activation), or an ``nn.Sequential`` (exactly that type, or widenet's, nested ones too) of
 modules of exactly these types: the layers of the layer-wise method (``_layers.LAYER_KINDS``:
 nn.Linear, nn.Conv1d/2d, widenet's Dense, Conv1d/2d), which hold every parameter, each layer
 once and no parameter in two of them; and parameter-free maps applied to each point on its
@@ -23,6 +24,8 @@ from torch.nn.modules import module as torch_module
 
 from widenet import activations
 from widenet.kernels._layers import LAYER_KINDS, unsupported_reason
+from widenet.models import MLP
+from widenet.nn import Dense
 from widenet.nn import Flatten as WidenetFlatten
 from widenet.nn.containers import Sequential as WidenetSequential
 from widenet.nn.elementwise import Activation as WidenetActivation
@@ -44,7 +47,8 @@ def is_plain_stack(model: nn.Module, x: torch.Tensor) -> bool:
             or torch._C._len_torch_dispatch_stack() or _global_hooks()):
         return False
     layers: set[int] = set()
-    if not (type(model) in _CONTAINERS and _plain(model, layers)):
+    if not (_plain_mlp(model) if type(model) is MLP
+            else type(model) in _CONTAINERS and _plain(model, layers)):
         return False
     tensors = [id(p) for _, p in model.named_parameters(remove_duplicate=False)]
     return len(tensors) == len(set(tensors))  # no parameter shared by two layers
@@ -71,6 +75,18 @@ def _plain(container: nn.Module, layers: set[int]) -> bool:
     return True
 
 
+def _plain_mlp(mlp: MLP) -> bool:
+    """Whether a widenet MLP is as its class builds it: its Dense layers in ``layers``, each
+    once, applied with a built-in elementwise activation in between, and nothing else."""
+    layers = mlp._modules.get("layers")
+    return (_bare(mlp) and not mlp._parameters and list(mlp._modules) == ["layers"]
+            and type(layers) is nn.ModuleList and _bare(layers) and not layers._parameters
+            and _elementwise_function(mlp.activation)
+            and all(type(layer) is Dense and _bare(layer) and not layer._modules
+                    and unsupported_reason(layer) is None for layer in layers)
+            and len({id(layer) for layer in layers}) == len(layers))
+
+
 def _bare(module: nn.Module) -> bool:
     """No hooks that run with a forward pass, no method of its type replaced on the instance
     (``forward``, ``_conv_forward``, ...), and plain parameter and buffer tensors."""
@@ -90,10 +106,14 @@ def _row_wise_map(module: nn.Module) -> bool:
     if kind is nn.Flatten:
         return isinstance(module.start_dim, int) and module.start_dim >= 1
     if kind is WidenetActivation:
-        function = module.activation
-        return (type(function) in _ELEMENTWISE_FUNCTIONS
-                or any(function is known for known in _BUILT_IN_QUADRATURES))
+        return _elementwise_function(module.activation)
     return kind in _ELEMENTWISE
+
+
+def _elementwise_function(function: object) -> bool:
+    """Whether a widenet activation function is one applied elementwise by its definition."""
+    return (type(function) in _ELEMENTWISE_FUNCTIONS
+            or any(function is known for known in _BUILT_IN_QUADRATURES))
 
 
 def _global_hooks() -> bool:
