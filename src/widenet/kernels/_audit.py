@@ -41,6 +41,7 @@ from widenet.kernels._functional import (
     rows_close,
 )
 from widenet.kernels._layers import (
+    LAYER_KINDS,
     LayerAdapter,
     factor_sizes,
     input_reason,
@@ -145,16 +146,21 @@ def audit_plain_stack(fmodel: FunctionalModel, point: torch.Tensor) -> Audit | N
     whose parameters are each used in one layer by construction: one instrumented pass on
     ``point`` (1, ...) gives the output's shape, the layers' sizes and in-place changes, and is
     kept as the pass on that point alone. None when that pass shows anything the construction
-    does not promise (then the full audit decides)."""
+    does not promise (then the full audit decides): no output, a non-finite one, one that
+    requires grad (the model reaches a tensor computed from a parameter before the call: the
+    copies in the slots and the point do not require grad), or a layer, frozen ones included,
+    whose call does not have the point as its first axis (a convolution on an unbatched
+    input)."""
     model = fmodel.module
     paths = {module: path or type(model).__name__ for module, path in fmodel.paths.items()}
     trainable = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
     holders = {modules[0] for modules in _owners(paths, trainable).values()}
-    record = Record(1, paths, holders)
+    stack_layers = {module for module in paths if type(module) in LAYER_KINDS}  # holders too
+    record = Record(1, paths, stack_layers)
     raw = _probe_pass(fmodel, point.detach(), record)
     out = raw.reshape(1, -1)
-    if (out.shape[1] == 0 or not all_finite(out)
-            or any(_module_problem(module, record, []) is not None for module in holders)):
+    if (out.shape[1] == 0 or raw.requires_grad or not all_finite(out)
+            or any(_module_problem(module, record, []) is not None for module in stack_layers)):
         return None
     layers = tuple(make_adapter(record.paths[m], m, trainable)
                    for m in record.call_order if m in holders)
