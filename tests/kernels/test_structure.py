@@ -279,3 +279,16 @@ def test_models_the_full_audit_refuses_are_refused_as_by_it(name, method):
     factory, x, refusal = REFUSED[name]
     with pytest.raises(WidenetError, match=refusal):
         empirical_ntk(factory(), x, method=method)
+
+
+def test_a_parameter_shadowed_by_an_instance_attribute_is_not_taken_layer_wise():
+    # the forward reads the attribute, so the registered weight is unused: its block is zero
+    model, x = linear_stack(), points(5)
+    model[2].__dict__["weight"] = model[2].weight.detach().clone()
+    assert not is_plain_stack(model, x)
+    assert prepare(model, x)[1].layerwise_problem is not None
+    fast = empirical_ntk(model, x, per_layer=True)
+    reference = empirical_ntk(model, x, per_layer=True, method="jacobian")
+    assert not reference.blocks["2.weight"].any()
+    for name, block in reference.blocks.items():
+        torch.testing.assert_close(fast.blocks[name], block, rtol=1e-12, atol=0.0)
