@@ -18,6 +18,7 @@ from tests.kernels.empirical_models import (
     widenet_mlp,
 )
 from widenet import activations
+from widenet.errors import WidenetError
 from widenet.kernels._audit import audit, audit_plain_stack, prepare, probe_points
 from widenet.kernels._functional import FunctionalModel
 from widenet.kernels._structure import is_plain_stack
@@ -224,3 +225,70 @@ def test_a_pass_that_breaks_the_promise_hands_over_to_the_full_audit(bad, monkey
     with pytest.raises(ZeroDivisionError):
         prepare(model, x)
     assert full == [1]
+
+
+def _frozen_conv_stack() -> nn.Module:  # a Conv1d(1, ...) sees one (1, 4) point as (C, L)
+    stack = nn.Sequential(nn.Linear(4, 4), nn.Conv1d(1, 1, 1), nn.Linear(4, 2)).double()
+    stack[1].requires_grad_(False)
+    return stack
+
+
+def _cycle() -> nn.Module:
+    stack = nn.Sequential(nn.Linear(4, 2), nn.Sequential(nn.ReLU())).double()
+    stack[1].add_module("again", stack[1])
+    return stack
+
+
+def _centring(model: nn.Module) -> nn.Module:  # an activation object changed on the instance
+    activation = activations.ab(1.0, 0.0)
+    activation.function = lambda s: s - s.mean(0, keepdim=True)
+    if isinstance(model, MLP):
+        model.activation = activation
+    else:
+        model[1].activation = activation
+    return model
+
+
+def _cached_multiplier() -> nn.Module:
+    stack = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), wnn.Dense(3, 2)).double()
+    stack[2].weight_multiplier = stack[0].weight.sum() * 0 + 0.5  # a tensor from a parameter
+    return stack
+
+
+REFUSED = {  # name -> (model factory, points, what the full audit's refusal says)
+    "points without a feature axis": (lambda: nn.Sequential(nn.Linear(1, 1)).double(),
+                                      points(5, ()), "cannot be applied to 3 point"),
+    "a frozen convolution on an unbatched input": (_frozen_conv_stack, points(5),
+                                                   "cannot be applied to 3 point"),
+    "a Sequential inside itself": (_cycle, points(4), "maximum recursion depth"),
+    "an MLP whose activation couples the points": (
+        lambda: _centring(MLP(4, [3], 2, seed=0, dtype=torch.float64)), points(5),
+        "depends on the other points"),
+    "a widenet Activation that couples the points": (
+        lambda: _centring(wnn.Sequential(wnn.Dense(4, 3), wnn.Activation("relu"),
+                                         wnn.Dense(3, 2), seed=0).double()), points(5),
+        "depends on the other points"),
+    "a multiplier computed from a parameter": (_cached_multiplier, points(5),
+                                               "computed from it before the call"),
+}
+
+
+@pytest.mark.parametrize("name", REFUSED)
+@pytest.mark.parametrize("method", ["auto", "jacobian"])
+def test_models_the_full_audit_refuses_are_refused_as_by_it(name, method):
+    factory, x, refusal = REFUSED[name]
+    with pytest.raises(WidenetError, match=refusal):
+        empirical_ntk(factory(), x, method=method)
+
+
+def test_a_parameter_shadowed_by_an_instance_attribute_is_not_taken_layer_wise():
+    # the forward reads the attribute, so the registered weight is unused: its block is zero
+    model, x = linear_stack(), points(5)
+    model[2].__dict__["weight"] = model[2].weight.detach().clone()
+    assert not is_plain_stack(model, x)
+    assert prepare(model, x)[1].layerwise_problem is not None
+    fast = empirical_ntk(model, x, per_layer=True)
+    reference = empirical_ntk(model, x, per_layer=True, method="jacobian")
+    assert not reference.blocks["2.weight"].any()
+    for name, block in reference.blocks.items():
+        torch.testing.assert_close(fast.blocks[name], block, rtol=1e-12, atol=0.0)

@@ -6,10 +6,12 @@ modules of exactly these types: the layers of the layer-wise method (``_layers.L
 nn.Linear, nn.Conv1d/2d, widenet's Dense, Conv1d/2d), which hold every parameter, each layer
 once and no parameter in two of them; and parameter-free maps applied to each point on its
 own (torch's elementwise activations, ``nn.Identity``, ``nn.Flatten`` from axis 1 on,
-widenet's Flatten and its Activation with a built-in function). None of its modules has hooks,
-children it would not call, or a method of its type replaced on the instance; no global module
-hooks and no torch-function or dispatch mode are active, and the parameters, buffers and points
-are plain tensors. Such a model maps each point of a batch on its own and uses each trainable
+widenet's Flatten and its Activation with a built-in function). None of its modules or
+activation functions has hooks, children it would not call, or a method of its type replaced
+on the instance, and no container is met twice; no global module hooks and no torch-function or
+dispatch mode are active, and the parameters, buffers and points are plain tensors, the points
+with at least one axis besides the first (on (n,) points a layer reads the n points as the
+features of one). Such a model maps each point of a batch on its own and uses each trainable
 parameter in exactly one layer's forward, by the definition of its modules' types: what the
 audit's passes on a batch and on single points establish for any model (``_audit``) holds by
 construction, and one pass on one point tells the rest (shapes, in-place changes). Every other
@@ -43,33 +45,34 @@ _BUILT_IN_QUADRATURES = (activations.tanh, activations.softplus)
 def is_plain_stack(model: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``model`` is a plain stack (module docstring) and ``x`` a plain tensor, with no
     global module hooks and no torch-function or dispatch mode active."""
-    if (type(x) is not torch.Tensor or torch._C._len_torch_function_stack()
+    if (type(x) is not torch.Tensor or x.ndim < 2 or torch._C._len_torch_function_stack()
             or torch._C._len_torch_dispatch_stack() or _global_hooks()):
         return False
-    layers: set[int] = set()
     if not (_plain_mlp(model) if type(model) is MLP
-            else type(model) in _CONTAINERS and _plain(model, layers)):
+            else type(model) in _CONTAINERS and _plain(model, set())):
         return False
     tensors = [id(p) for _, p in model.named_parameters(remove_duplicate=False)]
     return len(tensors) == len(set(tensors))  # no parameter shared by two layers
 
 
-def _plain(container: nn.Module, layers: set[int]) -> bool:
+def _plain(container: nn.Module, met: set[int]) -> bool:
     """Whether ``container`` and its children, recursively, are what a plain stack allows;
-    ``layers`` collects the ids of the layers met so far (each may appear once)."""
-    if not _bare(container) or container._parameters:
+    ``met`` collects the ids of the containers and layers met so far (each may appear once, so
+    that a container inside itself ends the walk)."""
+    if id(container) in met or not _bare(container) or container._parameters:
         return False
+    met.add(id(container))
     for child in container._modules.values():
         if child is None or not _bare(child):
             return False
         kind = type(child)
         if kind in _CONTAINERS:
-            if not _plain(child, layers):
+            if not _plain(child, met):
                 return False
         elif kind in LAYER_KINDS:
-            if id(child) in layers or child._modules or unsupported_reason(child) is not None:
+            if id(child) in met or child._modules or unsupported_reason(child) is not None:
                 return False
-            layers.add(id(child))
+            met.add(id(child))
         elif not (_row_wise_map(child) and not child._parameters and not child._modules):
             return False
     return True
@@ -90,14 +93,17 @@ def _plain_mlp(mlp: MLP) -> bool:
 def _bare(module: nn.Module) -> bool:
     """No hooks that run with a forward pass, no method of its type replaced on the instance
     (``forward``, ``_conv_forward``, ...), and plain parameter and buffer tensors."""
-    kind = type(module)
     return not (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks
-                or any(callable(value) and hasattr(kind, name)
-                       for name, value in vars(module).items())
+                or module._backward_pre_hooks or _overridden(module)
                 or any(type(t) not in (torch.Tensor, nn.Parameter)
                        for t in (*module._parameters.values(), *module._buffers.values())
                        if t is not None))
+
+
+def _overridden(instance: object) -> bool:
+    """Whether a callable attribute of ``instance`` replaces one of its type (a method)."""
+    kind = type(instance)
+    return any(callable(value) and hasattr(kind, name) for name, value in vars(instance).items())
 
 
 def _row_wise_map(module: nn.Module) -> bool:
@@ -111,9 +117,11 @@ def _row_wise_map(module: nn.Module) -> bool:
 
 
 def _elementwise_function(function: object) -> bool:
-    """Whether a widenet activation function is one applied elementwise by its definition."""
-    return (type(function) in _ELEMENTWISE_FUNCTIONS
-            or any(function is known for known in _BUILT_IN_QUADRATURES))
+    """Whether a widenet activation function is one applied elementwise by its definition (and
+    ``function``, the method that applies it, is not replaced on the instance)."""
+    return ((type(function) in _ELEMENTWISE_FUNCTIONS
+             or any(function is known for known in _BUILT_IN_QUADRATURES))
+            and not _overridden(function))
 
 
 def _global_hooks() -> bool:
