@@ -12,7 +12,9 @@ in the pass on several points and in the passes on one, and row i of the layer's
 output in the batch must be what point i alone gives (a (2, d) tensor of prototypes, a
 sequence-first (T, n, d) input, a batch taken in reverse order all fail it, whatever T and n
 are). The audit also notes operations whose derivatives torch.func.vmap batches wrongly or not
-at all (``UNBATCHED_OPS``), for which the Jacobian methods loop over points instead.
+at all (``UNBATCHED_OPS``), for which the Jacobian methods loop over points instead. A plain
+stack (``_structure``), which has these properties by its modules' types, is audited from one
+pass on one point instead (``audit_plain_stack``).
 
 Only what autograd records counts: module calls and parameter uses made with gradient recording
 off (inside torch.no_grad, e.g. LazyModel's f(x; w_0)) add no term to any reverse-mode
@@ -41,6 +43,7 @@ from widenet.kernels._functional import (
     rows_close,
 )
 from widenet.kernels._layers import (
+    LAYER_KINDS,
     LayerAdapter,
     factor_sizes,
     input_reason,
@@ -48,6 +51,7 @@ from widenet.kernels._layers import (
     unsupported_reason,
 )
 from widenet.kernels._probe import ParameterUses, Record, watch
+from widenet.kernels._structure import is_plain_stack
 
 
 @dataclass(frozen=True)
@@ -107,9 +111,7 @@ PROBE_POINTS = 3  # distinct points in the probe batch; the passes on single poi
 
 def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
     """Run the model on the batch ``probe`` and on each of its points alone, and audit it."""
-    model = fmodel.module
-    paths = {module: path or type(model).__name__ for module, path in fmodel.paths.items()}
-    trainable = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
+    paths, trainable = _names(fmodel)
     owners = _owners(paths, trainable)
     candidates = {module for modules in owners.values() for module in modules}
     record = Record(probe.shape[0], paths, candidates)
@@ -137,6 +139,43 @@ def audit(fmodel: FunctionalModel, probe: torch.Tensor) -> Audit:
                  tuple(name for name in fmodel.params if name in record.untracked),
                  tuple(sorted(record.unbatched)),
                  tuple(record.modified_in_place(layer.module) for layer in layers), singles)
+
+
+def audit_plain_stack(fmodel: FunctionalModel, point: torch.Tensor) -> Audit | None:
+    """The audit of a plain stack (``_structure``), whose points are mapped each on its own and
+    whose parameters are each used in one layer by construction: one instrumented pass on
+    ``point`` (1, ...) gives the output's shape, the layers' sizes and in-place changes, and is
+    kept as the pass on that point alone. None when that pass shows anything the construction
+    does not promise (then the full audit decides): no output, a non-finite one, one that
+    requires grad (the model reaches a tensor computed from a parameter before the call: the
+    copies in the slots and the point do not require grad), or a layer, frozen ones included,
+    whose call does not have the point as its first axis (a convolution on an unbatched
+    input)."""
+    paths, trainable = _names(fmodel)
+    holders = {modules[0] for modules in _owners(paths, trainable).values()}
+    stack_layers = {module for module in paths if type(module) in LAYER_KINDS}  # holders too
+    record = Record(1, paths, stack_layers)
+    raw = _probe_pass(fmodel, point.detach(), record)
+    out = raw.reshape(1, -1)
+    if (out.shape[1] == 0 or raw.requires_grad or not all_finite(out)
+            or any(_module_problem(module, record, []) is not None for module in stack_layers)):
+        return None
+    layers = tuple(make_adapter(record.paths[m], m, trainable)
+                   for m in record.call_order if m in holders)
+    calls = tuple(record.first_call[layer.module] for layer in layers)
+    return Audit(out.shape[1], tuple(raw.shape[1:]), layers, None, record.activations,
+                 tuple(factor_sizes(layer, *call) for layer, call in zip(layers, calls,
+                                                                         strict=True)),
+                 in_place=tuple(record.modified_in_place(layer.module) for layer in layers),
+                 singles=(SinglePass(point[0], out.detach(), calls),))
+
+
+def _names(fmodel: FunctionalModel) -> tuple[dict[nn.Module, str], dict[int, str]]:
+    """The paths of the model's modules (the model itself named by its type) and the names of
+    its trainable parameters by their ids."""
+    model = fmodel.module
+    paths = {module: path or type(model).__name__ for module, path in fmodel.paths.items()}
+    return paths, {id(p): name for name, p in model.named_parameters() if p.requires_grad}
 
 
 def _probe_pass(fmodel: FunctionalModel, x: torch.Tensor, record: Record, *,
@@ -326,13 +365,18 @@ def prepare(model: object, x1: object, x2: object = None,
             names: tuple[str, str] = ("x1", "x2")) -> tuple[FunctionalModel, Audit]:
     """Validate a model and its data (named ``names`` in messages), then audit the model.
 
-    The probe is the first PROBE_POINTS distinct points of x1 and x2 (see ``probe_points``).
+    The probe is the first PROBE_POINTS distinct points of x1 and x2 (see ``probe_points``);
+    a plain stack is audited from its pass on the last point of x1 alone when that pass shows
+    nothing its construction does not promise (``audit_plain_stack``).
     """
     model = check_model(model)
     x1 = check_points(x1, names[0])
     if x2 is not None:
         check_points(x2, names[1], like=(x1, names[0]))
     fmodel = FunctionalModel(model, x1)
+    found = audit_plain_stack(fmodel, x1[-1:]) if is_plain_stack(model, x1) else None
+    if found is not None:
+        return fmodel, found
     return fmodel, audit(fmodel, probe_points(x1) if x2 is None else probe_points(x1, x2))
 
 

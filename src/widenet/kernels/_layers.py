@@ -95,6 +95,10 @@ def unsupported_reason(module: nn.Module) -> str | None:
     if extra or not isinstance(module._parameters.get("weight"), torch.Tensor):
         return (f"its weight is computed from other parameters ({', '.join(extra) or 'none'}), "
                 "as by weight_norm; the layer-wise method needs weight and bias parameters")
+    shadowed = [name for name in module._parameters if name in vars(module)]
+    if shadowed:  # set through __dict__: attribute lookup finds it before the parameter
+        return (f"an instance attribute {shadowed[0]!r} hides its parameter of that name, so its "
+                "forward does not use the parameter")
     return spec.problem(module)
 
 

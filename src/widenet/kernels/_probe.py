@@ -3,14 +3,14 @@
 ``watch(record)`` installs forward hooks on every module at once: each call of one of the
 model's modules is counted, in order, with the number of scalars it outputs, and the input and
 output of the first call of each module of ``record.holders`` (those that register trainable
-parameters) are kept: copies, and the tensors themselves with their version counters, so that
-a later in-place change shows. ``ParameterUses`` is a torch-function mode that records in which
-module's forward each trainable parameter is used, which parameters are used with gradient
-recording off, and which of a given set of operations are called. Module calls made with
-recording off (under torch.no_grad) are not counted: they add nothing to reverse-mode
-derivatives. Modules whose outputs couple the points of a batch or are random (BatchNorm in
-training mode or without running statistics, dropout in training mode) are refused wherever
-they are called.
+parameters; in a plain stack, every layer) are kept: copies, and the tensors themselves with
+their version counters, so that a later in-place change shows. ``ParameterUses`` is a
+torch-function mode that records in which module's forward each trainable parameter is used,
+which parameters are used with gradient recording off, and which of a given set of operations
+are called. Module calls made with recording off (under torch.no_grad) are not counted: they
+add nothing to reverse-mode derivatives. Modules whose outputs couple the points of a batch
+or are random (BatchNorm in training mode or without running statistics, dropout in training
+mode) are refused wherever they are called.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class Record:
     with gradient recording on); ``stack`` holds (module, recorded) for every call in progress;
     ``first_call`` (copies) and ``versions`` (the tensors themselves, with their version
     counters, which in-place operations advance) keep the input and output of the first
-    recorded call of each module in ``holders``, those that register trainable parameters.
+    recorded call of each module in ``holders``, those that register trainable parameters (in
+    a plain stack, every layer).
     """
 
     batch: int
