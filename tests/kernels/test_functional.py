@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from widenet.errors import WidenetError
 from widenet.kernels._functional import check_points, rows_close
@@ -91,3 +92,16 @@ def test_a_model_with_complex_parameters_gets_a_widenet_error_not_a_crash():
     for method in ("auto", "layerwise", "jacobian", "ntk-vp"):
         with pytest.raises(WidenetError, match=r"'inner\.weight' of the model is complex"):
             empirical_ntk(ComplexLayer(), x, method=method)
+
+
+@pytest.mark.parametrize("transform", ["vmap", "grad"])
+def test_kernels_called_inside_a_torch_func_transform_are_refused_in_one_line(transform):
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+
+    def kernel_sum(v):
+        return empirical_ntk(model, x).ntk.sum() * v
+
+    call = (torch.func.vmap(kernel_sum) if transform == "vmap" else torch.func.grad(kernel_sum))
+    with pytest.raises(WidenetError, match="outside the transform"):
+        call(torch.ones(2 if transform == "vmap" else (), dtype=torch.float64))

@@ -74,3 +74,13 @@ def test_a_wrong_registration_is_visible_against_brute_force(monkeypatch):
     expected = brute_blocks(model, x, outputs="trace")["0.weight"]
     result = empirical_ntk(model, x, per_layer=True, method="layerwise")
     assert relative_error(result.blocks["0.weight"], 4 * expected) < 1e-10
+
+
+def test_a_convolution_given_bare_int_geometry_after_construction_is_exact():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(12, 2)).double()
+    model[0].padding, model[0].stride, model[0].dilation = 1, 2, 1  # torch's forward takes ints
+    x = torch.randn(4, 2, 4, 4, dtype=torch.float64)
+    fast = empirical_ntk(model, x, method="layerwise").ntk
+    torch.testing.assert_close(fast, empirical_ntk(model, x, method="jacobian").ntk,
+                               rtol=1e-12, atol=1e-12)

@@ -346,11 +346,16 @@ def on_values(function: Callable[..., T]) -> Callable[..., T]:
     themselves), so that the result is differentiable neither in them nor in tensors the model
     holds that require grad: torch.func's derivatives through a Jacobian are not exact for every
     model (LayerNorm's), and a kernel that autograd could differentiate wrongly must not be
-    offered. Tensors of torch.func transforms (vmap, grad), which cannot be detached from them,
-    are refused."""
+    offered. Calls inside torch.func transforms (vmap, grad), whose tensors cannot be detached
+    from them and in which autograd's own passes cannot run, are refused."""
 
     @functools.wraps(function)
     def outside(*args: Any, **kwargs: Any) -> T:
+        if torch._C._functorch.peek_interpreter_stack() is not None:
+            raise WidenetError(f"{function.__name__} cannot run inside a torch.func transform "
+                               "(vmap, grad, jacrev, ...): its result is a value, not "
+                               "differentiable or batchable in its arguments; call "
+                               f"{function.__name__} outside the transform")
         with torch.inference_mode(False), torch.no_grad():
             return function(*(_value(value, function.__name__) for value in args),
                             **{name: _value(value, function.__name__)

@@ -157,19 +157,27 @@ def conv_grads(g: torch.Tensor) -> torch.Tensor:
 
 def conv_patches(conv: nn.Conv1d | nn.Conv2d) -> Callable[[torch.Tensor], torch.Tensor]:
     """The unfolding of a convolution's input into (c, T, C_in * prod(kernel_size)) patches."""
-    padding = (0,) * len(conv.kernel_size) if conv.padding == "valid" else conv.padding
-    if len(conv.kernel_size) == 1:
-        geometry = {"kernel_size": (1, *conv.kernel_size), "dilation": (1, *conv.dilation),
-                    "padding": (0, *padding), "stride": (1, *conv.stride)}
+    axes = len(conv.kernel_size)
+    padding = (0,) * axes if conv.padding == "valid" else _per_axis(conv.padding, axes)
+    dilation, stride = _per_axis(conv.dilation, axes), _per_axis(conv.stride, axes)
+    if axes == 1:
+        geometry = {"kernel_size": (1, *conv.kernel_size), "dilation": (1, *dilation),
+                    "padding": (0, *padding), "stride": (1, *stride)}
     else:
-        geometry = {"kernel_size": conv.kernel_size, "dilation": conv.dilation,
-                    "padding": padding, "stride": conv.stride}
+        geometry = {"kernel_size": conv.kernel_size, "dilation": dilation,
+                    "padding": padding, "stride": stride}
 
     def patches(a: torch.Tensor) -> torch.Tensor:
         image = a.unsqueeze(2) if len(conv.kernel_size) == 1 else a
         return F.unfold(image, **geometry).transpose(1, 2)
 
     return patches
+
+
+def _per_axis(value: int | tuple[int, ...], axes: int) -> tuple[int, ...]:
+    """A convolution's padding, dilation or stride as one value per axis: torch's layers hold
+    tuples, and take a bare int set on them afterwards as that int on every axis."""
+    return (value,) * axes if isinstance(value, int) else tuple(value)
 
 
 def conv_problem(conv: nn.Conv1d | nn.Conv2d) -> str | None:
