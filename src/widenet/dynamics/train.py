@@ -287,9 +287,8 @@ class _Loop:
         """The forward and backward pass of step ``step`` on its batch at theta_s, gradient
         scaling applied: the batch loss, whether an entry of the optimizer's parameters'
         gradients may be NaN or infinite (the sum of their per-tensor sums is not finite:
-        always so when an entry is, rarely when finite entries overflow; read with the loss
-        in one transfer), whether the batch is the whole training set, and the scaling factors
-        xi_l (empty without scaling)."""
+        always so when an entry is, rarely when finite entries overflow), whether the batch is
+        the whole training set, and the scaling factors xi_l (empty without scaling)."""
         xb, yb, full_batch = self.batches.next(step)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad(), self.recording():
@@ -298,9 +297,10 @@ class _Loop:
             (self.loss_scale * batch_loss).backward()
         self.output = output.detach() if full_batch else None
         factors = {} if self.gradient_scaling is None else self.gradient_scaling.apply()
-        sums = [p.grad.sum() for _, p in self.trained if p.grad is not None]  # sparse too
-        loss, *sums = torch.stack([batch_loss.detach().reshape(()), *sums]).tolist()
-        return loss, not math.isfinite(sum(sums)), full_batch, factors
+        # One number read (the sum of the per-tensor sums, sparse ones too; stacking them
+        # would cost more than the sums on a small net): it is not finite when an entry is not
+        total = sum(p.grad.sum() for _, p in self.trained if p.grad is not None)
+        return float(batch_loss.detach()), not math.isfinite(total), full_batch, factors
 
     def gradient_divergence(self) -> str:
         """Why the run stops before the optimizer steps on gradients of which an entry is NaN
