@@ -183,6 +183,33 @@ def test_a_non_finite_gradient_at_a_finite_loss_stops_the_run_before_the_step(
     assert not math.isfinite(last["grad_norm"])
 
 
+def test_a_non_finite_sparse_gradient_stops_the_run_before_the_step() -> None:
+    """An embedding with sparse=True: its gradient's values are tested (summed over repeated
+    rows, as SGD adds them)."""
+    class Lookup(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = torch.nn.Embedding(10, 1, sparse=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.embedding(x[:, 0].long().clamp(0, 9))
+
+    torch.manual_seed(0)
+    model = Lookup()
+    calls = []
+
+    def at_the_third_pass(gradient: torch.Tensor) -> torch.Tensor:  # sparse: no full_like
+        calls.append(None)
+        return gradient * math.inf if len(calls) == 3 else gradient
+    model.embedding.weight.register_hook(at_the_third_pass)
+    x = torch.arange(10.0).repeat(2).reshape(20, 1)
+    result = train(model, x, torch.ones(20, 1), steps=6, log_every=1,
+                   optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+    assert (result.status, result.steps) == ("diverged", 2)
+    assert "gradient of embedding.weight became inf" in result.reason
+    assert bool(torch.isfinite(model.embedding.weight).all())
+
+
 def test_a_gradient_whose_norm_overflows_with_finite_entries_is_stepped_on() -> None:
     """Entries near the largest float32 whose sums overflow are finite: no divergence (a
     learning rate of 0 keeps the step finite)."""
