@@ -446,3 +446,33 @@ def test_exploit_fixture_really_runs_code_when_unpickled(tmp_path) -> None:
     target = tmp_path / "ran"
     pickle.loads(pickle.dumps(Exploit(str(target)))).close()
     assert target.exists()
+
+
+def test_a_run_resumed_into_a_model_initialized_otherwise_is_the_checkpointed_run() -> None:
+    """Why the fingerprint leaves out the parameters' values: everything taken from the
+    initial ones travels in the checkpoint (a LazyModel's w_0 and a LinearizedModel's
+    theta_0 as buffers, the monitors' theta_0, K_0 and f_lin), so a resumed run continues the
+    checkpointed one bit for bit whatever the model it is given held (here another seed's)."""
+    from widenet.diagnostics.builtin import KernelMonitor, LinearizationMonitor
+    from widenet.dynamics.lazy import LazyModel
+    from widenet.dynamics.linearize import linearize
+
+    x, y = regression()
+    for build in (lambda seed: LazyModel(net(seed), 4.0), lambda seed: linearize(net(seed))):
+        def monitors() -> list[Monitor]:
+            return [WeightMovementMonitor(), KernelMonitor(), LinearizationMonitor()]
+        arguments = {"lr": 0.5, "log_every": 3, "loss_scale": 1 / 16}
+        whole_net = build(0)
+        whole = train(whole_net, x, y, steps=12, monitors=monitors(), **arguments)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "c.pt"
+            train(build(0), x, y, steps=6, monitors=monitors(),
+                  checkpoint=Checkpoint(path, every=6), **arguments)
+            resumed_net = build(99)
+            resumed = train(resumed_net, x, y, steps=12, monitors=monitors(),
+                            checkpoint=Checkpoint(path, every=6, resume=True), **arguments)
+        assert resumed.history.equals(whole.history)
+        for name, table in whole.measurements.items():
+            assert resumed.measurements[name].equals(table)
+        for key, value in whole_net.state_dict().items():  # parameters and w_0 / theta_0
+            assert torch.equal(resumed_net.state_dict()[key], value)

@@ -152,6 +152,76 @@ def test_a_diverging_run_is_recorded_not_raised() -> None:
     assert len(result.history) >= 2
 
 
+def _gradient_at(step: int, value: float):
+    """A gradient hook that sets every entry to ``value`` at the ``step``-th backward pass
+    (counting from 0) and leaves the others alone."""
+    calls = []
+
+    def hook(gradient: torch.Tensor) -> torch.Tensor:
+        calls.append(None)
+        return torch.full_like(gradient, value) if len(calls) == step + 1 else gradient
+    return hook
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+def test_a_non_finite_gradient_at_a_finite_loss_stops_the_run_before_the_step(
+        value: float) -> None:
+    """The step would write inf/NaN into the model; the run ends as a diverged loss ends it,
+    with the parameters of the diverging row theta_3, those after the last good step."""
+    x, y = regression()
+    model, reference = net(), net()
+    model.layers[1].weight.register_hook(_gradient_at(3, value))
+    result = train(model, x, y, lr=0.1, steps=10, log_every=5)
+    train(reference, x, y, lr=0.1, steps=3, log_every=5)
+    assert (result.status, result.steps) == ("diverged", 3)
+    assert f"gradient of layers.1.weight became {value}" in result.reason
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(p, q)
+    last = result.history.iloc[-1]
+    assert last["step"] == 3
+    assert math.isfinite(last["loss"])
+    assert not math.isfinite(last["grad_norm"])
+
+
+def test_a_non_finite_sparse_gradient_stops_the_run_before_the_step() -> None:
+    """An embedding with sparse=True: its gradient's values are tested (summed over repeated
+    rows, as SGD adds them)."""
+    class Lookup(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = torch.nn.Embedding(10, 1, sparse=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.embedding(x[:, 0].long().clamp(0, 9))
+
+    torch.manual_seed(0)
+    model = Lookup()
+    calls = []
+
+    def at_the_third_pass(gradient: torch.Tensor) -> torch.Tensor:  # sparse: no full_like
+        calls.append(None)
+        return gradient * math.inf if len(calls) == 3 else gradient
+    model.embedding.weight.register_hook(at_the_third_pass)
+    x = torch.arange(10.0).repeat(2).reshape(20, 1)
+    result = train(model, x, torch.ones(20, 1), steps=6, log_every=1,
+                   optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+    assert (result.status, result.steps) == ("diverged", 2)
+    assert "gradient of embedding.weight became inf" in result.reason
+    assert bool(torch.isfinite(model.embedding.weight).all())
+
+
+def test_a_gradient_whose_norm_overflows_with_finite_entries_is_stepped_on() -> None:
+    """Entries near the largest float32 whose sums overflow are finite: no divergence (a
+    learning rate of 0 keeps the step finite)."""
+    x, y = regression()
+    model = net().float()
+    model.layers[1].weight.register_hook(_gradient_at(1, 3e38))  # 32 x 32 of them: 1-norm inf
+    result = train(model, x.float(), y.float(), steps=3, log_every=1,
+                   optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+    assert (result.status, result.reason, result.steps) == ("completed", "", 3)
+    assert result.history["grad_norm"].iloc[1] == math.inf
+
+
 def test_a_net_that_fits_its_targets_at_the_start_is_not_called_diverged() -> None:
     x, _ = regression()
     model = net()

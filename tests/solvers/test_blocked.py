@@ -261,6 +261,47 @@ def test_kernels_and_their_parts_travel_by_cloudpickle() -> None:
                                original.matmul(v[:original.shape[1]]))
 
 
+@pytest.mark.parametrize("module", ["pickle", "cloudpickle"])
+def test_a_kernel_file_and_its_parts_pickle_as_the_path_not_the_data(
+        module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel read from a file (as ``widenet kernel`` writes it) is sent to a Ray task or
+    another process by pickle: its per-thread read buffers could not be pickled before the
+    fix. The copy holds the file's description, not its values, and reads the file where it
+    runs, also from another working folder (the path is kept absolute, so the original too
+    reads it after a change of folder); it gives the same products and rows."""
+    pickler = pytest.importorskip(module)
+    matrix = _kernel(200)
+    np.save(tmp_path / "k.npy", matrix.float().numpy())
+    monkeypatch.chdir(tmp_path)
+    kernel = BlockedKernel.open("k.npy", block_rows=7)
+    v = torch.linspace(-1, 1, 400, dtype=torch.float64).reshape(200, 2)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for original in (kernel, kernel.part(range(30, 200), range(10, 150))):
+        payload = pickler.dumps(original)
+        assert len(payload) < 5_000 < 4 * 200 * 200  # not the 160 kB of float32 values
+        monkeypatch.chdir(elsewhere)
+        copy = pickler.loads(payload)
+        right = v[:original.shape[1]]
+        assert copy.shape == original.shape
+        assert copy.eps == original.eps == torch.finfo(torch.float32).eps
+        assert torch.equal(copy.matmul(right), original.matmul(right))
+        assert torch.equal(copy.take(np.array([5, 0, 9])), original.take(np.array([5, 0, 9])))
+        monkeypatch.chdir(tmp_path)
+
+
+def test_a_kernel_file_gone_where_a_copy_reads_it_is_named(tmp_path: Path) -> None:
+    """A pickled kernel read where its file is not (another machine, or deleted) says so."""
+    import pickle
+
+    np.save(tmp_path / "k.npy", _kernel(20).numpy())
+    payload = pickle.dumps(BlockedKernel.open(tmp_path / "k.npy"))
+    (tmp_path / "k.npy").unlink()
+    copy = pickle.loads(payload)
+    with pytest.raises(WidenetError, match=r"kernel file .*k\.npy does not exist"):
+        copy.matmul(torch.ones(20, 1, dtype=torch.float64))
+
+
 def test_a_part_of_a_net_kernel_computes_only_its_columns(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """part(rows, cols) of from_net computes K(x[block], x2[cols]), not the whole rows (it

@@ -4,6 +4,8 @@ Nystrom preconditioner, and clear refusals of bad input."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -222,13 +224,31 @@ def test_a_tolerance_of_one_or_more_is_refused() -> None:
             gradient_flow(BlockedKernel(kernel), y, 1.0, tol=tol)
 
 
-def test_progress_that_is_neither_a_flag_nor_a_function_is_refused() -> None:
+def test_progress_that_is_neither_a_flag_nor_none_nor_a_function_is_refused() -> None:
     """progress="yes" (or 1) was taken for False, silently (before the fix)."""
     from widenet.solvers.flow import gradient_flow
 
     kernel, y, _ = _small_problem()
-    for progress in ("yes", 1, None):
-        with pytest.raises(WidenetError, match="progress must be True, False or a function"):
+    for progress in ("yes", 1):
+        with pytest.raises(WidenetError, match="progress must be True, False, None or a"):
             conjugate_gradients(BlockedKernel(kernel), y, progress=progress)
-        with pytest.raises(WidenetError, match="progress must be True, False or a function"):
+        with pytest.raises(WidenetError, match="progress must be True, False, None or a"):
             gradient_flow(BlockedKernel(kernel), y, 1.0, progress=progress)
+
+
+def test_progress_none_means_no_progress_output(capsys: pytest.CaptureFixture,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """None, which train accepts, was refused by the solvers; it is False: the same results,
+    nothing printed, even on a terminal (where True prints a bar)."""
+    from widenet.solvers.fit import fit
+    from widenet.solvers.flow import gradient_flow
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    kernel, y, _ = _small_problem()
+    for solve in (lambda **kw: conjugate_gradients(BlockedKernel(kernel), y, **kw).weights,
+                  lambda **kw: gradient_flow(BlockedKernel(kernel), y, 1.0, **kw).weights,
+                  lambda **kw: fit(BlockedKernel(kernel), y, ridge=1e-3, **kw).train):
+        assert torch.equal(solve(progress=None), solve(progress=False))
+        assert capsys.readouterr() == ("", "")
+        solve(progress=True)
+        assert capsys.readouterr().err

@@ -122,7 +122,11 @@ def fingerprint(model: nn.Module, data: Mapping[str, torch.Tensor | None], loss:
     its dtype and shape), the loss, the optimizer's description (``Updates.description``: a
     spec's name, momentum, batch size and gradient scaling, or a torch optimizer's class and
     group settings), the other ``settings`` (lr, seed, ...) and the monitors (type and
-    cadence)."""
+    cadence). Not the values of the parameters and buffers: the checkpoint holds them, and
+    every reference taken from the initial ones (a LazyModel's w_0, a LinearizedModel's
+    theta_0, both buffers; the monitors' theta_0, K_0, f_0 in their state), so a resumed run
+    continues the checkpointed one exactly whatever the model it is given holds (built anew,
+    or from another seed)."""
     modules = [f"{name or '<root>'}: {_qualified(type(module))}"
                for name, module in model.named_modules()]
     tensors = [f"{name}: {tensor.dtype} {tuple(tensor.shape)}"

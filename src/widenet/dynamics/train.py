@@ -8,7 +8,9 @@ when test data are given. Each monitor's numbers go into its own table of measur
 per step where it ran (``TrainResult.measurements``; ``TrainResult.measured`` joins them with
 the History). A non-finite batch loss, or one above ``divergence_factor`` times the loss scale
 (the larger of the initial full-batch loss and the loss of zero outputs on the training set),
-ends the run with status "diverged", keeping every row logged so far plus the diverging one.
+ends the run with status "diverged", keeping every row logged so far plus the diverging one;
+so does a NaN or infinite gradient at a finite loss, found before the optimizer would write it
+into the model (the parameters stay theta_s, those of the diverging row).
 The zero-output loss (||y||^2/(2n) for MSE, log k for cross-entropy over k classes) sets the
 scale when the initial loss is about 0, as for a net that already fits its targets: a loss
 compared with a vanishing initial one alone would count every rounding error as divergence.
@@ -21,7 +23,8 @@ monitors, rows; widenet.dynamics.checkpoint) is written atomically before the fi
 where the uninterrupted run would have.
 
 Each step is :meth:`_Loop.gradient` (forward and backward on the step's batch), then the row if
-one is due, then the optimizer's update; :meth:`_Loop.finish` measures the final row at theta_T.
+one is due, then (the loss and the gradients checked) the optimizer's update;
+:meth:`_Loop.finish` measures the final row at theta_T.
 """
 
 from __future__ import annotations
@@ -124,8 +127,8 @@ def train(model: nn.Module, x: torch.Tensor | Iterable, y: torch.Tensor | None =
     (leave ``lr`` out; the History's ``lr`` is the first group's). ``checkpoint``: a path or a
     :class:`Checkpoint` (every, resume). The run stops with status "diverged" at a non-finite
     loss or one above ``divergence_factor`` times the larger of the initial loss and the loss of
-    zero outputs (module docstring). Inputs are cast to the model's dtype and device.
-    ``progress=None`` shows a bar only on a terminal.
+    zero outputs, or at a non-finite gradient, before the step (module docstring). Inputs are
+    cast to the model's dtype and device. ``progress=None`` shows a bar only on a terminal.
     """
     loss_fn = get_loss(loss)
     if not isinstance(model, nn.Module):
@@ -217,6 +220,10 @@ class _Loop:
         self.updates, self.optimizer = updates, updates.optimizer
         self.batches, self.monitors, self.test_data = batches, monitors, test_data
         self.gradient_scaling = updates.gradient_scaling
+        names = {id(p): name for name, p in model.named_parameters()}
+        # The parameters the optimizer steps, named: their gradients are checked before a step.
+        self.trained = [(names[id(p)], p) for group in self.optimizer.param_groups
+                        for p in group["params"]]
         self.rows: list[dict] = []
         self.measured: dict[str, list[dict]] = {monitor.name: [] for monitor in monitors}
         self.initial_loss = math.nan
@@ -256,13 +263,14 @@ class _Loop:
         """Steps start..steps-1 (log, then update), then the final measurement at theta_T."""
         with tqdm(total=steps, initial=start, disable=not show, desc="training") as bar:
             for step in range(start, steps):
-                batch_loss, full_batch, factors = self.gradient(step)
+                batch_loss, suspect, full_batch, factors = self.gradient(step)
                 # Divergence is judged on the batch loss: no extra full pass on unlogged steps.
                 if step == 0:
                     self.initial_loss = batch_loss if full_batch \
                         else self.evaluate(self.x, self.y)["loss"]
                 diverged = _divergence(batch_loss, self.initial_loss, self.zero_loss,
-                                       divergence_factor)
+                                       divergence_factor) \
+                    or (self.gradient_divergence() if suspect else "")
                 due = [m for m in self.monitors
                        if diverged or step % (m.every or log_every) == 0]
                 if diverged or due or step % log_every == 0:
@@ -275,10 +283,12 @@ class _Loop:
                     self.save(saving, step + 1)
         return self.finish(steps, divergence_factor)
 
-    def gradient(self, step: int) -> tuple[float, bool, dict[str, float]]:
+    def gradient(self, step: int) -> tuple[float, bool, bool, dict[str, float]]:
         """The forward and backward pass of step ``step`` on its batch at theta_s, gradient
-        scaling applied: the batch loss, whether the batch is the whole training set, and the
-        scaling factors xi_l (empty without scaling)."""
+        scaling applied: the batch loss, whether an entry of the optimizer's parameters'
+        gradients may be NaN or infinite (the sum of their per-tensor sums is not finite:
+        always so when an entry is, rarely when finite entries overflow), whether the batch is
+        the whole training set, and the scaling factors xi_l (empty without scaling)."""
         xb, yb, full_batch = self.batches.next(step)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad(), self.recording():
@@ -287,7 +297,22 @@ class _Loop:
             (self.loss_scale * batch_loss).backward()
         self.output = output.detach() if full_batch else None
         factors = {} if self.gradient_scaling is None else self.gradient_scaling.apply()
-        return float(batch_loss.detach()), full_batch, factors
+        # One number read (the sum of the per-tensor sums, sparse ones too; stacking them
+        # would cost more than the sums on a small net): it is not finite when an entry is not
+        total = sum(p.grad.sum() for _, p in self.trained if p.grad is not None)
+        return float(batch_loss.detach()), not math.isfinite(total), full_batch, factors
+
+    def gradient_divergence(self) -> str:
+        """Why the run stops before the optimizer steps on gradients of which an entry is NaN
+        or infinite (the step would write it into the model), naming the first such parameter;
+        "" if every entry is finite."""
+        for name, parameter in self.trained:
+            entries = None if parameter.grad is None else _dense(parameter.grad)
+            if entries is not None and not bool(torch.isfinite(entries).all()):
+                kind = "nan" if bool(entries.isnan().any()) else "inf"
+                return (f"the gradient of {name} became {kind} while the training loss was "
+                        "finite; the parameters are left as they were before this step")
+        return ""
 
     def training_row(self, batch_loss: float, full_batch: bool) -> dict[str, float]:
         """The full-batch loss (and accuracy) at theta_s, from this step's pass when its batch
@@ -371,6 +396,12 @@ def _scalar(loss: object) -> torch.Tensor:
                            f"with .mean() or .sum()), got {type(loss).__name__} of shape "
                            f"{tuple(getattr(loss, 'shape', ()))}")
     return loss
+
+
+def _dense(gradient: torch.Tensor) -> torch.Tensor:
+    """The gradient's entries as a dense tensor: a sparse gradient's values, summed over
+    repeated indices as the optimizer adds them."""
+    return gradient.coalesce().values() if gradient.is_sparse else gradient
 
 
 def _divergence(loss: float, initial: float, zero: float, factor: float) -> str:

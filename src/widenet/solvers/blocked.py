@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable, Iterator
 from numbers import Integral
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -348,7 +349,8 @@ class _PartRows:
 
 class _NpyRows:
     """Rows of a 2-D ``.npy`` file, read with ``os.pread`` into a reused buffer (one per
-    thread that reads)."""
+    thread that reads). Pickled (a kernel sent to a Ray task or another process) it is the
+    file's description, not its data: the copy opens the file at each read, as here."""
 
     def __init__(self, path: Path):
         if path.suffix != ".npy":
@@ -376,7 +378,8 @@ class _NpyRows:
             raise WidenetError(f"{path} holds a {dtype} array of shape {shape}"
                                f"{' in Fortran order' if fortran else ''}; a kernel file holds "
                                "a non-empty 2-D float32 or float64 matrix in C order")
-        self.path, self.shape, self.dtype = path, tuple(shape), dtype
+        # absolute: reads (at each block) find the file from another working folder or process
+        self.path, self.shape, self.dtype = path.absolute(), tuple(shape), dtype
         self.row_bytes = self.shape[1] * self.dtype.itemsize
         expected = self.offset + self.shape[0] * self.row_bytes
         size = path.stat().st_size
@@ -389,6 +392,23 @@ class _NpyRows:
                 "data; write the kernel again with np.save or `widenet kernel`")
         self._buffers = threading.local()  # one reused buffer per reading thread
 
+    def __getstate__(self) -> dict:
+        """The description without the buffers (not picklable)."""
+        return {key: value for key, value in self.__dict__.items() if key != "_buffers"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._buffers = threading.local()
+
+    def _open(self) -> BinaryIO:
+        """The file, unbuffered, for reads at offsets."""
+        try:
+            return self.path.open("rb", buffering=0)
+        except FileNotFoundError:
+            raise WidenetError(f"the kernel file {self.path} does not exist (any more, or "
+                               "where this process runs: a kernel sent to another process or "
+                               "machine reads its file there)") from None
+
     def fetch(self, start: int, stop: int, cols: range) -> np.ndarray:
         """Rows start..stop-1, read whole (one contiguous read) and cut to ``cols``."""
         count = (stop - start) * self.shape[1]
@@ -396,7 +416,7 @@ class _NpyRows:
         if buffer is None or buffer.size < count:
             buffer = self._buffers.rows = np.empty(count, dtype=self.dtype)
         view = buffer[:count]
-        with self.path.open("rb", buffering=0) as file:
+        with self._open() as file:
             _read_into(file.fileno(), memoryview(view).cast("B"),
                        self.offset + start * self.row_bytes)
         return view.reshape(stop - start, self.shape[1])[:, cols.start:cols.stop]
@@ -405,7 +425,7 @@ class _NpyRows:
         """The ``cols`` of the rows ``index``, one read each."""
         out = np.empty((len(index), len(cols)), dtype=self.dtype)
         skip = cols.start * self.dtype.itemsize
-        with self.path.open("rb", buffering=0) as file:
+        with self._open() as file:
             for row, i in enumerate(index):
                 _read_into(file.fileno(), memoryview(out[row]).cast("B"),
                            self.offset + int(i) * self.row_bytes + skip)

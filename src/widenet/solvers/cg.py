@@ -66,14 +66,15 @@ def conjugate_gradients(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, *,
                         = "nystrom", rank: int | None = None, seed: int | None = None,
                         tol: float = 1e-6,
                         max_iterations: int = DEFAULT_MAX_ITERATIONS,
-                        progress: bool | Progress = False) -> SolveResult:
+                        progress: bool | Progress | None = False) -> SolveResult:
     """Solve (K + ridge I) alpha = Y by preconditioned conjugate gradients (module docstring).
 
     ``y``: (n,) or (n, k) targets, finite. ``preconditioner``: "nystrom" (a
     :class:`~widenet.solvers.nystrom.NystromPreconditioner` of ``rank`` columns drawn with
     ``seed``, default 0), None (plain CG) or a function R -> M R on (n, k) tensors; ``rank``
     and ``seed`` are refused with the other two, which have no use for them. ``progress``: a
-    function (see :data:`Progress`), or True for a tqdm bar on stderr when it is a terminal.
+    function (see :data:`Progress`), True for a tqdm bar on stderr when it is a terminal, or
+    False or None for none.
     Raises if K + ridge I is found not to be positive definite (p^T (K + ridge I) p <= 0).
     """
     n = square_size(kernel)

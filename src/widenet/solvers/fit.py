@@ -77,7 +77,7 @@ def fit(kernel: KernelLike, labels: np.ndarray | torch.Tensor, *, ridge: float =
         preconditioner: str | None = "nystrom", rank: int | None = None,
         seed: int | None = None,
         tol: float = 1e-6, max_iterations: int | None = None,
-        progress: bool | Progress = False) -> KernelFit:
+        progress: bool | Progress | None = False) -> KernelFit:
     """Fit a kernel machine on the training kernel ``kernel`` (n, n) and ``labels`` (n,)
     integers or (n,) / (n, k) reals, and predict on the test points of ``test_kernel``
     (m, n) (module docstring). Kernels are :class:`BlockedKernel`, ``.npy`` paths or arrays.

@@ -85,7 +85,7 @@ class FlowResult:
 
 def gradient_flow(kernel: BlockedKernel, y: torch.Tensor | np.ndarray, times: object, *,
                   tol: float = 1e-8, max_iterations: int = DEFAULT_MAX_ITERATIONS,
-                  progress: bool | Progress = False) -> FlowResult:
+                  progress: bool | Progress | None = False) -> FlowResult:
     """Lanczos approximations of phi_t(K) y and (I - exp(-K t/n)) y (module docstring) for every
     t of ``times`` (a number or a 1-D sequence of finite times >= 0)."""
     n = square_size(kernel)

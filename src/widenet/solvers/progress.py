@@ -13,12 +13,14 @@ estimate over the columns)."""
 
 
 class Reporter:
-    """Forwards progress to a function, or to a tqdm bar on a terminal, or nowhere."""
+    """Forwards progress to a function (``progress`` callable), or to a tqdm bar on a terminal
+    (True), or nowhere (False or None, the "no progress" that ``train(progress=None)`` also
+    accepts)."""
 
-    def __init__(self, progress: bool | Progress, total: int, description: str):
-        if not isinstance(progress, bool) and not callable(progress):
-            raise WidenetError(f"progress must be True, False or a function of (iteration, "
-                               f"residual), got {progress!r}")
+    def __init__(self, progress: bool | Progress | None, total: int, description: str):
+        if progress is not None and not isinstance(progress, bool) and not callable(progress):
+            raise WidenetError(f"progress must be True, False, None or a function of "
+                               f"(iteration, residual), got {progress!r}")
         self._bar = None
         self._function = progress if callable(progress) else None
         if progress is True and sys.stderr.isatty():
