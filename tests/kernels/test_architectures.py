@@ -69,6 +69,12 @@ def test_sum_adds_weighted_kernels_of_uncorrelated_branches() -> None:
     # Each branch ends in an activation, so they are correlated: refused.
     with pytest.raises(wn.WidenetError, match="do not end in a weighted layer"):
         wn.infinite_kernels(model, x)
+    # a layer norm of the sum's input is as correlated with the skip as the input itself
+    for branch in (wnn.LayerNorm(), wnn.Sequential(wnn.Conv1d(3, 3, 1), wnn.Activation("relu"),
+                                                   wnn.AvgPool1d(1))):
+        with pytest.raises(wn.WidenetError, match="do not end in a weighted layer"):
+            wn.infinite_kernels(wnn.Sequential(wnn.Conv1d(2, 3, 3), wnn.Residual(branch),
+                                               wnn.GlobalAvgPool(), wnn.Dense(3, 1)), x)
     convs = [wnn.Conv1d(2, 3, 3, bias_std=0.2), wnn.Conv1d(2, 3, 3, weight_std=2.0)]
     summed = wn.infinite_kernels(wnn.Sequential(wnn.Sum(convs, [0.6, 1.5]), wnn.GlobalAvgPool(),
                                                 wnn.Dense(3, 1, weight_std=1.0)), x)
