@@ -69,6 +69,12 @@ def test_sum_adds_weighted_kernels_of_uncorrelated_branches() -> None:
     # Each branch ends in an activation, so they are correlated: refused.
     with pytest.raises(wn.WidenetError, match="do not end in a weighted layer"):
         wn.infinite_kernels(model, x)
+    # a layer norm of the sum's input is as correlated with the skip as the input itself
+    for branch in (wnn.LayerNorm(), wnn.Sequential(wnn.Conv1d(3, 3, 1), wnn.Activation("relu"),
+                                                   wnn.AvgPool1d(1))):
+        with pytest.raises(wn.WidenetError, match="do not end in a weighted layer"):
+            wn.infinite_kernels(wnn.Sequential(wnn.Conv1d(2, 3, 3), wnn.Residual(branch),
+                                               wnn.GlobalAvgPool(), wnn.Dense(3, 1)), x)
     convs = [wnn.Conv1d(2, 3, 3, bias_std=0.2), wnn.Conv1d(2, 3, 3, weight_std=2.0)]
     summed = wn.infinite_kernels(wnn.Sequential(wnn.Sum(convs, [0.6, 1.5]), wnn.GlobalAvgPool(),
                                                 wnn.Dense(3, 1, weight_std=1.0)), x)
@@ -542,3 +548,38 @@ def test_a_symmetric_call_keeps_one_copy_of_the_inputs(case: str,
         model, x = wn.MLP(6, [8], 1, seed=0), images(3, 6, seed=22).float()
     wn.infinite_kernels(model, x)
     assert engines[0].x2 is engines[0].x1
+
+
+def _frozen(model: nn.Module, names: set[str]) -> nn.Module:
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name not in names)
+    return model
+
+
+@pytest.mark.parametrize(("make", "x", "names"), [
+    (lambda: wnn.Sequential(wnn.Conv2d(2, 4, 3, bias_std=0.5),
+                            wnn.Residual(wnn.Sequential(wnn.Activation("erf"),
+                                                        wnn.Conv2d(4, 4, 3, bias_std=0.2))),
+                            wnn.Activation("relu"), wnn.AvgPool2d(2), wnn.Flatten(),
+                            wnn.Dense(16, 2, bias_std=0.1)),
+     images(4, 2, 4, 4, seed=21), {"0.weight", "1.branch.1.bias", "5.bias"}),
+    (lambda: wn.MLP(3, [8, 8], 1, "relu", bias_std=0.3), images(4, 3, seed=22).flatten(1)[:, :3],
+     {"layers.2.weight", "layers.0.bias"}),
+    (lambda: nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                           nn.Linear(4, 1)), images(4, 2, 5, seed=23), {"0.bias", "4.weight"})])
+def test_frozen_parameters_are_left_out_of_the_ntk(make, x: torch.Tensor, names: set[str]
+                                                   ) -> None:
+    """The empirical NTK sums over the trainable parameters only, so its limit does too: with
+    some parameters frozen the NTK is the full one less their blocks, the blocks are those of
+    the trainable parameters, and the NNGP does not change (frozen parameters were counted)."""
+    full = wn.infinite_kernels(make(), x, bias_std=0.3, per_layer=True)
+    model = _frozen(make(), names)
+    expected = full.ntk - sum(full.blocks[name] for name in names)
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    for per_layer in (True, False):
+        part = wn.infinite_kernels(model, x, bias_std=0.3, per_layer=per_layer)
+        assert torch.equal(part.nngp, full.nngp)
+        assert torch.allclose(part.ntk, expected, rtol=1e-13, atol=1e-15)
+        assert list(part.blocks) == (trainable if per_layer else [])
+    cross = wn.infinite_kernels(model, x[:1], x[1:], bias_std=0.3)
+    assert torch.allclose(cross.ntk, expected[:1, 1:], rtol=1e-13, atol=1e-15)

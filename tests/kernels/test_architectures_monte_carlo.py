@@ -84,9 +84,20 @@ def strided(m: int, seed: int) -> torch.nn.Module:
                           wnn.Dense(m, 1, weight_std=1.0, dtype=torch.float64), seed=seed)
 
 
+def post_norm_resnet(m: int, seed: int) -> torch.nn.Module:
+    """Residual blocks x + 0.8 LN(conv(relu(x))) and a sum of a pooled convolution with a
+    strided one: branches that end in maps odd in their own last layer's output, so
+    uncorrelated with the other branch (they were refused)."""
+    block = wnn.Residual(wnn.Sequential(_relu(), _conv(m, m, 0.2), wnn.LayerNorm()), alpha=0.8)
+    pair = wnn.Sum([wnn.Sequential(_conv(m, m), wnn.AvgPool2d(2)),
+                    wnn.Conv2d(m, m, 2, stride=2, weight_std=RELU_STD, dtype=torch.float64)])
+    return wnn.Sequential(_conv(1, m), block, _relu(), pair, _relu(), wnn.GlobalAvgPool(),
+                          wnn.Dense(m, 1, weight_std=1.0, dtype=torch.float64), seed=seed)
+
+
 ARCHITECTURES: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "cnn-flatten": cnn_flatten, "cnn-pooling": cnn_pooling, "resnet": resnet,
-    "layer-norm": layer_norm_net, "strided": strided}
+    "layer-norm": layer_norm_net, "strided": strided, "post-norm-resnet": post_norm_resnet}
 
 
 def images(n: int = 3, seed: int = 0) -> torch.Tensor:

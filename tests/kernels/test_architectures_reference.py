@@ -170,9 +170,24 @@ def linear_net() -> nn.Module:
                           wnn.Flatten(), wnn.Dense(3 * 2 * 1, 1))
 
 
+def post_norm_branches() -> nn.Module:
+    """Branches ending in maps odd in their last weighted layer's output: a post-norm residual
+    block x + 0.6 LN(conv(relu(x))), and the sum of a pooled convolution with a strided one
+    times a linear activation."""
+    return wnn.Sequential(wnn.Conv2d(2, 3, 3),
+                          wnn.Residual(wnn.Sequential(wnn.Activation("relu"),
+                                                      wnn.Conv2d(3, 3, 3, bias_std=0.2),
+                                                      wnn.LayerNorm()), alpha=0.6),
+                          wnn.Sum([wnn.Sequential(wnn.Conv2d(3, 3, 3), wnn.AvgPool2d(2)),
+                                   wnn.Sequential(wnn.Conv2d(3, 3, 3, stride=2, padding="valid"),
+                                                  wnn.Activation(ab(0.5, 0.0)))],
+                                  weights=[1.0, -0.7]),
+                          wnn.Activation("erf"), wnn.Flatten(), wnn.Dense(3 * 2 * 2, 1))
+
+
 @pytest.mark.parametrize(("make", "shape"), [
     (strided_cnn, (2, 9, 8)), (normalized_resnet_1d, (2, 14)), (summed_branches, (2, 8, 6)),
-    (linear_net, (2, 8, 6))])
+    (linear_net, (2, 8, 6)), (post_norm_branches, (2, 5, 5))])
 def test_architectures_against_the_joint_covariance_of_all_positions(make, shape) -> None:
     """A zero image, an antipodal pair and a repeated image among x1 and x2 (rectangular)."""
     model = make()

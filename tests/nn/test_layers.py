@@ -113,3 +113,22 @@ def test_strided_same_padding_follows_tensorflow_and_jax(padding: str, mode: str
     conv = wnn.Conv1d(3, 4, 3, stride=4, padding=padding, dtype=torch.float64)
     expected = F.conv1d(F.pad(x[:, :, 0], (0, 1), mode=mode), conv.weight, stride=4)
     assert torch.allclose(conv(x[:, :, 0]), expected / math.sqrt(3 * 3))
+
+
+def test_weight_std_rule_sees_the_whole_model_through_nested_sequentials() -> None:
+    """A Sequential inside another one resolved weight_std=None before it knew what runs after
+    it; the enclosing Sequential applies the rule again, keeping the seeded draws."""
+    erf = wn.activations.erf.edge_of_chaos(0.0)
+    stem = wnn.Sequential(wnn.Conv2d(1, 4, 3, parametrization="standard"), seed=3)
+    drawn = stem[0].weight.detach().clone()
+    net = wnn.Sequential(stem, wnn.Activation("erf"), wnn.GlobalAvgPool(), wnn.Dense(4, 1))
+    assert stem[0].weight_std == pytest.approx(erf)
+    assert torch.allclose(stem[0].weight.detach(), drawn * erf, rtol=1e-12, atol=0)  # not redrawn
+    branch = wnn.Sequential(wnn.Activation("relu"), wnn.Conv2d(4, 4, 3, weight_std=0.5),
+                            wnn.Activation("relu"), wnn.Conv2d(4, 4, 3))
+    net = wnn.Sequential(wnn.Conv2d(1, 4, 3), wnn.Residual(branch), wnn.Activation("erf"),
+                         wnn.GlobalAvgPool(), wnn.Dense(4, 1))
+    assert branch[3].weight_std == pytest.approx(erf)  # the next activation runs after the sum
+    assert branch[1].weight_std == 0.5  # given: kept
+    assert net[0].weight_std == pytest.approx(math.sqrt(2))
+    assert net[4].weight_std == pytest.approx(erf)

@@ -53,12 +53,13 @@ def infinite_kernels(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None
     ``model``: a widenet.MLP, a model of widenet.nn layers, or a torch model of supported layers
     (docs/architectures.md lists them); an unsupported module raises a WidenetError naming it.
     Only the architecture and the stds enter, never the widths or weights (a model built on
-    ``device="meta"`` works). Inputs: (n, d) vectors, (n, C, L) sequences or (n, C, H, W)
-    images. ``weight_std``, ``bias_std`` and ``parametrization`` apply to plain torch layers
-    (widenet layers carry their own): one value for every weighted layer, or a dict from the
-    layer's name in ``model.named_modules()`` to its value (a layer it does not name gets the
-    default); ``weight_std=None`` means the edge-of-chaos std of the activation that follows the
-    layer.
+    ``device="meta"`` works); the NTK, like :func:`~widenet.empirical_ntk`, sums over the
+    trainable parameters (a frozen one, ``requires_grad=False``, adds nothing to it). Inputs:
+    (n, d) vectors, (n, C, L) sequences or (n, C, H, W) images. ``weight_std``, ``bias_std`` and
+    ``parametrization`` apply to plain torch layers (widenet layers carry their own): one value
+    for every weighted layer, or a dict from the layer's name in ``model.named_modules()`` to
+    its value (a layer it does not name gets the default); ``weight_std=None`` means the
+    edge-of-chaos std of the activation that follows the layer.
 
     Returns :class:`~widenet.kernels.result.Kernels`: ``.nngp`` and ``.ntk`` per output unit,
     (n1, n2), in the inputs' dtype (``dtype=`` overrides) and on their device; ``x2=None`` gives

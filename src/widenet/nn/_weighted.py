@@ -25,7 +25,9 @@ class Weighted(nn.Module):
 
     ``weight_std=None`` is resolved later by :class:`widenet.nn.Sequential` (the edge-of-chaos
     std of the activation that follows the layer); a layer used on its own resolves it to 1.
-    ``bias_std=0`` means no bias parameter at all.
+    ``weight_std_given`` says whether sigma_w was given (to the constructor or to
+    ``set_weight_std``) rather than resolved by that rule. ``bias_std=0`` means no bias parameter
+    at all.
     """
 
     weight: nn.Parameter
@@ -49,19 +51,27 @@ class Weighted(nn.Module):
                      else None)
         if scaling is not None:  # a whole-net rule (widenet.MLP) that also draws the weights
             self.weight_std = finite_real(weight_std, "weight_std", minimum=0.0, strict=True)
-            self.weight_std_resolved = True
+            self.weight_std_given = True
             self._use_scaling(scaling)
             return
-        self.set_weight_std(1.0 if weight_std is None else weight_std)
-        self.weight_std_resolved = weight_std is not None
+        self.set_weight_std(1.0 if weight_std is None else weight_std,
+                            given=weight_std is not None)
 
-    def set_weight_std(self, weight_std: float) -> None:
-        """Set sigma_w, recompute the multipliers and redraw the parameters."""
+    def set_weight_std(self, weight_std: float, *, given: bool = True) -> None:
+        """Set sigma_w and recompute the multipliers; ``given=False`` marks sigma_w as the value
+        of the weight_std=None rule, which a Sequential around this one may replace. The first
+        call draws the parameters; later ones keep the weight's draw, rescaled to the new
+        initial std (a fresh draw's distribution, and a seeded draw stays that seed's)."""
         self.weight_std = finite_real(weight_std, "weight_std", minimum=0.0, strict=True)
-        self.weight_std_resolved = True
+        self.weight_std_given = given
+        drawn = getattr(self, "_init_stds", None)
         self._use_scaling(self.parametrization.dense(self.fan_in, self.weight_std,
                                                      self.bias_std))
-        self.reset_parameters()
+        if drawn is None:
+            self.reset_parameters()
+        elif self._init_stds[0] != drawn[0]:
+            with torch.no_grad():
+                self.weight.mul_(self._init_stds[0] / drawn[0])
 
     def _use_scaling(self, scaling: DenseScaling) -> None:
         self.weight_multiplier = scaling.weight.multiplier

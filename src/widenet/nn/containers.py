@@ -1,9 +1,11 @@
 """Sequential, Residual and Sum: the ways widenet layers are combined.
 
-``weight_std=None`` on a weighted layer is resolved here, once, by one rule: sigma_w is the
+``weight_std=None`` on a weighted layer is resolved here by one rule: sigma_w is the
 edge-of-chaos std (at the layer's bias_std) of the nearest activation after the layer, in the
 order the layers run (branches included); a layer with no activation after it (a readout) takes
-the nearest one before it; with no activation at all sigma_w = 1.
+the nearest one before it; with no activation at all sigma_w = 1. The rule looks at the whole
+model, so a Sequential resolves again the layers of the Sequentials inside it (built, and
+resolved, before it saw what runs around them).
 """
 
 from __future__ import annotations
@@ -85,13 +87,14 @@ def _in_order(module: nn.Module) -> Iterator[nn.Module]:
 
 
 def resolve_weight_stds(model: nn.Module) -> None:
-    """Give every weighted layer of ``model`` with an unresolved std its rule's sigma_w."""
+    """Give every weighted layer of ``model`` whose std was not given its rule's sigma_w in
+    ``model``."""
     order = list(_in_order(model))
     for index, layer in enumerate(order):
-        if not isinstance(layer, Weighted) or layer.weight_std_resolved:
+        if not isinstance(layer, Weighted) or layer.weight_std_given:
             continue
         after = [m for m in order[index + 1:] if isinstance(m, Activation)]
         before = [m for m in order[:index] if isinstance(m, Activation)]
         nearest = after[0] if after else (before[-1] if before else None)
         std = 1.0 if nearest is None else nearest.activation.edge_of_chaos(layer.bias_std)
-        layer.set_weight_std(std)
+        layer.set_weight_std(std, given=False)

@@ -30,9 +30,14 @@ class ActivationOp(Op):
         self.shape_in = self.shape_out = shape
         self.activation = activation
 
+    @property
+    def linear(self) -> bool:
+        """Whether phi is linear (a s), whose map is exact on any input."""
+        return isinstance(self.activation, AbsLinear) and self.activation.b == 0.0
+
     def law_out(self, law_in: Law) -> Law:
-        if isinstance(self.activation, AbsLinear) and self.activation.b == 0.0:
-            return law_in  # linear: its map is exact on any input
+        if self.linear:
+            return law_in
         if law_in is not Law.GAUSSIAN:
             where = f" at {self.name!r}" if self.name else ""
             raise _refusal(f"activation {self.activation.name!r}{where} gets inputs that are "

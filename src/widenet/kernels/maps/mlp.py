@@ -21,8 +21,8 @@ def _(module: MLP, shape: Shape, builder: Builder, name: str) -> tuple[list[Op],
         builder.claim(layer, layer_name)
         if index:
             ops.append(ActivationOp(child_name(name, "activation"), shape, module.activation))
-        more, shape = dense_ops(layer_name, shape, layer.in_features, layer.out_features,
-                                module.weight_std, module.bias_std, layer.bias is not None,
+        more, shape = dense_ops(layer_name, shape, layer, layer.in_features, layer.out_features,
+                                module.weight_std, module.bias_std,
                                 module.parametrization.finite_ntk)
         ops.extend(more)
     return ops, shape

@@ -5,7 +5,10 @@ Average pooling is linear with no weights: Sigma_out_{j,j'} = (1/|W|^2) sum_{i i
 i' in W_j'} Sigma_{i,i'}, Theta likewise, so it needs the FULL position-by-position kernel.
 A sum y = sum_b a_b f_b(x) gives Sigma_out = sum_b a_b^2 Sigma_b (Theta likewise) when the
 branches are uncorrelated in the limit, which holds when every branch but at most one ends in
-a weighted layer of its own; otherwise the map is refused.
+a weighted layer of its own, possibly followed by maps that are odd in that layer's output
+(layer norm, average pooling, flatten, a linear activation): such a branch is an odd function
+of fresh zero-mean weights, so its covariance with anything else vanishes. Otherwise the map
+is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from widenet.kernels.maps.base import (
     ops_of,
     sequence_ops,
 )
+from widenet.kernels.maps.elementwise import ActivationOp, LayerNormOp
 from widenet.kernels.maps.spatial import output_size, pool_mean
 from widenet.kernels.maps.weighted import WeightedOp
 from widenet.nn.containers import Residual, Sum
@@ -231,6 +235,19 @@ def _(module: nn.Sequential, shape: Shape, builder: Builder, name: str
                         shape, builder)
 
 
+def _ends_in_fresh_weights(ops: list[Op]) -> bool:
+    """Whether a branch ends in a weighted layer followed only by maps odd in its output (layer
+    norm, average pooling, flatten, linear activations): see the module docstring."""
+    for op in reversed(ops):
+        if isinstance(op, WeightedOp):
+            return True
+        odd = isinstance(op, LayerNormOp | PoolOp | FlattenOp) or (
+            isinstance(op, ActivationOp) and op.linear)
+        if not odd:
+            return False
+    return False
+
+
 def _sum_ops(name: str, shape: Shape, builder: Builder, branches: list[tuple[str, nn.Module]],
              weights: tuple[float, ...]) -> tuple[list[Op], Shape]:
     branch_ops, shapes = [], []
@@ -242,12 +259,13 @@ def _sum_ops(name: str, shape: Shape, builder: Builder, branches: list[tuple[str
         raise WidenetError(f"the branches of {name!r} give different outputs: "
                            f"{'; '.join(s.describe() for s in shapes)}")
     correlated = [n for (n, _), ops in zip(branches, branch_ops, strict=True)
-                  if not (ops and isinstance(ops[-1], WeightedOp))]
+                  if not _ends_in_fresh_weights(ops)]
     if len(correlated) > 1:
         raise WidenetError(f"the branches {', '.join(repr(n) for n in correlated)} of {name!r} "
                            "do not end in a weighted layer of their own, so they are correlated "
                            "and the limit of their sum is not covered; end every branch but one "
-                           "in a Dense or convolution")
+                           "in a Dense or convolution (a layer norm, pooling or flatten may "
+                           "follow it)")
     return [SumOp(name, shape, shapes[0], branch_ops, weights)], shapes[0]
 
 

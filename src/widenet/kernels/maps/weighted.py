@@ -8,7 +8,9 @@ offsets for a convolution):
 
 where K and Kdot * Theta_in are what the state carries (an activation below has already
 multiplied Theta by Kdot). The weight's share of Theta_out is w A(K), the bias's b; every share
-from below is mapped like Theta.
+from below is mapped like Theta. A frozen parameter (``requires_grad=False``) has no share: the
+NTK sums over the trainable parameters, like the empirical NTK it is the limit of, so Theta_out
+then lacks its term (Sigma_out keeps it).
 """
 
 from __future__ import annotations
@@ -38,12 +40,17 @@ from widenet.validation import finite_real
 
 
 class WeightedOp(Op):
-    """A dense or convolutional layer with sigma_w^2, sigma_b^2 and its parameter names."""
+    """A dense or convolutional layer ``layer`` with sigma_w^2, sigma_b^2, its parameter names
+    and which of its parameters are trained."""
 
-    def __init__(self, name: str, shape_in: Shape, shape_out: Shape, weight_std: float,
-                 bias_std: float, has_bias: bool, finite_ntk: bool,
+    def __init__(self, name: str, shape_in: Shape, shape_out: Shape, layer: nn.Module,
+                 weight_std: float, bias_std: float, finite_ntk: bool,
                  conv: tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, int], ...], bool]
                  | None = None):
+        has_bias = layer.bias is not None
+        self.trains_weight = layer.weight.requires_grad
+        self.trains_bias = has_bias and layer.bias.requires_grad
+        self.frozen = not self.trains_weight or (has_bias and not self.trains_bias)
         self.name = name
         self.shape_in, self.shape_out = shape_in, shape_out
         self.weight_var: float | None = None
@@ -107,17 +114,26 @@ class WeightedOp(Op):
                ) -> State:
         """The output state from the averaged inputs w A(K), w A(Theta) and w A(parts):
         Sigma = w A(K) + b, Theta = Sigma + w A(Theta), the weight's share w A(K), the
-        bias's b. (The engine calls this directly for a first convolution, whose w A(K0) it
-        computes from the input patches.)"""
+        bias's b; a frozen parameter's share is left out of Theta and the parts. (The engine
+        calls this directly for a first convolution, whose w A(K0) it computes from the input
+        patches.)"""
         b = self.bias_var
         keep = context.per_layer and context.want_ntk
+        share = None  # Theta's share of this layer's parameters if one is frozen (else Sigma)
+        if context.want_ntk and self.frozen:
+            bias = b if self.trains_bias else 0.0
+            share = (weight_part + bias if self.trains_weight
+                     else torch.full_like(weight_part, bias))
         sigma = weight_part + b if keep else (weight_part.add_(b) if b else weight_part)
         if keep:
-            parts[self.weight_name] = weight_part
-            if self.bias_name is not None:
+            if self.trains_weight:
+                parts[self.weight_name] = weight_part
+            if self.trains_bias:
                 parts[self.bias_name] = torch.full_like(sigma, b)
         if context.want_ntk:
-            theta = sigma.clone() if theta is None else theta.add_(sigma)
+            if share is None:
+                share = sigma.clone() if theta is None else sigma
+            theta = share if theta is None else theta.add_(share)
         if context.per_layer:
             context.record(sigma.clone(), "sigma", mode, dims)
         return State(sigma, theta, mode, dims, parts)
@@ -130,8 +146,8 @@ def _variance(std: float, name: str) -> float:
     return std * std
 
 
-def dense_ops(name: str, shape: Shape, in_features: int, out_features: int, weight_std: float,
-               bias_std: float, has_bias: bool, finite_ntk: bool) -> tuple[list[Op], Shape]:
+def dense_ops(name: str, shape: Shape, layer: nn.Module, in_features: int, out_features: int,
+              weight_std: float, bias_std: float, finite_ntk: bool) -> tuple[list[Op], Shape]:
     if shape.spatial and not shape.flattened:
         raise WidenetError(f"dense layer {name!r} gets {shape.describe()}; put a Flatten or a "
                            "global average pooling before it")
@@ -139,23 +155,22 @@ def dense_ops(name: str, shape: Shape, in_features: int, out_features: int, weig
         raise WidenetError(f"dense layer {name!r} expects {in_features} features but gets "
                            f"{shape.describe()} ({shape.features} features)")
     out = Shape(out_features)
-    return [WeightedOp(name, shape, out, weight_std, bias_std, has_bias, finite_ntk)], out
+    return [WeightedOp(name, shape, out, layer, weight_std, bias_std, finite_ntk)], out
 
 
 @ops_of.register
 def _(module: Dense, shape: Shape, builder: Builder, name: str) -> tuple[list[Op], Shape]:
     builder.claim(module, name)
-    return dense_ops(name, shape, module.in_features, module.out_features, module.weight_std,
-                      module.bias_std, module.bias is not None,
-                      module.parametrization.finite_ntk)
+    return dense_ops(name, shape, module, module.in_features, module.out_features,
+                     module.weight_std, module.bias_std, module.parametrization.finite_ntk)
 
 
 @ops_of.register
 def _(module: nn.Linear, shape: Shape, builder: Builder, name: str) -> tuple[list[Op], Shape]:
     builder.claim(module, name)
-    return dense_ops(name, shape, module.in_features, module.out_features,
-                      _torch_weight_std(builder, name), builder.std(builder.bias_std, name, 0.0),
-                      module.bias is not None, builder.finite_ntk)
+    return dense_ops(name, shape, module, module.in_features, module.out_features,
+                     _torch_weight_std(builder, name), builder.std(builder.bias_std, name, 0.0),
+                     builder.finite_ntk)
 
 
 def _torch_weight_std(builder: Builder, name: str) -> float | None:
@@ -165,7 +180,7 @@ def _torch_weight_std(builder: Builder, name: str) -> float | None:
 def _conv_ops(module: nn.Module, name: str, shape: Shape, in_channels: int, out_channels: int,
               kernel: tuple[int, ...], stride: tuple[int, ...],
               padding: str | tuple[tuple[int, int], ...], circular: bool,
-              weight_std: float | None, bias_std: float, has_bias: bool, finite_ntk: bool
+              weight_std: float | None, bias_std: float, finite_ntk: bool
               ) -> tuple[list[Op], Shape]:
     """The op of a convolution; ``padding`` is "same", "valid" or "circular" (amounts from
     :func:`~widenet.nn.conv.padding_amounts`) or (before, after) per axis."""
@@ -188,7 +203,7 @@ def _conv_ops(module: nn.Module, name: str, shape: Shape, in_channels: int, out_
                            f"only {wrapped[0][0]} positions (it can wrap around once); use larger "
                            "inputs or a smaller filter")
     out = Shape(out_channels, spatial)
-    op = WeightedOp(name, shape, out, weight_std, bias_std, has_bias, finite_ntk,
+    op = WeightedOp(name, shape, out, module, weight_std, bias_std, finite_ntk,
                     conv=(kernel, stride, pads, circular))
     return [op], out
 
@@ -201,7 +216,7 @@ def _(module: Conv1d | Conv2d, shape: Shape, builder: Builder, name: str
     return _conv_ops(module, name, shape, module.in_channels, module.out_channels,
                      module.kernel_size, module.stride, module.padding,
                      module.padding == "circular", module.weight_std, module.bias_std,
-                     module.bias is not None, module.parametrization.finite_ntk)
+                     module.parametrization.finite_ntk)
 
 
 @ops_of.register(nn.Conv1d)
@@ -223,5 +238,4 @@ def _(module: nn.Conv1d | nn.Conv2d, shape: Shape, builder: Builder, name: str
     return _conv_ops(module, name, shape, module.in_channels, module.out_channels,
                      module.kernel_size, module.stride, padding,
                      module.padding_mode == "circular", _torch_weight_std(builder, name),
-                     builder.std(builder.bias_std, name, 0.0), module.bias is not None,
-                     builder.finite_ntk)
+                     builder.std(builder.bias_std, name, 0.0), builder.finite_ntk)
