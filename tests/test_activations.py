@@ -280,6 +280,35 @@ def test_a_repelling_fixed_point_is_no_edge_of_chaos(bias_std) -> None:
         MLP(3, [4], 1, "gelu", bias_std=bias_std)
 
 
+EPS = float(torch.finfo(torch.float64).eps)
+
+
+@pytest.mark.parametrize(("act", "cube", "half"), [(A.tanh, 4 / 3, False), (A.sin, 1 / 3, True),
+                                                  (A.erf, None, None)], ids=str)
+def test_edge_of_chaos_is_continuous_down_to_tiny_biases(act: A.Activation, cube, half) -> None:
+    """sigma_w grows continuously from its sigma_b = 0 value, 1 / |phi'(0)|. For small q the
+    EOC equation reads g(q) = q - M/D - sigma_b^2 = cube * q^3 - sigma_b^2 (Taylor series of
+    M = E[phi^2], D = E[phi'^2]: tanh M = q - 2q^2 + 17q^3/3, D = 1 - 2q + 7q^2; sin
+    M = q - q^2 + 2q^3/3, D = 1 - q + q^2), so q* = (sigma_b^2 / cube)^(1/3) and
+    sigma_w = D(q*)^(-1/2) = 1 + q* (tanh), 1 + q*/2 (sin), up to O(q*^2); g's round-off,
+    a few units (4 eps q) against its slope 3 cube q^2, adds a relative 4 eps / (3 cube q*^2)
+    to q*.
+    sigma_b = 1e-12 (tanh: q* = 9e-9, below the grid's 1e-8) and 1e-160 (sigma_b^2 a subnormal
+    number) were refused as having no edge of chaos, while 0 and 1e-200 (sigma_b^2 = 0) were
+    not."""
+    at_zero = act.edge_of_chaos(0.0)
+    assert at_zero == pytest.approx(1.0 / abs(float(act.derivative(torch.tensor(0.0)))))
+    values = [act.edge_of_chaos(bias) for bias in (1e-200, 1e-160, 1e-14, 1e-12, 1e-10, 1e-8)]
+    assert values == sorted(values)
+    assert values[0] == at_zero
+    if cube is None:
+        return
+    for bias, value in zip((1e-10, 1e-8), values[-2:], strict=True):
+        q_star = (bias**2 / cube) ** (1 / 3)
+        tolerance = 4 * EPS / (3 * cube * q_star**2) + 10 * q_star
+        assert value - 1 == pytest.approx(q_star / 2 if half else q_star, rel=tolerance)
+
+
 def test_tanh_edge_of_chaos_without_bias_is_one() -> None:
     assert A.tanh.edge_of_chaos(0.0) == pytest.approx(1.0)
 

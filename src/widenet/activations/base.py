@@ -13,6 +13,10 @@ from widenet.activations._gaussian import TensorLike, as_tensors
 from widenet.errors import WidenetError
 from widenet.validation import finite_real
 
+NEGLIGIBLE_BIAS_VAR = 1e-32
+"""sigma_b^2 below which the edge of chaos of an activation with phi(0) = 0 is its sigma_b = 0
+one (see :meth:`Activation.edge_of_chaos`)."""
+
 
 class Activation:
     """An activation phi with its derivative and Gaussian duals.
@@ -79,13 +83,16 @@ class Activation:
         fixed point is q* = 0 and sigma_w = 1 / s, s^2 = lim_{q -> 0} E[phi'(sqrt(q) z)^2] (see
         :meth:`_slope_at_zero`: |phi'(0)| where phi is differentiable, 1 / sqrt(2) for relu),
         provided q* = 0 attracts the variance map (gelu's does not: give it a bias or an explicit
-        weight std).
+        weight std). So is a sigma_b^2 below ``NEGLIGIBLE_BIAS_VAR`` (sigma_b < 1e-16): q* is
+        then below 1e-10 (tanh, erf, sin: q* ~ sigma_b^(2/3)), sigma_w within 1e-10 of its
+        sigma_b = 0 value, and g is round-off over the whole range where q* could be (from
+        sigma_b = 1e-13 on its roots are partly round-off, which moves sigma_w by 1e-9 at most).
         """
         bias_std = finite_real(bias_std, "bias_std", minimum=0.0)
         bias_var = bias_std * bias_std  # inf past 1.3e154 (** 2 raised OverflowError)
         if math.isinf(bias_var):  # no finite fixed point (and the message names bias_std)
             raise self._no_edge_of_chaos(bias_std)
-        if bias_var == 0.0 and self._vanishes_at_zero():
+        if bias_var < NEGLIGIBLE_BIAS_VAR and self._vanishes_at_zero():
             slope = self._slope_at_zero()
             # s^2 = 0 (phi'(0) = 0: s * s has s = 2e-308 here) leaves no edge of chaos
             weight_var = 1.0 / slope**2 if slope**2 > 0.0 else math.inf
@@ -132,7 +139,9 @@ class Activation:
                 return math.inf
             return q - moment / slope_moment - bias_var
 
-        roots = self._roots(gap, np.logspace(-8, 6, 141))
+        # q* >= sigma_b^2: the grid starts there when that is below 1e-8
+        lowest = math.floor(math.log10(min(1e-8, bias_var))) if bias_var > 0.0 else -8
+        roots = self._roots(gap, np.logspace(lowest, 6, 10 * (6 - lowest) + 1))
         attracting = next((q for q in roots if self._attracts(q)), None)
         if attracting is None:
             raise self._no_edge_of_chaos(math.sqrt(bias_var))
@@ -142,9 +151,13 @@ class Activation:
         """Whether the fixed point q* > 0 attracts the variance map
         q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2 at sigma_w^2 = 1 / E[phi'^2](q*): its
         slope there, by a central difference over q* (1 +- 1e-3), is at most 1 (up to 1e-6, so
-        that a neutral map is accepted)."""
-        step = 1e-3 * q_star
+        that a neutral map is accepted). Below q* = 1e-6 with phi(0) = 0 the slope is 1 + O(q*),
+        its sign lost in round-off, and what decides is what decides at sigma_b = 0: whether the
+        map shrinks q = 1e-2 (:meth:`_attracts_zero`; tanh yes, gelu no)."""
         weight_var = 1.0 / self._moments(q_star)[1]
+        if q_star < 1e-6 and self._vanishes_at_zero():
+            return self._attracts_zero(weight_var)
+        step = 1e-3 * q_star
         slope = weight_var * (self._moments(q_star + step)[0]
                               - self._moments(q_star - step)[0]) / (2.0 * step)
         return slope <= 1.0 + 1e-6
