@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy.integrate import quad
@@ -157,8 +158,8 @@ def test_edge_of_chaos_of_the_family(act: A.AbsLinear) -> None:
 
 
 @pytest.mark.parametrize(("act", "bias_std"), [
-    (A.tanh, 0.0), (A.erf, 0.0), (A.sin, 0.0), *[(act, b) for act in (A.tanh, A.erf, A.gelu, A.sin)
-                                                 for b in (0.1, 0.5)]], ids=str)
+    (A.tanh, 0.0), (A.erf, 0.0), (A.sin, 0.0), (A.gelu, 0.5), (A.gelu, 1.0),
+    *[(act, b) for act in (A.tanh, A.erf, A.sin) for b in (0.1, 0.5)]], ids=str)
 def test_edge_of_chaos_of_general_activations(act: A.Activation, bias_std: float) -> None:
     """At the returned sigma_w there is a fixed point q* of the variance map with chi_1 = 1;
     without bias q* = 0, sigma_w = 1/|phi'(0)|, and the map shrinks small variances."""
@@ -206,6 +207,106 @@ def test_tanh_edge_of_chaos_at_large_biases_against_adaptive_quadrature(bias_std
     q_star = brentq(gap, bias_std**2, 4 * bias_std**2 + 100, xtol=1e-12, rtol=1e-14)
     expected = moment(slope, q_star) ** -0.5
     assert A.tanh.edge_of_chaos(bias_std) == pytest.approx(expected, rel=1e-10)
+
+
+def _gelu(s: float) -> float:
+    return 0.5 * s * (1.0 + math.erf(s / math.sqrt(2.0)))
+
+
+def _gelu_slope(s: float) -> float:
+    return 0.5 * (1.0 + math.erf(s / math.sqrt(2.0))) + s * math.exp(-s * s / 2) / math.sqrt(
+        2 * math.pi)
+
+
+EOC_REFERENCES = {  # phi, phi' as plain floats, for adaptive quadrature
+    "tanh": (math.tanh, lambda s: 1.0 - math.tanh(s) ** 2),
+    "erf": (math.erf, lambda s: 2.0 / math.sqrt(math.pi) * math.exp(-s * s)),
+    "sin": (math.sin, math.cos),
+    "gelu": (_gelu, _gelu_slope)}
+
+
+def _variance_map_at_its_edge_of_chaos(name: str, bias_std: float):
+    """(q*, slope of the variance map V(q) = sigma_w^2 E[phi^2](q) + sigma_b^2 at q*,
+    chi_1 = sigma_w^2 E[phi'^2](q*)) at the smallest q* solving the edge-of-chaos equations
+    q = E[phi^2] / E[phi'^2] + sigma_b^2, sigma_w^2 = 1 / E[phi'^2](q), all by adaptive
+    quadrature (widenet's moments are not used)."""
+    phi, slope = EOC_REFERENCES[name]
+    square = lambda s: phi(s) ** 2  # noqa: E731
+    slope_square = lambda s: slope(s) ** 2  # noqa: E731
+
+    def gap(q: float) -> float:
+        return q - _gaussian_expectation(square, q) / _gaussian_expectation(slope_square, q) \
+            - bias_std**2
+
+    grid = np.geomspace(bias_std**2, 1e3, 61)
+    lo = next(i for i in range(60) if gap(grid[i]) * gap(grid[i + 1]) < 0)
+    q_star = brentq(gap, grid[lo], grid[lo + 1], xtol=1e-14, rtol=1e-13)
+    weight_var = 1.0 / _gaussian_expectation(slope_square, q_star)
+    h = 1e-4 * q_star
+    map_slope = weight_var * (_gaussian_expectation(square, q_star + h)
+                              - _gaussian_expectation(square, q_star - h)) / (2 * h)
+    return q_star, map_slope, weight_var * _gaussian_expectation(slope_square, q_star)
+
+
+@pytest.mark.parametrize(("name", "bias_std"), [("tanh", 0.1), ("tanh", 1.0), ("erf", 0.3),
+                                                ("sin", 0.3), ("gelu", 0.5), ("gelu", 1.0)])
+def test_edge_of_chaos_is_an_attracting_fixed_point_with_chi_one(name, bias_std) -> None:
+    """Schoenholz et al.: at the returned sigma_w the variance map has a fixed point q* that
+    attracts it (slope <= 1) with chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2] = 1, checked by
+    independent adaptive quadrature."""
+    weight_std = A.get_activation(name).edge_of_chaos(bias_std)
+    q_star, map_slope, _ = _variance_map_at_its_edge_of_chaos(name, bias_std)
+    phi, slope = EOC_REFERENCES[name]
+    assert weight_std**2 * _gaussian_expectation(lambda s: slope(s) ** 2, q_star) \
+        == pytest.approx(1.0, rel=1e-9)
+    assert weight_std**2 * _gaussian_expectation(lambda s: phi(s) ** 2, q_star) + bias_std**2 \
+        == pytest.approx(q_star, rel=1e-9)
+    assert map_slope < 1.0
+
+
+@pytest.mark.parametrize("bias_std", [0.05, 0.1, 0.3])
+def test_a_repelling_fixed_point_is_no_edge_of_chaos(bias_std) -> None:
+    """gelu with a small bias: the only q* with chi_1 = 1 repels the variance map (slope 1.06,
+    1.10, 1.05), so variances never settle there (above it they grow without bound, below it
+    they fall to an ordered fixed point with chi_1 about 0.9), just as q* = 0 repels at
+    sigma_b = 0. It was returned as the edge of chaos (sigma_w = 1.85, 1.73, 1.45), the
+    default weight std of MLP(..., "gelu", bias_std=0.1)."""
+    _, map_slope, chi = _variance_map_at_its_edge_of_chaos("gelu", bias_std)
+    assert chi == pytest.approx(1.0, rel=1e-9)
+    assert map_slope > 1.01
+    with pytest.raises(WidenetError, match="no edge-of-chaos"):
+        A.gelu.edge_of_chaos(bias_std)
+    with pytest.raises(WidenetError, match="no edge-of-chaos"):
+        MLP(3, [4], 1, "gelu", bias_std=bias_std)
+
+
+EPS = float(torch.finfo(torch.float64).eps)
+
+
+@pytest.mark.parametrize(("act", "cube", "half"), [(A.tanh, 4 / 3, False), (A.sin, 1 / 3, True),
+                                                  (A.erf, None, None)], ids=str)
+def test_edge_of_chaos_is_continuous_down_to_tiny_biases(act: A.Activation, cube, half) -> None:
+    """sigma_w grows continuously from its sigma_b = 0 value, 1 / |phi'(0)|. For small q the
+    EOC equation reads g(q) = q - M/D - sigma_b^2 = cube * q^3 - sigma_b^2 (Taylor series of
+    M = E[phi^2], D = E[phi'^2]: tanh M = q - 2q^2 + 17q^3/3, D = 1 - 2q + 7q^2; sin
+    M = q - q^2 + 2q^3/3, D = 1 - q + q^2), so q* = (sigma_b^2 / cube)^(1/3) and
+    sigma_w = D(q*)^(-1/2) = 1 + q* (tanh), 1 + q*/2 (sin), up to O(q*^2); g's round-off,
+    a few units (4 eps q) against its slope 3 cube q^2, adds a relative 4 eps / (3 cube q*^2)
+    to q*.
+    sigma_b = 1e-12 (tanh: q* = 9e-9, below the grid's 1e-8) and 1e-160 (sigma_b^2 a subnormal
+    number) were refused as having no edge of chaos, while 0 and 1e-200 (sigma_b^2 = 0) were
+    not."""
+    at_zero = act.edge_of_chaos(0.0)
+    assert at_zero == pytest.approx(1.0 / abs(float(act.derivative(torch.tensor(0.0)))))
+    values = [act.edge_of_chaos(bias) for bias in (1e-200, 1e-160, 1e-14, 1e-12, 1e-10, 1e-8)]
+    assert values == sorted(values)
+    assert values[0] == at_zero
+    if cube is None:
+        return
+    for bias, value in zip((1e-10, 1e-8), values[-2:], strict=True):
+        q_star = (bias**2 / cube) ** (1 / 3)
+        tolerance = 4 * EPS / (3 * cube * q_star**2) + 10 * q_star
+        assert value - 1 == pytest.approx(q_star / 2 if half else q_star, rel=tolerance)
 
 
 def test_tanh_edge_of_chaos_without_bias_is_one() -> None:

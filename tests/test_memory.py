@@ -65,3 +65,16 @@ def test_format_bytes() -> None:
     assert memory.format_bytes(512) == "512 B"
     assert memory.format_bytes(6_400_000_000) == "6.4 GB"
     assert memory.format_bytes(1.28e14) == "128 TB"
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_net_too_deep_is_refused_before_building_its_layers(
+        device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each layer's module objects take host memory (about 10 kB) whatever its widths: with
+    1 MB free, 1000 layers of width 1 (2000 parameters, 8 kB of values) were built; 10^7
+    layers would have run for an hour into 100 GB (330 us, 10 kB per layer measured)."""
+    monkeypatch.setattr(memory, "_host_available", lambda: 10**6)
+    with pytest.raises(WidenetError, match=r"an MLP with 1,000 layers \(their modules alone\) "
+                                           r"needs 16 MB of memory .*use fewer layers"):
+        MLP(3, [1] * 999, 1, device=device)
+    MLP(3, [1] * 9, 1, device=device)  # 160 kB

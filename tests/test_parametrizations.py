@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import widenet as wn
+from widenet.dynamics.optim import build_optimizer
 from widenet.dynamics.train import train
 from widenet.parametrizations import MeanFieldParametrization, MuP
 
@@ -119,3 +120,42 @@ def test_an_unknown_optimizer_family_is_refused(family: str) -> None:
     net = wn.MLP(3, [128], 1, parametrization=MuP(32))
     with pytest.raises(wn.WidenetError, match="'sgd' or 'adam'"):
         net.lr_scales(family)
+
+
+def hidden_update_size(parametrization, optimizer: str, width: int, seed: int) -> float:
+    """Mean |Delta z_2| over units and points from the hidden weight's first step alone,
+    m_w (W_2' - W_2) h_1(x): the per-coordinate size of the hidden layer's update. The loss
+    <f(x), v> has an output gradient v that does not depend on the width (with the squared
+    loss the residual f_0 - y does: f_0 shrinks with width under muP)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(4, 8, generator=g, dtype=torch.float64)
+    v = torch.randn(4, 1, generator=g, dtype=torch.float64)
+    net = wn.MLP(8, [width, width], 1, "relu", bias_std=0.5, parametrization=parametrization,
+                 seed=seed, dtype=torch.float64)
+    hidden = net.layers[1]
+    with torch.no_grad():
+        h1 = torch.relu(net.layers[0](x))
+    before = hidden.weight.detach().clone()
+    (net(x) * v).sum().backward()
+    build_optimizer(net, optimizer, 1e-3).step()
+    change = hidden.weight_multiplier * h1 @ (hidden.weight.detach() - before).T
+    return float(change.abs().mean())
+
+
+@pytest.mark.parametrize(("parametrization", "optimizer", "exponent"), [
+    (MuP(128), "sgd", 0.0), (MuP(128), "adam", 0.0), ("standard", "sgd", 0.5),
+    ("standard", "adam", 1.0), ("ntk", "sgd", -0.5), ("ntk", "adam", 0.5)], ids=str)
+def test_hidden_update_scales_with_width_as_theory_says(parametrization, optimizer: str,
+                                                        exponent: float) -> None:
+    """The hidden layer's first update per coordinate ~ width^exponent: Theta(1) under muP with
+    SGD and Adam (the learning rate transfers); under SP with one global rate it grows like
+    sqrt(n) (SGD: gradient n^-1/2 per entry times a sum over n inputs) and n (Adam: entries of
+    size lr); under the NTK parametrization it vanishes like n^-1/2 with SGD (lazy). The
+    log-log slope over widths 128, 512, 2048 is fitted per seed; its mean over 8 seeds must be
+    within 4 standard errors of the exponent (measured: within 1.3)."""
+    widths = [128, 512, 2048]
+    slopes = [np.polyfit(np.log(widths), np.log([hidden_update_size(
+        parametrization, optimizer, width, seed) for width in widths]), 1)[0]
+        for seed in range(8)]
+    standard_error = np.std(slopes, ddof=1) / math.sqrt(len(slopes))
+    assert abs(np.mean(slopes) - exponent) <= 4 * standard_error

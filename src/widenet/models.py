@@ -109,12 +109,22 @@ class MLP(nn.Module):
                 f"bias_std={self.bias_std:.6g}, parametrization={self.parametrization.name}")
 
 
+_LAYER_BYTES = 16_000
+"""Host memory one dense layer's module objects take besides its values (a Dense with its
+weight and bias Parameters: about 10 kB measured, rounded up)."""
+
+
 def _require_parameter_memory(sizes: tuple[int, ...], bias: bool,
                               device: torch.device | str | None,
                               dtype: torch.dtype | None) -> None:
-    """Refuse, before allocating, a net whose parameters (in ``dtype`` on ``device``) or whose
-    largest weight matrix (drawn in float64 on the CPU) would not fit in the free memory. On the
-    meta device nothing is allocated or drawn, so nothing is refused."""
+    """Refuse, before allocating, a net whose layers' module objects (host memory, on every
+    device, meta included: about 330 us and 10 kB per layer, so 10^7 layers would build for an
+    hour into 100 GB), whose parameters (in ``dtype`` on ``device``) or whose largest weight
+    matrix (drawn in float64 on the CPU) would not fit in the free memory. On the meta device
+    no values are allocated or drawn."""
+    layers = len(sizes) - 1
+    require_memory(layers * _LAYER_BYTES, f"an MLP with {layers:,} layers (their modules "
+                   "alone)", "use fewer layers")
     if torch.device(device or "cpu").type == "meta":
         return
     count = mlp_parameters(sizes[0], list(sizes[1:-1]), sizes[-1], bias=bias)

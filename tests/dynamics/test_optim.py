@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -268,3 +269,34 @@ def test_an_optimizer_object_resumes_from_a_weights_only_checkpoint(tmp_path) ->
         wn.train(other, x, y, steps=6, log_every=2,
                  checkpoint=wn.Checkpoint(path, every=3, resume=True),
                  optimizer=torch.optim.Adam(other.parameters(), lr=0.03))
+
+
+def _mup_net(parametrization=None) -> wn.MLP:
+    return wn.MLP(3, [16, 8], 1, parametrization=parametrization or MuP(base_hidden=4), seed=0,
+                  dtype=torch.float64)
+
+
+@pytest.mark.parametrize("make", [
+    lambda net: torch.optim.Adam(net.parameters(), lr=1e-3),
+    lambda net: torch.optim.AdamW(net.parameters(), lr=1e-3),
+    lambda net: torch.optim.SGD(net.parameters(), lr=1e-3)], ids=["Adam", "AdamW", "SGD"])
+def test_a_torch_optimizer_that_ignores_the_parametrizations_rates_is_warned_about(make) -> None:
+    """A torch optimizer built on model.parameters() with one rate trains a muP net as SP with
+    muP's initialization (input layer 4x too slow under SGD at 4x the base width, hidden layer
+    4x too fast under Adam); train said nothing."""
+    x = torch.randn(8, 3, dtype=torch.float64)
+    net = _mup_net()
+    with pytest.warns(UserWarning, match="not this model's parametrization's"):
+        wn.train(net, x, x[:, :1], steps=1, optimizer=make(net))
+
+
+@pytest.mark.parametrize("family", ["sgd", "adam"])
+def test_a_torch_optimizer_with_the_parametrizations_rates_is_not_warned_about(family) -> None:
+    x = torch.randn(8, 3, dtype=torch.float64)
+    nets = [(_mup_net(), lambda net: build_optimizer(net, family, 1e-3)),
+            (_mup_net("ntk"), lambda net: torch.optim.Adam(net.parameters(), lr=1e-3)),
+            (_mup_net(), lambda net: torch.optim.RMSprop(net.parameters(), lr=1e-3))]
+    for net, make in nets:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            wn.train(net, x, x[:, :1], steps=1, optimizer=make(net))

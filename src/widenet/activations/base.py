@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -11,6 +12,10 @@ import torch
 from widenet.activations._gaussian import TensorLike, as_tensors
 from widenet.errors import WidenetError
 from widenet.validation import finite_real
+
+NEGLIGIBLE_BIAS_VAR = 1e-32
+"""sigma_b^2 below which the edge of chaos of an activation with phi(0) = 0 is its sigma_b = 0
+one (see :meth:`Activation.edge_of_chaos`)."""
 
 
 class Activation:
@@ -71,18 +76,23 @@ class Activation:
 
         Solves q* = sigma_w^2 E[phi(sqrt(q*) z)^2] + sigma_b^2 together with
         chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2] = 1. Eliminating sigma_w leaves one equation in q*,
-        g(q) = q - E[phi^2](q) / E[phi'^2](q) - sigma_b^2 = 0, solved by bracketing its smallest
-        positive root on a logarithmic grid and bisecting. With sigma_b = 0 and phi(0) = 0 the
+        g(q) = q - E[phi^2](q) / E[phi'^2](q) - sigma_b^2 = 0, solved by bracketing its positive
+        roots on a logarithmic grid and bisecting; the smallest root at which q* attracts the
+        variance map is taken (a repelling q* is no edge of chaos: the variances run away from
+        it, as for gelu with sigma_b < 0.45). With sigma_b = 0 and phi(0) = 0 the
         fixed point is q* = 0 and sigma_w = 1 / s, s^2 = lim_{q -> 0} E[phi'(sqrt(q) z)^2] (see
         :meth:`_slope_at_zero`: |phi'(0)| where phi is differentiable, 1 / sqrt(2) for relu),
         provided q* = 0 attracts the variance map (gelu's does not: give it a bias or an explicit
-        weight std).
+        weight std). So is a sigma_b^2 below ``NEGLIGIBLE_BIAS_VAR`` (sigma_b < 1e-16): q* is
+        then below 1e-10 (tanh, erf, sin: q* ~ sigma_b^(2/3)), sigma_w within 1e-10 of its
+        sigma_b = 0 value, and g is round-off over the whole range where q* could be (from
+        sigma_b = 1e-13 on its roots are partly round-off, which moves sigma_w by 1e-9 at most).
         """
         bias_std = finite_real(bias_std, "bias_std", minimum=0.0)
         bias_var = bias_std * bias_std  # inf past 1.3e154 (** 2 raised OverflowError)
         if math.isinf(bias_var):  # no finite fixed point (and the message names bias_std)
             raise self._no_edge_of_chaos(bias_std)
-        if bias_var == 0.0 and self._vanishes_at_zero():
+        if bias_var < NEGLIGIBLE_BIAS_VAR and self._vanishes_at_zero():
             slope = self._slope_at_zero()
             # s^2 = 0 (phi'(0) = 0: s * s has s = 2e-308 here) leaves no edge of chaos
             weight_var = 1.0 / slope**2 if slope**2 > 0.0 else math.inf
@@ -119,22 +129,48 @@ class Activation:
         return float(self.function(torch.zeros((), dtype=torch.float64))) == 0.0
 
     def _fixed_point_variance(self, bias_var: float) -> float:
+        """The smallest q* > 0 with q* = E[phi^2](q*) / E[phi'^2](q*) + sigma_b^2 (the fixed point
+        of the variance map at sigma_w^2 = 1 / E[phi'^2](q*), where chi_1 = 1) that attracts
+        that map: a repelling q* is never where the variances settle (gelu at sigma_b = 0.1:
+        q* = 0.18 repels with slope 1.10, variances above it grow without bound)."""
         def gap(q: float) -> float:
             moment, slope_moment = self._moments(q)
             if slope_moment <= 0.0:  # phi' is 0 (to round-off) at this variance: no root here
                 return math.inf
             return q - moment / slope_moment - bias_var
 
-        return self._smallest_root(gap, np.logspace(-8, 6, 141), bias_var)
+        # q* >= sigma_b^2: the grid starts there when that is below 1e-8
+        lowest = math.floor(math.log10(min(1e-8, bias_var))) if bias_var > 0.0 else -8
+        roots = self._roots(gap, np.logspace(lowest, 6, 10 * (6 - lowest) + 1))
+        attracting = next((q for q in roots if self._attracts(q)), None)
+        if attracting is None:
+            raise self._no_edge_of_chaos(math.sqrt(bias_var))
+        return attracting
 
-    def _smallest_root(self, gap: Callable[[float], float], grid: np.ndarray,
-                       bias_var: float) -> float:
-        """The smallest positive root of ``gap`` bracketed on ``grid``, bisected in log q."""
-        values = [gap(float(q)) for q in grid]
-        for lo, hi, g_lo, g_hi in zip(grid[:-1], grid[1:], values[:-1], values[1:], strict=True):
+    def _attracts(self, q_star: float) -> bool:
+        """Whether the fixed point q* > 0 attracts the variance map
+        q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2 at sigma_w^2 = 1 / E[phi'^2](q*): its
+        slope there, by a central difference over q* (1 +- 1e-3), is at most 1 (up to 1e-6, so
+        that a neutral map is accepted). Below q* = 1e-6 with phi(0) = 0 the slope is 1 + O(q*),
+        its sign lost in round-off, and what decides is what decides at sigma_b = 0: whether the
+        map shrinks q = 1e-2 (:meth:`_attracts_zero`; tanh yes, gelu no)."""
+        weight_var = 1.0 / self._moments(q_star)[1]
+        if q_star < 1e-6 and self._vanishes_at_zero():
+            return self._attracts_zero(weight_var)
+        step = 1e-3 * q_star
+        slope = weight_var * (self._moments(q_star + step)[0]
+                              - self._moments(q_star - step)[0]) / (2.0 * step)
+        return slope <= 1.0 + 1e-6
+
+    @staticmethod
+    def _roots(gap: Callable[[float], float], grid: Iterable[float]) -> Iterator[float]:
+        """The positive roots of ``gap`` bracketed on ``grid``, in increasing order, each
+        bisected in log q (lazily: the caller stops at the one it wants)."""
+        values = [(float(q), gap(float(q))) for q in grid]
+        for (lo, g_lo), (hi, g_hi) in itertools.pairwise(values):
             if g_lo == 0.0:
-                return float(lo)
-            if -math.inf < g_lo * g_hi < 0:  # a jump from or to inf is no root
+                yield lo
+            elif -math.inf < g_lo * g_hi < 0:  # a jump from or to inf is no root
                 lo, hi = math.log(lo), math.log(hi)
                 for _ in range(200):
                     mid = 0.5 * (lo + hi)
@@ -142,8 +178,7 @@ class Activation:
                         lo = mid
                     else:
                         hi = mid
-                return math.exp(0.5 * (lo + hi))
-        raise self._no_edge_of_chaos(math.sqrt(bias_var))
+                yield math.exp(0.5 * (lo + hi))
 
     def _no_edge_of_chaos(self, bias_std: float) -> WidenetError:
         return WidenetError(

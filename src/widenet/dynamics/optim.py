@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -153,7 +154,8 @@ def resolve_optimizer(value: str | Optimizer | torch.optim.Optimizer | Optimizer
     loader's batches as "sgd" without momentum (the same update). A ``torch.optim.Optimizer``
     must hold only parameters of ``model``, at finite learning rates >= 0; a factory is called
     with the model's trainable parameters and must return one. Their learning rates are their
-    own: ``lr`` must be None.
+    own: ``lr`` must be None; where they are not the model's parametrization's (a muP net's
+    Adam or SGD with one rate for every parameter) a warning says so (:func:`_check_rates`).
     """
     if isinstance(value, str | Optimizer):
         spec = value if isinstance(value, Optimizer) else Optimizer(value)
@@ -193,9 +195,37 @@ def resolve_optimizer(value: str | Optimizer | torch.optim.Optimizer | Optimizer
         if "lr" in group:                                 # the model at the first step
             finite_real(group["lr"], f"the {kind} optimizer's learning rate (group {index})",
                         minimum=0.0)
+    _check_rates(model, value)
     name = {torch.optim.SGD: "sgd", torch.optim.Adam: "adam"}.get(type(value), kind.lower())
     momentum = float(value.param_groups[0].get("momentum", 0.0)) if name == "sgd" else 0.0
     return Updates(value, name, momentum, None, None, _object_description(value))
+
+
+_ADAM_FAMILY = (torch.optim.Adam, torch.optim.AdamW, torch.optim.Adamax, torch.optim.NAdam,
+                torch.optim.RAdam)
+
+
+def _check_rates(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Warn when a torch SGD or Adam-family optimizer's learning rates are not proportional to
+    the model's ``lr_scales`` (its parametrization's per-parameter factors: muP's width ratios,
+    mean field's m): built on ``model.parameters()`` with one rate, it trains a muP net as SP
+    with muP's initialization. Other optimizers, whose family is unknown, are not checked."""
+    family = ("adam" if isinstance(optimizer, _ADAM_FAMILY)
+              else "sgd" if isinstance(optimizer, torch.optim.SGD) else None)
+    scales = lr_scales(model, family) if family else {}
+    if not scales or set(scales.values()) == {1.0}:
+        return
+    names = {id(p): name for name, p in model.named_parameters()}
+    ratios = [group["lr"] / scales.get(names[id(p)], 1.0) for group in optimizer.param_groups
+              for p in group["params"]]
+    if max(ratios) > min(ratios) * (1.0 + 1e-9):
+        warnings.warn(f"the {type(optimizer).__name__} optimizer's learning rates are not this "
+                      f"model's parametrization's (per-parameter factors "
+                      f"model.lr_scales({family!r}), from {min(scales.values()):.3g} to "
+                      f"{max(scales.values()):.3g}), so the net does not train as that "
+                      f"parametrization; pass optimizer={family!r} with lr=..., or build it "
+                      f"with widenet.dynamics.optim.build_optimizer(model, {family!r}, lr)",
+                      UserWarning, stacklevel=4)
 
 
 def _spec_description(spec: Optimizer) -> dict[str, object]:
