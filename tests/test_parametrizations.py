@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import widenet as wn
+from tests.conftest import FULL
 from widenet.dynamics.optim import build_optimizer
 from widenet.dynamics.train import train
 from widenet.parametrizations import MeanFieldParametrization, MuP
@@ -151,9 +152,9 @@ def test_hidden_update_scales_with_width_as_theory_says(parametrization, optimiz
     SGD and Adam (the learning rate transfers); under SP with one global rate it grows like
     sqrt(n) (SGD: gradient n^-1/2 per entry times a sum over n inputs) and n (Adam: entries of
     size lr); under the NTK parametrization it vanishes like n^-1/2 with SGD (lazy). The
-    log-log slope over widths 128, 512, 2048 is fitted per seed; its mean over 8 seeds must be
-    within 4 standard errors of the exponent (measured: within 1.3)."""
-    widths = [128, 512, 2048]
+    log-log slope over widths 128 to 2048 (CI: to 1024) is fitted per seed; its mean over 8
+    seeds must be within 4 standard errors of the exponent (measured: within 1.3)."""
+    widths = [128, 512, 2048] if FULL else [128, 362, 1024]
     slopes = [np.polyfit(np.log(widths), np.log([hidden_update_size(
         parametrization, optimizer, width, seed) for width in widths]), 1)[0]
         for seed in range(8)]
