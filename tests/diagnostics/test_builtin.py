@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 
 import pytest
@@ -345,3 +346,23 @@ def test_taylor_monitor_records_nan_at_the_step_where_a_run_diverges() -> None:
     assert rows.loc[1].isna().all()
     # Step 0, from a = b = 1 along G = grad L = (1, 1): g(s) = (1 - s)^4 / 2.
     assert rows.loc[0, "taylor_c1"] == pytest.approx(-2.0 * 1e7, rel=1e-6)
+
+
+def test_taylor_monitor_records_nan_at_a_step_whose_gradient_is_not_finite() -> None:
+    """A NaN gradient at a finite loss ends the run before the step, and the loop measures that
+    step with every monitor: the Taylor monitor refused the NaN direction and the run raised
+    instead of ending as diverged."""
+    x, y = regression()
+    model = wn.MLP(3, [16], 1, "tanh", seed=0, dtype=torch.float64)
+    passes = []
+
+    def nan_at_the_third_pass(gradient: torch.Tensor) -> torch.Tensor:
+        passes.append(None)
+        return gradient * math.nan if len(passes) == 3 else gradient
+    model.layers[0].weight.register_hook(nan_at_the_third_pass)
+    result = wn.train(model, x, y, lr=0.1, steps=6, log_every=5, monitors=[TaylorMonitor()])
+    assert (result.status, result.steps) == ("diverged", 2)
+    rows = result.measurements["taylor"].set_index("step")
+    assert list(rows.index) == [0, 2]
+    assert rows.loc[2].isna().all()
+    assert not rows.loc[0].isna().any()

@@ -302,6 +302,32 @@ def test_a_kernel_file_gone_where_a_copy_reads_it_is_named(tmp_path: Path) -> No
         copy.matmul(torch.ones(20, 1, dtype=torch.float64))
 
 
+
+@pytest.mark.parametrize("replacement", ["float64", "bigger", "cut"])
+def test_a_kernel_file_rewritten_after_opening_is_refused_not_misread(
+        replacement: str, tmp_path: Path) -> None:
+    """The kernel (and a pickled copy) reads its file at each block with the header read when
+    it was opened: a file rewritten since in float64 or with more rows was read as the old
+    float32 rows (wrong values, no error), and one cut short gave its leading rows."""
+    import pickle
+
+    matrix = _kernel(40).float().numpy()
+    path = tmp_path / "k.npy"
+    np.save(path, matrix)
+    kernel = BlockedKernel.open(path, block_rows=7)
+    copy = pickle.loads(pickle.dumps(kernel))
+    if replacement == "float64":
+        np.save(path, matrix.astype(np.float64))
+    elif replacement == "bigger":
+        np.save(path, _kernel(60).float().numpy())
+    else:
+        os.truncate(path, path.stat().st_size - 4 * 40 * 20)
+    for reader in (kernel, copy):
+        with pytest.raises(WidenetError, match=r"k\.npy changed since the kernel was opened"):
+            reader.matmul(torch.ones(40, 1, dtype=torch.float64))
+        with pytest.raises(WidenetError, match=r"k\.npy changed since the kernel was opened"):
+            reader.take(np.array([0, 1]))
+
 def test_a_part_of_a_net_kernel_computes_only_its_columns(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """part(rows, cols) of from_net computes K(x[block], x2[cols]), not the whole rows (it

@@ -65,7 +65,9 @@ class SharpnessMonitor(Monitor):
 class TaylorMonitor(Monitor):
     """The loss's Taylor coefficients along the step taken at this step; all NaN at a step
     where a derivative of the loss along it is NaN or inf (the step where a run diverges, whose
-    loss may be finite while the derivatives overflow; the run's status says it diverged)."""
+    loss may be finite while the derivatives overflow; the run's status says it diverged), or
+    where the step itself is (a NaN or inf gradient at a finite loss, which ends the run before
+    the step)."""
 
     name = "taylor"
 
@@ -84,15 +86,19 @@ class TaylorMonitor(Monitor):
         direction = {name: state.gradients[name] * scales.get(name, 1.0)
                      if name in state.gradients else torch.zeros_like(p)
                      for name, p in state.model.named_parameters() if p.requires_grad}
+        undefined = dict.fromkeys(("taylor_c1", "taylor_c2", "taylor_c3", "taylor_actual"),
+                                  math.nan)
+        # The loop also measures the step where a run diverges, whose loss can be finite while
+        # its gradient is not, or its derivatives overflow: that step's coefficients are
+        # undefined, not an error that ends the run (the row is NaN, as for a coefficient that
+        # overflows).
+        if not all(bool(torch.isfinite(d).all()) for d in direction.values()):
+            return undefined
         try:
             result = taylor_coefficients(state.model, _objective(state), state.x, state.y,
                                          direction, state.lr)
         except NonFiniteDerivativeError:
-            # The loop also measures the step where a run diverges, whose loss can be finite
-            # while its derivatives overflow: that step's coefficients are undefined, not an
-            # error that ends the run (the row is NaN, as for a coefficient that overflows).
-            return dict.fromkeys(("taylor_c1", "taylor_c2", "taylor_c3", "taylor_actual"),
-                                 math.nan)
+            return undefined
         return {"taylor_c1": result.c1, "taylor_c2": result.c2, "taylor_c3": result.c3,
                 "taylor_actual": result.actual}
 

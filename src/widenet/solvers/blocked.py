@@ -350,7 +350,9 @@ class _PartRows:
 class _NpyRows:
     """Rows of a 2-D ``.npy`` file, read with ``os.pread`` into a reused buffer (one per
     thread that reads). Pickled (a kernel sent to a Ray task or another process) it is the
-    file's description, not its data: the copy opens the file at each read, as here."""
+    file's description, not its data: the copy opens the file at each read, as here. Each
+    read checks that the file still has the header and size it had when opened here (a file
+    rewritten with another shape or dtype would give wrong values, not an error)."""
 
     def __init__(self, path: Path):
         if path.suffix != ".npy":
@@ -366,6 +368,8 @@ class _NpyRows:
                     raise ValueError(f".npy format version {version} is not supported")
                 shape, fortran, dtype = _HEADERS[version](file)
                 self.offset = file.tell()
+                file.seek(0)
+                self.header = file.read(self.offset)
         except FileNotFoundError:
             raise WidenetError(f"the kernel file {path} does not exist; compute it with "
                                "`widenet kernel` or check the path") from None
@@ -381,7 +385,7 @@ class _NpyRows:
         # absolute: reads (at each block) find the file from another working folder or process
         self.path, self.shape, self.dtype = path.absolute(), tuple(shape), dtype
         self.row_bytes = self.shape[1] * self.dtype.itemsize
-        expected = self.offset + self.shape[0] * self.row_bytes
+        expected = self.size = self.offset + self.shape[0] * self.row_bytes
         size = path.stat().st_size
         if size != expected:
             raise WidenetError(
@@ -401,13 +405,20 @@ class _NpyRows:
         self._buffers = threading.local()
 
     def _open(self) -> BinaryIO:
-        """The file, unbuffered, for reads at offsets."""
+        """The file, unbuffered, for reads at offsets, checked to be the one described."""
         try:
-            return self.path.open("rb", buffering=0)
+            file = self.path.open("rb", buffering=0)
         except FileNotFoundError:
             raise WidenetError(f"the kernel file {self.path} does not exist (any more, or "
                                "where this process runs: a kernel sent to another process or "
                                "machine reads its file there)") from None
+        if (os.fstat(file.fileno()).st_size != self.size
+                or os.pread(file.fileno(), self.offset, 0) != self.header):
+            file.close()
+            raise WidenetError(f"the kernel file {self.path} changed since the kernel was "
+                               f"opened: it no longer holds a {self.shape} {self.dtype} matrix "
+                               f"in {self.size} bytes; open it again")
+        return file
 
     def fetch(self, start: int, stop: int, cols: range) -> np.ndarray:
         """Rows start..stop-1, read whole (one contiguous read) and cut to ``cols``."""

@@ -14,8 +14,8 @@ estimate over the columns)."""
 
 class Reporter:
     """Forwards progress to a function (``progress`` callable), or to a tqdm bar on a terminal
-    (True), or nowhere (False or None, the "no progress" that ``train(progress=None)`` also
-    accepts)."""
+    (True), or nowhere (False or None: None stands for the solvers' default, False,
+    as ``progress=None`` stands for train's, which shows a bar on a terminal)."""
 
     def __init__(self, progress: bool | Progress | None, total: int, description: str):
         if progress is not None and not isinstance(progress, bool) and not callable(progress):
