@@ -70,8 +70,7 @@ class Weighted(nn.Module):
         if drawn is None:
             self.reset_parameters()
         elif self._init_stds[0] != drawn[0]:
-            with torch.no_grad():
-                self.weight.mul_(self._init_stds[0] / drawn[0])
+            _rescale_draw_(self.weight, drawn[0], self._init_stds[0])
 
     def _use_scaling(self, scaling: DenseScaling) -> None:
         self.weight_multiplier = scaling.weight.multiplier
@@ -106,6 +105,18 @@ def seeded_generator(seed: int | None, generator: torch.Generator | None
         raise WidenetError("give either seed or generator, not both")
     return generator if seed is None \
         else torch.Generator().manual_seed(check_seed(seed))
+
+
+@torch.no_grad()
+def _rescale_draw_(parameter: torch.Tensor, old_std: float, new_std: float) -> None:
+    """Turn ``parameter``'s N(0, old_std^2) draw into an N(0, new_std^2) one: rescaled in
+    float64, divided by old_std first (new_std / old_std may overflow), or drawn afresh from
+    torch's global generator when old_std is below the dtype's smallest normal number (the draw
+    underflowed into subnormals and zeros: it has nothing left to rescale)."""
+    if old_std < torch.finfo(parameter.dtype).tiny:
+        draw_normal_(parameter, new_std, None)
+    else:
+        parameter.copy_(parameter.double().div_(old_std).mul_(new_std))
 
 
 @torch.no_grad()
