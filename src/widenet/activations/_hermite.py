@@ -343,7 +343,7 @@ def warn_unresolved(first: Series, second: Series, name: str, largest: int) -> N
                   f"by up to {float(bound.reshape(-1)[worst]):.3g} of "
                   f"sqrt(E[f(u)^2] E[f(v)^2]) (a bound at every correlation, above "
                   f"{UNRESOLVED_ERROR:g}); pass a larger degree (at most 2048) or a smoother "
-                  "activation", UserWarning, stacklevel=4)
+                  "activation", UserWarning, stacklevel=4)  # the caller of duals or a moment
 
 
 class _Cache:

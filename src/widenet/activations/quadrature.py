@@ -99,8 +99,9 @@ class Quadrature(Activation):
         # in float64 like the series: float32 rounding (and the clamp's float32 inflation) of a
         # rho near 1 would move the duals by several float32 ulps
         rho = correlation(*(t.to(torch.float64) for t in (q1, q2, c)))[1]
-        return tuple(self._dual(f, name, q1, q2, rho).to(c.dtype)
-                     for f, name in ((self.function, "phi"), (self.derivative, "phi'")))
+        product = self._dual(self.function, "phi", q1, q2, rho)
+        derivative = self._dual(self.derivative, "phi'", q1, q2, rho)
+        return product.to(c.dtype), derivative.to(c.dtype)
 
     def _dual(self, f: Callable[[torch.Tensor], torch.Tensor], name: str, q1: torch.Tensor,
               q2: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
