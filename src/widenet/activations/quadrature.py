@@ -48,7 +48,7 @@ class Quadrature(Activation):
     sqrt(E[f(u)^2] E[f(v)^2]), from the true coefficients, see :mod:`widenet.activations._hermite`)
     is computed, and a UserWarning states it when it exceeds 1e-4: a silent call has both duals
     within 1e-4 at every correlation (erf at q = 1e4: bound 2.7e-2 for an error of 1.1e-2; the
-    derivative of softplus at q = 1e8, 5e-3 off near rho = 0.999 with an exact diagonal, was
+    derivative of softplus at q = 1e8, 5e-3 off near |rho| = 0.999 with an exact diagonal, was
     silent before). The derivative is the one given,
     or else computed by autograd. Inputs of any floating dtype are computed in float64 (rho
     included) and the duals rounded once to the inputs' dtype.
