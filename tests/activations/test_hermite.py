@@ -4,6 +4,7 @@ accuracy against exact duals and a brute-force 2-D rule, PSD by construction, ed
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -115,10 +116,10 @@ def test_coefficients_of_a_point_do_not_depend_on_the_others() -> None:
     """What makes a blocked kernel one Gram matrix: a point's coefficients are the same, to
     the round-off of a matrix product, whichever other variances share the call."""
     q = torch.tensor([0.2, 1e4, 3.0, 0.0, 1e30, 3.0], dtype=torch.float64)
-    together = _hermite.hermite_coefficients(torch.tanh, q, 1024)
+    together = _hermite.hermite_series(torch.tanh, q, 1024).coefficients
     assert torch.equal(together[:, 2], together[:, 5])
     for i in range(q.shape[0]):
-        alone = _hermite.hermite_coefficients(torch.tanh, q[i:i + 1], 1024)[:, 0]
+        alone = _hermite.hermite_series(torch.tanh, q[i:i + 1], 1024).coefficients[:, 0]
         count = alone.shape[0]
         assert torch.allclose(together[:count, i], alone, rtol=0, atol=1e-15)
         assert bool((together[count:, i] == 0).all())
@@ -235,7 +236,7 @@ def _panel_moment(f, q: float) -> float:
 @pytest.mark.parametrize("q", [25.0, 100.0, 350.0, 1000.0, 1e4])
 def test_silent_means_the_moments_are_within_the_threshold(act: A.Quadrature, q: float) -> None:
     """The series' diagonal is the largest rule's E[phi^2] and E[phi'^2]: without a warning both
-    are within UNRESOLVED_ENERGY = 1e-4 (relative) of adaptive quadrature. The old criterion
+    are within UNRESOLVED_ERROR = 1e-4 (relative) of adaptive quadrature. The old criterion
     (E[phi^2] moving by 1e-2 between the two largest rules) was silent for gelu's E[phi'^2] at
     q = 1000 (2% off) and softplus's at q = 1e4 (0.7% off)."""
     t = torch.tensor(q, dtype=torch.float64)
@@ -245,7 +246,7 @@ def test_silent_means_the_moments_are_within_the_threshold(act: A.Quadrature, q:
     warned = any("the Hermite series" in str(w.message) for w in caught)
     errors = [abs(float(m) - _panel_moment(f, q)) / _panel_moment(f, q)
               for m, f in zip(moments, (act.function, act.derivative), strict=True)]
-    assert warned or max(errors) <= _hermite.UNRESOLVED_ENERGY, errors
+    assert warned or max(errors) <= _hermite.UNRESOLVED_ERROR, errors
 
 
 def test_ordinary_variances_are_silent() -> None:
@@ -256,3 +257,65 @@ def test_ordinary_variances_are_silent() -> None:
         q2 = torch.tensor([[0.5, 25.0]], dtype=torch.float64)
         A.tanh.duals(q1, q2, torch.zeros(3, 2, dtype=torch.float64))
         A.softplus.duals(350.0, 350.0, 100.0)
+
+
+def _warned_bounds(caught: list, name: str) -> list[float]:
+    """The bounds stated by the Hermite series' warnings about E[f(u) f(v)], f = name."""
+    found = []
+    for w in caught:
+        match = re.search(r"f = (\S+), may be off by up to (\S+) of", str(w.message))
+        if match and match.group(1) == name:
+            found.append(float(match.group(2)))
+    return found
+
+
+@pytest.mark.parametrize(("q1", "q2"), [(25.0, 25.0), (50.0, 50.0), (100.0, 100.0), (1e3, 1e3),
+                                        (1e4, 1e4), (1e8, 1e8), (1.0, 1e4), (1e3, 1e5),
+                                        (100.0, 1e8)])
+def test_the_warning_bounds_the_error_at_every_correlation(q1: float, q2: float) -> None:
+    """erf through the series at variances where erf(sqrt(q) z) is nearly a step, against its
+    closed form: the error peaks off the diagonal (1.1e-2 at q = 1e4, rho = 0.999, while the
+    diagonal is within 7e-3), and the warning's bound covers it at every rho; without a warning
+    the error is within UNRESOLVED_ERROR. The old warning compared only the diagonal E[f^2] and
+    stated no bound."""
+    rho = torch.cat([torch.linspace(-1, 1, 2001, dtype=torch.float64),
+                     1 - torch.logspace(-12, -1, 100, dtype=torch.float64),
+                     -1 + torch.logspace(-12, -1, 100, dtype=torch.float64)])
+    args = covariance(q1, q2, rho)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        series = GENERIC_ERF.duals(*args)
+    exact = A.erf.duals(*args)
+    for which, name in enumerate(("phi", "phi'")):
+        scale = math.sqrt(float(A.erf.duals(q1, q1, q1)[which] * A.erf.duals(q2, q2, q2)[which]))
+        error = float((series[which] - exact[which]).abs().max()) / scale
+        bounds = _warned_bounds(caught, name) or [_hermite.UNRESOLVED_ERROR]
+        assert error <= bounds[0] * (1 + 5e-3), (name, error, bounds)  # printed to 3 digits
+
+
+def test_a_step_like_derivative_with_an_exact_diagonal_warns() -> None:
+    """softplus at q = 1e8: phi' = sigmoid(u) is a step to within 1/sqrt(q), which the rule's
+    interpolant gets right on the diagonal (E[phi'^2] = 1/2 to 4e-16, so the old diagonal check
+    was silent) but 2.5e-3 (5e-3 of E[phi'^2]) wrong near |rho| = 0.999. E[H(u) H(v)] =
+    1/4 + arcsin(rho) / (2 pi) for the step H differs from E[phi'(u) phi'(v)] by at most
+    2 E|sigmoid(u) - H(u)| <= 4 log(2) / sqrt(2 pi q) = 1.1e-4."""
+    q = 1e8
+    rho = torch.linspace(-1, 1, 2001, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        derivative = A.softplus.duals(*covariance(q, q, rho))[1]
+    step = 0.25 + torch.asin(rho) / (2 * math.pi)
+    near = 4 * math.log(2) / math.sqrt(2 * math.pi * q)
+    error = float((derivative - step).abs().max())
+    assert error > 10 * near  # the series is wrong, not the reference
+    bounds = _warned_bounds(caught, "phi'")
+    assert bounds
+    assert error <= bounds[0] * (1 + 5e-3) * 0.5 + near  # relative to E[H(u)^2] = 1/2 (+- near)
+
+
+def test_a_converged_series_has_no_defects() -> None:
+    """Where every variance converges nothing extra is computed: no defects, no bound."""
+    series = _hermite.hermite_series(torch.tanh, torch.tensor([0.3, 2.0], dtype=torch.float64),
+                                     1024)
+    assert series.defects is None
+    assert _hermite.error_bound(series, series) is None

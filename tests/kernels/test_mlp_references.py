@@ -176,3 +176,71 @@ def test_finite_nets_average_to_the_limit(activation: str) -> None:
         error = samples.std(0) / math.sqrt(samples.shape[0])
         assert bool(((samples.mean(0) - expected).abs() <= Z * error).all()), (
             ((samples.mean(0) - expected) / error).tolist())
+
+
+def sigmoid(s: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(s / 2))
+
+
+MODERATE = {**SMOOTH,  # named activations, and callables (duals by the series, phi' by autograd)
+            "sigmoid": (sigmoid, lambda s: sigmoid(s) * (1.0 - sigmoid(s))),
+            "cos": (np.cos, lambda s: -np.sin(s))}
+CALLABLES = {"sigmoid": torch.sigmoid, "cos": torch.cos}
+
+
+def gauss_hermite_duals(name: str, nodes: int):
+    """(q1, q2, c) arrays -> both duals of MODERATE[name] by :func:`gauss_hermite_2d`, computed
+    once per distinct (q1, q2, c) (a symmetric kernel repeats each pair)."""
+    f, df = MODERATE[name]
+
+    def duals(q1: np.ndarray, q2: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        arrays = np.broadcast_arrays(q1, q2, c)
+        triples, inverse = np.unique(np.stack([a.ravel() for a in arrays], 1), axis=0,
+                                     return_inverse=True)
+        values = np.array([[gauss_hermite_2d(g, *t, nodes) for g in (f, df)] for t in triples])
+        return tuple(values[inverse.ravel(), i].reshape(arrays[0].shape) for i in range(2))
+
+    return duals
+
+
+def correlated_points() -> torch.Tensor:
+    """x0 = sqrt(2) (1, 0); points of norm 1.3 |x0| at correlation rho with x0 for rho in
+    (-0.999, -0.5, 0, 0.5, 0.999); a zero point, the antipode -x0 and a duplicate of x0
+    (rho = -1 and 1). Values rounded to float32, so that both dtypes take the same inputs."""
+    rhos = torch.tensor([-0.999, -0.5, 0.0, 0.5, 0.999], dtype=torch.float64)
+    x0 = torch.tensor([[math.sqrt(2.0), 0.0]], dtype=torch.float64)
+    others = 1.3 * math.sqrt(2.0) * torch.stack([rhos, torch.sqrt(1 - rhos * rhos)], 1)
+    points = torch.cat([x0, others, torch.zeros(1, 2, dtype=torch.float64), -x0, x0])
+    return points.float().double()
+
+
+@pytest.mark.parametrize("bias_std", [0.0, 0.3])
+@pytest.mark.parametrize("name", sorted(MODERATE))
+def test_kernels_at_moderate_variances_against_a_2d_gauss_hermite_recursion(name: str,
+                                                                            bias_std: float
+                                                                            ) -> None:
+    """NNGP and NTK of a 2-hidden-layer MLP (sigma_w = 1.2, variances up to 4) at the
+    correlations of :func:`correlated_points`, in float64 and float32, against the recursion
+    with 2-D Gauss-Hermite duals. Tolerance: the reference's quadrature error, estimated as the
+    change from 150 to 300 nodes, plus 16 eps (float64) of the kernel's scale per dual in the
+    deepest product of the recursion (widenet's duals are measured within 2e-15 = 9 eps at these
+    variances, docs/kernels.md, the rest for the reference's own round-off; the NTK's last term
+    is a product of depth + 1 = 3 of them), plus one float32 ulp for the float32 result
+    (computed in float64, rounded once)."""
+    points = correlated_points()
+    activation = CALLABLES.get(name, name)
+    net = wn.MLP(2, [5, 5], 1, activation=activation, weight_std=1.2, bias_std=bias_std,
+                 device="meta")
+    x = points.numpy()
+    coarse, fine = (numpy_recursion(x, x, 2, 1.2, bias_std, gauss_hermite_duals(name, nodes))
+                    for nodes in (150, 300))
+    for dtype in (torch.float64, torch.float32):
+        kernels = wn.infinite_kernels(net, points.to(dtype))
+        for got, reference, estimate in ((kernels.nngp, fine[0], np.abs(fine[0] - coarse[0])),
+                                         (kernels.ntk, fine[1], np.abs(fine[1] - coarse[1]))):
+            scale = np.sqrt(np.outer(np.diag(reference), np.diag(reference)))
+            tolerance = estimate + 3 * 16 * np.finfo(np.float64).eps * scale
+            if dtype == torch.float32:
+                tolerance = tolerance + np.finfo(np.float32).eps * np.abs(reference)
+            error = np.abs(got.double().numpy() - reference)
+            assert (error <= tolerance).all(), (dtype, float((error / tolerance).max()))

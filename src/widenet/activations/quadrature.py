@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from widenet.activations._gaussian import TensorLike, as_tensors, correlation, gaussian_panels
-from widenet.activations._hermite import hermite_coefficients, mehler_sum
+from widenet.activations._hermite import Series, hermite_series, mehler_sum, warn_unresolved
 from widenet.activations.base import Activation
 from widenet.errors import WidenetError
 from widenet.validation import positive_int
@@ -30,8 +30,8 @@ class Quadrature(Activation):
     interpolating phi(sqrt(q) z) at the nodes, and every kernel matrix it gives is a sum of
     Schur products of PSD matrices: PSD to round-off for any inputs and depth. Where
     phi(sqrt(q) z) is nearly a step (tanh, erf at large variances) the rule reaches ``degree``
-    nodes unconverged; the dual stays PSD, exact at rho = 0 and +-1, with an error that peaks
-    near |rho| = 1 and falls like degree^(-1/2) (a step: 4e-3 to 6e-3 at the default 1024). Measured
+    nodes unconverged; the dual stays PSD, nearly exact at rho = 0 and +-1, with an error that peaks
+    near |rho| = 1 and falls like degree^(-1/2) (erf: 1.1e-2 at the default 1024). Measured
     worst-case error of either dual, relative to sqrt(E[f(u)^2] E[f(v)^2]), over q1, q2 <= Q and
     rho in [-1, 1] (benchmarks/bench_activation_duals.py, docs/benchmarks.md):
 
@@ -41,9 +41,15 @@ class Quadrature(Activation):
         softplus   1e-15    1e-15    6e-16    3e-14
         erf        5e-16    1e-15    2e-15    3e-9    (through this class, against its closed form)
 
-    and for erf at q1 = q2 = 100: 1e-4 (derivative dual 1e-2); at 1e4 and beyond: 6e-3
-    (at q >= 1e4 phi' is a spike narrower than the nodes' spacing: the derivative dual, itself
-    of order q^(-1/2), comes out as about 0, with a warning). The derivative is the one given,
+    and for erf at q1 = q2 = 100: 1e-4 (derivative dual 1e-2); at 1e4 and beyond: 1.1e-2 near
+    rho = 0.999 (at q >= 1e4 phi' is a spike narrower than the nodes' spacing: the derivative
+    dual, itself of order q^(-1/2), comes out as about 0). Where a variance leaves the largest
+    rule unconverged, a bound on either dual's error at every rho (relative to
+    sqrt(E[f(u)^2] E[f(v)^2]), from the true coefficients, see :mod:`widenet.activations._hermite`)
+    is computed, and a UserWarning states it when it exceeds 1e-4: a silent call has both duals
+    within 1e-4 at every correlation (erf at q = 1e4: bound 2.7e-2 for an error of 1.1e-2; the
+    derivative of softplus at q = 1e8, 5e-3 off near |rho| = 0.999 with an exact diagonal, was
+    silent before). The derivative is the one given,
     or else computed by autograd. Inputs of any floating dtype are computed in float64 (rho
     included) and the duals rounded once to the inputs' dtype.
     """
@@ -93,22 +99,31 @@ class Quadrature(Activation):
         # in float64 like the series: float32 rounding (and the clamp's float32 inflation) of a
         # rho near 1 would move the duals by several float32 ulps
         rho = correlation(*(t.to(torch.float64) for t in (q1, q2, c)))[1]
-        return tuple(mehler_sum(*self._coefficients(f, q1, q2), rho).to(c.dtype)
-                     for f in (self.function, self.derivative))
+        product = self._dual(self.function, "phi", q1, q2, rho)
+        derivative = self._dual(self.derivative, "phi'", q1, q2, rho)
+        return product.to(c.dtype), derivative.to(c.dtype)
 
-    def _coefficients(self, f: Callable[[torch.Tensor], torch.Tensor], q1: torch.Tensor,
-                      q2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The coefficients of f for q1 and for q2, zero-padded to one length."""
-        a1 = hermite_coefficients(f, q1, self.degree)
-        a2 = a1 if q2 is q1 else hermite_coefficients(f, q2, self.degree)
+    def _dual(self, f: Callable[[torch.Tensor], torch.Tensor], name: str, q1: torch.Tensor,
+              q2: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+        """sum_k a_k(q1) a_k(q2) rho^k for f, warning (:func:`warn_unresolved`) when its error
+        bound exceeds 1e-4 of sqrt(E[f(u)^2] E[f(v)^2]) somewhere."""
+        first = self._series(f, q1)
+        second = first if q2 is q1 else self._series(f, q2)
+        warn_unresolved(first, second, name, self.degree)
+        a1, a2 = first.coefficients, second.coefficients
         count = max(a1.shape[0], a2.shape[0])
-        return tuple(F.pad(a, (0, 0) * (a.ndim - 1) + (0, count - a.shape[0]))
-                     for a in (a1, a2))
+        a1, a2 = (F.pad(a, (0, 0) * (a.ndim - 1) + (0, count - a.shape[0])) for a in (a1, a2))
+        return mehler_sum(a1, a2, rho)
 
-    def _moment(self, f: Callable[[torch.Tensor], torch.Tensor], q: TensorLike) -> torch.Tensor:
+    def _series(self, f: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor) -> Series:
+        return hermite_series(f, q, self.degree)
+
+    def _moment(self, f: Callable[[torch.Tensor], torch.Tensor], name: str, q: TensorLike
+                ) -> torch.Tensor:
         (q,) = as_tensors(q)
-        coefficients = hermite_coefficients(f, q, self.degree)
-        return (coefficients * coefficients).sum(0).to(q.dtype)
+        series = self._series(f, q)
+        warn_unresolved(series, series, name, self.degree)
+        return (series.coefficients * series.coefficients).sum(0).to(q.dtype)
 
     def _moments(self, q: float) -> tuple[float, float]:
         """(E[phi(u)^2], E[phi'(u)^2]) for u ~ N(0, q) by :func:`gaussian_panels`, for the edge
@@ -120,8 +135,8 @@ class Quadrature(Activation):
 
     def second_moment(self, q: TensorLike) -> torch.Tensor:
         """E[phi(u)^2] = sum_k a_k(q)^2, u ~ N(0, q): the diagonal of the dual."""
-        return self._moment(self.function, q)
+        return self._moment(self.function, "phi", q)
 
     def derivative_second_moment(self, q: TensorLike) -> torch.Tensor:
         """E[phi'(u)^2] = sum_k b_k(q)^2, u ~ N(0, q)."""
-        return self._moment(self.derivative, q)
+        return self._moment(self.derivative, "phi'", q)
