@@ -87,8 +87,9 @@ def test_bad_worker_and_retry_counts_are_refused(engine: type, kwargs: dict,
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"gpus_per_run": -1.0}, "--gpus-per-run must be >= 0"),
-    ({"gpus_per_run": float("nan")}, "--gpus-per-run must be >= 0"),
+    ({"gpus_per_run": -1.0}, "--gpus-per-run must be a finite number >= 0, got -1.0"),
+    ({"gpus_per_run": float("nan")}, "--gpus-per-run must be a finite number >= 0"),
+    ({"gpus_per_run": float("inf")}, "--gpus-per-run must be a finite number >= 0, got inf"),
     ({"cpus_per_run": 0.0}, "cpus_per_run must be a positive number")])
 def test_ray_resources_per_run_are_checked_before_ray_starts(options, message) -> None:
     with pytest.raises(WidenetError, match=message):

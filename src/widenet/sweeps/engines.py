@@ -237,7 +237,8 @@ class RayEngine:
         if not (math.isfinite(cpus_per_run) and cpus_per_run > 0):
             raise WidenetError(f"cpus_per_run must be a positive number, got {cpus_per_run}")
         if not (math.isfinite(gpus_per_run) and gpus_per_run >= 0):
-            raise WidenetError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
+            raise WidenetError(f"--gpus-per-run must be a finite number >= 0, got "
+                               f"{gpus_per_run}")
         self.address, self.workers = address, workers
         self.cpus_per_run, self.gpus_per_run, self.retries = cpus_per_run, gpus_per_run, retries
 
