@@ -436,3 +436,16 @@ def test_the_kernel_command_builds_cnns_on_images(tmp_path: Path,
         assert main(["kernel", str(tmp_path / "bad.npy"), "--points", "4", *options]) == 2
         assert message in _error_line(capsys)
     assert not (tmp_path / "bad.npy").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    """stdout on a full disk (or any read or write the system refuses) ends in one line
+    saying so, not an OSError traceback."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "widenet.cli", "studies"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "widenet: error: cannot read or write a file: No space left on device"]

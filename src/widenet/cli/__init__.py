@@ -1,7 +1,8 @@
 """The ``widenet`` command: run studies into the run store and read their results.
 
 User mistakes (an unknown study, a bad config key or value, a missing file, an unwritable or
-corrupt store) print one line, ``widenet: error: ...``, and exit with status 2. ``run`` and
+corrupt store) and reads or writes the system refuses (a full disk) print one line,
+``widenet: error: ...``, and exit with status 2. ``run`` and
 ``show`` with ``--strict`` exit with status 1 when a check fails; Ctrl-C exits with 130 after
 saying how to continue (``--resume``). The package imports torch and the studies only inside the
 commands that need them, so ``widenet --version`` and ``--help`` stay fast. One module per
@@ -82,5 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.Abort:
         err_console.print("widenet: stopped", markup=False)
         return 130
+    except OSError as error:  # the system refused a read or write: a full disk, stdout closed
+        where = f" ({error.filename})" if error.filename else ""
+        err_console.print(f"widenet: error: cannot read or write a file: "
+                          f"{error.strerror or error}{where}", markup=False, highlight=False,
+                          soft_wrap=True)
+        return 2
     return status if isinstance(status, int) else 0
 
