@@ -98,11 +98,14 @@ def test_bad_npz(tmp_path: Path, content: str | dict[str, np.ndarray] | np.ndarr
     ("a,b,label\n1,,0\n2,3,1\n", "column 'b' has 1 empty or NaN cell"),
     ("a,b,label\n1,2,\n2,3,1\n", "column 'label' has 1 empty or NaN cell"),
     ("label\n0\n1\n", "only the label column"),
+    ("a,b,label\n1,2,0\n3,4,1,5\n", r"cannot parse .* as CSV \(.*Expected 3 fields in line 3, "
+                                     r"saw 4\)$"),  # pandas ends its message with a newline
 ])
 def test_bad_csv(tmp_path: Path, content: str, message: str) -> None:
     path = _write(tmp_path / "bad.csv", content)
-    with pytest.raises(WidenetError, match=message):
+    with pytest.raises(WidenetError, match=message) as raised:
         load_dataset(str(path), label_column="label")
+    assert "\n" not in str(raised.value)
 
 
 def test_missing_files_and_arguments(tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ def read_csv(path: str | os.PathLike[str], label_column: str) -> dict[str, np.nd
         raise WidenetError(f"{str(file)!r} is empty; write a header row and one row per "
                            "point") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise WidenetError(f"cannot parse {str(file)!r} as CSV ({error})") from None
+        raise WidenetError(f"cannot parse {str(file)!r} as CSV ({str(error).strip()})") from None
     columns = ", ".join(map(str, frame.columns))
     if label_column not in frame.columns:
         raise WidenetError(f"{str(file)!r} has no column {label_column!r}; its columns are: "
