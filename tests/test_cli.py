@@ -449,3 +449,17 @@ def test_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         "widenet: error: cannot read or write a file: No space left on device"]
+
+
+def test_an_error_message_of_several_lines_is_printed_as_one(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Messages that quote another library's (pandas, torch: often several lines, or ending in
+    a newline) still print as one line."""
+    from widenet.errors import WidenetError
+
+    def damaged(_name: str) -> None:
+        raise WidenetError("cannot parse it (Error tokenizing data.\n  line 3\n)")
+
+    monkeypatch.setattr(widenet.studies, "get_study", damaged)
+    assert main(["config", "anything"]) == 2
+    assert _error_line(capsys) == "widenet: error: cannot parse it (Error tokenizing data. line 3 )"

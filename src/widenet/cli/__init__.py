@@ -64,6 +64,12 @@ def _raw(arg: str) -> str:
         return ascii(arg)
 
 
+def _one_line(message: str) -> str:
+    """``message`` on one line: its lines stripped and joined by spaces (a message may quote
+    another library's, which can span lines)."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``widenet`` console script; returns the exit status. Without
     arguments it prints the help."""
@@ -72,13 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_arguments(args)
         status = app.main(args=args, prog_name="widenet", standalone_mode=False, obj=args)
     except WidenetError as error:
-        err_console.print(f"widenet: error: {error}", markup=False, highlight=False,
-                          soft_wrap=True)
+        err_console.print(f"widenet: error: {_one_line(str(error))}", markup=False,
+                          highlight=False, soft_wrap=True)
         return 2
     except click.UsageError as error:
         hint = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
-        err_console.print(f"widenet: error: {error.format_message()}{hint}", markup=False,
-                          highlight=False, soft_wrap=True)
+        err_console.print(f"widenet: error: {_one_line(error.format_message())}{hint}",
+                          markup=False, highlight=False, soft_wrap=True)
         return 2
     except click.Abort:
         err_console.print("widenet: stopped", markup=False)
