@@ -4,6 +4,7 @@ unusable paths, telling failures worth a re-run from those that are not."""
 from __future__ import annotations
 
 import errno
+import re
 import shutil
 from pathlib import Path
 
@@ -248,3 +249,13 @@ def test_a_resumed_kernel_whose_blocks_raise_is_kept_and_says_how_to_start_over(
         kernel_to_disk(_net(), x, path, block=2, engine=_FailingEngine())
     assert sorted(file.name for file in tmp_path.iterdir()) == [
         "k.npy", "k.npy.blocks.npy", "k.npy.json"]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".blocks.npy"])
+def test_a_folder_in_the_way_of_a_resume_file_is_named(tmp_path: Path, suffix: str) -> None:
+    """The rename onto the folder fails; the message named only the temporary file."""
+    (tmp_path / f"k.npy{suffix}").mkdir()
+    with pytest.raises(WidenetError, match=rf"Is a directory \(.*\.tmp(\.npy)? -> "
+                                           rf".*k\.npy{re.escape(suffix)}\)"):
+        kernel_to_disk(_net(), sphere_points(4, 5), tmp_path / "k.npy", engine=_FailingEngine())
+    assert [path.name for path in tmp_path.iterdir()] == [f"k.npy{suffix}"]

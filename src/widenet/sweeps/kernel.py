@@ -218,8 +218,9 @@ def _bytes(size: float) -> str:
 
 
 def _reason(error: OSError) -> str:
-    """The system's message for ``error``, with the file it is about."""
-    return f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+    """The system's message for ``error``, with the file it is about (a rename's two)."""
+    files = " -> ".join(str(name) for name in (error.filename, error.filename2) if name)
+    return f"{error.strerror or error}" + (f" ({files})" if files else "")
 
 
 def _save_done(path: Path, done: np.ndarray) -> None:
