@@ -299,3 +299,17 @@ def test_bfloat16_targets_and_meta_tensors(ill_conditioned: dict) -> None:
         fit(torch.empty(300, 300, device="meta"), y)
     with pytest.raises(WidenetError, match="labels is a meta tensor"):
         fit(kernel, torch.empty(300, device="meta"))
+
+
+def test_a_labels_file_whose_header_asks_for_terabytes_is_refused(disk_kernel: dict,
+                                                                  tmp_path: Path) -> None:
+    """A damaged header of 10^12 entries was a MemoryError traceback (numpy allocates what the
+    header says before it finds the data missing)."""
+    with open(tmp_path / "labels.npy", "wb") as file:
+        np.lib.format.write_array_header_1_0(file, {"descr": "<i8", "fortran_order": False,
+                                                    "shape": (10**12,)})
+    with pytest.raises(WidenetError, match=r"cannot read the labels file .*labels\.npy as "
+                                           r"\.npy \(.*7\.28 TiB"):
+        fit_files(disk_kernel["path"], tmp_path / "labels.npy", tmp_path / "out.npy",
+                  train=100)
+    assert not (tmp_path / "out.npy").exists()

@@ -315,7 +315,7 @@ def _load(path: str | Path, name: str) -> np.ndarray:
         values = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise WidenetError(f"the {name} file {path} does not exist") from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, MemoryError) as error:  # MemoryError: a header's huge shape
         raise WidenetError(f"cannot read the {name} file {path} as .npy ({error})") from None
     if not isinstance(values, np.ndarray):
         values.close()
