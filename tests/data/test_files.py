@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +122,17 @@ def test_missing_files_and_arguments(tmp_path: Path) -> None:
         read_csv(path, 3)  # type: ignore[arg-type]
     with pytest.raises(WidenetError, match="noise does not apply to the fixed set"):
         load_dataset(str(path), label_column="label", noise=0.1)
+
+
+def test_an_npz_member_whose_header_asks_for_terabytes_is_refused(tmp_path: Path) -> None:
+    """numpy allocates what a member's header says before it finds the data missing: that was
+    a MemoryError traceback."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (10**6, 10**6)})
+    with zipfile.ZipFile(tmp_path / "lie.npz", "w") as archive:
+        archive.writestr("x.npy", header.getvalue())
+        archive.writestr("y.npy", header.getvalue())
+    with pytest.raises(WidenetError, match=r"cannot read .*lie\.npz.* as an .npz archive "
+                                           r"\(.*7\.28 TiB"):
+        load_dataset(str(tmp_path / "lie.npz"))

@@ -41,7 +41,7 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     try:
         with np.load(file, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile) as error:
         raise WidenetError(f"cannot read {str(file)!r} as an .npz archive ({error}); save it "
                            "with numpy.savez(path, x=x, y=y) from numeric arrays") from None
     found = ", ".join(sorted(arrays)) or "none"
