@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -146,6 +147,24 @@ def test_a_study_module_with_a_relative_name_is_one_line(tmp_path: Path, monkeyp
     monkeypatch.setenv("WIDENET_STUDIES", "x=.rel")
     assert main(["run", "x", "--out", str(tmp_path)]) == 2
     assert "cannot import its module '.rel'" in _error_line(capsys)
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("def (", r"study 'x': cannot import its module 'broken_\w+' \(SyntaxError: invalid syntax"),
+    ("raise RuntimeError('boom')", r"cannot import its module 'broken_\w+' \(RuntimeError: "
+                                   r"boom\)"),
+    ("STUDY = 3", r"module 'broken_\w+' defines STUDY = 3, not a widenet Study")])
+def test_a_study_module_that_raises_or_is_no_study_is_one_line(
+        source: str, message: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A module that cannot be imported stops the command with one line (docs/studies.md):
+    one that raised was a traceback, and a STUDY that is not a Study was said to be missing."""
+    module = f"broken_{abs(hash(source))}"
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("WIDENET_STUDIES", f"x={module}")
+    assert main(["run", "x", "--out", str(tmp_path / "runs")]) == 2
+    assert re.search(message, _error_line(capsys))
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("name", ["../up", "a/b", ".hidden", "sp ace"])
