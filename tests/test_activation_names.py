@@ -54,6 +54,9 @@ def test_leaky_relu_has_its_slope_below_zero() -> None:
     (" Tanh ", "(did you mean 'tanh'?)"),
     ("leaky_relu:", "or leave out the colon for the slope 0.01"),
     ("leaky_relu:1e400", "bad leaky_relu slope"),
+    ("leaky_relu:1e300", "bad leaky_relu slope in 'leaky_relu:1e300'; write a finite decimal "
+                         "number of size at most 1e+150"),  # its a^2 + b^2 overflows
+    ("leaky_relu:-2e150", "bad leaky_relu slope"),
     ("leaky_relu:1_0", "bad leaky_relu slope"),
     ("leaky_relu: 0.1", "bad leaky_relu slope"),
     ("leaky_relu:\u0661", "bad leaky_relu slope"),  # an Arabic-Indic digit one

@@ -455,3 +455,12 @@ def test_mixed_dtypes_compute_in_the_promoted_dtype() -> None:
     q = torch.tensor(1.0, dtype=torch.float32)
     c = torch.tensor(0.3, dtype=torch.float64)
     assert A.relu.dual(q, q, c).dtype == torch.float64
+
+
+@pytest.mark.parametrize("make", [lambda: A.ab(1e200, 0), lambda: A.ab(1, -1e160),
+                                  lambda: A.leaky_relu(1e300)])
+def test_coefficients_whose_squares_overflow_are_refused(make) -> None:
+    """a^2 + b^2 (the duals' and second moment's factor) must be a float64 number: 1e300 was
+    taken and raised a bare OverflowError in the first kernel."""
+    with pytest.raises(WidenetError, match=r"a\^2 \+ b\^2 overflows float64"):
+        make()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -146,6 +147,24 @@ def test_a_study_module_with_a_relative_name_is_one_line(tmp_path: Path, monkeyp
     monkeypatch.setenv("WIDENET_STUDIES", "x=.rel")
     assert main(["run", "x", "--out", str(tmp_path)]) == 2
     assert "cannot import its module '.rel'" in _error_line(capsys)
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("def (", r"study 'x': cannot import its module 'broken_\w+' \(SyntaxError: invalid syntax"),
+    ("raise RuntimeError('boom')", r"cannot import its module 'broken_\w+' \(RuntimeError: "
+                                   r"boom\)"),
+    ("STUDY = 3", r"module 'broken_\w+' defines STUDY = 3, not a widenet Study")])
+def test_a_study_module_that_raises_or_is_no_study_is_one_line(
+        source: str, message: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A module that cannot be imported stops the command with one line (docs/studies.md):
+    one that raised was a traceback, and a STUDY that is not a Study was said to be missing."""
+    module = f"broken_{abs(hash(source))}"
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("WIDENET_STUDIES", f"x={module}")
+    assert main(["run", "x", "--out", str(tmp_path / "runs")]) == 2
+    assert re.search(message, _error_line(capsys))
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("name", ["../up", "a/b", ".hidden", "sp ace"])
@@ -436,3 +455,30 @@ def test_the_kernel_command_builds_cnns_on_images(tmp_path: Path,
         assert main(["kernel", str(tmp_path / "bad.npy"), "--points", "4", *options]) == 2
         assert message in _error_line(capsys)
     assert not (tmp_path / "bad.npy").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    """stdout on a full disk (or any read or write the system refuses) ends in one line
+    saying so, not an OSError traceback."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "widenet.cli", "studies"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "widenet: error: cannot read or write a file: No space left on device"]
+
+
+def test_an_error_message_of_several_lines_is_printed_as_one(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Messages that quote another library's (pandas, torch: often several lines, or ending in
+    a newline) still print as one line."""
+    from widenet.errors import WidenetError
+
+    def damaged(_name: str) -> None:
+        raise WidenetError("cannot parse it (Error tokenizing data.\n  line 3\n)")
+
+    monkeypatch.setattr(widenet.studies, "get_study", damaged)
+    assert main(["config", "anything"]) == 2
+    assert _error_line(capsys) == "widenet: error: cannot parse it (Error tokenizing data. line 3 )"

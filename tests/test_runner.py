@@ -110,3 +110,26 @@ def test_a_deferred_step_that_cannot_be_imported_fails_before_any_task(
     with pytest.raises(WidenetError, match=message):
         run_study(broken, ToyConfig(), store=RunStore(tmp_path))
     assert not tmp_path.joinpath("runs.db").exists()
+
+
+def test_a_report_that_cannot_be_read_or_written_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A folder where report.html or a figure should be (a damaged run folder) was an
+    IsADirectoryError traceback from `widenet report`; the page in place stays as it was."""
+    from widenet.runner import write_run_report
+
+    store = RunStore(tmp_path)
+    run_id = run_study(STUDY, ToyConfig(), store=store).record.id
+    folder = store.run_folder(run_id)
+    (folder / "figures" / "in-the-way.png").mkdir()
+    page = (folder / "report.html").read_bytes()
+    with pytest.raises(WidenetError, match=rf"cannot read the figures of run {run_id}: Is a "
+                                           r"directory \(.*in-the-way\.png\)"):
+        write_run_report(store, run_id)
+    assert (folder / "report.html").read_bytes() == page
+    (folder / "figures" / "in-the-way.png").rmdir()
+    (folder / "report.html").unlink()
+    (folder / "report.html").mkdir()
+    with pytest.raises(WidenetError, match=rf"cannot write the report of run {run_id}: Is a "
+                                           r"directory \(.*report\.html\)"):
+        write_run_report(store, run_id)
+    assert [path.name for path in folder.iterdir() if path.name.endswith(".tmp")] == []

@@ -30,6 +30,9 @@ NAMES = (*FAMILY, *OTHERS)
 LEAKY_RELU_SLOPE = 0.01
 """The slope of ``leaky_relu`` written without one."""
 
+MAX_SLOPE = 1e150
+"""The largest |slope| a name takes: the duals need a^2 + b^2 = (1 + slope^2) / 2 in float64."""
+
 
 @dataclass(frozen=True)
 class ActivationName:
@@ -67,10 +70,11 @@ def parse_activation(spec: str) -> ActivationName:
         if not colon:
             return ActivationName(name, LEAKY_RELU_SLOPE)
         slope = float(argument) if _SLOPE.fullmatch(argument) else math.nan
-        if not math.isfinite(slope):
+        if not abs(slope) <= MAX_SLOPE:  # NaN too
             raise WidenetError(f"bad leaky_relu slope in {spec!r}; write a finite decimal "
-                               "number after the colon, e.g. 'leaky_relu:0.1', or leave out "
-                               f"the colon for the slope {LEAKY_RELU_SLOPE}")
+                               f"number of size at most {MAX_SLOPE:g} after the colon, e.g. "
+                               "'leaky_relu:0.1', or leave out the colon for the slope "
+                               f"{LEAKY_RELU_SLOPE}")
         return ActivationName(name, slope)
     if name in NAMES and not colon:
         return ActivationName(name)

@@ -114,11 +114,21 @@ def write_run_report(store: RunStore, run_id: str) -> Path:
         raise WidenetError(f"the folder of run {record.id} ({folder}) is missing, so its "
                            "figures are gone; restore the folder to rewrite its report (its "
                            "checks and tables are still in the store: `widenet show`)")
-    figures = {path.stem: path.read_bytes()
-               for path in sorted((folder / "figures").glob("*.png"))}
+    try:
+        figures = {path.stem: path.read_bytes()
+                   for path in sorted((folder / "figures").glob("*.png"))}
+    except OSError as error:
+        raise WidenetError(f"cannot read the figures of run {record.id}: {error.strerror} "
+                           f"({error.filename}); move it aside") from None
     page = render_report(record, store.checks(record.id), store.tables(record.id), figures,
                          doc_path=f"docs/studies/{record.study}.md")
-    return write_report(folder / "report.html", page)
+    report = folder / "report.html"
+    try:
+        return write_report(report, page)
+    except OSError as error:
+        raise WidenetError(f"cannot write the report of run {record.id}: {error.strerror} "
+                           f"({report}); move it aside, then `widenet report {record.id}` "
+                           "writes it") from None
 
 
 def versions() -> dict[str, str]:

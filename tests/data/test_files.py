@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -98,11 +100,14 @@ def test_bad_npz(tmp_path: Path, content: str | dict[str, np.ndarray] | np.ndarr
     ("a,b,label\n1,,0\n2,3,1\n", "column 'b' has 1 empty or NaN cell"),
     ("a,b,label\n1,2,\n2,3,1\n", "column 'label' has 1 empty or NaN cell"),
     ("label\n0\n1\n", "only the label column"),
+    ("a,b,label\n1,2,0\n3,4,1,5\n", r"cannot parse .* as CSV \(.*Expected 3 fields in line 3, "
+                                     r"saw 4\)$"),  # pandas ends its message with a newline
 ])
 def test_bad_csv(tmp_path: Path, content: str, message: str) -> None:
     path = _write(tmp_path / "bad.csv", content)
-    with pytest.raises(WidenetError, match=message):
+    with pytest.raises(WidenetError, match=message) as raised:
         load_dataset(str(path), label_column="label")
+    assert "\n" not in str(raised.value)
 
 
 def test_missing_files_and_arguments(tmp_path: Path) -> None:
@@ -117,3 +122,17 @@ def test_missing_files_and_arguments(tmp_path: Path) -> None:
         read_csv(path, 3)  # type: ignore[arg-type]
     with pytest.raises(WidenetError, match="noise does not apply to the fixed set"):
         load_dataset(str(path), label_column="label", noise=0.1)
+
+
+def test_an_npz_member_whose_header_asks_for_terabytes_is_refused(tmp_path: Path) -> None:
+    """numpy allocates what a member's header says before it finds the data missing: that was
+    a MemoryError traceback."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (10**6, 10**6)})
+    with zipfile.ZipFile(tmp_path / "lie.npz", "w") as archive:
+        archive.writestr("x.npy", header.getvalue())
+        archive.writestr("y.npy", header.getvalue())
+    with pytest.raises(WidenetError, match=r"cannot read .*lie\.npz.* as an .npz archive "
+                                           r"\(.*7\.28 TiB"):
+        load_dataset(str(tmp_path / "lie.npz"))

@@ -219,7 +219,8 @@ def test_options_that_a_fit_would_ignore_are_refused(ill_conditioned: dict) -> N
 def test_label_files_that_do_not_fit_are_refused_before_the_solve(
         disk_kernel: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Labels of neither N nor all points with --train, test labels of the wrong length,
-    test labels that contradict the labels' own, test labels of a regression, a scalar
+    test labels that contradict the labels' own, test labels of a regression, test labels
+    that are not integers (an accuracy of 0 was printed for them before), a scalar
     labels file, an .npz archive, the kernel file as labels (a regression on its columns)
     and a kernel of all points that is not square (its parts were taken silently) are
     refused before anything is solved (the wrong length was found after the solve, the
@@ -242,7 +243,11 @@ def test_label_files_that_do_not_fit_are_refused_before_the_solve(
              "regression": (labels[:100].astype(float), labels[100:],
                             r"labels are float64 \(real targets: a regression\)"),
              "test shape": (labels, labels[None, 100:], r"must have shape \(20,\), one per "
-                                                        r"test point, got \(1, 20\)")}
+                                                        r"test point, got \(1, 20\)"),
+             "real test labels": (labels[:100], labels[100:] + 0.5,
+                                  r"test labels must be integer class labels .* got float64"),
+             "text test labels": (labels[:100], np.array(["a"] * 20),
+                                  r"test labels must be integer class labels .* got <U1")}
     for name, (train_labels, test_labels, message) in cases.items():
         np.save(tmp_path / "labels.npy", train_labels)
         options = {}
@@ -294,3 +299,17 @@ def test_bfloat16_targets_and_meta_tensors(ill_conditioned: dict) -> None:
         fit(torch.empty(300, 300, device="meta"), y)
     with pytest.raises(WidenetError, match="labels is a meta tensor"):
         fit(kernel, torch.empty(300, device="meta"))
+
+
+def test_a_labels_file_whose_header_asks_for_terabytes_is_refused(disk_kernel: dict,
+                                                                  tmp_path: Path) -> None:
+    """A damaged header of 10^12 entries was a MemoryError traceback (numpy allocates what the
+    header says before it finds the data missing)."""
+    with open(tmp_path / "labels.npy", "wb") as file:
+        np.lib.format.write_array_header_1_0(file, {"descr": "<i8", "fortran_order": False,
+                                                    "shape": (10**12,)})
+    with pytest.raises(WidenetError, match=r"cannot read the labels file .*labels\.npy as "
+                                           r"\.npy \(.*7\.28 TiB"):
+        fit_files(disk_kernel["path"], tmp_path / "labels.npy", tmp_path / "out.npy",
+                  train=100)
+    assert not (tmp_path / "out.npy").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,9 +87,61 @@ def test_bad_worker_and_retry_counts_are_refused(engine: type, kwargs: dict,
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"gpus_per_run": -1.0}, "--gpus-per-run must be >= 0"),
-    ({"gpus_per_run": float("nan")}, "--gpus-per-run must be >= 0"),
+    ({"gpus_per_run": -1.0}, "--gpus-per-run must be a finite number >= 0, got -1.0"),
+    ({"gpus_per_run": float("nan")}, "--gpus-per-run must be a finite number >= 0"),
+    ({"gpus_per_run": float("inf")}, "--gpus-per-run must be a finite number >= 0, got inf"),
     ({"cpus_per_run": 0.0}, "cpus_per_run must be a positive number")])
 def test_ray_resources_per_run_are_checked_before_ray_starts(options, message) -> None:
     with pytest.raises(WidenetError, match=message):
         RayEngine(**options)
+
+
+_SLOW_JOB = '''
+import os, pathlib, time
+if os.environ.get("DRIVER_PID") != str(os.getpid()):  # the fork server preloads this module
+    pathlib.Path(os.environ["FLAGS"], "server").touch()
+    time.sleep(float(os.environ["SERVER_SLEEP"]))
+
+def job(name):
+    pathlib.Path(os.environ["FLAGS"], name).touch()
+    time.sleep(60)
+'''
+
+_DRIVER = '''
+import os, sys
+os.environ["DRIVER_PID"] = str(os.getpid())
+from slow_job import job
+from widenet.sweeps.engines import Job, LocalEngine
+try:
+    LocalEngine(2, retries=0, warm=False).run([Job(str(i), job, (f"job{i}",)) for i in range(2)],
+                                              lambda _job, _outcome: None)
+except KeyboardInterrupt:
+    sys.exit(130)
+'''
+
+
+@pytest.mark.parametrize(("server_sleep", "wait_for"), [(0, ["job0", "job1"]), (5, ["server"])],
+                         ids=["workers running", "fork server starting"])
+def test_ctrl_c_stops_the_local_engine_without_a_traceback(tmp_path, server_sleep: float,
+                                                           wait_for: list[str]) -> None:
+    """Ctrl-C reaches the whole process group: the driver stops and kills the workers; neither
+    the workers nor the fork server (busy computing, or still importing) print a traceback."""
+    import signal
+    import subprocess
+    import time
+
+    (tmp_path / "slow_job.py").write_text(_SLOW_JOB)
+    source = str(Path(__file__).parents[2] / "src")
+    env = {**os.environ, "FLAGS": str(tmp_path), "SERVER_SLEEP": str(server_sleep),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), source])}
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER], env=env, cwd=tmp_path,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / name).exists() for name in wait_for):
+        assert driver.poll() is None, driver.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGINT)
+    _, errors = driver.communicate(timeout=60)
+    assert driver.returncode == 130
+    assert errors == ""

@@ -4,6 +4,7 @@ unusable paths, telling failures worth a re-run from those that are not."""
 from __future__ import annotations
 
 import errno
+import re
 import shutil
 from pathlib import Path
 
@@ -209,3 +210,52 @@ def test_values_beyond_float32_are_refused_not_stored_as_inf(tmp_path: Path) -> 
                        engine=_InlineEngine())
     matrix = kernel_to_disk(_net(), x, tmp_path / "k64.npy", block=4, engine=_InlineEngine())
     assert np.isfinite(matrix).all()
+
+
+class _FailingEngine(_InlineEngine):
+    """Runs each job in this process and reports one that raises as failed, as workers do."""
+
+    def run(self, jobs: list[Job], on_result: OnResult) -> None:
+        for job in jobs:
+            try:
+                outcome = Outcome("done", result=job.function(*job.args))
+            except Exception as error:
+                outcome = Outcome("failed", reason=f"{type(error).__name__}: {error}")
+            on_result(job, outcome)
+
+
+def test_a_kernel_whose_blocks_raise_leaves_no_file_and_its_advice_works(tmp_path: Path) -> None:
+    """A block that raised would raise again, so the new file could never be finished: it is
+    removed, and the advice (float64, other inputs) works at the same path."""
+    x, path = sphere_points(4, 5) * 1e20, tmp_path / "k.npy"
+    with pytest.raises(WidenetError, match=r"not finite in float32.*--dtype float64"):
+        kernel_to_disk(_net(), x, path, block=2, dtype="float32", engine=_FailingEngine())
+    assert list(tmp_path.iterdir()) == []
+    assert np.isfinite(kernel_to_disk(_net(), x, path, block=2, engine=_FailingEngine())).all()
+    path.unlink()
+    with pytest.raises(WidenetError, match=r"overflowed.*change the inputs or the net"):
+        kernel_to_disk(_net(), x * 1e280, path, block=2, engine=_FailingEngine())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_resumed_kernel_whose_blocks_raise_is_kept_and_says_how_to_start_over(
+        tmp_path: Path) -> None:
+    path, x = tmp_path / "k.npy", sphere_points(4, 5)
+    x[2:] *= 1e300  # the blocks of the last two points overflow, block 0,0 does not
+    with pytest.raises(WidenetError, match="lost their worker"):
+        kernel_to_disk(_net(), x, path, block=2, engine=_LosingEngine())
+    with pytest.raises(WidenetError, match=r"overflowed.*remove .*k\.npy, .*\.json and "
+                                           r".*\.blocks\.npy to start over"):
+        kernel_to_disk(_net(), x, path, block=2, engine=_FailingEngine())
+    assert sorted(file.name for file in tmp_path.iterdir()) == [
+        "k.npy", "k.npy.blocks.npy", "k.npy.json"]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".blocks.npy"])
+def test_a_folder_in_the_way_of_a_resume_file_is_named(tmp_path: Path, suffix: str) -> None:
+    """The rename onto the folder fails; the message named only the temporary file."""
+    (tmp_path / f"k.npy{suffix}").mkdir()
+    with pytest.raises(WidenetError, match=rf"Is a directory \(.*\.tmp(\.npy)? -> "
+                                           rf".*k\.npy{re.escape(suffix)}\)"):
+        kernel_to_disk(_net(), sphere_points(4, 5), tmp_path / "k.npy", engine=_FailingEngine())
+    assert [path.name for path in tmp_path.iterdir()] == [f"k.npy{suffix}"]

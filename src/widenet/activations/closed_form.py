@@ -34,6 +34,9 @@ class AbsLinear(Activation):
         if self.a == 0.0 and self.b == 0.0:
             raise WidenetError("ab(0, 0) is the zero function; choose a or b non-zero")
         self.name = name or f"ab({self.a:g},{self.b:g})"
+        if not math.isfinite(self.a * self.a + self.b * self.b):
+            raise WidenetError(f"{self.name}: a^2 + b^2 overflows float64 (a = {self.a:g}, "
+                               f"b = {self.b:g}); keep |a| and |b| below 1e150")
 
     def function(self, s: torch.Tensor) -> torch.Tensor:
         if self.a == self.b:

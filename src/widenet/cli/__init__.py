@@ -1,7 +1,8 @@
 """The ``widenet`` command: run studies into the run store and read their results.
 
 User mistakes (an unknown study, a bad config key or value, a missing file, an unwritable or
-corrupt store) print one line, ``widenet: error: ...``, and exit with status 2. ``run`` and
+corrupt store) and reads or writes the system refuses (a full disk) print one line,
+``widenet: error: ...``, and exit with status 2. ``run`` and
 ``show`` with ``--strict`` exit with status 1 when a check fails; Ctrl-C exits with 130 after
 saying how to continue (``--resume``). The package imports torch and the studies only inside the
 commands that need them, so ``widenet --version`` and ``--help`` stay fast. One module per
@@ -63,6 +64,12 @@ def _raw(arg: str) -> str:
         return ascii(arg)
 
 
+def _one_line(message: str) -> str:
+    """``message`` on one line: its lines stripped and joined by spaces (a message may quote
+    another library's, which can span lines)."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``widenet`` console script; returns the exit status. Without
     arguments it prints the help."""
@@ -71,16 +78,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_arguments(args)
         status = app.main(args=args, prog_name="widenet", standalone_mode=False, obj=args)
     except WidenetError as error:
-        err_console.print(f"widenet: error: {error}", markup=False, highlight=False,
-                          soft_wrap=True)
+        err_console.print(f"widenet: error: {_one_line(str(error))}", markup=False,
+                          highlight=False, soft_wrap=True)
         return 2
     except click.UsageError as error:
         hint = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
-        err_console.print(f"widenet: error: {error.format_message()}{hint}", markup=False,
-                          highlight=False, soft_wrap=True)
+        err_console.print(f"widenet: error: {_one_line(error.format_message())}{hint}",
+                          markup=False, highlight=False, soft_wrap=True)
         return 2
     except click.Abort:
         err_console.print("widenet: stopped", markup=False)
         return 130
+    except OSError as error:  # the system refused a read or write: a full disk, stdout closed
+        where = f" ({error.filename})" if error.filename else ""
+        err_console.print(f"widenet: error: cannot read or write a file: "
+                          f"{error.strerror or error}{where}", markup=False, highlight=False,
+                          soft_wrap=True)
+        return 2
     return status if isinstance(status, int) else 0
 

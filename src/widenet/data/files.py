@@ -41,7 +41,7 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     try:
         with np.load(file, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile) as error:
         raise WidenetError(f"cannot read {str(file)!r} as an .npz archive ({error}); save it "
                            "with numpy.savez(path, x=x, y=y) from numeric arrays") from None
     found = ", ".join(sorted(arrays)) or "none"
@@ -74,7 +74,7 @@ def read_csv(path: str | os.PathLike[str], label_column: str) -> dict[str, np.nd
         raise WidenetError(f"{str(file)!r} is empty; write a header row and one row per "
                            "point") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise WidenetError(f"cannot parse {str(file)!r} as CSV ({error})") from None
+        raise WidenetError(f"cannot parse {str(file)!r} as CSV ({str(error).strip()})") from None
     columns = ", ".join(map(str, frame.columns))
     if label_column not in frame.columns:
         raise WidenetError(f"{str(file)!r} has no column {label_column!r}; its columns are: "

@@ -264,6 +264,9 @@ def fit_files(kernel: str | Path, labels: str | Path, out: str | Path, *,
         if known_test.shape != (points,):
             raise WidenetError(f"the test labels must have shape ({points},), one per test "
                                f"point, got {known_test.shape}")
+        if known_test.dtype.kind not in "iub":
+            raise WidenetError(f"the test labels must be integer class labels (they give the "
+                               f"accuracy of the predicted classes), got {known_test.dtype}")
         if values.dtype.kind not in "iub":
             raise WidenetError(f"test labels give a classifier's accuracy, but the labels are "
                                f"{values.dtype} (real targets: a regression); save integer "
@@ -312,7 +315,7 @@ def _load(path: str | Path, name: str) -> np.ndarray:
         values = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise WidenetError(f"the {name} file {path} does not exist") from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, MemoryError) as error:  # MemoryError: a header's huge shape
         raise WidenetError(f"cannot read the {name} file {path} as .npy ({error})") from None
     if not isinstance(values, np.ndarray):
         values.close()

@@ -16,7 +16,7 @@ from importlib import import_module
 
 from widenet.errors import WidenetError
 from widenet.studies.common.base import Analysis, Study, StudyConfig, StudyContext, Tables, Task
-from widenet.studies.common.config import build_config
+from widenet.studies.common.config import build_config, quote
 
 _MODULES = {
     "ntk-concentration": "widenet.studies.ntk_concentration",
@@ -88,9 +88,15 @@ def get_study(name: str) -> Study:
     except ImportError as error:
         raise WidenetError(f"study {name!r}: cannot import its module {registry[name]!r} "
                            f"({error})") from None
+    except Exception as error:  # the module's own code raised (a syntax error, a bug)
+        raise WidenetError(f"study {name!r}: cannot import its module {registry[name]!r} "
+                           f"({type(error).__name__}: {error})") from None
     study = getattr(module, "STUDY", None)
-    if not isinstance(study, Study):
+    if study is None:
         raise WidenetError(f"study {name!r}: module {registry[name]!r} defines no STUDY")
+    if not isinstance(study, Study):
+        raise WidenetError(f"study {name!r}: module {registry[name]!r} defines STUDY = "
+                           f"{quote(study)}, not a widenet Study")
     return study
 
 

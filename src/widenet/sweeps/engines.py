@@ -19,10 +19,14 @@ import multiprocessing
 import os
 import pickle
 import re
+import signal
 import socket
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
@@ -112,12 +116,13 @@ class LocalEngine:
                         on_result(job, Outcome("failed", reason=f"the job cannot be sent to a "
                                                f"worker: {type(error).__name__}: {error}"))
                         continue
-                    receiver, sender = context.Pipe(duplex=False)
-                    process = context.Process(target=_child, args=(sender, payload, *setup),
-                                              daemon=True)
-                    process.start()
-                    sender.close()
-                    active[receiver] = (job, attempt, process)
+                    with _ctrl_c_deferred():
+                        receiver, sender = context.Pipe(duplex=False)
+                        process = context.Process(target=_child,
+                                                  args=(sender, payload, *setup), daemon=True)
+                        process.start()
+                        sender.close()
+                        active[receiver] = (job, attempt, process)
                 for receiver in wait(list(active)):
                     job, attempt, process = active.pop(receiver)
                     outcome = _receive(receiver)
@@ -134,6 +139,32 @@ class LocalEngine:
             for _, _, process in active.values():
                 process.kill()
                 process.join()
+
+
+@contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back while a worker starts, and deliver it after.
+
+    Ctrl-C reaches the whole process group, but only the driver handles it (stopping the
+    workers). A start is never cut in the middle of its exchange with the fork server (which
+    then prints a traceback): SIGINT stays pending until the start is done. In the main
+    thread SIGINT is also ignored meanwhile, and the fork server, which the first start
+    launches, and every worker it forks inherit that, so none of them prints a traceback
+    either. The first start waits for the fork server's imports, so Ctrl-C takes effect once
+    they are done.
+    """
+    resource_tracker.ensure_running()  # before, not inside: starting it unblocks SIGINT
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = (signal.getsignal(signal.SIGINT)  # None: set outside Python, left alone
+               if threading.current_thread() is threading.main_thread() else None)
+    if handler is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _check_counts(workers: int | None, retries: int) -> None:
@@ -206,7 +237,8 @@ class RayEngine:
         if not (math.isfinite(cpus_per_run) and cpus_per_run > 0):
             raise WidenetError(f"cpus_per_run must be a positive number, got {cpus_per_run}")
         if not (math.isfinite(gpus_per_run) and gpus_per_run >= 0):
-            raise WidenetError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
+            raise WidenetError(f"--gpus-per-run must be a finite number >= 0, got "
+                               f"{gpus_per_run}")
         self.address, self.workers = address, workers
         self.cpus_per_run, self.gpus_per_run, self.retries = cpus_per_run, gpus_per_run, retries
 

@@ -10,7 +10,8 @@ one) straight into it and flushes; the driver then records the block as done in
 the resume state, and are removed once every block is done, leaving the ``.npy`` alone. After an
 interruption, a second call with the same net, inputs, block size and dtype resumes: it computes
 only the blocks not yet recorded (a block whose worker died is worth that; one
-that raised, say on inputs too large for float64, would raise again and is reported as such).
+that raised, say on inputs too large for float64, would raise again and is reported as such;
+a file this call started is then removed, so that the same path takes the corrected net).
 A matrix that the disk has no room for is refused before any file is written, and a file that
 cannot be created is removed again. Workers must see the same file system as the
 driver (one machine, or a shared volume on a cluster). Memory stays bounded by a few blocks
@@ -71,6 +72,7 @@ def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: s
     count = -(-n // block)
     identity = {"kind": kind, "n": n, "block": block, "dtype": dtype,
                 "fingerprint": _fingerprint(net, x)}
+    resumed = path.exists()
     done = _open(path, identity, count)
     rows = [x[i * block:(i + 1) * block] for i in range(count)]  # views: no copies here
     jobs = [Job(f"{i},{j}", compute_block,
@@ -92,19 +94,26 @@ def kernel_to_disk(net: nn.Module, x: torch.Tensor, path: str | Path, *, kind: s
             on_block(int(np.triu(done).sum()), total)
 
     engine.run(jobs, record)
-    _raise_failures(failed, lost)
+    if failed and not resumed:  # blocks that raised would raise again: no use to keep it
+        for file in (path, *(_sidecar(path, suffix) for suffix in (UNFINISHED, ".json"))):
+            file.unlink(missing_ok=True)
+    _raise_failures(failed, lost, path if resumed else None)
     for suffix in (UNFINISHED, ".json"):  # the resume state: not needed once finished
         _sidecar(path, suffix).unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
 
 
-def _raise_failures(failed: list[str], lost: list[str]) -> None:
+def _raise_failures(failed: list[str], lost: list[str], kept: Path | None) -> None:
     """Refuse an unfinished kernel: blocks that raised would raise again (a re-run cannot
-    help), blocks whose worker died can be resumed."""
+    help; ``kept`` names the resumed file left in place), blocks whose worker died can be
+    resumed."""
     if failed:
         other = f"; {len(lost)} other block(s) lost their worker" if lost else ""
+        start_over = (f" (remove {kept}, {_sidecar(kept, '.json')} and "
+                      f"{_sidecar(kept, UNFINISHED)} to start over)" if kept else "")
         raise WidenetError(f"{len(failed)} block(s) raised an error ({failed[0]}){other}; "
-                           "running again would raise it again: change the inputs or the net")
+                           "running again would raise it again: change the inputs or the net"
+                           + start_over)
     if lost:
         raise WidenetError(f"{len(lost)} block(s) lost their worker ({lost[0]}); run again to "
                            "resume from the finished blocks")
@@ -209,8 +218,9 @@ def _bytes(size: float) -> str:
 
 
 def _reason(error: OSError) -> str:
-    """The system's message for ``error``, with the file it is about."""
-    return f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+    """The system's message for ``error``, with the file it is about (a rename's two)."""
+    files = " -> ".join(str(name) for name in (error.filename, error.filename2) if name)
+    return f"{error.strerror or error}" + (f" ({files})" if files else "")
 
 
 def _save_done(path: Path, done: np.ndarray) -> None:

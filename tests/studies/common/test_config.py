@@ -159,3 +159,12 @@ def test_quote_cuts_a_long_value_with_an_ellipsis() -> None:
     assert quote("abc") == "'abc'"
     assert len(quote("x" * 10 ** 6)) == QUOTE
     assert quote("x" * 10 ** 6).endswith("x…")
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_an_endless_config_file_is_refused_after_its_first_megabyte() -> None:
+    """/dev/zero has size 0 to stat, so the size check passed and reading it filled the
+    memory; at most MAX_TEXT + 1 bytes are read now."""
+    with pytest.raises(WidenetError, match="config file /dev/zero is larger than 1,000,000 "
+                                           "bytes"):
+        read_config_file("/dev/zero")

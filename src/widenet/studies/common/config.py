@@ -117,10 +117,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping of keys to values in a YAML config file."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_TEXT:
+        with path.open("rb") as file:  # read no more than the limit: /dev/zero has size 0
+            data = file.read(MAX_TEXT + 1)
+        if len(data) > MAX_TEXT:
             raise WidenetError(f"config file {path} is larger than {MAX_TEXT:,} bytes; a "
                                "config is a few lines of key: value")
-        text = path.read_text()
+        text = data.decode()
     except FileNotFoundError:
         raise WidenetError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as error:
