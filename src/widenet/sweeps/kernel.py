@@ -33,7 +33,7 @@ from torch import nn
 
 from widenet.errors import WidenetError
 from widenet.files import atomic_write
-from widenet.solvers.blocked import UNFINISHED
+from widenet.solvers.npy_rows import UNFINISHED
 from widenet.sweeps.engines import Engine, Job, LocalEngine, Outcome
 
 KINDS = ("ntk", "nngp", "empirical")
