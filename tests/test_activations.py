@@ -220,11 +220,16 @@ def _gelu_slope(s: float) -> float:
         2 * math.pi)
 
 
+def _sigmoid(s: float) -> float:
+    return 1.0 / (1.0 + math.exp(-s))
+
+
 EOC_REFERENCES = {  # phi, phi' as plain floats, for adaptive quadrature
     "tanh": (math.tanh, lambda s: 1.0 - math.tanh(s) ** 2),
     "erf": (math.erf, lambda s: 2.0 / math.sqrt(math.pi) * math.exp(-s * s)),
     "sin": (math.sin, math.cos),
-    "gelu": (_gelu, _gelu_slope)}
+    "gelu": (_gelu, _gelu_slope),
+    "silu": (lambda s: s * _sigmoid(s), lambda s: _sigmoid(s) * (1.0 + s * _sigmoid(-s)))}
 
 
 def _variance_map_at_its_edge_of_chaos(name: str, bias_std: float):
@@ -280,6 +285,21 @@ def test_a_repelling_fixed_point_is_no_edge_of_chaos(bias_std) -> None:
         A.gelu.edge_of_chaos(bias_std)
     with pytest.raises(WidenetError, match="no edge-of-chaos"):
         MLP(3, [4], 1, "gelu", bias_std=bias_std)
+
+
+@pytest.mark.parametrize("bias_std", [6e-7, 8e-7, 1e-6])
+def test_a_slightly_repelling_fixed_point_is_no_edge_of_chaos(bias_std) -> None:
+    """silu (a user function) with a tiny bias: its only q* with chi_1 = 1, q* = 2 sigma_b
+    (g(q) = q^2 / 4 - sigma_b^2 for small q), repels the variance map with slope
+    1 + sigma_w^2 E[phi phi''](q*) = 1 + q*/2 + O(q*^2) (phi = s/2 + s^2/4 + O(s^4)). Its
+    excess, 6e-7 to 1e-6, was within the attraction test's tolerance of 1e-6, so silu got
+    sigma_w = 2 - 2 sigma_b here while it raised at sigma_b = 3e-7, 1.2e-6 and 0.1."""
+    q_star, map_slope, chi = _variance_map_at_its_edge_of_chaos("silu", bias_std)
+    assert q_star == pytest.approx(2 * bias_std, rel=10 * q_star)
+    assert chi == pytest.approx(1.0, rel=1e-9)
+    assert map_slope - 1 == pytest.approx(q_star / 2, rel=1e-2)
+    with pytest.raises(WidenetError, match="no edge-of-chaos"):
+        A.get_activation(torch.nn.functional.silu).edge_of_chaos(bias_std)
 
 
 EPS = float(torch.finfo(torch.float64).eps)

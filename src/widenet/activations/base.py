@@ -79,7 +79,7 @@ class Activation:
         g(q) = q - E[phi^2](q) / E[phi'^2](q) - sigma_b^2 = 0, solved by bracketing its positive
         roots on a logarithmic grid and bisecting; the smallest root at which q* attracts the
         variance map is taken (a repelling q* is no edge of chaos: the variances run away from
-        it, as for gelu with sigma_b < 0.45). With sigma_b = 0 and phi(0) = 0 the
+        it, as for gelu with sigma_b < 0.416). With sigma_b = 0 and phi(0) = 0 the
         fixed point is q* = 0 and sigma_w = 1 / s, s^2 = lim_{q -> 0} E[phi'(sqrt(q) z)^2] (see
         :meth:`_slope_at_zero`: |phi'(0)| where phi is differentiable, 1 / sqrt(2) for relu),
         provided q* = 0 attracts the variance map (gelu's does not: give it a bias or an explicit
@@ -150,17 +150,23 @@ class Activation:
     def _attracts(self, q_star: float) -> bool:
         """Whether the fixed point q* > 0 attracts the variance map
         q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2 at sigma_w^2 = 1 / E[phi'^2](q*): its
-        slope there, by a central difference over q* (1 +- 1e-3), is at most 1 (up to 1e-6, so
-        that a neutral map is accepted). Below q* = 1e-6 with phi(0) = 0 the slope is 1 + O(q*),
-        its sign lost in round-off, and what decides is what decides at sigma_b = 0: whether the
-        map shrinks q = 1e-2 (:meth:`_attracts_zero`; tanh yes, gelu no)."""
+        slope there, by a five-point central difference over q* (1 +- 1e-3, 1 +- 2e-3; within
+        3e-13 of quadrature for tanh, erf, sin, gelu, silu at q* = 1e-6..1e4), is at most 1 (up
+        to 1e-10, so that a neutral map is accepted). The tolerance must stay far below the
+        slope's excess over 1 at small q*, c q* with c = O(1) (silu: q* / 2; a tolerance of
+        1e-6 accepted silu's repelling q* = 1e-6..2e-6). Below q* = 1e-6 with phi(0) = 0 what
+        decides is what decides at sigma_b = 0: whether the map shrinks q = 1e-2
+        (:meth:`_attracts_zero`; tanh yes, gelu no)."""
         weight_var = 1.0 / self._moments(q_star)[1]
         if q_star < 1e-6 and self._vanishes_at_zero():
             return self._attracts_zero(weight_var)
+
+        def difference(step: float) -> float:
+            return self._moments(q_star + step)[0] - self._moments(q_star - step)[0]
+
         step = 1e-3 * q_star
-        slope = weight_var * (self._moments(q_star + step)[0]
-                              - self._moments(q_star - step)[0]) / (2.0 * step)
-        return slope <= 1.0 + 1e-6
+        slope = weight_var * (8.0 * difference(step) - difference(2.0 * step)) / (12.0 * step)
+        return slope <= 1.0 + 1e-10
 
     @staticmethod
     def _roots(gap: Callable[[float], float], grid: Iterable[float]) -> Iterator[float]:
