@@ -768,7 +768,7 @@ def test_the_kernel_of_points_that_require_grad_is_a_value_detached_from_them(me
     assert not kernel.full.requires_grad
     expected = brute_ntk(model, x.detach(), y.detach())
     assert relative_error(kernel.full, expected) < TOL
-    with pytest.raises(WidenetError, match=r"not tensors of torch\.func transforms"):
+    with pytest.raises(WidenetError, match=r"cannot run inside a torch\.func transform"):
         torch.func.grad(lambda p: empirical_ntk(model, p, method=method).ntk.sum())(x.detach())
 
 
