@@ -402,3 +402,24 @@ def test_the_bound_samples_f_once_for_all_unresolved_variances() -> None:
     series = _hermite.hermite_series(counted, q, 1024)
     assert series.defects is not None  # all 60 unresolved: the bound was computed
     assert len(calls) <= len(_hermite._rule_sizes(1024)) + 2
+
+
+def test_overlapping_sets_of_variances_compute_each_bound_once(monkeypatch) -> None:
+    """The blocks of pairs of one kernel pass overlapping sets of variances (each block its
+    rows' and columns'): each variance's bound terms are computed once and reused."""
+    built = []
+
+    class Counted(_hermite._Panels):
+        def __init__(self, f, q):
+            built.append(q.numel())
+            super().__init__(f, q)
+
+    monkeypatch.setattr(_hermite, "_Panels", Counted)
+    f = A.Quadrature(torch.tanh, "tanh").function  # a new f: nothing of it is cached
+    q = torch.linspace(30.0, 300.0, 60, dtype=torch.float64)
+    first = _hermite.hermite_series(f, q[:40], 1024)
+    second = _hermite.hermite_series(f, q[20:], 1024)
+    assert built == [40, 20]
+    for name in ("true_norm", "defect", "tail", "energy"):
+        assert torch.equal(getattr(first.defects, name)[..., 20:],
+                           getattr(second.defects, name)[..., :20])

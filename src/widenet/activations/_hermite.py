@@ -58,7 +58,7 @@ EPS = float(np.finfo(np.float64).eps)
 RESOLVED = 1e-10  # upper-half amplitude (relative) below which a rule has converged
 UNRESOLVED_ERROR = 1e-4  # error bound, relative to sqrt(E[f(u)^2] E[f(v)^2]), that warns
 # A largest rule whose upper half and change from the next smaller rule are both below SCREEN
-# of its norm is taken as resolved without computing its bound (about 0.3 ms per variance, see
+# of its norm is taken as resolved without computing its bound (0.2 to 0.7 ms per variance, see
 # _Panels): measured bounds there are far smaller (tanh at q = 4: 2e-8 and 1e-14; a kink,
 # relu's coefficients, which decay slowest: bound 0.8 times the upper half's amplitude).
 SCREEN = 1e-6
@@ -68,6 +68,7 @@ NOISE = 16.0 * EPS  # a coefficient below NOISE * sqrt(sum a_k^2) is round-off: 
 # by Cauchy-Schwarz the part dropped from a pair is at most TAIL sqrt(E[phi(u)^2] E[phi(v)^2]).
 TAIL = 1e-13
 CACHE_BYTES = 64 * 2**20
+TERMS = 2**16  # variances whose Defects' terms are kept (about 200 bytes each)
 BAND = 4.0  # sqrt(q) ratio of the variances that share panels (see _Panels)
 BLOCK = 64  # values of k whose h_k(z_i) _Panels.coefficients keeps at once
 CHUNK = 256  # variances given to one _Panels (their f on the nodes: about 16 MiB)
@@ -240,20 +241,32 @@ def _weighted_norms(coefficients: torch.Tensor, sign: float) -> torch.Tensor:
 
 def _defects(f: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, found: torch.Tensor,
              unresolved: torch.Tensor) -> Defects:
-    """The :class:`Defects` of the (n, M) coefficients ``found`` of the n variances q: at the
-    ``unresolved`` ones from their true coefficients and E[f^2] (:class:`_Panels`, CHUNK
-    variances of neighbouring q at once), at the others with t = a."""
+    """The :class:`Defects` of the (n, M) coefficients ``found`` of the n distinct variances q:
+    at the ``unresolved`` ones from their true coefficients and E[f^2] (:class:`_Panels`, CHUNK
+    variances of neighbouring q at once; each variance's terms are kept in ``_terms``, so that
+    the blocks of pairs of one kernel, whose sets of variances overlap, compute each once), at
+    the others with t = a."""
     rule = _weighted_norms(found, 1.0)
-    true_norm, defect = rule.clone(), torch.zeros_like(rule)
-    tail = torch.zeros_like(q)
-    energy = (found * found).sum(1)
-    for chunk in unresolved[torch.argsort(q[unresolved])].split(CHUNK):
+    key = (f, found.shape[1], q.device)
+    values = q[unresolved].tolist()
+    missing = [i for i, v in enumerate(values) if _terms.get((*key, v)) is None]
+    missing = unresolved[torch.tensor(missing, dtype=torch.long, device=q.device)]
+    for chunk in missing[torch.argsort(q[missing])].split(CHUNK) if missing.numel() else ():
         panels = _Panels(f, q[chunk])
         true, moment = panels.coefficients(found.shape[1]), panels.energy()
-        true_norm[:, chunk] = _weighted_norms(true, 1.0)
-        defect[:, chunk] = _weighted_norms(true - found[chunk], -1.0)
-        tail[chunk] = (moment - (true * true).sum(1)).clamp_min(0.0)
-        energy[chunk] = moment
+        computed = torch.cat([_weighted_norms(true, 1.0),
+                              _weighted_norms(true - found[chunk], -1.0),
+                              (moment - (true * true).sum(1)).clamp_min(0.0)[None],
+                              moment[None]])
+        for value, terms in zip(q[chunk].tolist(), computed.T, strict=True):
+            _terms.put((*key, value), terms)
+    true_norm, defect = rule.clone(), torch.zeros_like(rule)
+    tail, energy = torch.zeros_like(q), (found * found).sum(1)
+    if values:
+        terms = torch.stack([_terms.get((*key, v)) for v in values], 1)
+        count = len(GAMMAS)
+        true_norm[:, unresolved], defect[:, unresolved] = terms[:count], terms[count:2 * count]
+        tail[unresolved], energy[unresolved] = terms[-2], terms[-1]
     return Defects(true_norm, rule, defect, tail, energy)
 
 
@@ -382,25 +395,26 @@ def warn_unresolved(first: Series, second: Series, name: str, largest: int) -> N
 
 
 class _Cache:
-    """The most recently used :class:`Series`, up to CACHE_BYTES in all (an unresolved one
-    too: its defects are kept, so that every call using it warns again)."""
+    """The most recently used values, up to ``limit`` in all of their ``measure`` (an
+    unresolved :class:`Series` too: its defects are kept, so that every call using it warns
+    again)."""
 
-    def __init__(self):
-        self.entries: OrderedDict[tuple, Series] = OrderedDict()
-        self.size = 0
+    def __init__(self, limit: int, measure: Callable[[object], int]):
+        self.entries: OrderedDict[tuple, object] = OrderedDict()
+        self.limit, self.measure, self.size = limit, measure, 0
 
-    def get(self, key: tuple) -> Series | None:
+    def get(self, key: tuple) -> object | None:
         found = self.entries.get(key)
         if found is not None:
             self.entries.move_to_end(key)
         return found
 
-    def put(self, key: tuple, value: Series) -> None:
+    def put(self, key: tuple, value: object) -> None:
         self.entries[key] = value
-        self.size += _bytes(value)
-        while self.size > CACHE_BYTES and len(self.entries) > 1:
+        self.size += self.measure(value)
+        while self.size > self.limit and len(self.entries) > 1:
             _, dropped = self.entries.popitem(last=False)
-            self.size -= _bytes(dropped)
+            self.size -= self.measure(dropped)
 
 
 def _bytes(series: Series) -> int:
@@ -411,7 +425,8 @@ def _bytes(series: Series) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-_cache = _Cache()
+_cache = _Cache(CACHE_BYTES, _bytes)  # Series, by f, rule size and q's bytes
+_terms = _Cache(TERMS, lambda terms: 1)  # a variance's Defects terms, by f, rule, q
 
 
 def mehler_sum(a1: torch.Tensor, a2: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
