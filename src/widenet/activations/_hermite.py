@@ -71,7 +71,7 @@ CACHE_BYTES = 64 * 2**20
 TERMS = 2**16  # variances whose Defects' terms are kept (about 200 bytes each)
 BAND = 4.0  # sqrt(q) ratio of the variances that share panels (see _Panels)
 BLOCK = 64  # values of k whose h_k(z_i) _Panels.coefficients keeps at once
-CHUNK = 256  # variances given to one _Panels (their f on the nodes: about 16 MiB)
+CHUNK = 256  # variances given to one _Panels (their f on the nodes: about 30 MiB)
 POWERS = 2**20  # entries of rho's powers summed at once by mehler_sum
 
 
@@ -290,10 +290,11 @@ class _Panels:
 
     The variances are grouped in bands, sqrt(q) within a factor BAND of each other; each band
     shares the rule of :func:`common_panels`, which resolves each of its variances as finely as
-    :func:`gaussian_panels` (q) alone (a factor r in sqrt(q) adds about 5 ln(r) 10^3 nodes to
-    6 10^3), less its nodes of weight below 1e-40 (|z| > 13), which add less than 1e-20 sup|f|
-    to any t_k. The rule is symmetric about 0 and h_k(-z) = (-1)^k h_k(z), so over its positive
-    half, with s_i = sqrt(q) z_i,
+    :func:`gaussian_panels` (q) alone (h_k oscillates with period about 2 pi / sqrt(2k) >= 0.1
+    in z and a panel is at most 1/4 wide in z: tripling the panels moves t by 2e-16 at 2048; a
+    factor r in sqrt(q) adds about 5 ln(r) 10^3 nodes to 6 10^3), less its nodes of weight below
+    1e-40 (|z| > 13), which add less than 1e-20 sup|f| to any t_k. The rule is symmetric about
+    0 and h_k(-z) = (-1)^k h_k(z), so over its positive half, with s_i = sqrt(q) z_i,
 
         t_k = sum_i w_i h_k(z_i) (f(s_i) + (-1)^k f(-s_i)),
         E[f^2] = sum_i w_i (f(s_i)^2 + f(-s_i)^2):
