@@ -90,6 +90,16 @@ def _legendre(nodes: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     return tuple(torch.from_numpy(t) for t in np.polynomial.legendre.leggauss(nodes))
 
 
+def _layout(q: float) -> tuple[float, int, float]:
+    """(near, count, reach) for q > 0: :func:`gaussian_panels` lays ``count`` equal panels on
+    0 <= s <= near and, where reach > near, PANELS equal ones on near <= s <= reach (and the same
+    on s < 0). count <= NEAR / 0.25 = 160 at every q."""
+    root = math.sqrt(q)
+    reach = REACH * root
+    near = min(reach, NEAR)
+    return near, math.ceil(near / min(0.25, root / 4.0)), reach
+
+
 def gaussian_panels(q: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Nodes s and weights w with sum_i w_i f(s_i) = E[f(u)], u ~ N(0, q), for functions whose
     features have width ~1 in s or sqrt(q): 16-point Gauss-Legendre panels, symmetric about 0
@@ -99,14 +109,50 @@ def gaussian_panels(q: float) -> tuple[torch.Tensor, torch.Tensor]:
     if q <= 0.0:
         return torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
     root = math.sqrt(q)
-    reach = REACH * root
-    near = min(reach, NEAR)
-    edges = torch.linspace(0.0, near, math.ceil(near / min(0.25, root / 4.0)) + 1,
-                           dtype=torch.float64)
+    near, count, reach = _layout(q)
+    edges = torch.linspace(0.0, near, count + 1, dtype=torch.float64)
     if reach > near:
         edges = torch.cat([edges, torch.linspace(near, reach, PANELS + 1,
                                                  dtype=torch.float64)[1:]])
-    edges = torch.cat([-edges.flip(0)[:-1], edges])
+    return _nodes(torch.cat([-edges.flip(0)[:-1], edges]), root)
+
+
+def common_panels(q: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The nodes z_i > 0 and weights w_i of a rule symmetric about 0 (its other half is -z_i with
+    the same weights), sum_i w_i (g(z_i) + g(-z_i)) = E[g(z)], z ~ N(0, 1), that resolves
+    g(z) = f(sqrt(q) z) h(z) at least as finely as :func:`gaussian_panels` (q) does in
+    s = sqrt(q) z, for every variance q >= 0 given at once: 16-point Gauss-Legendre panels,
+    symmetric about 0, each no wider than any panel of any gaussian_panels(q), mapped to z, that
+    it overlaps.
+
+    In z, gaussian_panels(q) has ``count`` equal panels on [0, e], e = near / sqrt(q), and
+    PANELS on [e, REACH] where reach > near (:func:`_layout`). The panels are laid from 0 on,
+    each [z, z + d] with d = max(z, e_min) / n below e_max (e_min, e_max the smallest and
+    largest e, n the largest count: e / count >= max(z, e_min) / n for every e > z), cut to
+    (REACH - e) / PANELS for the largest e below z + d: uniform up to e_min, then growing by
+    the factor 1 + 1/n, about n (1 + ln(e_max / e_min)) panels up to e_max, then at most
+    PANELS. q = 0 (f(0 z) is constant) asks for panels 1/4 wide in z, as q = 1 does."""
+    layouts = [_layout(v) for v in q if v > 0.0] or [_layout(1.0)]
+    roots = [math.sqrt(v) for v in q if v > 0.0] or [1.0]
+    ends = [near / root for (near, _, _), root in zip(layouts, roots, strict=True)]
+    first, last = min(ends), max(ends)
+    finest = max(count for _, count, _ in layouts)
+    outer = np.sort([e for e, (near, _, reach) in zip(ends, layouts, strict=True)
+                     if reach > near])
+    edges = [0.0]
+    while edges[-1] < REACH:
+        z = edges[-1]
+        width = max(z, first) / finest if z < last else math.inf
+        crossed = np.searchsorted(outer, z + width)  # outer[:crossed] < z + width
+        if crossed:
+            width = min(width, (REACH - outer[crossed - 1]) / PANELS)
+        edges.append(min(z + width, REACH))
+    return _nodes(torch.tensor(edges, dtype=torch.float64), 1.0)
+
+
+def _nodes(edges: torch.Tensor, root: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes s and weights of the N(0, root^2) measure on 16-point Gauss-Legendre panels
+    between the (increasing) ``edges``."""
     x, v = _legendre()
     middle, half = (edges[1:] + edges[:-1])[:, None] / 2, (edges[1:] - edges[:-1])[:, None] / 2
     s = (middle + half * x).reshape(-1)

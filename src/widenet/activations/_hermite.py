@@ -22,9 +22,9 @@ reaches the given maximum (a phi(sqrt(q) z) that is nearly a step: the series th
 slowly in rho near +-1, but stays PSD and exact at rho = +-1 and 0 up to the rule's error).
 
 Error bound where the largest rule did not converge. With t_k = E[f(sqrt(q) z) h_k(z)] the true
-coefficients (k < M from :func:`gaussian_panels`, independent of the rule), d_k = t_k - a_k,
-T = E[f^2] - sum_{k<M} t_k^2 the energy beyond the rule, and b, s, e, U the same for the second
-variance, the true dual is sum_k t_k s_k rho^k, so for every rho in [-1, 1]
+coefficients (k < M from Gauss-Legendre panels, :class:`_Panels`, independent of the rule),
+d_k = t_k - a_k, T = E[f^2] - sum_{k<M} t_k^2 the energy beyond the rule, and b, s, e, U the
+same for the second variance, the true dual is sum_k t_k s_k rho^k, so for every rho in [-1, 1]
 
     |E[f1(u) f2(v)] - sum_{k<M} a_k b_k rho^k|
         <= sum_{k<M} (|t_k| |e_k| + |d_k| |b_k|) + sqrt(T U)
@@ -51,25 +51,27 @@ import numpy as np
 import torch
 from scipy.special import roots_hermitenorm
 
-from widenet.activations._gaussian import gaussian_panels
+from widenet.activations._gaussian import common_panels
 
 SMALLEST_RULE = 32
 EPS = float(np.finfo(np.float64).eps)
 RESOLVED = 1e-10  # upper-half amplitude (relative) below which a rule has converged
 UNRESOLVED_ERROR = 1e-4  # error bound, relative to sqrt(E[f(u)^2] E[f(v)^2]), that warns
 # A largest rule whose upper half and change from the next smaller rule are both below SCREEN
-# of its norm is taken as resolved without computing its bound (1 to 20 ms per variance, see
-# _defects): measured bounds there are far smaller (tanh at q = 4: 2e-8 and 1e-14; a kink,
+# of its norm is taken as resolved without computing its bound (0.2 to 0.7 ms per variance, see
+# _Panels): measured bounds there are far smaller (tanh at q = 4: 2e-8 and 1e-14; a kink,
 # relu's coefficients, which decay slowest: bound 0.8 times the upper half's amplitude).
 SCREEN = 1e-6
-LARGEST_ESTIMATE = 2048  # the largest rule used to estimate the true coefficients (32 MiB)
-ESTIMATE_MARGIN = 10.0  # an estimated bound below UNRESOLVED_ERROR / ESTIMATE_MARGIN stands
 GAMMAS = (0.5, 1.0, 1.5, 2.0, 3.0)  # exponents of the weights (1 + k)^gamma of the error bound
 NOISE = 16.0 * EPS  # a coefficient below NOISE * sqrt(sum a_k^2) is round-off: set to 0
 # The series is cut where the rest of a point's coefficients has amplitude TAIL * sqrt(sum a_k^2):
 # by Cauchy-Schwarz the part dropped from a pair is at most TAIL sqrt(E[phi(u)^2] E[phi(v)^2]).
 TAIL = 1e-13
 CACHE_BYTES = 64 * 2**20
+TERMS = 2**16  # variances whose Defects' terms are kept (about 200 bytes each)
+BAND = 4.0  # sqrt(q) ratio of the variances that share panels (see _Panels)
+BLOCK = 64  # values of k whose h_k(z_i) _Panels.coefficients keeps at once
+CHUNK = 256  # variances given to one _Panels (their f on the nodes: about 30 MiB)
 POWERS = 2**20  # entries of rho's powers summed at once by mehler_sum
 
 
@@ -104,13 +106,14 @@ def _rule_on(nodes: int, device: torch.device) -> tuple[torch.Tensor, torch.Tens
 
 
 def _recurrence(z: np.ndarray, root: np.ndarray, nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(root_i h_k(z_i) for k < nodes, root_i h_nodes(z_i))."""
-    basis = np.empty((nodes, nodes + 1))
-    basis[:, 0] = root
-    basis[:, 1] = z * root
+    """(root_i h_k(z_i) for k < nodes, root_i h_nodes(z_i)); the recurrence runs on contiguous
+    rows of k, the first is returned C-contiguous in (i, k)."""
+    basis = np.empty((nodes + 1, nodes))
+    basis[0] = root
+    basis[1] = z * root
     for k in range(1, nodes):
-        basis[:, k + 1] = (z * basis[:, k] - math.sqrt(k) * basis[:, k - 1]) / math.sqrt(k + 1)
-    return basis[:, :nodes], basis[:, nodes]
+        basis[k + 1] = (z * basis[k] - math.sqrt(k) * basis[k - 1]) / math.sqrt(k + 1)
+    return torch.from_numpy(basis[:nodes]).T.contiguous().numpy(), basis[nodes]  # blocked copy
 
 
 def _rule_sizes(largest: int) -> list[int]:
@@ -238,77 +241,123 @@ def _weighted_norms(coefficients: torch.Tensor, sign: float) -> torch.Tensor:
 
 def _defects(f: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, found: torch.Tensor,
              unresolved: torch.Tensor) -> Defects:
-    """The :class:`Defects` of the (n, M) coefficients ``found`` of the n variances q.
-
-    For the ``unresolved`` ones the true coefficients are first estimated by the rule of 2M
-    nodes (a matrix product, about 1 ms a variance, against 20 ms for :func:`_true_coefficients`),
-    with E[f^2] from :func:`gaussian_panels`; where the bound so estimated for the variance with
-    itself is above UNRESOLVED_ERROR / ESTIMATE_MARGIN (or no rule of 2M nodes is kept, M > 1024),
-    the true coefficients are computed by :func:`_true_coefficients` and the bound is the
-    rigorous one. Below, the estimate stands: a rule of 2M nodes whose coefficients agree with
-    the M-node rule's to that degree resolves f far better than the M-node rule does (tanh, erf,
-    softplus: estimated and rigorous bounds agree to 2 digits where both are below 1e-5)."""
+    """The :class:`Defects` of the (n, M) coefficients ``found`` of the n distinct variances q:
+    at the ``unresolved`` ones from their true coefficients and E[f^2] (:class:`_Panels`, CHUNK
+    variances of neighbouring q at once; each variance's terms are kept in ``_terms``, so that
+    the blocks of pairs of one kernel, whose sets of variances overlap, compute each once), at
+    the others with t = a."""
     rule = _weighted_norms(found, 1.0)
+    key = (f, found.shape[1], q.device)
+    values = q[unresolved].tolist()
+    missing = [i for i, v in enumerate(values) if _terms.get((*key, v)) is None]
+    missing = unresolved[torch.tensor(missing, dtype=torch.long, device=q.device)]
+    for chunk in missing[torch.argsort(q[missing])].split(CHUNK) if missing.numel() else ():
+        panels = _Panels(f, q[chunk])
+        true, moment = panels.coefficients(found.shape[1]), panels.energy()
+        computed = torch.cat([_weighted_norms(true, 1.0),
+                              _weighted_norms(true - found[chunk], -1.0),
+                              (moment - (true * true).sum(1)).clamp_min(0.0)[None],
+                              moment[None]])
+        for value, terms in zip(q[chunk].tolist(), computed.T, strict=True):
+            _terms.put((*key, value), terms)
     true_norm, defect = rule.clone(), torch.zeros_like(rule)
-    tail = torch.zeros_like(q)
-    energy = (found * found).sum(1)
-    count = found.shape[1]
-
-    def record(index: torch.Tensor, true: torch.Tensor, moment: torch.Tensor) -> torch.Tensor:
-        """Store the terms of the variances ``index`` from their true coefficients and E[f^2];
-        returns the bound of each with itself, relative to E[f^2]."""
-        true_norm[:, index] = _weighted_norms(true, 1.0)
-        defect[:, index] = _weighted_norms(true - found[index], -1.0)
-        tail[index] = (moment - (true * true).sum(1)).clamp_min(0.0)
-        energy[index] = moment
-        own = (true_norm[:, index] * defect[:, index] + defect[:, index] * rule[:, index])
-        return (own.amin(0) + tail[index]) / moment
-
-    precise = unresolved
-    if 2 * count <= LARGEST_ESTIMATE:
-        z, basis = _rule_on(2 * count, q.device)
-        finer = f(torch.sqrt(q[unresolved])[:, None] * z).to(torch.float64) @ basis
-        moment = torch.tensor([_panel_energy(f, float(v)) for v in q[unresolved].tolist()],
-                              dtype=torch.float64, device=q.device)
-        estimate = record(unresolved, finer[:, :count], moment)
-        precise = unresolved[~(estimate <= UNRESOLVED_ERROR / ESTIMATE_MARGIN)]
-    for index in precise.tolist():
-        true, moment = _true_coefficients(f, float(q[index]), count)
-        record(torch.tensor([index], device=q.device), torch.from_numpy(true).to(q.device)[None],
-               torch.tensor([moment], dtype=torch.float64, device=q.device))
+    tail, energy = torch.zeros_like(q), (found * found).sum(1)
+    if values:
+        terms = torch.stack([_terms.get((*key, v)) for v in values], 1)
+        count = len(GAMMAS)
+        true_norm[:, unresolved], defect[:, unresolved] = terms[:count], terms[count:2 * count]
+        tail[unresolved], energy[unresolved] = terms[-2], terms[-1]
     return Defects(true_norm, rule, defect, tail, energy)
 
 
-def _panel_energy(f: Callable[[torch.Tensor], torch.Tensor], q: float) -> float:
-    """E[f(sqrt(q) z)^2] by :func:`gaussian_panels`."""
-    s, weights = gaussian_panels(q)
-    return float((weights * f(s).to(torch.float64) ** 2).sum())
+@dataclass(frozen=True)
+class _Band:
+    """Variances sharing their panels: their ``rows`` among the n given to :class:`_Panels`,
+    the nodes z_i > 0 and the roots of the weights sqrt(w_i) of the panels' positive half, and
+    sqrt(w_i) (f(s_i) + f(-s_i)) (``even``) and sqrt(w_i) (f(s_i) - f(-s_i)) (``odd``) with
+    s_i = sqrt(q) z_i, (len(rows), len(z)) each."""
+
+    rows: torch.Tensor
+    z: torch.Tensor
+    root: torch.Tensor
+    even: torch.Tensor
+    odd: torch.Tensor
 
 
-def _true_coefficients(f: Callable[[torch.Tensor], torch.Tensor], q: float, count: int
-                       ) -> tuple[np.ndarray, float]:
-    """(t, E) for a variance q > 0: t_k = E[f(sqrt(q) z) h_k(z)] for k < count and
-    E = E[f(sqrt(q) z)^2], on :func:`gaussian_panels`' nodes (independent of the Gauss-Hermite
-    rules; h_k oscillates with period about 2 pi / sqrt(2k) >= 0.1 in z, and a panel is at most
-    1/4 wide in z: tripling the panels moves t by 2e-16 at 2048), leaving out nodes of weight
-    below 1e-40 (|z| > 13), which add less than 1e-20 sup|f| to any t_k. The recurrence runs on
-    sqrt(w_i) h_k(z_i), bounded where h_k alone would overflow, in place on numpy arrays
-    (about 20 ms at 1024 coefficients)."""
-    s, weights = gaussian_panels(q)
-    keep = weights > 1e-40
-    s, weights = s[keep], weights[keep]
-    z, root = (s / math.sqrt(q)).numpy(), torch.sqrt(weights).numpy()
-    weighted = root * f(s).to(torch.float64).cpu().numpy()
-    true = np.empty(count)
-    previous, current, work = np.zeros_like(z), root.copy(), np.empty_like(z)
-    for k in range(count):
-        true[k] = weighted @ current
-        np.multiply(z, current, out=work)  # h_{k+1} = (z h_k - sqrt(k) h_{k-1}) / sqrt(k + 1)
-        previous *= math.sqrt(k)
-        work -= previous
-        work *= 1.0 / math.sqrt(k + 1)
-        previous, current, work = current, work, previous
-    return true, float(weighted @ weighted)
+class _Panels:
+    """E[f(sqrt(q) z)^2] and the true coefficients t_k = E[f(sqrt(q) z) h_k(z)] of n variances
+    q >= 0 at once, on panels independent of the Gauss-Hermite rules.
+
+    The variances are grouped in bands, sqrt(q) within a factor BAND of each other; each band
+    shares the rule of :func:`common_panels`, which resolves each of its variances as finely as
+    :func:`gaussian_panels` (q) alone (h_k oscillates with period about 2 pi / sqrt(2k) >= 0.1
+    in z and a panel is at most 1/4 wide in z: tripling the panels moves t by 2e-16 at 2048; a
+    factor r in sqrt(q) adds about 5 ln(r) 10^3 nodes to 6 10^3), less its nodes of weight below
+    1e-40 (|z| > 13), which add less than 1e-20 sup|f| to any t_k. The rule is symmetric about
+    0 and h_k(-z) = (-1)^k h_k(z), so over its positive half, with s_i = sqrt(q) z_i,
+
+        t_k = sum_i w_i h_k(z_i) (f(s_i) + (-1)^k f(-s_i)),
+        E[f^2] = sum_i w_i (f(s_i)^2 + f(-s_i)^2):
+
+    the even k from :attr:`_Band.even`, the odd k from :attr:`_Band.odd` (one of which is 0 for
+    an odd or even f)."""
+
+    def __init__(self, f: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor):
+        self.count = q.shape[0]
+        order = torch.argsort(q).tolist()
+        values = q.tolist()
+        self.bands: list[_Band] = []
+        while order:
+            top = BAND**2 * max(values[order[0]], 1.0)
+            size = next((i for i, index in enumerate(order) if values[index] > top), len(order))
+            rows, order = order[:size], order[size:]
+            z, weights = common_panels([values[i] for i in rows])
+            keep = weights > 1e-40
+            z, root = z[keep].to(q.device), torch.sqrt(weights[keep]).to(q.device)
+            rows = torch.tensor(rows, device=q.device)
+            s = torch.sqrt(q[rows])[:, None] * z
+            plus, minus = (root * f(t).to(torch.float64) for t in (s, -s))
+            self.bands.append(_Band(rows, z, root, plus + minus, plus - minus))
+
+    def energy(self) -> torch.Tensor:
+        """(n,): E[f(sqrt(q) z)^2]."""
+        out = torch.empty(self.count, dtype=torch.float64, device=self.bands[0].z.device)
+        for band in self.bands:  # (f+ + f-)^2 + (f+ - f-)^2 = 2 (f+^2 + f-^2)
+            out[band.rows] = 0.5 * ((band.even * band.even).sum(1) + (band.odd * band.odd).sum(1))
+        return out
+
+    def coefficients(self, count: int) -> torch.Tensor:
+        """(n, count): t_k for k < count. sqrt(w_i) h_k(z_i), bounded where h_k alone would
+        overflow, comes from the recurrence h_{k+1} = (z h_k - sqrt(k) h_{k-1}) / sqrt(k + 1),
+        run once on the nodes of all the bands, BLOCK values of k at a time; each block's even
+        and odd k are multiplied into each band's even and odd part (two matrix products per
+        band, whose variances share their nodes)."""
+        z, root = (torch.cat([getattr(band, name) for band in self.bands])
+                   for name in ("z", "root"))
+        out = torch.zeros(self.count, count, dtype=torch.float64, device=z.device)
+        parts, start = [], 0
+        for band in self.bands:
+            nodes = slice(start, start + band.z.shape[0])
+            parts += [(band.rows, nodes, parity, values)
+                      for parity, values in enumerate((band.even, band.odd))
+                      if bool((values != 0).any())]  # an odd f leaves the even k at 0
+            start = nodes.stop
+        block = torch.empty(BLOCK, z.shape[0], dtype=torch.float64, device=z.device)
+        previous, current = torch.zeros_like(root), root
+        for k in range(count):
+            row = block[k % BLOCK]
+            if k == 0:
+                row.copy_(current)
+            else:
+                torch.mul(z, current, out=row).sub_(previous, alpha=math.sqrt(k - 1))
+                row.mul_(1.0 / math.sqrt(k))
+            previous, current = current, row
+            if k % BLOCK == BLOCK - 1 or k == count - 1:
+                first = k - k % BLOCK
+                for rows, nodes, parity, values in parts:
+                    out[rows, first + parity:k + 1:2] = (
+                        values @ block[parity:k + 1 - first:2, nodes].T)
+        return out
 
 
 def error_bound(first: Series, second: Series) -> torch.Tensor | None:
@@ -347,25 +396,26 @@ def warn_unresolved(first: Series, second: Series, name: str, largest: int) -> N
 
 
 class _Cache:
-    """The most recently used :class:`Series`, up to CACHE_BYTES in all (an unresolved one
-    too: its defects are kept, so that every call using it warns again)."""
+    """The most recently used values, up to ``limit`` in all of their ``measure`` (an
+    unresolved :class:`Series` too: its defects are kept, so that every call using it warns
+    again)."""
 
-    def __init__(self):
-        self.entries: OrderedDict[tuple, Series] = OrderedDict()
-        self.size = 0
+    def __init__(self, limit: int, measure: Callable[[object], int]):
+        self.entries: OrderedDict[tuple, object] = OrderedDict()
+        self.limit, self.measure, self.size = limit, measure, 0
 
-    def get(self, key: tuple) -> Series | None:
+    def get(self, key: tuple) -> object | None:
         found = self.entries.get(key)
         if found is not None:
             self.entries.move_to_end(key)
         return found
 
-    def put(self, key: tuple, value: Series) -> None:
+    def put(self, key: tuple, value: object) -> None:
         self.entries[key] = value
-        self.size += _bytes(value)
-        while self.size > CACHE_BYTES and len(self.entries) > 1:
+        self.size += self.measure(value)
+        while self.size > self.limit and len(self.entries) > 1:
             _, dropped = self.entries.popitem(last=False)
-            self.size -= _bytes(dropped)
+            self.size -= self.measure(dropped)
 
 
 def _bytes(series: Series) -> int:
@@ -376,7 +426,8 @@ def _bytes(series: Series) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-_cache = _Cache()
+_cache = _Cache(CACHE_BYTES, _bytes)  # Series, by f, rule size and q's bytes
+_terms = _Cache(TERMS, lambda terms: 1)  # a variance's Defects terms, by f, rule, q
 
 
 def mehler_sum(a1: torch.Tensor, a2: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
