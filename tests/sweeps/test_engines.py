@@ -145,3 +145,56 @@ def test_ctrl_c_stops_the_local_engine_without_a_traceback(tmp_path, server_slee
     _, errors = driver.communicate(timeout=60)
     assert driver.returncode == 130
     assert errors == ""
+
+
+def _sleep_with_pid_file(folder: str) -> None:
+    Path(folder, str(os.getpid())).touch()
+    import time
+
+    time.sleep(60)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_second_ctrl_c_while_the_workers_are_stopped_leaves_none_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers ignore Ctrl-C, so the driver must kill every one: a Ctrl-C arriving as it
+    kills the first (holding Ctrl-C down repeats it) left the others running their jobs."""
+    import multiprocessing
+    import signal
+    import time
+
+    kill = multiprocessing.get_context("forkserver").Process.kill
+
+    def kill_then_ctrl_c(process: multiprocessing.Process) -> None:
+        kill(process)
+        signal.raise_signal(signal.SIGINT)
+
+    def stop_when_all_started(_job: Job, _outcome: Outcome) -> None:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.iterdir())) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        monkeypatch.setattr(multiprocessing.get_context("forkserver").Process, "kill",
+                            kill_then_ctrl_c)
+        raise KeyboardInterrupt
+
+    jobs = [Job("fast", _same, (0,)),
+            *(Job(f"slow{i}", _sleep_with_pid_file, (str(tmp_path),)) for i in range(3))]
+    with pytest.raises(KeyboardInterrupt):
+        LocalEngine(4, retries=0, warm=False).run(jobs, stop_when_all_started)
+    pids = [int(path.name) for path in tmp_path.iterdir()]
+    assert len(pids) == 3
+    deadline = time.monotonic() + 10
+    while any(map(_running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = [pid for pid in pids if _running(pid)]
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert survivors == []

@@ -116,6 +116,7 @@ class LocalEngine:
                         on_result(job, Outcome("failed", reason=f"the job cannot be sent to a "
                                                f"worker: {type(error).__name__}: {error}"))
                         continue
+                    resource_tracker.ensure_running()  # before: starting it unblocks SIGINT
                     with _ctrl_c_deferred():
                         receiver, sender = context.Pipe(duplex=False)
                         process = context.Process(target=_child,
@@ -136,24 +137,26 @@ class LocalEngine:
                         on_result(job, Outcome("lost", reason=f"worker died (exit code "
                                                f"{process.exitcode}) {attempt + 1} times"))
         finally:
+            with _ctrl_c_deferred():  # the workers ignore Ctrl-C: a second one must not leave
+                for _, _, process in active.values():  # some of them running
+                    process.kill()
             for _, _, process in active.values():
-                process.kill()
                 process.join()
 
 
 @contextmanager
 def _ctrl_c_deferred() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) back while a worker starts, and deliver it after.
+    """Hold Ctrl-C (SIGINT) back while a worker starts or the workers are killed, and deliver
+    it after. The resource tracker must be running before (starting it unblocks SIGINT).
 
     Ctrl-C reaches the whole process group, but only the driver handles it (stopping the
-    workers). A start is never cut in the middle of its exchange with the fork server (which
-    then prints a traceback): SIGINT stays pending until the start is done. In the main
-    thread SIGINT is also ignored meanwhile, and the fork server, which the first start
-    launches, and every worker it forks inherit that, so none of them prints a traceback
-    either. The first start waits for the fork server's imports, so Ctrl-C takes effect once
-    they are done.
+    workers; a second Ctrl-C does not cut that short, which would leave workers running). A
+    start is never cut in the middle of its exchange with the fork server (which then prints a
+    traceback): SIGINT stays pending until the start is done. In the main thread SIGINT is also
+    ignored meanwhile, and the fork server, which the first start launches, and every worker it
+    forks inherit that, so none of them prints a traceback either. The first start waits for
+    the fork server's imports, so Ctrl-C takes effect once they are done.
     """
-    resource_tracker.ensure_running()  # before, not inside: starting it unblocks SIGINT
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     handler = (signal.getsignal(signal.SIGINT)  # None: set outside Python, left alone
                if threading.current_thread() is threading.main_thread() else None)
