@@ -13,7 +13,7 @@ import torch
 from scipy import integrate
 
 import widenet.activations as A
-from widenet.activations import _hermite
+from widenet.activations import _hermite, _hermite_bound
 from widenet.activations._gaussian import common_panels, gaussian_panels
 from widenet.activations.quadrature import Quadrature
 
@@ -247,7 +247,7 @@ def test_silent_means_the_moments_are_within_the_threshold(act: A.Quadrature, q:
     warned = any("the Hermite series" in str(w.message) for w in caught)
     errors = [abs(float(m) - _panel_moment(f, q)) / _panel_moment(f, q)
               for m, f in zip(moments, (act.function, act.derivative), strict=True)]
-    assert warned or max(errors) <= _hermite.UNRESOLVED_ERROR, errors
+    assert warned or max(errors) <= _hermite_bound.UNRESOLVED_ERROR, errors
 
 
 def test_ordinary_variances_are_silent() -> None:
@@ -290,7 +290,7 @@ def test_the_warning_bounds_the_error_at_every_correlation(q1: float, q2: float)
     for which, name in enumerate(("phi", "phi'")):
         scale = math.sqrt(float(A.erf.duals(q1, q1, q1)[which] * A.erf.duals(q2, q2, q2)[which]))
         error = float((series[which] - exact[which]).abs().max()) / scale
-        bounds = _warned_bounds(caught, name) or [_hermite.UNRESOLVED_ERROR]
+        bounds = _warned_bounds(caught, name) or [_hermite_bound.UNRESOLVED_ERROR]
         assert error <= bounds[0] * (1 + 5e-3), (name, error, bounds)  # printed to 3 digits
 
 
@@ -319,7 +319,7 @@ def test_a_converged_series_has_no_defects() -> None:
     series = _hermite.hermite_series(torch.tanh, torch.tensor([0.3, 2.0], dtype=torch.float64),
                                      1024)
     assert series.defects is None
-    assert _hermite.error_bound(series, series) is None
+    assert _hermite_bound.error_bound(series, series) is None
 
 
 def _panel_edges(s: torch.Tensor) -> torch.Tensor:
@@ -379,7 +379,7 @@ def test_shared_panels_give_each_variance_its_own_coefficients(f) -> None:
     (Cauchy-Schwarz), 1e-14 of it. (softplus is left out: torch's jumps by 2e-9 at s = 20,
     which neither set of panels resolves to round-off.)"""
     qs = [0.3, 1.05, 6.6, 25.0, 90.0, 341.0, 1e4, 1e8]
-    panels = _hermite._Panels(f, torch.tensor(qs, dtype=torch.float64))
+    panels = _hermite_bound._Panels(f, torch.tensor(qs, dtype=torch.float64))
     true, energy = panels.coefficients(1024), panels.energy()
     for i, q in enumerate(qs):
         alone, moment = _alone(f, q, 1024)
@@ -409,12 +409,12 @@ def test_overlapping_sets_of_variances_compute_each_bound_once(monkeypatch) -> N
     rows' and columns'): each variance's bound terms are computed once and reused."""
     built = []
 
-    class Counted(_hermite._Panels):
+    class Counted(_hermite_bound._Panels):
         def __init__(self, f, q):
             built.append(q.numel())
             super().__init__(f, q)
 
-    monkeypatch.setattr(_hermite, "_Panels", Counted)
+    monkeypatch.setattr(_hermite_bound, "_Panels", Counted)
     f = A.Quadrature(torch.tanh, "tanh").function  # a new f: nothing of it is cached
     q = torch.linspace(30.0, 300.0, 60, dtype=torch.float64)
     first = _hermite.hermite_series(f, q[:40], 1024)

@@ -8,7 +8,8 @@ import torch
 from torch.nn import functional as F
 
 from widenet.activations._gaussian import TensorLike, as_tensors, correlation, gaussian_panels
-from widenet.activations._hermite import Series, hermite_series, mehler_sum, warn_unresolved
+from widenet.activations._hermite import Series, hermite_series, mehler_sum
+from widenet.activations._hermite_bound import warn_unresolved
 from widenet.activations.base import Activation
 from widenet.errors import WidenetError
 from widenet.validation import positive_int
@@ -45,7 +46,8 @@ class Quadrature(Activation):
     rho = 0.999 (at q >= 1e4 phi' is a spike narrower than the nodes' spacing: the derivative
     dual, itself of order q^(-1/2), comes out as about 0). Where a variance leaves the largest
     rule unconverged, a bound on either dual's error at every rho (relative to
-    sqrt(E[f(u)^2] E[f(v)^2]), from the true coefficients, see :mod:`widenet.activations._hermite`)
+    sqrt(E[f(u)^2] E[f(v)^2]), from the true coefficients, see
+    :mod:`widenet.activations._hermite_bound`)
     is computed, and a UserWarning states it when it exceeds 1e-4: a silent call has both duals
     within 1e-4 at every correlation (erf at q = 1e4: bound 2.7e-2 for an error of 1.1e-2; the
     derivative of softplus at q = 1e8, 5e-3 off near |rho| = 0.999 with an exact diagonal, was
